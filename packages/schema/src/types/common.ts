@@ -1,0 +1,23 @@
+/**
+ * Milliseconds since the Unix epoch, as an integer. Used for every point in time in the contract so
+ * that SQLite, TypeScript and Swift agree without parsing date strings.
+ * @TJS-type integer
+ * @minimum 0
+ */
+export type EpochMs = number;
+
+/**
+ * A non-negative integer counter (stream-management h, sequence numbers, versions).
+ * @TJS-type integer
+ * @minimum 0
+ */
+export type Counter = number;
+
+/** The processes that share one Lichen database. */
+export type ProcessRole = "main" | "nse" | "share";
+
+/** Where an IPC message goes: one process role, or every process ("*"). */
+export type IpcDestination = ProcessRole | "*";
+
+/** Any JSON value bound into a handler or carried as opaque data. */
+export type JsonObject = { [key: string]: unknown };
