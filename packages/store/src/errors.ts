@@ -1,0 +1,63 @@
+/** Base class of every error this package throws on purpose. */
+export class StoreError extends Error {
+  override readonly name: string = "StoreError";
+}
+
+/** The database has fewer migrations applied than this build bundles (nse/share never migrate). */
+export class SchemaBehindError extends StoreError {
+  override readonly name = "SchemaBehindError";
+  constructor(
+    readonly applied: number,
+    readonly bundled: number,
+    path: string,
+  ) {
+    super(
+      `database ${path} is behind this build: ${applied} of ${bundled} migrations applied; ` +
+        `only the main app migrates — open it with role "main" (or run "lichen-store migrate") first`,
+    );
+  }
+}
+
+/** The database has migrations this build does not know (an older build opened a newer DB). */
+export class SchemaAheadError extends StoreError {
+  override readonly name = "SchemaAheadError";
+  constructor(
+    readonly unknownHash: string,
+    path: string,
+  ) {
+    super(
+      `database ${path} has a migration this build does not know (hash ${unknownHash.slice(0, 12)}); refusing to use it`,
+    );
+  }
+}
+
+/** The file exists but is not a Lichen database. */
+export class NotALichenDatabaseError extends StoreError {
+  override readonly name = "NotALichenDatabaseError";
+}
+
+/** A stored account-state blob was unreadable; it was quarantined and the state invalidated. */
+export class AccountStateCorruptError extends StoreError {
+  override readonly name = "AccountStateCorruptError";
+}
+
+/** A write/read function misused the transaction API (async callback, write inside read, ...). */
+export class TransactionUsageError extends StoreError {
+  override readonly name = "TransactionUsageError";
+}
+
+/** An IPC request got no response before its timeout. */
+export class IpcTimeoutError extends StoreError {
+  override readonly name = "IpcTimeoutError";
+}
+
+/** The lock could not be acquired before the timeout. */
+export class LockTimeoutError extends StoreError {
+  override readonly name = "LockTimeoutError";
+}
+
+/** SQLITE_BUSY and friends: the only errors write()/read() retry. */
+export function isBusyError(e: unknown): boolean {
+  const code = (e as { code?: unknown } | null)?.code;
+  return typeof code === "string" && (code.startsWith("SQLITE_BUSY") || code === "SQLITE_LOCKED");
+}

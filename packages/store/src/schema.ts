@@ -1,0 +1,403 @@
+/**
+ * The Lichen database schema (Drizzle, SQLite). Every process (main app, NSE, share extension, and
+ * a native Swift NSE applying `migrations/*.sql`) uses exactly these tables.
+ *
+ * Conventions: snake_case SQL names, times are epoch milliseconds (INTEGER), JSON columns are TEXT
+ * validated with @lichen/schema at every read/write boundary, booleans are INTEGER 0/1.
+ *
+ * This file must not import relative modules: drizzle-kit loads it directly.
+ */
+import {
+  index,
+  integer,
+  primaryKey,
+  sqliteTable,
+  text,
+  uniqueIndex,
+} from "drizzle-orm/sqlite-core";
+
+/** Configured XMPP accounts. */
+export const accounts = sqliteTable("accounts", {
+  id: text("id").primaryKey(),
+  /** Bare JID of the account. */
+  jid: text("jid").notNull().unique(),
+  /** Resource to bind (null: let the server pick). */
+  resource: text("resource"),
+  enabled: integer("enabled", { mode: "boolean" }).notNull().default(true),
+  createdAt: integer("created_at").notNull(),
+});
+
+/** Persisted session state of an account: one JSON blob (AccountState) per account. */
+export const accountState = sqliteTable("account_state", {
+  accountId: text("account_id")
+    .primaryKey()
+    .references(() => accounts.id, { onDelete: "cascade" }),
+  /** AccountState as JSON, validated against @lichen/schema before every write. */
+  state: text("state").notNull(),
+  /** AccountState.stateVersion, duplicated so SQL (and Swift) can see it without parsing. */
+  version: integer("version").notNull(),
+  /** When the state was last invalidated (version bump or corrupt blob); null: never. */
+  invalidatedAt: integer("invalidated_at"),
+  updatedAt: integer("updated_at").notNull(),
+});
+
+/**
+ * XEP-0198 unacked outbound queue: a stanza is appended inside the transaction that produces it and
+ * reaches the socket only after commit; `<a h>` deletes acked rows; resume resends the rest.
+ */
+export const outboundQueue = sqliteTable(
+  "outbound_queue",
+  {
+    accountId: text("account_id")
+      .notNull()
+      .references(() => accounts.id, { onDelete: "cascade" }),
+    /** Which stream this stanza was counted on (AccountState.sm.unackedQueue). */
+    streamKey: text("stream_key").notNull(),
+    /** Outbound SM sequence number (unique per account). */
+    seq: integer("seq").notNull(),
+    /** Serialized stanza XML. */
+    stanza: text("stanza").notNull(),
+    /** A message with a body: a sync error is raised when it stays unacked. */
+    important: integer("important", { mode: "boolean" }).notNull().default(false),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.accountId, t.seq] }),
+    index("outbound_queue_stream").on(t.accountId, t.streamKey),
+  ],
+);
+
+/**
+ * Pending IQ handlers. The timeout counts ticks of *connected* time, so a process that is frozen or
+ * killed never fires them early: only a connected session decrements `remaining_ticks`.
+ */
+export const iqHandlers = sqliteTable(
+  "iq_handlers",
+  {
+    accountId: text("account_id")
+      .notNull()
+      .references(() => accounts.id, { onDelete: "cascade" }),
+    iqId: text("iq_id").notNull(),
+    /** HandlerDescriptor JSON (name, optional invalidation handler, bound values). */
+    handler: text("handler").notNull(),
+    /** Stream the IQ was sent on; a stream that is not resumed invalidates the handler. */
+    streamKey: text("stream_key"),
+    /** Set when the handler can never complete; its invalidation handler is still to run. */
+    invalidatedAt: integer("invalidated_at"),
+    remainingTicks: integer("remaining_ticks").notNull(),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.accountId, t.iqId] })],
+);
+
+/** Idle timers, also counted in ticks of connected time. */
+export const idleTimers = sqliteTable(
+  "idle_timers",
+  {
+    id: text("id").primaryKey(),
+    accountId: text("account_id")
+      .notNull()
+      .references(() => accounts.id, { onDelete: "cascade" }),
+    /** HandlerDescriptor JSON called when the timer fires. */
+    handler: text("handler").notNull(),
+    remainingTicks: integer("remaining_ticks").notNull(),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [index("idle_timers_account").on(t.accountId)],
+);
+
+/** Conversations (one-to-one or group chat) of an account. */
+export const chats = sqliteTable(
+  "chats",
+  {
+    accountId: text("account_id")
+      .notNull()
+      .references(() => accounts.id, { onDelete: "cascade" }),
+    /** Bare JID of the contact or room. */
+    jid: text("jid").notNull(),
+    kind: text("kind", { enum: ["chat", "groupchat"] })
+      .notNull()
+      .default("chat"),
+    name: text("name"),
+    unreadCount: integer("unread_count").notNull().default(0),
+    muted: integer("muted", { mode: "boolean" }).notNull().default(false),
+    lastActivityAt: integer("last_activity_at"),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.accountId, t.jid] })],
+);
+
+/**
+ * Stored messages. The unique indexes make replays (resume, MAM catch-up, carbons) deduplicate:
+ * insert with ON CONFLICT DO NOTHING. SQLite treats NULLs as distinct, so absent ids never clash.
+ */
+export const messages = sqliteTable(
+  "messages",
+  {
+    id: integer("id").primaryKey({ autoIncrement: true }),
+    accountId: text("account_id")
+      .notNull()
+      .references(() => accounts.id, { onDelete: "cascade" }),
+    /** Bare JID of the chat this message belongs to. */
+    chatJid: text("chat_jid").notNull(),
+    direction: text("direction", { enum: ["in", "out"] }).notNull(),
+    fromJid: text("from_jid").notNull(),
+    toJid: text("to_jid"),
+    /** Message type attribute (chat, groupchat, normal, headline). */
+    type: text("type").notNull().default("chat"),
+    /** The stanza's id attribute. */
+    messageId: text("message_id"),
+    /** XEP-0359 origin-id (set by the sender). */
+    originId: text("origin_id"),
+    /** XEP-0359 stanza-id assigned by `stanza_id_by` (own server or room). */
+    stanzaId: text("stanza_id"),
+    stanzaIdBy: text("stanza_id_by"),
+    /** XEP-0313 archive result id, when the message came from MAM. */
+    archiveId: text("archive_id"),
+    body: text("body"),
+    encrypted: integer("encrypted", { mode: "boolean" }).notNull().default(false),
+    /** Outgoing: pending, sent, acked, received, displayed, error. Incoming: received. */
+    deliveryState: text("delivery_state").notNull().default("received"),
+    /** When it was sent (XEP-0203 delay stamp when present). */
+    sentAt: integer("sent_at").notNull(),
+    /** When this row was stored. */
+    storedAt: integer("stored_at").notNull(),
+  },
+  (t) => [
+    uniqueIndex("messages_stanza_id").on(t.accountId, t.stanzaIdBy, t.stanzaId),
+    uniqueIndex("messages_origin_id").on(t.accountId, t.originId, t.fromJid),
+    uniqueIndex("messages_archive_id").on(t.accountId, t.archiveId),
+    index("messages_chat").on(t.accountId, t.chatJid, t.id),
+  ],
+);
+
+/** XEP-0313 catch-up marks: one row per account archive (archive_jid = own bare JID) and per room. */
+export const mamMarks = sqliteTable(
+  "mam_marks",
+  {
+    accountId: text("account_id")
+      .notNull()
+      .references(() => accounts.id, { onDelete: "cascade" }),
+    archiveJid: text("archive_jid").notNull(),
+    lastArchiveId: text("last_archive_id"),
+    lastTimestamp: integer("last_timestamp"),
+    /** A gap exists (stream not resumed) and catch-up has not completed. */
+    gapOpen: integer("gap_open", { mode: "boolean" }).notNull().default(false),
+    completedAt: integer("completed_at"),
+    updatedAt: integer("updated_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.accountId, t.archiveJid] })],
+);
+
+/**
+ * IPC messages between processes. Direct messages are deleted when consumed; a broadcast
+ * (destination "*") stays until it expires and records which roles consumed it in `delivered_to`
+ * (",main,nse,"), so each role gets it exactly once.
+ */
+export const ipcMessages = sqliteTable(
+  "ipc_messages",
+  {
+    seq: integer("seq").primaryKey({ autoIncrement: true }),
+    id: text("id").notNull().unique(),
+    /** The message `type` (disconnect-all, ping, ...). */
+    name: text("name").notNull(),
+    source: text("source").notNull(),
+    /** A process role or "*". */
+    destination: text("destination").notNull(),
+    /** The message's `data` as JSON. */
+    data: text("data").notNull(),
+    responseTo: text("response_to"),
+    createdAt: integer("created_at").notNull(),
+    expiresAt: integer("expires_at").notNull(),
+    deliveredTo: text("delivered_to").notNull().default(","),
+  },
+  (t) => [
+    index("ipc_messages_destination").on(t.destination, t.seq),
+    index("ipc_messages_expires").on(t.expiresAt),
+  ],
+);
+
+/** Lease locks (matrix-rust-sdk style): generation increases whenever a different holder takes it. */
+export const processLocks = sqliteTable("process_locks", {
+  key: text("key").primaryKey(),
+  holder: text("holder").notNull(),
+  leaseExpiresAt: integer("lease_expires_at").notNull(),
+  generation: integer("generation").notNull().default(1),
+  acquiredAt: integer("acquired_at").notNull(),
+});
+
+/** Share extension outbox: written by the share process, sent by the main app. */
+export const shareOutbox = sqliteTable(
+  "share_outbox",
+  {
+    id: text("id").primaryKey(),
+    accountId: text("account_id")
+      .notNull()
+      .references(() => accounts.id, { onDelete: "cascade" }),
+    /** ShareOutboxItem JSON. */
+    item: text("item").notNull(),
+    state: text("state", { enum: ["pending", "sending", "sent", "failed"] })
+      .notNull()
+      .default("pending"),
+    error: text("error"),
+    createdAt: integer("created_at").notNull(),
+    updatedAt: integer("updated_at").notNull(),
+  },
+  (t) => [index("share_outbox_state").on(t.state, t.createdAt)],
+);
+
+/** Files attached to messages: a local copy, its upload state and the resulting URL. */
+export const attachments = sqliteTable(
+  "attachments",
+  {
+    id: text("id").primaryKey(),
+    accountId: text("account_id")
+      .notNull()
+      .references(() => accounts.id, { onDelete: "cascade" }),
+    messageRowId: integer("message_row_id").references(() => messages.id, { onDelete: "set null" }),
+    /** Path relative to the shared container's attachment directory. */
+    localPath: text("local_path").notNull(),
+    mimeType: text("mime_type").notNull(),
+    size: integer("size").notNull(),
+    uploadState: text("upload_state", {
+      enum: ["pending", "uploading", "uploaded", "failed", "downloaded"],
+    })
+      .notNull()
+      .default("pending"),
+    url: text("url"),
+    createdAt: integer("created_at").notNull(),
+    updatedAt: integer("updated_at").notNull(),
+  },
+  (t) => [index("attachments_upload").on(t.uploadState)],
+);
+
+/** Local notifications to hand to the OS (NotificationContent JSON). */
+export const pendingNotifications = sqliteTable("pending_notifications", {
+  id: text("id").primaryKey(),
+  accountId: text("account_id").references(() => accounts.id, { onDelete: "cascade" }),
+  content: text("content").notNull(),
+  deliverAt: integer("deliver_at"),
+  deliveredAt: integer("delivered_at"),
+  createdAt: integer("created_at").notNull(),
+});
+
+/** "Could not synchronize" conditions per account. */
+export const syncErrors = sqliteTable(
+  "sync_errors",
+  {
+    id: integer("id").primaryKey({ autoIncrement: true }),
+    accountId: text("account_id")
+      .notNull()
+      .references(() => accounts.id, { onDelete: "cascade" }),
+    code: text("code").notNull(),
+    message: text("message").notNull(),
+    createdAt: integer("created_at").notNull(),
+    notifiedAt: integer("notified_at"),
+    resolvedAt: integer("resolved_at"),
+  },
+  (t) => [index("sync_errors_account").on(t.accountId, t.resolvedAt)],
+);
+
+/** Rows that failed validation, kept verbatim (never silently dropped) with the reason. */
+export const quarantine = sqliteTable("quarantine", {
+  id: integer("id").primaryKey({ autoIncrement: true }),
+  tableName: text("table_name").notNull(),
+  rowKey: text("row_key").notNull(),
+  raw: text("raw").notNull(),
+  error: text("error").notNull(),
+  at: integer("at").notNull(),
+});
+
+/** Own OMEMO identity per account. Key material is base64. */
+export const omemoIdentity = sqliteTable("omemo_identity", {
+  accountId: text("account_id")
+    .primaryKey()
+    .references(() => accounts.id, { onDelete: "cascade" }),
+  deviceId: integer("device_id").notNull(),
+  registrationId: integer("registration_id").notNull(),
+  identityPublicKey: text("identity_public_key").notNull(),
+  identityPrivateKey: text("identity_private_key").notNull(),
+  createdAt: integer("created_at").notNull(),
+});
+
+export const omemoPrekeys = sqliteTable(
+  "omemo_prekeys",
+  {
+    accountId: text("account_id")
+      .notNull()
+      .references(() => accounts.id, { onDelete: "cascade" }),
+    keyId: integer("key_id").notNull(),
+    publicKey: text("public_key").notNull(),
+    privateKey: text("private_key").notNull(),
+    /** Set when a peer used it; removed after the bundle is republished. */
+    consumedAt: integer("consumed_at"),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.accountId, t.keyId] })],
+);
+
+export const omemoSignedPrekeys = sqliteTable(
+  "omemo_signed_prekeys",
+  {
+    accountId: text("account_id")
+      .notNull()
+      .references(() => accounts.id, { onDelete: "cascade" }),
+    keyId: integer("key_id").notNull(),
+    publicKey: text("public_key").notNull(),
+    privateKey: text("private_key").notNull(),
+    signature: text("signature").notNull(),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.accountId, t.keyId] })],
+);
+
+/** Signal sessions per peer device. */
+export const omemoSessions = sqliteTable(
+  "omemo_sessions",
+  {
+    accountId: text("account_id")
+      .notNull()
+      .references(() => accounts.id, { onDelete: "cascade" }),
+    jid: text("jid").notNull(),
+    deviceId: integer("device_id").notNull(),
+    /** Serialized session record (base64 or JSON, as produced by the Signal library). */
+    record: text("record").notNull(),
+    updatedAt: integer("updated_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.accountId, t.jid, t.deviceId] })],
+);
+
+/** Device ids published by each contact (and by ourselves), one row per device. */
+export const omemoDeviceLists = sqliteTable(
+  "omemo_device_lists",
+  {
+    accountId: text("account_id")
+      .notNull()
+      .references(() => accounts.id, { onDelete: "cascade" }),
+    jid: text("jid").notNull(),
+    deviceId: integer("device_id").notNull(),
+    /** Still present in the last device list seen. */
+    active: integer("active", { mode: "boolean" }).notNull().default(true),
+    label: text("label"),
+    updatedAt: integer("updated_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.accountId, t.jid, t.deviceId] })],
+);
+
+/** Trust decisions per contact device identity key. */
+export const omemoTrust = sqliteTable(
+  "omemo_trust",
+  {
+    accountId: text("account_id")
+      .notNull()
+      .references(() => accounts.id, { onDelete: "cascade" }),
+    jid: text("jid").notNull(),
+    deviceId: integer("device_id").notNull(),
+    identityKey: text("identity_key").notNull(),
+    trust: text("trust", { enum: ["undecided", "trusted", "untrusted", "verified"] })
+      .notNull()
+      .default("undecided"),
+    updatedAt: integer("updated_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.accountId, t.jid, t.deviceId] })],
+);

@@ -1,0 +1,410 @@
+import fs from "node:fs";
+import Database from "better-sqlite3";
+import { drizzle, type BetterSQLite3Database } from "drizzle-orm/better-sqlite3";
+import type { ProcessRole } from "@lichen/schema";
+import * as schema from "./schema.js";
+import { applyMigrations, assertMigrated } from "./migrations.js";
+import {
+  NotALichenDatabaseError,
+  StoreError,
+  TransactionUsageError,
+  isBusyError,
+} from "./errors.js";
+
+export type StoreSchema = typeof schema;
+export type StoreDatabase = BetterSQLite3Database<StoreSchema>;
+export type StoreLogger = (event: { event: string; [key: string]: unknown }) => void;
+
+export interface OpenStoreOptions {
+  /** Database file; created (and migrated) by role "main" when missing. */
+  path: string;
+  role: ProcessRole;
+  /** Epoch-ms clock for timestamps, leases and IPC expiry. Default Date.now. */
+  clock?: () => number;
+  /** Receives structured events (busy retries, quarantined rows, ...). Libraries never print. */
+  logger?: StoreLogger;
+  /** SQLite busy_timeout for synchronous statements, ms. Default 5000. */
+  busyTimeoutMs?: number;
+  /** Apply pending migrations. Default: true for role "main"; other roles only check. */
+  migrate?: boolean;
+  /** Check the applied migrations against this build (default true). Tools that inspect any DB set false. */
+  checkSchema?: boolean;
+}
+
+/**
+ * The transaction handle passed to write()/read(): the drizzle database (same connection, so every
+ * query runs inside the transaction) plus transaction facts.
+ */
+export type StoreTx = StoreDatabase & {
+  readonly mode: "write" | "read";
+  readonly store: Store;
+  readonly sqlite: Database.Database;
+  /** clock() when the outermost transaction began. */
+  readonly now: number;
+  /** Run `cb` after the outermost transaction commits (dropped on rollback). */
+  afterCommit(cb: () => void): void;
+};
+
+export interface Store {
+  readonly role: ProcessRole;
+  readonly path: string;
+  /** Drizzle on this connection. Reads outside a transaction are fine; write only via write(). */
+  readonly db: StoreDatabase;
+  /** The raw better-sqlite3 handle (escape hatch). */
+  readonly sqlite: Database.Database;
+  readonly clock: () => number;
+  readonly logger: StoreLogger;
+  /**
+   * Run `fn` in a BEGIN IMMEDIATE transaction and commit. Synchronous. SQLITE_BUSY is retried with
+   * back-off and jitter and never thrown. A throw rolls back and is rethrown. Nested calls use a
+   * SAVEPOINT: an inner throw rolls back only the inner part.
+   */
+  write<T>(fn: (tx: StoreTx) => T): T;
+  /** Like write(), but waits for the lock without blocking the event loop and yields before starting. */
+  writeAsync<T>(fn: (tx: StoreTx) => T): Promise<T>;
+  /** Run `fn` on one consistent snapshot (BEGIN DEFERRED). Inside write() it joins that transaction. */
+  read<T>(fn: (tx: StoreTx) => T): T;
+  /** PRAGMA data_version: changes when another connection commits. */
+  dataVersion(): number;
+  /** Whether a transaction of this store is open right now. */
+  readonly inTransaction: boolean;
+  close(): void;
+  readonly closed: boolean;
+}
+
+const SLEEP_CELL = new Int32Array(new SharedArrayBuffer(4));
+function sleepSync(ms: number): void {
+  Atomics.wait(SLEEP_CELL, 0, 0, ms);
+}
+function sleepAsync(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+/** Back-off with full jitter: 0.5 ms doubling to 25 ms. */
+function backoffMs(attempt: number): number {
+  const cap = Math.min(25, 0.5 * 2 ** attempt);
+  return cap / 2 + Math.random() * (cap / 2);
+}
+
+function isThenable(v: unknown): boolean {
+  return (
+    v !== null &&
+    (typeof v === "object" || typeof v === "function") &&
+    typeof (v as { then?: unknown }).then === "function"
+  );
+}
+
+class SqliteStore implements Store {
+  readonly db: StoreDatabase;
+  readonly sqlite: Database.Database;
+  readonly clock: () => number;
+  readonly logger: StoreLogger;
+  private readonly tx: StoreTx;
+  private depth = 0;
+  private mode: "write" | "read" | null = null;
+  private txStartedAt = 0;
+  private savepointCounter = 0;
+  private afterCommitQueue: (() => void)[] = [];
+  private readonly busyTimeoutMs: number;
+  private readonly stmts: {
+    beginImmediate: Database.Statement;
+    beginDeferred: Database.Statement;
+    commit: Database.Statement;
+    rollback: Database.Statement;
+    dataVersion: Database.Statement;
+  };
+  private isClosed = false;
+
+  constructor(
+    readonly path: string,
+    readonly role: ProcessRole,
+    opts: OpenStoreOptions,
+  ) {
+    this.clock = opts.clock ?? Date.now;
+    this.logger = opts.logger ?? (() => {});
+    this.busyTimeoutMs = opts.busyTimeoutMs ?? 5000;
+    const exists = fs.existsSync(path);
+    if (!exists && role !== "main") {
+      throw new StoreError(
+        `database ${path} does not exist; the main app creates it (role "main")`,
+      );
+    }
+    this.sqlite = new Database(path, { timeout: this.busyTimeoutMs });
+    try {
+      this.configure();
+    } catch (e) {
+      this.sqlite.close();
+      if ((e as { code?: string }).code === "SQLITE_NOTADB") {
+        throw new NotALichenDatabaseError(`${path} is not a SQLite database`);
+      }
+      throw e;
+    }
+    this.stmts = {
+      beginImmediate: this.sqlite.prepare("BEGIN IMMEDIATE"),
+      beginDeferred: this.sqlite.prepare("BEGIN DEFERRED"),
+      commit: this.sqlite.prepare("COMMIT"),
+      rollback: this.sqlite.prepare("ROLLBACK"),
+      dataVersion: this.sqlite.prepare("PRAGMA data_version").pluck(),
+    };
+    this.db = drizzle({ client: this.sqlite, schema });
+    this.tx = Object.create(this.db, {
+      mode: { get: () => this.mode ?? "read" },
+      store: { value: this },
+      sqlite: { value: this.sqlite },
+      now: { get: () => this.txStartedAt },
+      afterCommit: {
+        value: (cb: () => void) => {
+          if (this.mode !== "write")
+            throw new TransactionUsageError("afterCommit() needs a write transaction");
+          this.afterCommitQueue.push(cb);
+        },
+      },
+    }) as StoreTx;
+
+    try {
+      this.prepareSchema(opts);
+    } catch (e) {
+      this.sqlite.close();
+      this.isClosed = true;
+      throw e;
+    }
+  }
+
+  private configure(): void {
+    const s = this.sqlite;
+    // journal_mode=WAL is persistent; setting it needs a moment of exclusive access, so retry busy.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const mode = s.pragma("journal_mode = WAL", { simple: true });
+        if (mode !== "wal")
+          throw new StoreError(`cannot switch ${this.path} to WAL (journal_mode=${String(mode)})`);
+        break;
+      } catch (e) {
+        if (!isBusyError(e) || attempt > 200) throw e;
+        sleepSync(backoffMs(attempt));
+      }
+    }
+    s.pragma("synchronous = NORMAL");
+    s.pragma("foreign_keys = ON");
+    s.pragma("trusted_schema = OFF");
+    s.pragma(`busy_timeout = ${this.busyTimeoutMs}`);
+  }
+
+  private prepareSchema(opts: OpenStoreOptions): void {
+    const shouldMigrate = opts.migrate ?? this.role === "main";
+    const tables = this.sqlite
+      .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+      .pluck()
+      .all() as string[];
+    const looksLichen = tables.includes("__drizzle_migrations") || tables.includes("accounts");
+    if (tables.length > 0 && !looksLichen) {
+      throw new NotALichenDatabaseError(
+        `${this.path} is a SQLite database but not a Lichen one (tables: ${tables.slice(0, 5).join(", ")})`,
+      );
+    }
+    if (shouldMigrate) {
+      const applied = applyMigrations(this.sqlite, this.path, (fn) => this.write(() => fn()));
+      if (applied > 0) this.logger({ event: "store.migrated", path: this.path, applied });
+    } else if (opts.checkSchema ?? true) {
+      assertMigrated(this.sqlite, this.path);
+    }
+  }
+
+  get inTransaction(): boolean {
+    return this.depth > 0;
+  }
+
+  get closed(): boolean {
+    return this.isClosed;
+  }
+
+  dataVersion(): number {
+    return this.stmts.dataVersion.get() as number;
+  }
+
+  write<T>(fn: (tx: StoreTx) => T): T {
+    this.assertOpen();
+    if (this.depth > 0) return this.nestedWrite(fn);
+    const started = performance.now();
+    for (let attempt = 0; ; attempt++) {
+      if (this.tryBegin(this.stmts.beginImmediate)) break;
+      this.noteBusy(attempt, started);
+      sleepSync(backoffMs(attempt));
+    }
+    return this.runOutermost("write", fn, started);
+  }
+
+  async writeAsync<T>(fn: (tx: StoreTx) => T): Promise<T> {
+    this.assertOpen();
+    if (this.depth > 0) {
+      throw new TransactionUsageError(
+        "writeAsync() cannot be nested in a running transaction; use write()",
+      );
+    }
+    // Yield first: a process committing in a loop leaves other processes a window for the lock.
+    await yieldToEventLoop();
+    const started = performance.now();
+    for (let attempt = 0; ; attempt++) {
+      this.assertOpen();
+      // Other code of this process may have opened a transaction while we awaited.
+      if (this.depth === 0) {
+        // A zero busy timeout for this attempt: wait asynchronously instead of inside SQLite.
+        this.sqlite.pragma("busy_timeout = 0");
+        let began: boolean;
+        try {
+          began = this.tryBegin(this.stmts.beginImmediate);
+        } finally {
+          this.sqlite.pragma(`busy_timeout = ${this.busyTimeoutMs}`);
+        }
+        if (began) return this.runOutermost("write", fn, started);
+        this.noteBusy(attempt, started);
+      }
+      await sleepAsync(backoffMs(attempt));
+    }
+  }
+
+  read<T>(fn: (tx: StoreTx) => T): T {
+    this.assertOpen();
+    if (this.depth > 0) {
+      // Joins the running transaction (same snapshot).
+      this.depth++;
+      try {
+        return this.call(fn);
+      } finally {
+        this.depth--;
+      }
+    }
+    const started = performance.now();
+    for (let attempt = 0; ; attempt++) {
+      if (this.tryBegin(this.stmts.beginDeferred)) break;
+      this.noteBusy(attempt, started);
+      sleepSync(backoffMs(attempt));
+    }
+    return this.runOutermost("read", fn, started);
+  }
+
+  close(): void {
+    if (this.isClosed) return;
+    if (this.depth > 0) throw new TransactionUsageError("close() inside a transaction");
+    this.isClosed = true;
+    this.sqlite.close();
+  }
+
+  private assertOpen(): void {
+    if (this.isClosed) throw new StoreError(`store ${this.path} is closed`);
+  }
+
+  private tryBegin(stmt: Database.Statement): boolean {
+    try {
+      stmt.run();
+      return true;
+    } catch (e) {
+      if (isBusyError(e)) return false;
+      throw e;
+    }
+  }
+
+  private noteBusy(attempt: number, started: number): void {
+    // Log the first wait and then every power of two, so a long wait is visible but not noisy.
+    if ((attempt & (attempt + 1)) === 0) {
+      this.logger({
+        event: "store.busy-retry",
+        attempt: attempt + 1,
+        waitedMs: Math.round(performance.now() - started),
+        role: this.role,
+      });
+    }
+  }
+
+  private call<T>(fn: (tx: StoreTx) => T): T {
+    const result = fn(this.tx);
+    if (isThenable(result)) {
+      throw new TransactionUsageError(
+        "transaction functions must be synchronous (the callback returned a promise)",
+      );
+    }
+    return result;
+  }
+
+  private runOutermost<T>(mode: "write" | "read", fn: (tx: StoreTx) => T, started: number): T {
+    this.depth = 1;
+    this.mode = mode;
+    this.txStartedAt = this.clock();
+    this.afterCommitQueue = [];
+    let result: T;
+    try {
+      result = this.call(fn);
+    } catch (e) {
+      this.finish(false);
+      throw e;
+    }
+    const callbacks = this.afterCommitQueue;
+    this.finish(true, started);
+    for (const cb of callbacks) {
+      try {
+        cb();
+      } catch (e) {
+        this.logger({ event: "store.after-commit-failed", error: String(e) });
+      }
+    }
+    return result;
+  }
+
+  private finish(commit: boolean, started = 0): void {
+    try {
+      if (commit) {
+        // COMMIT cannot meet SQLITE_BUSY in WAL mode while we hold the write lock, but a read
+        // transaction's COMMIT or a future journal mode could: retry rather than surface it.
+        for (let attempt = 0; ; attempt++) {
+          try {
+            this.stmts.commit.run();
+            break;
+          } catch (e) {
+            if (!isBusyError(e)) throw e;
+            this.noteBusy(attempt, started);
+            sleepSync(backoffMs(attempt));
+          }
+        }
+      } else if (this.sqlite.inTransaction) {
+        this.stmts.rollback.run();
+      }
+    } catch (e) {
+      if (this.sqlite.inTransaction) this.stmts.rollback.run();
+      throw e;
+    } finally {
+      this.depth = 0;
+      this.mode = null;
+      this.afterCommitQueue = [];
+    }
+  }
+
+  private nestedWrite<T>(fn: (tx: StoreTx) => T): T {
+    if (this.mode !== "write") {
+      throw new TransactionUsageError("write() inside read(): start the write transaction first");
+    }
+    const name = `lichen_sp${this.savepointCounter++}`;
+    const queued = this.afterCommitQueue.length;
+    this.sqlite.exec(`SAVEPOINT ${name}`);
+    this.depth++;
+    try {
+      const result = this.call(fn);
+      this.sqlite.exec(`RELEASE ${name}`);
+      return result;
+    } catch (e) {
+      this.sqlite.exec(`ROLLBACK TO ${name}`);
+      this.sqlite.exec(`RELEASE ${name}`);
+      this.afterCommitQueue.length = queued;
+      throw e;
+    } finally {
+      this.depth--;
+    }
+  }
+}
+
+/** Open (and for role "main", create and migrate) a Lichen database. */
+export function openStore(opts: OpenStoreOptions): Store {
+  return new SqliteStore(opts.path, opts.role, opts);
+}
