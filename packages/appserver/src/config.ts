@@ -1,0 +1,270 @@
+import { readFileSync } from "node:fs";
+import { parse as parseYaml, YAMLParseError } from "yaml";
+import { z } from "zod";
+
+const DURATION = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)$/;
+const UNIT: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** Parses "20s", "10m", "24h", "5d", "250ms" or a plain number of milliseconds. */
+export function parseDuration(v: unknown): number | undefined {
+  if (typeof v === "number" && Number.isFinite(v) && v >= 0) return Math.round(v);
+  if (typeof v !== "string") return undefined;
+  const m = DURATION.exec(v.trim());
+  if (!m) return undefined;
+  return Math.round(Number(m[1]) * UNIT[m[2]!]!);
+}
+
+const duration = (def: string) =>
+  z
+    .union([z.number(), z.string()])
+    .default(def)
+    .transform((v, ctx) => {
+      const ms = parseDuration(v);
+      if (ms === undefined) {
+        ctx.addIssue({
+          code: "custom",
+          message: `expected a duration like "20s", "10m", "24h" or milliseconds, got ${JSON.stringify(v)}`,
+        });
+        return z.NEVER;
+      }
+      return ms;
+    });
+
+const appName = z
+  .string()
+  .regex(/^[A-Za-z0-9_.:-]{1,64}$/, "app names are 1-64 chars of [A-Za-z0-9_.:-]");
+
+/**
+ * One push app (an APNs topic or an FCM project). The provider-specific fields are checked by the
+ * provider factory at start; here: the type, and how pushes look.
+ */
+const AppSchema = z.looseObject({
+  type: z.enum(["apns", "fcm"]),
+});
+
+export const ConfigSchema = z.strictObject({
+  component: z.strictObject({
+    /** The XMPP server's XEP-0114 component port, e.g. xmpp://127.0.0.1:5347. */
+    service: z.string().regex(/^xmpp:\/\/[^/\s]+:\d+$/, 'expected "xmpp://HOST:PORT"'),
+    /** The component's JID (a domain), e.g. push.example.org. */
+    domain: z.string().min(1).max(253),
+    secret: z.string().min(1),
+    reconnectInitialDelay: duration("1s"),
+    reconnectMaxDelay: duration("60s"),
+  }),
+  tokens: z
+    .strictObject({
+      minLength: z.number().int().min(1).default(64),
+      maxLength: z.number().int().max(4096).default(512),
+      /** Secret keying the token hashes; all nodes of a cluster must share it. */
+      hashSecret: z.string().min(16).optional(),
+    })
+    .default({ minLength: 64, maxLength: 512 }),
+  apps: z
+    .record(appName, AppSchema)
+    .refine((a) => Object.keys(a).length > 0, "at least one app is required"),
+  /** App used when a request names no pushModule. Defaults to the first app. */
+  defaultApp: appName.optional(),
+  rateLimit: z
+    .strictObject({
+      window: duration("20s"),
+      /** After a provider 429 for a token. */
+      hardLimit: duration("600s"),
+    })
+    .default({ window: 20_000, hardLimit: 600_000 }),
+  blacklist: z
+    .strictObject({
+      token: z
+        .strictObject({
+          firstBlock: duration("24h"),
+          repeatBlock: duration("5d"),
+          hitExtension: duration("10m"),
+          memory: duration("30d"),
+        })
+        .default({
+          firstBlock: 86_400_000,
+          repeatBlock: 432_000_000,
+          hitExtension: 600_000,
+          memory: 2_592_000_000,
+        }),
+      domain: z
+        .strictObject({
+          window: duration("1h"),
+          threshold: z.number().int().min(1).default(50),
+          block: duration("6h"),
+        })
+        .default({ window: 3_600_000, threshold: 50, block: 21_600_000 }),
+    })
+    .default({
+      token: {
+        firstBlock: 86_400_000,
+        repeatBlock: 432_000_000,
+        hitExtension: 600_000,
+        memory: 2_592_000_000,
+      },
+      domain: { window: 3_600_000, threshold: 50, block: 21_600_000 },
+    }),
+  /** Transient provider failures (5xx, timeouts): bounded retries, then a wait error. */
+  retry: z
+    .strictObject({
+      attempts: z.number().int().min(1).max(10).default(3),
+      initialDelay: duration("500ms"),
+      maxDelay: duration("5s"),
+      /** After this many consecutive transient failures an app pauses sending (circuit open). */
+      circuitThreshold: z.number().int().min(1).default(20),
+      circuitPause: duration("10s"),
+    })
+    .default({
+      attempts: 3,
+      initialDelay: 500,
+      maxDelay: 5000,
+      circuitThreshold: 20,
+      circuitPause: 10_000,
+    }),
+  storage: z
+    .strictObject({
+      /** SQLite file; relative paths are relative to dataDir. */
+      sqlite: z.string().min(1).default("lichen-push.sqlite"),
+    })
+    .default({ sqlite: "lichen-push.sqlite" }),
+  /** Directory for the SQLite file and a generated hash secret. */
+  dataDir: z.string().min(1).default("./lichen-push-data"),
+  redis: z
+    .strictObject({
+      url: z.string().regex(/^rediss?:\/\//, 'expected "redis://HOST:PORT"'),
+      keyPrefix: z.string().default("lichen-push:"),
+      /** Node name in logs and sync messages; defaults to a random id. */
+      nodeId: z.string().min(1).max(64).optional(),
+    })
+    .optional(),
+  http: z
+    .strictObject({
+      host: z.string().default("127.0.0.1"),
+      port: z.number().int().min(0).max(65535).default(9464),
+    })
+    .default({ host: "127.0.0.1", port: 9464 }),
+  log: z
+    .strictObject({
+      level: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+    })
+    .default({ level: "info" }),
+});
+
+export type AppServerConfig = z.output<typeof ConfigSchema>;
+export type AppServerConfigInput = z.input<typeof ConfigSchema>;
+export type AppConfig = z.output<typeof AppSchema>;
+
+/** A config that failed validation; `issues` name each offending field by its dotted path. */
+export class ConfigError extends Error {
+  constructor(
+    public readonly issues: string[],
+    source?: string,
+  ) {
+    super(`invalid config${source ? ` ${source}` : ""}:\n  ${issues.join("\n  ")}`);
+    this.name = "ConfigError";
+  }
+}
+
+function pathOf(path: PropertyKey[]): string {
+  return path.map((p) => String(p)).join(".") || "(root)";
+}
+
+/** Validates a parsed config object; throws ConfigError naming every bad field. */
+export function validateConfig(raw: unknown, source?: string): AppServerConfig {
+  const r = ConfigSchema.safeParse(raw ?? {});
+  if (!r.success) {
+    const issues = r.error.issues.flatMap((i) => {
+      if (i.code === "unrecognized_keys") {
+        return i.keys.map((k) => `${pathOf([...i.path, k])}: unknown field`);
+      }
+      if (i.code === "invalid_type" && i.message.includes("received undefined")) {
+        return [`${pathOf(i.path)}: required field is missing`];
+      }
+      return [`${pathOf(i.path)}: ${i.message}`];
+    });
+    throw new ConfigError(issues, source);
+  }
+  const cfg = r.data;
+  const extra: string[] = [];
+  if (cfg.defaultApp !== undefined && !(cfg.defaultApp in cfg.apps)) {
+    extra.push(`defaultApp: names no configured app (have: ${Object.keys(cfg.apps).join(", ")})`);
+  }
+  if (cfg.tokens.minLength > cfg.tokens.maxLength)
+    extra.push("tokens.minLength: larger than tokens.maxLength");
+  if (cfg.component.reconnectInitialDelay > cfg.component.reconnectMaxDelay) {
+    extra.push("component.reconnectInitialDelay: larger than component.reconnectMaxDelay");
+  }
+  if (extra.length) throw new ConfigError(extra, source);
+  return cfg;
+}
+
+const ENV_PREFIX = "LICHEN_PUSH_";
+
+function camel(segment: string): string {
+  return segment.toLowerCase().replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+}
+
+/**
+ * Applies environment overrides: LICHEN_PUSH_<PATH> where path segments are separated by "__" and
+ * SNAKE_CASE maps to camelCase, e.g. LICHEN_PUSH_COMPONENT__SECRET, LICHEN_PUSH_REDIS__URL,
+ * LICHEN_PUSH_APPS__DEFAULT__TOPIC. Values are read as YAML scalars (numbers, booleans, strings).
+ */
+export function applyEnvOverrides(
+  raw: Record<string, unknown>,
+  env: NodeJS.ProcessEnv,
+): Record<string, unknown> {
+  const out = structuredClone(raw);
+  for (const [k, v] of Object.entries(env)) {
+    if (!k.startsWith(ENV_PREFIX) || v === undefined) continue;
+    const path = k.slice(ENV_PREFIX.length).split("__").filter(Boolean).map(camel);
+    if (path.length === 0) continue;
+    let cur: Record<string, unknown> = out;
+    for (const seg of path.slice(0, -1)) {
+      const next = cur[seg];
+      if (typeof next !== "object" || next === null || Array.isArray(next)) cur[seg] = {};
+      cur = cur[seg] as Record<string, unknown>;
+    }
+    let value: unknown = v;
+    try {
+      value = parseYaml(v);
+    } catch {
+      value = v;
+    }
+    if (value === null) value = v;
+    cur[path[path.length - 1]!] = value;
+  }
+  return out;
+}
+
+/** Reads a YAML config file, applies env overrides and validates it. */
+export function loadConfigFile(
+  file: string,
+  env: NodeJS.ProcessEnv = process.env,
+): AppServerConfig {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (e) {
+    throw new ConfigError([`cannot read file: ${(e as Error).message}`], file);
+  }
+  return parseConfigText(text, file, env);
+}
+
+/** Parses YAML text, applies env overrides and validates. */
+export function parseConfigText(
+  text: string,
+  source = "(text)",
+  env: NodeJS.ProcessEnv = {},
+): AppServerConfig {
+  let raw: unknown;
+  try {
+    raw = parseYaml(text);
+  } catch (e) {
+    const msg = e instanceof YAMLParseError ? e.message.split("\n")[0] : (e as Error).message;
+    throw new ConfigError([`YAML syntax: ${msg}`], source);
+  }
+  if (raw !== null && raw !== undefined && (typeof raw !== "object" || Array.isArray(raw))) {
+    throw new ConfigError(["(root): expected a mapping of fields"], source);
+  }
+  return validateConfig(applyEnvOverrides((raw ?? {}) as Record<string, unknown>, env), source);
+}

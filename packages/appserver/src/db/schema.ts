@@ -1,0 +1,39 @@
+import { integer, primaryKey, sqliteTable, text } from "drizzle-orm/sqlite-core";
+
+/** Blacklisted device tokens, by keyed hash only (never the raw token). */
+export const tokenBlacklist = sqliteTable("token_blacklist", {
+  hash: text("hash").primaryKey(),
+  until: integer("until").notNull(),
+  strikes: integer("strikes").notNull(),
+  updatedAt: integer("updated_at").notNull(),
+});
+
+/** Blacklisted server domains. */
+export const domainBlacklist = sqliteTable("domain_blacklist", {
+  domain: text("domain").primaryKey(),
+  until: integer("until").notNull(),
+  updatedAt: integer("updated_at").notNull(),
+});
+
+/** Invalid-token events per domain inside the sliding window (the domain counters). */
+export const domainEvents = sqliteTable(
+  "domain_events",
+  {
+    domain: text("domain").notNull(),
+    tokenHash: text("token_hash").notNull(),
+    at: integer("at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.domain, t.tokenHash] })],
+);
+
+/**
+ * Pushes held back by the rate limiter, persisted at shutdown. The token is sealed (AES-GCM with a
+ * key derived from the node secret) for the seconds it waits here; the row is deleted on restore.
+ */
+export const queuedPushes = sqliteTable("queued_pushes", {
+  tokenHash: text("token_hash").primaryKey(),
+  sealedToken: text("sealed_token").notNull(),
+  app: text("app").notNull(),
+  important: integer("important", { mode: "boolean" }).notNull(),
+  due: integer("due").notNull(),
+});

@@ -1,0 +1,203 @@
+import Database from "better-sqlite3";
+import { lt, sql } from "drizzle-orm";
+import { drizzle, type BetterSQLite3Database } from "drizzle-orm/better-sqlite3";
+import { migrate } from "drizzle-orm/better-sqlite3/migrator";
+import { fileURLToPath } from "node:url";
+import type { BlacklistChange } from "../blacklist.js";
+import * as schema from "./schema.js";
+
+const MIGRATIONS = fileURLToPath(new URL("../../migrations", import.meta.url));
+const HASH = /^[0-9a-f]{32}$/;
+
+export interface PersistedState {
+  tokens: { hash: string; until: number; strikes: number }[];
+  domains: { domain: string; until: number }[];
+  events: { domain: string; hash: string; at: number }[];
+  queued: {
+    tokenHash: string;
+    sealedToken: string;
+    app: string;
+    important: boolean;
+    due: number;
+  }[];
+  /** Rows that failed validation (skipped, reported, never fatal). */
+  rejected: { table: string; reason: string }[];
+}
+
+const isInt = (v: unknown): v is number => typeof v === "number" && Number.isSafeInteger(v);
+
+/**
+ * SQLite persistence of blacklists, domain counters and queued pushes (Drizzle over better-sqlite3).
+ * Changes are buffered and written in one transaction per event-loop turn, off the request path.
+ */
+export class AppServerStore {
+  readonly db: BetterSQLite3Database<typeof schema>;
+  private readonly sqlite: Database.Database;
+  private pending: BlacklistChange[] = [];
+  private flushScheduled = false;
+
+  constructor(file: string) {
+    this.sqlite = new Database(file);
+    this.sqlite.pragma("journal_mode = WAL");
+    this.sqlite.pragma("synchronous = NORMAL");
+    this.sqlite.pragma("busy_timeout = 5000");
+    this.db = drizzle(this.sqlite, { schema });
+    migrate(this.db, { migrationsFolder: MIGRATIONS });
+  }
+
+  /** Loads everything, validating each row; bad rows are reported in `rejected` and skipped. */
+  load(): PersistedState {
+    const st: PersistedState = { tokens: [], domains: [], events: [], queued: [], rejected: [] };
+    // Raw selects: a corrupt row (wrong type in a column) must be reported, not crash the mapping.
+    for (const r of this.sqlite
+      .prepare("SELECT hash, until, strikes FROM token_blacklist")
+      .all() as Record<string, unknown>[]) {
+      if (
+        typeof r.hash === "string" &&
+        HASH.test(r.hash) &&
+        isInt(r.until) &&
+        isInt(r.strikes) &&
+        r.strikes >= 0
+      ) {
+        st.tokens.push({ hash: r.hash, until: r.until, strikes: r.strikes });
+      } else st.rejected.push({ table: "token_blacklist", reason: "malformed row" });
+    }
+    for (const r of this.sqlite
+      .prepare("SELECT domain, until FROM domain_blacklist")
+      .all() as Record<string, unknown>[]) {
+      if (
+        typeof r.domain === "string" &&
+        r.domain.length > 0 &&
+        r.domain.length <= 253 &&
+        isInt(r.until)
+      ) {
+        st.domains.push({ domain: r.domain, until: r.until });
+      } else st.rejected.push({ table: "domain_blacklist", reason: "malformed row" });
+    }
+    for (const r of this.sqlite
+      .prepare("SELECT domain, token_hash, at FROM domain_events")
+      .all() as Record<string, unknown>[]) {
+      if (
+        typeof r.domain === "string" &&
+        typeof r.token_hash === "string" &&
+        HASH.test(r.token_hash) &&
+        isInt(r.at)
+      ) {
+        st.events.push({ domain: r.domain, hash: r.token_hash, at: r.at });
+      } else st.rejected.push({ table: "domain_events", reason: "malformed row" });
+    }
+    for (const r of this.sqlite
+      .prepare("SELECT token_hash, sealed_token, app, important, due FROM queued_pushes")
+      .all() as Record<string, unknown>[]) {
+      if (
+        typeof r.token_hash === "string" &&
+        HASH.test(r.token_hash) &&
+        typeof r.sealed_token === "string" &&
+        typeof r.app === "string" &&
+        isInt(r.due) &&
+        (r.important === 0 || r.important === 1)
+      ) {
+        st.queued.push({
+          tokenHash: r.token_hash,
+          sealedToken: r.sealed_token,
+          app: r.app,
+          important: r.important === 1,
+          due: r.due,
+        });
+      } else st.rejected.push({ table: "queued_pushes", reason: "malformed row" });
+    }
+    return st;
+  }
+
+  /** Records a blacklist change; written at the end of the current event-loop turn. */
+  record(change: BlacklistChange): void {
+    this.pending.push(change);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flush());
+    }
+  }
+
+  /** Writes buffered changes now, in one transaction. */
+  flush(): void {
+    this.flushScheduled = false;
+    if (this.pending.length === 0 || !this.sqlite.open) return;
+    const batch = this.pending;
+    this.pending = [];
+    const now = Date.now();
+    this.db.transaction((tx) => {
+      for (const c of batch) {
+        if (c.kind === "token") {
+          tx.insert(schema.tokenBlacklist)
+            .values({ hash: c.hash, until: c.until, strikes: c.strikes, updatedAt: now })
+            .onConflictDoUpdate({
+              target: schema.tokenBlacklist.hash,
+              set: {
+                until: sql`max(${schema.tokenBlacklist.until}, excluded.until)`,
+                strikes: sql`max(${schema.tokenBlacklist.strikes}, excluded.strikes)`,
+                updatedAt: now,
+              },
+            })
+            .run();
+        } else if (c.kind === "domain") {
+          tx.insert(schema.domainBlacklist)
+            .values({ domain: c.domain, until: c.until, updatedAt: now })
+            .onConflictDoUpdate({
+              target: schema.domainBlacklist.domain,
+              set: {
+                until: sql`max(${schema.domainBlacklist.until}, excluded.until)`,
+                updatedAt: now,
+              },
+            })
+            .run();
+        } else {
+          tx.insert(schema.domainEvents)
+            .values({ domain: c.domain, tokenHash: c.hash, at: c.at })
+            .onConflictDoUpdate({
+              target: [schema.domainEvents.domain, schema.domainEvents.tokenHash],
+              set: { at: sql`max(${schema.domainEvents.at}, excluded.at)` },
+            })
+            .run();
+        }
+      }
+    });
+  }
+
+  /** Deletes expired state: token entries past their memory, domain blocks and window events. */
+  prune(tokenLimit: number, domainLimit: number, eventLimit: number): void {
+    this.db.delete(schema.tokenBlacklist).where(lt(schema.tokenBlacklist.until, tokenLimit)).run();
+    this.db
+      .delete(schema.domainBlacklist)
+      .where(lt(schema.domainBlacklist.until, domainLimit))
+      .run();
+    this.db.delete(schema.domainEvents).where(lt(schema.domainEvents.at, eventLimit)).run();
+  }
+
+  /** Replaces the persisted push queue (at shutdown). */
+  saveQueued(rows: PersistedState["queued"]): void {
+    this.db.transaction((tx) => {
+      tx.delete(schema.queuedPushes).run();
+      for (const r of rows) tx.insert(schema.queuedPushes).values(r).onConflictDoNothing().run();
+    });
+  }
+
+  /** Forgets the persisted push queue (after it was restored into memory). */
+  clearQueued(): void {
+    this.db.delete(schema.queuedPushes).run();
+  }
+
+  /** Cheap liveness probe for /healthz. */
+  ping(): boolean {
+    try {
+      return this.sqlite.prepare("SELECT 1 AS ok").get() !== undefined;
+    } catch {
+      return false;
+    }
+  }
+
+  close(): void {
+    if (!this.sqlite.open) return;
+    this.flush();
+    this.sqlite.close();
+  }
+}

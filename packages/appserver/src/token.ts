@@ -1,0 +1,92 @@
+import { createHmac, createCipheriv, createDecipheriv, hkdfSync, randomBytes } from "node:crypto";
+
+/** Bounds for a push node = device token. APNs tokens are 64 hex chars, FCM tokens ~150-200 chars. */
+export interface TokenRules {
+  minLength: number;
+  maxLength: number;
+}
+
+export const DEFAULT_TOKEN_RULES: TokenRules = { minLength: 64, maxLength: 512 };
+
+// APNs: hex; FCM: base64url plus ':'; some apps use '.'. Nothing else is ever part of a token.
+const TOKEN_CHARSET = /^[A-Za-z0-9_:.-]+$/;
+
+export type TokenCheck = { ok: true } | { ok: false; reason: string };
+
+/** Validates a pubsub node as a device token. Runs before anything else looks at the request. */
+export function checkToken(
+  node: string | undefined,
+  rules: TokenRules = DEFAULT_TOKEN_RULES,
+): TokenCheck {
+  if (node === undefined || node.length === 0) return { ok: false, reason: "missing node" };
+  if (node.length < rules.minLength)
+    return { ok: false, reason: `node shorter than ${rules.minLength}` };
+  if (node.length > rules.maxLength)
+    return { ok: false, reason: `node longer than ${rules.maxLength}` };
+  if (!TOKEN_CHARSET.test(node))
+    return { ok: false, reason: "node has characters outside [A-Za-z0-9_:.-]" };
+  return { ok: true };
+}
+
+/**
+ * Keyed hash of a device token: the only form in which a token is stored, logged or shared (Redis).
+ * All nodes of one cluster share the secret so that their blacklist keys agree.
+ */
+export class TokenHasher {
+  private readonly key: Buffer;
+  private readonly queueKey: Buffer;
+
+  constructor(secret: string | Buffer) {
+    this.key = Buffer.isBuffer(secret) ? secret : Buffer.from(secret, "utf8");
+    if (this.key.length < 16) throw new Error("token hash secret must be at least 16 bytes");
+    this.queueKey = Buffer.from(
+      hkdfSync("sha256", this.key, Buffer.alloc(0), "lichen-push queued tokens", 32),
+    );
+  }
+
+  /** 32 hex chars (128 bits of HMAC-SHA256): collision-free in practice, short in memory. */
+  hash(token: string): string {
+    return createHmac("sha256", this.key).update(token).digest("hex").slice(0, 32);
+  }
+
+  /**
+   * Encrypts a token for the few seconds it sits in the persisted push queue (AES-256-GCM with a key
+   * derived from the node secret), so the DB file never holds a raw token.
+   */
+  seal(token: string): string {
+    const iv = randomBytes(12);
+    const c = createCipheriv("aes-256-gcm", this.queueKey, iv);
+    const body = Buffer.concat([c.update(token, "utf8"), c.final()]);
+    return Buffer.concat([iv, c.getAuthTag(), body]).toString("base64");
+  }
+
+  /** Inverse of `seal`; throws when the value was not sealed with this secret or was altered. */
+  unseal(sealed: string): string {
+    const raw = Buffer.from(sealed, "base64");
+    if (raw.length < 29) throw new Error("sealed token too short");
+    const d = createDecipheriv("aes-256-gcm", this.queueKey, raw.subarray(0, 12));
+    d.setAuthTag(raw.subarray(12, 28));
+    return Buffer.concat([d.update(raw.subarray(28)), d.final()]).toString("utf8");
+  }
+}
+
+// Domain names as they appear in a stanza's `from` (RFC 1035 labels, plus IDN already in A-label or
+// UTF-8 form as servers pass them). Bounded to 253 chars.
+const DOMAIN_CHARSET = /^[^\s@/"'<>&]+$/u;
+
+/**
+ * Reduces a stanza `from` to the server domain (drops any local part and resource) and validates it.
+ * Returns undefined when there is no usable domain. The local part is never kept anywhere.
+ */
+export function domainOf(from: string | undefined): string | undefined {
+  if (!from) return undefined;
+  let s = from;
+  const slash = s.indexOf("/");
+  if (slash >= 0) s = s.slice(0, slash);
+  const at = s.lastIndexOf("@");
+  if (at >= 0) s = s.slice(at + 1);
+  s = s.toLowerCase();
+  if (s.endsWith(".")) s = s.slice(0, -1);
+  if (s.length === 0 || s.length > 253 || !DOMAIN_CHARSET.test(s)) return undefined;
+  return s;
+}

@@ -1,0 +1,57 @@
+import Database from "better-sqlite3";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { AppServerStore } from "../src/db/store.js";
+
+const H1 = "0123456789abcdef0123456789abcdef";
+const H2 = "fedcba9876543210fedcba9876543210";
+
+describe("AppServerStore", () => {
+  it("persists max-merged changes and survives reopening", async () => {
+    const file = join(mkdtempSync(join(tmpdir(), "lichen-store-")), "s.sqlite");
+    const s = new AppServerStore(file);
+    s.record({ kind: "token", hash: H1, until: 2000, strikes: 1, origin: "local" });
+    s.record({ kind: "token", hash: H1, until: 1500, strikes: 2, origin: "remote" });
+    s.record({ kind: "domain", domain: "evil.example", until: 9000, origin: "local" });
+    s.record({ kind: "domain-event", domain: "evil.example", hash: H2, at: 42, origin: "local" });
+    await new Promise((r) => setImmediate(r));
+    s.saveQueued([
+      { tokenHash: H2, sealedToken: "c2VhbGVk", app: "monal", important: true, due: 77 },
+    ]);
+    s.close();
+    const s2 = new AppServerStore(file);
+    const st = s2.load();
+    expect(st.tokens).toEqual([{ hash: H1, until: 2000, strikes: 2 }]);
+    expect(st.domains).toEqual([{ domain: "evil.example", until: 9000 }]);
+    expect(st.events).toEqual([{ domain: "evil.example", hash: H2, at: 42 }]);
+    expect(st.queued).toEqual([
+      { tokenHash: H2, sealedToken: "c2VhbGVk", app: "monal", important: true, due: 77 },
+    ]);
+    expect(st.rejected).toEqual([]);
+    s2.prune(3000, 0, 0);
+    expect(s2.load().tokens).toEqual([]);
+    s2.close();
+  });
+
+  it("reports corrupt rows and still loads the good ones", () => {
+    const file = join(mkdtempSync(join(tmpdir(), "lichen-store-")), "s.sqlite");
+    new AppServerStore(file).close();
+    const raw = new Database(file);
+    raw.prepare("INSERT INTO token_blacklist VALUES (?, ?, ?, ?)").run(H1, 5000, 1, 0);
+    raw.prepare("INSERT INTO token_blacklist VALUES (?, ?, ?, ?)").run("not-a-hash", 5000, 1, 0);
+    raw.prepare("INSERT INTO token_blacklist VALUES (?, ?, ?, ?)").run(H2, "tomorrow", 1, 0);
+    raw.prepare("INSERT INTO queued_pushes VALUES (?, ?, ?, ?, ?)").run(H2, "x", "a", 7, 1);
+    raw.close();
+    const s = new AppServerStore(file);
+    const st = s.load();
+    expect(st.tokens).toEqual([{ hash: H1, until: 5000, strikes: 1 }]);
+    expect(st.rejected).toEqual([
+      { table: "token_blacklist", reason: "malformed row" },
+      { table: "token_blacklist", reason: "malformed row" },
+      { table: "queued_pushes", reason: "malformed row" },
+    ]);
+    s.close();
+  });
+});
