@@ -44,3 +44,25 @@ export {
   isBusyError,
 } from "./errors.js";
 export type { ProcessRole } from "@lichen/schema";
+export {
+  ProcessLock,
+  roleOfHolder,
+  type LockAttempt,
+  type ProcessLockOptions,
+  type ProcessLockEvents,
+} from "./lock.js";
+export {
+  Ipc,
+  type IpcOptions,
+  type IpcOutgoing,
+  type IpcReply,
+  type IpcHandler,
+  type IpcErrorEvent,
+} from "./ipc.js";
+export {
+  acquireAsMain,
+  startAsNse,
+  yieldOnDisconnectAll,
+  type AcquireAsMainResult,
+  type NseStartResult,
+} from "./priority.js";
