@@ -15,6 +15,7 @@ CREATE TABLE `queued_pushes` (
 	`token_hash` text PRIMARY KEY NOT NULL,
 	`sealed_token` text NOT NULL,
 	`app` text NOT NULL,
+	`domain` text NOT NULL,
 	`important` integer NOT NULL,
 	`due` integer NOT NULL
 );

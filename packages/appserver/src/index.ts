@@ -1,1 +1,17 @@
-export {};
+export { AppServer, type AppServerOptions } from "./appserver.js";
+export {
+  ConfigError,
+  ConfigSchema,
+  loadConfigFile,
+  parseConfigText,
+  validateConfig,
+  type AppConfig,
+  type AppServerConfig,
+  type AppServerConfigInput,
+} from "./config.js";
+export type { AppSender, PushJob, SendOutcome } from "./push-service.js";
+export { RateLimiter, type RateDecision } from "./rate-limiter.js";
+export { TokenBlacklist, DomainBlacklist, type BlacklistChange } from "./blacklist.js";
+export { ManualClock, SystemClock, type Clock } from "./clock.js";
+export { TokenHasher, checkToken } from "./token.js";
+export { FakeComponentServer, pushIq, type ComponentReply } from "./testing/component-server.js";

@@ -18,7 +18,14 @@ describe("AppServerStore", () => {
     s.record({ kind: "domain-event", domain: "evil.example", hash: H2, at: 42, origin: "local" });
     await new Promise((r) => setImmediate(r));
     s.saveQueued([
-      { tokenHash: H2, sealedToken: "c2VhbGVk", app: "monal", important: true, due: 77 },
+      {
+        tokenHash: H2,
+        sealedToken: "c2VhbGVk",
+        app: "monal",
+        domain: "d.example",
+        important: true,
+        due: 77,
+      },
     ]);
     s.close();
     const s2 = new AppServerStore(file);
@@ -27,7 +34,14 @@ describe("AppServerStore", () => {
     expect(st.domains).toEqual([{ domain: "evil.example", until: 9000 }]);
     expect(st.events).toEqual([{ domain: "evil.example", hash: H2, at: 42 }]);
     expect(st.queued).toEqual([
-      { tokenHash: H2, sealedToken: "c2VhbGVk", app: "monal", important: true, due: 77 },
+      {
+        tokenHash: H2,
+        sealedToken: "c2VhbGVk",
+        app: "monal",
+        domain: "d.example",
+        important: true,
+        due: 77,
+      },
     ]);
     expect(st.rejected).toEqual([]);
     s2.prune(3000, 0, 0);
@@ -42,7 +56,7 @@ describe("AppServerStore", () => {
     raw.prepare("INSERT INTO token_blacklist VALUES (?, ?, ?, ?)").run(H1, 5000, 1, 0);
     raw.prepare("INSERT INTO token_blacklist VALUES (?, ?, ?, ?)").run("not-a-hash", 5000, 1, 0);
     raw.prepare("INSERT INTO token_blacklist VALUES (?, ?, ?, ?)").run(H2, "tomorrow", 1, 0);
-    raw.prepare("INSERT INTO queued_pushes VALUES (?, ?, ?, ?, ?)").run(H2, "x", "a", 7, 1);
+    raw.prepare("INSERT INTO queued_pushes VALUES (?, ?, ?, ?, ?, ?)").run(H2, "x", "a", "d", 7, 1);
     raw.close();
     const s = new AppServerStore(file);
     const st = s.load();

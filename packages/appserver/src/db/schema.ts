@@ -34,6 +34,7 @@ export const queuedPushes = sqliteTable("queued_pushes", {
   tokenHash: text("token_hash").primaryKey(),
   sealedToken: text("sealed_token").notNull(),
   app: text("app").notNull(),
+  domain: text("domain").notNull(),
   important: integer("important", { mode: "boolean" }).notNull(),
   due: integer("due").notNull(),
 });

@@ -17,6 +17,7 @@ export interface PersistedState {
     tokenHash: string;
     sealedToken: string;
     app: string;
+    domain: string;
     important: boolean;
     due: number;
   }[];
@@ -87,13 +88,14 @@ export class AppServerStore {
       } else st.rejected.push({ table: "domain_events", reason: "malformed row" });
     }
     for (const r of this.sqlite
-      .prepare("SELECT token_hash, sealed_token, app, important, due FROM queued_pushes")
+      .prepare("SELECT token_hash, sealed_token, app, domain, important, due FROM queued_pushes")
       .all() as Record<string, unknown>[]) {
       if (
         typeof r.token_hash === "string" &&
         HASH.test(r.token_hash) &&
         typeof r.sealed_token === "string" &&
         typeof r.app === "string" &&
+        typeof r.domain === "string" &&
         isInt(r.due) &&
         (r.important === 0 || r.important === 1)
       ) {
@@ -101,6 +103,7 @@ export class AppServerStore {
           tokenHash: r.token_hash,
           sealedToken: r.sealed_token,
           app: r.app,
+          domain: r.domain,
           important: r.important === 1,
           due: r.due,
         });

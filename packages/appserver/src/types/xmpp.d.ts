@@ -41,3 +41,30 @@ declare module "@xmpp/component" {
     password: string;
   }): ComponentEntity;
 }
+
+declare module "@xmpp/client" {
+  import type { EventEmitter } from "node:events";
+  import type { XmlElement } from "../xml.js";
+  export interface Client extends EventEmitter {
+    status: string;
+    socket: { socket?: { destroy(): void }; destroy(): void } | null;
+    reconnect: { stop(): void };
+    streamManagement: { enabled: boolean; inbound: number; id: string };
+    iqCaller: { request(el: XmlElement, timeout?: number): Promise<XmlElement> };
+    start(): Promise<unknown>;
+    stop(): Promise<unknown>;
+    send(el: XmlElement): Promise<void>;
+  }
+  export function client(opts: {
+    service: string;
+    domain: string;
+    username: string;
+    password: string;
+    resource?: string;
+  }): Client;
+  export function xml(
+    name: string,
+    attrs?: Record<string, string | undefined> | null,
+    ...children: unknown[]
+  ): XmlElement;
+}

@@ -1,0 +1,332 @@
+import { randomBytes } from "node:crypto";
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import type { Server } from "node:http";
+import { isAbsolute, join } from "node:path";
+import { pino, type Logger } from "pino";
+import { DomainBlacklist, TokenBlacklist } from "./blacklist.js";
+import { SystemClock, type Clock } from "./clock.js";
+import { ComponentLink } from "./component-link.js";
+import type { AppConfig, AppServerConfig } from "./config.js";
+import { AppServerStore } from "./db/store.js";
+import { httpPort, startHttp } from "./http.js";
+import { AppServerMetrics } from "./metrics.js";
+import { PushService, type AppSender, type PushJob } from "./push-service.js";
+import { NS_DISCO_INFO, parseStanza } from "./request.js";
+import { RedisBlacklistSync } from "./sync.js";
+import { TokenHasher } from "./token.js";
+import type { XmlElement } from "./xml.js";
+import { escapeXml } from "./xml.js";
+
+export interface AppServerOptions {
+  config: AppServerConfig;
+  /** Builds the sender of one configured app (APNs / FCM provider). */
+  createSender: (name: string, app: AppConfig) => AppSender | Promise<AppSender>;
+  logger?: Logger;
+  clock?: Clock;
+  /** Pushes already queued at shutdown older than this are not restored (default 1 h). */
+  maxQueuedAgeMs?: number;
+}
+
+const SECRET_FILE = "hash-secret";
+
+function hashSecret(cfg: AppServerConfig, dataDir: string): string {
+  if (cfg.tokens.hashSecret) return cfg.tokens.hashSecret;
+  const f = join(dataDir, SECRET_FILE);
+  if (existsSync(f)) return readFileSync(f, "utf8").trim();
+  const s = randomBytes(32).toString("hex");
+  writeFileSync(f, `${s}\n`, { mode: 0o600 });
+  chmodSync(f, 0o600);
+  return s;
+}
+
+/**
+ * The push appserver: component link + push pipeline + persistence + optional Redis sync + HTTP
+ * endpoints. `AppServer.start(options)` returns a running instance; `stop()` shuts down gracefully
+ * (in-flight pushes answered, queued pushes persisted).
+ */
+export class AppServer {
+  readonly metrics: AppServerMetrics;
+  readonly tokens: TokenBlacklist;
+  readonly domains: DomainBlacklist;
+  readonly service: PushService;
+  readonly store: AppServerStore;
+  readonly hasher: TokenHasher;
+  readonly sync: RedisBlacklistSync | undefined;
+  readonly link: ComponentLink;
+  readonly logger: Logger;
+  private http: Server | undefined;
+  private maintenance: NodeJS.Timeout | undefined;
+  private readonly inFlight = new Set<Promise<void>>();
+  private closing = false;
+  private readonly senders: Map<string, AppSender>;
+
+  private constructor(
+    private readonly cfg: AppServerConfig,
+    senders: Map<string, AppSender>,
+    private readonly clock: Clock,
+    logger: Logger,
+    dataDir: string,
+  ) {
+    this.logger = logger;
+    this.senders = senders;
+    this.metrics = new AppServerMetrics({ defaultMetrics: true });
+    this.hasher = new TokenHasher(hashSecret(cfg, dataDir));
+    const sqlite = isAbsolute(cfg.storage.sqlite)
+      ? cfg.storage.sqlite
+      : join(dataDir, cfg.storage.sqlite);
+    this.store = new AppServerStore(sqlite);
+    const bt = cfg.blacklist.token;
+    this.tokens = new TokenBlacklist({
+      clock,
+      firstBlockMs: bt.firstBlock,
+      repeatBlockMs: bt.repeatBlock,
+      hitExtensionMs: bt.hitExtension,
+      memoryMs: bt.memory,
+    });
+    const bd = cfg.blacklist.domain;
+    this.domains = new DomainBlacklist({
+      clock,
+      windowMs: bd.window,
+      threshold: bd.threshold,
+      blockMs: bd.block,
+    });
+    this.service = new PushService({
+      clock,
+      hasher: this.hasher,
+      tokens: this.tokens,
+      domains: this.domains,
+      apps: senders,
+      defaultApp: cfg.defaultApp ?? Object.keys(cfg.apps)[0]!,
+      rateLimitWindowMs: cfg.rateLimit.window,
+      hardLimitMs: cfg.rateLimit.hardLimit,
+      retry: {
+        attempts: cfg.retry.attempts,
+        initialDelayMs: cfg.retry.initialDelay,
+        maxDelayMs: cfg.retry.maxDelay,
+        circuitThreshold: cfg.retry.circuitThreshold,
+        circuitPauseMs: cfg.retry.circuitPause,
+      },
+      logger,
+      metrics: this.metrics,
+    });
+    this.sync = cfg.redis
+      ? new RedisBlacklistSync({
+          url: cfg.redis.url,
+          keyPrefix: cfg.redis.keyPrefix,
+          nodeId: cfg.redis.nodeId,
+          tokens: this.tokens,
+          domains: this.domains,
+          clock,
+          logger: logger.child({ part: "sync" }),
+          metrics: this.metrics,
+        })
+      : undefined;
+    this.link = new ComponentLink({
+      service: cfg.component.service,
+      domain: cfg.component.domain,
+      secret: cfg.component.secret,
+      initialDelayMs: cfg.component.reconnectInitialDelay,
+      maxDelayMs: cfg.component.reconnectMaxDelay,
+      logger: logger.child({ part: "component" }),
+      onStanza: (el) => this.onStanza(el),
+      onStatus: (online) => {
+        this.metrics.componentConnected.set(online ? 1 : 0);
+        if (!online) this.metrics.componentReconnects.inc();
+      },
+    });
+  }
+
+  static async start(o: AppServerOptions): Promise<AppServer> {
+    const cfg = o.config;
+    const clock = o.clock ?? new SystemClock();
+    const logger = o.logger ?? pino({ level: cfg.log.level, base: { svc: "lichen-push" } });
+    const dataDir = cfg.dataDir;
+    mkdirSync(dataDir, { recursive: true });
+    const senders = new Map<string, AppSender>();
+    for (const [name, app] of Object.entries(cfg.apps))
+      senders.set(name, await o.createSender(name, app));
+    const s = new AppServer(cfg, senders, clock, logger, dataDir);
+    s.restore(o.maxQueuedAgeMs ?? 3_600_000);
+    s.tokens.onChange((c) => s.store.record(c));
+    s.domains.onChange((c) => s.store.record(c));
+    if (s.sync) {
+      s.tokens.onChange(s.sync.onChange);
+      s.domains.onChange(s.sync.onChange);
+      s.sync.start();
+    }
+    s.http = await startHttp(cfg.http.host, cfg.http.port, {
+      metrics: async () => {
+        s.updateGauges();
+        return {
+          contentType: s.metrics.registry.contentType,
+          body: await s.metrics.registry.metrics(),
+        };
+      },
+      health: () => s.health(),
+    });
+    s.maintenance = setInterval(() => s.maintain(), 1000);
+    s.maintenance.unref();
+    s.link.start();
+    logger.info(
+      { http: `${cfg.http.host}:${s.httpPort}`, apps: [...senders.keys()], redis: !!s.sync },
+      "lichen-push started",
+    );
+    return s;
+  }
+
+  get httpPort(): number {
+    return this.http ? httpPort(this.http) : 0;
+  }
+
+  /** Loads persisted blacklists, counters and queued pushes into memory. */
+  private restore(maxQueuedAgeMs: number): void {
+    const st = this.store.load();
+    for (const r of st.rejected)
+      this.logger.warn({ table: r.table, reason: r.reason }, "skipped corrupt row");
+    for (const t of st.tokens) this.tokens.merge(t.hash, t.until, t.strikes, "remote");
+    for (const d of st.domains) this.domains.merge(d.domain, d.until, "remote");
+    for (const e of st.events) this.domains.recordBadToken(e.domain, e.hash, e.at, "remote");
+    const now = this.clock.now();
+    let restored = 0;
+    for (const q of st.queued) {
+      if (q.due < now - maxQueuedAgeMs || !this.senders.has(q.app)) continue;
+      let token: string;
+      try {
+        token = this.hasher.unseal(q.sealedToken);
+      } catch {
+        this.logger.warn(
+          { token: q.tokenHash },
+          "queued push not restorable (sealed with another secret)",
+        );
+        continue;
+      }
+      const job: PushJob = { token, app: q.app, domain: q.domain, important: q.important };
+      this.service.limiter.restoreQueued(q.tokenHash, Math.max(q.due, now), job);
+      restored++;
+    }
+    this.store.clearQueued();
+    this.logger.info(
+      {
+        tokens: st.tokens.length,
+        domains: st.domains.length,
+        queued: restored,
+        rejected: st.rejected.length,
+      },
+      "state restored",
+    );
+  }
+
+  private onStanza(el: XmlElement): void {
+    const parsed = parseStanza(el, this.cfg.tokens);
+    const link = this.link;
+    switch (parsed.kind) {
+      case "ignore":
+        return;
+      case "error":
+        this.metrics.requests.inc({ outcome: "bad_request" });
+        this.metrics.replies.inc({ type: parsed.error.type });
+        this.logger.debug(
+          { condition: parsed.error.condition, text: parsed.error.text },
+          "rejected request",
+        );
+        link.replyError(parsed, parsed.error);
+        return;
+      case "ping":
+        link.replyResult(parsed);
+        return;
+      case "disco-info":
+        link.write(
+          `<iq type='result' id='${escapeXml(parsed.id)}' to='${escapeXml(parsed.from)}' from='${escapeXml(parsed.to)}'>` +
+            `<query xmlns='${NS_DISCO_INFO}'><identity category='pubsub' type='push' name='Lichen push appserver'/>` +
+            `<feature var='urn:xmpp:push:0'/><feature var='${NS_DISCO_INFO}'/><feature var='urn:xmpp:ping'/></query></iq>`,
+        );
+        return;
+      case "push": {
+        const req = parsed.request;
+        const addr = { id: req.id, from: el.attrs.from ?? "", to: el.attrs.to ?? "" };
+        if (this.closing) {
+          this.metrics.replies.inc({ type: "wait" });
+          link.replyError(addr, {
+            type: "wait",
+            condition: "resource-constraint",
+            text: "appserver shutting down, retry later",
+          });
+          return;
+        }
+        const p = this.service.handle(req).then((reply) => {
+          if (reply.type === "result") {
+            this.metrics.replies.inc({ type: "result" });
+            link.replyResult(addr);
+          } else {
+            this.metrics.replies.inc({ type: reply.error.type });
+            link.replyError(addr, reply.error);
+          }
+        });
+        this.inFlight.add(p);
+        void p.finally(() => this.inFlight.delete(p));
+      }
+    }
+  }
+
+  private maintain(): void {
+    this.service.limiter.sweep(20_000);
+    const now = this.clock.now();
+    if (now % 60_000 < 1000) {
+      this.tokens.sweep();
+      this.domains.sweep();
+      const bt = this.cfg.blacklist.token;
+      this.store.prune(now - bt.memory, now, now - this.cfg.blacklist.domain.window);
+    }
+  }
+
+  private updateGauges(): void {
+    this.metrics.rateLimitedTokens.set(this.service.limiter.size);
+    this.metrics.queuedPushes.set(this.service.limiter.queuedCount);
+    this.metrics.blacklistedTokens.set(this.tokens.activeCount());
+    this.metrics.blacklistedDomains.set(this.domains.activeCount());
+  }
+
+  health(): { ok: boolean; details: Record<string, unknown> } {
+    const db = this.store.ping();
+    const component = this.link.online;
+    return {
+      ok: db && component && !this.closing,
+      details: {
+        component: component ? "online" : "offline",
+        database: db ? "ok" : "failing",
+        redis: this.sync ? (this.sync.connected ? "connected" : "disconnected") : "not configured",
+        inFlight: this.service.inFlightCount,
+        queued: this.service.limiter.queuedCount,
+      },
+    };
+  }
+
+  /** Graceful shutdown: stop taking pushes, answer in-flight ones, persist the queue, close all. */
+  async stop(): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    if (this.maintenance) clearInterval(this.maintenance);
+    await Promise.race([
+      Promise.allSettled([...this.inFlight]),
+      new Promise((r) => setTimeout(r, 10_000)),
+    ]);
+    const queued = await this.service.close();
+    this.store.saveQueued(
+      queued.map((q) => ({
+        tokenHash: q.key,
+        sealedToken: this.hasher.seal(q.item.token),
+        app: q.item.app,
+        domain: q.item.domain,
+        important: q.item.important,
+        due: q.due,
+      })),
+    );
+    await this.link.stop();
+    await this.sync?.stop();
+    await new Promise<void>((r) => (this.http ? this.http.close(() => r()) : r()));
+    this.http?.closeAllConnections();
+    for (const s of this.senders.values()) await s.close?.().catch(() => undefined);
+    this.store.close();
+    this.logger.info({ persistedQueued: queued.length }, "lichen-push stopped");
+  }
+}

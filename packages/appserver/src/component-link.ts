@@ -1,0 +1,138 @@
+import { component, type ComponentEntity } from "@xmpp/component";
+import type { Logger } from "pino";
+import type { StanzaErrorSpec } from "./request.js";
+import { escapeXml, type XmlElement } from "./xml.js";
+
+const NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas";
+
+export interface ComponentLinkOptions {
+  service: string;
+  domain: string;
+  secret: string;
+  initialDelayMs: number;
+  maxDelayMs: number;
+  logger: Logger;
+  onStanza: (stanza: XmlElement) => void;
+  onStatus?: (online: boolean) => void;
+}
+
+/**
+ * The XEP-0114 link to the XMPP server (@xmpp/component for the stream and handshake), with our own
+ * reconnect: exponential back-off with jitter, reset once online, so a restarted server is rejoined
+ * and a wrong secret or a down server is not hammered. Replies are written as strings (no DOM).
+ */
+export class ComponentLink {
+  private entity: ComponentEntity | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private failures = 0;
+  private stopping = false;
+  private onlineNow = false;
+  reconnects = 0;
+
+  constructor(private readonly o: ComponentLinkOptions) {}
+
+  get online(): boolean {
+    return this.onlineNow;
+  }
+
+  start(): void {
+    const e = component({
+      service: this.o.service,
+      domain: this.o.domain,
+      password: this.o.secret,
+    });
+    // The factory installs xmpp.js' iq middleware, which would answer our IQs itself (and report
+    // internal errors as cancel errors). We handle stanzas directly, so remove it.
+    for (const l of e.listeners("element"))
+      e.removeListener("element", l as (...a: unknown[]) => void);
+    e.reconnect.stop();
+    e.on("stanza", (el: XmlElement) => {
+      try {
+        this.o.onStanza(el);
+      } catch (err) {
+        this.o.logger.error({ err }, "stanza handler threw");
+      }
+    });
+    e.on("error", (err: Error) => {
+      this.o.logger.warn({ err: err.message }, "component link error");
+    });
+    e.on("online", () => {
+      this.failures = 0;
+      this.onlineNow = true;
+      this.o.logger.info({ service: this.o.service, domain: this.o.domain }, "component online");
+      this.o.onStatus?.(true);
+    });
+    e.on("disconnect", () => {
+      if (this.onlineNow && !this.stopping) this.o.logger.warn("component link lost");
+      this.onlineNow = false;
+      this.o.onStatus?.(false);
+      this.schedule();
+    });
+    this.entity = e;
+    e.start().catch((err: Error) => {
+      this.o.logger.warn({ err: err.message }, "component start failed; will retry");
+      // `disconnect` normally follows a failed connect; make sure a retry is scheduled regardless.
+      if (e.status === "offline") this.schedule();
+    });
+  }
+
+  private schedule(): void {
+    if (this.stopping) return;
+    if (this.timer) clearTimeout(this.timer);
+    const base = Math.min(
+      this.o.maxDelayMs,
+      this.o.initialDelayMs * 2 ** Math.min(this.failures, 20),
+    );
+    const delay = Math.round(base * (0.75 + Math.random() * 0.5));
+    this.failures++;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      const e = this.entity;
+      if (!e || this.stopping) return;
+      if (e.status !== "disconnect" && e.status !== "offline") return;
+      this.reconnects++;
+      e.reconnect.reconnect().catch((err: Error) => {
+        this.o.logger.debug({ err: err.message }, "reconnect attempt failed");
+        if (e.status === "offline") this.schedule();
+      });
+    }, delay);
+  }
+
+  /** Writes a raw stanza string; false if the link is down (the server will time the IQ out). */
+  write(xml: string): boolean {
+    const e = this.entity;
+    // Not gated on "online": stanzas can arrive in the same chunk as the handshake answer, before
+    // xmpp.js reports the link online.
+    if (!e || !e.socket) return false;
+    e.write(xml).catch(() => undefined);
+    return true;
+  }
+
+  replyResult(req: { id: string; from: string; to: string }): boolean {
+    return this.write(
+      `<iq type='result' id='${escapeXml(req.id)}' to='${escapeXml(req.from)}' from='${escapeXml(req.to || this.o.domain)}'/>`,
+    );
+  }
+
+  replyError(req: { id: string; from: string; to: string }, error: StanzaErrorSpec): boolean {
+    return this.write(
+      `<iq type='error' id='${escapeXml(req.id)}' to='${escapeXml(req.from)}' from='${escapeXml(req.to || this.o.domain)}'>` +
+        `<error type='${error.type}'><${error.condition} xmlns='${NS_STANZAS}'/>` +
+        `<text xmlns='${NS_STANZAS}'>${escapeXml(error.text)}</text></error></iq>`,
+    );
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    if (this.timer) clearTimeout(this.timer);
+    const e = this.entity;
+    if (!e) return;
+    try {
+      await Promise.race([e.stop(), new Promise((r) => setTimeout(r, 3000))]);
+    } catch {
+      // closing a dead link fails; nothing left to do
+    }
+    if (e.socket) e.socket.destroy();
+    this.onlineNow = false;
+  }
+}

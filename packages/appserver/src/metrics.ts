@@ -1,0 +1,92 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+
+/**
+ * Prometheus metrics of one appserver. Labels carry only outcomes and configured app names:
+ * never tokens, never domains (a domain with few users would identify them).
+ */
+export class AppServerMetrics {
+  readonly registry = new Registry();
+  readonly requests: Counter<"outcome">;
+  readonly replies: Counter<"type">;
+  readonly providerSends: Counter<"app" | "result">;
+  readonly providerLatency: Histogram<"app">;
+  readonly rateLimitedTokens: Gauge;
+  readonly queuedPushes: Gauge;
+  readonly blacklistedTokens: Gauge;
+  readonly blacklistedDomains: Gauge;
+  readonly componentConnected: Gauge;
+  readonly componentReconnects: Counter;
+  readonly redisConnected: Gauge;
+  readonly syncEvents: Counter<"direction">;
+
+  constructor(opts: { defaultMetrics?: boolean } = {}) {
+    const registers = [this.registry];
+    if (opts.defaultMetrics) collectDefaultMetrics({ register: this.registry });
+    this.requests = new Counter({
+      name: "lichen_push_requests_total",
+      help: "Push requests by outcome (sent, queued, dropped, invalid_token, token_blacklisted, ...)",
+      labelNames: ["outcome"],
+      registers,
+    });
+    this.replies = new Counter({
+      name: "lichen_push_iq_replies_total",
+      help: "IQ replies sent to XMPP servers by type (result, wait, cancel, modify)",
+      labelNames: ["type"],
+      registers,
+    });
+    this.providerSends = new Counter({
+      name: "lichen_push_provider_sends_total",
+      help: "Provider send attempts by app and result",
+      labelNames: ["app", "result"],
+      registers,
+    });
+    this.providerLatency = new Histogram({
+      name: "lichen_push_provider_latency_seconds",
+      help: "Provider send latency",
+      labelNames: ["app"],
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    });
+    this.rateLimitedTokens = new Gauge({
+      name: "lichen_push_ratelimit_tokens",
+      help: "Tokens tracked by the rate limiter",
+      registers,
+    });
+    this.queuedPushes = new Gauge({
+      name: "lichen_push_queued_pushes",
+      help: "Pushes queued by the rate limiter",
+      registers,
+    });
+    this.blacklistedTokens = new Gauge({
+      name: "lichen_push_blacklisted_tokens",
+      help: "Tokens currently blacklisted",
+      registers,
+    });
+    this.blacklistedDomains = new Gauge({
+      name: "lichen_push_blacklisted_domains",
+      help: "Domains currently blacklisted",
+      registers,
+    });
+    this.componentConnected = new Gauge({
+      name: "lichen_push_component_connected",
+      help: "1 when the XMPP component link is online",
+      registers,
+    });
+    this.componentReconnects = new Counter({
+      name: "lichen_push_component_reconnects_total",
+      help: "Component reconnect attempts",
+      registers,
+    });
+    this.redisConnected = new Gauge({
+      name: "lichen_push_redis_connected",
+      help: "1 when the Redis sync link is up (absent without Redis)",
+      registers,
+    });
+    this.syncEvents = new Counter({
+      name: "lichen_push_sync_events_total",
+      help: "Blacklist sync events by direction (published, received, resynced)",
+      labelNames: ["direction"],
+      registers,
+    });
+  }
+}

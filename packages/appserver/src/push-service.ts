@@ -1,0 +1,306 @@
+import type { Logger } from "pino";
+import type { DomainBlacklist, TokenBlacklist } from "./blacklist.js";
+import type { Clock } from "./clock.js";
+import type { AppServerMetrics } from "./metrics.js";
+import { RateLimiter } from "./rate-limiter.js";
+import type { PushRequest, StanzaErrorSpec } from "./request.js";
+import type { TokenHasher } from "./token.js";
+
+/** What the appserver sends for one push: no message content, only routing and urgency. */
+export interface PushJob {
+  token: string;
+  app: string;
+  domain: string;
+  /** The server marked it as a message worth an alert (summary had a body). */
+  important: boolean;
+}
+
+export type SendOutcome =
+  | { kind: "delivered" }
+  | { kind: "invalid-token"; reason: string }
+  | { kind: "rate-limited"; reason: string; retryAfterMs?: number }
+  | { kind: "transient"; reason: string; retryAfterMs?: number }
+  | { kind: "misconfigured"; reason: string };
+
+/** One configured app (APNs topic or FCM project) able to deliver a push. */
+export interface AppSender {
+  send(job: PushJob): Promise<SendOutcome>;
+  close?(): Promise<void>;
+}
+
+export type PushReply = { type: "result" } | { type: "error"; error: StanzaErrorSpec };
+
+export interface RetryPolicy {
+  attempts: number;
+  initialDelayMs: number;
+  maxDelayMs: number;
+  circuitThreshold: number;
+  circuitPauseMs: number;
+}
+
+export interface PushServiceOptions {
+  clock: Clock;
+  hasher: TokenHasher;
+  tokens: TokenBlacklist;
+  domains: DomainBlacklist;
+  apps: Map<string, AppSender>;
+  defaultApp: string;
+  rateLimitWindowMs: number;
+  hardLimitMs: number;
+  retry: RetryPolicy;
+  logger: Logger;
+  metrics?: AppServerMetrics;
+  /** Pushes in flight to providers beyond which requests get wait/resource-constraint. */
+  maxInFlight?: number;
+  /** Upper bound for one provider attempt before it counts as transient. */
+  sendTimeoutMs?: number;
+}
+
+const RESULT: PushReply = { type: "result" };
+const err = (type: StanzaErrorSpec["type"], condition: string, text: string): PushReply => ({
+  type: "error",
+  error: { type, condition, text },
+});
+const TOKEN_BLOCKED = err(
+  "cancel",
+  "item-not-found",
+  "push token is blacklisted: the push provider reported it invalid",
+);
+const DOMAIN_BLOCKED = err(
+  "cancel",
+  "item-not-found",
+  "server domain is blacklisted: too many invalid push tokens",
+);
+const TOKEN_INVALID = err(
+  "cancel",
+  "item-not-found",
+  "the push provider reports this token invalid",
+);
+const PROVIDER_DOWN = err(
+  "wait",
+  "internal-server-error",
+  "push provider unavailable, retry later",
+);
+const PROVIDER_LIMIT = err(
+  "wait",
+  "resource-constraint",
+  "push provider rate-limits this token, retry later",
+);
+const MISCONFIGURED = err(
+  "wait",
+  "internal-server-error",
+  "push app misconfigured on the appserver, retry later",
+);
+const OVERLOADED = err("wait", "resource-constraint", "appserver overloaded, retry later");
+const INTERNAL = err("wait", "internal-server-error", "appserver internal error, retry later");
+
+interface Circuit {
+  failures: number;
+  openUntil: number;
+}
+
+/**
+ * The path of one push request: domain blacklist → token blacklist → per-token rate limiter →
+ * provider send (bounded retries, circuit per app) → classification → blacklist updates → reply.
+ * Everything before the provider call is synchronous, reading local memory only.
+ */
+export class PushService {
+  readonly limiter: RateLimiter<PushJob>;
+  private readonly circuits = new Map<string, Circuit>();
+  private inFlight = 0;
+  private readonly pendingSends = new Set<Promise<unknown>>();
+  private closed = false;
+
+  constructor(private readonly o: PushServiceOptions) {
+    this.limiter = new RateLimiter<PushJob>({
+      clock: o.clock,
+      windowMs: o.rateLimitWindowMs,
+      onDue: (key, job) => this.sendQueued(key, job),
+    });
+  }
+
+  /** Handles one validated request; never throws (an internal fault becomes a wait error). */
+  async handle(req: PushRequest): Promise<PushReply> {
+    try {
+      return await this.process(req);
+    } catch (e) {
+      this.o.logger.error({ err: e }, "internal error while handling a push");
+      this.o.metrics?.requests.inc({ outcome: "internal_error" });
+      return INTERNAL;
+    }
+  }
+
+  private process(req: PushRequest): PushReply | Promise<PushReply> {
+    const m = this.o.metrics;
+    if (this.o.domains.isBlocked(req.domain)) {
+      m?.requests.inc({ outcome: "domain_blacklisted" });
+      return DOMAIN_BLOCKED;
+    }
+    const hash = this.o.hasher.hash(req.token);
+    if (this.o.tokens.hit(hash)) {
+      m?.requests.inc({ outcome: "token_blacklisted" });
+      return TOKEN_BLOCKED;
+    }
+    const appName = req.app ?? this.o.defaultApp;
+    const app = this.o.apps.get(appName);
+    if (!app) {
+      m?.requests.inc({ outcome: "unknown_app" });
+      return err("cancel", "item-not-found", `unknown push module "${appName}" on this appserver`);
+    }
+    if (this.circuitOpen(appName) || this.inFlight >= (this.o.maxInFlight ?? 20_000)) {
+      m?.requests.inc({ outcome: "overloaded" });
+      return OVERLOADED;
+    }
+    const job: PushJob = {
+      token: req.token,
+      app: appName,
+      domain: req.domain,
+      important: req.important,
+    };
+    const decision = this.limiter.check(hash, job);
+    if (decision !== "send") {
+      m?.requests.inc({ outcome: decision });
+      return RESULT;
+    }
+    return this.deliver(hash, job, app).then((r) => {
+      m?.requests.inc({ outcome: r.metric });
+      return r.reply;
+    });
+  }
+
+  /** Sends with bounded retries and applies the outcome to blacklists / limiter. */
+  private async deliver(
+    hash: string,
+    job: PushJob,
+    app: AppSender,
+  ): Promise<{ reply: PushReply; metric: string }> {
+    this.inFlight++;
+    try {
+      const { attempts, initialDelayMs, maxDelayMs } = this.o.retry;
+      let outcome: SendOutcome = { kind: "transient", reason: "not sent" };
+      for (let attempt = 1; attempt <= attempts; attempt++) {
+        outcome = await this.attempt(job, app);
+        if (outcome.kind !== "transient") break;
+        this.noteTransient(job.app);
+        if (attempt === attempts || this.closed || this.circuitOpen(job.app)) break;
+        const backoff = Math.min(maxDelayMs, initialDelayMs * 2 ** (attempt - 1));
+        await this.sleep(Math.max(backoff, outcome.retryAfterMs ?? 0));
+      }
+      const log = this.o.logger;
+      switch (outcome.kind) {
+        case "delivered":
+          this.circuits.delete(job.app);
+          return { reply: RESULT, metric: "sent" };
+        case "invalid-token": {
+          const b = this.o.tokens.block(hash, job.domain);
+          const domainBlocked = this.o.domains.recordBadToken(job.domain, hash);
+          log.info(
+            { token: hash, app: job.app, reason: outcome.reason, strikes: b.strikes },
+            "token blacklisted",
+          );
+          if (domainBlocked)
+            log.warn({ domain: job.domain }, "domain blacklisted: too many invalid tokens");
+          return { reply: TOKEN_INVALID, metric: "invalid_token" };
+        }
+        case "rate-limited":
+          this.limiter.hardLimit(hash, Math.max(this.o.hardLimitMs, outcome.retryAfterMs ?? 0));
+          log.info(
+            { token: hash, app: job.app, reason: outcome.reason },
+            "provider rate-limits token",
+          );
+          return { reply: PROVIDER_LIMIT, metric: "provider_rate_limited" };
+        case "misconfigured":
+          log.error({ app: job.app, reason: outcome.reason }, "push app misconfigured");
+          return { reply: MISCONFIGURED, metric: "misconfigured" };
+        case "transient":
+          log.warn(
+            { app: job.app, reason: outcome.reason },
+            "push provider failed, gave up after retries",
+          );
+          return { reply: PROVIDER_DOWN, metric: "transient_error" };
+      }
+    } finally {
+      this.inFlight--;
+    }
+  }
+
+  private async attempt(job: PushJob, app: AppSender): Promise<SendOutcome> {
+    const start = performance.now();
+    let outcome: SendOutcome;
+    try {
+      outcome = await this.withTimeout(app.send(job));
+    } catch (e) {
+      outcome = { kind: "transient", reason: `send failed: ${(e as Error).message}` };
+    }
+    this.o.metrics?.providerSends.inc({ app: job.app, result: outcome.kind });
+    this.o.metrics?.providerLatency.observe({ app: job.app }, (performance.now() - start) / 1000);
+    return outcome;
+  }
+
+  private withTimeout(p: Promise<SendOutcome>): Promise<SendOutcome> {
+    const ms = this.o.sendTimeoutMs ?? 30_000;
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(
+        () => resolve({ kind: "transient", reason: `no provider answer within ${ms} ms` }),
+        ms,
+      );
+      p.then(
+        (v) => {
+          clearTimeout(t);
+          resolve(v);
+        },
+        (e: unknown) => {
+          clearTimeout(t);
+          reject(e instanceof Error ? e : new Error(String(e)));
+        },
+      );
+    });
+  }
+
+  private sendQueued(hash: string, job: PushJob): void {
+    const app = this.o.apps.get(job.app);
+    if (!app || this.closed) return;
+    const p = this.deliver(hash, job, app)
+      .then((r) => this.o.metrics?.requests.inc({ outcome: `queued_${r.metric}` }))
+      .catch((e: unknown) => this.o.logger.error({ err: e }, "queued push failed"))
+      .finally(() => this.pendingSends.delete(p));
+    this.pendingSends.add(p);
+  }
+
+  private noteTransient(app: string): void {
+    const c = this.circuits.get(app) ?? { failures: 0, openUntil: 0 };
+    c.failures++;
+    if (c.failures >= this.o.retry.circuitThreshold) {
+      c.openUntil = this.o.clock.now() + this.o.retry.circuitPauseMs;
+      c.failures = 0;
+      this.o.logger.warn(
+        { app, pauseMs: this.o.retry.circuitPauseMs },
+        "push provider failing: pausing sends",
+      );
+    }
+    this.circuits.set(app, c);
+  }
+
+  private circuitOpen(app: string): boolean {
+    const c = this.circuits.get(app);
+    return c !== undefined && c.openUntil > this.o.clock.now();
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => this.o.clock.setTimer(ms, resolve));
+  }
+
+  /** Pushes currently in flight to a provider. */
+  get inFlightCount(): number {
+    return this.inFlight;
+  }
+
+  /** Stops queued sends from starting and waits for running ones; returns what was still queued. */
+  async close(): Promise<{ key: string; due: number; item: PushJob }[]> {
+    this.closed = true;
+    const queued = this.limiter.drainQueued();
+    this.limiter.close();
+    await Promise.allSettled([...this.pendingSends]);
+    return queued;
+  }
+}

@@ -1,0 +1,270 @@
+import { EventEmitter } from "node:events";
+import { randomBytes } from "node:crypto";
+import { Redis } from "ioredis";
+import type { Logger } from "pino";
+import type { BlacklistChange, DomainBlacklist, TokenBlacklist } from "./blacklist.js";
+import type { Clock } from "./clock.js";
+import type { AppServerMetrics } from "./metrics.js";
+
+// SET the key to "until:strikes" unless the stored entry already dominates; then PUBLISH the change.
+// Max-merge in Redis and on every node makes the order of updates irrelevant (convergent).
+const MERGE_TOKEN = `
+local cur = redis.call('GET', KEYS[1])
+local u = tonumber(ARGV[1])
+local s = tonumber(ARGV[2])
+if cur then
+  local cu, cs = string.match(cur, '^(%d+):(%d+)$')
+  cu = tonumber(cu) or 0
+  cs = tonumber(cs) or 0
+  if cu >= u and cs >= s then return 0 end
+  if cu > u then u = cu end
+  if cs > s then s = cs end
+end
+redis.call('SET', KEYS[1], u .. ':' .. s, 'PXAT', u)
+redis.call('PUBLISH', KEYS[2], ARGV[3])
+return 1`;
+
+const MERGE_DOMAIN = `
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+local u = tonumber(ARGV[1])
+if cur >= u then return 0 end
+redis.call('SET', KEYS[1], tostring(u), 'PXAT', u)
+redis.call('PUBLISH', KEYS[2], ARGV[2])
+return 1`;
+
+type Wire =
+  | { n: string; k: "t"; h: string; u: number; s: number; d?: string }
+  | { n: string; k: "d"; d: string; u: number }
+  | { n: string; k: "e"; d: string; h: string; a: number };
+
+export interface RedisSyncOptions {
+  url: string;
+  keyPrefix: string;
+  nodeId?: string;
+  tokens: TokenBlacklist;
+  domains: DomainBlacklist;
+  clock: Clock;
+  logger: Logger;
+  metrics?: AppServerMetrics;
+}
+
+const HASH = /^[0-9a-f]{32}$/;
+
+/**
+ * Multi-node blacklist sync through Redis: TTL keys hold the current entries, a pub/sub channel
+ * carries changes, and every (re)connect runs a full two-way resync (local entries pushed with
+ * max-merge, Redis entries pulled). The request path never waits on Redis: it reads local memory.
+ * Emits "applied" (a remote change changed local state) and "resynced".
+ */
+export class RedisBlacklistSync extends EventEmitter {
+  readonly nodeId: string;
+  private cmd: Redis | undefined;
+  private sub: Redis | undefined;
+  private readonly channel: string;
+  private resyncTimer: NodeJS.Timeout | undefined;
+  private resyncRunning: Promise<void> | undefined;
+  private stopped = false;
+
+  constructor(private readonly o: RedisSyncOptions) {
+    super();
+    this.nodeId = o.nodeId ?? randomBytes(6).toString("hex");
+    this.channel = `${o.keyPrefix}changes`;
+  }
+
+  get connected(): boolean {
+    return this.cmd?.status === "ready" && this.sub?.status === "ready";
+  }
+
+  start(): void {
+    const common = {
+      lazyConnect: false,
+      maxRetriesPerRequest: 1,
+      retryStrategy: (times: number) => Math.min(100 * 2 ** Math.min(times, 5), 2000),
+      reconnectOnError: () => true,
+    };
+    // Commands fail fast while Redis is down (no unbounded offline queue); resync repairs later.
+    this.cmd = new Redis(this.o.url, { ...common, enableOfflineQueue: false });
+    this.sub = new Redis(this.o.url, { ...common, enableOfflineQueue: true });
+    this.cmd.defineCommand("mergeToken", { numberOfKeys: 2, lua: MERGE_TOKEN });
+    this.cmd.defineCommand("mergeDomain", { numberOfKeys: 2, lua: MERGE_DOMAIN });
+    for (const [name, c] of [
+      ["cmd", this.cmd],
+      ["sub", this.sub],
+    ] as const) {
+      c.on("error", (err: Error) =>
+        this.o.logger.debug({ err: err.message, conn: name }, "redis error"),
+      );
+      c.on("ready", () => {
+        this.o.logger.info({ conn: name }, "redis connected");
+        this.updateGauge();
+        this.scheduleResync();
+      });
+      c.on("close", () => this.updateGauge());
+    }
+    this.sub.on("message", (_ch: string, msg: string) => this.onMessage(msg));
+    this.sub
+      .subscribe(this.channel)
+      .catch((err: Error) => this.o.logger.warn({ err: err.message }, "redis subscribe failed"));
+  }
+
+  /** Blacklist change listener: publishes changes made on this node. */
+  readonly onChange = (c: BlacklistChange): void => {
+    if (c.origin !== "local" || this.stopped) return;
+    const cmd = this.cmd;
+    if (!cmd || cmd.status !== "ready") return; // resync after reconnect pushes it
+    this.publish(cmd, c).catch((err: Error) =>
+      this.o.logger.debug({ err: err.message }, "redis publish failed"),
+    );
+  };
+
+  private async publish(cmd: Redis, c: BlacklistChange): Promise<void> {
+    const p = this.o.keyPrefix;
+    const now = this.o.clock.now();
+    const c2 = cmd as Redis & {
+      mergeToken(k1: string, k2: string, u: number, s: number, msg: string): Promise<number>;
+      mergeDomain(k1: string, k2: string, u: number, msg: string): Promise<number>;
+    };
+    if (c.kind === "token") {
+      if (c.until <= now) return;
+      const w: Wire = {
+        n: this.nodeId,
+        k: "t",
+        h: c.hash,
+        u: c.until,
+        s: c.strikes,
+        ...(c.domain ? { d: c.domain } : {}),
+      };
+      await c2.mergeToken(`${p}tok:${c.hash}`, this.channel, c.until, c.strikes, JSON.stringify(w));
+    } else if (c.kind === "domain") {
+      if (c.until <= now) return;
+      const w: Wire = { n: this.nodeId, k: "d", d: c.domain, u: c.until };
+      await c2.mergeDomain(`${p}dom:${c.domain}`, this.channel, c.until, JSON.stringify(w));
+    } else {
+      const w: Wire = { n: this.nodeId, k: "e", d: c.domain, h: c.hash, a: c.at };
+      await cmd.publish(this.channel, JSON.stringify(w));
+    }
+    this.o.metrics?.syncEvents.inc({ direction: "published" });
+  }
+
+  private onMessage(msg: string): void {
+    let w: Wire;
+    try {
+      w = JSON.parse(msg) as Wire;
+    } catch {
+      this.o.logger.warn("ignoring malformed sync message");
+      return;
+    }
+    if (!w || typeof w !== "object" || w.n === this.nodeId) return;
+    let changed = false;
+    if (
+      w.k === "t" &&
+      typeof w.h === "string" &&
+      HASH.test(w.h) &&
+      Number.isSafeInteger(w.u) &&
+      Number.isSafeInteger(w.s)
+    ) {
+      changed = this.o.tokens.merge(w.h, w.u, w.s, "remote");
+      if (changed && typeof w.d === "string")
+        this.o.domains.recordBadToken(w.d, w.h, this.o.clock.now(), "remote");
+    } else if (w.k === "d" && typeof w.d === "string" && Number.isSafeInteger(w.u)) {
+      changed = this.o.domains.merge(w.d, w.u, "remote");
+    } else if (
+      w.k === "e" &&
+      typeof w.d === "string" &&
+      typeof w.h === "string" &&
+      Number.isSafeInteger(w.a)
+    ) {
+      changed = this.o.domains.recordBadToken(w.d, w.h, w.a, "remote");
+    } else {
+      this.o.logger.warn("ignoring malformed sync message");
+      return;
+    }
+    this.o.metrics?.syncEvents.inc({ direction: "received" });
+    if (changed) this.emit("applied", w);
+  }
+
+  private scheduleResync(): void {
+    if (this.resyncTimer) clearTimeout(this.resyncTimer);
+    // Both connections come back at about the same time; resync once both are up.
+    this.resyncTimer = setTimeout(() => {
+      this.resyncTimer = undefined;
+      if (!this.connected) return;
+      this.resyncRunning = (this.resyncRunning ?? Promise.resolve()).then(() =>
+        this.resync().catch((err: Error) => {
+          this.o.logger.warn(
+            { err: err.message },
+            "redis resync failed; retrying on next reconnect",
+          );
+        }),
+      );
+    }, 50);
+  }
+
+  /** Two-way full resync: push every live local entry (max-merge), pull every Redis entry. */
+  async resync(): Promise<void> {
+    const cmd = this.cmd;
+    if (!cmd || this.stopped) return;
+    const now = this.o.clock.now();
+    let batch: BlacklistChange[] = [];
+    const flush = async () => {
+      await Promise.all(batch.map((c) => this.publish(cmd, c)));
+      batch = [];
+    };
+    for (const [hash, e] of this.o.tokens.all()) {
+      if (e.until <= now) continue;
+      batch.push({ kind: "token", hash, until: e.until, strikes: e.strikes, origin: "local" });
+      if (batch.length >= 500) await flush();
+    }
+    for (const [domain, until] of this.o.domains.allBlocks()) {
+      if (until > now) batch.push({ kind: "domain", domain, until, origin: "local" });
+    }
+    await flush();
+    const p = this.o.keyPrefix;
+    let pulled = 0;
+    for (const pattern of [`${p}tok:*`, `${p}dom:*`]) {
+      let cursor = "0";
+      do {
+        const [next, keys] = await cmd.scan(cursor, "MATCH", pattern, "COUNT", 1000);
+        cursor = next;
+        if (keys.length === 0) continue;
+        const values = await cmd.mget(...keys);
+        keys.forEach((k, i) => {
+          const v = values[i];
+          if (typeof v !== "string") return;
+          if (k.startsWith(`${p}tok:`)) {
+            const h = k.slice(p.length + 4);
+            const m = /^(\d+):(\d+)$/.exec(v);
+            if (m && HASH.test(h) && this.o.tokens.merge(h, Number(m[1]), Number(m[2]), "remote"))
+              pulled++;
+          } else {
+            const u = Number(v);
+            if (Number.isSafeInteger(u) && this.o.domains.merge(k.slice(p.length + 4), u, "remote"))
+              pulled++;
+          }
+        });
+      } while (cursor !== "0");
+    }
+    this.o.metrics?.syncEvents.inc({ direction: "resynced" }, pulled);
+    this.o.logger.info({ pulled }, "blacklist resync with redis done");
+    this.emit("resynced", pulled);
+  }
+
+  private updateGauge(): void {
+    this.o.metrics?.redisConnected.set(this.connected ? 1 : 0);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.resyncTimer) clearTimeout(this.resyncTimer);
+    await this.resyncRunning?.catch(() => undefined);
+    for (const c of [this.cmd, this.sub]) {
+      if (!c) continue;
+      try {
+        await Promise.race([c.quit(), new Promise((r) => setTimeout(r, 1000))]);
+      } catch {
+        // already down
+      }
+      c.disconnect();
+    }
+  }
+}

@@ -1,0 +1,69 @@
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pino } from "pino";
+import { AppServer, type AppServerOptions } from "../../src/appserver.js";
+import { validateConfig, type AppServerConfigInput } from "../../src/config.js";
+import { FakeComponentServer } from "../../src/testing/component-server.js";
+
+export const HASH_SECRET = "cluster-secret-0123456789abcdef";
+
+export interface TestNode {
+  server: AppServer;
+  xmpp: FakeComponentServer;
+  dataDir: string;
+  stop(): Promise<void>;
+}
+
+/** One appserver attached to a fake XMPP server (the XEP-0114 server side), own data dir. */
+export async function startNode(
+  createSender: AppServerOptions["createSender"],
+  overrides: Partial<AppServerConfigInput> = {},
+  opts: {
+    dataDir?: string;
+    logger?: AppServerOptions["logger"];
+    clock?: AppServerOptions["clock"];
+  } = {},
+): Promise<TestNode> {
+  const xmpp = new FakeComponentServer("push.localhost", "pushsecret");
+  await xmpp.listen();
+  const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), "lichen-push-node-"));
+  const config = validateConfig({
+    component: {
+      service: xmpp.service,
+      domain: "push.localhost",
+      secret: "pushsecret",
+      reconnectInitialDelay: "100ms",
+    },
+    apps: { default: { type: "apns" } },
+    tokens: { hashSecret: HASH_SECRET },
+    dataDir,
+    http: { port: 0 },
+    ...overrides,
+  });
+  const server = await AppServer.start({
+    config,
+    createSender,
+    logger: opts.logger ?? pino({ level: "silent" }),
+    ...(opts.clock ? { clock: opts.clock } : {}),
+  });
+  await xmpp.waitConnected();
+  return {
+    server,
+    xmpp,
+    dataDir,
+    stop: async () => {
+      await server.stop();
+      await xmpp.close();
+    },
+  };
+}
+
+/** Resolves when `cond()` holds; polls (cheaply) up to `timeoutMs`, then rejects with `what`. */
+export async function until(cond: () => boolean, what: string, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
