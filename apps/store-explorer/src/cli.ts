@@ -1,0 +1,339 @@
+#!/usr/bin/env node
+/**
+ * lichen-store: look inside a Lichen database.
+ *   lichen-store --db ~/lichen.db accounts
+ *   LICHEN_DB=~/lichen.db lichen-store messages --tail 20 --json
+ */
+import fs from "node:fs";
+import { Command, CommanderError } from "commander";
+import { migrationStatus, openStore, type Store } from "@lichen/store";
+import {
+  accountState,
+  accounts,
+  exportAll,
+  handlers,
+  integrity,
+  ipc,
+  locks,
+  messages,
+  openForInspection,
+  outbox,
+  queue,
+} from "./inspect.js";
+import { table, time } from "./format.js";
+
+interface GlobalOptions {
+  db?: string;
+  json?: boolean;
+}
+
+/** Thrown for problems found (integrity) or missing things (unknown account): exit code 1. */
+class Finding extends Error {}
+
+function dbPath(program: Command): string {
+  const opts = program.opts<GlobalOptions>();
+  const p = opts.db ?? process.env.LICHEN_DB;
+  if (!p) throw new Error("no database given: use --db PATH or set LICHEN_DB");
+  return p;
+}
+
+function print(text: string): void {
+  process.stdout.write(text.endsWith("\n") ? text : text + "\n");
+}
+
+export function buildProgram(): Command {
+  const program = new Command("lichen-store")
+    .description(
+      "Look inside a Lichen database: accounts and their stream-management state, unacked queue, pending IQ handlers, lock, IPC, messages, outbox; check integrity; export; migrate.",
+    )
+    .option("--db <path>", "database file (default: $LICHEN_DB)")
+    .option("--json", "print JSON instead of tables (for scripts)")
+    .showHelpAfterError()
+    .exitOverride();
+
+  const run = (fn: (store: Store, json: boolean, now: number) => void) => () => {
+    const store = openForInspection(dbPath(program));
+    try {
+      fn(store, program.opts<GlobalOptions>().json === true, Date.now());
+    } finally {
+      store.close();
+    }
+  };
+  const out = (json: boolean, rows: Record<string, unknown>[], render: () => string) =>
+    print(json ? JSON.stringify(rows, null, 2) : render());
+
+  program
+    .command("accounts")
+    .description(
+      "accounts with their stream-management state (stream id, h counters, unacked stanzas)",
+    )
+    .action(
+      run((store, json, now) =>
+        out(json, accounts(store), () =>
+          table(accounts(store), [
+            { key: "id" },
+            { key: "jid" },
+            { key: "enabled" },
+            { key: "streamId", title: "stream", max: 16 },
+            { key: "inboundH", title: "in h" },
+            { key: "outboundSent", title: "out sent" },
+            { key: "outboundAcked", title: "out acked" },
+            { key: "unacked" },
+            { key: "stateOk", title: "state ok" },
+            { key: "invalidatedAt", title: "invalidated", format: time(now) },
+            { key: "updatedAt", title: "updated", format: time(now) },
+          ]),
+        ),
+      ),
+    );
+
+  program
+    .command("state <account>")
+    .description("the stored account state (JSON), with validation result")
+    .action((account: string) =>
+      run((store, json, now) => {
+        const view = accountState(store, account);
+        if (!view) throw new Finding(`no stored state for account "${account}"`);
+        if (json) print(JSON.stringify(view, null, 2));
+        else {
+          print(
+            [
+              `account:     ${view.accountId}`,
+              `version:     ${view.version}`,
+              `updated:     ${time(now)(view.updatedAt)}`,
+              `invalidated: ${time(now)(view.invalidatedAt)}`,
+              `valid:       ${view.problem ? `NO — ${view.problem}` : "yes"}`,
+              "",
+              view.state === null ? view.raw : JSON.stringify(view.state, null, 2),
+            ].join("\n"),
+          );
+        }
+        if (view.problem)
+          throw new Finding(`account state of "${account}" is invalid: ${view.problem}`);
+      })(),
+    );
+
+  program
+    .command("queue")
+    .description("XEP-0198 unacked outbound queue")
+    .option("--account <id>", "only this account")
+    .action((o: { account?: string }) =>
+      run((store, json, now) => {
+        const rows = queue(store, o.account);
+        out(json, rows, () =>
+          table(rows, [
+            { key: "account" },
+            { key: "stream" },
+            { key: "seq" },
+            { key: "important" },
+            { key: "createdAt", title: "queued", format: time(now) },
+            { key: "stanza", max: 70 },
+          ]),
+        );
+      })(),
+    );
+
+  program
+    .command("handlers")
+    .description("pending IQ handlers and idle timers (timeouts in ticks of connected time)")
+    .action(
+      run((store, json, now) => {
+        const rows = handlers(store);
+        out(json, rows, () =>
+          table(rows, [
+            { key: "kind" },
+            { key: "account" },
+            { key: "id" },
+            { key: "handler" },
+            { key: "invalidation" },
+            { key: "ticks", title: "ticks left" },
+            { key: "stream" },
+            { key: "invalidatedAt", title: "invalidated", format: time(now) },
+            { key: "createdAt", title: "created", format: time(now) },
+          ]),
+        );
+      }),
+    );
+
+  program
+    .command("lock")
+    .description("process lock holders, leases and generations")
+    .action(
+      run((store, json, now) => {
+        const rows = locks(store, now);
+        out(json, rows, () =>
+          table(rows, [
+            { key: "key" },
+            { key: "holder" },
+            { key: "status" },
+            { key: "leaseExpiresAt", title: "lease until", format: time(now) },
+            { key: "generation" },
+            { key: "acquiredAt", title: "acquired", format: time(now) },
+          ]),
+        );
+      }),
+    );
+
+  program
+    .command("ipc")
+    .description("pending IPC messages")
+    .action(
+      run((store, json, now) => {
+        const rows = ipc(store);
+        out(json, rows, () =>
+          table(rows, [
+            { key: "seq" },
+            { key: "type" },
+            { key: "source", title: "from" },
+            { key: "destination", title: "to" },
+            { key: "responseTo", title: "answers", max: 12 },
+            { key: "deliveredTo", title: "delivered to" },
+            { key: "expiresAt", title: "expires", format: time(now) },
+            { key: "data", max: 50 },
+            { key: "id", max: 12 },
+          ]),
+        );
+      }),
+    );
+
+  program
+    .command("messages")
+    .description("the newest stored messages (oldest first)")
+    .option("--tail <n>", "how many", "20")
+    .option("--account <id>", "only this account")
+    .option("--chat <jid>", "only this chat")
+    .action((o: { tail: string; account?: string; chat?: string }) =>
+      run((store, json, now) => {
+        const tail = Number(o.tail);
+        if (!Number.isInteger(tail) || tail < 1)
+          throw new Error(`--tail must be a positive integer, got "${o.tail}"`);
+        const rows = messages(store, {
+          tail,
+          ...(o.account ? { accountId: o.account } : {}),
+          ...(o.chat ? { chat: o.chat } : {}),
+        });
+        out(json, rows, () =>
+          table(rows, [
+            { key: "id" },
+            { key: "sentAt", title: "sent", format: time(now) },
+            { key: "account" },
+            { key: "chat" },
+            { key: "direction", title: "dir" },
+            { key: "from", max: 30 },
+            { key: "state" },
+            { key: "body", max: 60 },
+          ]),
+        );
+      })(),
+    );
+
+  program
+    .command("outbox")
+    .description("share-extension outbox")
+    .action(
+      run((store, json, now) => {
+        const rows = outbox(store);
+        out(json, rows, () =>
+          table(rows, [
+            { key: "id" },
+            { key: "account" },
+            { key: "to" },
+            { key: "kind" },
+            { key: "state" },
+            { key: "error", max: 40 },
+            { key: "createdAt", title: "created", format: time(now) },
+          ]),
+        );
+      }),
+    );
+
+  program
+    .command("integrity")
+    .description(
+      "PRAGMA integrity_check, foreign keys, migrations and schema validation of every JSON column (exit 1 on problems)",
+    )
+    .action(
+      run((store, json) => {
+        const report = integrity(store);
+        if (json) print(JSON.stringify(report, null, 2));
+        else {
+          print(
+            [
+              `sqlite integrity_check: ${report.sqlite.join("; ")}`,
+              `foreign key violations: ${report.foreignKeys}`,
+              `migrations: ${report.migrations.applied} applied of ${report.migrations.bundled} bundled${report.migrations.pending ? ` (${report.migrations.pending} pending)` : ""}`,
+              `JSON values checked: ${report.checkedJson}`,
+              "",
+              report.ok
+                ? "OK: no problems found"
+                : table(report.problems as unknown as Record<string, unknown>[], [
+                    { key: "table" },
+                    { key: "row" },
+                    { key: "problem" },
+                  ]),
+            ].join("\n"),
+          );
+        }
+        if (!report.ok) throw new Finding(`${report.problems.length} problem(s) found`);
+      }),
+    );
+
+  program
+    .command("export")
+    .description("every table with every row as JSON")
+    .option("--json", "JSON output (the only format; accepted for clarity)")
+    .option("--out <file>", "write to a file instead of stdout")
+    .action((o: { out?: string }) =>
+      run((store) => {
+        const text = JSON.stringify({ exportedAt: Date.now(), tables: exportAll(store) }, null, 2);
+        if (o.out) fs.writeFileSync(o.out, text + "\n");
+        else print(text);
+      })(),
+    );
+
+  program
+    .command("migrate")
+    .description(
+      "create the database if needed and apply pending migrations (as the main app would)",
+    )
+    .action(() => {
+      const path = dbPath(program);
+      const events: { event: string; applied?: number }[] = [];
+      const store = openStore({ path, role: "main", logger: (e) => events.push(e) });
+      try {
+        const applied = events.find((e) => e.event === "store.migrated")?.applied ?? 0;
+        const status = migrationStatus(store.sqlite);
+        const result = { path, applied, total: status.applied, bundled: status.bundled };
+        print(
+          program.opts<GlobalOptions>().json
+            ? JSON.stringify(result)
+            : `${path}: applied ${applied} migration(s); ${status.applied} of ${status.bundled} now applied`,
+        );
+      } finally {
+        store.close();
+      }
+    });
+
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return 0;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      // Help and version are not errors; commander already printed its message.
+      return e.code === "commander.helpDisplayed" ||
+        e.code === "commander.version" ||
+        e.exitCode === 0
+        ? 0
+        : e.exitCode || 2;
+    }
+    process.stderr.write(`lichen-store: ${(e as Error).message}\n`);
+    return e instanceof Finding ? 1 : 2;
+  }
+}
+
+process.exitCode = await main(process.argv);

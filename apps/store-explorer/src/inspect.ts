@@ -1,0 +1,368 @@
+/**
+ * Read-only views of a Lichen database, as plain objects (the CLI prints them as tables or JSON).
+ */
+import fs from "node:fs";
+import {
+  NotALichenDatabaseError,
+  StoreError,
+  migrationStatus,
+  openStore,
+  validateAccountState,
+  validateHandlerDescriptor,
+  validateIpcMessage,
+  validateNotificationContent,
+  validateShareOutboxItem,
+  type Store,
+} from "@lichen/store";
+
+export type Row = Record<string, unknown>;
+
+/** Open an existing DB for inspection (never migrates; schema drift is reported, not fatal). */
+export function openForInspection(dbPath: string): Store {
+  if (!fs.existsSync(dbPath)) throw new StoreError(`no database at ${dbPath}`);
+  const store = openStore({ path: dbPath, role: "share", migrate: false, checkSchema: false });
+  const hasMigrations = store.sqlite
+    .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '__drizzle_migrations'")
+    .get();
+  if (!hasMigrations) {
+    store.close();
+    throw new NotALichenDatabaseError(
+      `${dbPath} is not a Lichen database (no migrations table; run "migrate" to create one)`,
+    );
+  }
+  return store;
+}
+
+function all(store: Store, sql: string, ...params: unknown[]): Row[] {
+  return store.sqlite.prepare(sql).all(...params) as Row[];
+}
+
+function parseJson(text: unknown): unknown {
+  try {
+    return JSON.parse(String(text));
+  } catch {
+    return undefined;
+  }
+}
+
+export function accounts(store: Store): Row[] {
+  const rows = all(
+    store,
+    `SELECT a.id, a.jid, a.enabled, s.state, s.version, s.invalidated_at, s.updated_at,
+            (SELECT count(*) FROM outbound_queue q WHERE q.account_id = a.id) AS unacked
+     FROM accounts a LEFT JOIN account_state s ON s.account_id = a.id ORDER BY a.id`,
+  );
+  return rows.map((r) => {
+    const state = parseJson(r.state) as { sm?: Record<string, unknown> } | undefined;
+    const sm = state?.sm;
+    return {
+      id: r.id,
+      jid: r.jid,
+      enabled: r.enabled === 1,
+      streamId: sm?.streamId ?? null,
+      inboundH: sm?.inboundH ?? null,
+      outboundSent: sm?.outboundSent ?? null,
+      outboundAcked: sm?.outboundAcked ?? null,
+      unacked: r.unacked,
+      stateVersion: r.version ?? null,
+      stateOk:
+        r.state === null ? null : state !== undefined && isValid(() => validateAccountState(state)),
+      invalidatedAt: r.invalidated_at ?? null,
+      updatedAt: r.updated_at ?? null,
+    };
+  });
+}
+
+export interface AccountStateView {
+  accountId: string;
+  version: number;
+  invalidatedAt: number | null;
+  updatedAt: number;
+  state: unknown;
+  raw: string;
+  problem: string | null;
+}
+
+export function accountState(store: Store, accountId: string): AccountStateView | null {
+  const row = store.sqlite
+    .prepare(
+      "SELECT state, version, invalidated_at, updated_at FROM account_state WHERE account_id = ?",
+    )
+    .get(accountId) as
+    | { state: string; version: number; invalidated_at: number | null; updated_at: number }
+    | undefined;
+  if (!row) return null;
+  const parsed = parseJson(row.state);
+  let problem: string | null = null;
+  if (parsed === undefined) problem = "state is not valid JSON";
+  else {
+    try {
+      validateAccountState(parsed);
+    } catch (e) {
+      problem = (e as Error).message;
+    }
+  }
+  return {
+    accountId,
+    version: row.version,
+    invalidatedAt: row.invalidated_at,
+    updatedAt: row.updated_at,
+    state: parsed ?? null,
+    raw: row.state,
+    problem,
+  };
+}
+
+export function queue(store: Store, accountId?: string): Row[] {
+  return all(
+    store,
+    `SELECT account_id AS account, stream_key AS stream, seq, important, created_at AS createdAt, stanza
+     FROM outbound_queue ${accountId ? "WHERE account_id = ?" : ""} ORDER BY account_id, seq`,
+    ...(accountId ? [accountId] : []),
+  ).map((r) => ({ ...r, important: r.important === 1 }));
+}
+
+export function handlers(store: Store): Row[] {
+  const iq = all(
+    store,
+    `SELECT 'iq' AS kind, account_id AS account, iq_id AS id, handler, stream_key AS stream,
+            remaining_ticks AS ticks, invalidated_at AS invalidatedAt, created_at AS createdAt
+     FROM iq_handlers ORDER BY created_at`,
+  );
+  const timers = all(
+    store,
+    `SELECT 'timer' AS kind, account_id AS account, id, handler, NULL AS stream,
+            remaining_ticks AS ticks, NULL AS invalidatedAt, created_at AS createdAt
+     FROM idle_timers ORDER BY created_at`,
+  );
+  return [...iq, ...timers].map((r) => {
+    const h = parseJson(r.handler) as { name?: string; invalidation?: string } | undefined;
+    return { ...r, handler: h?.name ?? "(invalid)", invalidation: h?.invalidation ?? null };
+  });
+}
+
+export function locks(store: Store, now: number): Row[] {
+  return all(
+    store,
+    "SELECT key, holder, lease_expires_at, generation, acquired_at FROM process_locks ORDER BY key",
+  ).map((r) => ({
+    key: r.key,
+    holder: r.holder,
+    status: (r.lease_expires_at as number) > now ? "held" : "free (lease expired)",
+    leaseExpiresAt: r.lease_expires_at,
+    generation: r.generation,
+    acquiredAt: r.acquired_at,
+  }));
+}
+
+export function ipc(store: Store): Row[] {
+  return all(
+    store,
+    `SELECT seq, id, name AS type, source, destination, response_to AS responseTo, created_at AS createdAt,
+            expires_at AS expiresAt, delivered_to AS deliveredTo, data
+     FROM ipc_messages ORDER BY seq`,
+  );
+}
+
+export function messages(
+  store: Store,
+  opts: { tail: number; accountId?: string; chat?: string },
+): Row[] {
+  const where: string[] = [];
+  const params: unknown[] = [];
+  if (opts.accountId) {
+    where.push("account_id = ?");
+    params.push(opts.accountId);
+  }
+  if (opts.chat) {
+    where.push("chat_jid = ?");
+    params.push(opts.chat);
+  }
+  const rows = all(
+    store,
+    `SELECT id, account_id AS account, chat_jid AS chat, direction, from_jid AS "from", body, delivery_state AS state,
+            sent_at AS sentAt, stanza_id AS stanzaId, origin_id AS originId, archive_id AS archiveId
+     FROM messages ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY id DESC LIMIT ?`,
+    ...params,
+    opts.tail,
+  );
+  return rows.reverse();
+}
+
+export function outbox(store: Store): Row[] {
+  return all(
+    store,
+    "SELECT id, account_id, item, state, error, created_at FROM share_outbox ORDER BY created_at",
+  ).map((r) => {
+    const item = parseJson(r.item) as { to?: string; content?: { kind?: string } } | undefined;
+    return {
+      id: r.id,
+      account: r.account_id,
+      to: item?.to ?? "(invalid)",
+      kind: item?.content?.kind ?? "(invalid)",
+      state: r.state,
+      error: r.error,
+      createdAt: r.created_at,
+    };
+  });
+}
+
+export interface IntegrityProblem {
+  table: string;
+  row: string;
+  problem: string;
+}
+
+export interface IntegrityReport {
+  ok: boolean;
+  sqlite: string[];
+  foreignKeys: number;
+  migrations: { applied: number; bundled: number; pending: number; unknown: string | null };
+  checkedJson: number;
+  problems: IntegrityProblem[];
+}
+
+/** PRAGMA integrity_check + foreign keys + migrations + schema validation of every JSON column. */
+export function integrity(store: Store): IntegrityReport {
+  const problems: IntegrityProblem[] = [];
+  const sqliteResult = (
+    store.sqlite.pragma("integrity_check") as { integrity_check: string }[]
+  ).map((r) => r.integrity_check);
+  if (!(sqliteResult.length === 1 && sqliteResult[0] === "ok")) {
+    for (const line of sqliteResult) problems.push({ table: "(sqlite)", row: "", problem: line });
+  }
+  const fk = store.sqlite.pragma("foreign_key_check") as {
+    table: string;
+    rowid: number;
+    parent: string;
+  }[];
+  for (const v of fk)
+    problems.push({
+      table: v.table,
+      row: String(v.rowid),
+      problem: `foreign key to ${v.parent} is dangling`,
+    });
+  const m = migrationStatus(store.sqlite);
+  if (m.pending.length)
+    problems.push({
+      table: "__drizzle_migrations",
+      row: "",
+      problem: `${m.pending.length} migration(s) not applied (run "migrate")`,
+    });
+  if (m.unknown)
+    problems.push({
+      table: "__drizzle_migrations",
+      row: m.unknown.slice(0, 12),
+      problem: "migration unknown to this build",
+    });
+
+  let checked = 0;
+  const check = (table: string, key: string, raw: unknown, validate: (v: unknown) => unknown) => {
+    checked++;
+    let value: unknown;
+    try {
+      value = JSON.parse(String(raw));
+    } catch (e) {
+      problems.push({ table, row: key, problem: `not JSON: ${(e as Error).message}` });
+      return;
+    }
+    try {
+      validate(value);
+    } catch (e) {
+      problems.push({ table, row: key, problem: (e as Error).message });
+    }
+  };
+  const rows = (sql: string) => store.sqlite.prepare(sql).all() as Row[];
+  const has = (table: string) =>
+    store.sqlite
+      .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?")
+      .get(table) !== undefined;
+  if (has("account_state")) {
+    for (const r of rows("SELECT account_id, state FROM account_state")) {
+      check("account_state", String(r.account_id), r.state, validateAccountState);
+    }
+  }
+  if (has("iq_handlers")) {
+    for (const r of rows("SELECT account_id, iq_id, handler FROM iq_handlers")) {
+      check(
+        "iq_handlers",
+        `${String(r.account_id)}/${String(r.iq_id)}`,
+        r.handler,
+        validateHandlerDescriptor,
+      );
+    }
+  }
+  if (has("idle_timers")) {
+    for (const r of rows("SELECT id, handler FROM idle_timers"))
+      check("idle_timers", String(r.id), r.handler, validateHandlerDescriptor);
+  }
+  if (has("share_outbox")) {
+    for (const r of rows("SELECT id, item FROM share_outbox"))
+      check("share_outbox", String(r.id), r.item, validateShareOutboxItem);
+  }
+  if (has("pending_notifications")) {
+    for (const r of rows("SELECT id, content FROM pending_notifications")) {
+      check("pending_notifications", String(r.id), r.content, validateNotificationContent);
+    }
+  }
+  if (has("ipc_messages")) {
+    for (const r of rows("SELECT * FROM ipc_messages")) {
+      checked++;
+      const data = parseJson(r.data);
+      if (data === undefined) {
+        problems.push({ table: "ipc_messages", row: String(r.id), problem: "data is not JSON" });
+        continue;
+      }
+      try {
+        validateIpcMessage({
+          v: 1,
+          id: r.id,
+          source: r.source,
+          destination: r.destination,
+          ...(r.response_to !== null ? { responseTo: r.response_to } : {}),
+          createdAt: r.created_at,
+          expiresAt: r.expires_at,
+          type: r.name,
+          data,
+        });
+      } catch (e) {
+        problems.push({ table: "ipc_messages", row: String(r.id), problem: (e as Error).message });
+      }
+    }
+  }
+  return {
+    ok: problems.length === 0,
+    sqlite: sqliteResult,
+    foreignKeys: fk.length,
+    migrations: {
+      applied: m.applied,
+      bundled: m.bundled,
+      pending: m.pending.length,
+      unknown: m.unknown ?? null,
+    },
+    checkedJson: checked,
+    problems,
+  };
+}
+
+/** Every table (including quarantine and migrations) with all rows. */
+export function exportAll(store: Store): Record<string, Row[]> {
+  const tables = store.sqlite
+    .prepare(
+      "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+    )
+    .pluck()
+    .all() as string[];
+  const out: Record<string, Row[]> = {};
+  for (const t of tables) out[t] = all(store, `SELECT * FROM "${t.replaceAll('"', '""')}"`);
+  return out;
+}
+
+function isValid(fn: () => unknown): boolean {
+  try {
+    fn();
+    return true;
+  } catch {
+    return false;
+  }
+}
