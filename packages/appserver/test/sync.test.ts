@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { AppSender } from "../src/push-service.js";
 import { pushIq } from "../src/testing/component-server.js";
-import { startTestRedis, type TestRedis } from "./helpers/redis.js";
+import { startTestRedis, type TestRedis } from "../src/testing/redis-server.js";
 import { startNode, until, type TestNode } from "./helpers/nodes.js";
 
 // Nodes in this test never reach a provider: every request for a synced entry is refused first.

@@ -26,7 +26,7 @@ function portOpen(port: number): Promise<boolean> {
   });
 }
 
-/** A real redis-server on a free loopback port, fresh dir, no persistence; stop() kills it by PID. */
+/** A real redis-server on a free loopback port, fresh dir, no persistence; stop() kills it by PID (tests, benchmarks). */
 export interface TestRedis {
   url: string;
   port: number;
