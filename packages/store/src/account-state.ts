@@ -102,13 +102,18 @@ export function saveAccountState(tx: StoreTx, accountId: string, state: AccountS
   validateAccountState(state);
   const json = JSON.stringify(state);
   const now = tx.now;
-  statements(tx).upsert.run(accountId, json, state.stateVersion, now);
+  const stmts = statements(tx);
+  // UPDATE first: the row almost always exists, and a plain UPDATE is cheaper than an upsert.
+  if (stmts.update.run(json, state.stateVersion, now, accountId).changes === 0) {
+    stmts.insert.run(accountId, json, state.stateVersion, now);
+  }
 }
 
 // This is the per-stanza hot path: prepared once per connection (the query builder costs ~10x).
 interface AccountStateStatements {
   select: Database.Statement;
-  upsert: Database.Statement;
+  update: Database.Statement;
+  insert: Database.Statement;
 }
 const cache = new WeakMap<Database.Database, AccountStateStatements>();
 function statements(tx: StoreTx): AccountStateStatements {
@@ -116,10 +121,11 @@ function statements(tx: StoreTx): AccountStateStatements {
   if (!s) {
     s = {
       select: tx.sqlite.prepare("SELECT state FROM account_state WHERE account_id = ?"),
-      upsert: tx.sqlite.prepare(
-        `INSERT INTO account_state (account_id, state, version, updated_at) VALUES (?, ?, ?, ?)
-         ON CONFLICT (account_id) DO UPDATE SET
-           state = excluded.state, version = excluded.version, updated_at = excluded.updated_at`,
+      update: tx.sqlite.prepare(
+        "UPDATE account_state SET state = ?, version = ?, updated_at = ? WHERE account_id = ?",
+      ),
+      insert: tx.sqlite.prepare(
+        "INSERT INTO account_state (account_id, state, version, updated_at) VALUES (?, ?, ?, ?)",
       ),
     };
     cache.set(tx.sqlite, s);

@@ -48,7 +48,11 @@ export type StoreTx = StoreDatabase & {
 export interface Store {
   readonly role: ProcessRole;
   readonly path: string;
-  /** Drizzle on this connection. Reads outside a transaction are fine; write only via write(). */
+  /**
+   * Drizzle on this connection, for reads outside a transaction; write only via write(). Prefer
+   * read(): it retries SQLITE_BUSY (possible for readers only while another process recovers or
+   * closes the WAL), and a plain read right after a write in the same tick runs with busy timeout 0.
+   */
   readonly db: StoreDatabase;
   /** The raw better-sqlite3 handle (escape hatch). */
   readonly sqlite: Database.Database;
@@ -83,9 +87,9 @@ function yieldToEventLoop(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
 }
 
-/** Back-off with full jitter: 0.5 ms doubling to 25 ms. */
+/** Back-off with jitter: 0.25 ms doubling to 8 ms (attempts are cheap: busy timeout 0). */
 function backoffMs(attempt: number): number {
-  const cap = Math.min(25, 0.5 * 2 ** attempt);
+  const cap = Math.min(8, 0.25 * 2 ** attempt);
   return cap / 2 + Math.random() * (cap / 2);
 }
 
@@ -126,6 +130,8 @@ class SqliteStore implements Store {
     this.clock = opts.clock ?? Date.now;
     this.logger = opts.logger ?? (() => {});
     this.busyTimeoutMs = opts.busyTimeoutMs ?? 5000;
+    this.waitFile = `${path}-writewait`;
+    this.restoreBusyTimeout = `busy_timeout = ${this.busyTimeoutMs}`;
     const exists = fs.existsSync(path);
     if (!exists && role !== "main") {
       throw new StoreError(
@@ -228,12 +234,14 @@ class SqliteStore implements Store {
   write<T>(fn: (tx: StoreTx) => T): T {
     this.assertOpen();
     if (this.depth > 0) return this.nestedWrite(fn);
+    if (this.otherWriterWaiting()) this.politePauseSync();
     const started = performance.now();
     for (let attempt = 0; ; attempt++) {
-      if (this.tryBegin(this.stmts.beginImmediate)) break;
+      if (this.tryBeginImmediate()) break;
       this.noteBusy(attempt, started);
       sleepSync(backoffMs(attempt));
     }
+    this.withdrawWriteIntent();
     return this.runOutermost("write", fn, started);
   }
 
@@ -244,22 +252,18 @@ class SqliteStore implements Store {
         "writeAsync() cannot be nested in a running transaction; use write()",
       );
     }
-    // Yield first: a process committing in a loop leaves other processes a window for the lock.
+    // Yield first: other work of this process runs, and a waiting process gets its turn.
     await yieldToEventLoop();
+    if (this.otherWriterWaiting()) await this.politePauseAsync();
     const started = performance.now();
     for (let attempt = 0; ; attempt++) {
       this.assertOpen();
       // Other code of this process may have opened a transaction while we awaited.
       if (this.depth === 0) {
-        // A zero busy timeout for this attempt: wait asynchronously instead of inside SQLite.
-        this.sqlite.pragma("busy_timeout = 0");
-        let began: boolean;
-        try {
-          began = this.tryBegin(this.stmts.beginImmediate);
-        } finally {
-          this.sqlite.pragma(`busy_timeout = ${this.busyTimeoutMs}`);
+        if (this.tryBeginImmediate()) {
+          this.withdrawWriteIntent();
+          return this.runOutermost("write", fn, started);
         }
-        if (began) return this.runOutermost("write", fn, started);
         this.noteBusy(attempt, started);
       }
       await sleepAsync(backoffMs(attempt));
@@ -277,6 +281,7 @@ class SqliteStore implements Store {
         this.depth--;
       }
     }
+    this.restoreBusyTimeoutNow();
     const started = performance.now();
     for (let attempt = 0; ; attempt++) {
       if (this.tryBegin(this.stmts.beginDeferred)) break;
@@ -297,6 +302,112 @@ class SqliteStore implements Store {
     if (this.isClosed) throw new StoreError(`store ${this.path} is closed`);
   }
 
+  /**
+   * One BEGIN IMMEDIATE attempt with a zero busy timeout: we wait in our own loop (with jitter, and
+   * without blocking the event loop in writeAsync) instead of inside SQLite's busy handler, whose
+   * coarse sleeps let a process that commits in a loop starve the others. After a failed attempt
+   * the write intent is announced (see otherWriterWaiting).
+   */
+  private tryBeginImmediate(): boolean {
+    this.zeroBusyTimeout();
+    const began = this.tryBegin(this.stmts.beginImmediate);
+    if (!began) this.announceWriteIntent();
+    return began;
+  }
+
+  /*
+   * The connection's busy timeout is 0 from a write's BEGIN until the next turn of the event loop
+   * (or the next read()), then back to busyTimeoutMs for plain statements. Setting it costs a
+   * statement compile each time (PRAGMA busy_timeout acts when compiled, so it cannot be a prepared
+   * statement), which a loop of writes now pays once.
+   */
+  private busyTimeoutZero = false;
+  private restoreScheduled = false;
+
+  private zeroBusyTimeout(): void {
+    if (!this.busyTimeoutZero) {
+      this.sqlite.pragma("busy_timeout = 0");
+      this.busyTimeoutZero = true;
+    }
+    if (!this.restoreScheduled) {
+      this.restoreScheduled = true;
+      setImmediate(() => {
+        this.restoreScheduled = false;
+        if (!this.isClosed) this.restoreBusyTimeoutNow();
+      });
+    }
+  }
+
+  private restoreBusyTimeoutNow(): void {
+    if (!this.busyTimeoutZero) return;
+    this.sqlite.pragma(this.restoreBusyTimeout);
+    this.busyTimeoutZero = false;
+  }
+
+  /*
+   * Fairness between processes. SQLite's write lock is not a queue: a process committing in a tight
+   * loop holds it almost all the time and a waiter polling at random instants rarely finds it free
+   * (measured: 2 s waits for a short NSE write next to a hot writer). So a process that failed to
+   * get the lock writes its pid into "<db>-writewait" (refreshed while it waits, removed once it
+   * has the lock), and a process about to begin a write checks that file at most once per
+   * millisecond; while a fresh one from someone else exists, it pauses (up to 50 ms) before its
+   * next transaction. Stale files (a waiter that was killed) are ignored after 200 ms.
+   */
+  private readonly waitFile: string;
+  private readonly restoreBusyTimeout: string;
+  private intentAnnouncedAt = 0;
+  private lastIntentCheck = 0;
+
+  private announceWriteIntent(): void {
+    const now = Date.now();
+    if (now - this.intentAnnouncedAt < 20) return;
+    this.intentAnnouncedAt = now;
+    try {
+      fs.writeFileSync(this.waitFile, String(process.pid));
+    } catch {
+      // Only a hint; a read-only directory just loses fairness.
+    }
+  }
+
+  private withdrawWriteIntent(): void {
+    if (this.intentAnnouncedAt === 0) return;
+    this.intentAnnouncedAt = 0;
+    try {
+      if (fs.readFileSync(this.waitFile, "utf8") === String(process.pid))
+        fs.unlinkSync(this.waitFile);
+    } catch {
+      // Already gone, or another waiter replaced it: fine.
+    }
+  }
+
+  private otherWriterWaiting(): boolean {
+    const now = performance.now();
+    if (now - this.lastIntentCheck < 1) return false;
+    this.lastIntentCheck = now;
+    return this.intentFileFresh();
+  }
+
+  private intentFileFresh(): boolean {
+    const st = fs.statSync(this.waitFile, { throwIfNoEntry: false });
+    if (!st || Date.now() - st.mtimeMs > 200) return false;
+    // Our own intent (left by an earlier wait of this process) does not count.
+    try {
+      return fs.readFileSync(this.waitFile, "utf8") !== String(process.pid);
+    } catch {
+      return false;
+    }
+  }
+
+  private politePauseSync(): void {
+    const until = performance.now() + 50;
+    while (performance.now() < until && this.intentFileFresh()) sleepSync(1);
+  }
+
+  private async politePauseAsync(): Promise<void> {
+    const until = performance.now() + 50;
+    while (performance.now() < until && this.intentFileFresh()) await sleepAsync(1);
+  }
+
   private tryBegin(stmt: Database.Statement): boolean {
     try {
       stmt.run();
@@ -308,15 +419,11 @@ class SqliteStore implements Store {
   }
 
   private noteBusy(attempt: number, started: number): void {
-    // Log the first wait and then every power of two, so a long wait is visible but not noisy.
-    if ((attempt & (attempt + 1)) === 0) {
-      this.logger({
-        event: "store.busy-retry",
-        attempt: attempt + 1,
-        waitedMs: Math.round(performance.now() - started),
-        role: this.role,
-      });
-    }
+    // Short waits are normal under contention; report long ones, at doubling intervals.
+    if ((attempt & (attempt + 1)) !== 0) return;
+    const waitedMs = Math.round(performance.now() - started);
+    if (waitedMs < 100) return;
+    this.logger({ event: "store.busy-wait", attempt: attempt + 1, waitedMs, role: this.role });
   }
 
   private call<T>(fn: (tx: StoreTx) => T): T {

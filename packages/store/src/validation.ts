@@ -31,30 +31,46 @@ export class SchemaValidationError extends Error {
 
 type Validator<T> = (value: unknown) => T;
 
-/** Use the schema package's validator of that name when it exists, else our fallback. */
+/**
+ * Use the schema package's validator of that name when it exists, else our fallback. Whatever style
+ * it has (throws, returns boolean, returns { ok | valid, errors }), callers always get the value back
+ * or a SchemaValidationError of this package naming the field.
+ */
 function pick<T>(name: string, fallback: Validator<T>): Validator<T> {
   const candidate = (schemaPkg as Record<string, unknown>)[name];
   if (typeof candidate !== "function") return fallback;
+  const typeName = name.replace(/^validate/, "");
+  const fail = (err: unknown): never => {
+    if (err instanceof SchemaValidationError) throw err;
+    const e = (err ?? {}) as {
+      field?: unknown;
+      path?: unknown;
+      instancePath?: unknown;
+      message?: unknown;
+    };
+    const rawField = e.field ?? e.path ?? e.instancePath ?? "";
+    const field = String(rawField)
+      .replace(/^[#/$.]+/, "")
+      .replaceAll("/", ".");
+    const problem = typeof e.message === "string" ? e.message : "is invalid";
+    const wrapped = new SchemaValidationError(typeName, field, problem);
+    (wrapped as { cause?: unknown }).cause = err;
+    throw wrapped;
+  };
   return (value: unknown) => {
-    const result = (candidate as (v: unknown) => unknown)(value);
-    // Accept both styles: a validator that throws, and one that returns { ok, errors } / boolean.
-    if (result === true || result === undefined) return value as T;
-    if (result && typeof result === "object" && "ok" in result) {
-      const r = result as {
-        ok: boolean;
-        value?: T;
-        errors?: { path?: string; message?: string }[];
-      };
-      if (r.ok) return (r.value ?? value) as T;
-      const first = r.errors?.[0];
-      throw new SchemaValidationError(
-        name.replace(/^validate/, ""),
-        first?.path ?? "",
-        first?.message ?? "is invalid",
-      );
+    let result: unknown;
+    try {
+      result = (candidate as (v: unknown) => unknown)(value);
+    } catch (e) {
+      return fail(e);
     }
-    if (result === false)
-      throw new SchemaValidationError(name.replace(/^validate/, ""), "", "is invalid");
+    if (result === true || result === undefined) return value as T;
+    if (result === false) return fail(undefined);
+    if (result && typeof result === "object" && ("ok" in result || "valid" in result)) {
+      const r = result as { ok?: boolean; valid?: boolean; value?: T; errors?: unknown[] };
+      if (r.ok === true || r.valid === true) return (r.value ?? value) as T;
+      return fail(r.errors?.[0]);
+    }
     return result as T;
   };
 }
