@@ -400,7 +400,7 @@ class SqliteStore implements Store {
 
   private politePauseSync(): void {
     const until = performance.now() + 50;
-    while (performance.now() < until && this.intentFileFresh()) sleepSync(1);
+    while (performance.now() < until && this.intentFileFresh()) sleepSync(0.2);
   }
 
   private async politePauseAsync(): Promise<void> {

@@ -17,7 +17,8 @@ import type { ProcessRole } from "@lichen/schema";
 interface PeerArgs {
   db: string;
   role: ProcessRole;
-  mode: "nse" | "responder" | "writer";
+  mode: "nse" | "responder" | "writer" | "hot";
+  durationMs?: number;
   count?: number;
   startAt?: number;
   tag?: string;
@@ -55,6 +56,24 @@ if (a.mode === "nse") {
   });
   ipc.start();
   out({ ready: true });
+} else if (a.mode === "hot") {
+  // Commit in a tight loop (synchronous writes, 20 rows each) for durationMs.
+  out({ ready: true });
+  const end = Date.now() + (a.durationMs ?? 3000);
+  let n = 0;
+  while (Date.now() < end) {
+    store.write((tx) => {
+      for (let i = 0; i < 20; i++) {
+        tx.insert(syncErrors)
+          .values({ accountId: "bench", code: "hot", message: "x".repeat(100), createdAt: tx.now })
+          .run();
+      }
+    });
+    n++;
+  }
+  out({ done: true, transactions: n });
+  ipc.close();
+  store.close();
 } else {
   const count = a.count ?? 1000;
   while (Date.now() < (a.startAt ?? 0)) await new Promise((r) => setTimeout(r, 1));

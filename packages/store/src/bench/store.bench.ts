@@ -10,6 +10,8 @@
  *    acquireAsMain (IPC disconnect-all -> NSE releases -> yielded) until it holds the lock.
  * 3. ipc_rtt_p50/p99_ms: ping -> pong with a responder process.
  * 4. contention_tx_per_s, busy_errors: two processes doing read-modify-write transactions at once.
+ * 5. fair_write_p50/p99_ms (extra): a short write of this process while another process commits
+ *    in a tight loop (starvation check for the NSE).
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
@@ -236,6 +238,28 @@ export default async function storeBench(ctx: BenchContext) {
     ctx.log(
       `contention: writers took ${done.map((d) => Math.round(d.ms as number)).join(" / ")} ms`,
     );
+    // (5) fairness: short writes of this process next to a process committing in a tight loop.
+    const hot = new Peer({ db, role: "nse", mode: "hot", durationMs: ctx.quick ? 2000 : 4000 });
+    peers.push(hot);
+    await hot.line((l) => l.ready === true);
+    await new Promise((r) => setTimeout(r, 200));
+    const fair: number[] = [];
+    for (let i = 0; i < (ctx.quick ? 40 : 100); i++) {
+      const t = performance.now();
+      store.write((tx) =>
+        tx
+          .update(chats)
+          .set({ unreadCount: i })
+          .where(sql`${chats.jid} = 'counter'`)
+          .run(),
+      );
+      fair.push(performance.now() - t);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    await hot.line((l) => l.done === true, 30_000);
+    ctx.log(
+      `fairness: ${fair.length} writes next to a hot writer, max ${Math.round(Math.max(...fair))} ms`,
+    );
     store.close();
 
     return {
@@ -249,6 +273,8 @@ export default async function storeBench(ctx: BenchContext) {
         ipc_rtt_p99_ms: round2(percentile(rtts, 99)),
         contention_tx_per_s: Math.round(contention),
         busy_errors: busyErrors,
+        fair_write_p50_ms: round2(percentile(fair, 50)),
+        fair_write_p99_ms: round2(percentile(fair, 99)),
       },
       ratios: {
         stanza_vs_raw: round2(stanza / raw),
