@@ -4,6 +4,7 @@ import Database from "better-sqlite3";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import {
   NotALichenDatabaseError,
+  SchemaAheadError,
   SchemaBehindError,
   SchemaValidationError,
   StoreError,
@@ -17,6 +18,7 @@ import {
   type Store,
 } from "../src/index.js";
 import { tempDir } from "./helpers.js";
+import { Child, stopAll } from "./children.js";
 
 let dir: string;
 let cleanup: () => void;
@@ -84,6 +86,34 @@ describe("openStore", () => {
     expect(() => open("share")).toThrow(SchemaBehindError);
     expect(() => open("nse")).toThrow(/0 of \d+ migrations applied; only the main app migrates/);
     // main re-applying is idempotent for the bookkeeping (tables already exist -> error is clear).
+  });
+
+  it("refuses a DB with a migration this build does not know, in every role", () => {
+    const main = open("main");
+    main.sqlite
+      .prepare("INSERT INTO __drizzle_migrations (hash, created_at) VALUES (?, ?)")
+      .run("f".repeat(64), Date.now() + 10 ** 9);
+    expect(() => open("nse")).toThrow(SchemaAheadError);
+    expect(() => open("main")).toThrow(
+      /has a migration this build does not know \(hash ffffffffffff\)/,
+    );
+  });
+
+  it("several processes creating the same new DB at once: all open it, migrations applied once", async () => {
+    const db = path.join(dir, "race.db");
+    const startAt = Date.now() + 1500;
+    const children = [0, 1, 2].map(() => new Child("open.mjs", { db, role: "main", startAt }));
+    try {
+      const results = await Promise.all(
+        children.map((c) => c.waitFor((l) => "opened" in l, "open result")),
+      );
+      const bundled = JSON.parse(
+        fs.readFileSync(path.join(migrationsFolder(), "meta/_journal.json"), "utf8"),
+      ).entries.length;
+      for (const r of results) expect(r).toEqual({ opened: true, applied: bundled });
+    } finally {
+      await stopAll(children);
+    }
   });
 
   it("nse opens a migrated DB and sees main's writes", () => {
@@ -190,6 +220,33 @@ describe("write / read", () => {
     const other = openStore({ path: path.join(dir, "lichen.db"), role: "nse" });
     other.close();
     expect(() => other.write(() => 1)).toThrow(StoreError);
+  });
+
+  it("concurrent writeAsync calls of one process are serialized and all commit", async () => {
+    const s = open("main");
+    addAccount(s);
+    s.write((tx) =>
+      tx.insert(tables.chats).values({ accountId: "acc1", jid: "n@x", createdAt: 1 }).run(),
+    );
+    const bump = (tx: Parameters<Parameters<Store["write"]>[0]>[0]) => {
+      const row = tx.select().from(tables.chats).get()!;
+      tx.update(tables.chats)
+        .set({ unreadCount: row.unreadCount + 1 })
+        .run();
+      return row.unreadCount;
+    };
+    const seen = await Promise.all(
+      Array.from({ length: 50 }, (_, i) =>
+        i % 3 === 0 ? Promise.resolve(s.write(bump)) : s.writeAsync(bump),
+      ),
+    );
+    expect(new Set(seen).size).toBe(50);
+    expect(s.db.select().from(tables.chats).get()!.unreadCount).toBe(50);
+    let inner: Promise<number> | undefined;
+    s.write(() => {
+      inner = s.writeAsync(() => 1);
+    });
+    await expect(inner).rejects.toThrow(/writeAsync\(\) cannot be nested/);
   });
 
   it("tx.now comes from the injected clock; dataVersion changes only on another connection's commit", () => {
