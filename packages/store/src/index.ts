@@ -66,3 +66,20 @@ export {
   type AcquireAsMainResult,
   type NseStartResult,
 } from "./priority.js";
+export {
+  addIdleTimer,
+  addIqHandler,
+  addPendingNotification,
+  addShareOutboxItem,
+  duePendingNotifications,
+  listIqHandlers,
+  listShareOutbox,
+  markNotificationDelivered,
+  quarantineRow,
+  setShareOutboxState,
+  takeIqHandler,
+  tickConnectedTime,
+  type PendingIqHandler,
+  type ShareOutboxEntry,
+  type ShareOutboxState,
+} from "./records.js";
