@@ -18,6 +18,7 @@ import {
   messages,
   openForInspection,
   outbox,
+  quarantined,
   queue,
 } from "./inspect.js";
 import { table, time } from "./format.js";
@@ -248,6 +249,25 @@ export function buildProgram(): Command {
     );
 
   program
+    .command("quarantine")
+    .description("rows set aside because they failed validation (kept verbatim, with the error)")
+    .action(
+      run((store, json, now) => {
+        const rows = quarantined(store);
+        out(json, rows, () =>
+          table(rows, [
+            { key: "id" },
+            { key: "table" },
+            { key: "row", max: 30 },
+            { key: "at", format: time(now) },
+            { key: "error", max: 70 },
+            { key: "raw", max: 40 },
+          ]),
+        );
+      }),
+    );
+
+  program
     .command("integrity")
     .description(
       "PRAGMA integrity_check, foreign keys, migrations and schema validation of every JSON column (exit 1 on problems)",
@@ -263,6 +283,7 @@ export function buildProgram(): Command {
               `foreign key violations: ${report.foreignKeys}`,
               `migrations: ${report.migrations.applied} applied of ${report.migrations.bundled} bundled${report.migrations.pending ? ` (${report.migrations.pending} pending)` : ""}`,
               `JSON values checked: ${report.checkedJson}`,
+              `quarantined rows: ${report.quarantined}${report.quarantined ? ' (see "quarantine")' : ""}`,
               "",
               report.ok
                 ? "OK: no problems found"

@@ -189,6 +189,13 @@ export function messages(
   return rows.reverse();
 }
 
+export function quarantined(store: Store): Row[] {
+  return all(
+    store,
+    'SELECT id, table_name AS "table", row_key AS row, error, at, raw FROM quarantine ORDER BY id',
+  );
+}
+
 export function outbox(store: Store): Row[] {
   return all(
     store,
@@ -219,6 +226,8 @@ export interface IntegrityReport {
   foreignKeys: number;
   migrations: { applied: number; bundled: number; pending: number; unknown: string | null };
   checkedJson: number;
+  /** Rows set aside earlier (not a problem of the DB itself, but worth a look). */
+  quarantined: number;
   problems: IntegrityProblem[];
 }
 
@@ -341,6 +350,9 @@ export function integrity(store: Store): IntegrityReport {
       unknown: m.unknown ?? null,
     },
     checkedJson: checked,
+    quarantined: has("quarantine")
+      ? (store.sqlite.prepare("SELECT count(*) FROM quarantine").pluck().get() as number)
+      : 0,
     problems,
   };
 }

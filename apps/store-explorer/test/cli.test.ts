@@ -294,6 +294,26 @@ describe("lichen-store CLI", () => {
     };
     expect(j.ok).toBe(false);
     expect(j.problems).toHaveLength(4);
+    // Quarantined rows (set aside by the store) are listed.
+    const q = rawSqlite(bad);
+    q.sqlite
+      .prepare(
+        "INSERT INTO quarantine (table_name, row_key, raw, error, at) VALUES (?, ?, ?, ?, ?)",
+      )
+      .run(
+        "ipc_messages",
+        "m-17",
+        '{"name":"reboot"}',
+        "invalid IpcMessage: type must be one of ...",
+        Date.now(),
+      );
+    q.close();
+    expect(run(["--db", bad, "quarantine"]).stdout).toMatch(
+      /1\s+ipc_messages\s+m-17\s+.*invalid IpcMessage: type/,
+    );
+    expect(run(["--db", bad, "integrity"]).stdout).toMatch(
+      /quarantined rows: 1 \(see "quarantine"\)/,
+    );
     // The explorer only reads: the bad rows are still there.
     expect(run(["--db", bad, "state", "alice"]).code).toBe(1);
   });
