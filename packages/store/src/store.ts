@@ -66,7 +66,10 @@ export interface Store {
   write<T>(fn: (tx: StoreTx) => T): T;
   /** Like write(), but waits for the lock without blocking the event loop and yields before starting. */
   writeAsync<T>(fn: (tx: StoreTx) => T): Promise<T>;
-  /** Run `fn` on one consistent snapshot (BEGIN DEFERRED). Inside write() it joins that transaction. */
+  /**
+   * Run `fn` on one consistent snapshot (BEGIN DEFERRED). Inside write() it joins that transaction.
+   * Outside, `fn` is run again if SQLite reports busy (keep it free of side effects).
+   */
   read<T>(fn: (tx: StoreTx) => T): T;
   /** PRAGMA data_version: changes when another connection commits. */
   dataVersion(): number;
@@ -284,11 +287,18 @@ class SqliteStore implements Store {
     this.restoreBusyTimeoutNow();
     const started = performance.now();
     for (let attempt = 0; ; attempt++) {
-      if (this.tryBegin(this.stmts.beginDeferred)) break;
+      if (this.tryBegin(this.stmts.beginDeferred)) {
+        try {
+          return this.runOutermost("read", fn, started);
+        } catch (e) {
+          // A reader meets SQLITE_BUSY only while another process recovers or closes the WAL:
+          // the read (which changed nothing) is simply run again.
+          if (!isBusyError(e)) throw e;
+        }
+      }
       this.noteBusy(attempt, started);
       sleepSync(backoffMs(attempt));
     }
-    return this.runOutermost("read", fn, started);
   }
 
   close(): void {
