@@ -323,8 +323,9 @@ export class AppServer {
     );
     await this.link.stop();
     await this.sync?.stop();
-    await new Promise<void>((r) => (this.http ? this.http.close(() => r()) : r()));
+    const closed = new Promise<void>((r) => (this.http ? this.http.close(() => r()) : r()));
     this.http?.closeAllConnections();
+    await closed;
     for (const s of this.senders.values()) await s.close?.().catch(() => undefined);
     this.store.close();
     this.logger.info({ persistedQueued: queued.length }, "lichen-push stopped");

@@ -46,6 +46,13 @@ export class ComponentLink {
     for (const l of e.listeners("element"))
       e.removeListener("element", l as (...a: unknown[]) => void);
     e.reconnect.stop();
+    // xmpp.js detaches its parser on a parse error but keeps feeding socket data to it, which throws
+    // from the socket's data handler (an uncaught exception). Drop data once the parser is gone.
+    const ent = e as unknown as { _onData(d: Buffer): void; parser: unknown };
+    const onData = ent._onData;
+    ent._onData = function (this: typeof ent, d: Buffer) {
+      if (this.parser) onData.call(this, d);
+    };
     e.on("stanza", (el: XmlElement) => {
       try {
         this.o.onStanza(el);
@@ -55,6 +62,13 @@ export class ComponentLink {
     });
     e.on("error", (err: Error) => {
       this.o.logger.warn({ err: err.message }, "component link error");
+      // Not-well-formed XML ends the stream: drop the socket so that we reconnect cleanly.
+      if (err.name === "XMLError") e.socket?.destroy();
+    });
+    // The server closed the stream (</stream:stream>) without closing the socket: xmpp.js would sit
+    // on a dead stream. Drop the socket; the disconnect handler reconnects.
+    e.on("close", () => {
+      if (!this.stopping) e.socket?.destroy();
     });
     e.on("online", () => {
       this.failures = 0;

@@ -232,6 +232,10 @@ export class PushService {
     } catch (e) {
       outcome = { kind: "transient", reason: `send failed: ${(e as Error).message}` };
     }
+    // Reasons end up in logs: a provider error text might quote the request path with the token.
+    if (outcome.kind !== "delivered" && outcome.reason.includes(job.token)) {
+      outcome = { ...outcome, reason: outcome.reason.split(job.token).join("<token>") };
+    }
     this.o.metrics?.providerSends.inc({ app: job.app, result: outcome.kind });
     this.o.metrics?.providerLatency.observe({ app: job.app }, (performance.now() - start) / 1000);
     return outcome;

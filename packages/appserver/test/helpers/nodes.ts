@@ -67,3 +67,16 @@ export async function until(cond: () => boolean, what: string, timeoutMs = 20_00
     await new Promise((r) => setTimeout(r, 10));
   }
 }
+
+/** Like `until` for an asynchronous condition. */
+export async function untilAsync(
+  cond: () => Promise<boolean>,
+  what: string,
+  timeoutMs = 20_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}

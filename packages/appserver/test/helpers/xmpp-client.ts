@@ -27,6 +27,14 @@ export async function login(a: Account, resource = "phone"): Promise<Client> {
     if (x.streamManagement.enabled) handled++;
   });
   inboundCount.set(x, () => handled);
+  // ... and make every <a/> (including the ones xmpp.js sends on its own for <r/>) carry it.
+  const send = x.send.bind(x);
+  x.send = (el) => {
+    if (el.name === "a" && el.attrs.xmlns === "urn:xmpp:sm:3") {
+      el.attrs.h = String(Math.max(Number(el.attrs.h ?? 0), handled));
+    }
+    return send(el);
+  };
   await x.start();
   await until(() => x.streamManagement.enabled, "stream management enabled", 20_000);
   await x.send(xml("presence"));

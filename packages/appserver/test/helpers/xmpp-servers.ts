@@ -23,6 +23,8 @@ export interface TestXmppServer {
   componentDomain: string;
   componentSecret: string;
   logFile: string;
+  /** Current content of the server's log. */
+  log(): string;
   registerUser(user: string, password: string): Promise<void>;
   restart(): Promise<void>;
   stop(): Promise<void>;
@@ -136,6 +138,7 @@ Component "push.localhost"
     componentDomain: "push.localhost",
     componentSecret: "pushsecret",
     logFile,
+    log: () => (existsSync(logFile) ? readFileSync(logFile, "utf8") : ""),
     registerUser: async (u, pw) => {
       execFileSync("prosodyctl", ["--config", cfg, "register", u, "localhost", pw], {
         stdio: "ignore",
@@ -250,6 +253,7 @@ modules:
     componentDomain: "push.localhost",
     componentSecret: "pushsecret",
     logFile,
+    log: () => (existsSync(logFile) ? readFileSync(logFile, "utf8") : ""),
     registerUser: async (u, pw) => {
       ctl("register", u, "localhost", pw);
     },
