@@ -7,7 +7,6 @@
  * duplicate stanzas). A state of an older `stateVersion` is invalidated the same way (Monal's
  * invalidateState), unless @lichen/schema provides `migrateAccountState`.
  */
-import type Database from "better-sqlite3";
 import { eq } from "drizzle-orm";
 import * as schemaPkg from "@lichen/schema";
 import {
@@ -17,6 +16,7 @@ import {
 } from "@lichen/schema";
 import { accountState, quarantine } from "./schema.js";
 import type { StoreTx } from "./store.js";
+import type { SqlStatement, SqliteDriver } from "./driver.js";
 import { TransactionUsageError } from "./errors.js";
 import {
   SchemaValidationError,
@@ -111,11 +111,11 @@ export function saveAccountState(tx: StoreTx, accountId: string, state: AccountS
 
 // This is the per-stanza hot path: prepared once per connection (the query builder costs ~10x).
 interface AccountStateStatements {
-  select: Database.Statement;
-  update: Database.Statement;
-  insert: Database.Statement;
+  select: SqlStatement;
+  update: SqlStatement;
+  insert: SqlStatement;
 }
-const cache = new WeakMap<Database.Database, AccountStateStatements>();
+const cache = new WeakMap<SqliteDriver, AccountStateStatements>();
 function statements(tx: StoreTx): AccountStateStatements {
   let s = cache.get(tx.sqlite);
   if (!s) {

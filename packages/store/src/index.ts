@@ -83,3 +83,4 @@ export {
   type ShareOutboxEntry,
   type ShareOutboxState,
 } from "./records.js";
+export type { SqliteDriver, SqlStatement, SqlRunResult } from "./driver.js";

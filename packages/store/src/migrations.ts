@@ -10,7 +10,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import type Database from "better-sqlite3";
+import type { SqliteDriver } from "./driver.js";
 import { readMigrationFiles, type MigrationMeta } from "drizzle-orm/migrator";
 import { SchemaAheadError, SchemaBehindError } from "./errors.js";
 
@@ -49,7 +49,7 @@ export interface AppliedMigration {
   createdAt: number;
 }
 
-export function appliedMigrations(sqlite: Database.Database): AppliedMigration[] | null {
+export function appliedMigrations(sqlite: SqliteDriver): AppliedMigration[] | null {
   const exists = sqlite
     .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?")
     .get(MIGRATIONS_TABLE);
@@ -74,7 +74,7 @@ export interface MigrationStatus {
   unknown?: string;
 }
 
-export function migrationStatus(sqlite: Database.Database): MigrationStatus {
+export function migrationStatus(sqlite: SqliteDriver): MigrationStatus {
   const bundled = bundledMigrations();
   const applied = appliedMigrations(sqlite) ?? [];
   const appliedMillis = new Set(applied.map((a) => a.createdAt));
@@ -91,7 +91,7 @@ export function migrationStatus(sqlite: Database.Database): MigrationStatus {
 }
 
 /** nse/share: fail clearly unless every bundled migration is applied. */
-export function assertMigrated(sqlite: Database.Database, dbPath: string): void {
+export function assertMigrated(sqlite: SqliteDriver, dbPath: string): void {
   const status = migrationStatus(sqlite);
   if (status.unknown) throw new SchemaAheadError(status.unknown, dbPath);
   if (status.pending.length > 0)
@@ -105,7 +105,7 @@ export function assertMigrated(sqlite: Database.Database, dbPath: string): void 
  * inside a transaction).
  */
 export function applyMigrations(
-  sqlite: Database.Database,
+  sqlite: SqliteDriver,
   dbPath: string,
   runImmediate: (fn: () => void) => void,
 ): number {

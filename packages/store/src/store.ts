@@ -1,8 +1,9 @@
 import fs from "node:fs";
-import Database from "better-sqlite3";
+import type Database from "better-sqlite3";
 import { drizzle, type BetterSQLite3Database } from "drizzle-orm/better-sqlite3";
 import type { ProcessRole } from "@lichen/schema";
 import * as schema from "./schema.js";
+import { openBetterSqlite3, type SqlStatement } from "./driver.js";
 import { applyMigrations, assertMigrated } from "./migrations.js";
 import {
   NotALichenDatabaseError,
@@ -117,11 +118,11 @@ class SqliteStore implements Store {
   private afterCommitQueue: (() => void)[] = [];
   private readonly busyTimeoutMs: number;
   private readonly stmts: {
-    beginImmediate: Database.Statement;
-    beginDeferred: Database.Statement;
-    commit: Database.Statement;
-    rollback: Database.Statement;
-    dataVersion: Database.Statement;
+    beginImmediate: SqlStatement;
+    beginDeferred: SqlStatement;
+    commit: SqlStatement;
+    rollback: SqlStatement;
+    dataVersion: SqlStatement;
   };
   private isClosed = false;
 
@@ -141,7 +142,7 @@ class SqliteStore implements Store {
         `database ${path} does not exist; the main app creates it (role "main")`,
       );
     }
-    this.sqlite = new Database(path, { timeout: this.busyTimeoutMs });
+    this.sqlite = openBetterSqlite3(path, { busyTimeoutMs: this.busyTimeoutMs });
     try {
       this.configure();
     } catch (e) {
@@ -418,7 +419,7 @@ class SqliteStore implements Store {
     while (performance.now() < until && this.intentFileFresh()) await sleepAsync(1);
   }
 
-  private tryBegin(stmt: Database.Statement): boolean {
+  private tryBegin(stmt: SqlStatement): boolean {
     try {
       stmt.run();
       return true;
