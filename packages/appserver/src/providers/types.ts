@@ -1,0 +1,78 @@
+/** What the appserver asks a provider to deliver: routing and urgency only, never message content. */
+export type PushKind = "alert" | "background";
+
+export interface ProviderPush {
+  token: string;
+  kind: PushKind;
+  collapseId?: string;
+  ttlSeconds: number;
+  /** Opaque, non-identifying id (becomes apns-id when it is a UUID; logged for correlation). */
+  pushId: string;
+}
+
+/** Classification of one attempt; retry policy belongs to the appserver core. */
+export type ProviderResult =
+  | { outcome: "delivered"; providerId?: string; status: number }
+  /** APNs 410 Unregistered/ExpiredToken, 400 BadDeviceToken/DeviceTokenNotForTopic; FCM UNREGISTERED, SENDER_ID_MISMATCH. */
+  | { outcome: "invalid-token"; status: number; reason: string }
+  | { outcome: "rate-limited"; status: number; reason: string; retryAfterMs?: number }
+  /** 5xx, network errors, GOAWAY, timeout (status 0 when no response arrived). */
+  | { outcome: "transient"; status: number; reason: string; retryAfterMs?: number }
+  /** BadTopic, InvalidProviderToken, PayloadTooLarge, auth errors: the app config is wrong. */
+  | { outcome: "misconfigured"; status: number; reason: string };
+
+export interface PushProvider {
+  readonly name: string;
+  send(push: ProviderPush): Promise<ProviderResult>;
+  close(): Promise<void>;
+}
+
+export interface ApnsAppConfig {
+  type: "apns";
+  name: string;
+  /** Bundle id sent as apns-topic. */
+  topic: string;
+  teamId: string;
+  keyId: string;
+  /** The .p8 (PKCS#8 P-256) key. */
+  privateKeyPem: string;
+  /** Origin, e.g. https://api.push.apple.com or http://127.0.0.1:PORT (h2c, simulator). */
+  endpoint: string;
+  /** Extra CA to trust (simulator's self-signed certificate). */
+  caPem?: string;
+  /** HTTP/2 sessions in the pool (default 2). */
+  connections?: number;
+  /** Per-request deadline before the attempt counts as transient (default 10 000). */
+  requestTimeoutMs?: number;
+  /** Placeholder alert shown until the Notification Service Extension replaces it. */
+  alert?: { title: string; body: string };
+}
+
+export interface FcmAppConfig {
+  type: "fcm";
+  name: string;
+  projectId: string;
+  /** Service account client_email. */
+  clientEmail: string;
+  /** Service account private_key (PKCS#8 RSA). */
+  privateKeyPem: string;
+  /** OAuth2 token endpoint, e.g. https://oauth2.googleapis.com/token. */
+  tokenUri: string;
+  /** Origin, e.g. https://fcm.googleapis.com. */
+  endpoint: string;
+  caPem?: string;
+  requestTimeoutMs?: number;
+}
+
+export type ProviderAppConfig = ApnsAppConfig | FcmAppConfig;
+
+export interface ProviderLogger {
+  warn(o: object, m?: string): void;
+  info(o: object, m?: string): void;
+}
+
+export interface ProviderOptions {
+  /** Epoch milliseconds; drives JWT iat/refresh, apns-expiration and token caching. */
+  clock?: () => number;
+  logger?: ProviderLogger;
+}
