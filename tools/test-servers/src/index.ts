@@ -1,1 +1,12 @@
-export {};
+export type {
+  XmppTestServer,
+  XmppServerOptions,
+  ProsodyOptions,
+  EjabberdOptions,
+  RedisTestServer,
+} from "./types.js";
+export { startProsody } from "./prosody.js";
+export { startEjabberd } from "./ejabberd.js";
+export { startRedis } from "./redis.js";
+export { ensureInstalled, requireInstalled, missingFor, type ServerKind } from "./ensure.js";
+export { freePort, freePorts, isPortOpen, waitForPort } from "./util.js";

@@ -1,0 +1,58 @@
+export interface XmppTestServer {
+  readonly kind: "prosody" | "ejabberd";
+  readonly host: "127.0.0.1";
+  /** Users are user@localhost. */
+  readonly domain: "localhost";
+  /** Client port. Plain TCP is allowed; STARTTLS is offered only when started with `tls: true`. */
+  readonly c2sPort: number;
+  /** XEP-0114 component port. */
+  readonly componentPort: number;
+  readonly httpPort: number;
+  /** The component's domain, default "push.localhost". */
+  readonly componentDomain: string;
+  readonly componentSecret: string;
+  /** MUC service domain ("conference.localhost"). */
+  readonly mucDomain: string;
+  /** Self-signed certificate for localhost; pass as NODE_EXTRA_CA_CERTS to trust it. */
+  readonly caCertPath: string;
+  /** Fresh temporary directory of this instance. */
+  readonly dataDir: string;
+  /** PID of the server process (ejabberd: the Erlang VM). */
+  readonly pid: number;
+  registerUser(username: string, password: string): Promise<void>;
+  /** The server's log so far (for assertions and failure messages). */
+  logText(): Promise<string>;
+  /** Stops and starts again on the same ports and data. */
+  restart(): Promise<void>;
+  /** Stops by PID, waits for exit, removes the data dir (unless KEEP_TEST_SERVERS=1). */
+  stop(): Promise<void>;
+}
+
+export interface XmppServerOptions {
+  componentDomain?: string;
+  componentSecret?: string;
+  /** Offer STARTTLS on c2s (clients must then trust `caCertPath`). Default false. */
+  tls?: boolean;
+}
+
+export interface ProsodyOptions extends XmppServerOptions {
+  smacksHibernationSeconds?: number;
+  /** mod_cloud_notify's push_max_errors (default 16). */
+  pushMaxErrors?: number;
+  /** Lua appended to the global section of the config. */
+  extraConfig?: string;
+}
+
+export interface EjabberdOptions extends XmppServerOptions {
+  resumeTimeoutSeconds?: number;
+}
+
+export interface RedisTestServer {
+  readonly host: "127.0.0.1";
+  readonly port: number;
+  readonly url: string;
+  readonly pid: number;
+  stop(): Promise<void>;
+  /** Stops and starts again on the same port (data is not persisted). */
+  restart(): Promise<void>;
+}

@@ -1,0 +1,3 @@
+// xmpp.js ships no types; the tests only need a few calls.
+declare module "@xmpp/client";
+declare module "@xmpp/component";
