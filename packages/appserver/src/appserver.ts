@@ -12,6 +12,7 @@ import { httpPort, startHttp } from "./http.js";
 import { AppServerMetrics } from "./metrics.js";
 import { PushService, type AppSender, type PushJob } from "./push-service.js";
 import { NS_DISCO_INFO, parseStanza } from "./request.js";
+import { createProviderSender } from "./senders.js";
 import { RedisBlacklistSync } from "./sync.js";
 import { TokenHasher } from "./token.js";
 import type { XmlElement } from "./xml.js";
@@ -19,8 +20,8 @@ import { escapeXml } from "./xml.js";
 
 export interface AppServerOptions {
   config: AppServerConfig;
-  /** Builds the sender of one configured app (APNs / FCM provider). */
-  createSender: (name: string, app: AppConfig) => AppSender | Promise<AppSender>;
+  /** Builds the sender of one configured app; default: the APNs / FCM providers. */
+  createSender?: (name: string, app: AppConfig) => AppSender | Promise<AppSender>;
   logger?: Logger;
   clock?: Clock;
   /** Pushes already queued at shutdown older than this are not restored (default 1 h). */
@@ -143,8 +144,14 @@ export class AppServer {
     const dataDir = cfg.dataDir;
     mkdirSync(dataDir, { recursive: true });
     const senders = new Map<string, AppSender>();
-    for (const [name, app] of Object.entries(cfg.apps))
-      senders.set(name, await o.createSender(name, app));
+    const create =
+      o.createSender ??
+      ((name: string, app: AppConfig) =>
+        createProviderSender(name, app, {
+          logger: logger.child({ part: "provider", app: name }),
+          clock: () => clock.now(),
+        }));
+    for (const [name, app] of Object.entries(cfg.apps)) senders.set(name, await create(name, app));
     const s = new AppServer(cfg, senders, clock, logger, dataDir);
     s.restore(o.maxQueuedAgeMs ?? 3_600_000);
     s.tokens.onChange((c) => s.store.record(c));

@@ -34,13 +34,60 @@ const appName = z
   .string()
   .regex(/^[A-Za-z0-9_.:-]{1,64}$/, "app names are 1-64 chars of [A-Za-z0-9_.:-]");
 
-/**
- * One push app (an APNs topic or an FCM project). The provider-specific fields are checked by the
- * provider factory at start; here: the type, and how pushes look.
- */
-const AppSchema = z.looseObject({
-  type: z.enum(["apns", "fcm"]),
+const pem = z.string().regex(/-----BEGIN [A-Z ]+-----/, "expected a PEM block (-----BEGIN ...)");
+
+/** How the appserver shapes pushes of one app (both providers). */
+const pushShape = {
+  /**
+   * alert: always a generic alert with mutable-content, replaced by the Notification Service
+   * Extension (Monal-style; default). background: content-available only. auto: alert when the
+   * server's summary carried a message body, background otherwise.
+   */
+  pushType: z.enum(["alert", "background", "auto"]).default("alert"),
+  /** How long the provider keeps an undelivered push (apns-expiration / FCM ttl). */
+  ttl: duration("7d"),
+  /** Collapse id so that pending pushes of one app replace each other on the device. */
+  collapseId: z.string().max(64).optional(),
+  requestTimeout: duration("10s"),
+};
+
+const ApnsAppSchema = z.strictObject({
+  type: z.literal("apns"),
+  /** Bundle id (apns-topic). */
+  topic: z.string().min(1),
+  teamId: z.string().min(1),
+  keyId: z.string().min(1),
+  /** The .p8 key inline, or privateKeyFile. */
+  privateKeyPem: pem.optional(),
+  privateKeyFile: z.string().min(1).optional(),
+  /** https://api.push.apple.com, https://api.sandbox.push.apple.com, or a simulator's origin. */
+  endpoint: z
+    .string()
+    .regex(/^https?:\/\/[^/\s]+$/, 'expected an origin like "https://api.push.apple.com"'),
+  caPem: pem.optional(),
+  caFile: z.string().min(1).optional(),
+  connections: z.number().int().min(1).max(64).default(2),
+  alert: z.strictObject({ title: z.string(), body: z.string() }).optional(),
+  ...pushShape,
 });
+
+const FcmAppSchema = z.strictObject({
+  type: z.literal("fcm"),
+  projectId: z.string().min(1),
+  clientEmail: z.string().min(1),
+  privateKeyPem: pem.optional(),
+  privateKeyFile: z.string().min(1).optional(),
+  tokenUri: z.string().regex(/^https?:\/\//, "expected a URL"),
+  endpoint: z
+    .string()
+    .regex(/^https?:\/\/[^/\s]+$/, 'expected an origin like "https://fcm.googleapis.com"'),
+  caPem: pem.optional(),
+  caFile: z.string().min(1).optional(),
+  ...pushShape,
+});
+
+/** One push app (an APNs topic or an FCM project), selected per push by the pushModule option. */
+const AppSchema = z.discriminatedUnion("type", [ApnsAppSchema, FcmAppSchema]);
 
 export const ConfigSchema = z.strictObject({
   component: z.strictObject({
@@ -191,6 +238,13 @@ export function validateConfig(raw: unknown, source?: string): AppServerConfig {
   }
   if (cfg.tokens.minLength > cfg.tokens.maxLength)
     extra.push("tokens.minLength: larger than tokens.maxLength");
+  for (const [name, app] of Object.entries(cfg.apps)) {
+    if ((app.privateKeyPem === undefined) === (app.privateKeyFile === undefined)) {
+      extra.push(
+        `apps.${name}.privateKeyPem: give exactly one of privateKeyPem and privateKeyFile`,
+      );
+    }
+  }
   if (cfg.component.reconnectInitialDelay > cfg.component.reconnectMaxDelay) {
     extra.push("component.reconnectInitialDelay: larger than component.reconnectMaxDelay");
   }

@@ -13,6 +13,10 @@ apps:
   monal:
     type: apns
     topic: im.monal.app
+    teamId: TEAM123456
+    keyId: KEY1234567
+    privateKeyFile: /etc/lichen-push/apns.p8
+    endpoint: https://api.push.apple.com
 `;
 
 function errorsOf(text: string, env: NodeJS.ProcessEnv = {}): string[] {
@@ -32,7 +36,12 @@ describe("config", () => {
     expect(c.blacklist.token.firstBlock).toBe(86_400_000);
     expect(c.blacklist.token.repeatBlock).toBe(5 * 86_400_000);
     expect(c.component.reconnectInitialDelay).toBe(1000);
-    expect(c.apps.monal).toMatchObject({ type: "apns", topic: "im.monal.app" });
+    expect(c.apps.monal).toMatchObject({
+      type: "apns",
+      topic: "im.monal.app",
+      pushType: "alert",
+      ttl: 7 * 86_400_000,
+    });
     expect(parseDuration("1.5s")).toBe(1500);
     expect(parseDuration("2d")).toBe(172_800_000);
     expect(parseDuration("soon")).toBeUndefined();

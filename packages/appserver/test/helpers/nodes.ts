@@ -8,6 +8,16 @@ import { FakeComponentServer } from "../../src/testing/component-server.js";
 
 export const HASH_SECRET = "cluster-secret-0123456789abcdef";
 
+/** A syntactically valid APNs app for tests that pass their own `createSender`. */
+export const UNUSED_APP = {
+  type: "apns",
+  topic: "im.lichen.unused",
+  teamId: "TEAM000000",
+  keyId: "KEY0000000",
+  privateKeyPem: "-----BEGIN PRIVATE KEY-----\nunused\n-----END PRIVATE KEY-----\n",
+  endpoint: "http://127.0.0.1:9",
+} as const;
+
 export interface TestNode {
   server: AppServer;
   xmpp: FakeComponentServer;
@@ -35,7 +45,7 @@ export async function startNode(
       secret: "pushsecret",
       reconnectInitialDelay: "100ms",
     },
-    apps: { default: { type: "apns" } },
+    apps: { default: UNUSED_APP },
     tokens: { hashSecret: HASH_SECRET },
     dataDir,
     http: { port: 0 },

@@ -1,0 +1,103 @@
+import { randomUUID } from "node:crypto";
+import { readFileSync } from "node:fs";
+import type { AppConfig } from "./config.js";
+import { createProvider } from "./providers/index.js";
+import type { ProviderAppConfig, ProviderOptions, PushKind } from "./providers/types.js";
+import type { AppSender, PushJob, SendOutcome } from "./push-service.js";
+
+function readPem(
+  inline: string | undefined,
+  file: string | undefined,
+  field: string,
+): string | undefined {
+  if (inline !== undefined) return inline;
+  if (file === undefined) return undefined;
+  try {
+    return readFileSync(file, "utf8");
+  } catch (e) {
+    throw new Error(`${field}: cannot read ${file}: ${(e as Error).message}`);
+  }
+}
+
+/** The provider-level config of an app (keys read from files where the config names files). */
+export function providerConfig(name: string, app: AppConfig): ProviderAppConfig {
+  const privateKeyPem = readPem(
+    app.privateKeyPem,
+    app.privateKeyFile,
+    `apps.${name}.privateKeyFile`,
+  )!;
+  const caPem = readPem(app.caPem, app.caFile, `apps.${name}.caFile`);
+  if (app.type === "apns") {
+    return {
+      type: "apns",
+      name,
+      topic: app.topic,
+      teamId: app.teamId,
+      keyId: app.keyId,
+      privateKeyPem,
+      endpoint: app.endpoint,
+      connections: app.connections,
+      requestTimeoutMs: app.requestTimeout,
+      ...(caPem ? { caPem } : {}),
+      ...(app.alert ? { alert: app.alert } : {}),
+    };
+  }
+  return {
+    type: "fcm",
+    name,
+    projectId: app.projectId,
+    clientEmail: app.clientEmail,
+    privateKeyPem,
+    tokenUri: app.tokenUri,
+    endpoint: app.endpoint,
+    requestTimeoutMs: app.requestTimeout,
+    ...(caPem ? { caPem } : {}),
+  };
+}
+
+/**
+ * The sender of one app: decides the push's shape (kind, ttl, collapse id; never content) and maps
+ * the provider's classification onto the pipeline's outcomes.
+ */
+export function createProviderSender(
+  name: string,
+  app: AppConfig,
+  opts: ProviderOptions = {},
+): AppSender {
+  const provider = createProvider(providerConfig(name, app), opts);
+  const ttlSeconds = Math.round(app.ttl / 1000);
+  const kindOf = (job: PushJob): PushKind =>
+    app.pushType === "auto" ? (job.important ? "alert" : "background") : app.pushType;
+  return {
+    async send(job: PushJob): Promise<SendOutcome> {
+      const r = await provider.send({
+        token: job.token,
+        kind: kindOf(job),
+        ttlSeconds,
+        pushId: randomUUID(),
+        ...(app.collapseId ? { collapseId: app.collapseId } : {}),
+      });
+      switch (r.outcome) {
+        case "delivered":
+          return { kind: "delivered" };
+        case "invalid-token":
+          return { kind: "invalid-token", reason: `${r.status} ${r.reason}` };
+        case "rate-limited":
+          return {
+            kind: "rate-limited",
+            reason: `${r.status} ${r.reason}`,
+            ...(r.retryAfterMs ? { retryAfterMs: r.retryAfterMs } : {}),
+          };
+        case "transient":
+          return {
+            kind: "transient",
+            reason: `${r.status} ${r.reason}`,
+            ...(r.retryAfterMs ? { retryAfterMs: r.retryAfterMs } : {}),
+          };
+        case "misconfigured":
+          return { kind: "misconfigured", reason: `${r.status} ${r.reason}` };
+      }
+    },
+    close: () => provider.close(),
+  };
+}
