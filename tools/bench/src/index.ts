@@ -1,1 +1,3 @@
-export {};
+export { median, percentile, measure } from "./stats.js";
+export type { BenchContext, BenchResult, Benchmark } from "./runner.js";
+export { findBenchmarks, formatTable } from "./runner.js";
