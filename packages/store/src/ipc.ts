@@ -114,11 +114,14 @@ export class Ipc {
   }
 
   /** Send and wait for the response (a message whose responseTo is this id). */
-  request(msg: IpcOutgoing, opts: { timeoutMs?: number } = {}): Promise<IpcMessage> {
+  request<T extends IpcMessage = IpcMessage>(
+    msg: IpcOutgoing,
+    opts: { timeoutMs?: number } = {},
+  ): Promise<T> {
     if (this.closed) return Promise.reject(new StoreError("Ipc is closed"));
     const timeoutMs = opts.timeoutMs ?? this.defaultTtlMs;
     const id = randomUUID();
-    const promise = new Promise<IpcMessage>((resolve, reject) => {
+    const promise = new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
         reject(
@@ -127,7 +130,7 @@ export class Ipc {
           ),
         );
       }, timeoutMs);
-      this.pending.set(id, { resolve, reject, timer });
+      this.pending.set(id, { resolve: resolve as (m: IpcMessage) => void, reject, timer });
     });
     try {
       this.insert({ ...msg, ttlMs: msg.ttlMs ?? timeoutMs }, undefined, id);
