@@ -1,1 +1,16 @@
-export {};
+export {
+  startApnsSimulator,
+  type ApnsDelivery,
+  type ApnsResponseRecord,
+  type ApnsScriptStep,
+  type ApnsSimulator,
+  type ApnsSimulatorKey,
+  type ApnsSimulatorOptions,
+} from "./apns.js";
+export {
+  generateApnsKey,
+  generateFcmServiceAccount,
+  type ApnsKey,
+  type FcmServiceAccount,
+} from "./credentials.js";
+export { DeliveryLog } from "./delivery-log.js";

@@ -1,0 +1,77 @@
+import { importPKCS8, SignJWT, type CryptoKey } from "jose";
+
+/** Apple rejects refreshes within 20 min (429) and tokens older than 60 min (403). */
+export const APNS_JWT_REFRESH_MS = 40 * 60_000;
+export const APNS_JWT_MIN_AGE_MS = 20 * 60_000;
+export const APNS_JWT_MAX_AGE_MS = 60 * 60_000;
+
+interface Issued {
+  jwt: string;
+  issuedAt: number;
+}
+
+/**
+ * The provider authentication token of one APNs key: ES256 {alg, kid} / {iss, iat}, reused for
+ * 40 minutes, never replaced sooner than 20 minutes after it was issued.
+ */
+export class ApnsProviderToken {
+  private key?: Promise<CryptoKey>;
+  private current?: Issued;
+  private previous?: Issued;
+  private signing?: Promise<string>;
+  private stale = false;
+
+  constructor(
+    private readonly o: { keyId: string; teamId: string; privateKeyPem: string },
+    private readonly clock: () => number,
+  ) {}
+
+  /** Fails early (at provider creation) on a key that is not a PKCS#8 P-256 key. */
+  load(): Promise<CryptoKey> {
+    this.key ??= importPKCS8(this.o.privateKeyPem, "ES256");
+    return this.key;
+  }
+
+  async get(): Promise<string> {
+    const now = this.clock();
+    const c = this.current;
+    if (c) {
+      const age = now - c.issuedAt;
+      const due = age >= APNS_JWT_REFRESH_MS || (this.stale && age >= APNS_JWT_MIN_AGE_MS);
+      if (!due) return c.jwt;
+    }
+    this.signing ??= this.sign(now).finally(() => {
+      this.signing = undefined;
+    });
+    return this.signing;
+  }
+
+  /** APNs said ExpiredProviderToken: replace it as soon as the 20-minute rule allows. */
+  markExpired(): void {
+    this.stale = true;
+  }
+
+  /**
+   * APNs said TooManyProviderTokenUpdates: it still considers the previous token current, so go
+   * back to it while it is young enough.
+   */
+  revert(): void {
+    const p = this.previous;
+    if (p && this.clock() - p.issuedAt < APNS_JWT_MAX_AGE_MS - 5 * 60_000) {
+      this.current = p;
+      this.previous = undefined;
+    }
+  }
+
+  private async sign(now: number): Promise<string> {
+    const key = await this.load();
+    const iat = Math.floor(now / 1000);
+    const jwt = await new SignJWT({ iss: this.o.teamId, iat })
+      .setProtectedHeader({ alg: "ES256", kid: this.o.keyId })
+      .sign(key);
+    this.previous = this.current;
+    this.current = { jwt, issuedAt: iat * 1000 };
+    this.stale = false;
+    return jwt;
+  }
+}

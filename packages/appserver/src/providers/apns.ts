@@ -1,0 +1,366 @@
+import { randomUUID } from "node:crypto";
+import http2 from "node:http2";
+import { ApnsProviderToken } from "./apns-jwt.js";
+import type {
+  ApnsAppConfig,
+  ProviderLogger,
+  ProviderPush,
+  ProviderResult,
+  PushProvider,
+} from "./types.js";
+
+const DEFAULT_ALERT = { title: "Lichen", body: "New message" };
+const MAX_PAYLOAD = 4096;
+const MAX_COLLAPSE_ID = 64;
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const INVALID_TOKEN_400 = new Set(["BadDeviceToken", "DeviceTokenNotForTopic"]);
+const TRANSIENT_400 = new Set(["IdleTimeout"]);
+const NOOP_LOGGER: ProviderLogger = { warn: () => undefined, info: () => undefined };
+
+/** The APNs JSON payload: a generic alert for the Notification Service Extension, or a wake-up. */
+export function apnsPayload(
+  kind: ProviderPush["kind"],
+  alert: { title: string; body: string } = DEFAULT_ALERT,
+): string {
+  const aps =
+    kind === "alert"
+      ? { alert: { title: alert.title, body: alert.body }, "mutable-content": 1, sound: "default" }
+      : { "content-available": 1 };
+  return JSON.stringify({ aps });
+}
+
+/** Maps an APNs response (status + reason) to what the appserver should do about it. */
+export function classifyApns(
+  status: number,
+  reason: string,
+  retryAfterMs?: number,
+): ProviderResult {
+  const retry = retryAfterMs === undefined ? {} : { retryAfterMs };
+  if (status === 410) return { outcome: "invalid-token", status, reason };
+  if (status === 400 && INVALID_TOKEN_400.has(reason)) {
+    return { outcome: "invalid-token", status, reason };
+  }
+  if (status === 400 && TRANSIENT_400.has(reason)) return { outcome: "transient", status, reason };
+  if (status === 429 && reason === "TooManyRequests") {
+    return { outcome: "rate-limited", status, reason, ...retry };
+  }
+  // Provider-token trouble the next attempt fixes (fresh or previous token); see ApnsProviderToken.
+  if (status === 429 || (status === 403 && reason === "ExpiredProviderToken")) {
+    return { outcome: "transient", status, reason, ...retry };
+  }
+  if (status >= 500) return { outcome: "transient", status, reason, ...retry };
+  return { outcome: "misconfigured", status, reason };
+}
+
+function retryAfter(v: string | string[] | undefined): number | undefined {
+  if (typeof v !== "string") return undefined;
+  const s = Number(v);
+  if (Number.isFinite(s) && s >= 0) return Math.round(s * 1000);
+  const at = Date.parse(v);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
+}
+
+interface Slot {
+  index: number;
+  session?: http2.ClientHttp2Session;
+  connecting?: Promise<void>;
+  /** Streams open on `session`. */
+  active: number;
+  /** The peer's SETTINGS_MAX_CONCURRENT_STREAMS. */
+  limit: number;
+}
+
+interface Waiting {
+  push: ProviderPush;
+  resolve: (r: ProviderResult) => void;
+  timer: NodeJS.Timeout;
+  settled: boolean;
+  /** Resets the stream once the request is on the wire. */
+  cancel?: () => void;
+}
+
+/**
+ * APNs over node:http2: a pool of sessions (default 2), each carrying as many concurrent streams
+ * as the server's SETTINGS allow; requests beyond that wait in a FIFO queue. A session that gets
+ * GOAWAY, errors or closes is dropped and a new one is opened for the next request.
+ * One attempt per send; the caller owns retries.
+ */
+export class ApnsProvider implements PushProvider {
+  readonly name: string;
+  private readonly slots: Slot[];
+  private readonly queue: Waiting[] = [];
+  private readonly token: ApnsProviderToken;
+  private readonly clock: () => number;
+  private readonly logger: ProviderLogger;
+  private readonly timeoutMs: number;
+  private readonly alert: { title: string; body: string };
+  private closed = false;
+
+  constructor(
+    private readonly app: ApnsAppConfig,
+    opts: { clock?: () => number; logger?: ProviderLogger } = {},
+  ) {
+    this.name = app.name;
+    this.clock = opts.clock ?? Date.now;
+    this.logger = opts.logger ?? NOOP_LOGGER;
+    this.timeoutMs = app.requestTimeoutMs ?? 10_000;
+    this.alert = app.alert ?? DEFAULT_ALERT;
+    const n = Math.max(1, app.connections ?? 2);
+    this.slots = Array.from({ length: n }, (_, index) => ({ index, active: 0, limit: 1 }));
+    this.token = new ApnsProviderToken(app, this.clock);
+    // Surface a broken key at start-up instead of on the first push.
+    this.token.load().catch((e: unknown) => {
+      this.logger.warn({ app: this.name, err: String(e) }, "APNs key cannot be loaded");
+    });
+  }
+
+  send(push: ProviderPush): Promise<ProviderResult> {
+    if (this.closed) {
+      return Promise.resolve({ outcome: "transient", status: 0, reason: "ProviderClosed" });
+    }
+    return new Promise<ProviderResult>((resolve) => {
+      // One deadline for the whole attempt, time spent queued for a free stream included.
+      const w: Waiting = {
+        push,
+        settled: false,
+        resolve,
+        timer: setTimeout(() => {
+          w.cancel?.();
+          this.settle(w, { outcome: "transient", status: 0, reason: "Timeout" });
+        }, this.timeoutMs),
+      };
+      this.queue.push(w);
+      this.dispatch();
+    });
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const w of this.queue.splice(0)) {
+      this.settle(w, { outcome: "transient", status: 0, reason: "ProviderClosed" });
+    }
+    await Promise.all(
+      this.slots.map(async (slot) => {
+        const s = slot.session;
+        slot.session = undefined;
+        if (!s || s.destroyed) return;
+        await new Promise<void>((resolve) => {
+          s.close(() => resolve());
+          // Streams still open are abandoned after the request timeout.
+          setTimeout(() => {
+            s.destroy();
+            resolve();
+          }, this.timeoutMs).unref();
+        });
+      }),
+    );
+  }
+
+  private settle(w: Waiting, r: ProviderResult): void {
+    if (w.settled) return;
+    w.settled = true;
+    clearTimeout(w.timer);
+    const i = this.queue.indexOf(w);
+    if (i >= 0) this.queue.splice(i, 1);
+    w.resolve(r);
+  }
+
+  private dispatch(): void {
+    while (this.queue.length > 0 && !this.closed) {
+      let best: Slot | undefined;
+      for (const s of this.slots) {
+        if (!s.session || s.active >= s.limit) continue;
+        if (!best || s.active < best.active) best = s;
+      }
+      if (!best) {
+        for (const s of this.slots) if (!s.session && !s.connecting) this.connect(s);
+        return;
+      }
+      const w = this.queue.shift();
+      if (w && !w.settled) this.start(best, w);
+    }
+  }
+
+  private connect(slot: Slot): void {
+    let session: http2.ClientHttp2Session;
+    try {
+      session = http2.connect(this.app.endpoint, this.app.caPem ? { ca: this.app.caPem } : {});
+    } catch (e) {
+      for (const w of this.queue.splice(0)) {
+        this.settle(w, {
+          outcome: "misconfigured",
+          status: 0,
+          reason: `BadEndpoint: ${String(e)}`,
+        });
+      }
+      return;
+    }
+    slot.connecting = new Promise<void>((resolve) => {
+      let ready = false;
+      const drop = (why: string): void => {
+        if (slot.session === session) slot.session = undefined;
+        if (!ready) {
+          ready = true;
+          slot.connecting = undefined;
+          resolve();
+          this.failQueuedOnConnectError(why);
+        }
+        if (!session.destroyed) session.destroy();
+        if (!this.closed && this.queue.length > 0) setImmediate(() => this.dispatch());
+      };
+      session.on("remoteSettings", (settings) => {
+        slot.limit = Math.max(1, Math.min(settings.maxConcurrentStreams ?? 100, 10_000));
+        if (!ready) {
+          ready = true;
+          slot.session = session;
+          slot.active = 0;
+          slot.connecting = undefined;
+          this.logger.info(
+            { app: this.name, slot: slot.index, maxStreams: slot.limit },
+            "APNs connected",
+          );
+          resolve();
+        }
+        this.dispatch();
+      });
+      session.on("goaway", (code, _last, data) => {
+        let reason = `code ${code}`;
+        try {
+          const parsed = JSON.parse(data?.toString() ?? "") as { reason?: string };
+          if (parsed.reason) reason = parsed.reason;
+        } catch {
+          // Debug data is optional and free-form.
+        }
+        this.logger.warn({ app: this.name, slot: slot.index, reason }, "APNs GOAWAY");
+        // Streams already accepted finish on the old session; new ones go to a new session.
+        if (slot.session === session) slot.session = undefined;
+        if (!this.closed && this.queue.length > 0) setImmediate(() => this.dispatch());
+      });
+      session.on("error", (e: Error) => {
+        this.logger.warn(
+          { app: this.name, slot: slot.index, err: e.message },
+          "APNs session error",
+        );
+        drop(`ConnectError: ${(e as NodeJS.ErrnoException).code ?? e.message}`);
+      });
+      session.on("close", () => drop("ConnectionClosed"));
+    });
+  }
+
+  /** Nothing can be sent while no session connects: fail the waiting requests fast. */
+  private failQueuedOnConnectError(reason: string): void {
+    if (this.slots.some((s) => s.session || s.connecting)) return;
+    for (const w of this.queue.splice(0))
+      this.settle(w, { outcome: "transient", status: 0, reason });
+  }
+
+  private start(slot: Slot, w: Waiting): void {
+    const session = slot.session;
+    if (!session) {
+      this.queue.unshift(w);
+      return;
+    }
+    slot.active++;
+    let released = false;
+    const release = (): void => {
+      if (released) return;
+      released = true;
+      if (slot.session === session) slot.active--;
+      this.dispatch();
+    };
+    this.request(session, w)
+      .then((r) => this.settle(w, r))
+      .catch((e: unknown) => this.settle(w, { outcome: "transient", status: 0, reason: String(e) }))
+      .finally(release);
+  }
+
+  private async request(session: http2.ClientHttp2Session, w: Waiting): Promise<ProviderResult> {
+    const p = w.push;
+    let jwt: string;
+    try {
+      jwt = await this.token.get();
+    } catch (e) {
+      return { outcome: "misconfigured", status: 0, reason: `InvalidSigningKey: ${String(e)}` };
+    }
+    if (w.settled) return { outcome: "transient", status: 0, reason: "Timeout" };
+    const body = apnsPayload(p.kind, this.alert);
+    if (Buffer.byteLength(body) > MAX_PAYLOAD) {
+      return { outcome: "misconfigured", status: 0, reason: "PayloadTooLarge" };
+    }
+    const nowS = Math.floor(this.clock() / 1000);
+    const headers: http2.OutgoingHttpHeaders = {
+      ":method": "POST",
+      ":path": `/3/device/${encodeURIComponent(p.token)}`,
+      authorization: `bearer ${jwt}`,
+      "apns-topic": this.app.topic,
+      "apns-push-type": p.kind,
+      "apns-priority": p.kind === "alert" ? "10" : "5",
+      "apns-expiration": String(p.ttlSeconds > 0 ? nowS + Math.floor(p.ttlSeconds) : 0),
+      "apns-id": UUID_RE.test(p.pushId) ? p.pushId.toLowerCase() : randomUUID(),
+      "content-type": "application/json",
+    };
+    if (p.collapseId !== undefined) {
+      if (Buffer.byteLength(p.collapseId) <= MAX_COLLAPSE_ID)
+        headers["apns-collapse-id"] = p.collapseId;
+      else this.logger.warn({ app: this.name }, "apns-collapse-id longer than 64 bytes left out");
+    }
+    if (session.closed || session.destroyed) {
+      return { outcome: "transient", status: 0, reason: "ConnectionClosed" };
+    }
+    return new Promise<ProviderResult>((resolve) => {
+      let status = 0;
+      let responseHeaders: http2.IncomingHttpHeaders = {};
+      let data = "";
+      let done = false;
+      const finish = (r: ProviderResult): void => {
+        if (done) return;
+        done = true;
+        w.cancel = undefined;
+        resolve(r);
+      };
+      const req = session.request(headers);
+      w.cancel = () => {
+        if (!req.closed) req.close(http2.constants.NGHTTP2_CANCEL);
+        finish({ outcome: "transient", status: 0, reason: "Timeout" });
+      };
+      req.setEncoding("utf8");
+      req.on("response", (h) => {
+        responseHeaders = h;
+        status = Number(h[":status"] ?? 0);
+      });
+      req.on("data", (c: string) => {
+        if (data.length < 8192) data += c;
+      });
+      req.on("end", () => {
+        if (status === 200) {
+          const id = responseHeaders["apns-id"];
+          finish({
+            outcome: "delivered",
+            status,
+            ...(typeof id === "string" ? { providerId: id } : {}),
+          });
+          return;
+        }
+        let reason = `HTTP ${status}`;
+        try {
+          const parsed = JSON.parse(data) as { reason?: unknown };
+          if (typeof parsed.reason === "string") reason = parsed.reason;
+        } catch {
+          // A proxy or a broken server: keep the status as the reason.
+        }
+        if (status === 403 && reason === "ExpiredProviderToken") this.token.markExpired();
+        if (status === 429 && reason === "TooManyProviderTokenUpdates") this.token.revert();
+        finish(classifyApns(status, reason, retryAfter(responseHeaders["retry-after"])));
+      });
+      req.on("error", (e: Error & { code?: string }) => {
+        finish({ outcome: "transient", status: 0, reason: `StreamError: ${e.code ?? e.message}` });
+      });
+      req.on("close", () => {
+        const refused = req.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM;
+        const reason = refused ? "GOAWAY" : `StreamClosed: ${req.rstCode}`;
+        finish({ outcome: "transient", status: 0, reason });
+      });
+      req.end(body);
+    });
+  }
+}
