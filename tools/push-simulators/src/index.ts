@@ -14,3 +14,13 @@ export {
   type FcmServiceAccount,
 } from "./credentials.js";
 export { DeliveryLog } from "./delivery-log.js";
+export {
+  FCM_SCOPE,
+  startFcmSimulator,
+  type FcmDelivery,
+  type FcmErrorCode,
+  type FcmResponseRecord,
+  type FcmScriptStep,
+  type FcmSimulator,
+  type FcmSimulatorOptions,
+} from "./fcm.js";

@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import http2 from "node:http2";
 import { ApnsProviderToken } from "./apns-jwt.js";
+import { parseRetryAfter } from "./http-client.js";
 import type {
   ApnsAppConfig,
   ProviderLogger,
@@ -50,14 +51,6 @@ export function classifyApns(
   }
   if (status >= 500) return { outcome: "transient", status, reason, ...retry };
   return { outcome: "misconfigured", status, reason };
-}
-
-function retryAfter(v: string | string[] | undefined): number | undefined {
-  if (typeof v !== "string") return undefined;
-  const s = Number(v);
-  if (Number.isFinite(s) && s >= 0) return Math.round(s * 1000);
-  const at = Date.parse(v);
-  return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
 }
 
 interface Slot {
@@ -350,7 +343,7 @@ export class ApnsProvider implements PushProvider {
         }
         if (status === 403 && reason === "ExpiredProviderToken") this.token.markExpired();
         if (status === 429 && reason === "TooManyProviderTokenUpdates") this.token.revert();
-        finish(classifyApns(status, reason, retryAfter(responseHeaders["retry-after"])));
+        finish(classifyApns(status, reason, parseRetryAfter(responseHeaders["retry-after"])));
       });
       req.on("error", (e: Error & { code?: string }) => {
         finish({ outcome: "transient", status: 0, reason: `StreamError: ${e.code ?? e.message}` });
