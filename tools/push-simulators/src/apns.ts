@@ -30,6 +30,8 @@ export interface ApnsSimulatorOptions {
   maxConcurrentStreams?: number;
   /** Epoch milliseconds; drives JWT age checks and 410 timestamps. */
   clock?: () => number;
+  /** Called with every request's fate (the CLI prints these). */
+  onResponse?: (r: ApnsResponseRecord) => void;
 }
 
 export interface ApnsDelivery {
@@ -151,6 +153,10 @@ export async function startApnsSimulator(o: ApnsSimulatorOptions): Promise<ApnsS
   const scripts = new Map<string, ApnsScriptStep[]>();
   const log = new DeliveryLog<ApnsDelivery>();
   const responses: ApnsResponseRecord[] = [];
+  const record = (r: ApnsResponseRecord): void => {
+    responses.push(r);
+    o.onResponse?.(r);
+  };
   const answered = new WeakSet<http2.ServerHttp2Stream>();
   /** Signatures already checked: JWT → key id and iat (seconds). */
   const verified = new Map<string, { keyId: string; iat: number }>();
@@ -298,7 +304,7 @@ export async function startApnsSimulator(o: ApnsSimulatorOptions): Promise<ApnsS
       if (!answered.has(stream)) {
         const path = String(headers[":path"] ?? "");
         const token = decodeURIComponent(/^\/3\/device\/([^/?]*)$/.exec(path)?.[1] ?? "");
-        responses.push({ token, status: 0, reason: "StreamReset", at: clock() });
+        record({ token, status: 0, reason: "StreamReset", at: clock() });
       }
     });
     const chunks: Buffer[] = [];
@@ -324,7 +330,7 @@ export async function startApnsSimulator(o: ApnsSimulatorOptions): Promise<ApnsS
   ): void {
     if (stream.destroyed || stream.closed) return;
     answered.add(stream);
-    responses.push({ token, status, ...(reason === undefined ? {} : { reason }), at: clock() });
+    record({ token, status, ...(reason === undefined ? {} : { reason }), at: clock() });
     const body =
       reason === undefined
         ? undefined

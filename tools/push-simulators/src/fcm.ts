@@ -36,6 +36,8 @@ export interface FcmSimulatorOptions {
   accessTokenLifetimeS?: number;
   /** Retry-After seconds sent with QUOTA_EXCEEDED (default 30). */
   quotaRetryAfterS?: number;
+  /** Called with every messages:send outcome (the CLI prints these). */
+  onResponse?: (r: FcmResponseRecord) => void;
 }
 
 export interface FcmDelivery {
@@ -144,6 +146,10 @@ export async function startFcmSimulator(o: FcmSimulatorOptions): Promise<FcmSimu
   const scripts = new Map<string, FcmScriptStep[]>();
   const log = new DeliveryLog<FcmDelivery>();
   const responses: FcmResponseRecord[] = [];
+  const record = (r: FcmResponseRecord): void => {
+    responses.push(r);
+    o.onResponse?.(r);
+  };
   let requests = 0;
   let exchanges = 0;
   let messageCounter = 0;
@@ -294,7 +300,7 @@ export async function startFcmSimulator(o: FcmSimulatorOptions): Promise<FcmSimu
     }
     const name = `projects/${project}/messages/0:${clock()}${String(++messageCounter).padStart(6, "0")}%sim`;
     log.add({ token, message: m, name, bytes, at: clock() });
-    responses.push({ token, status: 200, at: clock() });
+    record({ token, status: 200, at: clock() });
     return { name };
   }
 
@@ -331,14 +337,14 @@ export async function startFcmSimulator(o: FcmSimulatorOptions): Promise<FcmSimu
               : new HttpError(500, googleError(500, "INTERNAL", `simulator bug: ${String(e)}`));
           if ((e as { gone?: boolean }).gone) {
             const token = (e as { token?: string }).token ?? "";
-            responses.push({ token, status: 0, errorCode: "ClientGone", at: clock() });
+            record({ token, status: 0, errorCode: "ClientGone", at: clock() });
             return;
           }
           if (sendMatch) {
             const token = (e as { token?: string }).token ?? "";
             const code = (he.body as { error?: { details?: { errorCode?: string }[] } }).error
               ?.details?.[0]?.errorCode;
-            responses.push({
+            record({
               token,
               status: he.status,
               ...(code ? { errorCode: code } : {}),
