@@ -1,23 +1,23 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { AppSender } from "../src/push-service.js";
 import { pushIq } from "../src/testing/component-server.js";
 import { startTestRedis, type TestRedis } from "../src/testing/redis-server.js";
+import { startApns, type ApnsHarness } from "./helpers/apns.js";
 import { startNode, until, type TestNode } from "./helpers/nodes.js";
 
-// Nodes in this test never reach a provider: every request for a synced entry is refused first.
-const neverCalled: AppSender = {
-  send: () => Promise.reject(new Error("provider must not be reached for a blacklisted token")),
-};
-
-describe("multi-node blacklist sync through Redis", { timeout: 120_000 }, () => {
+describe("multi-node blacklist sync through Redis (3 nodes)", { timeout: 120_000 }, () => {
   let redis: TestRedis;
+  let apns: ApnsHarness;
   let nodes: TestNode[] = [];
 
   beforeAll(async () => {
     redis = await startTestRedis();
+    apns = await startApns();
     nodes = await Promise.all(
-      ["a", "b", "c"].map((id) =>
-        startNode(() => neverCalled, { redis: { url: redis.url, keyPrefix: "t:", nodeId: id } }),
+      ["a", "b", "c"].map((id, i) =>
+        startNode(apns.createSender, {
+          apps: { default: apns.app(i) },
+          redis: { url: redis.url, keyPrefix: "t:", nodeId: id },
+        }),
       ),
     );
     await until(() => nodes.every((n) => n.server.sync!.connected), "all nodes connected to redis");
@@ -26,28 +26,33 @@ describe("multi-node blacklist sync through Redis", { timeout: 120_000 }, () => 
   afterAll(async () => {
     await Promise.all(nodes.map((n) => n.stop()));
     await redis?.stop();
+    await apns?.stop();
   });
 
-  it("an entry made on one node is honoured on the others within 1 s", async () => {
+  it("a token reported invalid on one node is honoured on the others within 1 s", async () => {
     const [a, b, c] = nodes as [TestNode, TestNode, TestNode];
     const token = "1".repeat(64);
     const hash = a.server.hasher.hash(token);
+    apns.script(token, "unregistered");
+    const t0 = performance.now();
     const applied = [b, c].map(
       (n) =>
         new Promise<number>((resolve) =>
           n.server.sync!.once("applied", () => resolve(performance.now())),
         ),
     );
-    const t0 = performance.now();
-    a.server.tokens.block(hash, "localhost");
+    a.xmpp.send(pushIq({ id: "a1", token }));
+    expect((await a.xmpp.waitFor("a1")).raw).toContain("reports this token invalid");
     const times = await Promise.all(applied);
+    // measured from the IQ (an upper bound: it includes the provider round trip)
     for (const t of times) expect(t - t0).toBeLessThan(1000);
     expect(b.server.tokens.isBlocked(hash)).toBe(true);
-    b.xmpp.send(pushIq({ id: "x1", token }));
-    const r = await b.xmpp.waitFor("x1");
-    expect(r.type).toBe("error");
-    expect(r.raw).toContain("type='cancel'");
-    expect(r.raw).toContain("item-not-found");
+    expect(c.server.tokens.isBlocked(hash)).toBe(true);
+    b.xmpp.send(pushIq({ id: "b1", token }));
+    const r = await b.xmpp.waitFor("b1");
+    expect(r.raw).toContain("<error type='cancel'><item-not-found");
+    expect(r.raw).toContain("token is blacklisted");
+    expect(apns.deliveries(token, { includeRejected: true })).toHaveLength(1); // only node a asked
   });
 
   it("domain blocks sync too", async () => {
@@ -64,12 +69,19 @@ describe("multi-node blacklist sync through Redis", { timeout: 120_000 }, () => 
     await until(() => nodes.every((n) => !n.server.sync!.connected), "nodes noticed redis is down");
     const tokA = "2".repeat(64);
     const tokC = "3".repeat(64);
-    a.server.tokens.block(a.server.hasher.hash(tokA), "localhost");
-    c.server.tokens.block(c.server.hasher.hash(tokC), "localhost");
-    // Local state is honoured at once, without Redis.
+    apns.script(tokA, "bad-device-token");
+    apns.script(tokC, "unregistered");
     a.xmpp.send(pushIq({ id: "y1", token: tokA }));
-    expect((await a.xmpp.waitFor("y1")).raw).toContain("item-not-found");
+    c.xmpp.send(pushIq({ id: "y2", token: tokC }));
+    expect((await a.xmpp.waitFor("y1")).raw).toContain("reports this token invalid");
+    expect((await c.xmpp.waitFor("y2")).raw).toContain("reports this token invalid");
+    // local state is honoured at once, without Redis; the others do not know yet
+    a.xmpp.send(pushIq({ id: "y3", token: tokA }));
+    expect((await a.xmpp.waitFor("y3")).raw).toContain("token is blacklisted");
     expect(b.server.tokens.isBlocked(b.server.hasher.hash(tokA))).toBe(false);
+    // a healthy push still goes out while Redis is down
+    b.xmpp.send(pushIq({ id: "y4", token: "4".repeat(64) }));
+    expect((await b.xmpp.waitFor("y4")).type).toBe("result");
     await redis.restart();
     const hashes = [tokA, tokC, "1".repeat(64)].map((t) => a.server.hasher.hash(t));
     await until(

@@ -1,0 +1,57 @@
+import { mkdtempSync, readFileSync, readdirSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { destination, pino } from "pino";
+import { AppServer } from "../../src/appserver.js";
+import { validateConfig } from "../../src/config.js";
+import type { ApnsHarness } from "./apns.js";
+import type { TestXmppServer } from "./xmpp-servers.js";
+import { until } from "./nodes.js";
+
+export interface E2E {
+  server: AppServer;
+  dataDir: string;
+  logFile: string;
+  stop(): Promise<void>;
+}
+
+/** An appserver attached to a real XMPP server's component port, logging at debug into a file. */
+export async function attachAppServer(xmpp: TestXmppServer, apns: ApnsHarness): Promise<E2E> {
+  const dataDir = mkdtempSync(join(tmpdir(), "lichen-push-e2e-"));
+  const logFile = join(dataDir, "appserver.log");
+  const config = validateConfig({
+    component: {
+      service: `xmpp://127.0.0.1:${xmpp.componentPort}`,
+      domain: xmpp.componentDomain,
+      secret: xmpp.componentSecret,
+      reconnectInitialDelay: "200ms",
+      reconnectMaxDelay: "2s",
+    },
+    apps: { default: apns.appConfig },
+    dataDir,
+    http: { port: 0 },
+  });
+  const logger = pino({ level: "debug" }, destination({ dest: logFile, sync: true }));
+  const server = await AppServer.start({ config, logger, createSender: apns.createSender });
+  await until(() => server.link.online, `component online at ${xmpp.kind}`, 30_000);
+  return { server, dataDir, logFile, stop: () => server.stop() };
+}
+
+/** Text of every file the appserver wrote (log, SQLite db + WAL), for the privacy check. */
+export function everythingWritten(dataDir: string): string {
+  return readdirSync(dataDir)
+    .map((f) => readFileSync(join(dataDir, f)).toString("latin1"))
+    .join("\n");
+}
+
+/** Number of push requests the appserver has answered so far (all outcomes). */
+export async function requestsHandled(server: AppServer): Promise<number> {
+  const m = await server.metrics.requests.get();
+  return m.values.reduce((a, v) => a + v.value, 0);
+}
+
+/** How many requests ended with `name` (a lichen_push_requests_total outcome). */
+export async function outcome(server: AppServer, name: string): Promise<number> {
+  const m = await server.metrics.requests.get();
+  return m.values.find((v) => v.labels.outcome === name)?.value ?? 0;
+}

@@ -1,0 +1,161 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ManualClock } from "../src/clock.js";
+import { pushIq } from "../src/testing/component-server.js";
+import { startApns, type ApnsHarness } from "./helpers/apns.js";
+import { outcome } from "./helpers/e2e.js";
+import { startNode, untilAsync, until, type TestNode } from "./helpers/nodes.js";
+
+const tok = (c: string) => c.repeat(64).slice(0, 64);
+
+describe("push pipeline against the APNs simulator", { timeout: 120_000 }, () => {
+  let apns: ApnsHarness;
+  beforeAll(async () => {
+    apns = await startApns();
+  });
+  afterAll(async () => {
+    await apns?.stop();
+  });
+
+  it("burst of 10 → 1 sent now, 1 sent 20 s later, 8 dropped; every reply is a result", async () => {
+    const clock = new ManualClock(Date.now());
+    const node = await startNode(apns.createSender, { apps: { default: apns.app(1) } }, { clock });
+    try {
+      const token = tok("a1");
+      for (let i = 0; i < 10; i++) node.xmpp.send(pushIq({ id: `b${i}`, token }));
+      const replies = await Promise.all(
+        Array.from({ length: 10 }, (_, i) => node.xmpp.waitFor(`b${i}`)),
+      );
+      expect(replies.map((r) => r.type)).toEqual(Array(10).fill("result"));
+      expect(apns.deliveries(token)).toHaveLength(1);
+      clock.advance(19_999);
+      expect(apns.deliveries(token)).toHaveLength(1);
+      clock.advance(1);
+      await apns.waitForDeliveries(token, 2);
+      await untilAsync(
+        async () => (await outcome(node.server, "queued_sent")) === 1,
+        "queued push accounted",
+      );
+      clock.advance(120_000);
+      const counts = await node.server.metrics.requests.get();
+      const by = Object.fromEntries(counts.values.map((v) => [v.labels.outcome, v.value]));
+      expect(by).toEqual({ sent: 1, queued: 1, dropped: 8, queued_sent: 1 });
+      expect(apns.deliveries(token)).toHaveLength(2);
+    } finally {
+      await node.stop();
+    }
+  });
+
+  it("invalid token → cancel, blacklisted, never sent again; domain blacklisted after N bad tokens (persisted)", async () => {
+    const node = await startNode(apns.createSender, {
+      apps: { default: apns.app(2) },
+      blacklist: { domain: { threshold: 3 } },
+    });
+    let restarted: TestNode | undefined;
+    try {
+      const bad = ["b1", "b2", "b3"].map(tok);
+      apns.script(bad[0]!, "unregistered");
+      apns.script(bad[1]!, "bad-device-token");
+      apns.script(bad[2]!, "device-token-not-for-topic");
+      for (const [i, t] of bad.entries()) {
+        node.xmpp.send(pushIq({ id: `x${i}`, token: t, from: "spammy.example" }));
+        const r = await node.xmpp.waitFor(`x${i}`);
+        expect(r.raw, r.raw).toContain("<error type='cancel'><item-not-found");
+        expect(r.raw).toContain("reports this token invalid");
+      }
+      node.xmpp.send(pushIq({ id: "again", token: bad[0]!, from: "other.example" }));
+      expect((await node.xmpp.waitFor("again")).raw).toContain("token is blacklisted");
+      expect(apns.deliveries(bad[0]!, { includeRejected: true })).toHaveLength(1);
+      // the domain is now blacklisted: even a good token from it is refused, others are served
+      const good = tok("c1");
+      node.xmpp.send(pushIq({ id: "dom", token: good, from: "spammy.example" }));
+      expect((await node.xmpp.waitFor("dom")).raw).toContain("server domain is blacklisted");
+      node.xmpp.send(pushIq({ id: "ok", token: good, from: "fine.example" }));
+      expect((await node.xmpp.waitFor("ok")).type).toBe("result");
+      // restart on the same data dir: blacklists survive
+      const dataDir = node.dataDir;
+      await node.stop();
+      restarted = await startNode(
+        apns.createSender,
+        { apps: { default: apns.app(3) } },
+        { dataDir },
+      );
+      restarted.xmpp.send(pushIq({ id: "r1", token: tok("c2"), from: "spammy.example" }));
+      expect((await restarted.xmpp.waitFor("r1")).raw).toContain("server domain is blacklisted");
+      restarted.xmpp.send(pushIq({ id: "r2", token: bad[1]!, from: "fine.example" }));
+      expect((await restarted.xmpp.waitFor("r2")).raw).toContain("token is blacklisted");
+    } finally {
+      await restarted?.stop();
+      await node.stop().catch(() => undefined);
+    }
+  });
+
+  it("provider 429 → wait error and the token is held back by the hard limit (600 s)", async () => {
+    const clock = new ManualClock(Date.now());
+    const node = await startNode(apns.createSender, { apps: { default: apns.app(4) } }, { clock });
+    try {
+      const limited = tok("d1");
+      apns.script(limited, "too-many-requests");
+      node.xmpp.send(pushIq({ id: "l1", token: limited }));
+      const r = await node.xmpp.waitFor("l1");
+      expect(r.raw).toContain("<error type='wait'><resource-constraint");
+      node.xmpp.send(pushIq({ id: "l2", token: limited }));
+      expect((await node.xmpp.waitFor("l2")).type).toBe("result"); // queued behind the hard limit
+      clock.advance(599_000);
+      expect(apns.deliveries(limited, { includeRejected: true })).toHaveLength(1);
+      clock.advance(1_000);
+      await apns.waitForDeliveries(limited, 2, { includeRejected: true });
+    } finally {
+      await node.stop();
+    }
+  });
+
+  it("provider 5xx → bounded retries with back-off, then a wait error", async () => {
+    const clock = new ManualClock(Date.now());
+    const node = await startNode(
+      apns.createSender,
+      { apps: { default: apns.app(5) }, retry: { attempts: 3, initialDelay: "1s" } },
+      { clock },
+    );
+    try {
+      const failing = tok("e1");
+      apns.script(failing, "internal-server-error");
+      const timers = clock.pendingTimers;
+      node.xmpp.send(pushIq({ id: "f1", token: failing }));
+      await apns.waitForDeliveries(failing, 1, { includeRejected: true });
+      await until(() => clock.pendingTimers === timers + 1, "first back-off timer");
+      clock.advance(1000);
+      await apns.waitForDeliveries(failing, 2, { includeRejected: true });
+      await until(() => clock.pendingTimers === timers + 1, "second back-off timer");
+      clock.advance(2000);
+      const f = await node.xmpp.waitFor("f1");
+      expect(f.raw).toContain("<error type='wait'><internal-server-error");
+      expect(apns.deliveries(failing, { includeRejected: true })).toHaveLength(3);
+    } finally {
+      await node.stop();
+    }
+  });
+
+  it("graceful shutdown persists the queued push (sealed), restart sends it", async () => {
+    const node = await startNode(apns.createSender, { apps: { default: apns.app(6) } });
+    const token = tok("f1");
+    node.xmpp.send(pushIq({ id: "q1", token }));
+    node.xmpp.send(pushIq({ id: "q2", token }));
+    await node.xmpp.waitFor("q2");
+    expect(node.server.service.limiter.queuedCount).toBe(1);
+    const dataDir = node.dataDir;
+    await node.stop();
+    const clock = new ManualClock(Date.now());
+    const restarted = await startNode(
+      apns.createSender,
+      { apps: { default: apns.app(7) } },
+      { dataDir, clock },
+    );
+    try {
+      expect(restarted.server.service.limiter.queuedCount).toBe(1);
+      clock.advance(20_000); // restored with its original due time (≤ 20 s after the first push)
+      await apns.waitForDeliveries(token, 2);
+    } finally {
+      await restarted.stop();
+    }
+  });
+});
