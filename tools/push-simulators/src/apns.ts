@@ -74,7 +74,7 @@ export interface ApnsSimulator {
   readonly openConnections: number;
   /** Highest number of concurrently open streams seen on a single connection. */
   readonly peakStreamsPerConnection: number;
-  /** Provider tokens (JWTs) accepted so far, i.e. token refreshes seen (+1 per key). */
+  /** Provider tokens taken into use, summed over connections (first token + each refresh). */
   readonly providerTokensAccepted: number;
   /** Queue responses for `token`, consumed one per request, then back to "ok". */
   script(token: string, steps: ApnsScriptStep[]): void;
@@ -134,8 +134,12 @@ class Reject extends Error {
 interface KeyState {
   key: KeyObject;
   teamId: string;
-  /** The JWT currently in use for this key and when it was first accepted. */
-  current?: { jwt: string; since: number };
+}
+
+/** The JWT a connection currently uses for a key, and when that connection first sent it. */
+interface CurrentToken {
+  jwt: string;
+  since: number;
 }
 
 /**
@@ -186,7 +190,16 @@ export async function startApnsSimulator(o: ApnsSimulatorOptions): Promise<ApnsS
     session.on("error", () => undefined);
   });
 
-  async function checkAuth(authorization: string | undefined): Promise<void> {
+  /**
+   * Apple's 20-minute refresh limit applies per connection (see PyAPNs2 #76/#80, pushy's
+   * per-connection token): separate connections and processes may each bring their own token.
+   */
+  const currentTokens = new WeakMap<http2.Http2Session, Map<string, CurrentToken>>();
+
+  async function checkAuth(
+    session: http2.Http2Session | undefined,
+    authorization: string | undefined,
+  ): Promise<void> {
     if (!authorization) throw new Reject(403, "MissingProviderToken");
     const m = /^bearer\s+(\S+)$/i.exec(authorization);
     if (!m?.[1]) throw new Reject(403, "InvalidProviderToken");
@@ -220,11 +233,18 @@ export async function startApnsSimulator(o: ApnsSimulatorOptions): Promise<ApnsS
     if (now - known.iat * 1000 > TOKEN_MAX_AGE_MS) throw new Reject(403, "ExpiredProviderToken");
     const state = keys.get(known.keyId);
     if (!state) throw new Reject(403, "InvalidProviderToken");
-    if (state.current?.jwt === jwt) return;
-    if (state.current && now - state.current.since < TOKEN_MIN_REFRESH_MS) {
+    if (!session) return;
+    let perKey = currentTokens.get(session);
+    if (!perKey) {
+      perKey = new Map();
+      currentTokens.set(session, perKey);
+    }
+    const current = perKey.get(known.keyId);
+    if (current?.jwt === jwt) return;
+    if (current && now - current.since < TOKEN_MIN_REFRESH_MS) {
       throw new Reject(429, "TooManyProviderTokenUpdates");
     }
-    state.current = { jwt, since: now };
+    perKey.set(known.keyId, { jwt, since: now });
     tokensAccepted++;
   }
 
@@ -359,7 +379,8 @@ export async function startApnsSimulator(o: ApnsSimulatorOptions): Promise<ApnsS
     try {
       if (!m) throw new Reject(404, "BadPath");
       if (h[":method"] !== "POST") throw new Reject(405, "MethodNotAllowed");
-      await checkAuth(typeof h.authorization === "string" ? h.authorization : undefined);
+      const auth = typeof h.authorization === "string" ? h.authorization : undefined;
+      await checkAuth(stream.session, auth);
       checkHeaders(h, rawHeaders);
       if (token === "") throw new Reject(400, "MissingDeviceToken");
       if (!TOKEN_RE.test(token)) throw new Reject(400, "BadDeviceToken");

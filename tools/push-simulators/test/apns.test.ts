@@ -237,7 +237,7 @@ describe("APNs simulator contract (raw HTTP/2 requests)", { timeout: 60_000 }, (
     expect(sim.deliveries).toHaveLength(1);
   });
 
-  it("enforces the 20-minute token refresh rule and the 60-minute age", async () => {
+  it("enforces the 20-minute token refresh rule per connection and the 60-minute age", async () => {
     const { session, now, sim } = await start();
     const first = await jwt({ iatMs: T0 });
     const send = async (j: string) => {
@@ -254,9 +254,17 @@ describe("APNs simulator contract (raw HTTP/2 requests)", { timeout: 60_000 }, (
     now.t = T0 + 21 * MIN;
     const second = await jwt({ iatMs: now.t });
     expect(await send(second)).toBe("ok");
+    now.t = T0 + 25 * MIN;
+    // The limit is per connection: another connection may bring its own fresh token at once.
+    const fresh = await jwt({ iatMs: now.t });
+    expect(await send(fresh)).toBe("429 TooManyProviderTokenUpdates");
+    const other = http2.connect(sim.url);
+    cleanup.push(() => void other.destroy());
+    const r = await raw(other, await good({ authorization: `bearer ${fresh}` }), PAYLOAD);
+    expect(r.status).toBe(200);
+    expect(sim.providerTokensAccepted).toBe(3);
     now.t = T0 + 21 * MIN + 60 * MIN + 1000;
     expect(await send(second)).toBe("403 ExpiredProviderToken");
-    expect(sim.providerTokensAccepted).toBe(2);
   });
 
   it("plays per-token scripts in order, then answers ok; 410 carries a timestamp", async () => {
