@@ -1,1 +1,2 @@
-export {};
+export { runDaemon, type DaemonOptions } from "./daemon.js";
+export { startDemo, DEMO_APNS_TOPIC, type Demo } from "./demo.js";

@@ -1,6 +1,7 @@
 export { AppServer, type AppServerOptions } from "./appserver.js";
 export {
   ConfigError,
+  applyEnvOverrides,
   ConfigSchema,
   loadConfigFile,
   parseConfigText,

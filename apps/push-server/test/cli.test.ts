@@ -1,0 +1,132 @@
+import { spawn, spawnSync } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { FakeComponentServer, pushIq } from "@lichen/appserver";
+import { generateApnsKey, startApnsSimulator } from "@lichen/push-simulators";
+import { describe, expect, it } from "vitest";
+
+const CLI = fileURLToPath(new URL("../dist/cli.js", import.meta.url));
+
+function run(args: string[], env: NodeJS.ProcessEnv = {}) {
+  const r = spawnSync(process.execPath, [CLI, ...args], {
+    encoding: "utf8",
+    env: { ...process.env, ...env },
+    timeout: 60_000,
+  });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
+function configFile(text: string): string {
+  const f = join(mkdtempSync(join(tmpdir(), "lichen-push-cli-")), "push.yaml");
+  writeFileSync(f, text);
+  return f;
+}
+
+describe("lichen-push CLI", { timeout: 120_000 }, () => {
+  it("--help lists the commands with examples", () => {
+    const r = run(["--help"]);
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/Usage: lichen-push/);
+    expect(r.out).toMatch(/start/);
+    expect(r.out).toMatch(/check-config/);
+    expect(r.out).toMatch(/LICHEN_PUSH_COMPONENT__SECRET/);
+  });
+
+  it("check-config: ok for a valid file, field-named errors and exit 2 otherwise", () => {
+    const app =
+      "    topic: im.example\n    teamId: T\n    keyId: K\n    privateKeyFile: /k.p8\n    endpoint: https://api.push.apple.com\n";
+    const good = configFile(
+      `component:\n  service: xmpp://127.0.0.1:5347\n  domain: push.example.org\n  secret: s\napps:\n  a:\n    type: apns\n${app}`,
+    );
+    const ok = run(["check-config", good]);
+    expect(ok.code).toBe(0);
+    expect(ok.out).toContain("ok");
+    const bad = configFile(
+      `component:\n  service: localhost\n  domain: push.example.org\napps:\n  a:\n    type: webpush\n${app}rateLimit:\n  window: soon\n`,
+    );
+    const r = run(["check-config", bad]);
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/component\.service: /);
+    expect(r.err).toMatch(/component\.secret: required field is missing/);
+    expect(r.err).toMatch(/apps\.a\.type: /);
+    expect(r.err).toMatch(/rateLimit\.window: expected a duration/);
+    // env overrides can repair a file
+    const fixed = run(["check-config", bad], {
+      LICHEN_PUSH_COMPONENT__SERVICE: "xmpp://127.0.0.1:1",
+      LICHEN_PUSH_COMPONENT__SECRET: "x",
+      LICHEN_PUSH_APPS__A__TYPE: "apns",
+      LICHEN_PUSH_RATE_LIMIT__WINDOW: "20s",
+    });
+    expect(fixed.err).toBe("");
+    expect(fixed.code).toBe(0);
+    expect(run(["check-config", "/nonexistent.yaml"]).err).toMatch(/cannot read file/);
+    expect(run(["bogus"]).code).not.toBe(0);
+  });
+
+  it("start --config: serves pushes, /healthz, SIGTERM → queued push persisted, exit 0", async () => {
+    const key = generateApnsKey();
+    const sim = await startApnsSimulator({
+      keys: [{ keyId: key.keyId, teamId: key.teamId, publicKey: key.publicKeyPem }],
+      topics: ["im.lichen.cli"],
+    });
+    const xmpp = new FakeComponentServer("push.localhost", "pushsecret");
+    await xmpp.listen();
+    const dir = mkdtempSync(join(tmpdir(), "lichen-push-daemon-"));
+    const keyFile = join(dir, "apns.p8");
+    writeFileSync(keyFile, key.privateKeyPem);
+    const f = configFile(
+      [
+        "component:",
+        `  service: ${xmpp.service}`,
+        "  domain: push.localhost",
+        "  secret: pushsecret",
+        "apps:",
+        "  ios:",
+        "    type: apns",
+        "    topic: im.lichen.cli",
+        `    teamId: ${key.teamId}`,
+        `    keyId: ${key.keyId}`,
+        `    privateKeyFile: ${keyFile}`,
+        `    endpoint: ${sim.url}`,
+        `dataDir: ${dir}`,
+        "http:",
+        "  port: 0",
+        "",
+      ].join("\n"),
+    );
+    const child = spawn(process.execPath, [CLI, "start", "--config", f], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let out = "";
+    child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
+    try {
+      await xmpp.waitConnected(30_000);
+      const token = "ab".repeat(32);
+      xmpp.send(pushIq({ id: "p1", token }));
+      xmpp.send(pushIq({ id: "p2", token }));
+      expect((await xmpp.waitFor("p1")).type).toBe("result");
+      expect((await xmpp.waitFor("p2")).type).toBe("result");
+      expect((await sim.waitForDeliveries(1, 30_000, token))[0]!.headers["apns-topic"]).toBe(
+        "im.lichen.cli",
+      );
+      const port = Number(/"http":"127\.0\.0\.1:(\d+)"/.exec(out)?.[1]);
+      const health = await fetch(`http://127.0.0.1:${port}/healthz`);
+      expect(health.status).toBe(200);
+      expect(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()).toContain(
+        'lichen_push_requests_total{outcome="queued"} 1',
+      );
+      process.kill(child.pid!, "SIGTERM");
+      expect(await exited).toBe(0);
+      expect(out).toContain('"persistedQueued":1');
+      expect(out).not.toContain(token);
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) process.kill(child.pid!, "SIGKILL");
+      await xmpp.close();
+      await sim.stop();
+    }
+  });
+});
