@@ -243,6 +243,27 @@ describe("APNs provider against the simulator", { timeout: 60_000 }, () => {
     expect(sim.providerTokensAccepted).toBe(3);
   });
 
+  it("a connection opened late in a token's life keeps its own JWT for 40 min", async () => {
+    const clock = manualClock();
+    const { sim, provider } = await setup({ clock: clock.now, app: { connections: 1 } });
+    expect(await provider.send(push())).toMatchObject({ outcome: "delivered" });
+    clock.advance(30 * MIN);
+    sim.goaway();
+    const deadline = Date.now() + 10_000;
+    while (sim.openConnections > 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    expect(await provider.send(push())).toMatchObject({ outcome: "delivered" }); // new connection
+    clock.advance(11 * MIN); // the first token would be 41 min old now; this connection's is 11
+    expect(await provider.send(push())).toMatchObject({ outcome: "delivered" });
+    clock.advance(30 * MIN);
+    expect(await provider.send(push())).toMatchObject({ outcome: "delivered" });
+    const auth = sim.deliveries.map((d) => d.headers.authorization);
+    expect(new Set(auth).size).toBe(3);
+    expect(auth[1]).toBe(auth[2]);
+    expect(sim.responses.filter((r) => r.status !== 200)).toEqual([]);
+  });
+
   it("a second provider (own connections) with the same key may sign its own JWT at once", async () => {
     const clock = manualClock();
     const { sim, provider, app } = await setup({ clock: clock.now, app: { connections: 1 } });

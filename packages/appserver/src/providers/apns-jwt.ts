@@ -10,27 +10,27 @@ interface Issued {
   issuedAt: number;
 }
 
+/** Imports an APNs .p8 key once; fails on anything but a PKCS#8 P-256 key. */
+export function loadApnsKey(privateKeyPem: string): Promise<CryptoKey> {
+  return importPKCS8(privateKeyPem, "ES256");
+}
+
 /**
- * The provider authentication token of one APNs key: ES256 {alg, kid} / {iss, iat}, reused for
- * 40 minutes, never replaced sooner than 20 minutes after it was issued.
+ * The provider authentication token of one APNs key on one connection: ES256 {alg, kid} /
+ * {iss, iat}, reused for 40 minutes, never replaced sooner than 20 minutes after it was issued.
+ * APNs applies the 20-minute limit per connection, so each HTTP/2 session has its own instance
+ * (a connection opened late in a shared token's life would otherwise see a refresh too soon).
  */
 export class ApnsProviderToken {
-  private key?: Promise<CryptoKey>;
   private current?: Issued;
   private previous?: Issued;
   private signing?: Promise<string>;
   private stale = false;
 
   constructor(
-    private readonly o: { keyId: string; teamId: string; privateKeyPem: string },
+    private readonly o: { keyId: string; teamId: string; key: Promise<CryptoKey> },
     private readonly clock: () => number,
   ) {}
-
-  /** Fails early (at provider creation) on a key that is not a PKCS#8 P-256 key. */
-  load(): Promise<CryptoKey> {
-    this.key ??= importPKCS8(this.o.privateKeyPem, "ES256");
-    return this.key;
-  }
 
   async get(): Promise<string> {
     const now = this.clock();
@@ -64,7 +64,7 @@ export class ApnsProviderToken {
   }
 
   private async sign(now: number): Promise<string> {
-    const key = await this.load();
+    const key = await this.o.key;
     const iat = Math.floor(now / 1000);
     const jwt = await new SignJWT({ iss: this.o.teamId, iat })
       .setProtectedHeader({ alg: "ES256", kid: this.o.keyId })

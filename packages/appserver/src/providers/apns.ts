@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import http2 from "node:http2";
-import { ApnsProviderToken } from "./apns-jwt.js";
+import { ApnsProviderToken, loadApnsKey } from "./apns-jwt.js";
+import type { CryptoKey } from "jose";
 import { parseRetryAfter } from "./http-client.js";
 import type {
   ApnsAppConfig,
@@ -82,7 +83,8 @@ export class ApnsProvider implements PushProvider {
   readonly name: string;
   private readonly slots: Slot[];
   private readonly queue: Waiting[] = [];
-  private readonly token: ApnsProviderToken;
+  private readonly key: Promise<CryptoKey>;
+  private readonly tokens = new WeakMap<http2.ClientHttp2Session, ApnsProviderToken>();
   private readonly clock: () => number;
   private readonly logger: ProviderLogger;
   private readonly timeoutMs: number;
@@ -100,9 +102,9 @@ export class ApnsProvider implements PushProvider {
     this.alert = app.alert ?? DEFAULT_ALERT;
     const n = Math.max(1, app.connections ?? 2);
     this.slots = Array.from({ length: n }, (_, index) => ({ index, active: 0, limit: 1 }));
-    this.token = new ApnsProviderToken(app, this.clock);
+    this.key = loadApnsKey(app.privateKeyPem);
     // Surface a broken key at start-up instead of on the first push.
-    this.token.load().catch((e: unknown) => {
+    this.key.catch((e: unknown) => {
       this.logger.warn({ app: this.name, err: String(e) }, "APNs key cannot be loaded");
     });
   }
@@ -267,11 +269,21 @@ export class ApnsProvider implements PushProvider {
       .finally(release);
   }
 
+  private tokenOf(session: http2.ClientHttp2Session): ApnsProviderToken {
+    let t = this.tokens.get(session);
+    if (!t) {
+      const { keyId, teamId } = this.app;
+      t = new ApnsProviderToken({ keyId, teamId, key: this.key }, this.clock);
+      this.tokens.set(session, t);
+    }
+    return t;
+  }
+
   private async request(session: http2.ClientHttp2Session, w: Waiting): Promise<ProviderResult> {
     const p = w.push;
     let jwt: string;
     try {
-      jwt = await this.token.get();
+      jwt = await this.tokenOf(session).get();
     } catch (e) {
       return { outcome: "misconfigured", status: 0, reason: `InvalidSigningKey: ${String(e)}` };
     }
@@ -341,8 +353,9 @@ export class ApnsProvider implements PushProvider {
         } catch {
           // A proxy or a broken server: keep the status as the reason.
         }
-        if (status === 403 && reason === "ExpiredProviderToken") this.token.markExpired();
-        if (status === 429 && reason === "TooManyProviderTokenUpdates") this.token.revert();
+        const token = this.tokenOf(session);
+        if (status === 403 && reason === "ExpiredProviderToken") token.markExpired();
+        if (status === 429 && reason === "TooManyProviderTokenUpdates") token.revert();
         finish(classifyApns(status, reason, parseRetryAfter(responseHeaders["retry-after"])));
       });
       req.on("error", (e: Error & { code?: string }) => {
