@@ -1,1 +1,11 @@
-export {};
+export { DurableSession, NS_SM, type SessionOptions, type StanzaContext } from "./session.js";
+export {
+  HandlerRegistry,
+  handlers,
+  defineHandler,
+  UnknownHandlerError,
+  type HandlerContext,
+  type HandlerFn,
+} from "./handlers.js";
+export { ensureAccount } from "./accounts.js";
+export { startMamCatchup, FEATURES } from "./protocol.js";

@@ -1,0 +1,317 @@
+// Built-in stanza handling, run inside the stanza's transaction: IQ answers to stored handlers,
+// messages (carbons, MAM results, receipts, XEP-0359 dedupe), and the MAM catch-up handlers.
+import { randomUUID } from "node:crypto";
+import { tables, takeIqHandler } from "@lichen/store";
+import xml, { type Element } from "@xmpp/xml";
+import { and, eq, sql } from "drizzle-orm";
+import type { HandlerRegistry } from "./handlers.js";
+import type { StanzaContext } from "./session.js";
+
+const NS_MAM = "urn:xmpp:mam:2";
+const NS_RSM = "http://jabber.org/protocol/rsm";
+const NS_FORWARD = "urn:xmpp:forward:0";
+const NS_DELAY = "urn:xmpp:delay";
+const NS_CARBONS = "urn:xmpp:carbons:2";
+const NS_SID = "urn:xmpp:sid:0";
+const NS_RECEIPTS = "urn:xmpp:receipts";
+const NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas";
+const MAM_PAGE = 50;
+
+export const FEATURES = [
+  "http://jabber.org/protocol/disco#info",
+  "urn:xmpp:ping",
+  NS_RECEIPTS,
+  NS_CARBONS,
+  NS_SID,
+];
+
+const bare = (jid: string | undefined): string => (jid ?? "").split("/")[0]!;
+
+function ownBareJid(ctx: StanzaContext): string {
+  return bare(ctx.state.sm.boundJid ?? "");
+}
+
+/** Entry point: one inbound stanza, inside its transaction. */
+export function dispatchStanza(ctx: StanzaContext, stanza: Element): void {
+  switch (stanza.name) {
+    case "iq":
+      return handleIq(ctx, stanza);
+    case "message":
+      return handleMessage(ctx, stanza);
+    default:
+      return; // presence: the roster/presence layer is the app's
+  }
+}
+
+function handleIq(ctx: StanzaContext, iq: Element): void {
+  const type = iq.attrs.type;
+  const id = iq.attrs.id;
+  if (type === "result" || type === "error") {
+    if (!id) return;
+    const row = ctx.tx
+      .select({ handler: tables.iqHandlers.handler })
+      .from(tables.iqHandlers)
+      .where(and(eq(tables.iqHandlers.accountId, ctx.accountId), eq(tables.iqHandlers.iqId, id)))
+      .get();
+    if (!row) return; // nobody waits (late answer after a timeout, or not ours)
+    let name: string | undefined;
+    try {
+      name = (JSON.parse(row.handler) as { name?: string }).name;
+    } catch {
+      name = undefined;
+    }
+    if (name && !ctx.session.registry.has(name)) {
+      // Keep the row: a process that knows the handler (newer build) may still run it.
+      ctx.session.callSafely(ctx, { v: 1, name, bound: {} }, {});
+      return;
+    }
+    const pending = takeIqHandler(ctx.tx, ctx.accountId, id);
+    if (!pending) return; // quarantined as corrupt by the store
+    const error = iq.getChild("error");
+    ctx.session.callSafely(ctx, pending.handler, {
+      type,
+      iqId: id,
+      from: iq.attrs.from ?? null,
+      stanza: iq.toString(),
+      ...(error ? { condition: errorCondition(error) } : {}),
+    });
+    return;
+  }
+  if (type !== "get" && type !== "set") return; // malformed: no reply to avoid loops
+  const child = iq.children.find((c): c is Element => typeof c !== "string");
+  const reply = (children?: Element) =>
+    ctx.send(
+      xml(
+        "iq",
+        { type: "result", id: id ?? "", ...(iq.attrs.from ? { to: iq.attrs.from } : {}) },
+        children,
+      ),
+    );
+  if (type === "get" && child?.is("ping", "urn:xmpp:ping")) return reply();
+  if (
+    type === "get" &&
+    child?.is("query", "http://jabber.org/protocol/disco#info") &&
+    !child.attrs.node
+  ) {
+    return reply(
+      xml(
+        "query",
+        { xmlns: "http://jabber.org/protocol/disco#info" },
+        xml("identity", { category: "client", type: "phone", name: "Lichen" }),
+        ...FEATURES.map((f) => xml("feature", { var: f })),
+      ),
+    );
+  }
+  if (type === "set" && child?.is("query", "jabber:iq:roster")) {
+    // Roster push: only the server may send it (RFC 6121 2.1.6).
+    const from = iq.attrs.from;
+    if (!from || from === ownBareJid(ctx)) {
+      const ver = child.attrs.ver;
+      if (ver) ctx.state.rosterVersion = ver;
+      return reply();
+    }
+  }
+  ctx.send(
+    xml(
+      "iq",
+      { type: "error", id: id ?? "", ...(iq.attrs.from ? { to: iq.attrs.from } : {}) },
+      xml("error", { type: "cancel" }, xml("service-unavailable", { xmlns: NS_STANZAS })),
+    ),
+  );
+}
+
+function errorCondition(error: Element): string {
+  const cond = error.children.find(
+    (c): c is Element => typeof c !== "string" && c.attrs.xmlns === NS_STANZAS,
+  );
+  return cond?.name ?? "undefined-condition";
+}
+
+function handleMessage(ctx: StanzaContext, message: Element): void {
+  const own = ownBareJid(ctx);
+  // XEP-0313 result (only from our own archive or a room we query).
+  const result = message.getChild("result", NS_MAM);
+  if (result) {
+    const from = message.attrs.from;
+    if (from && bare(from) !== own) return; // a forged archive result from a stranger
+    const forwarded = result.getChild("forwarded", NS_FORWARD);
+    const inner = forwarded?.getChild("message");
+    if (!forwarded || !inner || !result.attrs.id) return;
+    const stamp = Date.parse(forwarded.getChild("delay", NS_DELAY)?.attrs.stamp ?? "");
+    storeMessage(ctx, inner, {
+      archiveId: result.attrs.id,
+      archiveBy: from ? bare(from) : own,
+      sentAt: Number.isFinite(stamp) ? stamp : ctx.tx.now,
+    });
+    return;
+  }
+  // XEP-0280 carbons: only from our own bare JID.
+  const carbon = message.getChild("received", NS_CARBONS) ?? message.getChild("sent", NS_CARBONS);
+  if (carbon) {
+    if (message.attrs.from && bare(message.attrs.from) !== own) return; // forged carbon
+    const inner = carbon.getChild("forwarded", NS_FORWARD)?.getChild("message");
+    if (inner) storeMessage(ctx, inner, { sentAt: ctx.tx.now });
+    return;
+  }
+  if (message.attrs.type === "error") return;
+  storeMessage(ctx, message, { sentAt: ctx.tx.now });
+  // XEP-0184: acknowledge receipt requests of messages with a body (not in groupchat).
+  if (
+    message.getChild("request", NS_RECEIPTS) &&
+    message.getChild("body") &&
+    message.attrs.id &&
+    message.attrs.from &&
+    message.attrs.type !== "groupchat"
+  ) {
+    ctx.send(
+      xml(
+        "message",
+        { to: message.attrs.from, id: randomUUID() },
+        xml("received", { xmlns: NS_RECEIPTS, id: message.attrs.id }),
+      ),
+    );
+  }
+  const receipt = message.getChild("received", NS_RECEIPTS);
+  if (receipt?.attrs.id) {
+    ctx.tx
+      .update(tables.messages)
+      .set({ deliveryState: "received" })
+      .where(
+        and(
+          eq(tables.messages.accountId, ctx.accountId),
+          eq(tables.messages.originId, receipt.attrs.id),
+          eq(tables.messages.direction, "out"),
+        ),
+      )
+      .run();
+  }
+}
+
+/** Stores a message with a body; the unique indexes make replays and MAM overlaps no-ops. */
+function storeMessage(
+  ctx: StanzaContext,
+  m: Element,
+  meta: { archiveId?: string; archiveBy?: string; sentAt: number },
+): void {
+  const body = m.getChildText("body");
+  if (body === null) return;
+  const own = ownBareJid(ctx);
+  const from = m.attrs.from ?? own;
+  const outgoing = bare(from) === own;
+  const chatJid = bare(outgoing ? m.attrs.to : from);
+  if (!chatJid) return;
+  const stanzaIdEl = m.getChildren("stanza-id", NS_SID).find((s) => bare(s.attrs.by) === own);
+  const stanzaId = meta.archiveId ?? stanzaIdEl?.attrs.id ?? null;
+  const stanzaIdBy = meta.archiveId ? (meta.archiveBy ?? own) : stanzaIdEl ? own : null;
+  const originId = m.getChild("origin-id", NS_SID)?.attrs.id ?? null;
+  const stamp = Date.parse(m.getChild("delay", NS_DELAY)?.attrs.stamp ?? "");
+  const inserted = ctx.tx
+    .insert(tables.messages)
+    .values({
+      accountId: ctx.accountId,
+      chatJid,
+      direction: outgoing ? "out" : "in",
+      fromJid: from,
+      toJid: m.attrs.to ?? null,
+      type: m.attrs.type ?? "normal",
+      messageId: m.attrs.id ?? null,
+      originId,
+      stanzaId,
+      stanzaIdBy,
+      archiveId: meta.archiveId ?? null,
+      body,
+      deliveryState: outgoing ? "sent" : "received",
+      sentAt: Number.isFinite(stamp) ? stamp : meta.sentAt,
+      storedAt: ctx.tx.now,
+    })
+    .onConflictDoNothing()
+    .run();
+  if (inserted.changes > 0) {
+    ctx.tx
+      .insert(tables.chats)
+      .values({
+        accountId: ctx.accountId,
+        jid: chatJid,
+        kind: m.attrs.type === "groupchat" ? "groupchat" : "chat",
+        unreadCount: outgoing ? 0 : 1,
+        lastActivityAt: ctx.tx.now,
+        createdAt: ctx.tx.now,
+      })
+      .onConflictDoUpdate({
+        target: [tables.chats.accountId, tables.chats.jid],
+        set: {
+          lastActivityAt: ctx.tx.now,
+          unreadCount: outgoing
+            ? sql`${tables.chats.unreadCount}`
+            : sql`${tables.chats.unreadCount} + 1`,
+        },
+      })
+      .run();
+    ctx.afterCommit(() =>
+      ctx.session.emit("message-stored", { chatJid, body, stanzaId, originId }),
+    );
+  }
+  // Live messages advance the catch-up mark only while no gap is open (else MAM would skip it).
+  if (!meta.archiveId && stanzaId && stanzaIdBy === own && !ctx.state.mam.gapOpen) {
+    ctx.state.mam.lastStanzaId = stanzaId;
+    ctx.state.mam.lastTimestamp = ctx.tx.now;
+  }
+}
+
+/** Starts (or continues) the XEP-0313 catch-up of the account archive after the last stored id. */
+export function startMamCatchup(ctx: StanzaContext, after?: string | null): void {
+  const since = after ?? ctx.state.mam.lastStanzaId;
+  const queryId = randomUUID();
+  const set = since
+    ? xml("set", { xmlns: NS_RSM }, xml("max", {}, String(MAM_PAGE)), xml("after", {}, since))
+    : xml("set", { xmlns: NS_RSM }, xml("max", {}, String(MAM_PAGE)), xml("before", {}));
+  ctx.state.mam.gapOpen = true;
+  ctx.sendIq(
+    xml(
+      "iq",
+      { type: "set", id: randomUUID() },
+      xml(
+        "query",
+        { xmlns: NS_MAM, queryid: queryId },
+        xml(
+          "x",
+          { xmlns: "jabber:x:data", type: "submit" },
+          xml("field", { var: "FORM_TYPE", type: "hidden" }, xml("value", {}, NS_MAM)),
+        ),
+        set,
+      ),
+    ),
+    ctx.session.registry.descriptor(
+      "lichen.mam.page",
+      { queryId, forward: !!since },
+      "lichen.mam.invalidated",
+    ),
+    { timeoutTicks: 60 },
+  );
+}
+
+/** Handlers every process registers (idempotent per registry). */
+export function registerBuiltinHandlers(registry: HandlerRegistry): void {
+  if (registry.has("lichen.mam.page")) return;
+  registry.define("lichen.mam.page", (hctx, args) => {
+    const ctx = hctx as StanzaContext;
+    if (args.type !== "result") {
+      ctx.session.emit("mam-error", args.condition);
+      return; // gap stays open; the next connect retries
+    }
+    const iq = args.stanza as string;
+    const fin = /<fin[^>]*complete=["'](true|1)["']/.test(iq);
+    const last = /<last>([^<]+)<\/last>/.exec(iq)?.[1] ?? null;
+    if (last) ctx.state.mam.lastStanzaId = last;
+    if (fin || !last || !args.forward) {
+      ctx.state.mam.gapOpen = false;
+      ctx.state.mam.completedAt = ctx.tx.now;
+      ctx.afterCommit(() => ctx.session.emit("mam-complete"));
+    } else {
+      startMamCatchup(ctx, last);
+    }
+  });
+  registry.define("lichen.mam.invalidated", (hctx) => {
+    (hctx as StanzaContext).state.mam.gapOpen = true;
+  });
+}

@@ -1,0 +1,642 @@
+import { createHash, randomUUID } from "node:crypto";
+import { EventEmitter } from "node:events";
+import type { AccountState, HandlerDescriptor } from "@lichen/schema";
+import {
+  addIqHandler,
+  listIqHandlers,
+  loadAccountState,
+  quarantineRow,
+  saveAccountState,
+  tables,
+  takeIqHandler,
+  tickConnectedTime,
+  type Store,
+  type StoreTx,
+} from "@lichen/store";
+import { jid as parseJid } from "@xmpp/client-core";
+import { procedure } from "@xmpp/events";
+import xml, { type Element } from "@xmpp/xml";
+import parse from "@xmpp/xml/lib/parse.js";
+import { and, asc, eq, gt, lte } from "drizzle-orm";
+import { createConnection, type XmppConnection } from "./connection.js";
+import {
+  handlers as defaultRegistry,
+  UnknownHandlerError,
+  type HandlerContext,
+  type HandlerRegistry,
+} from "./handlers.js";
+import { dispatchStanza, registerBuiltinHandlers, startMamCatchup } from "./protocol.js";
+
+export const NS_SM = "urn:xmpp:sm:3";
+/** A stanza whose handler failed this often (each time replayed after resume) is quarantined. */
+const MAX_STANZA_FAILURES = 3;
+
+export interface SessionOptions {
+  store: Store;
+  accountId: string;
+  /** e.g. "xmpp://127.0.0.1:5222" */
+  service: string;
+  domain: string;
+  username: string;
+  password: string;
+  resource?: string;
+  registry?: HandlerRegistry;
+  /** Called for every inbound stanza inside its transaction (after built-in handling). Throwing rolls it back. */
+  onStanza?: (ctx: StanzaContext, stanza: Element) => void;
+  /** Test seam: runs after a stanza's transaction committed, before its outbound stanzas are sent. */
+  afterCommit?: (stanza: Element) => void;
+  /** Length of one tick of connected time (IQ timeouts count these). Default 1000 ms. */
+  tickMs?: number;
+  logger?: (event: Record<string, unknown>) => void;
+}
+
+/** Everything a stanza handler may touch: the transaction, the account state, outbound queue. */
+export interface StanzaContext extends HandlerContext {
+  state: AccountState;
+  /** Runs after the transaction committed (events for the UI); dropped on rollback. */
+  afterCommit(fn: () => void): void;
+  session: DurableSession;
+  /** Send an IQ whose answer runs `handler` in whichever process receives it. */
+  sendIq(iq: Element, handler: HandlerDescriptor, opts?: { timeoutTicks?: number }): string;
+}
+
+/**
+ * A durable XMPP session: every inbound stanza is handled in one store transaction that also
+ * commits XEP-0198 h; outbound stanzas are queued in the causing transaction and hit the socket
+ * only after commit; a session can be resumed by any process from the database alone.
+ */
+export class DurableSession extends EventEmitter {
+  readonly store: Store;
+  readonly accountId: string;
+  readonly registry: HandlerRegistry;
+  private conn: XmppConnection | null = null;
+  private chain: Promise<void> = Promise.resolve();
+  /** Highest outbound seq written to the current socket. */
+  private flushedSeq = 0;
+  /** Inbound h as last committed (answer to <r/>). */
+  private committedH = 0;
+  private smActive = false;
+  /** A stanza failed: later stanzas must not be counted (h is positional) until we resume. */
+  private halted = false;
+  private readonly failures = new Map<string, number>();
+  private tickTimer: NodeJS.Timeout | null = null;
+  private readonly log: (event: Record<string, unknown>) => void;
+  /** How the last connect went: resumed the previous stream, or a new one. */
+  lastConnect: "resumed" | "new" | null = null;
+
+  constructor(private readonly opts: SessionOptions) {
+    super();
+    this.store = opts.store;
+    this.accountId = opts.accountId;
+    this.registry = opts.registry ?? defaultRegistry;
+    registerBuiltinHandlers(this.registry);
+    this.log = opts.logger ?? (() => {});
+  }
+
+  get online(): boolean {
+    return this.smActive;
+  }
+
+  /** Resume the stored stream if there is one, otherwise log in and enable a new one. */
+  async connect(timeoutMs = 30_000): Promise<"resumed" | "new"> {
+    if (this.conn) throw new Error("already connected");
+    const conn = createConnection(
+      {
+        service: this.opts.service,
+        domain: this.opts.domain,
+        username: this.opts.username,
+        password: this.opts.password,
+        resource: this.opts.resource,
+      },
+      (c) => this.registerStreamManagement(c),
+    );
+    this.conn = conn;
+    conn.entity.on("error", (err: Error) => this.log({ event: "xmpp-error", error: err.message }));
+    conn.entity.on("disconnect", () => {
+      if (this.conn === conn) this.onSocketGone();
+    });
+    conn.middleware.use((ctx: { stanza: Element }, next: () => unknown) => {
+      this.onElement(ctx.stanza);
+      return next();
+    });
+    const ready = new Promise<"resumed" | "new">((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error(`session not online after ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+      this.once("online", (how: "resumed" | "new") => {
+        clearTimeout(timer);
+        resolve(how);
+      });
+      this.once("connect-failed", (err: Error) => {
+        clearTimeout(timer);
+        reject(err);
+      });
+    });
+    // start() never resolves on a resume (xmpp.js only sets the status): wait on our own event.
+    conn.entity.start().catch((err: Error) => this.emit("connect-failed", err));
+    return ready;
+  }
+
+  /** Run `fn` in one write transaction with the account state; stanzas it sends go out after commit. */
+  write<T>(fn: (ctx: StanzaContext) => T): T {
+    let result: T;
+    try {
+      result = this.store.write((tx) => {
+        const state = loadAccountState(tx, this.accountId);
+        const out = fn(this.context(tx, state));
+        saveAccountState(tx, this.accountId, state);
+        return out;
+      });
+    } catch (err) {
+      this.pendingAfterCommit = [];
+      throw err;
+    }
+    this.runAfterCommit();
+    this.flush();
+    return result;
+  }
+
+  /** Send a chat message with an origin-id (XEP-0359) and a receipt request; stored as outgoing. */
+  sendMessage(to: string, body: string): string {
+    const originId = randomUUID();
+    this.write((ctx) => {
+      const el = xml(
+        "message",
+        { to, type: "chat", id: originId },
+        xml("body", {}, body),
+        xml("origin-id", { xmlns: "urn:xmpp:sid:0", id: originId }),
+        xml("request", { xmlns: "urn:xmpp:receipts" }),
+        xml("store", { xmlns: "urn:xmpp:hints" }),
+      );
+      ctx.tx
+        .insert(tables.messages)
+        .values({
+          accountId: this.accountId,
+          chatJid: to.split("/")[0]!,
+          direction: "out",
+          fromJid: this.opts.username + "@" + this.opts.domain,
+          toJid: to,
+          type: "chat",
+          messageId: originId,
+          originId,
+          body,
+          deliveryState: "pending",
+          sentAt: ctx.tx.now,
+          storedAt: ctx.tx.now,
+        })
+        .onConflictDoNothing()
+        .run();
+      ctx.send(el);
+    });
+    return originId;
+  }
+
+  /** Resolves when every stanza received so far has been handled (committed or rolled back). */
+  idle(): Promise<void> {
+    return this.chain;
+  }
+
+  /**
+   * Drop the TCP connection WITHOUT closing the XMPP stream, so the server keeps the session for
+   * resumption (iOS background / NSE yield). In-flight stanza transactions finish first.
+   */
+  async suspend(): Promise<void> {
+    const conn = this.conn;
+    if (!conn) return;
+    await this.idle();
+    this.stopTicks();
+    this.smActive = false;
+    try {
+      conn.entity.socket?.end();
+    } catch {
+      /* already gone */
+    }
+    await new Promise((r) => setTimeout(r, 10));
+    this.conn = null;
+  }
+
+  /** Close the stream for good (logout): the server ends the session. */
+  async close(): Promise<void> {
+    const conn = this.conn;
+    if (!conn) return;
+    await this.idle();
+    if (this.smActive)
+      conn.entity
+        .write(xml("a", { xmlns: NS_SM, h: String(this.committedH) }).toString())
+        .catch(() => {});
+    this.stopTicks();
+    this.smActive = false;
+    await conn.entity.stop().catch(() => {});
+    this.conn = null;
+    this.store.write((tx) => {
+      const state = loadAccountState(tx, this.accountId);
+      state.sm.streamId = null;
+      saveAccountState(tx, this.accountId, state);
+    });
+  }
+
+  // ---- internals -------------------------------------------------------------------------
+
+  private pendingAfterCommit: (() => void)[] = [];
+
+  private runAfterCommit(): void {
+    const fns = this.pendingAfterCommit;
+    this.pendingAfterCommit = [];
+    for (const fn of fns) fn();
+  }
+
+  private context(tx: StoreTx, state: AccountState): StanzaContext {
+    return {
+      afterCommit: (fn) => this.pendingAfterCommit.push(fn),
+      tx,
+      accountId: this.accountId,
+      state,
+      session: this,
+      send: (stanza: Element) => this.enqueue(tx, state, stanza),
+      sendIq: (iq, handler, o) => {
+        const id = iq.attrs.id || randomUUID();
+        iq.attrs.id = id;
+        addIqHandler(tx, {
+          accountId: this.accountId,
+          iqId: id,
+          handler,
+          streamKey: state.sm.unackedQueue,
+          timeoutTicks: o?.timeoutTicks ?? 60,
+        });
+        this.enqueue(tx, state, iq);
+        return id;
+      },
+    };
+  }
+
+  /** Append to the unacked queue in this transaction; the socket sees it after commit. */
+  private enqueue(tx: StoreTx, state: AccountState, stanza: Element): void {
+    const seq = state.sm.outboundSent + 1;
+    state.sm.outboundSent = seq;
+    tx.insert(tables.outboundQueue)
+      .values({
+        accountId: this.accountId,
+        streamKey: state.sm.unackedQueue,
+        seq,
+        stanza: stanza.toString(),
+        important: stanza.name === "message" && !!stanza.getChild("body"),
+        createdAt: tx.now,
+      })
+      .run();
+  }
+
+  /** Write committed queue rows that this socket has not seen yet, in order. */
+  private flush(): void {
+    const conn = this.conn;
+    if (!conn || !this.smActive) return;
+    const rows = this.store.read((tx) =>
+      tx
+        .select({ seq: tables.outboundQueue.seq, stanza: tables.outboundQueue.stanza })
+        .from(tables.outboundQueue)
+        .where(
+          and(
+            eq(tables.outboundQueue.accountId, this.accountId),
+            gt(tables.outboundQueue.seq, this.flushedSeq),
+          ),
+        )
+        .orderBy(asc(tables.outboundQueue.seq))
+        .all(),
+    );
+    if (rows.length === 0) return;
+    for (const row of rows) this.flushedSeq = Math.max(this.flushedSeq, row.seq);
+    conn.entity
+      .write(rows.map((r) => r.stanza).join("") + `<r xmlns='${NS_SM}'/>`)
+      .catch((err: Error) => this.log({ event: "write-failed", error: err.message }));
+    this.emit("flushed", rows.length);
+  }
+
+  private onElement(el: Element): void {
+    if (el.is("r", NS_SM)) {
+      // Answer from the committed h, after every stanza received before this <r/> was handled.
+      this.enqueueWork(async () => {
+        await this.conn?.entity
+          .write(xml("a", { xmlns: NS_SM, h: String(this.committedH) }).toString())
+          .catch(() => {});
+      });
+      return;
+    }
+    if (el.is("a", NS_SM)) {
+      const h = Number(el.attrs.h);
+      this.enqueueWork(async () => this.onAck(h));
+      return;
+    }
+    if (!this.smActive || this.halted) return;
+    if (el.name !== "message" && el.name !== "presence" && el.name !== "iq") return;
+    this.enqueueWork(async () => this.handleInbound(el));
+  }
+
+  private enqueueWork(fn: () => Promise<void> | void): void {
+    this.chain = this.chain.then(fn).catch((err: unknown) => {
+      this.log({ event: "work-failed", error: err instanceof Error ? err.message : String(err) });
+    });
+  }
+
+  /** One stanza, one transaction: handlers + inbound h. A throw rolls back and h stays. */
+  private handleInbound(stanza: Element): void {
+    if (this.halted) return;
+    const key = createHash("sha1").update(stanza.toString()).digest("hex");
+    if ((this.failures.get(key) ?? 0) >= MAX_STANZA_FAILURES) {
+      // A poison stanza: keep it (quarantine) and count it, so the session can move on.
+      const h = this.store.write((tx) => {
+        const state = loadAccountState(tx, this.accountId);
+        quarantineRow(
+          tx,
+          "inbound_stanza",
+          key,
+          stanza.toString(),
+          `handler failed ${MAX_STANZA_FAILURES} times`,
+        );
+        state.sm.inboundH += 1;
+        saveAccountState(tx, this.accountId, state);
+        return state.sm.inboundH;
+      });
+      this.failures.delete(key);
+      this.committedH = h;
+      this.emit("stanza-quarantined", stanza);
+      return;
+    }
+    try {
+      const h = this.store.write((tx) => {
+        const state = loadAccountState(tx, this.accountId);
+        const ctx = this.context(tx, state);
+        dispatchStanza(ctx, stanza);
+        this.opts.onStanza?.(ctx, stanza);
+        state.sm.inboundH += 1;
+        saveAccountState(tx, this.accountId, state);
+        return state.sm.inboundH;
+      });
+      this.committedH = h;
+      this.runAfterCommit();
+      this.emit("stanza", stanza);
+      this.opts.afterCommit?.(stanza);
+    } catch (err) {
+      this.pendingAfterCommit = [];
+      // Not acknowledged: the server replays it after the next resume.
+      this.log({
+        event: "stanza-rolled-back",
+        stanza: stanza.name,
+        error: err instanceof Error ? err.message : String(err),
+      });
+      this.failures.set(key, (this.failures.get(key) ?? 0) + 1);
+      // h counts positions, so nothing after this stanza may be counted: stop, drop the TCP
+      // connection (the stream stays resumable) and resume; the server replays from this stanza.
+      this.halted = true;
+      this.emit("stanza-failed", stanza, err);
+      setImmediate(() => void this.reconnectForReplay());
+      return;
+    }
+    this.flush();
+  }
+
+  private async reconnectForReplay(): Promise<void> {
+    try {
+      await this.suspend();
+      await this.connect();
+    } catch (err) {
+      this.log({
+        event: "replay-reconnect-failed",
+        error: err instanceof Error ? err.message : String(err),
+      });
+      this.emit("replay-reconnect-failed", err);
+    }
+  }
+
+  private onAck(h: number): void {
+    if (!Number.isFinite(h)) return;
+    this.store.write((tx) => {
+      const state = loadAccountState(tx, this.accountId);
+      tx.delete(tables.outboundQueue)
+        .where(
+          and(eq(tables.outboundQueue.accountId, this.accountId), lte(tables.outboundQueue.seq, h)),
+        )
+        .run();
+      state.sm.outboundAcked = Math.max(state.sm.outboundAcked, h);
+      saveAccountState(tx, this.accountId, state);
+    });
+    this.emit("acked", h);
+  }
+
+  private registerStreamManagement(c: XmppConnection): void {
+    c.streamFeatures.use("sm", NS_SM, async (_ctx: unknown, next: () => Promise<void>) => {
+      const state = this.store.read((tx) => loadAccountState(tx, this.accountId));
+      if (state.sm.streamId && state.sm.boundJid) {
+        try {
+          const el: Element = await procedure(
+            c.entity,
+            xml("resume", {
+              xmlns: NS_SM,
+              h: String(state.sm.inboundH),
+              previd: state.sm.streamId,
+            }),
+            (element: Element, done: (e: Element) => void) => {
+              // Runs synchronously on the nonza, before the stanzas the server resends right after
+              // <resumed/>: switch state now and queue the DB work ahead of them.
+              if (element.is("resumed", NS_SM)) {
+                this.smActive = true;
+                this.halted = false;
+                const h = Number(element.attrs.h);
+                this.enqueueWork(() => this.onResumed(h));
+                done(element);
+              } else if (element.is("failed", NS_SM)) {
+                const h = element.attrs.h !== undefined ? Number(element.attrs.h) : null;
+                this.enqueueWork(() => this.onResumeFailed(h));
+                done(element);
+              }
+            },
+          );
+          if (el.is("resumed", NS_SM)) {
+            c.entity.jid = parseJid(state.sm.boundJid);
+            c.entity._ready(true);
+            return;
+          }
+          await this.idle();
+        } catch (err) {
+          this.log({
+            event: "resume-error",
+            error: err instanceof Error ? err.message : String(err),
+          });
+          this.enqueueWork(() => this.onResumeFailed(null));
+          await this.idle();
+        }
+      }
+      await next(); // resource binding
+      const enabled: Element = await procedure(
+        c.entity,
+        xml("enable", { xmlns: NS_SM, resume: "true" }),
+        (element: Element, done: (e: Element) => void) => {
+          if (element.is("enabled", NS_SM)) {
+            this.smActive = true;
+            this.halted = false;
+            const boundJid = c.entity.jid.toString();
+            this.enqueueWork(() => this.onEnabled(element, boundJid));
+            done(element);
+          } else if (element.is("failed", NS_SM))
+            throw new Error("server refused stream management");
+        },
+      );
+      void enabled;
+    });
+  }
+
+  private onResumed(h: number): void {
+    const state = this.store.write((tx) => {
+      const st = loadAccountState(tx, this.accountId);
+      tx.delete(tables.outboundQueue)
+        .where(
+          and(eq(tables.outboundQueue.accountId, this.accountId), lte(tables.outboundQueue.seq, h)),
+        )
+        .run();
+      st.sm.outboundAcked = Math.max(st.sm.outboundAcked, h);
+      saveAccountState(tx, this.accountId, st);
+      return st;
+    });
+    this.committedH = state.sm.inboundH;
+    this.flushedSeq = h;
+    this.smActive = true;
+    this.lastConnect = "resumed";
+    this.startTicks();
+    this.flush(); // resend what the server did not get, in order
+    this.emit("online", "resumed");
+  }
+
+  /** The previous stream is gone: handlers waiting on it can never be answered. */
+  private onResumeFailed(h: number | null): void {
+    this.store.write((tx) => {
+      const st = loadAccountState(tx, this.accountId);
+      if (h !== null && Number.isFinite(h)) {
+        tx.delete(tables.outboundQueue)
+          .where(
+            and(
+              eq(tables.outboundQueue.accountId, this.accountId),
+              lte(tables.outboundQueue.seq, h),
+            ),
+          )
+          .run();
+      }
+      const ctx = this.context(tx, st);
+      for (const pending of listIqHandlers(tx, this.accountId)) {
+        takeIqHandler(tx, this.accountId, pending.iqId);
+        try {
+          this.registry.invalidate(ctx, pending.handler, "session-not-resumed");
+        } catch (err) {
+          this.log({
+            event: "invalidation-failed",
+            handler: pending.handler.name,
+            error: String(err),
+          });
+        }
+      }
+      st.sm.streamId = null;
+      st.mam.gapOpen = true;
+      saveAccountState(tx, this.accountId, st);
+    });
+    this.runAfterCommit();
+    this.emit("resume-failed");
+  }
+
+  private onEnabled(enabled: Element, boundJid: string): void {
+    this.store.write((tx) => {
+      const st = loadAccountState(tx, this.accountId);
+      // Stanzas never acked on the old stream are renumbered onto the new one and resent
+      // (receivers dedupe by origin-id), so nothing the user sent is lost.
+      const leftovers = tx
+        .select()
+        .from(tables.outboundQueue)
+        .where(eq(tables.outboundQueue.accountId, this.accountId))
+        .orderBy(asc(tables.outboundQueue.seq))
+        .all()
+        .filter((r) => !/^<iq[\s>]/.test(r.stanza)); // IQs of a dead stream are invalidated, not resent
+      tx.delete(tables.outboundQueue)
+        .where(eq(tables.outboundQueue.accountId, this.accountId))
+        .run();
+      const hadStream = st.sm.enabledAt !== null;
+      st.sm = {
+        streamId:
+          enabled.attrs.resume === "true" || enabled.attrs.resume === "1"
+            ? (enabled.attrs.id ?? null)
+            : null,
+        location: enabled.attrs.location ?? null,
+        boundJid,
+        maxResumeSeconds: enabled.attrs.max ? Number(enabled.attrs.max) : null,
+        inboundH: 0,
+        outboundSent: 0,
+        outboundAcked: 0,
+        unackedQueue: randomUUID(),
+        enabledAt: tx.now,
+      };
+      const ctx = this.context(tx, st);
+      for (const row of leftovers) this.enqueue(tx, st, parse(row.stanza));
+      ctx.send(xml("presence"));
+      if (hadStream || st.mam.gapOpen) startMamCatchup(ctx);
+      saveAccountState(tx, this.accountId, st);
+    });
+    this.runAfterCommit();
+    this.committedH = 0;
+    this.flushedSeq = 0;
+    this.smActive = true;
+    this.lastConnect = "new";
+    this.startTicks();
+    this.flush();
+    this.emit("online", "new");
+  }
+
+  private onSocketGone(): void {
+    this.smActive = false;
+    this.stopTicks();
+    this.emit("offline");
+  }
+
+  private startTicks(): void {
+    this.stopTicks();
+    this.tickTimer = setInterval(
+      () => this.enqueueWork(() => this.tick()),
+      this.opts.tickMs ?? 1000,
+    );
+    this.tickTimer.unref();
+  }
+
+  private stopTicks(): void {
+    if (this.tickTimer) clearInterval(this.tickTimer);
+    this.tickTimer = null;
+  }
+
+  /** One tick of connected time: expired IQ handlers get a synthetic remote-server-timeout. */
+  private tick(): void {
+    if (!this.smActive) return;
+    this.write((ctx) => {
+      const { expiredIq } = tickConnectedTime(ctx.tx, this.accountId, 1);
+      for (const h of expiredIq) {
+        this.callSafely(ctx, h.handler, {
+          type: "error",
+          condition: "remote-server-timeout",
+          synthetic: true,
+          iqId: h.iqId,
+        });
+      }
+    });
+  }
+
+  /** Runs a stored handler; an unknown name is reported, not thrown (the session continues). */
+  callSafely(
+    ctx: StanzaContext,
+    descriptor: HandlerDescriptor,
+    args: Record<string, unknown>,
+  ): void {
+    try {
+      this.registry.call(ctx, descriptor, args);
+    } catch (err) {
+      if (err instanceof UnknownHandlerError) {
+        this.log({ event: "unknown-handler", handler: err.handlerName });
+        this.emit("handler-error", err);
+        return;
+      }
+      throw err;
+    }
+  }
+}

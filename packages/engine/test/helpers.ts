@@ -1,0 +1,151 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { createInterface } from "node:readline";
+import { join } from "node:path";
+import { client, xml } from "@xmpp/client";
+
+export const fixture = join(import.meta.dirname, "fixtures", "engine-proc.mjs");
+
+export interface ProcEvent {
+  event: string;
+  [k: string]: unknown;
+}
+
+/** A Lichen process (child) whose JSON-line events can be awaited. */
+export class LichenProcess {
+  readonly child: ChildProcess;
+  readonly events: ProcEvent[] = [];
+  private waiters: { pred: (e: ProcEvent) => boolean; resolve: (e: ProcEvent) => void }[] = [];
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  stderr = "";
+
+  constructor(opts: Record<string, unknown>) {
+    this.child = spawn(process.execPath, [fixture, JSON.stringify(opts)], {
+      stdio: ["pipe", "pipe", "pipe"],
+    });
+    this.child.stderr!.on("data", (d) => (this.stderr += String(d)));
+    createInterface({ input: this.child.stdout! }).on("line", (line) => {
+      let e: ProcEvent;
+      try {
+        e = JSON.parse(line) as ProcEvent;
+      } catch {
+        return;
+      }
+      this.events.push(e);
+      this.waiters = this.waiters.filter((w) => (w.pred(e) ? (w.resolve(e), false) : true));
+    });
+    this.exited = new Promise((resolve) =>
+      this.child.once("exit", (code, signal) => resolve({ code, signal })),
+    );
+  }
+
+  waitFor(pred: (e: ProcEvent) => boolean, what: string, timeoutMs = 30_000): Promise<ProcEvent> {
+    const seen = this.events.find(pred);
+    if (seen) return Promise.resolve(seen);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(
+        () =>
+          reject(
+            new Error(
+              `timed out waiting for ${what}; events: ${JSON.stringify(this.events.slice(-10))}; stderr: ${this.stderr.slice(-2000)}`,
+            ),
+          ),
+        timeoutMs,
+      );
+      this.waiters.push({ pred, resolve: (e) => (clearTimeout(timer), resolve(e)) });
+      void this.exited.then((x) => {
+        if (!this.events.find(pred)) {
+          clearTimeout(timer);
+          reject(
+            new Error(
+              `process exited (${x.code ?? x.signal}) before ${what}; stderr: ${this.stderr.slice(-2000)}`,
+            ),
+          );
+        }
+      });
+    });
+  }
+
+  command(line: string): void {
+    this.child.stdin!.write(line + "\n");
+  }
+
+  kill(): void {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill("SIGKILL");
+  }
+}
+
+/** A plain xmpp.js client as the peer ("bob"). */
+export async function startPeer(c2sPort: number, username: string, password: string) {
+  const xmpp = client({
+    service: `xmpp://127.0.0.1:${c2sPort}`,
+    domain: "localhost",
+    username,
+    password,
+    resource: "desk",
+  });
+  xmpp.on("error", () => {});
+  xmpp.reconnect.stop();
+  const received: { from: string; body: string | null; id: string; stanza: unknown }[] = [];
+  const iqs: { from: string; id: string; answer: () => void }[] = [];
+  // Answer test IQs only when the test says so (xmpp.js would otherwise reply at once).
+  xmpp.iqCallee.get(
+    "urn:lichen:test",
+    "query",
+    (ctx: { from: { toString(): string }; id: string }) => {
+      return new Promise((resolve) => {
+        iqs.push({
+          from: ctx.from.toString(),
+          id: ctx.id,
+          answer: () => resolve(xml("query", { xmlns: "urn:lichen:test" })),
+        });
+      });
+    },
+  );
+  xmpp.on(
+    "stanza",
+    (s: {
+      is(n: string): boolean;
+      attrs: Record<string, string>;
+      getChildText(n: string): string | null;
+      getChild(n: string, ns?: string): unknown;
+    }) => {
+      if (s.is("message"))
+        received.push({
+          from: s.attrs.from!,
+          body: s.getChildText("body"),
+          id: s.attrs.id!,
+          stanza: s,
+        });
+    },
+  );
+  await xmpp.start();
+  await xmpp.send(xml("presence"));
+  return {
+    xmpp,
+    received,
+    iqs,
+    send: (to: string, body: string) =>
+      xmpp.send(
+        xml(
+          "message",
+          { to, type: "chat", id: `${body}-${Math.random().toString(36).slice(2)}` },
+          xml("body", {}, body),
+        ),
+      ),
+    stop: () => xmpp.stop().catch(() => {}),
+  };
+}
+
+export async function until<T>(
+  fn: () => T | undefined | false,
+  what: string,
+  timeoutMs = 30_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
