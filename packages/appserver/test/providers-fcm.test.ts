@@ -184,9 +184,9 @@ describe("FCM provider against the simulator", { timeout: 60_000 }, () => {
   });
 
   it("times out a slow send as transient; an unreachable endpoint is transient", async () => {
-    const { sim, provider } = await setup({ app: { requestTimeoutMs: 300 } });
+    const { sim, provider } = await setup({ app: { requestTimeoutMs: 1500 } });
     const t = token();
-    sim.script(t, [{ slowMs: 2000 }]);
+    sim.script(t, [{ slowMs: 10_000 }]);
     expect(await provider.send(push({ token: t }))).toEqual({
       outcome: "transient",
       status: 0,

@@ -206,7 +206,7 @@ export async function startFcmSimulator(o: FcmSimulatorOptions): Promise<FcmSimu
     project: string,
     authorization: string | undefined,
     body: string,
-    clientGone: () => boolean,
+    clientGone: Promise<void>,
   ): Promise<unknown> {
     requests++;
     const bearer = /^Bearer\s+(\S+)$/i.exec(authorization ?? "")?.[1];
@@ -276,10 +276,15 @@ export async function startFcmSimulator(o: FcmSimulatorOptions): Promise<FcmSimu
     const step = nextStep(token);
     let outcome: FcmScriptStep = step;
     if (typeof step === "object" && "slowMs" in step) {
-      await new Promise((r) => setTimeout(r, step.slowMs));
-      outcome = step.then ?? "ok";
+      let timer: NodeJS.Timeout | undefined;
+      const gone = await Promise.race([
+        new Promise<false>((r) => (timer = setTimeout(() => r(false), step.slowMs))),
+        clientGone.then(() => true),
+      ]);
+      clearTimeout(timer);
       // The sender gave up (its timeout): nothing is delivered.
-      if (clientGone()) throw Object.assign(new HttpError(499, {}), { token, gone: true });
+      if (gone) throw Object.assign(new HttpError(499, {}), { token, gone: true });
+      outcome = step.then ?? "ok";
     }
     if (outcome !== "ok") {
       const code =
@@ -318,7 +323,7 @@ export async function startFcmSimulator(o: FcmSimulatorOptions): Promise<FcmSimu
       let work: Promise<unknown>;
       if (req.method === "POST" && path === "/token") work = exchange(body);
       else if (req.method === "POST" && sendMatch) {
-        const gone = (): boolean => res.destroyed || req.socket.destroyed;
+        const gone = new Promise<void>((r) => res.once("close", () => r()));
         work = send(decodeURIComponent(sendMatch[1] ?? ""), req.headers.authorization, body, gone);
       } else {
         work = Promise.reject(
