@@ -350,4 +350,16 @@ describe("APNs provider against the simulator", { timeout: 60_000 }, () => {
     expect("reason" in r && r.reason).toMatch(/ECONNREFUSED|ConnectionClosed/);
     expect(Date.now() - started).toBeLessThan(15_000);
   });
+
+  it("refuses sends after close() as transient ProviderClosed", async () => {
+    const { sim, provider } = await setup();
+    expect(await provider.send(push())).toMatchObject({ outcome: "delivered" });
+    await provider.close();
+    expect(await provider.send(push())).toEqual({
+      outcome: "transient",
+      status: 0,
+      reason: "ProviderClosed",
+    });
+    expect(sim.deliveries).toHaveLength(1);
+  });
 });

@@ -203,4 +203,16 @@ describe("FCM provider against the simulator", { timeout: 60_000 }, () => {
     expect(r.outcome).toBe("transient");
     expect("reason" in r && r.reason).toMatch(/ECONNREFUSED|ECONNRESET|socket hang up/);
   });
+
+  it("refuses sends after close() as transient ProviderClosed", async () => {
+    const { sim, provider } = await setup();
+    expect(await provider.send(push())).toMatchObject({ outcome: "delivered" });
+    await provider.close();
+    expect(await provider.send(push())).toEqual({
+      outcome: "transient",
+      status: 0,
+      reason: "ProviderClosed",
+    });
+    expect(sim.deliveries).toHaveLength(1);
+  });
 });

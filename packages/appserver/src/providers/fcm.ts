@@ -89,6 +89,7 @@ export class FcmProvider implements PushProvider {
   private access?: { token: string; refreshAt: number };
   private exchanging?: Promise<string>;
   private readonly sendUrl: string;
+  private closed = false;
 
   constructor(
     private readonly app: FcmAppConfig,
@@ -116,6 +117,7 @@ export class FcmProvider implements PushProvider {
   }
 
   async send(push: ProviderPush): Promise<ProviderResult> {
+    if (this.closed) return { outcome: "transient", status: 0, reason: "ProviderClosed" };
     let accessToken: string;
     try {
       accessToken = await this.accessToken();
@@ -158,6 +160,7 @@ export class FcmProvider implements PushProvider {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     this.api.close();
     this.auth.close();
   }
