@@ -26,6 +26,8 @@ export class ComponentLink {
   private timer: NodeJS.Timeout | undefined;
   private failures = 0;
   private stopping = false;
+  private outbox: string[] = [];
+  private flushScheduled = false;
   private onlineNow = false;
   reconnects = 0;
 
@@ -112,14 +114,30 @@ export class ComponentLink {
     }, delay);
   }
 
-  /** Writes a raw stanza string; false if the link is down (the server will time the IQ out). */
+  /**
+   * Queues a raw stanza string; everything queued in one event-loop turn goes out in one socket
+   * write (fewer syscalls under load). False if the link is down (the server times the IQ out).
+   */
   write(xml: string): boolean {
     const e = this.entity;
     // Not gated on "online": stanzas can arrive in the same chunk as the handshake answer, before
     // xmpp.js reports the link online.
     if (!e || !e.socket) return false;
-    e.write(xml).catch(() => undefined);
+    this.outbox.push(xml);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flush());
+    }
     return true;
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    const e = this.entity;
+    const data = this.outbox.join("");
+    this.outbox = [];
+    if (!e || !e.socket || data.length === 0) return;
+    e.write(data).catch(() => undefined);
   }
 
   replyResult(req: { id: string; from: string; to: string }): boolean {
@@ -137,6 +155,7 @@ export class ComponentLink {
   }
 
   async stop(): Promise<void> {
+    this.flush();
     this.stopping = true;
     if (this.timer) clearTimeout(this.timer);
     const e = this.entity;

@@ -192,7 +192,7 @@ export async function driveComponent(
 export async function bareHttp2(
   origin: string,
   paths: string[],
-  headers: Record<string, string>,
+  headers: () => Record<string, string>,
   body: string,
   concurrency: number,
   connectOptions: Record<string, unknown> = {},
@@ -216,7 +216,7 @@ export async function bareHttp2(
       const req = session.request({
         [h2.HTTP2_HEADER_METHOD]: "POST",
         [h2.HTTP2_HEADER_PATH]: paths[i]!,
-        ...headers,
+        ...headers(),
       });
       let status = 0;
       req.on("response", (h) => (status = Number(h[h2.HTTP2_HEADER_STATUS])));

@@ -108,6 +108,9 @@ export class FakeComponentServer extends EventEmitter {
         return;
       }
       this.buffer += chunk;
+      // Stanzas the caller sends while we report replies go out together (as a server batches).
+      s.cork();
+      process.nextTick(() => s.uncork());
       if (this.buffer.includes("</stream:stream>")) {
         s.end("</stream:stream>");
         return;
