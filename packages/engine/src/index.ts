@@ -9,3 +9,11 @@ export {
 } from "./handlers.js";
 export { ensureAccount } from "./accounts.js";
 export { startMamCatchup, FEATURES } from "./protocol.js";
+export { ensurePush, disablePush, NS_PUSH, type PushTarget } from "./push.js";
+export {
+  AppController,
+  handlePush,
+  SESSION_LOCK_KEY,
+  type NseOptions,
+  type NseResult,
+} from "./modes.js";

@@ -248,7 +248,14 @@ function storeMessage(
       })
       .run();
     ctx.afterCommit(() =>
-      ctx.session.emit("message-stored", { chatJid, body, stanzaId, originId }),
+      ctx.session.emit("message-stored", {
+        chatJid,
+        body,
+        stanzaId,
+        originId,
+        direction: outgoing ? "out" : "in",
+        messageId: m.attrs.id ?? null,
+      }),
     );
   }
   // Live messages advance the catch-up mark only while no gap is open (else MAM would skip it).

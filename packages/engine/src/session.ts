@@ -26,6 +26,7 @@ import {
   type HandlerRegistry,
 } from "./handlers.js";
 import { dispatchStanza, registerBuiltinHandlers, startMamCatchup } from "./protocol.js";
+import { registerPushHandlers } from "./push.js";
 
 export const NS_SM = "urn:xmpp:sm:3";
 /** A stanza whose handler failed this often (each time replayed after resume) is quarantined. */
@@ -76,6 +77,7 @@ export class DurableSession extends EventEmitter {
   /** Inbound h as last committed (answer to <r/>). */
   private committedH = 0;
   private smActive = false;
+  private connecting: Promise<unknown> | null = null;
   /** A stanza failed: later stanzas must not be counted (h is positional) until we resume. */
   private halted = false;
   private readonly failures = new Map<string, number>();
@@ -90,6 +92,7 @@ export class DurableSession extends EventEmitter {
     this.accountId = opts.accountId;
     this.registry = opts.registry ?? defaultRegistry;
     registerBuiltinHandlers(this.registry);
+    registerPushHandlers(this.registry);
     this.log = opts.logger ?? (() => {});
   }
 
@@ -135,7 +138,12 @@ export class DurableSession extends EventEmitter {
     });
     // start() never resolves on a resume (xmpp.js only sets the status): wait on our own event.
     conn.entity.start().catch((err: Error) => this.emit("connect-failed", err));
-    return ready;
+    this.connecting = ready;
+    try {
+      return await ready;
+    } finally {
+      this.connecting = null;
+    }
   }
 
   /** Run `fn` in one write transaction with the account state; stanzas it sends go out after commit. */
@@ -202,6 +210,8 @@ export class DurableSession extends EventEmitter {
    * resumption (iOS background / NSE yield). In-flight stanza transactions finish first.
    */
   async suspend(): Promise<void> {
+    // Never cut a connection mid-negotiation (SASL/bind/resume): let connect() settle first.
+    if (this.connecting) await this.connecting.catch(() => {});
     const conn = this.conn;
     if (!conn) return;
     await this.idle();
