@@ -46,6 +46,11 @@ export class TransactionUsageError extends StoreError {
   override readonly name = "TransactionUsageError";
 }
 
+/** The database lock stayed taken by another process for longer than maxWaitMs (not SQLITE_BUSY). */
+export class StoreLockTimeoutError extends StoreError {
+  override readonly name = "StoreLockTimeoutError";
+}
+
 /** An IPC request got no response before its timeout. */
 export class IpcTimeoutError extends StoreError {
   override readonly name = "IpcTimeoutError";

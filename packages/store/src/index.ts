@@ -40,6 +40,7 @@ export {
   SchemaAheadError,
   SchemaBehindError,
   StoreError,
+  StoreLockTimeoutError,
   TransactionUsageError,
   isBusyError,
 } from "./errors.js";

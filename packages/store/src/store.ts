@@ -8,6 +8,7 @@ import { applyMigrations, assertMigrated } from "./migrations.js";
 import {
   NotALichenDatabaseError,
   StoreError,
+  StoreLockTimeoutError,
   TransactionUsageError,
   isBusyError,
 } from "./errors.js";
@@ -26,6 +27,12 @@ export interface OpenStoreOptions {
   logger?: StoreLogger;
   /** SQLite busy_timeout for synchronous statements, ms. Default 5000. */
   busyTimeoutMs?: number;
+  /**
+   * Longest a write()/read() waits for the database lock before throwing StoreLockTimeoutError
+   * (default 20000 ms). Only a process that is stopped while inside a transaction holds the lock
+   * that long (iOS kills such a process: 0xdead10cc), so this is a safety net, not flow control.
+   */
+  maxWaitMs?: number;
   /** Apply pending migrations. Default: true for role "main"; other roles only check. */
   migrate?: boolean;
   /** Check the applied migrations against this build (default true). Tools that inspect any DB set false. */
@@ -117,6 +124,7 @@ class SqliteStore implements Store {
   private savepointCounter = 0;
   private afterCommitQueue: (() => void)[] = [];
   private readonly busyTimeoutMs: number;
+  private readonly maxWaitMs: number;
   private readonly stmts: {
     beginImmediate: SqlStatement;
     beginDeferred: SqlStatement;
@@ -134,6 +142,7 @@ class SqliteStore implements Store {
     this.clock = opts.clock ?? Date.now;
     this.logger = opts.logger ?? (() => {});
     this.busyTimeoutMs = opts.busyTimeoutMs ?? 5000;
+    this.maxWaitMs = opts.maxWaitMs ?? 20_000;
     this.waitFile = `${path}-writewait`;
     this.restoreBusyTimeout = `busy_timeout = ${this.busyTimeoutMs}`;
     const exists = fs.existsSync(path);
@@ -430,6 +439,13 @@ class SqliteStore implements Store {
   }
 
   private noteBusy(attempt: number, started: number): void {
+    const waited = performance.now() - started;
+    if (waited > this.maxWaitMs) {
+      throw new StoreLockTimeoutError(
+        `${this.path}: another process has held the database lock for ${Math.round(waited)} ms ` +
+          `(more than maxWaitMs ${this.maxWaitMs}); is a process stopped inside a transaction?`,
+      );
+    }
     // Short waits are normal under contention; report long ones, at doubling intervals.
     if ((attempt & (attempt + 1)) !== 0) return;
     const waitedMs = Math.round(performance.now() - started);

@@ -6,6 +6,8 @@ import {
   IpcTimeoutError,
   ProcessLock,
   acquireAsMain,
+  addShareOutboxItem,
+  listShareOutbox,
   openStore,
   tables,
   type Store,
@@ -158,13 +160,14 @@ describe("main-app priority", () => {
     lock.release();
   });
 
-  it("a frozen (SIGSTOPped) NSE loses the lock when its lease expires; main still gets it in bounded time", async () => {
+  it("a frozen NSE (event loop stopped) loses the lock when its lease expires; main still gets it in bounded time", async () => {
     const s = mainStore();
     const ipc = new Ipc(s, { role: "main" });
     closers.unshift(() => ipc.close());
     const nse = child("peer.mjs", { role: "nse", mode: "nse", leaseMs: 600 });
     await nse.waitFor((l) => l.started === true, "NSE start");
-    nse.kill("SIGSTOP");
+    nse.kill("SIGUSR2");
+    await nse.waitFor((l) => l.frozen === true, "NSE frozen");
     try {
       const lock = new ProcessLock(s, { key: "xmpp-session", holder: "main:app", leaseMs: 2000 });
       const r = await acquireAsMain(lock, ipc, { timeoutMs: 5000, resendEveryMs: 100 });
@@ -326,6 +329,45 @@ describe("IPC across processes", () => {
     for (const tag of ["a", "b", "c"])
       for (let i = 0; i < COUNT; i++) expect(got.has(`${tag}:${i}`)).toBe(true);
     expect(s.sqlite.prepare("SELECT count(*) FROM ipc_messages").pluck().get()).toBe(0);
+  });
+
+  it("a send inside write() is part of that transaction: rolled back with it, delivered only after commit", () => {
+    const s = mainStore();
+    const shareStore = openStore({ path: db, role: "share" });
+    closers.push(() => shareStore.close());
+    const share = new Ipc(shareStore, { role: "share" });
+    const main = new Ipc(s, { role: "main" });
+    closers.unshift(
+      () => share.close(),
+      () => main.close(),
+    );
+    const got: string[][] = [];
+    main.on("outbox-changed", (m) => void got.push(m.data.itemIds));
+    const item = (id: string) => ({
+      v: 1 as const,
+      id,
+      accountId: "acc",
+      to: "bob@example.org",
+      createdAt: 1,
+      content: { kind: "text" as const, text: id },
+    });
+    expect(() =>
+      shareStore.write((tx) => {
+        addShareOutboxItem(tx, item("o1"));
+        share.send({ type: "outbox-changed", destination: "main", data: { itemIds: ["o1"] } });
+        throw new Error("share extension killed by the OS");
+      }),
+    ).toThrow("killed");
+    expect(main.drain()).toBe(0);
+    shareStore.write((tx) => {
+      addShareOutboxItem(tx, item("o2"));
+      share.send({ type: "outbox-changed", destination: "main", data: { itemIds: ["o2"] } });
+      // Not visible to other connections before commit.
+      expect(s.sqlite.prepare("SELECT count(*) FROM ipc_messages").pluck().get()).toBe(0);
+    });
+    expect(main.drain()).toBe(1);
+    expect(got).toEqual([["o2"]]);
+    expect(s.read((tx) => listShareOutbox(tx)).map((e) => e.item.id)).toEqual(["o2"]);
   });
 
   it("expired rows are cleaned and never delivered", () => {

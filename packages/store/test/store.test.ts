@@ -8,6 +8,7 @@ import {
   SchemaBehindError,
   SchemaValidationError,
   StoreError,
+  StoreLockTimeoutError,
   TransactionUsageError,
   loadAccountState,
   loadAccountStateDetailed,
@@ -247,6 +248,39 @@ describe("write / read", () => {
       inner = s.writeAsync(() => 1);
     });
     await expect(inner).rejects.toThrow(/writeAsync\(\) cannot be nested/);
+  });
+
+  it("a process stopped inside a transaction: write() gives up after maxWaitMs with a clear error (never SQLITE_BUSY), and recovers when it dies", async () => {
+    const s = open("main", { maxWaitMs: 300 });
+    addAccount(s);
+    const stuck = new Child("stuck-writer.mjs", { db: path.join(dir, "lichen.db") });
+    try {
+      await stuck.waitFor((l) => l.inTransaction === true, "stuck transaction");
+      let err: unknown;
+      try {
+        s.write((tx) =>
+          tx.insert(tables.chats).values({ accountId: "acc1", jid: "x@y", createdAt: 1 }).run(),
+        );
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(StoreLockTimeoutError);
+      expect((err as Error).message).toMatch(
+        /held the database lock for \d+ ms \(more than maxWaitMs 300\)/,
+      );
+      expect((err as { code?: string }).code).toBeUndefined();
+      await expect(s.writeAsync(() => 1)).rejects.toBeInstanceOf(StoreLockTimeoutError);
+      // Reads are not blocked by a writer (WAL).
+      expect(s.read((tx) => tx.select().from(tables.accounts).all())).toHaveLength(1);
+    } finally {
+      await stopAll([stuck]);
+    }
+    // The OS released the dead process's lock; its transaction never happened.
+    s.write((tx) =>
+      tx.insert(tables.chats).values({ accountId: "acc1", jid: "x@y", createdAt: 1 }).run(),
+    );
+    expect(s.db.select().from(tables.syncErrors).all()).toHaveLength(0);
+    expect(s.sqlite.pragma("integrity_check", { simple: true })).toBe("ok");
   });
 
   it("tx.now comes from the injected clock; dataVersion changes only on another connection's commit", () => {
