@@ -145,7 +145,7 @@ export class PushService {
     const app = this.o.apps.get(appName);
     if (!app) {
       m?.requests.inc({ outcome: "unknown_app" });
-      return err("cancel", "item-not-found", `unknown push module "${appName}" on this appserver`);
+      return err("cancel", "item-not-found", `unknown push module ${appName} on this appserver`);
     }
     if (this.circuitOpen(appName) || this.inFlight >= (this.o.maxInFlight ?? 20_000)) {
       m?.requests.inc({ outcome: "overloaded" });

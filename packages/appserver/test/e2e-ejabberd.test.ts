@@ -3,14 +3,14 @@ import { startApns, type ApnsHarness } from "./helpers/apns.js";
 import { attachAppServer, everythingWritten, requestsHandled, type E2E } from "./helpers/e2e.js";
 import { until, untilAsync } from "./helpers/nodes.js";
 import { enablePush, hibernate, login, sendChat } from "./helpers/xmpp-client.js";
-import { startEjabberd, type TestXmppServer } from "./helpers/xmpp-servers.js";
+import { startEjabberd, type XmppTestServer } from "@lichen/test-servers";
 
 const TOKEN = "7a".repeat(32);
 const BAD_TOKEN = "8b".repeat(32);
 const OTHER = "9c".repeat(32);
 
 describe("ejabberd 23.01 (mod_push) → lichen-push → APNs simulator", { timeout: 240_000 }, () => {
-  let ejabberd: TestXmppServer;
+  let ejabberd: XmppTestServer;
   let apns: ApnsHarness;
   let app: E2E;
 
@@ -68,11 +68,11 @@ describe("ejabberd 23.01 (mod_push) → lichen-push → APNs simulator", { timeo
       () => app.server.tokens.isBlocked(app.server.hasher.hash(BAD_TOKEN)),
       "token blacklisted",
     );
-    await until(
-      () => /disabling push/i.test(ejabberd.log()),
+    await untilAsync(
+      async () => /disabling push/i.test(await ejabberd.logText()),
       "ejabberd logs that it disabled the registration",
     );
-    expect(ejabberd.log()).toMatch(
+    expect(await ejabberd.logText()).toMatch(
       /push\.localhost rejected notification for .*disabling push: .*\(item-not-found\) \(cancel\)/,
     );
     const handled = await requestsHandled(app.server);

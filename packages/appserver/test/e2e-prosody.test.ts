@@ -9,7 +9,7 @@ import {
 } from "./helpers/e2e.js";
 import { until, untilAsync } from "./helpers/nodes.js";
 import { enablePush, hibernate, login, sendChat } from "./helpers/xmpp-client.js";
-import { startProsody, type TestXmppServer } from "./helpers/xmpp-servers.js";
+import { startProsody, type XmppTestServer } from "@lichen/test-servers";
 
 const TOKEN = "5f".repeat(32);
 const BAD_TOKEN = "6e".repeat(32);
@@ -18,7 +18,7 @@ describe(
   "Prosody 0.12 (mod_cloud_notify) → lichen-push → APNs simulator",
   { timeout: 180_000 },
   () => {
-    let prosody: TestXmppServer;
+    let prosody: XmppTestServer;
     let apns: ApnsHarness;
     let app: E2E;
 
@@ -84,7 +84,7 @@ describe(
         "refused from the blacklist",
       );
       expect(apns.deliveries(BAD_TOKEN, { includeRejected: true })).toHaveLength(1);
-      expect(prosody.log()).toMatch(/item-not-found/);
+      expect(await prosody.logText()).toMatch(/item-not-found/);
       await bob.stop().catch(() => undefined);
     });
 

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { generateFcmServiceAccount, startFcmSimulator } from "@lichen/push-simulators";
 import { ManualClock } from "../src/clock.js";
 import { pushIq } from "../src/testing/component-server.js";
 import { startApns, type ApnsHarness } from "./helpers/apns.js";
@@ -159,3 +160,51 @@ describe("push pipeline against the APNs simulator", { timeout: 120_000 }, () =>
     }
   });
 });
+
+describe(
+  "app selection by the pushModule publish-option (fpush compatible)",
+  { timeout: 120_000 },
+  () => {
+    it("pushModule picks the FCM app, no option → default APNs app, unknown module → cancel", async () => {
+      const apns = await startApns();
+      const sa = generateFcmServiceAccount();
+      const fcm = await startFcmSimulator({
+        projectId: sa.projectId,
+        clientEmail: sa.clientEmail,
+        serviceAccountPublicKey: sa.publicKeyPem,
+      });
+      const node = await startNode(apns.createSender, {
+        apps: {
+          ios: apns.app(0),
+          android: {
+            type: "fcm",
+            projectId: sa.projectId,
+            clientEmail: sa.clientEmail,
+            privateKeyPem: sa.privateKeyPem,
+            tokenUri: fcm.tokenUri,
+            endpoint: fcm.url,
+          },
+        },
+      });
+      try {
+        const androidToken = `fcm:${"A1b2_c3-".repeat(20)}`;
+        node.xmpp.send(pushIq({ id: "f1", token: androidToken, app: "android" }));
+        expect((await node.xmpp.waitFor("f1")).type).toBe("result");
+        await fcm.waitForDeliveries(1, 30_000, androidToken);
+        const iosToken = tok("ee");
+        node.xmpp.send(pushIq({ id: "i1", token: iosToken }));
+        expect((await node.xmpp.waitFor("i1")).type).toBe("result");
+        await apns.waitForDeliveries(iosToken, 1);
+        expect(fcm.deliveriesFor(iosToken)).toHaveLength(0);
+        node.xmpp.send(pushIq({ id: "u1", token: tok("ef"), app: "windows-phone" }));
+        const r = await node.xmpp.waitFor("u1");
+        expect(r.raw).toContain("<error type='cancel'><item-not-found");
+        expect(r.raw).toContain("unknown push module windows-phone");
+      } finally {
+        await node.stop();
+        await fcm.stop();
+        await apns.stop();
+      }
+    });
+  },
+);

@@ -1,16 +1,16 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { pushIq } from "../src/testing/component-server.js";
-import { startTestRedis, type TestRedis } from "../src/testing/redis-server.js";
+import { startRedis, type RedisTestServer } from "@lichen/test-servers";
 import { startApns, type ApnsHarness } from "./helpers/apns.js";
 import { startNode, until, type TestNode } from "./helpers/nodes.js";
 
 describe("multi-node blacklist sync through Redis (3 nodes)", { timeout: 120_000 }, () => {
-  let redis: TestRedis;
+  let redis: RedisTestServer;
   let apns: ApnsHarness;
   let nodes: TestNode[] = [];
 
   beforeAll(async () => {
-    redis = await startTestRedis();
+    redis = await startRedis();
     apns = await startApns();
     nodes = await Promise.all(
       ["a", "b", "c"].map((id, i) =>
@@ -65,7 +65,7 @@ describe("multi-node blacklist sync through Redis (3 nodes)", { timeout: 120_000
 
   it("keeps serving while Redis is down and converges after it returns (empty)", async () => {
     const [a, b, c] = nodes as [TestNode, TestNode, TestNode];
-    await redis.stop();
+    process.kill(redis.pid, "SIGKILL"); // Redis dies; restart() below brings it back, empty
     await until(() => nodes.every((n) => !n.server.sync!.connected), "nodes noticed redis is down");
     const tokA = "2".repeat(64);
     const tokC = "3".repeat(64);

@@ -8,7 +8,7 @@ import { SystemClock } from "../clock.js";
 import { RateLimiter } from "../rate-limiter.js";
 import { RedisBlacklistSync } from "../sync.js";
 import type { FakeComponentServer } from "../testing/component-server.js";
-import { startTestRedis } from "../testing/redis-server.js";
+import { startRedis } from "@lichen/test-servers";
 
 function gcFn(): () => void {
   setFlagsFromString("--expose-gc");
@@ -63,7 +63,7 @@ export function rateLimiterMemoryMb(n: number): number {
  * real Redis (3 sync nodes, each with its own blacklists, as in 3 appserver processes' sync parts).
  */
 export async function blacklistConvergenceMs(trials: number): Promise<number> {
-  const redis = await startTestRedis();
+  const redis = await startRedis();
   const clock = new SystemClock();
   const logger = pino({ level: "silent" });
   const nodes = ["a", "b", "c"].map((id) => {

@@ -5,7 +5,7 @@ import { destination, pino } from "pino";
 import { AppServer } from "../../src/appserver.js";
 import { validateConfig } from "../../src/config.js";
 import type { ApnsHarness } from "./apns.js";
-import type { TestXmppServer } from "./xmpp-servers.js";
+import type { XmppTestServer } from "@lichen/test-servers";
 import { until } from "./nodes.js";
 
 export interface E2E {
@@ -16,7 +16,7 @@ export interface E2E {
 }
 
 /** An appserver attached to a real XMPP server's component port, logging at debug into a file. */
-export async function attachAppServer(xmpp: TestXmppServer, apns: ApnsHarness): Promise<E2E> {
+export async function attachAppServer(xmpp: XmppTestServer, apns: ApnsHarness): Promise<E2E> {
   const dataDir = mkdtempSync(join(tmpdir(), "lichen-push-e2e-"));
   const logFile = join(dataDir, "appserver.log");
   const config = validateConfig({
