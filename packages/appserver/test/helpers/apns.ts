@@ -39,11 +39,7 @@ export interface ApnsHarness {
   topic: string;
   /** App config for the real provider; key 0. */
   appConfig: AppInput;
-  /**
-   * App config with signing key `i` (0..7). Each appserver instance needs its own key: the
-   * simulator, like APNs, answers 429 TooManyProviderTokenUpdates when a key's JWT changes within
-   * 20 minutes, and every provider instance mints its own JWT.
-   */
+  /** App config with signing key `i` (0..7): separate appserver instances use separate keys. */
   app(i: number): AppInput;
   /** The production sender (src/providers via src/senders). */
   createSender: (name: string, app: AppConfig) => AppSender;
