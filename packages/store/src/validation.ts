@@ -33,8 +33,8 @@ type Validator<T> = (value: unknown) => T;
 
 /**
  * Use the schema package's validator of that name when it exists, else our fallback. Whatever style
- * it has (throws, returns boolean, returns { ok | valid, errors }), callers always get the value back
- * or a SchemaValidationError of this package naming the field.
+ * it has (throws, returns boolean, an array of errors, or { ok | valid, errors }), callers always get
+ * the value back or a SchemaValidationError of this package naming the field.
  */
 function pick<T>(name: string, fallback: Validator<T>): Validator<T> {
   const candidate = (schemaPkg as Record<string, unknown>)[name];
@@ -64,8 +64,9 @@ function pick<T>(name: string, fallback: Validator<T>): Validator<T> {
     } catch (e) {
       return fail(e);
     }
-    if (result === true || result === undefined) return value as T;
+    if (result === true || result === undefined || result === null) return value as T;
     if (result === false) return fail(undefined);
+    if (Array.isArray(result)) return result.length === 0 ? (value as T) : fail(result[0]);
     if (result && typeof result === "object" && ("ok" in result || "valid" in result)) {
       const r = result as { ok?: boolean; valid?: boolean; value?: T; errors?: unknown[] };
       if (r.ok === true || r.valid === true) return (r.value ?? value) as T;
