@@ -37,7 +37,15 @@ type Validator<T> = (value: unknown) => T;
  * the value back or a SchemaValidationError of this package naming the field.
  */
 function pick<T>(name: string, fallback: Validator<T>): Validator<T> {
-  const candidate = (schemaPkg as Record<string, unknown>)[name];
+  return adaptValidator(name, (schemaPkg as Record<string, unknown>)[name], fallback);
+}
+
+/** Exported for tests: wrap `candidate` (any validator style) or fall back when it is not a function. */
+export function adaptValidator<T>(
+  name: string,
+  candidate: unknown,
+  fallback: Validator<T>,
+): Validator<T> {
   if (typeof candidate !== "function") return fallback;
   const typeName = name.replace(/^validate/, "");
   const fail = (err: unknown): never => {
