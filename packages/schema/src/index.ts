@@ -1,1 +1,3 @@
 export * from "./types/index.js";
+export * from "./validate.js";
+export { schemas } from "./generated/schemas.js";

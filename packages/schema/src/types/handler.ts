@@ -6,7 +6,12 @@ import type { JsonObject } from "./common.js";
  * arguments over `bound` (call-time wins on equal names).
  */
 export interface HandlerDescriptor {
-  /** Format version of this descriptor. */
+  /**
+   * Format version of this descriptor.
+   * @TJS-type integer
+   * @minimum 1
+   * @maximum 1
+   */
   v: 1;
   /**
    * Name of the handler in the registry.

@@ -2,7 +2,12 @@ import type { Counter, EpochMs, IpcDestination, ProcessRole } from "./common.js"
 
 /** Fields every IPC message carries. */
 export interface IpcEnvelope {
-  /** Format version. */
+  /**
+   * Format version.
+   * @TJS-type integer
+   * @minimum 1
+   * @maximum 1
+   */
   v: 1;
   /**
    * Unique message id.

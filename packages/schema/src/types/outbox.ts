@@ -72,6 +72,12 @@ export type ShareContent =
 
 /** One row of the share outbox: written by the share extension, sent by the main app. */
 export interface ShareOutboxItem {
+  /**
+   * Format version.
+   * @TJS-type integer
+   * @minimum 1
+   * @maximum 1
+   */
   v: 1;
   /** @minLength 1 */
   id: string;

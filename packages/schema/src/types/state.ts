@@ -17,7 +17,7 @@ export interface StreamManagementState {
   boundJid: string | null;
   /**
    * Seconds the server keeps the session for resumption (<enabled max/>).
-   * @TJS-type integer
+   * @TJS-type ["integer", "null"]
    */
   maxResumeSeconds: number | null;
   /** Inbound h: number of stanzas handled and committed on this stream. */
@@ -65,7 +65,7 @@ export type CsiState = "active" | "inactive";
 export interface OmemoBookkeeping {
   /**
    * Own OMEMO device id (null: not generated yet).
-   * @TJS-type integer
+   * @TJS-type ["integer", "null"]
    */
   deviceId: number | null;
   /** Own device id is present in the published device list. */
