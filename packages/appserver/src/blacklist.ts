@@ -237,6 +237,16 @@ export class DomainBlacklist {
     return this.blocked.entries();
   }
 
+  /** Every counted bad-token event inside the window: [domain, token hash, at]. */
+  *allEvents(): IterableIterator<[string, string, number]> {
+    const limit = this.opts.clock.now() - this.opts.windowMs;
+    for (const [d, ev] of this.events) for (const [h, at] of ev) if (at > limit) yield [d, h, at];
+  }
+
+  get windowMs(): number {
+    return this.opts.windowMs;
+  }
+
   /** Bad-token count of `domain` inside the current window. */
   countInWindow(domain: string): number {
     const ev = this.events.get(domain);

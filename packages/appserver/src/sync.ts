@@ -140,8 +140,16 @@ export class RedisBlacklistSync extends EventEmitter {
       const w: Wire = { n: this.nodeId, k: "d", d: c.domain, u: c.until };
       await c2.mergeDomain(`${p}dom:${c.domain}`, this.channel, c.until, JSON.stringify(w));
     } else {
+      // Events also go to a per-domain sorted set (TTL = window) so that a resync restores the
+      // counts inside the window, not only the blocks.
       const w: Wire = { n: this.nodeId, k: "e", d: c.domain, h: c.hash, a: c.at };
-      await cmd.publish(this.channel, JSON.stringify(w));
+      const key = `${p}dev:${c.domain}`;
+      await cmd
+        .multi()
+        .zadd(key, "GT", c.at, c.hash)
+        .pexpire(key, this.o.domains.windowMs)
+        .publish(this.channel, JSON.stringify(w))
+        .exec();
     }
     this.o.metrics?.syncEvents.inc({ direction: "published" });
   }
@@ -218,6 +226,10 @@ export class RedisBlacklistSync extends EventEmitter {
     for (const [domain, until] of this.o.domains.allBlocks()) {
       if (until > now) batch.push({ kind: "domain", domain, until, origin: "local" });
     }
+    for (const [domain, hash, at] of this.o.domains.allEvents()) {
+      batch.push({ kind: "domain-event", domain, hash, at, origin: "local" });
+      if (batch.length >= 500) await flush();
+    }
     await flush();
     const p = this.o.keyPrefix;
     let pulled = 0;
@@ -244,6 +256,27 @@ export class RedisBlacklistSync extends EventEmitter {
         });
       } while (cursor !== "0");
     }
+    const since = now - this.o.domains.windowMs;
+    let cursor = "0";
+    do {
+      const [next, keys] = await cmd.scan(cursor, "MATCH", `${p}dev:*`, "COUNT", 1000);
+      cursor = next;
+      for (const k of keys) {
+        const domain = k.slice(p.length + 4);
+        const flat = await cmd.zrangebyscore(k, since, "+inf", "WITHSCORES");
+        for (let i = 0; i + 1 < flat.length; i += 2) {
+          const hash = flat[i]!;
+          const at = Number(flat[i + 1]);
+          if (
+            HASH.test(hash) &&
+            Number.isSafeInteger(at) &&
+            this.o.domains.recordBadToken(domain, hash, at, "remote")
+          ) {
+            pulled++;
+          }
+        }
+      }
+    } while (cursor !== "0");
     this.o.metrics?.syncEvents.inc({ direction: "resynced" }, pulled);
     this.o.logger.info({ pulled }, "blacklist resync with redis done");
     this.emit("resynced", pulled);

@@ -1,4 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { readFileSync, readdirSync } from "node:fs";
+import { join } from "node:path";
 import { generateFcmServiceAccount, startFcmSimulator } from "@lichen/push-simulators";
 import { ManualClock } from "../src/clock.js";
 import { pushIq } from "../src/testing/component-server.js";
@@ -145,6 +147,12 @@ describe("push pipeline against the APNs simulator", { timeout: 120_000 }, () =>
     expect(node.server.service.limiter.queuedCount).toBe(1);
     const dataDir = node.dataDir;
     await node.stop();
+    // persisted, but never as the raw token
+    const files = readdirSync(dataDir).map((f) =>
+      readFileSync(join(dataDir, f)).toString("latin1"),
+    );
+    expect(files.some((f) => f.includes(node.server.hasher.hash(token)))).toBe(true);
+    expect(files.some((f) => f.includes(token))).toBe(false);
     const clock = new ManualClock(Date.now());
     const restarted = await startNode(
       apns.createSender,

@@ -17,6 +17,7 @@ describe("multi-node blacklist sync through Redis (3 nodes)", { timeout: 120_000
         startNode(apns.createSender, {
           apps: { default: apns.app(i) },
           redis: { url: redis.url, keyPrefix: "t:", nodeId: id },
+          blacklist: { domain: { threshold: 3 } },
         }),
       ),
     );
@@ -68,13 +69,20 @@ describe("multi-node blacklist sync through Redis (3 nodes)", { timeout: 120_000
     process.kill(redis.pid, "SIGKILL"); // Redis dies; restart() below brings it back, empty
     await until(() => nodes.every((n) => !n.server.sync!.connected), "nodes noticed redis is down");
     const tokA = "2".repeat(64);
+    const tokA2 = "5".repeat(64);
     const tokC = "3".repeat(64);
     apns.script(tokA, "bad-device-token");
+    apns.script(tokA2, "unregistered");
     apns.script(tokC, "unregistered");
-    a.xmpp.send(pushIq({ id: "y1", token: tokA }));
-    c.xmpp.send(pushIq({ id: "y2", token: tokC }));
+    const from = "flaky.example";
+    a.xmpp.send(pushIq({ id: "y1", token: tokA, from }));
+    a.xmpp.send(pushIq({ id: "y0", token: tokA2, from }));
+    c.xmpp.send(pushIq({ id: "y2", token: tokC, from }));
     expect((await a.xmpp.waitFor("y1")).raw).toContain("reports this token invalid");
+    expect((await a.xmpp.waitFor("y0")).raw).toContain("reports this token invalid");
     expect((await c.xmpp.waitFor("y2")).raw).toContain("reports this token invalid");
+    // 2 + 1 bad tokens of flaky.example on two nodes: below the threshold (3) on each
+    expect(nodes.some((n) => n.server.domains.isBlocked(from))).toBe(false);
     // local state is honoured at once, without Redis; the others do not know yet
     a.xmpp.send(pushIq({ id: "y3", token: tokA }));
     expect((await a.xmpp.waitFor("y3")).raw).toContain("token is blacklisted");
@@ -89,5 +97,11 @@ describe("multi-node blacklist sync through Redis (3 nodes)", { timeout: 120_000
       "every node has every entry after redis came back",
     );
     expect(b.server.domains.isBlocked("spam.example")).toBe(true);
+    // the counters inside the window converged too: 3 bad tokens → blocked on every node
+    await until(
+      () => nodes.every((n) => n.server.domains.isBlocked(from)),
+      "flaky.example blocked everywhere",
+    );
+    expect(b.server.domains.countInWindow(from)).toBe(3);
   });
 });

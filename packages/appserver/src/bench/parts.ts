@@ -1,5 +1,9 @@
 import { connect as h2connect, constants as h2 } from "node:http2";
+import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { EventEmitter } from "node:events";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { pino } from "pino";
@@ -59,68 +63,82 @@ export function rateLimiterMemoryMb(n: number): number {
 }
 
 /**
- * Median time (ms) from a token blacklisted on node A until nodes B and C both hold it, through a
- * real Redis (3 sync nodes, each with its own blacklists, as in 3 appserver processes' sync parts).
+ * Median time (ms) from a token blacklisted on node A (this process) until nodes B and C (two child
+ * processes, each with its own blacklists and Redis connections) report it applied, through a real
+ * Redis. Includes the children's stdout pipe, so it is an upper bound.
  */
 export async function blacklistConvergenceMs(trials: number): Promise<number> {
   const redis = await startRedis();
   const clock = new SystemClock();
-  const logger = pino({ level: "silent" });
-  const nodes = ["a", "b", "c"].map((id) => {
-    const tokens = new TokenBlacklist({
-      clock,
-      firstBlockMs: 86_400_000,
-      repeatBlockMs: 432_000_000,
-      hitExtensionMs: 600_000,
-      memoryMs: 2_592_000_000,
-    });
-    const domains = new DomainBlacklist({
-      clock,
-      windowMs: 3_600_000,
-      threshold: 50,
-      blockMs: 21_600_000,
-    });
-    const sync = new RedisBlacklistSync({
-      url: redis.url,
-      keyPrefix: "bench:",
-      nodeId: id,
-      tokens,
-      domains,
-      clock,
-      logger,
-    });
-    tokens.onChange(sync.onChange);
-    domains.onChange(sync.onChange);
-    sync.start();
-    return { tokens, sync };
+  const tokens = new TokenBlacklist({
+    clock,
+    firstBlockMs: 86_400_000,
+    repeatBlockMs: 432_000_000,
+    hitExtensionMs: 600_000,
+    memoryMs: 2_592_000_000,
+  });
+  const domains = new DomainBlacklist({
+    clock,
+    windowMs: 3_600_000,
+    threshold: 50,
+    blockMs: 21_600_000,
+  });
+  const a = new RedisBlacklistSync({
+    url: redis.url,
+    keyPrefix: "bench:",
+    nodeId: "a",
+    tokens,
+    domains,
+    clock,
+    logger: pino({ level: "silent" }),
+  });
+  tokens.onChange(a.onChange);
+  domains.onChange(a.onChange);
+  a.start();
+  const seen = new EventEmitter();
+  const children = ["b", "c"].map((id) => {
+    const child = spawn(
+      process.execPath,
+      [fileURLToPath(new URL("./sync-child.js", import.meta.url)), redis.url, id],
+      {
+        stdio: ["pipe", "pipe", "inherit"],
+      },
+    );
+    const exited = new Promise<void>((r) => child.once("exit", () => r()));
+    createInterface({ input: child.stdout! }).on("line", (l) => seen.emit(l, performance.now()));
+    return { child, exited };
   });
   try {
+    const ready = (n: number) =>
+      new Promise<void>((resolve, reject) => {
+        let k = 0;
+        const t = setTimeout(
+          () => reject(new Error("sync children not ready within 20 s")),
+          20_000,
+        );
+        seen.on("ready", () => {
+          if (++k === n) {
+            clearTimeout(t);
+            resolve();
+          }
+        });
+      });
+    await ready(children.length);
     const deadline = Date.now() + 20_000;
-    while (!nodes.every((n) => n.sync.connected)) {
-      if (Date.now() > deadline) throw new Error("sync nodes did not connect to redis");
+    while (!a.connected) {
+      if (Date.now() > deadline) throw new Error("sync node a did not connect to redis");
       await new Promise((r) => setTimeout(r, 20));
     }
-    await new Promise((r) => setTimeout(r, 200)); // initial resync
     const times: number[] = [];
     for (let i = 0; i < trials; i++) {
       const hash = randomBytes(16).toString("hex");
-      const [a, b, c] = nodes as [(typeof nodes)[0], (typeof nodes)[0], (typeof nodes)[0]];
-      const seen = [b, c].map(
-        (n) =>
-          new Promise<number>((resolve) => {
-            const on = (w: { h?: string }) => {
-              if (w.h === hash) {
-                n.sync.off("applied", on);
-                resolve(performance.now());
-              }
-            };
-            n.sync.on("applied", on);
-          }),
+      const both = Promise.all(
+        children.map(() => new Promise<number>((resolve) => seen.once(`applied ${hash}`, resolve))),
       );
       const t0 = performance.now();
-      a.tokens.block(hash);
+      tokens.block(hash);
       const ts = await Promise.race([
-        Promise.all(seen),
+        both,
         new Promise<never>((_, rej) =>
           setTimeout(() => rej(new Error("no convergence within 5 s")), 5000),
         ),
@@ -129,7 +147,13 @@ export async function blacklistConvergenceMs(trials: number): Promise<number> {
     }
     return median(times);
   } finally {
-    await Promise.all(nodes.map((n) => n.sync.stop()));
+    await a.stop();
+    for (const c of children) {
+      c.child.stdin!.end();
+      const t = setTimeout(() => c.child.kill("SIGKILL"), 5000);
+      await c.exited;
+      clearTimeout(t);
+    }
     await redis.stop();
   }
 }
