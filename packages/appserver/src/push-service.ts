@@ -92,6 +92,11 @@ const MISCONFIGURED = err(
   "push app misconfigured on the appserver, retry later",
 );
 const OVERLOADED = err("wait", "resource-constraint", "appserver overloaded, retry later");
+const PAUSED = err(
+  "wait",
+  "resource-constraint",
+  "push provider failing: sends paused, retry later",
+);
 const INTERNAL = err("wait", "internal-server-error", "appserver internal error, retry later");
 
 interface Circuit {
@@ -147,7 +152,11 @@ export class PushService {
       m?.requests.inc({ outcome: "unknown_app" });
       return err("cancel", "item-not-found", `unknown push module ${appName} on this appserver`);
     }
-    if (this.circuitOpen(appName) || this.inFlight >= (this.o.maxInFlight ?? 20_000)) {
+    if (this.circuitOpen(appName)) {
+      m?.requests.inc({ outcome: "provider_paused" });
+      return PAUSED;
+    }
+    if (this.inFlight >= (this.o.maxInFlight ?? 20_000)) {
       m?.requests.inc({ outcome: "overloaded" });
       return OVERLOADED;
     }

@@ -138,6 +138,36 @@ describe("push pipeline against the APNs simulator", { timeout: 120_000 }, () =>
     }
   });
 
+  it("a failing provider is not hammered: after N transient failures sends pause, then resume", async () => {
+    const clock = new ManualClock(Date.now());
+    const node = await startNode(
+      apns.createSender,
+      {
+        apps: { default: apns.app(0) },
+        retry: { attempts: 1, circuitThreshold: 3, circuitPause: "10s" },
+      },
+      { clock },
+    );
+    try {
+      const failing = ["c7", "c8", "c9"].map(tok);
+      for (const [i, t] of failing.entries()) {
+        apns.script(t, "internal-server-error");
+        node.xmpp.send(pushIq({ id: `c${i}`, token: t }));
+        expect((await node.xmpp.waitFor(`c${i}`)).raw).toContain("push provider unavailable");
+      }
+      const healthy = tok("ca");
+      node.xmpp.send(pushIq({ id: "h1", token: healthy }));
+      expect((await node.xmpp.waitFor("h1")).raw).toContain("sends paused");
+      expect(apns.deliveries(healthy, { includeRejected: true })).toHaveLength(0);
+      clock.advance(10_000);
+      node.xmpp.send(pushIq({ id: "h2", token: healthy }));
+      expect((await node.xmpp.waitFor("h2")).type).toBe("result");
+      await apns.waitForDeliveries(healthy, 1);
+    } finally {
+      await node.stop();
+    }
+  });
+
   it("graceful shutdown persists the queued push (sealed), restart sends it", async () => {
     const node = await startNode(apns.createSender, { apps: { default: apns.app(6) } });
     const token = tok("f1");
