@@ -13,6 +13,7 @@ import { startProsody, type XmppTestServer } from "@lichen/test-servers";
 
 const TOKEN = "5f".repeat(32);
 const BAD_TOKEN = "6e".repeat(32);
+const OTHER = "4d".repeat(32);
 
 describe(
   "Prosody 0.12 (mod_cloud_notify) → lichen-push → APNs simulator",
@@ -23,8 +24,8 @@ describe(
     let app: E2E;
 
     beforeAll(async () => {
-      prosody = await startProsody();
-      for (const u of ["alice", "bob", "carol"]) await prosody.registerUser(u, `${u}pw`);
+      prosody = await startProsody({ pushMaxErrors: 2 });
+      for (const u of ["alice", "bob", "carol", "dave"]) await prosody.registerUser(u, `${u}pw`);
       apns = await startApns();
       app = await attachAppServer(prosody, apns);
     });
@@ -64,7 +65,7 @@ describe(
       await bob.stop().catch(() => undefined);
     });
 
-    it("token reported invalid → blacklisted → cancel error replies; no further provider requests", async () => {
+    it("token reported invalid → blacklisted → cancel replies → Prosody disables it after push_max_errors", async () => {
       apns.script(BAD_TOKEN, "unregistered");
       const carol = await login(account("carol"));
       await enablePush(carol, prosody.componentDomain, BAD_TOKEN);
@@ -85,6 +86,23 @@ describe(
       );
       expect(apns.deliveries(BAD_TOKEN, { includeRejected: true })).toHaveLength(1);
       expect(await prosody.logText()).toMatch(/item-not-found/);
+      // push_max_errors is 2 here: Prosody drops the registration after the second cancel error
+      await untilAsync(
+        async () => /Disabling push notifications for identifier/.test(await prosody.logText()),
+        "Prosody disables the registration",
+      );
+      const refused = await outcome(app.server, "token_blacklisted");
+      const dave = await login(account("dave"));
+      await enablePush(dave, prosody.componentDomain, OTHER);
+      await hibernate(dave);
+      await sendChat(bob, "carol@localhost", "three");
+      await sendChat(bob, "dave@localhost", "fence"); // carol's push (if any) would come first
+      await apns.waitForDeliveries(OTHER, 1);
+      await untilAsync(
+        async () => (await outcome(app.server, "sent")) >= 2,
+        "dave's push answered",
+      );
+      expect(await outcome(app.server, "token_blacklisted")).toBe(refused);
       await bob.stop().catch(() => undefined);
     });
 
@@ -101,7 +119,17 @@ describe(
       const written = everythingWritten(app.dataDir);
       expect(written.length).toBeGreaterThan(1000); // the log and DB really are there
       expect(written).toContain(app.server.hasher.hash(BAD_TOKEN)); // tokens appear only hashed
-      for (const secret of [TOKEN, BAD_TOKEN, "alice@", "bob@", "carol@", "alice", "carol"]) {
+      for (const secret of [
+        TOKEN,
+        BAD_TOKEN,
+        OTHER,
+        "alice@",
+        "bob@",
+        "carol@",
+        "dave@",
+        "alice",
+        "carol",
+      ]) {
         expect(written.includes(secret), `found "${secret}" in appserver files`).toBe(false);
       }
     });
