@@ -59,6 +59,7 @@ export class AppServer {
   private maintenance: NodeJS.Timeout | undefined;
   private readonly inFlight = new Set<Promise<void>>();
   private closing = false;
+  private lastSweep = 0;
   private readonly senders: Map<string, AppSender>;
 
   private constructor(
@@ -132,7 +133,7 @@ export class AppServer {
       onStanza: (el) => this.onStanza(el),
       onStatus: (online) => {
         this.metrics.componentConnected.set(online ? 1 : 0);
-        if (!online) this.metrics.componentReconnects.inc();
+        if (!online) this.metrics.componentDisconnects.inc();
       },
     });
   }
@@ -278,7 +279,8 @@ export class AppServer {
   private maintain(): void {
     this.service.limiter.sweep(20_000);
     const now = this.clock.now();
-    if (now % 60_000 < 1000) {
+    if (now - this.lastSweep >= 60_000) {
+      this.lastSweep = now;
       this.tokens.sweep();
       this.domains.sweep();
       const bt = this.cfg.blacklist.token;

@@ -15,7 +15,7 @@ export class AppServerMetrics {
   readonly blacklistedTokens: Gauge;
   readonly blacklistedDomains: Gauge;
   readonly componentConnected: Gauge;
-  readonly componentReconnects: Counter;
+  readonly componentDisconnects: Counter;
   readonly redisConnected: Gauge;
   readonly syncEvents: Counter<"direction">;
 
@@ -72,9 +72,9 @@ export class AppServerMetrics {
       help: "1 when the XMPP component link is online",
       registers,
     });
-    this.componentReconnects = new Counter({
-      name: "lichen_push_component_reconnects_total",
-      help: "Component reconnect attempts",
+    this.componentDisconnects = new Counter({
+      name: "lichen_push_component_disconnects_total",
+      help: "Component link losses (each followed by reconnects with back-off)",
       registers,
     });
     this.redisConnected = new Gauge({
