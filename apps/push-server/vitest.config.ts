@@ -5,5 +5,7 @@ export default defineProject({
     name: "push-server",
     environment: "node",
     include: ["test/**/*.test.ts"],
+    testTimeout: 120_000,
+    hookTimeout: 120_000,
   },
 });

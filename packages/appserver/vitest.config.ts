@@ -5,5 +5,8 @@ export default defineProject({
     name: "appserver",
     environment: "node",
     include: ["test/**/*.test.ts"],
+    // Real Prosody / ejabberd / Redis start in hooks; CI machines are slow.
+    testTimeout: 120_000,
+    hookTimeout: 180_000,
   },
 });
