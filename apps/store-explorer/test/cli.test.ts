@@ -281,11 +281,11 @@ describe("lichen-store CLI", () => {
       /account_state\s+alice\s+invalid AccountState: sm\.inboundH must be >= 0/,
     );
     expect(r.stdout).toMatch(
-      /iq_handlers\s+alice\/disco1\s+invalid HandlerDescriptor: name must be a string/,
+      /iq_handlers\s+alice\/disco1\s+invalid HandlerDescriptor: name (must be a string|is required)/,
     );
     expect(r.stdout).toMatch(/share_outbox\s+o1\s+not JSON/);
     expect(r.stdout).toMatch(
-      /ipc_messages\s+\S+\s+invalid IpcMessage: data\.reason must be a string/,
+      /ipc_messages\s+\S+\s+invalid IpcMessage: data\.reason must be (a )?string/,
     );
     expect(r.stderr).toMatch(/4 problem\(s\) found/);
     const j = JSON.parse(run(["--db", bad, "--json", "integrity"]).stdout) as {

@@ -2,24 +2,19 @@
  * The persisted session state of an account (one validated JSON blob per account).
  *
  * Loading never throws on bad data: a blob that cannot be parsed or validated is copied verbatim
- * into `quarantine`, an error event is logged, and the state is invalidated — reset to a fresh state
- * that keeps the stream-management counters when they are still valid (losing them would lose or
- * duplicate stanzas). A state of an older `stateVersion` is invalidated the same way (Monal's
- * invalidateState), unless @lichen/schema provides `migrateAccountState`.
+ * into `quarantine`, an error event is logged, and the state is invalidated with @lichen/schema's
+ * `migrateAccountState` — a fresh state that keeps the stream-management counters and the unacked
+ * queue reference when they still validate (losing them would lose or duplicate stanzas), with the
+ * MAM gap marked open when they do not. A blob of another `stateVersion` is invalidated the same
+ * way (Monal's invalidateState), without quarantine.
  */
 import { eq } from "drizzle-orm";
-import * as schemaPkg from "@lichen/schema";
-import {
-  ACCOUNT_STATE_VERSION,
-  type AccountState,
-  type StreamManagementState,
-} from "@lichen/schema";
+import { ACCOUNT_STATE_VERSION, migrateAccountState, type AccountState } from "@lichen/schema";
 import { accountState, quarantine } from "./schema.js";
 import type { StoreTx } from "./store.js";
 import type { SqlStatement, SqliteDriver } from "./driver.js";
 import { TransactionUsageError } from "./errors.js";
 import {
-  SchemaValidationError,
   freshAccountState,
   validateAccountState,
   validateStreamManagementState,
@@ -30,10 +25,6 @@ export interface LoadedAccountState {
   /** Why the stored state was not used as is (null: it was). */
   invalidated: null | "missing" | "corrupt" | "version";
 }
-
-type Migrator = (value: unknown) => AccountState;
-const schemaMigrate = (schemaPkg as Record<string, unknown>).migrateAccountState as
-  Migrator | undefined;
 
 /** Load an account's state (see module comment for corrupt rows). Returns a fresh state when none exists. */
 export function loadAccountState(tx: StoreTx, accountId: string): AccountState {
@@ -52,46 +43,32 @@ export function loadAccountStateDetailed(tx: StoreTx, accountId: string): Loaded
       tx,
       accountId,
       row.state,
-      `state is not JSON: ${(e as Error).message}`,
       undefined,
+      `state is not JSON: ${(e as Error).message}`,
       "corrupt",
     );
   }
 
   const version = (parsed as { stateVersion?: unknown } | null)?.stateVersion;
-  if (typeof version === "number" && version !== ACCOUNT_STATE_VERSION) {
-    if (schemaMigrate) {
-      try {
-        const migrated = validateAccountState(schemaMigrate(parsed));
-        if (tx.mode === "write") saveAccountState(tx, accountId, migrated);
-        return { state: migrated, invalidated: null };
-      } catch (e) {
-        return invalidate(
-          tx,
-          accountId,
-          row.state,
-          `state migration failed: ${describe(e)}`,
-          smOf(parsed),
-          "corrupt",
-        );
-      }
-    }
-    const sm = smOf(parsed);
+  if (
+    typeof version === "number" &&
+    Number.isInteger(version) &&
+    version !== ACCOUNT_STATE_VERSION
+  ) {
     return invalidate(
       tx,
       accountId,
       row.state,
+      parsed,
       `stateVersion ${version} != ${ACCOUNT_STATE_VERSION}`,
-      sm,
       "version",
-      /* quarantineRow */ false,
     );
   }
 
   try {
     return { state: validateAccountState(parsed), invalidated: null };
   } catch (e) {
-    return invalidate(tx, accountId, row.state, describe(e), smOf(parsed), "corrupt");
+    return invalidate(tx, accountId, row.state, parsed, (e as Error).message, "corrupt");
   }
 }
 
@@ -133,42 +110,38 @@ function statements(tx: StoreTx): AccountStateStatements {
   return s;
 }
 
-function smOf(parsed: unknown): StreamManagementState | undefined {
-  const sm = (parsed as { sm?: unknown } | null)?.sm;
+function smKept(parsed: unknown): boolean {
   try {
-    return validateStreamManagementState(sm);
+    validateStreamManagementState((parsed as { sm?: unknown } | null)?.sm);
+    return true;
   } catch {
-    return undefined;
+    return false;
   }
-}
-
-function describe(e: unknown): string {
-  if (e instanceof SchemaValidationError) return e.message;
-  return e instanceof Error ? e.message : String(e);
 }
 
 function invalidate(
   tx: StoreTx,
   accountId: string,
   raw: string,
+  parsed: unknown,
   error: string,
-  keepSm: StreamManagementState | undefined,
   reason: "corrupt" | "version",
-  quarantineRow = true,
 ): LoadedAccountState {
   const now = tx.now || tx.store.clock();
-  const state = freshAccountState(now, keepSm);
+  const state = validateAccountState(migrateAccountState(parsed, now));
+  const keptSm = parsed !== undefined && smKept(parsed);
+  const quarantined = reason === "corrupt" && tx.mode === "write";
   tx.store.logger({
     event: reason === "corrupt" ? "store.account-state.corrupt" : "store.account-state.invalidated",
     level: reason === "corrupt" ? "error" : "warn",
     accountId,
     error,
-    keptStreamManagement: keepSm !== undefined,
-    quarantined: quarantineRow && tx.mode === "write",
+    keptStreamManagement: keptSm,
+    quarantined,
   });
-  // In a read transaction nothing can be written: the next write-mode load quarantines the row.
+  // In a read transaction nothing can be written: the next write-mode load does it.
   if (tx.mode === "write") {
-    if (quarantineRow) {
+    if (quarantined) {
       tx.insert(quarantine)
         .values({ tableName: "account_state", rowKey: accountId, raw, error, at: now })
         .run();

@@ -42,6 +42,11 @@ export async function acquireAsMain(
   const previousHolder = first.holder ?? null;
   const target = (previousHolder && roleOfHolder(previousHolder)) || "*";
   let via: AcquireAsMainResult["via"] = "lease-expired";
+  if (target === "main") {
+    // An earlier main-app process (crashed or killed) still has a lease: nobody to ask, wait it out.
+    const generation = await lock.acquire({ timeoutMs });
+    return { generation, previousHolder, via, waitedMs: Date.now() - started };
+  }
   for (;;) {
     const left = timeoutMs - (Date.now() - started);
     if (left <= 0) {

@@ -88,9 +88,17 @@ describe("crash safety", () => {
             child.exited.then(() => "exit" as const),
           ]);
           if (readyOrExit === "ready") ready[w]!++;
-          // Kill at a random instant 5..150 ms after it started writing (unless it kills itself first).
-          const delay = 5 + random() * 145;
-          const timer = setTimeout(() => child.kill("SIGKILL"), delay);
+          // Kill at a random instant: after a random number (1..15) of transactions has started
+          // (so progress does not depend on how loaded the machine is), plus 0..3 ms — unless it
+          // kills itself first.
+          const target = 1 + Math.floor(random() * 15);
+          const delay = random() * 3;
+          let startedHere = 0;
+          let timer: NodeJS.Timeout | undefined;
+          child
+            .waitFor((l) => typeof l.s === "number" && ++startedHere >= target, "progress", 60_000)
+            .then(() => (timer = setTimeout(() => child.kill("SIGKILL"), delay)))
+            .catch(() => {}); // it died first (self-kill): nothing to do
           const exit = await child.exited;
           clearTimeout(timer);
           children.delete(child);

@@ -179,6 +179,31 @@ describe("main-app priority", () => {
     }
   });
 
+  it("a crashed earlier main process: the new one waits out its lease without asking anyone", async () => {
+    const old = child("peer.mjs", {
+      role: "main",
+      mode: "holder",
+      key: "xmpp-session",
+      holder: "main:old",
+      leaseMs: 700,
+    });
+    const held = await old.waitFor((l) => l.holding === true, "old main holding");
+    old.kill("SIGKILL");
+    await old.exited;
+    const s = mainStore();
+    const ipc = new Ipc(s, { role: "main" });
+    closers.unshift(() => ipc.close());
+    const lock = new ProcessLock(s, { key: "xmpp-session", holder: "main:new", leaseMs: 2000 });
+    const r = await acquireAsMain(lock, ipc, { timeoutMs: 5000 });
+    expect(r).toMatchObject({
+      via: "lease-expired",
+      previousHolder: "main:old",
+      generation: (held.generation as number) + 1,
+    });
+    expect(s.sqlite.prepare("SELECT count(*) FROM ipc_messages").pluck().get()).toBe(0);
+    lock.release();
+  });
+
   it("the NSE refuses to start while the main app holds the lock (first check)", async () => {
     const s = mainStore();
     const lock = new ProcessLock(s, { key: "xmpp-session", holder: "main:app", leaseMs: 5000 });
@@ -428,7 +453,7 @@ describe("IPC across processes", () => {
       ["bad-field", "data.code"],
     ]);
     expect(errors[2]!.message).toMatch(
-      /malformed IPC row .*id=bad-field: invalid IpcMessage: data.code must be a string/,
+      /malformed IPC row .*id=bad-field: invalid IpcMessage: data.code must be (a )?string/,
     );
     const q = s.sqlite
       .prepare("SELECT row_key, raw FROM quarantine WHERE table_name = 'ipc_messages' ORDER BY id")

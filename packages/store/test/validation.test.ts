@@ -1,53 +1,64 @@
 import { describe, expect, it } from "vitest";
-import { SchemaValidationError } from "../src/index.js";
-import { adaptValidator } from "../src/validation.js";
+import { SchemaValidationError as SchemaPackageValidationError } from "@lichen/schema";
+import {
+  SchemaValidationError,
+  freshAccountState,
+  validateAccountState,
+  validateIpcMessage,
+  validateShareOutboxItem,
+} from "../src/index.js";
 
-// The schema package's generated validators replace the store's hand-written ones when they land;
-// whatever style they use, store callers must see the value or a SchemaValidationError naming the field.
-const fallback = (v: unknown) => {
-  throw new Error(`fallback used for ${JSON.stringify(v)}`);
-};
-const styles: Record<string, (v: unknown) => unknown> = {
-  throws: (v) => {
-    if ((v as { n: number }).n < 0)
-      throw Object.assign(new Error("must be >= 0"), { field: "sm.inboundH" });
-  },
-  boolean: (v) => (v as { n: number }).n >= 0,
-  errorArray: (v) =>
-    (v as { n: number }).n >= 0 ? [] : [{ instancePath: "/sm/inboundH", message: "must be >= 0" }],
-  okObject: (v) =>
-    (v as { n: number }).n >= 0
-      ? { ok: true }
-      : { ok: false, errors: [{ path: "sm.inboundH", message: "must be >= 0" }] },
-  ajvObject: (v) =>
-    (v as { n: number }).n >= 0
-      ? { valid: true }
-      : { valid: false, errors: [{ instancePath: "/sm/inboundH", message: "must be >= 0" }] },
-};
-
-describe("adaptValidator", () => {
-  for (const [style, fn] of Object.entries(styles)) {
-    it(`accepts a validator that ${style}`, () => {
-      const v = adaptValidator("validateAccountState", fn, fallback);
-      expect(v({ n: 1 })).toEqual({ n: 1 });
-      let err: unknown;
-      try {
-        v({ n: -1 });
-      } catch (e) {
-        err = e;
-      }
-      expect(err).toBeInstanceOf(SchemaValidationError);
-      expect((err as SchemaValidationError).typeName).toBe("AccountState");
-      if (style !== "boolean") {
-        expect((err as SchemaValidationError).field).toBe("sm.inboundH");
-        expect((err as Error).message).toBe("invalid AccountState: sm.inboundH must be >= 0");
-      }
-    });
+function errorOf(fn: () => unknown): SchemaValidationError {
+  try {
+    fn();
+  } catch (e) {
+    return e as SchemaValidationError;
   }
+  throw new Error("expected a SchemaValidationError");
+}
 
-  it("uses the fallback when the schema package has no such function", () => {
-    expect(() => adaptValidator("validateX", undefined, fallback)(1)).toThrow(
-      "fallback used for 1",
+describe("validation with the schema package's validators", () => {
+  it("returns valid values and names the first bad field in dotted form", () => {
+    const state = freshAccountState(5);
+    expect(validateAccountState(state)).toEqual(state);
+    const e = errorOf(() => validateAccountState({ ...state, sm: { ...state.sm, inboundH: -1 } }));
+    expect(e).toBeInstanceOf(SchemaValidationError);
+    expect(e).toBeInstanceOf(SchemaPackageValidationError); // catching either class works
+    expect(e.typeName).toBe("AccountState");
+    expect(e.field).toBe("sm.inboundH");
+    expect(e.message).toMatch(/^invalid AccountState: sm\.inboundH must be >= 0/);
+    expect(e.errors[0]).toMatchObject({ path: "/sm/inboundH" });
+  });
+
+  it("reports missing and extra properties and union tags by field", () => {
+    const { omemo: _omit, ...noOmemo } = freshAccountState(1);
+    expect(errorOf(() => validateAccountState(noOmemo)).field).toBe("omemo");
+    expect(errorOf(() => validateAccountState({ ...freshAccountState(1), extra: 1 })).field).toBe(
+      "extra",
     );
+    const ipc = errorOf(() =>
+      validateIpcMessage({
+        v: 1,
+        id: "x",
+        source: "main",
+        destination: "nse",
+        createdAt: 1,
+        expiresAt: 2,
+        type: "reboot",
+        data: {},
+      }),
+    );
+    expect(ipc.field).toBe("type");
+    const share = errorOf(() =>
+      validateShareOutboxItem({
+        v: 1,
+        id: "s",
+        accountId: "a",
+        to: "b@x",
+        createdAt: 1,
+        content: { kind: "geo", latitude: 100, longitude: 0 },
+      }),
+    );
+    expect(share.field).toBe("content.latitude");
   });
 });
