@@ -36,11 +36,6 @@ export class NotALichenDatabaseError extends StoreError {
   override readonly name = "NotALichenDatabaseError";
 }
 
-/** A stored account-state blob was unreadable; it was quarantined and the state invalidated. */
-export class AccountStateCorruptError extends StoreError {
-  override readonly name = "AccountStateCorruptError";
-}
-
 /** A write/read function misused the transaction API (async callback, write inside read, ...). */
 export class TransactionUsageError extends StoreError {
   override readonly name = "TransactionUsageError";

@@ -33,7 +33,6 @@ export {
   type MigrationStatus,
 } from "./migrations.js";
 export {
-  AccountStateCorruptError,
   IpcTimeoutError,
   LockTimeoutError,
   NotALichenDatabaseError,
