@@ -64,6 +64,8 @@ export class RedisBlacklistSync extends EventEmitter {
   private resyncTimer: NodeJS.Timeout | undefined;
   private resyncRunning: Promise<void> | undefined;
   private stopped = false;
+  /** Reconnect attempts of both Redis connections so far. */
+  reconnectAttempts = 0;
 
   constructor(private readonly o: RedisSyncOptions) {
     super();
@@ -84,7 +86,12 @@ export class RedisBlacklistSync extends EventEmitter {
     };
     // Commands fail fast while Redis is down (no unbounded offline queue); resync repairs later.
     this.cmd = new Redis(this.o.url, { ...common, enableOfflineQueue: false });
-    this.sub = new Redis(this.o.url, { ...common, enableOfflineQueue: true });
+    // The subscription waits for Redis as long as it takes (a node may start while Redis is down).
+    this.sub = new Redis(this.o.url, {
+      ...common,
+      enableOfflineQueue: true,
+      maxRetriesPerRequest: null,
+    });
     this.cmd.defineCommand("mergeToken", { numberOfKeys: 2, lua: MERGE_TOKEN });
     this.cmd.defineCommand("mergeDomain", { numberOfKeys: 2, lua: MERGE_DOMAIN });
     for (const [name, c] of [
@@ -96,10 +103,17 @@ export class RedisBlacklistSync extends EventEmitter {
       );
       c.on("ready", () => {
         this.o.logger.info({ conn: name }, "redis connected");
+        // (Re)subscribe on every ready: idempotent, and covers a first subscribe that failed.
+        if (c === this.sub) {
+          c.subscribe(this.channel).catch((err: Error) =>
+            this.o.logger.warn({ err: err.message }, "redis subscribe failed"),
+          );
+        }
         this.updateGauge();
         this.scheduleResync();
       });
       c.on("close", () => this.updateGauge());
+      c.on("reconnecting", () => this.reconnectAttempts++);
     }
     this.sub.on("message", (_ch: string, msg: string) => this.onMessage(msg));
     this.sub

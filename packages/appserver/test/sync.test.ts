@@ -104,4 +104,36 @@ describe("multi-node blacklist sync through Redis (3 nodes)", { timeout: 120_000
     );
     expect(b.server.domains.countInWindow(from)).toBe(3);
   });
+
+  it("a node started while Redis is down joins the sync (live changes) once Redis is up", async () => {
+    const [a] = nodes as [TestNode];
+    process.kill(redis.pid, "SIGKILL");
+    await until(() => !a.server.sync!.connected, "node a noticed redis is down");
+    const d = await startNode(apns.createSender, {
+      apps: { default: apns.app(3) },
+      redis: { url: redis.url, keyPrefix: "t:", nodeId: "d" },
+    });
+    nodes.push(d);
+    await until(() => d.server.health().ok, "node d healthy without redis");
+    // long enough down for a first subscribe to have failed (several reconnect attempts each)
+    await until(() => d.server.sync!.reconnectAttempts >= 6, "node d retried redis a few times");
+    const resynced = new Promise((resolve) => d.server.sync!.once("resynced", resolve));
+    await redis.restart();
+    await resynced;
+    await until(() => a.server.sync!.connected, "node a reconnected");
+    await new Promise((r) => setTimeout(r, 200)); // let a's own resync finish
+    const token = "6".repeat(64);
+    const applied = new Promise((resolve) => d.server.sync!.once("applied", resolve));
+    a.server.tokens.block(a.server.hasher.hash(token), "localhost");
+    await Promise.race([
+      applied,
+      new Promise((_, reject) =>
+        setTimeout(
+          () => reject(new Error("node d never received the live change (not subscribed?)")),
+          10_000,
+        ),
+      ),
+    ]);
+    expect(d.server.tokens.isBlocked(d.server.hasher.hash(token))).toBe(true);
+  });
 });
