@@ -27,6 +27,7 @@ import {
 } from "./handlers.js";
 import { dispatchStanza, registerBuiltinHandlers, startMamCatchup } from "./protocol.js";
 import { registerPushHandlers } from "./push.js";
+import { registerSetupHandlers, setupNewStream } from "./setup.js";
 
 export const NS_SM = "urn:xmpp:sm:3";
 /** A stanza whose handler failed this often (each time replayed after resume) is quarantined. */
@@ -93,6 +94,7 @@ export class DurableSession extends EventEmitter {
     this.registry = opts.registry ?? defaultRegistry;
     registerBuiltinHandlers(this.registry);
     registerPushHandlers(this.registry);
+    registerSetupHandlers(this.registry);
     this.log = opts.logger ?? (() => {});
   }
 
@@ -198,6 +200,19 @@ export class DurableSession extends EventEmitter {
       ctx.send(el);
     });
     return originId;
+  }
+
+  /**
+   * XEP-0352 client state indication. A nonza (not counted by stream management), so it is written
+   * straight to the socket; the state is persisted so a resumed stream knows what was sent.
+   */
+  setCsi(csi: "active" | "inactive"): void {
+    this.write((ctx) => {
+      ctx.state.csi = csi;
+    });
+    if (this.conn && this.smActive) {
+      this.conn.entity.write(xml(csi, { xmlns: "urn:xmpp:csi:0" }).toString()).catch(() => {});
+    }
   }
 
   /** Resolves when every stanza received so far has been handled (committed or rolled back). */
@@ -583,6 +598,7 @@ export class DurableSession extends EventEmitter {
       const ctx = this.context(tx, st);
       for (const row of leftovers) this.enqueue(tx, st, parse(row.stanza));
       ctx.send(xml("presence"));
+      setupNewStream(ctx, boundJid.split("/")[0]!);
       if (hadStream || st.mam.gapOpen) startMamCatchup(ctx);
       saveAccountState(tx, this.accountId, st);
     });

@@ -1,0 +1,98 @@
+// What a new (non-resumed) stream does after XEP-0198 is enabled, all queued in that same
+// transaction: service discovery, versioned roster fetch (XEP-0237), carbons (XEP-0280).
+// On a resumed stream none of this is needed: the server kept the session.
+import xml, { type Element } from "@xmpp/xml";
+import parseXml from "@xmpp/xml/lib/parse.js";
+import type { HandlerRegistry } from "./handlers.js";
+import type { StanzaContext } from "./session.js";
+
+const NS_DISCO_INFO = "http://jabber.org/protocol/disco#info";
+const NS_ROSTER = "jabber:iq:roster";
+const NS_CARBONS = "urn:xmpp:carbons:2";
+
+export interface RosterItem {
+  jid: string;
+  name: string | null;
+  subscription: string;
+  groups: string[];
+}
+
+export function setupNewStream(ctx: StanzaContext, ownBareJid: string): void {
+  const r = ctx.session.registry;
+  ctx.sendIq(
+    xml(
+      "iq",
+      { type: "get", to: ownBareJid.split("@")[1] ?? "" },
+      xml("query", { xmlns: NS_DISCO_INFO }),
+    ),
+    r.descriptor("lichen.disco.features", { target: "server" }),
+    { timeoutTicks: 60 },
+  );
+  ctx.sendIq(
+    xml("iq", { type: "get", to: ownBareJid }, xml("query", { xmlns: NS_DISCO_INFO })),
+    r.descriptor("lichen.disco.features", { target: "account" }),
+    { timeoutTicks: 60 },
+  );
+  // XEP-0237: send the stored version; an empty result means "unchanged", saving the transfer.
+  ctx.sendIq(
+    xml(
+      "iq",
+      { type: "get" },
+      xml("query", { xmlns: NS_ROSTER, ver: ctx.state.rosterVersion ?? "" }),
+    ),
+    r.descriptor("lichen.roster.result", {}),
+    { timeoutTicks: 60 },
+  );
+  ctx.sendIq(
+    xml("iq", { type: "set" }, xml("enable", { xmlns: NS_CARBONS })),
+    r.descriptor("lichen.carbons.enabled", {}),
+    {
+      timeoutTicks: 60,
+    },
+  );
+}
+
+function parse(stanza: unknown): Element | null {
+  // Handlers receive the IQ as XML text (it must survive storage); parse when needed.
+  return typeof stanza === "string" ? parseXml(stanza) : null;
+}
+
+export function registerSetupHandlers(registry: HandlerRegistry): void {
+  if (registry.has("lichen.disco.features")) return;
+  registry.define("lichen.disco.features", (hctx, args) => {
+    const ctx = hctx as StanzaContext;
+    if (args.type !== "result") return;
+    const iq = parse(args.stanza);
+    const vars = (iq?.getChild("query", NS_DISCO_INFO)?.getChildren("feature") ?? [])
+      .map((f) => f.attrs.var ?? "")
+      .filter(Boolean);
+    if (args.target === "server") ctx.state.features.server = vars;
+    else ctx.state.features.account = vars;
+    ctx.state.features.discoveredAt = ctx.tx.now;
+  });
+  registry.define("lichen.roster.result", (hctx, args) => {
+    const ctx = hctx as StanzaContext;
+    if (args.type !== "result") return;
+    const query = parse(args.stanza)?.getChild("query", NS_ROSTER);
+    if (!query) {
+      ctx.afterCommit(() =>
+        ctx.session.emit("roster", { unchanged: true, version: ctx.state.rosterVersion }),
+      );
+      return; // XEP-0237: empty result, our copy is current
+    }
+    const items: RosterItem[] = query.getChildren("item").map((i) => ({
+      jid: i.attrs.jid ?? "",
+      name: i.attrs.name ?? null,
+      subscription: i.attrs.subscription ?? "none",
+      groups: i.getChildren("group").map((g) => g.getText()),
+    }));
+    if (query.attrs.ver !== undefined) ctx.state.rosterVersion = query.attrs.ver;
+    ctx.afterCommit(() =>
+      ctx.session.emit("roster", { unchanged: false, version: query.attrs.ver ?? null, items }),
+    );
+  });
+  registry.define("lichen.carbons.enabled", (hctx, args) => {
+    const ctx = hctx as StanzaContext;
+    ctx.afterCommit(() => ctx.session.emit("carbons", args.type === "result"));
+  });
+}
