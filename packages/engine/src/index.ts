@@ -1,4 +1,10 @@
-export { DurableSession, NS_SM, type SessionOptions, type StanzaContext } from "./session.js";
+export {
+  DurableSession,
+  NS_SM,
+  type SessionOptions,
+  type StanzaContext,
+  type PreparedStanza,
+} from "./session.js";
 export {
   HandlerRegistry,
   handlers,

@@ -44,13 +44,26 @@ export interface SessionOptions {
   resource?: string;
   registry?: HandlerRegistry;
   /** Called for every inbound stanza inside its transaction (after built-in handling). Throwing rolls it back. */
-  onStanza?: (ctx: StanzaContext, stanza: Element) => void;
+  onStanza?: (ctx: StanzaContext, stanza: Element, prepared: unknown) => void;
+  /**
+   * Async work for a stanza (e.g. OMEMO decryption) done BEFORE its transaction, with reads only.
+   * `stillValid(tx)` is re-checked inside the transaction; if what was read changed meanwhile
+   * (another process wrote), the prepare step runs again (up to 5 times).
+   */
+  prepare?: (stanza: Element, store: Store) => Promise<PreparedStanza>;
   /** Test seam: runs after a stanza's transaction committed, before its outbound stanzas are sent. */
   afterCommit?: (stanza: Element) => void;
   /** Length of one tick of connected time (IQ timeouts count these). Default 1000 ms. */
   tickMs?: number;
   logger?: (event: Record<string, unknown>) => void;
 }
+
+export interface PreparedStanza {
+  data: unknown;
+  stillValid?: (tx: StoreTx) => boolean;
+}
+
+class PreparedStale extends Error {}
 
 /** Everything a stanza handler may touch: the transaction, the account state, outbound queue. */
 export interface StanzaContext extends HandlerContext {
@@ -353,7 +366,22 @@ export class DurableSession extends EventEmitter {
     }
     if (!this.smActive || this.halted) return;
     if (el.name !== "message" && el.name !== "presence" && el.name !== "iq") return;
-    this.enqueueWork(async () => this.handleInbound(el));
+    this.enqueueWork(() => this.handleInboundPrepared(el));
+  }
+
+  /** Runs the prepare step (if any) and the stanza transaction, retrying when the read went stale. */
+  private async handleInboundPrepared(stanza: Element): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      let prepared: PreparedStanza | undefined;
+      try {
+        prepared = this.opts.prepare ? await this.opts.prepare(stanza, this.store) : undefined;
+      } catch (err) {
+        prepared = { data: { error: err instanceof Error ? err.message : String(err) } };
+      }
+      const outcome = this.handleInbound(stanza, prepared, attempt < 5);
+      if (outcome !== "stale") return;
+      this.emit("prepare-retry", stanza, attempt);
+    }
   }
 
   private enqueueWork(fn: () => Promise<void> | void): void {
@@ -363,8 +391,12 @@ export class DurableSession extends EventEmitter {
   }
 
   /** One stanza, one transaction: handlers + inbound h. A throw rolls back and h stays. */
-  private handleInbound(stanza: Element): void {
-    if (this.halted) return;
+  private handleInbound(
+    stanza: Element,
+    prepared?: PreparedStanza,
+    mayRetry = false,
+  ): "done" | "stale" {
+    if (this.halted) return "done";
     const key = createHash("sha1").update(stanza.toString()).digest("hex");
     if ((this.failures.get(key) ?? 0) >= MAX_STANZA_FAILURES) {
       // A poison stanza: keep it (quarantine) and count it, so the session can move on.
@@ -384,14 +416,19 @@ export class DurableSession extends EventEmitter {
       this.failures.delete(key);
       this.committedH = h;
       this.emit("stanza-quarantined", stanza);
-      return;
+      return "done";
     }
     try {
       const h = this.store.write((tx) => {
         const state = loadAccountState(tx, this.accountId);
         const ctx = this.context(tx, state);
+        if (prepared?.stillValid && !prepared.stillValid(tx)) {
+          if (mayRetry) throw new PreparedStale();
+          // Out of retries: handle without the prepared data rather than loop forever.
+          prepared = undefined;
+        }
         dispatchStanza(ctx, stanza);
-        this.opts.onStanza?.(ctx, stanza);
+        this.opts.onStanza?.(ctx, stanza, prepared?.data);
         state.sm.inboundH += 1;
         saveAccountState(tx, this.accountId, state);
         return state.sm.inboundH;
@@ -402,6 +439,7 @@ export class DurableSession extends EventEmitter {
       this.opts.afterCommit?.(stanza);
     } catch (err) {
       this.pendingAfterCommit = [];
+      if (err instanceof PreparedStale) return "stale"; // rolled back; prepare again
       // Not acknowledged: the server replays it after the next resume.
       this.log({
         event: "stanza-rolled-back",
@@ -414,9 +452,10 @@ export class DurableSession extends EventEmitter {
       this.halted = true;
       this.emit("stanza-failed", stanza, err);
       setImmediate(() => void this.reconnectForReplay());
-      return;
+      return "done";
     }
     this.flush();
+    return "done";
   }
 
   private async reconnectForReplay(): Promise<void> {
