@@ -23,3 +23,11 @@ export {
   type NseOptions,
   type NseResult,
 } from "./modes.js";
+export {
+  shareToOutbox,
+  sendShareOutbox,
+  outboxMessage,
+  type ShareInput,
+  type SharedFile,
+  type ShareOptions,
+} from "./share.js";

@@ -1,5 +1,5 @@
 // The iOS process model as an API: the main app (`AppController`) and the notification service
-// extension (`handlePush`). The share extension only writes outbox rows (see share.ts).
+// extension (`handlePush`). The share extension only writes outbox rows (shareToOutbox, share.ts).
 import { randomUUID } from "node:crypto";
 import type { NotificationContent } from "@lichen/schema";
 import {
@@ -14,6 +14,7 @@ import {
 } from "@lichen/store";
 import { loadAccountState } from "@lichen/store";
 import { DurableSession, type SessionOptions } from "./session.js";
+import { sendShareOutbox } from "./share.js";
 
 export const SESSION_LOCK_KEY = "xmpp-session";
 
@@ -36,7 +37,17 @@ export class AppController {
       leaseMs: opts.leaseMs ?? 2000,
     });
     this.ipc = new Ipc(store, { role: "main" });
+    // The share extension wrote outbox rows: send them now if we hold the session.
+    this.ipc.on("outbox-changed", () => {
+      if (this.session?.online) this.sendOutbox();
+    });
     this.ipc.start();
+  }
+
+  /** Send what the share extension queued (also done on every foreground). */
+  sendOutbox(): number {
+    if (!this.session) return 0;
+    return sendShareOutbox(this.store, this.session).length;
   }
 
   /** Take the lock (asking an NSE to yield), then resume or log in. */
@@ -44,7 +55,9 @@ export class AppController {
     const got = await acquireAsMain(this.lock, this.ipc, { reason: "main-app-foreground" });
     void got;
     this.session = new DurableSession({ store: this.store, ...this.config });
-    return this.session.connect();
+    const how = await this.session.connect();
+    this.sendOutbox();
+    return how;
   }
 
   /** Finish in-flight work, drop TCP without closing the stream (resumable), release the lock. */

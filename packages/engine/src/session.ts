@@ -183,36 +183,50 @@ export class DurableSession extends EventEmitter {
   /** Send a chat message with an origin-id (XEP-0359) and a receipt request; stored as outgoing. */
   sendMessage(to: string, body: string): string {
     const originId = randomUUID();
-    this.write((ctx) => {
-      const el = xml(
+    this.write((ctx) => this.queueMessage(ctx, { to, body, originId }));
+    return originId;
+  }
+
+  /**
+   * Queue a chat message in the caller's transaction and store it as outgoing. The origin-id is
+   * the message id too, so a resend after a crash is recognised by the receiver and by our own
+   * unique index (a second call with the same origin-id stores and sends nothing).
+   */
+  queueMessage(
+    ctx: StanzaContext,
+    m: { to: string; body: string; originId: string; extra?: Element[] },
+  ): boolean {
+    const inserted = ctx.tx
+      .insert(tables.messages)
+      .values({
+        accountId: this.accountId,
+        chatJid: m.to.split("/")[0]!,
+        direction: "out",
+        fromJid: this.opts.username + "@" + this.opts.domain,
+        toJid: m.to,
+        type: "chat",
+        messageId: m.originId,
+        originId: m.originId,
+        body: m.body,
+        deliveryState: "pending",
+        sentAt: ctx.tx.now,
+        storedAt: ctx.tx.now,
+      })
+      .onConflictDoNothing()
+      .run();
+    if (inserted.changes === 0) return false;
+    ctx.send(
+      xml(
         "message",
-        { to, type: "chat", id: originId },
-        xml("body", {}, body),
-        xml("origin-id", { xmlns: "urn:xmpp:sid:0", id: originId }),
+        { to: m.to, type: "chat", id: m.originId },
+        xml("body", {}, m.body),
+        ...(m.extra ?? []),
+        xml("origin-id", { xmlns: "urn:xmpp:sid:0", id: m.originId }),
         xml("request", { xmlns: "urn:xmpp:receipts" }),
         xml("store", { xmlns: "urn:xmpp:hints" }),
-      );
-      ctx.tx
-        .insert(tables.messages)
-        .values({
-          accountId: this.accountId,
-          chatJid: to.split("/")[0]!,
-          direction: "out",
-          fromJid: this.opts.username + "@" + this.opts.domain,
-          toJid: to,
-          type: "chat",
-          messageId: originId,
-          originId,
-          body,
-          deliveryState: "pending",
-          sentAt: ctx.tx.now,
-          storedAt: ctx.tx.now,
-        })
-        .onConflictDoNothing()
-        .run();
-      ctx.send(el);
-    });
-    return originId;
+      ),
+    );
+    return true;
   }
 
   /**

@@ -1,0 +1,151 @@
+import { execFile } from "node:child_process";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import type { ShareOutboxItem } from "@lichen/schema";
+import { listShareOutbox, openStore, tables, type Store } from "@lichen/store";
+import { startProsody, type XmppTestServer } from "@lichen/test-servers";
+import { eq } from "drizzle-orm";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { AppController, ensureAccount, outboxMessage, shareToOutbox } from "../src/index.js";
+import { startPeer, until } from "./helpers.js";
+
+const T = 120_000;
+const run = promisify(execFile);
+const shareProc = join(import.meta.dirname, "fixtures", "share-proc.mjs");
+
+/** Runs the share extension in its own process, as iOS does. */
+async function shareFromOtherProcess(args: Record<string, unknown>): Promise<ShareOutboxItem> {
+  const { stdout } = await run(process.execPath, [shareProc, JSON.stringify(args)]);
+  return (JSON.parse(stdout.trim()) as { item: ShareOutboxItem }).item;
+}
+
+describe("share extension → outbox → main app", () => {
+  let server: XmppTestServer;
+  let store: Store;
+  let db: string;
+  let dir: string;
+  let config: ConstructorParameters<typeof AppController>[1];
+
+  beforeAll(async () => {
+    server = await startProsody();
+    await server.registerUser("alice", "alicepw");
+    await server.registerUser("bob", "bobpw");
+    dir = mkdtempSync(join(tmpdir(), "lichen-share-"));
+    db = join(dir, "lichen.db");
+    store = openStore({ path: db, role: "main" });
+    ensureAccount(store, { id: "alice", jid: "alice@localhost", resource: "phone" });
+    config = {
+      accountId: "alice",
+      service: `xmpp://127.0.0.1:${server.c2sPort}`,
+      domain: "localhost",
+      username: "alice",
+      password: "alicepw",
+      resource: "phone",
+    };
+  }, T);
+  afterAll(async () => {
+    store?.close();
+    await server?.stop();
+  }, T);
+
+  it(
+    "items shared while the app is frozen are sent on foreground; while running, at once; exactly once",
+    async () => {
+      const bob = await startPeer(server.c2sPort, "bob", "bobpw");
+      const app = new AppController(store, config);
+      try {
+        // Frozen main app: the share process only writes the row.
+        const geo = await shareFromOtherProcess({
+          db,
+          attachmentDir: join(dir, "attachments"),
+          to: "bob@localhost",
+          content: { kind: "geo", latitude: 48.85, longitude: 2.35, accuracyMeters: 10 },
+        });
+        expect(store.read((tx) => listShareOutbox(tx)).map((e) => e.item.id)).toEqual([geo.id]);
+
+        await app.foreground();
+        await until(() => bob.received.find((m) => m.body === "geo:48.85,2.35;u=10"), "geo");
+
+        // Running main app: woken by the outbox-changed IPC the share process committed.
+        const url = await shareFromOtherProcess({
+          db,
+          attachmentDir: join(dir, "attachments"),
+          to: "bob@localhost",
+          content: { kind: "url", url: "https://example.org/a", title: "A page" },
+        });
+        const got = await until(
+          () => bob.received.find((m) => m.body === "A page\nhttps://example.org/a"),
+          "url share",
+        );
+        expect(got.id).toBe(url.id); // the outbox id is the message/origin id
+        expect(
+          store.read((tx) => listShareOutbox(tx, ["sent"]).map((e) => e.item.id)).sort(),
+        ).toEqual([geo.id, url.id].sort());
+        // Stored as outgoing messages, once each, even if the outbox is sent again.
+        expect(app.sendOutbox()).toBe(0);
+        const rows = store.read((tx) =>
+          tx.select().from(tables.messages).where(eq(tables.messages.direction, "out")).all(),
+        );
+        expect(rows.filter((r) => r.originId === url.id || r.originId === geo.id)).toHaveLength(2);
+        await app.session!.idle();
+        expect(bob.received.filter((m) => m.id === url.id)).toHaveLength(1);
+      } finally {
+        await app.close();
+        await bob.stop();
+      }
+    },
+    T,
+  );
+
+  it(
+    "a shared file is copied into the container and kept pending (not lost) until it can be uploaded",
+    async () => {
+      const src = join(dir, "photo.jpg");
+      writeFileSync(src, Buffer.from([0xff, 0xd8, 0xff, 0xe0, 1, 2, 3]));
+      const item = await shareFromOtherProcess({
+        db,
+        attachmentDir: join(dir, "attachments"),
+        to: "bob@localhost",
+        content: { kind: "image", file: { sourcePath: src, mimeType: "image/jpeg" } },
+      });
+      expect(item.content).toMatchObject({
+        kind: "image",
+        file: { mimeType: "image/jpeg", size: 7, fileName: "photo.jpg" },
+      });
+      const ref = (item.content as { file: { path: string } }).file.path;
+      expect(readFileSync(join(dir, "attachments", ref))).toEqual(readFileSync(src));
+      const app = new AppController(store, config);
+      try {
+        await app.foreground();
+        const entry = store.read((tx) => listShareOutbox(tx).find((e) => e.item.id === item.id));
+        expect(entry?.state).toBe("pending");
+        expect(entry?.error).toMatch(/XEP-0363/);
+      } finally {
+        await app.close();
+      }
+    },
+    T,
+  );
+
+  it("a share of invalid content is refused with the field named and writes nothing", () => {
+    const before = store.read((tx) => tx.select().from(tables.shareOutbox).all().length);
+    const share = openStore({ path: db, role: "share" });
+    try {
+      expect(() =>
+        shareToOutbox({
+          store: share,
+          accountId: "alice",
+          to: "bob@localhost",
+          content: { kind: "geo", latitude: 123, longitude: 0 },
+          attachmentDir: join(dir, "attachments"),
+        }),
+      ).toThrow(/latitude/);
+    } finally {
+      share.close();
+    }
+    expect(store.read((tx) => tx.select().from(tables.shareOutbox).all().length)).toBe(before);
+    expect(outboxMessage({ kind: "text", text: "hi" })).toEqual({ body: "hi", extra: [] });
+  });
+});
