@@ -31,3 +31,13 @@ export {
   type SharedFile,
   type ShareOptions,
 } from "./share.js";
+export {
+  capsVerification,
+  parseDiscoInfo,
+  featuresOf,
+  LICHEN_CAPS_NODE,
+  NS_CAPS,
+  type DiscoInfo,
+  type DiscoIdentity,
+  type DiscoForm,
+} from "./caps.js";

@@ -4,6 +4,13 @@ import { randomUUID } from "node:crypto";
 import { tables, takeIqHandler } from "@lichen/store";
 import xml, { type Element } from "@xmpp/xml";
 import { and, eq, sql } from "drizzle-orm";
+import {
+  capsVerification,
+  discoInfoQuery,
+  handlePresenceCaps,
+  LICHEN_CAPS_NODE,
+  ownDiscoInfo,
+} from "./caps.js";
 import type { HandlerRegistry } from "./handlers.js";
 import type { StanzaContext } from "./session.js";
 
@@ -38,8 +45,10 @@ export function dispatchStanza(ctx: StanzaContext, stanza: Element): void {
       return handleIq(ctx, stanza);
     case "message":
       return handleMessage(ctx, stanza);
+    case "presence":
+      return handlePresenceCaps(ctx, stanza); // the rest of presence is the app's (onStanza)
     default:
-      return; // presence: the roster/presence layer is the app's
+      return;
   }
 }
 
@@ -88,19 +97,12 @@ function handleIq(ctx: StanzaContext, iq: Element): void {
       ),
     );
   if (type === "get" && child?.is("ping", "urn:xmpp:ping")) return reply();
-  if (
-    type === "get" &&
-    child?.is("query", "http://jabber.org/protocol/disco#info") &&
-    !child.attrs.node
-  ) {
-    return reply(
-      xml(
-        "query",
-        { xmlns: "http://jabber.org/protocol/disco#info" },
-        xml("identity", { category: "client", type: "phone", name: "Lichen" }),
-        ...FEATURES.map((f) => xml("feature", { var: f })),
-      ),
-    );
+  if (type === "get" && child?.is("query", "http://jabber.org/protocol/disco#info")) {
+    // Plain disco#info, or the XEP-0115 node#ver we announce in presence.
+    const info = ownDiscoInfo(FEATURES);
+    const node = child.attrs.node;
+    if (!node || node === `${LICHEN_CAPS_NODE}#${capsVerification(info)}`)
+      return reply(discoInfoQuery(info, node));
   }
   if (type === "set" && child?.is("query", "jabber:iq:roster")) {
     // Roster push: only the server may send it (RFC 6121 2.1.6).

@@ -25,7 +25,8 @@ import {
   type HandlerContext,
   type HandlerRegistry,
 } from "./handlers.js";
-import { dispatchStanza, registerBuiltinHandlers, startMamCatchup } from "./protocol.js";
+import { ownCapsElement, ownDiscoInfo, registerCapsHandlers } from "./caps.js";
+import { dispatchStanza, FEATURES, registerBuiltinHandlers, startMamCatchup } from "./protocol.js";
 import { registerPushHandlers } from "./push.js";
 import { registerSetupHandlers, setupNewStream } from "./setup.js";
 
@@ -108,6 +109,7 @@ export class DurableSession extends EventEmitter {
     registerBuiltinHandlers(this.registry);
     registerPushHandlers(this.registry);
     registerSetupHandlers(this.registry);
+    registerCapsHandlers(this.registry);
     this.log = opts.logger ?? (() => {});
   }
 
@@ -650,7 +652,7 @@ export class DurableSession extends EventEmitter {
       };
       const ctx = this.context(tx, st);
       for (const row of leftovers) this.enqueue(tx, st, parse(row.stanza));
-      ctx.send(xml("presence"));
+      ctx.send(xml("presence", {}, ownCapsElement(ownDiscoInfo(FEATURES))));
       setupNewStream(ctx, boundJid.split("/")[0]!);
       if (hadStream || st.mam.gapOpen) startMamCatchup(ctx);
       saveAccountState(tx, this.accountId, st);

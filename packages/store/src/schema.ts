@@ -298,6 +298,49 @@ export const syncErrors = sqliteTable(
   (t) => [index("sync_errors_account").on(t.accountId, t.resolvedAt)],
 );
 
+/**
+ * XEP-0115 entity capabilities cache, shared by all accounts: a verification string (hash + ver)
+ * maps to the disco#info it was verified against, so each distinct client version is queried once.
+ */
+export const capsCache = sqliteTable(
+  "caps_cache",
+  {
+    /** Hash function name as in the <c/> element ("sha-1"). */
+    hash: text("hash").notNull(),
+    /** Base64 verification string. */
+    ver: text("ver").notNull(),
+    /** JSON: [{ category, type, lang?, name? }]. */
+    identities: text("identities").notNull(),
+    /** JSON: string[] (feature vars). */
+    features: text("features").notNull(),
+    /** JSON: XEP-0128 extended info forms, [{ formType, fields: { var: string[] } }]. */
+    forms: text("forms").notNull().default("[]"),
+    /** Which entity answered (full JID), for diagnostics. */
+    source: text("source").notNull(),
+    verifiedAt: integer("verified_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.hash, t.ver] })],
+);
+
+/** The caps an entity (full JID) last announced in presence, per account. */
+export const entityCaps = sqliteTable(
+  "entity_caps",
+  {
+    accountId: text("account_id")
+      .notNull()
+      .references(() => accounts.id, { onDelete: "cascade" }),
+    jid: text("jid").notNull(),
+    node: text("node").notNull(),
+    hash: text("hash").notNull(),
+    ver: text("ver").notNull(),
+    updatedAt: integer("updated_at").notNull(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.accountId, t.jid] }),
+    index("entity_caps_ver").on(t.hash, t.ver),
+  ],
+);
+
 /** Rows that failed validation, kept verbatim (never silently dropped) with the reason. */
 export const quarantine = sqliteTable("quarantine", {
   id: integer("id").primaryKey({ autoIncrement: true }),

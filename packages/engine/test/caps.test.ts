@@ -1,0 +1,238 @@
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { openStore, tables, type Store } from "@lichen/store";
+import { startEjabberd, startProsody, type XmppTestServer } from "@lichen/test-servers";
+import { client, xml } from "@xmpp/client";
+import parseXml from "@xmpp/xml/lib/parse.js";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  capsVerification,
+  DurableSession,
+  ensureAccount,
+  featuresOf,
+  LICHEN_CAPS_NODE,
+  parseDiscoInfo,
+} from "../src/index.js";
+import { until } from "./helpers.js";
+
+const T = 180_000;
+const NS_DISCO_INFO = "http://jabber.org/protocol/disco#info";
+
+// XEP-0115 §5.2 and §5.3: the published examples and their verification strings.
+const SIMPLE = `<query xmlns='${NS_DISCO_INFO}'>
+  <identity category='client' name='Exodus 0.9.1' type='pc'/>
+  <feature var='http://jabber.org/protocol/caps'/>
+  <feature var='http://jabber.org/protocol/disco#info'/>
+  <feature var='http://jabber.org/protocol/disco#items'/>
+  <feature var='http://jabber.org/protocol/muc'/>
+</query>`;
+const SIMPLE_VER = "QgayPKawpkPSDYmwT/WM94uAlu0=";
+const COMPLEX = `<query xmlns='${NS_DISCO_INFO}'>
+  <identity xml:lang='en' category='client' name='Psi 0.11' type='pc'/>
+  <identity xml:lang='el' category='client' name='Ψ 0.11' type='pc'/>
+  <feature var='http://jabber.org/protocol/caps'/>
+  <feature var='http://jabber.org/protocol/disco#info'/>
+  <feature var='http://jabber.org/protocol/disco#items'/>
+  <feature var='http://jabber.org/protocol/muc'/>
+  <x xmlns='jabber:x:data' type='result'>
+    <field var='FORM_TYPE' type='hidden'><value>urn:xmpp:dataforms:softwareinfo</value></field>
+    <field var='ip_version'><value>ipv4</value><value>ipv6</value></field>
+    <field var='os'><value>Mac</value></field>
+    <field var='os_version'><value>10.5.1</value></field>
+    <field var='software'><value>Psi</value></field>
+    <field var='software_version'><value>0.11</value></field>
+  </x>
+</query>`;
+const COMPLEX_VER = "q07IKJEyjvHSyhy//CH0CxmKi8w=";
+
+describe("XEP-0115 verification string", () => {
+  it("matches the XEP's simple and complex examples", () => {
+    expect(capsVerification(parseDiscoInfo(parseXml(SIMPLE))!)).toBe(SIMPLE_VER);
+    expect(capsVerification(parseDiscoInfo(parseXml(COMPLEX))!)).toBe(COMPLEX_VER);
+  });
+  it("refuses to cache ambiguous answers (duplicate feature, two FORM_TYPEs)", () => {
+    const dup = SIMPLE.replace(
+      "</query>",
+      "<feature var='http://jabber.org/protocol/muc'/></query>",
+    );
+    expect(parseDiscoInfo(parseXml(dup))).toBeNull();
+    const twoTypes = COMPLEX.replace(
+      "<field var='os'>",
+      "<field var='FORM_TYPE'><value>x</value></field><field var='os'>",
+    );
+    expect(parseDiscoInfo(parseXml(twoTypes))).toBeNull();
+  });
+});
+
+/** A plain client that announces `ver` in directed presence and answers disco#info with `info`. */
+async function capsPeer(server: XmppTestServer, user: string, resource: string, info: string) {
+  const xmpp = client({
+    service: `xmpp://127.0.0.1:${server.c2sPort}`,
+    domain: "localhost",
+    username: user,
+    password: `${user}pw`,
+    resource,
+  });
+  xmpp.on("error", () => {});
+  xmpp.reconnect.stop();
+  const queries: string[] = [];
+  xmpp.iqCallee.get(NS_DISCO_INFO, "query", (ctx: { element: { attrs: { node?: string } } }) => {
+    queries.push(ctx.element.attrs.node ?? "");
+    const q = parseXml(info);
+    if (ctx.element.attrs.node) q.attrs.node = ctx.element.attrs.node;
+    return q;
+  });
+  await xmpp.start();
+  return {
+    xmpp,
+    queries,
+    announce: (to: string, ver: string) =>
+      xmpp.send(
+        xml(
+          "presence",
+          { to },
+          xml("c", {
+            xmlns: "http://jabber.org/protocol/caps",
+            hash: "sha-1",
+            node: "http://code.google.com/p/exodus",
+            ver,
+          }),
+        ),
+      ),
+    stop: () => xmpp.stop().catch(() => {}),
+  };
+}
+
+describe.each([
+  ["prosody", startProsody],
+  ["ejabberd", startEjabberd],
+] as const)("entity capabilities on %s", (_kind, start) => {
+  let server: XmppTestServer;
+  let db: string;
+  let store: Store;
+
+  beforeAll(async () => {
+    server = await start();
+    for (const u of ["alice", "bob", "carol", "dave"]) await server.registerUser(u, `${u}pw`);
+    db = join(mkdtempSync(join(tmpdir(), "lichen-caps-")), "lichen.db");
+    store = openStore({ path: db, role: "main" });
+    ensureAccount(store, { id: "alice", jid: "alice@localhost", resource: "phone" });
+  }, T);
+  afterAll(async () => {
+    store?.close();
+    await server?.stop();
+  }, T);
+
+  const newSession = (s: Store) =>
+    new DurableSession({
+      store: s,
+      accountId: "alice",
+      service: `xmpp://127.0.0.1:${server.c2sPort}`,
+      domain: "localhost",
+      username: "alice",
+      password: "alicepw",
+      resource: "phone",
+    });
+  const features = (jid: string) => store.read((tx) => featuresOf(tx, "alice", jid));
+
+  it(
+    "queries each ver once, persists the cache across processes, and never caches a lie",
+    async () => {
+      const alice = newSession(store);
+      await alice.connect();
+      const bob = await capsPeer(server, "bob", "desk", SIMPLE);
+      const carol = await capsPeer(server, "carol", "laptop", SIMPLE);
+      const dave = await capsPeer(server, "dave", "evil", SIMPLE);
+      try {
+        const verified = new Promise((r) => alice.once("caps", r));
+        await bob.announce("alice@localhost/phone", SIMPLE_VER);
+        await verified;
+        expect(bob.queries).toEqual([`http://code.google.com/p/exodus#${SIMPLE_VER}`]);
+        expect(features("bob@localhost/desk")).toContain("http://jabber.org/protocol/muc");
+
+        // Same ver from someone else: known at once, nobody is asked.
+        await carol.announce("alice@localhost/phone", SIMPLE_VER);
+        await until(() => features("carol@localhost/laptop"), "carol's caps from the cache");
+        expect(carol.queries).toEqual([]);
+
+        // A ver that does not match the answer is not cached (XEP-0115 §5.4).
+        const mismatch = new Promise((r) => alice.once("caps-mismatch", r));
+        await dave.announce("alice@localhost/phone", COMPLEX_VER);
+        expect(await mismatch).toMatchObject({ ver: COMPLEX_VER, computed: SIMPLE_VER });
+        expect(features("dave@localhost/evil")).toBeNull();
+        const cached = store.read((tx) => tx.select().from(tables.capsCache).all());
+        expect(cached.map((c) => c.ver)).toContain(SIMPLE_VER);
+        expect(cached.map((c) => c.ver)).not.toContain(COMPLEX_VER);
+
+        // Another process (new store handle, resumed stream): the cache is still there.
+        await alice.suspend();
+        const other = openStore({ path: db, role: "nse" });
+        const alice2 = newSession(other);
+        try {
+          expect(await alice2.connect()).toBe("resumed");
+          const entries = () => other.read((tx) => tx.select().from(tables.entityCaps).all());
+          const before = entries().find((e) => e.jid === "bob@localhost/desk")!.updatedAt;
+          await bob.announce("alice@localhost/phone", SIMPLE_VER);
+          await until(
+            () => entries().find((e) => e.jid === "bob@localhost/desk")!.updatedAt > before,
+            "bob's presence handled",
+          );
+          expect(bob.queries).toHaveLength(1);
+          // Unavailable presence forgets the entity's caps (the cache entry stays).
+          await carol.xmpp.send(
+            xml("presence", { to: "alice@localhost/phone", type: "unavailable" }),
+          );
+          await until(
+            () => !entries().some((e) => e.jid === "carol@localhost/laptop"),
+            "carol gone",
+          );
+          expect(other.read((tx) => tx.select().from(tables.capsCache).all())).toHaveLength(
+            cached.length,
+          );
+        } finally {
+          await alice2.suspend();
+          other.close();
+        }
+      } finally {
+        await Promise.all([bob.stop(), carol.stop(), dave.stop()]);
+      }
+    },
+    T,
+  );
+
+  it(
+    "answers disco#info for the node#ver it announces, and that answer hashes to the ver",
+    async () => {
+      const alice = newSession(store);
+      await alice.connect();
+      const bob = await capsPeer(server, "bob", "desk", SIMPLE);
+      try {
+        // The ver alice announced in her initial presence, as stored in her outbound history:
+        // recompute from what she answers to a plain disco#info.
+        const plain = await bob.xmpp.iqCaller.get(
+          xml("query", { xmlns: NS_DISCO_INFO }),
+          "alice@localhost/phone",
+        );
+        const ver = capsVerification(parseDiscoInfo(plain)!);
+        const withNode = await bob.xmpp.iqCaller.get(
+          xml("query", { xmlns: NS_DISCO_INFO, node: `${LICHEN_CAPS_NODE}#${ver}` }),
+          "alice@localhost/phone",
+        );
+        expect(withNode.attrs.node).toBe(`${LICHEN_CAPS_NODE}#${ver}`);
+        expect(capsVerification(parseDiscoInfo(withNode)!)).toBe(ver);
+        expect(parseDiscoInfo(withNode)!.features).toContain("http://jabber.org/protocol/caps");
+        await expect(
+          bob.xmpp.iqCaller.get(
+            xml("query", { xmlns: NS_DISCO_INFO, node: `${LICHEN_CAPS_NODE}#not-our-ver` }),
+            "alice@localhost/phone",
+          ),
+        ).rejects.toThrow(/service-unavailable/);
+      } finally {
+        await bob.stop();
+        await alice.close();
+      }
+    },
+    T,
+  );
+});
