@@ -41,3 +41,4 @@ export {
   type DiscoIdentity,
   type DiscoForm,
 } from "./caps.js";
+export { joinRoom, leaveRoom, startRoomMamCatchup } from "./muc.js";

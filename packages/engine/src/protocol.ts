@@ -12,6 +12,7 @@ import {
   ownDiscoInfo,
 } from "./caps.js";
 import type { HandlerRegistry } from "./handlers.js";
+import { advanceRoomMark, handleRoomPresence, isExpectedRoomResult } from "./muc.js";
 import type { StanzaContext } from "./session.js";
 
 const NS_MAM = "urn:xmpp:mam:2";
@@ -46,7 +47,9 @@ export function dispatchStanza(ctx: StanzaContext, stanza: Element): void {
     case "message":
       return handleMessage(ctx, stanza);
     case "presence":
-      return handlePresenceCaps(ctx, stanza); // the rest of presence is the app's (onStanza)
+      // Caps and room occupancy; the rest of presence is the app's (onStanza).
+      handlePresenceCaps(ctx, stanza);
+      return handleRoomPresence(ctx, stanza);
     default:
       return;
   }
@@ -135,7 +138,9 @@ function handleMessage(ctx: StanzaContext, message: Element): void {
   const result = message.getChild("result", NS_MAM);
   if (result) {
     const from = message.attrs.from;
-    if (from && bare(from) !== own) return; // a forged archive result from a stranger
+    // Our own archive, or a room archive we are querying with this queryid; else a forgery.
+    if (from && bare(from) !== own && !isExpectedRoomResult(ctx, from, result.attrs.queryid))
+      return;
     const forwarded = result.getChild("forwarded", NS_FORWARD);
     const inner = forwarded?.getChild("message");
     if (!forwarded || !inner || !result.attrs.id) return;
@@ -202,9 +207,12 @@ function storeMessage(
   const outgoing = bare(from) === own;
   const chatJid = bare(outgoing ? m.attrs.to : from);
   if (!chatJid) return;
-  const stanzaIdEl = m.getChildren("stanza-id", NS_SID).find((s) => bare(s.attrs.by) === own);
+  // XEP-0359: trust only the stanza-id of the archive that holds the message — ours, or the
+  // room's for a group chat message.
+  const idOwner = m.attrs.type === "groupchat" ? bare(from) : own;
+  const stanzaIdEl = m.getChildren("stanza-id", NS_SID).find((s) => bare(s.attrs.by) === idOwner);
   const stanzaId = meta.archiveId ?? stanzaIdEl?.attrs.id ?? null;
-  const stanzaIdBy = meta.archiveId ? (meta.archiveBy ?? own) : stanzaIdEl ? own : null;
+  const stanzaIdBy = meta.archiveId ? (meta.archiveBy ?? own) : stanzaIdEl ? idOwner : null;
   const originId = m.getChild("origin-id", NS_SID)?.attrs.id ?? null;
   const stamp = Date.parse(m.getChild("delay", NS_DELAY)?.attrs.stamp ?? "");
   const inserted = ctx.tx
@@ -261,6 +269,7 @@ function storeMessage(
     );
   }
   // Live messages advance the catch-up mark only while no gap is open (else MAM would skip it).
+  if (!meta.archiveId && stanzaId && idOwner !== own) advanceRoomMark(ctx, idOwner, stanzaId);
   if (!meta.archiveId && stanzaId && stanzaIdBy === own && !ctx.state.mam.gapOpen) {
     ctx.state.mam.lastStanzaId = stanzaId;
     ctx.state.mam.lastTimestamp = ctx.tx.now;

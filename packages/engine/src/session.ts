@@ -26,6 +26,7 @@ import {
   type HandlerRegistry,
 } from "./handlers.js";
 import { ownCapsElement, ownDiscoInfo, registerCapsHandlers } from "./caps.js";
+import { registerMucHandlers } from "./muc.js";
 import { dispatchStanza, FEATURES, registerBuiltinHandlers, startMamCatchup } from "./protocol.js";
 import { registerPushHandlers } from "./push.js";
 import { registerSetupHandlers, setupNewStream } from "./setup.js";
@@ -110,6 +111,7 @@ export class DurableSession extends EventEmitter {
     registerPushHandlers(this.registry);
     registerSetupHandlers(this.registry);
     registerCapsHandlers(this.registry);
+    registerMucHandlers(this.registry);
     this.log = opts.logger ?? (() => {});
   }
 

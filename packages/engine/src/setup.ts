@@ -4,6 +4,7 @@
 import xml, { type Element } from "@xmpp/xml";
 import parseXml from "@xmpp/xml/lib/parse.js";
 import type { HandlerRegistry } from "./handlers.js";
+import { rejoinRooms } from "./muc.js";
 import type { StanzaContext } from "./session.js";
 
 const NS_DISCO_INFO = "http://jabber.org/protocol/disco#info";
@@ -19,6 +20,7 @@ export interface RosterItem {
 
 export function setupNewStream(ctx: StanzaContext, ownBareJid: string): void {
   const r = ctx.session.registry;
+  rejoinRooms(ctx); // the server forgot our room occupancy with the old stream
   ctx.sendIq(
     xml(
       "iq",

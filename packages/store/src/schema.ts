@@ -119,6 +119,8 @@ export const chats = sqliteTable(
       .notNull()
       .default("chat"),
     name: text("name"),
+    /** Group chats: our nickname while joined (null: not joined, e.g. left the room). */
+    nick: text("nick"),
     unreadCount: integer("unread_count").notNull().default(0),
     muted: integer("muted", { mode: "boolean" }).notNull().default(false),
     lastActivityAt: integer("last_activity_at"),

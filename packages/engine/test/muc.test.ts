@@ -1,0 +1,179 @@
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { openStore, tables, type Store } from "@lichen/store";
+import { startEjabberd, startProsody, type XmppTestServer } from "@lichen/test-servers";
+import { client, xml } from "@xmpp/client";
+import { and, eq } from "drizzle-orm";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { DurableSession, ensureAccount, joinRoom } from "../src/index.js";
+import { until } from "./helpers.js";
+
+const T = 180_000;
+const NS_MUC = "http://jabber.org/protocol/muc";
+
+interface Stanza {
+  is(n: string): boolean;
+  attrs: Record<string, string>;
+  getChild(n: string, ns?: string): Stanza | undefined;
+  getChildren(n: string): Stanza[];
+}
+
+/** bob, a plain client, creates a persistent archived room and talks in it. */
+async function roomOwner(server: XmppTestServer, room: string) {
+  const xmpp = client({
+    service: `xmpp://127.0.0.1:${server.c2sPort}`,
+    domain: "localhost",
+    username: "bob",
+    password: "bobpw",
+    resource: "desk",
+  });
+  xmpp.on("error", () => {});
+  xmpp.reconnect.stop();
+  const selfPresence = new Promise<Stanza>((resolve) =>
+    xmpp.on("stanza", (s: Stanza) => {
+      const x = s.is("presence") ? s.getChild("x", `${NS_MUC}#user`) : undefined;
+      if (x?.getChildren("status").some((st) => st.attrs.code === "110")) resolve(s);
+    }),
+  );
+  await xmpp.start();
+  await xmpp.send(xml("presence", { to: `${room}/bob` }, xml("x", { xmlns: NS_MUC })));
+  await selfPresence;
+  // Instant room, persistent, archived (a no-op where it already is).
+  await xmpp.iqCaller.set(
+    xml(
+      "query",
+      { xmlns: `${NS_MUC}#owner` },
+      xml(
+        "x",
+        { xmlns: "jabber:x:data", type: "submit" },
+        xml(
+          "field",
+          { var: "FORM_TYPE" },
+          xml("value", {}, "http://jabber.org/protocol/muc#roomconfig"),
+        ),
+        xml("field", { var: "muc#roomconfig_persistentroom" }, xml("value", {}, "1")),
+      ),
+    ),
+    room,
+  );
+  let n = 0;
+  return {
+    say: (body: string) =>
+      xmpp.send(
+        xml("message", { to: room, type: "groupchat", id: `g${n++}` }, xml("body", {}, body)),
+      ),
+    stop: () => xmpp.stop().catch(() => {}),
+  };
+}
+
+describe.each([
+  ["prosody", startProsody],
+  ["ejabberd", startEjabberd],
+] as const)("group chat catch-up with a per-room MAM mark on %s", (_kind, start) => {
+  let server: XmppTestServer;
+  let store: Store;
+
+  beforeAll(async () => {
+    server = await start();
+    await server.registerUser("alice", "alicepw");
+    await server.registerUser("bob", "bobpw");
+    const db = join(mkdtempSync(join(tmpdir(), "lichen-muc-")), "lichen.db");
+    store = openStore({ path: db, role: "main" });
+    ensureAccount(store, { id: "alice", jid: "alice@localhost", resource: "phone" });
+  }, T);
+  afterAll(async () => {
+    store?.close();
+    await server?.stop();
+  }, T);
+
+  const session = () =>
+    new DurableSession({
+      store,
+      accountId: "alice",
+      service: `xmpp://127.0.0.1:${server.c2sPort}`,
+      domain: "localhost",
+      username: "alice",
+      password: "alicepw",
+      resource: "phone",
+    });
+  const bodies = (room: string) =>
+    store.read((tx) =>
+      tx
+        .select({ body: tables.messages.body })
+        .from(tables.messages)
+        .where(and(eq(tables.messages.accountId, "alice"), eq(tables.messages.chatJid, room)))
+        .all()
+        .map((r) => r.body)
+        .sort(),
+    );
+  const mark = (room: string) =>
+    store.read((tx) =>
+      tx
+        .select()
+        .from(tables.mamMarks)
+        .where(and(eq(tables.mamMarks.accountId, "alice"), eq(tables.mamMarks.archiveJid, room)))
+        .get(),
+    );
+
+  it(
+    "join fetches the room's archive, live messages move the mark, a rejoin fetches exactly the gap",
+    async () => {
+      const room = `lounge-${Math.random().toString(36).slice(2, 8)}@${server.mucDomain}`;
+      const bob = await roomOwner(server, room);
+      try {
+        for (const b of ["m1", "m2", "m3"]) await bob.say(b);
+
+        const alice = session();
+        await alice.connect();
+        const caughtUp = new Promise((r) => alice.once("room-mam-complete", r));
+        alice.write((ctx) => joinRoom(ctx, room, "alice"));
+        expect(await caughtUp).toBe(room);
+        expect(bodies(room)).toEqual(["m1", "m2", "m3"]);
+        const first = mark(room)!;
+        expect(first.gapOpen).toBe(false);
+        expect(first.lastArchiveId).toBeTruthy();
+
+        // Live: stored once, and the room's stanza-id becomes the mark.
+        await bob.say("m4");
+        await until(() => bodies(room).includes("m4"), "live m4");
+        await until(() => mark(room)!.lastArchiveId !== first.lastArchiveId, "mark advanced");
+        const liveMark = mark(room)!.lastArchiveId;
+        const m4 = store.read((tx) =>
+          tx.select().from(tables.messages).where(eq(tables.messages.body, "m4")).get(),
+        )!;
+        expect(m4.stanzaId).toBe(liveMark);
+        expect(m4.stanzaIdBy).toBe(room);
+
+        // Logged out (stream closed, room left by the server); bob talks on.
+        await alice.close();
+        for (const b of ["m5", "m6"]) await bob.say(b);
+
+        // A new stream re-joins the remembered room and fetches only what came after the mark.
+        const again = session();
+        const caughtUp2 = new Promise((r) => again.once("room-mam-complete", r));
+        const archived: string[] = [];
+        again.on("stanza", (s: Stanza & { getChildText(n: string): string | null }) => {
+          const fwd = s
+            .getChild("result", "urn:xmpp:mam:2")
+            ?.getChild("forwarded", "urn:xmpp:forward:0");
+          const body = (fwd?.getChild("message") as typeof s | undefined)?.getChildText("body");
+          if (s.attrs.from === room && body) archived.push(body);
+        });
+        expect(await again.connect()).toBe("new");
+        await caughtUp2;
+        const all = store.read((tx) =>
+          tx.select().from(tables.messages).where(eq(tables.messages.chatJid, room)).all(),
+        );
+        expect(all.map((m) => m.body).sort()).toEqual(["m1", "m2", "m3", "m4", "m5", "m6"]);
+        // Only m5 and m6 travelled: the query started after the room's mark.
+        expect(archived.sort()).toEqual(["m5", "m6"]);
+        expect(mark(room)!.gapOpen).toBe(false);
+        await again.close();
+      } finally {
+        await bob.stop();
+      }
+    },
+    T,
+  );
+});
