@@ -601,19 +601,7 @@ export class DurableSession extends EventEmitter {
           )
           .run();
       }
-      const ctx = this.context(tx, st);
-      for (const pending of listIqHandlers(tx, this.accountId)) {
-        takeIqHandler(tx, this.accountId, pending.iqId);
-        try {
-          this.registry.invalidate(ctx, pending.handler, "session-not-resumed");
-        } catch (err) {
-          this.log({
-            event: "invalidation-failed",
-            handler: pending.handler.name,
-            error: String(err),
-          });
-        }
-      }
+      this.invalidatePendingHandlers(this.context(tx, st));
       st.sm.streamId = null;
       st.mam.gapOpen = true;
       saveAccountState(tx, this.accountId, st);
@@ -622,9 +610,28 @@ export class DurableSession extends EventEmitter {
     this.emit("resume-failed");
   }
 
+  /** IQs of a stream that is gone can never be answered: run their invalidation handlers. */
+  private invalidatePendingHandlers(ctx: StanzaContext): void {
+    for (const pending of listIqHandlers(ctx.tx, this.accountId)) {
+      takeIqHandler(ctx.tx, this.accountId, pending.iqId);
+      try {
+        this.registry.invalidate(ctx, pending.handler, "session-not-resumed");
+      } catch (err) {
+        this.log({
+          event: "invalidation-failed",
+          handler: pending.handler.name,
+          error: String(err),
+        });
+      }
+    }
+  }
+
   private onEnabled(enabled: Element, boundJid: string): void {
     this.store.write((tx) => {
       const st = loadAccountState(tx, this.accountId);
+      // A new stream (no resume was possible or tried): handlers still waiting belong to a dead
+      // stream (onResumeFailed already ran them if a resume was tried).
+      this.invalidatePendingHandlers(this.context(tx, st));
       // Stanzas never acked on the old stream are renumbered onto the new one and resent
       // (receivers dedupe by origin-id), so nothing the user sent is lost.
       const leftovers = tx
