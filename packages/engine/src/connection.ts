@@ -7,12 +7,16 @@ import middlewareFactory from "@xmpp/middleware";
 import resourceBindingFactory from "@xmpp/resource-binding";
 import saslFactoryFn from "@xmpp/sasl";
 import plain from "@xmpp/sasl-plain";
-import scramsha1 from "@xmpp/sasl-scram-sha-1";
 import starttlsFactory from "@xmpp/starttls";
 import streamFeaturesFactory from "@xmpp/stream-features";
 import tcpFactory from "@xmpp/tcp";
 import tlsFactory from "@xmpp/tls";
 import SASLFactory from "saslmechanisms";
+import { ScramMechanism, scramMechanisms } from "./scram.js";
+
+const NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl";
+/** Strongest first; PLAIN only where a server offers nothing else. */
+const MECHANISM_PREFERENCE = ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"];
 
 export interface ConnectionOptions {
   /** e.g. "xmpp://127.0.0.1:5222" */
@@ -27,6 +31,10 @@ export interface XmppConnection {
   entity: any; // eslint-disable-line @typescript-eslint/no-explicit-any
   middleware: any; // eslint-disable-line @typescript-eslint/no-explicit-any
   streamFeatures: any; // eslint-disable-line @typescript-eslint/no-explicit-any
+  /** The SASL mechanism chosen for this connection. */
+  mechanism?: string;
+  /** Set when the server failed SCRAM's mutual authentication. */
+  authFailure?: Error;
 }
 
 /**
@@ -44,22 +52,34 @@ export function createConnection(
   const middleware = middlewareFactory({ entity });
   const streamFeatures = streamFeaturesFactory({ middleware });
   const iqCaller = iqCallerFactory({ middleware, entity });
+  const conn: XmppConnection = { entity, middleware, streamFeatures };
   const saslFactory = new SASLFactory();
-  scramsha1(saslFactory);
+  let scram: ScramMechanism | null = null;
+  for (const m of scramMechanisms((created) => (scram = created))) saslFactory.use(m.name, m.ctor);
   plain(saslFactory);
+  // xmpp.js ignores the data in <success/>: check the SCRAM server signature here (this listener
+  // runs before xmpp.js's); the failure is thrown once authenticate() returns, below.
+  entity.on("nonza", (el: { name: string; attrs: { xmlns?: string }; text(): string }) => {
+    const mech: ScramMechanism | null = scram;
+    if (el.name !== "success" || el.attrs.xmlns !== NS_SASL || !mech || mech.verified) return;
+    try {
+      mech.verifyServerFinal(Buffer.from(el.text(), "base64").toString());
+    } catch (err) {
+      conn.authFailure = err as Error;
+    }
+  });
   starttlsFactory({ streamFeatures });
   saslFactoryFn(
     { streamFeatures, saslFactory },
     async (authenticate: (c: object, m: string) => Promise<void>, mechanisms: string[]) => {
-      const mechanism = mechanisms.includes("SCRAM-SHA-1")
-        ? "SCRAM-SHA-1"
-        : mechanisms.find((m) => m === "PLAIN");
+      const mechanism = MECHANISM_PREFERENCE.find((m) => mechanisms.includes(m));
       if (!mechanism)
         throw new Error(`no supported SASL mechanism offered (${mechanisms.join(", ")})`);
+      conn.mechanism = mechanism;
       await authenticate({ username: opts.username, password: opts.password }, mechanism);
+      if (conn.authFailure) throw conn.authFailure; // never bind to an impostor
     },
   );
-  const conn: XmppConnection = { entity, middleware, streamFeatures };
   registerSm(conn);
   resourceBindingFactory({ iqCaller, streamFeatures }, opts.resource);
   return conn;

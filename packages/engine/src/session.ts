@@ -99,6 +99,10 @@ export class DurableSession extends EventEmitter {
   private readonly failures = new Map<string, number>();
   private tickTimer: NodeJS.Timeout | null = null;
   private readonly log: (event: Record<string, unknown>) => void;
+  /** SASL mechanism of the current connection (e.g. "SCRAM-SHA-256"). */
+  get saslMechanism(): string | null {
+    return this.conn?.mechanism ?? null;
+  }
   /** How the last connect went: resumed the previous stream, or a new one. */
   lastConnect: "resumed" | "new" | null = null;
 

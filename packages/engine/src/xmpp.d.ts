@@ -30,7 +30,6 @@ declare module "@xmpp/middleware";
 declare module "@xmpp/stream-features";
 declare module "@xmpp/iq/caller.js";
 declare module "@xmpp/sasl";
-declare module "@xmpp/sasl-scram-sha-1";
 declare module "@xmpp/sasl-plain";
 declare module "@xmpp/resource-binding";
 declare module "@xmpp/events";
