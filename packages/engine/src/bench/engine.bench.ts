@@ -11,8 +11,13 @@
  *    resumable, with a message waiting on the server: parent's clock at spawn -> child's clock at
  *    the first `message-stored`. Every run must resume the stream (checked). Baseline: the startup
  *    of an empty Node process (node_startup_p50_ms).
+ *    Both receivers usually keep up with the sender (sender_msgs_per_s), so the rate ratio shows
+ *    whether durability slows a burst on this machine; receiver capacity is compared separately by
+ *    the bench process's CPU time per message during the round (durable/bare_cpu_us_per_msg; the
+ *    sender and server run in other processes), durable_vs_bare_cpu_capacity = bare/durable CPU.
  * 3. nse_peak_rss_mb: maxRSS of those NSE processes (median); baseline node_baseline_rss_mb.
- * Server debug logging is turned off so the server is not the bottleneck of the baseline.
+ * Server debug logging is off and the MAM quota raised so the server is not the bottleneck of the
+ * baseline; sender_msgs_per_s shows how fast the sender got its burst through the server.
  */
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -49,7 +54,12 @@ export default async function engineBench(ctx: BenchContext) {
     ctx.log("starting Prosody");
     server = await startProsody({
       smacksHibernationSeconds: 600,
-      extraConfig: `log = { error = "${join(dir, "prosody-bench.err")}" }`,
+      // No debug log; and a MAM quota the bench cannot reach (at the default 10000 items Prosody
+      // starts truncating the sender's archive on every message and becomes the bottleneck).
+      extraConfig: [
+        `log = { error = "${join(dir, "prosody-bench.err")}" }`,
+        "storage_archive_item_limit = 10000000",
+      ].join("\n"),
     });
     for (const u of Object.values(users)) await server.registerUser(u, password(u));
     const service = `xmpp://127.0.0.1:${server.c2sPort}`;
@@ -119,14 +129,20 @@ export default async function engineBench(ctx: BenchContext) {
           };
         },
       );
+      const cpu0 = process.cpuUsage();
       const { t0, sentAt } = await burst(`${users.durable}@${domain}`, prefix, count);
       const doneAt = await received;
+      const cpu = process.cpuUsage(cpu0);
       const stored = durableStore.sqlite
         .prepare("SELECT count(*) AS n FROM messages WHERE account_id = ? AND body LIKE ?")
         .get(users.durable, `${prefix}%`) as { n: number };
       if (stored.n !== count)
         throw new Error(`durable: ${stored.n} rows stored, expected ${count}`);
-      return { rate: count / ((doneAt - t0) / 1000), sendRate: count / ((sentAt - t0) / 1000) };
+      return {
+        rate: count / ((doneAt - t0) / 1000),
+        sendRate: count / ((sentAt - t0) / 1000),
+        cpuUsPerMsg: (cpu.user + cpu.system) / count,
+      };
     };
 
     const runBare = async (prefix: string, count: number) => {
@@ -150,9 +166,15 @@ export default async function engineBench(ctx: BenchContext) {
           };
         },
       );
+      const cpu0 = process.cpuUsage();
       const { t0, sentAt } = await burst(`${users.bare}@${domain}`, prefix, count);
       const doneAt = await received;
-      return { rate: count / ((doneAt - t0) / 1000), sendRate: count / ((sentAt - t0) / 1000) };
+      const cpu = process.cpuUsage(cpu0);
+      return {
+        rate: count / ((doneAt - t0) / 1000),
+        sendRate: count / ((sentAt - t0) / 1000),
+        cpuUsPerMsg: (cpu.user + cpu.system) / count,
+      };
     };
 
     const warm = Math.max(100, n / 4);
@@ -164,27 +186,35 @@ export default async function engineBench(ctx: BenchContext) {
     const bareRates: number[] = [];
     const sendRates: number[] = [];
     const pairRatios: number[] = [];
+    const durableCpu: number[] = [];
+    const bareCpu: number[] = [];
     for (let r = 0; r < rounds; r++) {
       const order = r % 2 === 0 ? (["durable", "bare"] as const) : (["bare", "durable"] as const);
       const got: Record<string, number> = {};
+      const sent: Record<string, number> = {};
       for (const which of order) {
         const res =
           which === "durable" ? await runDurable(`r${r}-d-`, n) : await runBare(`r${r}-b-`, n);
         got[which] = res.rate;
+        sent[which] = res.sendRate;
         sendRates.push(res.sendRate);
+        (which === "durable" ? durableCpu : bareCpu).push(res.cpuUsPerMsg);
         await settle(durable);
       }
       durableRates.push(got.durable!);
       bareRates.push(got.bare!);
       pairRatios.push(got.durable! / got.bare!);
       ctx.log(
-        `round ${r + 1}/${rounds} (${order.join(" then ")}): durable ${round1(got.durable!)} msg/s, bare ${round1(got.bare!)} msg/s, ratio ${round3(got.durable! / got.bare!)}`,
+        `round ${r + 1}/${rounds} (${order.join(" then ")}): durable ${round1(got.durable!)} msg/s, bare ${round1(got.bare!)} msg/s, ratio ${round3(got.durable! / got.bare!)}; sender ${round1(sent.durable!)} / ${round1(sent.bare!)} msg/s`,
       );
     }
     const durableMedian = median(durableRates);
     const bareMedian = median(bareRates);
     ctx.log(
       `throughput medians: durable ${round1(durableMedian)}, bare ${round1(bareMedian)} msg/s; median of per-round ratios ${round3(median(pairRatios))} (ratio of medians ${round3(durableMedian / bareMedian)})`,
+    );
+    ctx.log(
+      `receiver CPU per message (medians): durable ${round1(median(durableCpu))} µs, bare ${round1(median(bareCpu))} µs`,
     );
     await durable.suspend();
     await bare.stop().catch(() => {});
@@ -257,6 +287,8 @@ export default async function engineBench(ctx: BenchContext) {
         durable_msgs_per_s: round1(durableMedian),
         bare_msgs_per_s: round1(bareMedian),
         sender_msgs_per_s: round1(median(sendRates)),
+        durable_cpu_us_per_msg: round1(median(durableCpu)),
+        bare_cpu_us_per_msg: round1(median(bareCpu)),
         nse_runs: coldStarts.length,
         nse_cold_start_p50_ms: round1(median(coldStarts)),
         nse_cold_start_p90_ms: round1(percentile(coldStarts, 90)),
@@ -267,6 +299,7 @@ export default async function engineBench(ctx: BenchContext) {
       },
       ratios: {
         durable_vs_bare: round3(median(pairRatios)),
+        durable_vs_bare_cpu_capacity: round3(median(bareCpu) / median(durableCpu)),
         nse_rss_vs_empty_node: round3(median(rssMb) / median(nodeRss)),
       },
     };
