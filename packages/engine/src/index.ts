@@ -20,6 +20,7 @@ export {
   AppController,
   handlePush,
   SESSION_LOCK_KEY,
+  cancelSyncWarning,
   type NseOptions,
   type NseResult,
 } from "./modes.js";

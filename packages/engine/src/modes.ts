@@ -13,10 +13,32 @@ import {
   type Store,
 } from "@lichen/store";
 import { loadAccountState } from "@lichen/store";
+import { and, eq, isNull } from "drizzle-orm";
 import { DurableSession, type SessionOptions } from "./session.js";
 import { sendShareOutbox } from "./share.js";
 
 export const SESSION_LOCK_KEY = "xmpp-session";
+
+const syncWarningId = (accountId: string) => `sync-warning:${accountId}`;
+
+/**
+ * A sync finished: withdraw the delayed "could not synchronize" warning of an earlier NSE run
+ * if it has not been shown yet.
+ */
+export function cancelSyncWarning(store: Store, accountId: string): boolean {
+  return store.write(
+    (tx) =>
+      tx
+        .delete(tables.pendingNotifications)
+        .where(
+          and(
+            eq(tables.pendingNotifications.id, syncWarningId(accountId)),
+            isNull(tables.pendingNotifications.deliveredAt),
+          ),
+        )
+        .run().changes > 0,
+  );
+}
 
 type SessionConfig = Omit<SessionOptions, "store">;
 
@@ -56,6 +78,7 @@ export class AppController {
     void got;
     this.session = new DurableSession({ store: this.store, ...this.config });
     const how = await this.session.connect();
+    cancelSyncWarning(this.store, this.config.accountId); // the app is open: no warning needed
     this.sendOutbox();
     return how;
   }
@@ -186,8 +209,11 @@ export async function handlePush(opts: NseOptions): Promise<NseResult> {
       // Could not finish: a delayed warning (a later successful sync cancels it) and a request
       // for background time, both recorded for the main app.
       opts.store.write((tx) => {
+        tx.delete(tables.pendingNotifications)
+          .where(eq(tables.pendingNotifications.id, syncWarningId(accountId)))
+          .run();
         addPendingNotification(tx, {
-          id: randomUUID(),
+          id: syncWarningId(accountId), // at most one per account; a later sync cancels it
           accountId,
           content: {
             kind: "alert",
@@ -209,6 +235,7 @@ export async function handlePush(opts: NseOptions): Promise<NseResult> {
           .run();
       });
     }
+    if (outcome === "synced") cancelSyncWarning(opts.store, accountId);
     if (notifications.length === 0)
       notifications.push({
         kind: "silent",

@@ -1,7 +1,8 @@
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { openStore, type Store } from "@lichen/store";
+import { openStore, tables, type Store } from "@lichen/store";
+import { eq } from "drizzle-orm";
 import { startEjabberd, startProsody, type XmppTestServer } from "@lichen/test-servers";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AppController, ensureAccount, handlePush } from "../src/index.js";
@@ -118,6 +119,49 @@ describe.each([
       } finally {
         await app.close();
       }
+    },
+    T,
+  );
+
+  it(
+    "an unfinished sync at the deadline leaves a delayed warning and a background-task request; a later sync cancels the warning",
+    async () => {
+      // quietMs longer than the deadline: the NSE cannot call the sync finished in time.
+      const r = await handlePush({
+        store: nseStore,
+        session: config,
+        quietMs: 60_000,
+        deadlineMs: 1500,
+        lingerMs: 100,
+        syncWarningDelayMs: 120_000,
+      });
+      expect(r.outcome).toBe("deadline");
+      const warnings = () =>
+        mainStore.read((tx) =>
+          tx
+            .select()
+            .from(tables.pendingNotifications)
+            .where(eq(tables.pendingNotifications.accountId, "alice"))
+            .all(),
+        );
+      const [w] = warnings();
+      expect(JSON.parse(w!.content)).toMatchObject({
+        kind: "alert",
+        title: "Could not synchronize",
+      });
+      expect(w!.deliverAt).toBeGreaterThan(Date.now() + 60_000); // delayed, not shown yet
+      const requests = mainStore.read((tx) =>
+        tx
+          .select()
+          .from(tables.syncErrors)
+          .where(eq(tables.syncErrors.code, "background-task-requested"))
+          .all(),
+      );
+      expect(requests.length).toBeGreaterThanOrEqual(1);
+
+      const ok = await handlePush({ store: nseStore, session: config, lingerMs: 100 });
+      expect(ok.outcome).toBe("synced");
+      expect(warnings()).toEqual([]);
     },
     T,
   );
