@@ -7,7 +7,8 @@ import middlewareFactory from "@xmpp/middleware";
 import resourceBindingFactory from "@xmpp/resource-binding";
 import saslFactoryFn from "@xmpp/sasl";
 import plain from "@xmpp/sasl-plain";
-import starttlsFactory from "@xmpp/starttls";
+import { canUpgrade, upgrade } from "@xmpp/starttls/starttls.js";
+import xml from "@xmpp/xml";
 import streamFeaturesFactory from "@xmpp/stream-features";
 import tcpFactory from "@xmpp/tcp";
 import tlsFactory from "@xmpp/tls";
@@ -15,6 +16,17 @@ import SASLFactory from "saslmechanisms";
 import { ScramMechanism, scramMechanisms } from "./scram.js";
 
 const NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl";
+const NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls";
+
+/** Plaintext authentication is only acceptable to a server on this machine (tests, a local proxy). */
+function isLoopbackService(service: string): boolean {
+  try {
+    const host = new URL(service).hostname.replace(/^\[|\]$/g, "");
+    return host === "localhost" || host === "::1" || /^127\./.test(host);
+  } catch {
+    return false;
+  }
+}
 /** Strongest first; PLAIN only where a server offers nothing else. */
 const MECHANISM_PREFERENCE = ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"];
 
@@ -25,6 +37,13 @@ export interface ConnectionOptions {
   username: string;
   password: string;
   resource?: string;
+  /** TLS: extra trusted CA certificates (PEM), e.g. a private server's own CA. */
+  tls?: { ca?: string | Buffer | (string | Buffer)[] };
+  /**
+   * Authenticate without TLS? Default: only to a loopback address. Elsewhere a server without
+   * STARTTLS (or a stripped STARTTLS offer) is refused before any credentials are sent.
+   */
+  allowPlaintext?: boolean;
 }
 
 export interface XmppConnection {
@@ -68,10 +87,33 @@ export function createConnection(
       conn.authFailure = err as Error;
     }
   });
-  starttlsFactory({ streamFeatures });
+  // STARTTLS (RFC 6120 §5) with the certificate verified for the account's domain; our own
+  // feature handler instead of @xmpp/starttls so a private CA can be passed.
+  streamFeatures.use(
+    "starttls",
+    NS_TLS,
+    async ({ entity: e }: { entity: typeof entity }, next: () => Promise<void>) => {
+      if (!canUpgrade(e.socket)) return next();
+      const answer = await e.sendReceive(xml("starttls", { xmlns: NS_TLS }));
+      if (!answer.is("proceed", NS_TLS)) throw new Error("the server refused STARTTLS");
+      const tlsSocket = await upgrade(e.socket, {
+        host: opts.domain,
+        servername: opts.domain,
+        ...(opts.tls?.ca ? { ca: opts.tls.ca } : {}),
+      });
+      e._attachSocket(tlsSocket);
+      await e.restart();
+    },
+  );
+  const allowPlaintext = opts.allowPlaintext ?? isLoopbackService(opts.service);
   saslFactoryFn(
     { streamFeatures, saslFactory },
     async (authenticate: (c: object, m: string) => Promise<void>, mechanisms: string[]) => {
+      if (!entity.isSecure() && !allowPlaintext)
+        throw new Error(
+          `refusing to authenticate without TLS to ${opts.service} (the server offered no STARTTLS); ` +
+            "set allowPlaintext only for a trusted local link",
+        );
       const mechanism = MECHANISM_PREFERENCE.find((m) => mechanisms.includes(m));
       if (!mechanism)
         throw new Error(`no supported SASL mechanism offered (${mechanisms.join(", ")})`);

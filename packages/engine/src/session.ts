@@ -44,6 +44,10 @@ export interface SessionOptions {
   username: string;
   password: string;
   resource?: string;
+  /** Extra trusted CA certificates for STARTTLS (PEM). */
+  tls?: { ca?: string | Buffer | (string | Buffer)[] };
+  /** Authenticate without TLS (default: only to loopback addresses). */
+  allowPlaintext?: boolean;
   registry?: HandlerRegistry;
   /** Called for every inbound stanza inside its transaction (after built-in handling). Throwing rolls it back. */
   onStanza?: (ctx: StanzaContext, stanza: Element, prepared: unknown) => void;
@@ -99,6 +103,10 @@ export class DurableSession extends EventEmitter {
   private readonly failures = new Map<string, number>();
   private tickTimer: NodeJS.Timeout | null = null;
   private readonly log: (event: Record<string, unknown>) => void;
+  /** Whether the current connection is TLS-encrypted. */
+  get secure(): boolean {
+    return this.conn?.entity.isSecure() === true;
+  }
   /** SASL mechanism of the current connection (e.g. "SCRAM-SHA-256"). */
   get saslMechanism(): string | null {
     return this.conn?.mechanism ?? null;
@@ -133,6 +141,10 @@ export class DurableSession extends EventEmitter {
         username: this.opts.username,
         password: this.opts.password,
         resource: this.opts.resource,
+        ...(this.opts.tls ? { tls: this.opts.tls } : {}),
+        ...(this.opts.allowPlaintext !== undefined
+          ? { allowPlaintext: this.opts.allowPlaintext }
+          : {}),
       },
       (c) => this.registerStreamManagement(c),
     );

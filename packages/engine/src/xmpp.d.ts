@@ -25,7 +25,6 @@ declare module "@xmpp/xml" {
 declare module "@xmpp/client-core";
 declare module "@xmpp/tcp";
 declare module "@xmpp/tls";
-declare module "@xmpp/starttls";
 declare module "@xmpp/middleware";
 declare module "@xmpp/stream-features";
 declare module "@xmpp/iq/caller.js";
@@ -38,4 +37,8 @@ declare module "saslmechanisms";
 declare module "@xmpp/xml/lib/parse.js" {
   import type { Element } from "@xmpp/xml";
   export default function parse(s: string): Element;
+}
+declare module "@xmpp/starttls/starttls.js" {
+  export function canUpgrade(socket: unknown): boolean;
+  export function upgrade(socket: unknown, options: Record<string, unknown>): Promise<unknown>;
 }
