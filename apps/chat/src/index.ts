@@ -1,1 +1,13 @@
-export {};
+export { buildProgram, main, DEFAULT_DB } from "./program.js";
+export { CatchupProgress } from "./progress.js";
+export {
+  readAccountSettings,
+  writeAccountSettings,
+  settingsPath,
+  sessionConfig,
+  parseBareJid,
+  normalizeService,
+  type AccountSettings,
+} from "./settings.js";
+export { shareInput } from "./commands/share.js";
+export { CliError } from "./errors.js";

@@ -1,0 +1,197 @@
+// The interactive main app: holds the session while in the foreground, gives it up (resumable)
+// on /bg, prints messages as they are stored and sends what the share extension queued.
+import { createInterface } from "node:readline";
+import { AppController } from "@lichen/engine";
+import { loadAccountState, type Store } from "@lichen/store";
+import { type CliContext, foregroundOrExplain, openAccount } from "../context.js";
+import { describeError } from "../errors.js";
+import { formatMessage, type MessageLine } from "../format.js";
+import { CatchupProgress } from "../progress.js";
+import { parseBareJid } from "../settings.js";
+import { messagesAfter } from "./history.js";
+
+const HELP = [
+  "/to <jid>  choose the chat that your lines are sent to",
+  "/bg        background: finish work, suspend the stream (resumable), release the session",
+  "/fg        foreground: take the session back (resume or log in)",
+  "/quit      background and exit (also Ctrl-D)",
+  "other lines are sent to the chosen chat",
+].join("\n");
+
+/** Prints every message stored after the last one it printed (the DB is the source of truth). */
+class NewMessagePrinter {
+  private lastId = 0;
+
+  constructor(
+    private readonly store: Store,
+    private readonly accountId: string,
+    private readonly print: (m: MessageLine) => void,
+  ) {}
+
+  skipExisting(): void {
+    const rows = messagesAfter(this.store, this.accountId, this.lastId);
+    this.lastId = rows.at(-1)?.id ?? this.lastId;
+  }
+
+  printNew(): void {
+    for (const m of messagesAfter(this.store, this.accountId, this.lastId)) {
+      this.lastId = m.id;
+      this.print(m);
+    }
+  }
+}
+
+export async function app(ctx: CliContext, opts: { to?: string; json?: boolean }): Promise<void> {
+  let chat = opts.to === undefined ? null : bare(opts.to);
+  const { settings, store, config } = openAccount(ctx, "main");
+  const accountId = settings.accountId;
+  const controller = new AppController(store, config);
+  const printer = new NewMessagePrinter(store, accountId, (m) =>
+    ctx.out(
+      opts.json
+        ? JSON.stringify({
+            event: "message",
+            direction: m.direction,
+            chat: m.chatJid,
+            from: m.fromJid,
+            body: m.body,
+            id: m.originId ?? m.stanzaId,
+            state: m.deliveryState,
+            at: m.sentAt,
+          })
+        : formatMessage(m),
+    ),
+  );
+  const progress = new CatchupProgress((line) => ctx.status(line));
+  const gapOpen = () => store.read((tx) => loadAccountState(tx, accountId).mam.gapOpen);
+  let mode: "fg" | "bg" = "bg";
+  let closing = false;
+
+  // Commands run one after another (a /fg never overlaps a /bg).
+  let chain: Promise<void> = Promise.resolve();
+  const enqueue = (fn: () => Promise<void> | void) => {
+    chain = chain.then(fn).catch((err: unknown) => ctx.status(`error: ${describeError(err)}`));
+  };
+
+  const foreground = async () => {
+    const how = await foregroundOrExplain(controller, settings);
+    const session = controller.session!;
+    session.on("message-stored", () => {
+      progress.gap(gapOpen());
+      progress.messageStored();
+      printer.printNew();
+    });
+    session.on("offline", () => {
+      if (mode === "fg" && !closing && controller.session === session) enqueue(reconnect);
+    });
+    mode = "fg";
+    const bound = store.read((tx) => loadAccountState(tx, accountId).sm.boundJid);
+    ctx.status(`online as ${bound ?? settings.jid} (${how === "new" ? "new stream" : "resumed"})`);
+    poll();
+  };
+
+  const background = async () => {
+    mode = "bg";
+    await controller.background();
+    ctx.status("background: stream suspended (resumable), session released");
+  };
+
+  // The engine does not reconnect by itself: retry with back-off while we should be online.
+  const reconnect = async () => {
+    ctx.status("connection lost; reconnecting…");
+    for (let delay = 1000; mode === "fg" && !closing; delay = Math.min(delay * 2, 30_000)) {
+      await controller.background();
+      try {
+        await foreground();
+        return;
+      } catch (err) {
+        ctx.status(`reconnect failed (${describeError(err)}); retrying in ${delay / 1000} s`);
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
+  };
+
+  const poll = () => {
+    progress.gap(mode === "fg" && gapOpen());
+    progress.tick();
+    printer.printNew();
+  };
+
+  const handleLine = async (line: string) => {
+    const text = line.trim();
+    if (text === "") return;
+    const [cmd, ...rest] = text.split(/\s+/);
+    switch (cmd) {
+      case "/help":
+        return ctx.status(HELP);
+      case "/to":
+        if (rest.length !== 1) return ctx.status("usage: /to <jid>");
+        chat = bare(rest[0]!);
+        return ctx.status(`chatting with ${chat}`);
+      case "/bg":
+        if (mode === "bg") return ctx.status("already in the background");
+        return background();
+      case "/fg":
+        if (mode === "fg") return ctx.status("already in the foreground");
+        return foreground();
+      case "/quit":
+        return quit();
+    }
+    if (text.startsWith("/")) return ctx.status(`unknown command ${cmd} (try /help)`);
+    if (!chat) return ctx.status("no chat chosen: /to <jid> first");
+    if (mode === "bg" || !controller.session)
+      return ctx.status("in the background: /fg first (or queue it with lichen-chat share)");
+    controller.session.sendMessage(chat, line);
+    printer.printNew();
+  };
+
+  let finished!: () => void;
+  const done = new Promise<void>((resolve) => (finished = resolve));
+  const quit = async () => {
+    if (closing) return;
+    closing = true;
+    clearInterval(timer);
+    rl.close();
+    await controller.close();
+    store.close();
+    finished();
+  };
+
+  printer.skipExisting();
+  const timer = setInterval(() => {
+    if (!closing) poll();
+  }, 250);
+  // Listen at once: lines piped in before we are online are queued behind the first foreground.
+  const rl = createInterface({ input: process.stdin, terminal: false });
+  const started = foreground();
+  chain = started.then(
+    () =>
+      ctx.status(
+        chat
+          ? `chatting with ${chat}; /help for commands`
+          : "/to <jid> to choose a chat; /help for commands",
+      ),
+    () => {},
+  );
+  rl.on("line", (line) => enqueue(() => (closing ? undefined : handleLine(line))));
+  rl.on("close", () => enqueue(quit));
+  const onSignal = () => enqueue(quit);
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
+  try {
+    await started;
+  } catch (err) {
+    closing = true;
+    clearInterval(timer);
+    rl.close();
+    await controller.close();
+    store.close();
+    throw err;
+  }
+  await done;
+}
+
+function bare(jid: string): string {
+  const { local, domain } = parseBareJid(jid);
+  return `${local}@${domain}`;
+}

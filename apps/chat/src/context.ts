@@ -1,0 +1,78 @@
+import { existsSync } from "node:fs";
+import { AppController, type SessionOptions } from "@lichen/engine";
+import { LockTimeoutError, openStore, type ProcessRole, type Store } from "@lichen/store";
+import { CliError, describeError } from "./errors.js";
+import { readAccountSettings, sessionConfig, type AccountSettings } from "./settings.js";
+
+export type Logger = (event: Record<string, unknown>) => void;
+
+/** What every command gets from the global options. */
+export interface CliContext {
+  db: string;
+  verbose: boolean;
+  /** Structured logs: JSON lines on stderr with --verbose, nothing otherwise. */
+  log: Logger;
+  /** Program output (stdout). */
+  out(line: string): void;
+  /** Human status and progress lines (stderr). */
+  status(line: string): void;
+}
+
+export function makeContext(opts: { db: string; verbose?: boolean }): CliContext {
+  const verbose = opts.verbose === true;
+  return {
+    db: opts.db,
+    verbose,
+    log: verbose
+      ? (event) => process.stderr.write(JSON.stringify({ time: Date.now(), ...event }) + "\n")
+      : () => {},
+    out: (line) => process.stdout.write(line + "\n"),
+    status: (line) => process.stderr.write(line + "\n"),
+  };
+}
+
+/** Opens the database a previous `login` created (only `login` may create one). */
+export function openDatabase(ctx: CliContext, role: ProcessRole): Store {
+  if (!existsSync(ctx.db))
+    throw new CliError(`no database at ${ctx.db}: run "lichen-chat login" first (or pass --db)`);
+  return openStoreChecked(ctx, role);
+}
+
+export function openStoreChecked(ctx: CliContext, role: ProcessRole): Store {
+  try {
+    return openStore({
+      path: ctx.db,
+      role,
+      ...(ctx.verbose ? { logger: (e) => ctx.log(e) } : {}),
+    });
+  } catch (err) {
+    throw new CliError(`cannot open database ${ctx.db}: ${describeError(err)}`);
+  }
+}
+
+/** The account's settings, its store opened as `role`, and the session config. */
+export function openAccount(ctx: CliContext, role: ProcessRole) {
+  const settings = readAccountSettings(ctx.db);
+  const store = openDatabase(ctx, role);
+  return { settings, store, config: sessionConfig(settings, ctx.log) };
+}
+
+export type SessionConfig = Omit<SessionOptions, "store">;
+
+/** AppController.foreground() with errors a user can act on. */
+export async function foregroundOrExplain(
+  app: AppController,
+  settings: AccountSettings,
+): Promise<"resumed" | "new"> {
+  try {
+    return await app.foreground();
+  } catch (err) {
+    if (err instanceof LockTimeoutError)
+      throw new CliError(
+        `another lichen-chat main process (e.g. "lichen-chat app") holds the session of ${settings.jid}: use it, or queue with "lichen-chat share"`,
+      );
+    throw new CliError(
+      `cannot connect as ${settings.jid} to ${settings.service}: ${describeError(err)}`,
+    );
+  }
+}

@@ -1,0 +1,159 @@
+import { Command, CommanderError, InvalidArgumentError } from "commander";
+import { app } from "./commands/app.js";
+import { chats, tail } from "./commands/history.js";
+import { login } from "./commands/login.js";
+import { nse } from "./commands/nse.js";
+import { send } from "./commands/send.js";
+import { share } from "./commands/share.js";
+import { makeContext, type CliContext } from "./context.js";
+import { CliError, describeError, UsageError } from "./errors.js";
+
+export const DEFAULT_DB = "./lichen-chat.db";
+
+function positiveInt(what: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n <= 0)
+      throw new InvalidArgumentError(`${what} must be a positive integer.`);
+    return n;
+  };
+}
+
+export function buildProgram(): Command {
+  const program = new Command("lichen-chat")
+    .description(
+      "A small XMPP chat client that is honest about the iOS process model: a main app (app, send), a notification service extension (nse) and a share extension (share) sharing one database.",
+    )
+    .option(
+      "--db <path>",
+      "database file; account settings live in <path>.account.json",
+      DEFAULT_DB,
+    )
+    .option("--verbose", "structured (JSON) logs on stderr")
+    .exitOverride()
+    .configureOutput({
+      outputError: (str, write) => write(`lichen-chat: ${str.replace(/^error: /, "")}`),
+    });
+
+  const context = (): CliContext => makeContext(program.opts<{ db: string; verbose?: boolean }>());
+
+  program
+    .command("login")
+    .description(
+      "store the account, connect once (log in, or resume the stored stream) and suspend the stream so the next process can resume it",
+    )
+    .requiredOption("--jid <jid>", "bare JID, e.g. alice@localhost")
+    .requiredOption(
+      "--password <password>",
+      "account password (stored in <db>.account.json, mode 0600)",
+    )
+    .option("--service <url>", "server address, xmpp://HOST:PORT (default: xmpp://<domain>:5222)")
+    .option("--resource <resource>", "resource to bind (default: the server picks)")
+    .action((opts: { jid: string; password: string; service?: string; resource?: string }) =>
+      login(context(), opts),
+    );
+
+  program
+    .command("send")
+    .description(
+      "send one message as the main app (foreground, wait for the server's ack, background); prints its origin-id",
+    )
+    .argument("<jid>", "bare JID of the contact")
+    .argument("<text...>", "message text")
+    .option(
+      "--timeout-ms <ms>",
+      "how long to wait for the server's ack",
+      positiveInt("--timeout-ms"),
+      30_000,
+    )
+    .action((jid: string, text: string[], opts: { timeoutMs: number }) =>
+      send(context(), jid, text, opts),
+    );
+
+  program
+    .command("chats")
+    .description("list chats with unread counts and last activity (database only, no network)")
+    .option("--json", "print JSON")
+    .action((opts: { json?: boolean }) => chats(context(), opts));
+
+  program
+    .command("tail")
+    .description("print the last messages of a chat (database only, no network)")
+    .argument("<jid>", "bare JID of the chat")
+    .option("-n, --lines <count>", "number of messages", positiveInt("--lines"), 20)
+    .option("--json", "print JSON")
+    .action((jid: string, opts: { lines: number; json?: boolean }) => tail(context(), jid, opts));
+
+  program
+    .command("app")
+    .description(
+      "interactive main app: prints messages as they are stored, sends stdin lines (/to JID, /bg, /fg, /quit, /help), sends the share outbox",
+    )
+    .option("--to <jid>", "start chatting with this contact")
+    .option("--json", "print messages as JSON lines")
+    .action((opts: { to?: string; json?: boolean }) => app(context(), opts));
+
+  program
+    .command("nse")
+    .description(
+      "notification service extension: handle one push (resume or log in + MAM) and print the notification contents as JSON",
+    )
+    .option(
+      "--deadline-ms <ms>",
+      "disconnect this long after start at the latest",
+      positiveInt("--deadline-ms"),
+      25_000,
+    )
+    .option(
+      "--linger-ms <ms>",
+      "wait this long for another push after syncing",
+      nonNegativeInt,
+      1500,
+    )
+    .action((opts: { deadlineMs: number; lingerMs: number }) => nse(context(), opts));
+
+  program
+    .command("share")
+    .description(
+      "share extension: queue a text, link, location or file for the main app to send; never connects; prints the outbox item",
+    )
+    .argument("<jid>", "bare JID of the recipient")
+    .option("--text <text>", "share a text")
+    .option("--url <url>", "share a link")
+    .option("--title <title>", "title of the link (with --url)")
+    .option("--geo <lat,lon>", "share a location, e.g. 48.85,2.35")
+    .option("--file <path>", "share a file (copied to <db>.attachments)")
+    .option("--mime <type>", "MIME type of the file (with --file)")
+    .option("--caption <text>", "caption of an image (with --file and an image/* type)")
+    .action((jid: string, opts: Parameters<typeof share>[2]) => share(context(), jid, opts));
+
+  return program;
+}
+
+function nonNegativeInt(value: string): number {
+  if (!/^\d+$/.test(value)) throw new InvalidArgumentError("must be a non-negative integer.");
+  return Number(value);
+}
+
+/**
+ * Runs the CLI; returns the exit code: 0 ok (and --help), 2 bad usage, 1 anything else
+ * (bad config, unreachable server, ...), always with one clear line on stderr.
+ */
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // Commander already printed its message (or the help).
+      if (err.code === "commander.helpDisplayed" || err.code === "commander.version") return 0;
+      if (err.code === "commander.help") return 0;
+      return err.exitCode === 0 ? 0 : 2;
+    }
+    process.stderr.write(`lichen-chat: ${describeError(err)}\n`);
+    if (!(err instanceof CliError) && program.opts<{ verbose?: boolean }>().verbose)
+      process.stderr.write(`${(err as Error).stack ?? ""}\n`);
+    return err instanceof UsageError ? 2 : 1;
+  }
+}
