@@ -21,7 +21,7 @@
  */
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { openStore, type Store } from "@lichen/store";
 import { startProsody, type XmppTestServer } from "@lichen/test-servers";
@@ -51,7 +51,7 @@ export default async function engineBench(ctx: BenchContext) {
   let sender: JsonLineChild | undefined;
   const cleanups: (() => Promise<unknown> | unknown)[] = [];
   try {
-    ctx.log("starting Prosody");
+    ctx.log(`starting Prosody (load average ${loadLine()}; the machine may be shared)`);
     server = await startProsody({
       smacksHibernationSeconds: 600,
       // No debug log; and a MAM quota the bench cannot reach (at the default 10000 items Prosody
@@ -208,6 +208,7 @@ export default async function engineBench(ctx: BenchContext) {
         `round ${r + 1}/${rounds} (${order.join(" then ")}): durable ${round1(got.durable!)} msg/s, bare ${round1(got.bare!)} msg/s, ratio ${round3(got.durable! / got.bare!)}; sender ${round1(sent.durable!)} / ${round1(sent.bare!)} msg/s`,
       );
     }
+    ctx.log(`load average after the throughput rounds: ${loadLine()}`);
     const durableMedian = median(durableRates);
     const bareMedian = median(bareRates);
     ctx.log(
@@ -319,6 +320,11 @@ export default async function engineBench(ctx: BenchContext) {
     rmSync(dir, { recursive: true, force: true });
   }
 }
+
+const loadLine = () =>
+  loadavg()
+    .map((x) => x.toFixed(2))
+    .join(" ");
 
 /** Waits until `count` hits were seen; resolves with Date.now() at the last one. */
 function waitForCount(
