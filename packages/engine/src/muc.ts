@@ -6,13 +6,11 @@ import { listIqHandlers, tables } from "@lichen/store";
 import xml, { type Element } from "@xmpp/xml";
 import { and, eq, isNotNull } from "drizzle-orm";
 import type { HandlerRegistry } from "./handlers.js";
+import { mamPage, mamQuery } from "./mam.js";
 import type { StanzaContext } from "./session.js";
 
 const NS_MUC = "http://jabber.org/protocol/muc";
 const NS_MUC_USER = "http://jabber.org/protocol/muc#user";
-const NS_MAM = "urn:xmpp:mam:2";
-const NS_RSM = "http://jabber.org/protocol/rsm";
-const MAM_PAGE = 50;
 
 const bare = (jid: string | undefined): string => (jid ?? "").split("/")[0]!;
 
@@ -133,22 +131,7 @@ export function startRoomMamCatchup(ctx: StanzaContext, room: string, after?: st
   const queryId = randomUUID();
   setRoomMark(ctx, room, { gapOpen: true });
   ctx.sendIq(
-    xml(
-      "iq",
-      { type: "set", to: room },
-      xml(
-        "query",
-        { xmlns: NS_MAM, queryid: queryId },
-        xml(
-          "x",
-          { xmlns: "jabber:x:data", type: "submit" },
-          xml("field", { var: "FORM_TYPE", type: "hidden" }, xml("value", {}, NS_MAM)),
-        ),
-        since
-          ? xml("set", { xmlns: NS_RSM }, xml("max", {}, String(MAM_PAGE)), xml("after", {}, since))
-          : xml("set", { xmlns: NS_RSM }, xml("max", {}, String(MAM_PAGE)), xml("before", {})),
-      ),
-    ),
+    mamQuery(queryId, since, room),
     ctx.session.registry.descriptor("lichen.mam.room-page", { room, queryId, forward: !!since }),
     { timeoutTicks: 60 },
   );
@@ -189,9 +172,7 @@ export function registerMucHandlers(registry: HandlerRegistry): void {
       ctx.afterCommit(() => ctx.session.emit("mam-error", args.condition, room));
       return;
     }
-    const iq = String(args.stanza);
-    const fin = /<fin[^>]*complete=["'](true|1)["']/.test(iq);
-    const last = /<last>([^<]+)<\/last>/.exec(iq)?.[1] ?? null;
+    const { complete: fin, last } = mamPage(String(args.stanza));
     if (last) setRoomMark(ctx, room, { lastArchiveId: last });
     if (fin || !last || !args.forward) {
       setRoomMark(ctx, room, { gapOpen: false, completedAt: ctx.tx.now });
