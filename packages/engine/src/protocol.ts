@@ -188,6 +188,8 @@ function handleMessage(ctx: StanzaContext, message: Element): void {
           eq(tables.messages.accountId, ctx.accountId),
           eq(tables.messages.originId, receipt.attrs.id),
           eq(tables.messages.direction, "out"),
+          // Only the recipient may confirm: a stranger's receipt for our id changes nothing.
+          eq(tables.messages.chatJid, bare(message.attrs.from)),
         ),
       )
       .run();
@@ -210,7 +212,13 @@ function storeMessage(
   // XEP-0359: trust only the stanza-id of the archive that holds the message — ours, or the
   // room's for a group chat message.
   const idOwner = m.attrs.type === "groupchat" ? bare(from) : own;
-  const stanzaIdEl = m.getChildren("stanza-id", NS_SID).find((s) => bare(s.attrs.by) === idOwner);
+  // `by` must be exactly the bare JID: servers strip a sender's stanza-id claiming by=<our bare
+  // JID>, but not one with a resource (by='us@host/x'), so a looser match would accept forgeries.
+  // The archive appends its own last.
+  const stanzaIdEl = m
+    .getChildren("stanza-id", NS_SID)
+    .filter((s) => s.attrs.by === idOwner)
+    .pop();
   const stanzaId = meta.archiveId ?? stanzaIdEl?.attrs.id ?? null;
   const stanzaIdBy = meta.archiveId ? (meta.archiveBy ?? own) : stanzaIdEl ? idOwner : null;
   const originId = m.getChild("origin-id", NS_SID)?.attrs.id ?? null;

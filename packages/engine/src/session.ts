@@ -35,6 +35,23 @@ export const NS_SM = "urn:xmpp:sm:3";
 /** A stanza whose handler failed this often (each time replayed after resume) is quarantined. */
 const MAX_STANZA_FAILURES = 3;
 
+/**
+ * A queue row is the exact serialization of a stanza we built, so anything that does not
+ * round-trip is corrupt (the XML parser alone is lenient: it accepts truncated text).
+ */
+function parseQueuedStanza(text: string): Element | null {
+  try {
+    const el = parse(text) as Element | null;
+    return el && ["message", "presence", "iq"].includes(el.name) && el.toString() === text
+      ? el
+      : null;
+  } catch {
+    return null;
+  }
+}
+const CORRUPT_QUEUE_ROW =
+  "queued stanza is not well-formed XML (resending it would end the stream)";
+
 export interface SessionOptions {
   store: Store;
   accountId: string;
@@ -591,6 +608,7 @@ export class DurableSession extends EventEmitter {
         )
         .run();
       st.sm.outboundAcked = Math.max(st.sm.outboundAcked, h);
+      this.repairQueue(tx);
       saveAccountState(tx, this.accountId, st);
       return st;
     });
@@ -601,6 +619,43 @@ export class DurableSession extends EventEmitter {
     this.startTicks();
     this.flush(); // resend what the server did not get, in order
     this.emit("online", "resumed");
+  }
+
+  /**
+   * Unacked rows are resent verbatim: a corrupt one would make the server close the stream on
+   * every resume. Quarantine it and keep its slot with a harmless ping to our server, because the
+   * server counts stanzas by position.
+   */
+  private repairQueue(tx: StoreTx): void {
+    const rows = tx
+      .select({ seq: tables.outboundQueue.seq, stanza: tables.outboundQueue.stanza })
+      .from(tables.outboundQueue)
+      .where(eq(tables.outboundQueue.accountId, this.accountId))
+      .all();
+    for (const row of rows) {
+      if (parseQueuedStanza(row.stanza)) continue;
+      quarantineRow(
+        tx,
+        "outbound_queue",
+        `${this.accountId}/${row.seq}`,
+        row.stanza,
+        CORRUPT_QUEUE_ROW,
+      );
+      const ping = xml(
+        "iq",
+        { type: "get", id: `lichen-quarantined-${row.seq}` },
+        xml("ping", { xmlns: "urn:xmpp:ping" }),
+      );
+      tx.update(tables.outboundQueue)
+        .set({ stanza: ping.toString(), important: false })
+        .where(
+          and(
+            eq(tables.outboundQueue.accountId, this.accountId),
+            eq(tables.outboundQueue.seq, row.seq),
+          ),
+        )
+        .run();
+    }
   }
 
   /** The previous stream is gone: handlers waiting on it can never be answered. */
@@ -676,7 +731,18 @@ export class DurableSession extends EventEmitter {
         enabledAt: tx.now,
       };
       const ctx = this.context(tx, st);
-      for (const row of leftovers) this.enqueue(tx, st, parse(row.stanza));
+      for (const row of leftovers) {
+        const stanza = parseQueuedStanza(row.stanza);
+        if (stanza) this.enqueue(tx, st, stanza);
+        else
+          quarantineRow(
+            tx,
+            "outbound_queue",
+            `${this.accountId}/${row.seq}`,
+            row.stanza,
+            CORRUPT_QUEUE_ROW,
+          );
+      }
       ctx.send(xml("presence", {}, ownCapsElement(ownDiscoInfo(FEATURES))));
       setupNewStream(ctx, boundJid.split("/")[0]!);
       if (hadStream || st.mam.gapOpen) startMamCatchup(ctx);

@@ -1,0 +1,719 @@
+// Bad input: ≥ 1000 mutated stanzas from a peer (seeded, LICHEN_FUZZ_SEED overrides) against a real
+// server, and corrupt rows in the units the engine owns (account state, IQ handlers, outbound queue).
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { loadAccountState, openStore, type Store } from "@lichen/store";
+import { startEjabberd, startProsody, type XmppTestServer } from "@lichen/test-servers";
+import { xml } from "@xmpp/client";
+import type { Element } from "@xmpp/xml";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { DurableSession, ensureAccount } from "../src/index.js";
+import { startPeer, until } from "./helpers.js";
+
+const T = 180_000;
+const STANZAS = 1250;
+const SEED = process.env.LICHEN_FUZZ_SEED
+  ? Number(process.env.LICHEN_FUZZ_SEED)
+  : Math.floor(Math.random() * 2 ** 31);
+const ALICE_FULL = "alice@localhost/phone";
+const NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas";
+
+/** mulberry32: small, fast, seedable. */
+function prng(seed: number) {
+  let s = seed >>> 0;
+  const next = () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const int = (n: number) => Math.floor(next() * n);
+  const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)]!;
+  const chance = (p: number) => next() < p;
+  return { next, int, pick, chance };
+}
+type Rnd = ReturnType<typeof prng>;
+
+// Code points that are legal XML 1.0 characters but hostile to naive code: combining marks, RTL and
+// bidi overrides, zero-width, BOM, private use, astral planes, and lone surrogates (which Node
+// writes as U+FFFD). No C0 controls and no U+FFFE/U+FFFF: a server would close the PEER's stream.
+const RANGES: [number, number][] = [
+  [0x20, 0x7e],
+  [0x20, 0x7e],
+  [0xa0, 0x2ff],
+  [0x300, 0x36f],
+  [0x590, 0x6ff],
+  [0x200b, 0x200f],
+  [0x202a, 0x202e],
+  [0x2066, 0x2069],
+  [0xfeff, 0xfeff],
+  [0xd800, 0xdfff],
+  [0xe000, 0xf8ff],
+  [0x1f300, 0x1faff],
+  [0x10000, 0x10fffd],
+];
+function unicode(r: Rnd, len: number): string {
+  let s = "";
+  for (let i = 0; i < len; i++) {
+    const [a, b] = r.pick(RANGES);
+    const cp = a + r.int(b - a + 1);
+    s += cp >= 0xd800 && cp <= 0xdfff ? String.fromCharCode(cp) : String.fromCodePoint(cp);
+    if (r.chance(0.02)) s += r.pick(["&", "<", ">", "'", '"', "]]>", "\t", "\n", "&amp;"]);
+  }
+  return s;
+}
+const name = (r: Rnd) =>
+  "abcdefghijklmnopqrstuvwxyz"[r.int(26)]! + Math.abs(r.int(1e6)).toString(36);
+function deep(r: Rnd, depth: number, leaf?: Element): Element {
+  let el: Element = leaf ?? xml("leaf", {}, unicode(r, 5));
+  for (let i = 0; i < depth; i++)
+    el = xml(r.chance(0.5) ? "x" : name(r), r.chance(0.3) ? { xmlns: `urn:evil:${i}` } : {}, el);
+  return el;
+}
+
+interface Generated {
+  stanza: Element;
+  kind:
+    | "control"
+    | "message"
+    | "carbon"
+    | "mam"
+    | "iq-request"
+    | "iq-response"
+    | "presence"
+    | "error-message"
+    | "stanza-id-spoof"
+    | "receipt-spoof";
+  /** Body that must never be stored (forged content). */
+  forged?: string;
+  /** Body that must be stored exactly once. */
+  expect?: string;
+}
+
+/**
+ * One mutated stanza from the peer. Never sets `from` (the server stamps it) and keeps the XML
+ * well formed: the server would otherwise close the peer's stream, not alice's.
+ */
+function generate(
+  r: Rnd,
+  i: number,
+  ctx: { lastIqId: string; spoofOrigin: string; originSpoofed: number },
+): Generated {
+  const to = r.chance(0.5) ? "alice@localhost" : ALICE_FULL;
+  const id = (): Record<string, string> => {
+    const v = r.int(10);
+    if (v === 0) return {};
+    if (v === 1) return { id: "" };
+    if (v === 2) return { id: "dup-id" };
+    if (v === 3) return { id: unicode(r, 1 + r.int(40)) };
+    if (v === 4) return { id: "x".repeat(2000 + r.int(2000)) };
+    return { id: `f-${i}-${r.int(1e9)}` };
+  };
+  const junkAttrs = (): Record<string, string> => {
+    const a: Record<string, string> = {};
+    for (let k = r.int(4); k > 0; k--) a[name(r)] = unicode(r, r.int(30));
+    if (r.chance(0.1)) a["xml:lang"] = unicode(r, 3);
+    return a;
+  };
+  const junkChildren = (): Element[] => {
+    const out: Element[] = [];
+    for (let k = r.int(3); k > 0; k--) {
+      const v = r.int(5);
+      if (v === 0) out.push(deep(r, 20 + r.int(180)));
+      else if (v === 1)
+        out.push(xml(name(r), { xmlns: `urn:evil:${name(r)}` }, unicode(r, r.int(200))));
+      else if (v === 2) out.push(xml("body", { xmlns: "urn:not-the-client-ns" }, unicode(r, 20)));
+      else if (v === 3)
+        out.push(xml("delay", { xmlns: "urn:xmpp:delay", stamp: unicode(r, r.int(30)) }));
+      else
+        out.push(
+          xml("origin-id", { xmlns: "urn:xmpp:sid:0", ...(r.chance(0.5) ? { id: "o-dup" } : {}) }),
+        );
+    }
+    return out;
+  };
+  const hugeOrWeird = (): string => {
+    const v = r.int(8);
+    if (v === 0) return "";
+    if (v === 1) return unicode(r, 5000 + r.int(15000)); // up to ~60 kB of UTF-8
+    if (v === 2) return "A".repeat(20000 + r.int(40000));
+    return unicode(r, 1 + r.int(300));
+  };
+
+  if (i % 50 === 0)
+    return {
+      kind: "control",
+      expect: `ctl-${SEED}-${i}`,
+      stanza: xml(
+        "message",
+        { to: "alice@localhost", type: "chat", id: `ctl-${i}` },
+        xml("body", {}, `ctl-${SEED}-${i}`),
+      ),
+    };
+
+  const kind = r.pick([
+    "message",
+    "message",
+    "message",
+    "carbon",
+    "mam",
+    "iq-request",
+    "iq-request",
+    "iq-request",
+    "iq-response",
+    "presence",
+    "error-message",
+    "stanza-id-spoof",
+    "receipt-spoof",
+  ] as const);
+  switch (kind) {
+    case "message": {
+      const children: Element[] = [];
+      const bodies = r.chance(0.1) ? 2 : r.chance(0.8) ? 1 : 0;
+      for (let b = 0; b < bodies; b++) children.push(xml("body", {}, hugeOrWeird()));
+      if (r.chance(0.2)) children.push(xml("request", { xmlns: "urn:xmpp:receipts" }));
+      if (r.chance(0.1)) children.push(xml("thread", {}, unicode(r, 10)));
+      const type = r.pick(["chat", "normal", "headline", "bogus", "", "CHAT", undefined]);
+      return {
+        kind,
+        stanza: xml(
+          "message",
+          { to, ...(type !== undefined ? { type } : {}), ...id(), ...junkAttrs() },
+          ...children,
+          ...junkChildren(),
+        ),
+      };
+    }
+    case "carbon": {
+      const forged = `FORGED-CARBON-${i}`;
+      const innerFrom = r.pick([
+        "carol@localhost/x",
+        "alice@localhost/other",
+        "bob@localhost/desk",
+      ]);
+      const inner = xml(
+        "message",
+        { from: innerFrom, to: ALICE_FULL, type: "chat", id: `fc-${i}` },
+        xml("body", {}, forged),
+        xml("origin-id", { xmlns: "urn:xmpp:sid:0", id: `fco-${i}` }),
+      );
+      const wrap = xml(
+        r.pick(["received", "sent"]),
+        { xmlns: "urn:xmpp:carbons:2" },
+        xml("forwarded", { xmlns: "urn:xmpp:forward:0" }, inner),
+      );
+      return {
+        kind,
+        forged,
+        stanza: xml(
+          "message",
+          { to, type: r.pick(["chat", "normal", "error"]), ...id() },
+          r.chance(0.2) ? deep(r, 5 + r.int(50), wrap) : wrap,
+          ...(r.chance(0.3) ? [xml("private", { xmlns: "urn:xmpp:carbons:2" })] : []),
+        ),
+      };
+    }
+    case "mam": {
+      const forged = `FORGED-MAM-${i}`;
+      return {
+        kind,
+        forged,
+        stanza: xml(
+          "message",
+          { to, ...id() },
+          xml(
+            "result",
+            {
+              xmlns: "urn:xmpp:mam:2",
+              ...(r.chance(0.7) ? { queryid: r.chance(0.5) ? "q1" : unicode(r, 8) } : {}),
+              ...(r.chance(0.9) ? { id: `fmam-${i}` } : {}),
+            },
+            xml(
+              "forwarded",
+              { xmlns: "urn:xmpp:forward:0" },
+              xml("delay", { xmlns: "urn:xmpp:delay", stamp: "2001-01-01T00:00:00Z" }),
+              xml(
+                "message",
+                {
+                  from: r.pick(["carol@localhost/x", "alice@localhost/phone", "localhost"]),
+                  to: "alice@localhost",
+                  type: "chat",
+                },
+                xml("body", {}, forged),
+              ),
+            ),
+          ),
+        ),
+      };
+    }
+    case "iq-request": {
+      const v = r.int(9);
+      const children: Element[] =
+        v === 0
+          ? []
+          : v === 1
+            ? [xml(name(r), { xmlns: `urn:evil:${name(r)}` }), xml("query", { xmlns: "urn:x" })]
+            : v === 2
+              ? [xml("ping", { xmlns: "urn:xmpp:pingx" })]
+              : v === 3
+                ? [
+                    xml(
+                      "query",
+                      { xmlns: "jabber:iq:roster", ver: "forged" },
+                      xml("item", { jid: "mallory@localhost", subscription: "both" }),
+                    ),
+                  ]
+                : v === 4
+                  ? [
+                      xml("query", {
+                        xmlns: "http://jabber.org/protocol/disco#info",
+                        node: "urn:evil#" + unicode(r, 10),
+                      }),
+                    ]
+                  : v === 5
+                    ? [deep(r, 50 + r.int(150))]
+                    : v === 6
+                      ? [xml("query", { xmlns: "http://jabber.org/protocol/disco#items" })]
+                      : [xml(name(r), { xmlns: `urn:evil:${name(r)}` }, unicode(r, r.int(500)))];
+      const dup = r.chance(0.05);
+      const iqId = dup ? ctx.lastIqId : `hiq-${i}`;
+      ctx.lastIqId = iqId;
+      return {
+        kind,
+        stanza: xml(
+          "iq",
+          { to: ALICE_FULL, type: v === 3 || r.chance(0.5) ? "set" : "get", id: iqId },
+          ...children,
+        ),
+      };
+    }
+    case "iq-response": {
+      const type = r.pick(["result", "error"]);
+      return {
+        kind,
+        stanza: xml(
+          "iq",
+          { to: ALICE_FULL, type, id: `unk-${i}` },
+          ...(type === "error"
+            ? [
+                xml(
+                  "error",
+                  { type: r.pick(["cancel", "bogus"]) },
+                  ...(r.chance(0.5) ? [xml(name(r), { xmlns: NS_STANZAS })] : []),
+                ),
+              ]
+            : r.chance(0.5)
+              ? [
+                  xml(
+                    "fin",
+                    { xmlns: "urn:xmpp:mam:2", complete: "true" },
+                    xml("set", { xmlns: "http://jabber.org/protocol/rsm" }, xml("last", {}, "x")),
+                  ),
+                ]
+              : []),
+        ),
+      };
+    }
+    case "presence": {
+      const type = r.pick([undefined, undefined, "unavailable", "subscribe", "error", "bogus"]);
+      return {
+        kind,
+        stanza: xml(
+          "presence",
+          { to: ALICE_FULL, ...(type ? { type } : {}), ...id(), ...junkAttrs() },
+          ...(r.chance(0.6)
+            ? [
+                xml("c", {
+                  xmlns: "http://jabber.org/protocol/caps",
+                  hash: r.pick(["sha-1", "md5", ""]),
+                  node: r.chance(0.1) ? "n".repeat(5000) : "https://evil.example",
+                  ver: r.chance(0.5) ? unicode(r, 28) : "x".repeat(1000),
+                }),
+              ]
+            : []),
+          ...(r.chance(0.2) ? [xml("status", {}, hugeOrWeird())] : []),
+          ...(r.chance(0.2)
+            ? [
+                xml(
+                  "x",
+                  { xmlns: "http://jabber.org/protocol/muc#user" },
+                  xml("status", { code: "110" }),
+                ),
+              ]
+            : []),
+        ),
+      };
+    }
+    case "error-message": {
+      const forged = `ERROR-MESSAGE-${i}`;
+      return {
+        kind,
+        forged,
+        stanza: xml(
+          "message",
+          { to, type: "error", ...id() },
+          xml("body", {}, forged),
+          xml("error", { type: "cancel" }, xml("item-not-found", { xmlns: NS_STANZAS })),
+        ),
+      };
+    }
+    case "stanza-id-spoof": {
+      const body = `SID-SPOOF-${SEED}-${i}`;
+      return {
+        kind,
+        expect: body,
+        stanza: xml(
+          "message",
+          { to: "alice@localhost", type: "chat", id: `sid-${i}` },
+          xml("stanza-id", {
+            xmlns: "urn:xmpp:sid:0",
+            by: r.pick([
+              "alice@localhost",
+              "alice@localhost/phone",
+              "alice@localhost/x",
+              "ALICE@localhost",
+              "localhost",
+            ]),
+            id: `spoof-${i}`,
+          }),
+          // alice's own origin-id once (must not clash with her message), then fresh ones: a
+          // sender reusing its own origin-id is deduplicated by design.
+          xml("origin-id", {
+            xmlns: "urn:xmpp:sid:0",
+            id: ctx.originSpoofed++ === 0 ? ctx.spoofOrigin : `sid-o-${i}`,
+          }),
+          xml("body", {}, body),
+        ),
+      };
+    }
+    case "receipt-spoof":
+      return {
+        kind,
+        stanza: xml(
+          "message",
+          { to, ...id() },
+          xml("received", { xmlns: "urn:xmpp:receipts", id: ctx.spoofOrigin }),
+        ),
+      };
+  }
+}
+
+function countBody(store: Store, body: string): number {
+  return (
+    store.sqlite.prepare("SELECT count(*) AS n FROM messages WHERE body = ?").get(body) as {
+      n: number;
+    }
+  ).n;
+}
+
+describe.each([
+  ["prosody", startProsody],
+  ["ejabberd", startEjabberd],
+] as const)("hostile input on %s", (kind, start) => {
+  let server: XmppTestServer;
+  let dir: string;
+  beforeAll(async () => {
+    server = await start();
+    await server.registerUser("alice", "alicepw");
+    await server.registerUser("bob", "bobpw");
+    await server.registerUser("carol", "carolpw");
+    dir = mkdtempSync(join(tmpdir(), "lichen-hostile-"));
+  }, T);
+  afterAll(async () => {
+    await server?.stop();
+  }, T);
+
+  const sessionOpts = (store: Store) => ({
+    store,
+    accountId: "alice",
+    service: `xmpp://127.0.0.1:${server.c2sPort}`,
+    domain: "localhost",
+    username: "alice",
+    password: "alicepw",
+    resource: "phone",
+  });
+
+  it(
+    `${STANZAS} mutated stanzas (seed ${SEED}; LICHEN_FUZZ_SEED overrides): online and resumable, controls stored once, forgeries never stored, hostile IQs answered`,
+    async () => {
+      const path = join(dir, `fuzz-${kind}.db`);
+      const store = openStore({ path, role: "main" });
+      ensureAccount(store, { id: "alice", jid: "alice@localhost", resource: "phone" });
+      const logs: Record<string, unknown>[] = [];
+      const s1 = new DurableSession({ ...sessionOpts(store), logger: (e) => logs.push(e) });
+      const handled1: Element[] = [];
+      const failures: string[] = [];
+      s1.on("stanza", (s: Element) => handled1.push(s));
+      s1.on("stanza-failed", (s: Element, err: Error) =>
+        failures.push(`${err.message}: ${s.toString().slice(0, 300)}`),
+      );
+      s1.on("stanza-quarantined", (s: Element) => failures.push(`quarantined ${s.toString()}`));
+      const bob = await startPeer(server.c2sPort, "bob", "bobpw");
+      const bobErrors: string[] = [];
+      bob.xmpp.on("error", (e: Error) => bobErrors.push(e.message));
+      const bobIqs: Element[] = [];
+      bob.xmpp.on("stanza", (s: Element) => {
+        if (s.is("iq") && (s.attrs.type === "error" || s.attrs.type === "result")) bobIqs.push(s);
+      });
+      let s2: DurableSession | undefined;
+      let store2: Store | undefined;
+      try {
+        expect(await s1.connect()).toBe("new");
+        // An outgoing message whose origin-id the peer tries to spoof and fake a receipt for.
+        const spoofOrigin = s1.sendMessage("carol@localhost", "to-carol");
+        const r = prng(SEED);
+        const gen = { lastIqId: "hiq-none", spoofOrigin, originSpoofed: 0 };
+        const generated: Generated[] = [];
+        for (let i = 0; i < STANZAS; i++) {
+          const g = generate(r, i, gen);
+          generated.push(g);
+          if (bob.xmpp.status !== "online")
+            throw new Error(`the server closed the peer's stream at stanza ${i}: ${bobErrors}`);
+          await bob.xmpp.send(g.stanza);
+          // Midway: drop alice's TCP while stanzas keep coming; they are replayed on resume.
+          if (i === 550) await s1.suspend();
+          if (i === 600) expect(await s1.connect()).toBe("resumed");
+        }
+        await bob.send("alice@localhost", "fuzz-done");
+        await until(() => countBody(store, `fuzz-done`) > 0 || undefined, "final marker", 90_000);
+        await s1.idle();
+        expect(failures, "no stanza handler may fail on hostile input").toEqual([]);
+        expect(s1.online).toBe(true);
+
+        // Every control message and every legit (stanza-id-spoofing) message: stored exactly once.
+        const expected = generated.filter((g) => g.expect).map((g) => g.expect!);
+        expect(expected.length).toBeGreaterThanOrEqual(22);
+        for (const body of expected) expect(countBody(store, body), body).toBe(1);
+        // Forged carbons / MAM results and error messages: never stored.
+        const forged = generated.filter((g) => g.forged).map((g) => g.forged!);
+        expect(forged.length).toBeGreaterThan(100);
+        const leaked = store.sqlite
+          .prepare(
+            "SELECT body FROM messages WHERE body LIKE 'FORGED-%' OR body LIKE 'ERROR-MESSAGE-%'",
+          )
+          .all();
+        expect(leaked).toEqual([]);
+        // Spoofed stanza-ids are never taken as our archive's ids (MAM would resume after them).
+        expect(
+          store.sqlite
+            .prepare(
+              "SELECT stanza_id, stanza_id_by FROM messages WHERE stanza_id LIKE 'spoof-%' OR archive_id LIKE 'fmam-%'",
+            )
+            .all(),
+        ).toEqual([]);
+        const state = store.read((tx) => loadAccountState(tx, "alice"));
+        expect(state.mam.lastStanzaId ?? "").not.toMatch(/^spoof-/);
+        // The peer's receipt for alice's message to carol must not mark it received.
+        const toCarol = store.sqlite
+          .prepare(
+            "SELECT delivery_state AS d, body FROM messages WHERE origin_id = ? AND direction = 'out'",
+          )
+          .get(spoofOrigin) as { d: string; body: string };
+        expect(toCarol.body).toBe("to-carol");
+        expect(toCarol.d).not.toBe("received");
+        // Forged roster pushes from a stranger do not change the roster version.
+        expect(state.rosterVersion).not.toBe("forged");
+
+        // Hostile IQ get/set that reached alice: each answered once with service-unavailable.
+        const fromBob = (s: Element) => (s.attrs.from ?? "").startsWith("bob@localhost");
+        const requests = handled1.filter(
+          (s) => s.is("iq") && fromBob(s) && (s.attrs.type === "get" || s.attrs.type === "set"),
+        );
+        expect(requests.length).toBeGreaterThan(50);
+        // ≥ 1000 hostile stanzas actually reached the engine (the server drops or bounces some).
+        expect(handled1.filter(fromBob).length).toBeGreaterThanOrEqual(1000);
+        const want = new Map<string, number>();
+        for (const q of requests) want.set(q.attrs.id ?? "", (want.get(q.attrs.id ?? "") ?? 0) + 1);
+        const got = () => {
+          const m = new Map<string, number>();
+          // The server bounces some malformed IQs itself (bad-request, from alice's JID too).
+          for (const a of bobIqs)
+            if (
+              a.attrs.from === ALICE_FULL &&
+              want.has(a.attrs.id ?? "") &&
+              a.getChild("error")?.getChild("service-unavailable", NS_STANZAS)
+            )
+              m.set(a.attrs.id ?? "", (m.get(a.attrs.id ?? "") ?? 0) + 1);
+          return m;
+        };
+        await until(
+          () => [...want].every(([id, n]) => (got().get(id) ?? 0) >= n) || undefined,
+          "an answer to every hostile IQ",
+          60_000,
+        );
+        expect(got()).toEqual(want);
+        for (const a of bobIqs.filter((a) => want.has(a.attrs.id ?? "")))
+          expect(a.attrs.type).toBe("error");
+        // IQ results/errors with unknown ids are never answered (no error loops).
+        expect(bobIqs.filter((a) => (a.attrs.id ?? "").startsWith("unk-"))).toEqual([]);
+
+        // Inbound h = stanzas committed on this stream (one stream: new, then resumed).
+        const after1 = store.read((tx) => loadAccountState(tx, "alice"));
+        expect(after1.sm.inboundH).toBe(handled1.length);
+
+        // A NEW session (new store handle, as another process) resumes: nothing is replayed.
+        await s1.suspend();
+        store2 = openStore({ path, role: "main" });
+        s2 = new DurableSession(sessionOpts(store2));
+        const handled2: Element[] = [];
+        s2.on("stanza", (s: Element) => handled2.push(s));
+        expect(await s2.connect()).toBe("resumed");
+        await bob.send("alice@localhost", "after-resume");
+        await until(() => countBody(store2!, "after-resume") > 0 || undefined, "after-resume");
+        const seen = new Set(handled1.map((s) => s.toString()));
+        expect(handled2.filter((s) => seen.has(s.toString())).map((s) => s.toString())).toEqual([]);
+        for (const body of expected) expect(countBody(store2, body), body).toBe(1);
+        expect(bobErrors).toEqual([]);
+      } catch (err) {
+        throw new Error(
+          `hostile input (seed ${SEED}; rerun with LICHEN_FUZZ_SEED=${SEED}): ${(err as Error).message}\nlogs: ${JSON.stringify(logs.slice(-15)).slice(0, 3000)}`,
+          { cause: err },
+        );
+      } finally {
+        await s2?.close();
+        await s1.close();
+        await bob.stop();
+        store2?.close();
+        store.close();
+      }
+    },
+    T,
+  );
+
+  it(
+    "corrupt rows (outbound_queue stanza, iq_handlers handler, account_state JSON): quarantined with the error, the session survives, nothing else lost",
+    async () => {
+      const path = join(dir, `corrupt-${kind}.db`);
+      const storeLogs: Record<string, unknown>[] = [];
+      const open = () =>
+        openStore({
+          path,
+          role: "main",
+          logger: (e) => storeLogs.push(e as Record<string, unknown>),
+        });
+      const stores: Store[] = [];
+      const sessions: DurableSession[] = [];
+      const session = () => {
+        const store = open();
+        stores.push(store);
+        const s = new DurableSession(sessionOpts(store));
+        sessions.push(s);
+        return { store, s };
+      };
+      const quarantined = (store: Store) =>
+        store.sqlite
+          .prepare("SELECT table_name AS t, row_key AS k, raw, error FROM quarantine ORDER BY id")
+          .all() as { t: string; k: string; raw: string; error: string }[];
+      const bob = await startPeer(server.c2sPort, "bob", "bobpw");
+      try {
+        const a = session();
+        ensureAccount(a.store, { id: "alice", jid: "alice@localhost", resource: "phone" });
+        expect(await a.s.connect()).toBe("new");
+        await bob.send("alice@localhost", "pre-1");
+        await until(() => countBody(a.store, "pre-1") > 0 || undefined, "pre-1 stored");
+        await a.s.suspend();
+
+        // Offline: two messages queued; then the disk "corrupts" q-1's queued stanza, a pending
+        // IQ handler and a non-SM part of the account state.
+        const q1 = a.s.sendMessage("bob@localhost", "q-1");
+        a.s.sendMessage("bob@localhost", "q-2");
+        const db = a.store.sqlite;
+        const broken = "<message to='bob@localhost'><body>q-1 truncat";
+        expect(
+          db
+            .prepare(
+              "UPDATE outbound_queue SET stanza = ? WHERE account_id = 'alice' AND stanza LIKE ?",
+            )
+            .run(broken, `%${q1}%`).changes,
+        ).toBe(1);
+        db.prepare(
+          "INSERT INTO iq_handlers (account_id, iq_id, handler, stream_key, remaining_ticks, created_at) VALUES ('alice', 'corrupt-iq', ?, NULL, 100000, 0)",
+        ).run('{"v":1,"name":');
+        const row = db
+          .prepare("SELECT state FROM account_state WHERE account_id = 'alice'")
+          .get() as {
+          state: string;
+        };
+        const st = JSON.parse(row.state) as Record<string, unknown>;
+        st.features = "garbage";
+        db.prepare("UPDATE account_state SET state = ? WHERE account_id = 'alice'").run(
+          JSON.stringify(st),
+        );
+        a.store.close();
+
+        // Another process resumes (the SM part of the state was intact).
+        const b = session();
+        expect(await b.s.connect()).toBe("resumed");
+        await until(() => bob.received.some((m) => m.body === "q-2") || undefined, "bob gets q-2");
+        await bob.xmpp.send(xml("iq", { to: ALICE_FULL, type: "result", id: "corrupt-iq" }));
+        await bob.send("alice@localhost", "mid-1");
+        await until(() => countBody(b.store, "mid-1") > 0 || undefined, "mid-1 stored");
+        await b.s.idle();
+        expect(b.s.online).toBe(true);
+        let q = quarantined(b.store);
+        expect(q.find((r) => r.t === "outbound_queue")?.raw).toBe(broken);
+        expect(q.find((r) => r.t === "iq_handlers")?.k).toBe("alice/corrupt-iq");
+        expect(q.find((r) => r.t === "account_state")?.error).toMatch(/features/);
+        for (const r of q) expect(r.error.length).toBeGreaterThan(0);
+        expect(
+          b.store.sqlite
+            .prepare("SELECT count(*) AS n FROM iq_handlers WHERE iq_id = 'corrupt-iq'")
+            .get(),
+        ).toEqual({ n: 0 });
+        expect(bob.received.filter((m) => m.body?.startsWith("q-1"))).toEqual([]);
+
+        // Offline again: messages arrive, one more is queued, then the state is not even JSON.
+        await b.s.suspend();
+        for (let i = 1; i <= 3; i++) await bob.send("alice@localhost", `gap-${i}`);
+        b.s.sendMessage("bob@localhost", "q-3");
+        const q4 = b.s.sendMessage("bob@localhost", "q-4");
+        const broken4 = "<message to='bob@localhost'><body>q-4 &bogus;</body></message>";
+        b.store.sqlite
+          .prepare(
+            "UPDATE outbound_queue SET stanza = ? WHERE account_id = 'alice' AND stanza LIKE ?",
+          )
+          .run(broken4, `%${q4}%`);
+        b.store.sqlite
+          .prepare("UPDATE account_state SET state = ? WHERE account_id = 'alice'")
+          .run("{{{ not json");
+        b.store.close();
+
+        // No stream to resume: a new login, the queued message is still sent, MAM fills the gap.
+        const c = session();
+        const mamDone = new Promise((resolve) => c.s.once("mam-complete", resolve));
+        expect(await c.s.connect()).toBe("new");
+        await mamDone;
+        await until(() => bob.received.some((m) => m.body === "q-3") || undefined, "bob gets q-3");
+        q = quarantined(c.store);
+        expect(q.find((r) => r.t === "account_state" && r.raw === "{{{ not json")?.error).toMatch(
+          /JSON/,
+        );
+        expect(q.filter((r) => r.t === "outbound_queue").map((r) => r.raw)).toEqual([
+          broken,
+          broken4,
+        ]);
+        expect(bob.received.filter((m) => m.body?.startsWith("q-4"))).toEqual([]);
+        expect(storeLogs.map((e) => e.event)).toEqual(
+          expect.arrayContaining(["store.account-state.corrupt", "store.quarantined"]),
+        );
+        await bob.send("alice@localhost", "post-1");
+        await until(() => countBody(c.store, "post-1") > 0 || undefined, "post-1 stored");
+        for (const body of ["pre-1", "mid-1", "gap-1", "gap-2", "gap-3", "post-1"])
+          expect(countBody(c.store, body), body).toBe(1);
+        for (const body of ["q-2", "q-3"])
+          expect(
+            bob.received.filter((m) => m.body === body),
+            body,
+          ).toHaveLength(1);
+        expect(c.s.online).toBe(true);
+      } finally {
+        for (const s of sessions.reverse()) await s.close().catch(() => {});
+        for (const s of stores) if (s.sqlite.open) s.close();
+        await bob.stop();
+      }
+    },
+    T,
+  );
+});
