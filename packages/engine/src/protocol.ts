@@ -139,7 +139,12 @@ function handleMessage(ctx: StanzaContext, message: Element): void {
   if (result) {
     const from = message.attrs.from;
     // Our own archive, or a room archive we are querying with this queryid; else a forgery.
-    if (from && bare(from) !== own && !isExpectedRoomResult(ctx, from, result.attrs.queryid))
+    // Archives send from a BARE JID: a full JID (our other resource, an occupant) is a forgery.
+    if (
+      from &&
+      from !== own &&
+      !(from === bare(from) && isExpectedRoomResult(ctx, from, result.attrs.queryid))
+    )
       return;
     const forwarded = result.getChild("forwarded", NS_FORWARD);
     const inner = forwarded?.getChild("message");
@@ -155,7 +160,8 @@ function handleMessage(ctx: StanzaContext, message: Element): void {
   // XEP-0280 carbons: only from our own bare JID.
   const carbon = message.getChild("received", NS_CARBONS) ?? message.getChild("sent", NS_CARBONS);
   if (carbon) {
-    if (message.attrs.from && bare(message.attrs.from) !== own) return; // forged carbon
+    // XEP-0280 §11: copies come from our bare JID; our other resources may not forge them.
+    if (message.attrs.from && message.attrs.from !== own) return; // forged carbon
     const inner = carbon.getChild("forwarded", NS_FORWARD)?.getChild("message");
     if (inner) storeMessage(ctx, inner, { sentAt: ctx.tx.now });
     return;

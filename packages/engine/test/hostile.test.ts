@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadAccountState, openStore, type Store } from "@lichen/store";
 import { startEjabberd, startProsody, type XmppTestServer } from "@lichen/test-servers";
-import { xml } from "@xmpp/client";
+import { client, xml } from "@xmpp/client";
 import type { Element } from "@xmpp/xml";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DurableSession, ensureAccount } from "../src/index.js";
@@ -576,6 +576,88 @@ describe.each([
         await s1.close();
         await bob.stop();
         store2?.close();
+        store.close();
+      }
+    },
+    T,
+  );
+
+  it(
+    "carbons and MAM results forged by the account's own other resource (full JID) are not stored; real carbons are",
+    async () => {
+      const store = openStore({ path: join(dir, `own-${kind}.db`), role: "main" });
+      ensureAccount(store, { id: "alice", jid: "alice@localhost", resource: "phone" });
+      const s = new DurableSession(sessionOpts(store));
+      const desk = client({
+        service: `xmpp://127.0.0.1:${server.c2sPort}`,
+        domain: "localhost",
+        username: "alice",
+        password: "alicepw",
+        resource: "desk",
+      });
+      desk.on("error", () => {});
+      desk.reconnect.stop();
+      try {
+        expect(await s.connect()).toBe("new");
+        await desk.start();
+        await desk.send(xml("presence"));
+        const forwarded = (body: string) =>
+          xml(
+            "forwarded",
+            { xmlns: "urn:xmpp:forward:0" },
+            xml("delay", { xmlns: "urn:xmpp:delay", stamp: "2001-01-01T00:00:00Z" }),
+            xml(
+              "message",
+              { from: "carol@localhost/x", to: "alice@localhost", type: "chat" },
+              xml("body", {}, body),
+            ),
+          );
+        // XEP-0280 §11 and XEP-0313: copies come from the account's BARE JID (or no from) only.
+        for (let i = 0; i < 5; i++) {
+          await desk.send(
+            xml(
+              "message",
+              { to: ALICE_FULL, type: "chat" },
+              xml(
+                i % 2 ? "sent" : "received",
+                { xmlns: "urn:xmpp:carbons:2" },
+                forwarded(`OWN-FORGED-CARBON-${i}`),
+              ),
+            ),
+          );
+          await desk.send(
+            xml(
+              "message",
+              { to: ALICE_FULL },
+              xml(
+                "result",
+                { xmlns: "urn:xmpp:mam:2", queryid: "q", id: `own-fmam-${i}` },
+                forwarded(`OWN-FORGED-MAM-${i}`),
+              ),
+            ),
+          );
+        }
+        // A real carbon: desk writes to bob; the server copies it to phone from alice's bare JID.
+        await desk.send(
+          xml(
+            "message",
+            { to: "bob@localhost", type: "chat", id: "real-1" },
+            xml("body", {}, "real-carbon"),
+          ),
+        );
+        await until(() => countBody(store, "real-carbon") > 0 || undefined, "real carbon stored");
+        await s.idle();
+        expect(
+          store.sqlite.prepare("SELECT body FROM messages WHERE body LIKE 'OWN-FORGED-%'").all(),
+        ).toEqual([]);
+        expect(
+          store.sqlite
+            .prepare("SELECT direction AS d FROM messages WHERE body = 'real-carbon'")
+            .get(),
+        ).toEqual({ d: "out" });
+      } finally {
+        await desk.stop().catch(() => {});
+        await s.close();
         store.close();
       }
     },

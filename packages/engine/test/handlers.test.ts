@@ -1,0 +1,338 @@
+// Serializable IQ handlers against a real Prosody: argument merging, timeouts in ticks of connected
+// time, unknown handler names, and invalidation when a stream is not resumed.
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { openStore, tables, type Store } from "@lichen/store";
+import { startProsody, type XmppTestServer } from "@lichen/test-servers";
+import { xml } from "@xmpp/client";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  DurableSession,
+  ensureAccount,
+  HandlerRegistry,
+  UnknownHandlerError,
+  type HandlerContext,
+  type StanzaContext,
+} from "../src/index.js";
+import { startPeer, until } from "./helpers.js";
+
+const T = 120_000;
+const BOB_DESK = "bob@localhost/desk";
+
+interface Call {
+  handler: string;
+  args: Record<string, unknown>;
+}
+
+/** A registry whose handlers record their arguments in the DB (same transaction) and in memory. */
+function recordingRegistry(names: string[]): { registry: HandlerRegistry; calls: Call[] } {
+  const registry = new HandlerRegistry();
+  const calls: Call[] = [];
+  for (const handler of names)
+    registry.define(handler, (ctx: HandlerContext, args) => {
+      ctx.tx
+        .insert(tables.syncErrors)
+        .values({
+          accountId: ctx.accountId,
+          code: handler,
+          message: JSON.stringify(args),
+          createdAt: ctx.tx.now,
+        })
+        .run();
+      (ctx as StanzaContext).afterCommit(() => calls.push({ handler, args }));
+    });
+  return { registry, calls };
+}
+
+function recorded(store: Store, code: string): Record<string, unknown>[] {
+  return (
+    store.sqlite
+      .prepare("SELECT message FROM sync_errors WHERE code = ? ORDER BY id")
+      .all(code) as { message: string }[]
+  ).map((r) => JSON.parse(r.message) as Record<string, unknown>);
+}
+
+function pendingTicks(store: Store, iqId: string): number | undefined {
+  return (
+    store.sqlite
+      .prepare("SELECT remaining_ticks AS n FROM iq_handlers WHERE iq_id = ?")
+      .get(iqId) as { n: number } | undefined
+  )?.n;
+}
+
+/** IQ to the peer's test namespace: startPeer answers only when the test says so. */
+const testIq = () =>
+  xml("iq", { type: "get", to: BOB_DESK }, xml("query", { xmlns: "urn:lichen:test" }));
+
+describe("serializable IQ handlers on prosody", () => {
+  let server: XmppTestServer;
+  let dir: string;
+  const cleanup: (() => Promise<unknown> | void)[] = [];
+  beforeAll(async () => {
+    server = await startProsody();
+    await server.registerUser("alice", "alicepw");
+    await server.registerUser("bob", "bobpw");
+    dir = mkdtempSync(join(tmpdir(), "lichen-handlers-"));
+  }, T);
+  afterAll(async () => {
+    for (const fn of cleanup.reverse()) await fn();
+    await server?.stop();
+  }, T);
+
+  const openDb = (name: string) => {
+    const store = openStore({ path: join(dir, `${name}.db`), role: "main" });
+    ensureAccount(store, { id: "alice", jid: "alice@localhost", resource: "phone" });
+    cleanup.push(() => store.close());
+    return store;
+  };
+  const session = (store: Store, registry: HandlerRegistry, extra: { tickMs?: number } = {}) => {
+    const s = new DurableSession({
+      store,
+      registry,
+      accountId: "alice",
+      service: `xmpp://127.0.0.1:${server.c2sPort}`,
+      domain: "localhost",
+      username: "alice",
+      password: "alicepw",
+      resource: "phone",
+      ...extra,
+    });
+    cleanup.push(() => s.close().catch(() => {}));
+    return s;
+  };
+  const peer = async () => {
+    const bob = await startPeer(server.c2sPort, "bob", "bobpw");
+    cleanup.push(() => bob.stop());
+    return bob;
+  };
+
+  it(
+    "call-time args override bound values (registry.call, and an answered IQ in its transaction)",
+    async () => {
+      // The registry itself.
+      const { registry, calls } = recordingRegistry(["t.answer"]);
+      const seen: Record<string, unknown>[] = [];
+      registry.define("t.echo", (_ctx, args) => seen.push(args));
+      const d = registry.descriptor("t.echo", {
+        type: "bound",
+        label: "L",
+        n: 1,
+        nested: { a: 1 },
+      });
+      const fakeCtx = { tx: null as never, accountId: "alice", send: () => {} };
+      registry.call(fakeCtx, d, { type: "call", n: 2 });
+      registry.call(fakeCtx, d);
+      expect(seen).toEqual([
+        { type: "call", label: "L", n: 2, nested: { a: 1 } },
+        { type: "bound", label: "L", n: 1, nested: { a: 1 } },
+      ]);
+      // Bound values are stored as JSON: what would not survive storage is converted at creation.
+      expect(registry.descriptor("t.echo", { when: new Date(0), gone: undefined }).bound).toEqual({
+        when: "1970-01-01T00:00:00.000Z",
+      });
+      expect(() => registry.call(fakeCtx, { v: 1, name: "t.nope", bound: {} })).toThrow(
+        UnknownHandlerError,
+      );
+      expect(() => registry.descriptor("t.nope")).toThrow(/t\.nope/);
+
+      // Through a real IQ round trip: the answer's type/iqId/from override the bound ones.
+      const store = openDb("args");
+      const bob = await peer();
+      const s = session(store, registry);
+      expect(await s.connect()).toBe("new");
+      const iqId = s.write((ctx) =>
+        ctx.sendIq(
+          testIq(),
+          registry.descriptor("t.answer", { type: "bound-type", iqId: "bound-id", label: "A1" }),
+          { timeoutTicks: 600 },
+        ),
+      );
+      const iq = await until(() => bob.iqs.find((q) => q.id === iqId), "bob receives the IQ");
+      iq.answer();
+      await until(() => calls.length > 0 || undefined, "t.answer ran");
+      expect(calls[0]!.args).toMatchObject({ type: "result", iqId, label: "A1", from: BOB_DESK });
+      expect(recorded(store, "t.answer")).toEqual([calls[0]!.args]); // written in its transaction
+      expect(pendingTicks(store, iqId)).toBeUndefined();
+    },
+    T,
+  );
+
+  it(
+    "IQ timeout counts ticks of connected time: remote-server-timeout in a transaction; no ticks while suspended",
+    async () => {
+      const { registry, calls } = recordingRegistry(["t.answer"]);
+      const store = openDb("timeout");
+      const bob = await peer();
+      const s = session(store, registry, { tickMs: 20 });
+      expect(await s.connect()).toBe("new");
+
+      // 5 ticks of 20 ms, the peer never answers.
+      const fast = s.write((ctx) =>
+        ctx.sendIq(testIq(), registry.descriptor("t.answer", { label: "T1" }), { timeoutTicks: 5 }),
+      );
+      await until(() => bob.iqs.some((q) => q.id === fast) || undefined, "bob receives T1");
+      await until(() => calls.find((c) => c.args.label === "T1"), "T1 timed out");
+      expect(calls[0]!.args).toEqual({
+        label: "T1",
+        type: "error",
+        condition: "remote-server-timeout",
+        synthetic: true,
+        iqId: fast,
+      });
+      expect(recorded(store, "t.answer")).toEqual([calls[0]!.args]);
+      expect(pendingTicks(store, fast)).toBeUndefined();
+
+      // A suspended session does not tick: the remaining ticks stay put however long it is away.
+      const slow = s.write((ctx) =>
+        ctx.sendIq(testIq(), registry.descriptor("t.answer", { label: "T2" }), {
+          timeoutTicks: 40,
+        }),
+      );
+      await until(() => (pendingTicks(store, slow) ?? 40) < 38 || undefined, "T2 ticking");
+      await s.suspend();
+      const frozen = pendingTicks(store, slow)!;
+      expect(frozen).toBeGreaterThan(0);
+      await new Promise((r) => setTimeout(r, 40 * 20 + 200)); // longer than the whole timeout
+      expect(pendingTicks(store, slow)).toBe(frozen);
+      expect(calls.filter((c) => c.args.label === "T2")).toEqual([]);
+
+      // Back online (resumed), it counts down the rest and expires.
+      expect(await s.connect()).toBe("resumed");
+      await until(() => calls.find((c) => c.args.label === "T2"), "T2 timed out after resume");
+      expect(calls.find((c) => c.args.label === "T2")!.args).toMatchObject({
+        condition: "remote-server-timeout",
+        synthetic: true,
+        iqId: slow,
+      });
+    },
+    T,
+  );
+
+  it(
+    "unknown handler name: handler-error, the row is kept, the session continues; a process that knows it can still run it",
+    async () => {
+      const store = openDb("unknown");
+      const bob = await peer();
+      const a = recordingRegistry(["t.known"]);
+      const s1 = session(store, a.registry);
+      expect(await s1.connect()).toBe("new");
+      const iqId = s1.write((ctx) =>
+        ctx.sendIq(testIq(), a.registry.descriptor("t.known", { label: "U1" }), {
+          timeoutTicks: 100,
+        }),
+      );
+      const iq = await until(() => bob.iqs.find((q) => q.id === iqId), "bob receives the IQ");
+      await s1.suspend();
+
+      // Another process (older build) that does not register t.known resumes and gets the answer.
+      const other = openStore({ path: join(dir, "unknown.db"), role: "main" });
+      cleanup.push(() => other.close());
+      const b = recordingRegistry([]);
+      const s2 = session(other, b.registry);
+      const errors: UnknownHandlerError[] = [];
+      s2.on("handler-error", (e: UnknownHandlerError) => errors.push(e));
+      expect(await s2.connect()).toBe("resumed");
+      iq.answer();
+      await until(() => errors.length > 0 || undefined, "handler-error");
+      expect(errors[0]).toBeInstanceOf(UnknownHandlerError);
+      expect(errors[0]!.handlerName).toBe("t.known");
+      expect(errors[0]!.message).toMatch(/no handler named "t\.known"/);
+      expect(pendingTicks(other, iqId)).toBeGreaterThan(0); // kept
+      await bob.send("alice@localhost", "after-unknown");
+      await until(
+        () =>
+          (
+            other.sqlite
+              .prepare("SELECT count(*) AS n FROM messages WHERE body = 'after-unknown'")
+              .get() as {
+              n: number;
+            }
+          ).n === 1 || undefined,
+        "later message stored",
+      );
+      expect(s2.online).toBe(true);
+      await s2.suspend();
+
+      // A process that knows the handler resumes: the kept row still runs (here: its timeout).
+      const s3 = session(store, a.registry, { tickMs: 20 });
+      expect(await s3.connect()).toBe("resumed");
+      await until(
+        () => a.calls.find((c) => c.args.label === "U1"),
+        "kept handler ran in s3",
+        30_000,
+      );
+      expect(a.calls[0]!.args).toMatchObject({ type: "error", condition: "remote-server-timeout" });
+    },
+    T,
+  );
+
+  it(
+    "a reconnect that does not resume invalidates pending handlers (reason session-not-resumed), via failed resume and via no stored stream",
+    async () => {
+      const store = openDb("invalidate");
+      const bob = await peer();
+      const make = () => recordingRegistry(["t.known", "t.invalidated"]);
+      const garble = (streamId: string | null) => {
+        const row = store.sqlite
+          .prepare("SELECT state FROM account_state WHERE account_id = 'alice'")
+          .get() as { state: string };
+        const st = JSON.parse(row.state) as { sm: { streamId: string | null } };
+        st.sm.streamId = streamId;
+        store.sqlite
+          .prepare("UPDATE account_state SET state = ? WHERE account_id = 'alice'")
+          .run(JSON.stringify(st));
+      };
+
+      for (const [label, streamId] of [
+        ["I1", "no-such-stream"], // the server refuses the resume (<failed/>)
+        ["I2", null], // nothing to resume: a fresh login
+      ] as const) {
+        const first = make();
+        const s1 = session(store, first.registry);
+        await s1.connect();
+        const iqId = s1.write((ctx) =>
+          ctx.sendIq(testIq(), first.registry.descriptor("t.known", { label }, "t.invalidated"), {
+            timeoutTicks: 600,
+          }),
+        );
+        const iq = await until(() => bob.iqs.find((q) => q.id === iqId), `bob receives ${label}`);
+        await s1.suspend();
+        garble(streamId);
+
+        const second = make();
+        const s2 = session(store, second.registry);
+        let resumeFailed = false;
+        s2.on("resume-failed", () => (resumeFailed = true));
+        expect(await s2.connect()).toBe("new");
+        expect(resumeFailed).toBe(streamId !== null);
+        await until(() => second.calls.length > 0 || undefined, `${label} invalidated`);
+        expect(second.calls).toEqual([
+          { handler: "t.invalidated", args: { label, reason: "session-not-resumed" } },
+        ]);
+        expect(recorded(store, "t.invalidated").at(-1)).toEqual({
+          label,
+          reason: "session-not-resumed",
+        });
+        expect(pendingTicks(store, iqId)).toBeUndefined();
+        // A late answer to the dead stream's IQ runs nothing.
+        iq.answer();
+        await bob.send("alice@localhost", `after-${label}`);
+        await until(
+          () =>
+            (
+              store.sqlite
+                .prepare("SELECT count(*) AS n FROM messages WHERE body = ?")
+                .get(`after-${label}`) as {
+                n: number;
+              }
+            ).n === 1 || undefined,
+          `after-${label} stored`,
+        );
+        expect(second.calls.map((c) => c.handler)).toEqual(["t.invalidated"]);
+        await s2.suspend();
+      }
+    },
+    T,
+  );
+});
