@@ -1,20 +1,10 @@
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { openStore, tables, type Store } from "@lichen/store";
-import { startEjabberd, startProsody, type XmppTestServer } from "@lichen/test-servers";
+import { openStore, tables } from "@lichen/store";
+import type { XmppTestServer } from "@lichen/test-servers";
 import { client, xml } from "@xmpp/client";
 import parseXml from "@xmpp/xml/lib/parse.js";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import {
-  capsVerification,
-  DurableSession,
-  ensureAccount,
-  featuresOf,
-  LICHEN_CAPS_NODE,
-  parseDiscoInfo,
-} from "../src/index.js";
-import { until } from "./helpers.js";
+import { describe, expect, it } from "vitest";
+import { capsVerification, featuresOf, LICHEN_CAPS_NODE, parseDiscoInfo } from "../src/index.js";
+import { SERVERS, until, useEngineEnv } from "./helpers.js";
 
 const T = 180_000;
 const NS_DISCO_INFO = "http://jabber.org/protocol/disco#info";
@@ -104,46 +94,21 @@ async function capsPeer(server: XmppTestServer, user: string, resource: string, 
   };
 }
 
-describe.each([
-  ["prosody", startProsody],
-  ["ejabberd", startEjabberd],
-] as const)("entity capabilities on %s", (_kind, start) => {
-  let server: XmppTestServer;
-  let db: string;
-  let store: Store;
-
-  beforeAll(async () => {
-    server = await start();
-    for (const u of ["alice", "bob", "carol", "dave"]) await server.registerUser(u, `${u}pw`);
-    db = join(mkdtempSync(join(tmpdir(), "lichen-caps-")), "lichen.db");
-    store = openStore({ path: db, role: "main" });
-    ensureAccount(store, { id: "alice", jid: "alice@localhost", resource: "phone" });
-  }, T);
-  afterAll(async () => {
-    store?.close();
-    await server?.stop();
-  }, T);
-
-  const newSession = (s: Store) =>
-    new DurableSession({
-      store: s,
-      accountId: "alice",
-      service: `xmpp://127.0.0.1:${server.c2sPort}`,
-      domain: "localhost",
-      username: "alice",
-      password: "alicepw",
-      resource: "phone",
-    });
-  const features = (jid: string) => store.read((tx) => featuresOf(tx, "alice", jid));
+describe.each(SERVERS)("entity capabilities on %s", (_kind, start) => {
+  const env = useEngineEnv(start, {
+    users: ["alice", "bob", "carol", "dave"],
+    prefix: "lichen-caps-",
+  });
+  const features = (jid: string) => env.store.read((tx) => featuresOf(tx, "alice", jid));
 
   it(
     "queries each ver once, persists the cache across processes, and never caches a lie",
     async () => {
-      const alice = newSession(store);
+      const alice = env.session();
       await alice.connect();
-      const bob = await capsPeer(server, "bob", "desk", SIMPLE);
-      const carol = await capsPeer(server, "carol", "laptop", SIMPLE);
-      const dave = await capsPeer(server, "dave", "evil", SIMPLE);
+      const bob = await capsPeer(env.server, "bob", "desk", SIMPLE);
+      const carol = await capsPeer(env.server, "carol", "laptop", SIMPLE);
+      const dave = await capsPeer(env.server, "dave", "evil", SIMPLE);
       try {
         const verified = new Promise((r) => alice.once("caps", r));
         await bob.announce("alice@localhost/phone", SIMPLE_VER);
@@ -161,14 +126,14 @@ describe.each([
         await dave.announce("alice@localhost/phone", COMPLEX_VER);
         expect(await mismatch).toMatchObject({ ver: COMPLEX_VER, computed: SIMPLE_VER });
         expect(features("dave@localhost/evil")).toBeNull();
-        const cached = store.read((tx) => tx.select().from(tables.capsCache).all());
+        const cached = env.store.read((tx) => tx.select().from(tables.capsCache).all());
         expect(cached.map((c) => c.ver)).toContain(SIMPLE_VER);
         expect(cached.map((c) => c.ver)).not.toContain(COMPLEX_VER);
 
         // Another process (new store handle, resumed stream): the cache is still there.
         await alice.suspend();
-        const other = openStore({ path: db, role: "nse" });
-        const alice2 = newSession(other);
+        const other = openStore({ path: env.db, role: "nse" });
+        const alice2 = env.session({ store: other });
         try {
           expect(await alice2.connect()).toBe("resumed");
           const entries = () => other.read((tx) => tx.select().from(tables.entityCaps).all());
@@ -204,9 +169,9 @@ describe.each([
   it(
     "answers disco#info for the node#ver it announces, and that answer hashes to the ver",
     async () => {
-      const alice = newSession(store);
+      const alice = env.session();
       await alice.connect();
-      const bob = await capsPeer(server, "bob", "desk", SIMPLE);
+      const bob = await capsPeer(env.server, "bob", "desk", SIMPLE);
       try {
         // The ver alice announced in her initial presence, as stored in her outbound history:
         // recompute from what she answers to a plain disco#info.

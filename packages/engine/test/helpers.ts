@@ -1,7 +1,13 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
 import { join } from "node:path";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { openStore, type Store } from "@lichen/store";
+import { startEjabberd, startProsody, type XmppTestServer } from "@lichen/test-servers";
 import { client, xml } from "@xmpp/client";
+import { afterAll, beforeAll } from "vitest";
+import { DurableSession, ensureAccount, type SessionOptions } from "../src/index.js";
 
 export const fixture = join(import.meta.dirname, "fixtures", "engine-proc.mjs");
 
@@ -148,4 +154,79 @@ export async function until<T>(
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/** Both real servers, for `describe.each(SERVERS)`. */
+export const SERVERS = [
+  ["prosody", startProsody],
+  ["ejabberd", startEjabberd],
+] as const;
+
+type StartServer = (o?: { tls?: boolean }) => Promise<XmppTestServer>;
+type SessionConfig = Omit<SessionOptions, "store">;
+
+/** Connection settings of a test user (password `<user>pw`, resource "phone"). */
+export function accountConfig(server: XmppTestServer, user = "alice"): SessionConfig {
+  return {
+    accountId: user,
+    service: `xmpp://127.0.0.1:${server.c2sPort}`,
+    domain: "localhost",
+    username: user,
+    password: `${user}pw`,
+    resource: "phone",
+  };
+}
+
+export interface EngineEnv {
+  readonly server: XmppTestServer;
+  /** The main app's store (alice's account exists). */
+  readonly store: Store;
+  readonly db: string;
+  readonly dir: string;
+  config(user?: string): SessionConfig;
+  /** A session of alice on `store` (or on another store handle, as another process). */
+  session(o?: Partial<SessionOptions>): DurableSession;
+}
+
+/**
+ * The usual test world, set up in beforeAll and torn down in afterAll: a real server with `users`
+ * registered, a fresh database with alice's account.
+ */
+export function useEngineEnv(
+  start: StartServer,
+  o: { users?: string[]; tls?: boolean; prefix?: string } = {},
+): EngineEnv {
+  let server: XmppTestServer | undefined;
+  let store: Store | undefined;
+  let dir = "";
+  beforeAll(async () => {
+    server = await start(o.tls ? { tls: true } : {});
+    for (const u of o.users ?? ["alice", "bob"]) await server.registerUser(u, `${u}pw`);
+    dir = mkdtempSync(join(tmpdir(), o.prefix ?? "lichen-engine-"));
+    store = openStore({ path: join(dir, "lichen.db"), role: "main" });
+    ensureAccount(store, { id: "alice", jid: "alice@localhost", resource: "phone" });
+  }, 180_000);
+  afterAll(async () => {
+    store?.close();
+    await server?.stop();
+  }, 180_000);
+  const env: EngineEnv = {
+    get server() {
+      if (!server) throw new Error("the test server is not started (beforeAll failed?)");
+      return server;
+    },
+    get store() {
+      if (!store) throw new Error("the store is not open (beforeAll failed?)");
+      return store;
+    },
+    get db() {
+      return join(dir, "lichen.db");
+    },
+    get dir() {
+      return dir;
+    },
+    config: (user = "alice") => accountConfig(env.server, user),
+    session: (s = {}) => new DurableSession({ store: env.store, ...env.config(), ...s }),
+  };
+  return env;
 }

@@ -1,60 +1,33 @@
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { openStore, tables, type Store } from "@lichen/store";
 import { eq } from "drizzle-orm";
-import { startEjabberd, startProsody, type XmppTestServer } from "@lichen/test-servers";
+
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AppController, ensureAccount, handlePush } from "../src/index.js";
-import { startPeer } from "./helpers.js";
+import { AppController, handlePush } from "../src/index.js";
+import { SERVERS, startPeer, useEngineEnv } from "./helpers.js";
 
 const T = 180_000;
 
-describe.each([
-  ["prosody", startProsody],
-  ["ejabberd", startEjabberd],
-] as const)("process modes on %s", (_kind, start) => {
-  let server: XmppTestServer;
-  let mainStore: Store;
-  let nseStore: Store;
-  let config: ConstructorParameters<typeof AppController>[1];
-
-  beforeAll(async () => {
-    server = await start();
-    await server.registerUser("alice", "alicepw");
-    await server.registerUser("bob", "bobpw");
-    const db = join(mkdtempSync(join(tmpdir(), "lichen-modes-")), "lichen.db");
-    mainStore = openStore({ path: db, role: "main" });
-    ensureAccount(mainStore, { id: "alice", jid: "alice@localhost", resource: "phone" });
-    nseStore = openStore({ path: db, role: "nse" });
-    config = {
-      accountId: "alice",
-      service: `xmpp://127.0.0.1:${server.c2sPort}`,
-      domain: "localhost",
-      username: "alice",
-      password: "alicepw",
-      resource: "phone",
-    };
-  }, T);
-  afterAll(async () => {
-    mainStore?.close();
-    nseStore?.close();
-    await server?.stop();
-  }, T);
+describe.each(SERVERS)("process modes on %s", (_kind, start) => {
+  const env = useEngineEnv(start, { prefix: "lichen-modes-" });
+  let nseStore: Store; // the NSE's own connection to the same file, as another process has
+  beforeAll(() => {
+    nseStore = openStore({ path: env.db, role: "nse" });
+  });
+  afterAll(() => nseStore?.close());
 
   it(
     "NSE resumes the main app's stream, stores the message once and returns its notification",
     async () => {
-      const bob = await startPeer(server.c2sPort, "bob", "bobpw");
-      const app = new AppController(mainStore, config);
+      const bob = await startPeer(env.server.c2sPort, "bob", "bobpw");
+      const app = new AppController(env.store, env.config());
       try {
         expect(await app.foreground()).toBe("new");
         await app.background(); // frozen: TCP dropped, stream kept for resumption
 
         // Refused while the main app holds the lock.
-        const app2 = new AppController(mainStore, config);
+        const app2 = new AppController(env.store, env.config());
         await app2.foreground();
-        const refused = await handlePush({ store: nseStore, session: config, lingerMs: 100 });
+        const refused = await handlePush({ store: nseStore, session: env.config(), lingerMs: 100 });
         expect(refused.outcome).toBe("main-running");
         expect(refused.notifications).toEqual([{ kind: "silent", reason: "main-app-running" }]);
         await app2.background();
@@ -62,7 +35,7 @@ describe.each([
         await bob.send("alice@localhost", "hello-while-frozen");
         const r = await handlePush({
           store: nseStore,
-          session: config,
+          session: env.config(),
           lingerMs: 100,
           deadlineMs: 20_000,
         });
@@ -81,7 +54,7 @@ describe.each([
         expect(rows.n).toBe(1);
 
         // A push with nothing new is silent.
-        const quiet = await handlePush({ store: nseStore, session: config, lingerMs: 100 });
+        const quiet = await handlePush({ store: nseStore, session: env.config(), lingerMs: 100 });
         expect(quiet.notifications).toEqual([{ kind: "silent", reason: "no-new-messages" }]);
       } finally {
         await app.close();
@@ -97,12 +70,12 @@ describe.each([
       // quietMs keeps the NSE connected until the main app comes.
       const nse = handlePush({
         store: nseStore,
-        session: config,
+        session: env.config(),
         quietMs: 60_000,
         deadlineMs: 60_000,
         lingerMs: 100,
       });
-      const app = new AppController(mainStore, config);
+      const app = new AppController(env.store, env.config());
       try {
         // Wait until the NSE holds the lock.
         const deadline = Date.now() + 30_000;
@@ -129,7 +102,7 @@ describe.each([
       // quietMs longer than the deadline: the NSE cannot call the sync finished in time.
       const r = await handlePush({
         store: nseStore,
-        session: config,
+        session: env.config(),
         quietMs: 60_000,
         deadlineMs: 1500,
         lingerMs: 100,
@@ -137,7 +110,7 @@ describe.each([
       });
       expect(r.outcome).toBe("deadline");
       const warnings = () =>
-        mainStore.read((tx) =>
+        env.store.read((tx) =>
           tx
             .select()
             .from(tables.pendingNotifications)
@@ -150,7 +123,7 @@ describe.each([
         title: "Could not synchronize",
       });
       expect(w!.deliverAt).toBeGreaterThan(Date.now() + 60_000); // delayed, not shown yet
-      const requests = mainStore.read((tx) =>
+      const requests = env.store.read((tx) =>
         tx
           .select()
           .from(tables.syncErrors)
@@ -159,7 +132,7 @@ describe.each([
       );
       expect(requests.length).toBeGreaterThanOrEqual(1);
 
-      const ok = await handlePush({ store: nseStore, session: config, lingerMs: 100 });
+      const ok = await handlePush({ store: nseStore, session: env.config(), lingerMs: 100 });
       expect(ok.outcome).toBe("synced");
       expect(warnings()).toEqual([]);
     },

@@ -1,13 +1,10 @@
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { openStore, tables, type Store } from "@lichen/store";
-import { startEjabberd, startProsody, type XmppTestServer } from "@lichen/test-servers";
+import { tables } from "@lichen/store";
+import { type XmppTestServer } from "@lichen/test-servers";
 import { client, xml } from "@xmpp/client";
 import { and, eq } from "drizzle-orm";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { DurableSession, ensureAccount, joinRoom } from "../src/index.js";
-import { until } from "./helpers.js";
+import { describe, expect, it } from "vitest";
+import { joinRoom } from "../src/index.js";
+import { SERVERS, until, useEngineEnv } from "./helpers.js";
 
 const T = 180_000;
 const NS_MUC = "http://jabber.org/protocol/muc";
@@ -67,38 +64,12 @@ async function roomOwner(server: XmppTestServer, room: string) {
   };
 }
 
-describe.each([
-  ["prosody", startProsody],
-  ["ejabberd", startEjabberd],
-] as const)("group chat catch-up with a per-room MAM mark on %s", (_kind, start) => {
-  let server: XmppTestServer;
-  let store: Store;
+describe.each(SERVERS)("group chat catch-up with a per-room MAM mark on %s", (_kind, start) => {
+  const env = useEngineEnv(start, { users: ["alice", "bob"], prefix: "lichen-muc-" });
 
-  beforeAll(async () => {
-    server = await start();
-    await server.registerUser("alice", "alicepw");
-    await server.registerUser("bob", "bobpw");
-    const db = join(mkdtempSync(join(tmpdir(), "lichen-muc-")), "lichen.db");
-    store = openStore({ path: db, role: "main" });
-    ensureAccount(store, { id: "alice", jid: "alice@localhost", resource: "phone" });
-  }, T);
-  afterAll(async () => {
-    store?.close();
-    await server?.stop();
-  }, T);
-
-  const session = () =>
-    new DurableSession({
-      store,
-      accountId: "alice",
-      service: `xmpp://127.0.0.1:${server.c2sPort}`,
-      domain: "localhost",
-      username: "alice",
-      password: "alicepw",
-      resource: "phone",
-    });
+  const session = () => env.session();
   const bodies = (room: string) =>
-    store.read((tx) =>
+    env.store.read((tx) =>
       tx
         .select({ body: tables.messages.body })
         .from(tables.messages)
@@ -108,7 +79,7 @@ describe.each([
         .sort(),
     );
   const mark = (room: string) =>
-    store.read((tx) =>
+    env.store.read((tx) =>
       tx
         .select()
         .from(tables.mamMarks)
@@ -119,8 +90,8 @@ describe.each([
   it(
     "join fetches the room's archive, live messages move the mark, a rejoin fetches exactly the gap",
     async () => {
-      const room = `lounge-${Math.random().toString(36).slice(2, 8)}@${server.mucDomain}`;
-      const bob = await roomOwner(server, room);
+      const room = `lounge-${Math.random().toString(36).slice(2, 8)}@${env.server.mucDomain}`;
+      const bob = await roomOwner(env.server, room);
       try {
         for (const b of ["m1", "m2", "m3"]) await bob.say(b);
 
@@ -139,7 +110,7 @@ describe.each([
         await until(() => bodies(room).includes("m4"), "live m4");
         await until(() => mark(room)!.lastArchiveId !== first.lastArchiveId, "mark advanced");
         const liveMark = mark(room)!.lastArchiveId;
-        const m4 = store.read((tx) =>
+        const m4 = env.store.read((tx) =>
           tx.select().from(tables.messages).where(eq(tables.messages.body, "m4")).get(),
         )!;
         expect(m4.stanzaId).toBe(liveMark);
@@ -162,7 +133,7 @@ describe.each([
         });
         expect(await again.connect()).toBe("new");
         await caughtUp2;
-        const all = store.read((tx) =>
+        const all = env.store.read((tx) =>
           tx.select().from(tables.messages).where(eq(tables.messages.chatJid, room)).all(),
         );
         expect(all.map((m) => m.body).sort()).toEqual(["m1", "m2", "m3", "m4", "m5", "m6"]);

@@ -6,11 +6,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { AppServer, validateConfig } from "@lichen/appserver";
 import { generateApnsKey, startApnsSimulator, type ApnsSimulator } from "@lichen/push-simulators";
-import { loadAccountState, openStore, tables, type Store } from "@lichen/store";
-import { startEjabberd, startProsody, type XmppTestServer } from "@lichen/test-servers";
+import { loadAccountState, openStore, tables } from "@lichen/store";
+
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AppController, disablePush, ensureAccount, ensurePush, handlePush } from "../src/index.js";
-import { startPeer, until } from "./helpers.js";
+import { AppController, disablePush, ensurePush, handlePush } from "../src/index.js";
+import { SERVERS, startPeer, until, useEngineEnv } from "./helpers.js";
 
 const T = 180_000;
 const TOPIC = "im.lichen.enginetest";
@@ -18,20 +18,13 @@ const TOKEN_A = "a1".repeat(32);
 const TOKEN_B = "b2".repeat(32);
 const TOKEN_C = "c3".repeat(32);
 
-describe.each([
-  ["prosody", startProsody],
-  ["ejabberd", startEjabberd],
-] as const)("push (XEP-0357) on %s", (_kind, start) => {
-  let server: XmppTestServer;
+describe.each(SERVERS)("push (XEP-0357) on %s", (_kind, start) => {
+  const env = useEngineEnv(start, { prefix: "lichen-push-db-" });
   let sim: ApnsSimulator;
   let appserver: AppServer;
-  let store: Store;
-  let config: ConstructorParameters<typeof AppController>[1];
 
   beforeAll(async () => {
-    server = await start();
-    await server.registerUser("alice", "alicepw");
-    await server.registerUser("bob", "bobpw");
+    const server = env.server;
     const key = generateApnsKey({ teamId: "LICHENTEAM" });
     sim = await startApnsSimulator({
       keys: [{ keyId: key.keyId, teamId: "LICHENTEAM", publicKey: key.publicKeyPem }],
@@ -61,26 +54,13 @@ describe.each([
       }),
     });
     await until(() => appserver.link.online, "appserver component online");
-    const db = join(mkdtempSync(join(tmpdir(), "lichen-push-db-")), "lichen.db");
-    store = openStore({ path: db, role: "main" });
-    ensureAccount(store, { id: "alice", jid: "alice@localhost", resource: "phone" });
-    config = {
-      accountId: "alice",
-      service: `xmpp://127.0.0.1:${server.c2sPort}`,
-      domain: "localhost",
-      username: "alice",
-      password: "alicepw",
-      resource: "phone",
-    };
   }, T);
   afterAll(async () => {
-    store?.close();
     await appserver?.stop();
     await sim?.stop();
-    await server?.stop();
   }, T);
 
-  /** Push requests the appserver received from the XMPP server (every outcome). */
+  /** Push requests the appserver received from the XMPP env.server (every outcome). */
   const pushRequests = async () => {
     const byOutcome: Record<string, number> = {};
     for (const v of (await appserver.metrics.requests.get()).values)
@@ -88,20 +68,20 @@ describe.each([
     return byOutcome;
   };
   const total = (m: Record<string, number>) => Object.values(m).reduce((a, b) => a + b, 0);
-  const pushState = () => store.read((tx) => loadAccountState(tx, "alice").push);
+  const pushState = () => env.store.read((tx) => loadAccountState(tx, "alice").push);
 
   it(
-    "enable on the own server → a frozen app gets an alert push → the NSE syncs the message; a token change moves pushes to the new token; disable stops them",
+    "enable on the own env.server → a frozen app gets an alert push → the NSE syncs the message; a token change moves pushes to the new token; disable stops them",
     async () => {
-      const bob = await startPeer(server.c2sPort, "bob", "bobpw");
-      const app = new AppController(store, config);
+      const bob = await startPeer(env.server.c2sPort, "bob", "bobpw");
+      const app = new AppController(env.store, env.config());
       try {
         await app.foreground();
         const session = app.session!;
         const enabled = new Promise((r) => session.once("push-enabled", r));
         session.write((ctx) =>
           ensurePush(ctx, {
-            appServerJid: server.componentDomain,
+            appServerJid: env.server.componentDomain,
             node: TOKEN_A,
             pushModule: "lichen",
           }),
@@ -112,13 +92,13 @@ describe.each([
         expect(
           session.write((ctx) =>
             ensurePush(ctx, {
-              appServerJid: server.componentDomain,
+              appServerJid: env.server.componentDomain,
               node: TOKEN_A,
               pushModule: "lichen",
             }),
           ),
         ).toBe(false);
-        await app.background(); // TCP dropped, the stream hibernates on the server
+        await app.background(); // TCP dropped, the stream hibernates on the env.server
 
         await bob.send("alice@localhost", "wake-up-1");
         await sim.waitForDeliveries(1, 30_000, TOKEN_A);
@@ -127,9 +107,9 @@ describe.each([
         // The body never travels through the appserver (privacy design).
         expect(JSON.stringify(d!.payload)).not.toContain("wake-up-1");
 
-        const nse = openStore({ path: store.path, role: "nse" });
+        const nse = openStore({ path: env.store.path, role: "nse" });
         try {
-          const r = await handlePush({ store: nse, session: config, lingerMs: 100 });
+          const r = await handlePush({ store: nse, session: env.config(), lingerMs: 100 });
           expect(r.outcome).toBe("synced");
           expect(r.notifications).toEqual([
             expect.objectContaining({ kind: "alert", body: "wake-up-1" }),
@@ -143,7 +123,7 @@ describe.each([
         const reEnabled = new Promise((r) => app.session!.once("push-enabled", r));
         app.session!.write((ctx) =>
           ensurePush(ctx, {
-            appServerJid: server.componentDomain,
+            appServerJid: env.server.componentDomain,
             node: TOKEN_B,
             pushModule: "lichen",
           }),
@@ -159,9 +139,9 @@ describe.each([
         await app.foreground();
         app.session!.write((ctx) => disablePush(ctx));
         expect(pushState()).toBeNull();
-        // The server acknowledged the disable IQ: the outbound queue is empty.
+        // The env.server acknowledged the disable IQ: the outbound queue is empty.
         await until(
-          () => store.read((tx) => tx.select().from(tables.outboundQueue).all().length === 0),
+          () => env.store.read((tx) => tx.select().from(tables.outboundQueue).all().length === 0),
           "disable acknowledged",
         );
         await app.background();
@@ -169,9 +149,9 @@ describe.each([
         expect(total(before)).toBeGreaterThanOrEqual(2); // the counter sees the pushes above
         await bob.send("alice@localhost", "no-push-please");
         // Proof the message arrived (and would have been pushed): the NSE finds it.
-        const nse2 = openStore({ path: store.path, role: "nse" });
+        const nse2 = openStore({ path: env.store.path, role: "nse" });
         try {
-          const r2 = await handlePush({ store: nse2, session: config, lingerMs: 100 });
+          const r2 = await handlePush({ store: nse2, session: env.config(), lingerMs: 100 });
           expect(r2.notifications).toEqual(
             expect.arrayContaining([
               expect.objectContaining({ kind: "alert", body: "no-push-please" }),
@@ -180,14 +160,14 @@ describe.each([
         } finally {
           nse2.close();
         }
-        // A barrier: push enabled again with a fresh token and one more message. The server sends
+        // A barrier: push enabled again with a fresh token and one more message. The env.server sends
         // push requests in order, so once the barrier's push arrived, a request for the message
         // above (had disable not worked) would have been counted before it.
         await app.foreground();
         const barrierEnabled = new Promise((r) => app.session!.once("push-enabled", r));
         app.session!.write((ctx) =>
           ensurePush(ctx, {
-            appServerJid: server.componentDomain,
+            appServerJid: env.server.componentDomain,
             node: TOKEN_C,
             pushModule: "lichen",
           }),

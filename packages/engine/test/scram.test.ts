@@ -1,11 +1,7 @@
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { openStore, type Store } from "@lichen/store";
-import { startEjabberd, startProsody, type XmppTestServer } from "@lichen/test-servers";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { DurableSession, ensureAccount } from "../src/index.js";
+import { describe, expect, it } from "vitest";
+
 import { ScramMechanism } from "../src/scram.js";
+import { SERVERS, useEngineEnv } from "./helpers.js";
 
 const T = 120_000;
 
@@ -64,35 +60,10 @@ describe("SCRAM test vectors", () => {
   });
 });
 
-describe.each([
-  ["prosody", startProsody],
-  ["ejabberd", startEjabberd],
-] as const)("SASL against %s", (_kind, start) => {
-  let server: XmppTestServer;
-  let store: Store;
-  beforeAll(async () => {
-    server = await start();
-    await server.registerUser("alice", "alicepw");
-    store = openStore({
-      path: join(mkdtempSync(join(tmpdir(), "lichen-sasl-")), "lichen.db"),
-      role: "main",
-    });
-    ensureAccount(store, { id: "alice", jid: "alice@localhost" });
-  }, T);
-  afterAll(async () => {
-    store?.close();
-    await server?.stop();
-  }, T);
+describe.each(SERVERS)("SASL against %s", (_kind, start) => {
+  const env = useEngineEnv(start, { users: ["alice"], prefix: "lichen-sasl-" });
 
-  const session = (password: string) =>
-    new DurableSession({
-      store,
-      accountId: "alice",
-      service: `xmpp://127.0.0.1:${server.c2sPort}`,
-      domain: "localhost",
-      username: "alice",
-      password,
-    });
+  const session = (password: string) => env.session({ password });
 
   it(
     "authenticates with the strongest SCRAM offered and verifies the server; a wrong password fails clearly",

@@ -1,15 +1,15 @@
 import { execFile } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
+
 import { join } from "node:path";
 import { promisify } from "node:util";
 import type { ShareOutboxItem } from "@lichen/schema";
-import { listShareOutbox, openStore, tables, type Store } from "@lichen/store";
-import { startProsody, type XmppTestServer } from "@lichen/test-servers";
+import { listShareOutbox, openStore, tables } from "@lichen/store";
+import { startProsody } from "@lichen/test-servers";
 import { eq } from "drizzle-orm";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AppController, ensureAccount, outboxMessage, shareToOutbox } from "../src/index.js";
-import { startPeer, until } from "./helpers.js";
+import { describe, expect, it } from "vitest";
+import { AppController, outboxMessage, shareToOutbox } from "../src/index.js";
+import { startPeer, until, useEngineEnv } from "./helpers.js";
 
 const T = 120_000;
 const run = promisify(execFile);
@@ -22,56 +22,30 @@ async function shareFromOtherProcess(args: Record<string, unknown>): Promise<Sha
 }
 
 describe("share extension → outbox → main app", () => {
-  let server: XmppTestServer;
-  let store: Store;
-  let db: string;
-  let dir: string;
-  let config: ConstructorParameters<typeof AppController>[1];
-
-  beforeAll(async () => {
-    server = await startProsody();
-    await server.registerUser("alice", "alicepw");
-    await server.registerUser("bob", "bobpw");
-    dir = mkdtempSync(join(tmpdir(), "lichen-share-"));
-    db = join(dir, "lichen.db");
-    store = openStore({ path: db, role: "main" });
-    ensureAccount(store, { id: "alice", jid: "alice@localhost", resource: "phone" });
-    config = {
-      accountId: "alice",
-      service: `xmpp://127.0.0.1:${server.c2sPort}`,
-      domain: "localhost",
-      username: "alice",
-      password: "alicepw",
-      resource: "phone",
-    };
-  }, T);
-  afterAll(async () => {
-    store?.close();
-    await server?.stop();
-  }, T);
+  const env = useEngineEnv(startProsody, { prefix: "lichen-share-" });
 
   it(
     "items shared while the app is frozen are sent on foreground; while running, at once; exactly once",
     async () => {
-      const bob = await startPeer(server.c2sPort, "bob", "bobpw");
-      const app = new AppController(store, config);
+      const bob = await startPeer(env.server.c2sPort, "bob", "bobpw");
+      const app = new AppController(env.store, env.config());
       try {
         // Frozen main app: the share process only writes the row.
         const geo = await shareFromOtherProcess({
-          db,
-          attachmentDir: join(dir, "attachments"),
+          db: env.db,
+          attachmentDir: join(env.dir, "attachments"),
           to: "bob@localhost",
           content: { kind: "geo", latitude: 48.85, longitude: 2.35, accuracyMeters: 10 },
         });
-        expect(store.read((tx) => listShareOutbox(tx)).map((e) => e.item.id)).toEqual([geo.id]);
+        expect(env.store.read((tx) => listShareOutbox(tx)).map((e) => e.item.id)).toEqual([geo.id]);
 
         await app.foreground();
         await until(() => bob.received.find((m) => m.body === "geo:48.85,2.35;u=10"), "geo");
 
         // Running main app: woken by the outbox-changed IPC the share process committed.
         const url = await shareFromOtherProcess({
-          db,
-          attachmentDir: join(dir, "attachments"),
+          db: env.db,
+          attachmentDir: join(env.dir, "attachments"),
           to: "bob@localhost",
           content: { kind: "url", url: "https://example.org/a", title: "A page" },
         });
@@ -81,11 +55,11 @@ describe("share extension → outbox → main app", () => {
         );
         expect(got.id).toBe(url.id); // the outbox id is the message/origin id
         expect(
-          store.read((tx) => listShareOutbox(tx, ["sent"]).map((e) => e.item.id)).sort(),
+          env.store.read((tx) => listShareOutbox(tx, ["sent"]).map((e) => e.item.id)).sort(),
         ).toEqual([geo.id, url.id].sort());
         // Stored as outgoing messages, once each, even if the outbox is sent again.
         expect(app.sendOutbox()).toBe(0);
-        const rows = store.read((tx) =>
+        const rows = env.store.read((tx) =>
           tx.select().from(tables.messages).where(eq(tables.messages.direction, "out")).all(),
         );
         expect(rows.filter((r) => r.originId === url.id || r.originId === geo.id)).toHaveLength(2);
@@ -102,11 +76,11 @@ describe("share extension → outbox → main app", () => {
   it(
     "a shared file is copied into the container and kept pending (not lost) until it can be uploaded",
     async () => {
-      const src = join(dir, "photo.jpg");
+      const src = join(env.dir, "photo.jpg");
       writeFileSync(src, Buffer.from([0xff, 0xd8, 0xff, 0xe0, 1, 2, 3]));
       const item = await shareFromOtherProcess({
-        db,
-        attachmentDir: join(dir, "attachments"),
+        db: env.db,
+        attachmentDir: join(env.dir, "attachments"),
         to: "bob@localhost",
         content: { kind: "image", file: { sourcePath: src, mimeType: "image/jpeg" } },
       });
@@ -115,11 +89,13 @@ describe("share extension → outbox → main app", () => {
         file: { mimeType: "image/jpeg", size: 7, fileName: "photo.jpg" },
       });
       const ref = (item.content as { file: { path: string } }).file.path;
-      expect(readFileSync(join(dir, "attachments", ref))).toEqual(readFileSync(src));
-      const app = new AppController(store, config);
+      expect(readFileSync(join(env.dir, "attachments", ref))).toEqual(readFileSync(src));
+      const app = new AppController(env.store, env.config());
       try {
         await app.foreground();
-        const entry = store.read((tx) => listShareOutbox(tx).find((e) => e.item.id === item.id));
+        const entry = env.store.read((tx) =>
+          listShareOutbox(tx).find((e) => e.item.id === item.id),
+        );
         expect(entry?.state).toBe("pending");
         expect(entry?.error).toMatch(/XEP-0363/);
       } finally {
@@ -130,8 +106,8 @@ describe("share extension → outbox → main app", () => {
   );
 
   it("a share of invalid content is refused with the field named and writes nothing", () => {
-    const before = store.read((tx) => tx.select().from(tables.shareOutbox).all().length);
-    const share = openStore({ path: db, role: "share" });
+    const before = env.store.read((tx) => tx.select().from(tables.shareOutbox).all().length);
+    const share = openStore({ path: env.db, role: "share" });
     try {
       expect(() =>
         shareToOutbox({
@@ -139,13 +115,13 @@ describe("share extension → outbox → main app", () => {
           accountId: "alice",
           to: "bob@localhost",
           content: { kind: "geo", latitude: 123, longitude: 0 },
-          attachmentDir: join(dir, "attachments"),
+          attachmentDir: join(env.dir, "attachments"),
         }),
       ).toThrow(/latitude/);
     } finally {
       share.close();
     }
-    expect(store.read((tx) => tx.select().from(tables.shareOutbox).all().length)).toBe(before);
+    expect(env.store.read((tx) => tx.select().from(tables.shareOutbox).all().length)).toBe(before);
     expect(outboxMessage({ kind: "text", text: "hi" })).toEqual({ body: "hi", extra: [] });
   });
 });

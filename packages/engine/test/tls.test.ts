@@ -1,48 +1,21 @@
-import { mkdtempSync, readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { openStore, type Store } from "@lichen/store";
-import { startEjabberd, startProsody, type XmppTestServer } from "@lichen/test-servers";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { DurableSession, ensureAccount, type SessionOptions } from "../src/index.js";
+import { readFileSync } from "node:fs";
+
+import { startProsody } from "@lichen/test-servers";
+import { describe, expect, it } from "vitest";
+import { DurableSession, type SessionOptions } from "../src/index.js";
+import { SERVERS, useEngineEnv } from "./helpers.js";
 
 const T = 120_000;
 
-describe.each([
-  ["prosody", startProsody],
-  ["ejabberd", startEjabberd],
-] as const)("STARTTLS on %s", (_kind, start) => {
-  let tlsServer: XmppTestServer;
-  let store: Store;
-  beforeAll(async () => {
-    tlsServer = await start({ tls: true });
-    await tlsServer.registerUser("alice", "alicepw");
-    store = openStore({
-      path: join(mkdtempSync(join(tmpdir(), "lichen-tls-")), "lichen.db"),
-      role: "main",
-    });
-    ensureAccount(store, { id: "alice", jid: "alice@localhost" });
-  }, T);
-  afterAll(async () => {
-    store?.close();
-    await tlsServer?.stop();
-  }, T);
+describe.each(SERVERS)("STARTTLS on %s", (_kind, start) => {
+  const env = useEngineEnv(start, { users: ["alice"], tls: true, prefix: "lichen-tls-" });
 
-  const session = (o: Partial<SessionOptions>) =>
-    new DurableSession({
-      store,
-      accountId: "alice",
-      service: `xmpp://127.0.0.1:${tlsServer.c2sPort}`,
-      domain: "localhost",
-      username: "alice",
-      password: "alicepw",
-      ...o,
-    });
+  const session = (o: Partial<SessionOptions>) => env.session(o);
 
   it(
     "upgrades with the server certificate verified against the given CA, and resumes over TLS",
     async () => {
-      const ca = readFileSync(tlsServer.caCertPath);
+      const ca = readFileSync(env.server.caCertPath);
       const s = session({ tls: { ca }, allowPlaintext: false });
       expect(await s.connect()).toBe("new");
       expect(s.secure).toBe(true);
@@ -67,33 +40,12 @@ describe.each([
 });
 
 describe("plaintext", () => {
-  let plain: XmppTestServer;
-  let store: Store;
-  beforeAll(async () => {
-    plain = await startProsody(); // no TLS offered at all
-    await plain.registerUser("alice", "alicepw");
-    store = openStore({
-      path: join(mkdtempSync(join(tmpdir(), "lichen-plain-")), "lichen.db"),
-      role: "main",
-    });
-    ensureAccount(store, { id: "alice", jid: "alice@localhost" });
-  }, T);
-  afterAll(async () => {
-    store?.close();
-    await plain?.stop();
-  }, T);
+  const env = useEngineEnv(startProsody, { users: ["alice"], prefix: "lichen-plain-" }); // no TLS offered
 
   it(
     "is refused unless allowed (allowed by default only on loopback)",
     async () => {
-      const opts = {
-        store,
-        accountId: "alice",
-        service: `xmpp://127.0.0.1:${plain.c2sPort}`,
-        domain: "localhost",
-        username: "alice",
-        password: "alicepw",
-      };
+      const opts = { store: env.store, ...env.config() };
       await expect(
         new DurableSession({ ...opts, allowPlaintext: false }).connect(20_000),
       ).rejects.toThrow(/refusing to authenticate without TLS/);
