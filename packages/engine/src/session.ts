@@ -359,9 +359,21 @@ export class DurableSession extends EventEmitter {
     };
   }
 
+  /** Set when a transaction queued a stanza; cleared by flush(). A rollback only costs one read. */
+  private queuedSinceFlush = false;
+
   /** Append to the unacked queue in this transaction; the socket sees it after commit. */
   private enqueue(tx: StoreTx, state: AccountState, stanza: Element): void {
-    const seq = state.sm.outboundSent + 1;
+    this.queuedSinceFlush = true;
+    let seq = state.sm.outboundSent + 1;
+    if (state.sm.streamId === null) {
+      // No resumable stream, so numbering is free (a new stream renumbers the queue); but an
+      // invalidated state restarts its counters below rows still queued: continue after them.
+      const queued = tx.sqlite
+        .prepare("SELECT max(seq) AS m FROM outbound_queue WHERE account_id = ?")
+        .get(this.accountId) as { m: number | null };
+      seq = Math.max(seq, (queued.m ?? 0) + 1);
+    }
     state.sm.outboundSent = seq;
     tx.insert(tables.outboundQueue)
       .values({

@@ -764,9 +764,28 @@ describe.each([
 
         // No stream to resume: a new login, the queued message is still sent, MAM fills the gap.
         const c = session();
+        // Sending still works before connecting, although the invalidated state's counters
+        // restart at 0 below the sequence numbers still in the queue.
+        const maxSeq = (
+          c.store.sqlite
+            .prepare("SELECT max(seq) AS m FROM outbound_queue WHERE account_id = 'alice'")
+            .get() as { m: number }
+        ).m;
+        expect(maxSeq).toBeGreaterThan(0);
+        const late = Array.from({ length: maxSeq + 1 }, (_, k) => `late-${k}`);
+        for (const body of late) c.s.sendMessage("bob@localhost", body);
         const mamDone = new Promise((resolve) => c.s.once("mam-complete", resolve));
         expect(await c.s.connect()).toBe("new");
         await mamDone;
+        await until(
+          () => bob.received.some((m) => m.body === late.at(-1)) || undefined,
+          "bob gets the late messages",
+        );
+        const order = bob.received.map((m) => m.body);
+        expect(order.filter((b) => b === "q-3" || b?.startsWith("late-"))).toEqual([
+          "q-3",
+          ...late,
+        ]);
         await until(() => bob.received.some((m) => m.body === "q-3") || undefined, "bob gets q-3");
         q = quarantined(c.store);
         expect(q.find((r) => r.t === "account_state" && r.raw === "{{{ not json")?.error).toMatch(
