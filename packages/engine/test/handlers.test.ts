@@ -1,12 +1,10 @@
 // Serializable IQ handlers against a real Prosody: argument merging, timeouts in ticks of connected
 // time, unknown handler names, and invalidation when a stream is not resumed.
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { openStore, tables, type Store } from "@lichen/store";
-import { startProsody, type XmppTestServer } from "@lichen/test-servers";
+import { startProsody } from "@lichen/test-servers";
 import { xml } from "@xmpp/client";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import {
   DurableSession,
   ensureAccount,
@@ -15,7 +13,7 @@ import {
   type HandlerContext,
   type StanzaContext,
 } from "../src/index.js";
-import { startPeer, until } from "./helpers.js";
+import { startPeer, until, useEngineEnv } from "./helpers.js";
 
 const T = 120_000;
 const BOB_DESK = "bob@localhost/desk";
@@ -66,43 +64,26 @@ const testIq = () =>
   xml("iq", { type: "get", to: BOB_DESK }, xml("query", { xmlns: "urn:lichen:test" }));
 
 describe("serializable IQ handlers on prosody", () => {
-  let server: XmppTestServer;
-  let dir: string;
+  const env = useEngineEnv(startProsody, { prefix: "lichen-handlers-" });
   const cleanup: (() => Promise<unknown> | void)[] = [];
-  beforeAll(async () => {
-    server = await startProsody();
-    await server.registerUser("alice", "alicepw");
-    await server.registerUser("bob", "bobpw");
-    dir = mkdtempSync(join(tmpdir(), "lichen-handlers-"));
-  }, T);
+  // Registered after useEngineEnv's hook, so it runs first (before the server stops).
   afterAll(async () => {
     for (const fn of cleanup.reverse()) await fn();
-    await server?.stop();
   }, T);
 
   const openDb = (name: string) => {
-    const store = openStore({ path: join(dir, `${name}.db`), role: "main" });
+    const store = openStore({ path: join(env.dir, `${name}.db`), role: "main" });
     ensureAccount(store, { id: "alice", jid: "alice@localhost", resource: "phone" });
     cleanup.push(() => store.close());
     return store;
   };
   const session = (store: Store, registry: HandlerRegistry, extra: { tickMs?: number } = {}) => {
-    const s = new DurableSession({
-      store,
-      registry,
-      accountId: "alice",
-      service: `xmpp://127.0.0.1:${server.c2sPort}`,
-      domain: "localhost",
-      username: "alice",
-      password: "alicepw",
-      resource: "phone",
-      ...extra,
-    });
+    const s = new DurableSession({ store, registry, ...env.config(), ...extra });
     cleanup.push(() => s.close().catch(() => {}));
     return s;
   };
   const peer = async () => {
-    const bob = await startPeer(server.c2sPort, "bob", "bobpw");
+    const bob = await startPeer(env.server.c2sPort, "bob", "bobpw");
     cleanup.push(() => bob.stop());
     return bob;
   };
@@ -226,7 +207,7 @@ describe("serializable IQ handlers on prosody", () => {
       await s1.suspend();
 
       // Another process (older build) that does not register t.known resumes and gets the answer.
-      const other = openStore({ path: join(dir, "unknown.db"), role: "main" });
+      const other = openStore({ path: join(env.dir, "unknown.db"), role: "main" });
       cleanup.push(() => other.close());
       const b = recordingRegistry([]);
       const s2 = session(other, b.registry);

@@ -1,15 +1,12 @@
 // Bad input: ≥ 1000 mutated stanzas from a peer (seeded, LICHEN_FUZZ_SEED overrides) against a real
 // server, and corrupt rows in the units the engine owns (account state, IQ handlers, outbound queue).
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadAccountState, openStore, type Store } from "@lichen/store";
-import { startEjabberd, startProsody, type XmppTestServer } from "@lichen/test-servers";
 import { client, xml } from "@xmpp/client";
 import type { Element } from "@xmpp/xml";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { DurableSession, ensureAccount } from "../src/index.js";
-import { startPeer, until } from "./helpers.js";
+import { SERVERS, startPeer, until, useEngineEnv } from "./helpers.js";
 
 const T = 180_000;
 const STANZAS = 1250;
@@ -408,37 +405,14 @@ function countBody(store: Store, body: string): number {
   ).n;
 }
 
-describe.each([
-  ["prosody", startProsody],
-  ["ejabberd", startEjabberd],
-] as const)("hostile input on %s", (kind, start) => {
-  let server: XmppTestServer;
-  let dir: string;
-  beforeAll(async () => {
-    server = await start();
-    await server.registerUser("alice", "alicepw");
-    await server.registerUser("bob", "bobpw");
-    await server.registerUser("carol", "carolpw");
-    dir = mkdtempSync(join(tmpdir(), "lichen-hostile-"));
-  }, T);
-  afterAll(async () => {
-    await server?.stop();
-  }, T);
-
-  const sessionOpts = (store: Store) => ({
-    store,
-    accountId: "alice",
-    service: `xmpp://127.0.0.1:${server.c2sPort}`,
-    domain: "localhost",
-    username: "alice",
-    password: "alicepw",
-    resource: "phone",
-  });
+describe.each(SERVERS)("hostile input on %s", (kind, start) => {
+  const env = useEngineEnv(start, { users: ["alice", "bob", "carol"], prefix: "lichen-hostile-" });
+  const sessionOpts = (store: Store) => ({ store, ...env.config() });
 
   it(
     `${STANZAS} mutated stanzas (seed ${SEED}; LICHEN_FUZZ_SEED overrides): online and resumable, controls stored once, forgeries never stored, hostile IQs answered`,
     async () => {
-      const path = join(dir, `fuzz-${kind}.db`);
+      const path = join(env.dir, `fuzz-${kind}.db`);
       const store = openStore({ path, role: "main" });
       ensureAccount(store, { id: "alice", jid: "alice@localhost", resource: "phone" });
       const logs: Record<string, unknown>[] = [];
@@ -450,7 +424,7 @@ describe.each([
         failures.push(`${err.message}: ${s.toString().slice(0, 300)}`),
       );
       s1.on("stanza-quarantined", (s: Element) => failures.push(`quarantined ${s.toString()}`));
-      const bob = await startPeer(server.c2sPort, "bob", "bobpw");
+      const bob = await startPeer(env.server.c2sPort, "bob", "bobpw");
       const bobErrors: string[] = [];
       bob.xmpp.on("error", (e: Error) => bobErrors.push(e.message));
       const bobIqs: Element[] = [];
@@ -585,11 +559,11 @@ describe.each([
   it(
     "carbons and MAM results forged by the account's own other resource (full JID) are not stored; real carbons are",
     async () => {
-      const store = openStore({ path: join(dir, `own-${kind}.db`), role: "main" });
+      const store = openStore({ path: join(env.dir, `own-${kind}.db`), role: "main" });
       ensureAccount(store, { id: "alice", jid: "alice@localhost", resource: "phone" });
       const s = new DurableSession(sessionOpts(store));
       const desk = client({
-        service: `xmpp://127.0.0.1:${server.c2sPort}`,
+        service: `xmpp://127.0.0.1:${env.server.c2sPort}`,
         domain: "localhost",
         username: "alice",
         password: "alicepw",
@@ -667,7 +641,7 @@ describe.each([
   it(
     "corrupt rows (outbound_queue stanza, iq_handlers handler, account_state JSON): quarantined with the error, the session survives, nothing else lost",
     async () => {
-      const path = join(dir, `corrupt-${kind}.db`);
+      const path = join(env.dir, `corrupt-${kind}.db`);
       const storeLogs: Record<string, unknown>[] = [];
       const open = () =>
         openStore({
@@ -688,7 +662,7 @@ describe.each([
         store.sqlite
           .prepare("SELECT table_name AS t, row_key AS k, raw, error FROM quarantine ORDER BY id")
           .all() as { t: string; k: string; raw: string; error: string }[];
-      const bob = await startPeer(server.c2sPort, "bob", "bobpw");
+      const bob = await startPeer(env.server.c2sPort, "bob", "bobpw");
       try {
         const a = session();
         ensureAccount(a.store, { id: "alice", jid: "alice@localhost", resource: "phone" });
