@@ -1,6 +1,7 @@
 // The iOS process model as an API: the main app (`AppController`) and the notification service
 // extension (`handlePush`). The share extension only writes outbox rows (shareToOutbox, share.ts).
 import { randomUUID } from "node:crypto";
+import { EventEmitter } from "node:events";
 import type { NotificationContent } from "@lichen/schema";
 import {
   acquireAsMain,
@@ -43,7 +44,7 @@ export function cancelSyncWarning(store: Store, accountId: string): boolean {
 type SessionConfig = Omit<SessionOptions, "store">;
 
 /** Main app: long-lived; takes the session from the NSE (priority) and gives it up before a freeze. */
-export class AppController {
+export class AppController extends EventEmitter {
   readonly lock: ProcessLock;
   readonly ipc: Ipc;
   session: DurableSession | null = null;
@@ -53,6 +54,7 @@ export class AppController {
     private readonly config: SessionConfig,
     opts: { leaseMs?: number } = {},
   ) {
+    super();
     this.lock = new ProcessLock(store, {
       key: SESSION_LOCK_KEY,
       holder: `main:${process.pid}-${randomUUID().slice(0, 8)}`,
@@ -77,6 +79,8 @@ export class AppController {
     const got = await acquireAsMain(this.lock, this.ipc, { reason: "main-app-foreground" });
     void got;
     this.session = new DurableSession({ store: this.store, ...this.config });
+    // Before connecting, so listeners see the stanzas a resume replays at once.
+    this.emit("session", this.session);
     const how = await this.session.connect();
     cancelSyncWarning(this.store, this.config.accountId); // the app is open: no warning needed
     this.sendOutbox();

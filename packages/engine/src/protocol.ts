@@ -12,18 +12,16 @@ import {
   ownDiscoInfo,
 } from "./caps.js";
 import type { HandlerRegistry } from "./handlers.js";
+import { mamPage, mamQuery, NS_MAM } from "./mam.js";
 import { advanceRoomMark, handleRoomPresence, isExpectedRoomResult } from "./muc.js";
 import type { StanzaContext } from "./session.js";
 
-const NS_MAM = "urn:xmpp:mam:2";
-const NS_RSM = "http://jabber.org/protocol/rsm";
 const NS_FORWARD = "urn:xmpp:forward:0";
 const NS_DELAY = "urn:xmpp:delay";
 const NS_CARBONS = "urn:xmpp:carbons:2";
 const NS_SID = "urn:xmpp:sid:0";
 const NS_RECEIPTS = "urn:xmpp:receipts";
 const NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas";
-const MAM_PAGE = 50;
 
 export const FEATURES = [
   "http://jabber.org/protocol/disco#info",
@@ -229,13 +227,19 @@ function storeMessage(
   const stanzaIdBy = meta.archiveId ? (meta.archiveBy ?? own) : stanzaIdEl ? idOwner : null;
   const originId = m.getChild("origin-id", NS_SID)?.attrs.id ?? null;
   const stamp = Date.parse(m.getChild("delay", NS_DELAY)?.attrs.stamp ?? "");
+  // Our own message coming back (MAM, a carbon of what another resource sent, or this one's
+  // copy): one row per origin-id, whatever resource sent it; the copy only adds the archive ids.
+  if (outgoing && originId && attachToOwnMessage(ctx, originId, stanzaId, stanzaIdBy, meta)) {
+    advanceMarks(ctx, meta, stanzaId, stanzaIdBy, idOwner);
+    return;
+  }
   const inserted = ctx.tx
     .insert(tables.messages)
     .values({
       accountId: ctx.accountId,
       chatJid,
       direction: outgoing ? "out" : "in",
-      fromJid: from,
+      fromJid: outgoing ? own : from,
       toJid: m.attrs.to ?? null,
       type: m.attrs.type ?? "normal",
       messageId: m.attrs.id ?? null,
@@ -282,37 +286,82 @@ function storeMessage(
       }),
     );
   }
-  // Live messages advance the catch-up mark only while no gap is open (else MAM would skip it).
-  if (!meta.archiveId && stanzaId && idOwner !== own) advanceRoomMark(ctx, idOwner, stanzaId);
-  if (!meta.archiveId && stanzaId && stanzaIdBy === own && !ctx.state.mam.gapOpen) {
+  advanceMarks(ctx, meta, stanzaId, stanzaIdBy, idOwner);
+}
+
+/** Live messages advance the catch-up mark only while no gap is open (else MAM would skip it). */
+function advanceMarks(
+  ctx: StanzaContext,
+  meta: { archiveId?: string },
+  stanzaId: string | null,
+  stanzaIdBy: string | null,
+  idOwner: string,
+): void {
+  const own = ownBareJid(ctx);
+  if (meta.archiveId || !stanzaId) return;
+  if (idOwner !== own) advanceRoomMark(ctx, idOwner, stanzaId);
+  else if (stanzaIdBy === own && !ctx.state.mam.gapOpen) {
     ctx.state.mam.lastStanzaId = stanzaId;
     ctx.state.mam.lastTimestamp = ctx.tx.now;
   }
+}
+
+/**
+ * If we already store our own message with this origin-id, give it the archive's ids (when it has
+ * none yet and no other row holds them) and report true: the copy must not become a second row.
+ */
+function attachToOwnMessage(
+  ctx: StanzaContext,
+  originId: string,
+  stanzaId: string | null,
+  stanzaIdBy: string | null,
+  meta: { archiveId?: string },
+): boolean {
+  const m = tables.messages;
+  const own = ownBareJid(ctx);
+  const row = ctx.tx
+    .select({ id: m.id, stanzaId: m.stanzaId, deliveryState: m.deliveryState })
+    .from(m)
+    .where(and(eq(m.accountId, ctx.accountId), eq(m.originId, originId), eq(m.fromJid, own)))
+    .get();
+  if (!row) return false;
+  const taken =
+    stanzaId !== null &&
+    ctx.tx
+      .select({ id: m.id })
+      .from(m)
+      .where(
+        and(
+          eq(m.accountId, ctx.accountId),
+          eq(m.stanzaIdBy, stanzaIdBy ?? ""),
+          eq(m.stanzaId, stanzaId),
+        ),
+      )
+      .get() !== undefined;
+  const archiveTaken =
+    !!meta.archiveId &&
+    ctx.tx
+      .select({ id: m.id })
+      .from(m)
+      .where(and(eq(m.accountId, ctx.accountId), eq(m.archiveId, meta.archiveId)))
+      .get() !== undefined;
+  const changes = {
+    ...(row.stanzaId === null && stanzaId !== null && !taken ? { stanzaId, stanzaIdBy } : {}),
+    ...(meta.archiveId && !archiveTaken ? { archiveId: meta.archiveId } : {}),
+    // The server has it (archived or carbon-copied): at least "sent".
+    ...(row.deliveryState === "pending" ? { deliveryState: "sent" as const } : {}),
+  };
+  if (Object.keys(changes).length > 0) ctx.tx.update(m).set(changes).where(eq(m.id, row.id)).run();
+  return true;
 }
 
 /** Starts (or continues) the XEP-0313 catch-up of the account archive after the last stored id. */
 export function startMamCatchup(ctx: StanzaContext, after?: string | null): void {
   const since = after ?? ctx.state.mam.lastStanzaId;
   const queryId = randomUUID();
-  const set = since
-    ? xml("set", { xmlns: NS_RSM }, xml("max", {}, String(MAM_PAGE)), xml("after", {}, since))
-    : xml("set", { xmlns: NS_RSM }, xml("max", {}, String(MAM_PAGE)), xml("before", {}));
   ctx.state.mam.gapOpen = true;
   ctx.sendIq(
-    xml(
-      "iq",
-      { type: "set", id: randomUUID() },
-      xml(
-        "query",
-        { xmlns: NS_MAM, queryid: queryId },
-        xml(
-          "x",
-          { xmlns: "jabber:x:data", type: "submit" },
-          xml("field", { var: "FORM_TYPE", type: "hidden" }, xml("value", {}, NS_MAM)),
-        ),
-        set,
-      ),
-    ),
+    mamQuery(queryId, since),
     ctx.session.registry.descriptor(
       "lichen.mam.page",
       { queryId, forward: !!since },
@@ -331,9 +380,7 @@ export function registerBuiltinHandlers(registry: HandlerRegistry): void {
       ctx.session.emit("mam-error", args.condition);
       return; // gap stays open; the next connect retries
     }
-    const iq = args.stanza as string;
-    const fin = /<fin[^>]*complete=["'](true|1)["']/.test(iq);
-    const last = /<last>([^<]+)<\/last>/.exec(iq)?.[1] ?? null;
+    const { complete: fin, last } = mamPage(String(args.stanza));
     if (last) ctx.state.mam.lastStanzaId = last;
     if (fin || !last || !args.forward) {
       ctx.state.mam.gapOpen = false;

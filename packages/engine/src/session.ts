@@ -17,7 +17,7 @@ import { jid as parseJid } from "@xmpp/client-core";
 import { procedure } from "@xmpp/events";
 import xml, { type Element } from "@xmpp/xml";
 import parse from "@xmpp/xml/lib/parse.js";
-import { and, asc, eq, gt, lte } from "drizzle-orm";
+import { and, asc, eq, gt, inArray, lte } from "drizzle-orm";
 import { createConnection, type XmppConnection } from "./connection.js";
 import {
   handlers as defaultRegistry,
@@ -49,6 +49,29 @@ function parseQueuedStanza(text: string): Element | null {
     return null;
   }
 }
+/** The outer levels of a stanza, for the quarantine of one nested too deep to serialize. */
+function truncatedXml(el: Element, depth: number): string {
+  const copy = (e: Element, d: number): Element =>
+    xml(
+      e.name,
+      { ...e.attrs },
+      ...(d > 0 ? e.children.map((c) => (typeof c === "string" ? c : copy(c, d - 1))) : ["…"]),
+    );
+  return copy(el, depth).toString();
+}
+
+function iqErrorReply(iq: Element): Element {
+  return xml(
+    "iq",
+    { type: "error", id: iq.attrs.id ?? "", ...(iq.attrs.from ? { to: iq.attrs.from } : {}) },
+    xml(
+      "error",
+      { type: "cancel" },
+      xml("service-unavailable", { xmlns: "urn:ietf:params:xml:ns:xmpp-stanzas" }),
+    ),
+  );
+}
+
 const CORRUPT_QUEUE_ROW =
   "queued stanza is not well-formed XML (resending it would end the stream)";
 
@@ -252,6 +275,20 @@ export class DurableSession extends EventEmitter {
       .onConflictDoNothing()
       .run();
     if (inserted.changes === 0) return false;
+    const chatJid = m.to.split("/")[0]!;
+    ctx.tx
+      .insert(tables.chats)
+      .values({
+        accountId: this.accountId,
+        jid: chatJid,
+        lastActivityAt: ctx.tx.now,
+        createdAt: ctx.tx.now,
+      })
+      .onConflictDoUpdate({
+        target: [tables.chats.accountId, tables.chats.jid],
+        set: { lastActivityAt: ctx.tx.now },
+      })
+      .run();
     ctx.send(
       xml(
         "message",
@@ -388,9 +425,12 @@ export class DurableSession extends EventEmitter {
   }
 
   /** Write committed queue rows that this socket has not seen yet, in order. */
-  private flush(): void {
+  private flush(force = false): void {
     const conn = this.conn;
     if (!conn || !this.smActive) return;
+    // Most stanzas queue nothing: skip the read unless this process queued something (hot path).
+    if (!force && !this.queuedSinceFlush) return;
+    this.queuedSinceFlush = false;
     const rows = this.store.read((tx) =>
       tx
         .select({ seq: tables.outboundQueue.seq, stanza: tables.outboundQueue.stanza })
@@ -460,8 +500,18 @@ export class DurableSession extends EventEmitter {
     mayRetry = false,
   ): "done" | "stale" {
     if (this.halted) return "done";
-    const key = createHash("sha1").update(stanza.toString()).digest("hex");
-    if ((this.failures.get(key) ?? 0) >= MAX_STANZA_FAILURES) {
+    let raw: string;
+    let unserializable = false;
+    try {
+      raw = stanza.toString();
+    } catch {
+      // Nested too deep for the (recursive) serializer: thrown here, it would go uncounted and
+      // shift h. It can only be counted and quarantined.
+      raw = truncatedXml(stanza, 32);
+      unserializable = true;
+    }
+    const key = createHash("sha1").update(raw).digest("hex");
+    if (unserializable || (this.failures.get(key) ?? 0) >= MAX_STANZA_FAILURES) {
       // A poison stanza: keep it (quarantine) and count it, so the session can move on.
       const h = this.store.write((tx) => {
         const state = loadAccountState(tx, this.accountId);
@@ -469,9 +519,14 @@ export class DurableSession extends EventEmitter {
           tx,
           "inbound_stanza",
           key,
-          stanza.toString(),
-          `handler failed ${MAX_STANZA_FAILURES} times`,
+          raw,
+          unserializable
+            ? "stanza nested too deep to serialize"
+            : `handler failed ${MAX_STANZA_FAILURES} times`,
         );
+        // The requester of an IQ still gets an answer instead of waiting forever.
+        if (stanza.is("iq") && (stanza.attrs.type === "get" || stanza.attrs.type === "set"))
+          this.enqueue(tx, state, iqErrorReply(stanza));
         state.sm.inboundH += 1;
         saveAccountState(tx, this.accountId, state);
         return state.sm.inboundH;
@@ -479,6 +534,7 @@ export class DurableSession extends EventEmitter {
       this.failures.delete(key);
       this.committedH = h;
       this.emit("stanza-quarantined", stanza);
+      this.flush();
       return "done";
     }
     try {
@@ -538,6 +594,7 @@ export class DurableSession extends EventEmitter {
     if (!Number.isFinite(h)) return;
     this.store.write((tx) => {
       const state = loadAccountState(tx, this.accountId);
+      this.markAckedMessagesSent(tx, h);
       tx.delete(tables.outboundQueue)
         .where(
           and(eq(tables.outboundQueue.accountId, this.accountId), lte(tables.outboundQueue.seq, h)),
@@ -614,6 +671,7 @@ export class DurableSession extends EventEmitter {
   private onResumed(h: number): void {
     const state = this.store.write((tx) => {
       const st = loadAccountState(tx, this.accountId);
+      this.markAckedMessagesSent(tx, h);
       tx.delete(tables.outboundQueue)
         .where(
           and(eq(tables.outboundQueue.accountId, this.accountId), lte(tables.outboundQueue.seq, h)),
@@ -629,7 +687,7 @@ export class DurableSession extends EventEmitter {
     this.smActive = true;
     this.lastConnect = "resumed";
     this.startTicks();
-    this.flush(); // resend what the server did not get, in order
+    this.flush(true); // resend what the server did not get, in order
     this.emit("online", "resumed");
   }
 
@@ -691,6 +749,36 @@ export class DurableSession extends EventEmitter {
     });
     this.runAfterCommit();
     this.emit("resume-failed");
+  }
+
+  /** Messages of ours the server acknowledged (XEP-0198) are "sent" (no longer "pending"). */
+  private markAckedMessagesSent(tx: StoreTx, h: number): void {
+    const acked = tx
+      .select({ stanza: tables.outboundQueue.stanza })
+      .from(tables.outboundQueue)
+      .where(
+        and(
+          eq(tables.outboundQueue.accountId, this.accountId),
+          lte(tables.outboundQueue.seq, h),
+          eq(tables.outboundQueue.important, true),
+        ),
+      )
+      .all();
+    const ids = acked
+      .map((r) => /^<message [^>]*\bid="([^"]+)"/.exec(r.stanza)?.[1])
+      .filter((id): id is string => !!id);
+    if (ids.length === 0) return;
+    tx.update(tables.messages)
+      .set({ deliveryState: "sent" })
+      .where(
+        and(
+          eq(tables.messages.accountId, this.accountId),
+          eq(tables.messages.direction, "out"),
+          eq(tables.messages.deliveryState, "pending"),
+          inArray(tables.messages.originId, ids),
+        ),
+      )
+      .run();
   }
 
   /** IQs of a stream that is gone can never be answered: run their invalidation handlers. */
