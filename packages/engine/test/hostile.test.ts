@@ -7,6 +7,7 @@ import type { Element } from "@xmpp/xml";
 import { describe, expect, it } from "vitest";
 import { DurableSession, ensureAccount } from "../src/index.js";
 import { SERVERS, startPeer, until, useEngineEnv } from "./helpers.js";
+import { startProsody } from "@lichen/test-servers";
 
 const T = 180_000;
 const STANZAS = 1250;
@@ -787,6 +788,88 @@ describe.each(SERVERS)("hostile input on %s", (kind, start) => {
         for (const s of sessions.reverse()) await s.close().catch(() => {});
         for (const s of stores) if (s.sqlite.open) s.close();
         await bob.stop();
+      }
+    },
+    T,
+  );
+});
+
+// Prosody only: ejabberd 23.01 never relays this — its whole node dies on the input (checked: the
+// VM's PID is gone), which would take the shared server down for the other tests.
+describe("hostile nesting on prosody", () => {
+  const env = useEngineEnv(startProsody, { prefix: "lichen-hostile-deep-" });
+  const sessionOpts = (store: Store) => ({ store, ...env.config() });
+
+  it(
+    "a stanza nested 30000 deep (too deep to serialize): counted and quarantined, an IQ still answered, nothing replayed after resume",
+    async () => {
+      const path = join(env.dir, "deep.db");
+      const store = openStore({ path, role: "main" });
+      ensureAccount(store, { id: "alice", jid: "alice@localhost", resource: "phone" });
+      const s1 = new DurableSession(sessionOpts(store));
+      const handled: Element[] = [];
+      const quarantinedStanzas: Element[] = [];
+      s1.on("stanza", (s: Element) => handled.push(s));
+      s1.on("stanza-quarantined", (s: Element) => quarantinedStanzas.push(s));
+      const bob = await startPeer(env.server.c2sPort, "bob", "bobpw");
+      const bobIqs: Element[] = [];
+      bob.xmpp.on("stanza", (s: Element) => s.is("iq") && bobIqs.push(s));
+      let s2: DurableSession | undefined;
+      let store2: Store | undefined;
+      try {
+        expect(await s1.connect()).toBe("new");
+        // xmpp.js cannot even serialize it: written raw. An IQ is not archived, so Prosody relays it.
+        // 30000 levels (~210 kB, under Prosody's 256 kB stanza limit) overflow the recursive
+        // serializer even once V8 has optimized it (5000 did only while cold).
+        const depth = 30_000;
+        let tooDeep: Element = xml("x");
+        for (let i = 1; i < depth; i++) tooDeep = xml("x", {}, tooDeep);
+        expect(() => tooDeep.toString(), "precondition: too deep to serialize").toThrow(RangeError);
+        await bob.xmpp.write(
+          `<iq to='${ALICE_FULL}' type='get' id='deep-iq'><query xmlns='urn:evil:deep'>${"<x>".repeat(depth)}${"</x>".repeat(depth)}</query></iq>`,
+        );
+        await bob.send("alice@localhost", "after-deep");
+        await until(() => countBody(store, "after-deep") > 0 || undefined, "after-deep stored");
+        await s1.idle();
+        await until(() => quarantinedStanzas.length > 0 || undefined, "the deep IQ quarantined");
+        expect(quarantinedStanzas.map((s) => s.attrs.id)).toEqual(["deep-iq"]);
+        const q = store.sqlite
+          .prepare("SELECT raw, error FROM quarantine WHERE table_name = 'inbound_stanza'")
+          .all() as { raw: string; error: string }[];
+        expect(q).toHaveLength(1);
+        expect(q[0]!.error).toMatch(/too deep/);
+        expect(q[0]!.raw).toMatch(/^<iq [^>]*id="deep-iq"/);
+        const reply = await until(
+          () => bobIqs.find((i) => i.attrs.id === "deep-iq"),
+          "an error answer to the deep IQ",
+        );
+        expect(reply.attrs.type).toBe("error");
+        expect(reply.getChild("error")?.getChild("service-unavailable", NS_STANZAS)).toBeTruthy();
+        // h counts it: every handled stanza plus the quarantined one.
+        const st = store.read((tx) => loadAccountState(tx, "alice"));
+        expect(st.sm.inboundH).toBe(handled.length + 1);
+
+        // Another session resumes from the DB: the server replays nothing.
+        await s1.suspend();
+        store2 = openStore({ path, role: "main" });
+        s2 = new DurableSession(sessionOpts(store2));
+        const handled2: Element[] = [];
+        s2.on("stanza", (s: Element) => handled2.push(s));
+        expect(await s2.connect()).toBe("resumed");
+        await bob.send("alice@localhost", "after-deep-resume");
+        await until(
+          () => countBody(store2!, "after-deep-resume") > 0 || undefined,
+          "after-deep-resume stored",
+        );
+        await s2.idle();
+        expect(handled2.map((s) => s.getChildText("body"))).toEqual(["after-deep-resume"]);
+        expect(countBody(store2, "after-deep")).toBe(1);
+      } finally {
+        await s2?.close();
+        await s1.close();
+        await bob.stop();
+        store2?.close();
+        store.close();
       }
     },
     T,
