@@ -884,12 +884,34 @@ export class DurableSession extends EventEmitter {
     this.write((ctx) => {
       const { expiredIq } = tickConnectedTime(ctx.tx, this.accountId, 1);
       for (const h of expiredIq) {
-        this.callSafely(ctx, h.handler, {
-          type: "error",
-          condition: "remote-server-timeout",
-          synthetic: true,
-          iqId: h.iqId,
-        });
+        // Each handler in its own savepoint: one that throws would otherwise roll back the whole
+        // tick, every tick, and no timeout would ever fire again. It is quarantined instead.
+        const state = structuredClone(ctx.state);
+        const queued = this.pendingAfterCommit.length;
+        try {
+          this.store.write(() =>
+            this.callSafely(ctx, h.handler, {
+              type: "error",
+              condition: "remote-server-timeout",
+              synthetic: true,
+              iqId: h.iqId,
+            }),
+          );
+        } catch (err) {
+          for (const k of Object.keys(ctx.state)) if (!(k in state)) delete (ctx.state as never)[k];
+          Object.assign(ctx.state, state);
+          this.pendingAfterCommit.length = queued;
+          const error = err instanceof Error ? err.message : String(err);
+          quarantineRow(
+            ctx.tx,
+            "iq_handlers",
+            `${this.accountId}/${h.iqId}`,
+            JSON.stringify(h.handler),
+            `timeout handler failed: ${error}`,
+          );
+          this.log({ event: "timeout-handler-failed", handler: h.handler.name, error });
+          ctx.afterCommit(() => this.emit("handler-error", err));
+        }
       }
     });
   }

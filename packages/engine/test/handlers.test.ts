@@ -1,7 +1,7 @@
 // Serializable IQ handlers against a real Prosody: argument merging, timeouts in ticks of connected
 // time, unknown handler names, and invalidation when a stream is not resumed.
 import { join } from "node:path";
-import { openStore, tables, type Store } from "@lichen/store";
+import { loadAccountState, openStore, tables, type Store } from "@lichen/store";
 import { startProsody } from "@lichen/test-servers";
 import { xml } from "@xmpp/client";
 import { afterAll, describe, expect, it } from "vitest";
@@ -186,6 +186,58 @@ describe("serializable IQ handlers on prosody", () => {
         synthetic: true,
         iqId: slow,
       });
+    },
+    T,
+  );
+
+  it(
+    "a timeout handler that throws is rolled back alone and quarantined: other timeouts still fire, the session continues",
+    async () => {
+      const { registry, calls } = recordingRegistry(["t.answer"]);
+      registry.define("t.throws", (ctx, args) => {
+        // Writes first, then fails: the write must not survive.
+        ctx.tx
+          .insert(tables.syncErrors)
+          .values({ accountId: ctx.accountId, code: "t.throws", message: "partial", createdAt: 0 })
+          .run();
+        (ctx as StanzaContext).state.csi = "inactive";
+        throw new Error(`handler bug (${String(args.condition)})`);
+      });
+      const store = openDb("throws");
+      const bob = await peer();
+      const s = session(store, registry, { tickMs: 20 });
+      const errors: Error[] = [];
+      s.on("handler-error", (e: Error) => errors.push(e));
+      expect(await s.connect()).toBe("new");
+      const [bad, good] = s.write((ctx) => [
+        ctx.sendIq(testIq(), registry.descriptor("t.throws", { label: "X" }), { timeoutTicks: 3 }),
+        ctx.sendIq(testIq(), registry.descriptor("t.answer", { label: "G" }), { timeoutTicks: 8 }),
+      ]);
+      await until(
+        () => bob.iqs.filter((q) => q.id === bad || q.id === good).length === 2 || undefined,
+        "bob gets both",
+      );
+      await until(() => calls.find((c) => c.args.label === "G"), "the other timeout fired", 30_000);
+      expect(errors.map((e) => e.message)).toEqual(["handler bug (remote-server-timeout)"]);
+      expect(recorded(store, "t.throws")).toEqual([]); // its partial write was rolled back
+      expect(store.read((tx) => loadAccountState(tx, "alice")).csi).not.toBe("inactive");
+      const q = store.sqlite
+        .prepare("SELECT row_key AS k, raw, error FROM quarantine WHERE table_name = 'iq_handlers'")
+        .all() as { k: string; raw: string; error: string }[];
+      expect(q).toHaveLength(1);
+      expect(q[0]!.k).toBe(`alice/${bad}`);
+      expect(JSON.parse(q[0]!.raw)).toMatchObject({ name: "t.throws", bound: { label: "X" } });
+      expect(q[0]!.error).toMatch(/handler bug/);
+      await bob.send("alice@localhost", "after-throw");
+      await until(
+        () =>
+          (
+            store.sqlite
+              .prepare("SELECT count(*) AS n FROM messages WHERE body = 'after-throw'")
+              .get() as { n: number }
+          ).n === 1 || undefined,
+        "session continues",
+      );
     },
     T,
   );
