@@ -49,6 +49,30 @@ function parseQueuedStanza(text: string): Element | null {
     return null;
   }
 }
+/**
+ * Identity of an inbound stanza for counting its failures, independent of attribute order:
+ * Prosody may serialize a replayed stanza with its attributes in another order.
+ */
+function stanzaKey(el: Element, raw: string): string {
+  const hash = createHash("sha1");
+  const walk = (e: Element): void => {
+    hash.update(`<${e.name}`);
+    for (const k of Object.keys(e.attrs).sort()) hash.update(` ${k}=${JSON.stringify(e.attrs[k])}`);
+    hash.update(">");
+    for (const c of e.children) {
+      if (typeof c === "string") hash.update(JSON.stringify(c));
+      else walk(c);
+    }
+    hash.update("</>");
+  };
+  try {
+    walk(el);
+    return hash.digest("hex");
+  } catch {
+    return createHash("sha1").update(raw).digest("hex"); // too deep to walk
+  }
+}
+
 /** The outer levels of a stanza, for the quarantine of one nested too deep to serialize. */
 function truncatedXml(el: Element, depth: number): string {
   const copy = (e: Element, d: number): Element =>
@@ -510,8 +534,9 @@ export class DurableSession extends EventEmitter {
       raw = truncatedXml(stanza, 32);
       unserializable = true;
     }
-    const key = createHash("sha1").update(raw).digest("hex");
-    if (unserializable || (this.failures.get(key) ?? 0) >= MAX_STANZA_FAILURES) {
+    // Only needed once something failed (the common case skips it).
+    const key = unserializable || this.failures.size > 0 ? stanzaKey(stanza, raw) : null;
+    if (unserializable || (key !== null && (this.failures.get(key) ?? 0) >= MAX_STANZA_FAILURES)) {
       // A poison stanza: keep it (quarantine) and count it, so the session can move on.
       const h = this.store.write((tx) => {
         const state = loadAccountState(tx, this.accountId);
@@ -565,7 +590,8 @@ export class DurableSession extends EventEmitter {
         stanza: stanza.name,
         error: err instanceof Error ? err.message : String(err),
       });
-      this.failures.set(key, (this.failures.get(key) ?? 0) + 1);
+      const failedKey = key ?? stanzaKey(stanza, raw);
+      this.failures.set(failedKey, (this.failures.get(failedKey) ?? 0) + 1);
       // h counts positions, so nothing after this stanza may be counted: stop, drop the TCP
       // connection (the stream stays resumable) and resume; the server replays from this stanza.
       this.halted = true;

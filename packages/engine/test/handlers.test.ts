@@ -1,8 +1,7 @@
-// Serializable IQ handlers against a real Prosody: argument merging, timeouts in ticks of connected
+// Serializable IQ handlers against real Prosody and ejabberd: argument merging, timeouts in ticks of connected
 // time, unknown handler names, and invalidation when a stream is not resumed.
 import { join } from "node:path";
 import { loadAccountState, openStore, tables, type Store } from "@lichen/store";
-import { startProsody } from "@lichen/test-servers";
 import { xml } from "@xmpp/client";
 import { afterAll, describe, expect, it } from "vitest";
 import {
@@ -13,7 +12,7 @@ import {
   type HandlerContext,
   type StanzaContext,
 } from "../src/index.js";
-import { startPeer, until, useEngineEnv } from "./helpers.js";
+import { SERVERS, startPeer, until, useEngineEnv } from "./helpers.js";
 
 const T = 120_000;
 const BOB_DESK = "bob@localhost/desk";
@@ -63,8 +62,8 @@ function pendingTicks(store: Store, iqId: string): number | undefined {
 const testIq = () =>
   xml("iq", { type: "get", to: BOB_DESK }, xml("query", { xmlns: "urn:lichen:test" }));
 
-describe("serializable IQ handlers on prosody", () => {
-  const env = useEngineEnv(startProsody, { prefix: "lichen-handlers-" });
+describe.each(SERVERS)("serializable IQ handlers on %s", (_kind, start) => {
+  const env = useEngineEnv(start, { prefix: "lichen-handlers-" });
   const cleanup: (() => Promise<unknown> | void)[] = [];
   // Registered after useEngineEnv's hook, so it runs first (before the server stops).
   afterAll(async () => {
@@ -238,6 +237,57 @@ describe("serializable IQ handlers on prosody", () => {
           ).n === 1 || undefined,
         "session continues",
       );
+    },
+    T,
+  );
+
+  it(
+    "an answer whose handler always throws: rolled back and replayed, quarantined after 3 tries, later stanzas handled once",
+    async () => {
+      const registry = new HandlerRegistry();
+      let attempts = 0;
+      registry.define("t.always-throws", () => {
+        attempts++;
+        throw new Error("handler bug on answer");
+      });
+      const store = openDb("poison");
+      const bob = await peer();
+      const s = session(store, registry);
+      const failed: string[] = [];
+      const quarantinedIds: string[] = [];
+      s.on("stanza-failed", (st: { attrs: { id?: string } }) => failed.push(st.attrs.id ?? ""));
+      s.on("stanza-quarantined", (st: { attrs: { id?: string } }) =>
+        quarantinedIds.push(st.attrs.id ?? ""),
+      );
+      expect(await s.connect()).toBe("new");
+      const iqId = s.write((ctx) =>
+        ctx.sendIq(testIq(), registry.descriptor("t.always-throws"), { timeoutTicks: 600 }),
+      );
+      const iq = await until(() => bob.iqs.find((q) => q.id === iqId), "bob receives the IQ");
+      iq.answer();
+      await bob.send("alice@localhost", "after-poison");
+      await until(() => quarantinedIds.length > 0 || undefined, "the answer quarantined", 60_000);
+      expect(quarantinedIds).toEqual([iqId]);
+      // Each failure: reconnect, the server replays (Prosody may reorder the attributes then).
+      expect(failed).toEqual([iqId, iqId, iqId]);
+      expect(attempts).toBe(3);
+      await until(
+        () =>
+          (
+            store.sqlite
+              .prepare("SELECT count(*) AS n FROM messages WHERE body = 'after-poison'")
+              .get() as { n: number }
+          ).n === 1 || undefined,
+        "the message after it stored once",
+      );
+      const q = store.sqlite
+        .prepare("SELECT raw, error FROM quarantine WHERE table_name = 'inbound_stanza'")
+        .all() as { raw: string; error: string }[];
+      expect(q).toHaveLength(1);
+      expect(q[0]!.raw).toContain(iqId);
+      expect(q[0]!.error).toMatch(/failed 3 times/);
+      expect(s.online).toBe(true);
+      expect(s.lastConnect).toBe("resumed");
     },
     T,
   );
