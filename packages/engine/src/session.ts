@@ -543,7 +543,7 @@ export class DurableSession extends EventEmitter {
         quarantineRow(
           tx,
           "inbound_stanza",
-          key,
+          key!,
           raw,
           unserializable
             ? "stanza nested too deep to serialize"
@@ -556,7 +556,7 @@ export class DurableSession extends EventEmitter {
         saveAccountState(tx, this.accountId, state);
         return state.sm.inboundH;
       });
-      this.failures.delete(key);
+      this.failures.delete(key!);
       this.committedH = h;
       this.emit("stanza-quarantined", stanza);
       this.flush();
