@@ -810,6 +810,14 @@ export class DurableSession extends EventEmitter {
   /** IQs of a stream that is gone can never be answered: run their invalidation handlers. */
   private invalidatePendingHandlers(ctx: StanzaContext): void {
     for (const pending of listIqHandlers(ctx.tx, this.accountId)) {
+      const invalidation = pending.handler.invalidation;
+      if (invalidation && !this.registry.has(invalidation)) {
+        // Unknown here (another build?): report it and keep the row for a process that knows it.
+        const err = new UnknownHandlerError(invalidation);
+        this.log({ event: "unknown-handler", handler: invalidation });
+        ctx.afterCommit(() => this.emit("handler-error", err));
+        continue;
+      }
       takeIqHandler(ctx.tx, this.accountId, pending.iqId);
       try {
         this.registry.invalidate(ctx, pending.handler, "session-not-resumed");

@@ -418,4 +418,68 @@ describe.each(SERVERS)("serializable IQ handlers on %s", (_kind, start) => {
     },
     T,
   );
+  it(
+    "an unknown invalidation handler on a non-resumed reconnect: handler-error, the row is kept; a process that knows it invalidates it later",
+    async () => {
+      const store = openDb("unknown-invalidation");
+      const bob = await peer();
+      const full = recordingRegistry(["t.known", "t.invalidated"]);
+      const s1 = session(store, full.registry);
+      await s1.connect();
+      const iqId = s1.write((ctx) =>
+        ctx.sendIq(testIq(), full.registry.descriptor("t.known", { label: "K" }, "t.invalidated"), {
+          timeoutTicks: 600,
+        }),
+      );
+      await until(() => bob.iqs.find((q) => q.id === iqId), "bob receives the IQ");
+      await s1.suspend();
+      const dropStream = () => {
+        const row = store.sqlite
+          .prepare("SELECT state FROM account_state WHERE account_id = 'alice'")
+          .get() as { state: string };
+        const st = JSON.parse(row.state) as { sm: { streamId: string | null } };
+        st.sm.streamId = null;
+        store.sqlite
+          .prepare("UPDATE account_state SET state = ? WHERE account_id = 'alice'")
+          .run(JSON.stringify(st));
+      };
+      dropStream();
+
+      // A process without t.invalidated logs in anew.
+      const partial = recordingRegistry(["t.known"]);
+      const s2 = session(store, partial.registry);
+      const errors: UnknownHandlerError[] = [];
+      s2.on("handler-error", (e: UnknownHandlerError) => errors.push(e));
+      expect(await s2.connect()).toBe("new");
+      await until(() => errors.length > 0 || undefined, "handler-error");
+      expect(errors.map((e) => e.handlerName)).toEqual(["t.invalidated"]);
+      expect(pendingTicks(store, iqId)).toBeGreaterThan(0); // kept
+      expect(partial.calls).toEqual([]);
+      await bob.send("alice@localhost", "after-unknown-invalidation");
+      await until(
+        () =>
+          (
+            store.sqlite
+              .prepare(
+                "SELECT count(*) AS n FROM messages WHERE body = 'after-unknown-invalidation'",
+              )
+              .get() as { n: number }
+          ).n === 1 || undefined,
+        "session continues",
+      );
+      await s2.suspend();
+      dropStream();
+
+      // A process that knows it: invalidated with the reason, the row is gone.
+      const again = recordingRegistry(["t.known", "t.invalidated"]);
+      const s3 = session(store, again.registry);
+      expect(await s3.connect()).toBe("new");
+      await until(() => again.calls.length > 0 || undefined, "invalidated by s3");
+      expect(again.calls).toEqual([
+        { handler: "t.invalidated", args: { label: "K", reason: "session-not-resumed" } },
+      ]);
+      expect(pendingTicks(store, iqId)).toBeUndefined();
+    },
+    T,
+  );
 });
