@@ -355,6 +355,7 @@ export class DurableSession extends EventEmitter {
     const conn = this.conn;
     if (!conn) return;
     await this.idle();
+    await this.drainAcks(conn, 1000);
     this.stopTicks();
     this.smActive = false;
     try {
@@ -364,6 +365,33 @@ export class DurableSession extends EventEmitter {
     }
     await new Promise((r) => setTimeout(r, 10));
     this.conn = null;
+  }
+
+  /**
+   * Wait (bounded) until the server acknowledged every stanza written on this socket. A server
+   * still reading its backlog from a dropped socket after we resumed elsewhere delivers that
+   * backlog while we resend it from its older h (seen with ejabberd: duplicate stanzas).
+   */
+  private async drainAcks(conn: XmppConnection, timeoutMs: number): Promise<void> {
+    if (!this.smActive || this.conn !== conn) return;
+    const target = this.flushedSeq;
+    const acked = this.store.read((tx) => loadAccountState(tx, this.accountId)).sm.outboundAcked;
+    if (target === 0 || acked >= target) return;
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.off("acked", onAcked);
+        this.off("offline", done);
+        resolve();
+      };
+      const onAcked = (h: number) => {
+        if (h >= target) done();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      this.on("acked", onAcked);
+      this.once("offline", done);
+      conn.entity.write(`<r xmlns='${NS_SM}'/>`).catch(done);
+    });
   }
 
   /** Close the stream for good (logout): the server ends the session. */
@@ -478,9 +506,13 @@ export class DurableSession extends EventEmitter {
 
   private onElement(el: Element): void {
     if (el.is("r", NS_SM)) {
-      // Answer from the committed h, after every stanza received before this <r/> was handled.
+      // Answer from the committed h, after every stanza received before this <r/> was handled,
+      // on the connection that asked: after a reconnect meanwhile, an <a/> written on the new
+      // socket before its stream header is invalid XML (ejabberd ends that stream).
+      const asking = this.conn;
       this.enqueueWork(async () => {
-        await this.conn?.entity
+        if (!asking || this.conn !== asking || !this.smActive) return;
+        await asking.entity
           .write(xml("a", { xmlns: NS_SM, h: String(this.committedH) }).toString())
           .catch(() => {});
       });
