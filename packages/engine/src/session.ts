@@ -198,6 +198,7 @@ export class DurableSession extends EventEmitter {
   /** Resume the stored stream if there is one, otherwise log in and enable a new one. */
   async connect(timeoutMs = 30_000): Promise<"resumed" | "new"> {
     if (this.conn) throw new Error("already connected");
+    this.offlineWanted = false;
     const conn = createConnection(
       {
         service: this.opts.service,
@@ -350,6 +351,14 @@ export class DurableSession extends EventEmitter {
    * resumption (iOS background / NSE yield). In-flight stanza transactions finish first.
    */
   async suspend(): Promise<void> {
+    this.offlineWanted = true; // a replay reconnect in flight must not undo this
+    await this.dropConnection();
+  }
+
+  /** True from suspend()/close() until the next connect(). */
+  private offlineWanted = false;
+
+  private async dropConnection(): Promise<void> {
     // Never cut a connection mid-negotiation (SASL/bind/resume): let connect() settle first.
     if (this.connecting) await this.connecting.catch(() => {});
     const conn = this.conn;
@@ -396,6 +405,7 @@ export class DurableSession extends EventEmitter {
 
   /** Close the stream for good (logout): the server ends the session. */
   async close(): Promise<void> {
+    this.offlineWanted = true;
     const conn = this.conn;
     if (!conn) return;
     await this.idle();
@@ -637,7 +647,10 @@ export class DurableSession extends EventEmitter {
 
   private async reconnectForReplay(): Promise<void> {
     try {
-      await this.suspend();
+      await this.dropConnection();
+      // The app suspended (or closed) meanwhile: it reconnects when it wants, and the server
+      // replays then.
+      if (this.offlineWanted) return;
       await this.connect();
     } catch (err) {
       this.log({

@@ -810,11 +810,56 @@ describe.each(SERVERS)("hostile input on %s", (kind, start) => {
   );
 });
 
-// Prosody only: ejabberd 23.01 never relays this — its whole node dies on the input (checked: the
-// VM's PID is gone), which would take the shared server down for the other tests.
-describe("hostile nesting on prosody", () => {
+// Prosody only. The deep stanza: ejabberd 23.01 never relays it — its whole node dies on the input
+// (checked: the VM's PID is gone), which would take the shared server down for the other tests.
+describe("hostile input on prosody only", () => {
   const env = useEngineEnv(startProsody, { prefix: "lichen-hostile-deep-" });
   const sessionOpts = (store: Store) => ({ store, ...env.config() });
+
+  // Client-side race, one server suffices.
+  it(
+    "suspend() right after a handler failure wins over the replay reconnect: offline until connect(), which resumes and replays",
+    async () => {
+      const store = openStore({ path: join(env.dir, "race.db"), role: "main" });
+      ensureAccount(store, { id: "alice", jid: "alice@localhost", resource: "phone" });
+      let thrown = false;
+      const s = new DurableSession({
+        ...sessionOpts(store),
+        onStanza: (_ctx, st) => {
+          if (!thrown && st.getChildText("body") === "boom") {
+            thrown = true;
+            throw new Error("injected failure");
+          }
+        },
+      });
+      let suspended: Promise<void> | undefined;
+      // The app goes to the background at that very moment (e.g. iOS suspends it).
+      s.on("stanza-failed", () => (suspended ??= s.suspend()));
+      const onlines: string[] = [];
+      s.on("online", (how: string) => onlines.push(how));
+      const bob = await startPeer(env.server.c2sPort, "bob", "bobpw");
+      try {
+        expect(await s.connect()).toBe("new");
+        await bob.send("alice@localhost", "boom");
+        await until(() => suspended, "the failure and the suspend");
+        await suspended;
+        // Absence of a reconnect can only be checked over time: give it ample.
+        await new Promise((r) => setTimeout(r, 2000));
+        expect(s.online).toBe(false);
+        expect(onlines).toEqual(["new"]);
+        expect(countBody(store, "boom")).toBe(0);
+
+        expect(await s.connect()).toBe("resumed");
+        await until(() => countBody(store, "boom") > 0 || undefined, "boom replayed and stored");
+        expect(countBody(store, "boom")).toBe(1);
+      } finally {
+        await s.close();
+        await bob.stop();
+        store.close();
+      }
+    },
+    T,
+  );
 
   it(
     "a stanza nested 30000 deep (too deep to serialize): counted and quarantined, an IQ still answered, nothing replayed after resume",
