@@ -411,7 +411,7 @@ describe.each(SERVERS)("hostile input on %s", (kind, start) => {
   const sessionOpts = (store: Store) => ({ store, ...env.config() });
 
   it(
-    `${STANZAS} mutated stanzas (seed ${SEED}; LICHEN_FUZZ_SEED overrides), a suspend and an injected handler failure mid-flood: online and resumable, controls stored once, forgeries never stored, hostile IQs answered`,
+    `${STANZAS} mutated stanzas (seeded; a failure prints the seed, LICHEN_FUZZ_SEED reruns it), a suspend and an injected handler failure mid-flood: online and resumable, controls stored once, forgeries never stored, hostile IQs answered`,
     async () => {
       const path = join(env.dir, `fuzz-${kind}.db`);
       const store = openStore({ path, role: "main" });
