@@ -961,21 +961,19 @@ export class DurableSession extends EventEmitter {
   private tick(): void {
     if (!this.smActive) return;
     this.write((ctx) => {
-      const { expiredIq } = tickConnectedTime(ctx.tx, this.accountId, 1);
-      for (const h of expiredIq) {
-        // Each handler in its own savepoint: one that throws would otherwise roll back the whole
-        // tick, every tick, and no timeout would ever fire again. It is quarantined instead.
+      const { expiredIq, firedTimers } = tickConnectedTime(ctx.tx, this.accountId, 1);
+      // Each handler in its own savepoint: one that throws would otherwise roll back the whole
+      // tick, every tick, and no timeout would ever fire again. It is quarantined instead.
+      const run = (
+        descriptor: HandlerDescriptor,
+        args: Record<string, unknown>,
+        table: string,
+        rowKey: string,
+      ) => {
         const state = structuredClone(ctx.state);
         const queued = this.pendingAfterCommit.length;
         try {
-          this.store.write(() =>
-            this.callSafely(ctx, h.handler, {
-              type: "error",
-              condition: "remote-server-timeout",
-              synthetic: true,
-              iqId: h.iqId,
-            }),
-          );
+          this.store.write(() => this.callSafely(ctx, descriptor, args));
         } catch (err) {
           for (const k of Object.keys(ctx.state)) if (!(k in state)) delete (ctx.state as never)[k];
           Object.assign(ctx.state, state);
@@ -983,15 +981,21 @@ export class DurableSession extends EventEmitter {
           const error = err instanceof Error ? err.message : String(err);
           quarantineRow(
             ctx.tx,
-            "iq_handlers",
-            `${this.accountId}/${h.iqId}`,
-            JSON.stringify(h.handler),
+            table,
+            rowKey,
+            JSON.stringify(descriptor),
             `timeout handler failed: ${error}`,
           );
-          this.log({ event: "timeout-handler-failed", handler: h.handler.name, error });
+          this.log({ event: "timeout-handler-failed", handler: descriptor.name, error });
           ctx.afterCommit(() => this.emit("handler-error", err));
         }
+      };
+      for (const h of expiredIq) {
+        const args = { type: "error", condition: "remote-server-timeout", synthetic: true };
+        run(h.handler, { ...args, iqId: h.iqId }, "iq_handlers", `${this.accountId}/${h.iqId}`);
       }
+      // Idle timers (store addIdleTimer): the store removed them as fired; run their handlers.
+      for (const t of firedTimers) run(t.handler, { timerId: t.id }, "idle_timers", t.id);
     });
   }
 

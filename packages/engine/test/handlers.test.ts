@@ -1,7 +1,7 @@
 // Serializable IQ handlers against real Prosody and ejabberd: argument merging, timeouts in ticks of connected
 // time, unknown handler names, and invalidation when a stream is not resumed.
 import { join } from "node:path";
-import { loadAccountState, openStore, tables, type Store } from "@lichen/store";
+import { addIdleTimer, loadAccountState, openStore, tables, type Store } from "@lichen/store";
 import { xml } from "@xmpp/client";
 import { afterAll, describe, expect, it } from "vitest";
 import {
@@ -185,6 +185,29 @@ describe.each(SERVERS)("serializable IQ handlers on %s", (_kind, start) => {
         synthetic: true,
         iqId: slow,
       });
+    },
+    T,
+  );
+
+  it(
+    "an idle timer (store addIdleTimer) fires its handler after its ticks of connected time, in a transaction",
+    async () => {
+      const { registry, calls } = recordingRegistry(["t.timer"]);
+      const store = openDb("timer");
+      const s = session(store, registry, { tickMs: 20 });
+      expect(await s.connect()).toBe("new");
+      s.write((ctx) =>
+        addIdleTimer(ctx.tx, {
+          id: "timer-1",
+          accountId: "alice",
+          handler: registry.descriptor("t.timer", { label: "I1" }),
+          ticks: 3,
+        }),
+      );
+      await until(() => calls.length > 0 || undefined, "the timer fired", 30_000);
+      expect(calls).toEqual([{ handler: "t.timer", args: { label: "I1", timerId: "timer-1" } }]);
+      expect(recorded(store, "t.timer")).toEqual([{ label: "I1", timerId: "timer-1" }]);
+      expect(store.sqlite.prepare("SELECT count(*) AS n FROM idle_timers").get()).toEqual({ n: 0 });
     },
     T,
   );
