@@ -3,13 +3,14 @@
 import { join } from "node:path";
 import { addIdleTimer, loadAccountState, openStore, tables, type Store } from "@lichen/store";
 import { xml } from "@xmpp/client";
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it, onTestFailed } from "vitest";
 import {
   DurableSession,
   ensureAccount,
   HandlerRegistry,
   UnknownHandlerError,
   type HandlerContext,
+  type SessionOptions,
   type StanzaContext,
 } from "../src/index.js";
 import { SERVERS, startPeer, until, useEngineEnv } from "./helpers.js";
@@ -58,6 +59,14 @@ function pendingTicks(store: Store, iqId: string): number | undefined {
   )?.n;
 }
 
+/** Adds diagnostics to a failing test's error (e.g. the session's log events). */
+function onFailure(details: () => string): void {
+  onTestFailed(({ task }) => {
+    const err = task.result?.errors?.[0];
+    if (err) err.message += `\n${details()}`;
+  });
+}
+
 /** IQ to the peer's test namespace: startPeer answers only when the test says so. */
 const testIq = () =>
   xml("iq", { type: "get", to: BOB_DESK }, xml("query", { xmlns: "urn:lichen:test" }));
@@ -76,7 +85,11 @@ describe.each(SERVERS)("serializable IQ handlers on %s", (_kind, start) => {
     cleanup.push(() => store.close());
     return store;
   };
-  const session = (store: Store, registry: HandlerRegistry, extra: { tickMs?: number } = {}) => {
+  const session = (
+    store: Store,
+    registry: HandlerRegistry,
+    extra: Pick<SessionOptions, "tickMs" | "logger"> = {},
+  ) => {
     const s = new DurableSession({ store, registry, ...env.config(), ...extra });
     cleanup.push(() => s.close().catch(() => {}));
     return s;
@@ -275,7 +288,11 @@ describe.each(SERVERS)("serializable IQ handlers on %s", (_kind, start) => {
       });
       const store = openDb("poison");
       const bob = await peer();
-      const s = session(store, registry);
+      const logs: Record<string, unknown>[] = [];
+      const s = session(store, registry, { logger: (e) => logs.push(e) });
+      s.on("online", (how: string) => logs.push({ event: "online", how }));
+      s.on("offline", () => logs.push({ event: "offline" }));
+      onFailure(() => `session events: ${JSON.stringify(logs.slice(-20))}`);
       const failed: string[] = [];
       const quarantinedIds: string[] = [];
       s.on("stanza-failed", (st: { attrs: { id?: string } }) => failed.push(st.attrs.id ?? ""));
@@ -286,7 +303,12 @@ describe.each(SERVERS)("serializable IQ handlers on %s", (_kind, start) => {
       const iqId = s.write((ctx) =>
         ctx.sendIq(testIq(), registry.descriptor("t.always-throws"), { timeoutTicks: 600 }),
       );
-      const iq = await until(() => bob.iqs.find((q) => q.id === iqId), "bob receives the IQ");
+      // Generous waits: three reconnects in a row, on a loaded machine.
+      const iq = await until(
+        () => bob.iqs.find((q) => q.id === iqId),
+        "bob receives the IQ",
+        60_000,
+      );
       iq.answer();
       await bob.send("alice@localhost", "after-poison");
       await until(() => quarantinedIds.length > 0 || undefined, "the answer quarantined", 60_000);
@@ -302,6 +324,7 @@ describe.each(SERVERS)("serializable IQ handlers on %s", (_kind, start) => {
               .get() as { n: number }
           ).n === 1 || undefined,
         "the message after it stored once",
+        60_000,
       );
       const q = store.sqlite
         .prepare("SELECT raw, error FROM quarantine WHERE table_name = 'inbound_stanza'")
