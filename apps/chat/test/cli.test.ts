@@ -1,0 +1,358 @@
+// End-to-end: the BUILT lichen-chat, run as real processes against a real Prosody, one database.
+import { mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { listShareOutbox, loadAccountState, openStore, saveAccountState } from "@lichen/store";
+import { freePort, startProsody, type XmppTestServer } from "@lichen/test-servers";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { AppProcess, requireBuiltCli, runCli, startPeer, until } from "./helpers.js";
+
+const T = 60_000;
+const ALICE = "alice@localhost";
+const BOB = "bob@localhost";
+const tag = () => Math.random().toString(36).slice(2, 8);
+
+describe("lichen-chat against Prosody", () => {
+  let server: XmppTestServer;
+  let bob: Awaited<ReturnType<typeof startPeer>>;
+  let dir: string;
+  let db: string;
+  const cli = (...args: string[]) => runCli(db, args);
+  const readState = () => {
+    const store = openStore({ path: db, role: "nse" });
+    try {
+      return store.read((tx) => loadAccountState(tx, ALICE));
+    } finally {
+      store.close();
+    }
+  };
+
+  beforeAll(async () => {
+    requireBuiltCli();
+    server = await startProsody();
+    await server.registerUser("alice", "alicepw");
+    await server.registerUser("bob", "bobpw");
+    dir = mkdtempSync(join(tmpdir(), "lichen-chat-"));
+    db = join(dir, "alice.db");
+    bob = await startPeer(server.c2sPort, "bob", "bobpw");
+  }, T);
+  afterAll(async () => {
+    await bob?.stop();
+    await server?.stop();
+  }, T);
+
+  it(
+    "login stores the account and its settings, connects once (new stream) and leaves it resumable",
+    async () => {
+      const r = await cli(
+        "login",
+        "--jid",
+        ALICE,
+        "--password",
+        "alicepw",
+        "--service",
+        `xmpp://127.0.0.1:${server.c2sPort}`,
+        "--resource",
+        "phone",
+      );
+      expect(r.stderr).toBe("");
+      expect(r.code).toBe(0);
+      expect(r.stdout).toMatch(/logged in as alice@localhost\/phone .*new stream.*suspended/);
+      const settingsFile = `${db}.account.json`;
+      expect(statSync(settingsFile).mode & 0o777).toBe(0o600);
+      expect(JSON.parse(readFileSync(settingsFile, "utf8"))).toMatchObject({
+        jid: ALICE,
+        service: `xmpp://127.0.0.1:${server.c2sPort}`,
+        resource: "phone",
+      });
+      const state = readState();
+      expect(state.sm.streamId).toBeTruthy(); // suspended, not closed
+      expect(state.sm.boundJid).toBe("alice@localhost/phone");
+    },
+    T,
+  );
+
+  it(
+    "send resumes, waits for the server's ack and prints the origin-id; the peer gets each message once",
+    async () => {
+      const before = readState().sm.streamId;
+      const first = await cli("send", BOB, "hello", "bob", tag());
+      expect(first.code).toBe(0);
+      const originId = first.stdout.trim();
+      expect(originId).toMatch(/^[0-9a-f-]{36}$/);
+      await until(() => bob.received.find((m) => m.id === originId), "bob receives the message");
+      const second = await cli("send", BOB, `second ${tag()}`);
+      expect(second.code).toBe(0);
+      const secondId = second.stdout.trim();
+      await until(() => bob.received.find((m) => m.id === secondId), "bob receives the 2nd");
+      expect(bob.received.filter((m) => m.id === originId)).toHaveLength(1);
+      expect(bob.received.find((m) => m.id === originId)!.from).toBe("alice@localhost/phone");
+      const state = readState();
+      expect(state.sm.streamId).toBe(before); // resumed, not a new login
+      expect(state.sm.outboundAcked).toBe(state.sm.outboundSent); // nothing left unacked
+    },
+    T,
+  );
+
+  it(
+    "nse: a message sent while no process runs yields an alert JSON; tail and chats show it from the DB",
+    async () => {
+      const text = `while-away ${tag()}`;
+      await bob.send(ALICE, text);
+      await bob.barrier();
+      const r = await cli("nse", "--linger-ms", "100", "--deadline-ms", "20000");
+      expect(r.code).toBe(0);
+      const result = JSON.parse(r.stdout) as {
+        outcome: string;
+        notifications: Record<string, unknown>[];
+      };
+      expect(result.outcome).toBe("synced");
+      expect(result.notifications).toEqual([
+        expect.objectContaining({
+          kind: "alert",
+          title: BOB,
+          body: text,
+          threadId: BOB,
+          accountId: ALICE,
+        }),
+      ]);
+
+      const tail = await cli("tail", BOB, "-n", "5");
+      expect(tail.code).toBe(0);
+      const lastLine = tail.stdout.trim().split("\n").at(-1)!;
+      expect(lastLine).toMatch(new RegExp(`bob@localhost/desk: ${text}$`));
+      const json = JSON.parse((await cli("tail", BOB, "--json")).stdout) as {
+        direction: string;
+        body: string;
+      }[];
+      expect(json.filter((m) => m.body === text)).toEqual([
+        expect.objectContaining({ direction: "in" }),
+      ]);
+      const chats = JSON.parse((await cli("chats", "--json")).stdout) as {
+        jid: string;
+        unread: number;
+      }[];
+      expect(chats).toEqual([expect.objectContaining({ jid: BOB, unread: 1 })]);
+
+      // Nothing new: a silent notification.
+      const quiet = await cli("nse", "--linger-ms", "0");
+      expect(JSON.parse(quiet.stdout)).toEqual({
+        outcome: "synced",
+        notifications: [{ kind: "silent", reason: "no-new-messages" }],
+      });
+    },
+    T,
+  );
+
+  it(
+    "share queues without connecting; the app sends it on foreground, prints live messages, sends typed lines and later shares at once; nse yields to it",
+    async () => {
+      const sharedText = `shared ${tag()}`;
+      const shared = await cli("share", BOB, "--text", sharedText);
+      expect(shared.code).toBe(0);
+      const item = JSON.parse(shared.stdout) as { id: string; to: string; content: unknown };
+      expect(item).toMatchObject({ to: BOB, content: { kind: "text", text: sharedText } });
+      // Queued only: nothing went out (the share process never connects).
+      const store = openStore({ path: db, role: "nse" });
+      try {
+        expect(store.read((tx) => listShareOutbox(tx, ["pending"])).map((e) => e.item.id)).toEqual([
+          item.id,
+        ]);
+      } finally {
+        store.close();
+      }
+      await bob.barrier();
+      expect(bob.received.find((m) => m.id === item.id)).toBeUndefined();
+
+      const app = new AppProcess(db, ["--json", "--to", BOB]);
+      try {
+        await until(() => app.stderr.includes("online as"), `app online; ${app.stderr}`);
+        await until(() => bob.received.find((m) => m.id === item.id), "shared item sent");
+
+        // The main app holds the session: the NSE gives up at once, silently.
+        const nse = await cli("nse", "--linger-ms", "0");
+        expect(nse.code).toBe(0);
+        expect(JSON.parse(nse.stdout)).toEqual({
+          outcome: "main-running",
+          notifications: [{ kind: "silent", reason: "main-app-running" }],
+        });
+
+        const live = `live ${tag()}`;
+        await bob.send(ALICE, live);
+        await until(
+          () => app.messages().find((m) => m.body === live && m.direction === "in"),
+          "app prints the live message",
+        );
+
+        const typed = `typed ${tag()}`;
+        app.line(typed);
+        const got = await until(() => bob.received.find((m) => m.body === typed), "typed line");
+        expect(got.from).toBe("alice@localhost/phone");
+
+        const later = await cli("share", BOB, "--url", "https://example.org/x", "--title", "X");
+        expect(later.code).toBe(0);
+        const laterId = (JSON.parse(later.stdout) as { id: string }).id;
+        await until(() => bob.received.find((m) => m.id === laterId), "share while running");
+        expect(bob.received.find((m) => m.id === laterId)!.body).toBe("X\nhttps://example.org/x");
+
+        app.line("/quit");
+        expect(await app.exited).toBe(0);
+      } finally {
+        app.kill();
+      }
+      expect(bob.received.filter((m) => m.id === item.id)).toHaveLength(1);
+      expect(
+        bob.received.filter((m) => m.id === item.id || m.body?.startsWith("typed")),
+      ).toHaveLength(2);
+    },
+    T,
+  );
+
+  it(
+    "app shows progress while a MAM catch-up fills a gap (stream not resumable)",
+    async () => {
+      const n = 120;
+      const prefix = `gap-${tag()}-`;
+      for (let i = 0; i < n; i++) await bob.send(ALICE, `${prefix}${i}`);
+      await bob.barrier();
+      // The stored stream is gone (as after the server's resumption timeout): forget it.
+      const store = openStore({ path: db, role: "main" });
+      try {
+        store.write((tx) => {
+          const st = loadAccountState(tx, ALICE);
+          st.sm.streamId = null;
+          saveAccountState(tx, ALICE, st);
+        });
+      } finally {
+        store.close();
+      }
+      const app = new AppProcess(db, ["--json"]);
+      try {
+        await until(() => /caught up: \d+ messages/.test(app.stderr), "catch-up done", 45_000);
+        expect(app.stderr).toMatch(/online as alice@localhost\/phone \(new stream\)/);
+        expect(app.stderr).toMatch(/catching up… \d+ messages?/);
+        const total = Number(/caught up: (\d+) messages/.exec(app.stderr)![1]);
+        expect(total).toBeGreaterThanOrEqual(n);
+        const bodies = app.messages().map((m) => m.body);
+        for (let i = 0; i < n; i++) expect(bodies).toContain(`${prefix}${i}`);
+        app.line("/quit");
+        expect(await app.exited).toBe(0);
+      } finally {
+        app.kill();
+      }
+    },
+    T,
+  );
+
+  describe("bad usage and bad config: non-zero exit and one clear line", () => {
+    const oneLine = (s: string) => {
+      expect(s.trim().split("\n")).toHaveLength(1);
+      return s.trim();
+    };
+
+    it("unknown command and missing --jid are usage errors (exit 2)", async () => {
+      const unknown = await cli("frobnicate");
+      expect(unknown.code).toBe(2);
+      expect(oneLine(unknown.stderr)).toMatch(/unknown command 'frobnicate'/);
+      const noJid = await cli("login", "--password", "x");
+      expect(noJid.code).toBe(2);
+      expect(oneLine(noJid.stderr)).toMatch(/required option '--jid <jid>'/);
+      const twoKinds = await cli("share", BOB, "--text", "a", "--geo", "1,2");
+      expect(twoKinds.code).toBe(2);
+      expect(oneLine(twoKinds.stderr)).toMatch(/exactly one of --text, --url, --geo, --file/);
+      const help = await cli("share", "--help");
+      expect(help.code).toBe(0);
+      expect(help.stdout).toMatch(/--geo <lat,lon>/);
+    });
+
+    it(
+      "corrupt account settings: clear error naming the file, nothing else touched",
+      async () => {
+        const other = join(dir, "corrupt.db");
+        writeFileSync(other, "");
+        writeFileSync(`${other}.account.json`, '{"v":1, "jid": ');
+        const r = await runCli(other, ["send", BOB, "hi"]);
+        expect(r.code).toBe(1);
+        expect(oneLine(r.stderr)).toMatch(
+          /account settings .*corrupt\.db\.account\.json are corrupt .*lichen-chat login/,
+        );
+        writeFileSync(
+          `${other}.account.json`,
+          JSON.stringify({
+            v: 1,
+            accountId: ALICE,
+            jid: ALICE,
+            service: "http://x",
+            password: "p",
+          }),
+        );
+        const bad = await runCli(other, ["nse"]);
+        expect(bad.code).toBe(1);
+        expect(oneLine(bad.stderr)).toMatch(
+          /invalid: service "http:\/\/x" must start with xmpp:\/\//,
+        );
+        expect(readFileSync(other, "utf8")).toBe(""); // the database was not touched
+      },
+      T,
+    );
+
+    it(
+      "unreachable server: login and send fail with the address; no settings are saved",
+      async () => {
+        const port = await freePort();
+        const other = join(dir, "unreachable.db");
+        const r = await runCli(other, [
+          "login",
+          "--jid",
+          ALICE,
+          "--password",
+          "alicepw",
+          "--service",
+          `xmpp://127.0.0.1:${port}`,
+        ]);
+        expect(r.code).toBe(1);
+        expect(oneLine(r.stderr)).toMatch(
+          new RegExp(
+            `cannot connect as alice@localhost to xmpp://127.0.0.1:${port}: .*ECONNREFUSED`,
+          ),
+        );
+        expect(() => statSync(`${other}.account.json`)).toThrow();
+
+        // A configured account whose server went away (settings restored afterwards).
+        const file = `${db}.account.json`;
+        const saved = readFileSync(file, "utf8");
+        let s: Awaited<ReturnType<typeof runCli>>;
+        try {
+          writeFileSync(
+            file,
+            JSON.stringify({ ...JSON.parse(saved), service: `xmpp://127.0.0.1:${port}` }),
+          );
+          s = await runCli(db, ["send", BOB, "hi"]);
+        } finally {
+          writeFileSync(file, saved);
+        }
+        expect(s.code).toBe(1);
+        expect(oneLine(s.stderr)).toMatch(/cannot connect .*ECONNREFUSED/);
+      },
+      T,
+    );
+
+    it(
+      "wrong password: the server's SASL condition is shown",
+      async () => {
+        const r = await runCli(join(dir, "wrongpw.db"), [
+          "login",
+          "--jid",
+          ALICE,
+          "--password",
+          "nope",
+          "--service",
+          `xmpp://127.0.0.1:${server.c2sPort}`,
+        ]);
+        expect(r.code).toBe(1);
+        expect(oneLine(r.stderr)).toMatch(/cannot connect as alice@localhost .*not-authorized/);
+      },
+      T,
+    );
+  });
+});

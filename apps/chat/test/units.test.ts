@@ -1,0 +1,141 @@
+// Pure parts of the CLI, without servers: catch-up progress throttling, share options, settings.
+import { chmodSync, mkdtempSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import {
+  CatchupProgress,
+  CliError,
+  normalizeService,
+  parseBareJid,
+  readAccountSettings,
+  settingsPath,
+  shareInput,
+  writeAccountSettings,
+} from "../src/index.js";
+
+describe("CatchupProgress", () => {
+  it("reports at most every 500 ms while the gap is open, then the total once", () => {
+    let now = 1_000;
+    const lines: string[] = [];
+    const p = new CatchupProgress(
+      (l) => lines.push(l),
+      () => now,
+    );
+    p.messageStored(); // no gap: a live message is not counted
+    expect(lines).toEqual([]);
+    p.gap(true);
+    for (let i = 0; i < 150; i++) {
+      p.messageStored();
+      now += 10; // 150 messages over 1.5 s
+    }
+    expect(lines).toEqual([
+      "catching up… 1 message",
+      "catching up… 51 messages",
+      "catching up… 101 messages",
+    ]);
+    now += 500;
+    p.tick();
+    expect(lines.at(-1)).toBe("catching up… 150 messages");
+    p.tick(); // nothing new: no repeat
+    expect(lines).toHaveLength(4);
+    p.gap(false);
+    expect(lines.at(-1)).toBe("caught up: 150 messages");
+    expect(p.catchingUp).toBe(false);
+    // A new gap counts from zero.
+    p.gap(true);
+    p.messageStored();
+    expect(lines.at(-1)).toBe("catching up… 1 message");
+  });
+
+  it("says nothing for a catch-up that found nothing", () => {
+    const lines: string[] = [];
+    const p = new CatchupProgress(
+      (l) => lines.push(l),
+      () => 0,
+    );
+    p.gap(true);
+    p.tick();
+    p.gap(false);
+    expect(lines).toEqual([]);
+  });
+});
+
+describe("share options", () => {
+  it("builds each content kind", () => {
+    expect(shareInput({ text: "hi" })).toEqual({ kind: "text", text: "hi" });
+    expect(shareInput({ url: "https://example.org/a b", title: "A" })).toEqual({
+      kind: "url",
+      url: "https://example.org/a%20b",
+      title: "A",
+    });
+    expect(shareInput({ geo: "48.85, -2.35" })).toEqual({
+      kind: "geo",
+      latitude: 48.85,
+      longitude: -2.35,
+    });
+    const dir = mkdtempSync(join(tmpdir(), "lichen-chat-unit-"));
+    const photo = join(dir, "p.jpg");
+    writeFileSync(photo, "x");
+    expect(shareInput({ file: photo, mime: "image/jpeg", caption: "c" })).toMatchObject({
+      kind: "image",
+      caption: "c",
+      file: { sourcePath: photo, mimeType: "image/jpeg", fileName: "p.jpg" },
+    });
+    expect(shareInput({ file: photo, mime: "video/mp4" }).kind).toBe("audiovisual");
+    expect(shareInput({ file: photo, mime: "application/pdf" }).kind).toBe("file");
+  });
+
+  it("rejects ambiguous or malformed options with a clear message", () => {
+    expect(() => shareInput({})).toThrow(/exactly one of .* \(got none\)/);
+    expect(() => shareInput({ text: "a", url: "https://x" })).toThrow(/got --text, --url/);
+    expect(() => shareInput({ geo: "91,0" })).toThrow(/LAT,LON/);
+    expect(() => shareInput({ geo: "1;2" })).toThrow(/LAT,LON/);
+    expect(() => shareInput({ url: "not a url" })).toThrow(/not an absolute URL/);
+    expect(() => shareInput({ file: "/nonexistent/x", mime: "a/b" })).toThrow(/no such file/);
+    expect(() => shareInput({ text: "a", mime: "a/b" })).toThrow(/--mime only goes with --file/);
+  });
+});
+
+describe("account settings", () => {
+  it("validates JIDs and service addresses", () => {
+    expect(parseBareJid("Alice@LocalHost")).toEqual({ local: "Alice", domain: "localhost" });
+    expect(() => parseBareJid("alice@localhost/phone")).toThrow(/--resource/);
+    expect(() => parseBareJid("alice")).toThrow(CliError);
+    expect(normalizeService("xmpp://127.0.0.1")).toBe("xmpp://127.0.0.1:5222");
+    expect(normalizeService("xmpps://h:5999")).toBe("xmpps://h:5999");
+    expect(() => normalizeService("http://h")).toThrow(/xmpp:\/\//);
+  });
+
+  it("round-trips through a 0600 file and explains every problem with the file name", () => {
+    const db = join(mkdtempSync(join(tmpdir(), "lichen-chat-unit-")), "x.db");
+    expect(() => readAccountSettings(db)).toThrow(/run "lichen-chat login/);
+    const s = {
+      v: 1 as const,
+      accountId: "a@b",
+      jid: "a@b",
+      service: "xmpp://127.0.0.1:5222",
+      password: "pw",
+    };
+    writeAccountSettings(db, s);
+    expect(statSync(settingsPath(db)).mode & 0o777).toBe(0o600);
+    expect(readAccountSettings(db)).toEqual(s);
+    // Rewriting keeps the mode even if someone loosened it.
+    chmodSync(settingsPath(db), 0o644);
+    writeAccountSettings(db, s);
+    expect(statSync(settingsPath(db)).mode & 0o777).toBe(0o600);
+    const bad: [string, RegExp][] = [
+      ["[]", /not a JSON object/],
+      ['{"v":2}', /"v" must be 1/],
+      [JSON.stringify({ ...s, password: "" }), /"password" must be a non-empty string/],
+      [JSON.stringify({ ...s, jid: "nope" }), /not a bare JID/],
+      [JSON.stringify({ ...s, resource: 5 }), /"resource"/],
+      ["{", /are corrupt/],
+    ];
+    for (const [text, problem] of bad) {
+      writeFileSync(settingsPath(db), text);
+      expect(() => readAccountSettings(db)).toThrow(problem);
+      expect(() => readAccountSettings(db)).toThrow(settingsPath(db));
+    }
+  });
+});
