@@ -3,7 +3,7 @@
 import { randomUUID } from "node:crypto";
 import { tables, takeIqHandler } from "@lichen/store";
 import xml, { type Element } from "@xmpp/xml";
-import { and, eq, sql } from "drizzle-orm";
+import { and, eq, sql, type SQL } from "drizzle-orm";
 import {
   capsVerification,
   discoInfoQuery,
@@ -114,12 +114,15 @@ function handleIq(ctx: StanzaContext, iq: Element): void {
       return reply();
     }
   }
-  ctx.send(
-    xml(
-      "iq",
-      { type: "error", id: id ?? "", ...(iq.attrs.from ? { to: iq.attrs.from } : {}) },
-      xml("error", { type: "cancel" }, xml("service-unavailable", { xmlns: NS_STANZAS })),
-    ),
+  ctx.send(serviceUnavailable(iq));
+}
+
+/** The error answer to an IQ get/set nobody here handles (RFC 6120 §8.4). */
+export function serviceUnavailable(iq: Element): Element {
+  return xml(
+    "iq",
+    { type: "error", id: iq.attrs.id ?? "", ...(iq.attrs.from ? { to: iq.attrs.from } : {}) },
+    xml("error", { type: "cancel" }, xml("service-unavailable", { xmlns: NS_STANZAS })),
   );
 }
 
@@ -325,26 +328,20 @@ function attachToOwnMessage(
     .where(and(eq(m.accountId, ctx.accountId), eq(m.originId, originId), eq(m.fromJid, own)))
     .get();
   if (!row) return false;
+  const exists = (where: SQL | undefined) =>
+    ctx.tx.select({ id: m.id }).from(m).where(where).get() !== undefined;
   const taken =
     stanzaId !== null &&
-    ctx.tx
-      .select({ id: m.id })
-      .from(m)
-      .where(
-        and(
-          eq(m.accountId, ctx.accountId),
-          eq(m.stanzaIdBy, stanzaIdBy ?? ""),
-          eq(m.stanzaId, stanzaId),
-        ),
-      )
-      .get() !== undefined;
+    exists(
+      and(
+        eq(m.accountId, ctx.accountId),
+        eq(m.stanzaIdBy, stanzaIdBy ?? ""),
+        eq(m.stanzaId, stanzaId),
+      ),
+    );
   const archiveTaken =
     !!meta.archiveId &&
-    ctx.tx
-      .select({ id: m.id })
-      .from(m)
-      .where(and(eq(m.accountId, ctx.accountId), eq(m.archiveId, meta.archiveId)))
-      .get() !== undefined;
+    exists(and(eq(m.accountId, ctx.accountId), eq(m.archiveId, meta.archiveId)));
   const changes = {
     ...(row.stanzaId === null && stanzaId !== null && !taken ? { stanzaId, stanzaIdBy } : {}),
     ...(meta.archiveId && !archiveTaken ? { archiveId: meta.archiveId } : {}),

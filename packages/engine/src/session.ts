@@ -27,7 +27,13 @@ import {
 } from "./handlers.js";
 import { ownCapsElement, ownDiscoInfo, registerCapsHandlers } from "./caps.js";
 import { registerMucHandlers } from "./muc.js";
-import { dispatchStanza, FEATURES, registerBuiltinHandlers, startMamCatchup } from "./protocol.js";
+import {
+  dispatchStanza,
+  FEATURES,
+  registerBuiltinHandlers,
+  serviceUnavailable,
+  startMamCatchup,
+} from "./protocol.js";
 import { registerPushHandlers } from "./push.js";
 import { registerSetupHandlers, setupNewStream } from "./setup.js";
 
@@ -82,18 +88,6 @@ function truncatedXml(el: Element, depth: number): string {
       ...(d > 0 ? e.children.map((c) => (typeof c === "string" ? c : copy(c, d - 1))) : ["…"]),
     );
   return copy(el, depth).toString();
-}
-
-function iqErrorReply(iq: Element): Element {
-  return xml(
-    "iq",
-    { type: "error", id: iq.attrs.id ?? "", ...(iq.attrs.from ? { to: iq.attrs.from } : {}) },
-    xml(
-      "error",
-      { type: "cancel" },
-      xml("service-unavailable", { xmlns: "urn:ietf:params:xml:ns:xmpp-stanzas" }),
-    ),
-  );
 }
 
 const CORRUPT_QUEUE_ROW =
@@ -281,11 +275,12 @@ export class DurableSession extends EventEmitter {
     ctx: StanzaContext,
     m: { to: string; body: string; originId: string; extra?: Element[] },
   ): boolean {
+    const chatJid = m.to.split("/")[0]!;
     const inserted = ctx.tx
       .insert(tables.messages)
       .values({
         accountId: this.accountId,
-        chatJid: m.to.split("/")[0]!,
+        chatJid,
         direction: "out",
         fromJid: this.opts.username + "@" + this.opts.domain,
         toJid: m.to,
@@ -300,7 +295,6 @@ export class DurableSession extends EventEmitter {
       .onConflictDoNothing()
       .run();
     if (inserted.changes === 0) return false;
-    const chatJid = m.to.split("/")[0]!;
     ctx.tx
       .insert(tables.chats)
       .values({
@@ -593,7 +587,7 @@ export class DurableSession extends EventEmitter {
         );
         // The requester of an IQ still gets an answer instead of waiting forever.
         if (stanza.is("iq") && (stanza.attrs.type === "get" || stanza.attrs.type === "set"))
-          this.enqueue(tx, state, iqErrorReply(stanza));
+          this.enqueue(tx, state, serviceUnavailable(stanza));
         state.sm.inboundH += 1;
         saveAccountState(tx, this.accountId, state);
         return state.sm.inboundH;
@@ -665,16 +659,21 @@ export class DurableSession extends EventEmitter {
     if (!Number.isFinite(h)) return;
     this.store.write((tx) => {
       const state = loadAccountState(tx, this.accountId);
-      this.markAckedMessagesSent(tx, h);
-      tx.delete(tables.outboundQueue)
-        .where(
-          and(eq(tables.outboundQueue.accountId, this.accountId), lte(tables.outboundQueue.seq, h)),
-        )
-        .run();
-      state.sm.outboundAcked = Math.max(state.sm.outboundAcked, h);
+      this.applyAck(tx, state, h);
       saveAccountState(tx, this.accountId, state);
     });
     this.emit("acked", h);
+  }
+
+  /** The server has everything up to `h`: those messages are sent, their queue rows go. */
+  private applyAck(tx: StoreTx, state: AccountState, h: number): void {
+    this.markAckedMessagesSent(tx, h);
+    tx.delete(tables.outboundQueue)
+      .where(
+        and(eq(tables.outboundQueue.accountId, this.accountId), lte(tables.outboundQueue.seq, h)),
+      )
+      .run();
+    state.sm.outboundAcked = Math.max(state.sm.outboundAcked, h);
   }
 
   private registerStreamManagement(c: XmppConnection): void {
@@ -742,13 +741,7 @@ export class DurableSession extends EventEmitter {
   private onResumed(h: number): void {
     const state = this.store.write((tx) => {
       const st = loadAccountState(tx, this.accountId);
-      this.markAckedMessagesSent(tx, h);
-      tx.delete(tables.outboundQueue)
-        .where(
-          and(eq(tables.outboundQueue.accountId, this.accountId), lte(tables.outboundQueue.seq, h)),
-        )
-        .run();
-      st.sm.outboundAcked = Math.max(st.sm.outboundAcked, h);
+      this.applyAck(tx, st, h);
       this.repairQueue(tx);
       saveAccountState(tx, this.accountId, st);
       return st;
@@ -775,13 +768,7 @@ export class DurableSession extends EventEmitter {
       .all();
     for (const row of rows) {
       if (parseQueuedStanza(row.stanza)) continue;
-      quarantineRow(
-        tx,
-        "outbound_queue",
-        `${this.accountId}/${row.seq}`,
-        row.stanza,
-        CORRUPT_QUEUE_ROW,
-      );
+      this.quarantineQueueRow(tx, row);
       const ping = xml(
         "iq",
         { type: "get", id: `lichen-quarantined-${row.seq}` },
@@ -797,6 +784,16 @@ export class DurableSession extends EventEmitter {
         )
         .run();
     }
+  }
+
+  private quarantineQueueRow(tx: StoreTx, row: { seq: number; stanza: string }): void {
+    quarantineRow(
+      tx,
+      "outbound_queue",
+      `${this.accountId}/${row.seq}`,
+      row.stanza,
+      CORRUPT_QUEUE_ROW,
+    );
   }
 
   /** The previous stream is gone: handlers waiting on it can never be answered. */
@@ -913,14 +910,7 @@ export class DurableSession extends EventEmitter {
       for (const row of leftovers) {
         const stanza = parseQueuedStanza(row.stanza);
         if (stanza) this.enqueue(tx, st, stanza);
-        else
-          quarantineRow(
-            tx,
-            "outbound_queue",
-            `${this.accountId}/${row.seq}`,
-            row.stanza,
-            CORRUPT_QUEUE_ROW,
-          );
+        else this.quarantineQueueRow(tx, row);
       }
       ctx.send(xml("presence", {}, ownCapsElement(ownDiscoInfo(FEATURES))));
       setupNewStream(ctx, boundJid.split("/")[0]!);
