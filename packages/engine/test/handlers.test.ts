@@ -430,12 +430,22 @@ describe.each(SERVERS)("serializable IQ handlers on %s", (_kind, start) => {
         garble(streamId);
 
         const second = make();
-        const s2 = session(store, second.registry);
+        const events: Record<string, unknown>[] = [];
+        const s2 = session(store, second.registry, { logger: (e) => events.push(e) });
         let resumeFailed = false;
         s2.on("resume-failed", () => (resumeFailed = true));
         expect(await s2.connect()).toBe("new");
         expect(resumeFailed).toBe(streamId !== null);
-        await until(() => second.calls.length > 0 || undefined, `${label} invalidated`);
+        await until(() => second.calls.length > 0 || undefined, `${label} invalidated`).catch(
+          (err: Error) => {
+            // Seen once on ejabberd under a loaded full run: say where the handler row went.
+            throw new Error(
+              `${err.message}; session events: ${JSON.stringify(events.slice(-20))}; ` +
+                `t.known calls: ${JSON.stringify(recorded(store, "t.known"))}; ` +
+                `quarantine: ${JSON.stringify(store.sqlite.prepare("SELECT table_name, error FROM quarantine").all())}`,
+            );
+          },
+        );
         expect(second.calls).toEqual([
           { handler: "t.invalidated", args: { label, reason: "session-not-resumed" } },
         ]);
