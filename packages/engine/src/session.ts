@@ -213,7 +213,10 @@ export class DurableSession extends EventEmitter {
       if (this.conn === conn) this.onSocketGone();
     });
     conn.middleware.use((ctx: { stanza: Element }, next: () => unknown) => {
-      this.onElement(ctx.stanza);
+      // A dropped socket can still deliver what the server wrote before it saw us go; counted on
+      // the resumed stream, those stanzas would push h past what the server sent there (ejabberd
+      // ends the stream: "Client acknowledged more stanzas than sent by server"). It replays them.
+      if (this.conn === conn && !this.droppedConns.has(conn)) this.onElement(ctx.stanza);
       return next();
     });
     const ready = new Promise<"resumed" | "new">((resolve, reject) => {
@@ -351,6 +354,8 @@ export class DurableSession extends EventEmitter {
 
   /** True from suspend()/close() until the next connect(). */
   private offlineWanted = false;
+  /** Connections we dropped or closed: whatever they still deliver is ignored. */
+  private readonly droppedConns = new WeakSet<XmppConnection>();
 
   private async dropConnection(): Promise<void> {
     // Never cut a connection mid-negotiation (SASL/bind/resume): let connect() settle first.
@@ -361,6 +366,7 @@ export class DurableSession extends EventEmitter {
     await this.drainAcks(conn, 1000);
     this.stopTicks();
     this.smActive = false;
+    this.droppedConns.add(conn);
     try {
       conn.entity.socket?.end();
     } catch {
