@@ -148,6 +148,7 @@ export function buildProgram(): Command {
             { key: "handler" },
             { key: "invalidation" },
             { key: "ticks", title: "ticks left" },
+            { key: "peer", title: "answer from" },
             { key: "stream" },
             { key: "invalidatedAt", title: "invalidated", format: time(now) },
             { key: "createdAt", title: "created", format: time(now) },

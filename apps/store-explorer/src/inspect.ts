@@ -125,13 +125,13 @@ export function queue(store: Store, accountId?: string): Row[] {
 export function handlers(store: Store): Row[] {
   const iq = all(
     store,
-    `SELECT 'iq' AS kind, account_id AS account, iq_id AS id, handler, stream_key AS stream,
+    `SELECT 'iq' AS kind, account_id AS account, iq_id AS id, handler, peer, stream_key AS stream,
             remaining_ticks AS ticks, invalidated_at AS invalidatedAt, created_at AS createdAt
      FROM iq_handlers ORDER BY created_at`,
   );
   const timers = all(
     store,
-    `SELECT 'timer' AS kind, account_id AS account, id, handler, NULL AS stream,
+    `SELECT 'timer' AS kind, account_id AS account, id, handler, NULL AS peer, NULL AS stream,
             remaining_ticks AS ticks, NULL AS invalidatedAt, created_at AS createdAt
      FROM idle_timers ORDER BY created_at`,
   );

@@ -73,6 +73,7 @@ beforeAll(() => {
           invalidation: "disco.failed",
           bound: { node: "x" },
         }),
+        peer: "localhost",
         remainingTicks: 30,
         createdAt: tx.now,
       })
@@ -213,7 +214,7 @@ describe("lichen-store CLI", () => {
       /alice\s+default\s+7\s+no\s+.*<message id='m7'>/,
     );
     const h = run(["--db", db, "handlers"]).stdout;
-    expect(h).toMatch(/iq\s+alice\s+disco1\s+disco\.result\s+disco\.failed\s+30/);
+    expect(h).toMatch(/iq\s+alice\s+disco1\s+disco\.result\s+disco\.failed\s+30\s+localhost/);
     expect(h).toMatch(/timer\s+alice\s+t1\s+csi\.inactive\s+-\s+5/);
     expect(run(["--db", db, "lock"]).stdout).toMatch(
       /xmpp-session\s+nse:1234\s+held\s+.*in 10m.*\s+1\s/,

@@ -6,13 +6,12 @@ import { listIqHandlers, tables } from "@lichen/store";
 import xml, { type Element } from "@xmpp/xml";
 import { and, eq, isNotNull } from "drizzle-orm";
 import type { HandlerRegistry } from "./handlers.js";
+import { bare } from "./jid.js";
 import { mamPage, mamQuery } from "./mam.js";
 import type { StanzaContext } from "./session.js";
 
 const NS_MUC = "http://jabber.org/protocol/muc";
 const NS_MUC_USER = "http://jabber.org/protocol/muc#user";
-
-const bare = (jid: string | undefined): string => (jid ?? "").split("/")[0]!;
 
 /** The per-room catch-up mark (created on first join). */
 function roomMark(ctx: StanzaContext, room: string) {

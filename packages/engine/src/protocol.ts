@@ -12,6 +12,7 @@ import {
   ownDiscoInfo,
 } from "./caps.js";
 import type { HandlerRegistry } from "./handlers.js";
+import { bare, isExpectedIqSender } from "./jid.js";
 import { mamPage, mamQuery, NS_MAM } from "./mam.js";
 import { advanceRoomMark, handleRoomPresence, isExpectedRoomResult } from "./muc.js";
 import type { StanzaContext } from "./session.js";
@@ -30,8 +31,6 @@ export const FEATURES = [
   NS_CARBONS,
   NS_SID,
 ];
-
-const bare = (jid: string | undefined): string => (jid ?? "").split("/")[0]!;
 
 function ownBareJid(ctx: StanzaContext): string {
   return bare(ctx.state.sm.boundJid ?? "");
@@ -59,11 +58,18 @@ function handleIq(ctx: StanzaContext, iq: Element): void {
   if (type === "result" || type === "error") {
     if (!id) return;
     const row = ctx.tx
-      .select({ handler: tables.iqHandlers.handler })
+      .select({ handler: tables.iqHandlers.handler, peer: tables.iqHandlers.peer })
       .from(tables.iqHandlers)
       .where(and(eq(tables.iqHandlers.accountId, ctx.accountId), eq(tables.iqHandlers.iqId, id)))
       .get();
     if (!row) return; // nobody waits (late answer after a timeout, or not ours)
+    if (!isExpectedIqSender(iq.attrs.from, row.peer, ownBareJid(ctx))) {
+      // Someone else guessed the id: ignore it; the real answer (or the timeout) still comes.
+      ctx.afterCommit(() =>
+        ctx.session.emit("iq-answer-ignored", { iqId: id, from: iq.attrs.from ?? null }),
+      );
+      return;
+    }
     let name: string | undefined;
     try {
       name = (JSON.parse(row.handler) as { name?: string }).name;

@@ -450,6 +450,7 @@ export class DurableSession extends EventEmitter {
           iqId: id,
           handler,
           streamKey: state.sm.unackedQueue,
+          peer: iq.attrs.to || null,
           timeoutTicks: o?.timeoutTicks ?? 60,
         });
         this.enqueue(tx, state, iq);

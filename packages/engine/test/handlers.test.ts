@@ -72,7 +72,7 @@ const testIq = () =>
   xml("iq", { type: "get", to: BOB_DESK }, xml("query", { xmlns: "urn:lichen:test" }));
 
 describe.each(SERVERS)("serializable IQ handlers on %s", (_kind, start) => {
-  const env = useEngineEnv(start, { prefix: "lichen-handlers-" });
+  const env = useEngineEnv(start, { prefix: "lichen-handlers-", users: ["alice", "bob", "carol"] });
   const cleanup: (() => Promise<unknown> | void)[] = [];
   // Registered after useEngineEnv's hook, so it runs first (before the server stops).
   afterAll(async () => {
@@ -146,6 +146,58 @@ describe.each(SERVERS)("serializable IQ handlers on %s", (_kind, start) => {
       await until(() => calls.length > 0 || undefined, "t.answer ran");
       expect(calls[0]!.args).toMatchObject({ type: "result", iqId, label: "A1", from: BOB_DESK });
       expect(recorded(store, "t.answer")).toEqual([calls[0]!.args]); // written in its transaction
+      expect(pendingTicks(store, iqId)).toBeUndefined();
+    },
+    T,
+  );
+
+  it(
+    "an answer from someone other than the IQ's addressee is ignored (RFC 6120 §8.1.2.1); the real answer completes it",
+    async () => {
+      const { registry, calls } = recordingRegistry(["t.answer"]);
+      const store = openDb("forged");
+      const bob = await peer();
+      const carol = await startPeer(env.server.c2sPort, "carol", "carolpw");
+      cleanup.push(() => carol.stop());
+      const s = session(store, registry);
+      const ignored: { iqId: string; from: string | null }[] = [];
+      s.on("iq-answer-ignored", (e: { iqId: string; from: string | null }) => ignored.push(e));
+      expect(await s.connect()).toBe("new");
+      const iqId = s.write((ctx) =>
+        ctx.sendIq(testIq(), registry.descriptor("t.answer", { label: "F1" }), {
+          timeoutTicks: 600,
+        }),
+      );
+      const iq = await until(() => bob.iqs.find((q) => q.id === iqId), "bob receives the IQ");
+
+      // Carol guessed the id: her server stamps her JID on the forged result and error.
+      await carol.xmpp.send(xml("iq", { type: "result", id: iqId, to: "alice@localhost/phone" }));
+      await carol.xmpp.send(
+        xml(
+          "iq",
+          { type: "error", id: iqId, to: "alice@localhost/phone" },
+          xml(
+            "error",
+            { type: "cancel" },
+            xml("item-not-found", { xmlns: "urn:ietf:params:xml:ns:xmpp-stanzas" }),
+          ),
+        ),
+      );
+      await until(() => ignored.length === 2 || undefined, "both forged answers ignored");
+      expect(ignored).toEqual([
+        { iqId, from: "carol@localhost/desk" },
+        { iqId, from: "carol@localhost/desk" },
+      ]);
+      expect(calls).toEqual([]);
+      expect(pendingTicks(store, iqId)).toBeGreaterThan(0); // still waiting
+
+      iq.answer();
+      await until(() => calls.length > 0 || undefined, "t.answer ran on bob's answer");
+      expect(calls).toHaveLength(1);
+      expect(calls[0]).toMatchObject({
+        handler: "t.answer",
+        args: { label: "F1", type: "result", iqId, from: BOB_DESK },
+      });
       expect(pendingTicks(store, iqId)).toBeUndefined();
     },
     T,

@@ -702,7 +702,8 @@ describe.each(SERVERS)("hostile input on %s", (kind, start) => {
             .run(broken, `%${q1}%`).changes,
         ).toBe(1);
         db.prepare(
-          "INSERT INTO iq_handlers (account_id, iq_id, handler, stream_key, remaining_ticks, created_at) VALUES ('alice', 'corrupt-iq', ?, NULL, 100000, 0)",
+          // Sent to bob: only his answer may complete it (the sender check comes before parsing).
+          "INSERT INTO iq_handlers (account_id, iq_id, handler, stream_key, peer, remaining_ticks, created_at) VALUES ('alice', 'corrupt-iq', ?, NULL, 'bob@localhost/desk', 100000, 0)",
         ).run('{"v":1,"name":');
         const row = db
           .prepare("SELECT state FROM account_state WHERE account_id = 'alice'")

@@ -131,6 +131,8 @@ export interface PendingIqHandler {
   iqId: string;
   handler: HandlerDescriptor;
   streamKey: string | null;
+  /** The IQ's `to` (null: our own server). */
+  peer: string | null;
   remainingTicks: number;
   invalidatedAt: number | null;
   createdAt: number;
@@ -143,6 +145,8 @@ export function addIqHandler(
     iqId: string;
     handler: HandlerDescriptor;
     streamKey?: string | null;
+    /** The IQ's `to` attribute (null or absent: our own server). */
+    peer?: string | null;
     timeoutTicks: number;
   },
 ): void {
@@ -154,6 +158,7 @@ export function addIqHandler(
       iqId: h.iqId,
       handler: JSON.stringify(h.handler),
       streamKey: h.streamKey ?? null,
+      peer: h.peer ?? null,
       remainingTicks: h.timeoutTicks,
       createdAt: tx.now,
     })

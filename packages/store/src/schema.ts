@@ -82,6 +82,11 @@ export const iqHandlers = sqliteTable(
     handler: text("handler").notNull(),
     /** Stream the IQ was sent on; a stream that is not resumed invalidates the handler. */
     streamKey: text("stream_key"),
+    /**
+     * The IQ's `to` (null: our own server). Only an answer from there completes the handler, so a
+     * peer that guesses the id cannot forge it (RFC 6120 §8.1.2.1).
+     */
+    peer: text("peer"),
     /** Set when the handler can never complete; its invalidation handler is still to run. */
     invalidatedAt: integer("invalidated_at"),
     remainingTicks: integer("remaining_ticks").notNull(),

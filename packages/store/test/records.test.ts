@@ -112,6 +112,7 @@ describe("IQ handlers and idle timers", () => {
         accountId: "acc",
         iqId: "q2",
         handler: { v: 1, name: "roster.result", invalidation: "roster.failed", bound: {} },
+        peer: "bob@example.org/desk",
         timeoutTicks: 5,
       });
       addIdleTimer(tx, {
@@ -146,6 +147,7 @@ describe("IQ handlers and idle timers", () => {
       bound: {},
     });
     expect(taken?.remainingTicks).toBe(3);
+    expect(taken?.peer).toBe("bob@example.org/desk"); // only bob's answer may complete it
     expect(store.write((tx) => takeIqHandler(tx, "acc", "q2"))).toBeUndefined();
   });
 

@@ -1,0 +1,1 @@
+ALTER TABLE `iq_handlers` ADD `peer` text;
