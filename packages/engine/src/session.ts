@@ -967,6 +967,14 @@ export class DurableSession extends EventEmitter {
         table: string,
         rowKey: string,
       ) => {
+        if (!this.registry.has(descriptor.name)) {
+          // The store already removed the expired row: keep it in quarantine, not nowhere.
+          const err = new UnknownHandlerError(descriptor.name);
+          quarantineRow(ctx.tx, table, rowKey, JSON.stringify(descriptor), err.message);
+          this.log({ event: "unknown-handler", handler: descriptor.name, expired: rowKey });
+          ctx.afterCommit(() => this.emit("handler-error", err));
+          return;
+        }
         const state = structuredClone(ctx.state);
         const queued = this.pendingAfterCommit.length;
         try {

@@ -449,6 +449,46 @@ describe.each(SERVERS)("serializable IQ handlers on %s", (_kind, start) => {
   );
 
   it(
+    "a timeout whose handler this process does not know: handler-error, the row is quarantined (not lost), the session continues",
+    async () => {
+      const { registry, calls } = recordingRegistry(["t.answer"]);
+      const store = openDb("unknown-timeout");
+      const bob = await peer();
+      const s = session(store, registry, { tickMs: 20 });
+      const errors: Error[] = [];
+      s.on("handler-error", (e: Error) => errors.push(e));
+      expect(await s.connect()).toBe("new");
+      // As a row written by a build that had "t.renamed" (the descriptor is plain data).
+      const gone = s.write((ctx) =>
+        ctx.sendIq(
+          testIq(),
+          { v: 1, name: "t.renamed", bound: { label: "R" } },
+          { timeoutTicks: 3 },
+        ),
+      );
+      const known = s.write((ctx) =>
+        ctx.sendIq(testIq(), registry.descriptor("t.answer", { label: "K" }), { timeoutTicks: 6 }),
+      );
+      await until(() => calls.find((c) => c.args.label === "K"), "the known timeout fired", 30_000);
+      expect(errors).toHaveLength(1);
+      expect(errors[0]).toBeInstanceOf(UnknownHandlerError);
+      expect((errors[0] as UnknownHandlerError).handlerName).toBe("t.renamed");
+      expect(pendingTicks(store, gone)).toBeUndefined();
+      const q = store.sqlite
+        .prepare("SELECT row_key AS k, raw, error FROM quarantine WHERE table_name = 'iq_handlers'")
+        .all() as { k: string; raw: string; error: string }[];
+      expect(q).toHaveLength(1);
+      expect(q[0]!.k).toBe(`alice/${gone}`);
+      expect(JSON.parse(q[0]!.raw)).toEqual({ v: 1, name: "t.renamed", bound: { label: "R" } });
+      expect(q[0]!.error).toMatch(/no handler named "t\.renamed"/);
+      expect(calls.map((c) => c.args.iqId)).toEqual([known]);
+      expect(s.online).toBe(true);
+      expect(bob.iqs.map((i) => i.id)).toEqual(expect.arrayContaining([gone, known]));
+    },
+    T,
+  );
+
+  it(
     "a reconnect that does not resume invalidates pending handlers (reason session-not-resumed), via failed resume and via no stored stream",
     async () => {
       const store = openDb("invalidate");
