@@ -5,5 +5,7 @@ export default defineProject({
     name: "store-explorer",
     environment: "node",
     include: ["test/**/*.test.ts"],
+    // Each test runs the built CLI several times as child processes: seconds on a loaded machine.
+    testTimeout: 60_000,
   },
 });

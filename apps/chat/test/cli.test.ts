@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { listShareOutbox, loadAccountState, openStore, saveAccountState } from "@lichen/store";
-import { freePort, startProsody, type XmppTestServer } from "@lichen/test-servers";
+import { freePort, startFlakyLink, startProsody, type XmppTestServer } from "@lichen/test-servers";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AppProcess, requireBuiltCli, runCli, startPeer, until } from "./helpers.js";
 
@@ -204,6 +204,61 @@ describe("lichen-chat against Prosody", () => {
       expect(
         bob.received.filter((m) => m.id === item.id || m.body?.startsWith("typed")),
       ).toHaveLength(2);
+    },
+    T,
+  );
+
+  it(
+    "app rides out a network drop: says it is reconnecting, resumes when the link is back, prints what came meanwhile",
+    async () => {
+      // Its own database and resource, connected through a link the test can cut.
+      const link = await startFlakyLink({ port: server.c2sPort });
+      const tabletDb = join(dir, "tablet.db");
+      try {
+        const login = await runCli(tabletDb, [
+          "login",
+          "--jid",
+          ALICE,
+          "--password",
+          "alicepw",
+          "--service",
+          `xmpp://127.0.0.1:${link.port}`,
+          "--resource",
+          "tablet",
+        ]);
+        expect(login.code).toBe(0);
+        const app = new AppProcess(tabletDb, ["--json", "--to", BOB]);
+        try {
+          await until(() => app.stderr.includes("online as"), `app online; ${app.stderr}`);
+          link.cut();
+          await until(
+            () => /reconnect attempt 1 failed/.test(app.stderr) || undefined,
+            `a failed attempt; ${app.stderr}`,
+          );
+          expect(app.stderr).toMatch(/connection lost; reconnecting in \d+\.\d s/);
+          const meanwhile = `meanwhile ${tag()}`;
+          await bob.send(`${ALICE}/tablet`, meanwhile);
+          link.restore();
+          await until(
+            () => app.stderr.includes("online again (resumed)") || undefined,
+            `back online; ${app.stderr}`,
+          );
+          await until(
+            () => app.messages().find((m) => m.body === meanwhile && m.direction === "in"),
+            "the message sent while it was offline",
+          );
+          const typed = `after drop ${tag()}`;
+          app.line(typed);
+          await until(() => bob.received.find((m) => m.body === typed), "typed line after drop");
+          app.line("/quit");
+          expect(await app.exited).toBe(0);
+          expect(app.messages().filter((m) => m.body === meanwhile)).toHaveLength(1);
+        } finally {
+          app.kill();
+        }
+      } finally {
+        await link.close();
+      }
     },
     T,
   );

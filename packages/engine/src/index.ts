@@ -21,6 +21,8 @@ export {
   handlePush,
   SESSION_LOCK_KEY,
   cancelSyncWarning,
+  reconnectDelay,
+  type ReconnectPolicy,
   type NseOptions,
   type NseResult,
 } from "./modes.js";

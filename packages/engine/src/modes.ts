@@ -43,18 +43,49 @@ export function cancelSyncWarning(store: Store, accountId: string): boolean {
 
 type SessionConfig = Omit<SessionOptions, "store">;
 
+/** How the main app gets back online after the network (or the server) dropped the connection. */
+export interface ReconnectPolicy {
+  /** First retry after this long (default 1 s); doubled per failed attempt. */
+  initialDelayMs?: number;
+  /** Never wait longer than this between attempts (default 60 s). */
+  maxDelayMs?: number;
+  /** Give one attempt this long to get online (default 20 s). */
+  connectTimeoutMs?: number;
+  /** [0, 1) source for the jitter (default Math.random); inject a seeded one in tests. */
+  random?: () => number;
+}
+
+/**
+ * Delay before retry `attempt` (0-based): exponential, capped, with "equal jitter" (half fixed,
+ * half random) so many clients that lost the same server do not come back in lockstep.
+ */
+export function reconnectDelay(attempt: number, policy: ReconnectPolicy = {}): number {
+  const initial = policy.initialDelayMs ?? 1000;
+  const max = policy.maxDelayMs ?? 60_000;
+  const base = Math.min(max, initial * 2 ** Math.min(attempt, 30));
+  const r = (policy.random ?? Math.random)();
+  return Math.round(base / 2 + (base / 2) * r);
+}
+
 /** Main app: long-lived; takes the session from the NSE (priority) and gives it up before a freeze. */
 export class AppController extends EventEmitter {
   readonly lock: ProcessLock;
   readonly ipc: Ipc;
   session: DurableSession | null = null;
 
+  /** Whether the app is in the foreground: only then does it reconnect on its own. */
+  private wantOnline = false;
+  private reconnectTimer: NodeJS.Timeout | null = null;
+  private reconnectAttempt = 0;
+  private readonly reconnect: ReconnectPolicy | false;
+
   constructor(
     private readonly store: Store,
     private readonly config: SessionConfig,
-    opts: { leaseMs?: number } = {},
+    opts: { leaseMs?: number; reconnect?: ReconnectPolicy | false } = {},
   ) {
     super();
+    this.reconnect = opts.reconnect ?? {};
     this.lock = new ProcessLock(store, {
       key: SESSION_LOCK_KEY,
       holder: `main:${process.pid}-${randomUUID().slice(0, 8)}`,
@@ -74,21 +105,83 @@ export class AppController extends EventEmitter {
     return sendShareOutbox(this.store, this.session).length;
   }
 
-  /** Take the lock (asking an NSE to yield), then resume or log in. */
+  /**
+   * Take the lock (asking an NSE to yield), then resume or log in. If that first connect fails it
+   * rejects, and (unless `reconnect: false`) the controller keeps trying with back-off, as it does
+   * whenever the connection is lost while in the foreground: events `reconnecting`
+   * ({ attempt, delayMs }), `reconnect-failed` ({ attempt, error }), `reconnected` ("resumed" | "new").
+   */
   async foreground(): Promise<"resumed" | "new"> {
     const got = await acquireAsMain(this.lock, this.ipc, { reason: "main-app-foreground" });
     void got;
-    this.session = new DurableSession({ store: this.store, ...this.config });
+    const session = new DurableSession({ store: this.store, ...this.config });
+    this.session = session;
+    this.wantOnline = true;
+    this.reconnectAttempt = 0;
+    session.on("connection-lost", () => this.scheduleReconnect(session));
+    session.on("replay-reconnect-failed", () => this.scheduleReconnect(session));
     // Before connecting, so listeners see the stanzas a resume replays at once.
-    this.emit("session", this.session);
-    const how = await this.session.connect();
+    this.emit("session", session);
+    let how: "resumed" | "new";
+    try {
+      how = await session.connect(this.reconnect ? this.reconnect.connectTimeoutMs : undefined);
+    } catch (err) {
+      this.scheduleReconnect(session);
+      throw err;
+    }
+    this.onlineAgain();
+    return how;
+  }
+
+  private onlineAgain(): void {
+    this.reconnectAttempt = 0;
     cancelSyncWarning(this.store, this.config.accountId); // the app is open: no warning needed
     this.sendOutbox();
-    return how;
+  }
+
+  private scheduleReconnect(session: DurableSession): void {
+    if (!this.reconnect || !this.wantOnline || this.session !== session) return;
+    if (this.reconnectTimer) return; // one attempt at a time
+    const policy = this.reconnect;
+    const delayMs = reconnectDelay(this.reconnectAttempt, policy);
+    const attempt = ++this.reconnectAttempt;
+    this.emit("reconnecting", { attempt, delayMs });
+    // The timer handle stays set until the attempt settles, so a connection-lost emitted by the
+    // attempt itself does not start a second one.
+    this.reconnectTimer = setTimeout(() => {
+      void (async () => {
+        let error: unknown;
+        let failed = false;
+        try {
+          if (this.wantOnline && this.session === session && !session.online) {
+            const how = await session.connect(policy.connectTimeoutMs ?? 20_000);
+            if (this.session === session) {
+              this.onlineAgain();
+              this.emit("reconnected", how);
+            }
+          }
+        } catch (err) {
+          failed = true;
+          error = err;
+        }
+        this.reconnectTimer = null;
+        if (failed) {
+          this.emit("reconnect-failed", { attempt, error });
+          this.scheduleReconnect(session);
+        }
+      })();
+    }, delayMs);
+  }
+
+  private stopReconnecting(): void {
+    this.wantOnline = false;
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = null;
   }
 
   /** Finish in-flight work, drop TCP without closing the stream (resumable), release the lock. */
   async background(): Promise<void> {
+    this.stopReconnecting();
     await this.session?.suspend();
     this.session = null;
     this.lock.release();

@@ -210,7 +210,23 @@ export class DurableSession extends EventEmitter {
     this.conn = conn;
     conn.entity.on("error", (err: Error) => this.log({ event: "xmpp-error", error: err.message }));
     conn.entity.on("disconnect", () => {
-      if (this.conn === conn) this.onSocketGone();
+      if (this.conn !== conn) return;
+      const lost = !this.droppedConns.has(conn); // not suspend() or a replay reconnect
+      const negotiating = !this.smActive;
+      this.onSocketGone();
+      if (!lost) return;
+      // The network (or the server) went away: whatever this socket still delivers is ignored
+      // (not counted; the server replays it on resume) and the next connect() starts clean.
+      this.droppedConns.add(conn);
+      this.conn = null;
+      this.log({ event: "connection-lost", negotiating });
+      this.emit("connection-lost");
+      if (negotiating) {
+        this.emit(
+          "connect-failed",
+          new Error("the connection closed before the session was online"),
+        );
+      }
     });
     conn.middleware.use((ctx: { stanza: Element }, next: () => unknown) => {
       // A dropped socket can still deliver what the server wrote before it saw us go; counted on
@@ -219,26 +235,56 @@ export class DurableSession extends EventEmitter {
       if (this.conn === conn && !this.droppedConns.has(conn)) this.onElement(ctx.stanza);
       return next();
     });
+    let settle = () => {};
+    let negotiated = false;
+    // An error before the session is online (SASL failure, reset, stream error) fails connect().
+    conn.entity.on("error", (err: Error) => {
+      if (!negotiated && this.conn === conn) this.emit("connect-failed", err);
+    });
     const ready = new Promise<"resumed" | "new">((resolve, reject) => {
       const timer = setTimeout(
         () => reject(new Error(`session not online after ${timeoutMs} ms`)),
         timeoutMs,
       );
-      this.once("online", (how: "resumed" | "new") => {
-        clearTimeout(timer);
+      const onOnline = (how: "resumed" | "new") => {
+        negotiated = true;
         resolve(how);
-      });
-      this.once("connect-failed", (err: Error) => {
+      };
+      const onFailed = (err: Error) => reject(err);
+      // Retries must not pile up listeners: each attempt removes its own.
+      settle = () => {
         clearTimeout(timer);
-        reject(err);
-      });
+        this.off("online", onOnline);
+        this.off("connect-failed", onFailed);
+      };
+      this.once("online", onOnline);
+      this.once("connect-failed", onFailed);
     });
-    // start() never resolves on a resume (xmpp.js only sets the status): wait on our own event.
-    conn.entity.start().catch((err: Error) => this.emit("connect-failed", err));
+    // Not entity.start(): it never resolves on a resume (xmpp.js only sets the status), and it
+    // makes an "online" promise before opening the stream that nobody handles when the open
+    // fails (a reset during the handshake crashed the process). We wait on our own event.
+    const open = async () => {
+      const e = conn.entity;
+      await e.connect(e.options.service);
+      await e.open({ domain: e.options.domain, lang: e.options.lang });
+    };
+    open().catch((err: Error) => this.emit("connect-failed", err));
     this.connecting = ready;
     try {
       return await ready;
+    } catch (err) {
+      // Leave nothing half-open, so the next connect() (a retry) starts clean.
+      this.droppedConns.add(conn);
+      if (this.conn === conn) {
+        this.conn = null;
+        this.smActive = false;
+        this.stopTicks();
+      }
+      conn.entity.socket?.destroy();
+      conn.entity.stop().catch(() => {});
+      throw err;
     } finally {
+      settle();
       this.connecting = null;
     }
   }
@@ -357,13 +403,13 @@ export class DurableSession extends EventEmitter {
   /** Connections we dropped or closed: whatever they still deliver is ignored. */
   private readonly droppedConns = new WeakSet<XmppConnection>();
 
-  private async dropConnection(): Promise<void> {
+  private async dropConnection(drainMs = 1000): Promise<void> {
     // Never cut a connection mid-negotiation (SASL/bind/resume): let connect() settle first.
     if (this.connecting) await this.connecting.catch(() => {});
     const conn = this.conn;
     if (!conn) return;
     await this.idle();
-    await this.drainAcks(conn, 1000);
+    await this.drainAcks(conn, drainMs);
     this.stopTicks();
     this.smActive = false;
     this.droppedConns.add(conn);
@@ -396,7 +442,13 @@ export class DurableSession extends EventEmitter {
       const onAcked = (h: number) => {
         if (h >= target) done();
       };
-      const timer = setTimeout(done, timeoutMs);
+      const timer = setTimeout(() => {
+        // What the server has not acknowledged is resent after the resume; if the server still
+        // reads it from the old socket too, the peer gets it twice (XEP-0198 is at-least-once
+        // there; messages carry origin-ids for that).
+        this.log({ event: "drain-timeout", flushed: target, timeoutMs });
+        done();
+      }, timeoutMs);
       this.on("acked", onAcked);
       this.once("offline", done);
       conn.entity.write(`<r xmlns='${NS_SM}'/>`).catch(done);
@@ -648,7 +700,9 @@ export class DurableSession extends EventEmitter {
 
   private async reconnectForReplay(): Promise<void> {
     try {
-      await this.dropConnection();
+      // Nobody waits on this drop (unlike an iOS background or an NSE yield): give the server
+      // longer to acknowledge what we sent, so nothing is resent that it already has.
+      await this.dropConnection(5000);
       // The app suspended (or closed) meanwhile: it reconnects when it wants, and the server
       // replays then.
       if (this.offlineWanted) return;

@@ -534,7 +534,11 @@ describe.each(SERVERS)("hostile input on %s", (kind, start) => {
           "an answer to every hostile IQ",
           60_000,
         );
-        expect(got()).toEqual(want);
+        if (logs.some((e) => e.event === "drain-timeout")) {
+          // The server did not acknowledge our answers before a drop: resent after the resume,
+          // some may arrive twice (XEP-0198 is at-least-once for what was not acknowledged).
+          for (const [id, n] of want) expect(got().get(id), id).toBeGreaterThanOrEqual(n);
+        } else expect(got()).toEqual(want);
         for (const a of bobIqs.filter((a) => want.has(a.attrs.id ?? "")))
           expect(a.attrs.type).toBe("error");
         // IQ results/errors with unknown ids are never answered (no error loops).

@@ -10,3 +10,4 @@ export { startEjabberd } from "./ejabberd.js";
 export { startRedis } from "./redis.js";
 export { ensureInstalled, requireInstalled, missingFor, type ServerKind } from "./ensure.js";
 export { freePort, freePorts, isPortOpen, waitForPort } from "./util.js";
+export { startFlakyLink, type FlakyLink } from "./link.js";

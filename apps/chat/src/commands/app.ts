@@ -81,9 +81,6 @@ export async function app(ctx: CliContext, opts: { to?: string; json?: boolean }
       progress.messageStored();
       printer.printNew();
     });
-    session.on("offline", () => {
-      if (mode === "fg" && !closing && controller.session === session) enqueue(reconnect);
-    });
     mode = "fg";
     const bound = store.read((tx) => loadAccountState(tx, accountId).sm.boundJid);
     ctx.status(`online as ${bound ?? settings.jid} (${how === "new" ? "new stream" : "resumed"})`);
@@ -96,20 +93,22 @@ export async function app(ctx: CliContext, opts: { to?: string; json?: boolean }
     ctx.status("background: stream suspended (resumable), session released");
   };
 
-  // The engine does not reconnect by itself: retry with back-off while we should be online.
-  const reconnect = async () => {
-    ctx.status("connection lost; reconnecting…");
-    for (let delay = 1000; mode === "fg" && !closing; delay = Math.min(delay * 2, 30_000)) {
-      await controller.background();
-      try {
-        await foreground();
-        return;
-      } catch (err) {
-        ctx.status(`reconnect failed (${describeError(err)}); retrying in ${delay / 1000} s`);
-        await new Promise((r) => setTimeout(r, delay));
-      }
-    }
-  };
+  // The controller reconnects (with back-off) while in the foreground; say what it does.
+  const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
+  controller.on("reconnecting", (e: { attempt: number; delayMs: number }) => {
+    if (closing || mode !== "fg") return;
+    ctx.status(
+      e.attempt === 1
+        ? `connection lost; reconnecting in ${seconds(e.delayMs)}`
+        : `reconnecting (attempt ${e.attempt}) in ${seconds(e.delayMs)}`,
+    );
+  });
+  controller.on("reconnect-failed", (e: { attempt: number; error: unknown }) => {
+    if (!closing) ctx.status(`reconnect attempt ${e.attempt} failed: ${describeError(e.error)}`);
+  });
+  controller.on("reconnected", (how: "resumed" | "new") => {
+    ctx.status(`online again (${how === "new" ? "new stream" : "resumed"})`);
+  });
 
   const poll = () => {
     progress.gap(mode === "fg" && gapOpen());
