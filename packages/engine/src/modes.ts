@@ -275,13 +275,34 @@ export async function handlePush(opts: NseOptions): Promise<NseResult> {
             });
           },
         );
+        let lost = false;
+        session.on("connection-lost", () => (lost = true));
         await session.connect(Math.max(1000, deadline - Date.now()));
         lastActivity = Date.now();
+        let retries = 0;
         // Synced: MAM gap closed and quiet for quietMs; or deadline; or yielded.
         for (;;) {
           if (yielded) {
             outcome = "yielded";
             break;
+          }
+          if (lost) {
+            // The network dropped mid-sync: quiet means nothing then. Resume while time remains.
+            if (Date.now() >= deadline) {
+              outcome = "deadline";
+              break;
+            }
+            const wait = reconnectDelay(retries++, { initialDelayMs: 250, maxDelayMs: 2000 });
+            await new Promise((r) => setTimeout(r, Math.min(wait, deadline - Date.now())));
+            if (yielded || Date.now() >= deadline) continue;
+            try {
+              await session.connect(Math.max(1000, deadline - Date.now()));
+              lost = false;
+              lastActivity = Date.now();
+            } catch {
+              // still down: next round (or the deadline)
+            }
+            continue;
           }
           const gapOpen = opts.store.read((tx) => loadAccountState(tx, accountId).mam.gapOpen);
           if (!gapOpen && Date.now() - lastActivity >= (opts.quietMs ?? 400)) break;

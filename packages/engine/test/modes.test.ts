@@ -1,9 +1,10 @@
 import { openStore, tables, type Store } from "@lichen/store";
+import { startFlakyLink } from "@lichen/test-servers";
 import { eq } from "drizzle-orm";
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AppController, handlePush } from "../src/index.js";
-import { SERVERS, startPeer, useEngineEnv } from "./helpers.js";
+import { SERVERS, startPeer, until, useEngineEnv } from "./helpers.js";
 
 const T = 180_000;
 
@@ -91,6 +92,92 @@ describe.each(SERVERS)("process modes on %s", (_kind, start) => {
         expect(waited).toBeLessThan(10_000); // bounded (lease is 2 s); figures are in the benchmark
       } finally {
         await app.close();
+      }
+    },
+    T,
+  );
+
+  const stored = (body: string) =>
+    (
+      nseStore.sqlite.prepare("SELECT count(*) AS n FROM messages WHERE body = ?").get(body) as {
+        n: number;
+      }
+    ).n;
+
+  it(
+    "the network drops mid-sync: the NSE resumes when it is back and only then calls it synced",
+    async () => {
+      const bob = await startPeer(env.server.c2sPort, "bob", "bobpw");
+      const link = await startFlakyLink({ port: env.server.c2sPort });
+      try {
+        await bob.send("alice@localhost", "nse-before-cut");
+        // quietMs: still waiting for quiet when the link is cut.
+        const nse = handlePush({
+          store: nseStore,
+          session: { ...env.config(), service: `xmpp://127.0.0.1:${link.port}` },
+          quietMs: 3000,
+          deadlineMs: 30_000,
+          lingerMs: 100,
+        });
+        await until(() => stored("nse-before-cut") === 1 || undefined, "first message stored");
+        link.cut();
+        await bob.send("alice@localhost", "nse-during-cut");
+        await until(() => link.refused >= 1 || undefined, "a reconnect attempt on the cut link");
+        link.restore();
+        const r = await nse;
+        expect(r.outcome).toBe("synced");
+        const bodies = r.notifications.map((n) => (n.kind === "alert" ? n.body : n.kind));
+        expect(bodies.filter((b) => b === "nse-before-cut")).toHaveLength(1);
+        expect(bodies.filter((b) => b === "nse-during-cut")).toHaveLength(1);
+        expect(stored("nse-during-cut")).toBe(1);
+      } finally {
+        await link.close();
+        await bob.stop();
+      }
+    },
+    T,
+  );
+
+  it(
+    "the network drops mid-sync and stays down: outcome deadline with the delayed warning, not synced",
+    async () => {
+      const bob = await startPeer(env.server.c2sPort, "bob", "bobpw");
+      const link = await startFlakyLink({ port: env.server.c2sPort });
+      try {
+        await bob.send("alice@localhost", "nse-cut-for-good");
+        // Without the cut it would be synced after 3 s of quiet, before the 5 s deadline.
+        const nse = handlePush({
+          store: nseStore,
+          session: { ...env.config(), service: `xmpp://127.0.0.1:${link.port}` },
+          quietMs: 3000,
+          deadlineMs: 5000,
+          lingerMs: 100,
+          syncWarningDelayMs: 120_000,
+        });
+        await until(() => stored("nse-cut-for-good") === 1 || undefined, "message stored");
+        link.cut();
+        const r = await nse;
+        expect(r.outcome).toBe("deadline");
+        expect(link.refused).toBeGreaterThanOrEqual(1); // it did try again
+        const warning = env.store.read((tx) =>
+          tx
+            .select()
+            .from(tables.pendingNotifications)
+            .where(eq(tables.pendingNotifications.accountId, "alice"))
+            .all(),
+        );
+        expect(warning.map((w) => JSON.parse(w.content) as { title: string })).toEqual([
+          expect.objectContaining({ title: "Could not synchronize" }),
+        ]);
+        // Back on the network, the next push syncs and cancels the warning.
+        const ok = await handlePush({ store: nseStore, session: env.config(), lingerMs: 100 });
+        expect(ok.outcome).toBe("synced");
+        expect(env.store.read((tx) => tx.select().from(tables.pendingNotifications).all())).toEqual(
+          [],
+        );
+      } finally {
+        await link.close();
+        await bob.stop();
       }
     },
     T,
