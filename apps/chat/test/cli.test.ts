@@ -1,9 +1,16 @@
-// End-to-end: the BUILT lichen-chat, run as real processes against a real Prosody, one database.
+// End-to-end: the BUILT lichen-chat, run as real processes against real Prosody and ejabberd, one
+// database per server.
 import { mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { listShareOutbox, loadAccountState, openStore, saveAccountState } from "@lichen/store";
-import { freePort, startFlakyLink, startProsody, type XmppTestServer } from "@lichen/test-servers";
+import {
+  freePort,
+  startEjabberd,
+  startFlakyLink,
+  startProsody,
+  type XmppTestServer,
+} from "@lichen/test-servers";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AppProcess, requireBuiltCli, runCli, startPeer, until } from "./helpers.js";
 
@@ -12,7 +19,10 @@ const ALICE = "alice@localhost";
 const BOB = "bob@localhost";
 const tag = () => Math.random().toString(36).slice(2, 8);
 
-describe("lichen-chat against Prosody", () => {
+describe.each([
+  ["Prosody", startProsody],
+  ["ejabberd", startEjabberd],
+] as const)("lichen-chat against %s", (_name, startServer) => {
   let server: XmppTestServer;
   let bob: Awaited<ReturnType<typeof startPeer>>;
   let dir: string;
@@ -29,7 +39,7 @@ describe("lichen-chat against Prosody", () => {
 
   beforeAll(async () => {
     requireBuiltCli();
-    server = await startProsody();
+    server = await startServer();
     await server.registerUser("alice", "alicepw");
     await server.registerUser("bob", "bobpw");
     dir = mkdtempSync(join(tmpdir(), "lichen-chat-"));
