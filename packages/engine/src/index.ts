@@ -22,6 +22,7 @@ export {
   SESSION_LOCK_KEY,
   cancelSyncWarning,
   reconnectDelay,
+  isTransientConnectError,
   type ReconnectPolicy,
   type NseOptions,
   type NseResult,

@@ -55,6 +55,32 @@ export interface ReconnectPolicy {
   random?: () => number;
 }
 
+const TRANSIENT_CODES = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ECONNABORTED",
+  "EPIPE",
+  "ETIMEDOUT",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "ENETDOWN",
+  "ENOTFOUND", // no DNS while offline
+  "EAI_AGAIN",
+]);
+
+/**
+ * Whether a failed connect is worth retrying: the network or the server was away. A refused
+ * password, a bad certificate or a refused plaintext login will fail the same way again.
+ */
+export function isTransientConnectError(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code && TRANSIENT_CODES.has(code)) return true;
+  return /^session not online after|^the connection closed before the session was online/.test(
+    err.message,
+  );
+}
+
 /**
  * Delay before retry `attempt` (0-based): exponential, capped, with "equal jitter" (half fixed,
  * half random) so many clients that lost the same server do not come back in lockstep.
@@ -126,7 +152,7 @@ export class AppController extends EventEmitter {
     try {
       how = await session.connect(this.reconnect ? this.reconnect.connectTimeoutMs : undefined);
     } catch (err) {
-      this.scheduleReconnect(session);
+      if (isTransientConnectError(err)) this.scheduleReconnect(session);
       throw err;
     }
     this.onlineAgain();
@@ -166,8 +192,10 @@ export class AppController extends EventEmitter {
         }
         this.reconnectTimer = null;
         if (failed) {
-          this.emit("reconnect-failed", { attempt, error });
-          this.scheduleReconnect(session);
+          const permanent = !isTransientConnectError(error);
+          this.emit("reconnect-failed", { attempt, error, permanent });
+          // A refused password (or certificate) fails the same way again: stop, keep the error.
+          if (!permanent) this.scheduleReconnect(session);
         }
       })();
     }, delayMs);
@@ -277,7 +305,13 @@ export async function handlePush(opts: NseOptions): Promise<NseResult> {
         );
         let lost = false;
         session.on("connection-lost", () => (lost = true));
-        await session.connect(Math.max(1000, deadline - Date.now()));
+        try {
+          await session.connect(Math.max(1000, deadline - Date.now()));
+        } catch (err) {
+          // No network at all yet: keep trying until the deadline, as after a drop.
+          if (!isTransientConnectError(err)) throw err;
+          lost = true;
+        }
         lastActivity = Date.now();
         let retries = 0;
         // Synced: MAM gap closed and quiet for quietMs; or deadline; or yielded.
@@ -299,7 +333,8 @@ export async function handlePush(opts: NseOptions): Promise<NseResult> {
               await session.connect(Math.max(1000, deadline - Date.now()));
               lost = false;
               lastActivity = Date.now();
-            } catch {
+            } catch (err) {
+              if (!isTransientConnectError(err)) throw err;
               // still down: next round (or the deadline)
             }
             continue;

@@ -139,6 +139,35 @@ describe.each(SERVERS)("process modes on %s", (_kind, start) => {
   );
 
   it(
+    "no network when the push arrives: the NSE keeps trying until the link is back, then syncs",
+    async () => {
+      const bob = await startPeer(env.server.c2sPort, "bob", "bobpw");
+      const link = await startFlakyLink({ port: env.server.c2sPort });
+      try {
+        await bob.send("alice@localhost", "nse-no-network-yet");
+        link.cut();
+        const nse = handlePush({
+          store: nseStore,
+          session: { ...env.config(), service: `xmpp://127.0.0.1:${link.port}` },
+          deadlineMs: 30_000,
+          lingerMs: 100,
+        });
+        await until(() => link.refused >= 2 || undefined, "the NSE retries on the cut link");
+        link.restore();
+        const r = await nse;
+        expect(r.outcome).toBe("synced");
+        expect(
+          r.notifications.filter((n) => n.kind === "alert" && n.body === "nse-no-network-yet"),
+        ).toHaveLength(1);
+      } finally {
+        await link.close();
+        await bob.stop();
+      }
+    },
+    T,
+  );
+
+  it(
     "the network drops mid-sync and stays down: outcome deadline with the delayed warning, not synced",
     async () => {
       const bob = await startPeer(env.server.c2sPort, "bob", "bobpw");

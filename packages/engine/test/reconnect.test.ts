@@ -4,7 +4,12 @@
 // doubled in either direction. Delays use a seeded jitter (printed on failure).
 import { startFlakyLink, type FlakyLink } from "@lichen/test-servers";
 import { afterEach, describe, expect, it, onTestFailed } from "vitest";
-import { AppController, reconnectDelay, type DurableSession } from "../src/index.js";
+import {
+  AppController,
+  isTransientConnectError,
+  reconnectDelay,
+  type DurableSession,
+} from "../src/index.js";
 import { SERVERS, startPeer, until, useEngineEnv } from "./helpers.js";
 
 const T = 180_000;
@@ -40,6 +45,23 @@ describe("reconnectDelay", () => {
     // Defaults: 1 s first, 60 s at most.
     expect(reconnectDelay(0, { random: () => 0.999999 })).toBe(1000);
     expect(reconnectDelay(20, { random: () => 0.999999 })).toBe(60_000);
+  });
+});
+
+describe("isTransientConnectError", () => {
+  it("retries what the network or an absent server caused, not what would fail again", () => {
+    const sys = (code: string) => Object.assign(new Error(`connect ${code}`), { code });
+    for (const code of ["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "ENETUNREACH", "EAI_AGAIN"])
+      expect(isTransientConnectError(sys(code)), code).toBe(true);
+    expect(isTransientConnectError(new Error("session not online after 20000 ms"))).toBe(true);
+    expect(
+      isTransientConnectError(new Error("the connection closed before the session was online")),
+    ).toBe(true);
+    const sasl = Object.assign(new Error("not-authorized"), { name: "SASLError" });
+    expect(isTransientConnectError(sasl)).toBe(false);
+    expect(isTransientConnectError(sys("CERT_HAS_EXPIRED"))).toBe(false);
+    expect(isTransientConnectError(new Error("refusing to authenticate without TLS"))).toBe(false);
+    expect(isTransientConnectError("ECONNRESET")).toBe(false); // not an Error at all
   });
 });
 
@@ -146,6 +168,36 @@ describe.each(SERVERS)("the main app across a network drop on %s", (_kind, start
           ).s === "sent" || undefined,
         `the queued message marked sent (was ${row.s})`,
       );
+    },
+    T,
+  );
+
+  it(
+    "no network at foreground(): it rejects, keeps trying and gets online when the link is back; a wrong password is not retried",
+    async () => {
+      const { link, app, events } = await setup(Date.now() % 100_000);
+      link.cut();
+      await expect(app.foreground()).rejects.toThrow(/ECONNRESET|closed before the session/);
+      await until(() => link.refused >= 2 || undefined, "retries while down");
+      link.restore();
+      await until(() => events.find((e) => e.event === "reconnected"), "online after all");
+      expect(app.session!.online).toBe(true);
+      await app.background();
+
+      // A refused password fails the same way every time: no retry loop.
+      const wrong = new AppController(
+        env.store,
+        { ...env.config(), service: `xmpp://127.0.0.1:${link.port}`, password: "wrong" },
+        { reconnect: { initialDelayMs: 20, maxDelayMs: 40 } },
+      );
+      cleanup.push(() => wrong.close());
+      const tries: unknown[] = [];
+      wrong.on("reconnecting", (e) => tries.push(e));
+      const accepted = link.accepted;
+      await expect(wrong.foreground()).rejects.toThrow(/not-authorized/);
+      await new Promise((r) => setTimeout(r, 500)); // > 10 retry delays
+      expect(tries).toEqual([]);
+      expect(link.accepted).toBe(accepted + 1);
     },
     T,
   );

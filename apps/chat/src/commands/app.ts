@@ -103,9 +103,17 @@ export async function app(ctx: CliContext, opts: { to?: string; json?: boolean }
         : `reconnecting (attempt ${e.attempt}) in ${seconds(e.delayMs)}`,
     );
   });
-  controller.on("reconnect-failed", (e: { attempt: number; error: unknown }) => {
-    if (!closing) ctx.status(`reconnect attempt ${e.attempt} failed: ${describeError(e.error)}`);
-  });
+  controller.on(
+    "reconnect-failed",
+    (e: { attempt: number; error: unknown; permanent: boolean }) => {
+      if (closing) return;
+      ctx.status(
+        e.permanent
+          ? `reconnect failed for good: ${describeError(e.error)} (fix it, then /bg and /fg)`
+          : `reconnect attempt ${e.attempt} failed: ${describeError(e.error)}`,
+      );
+    },
+  );
   controller.on("reconnected", (how: "resumed" | "new") => {
     ctx.status(`online again (${how === "new" ? "new stream" : "resumed"})`);
   });
