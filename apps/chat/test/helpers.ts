@@ -1,7 +1,6 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { client, xml } from "@xmpp/client";
 
 /** The BUILT CLI: tests run it as real processes, as a user would. */
 export const CLI = join(import.meta.dirname, "..", "dist", "cli.js");
@@ -78,49 +77,8 @@ export class AppProcess {
   }
 }
 
-/** A plain xmpp.js client as the peer ("bob"). */
-export async function startPeer(c2sPort: number, username: string, password: string) {
-  const xmpp = client({
-    service: `xmpp://127.0.0.1:${c2sPort}`,
-    domain: "localhost",
-    username,
-    password,
-    resource: "desk",
-  });
-  xmpp.on("error", () => {});
-  xmpp.reconnect.stop();
-  const received: { from: string; body: string | null; id: string }[] = [];
-  xmpp.on(
-    "stanza",
-    (s: {
-      is(n: string): boolean;
-      attrs: Record<string, string>;
-      getChildText(n: string): string | null;
-    }) => {
-      if (s.is("message") && s.getChildText("body") !== null)
-        received.push({ from: s.attrs.from!, body: s.getChildText("body"), id: s.attrs.id! });
-    },
-  );
-  await xmpp.start();
-  await xmpp.send(xml("presence"));
-  return {
-    received,
-    send: (to: string, body: string) =>
-      xmpp.send(
-        xml(
-          "message",
-          { to, type: "chat", id: `${body}-${Math.random().toString(36).slice(2)}` },
-          xml("body", {}, body),
-        ),
-      ),
-    /** A ping round trip: everything sent before it has been routed by the server. */
-    barrier: () =>
-      xmpp.iqCaller.request(
-        xml("iq", { type: "get", to: "localhost" }, xml("ping", { xmlns: "urn:xmpp:ping" })),
-      ),
-    stop: () => xmpp.stop().catch(() => {}),
-  };
-}
+/** The peer ("bob"): a plain xmpp.js client from @lichen/test-servers. */
+export { startTestPeer as startPeer } from "@lichen/test-servers";
 
 export async function until<T>(
   fn: () => T | undefined | null | false,

@@ -5,7 +5,6 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { openStore, type Store } from "@lichen/store";
 import { startEjabberd, startProsody, type XmppTestServer } from "@lichen/test-servers";
-import { client, xml } from "@xmpp/client";
 import { afterAll, beforeAll } from "vitest";
 import { DurableSession, ensureAccount, type SessionOptions } from "../src/index.js";
 
@@ -80,67 +79,8 @@ export class LichenProcess {
   }
 }
 
-/** A plain xmpp.js client as the peer ("bob"). */
-export async function startPeer(c2sPort: number, username: string, password: string) {
-  const xmpp = client({
-    service: `xmpp://127.0.0.1:${c2sPort}`,
-    domain: "localhost",
-    username,
-    password,
-    resource: "desk",
-  });
-  xmpp.on("error", () => {});
-  xmpp.reconnect.stop();
-  const received: { from: string; body: string | null; id: string; stanza: unknown }[] = [];
-  const iqs: { from: string; id: string; answer: () => void }[] = [];
-  // Answer test IQs only when the test says so (xmpp.js would otherwise reply at once).
-  xmpp.iqCallee.get(
-    "urn:lichen:test",
-    "query",
-    (ctx: { from: { toString(): string }; id: string }) => {
-      return new Promise((resolve) => {
-        iqs.push({
-          from: ctx.from.toString(),
-          id: ctx.id,
-          answer: () => resolve(xml("query", { xmlns: "urn:lichen:test" })),
-        });
-      });
-    },
-  );
-  xmpp.on(
-    "stanza",
-    (s: {
-      is(n: string): boolean;
-      attrs: Record<string, string>;
-      getChildText(n: string): string | null;
-      getChild(n: string, ns?: string): unknown;
-    }) => {
-      if (s.is("message"))
-        received.push({
-          from: s.attrs.from!,
-          body: s.getChildText("body"),
-          id: s.attrs.id!,
-          stanza: s,
-        });
-    },
-  );
-  await xmpp.start();
-  await xmpp.send(xml("presence"));
-  return {
-    xmpp,
-    received,
-    iqs,
-    send: (to: string, body: string) =>
-      xmpp.send(
-        xml(
-          "message",
-          { to, type: "chat", id: `${body}-${Math.random().toString(36).slice(2)}` },
-          xml("body", {}, body),
-        ),
-      ),
-    stop: () => xmpp.stop().catch(() => {}),
-  };
-}
+/** The peer ("bob"): a plain xmpp.js client from @lichen/test-servers. */
+export { startTestPeer as startPeer } from "@lichen/test-servers";
 
 export async function until<T>(
   fn: () => T | undefined | false,

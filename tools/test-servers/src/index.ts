@@ -11,3 +11,10 @@ export { startRedis } from "./redis.js";
 export { ensureInstalled, requireInstalled, missingFor, type ServerKind } from "./ensure.js";
 export { freePort, freePorts, isPortOpen, waitForPort } from "./util.js";
 export { startFlakyLink, type FlakyLink } from "./link.js";
+export {
+  startTestPeer,
+  type TestPeer,
+  type TestPeerClient,
+  type ReceivedMessage,
+  type PendingTestIq,
+} from "./peer.js";
