@@ -1,5 +1,5 @@
 import { openStore, tables } from "@lichen/store";
-import type { XmppTestServer } from "@lichen/test-servers";
+import { streamManagementEnabled, type XmppTestServer } from "@lichen/test-servers";
 import { client, xml } from "@xmpp/client";
 import parseXml from "@xmpp/xml/lib/parse.js";
 import { describe, expect, it } from "vitest";
@@ -74,6 +74,7 @@ async function capsPeer(server: XmppTestServer, user: string, resource: string, 
     return q;
   });
   await xmpp.start();
+  await streamManagementEnabled(xmpp);
   return {
     xmpp,
     queries,

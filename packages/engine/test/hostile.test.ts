@@ -7,7 +7,7 @@ import type { Element } from "@xmpp/xml";
 import { describe, expect, it } from "vitest";
 import { DurableSession, ensureAccount } from "../src/index.js";
 import { SERVERS, startPeer, until, useEngineEnv } from "./helpers.js";
-import { startProsody } from "@lichen/test-servers";
+import { startProsody, streamManagementEnabled } from "@lichen/test-servers";
 
 const T = 180_000;
 const STANZAS = 1250;
@@ -595,6 +595,7 @@ describe.each(SERVERS)("hostile input on %s", (kind, start) => {
       try {
         expect(await s.connect()).toBe("new");
         await desk.start();
+        await streamManagementEnabled(desk);
         await desk.send(xml("presence"));
         const forwarded = (body: string) =>
           xml(

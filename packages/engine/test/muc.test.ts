@@ -1,5 +1,5 @@
 import { tables } from "@lichen/store";
-import { type XmppTestServer } from "@lichen/test-servers";
+import { streamManagementEnabled, type XmppTestServer } from "@lichen/test-servers";
 import { client, xml } from "@xmpp/client";
 import { and, eq } from "drizzle-orm";
 import { describe, expect, it } from "vitest";
@@ -34,6 +34,7 @@ async function roomOwner(server: XmppTestServer, room: string) {
     }),
   );
   await xmpp.start();
+  await streamManagementEnabled(xmpp);
   await xmpp.send(xml("presence", { to: `${room}/bob` }, xml("x", { xmlns: NS_MUC })));
   await selfPresence;
   // Instant room, persistent, archived (a no-op where it already is).
@@ -55,11 +56,18 @@ async function roomOwner(server: XmppTestServer, room: string) {
     room,
   );
   let n = 0;
+  // The room reflects each groupchat message to its sender once it has handled (and archived) it.
+  const echoed = new Set<string>();
+  xmpp.on("stanza", (s: Stanza) => {
+    if (s.is("message") && s.attrs.type === "groupchat" && s.attrs.id) echoed.add(s.attrs.id);
+  });
   return {
-    say: (body: string) =>
-      xmpp.send(
-        xml("message", { to: room, type: "groupchat", id: `g${n++}` }, xml("body", {}, body)),
-      ),
+    /** Resolves once the room reflected the message: a MAM query after it will find it. */
+    say: async (body: string) => {
+      const id = `g${n++}`;
+      await xmpp.send(xml("message", { to: room, type: "groupchat", id }, xml("body", {}, body)));
+      await until(() => echoed.has(id) || undefined, `the room reflects ${body}`);
+    },
     stop: () => xmpp.stop().catch(() => {}),
   };
 }

@@ -1,4 +1,5 @@
 import { loadAccountState, saveAccountState, tables } from "@lichen/store";
+import { streamManagementEnabled } from "@lichen/test-servers";
 import { client, xml } from "@xmpp/client";
 import { eq } from "drizzle-orm";
 import { describe, expect, it } from "vitest";
@@ -46,6 +47,7 @@ describe.each(SERVERS)("own messages on %s", (_kind, start) => {
         desk.on("error", () => {});
         desk.reconnect.stop();
         await desk.start();
+        await streamManagementEnabled(desk);
         await desk.send(
           xml(
             "message",

@@ -2,7 +2,12 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadAccountState, openStore, type Store } from "@lichen/store";
-import { startEjabberd, startProsody, type XmppTestServer } from "@lichen/test-servers";
+import {
+  startEjabberd,
+  startProsody,
+  streamManagementEnabled,
+  type XmppTestServer,
+} from "@lichen/test-servers";
 import { client, xml } from "@xmpp/client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DurableSession, ensureAccount } from "../src/index.js";
@@ -55,6 +60,7 @@ describe.each([
       desk.on("error", () => {});
       desk.reconnect.stop();
       await desk.start();
+      await streamManagementEnabled(desk);
       await desk.iqCaller.request(
         xml(
           "iq",

@@ -13,6 +13,7 @@ export { freePort, freePorts, isPortOpen, waitForPort } from "./util.js";
 export { startFlakyLink, type FlakyLink } from "./link.js";
 export {
   startTestPeer,
+  streamManagementEnabled,
   type TestPeer,
   type TestPeerClient,
   type ReceivedMessage,

@@ -12,14 +12,43 @@ export interface FlakyLink {
   readonly accepted: number;
   /** Connections reset while the link was down (at the client's first bytes). */
   readonly refused: number;
+  /** Bytes relayed so far: client to server (`up`) and server to client (`down`). */
+  readonly bytes: { up: number; down: number };
+  /** Start counting bytes from zero again. */
+  resetBytes(): void;
   /** Reset every open connection (both directions) and reset new ones until restore(). */
   cut(): void;
   restore(): void;
   close(): Promise<void>;
 }
 
-export async function startFlakyLink(target: { port: number; host?: string }): Promise<FlakyLink> {
+export async function startFlakyLink(target: {
+  port: number;
+  host?: string;
+  /** Throttle each direction to this rate, e.g. 4000 for a 32 kbit/s link (default: no limit). */
+  bytesPerSecond?: number;
+}): Promise<FlakyLink> {
   const host = target.host ?? "127.0.0.1";
+  const rate = target.bytesPerSecond;
+  const bytes = { up: 0, down: 0 };
+  // Each direction forwards in arrival order; throttled, a chunk leaves when the ones before it
+  // have "taken" their share of the line.
+  const relay = (from: net.Socket, to: net.Socket, dir: "up" | "down") => {
+    let nextFree = 0;
+    const after = (fn: () => void) => {
+      const wait = nextFree - Date.now();
+      if (wait > 0) setTimeout(fn, wait);
+      else fn();
+    };
+    from.on("data", (chunk: Buffer) => {
+      bytes[dir] += chunk.length;
+      if (rate) nextFree = Math.max(Date.now(), nextFree) + (chunk.length / rate) * 1000;
+      after(() => {
+        if (!to.destroyed) to.write(chunk);
+      });
+    });
+    from.on("end", () => after(() => to.end()));
+  };
   const pairs = new Set<{ client: net.Socket; upstream: net.Socket }>();
   let up = true;
   let accepted = 0;
@@ -44,8 +73,8 @@ export async function startFlakyLink(target: { port: number; host?: string }): P
     };
     client.on("error", end).on("close", end);
     upstream.on("error", end).on("close", end);
-    client.pipe(upstream);
-    upstream.pipe(client);
+    relay(client, upstream, "up");
+    relay(upstream, client, "down");
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
@@ -62,6 +91,13 @@ export async function startFlakyLink(target: { port: number; host?: string }): P
     },
     get refused() {
       return refused;
+    },
+    get bytes() {
+      return { ...bytes };
+    },
+    resetBytes() {
+      bytes.up = 0;
+      bytes.down = 0;
     },
     cut() {
       up = false;

@@ -42,6 +42,23 @@ export interface TestPeer {
   stop(): Promise<void>;
 }
 
+/**
+ * Resolves once xmpp.js's stock stream management is enabled. Call it after `start()` and before
+ * sending anything: xmpp.js 0.14 counts stanzas that arrive before `<enabled/>` (e.g. the echo of
+ * its own initial presence, a room's join flood), acknowledges more than the server sent, and
+ * Prosody ends the stream ("Client acknowledged more stanzas than sent by server").
+ */
+export async function streamManagementEnabled(xmpp: unknown, timeoutMs = 10_000): Promise<void> {
+  const sm = (xmpp as { streamManagement?: { enabled: boolean } }).streamManagement;
+  if (!sm) return;
+  const deadline = Date.now() + timeoutMs;
+  while (!sm.enabled) {
+    if (Date.now() > deadline)
+      throw new Error(`xmpp.js stream management not enabled within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
 /** Logs in `username` on a test server's c2s port (domain "localhost", resource "desk") and sends presence. */
 export async function startTestPeer(
   c2sPort: number,
@@ -91,6 +108,7 @@ export async function startTestPeer(
     },
   );
   await xmpp.start();
+  await streamManagementEnabled(xmpp);
   await xmpp.send(xml("presence"));
   return {
     xmpp: xmpp as TestPeerClient,

@@ -63,4 +63,32 @@ describe("startFlakyLink", () => {
     expect(link.accepted).toBe(2);
     c.destroy();
   });
+
+  it("counts bytes each way and throttles to the given rate", async () => {
+    const slow = await startFlakyLink({ port: echoPort, bytesPerSecond: 10_000 });
+    try {
+      const s = await connect(slow.port);
+      const payload = "x".repeat(5000);
+      const t0 = Date.now();
+      const echoed = await new Promise<number>((resolve) => {
+        let got = 0;
+        s.on("data", (d) => {
+          got += d.length;
+          if (got >= payload.length) resolve(got);
+        });
+        s.write(payload);
+      });
+      const elapsed = Date.now() - t0;
+      expect(echoed).toBe(5000);
+      // 5000 bytes up and back at 10 kB/s: at least ~0.5 s each way (only a lower bound holds
+      // on a loaded machine).
+      expect(elapsed).toBeGreaterThanOrEqual(900);
+      expect(slow.bytes).toEqual({ up: 5000, down: 5000 });
+      slow.resetBytes();
+      expect(slow.bytes).toEqual({ up: 0, down: 0 });
+      s.destroy();
+    } finally {
+      await slow.close();
+    }
+  });
 });

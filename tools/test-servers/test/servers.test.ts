@@ -8,6 +8,7 @@ import {
   startEjabberd,
   startProsody,
   startRedis,
+  streamManagementEnabled,
   type XmppTestServer,
 } from "../src/index.js";
 
@@ -33,6 +34,7 @@ async function login(server: XmppTestServer, username: string, password: string)
   });
   xmpp.on("error", () => {});
   const address = await xmpp.start();
+  await streamManagementEnabled(xmpp);
   // Round trips prove the session really works: disco#info to the server and to the own bare
   // JID (Prosody and ejabberd advertise MAM and push on the account).
   const features: string[] = [];

@@ -16,6 +16,11 @@
  *    the bench process's CPU time per message during the round (durable/bare_cpu_us_per_msg; the
  *    sender and server run in other processes), durable_vs_bare_cpu_capacity = bare/durable CPU.
  * 3. nse_peak_rss_mb: maxRSS of those NSE processes (median); baseline node_baseline_rss_mb.
+ * 4. Getting back online over a 32 kbit/s link (a relay throttled to 4000 B/s each way):
+ *    resume_bytes / resume_ms_32kbps for a resumed stream vs login_bytes / login_ms_32kbps for a
+ *    full login (SASL, bind, enable, roster, disco, carbons, presence, MAM catch-up query) of the
+ *    same account with nothing new to fetch: from connect() to the last byte before 500 ms of
+ *    silence. Rounds alternate the order; medians.
  * Server debug logging is off and the MAM quota raised so the server is not the bottleneck of the
  * baseline; sender_msgs_per_s shows how fast the sender got its burst through the server.
  */
@@ -23,8 +28,13 @@ import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
-import { openStore, type Store } from "@lichen/store";
-import { startProsody, type XmppTestServer } from "@lichen/test-servers";
+import { loadAccountState, openStore, saveAccountState, type Store } from "@lichen/store";
+import {
+  startFlakyLink,
+  startProsody,
+  streamManagementEnabled,
+  type XmppTestServer,
+} from "@lichen/test-servers";
 import { client, xml } from "@xmpp/client";
 import { ensureAccount } from "../accounts.js";
 import { AppController } from "../modes.js";
@@ -39,7 +49,13 @@ interface BenchContext {
 const here = import.meta.dirname;
 const senderScript = join(here, "sender-child.js");
 const nseScript = join(here, "nse-child.js");
-const users = { sender: "bob", durable: "alice", bare: "carol", nse: "nora" } as const;
+const users = {
+  sender: "bob",
+  durable: "alice",
+  bare: "carol",
+  nse: "nora",
+  slow: "rita",
+} as const;
 const password = (u: string) => `${u}-bench-pw`;
 
 export default async function engineBench(ctx: BenchContext) {
@@ -101,6 +117,7 @@ export default async function engineBench(ctx: BenchContext) {
     bare.on("error", () => {});
     bare.reconnect.stop();
     await bare.start();
+    await streamManagementEnabled(bare);
     await bare.send(xml("presence"));
     cleanups.push(() => bare.stop().catch(() => {}));
 
@@ -281,6 +298,68 @@ export default async function engineBench(ctx: BenchContext) {
       `empty node: startup p50 ${median(nodeStartup)} ms, peak RSS ${round1(median(nodeRss))} MB`,
     );
 
+    // ---- (4) back online over a 32 kbit/s link: resume vs full login --------------------------
+    const slowLink = await startFlakyLink({ port: server.c2sPort, bytesPerSecond: 4000 });
+    cleanups.push(() => slowLink.close());
+    const slowStore = openStore({ path: join(dir, "slow.db"), role: "main" });
+    cleanups.push(() => slowStore.close());
+    ensureAccount(slowStore, { id: users.slow, jid: `${users.slow}@${domain}`, resource: "phone" });
+    const slow = new DurableSession({
+      store: slowStore,
+      accountId: users.slow,
+      service: `xmpp://127.0.0.1:${slowLink.port}`,
+      domain,
+      username: users.slow,
+      password: password(users.slow),
+      resource: "phone",
+    });
+    cleanups.push(() => slow.suspend());
+    await slow.connect();
+    await settle(slow);
+    await slow.suspend();
+    /** connect() until the link is quiet for 500 ms: bytes both ways and ms to the last byte. */
+    const backOnline = async (want: "resumed" | "new") => {
+      slowLink.resetBytes();
+      const t0 = Date.now();
+      const how = await slow.connect(60_000);
+      if (how !== want) throw new Error(`expected a ${want} stream, got ${how}`);
+      let last = slowLink.bytes;
+      let lastChange = Date.now();
+      while (Date.now() - lastChange < 500) {
+        await new Promise((r) => setTimeout(r, 20));
+        const b = slowLink.bytes;
+        if (b.up !== last.up || b.down !== last.down) {
+          last = b;
+          lastChange = Date.now();
+        }
+      }
+      await slow.suspend();
+      return { bytes: last.up + last.down, ms: lastChange - t0 };
+    };
+    const forgetStream = () =>
+      slowStore.write((tx) => {
+        const st = loadAccountState(tx, users.slow);
+        st.sm.streamId = null; // as after the server's resumption timeout
+        saveAccountState(tx, users.slow, st);
+      });
+    const resumeRuns: { bytes: number; ms: number }[] = [];
+    const loginRuns: { bytes: number; ms: number }[] = [];
+    for (let i = 0; i < rounds; i++) {
+      const order = i % 2 === 0 ? (["resumed", "new"] as const) : (["new", "resumed"] as const);
+      for (const how of order) {
+        if (how === "new") forgetStream();
+        const r = await backOnline(how);
+        (how === "resumed" ? resumeRuns : loginRuns).push(r);
+        ctx.log(
+          `32 kbit/s round ${i + 1}/${rounds}: ${how === "new" ? "full login" : "resume"} ${r.bytes} bytes, ${r.ms} ms`,
+        );
+      }
+    }
+    const resumeBytes = median(resumeRuns.map((r) => r.bytes));
+    const loginBytes = median(loginRuns.map((r) => r.bytes));
+    const resumeMs = median(resumeRuns.map((r) => r.ms));
+    const loginMs = median(loginRuns.map((r) => r.ms));
+
     return {
       metrics: {
         messages_per_round: n,
@@ -297,11 +376,17 @@ export default async function engineBench(ctx: BenchContext) {
         nse_peak_rss_mb: round1(median(rssMb)),
         node_startup_p50_ms: round1(median(nodeStartup)),
         node_baseline_rss_mb: round1(median(nodeRss)),
+        resume_bytes: resumeBytes,
+        login_bytes: loginBytes,
+        resume_ms_32kbps: round1(resumeMs),
+        login_ms_32kbps: round1(loginMs),
       },
       ratios: {
         durable_vs_bare: round3(median(pairRatios)),
         durable_vs_bare_cpu_capacity: round3(median(bareCpu) / median(durableCpu)),
         nse_rss_vs_empty_node: round3(median(rssMb) / median(nodeRss)),
+        login_vs_resume_bytes: round3(loginBytes / resumeBytes),
+        login_vs_resume_time_32kbps: round3(loginMs / resumeMs),
       },
     };
   } finally {

@@ -6,6 +6,7 @@
 //   {cmd:"one", to, body}        -> {event:"queued"} once the server has routed the message
 //   {cmd:"stop"}                 -> closes the stream and exits
 import { createInterface } from "node:readline";
+import { streamManagementEnabled } from "@lichen/test-servers";
 import { client, xml } from "@xmpp/client";
 
 interface Args {
@@ -62,6 +63,7 @@ async function run(c: Command): Promise<void> {
 }
 
 await xmpp.start();
+await streamManagementEnabled(xmpp);
 out({ event: "ready" });
 // Commands run one after another, in the order they arrive.
 let chain: Promise<void> = Promise.resolve();
