@@ -135,7 +135,8 @@ export class AppController extends EventEmitter {
    * Take the lock (asking an NSE to yield), then resume or log in. If that first connect fails it
    * rejects, and (unless `reconnect: false`) the controller keeps trying with back-off, as it does
    * whenever the connection is lost while in the foreground: events `reconnecting`
-   * ({ attempt, delayMs }), `reconnect-failed` ({ attempt, error }), `reconnected` ("resumed" | "new").
+   * ({ attempt, delayMs }), `reconnect-failed` ({ attempt, error, permanent }), `reconnected`
+   * ("resumed" | "new"). A permanent failure (refused password, bad certificate) ends the retries.
    */
   async foreground(): Promise<"resumed" | "new"> {
     const got = await acquireAsMain(this.lock, this.ipc, { reason: "main-app-foreground" });
