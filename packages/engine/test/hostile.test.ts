@@ -6,7 +6,7 @@ import { client, xml } from "@xmpp/client";
 import type { Element } from "@xmpp/xml";
 import { describe, expect, it } from "vitest";
 import { DurableSession, ensureAccount } from "../src/index.js";
-import { SERVERS, startPeer, until, useEngineEnv } from "./helpers.js";
+import { prng, SERVERS, startPeer, until, useEngineEnv } from "./helpers.js";
 import { startProsody, streamManagementEnabled } from "@lichen/test-servers";
 
 const T = 180_000;
@@ -17,21 +17,6 @@ const SEED = process.env.LICHEN_FUZZ_SEED
 const ALICE_FULL = "alice@localhost/phone";
 const NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas";
 
-/** mulberry32: small, fast, seedable. */
-function prng(seed: number) {
-  let s = seed >>> 0;
-  const next = () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const int = (n: number) => Math.floor(next() * n);
-  const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)]!;
-  const chance = (p: number) => next() < p;
-  return { next, int, pick, chance };
-}
 type Rnd = ReturnType<typeof prng>;
 
 // Code points that are legal XML 1.0 characters but hostile to naive code: combining marks, RTL and

@@ -10,21 +10,9 @@ import {
   reconnectDelay,
   type DurableSession,
 } from "../src/index.js";
-import { SERVERS, startPeer, until, useEngineEnv } from "./helpers.js";
+import { prng, SERVERS, startPeer, until, useEngineEnv } from "./helpers.js";
 
 const T = 180_000;
-
-/** mulberry32: small, seedable. */
-function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe("reconnectDelay", () => {
   it("doubles from the initial delay up to the cap, with half of it jittered", () => {
@@ -35,7 +23,7 @@ describe("reconnectDelay", () => {
     expect([0, 1, 2, 3, 4].map((a) => reconnectDelay(a, { ...p, random: () => 0.999999 }))).toEqual(
       [100, 200, 400, 800, 1000],
     );
-    const r = prng(7);
+    const r = prng(7).next;
     for (let a = 0; a < 50; a++) {
       const d = reconnectDelay(a, { ...p, random: r });
       const base = Math.min(1000, 100 * 2 ** a);
@@ -92,7 +80,7 @@ describe.each(SERVERS)("the main app across a network drop on %s", (_kind, start
     const app = new AppController(
       env.store,
       { ...env.config(), service: `xmpp://127.0.0.1:${link.port}` },
-      { reconnect: { initialDelayMs: 40, maxDelayMs: 300, random: prng(seed) } },
+      { reconnect: { initialDelayMs: 40, maxDelayMs: 300, random: prng(seed).next } },
     );
     cleanup.push(() => app.close());
     const events: { event: string; attempt?: number; delayMs?: number; how?: string }[] = [];
