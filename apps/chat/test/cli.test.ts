@@ -17,6 +17,17 @@ import { AppProcess, requireBuiltCli, runCli, startPeer, until } from "./helpers
 const T = 60_000;
 const ALICE = "alice@localhost";
 const BOB = "bob@localhost";
+/** `lichen-chat login` as alice through `port` (password alicepw unless given). */
+const loginArgs = (port: number, o: { password?: string; resource?: string } = {}) => [
+  "login",
+  "--jid",
+  ALICE,
+  "--password",
+  o.password ?? "alicepw",
+  "--service",
+  `xmpp://127.0.0.1:${port}`,
+  ...(o.resource ? ["--resource", o.resource] : []),
+];
 const tag = () => Math.random().toString(36).slice(2, 8);
 
 describe.each([
@@ -54,17 +65,7 @@ describe.each([
   it(
     "login stores the account and its settings, connects once (new stream) and leaves it resumable",
     async () => {
-      const r = await cli(
-        "login",
-        "--jid",
-        ALICE,
-        "--password",
-        "alicepw",
-        "--service",
-        `xmpp://127.0.0.1:${server.c2sPort}`,
-        "--resource",
-        "phone",
-      );
+      const r = await cli(...loginArgs(server.c2sPort, { resource: "phone" }));
       expect(r.stderr).toBe("");
       expect(r.code).toBe(0);
       expect(r.stdout).toMatch(/logged in as alice@localhost\/phone .*new stream.*suspended/);
@@ -225,17 +226,7 @@ describe.each([
       const link = await startFlakyLink({ port: server.c2sPort });
       const tabletDb = join(dir, "tablet.db");
       try {
-        const login = await runCli(tabletDb, [
-          "login",
-          "--jid",
-          ALICE,
-          "--password",
-          "alicepw",
-          "--service",
-          `xmpp://127.0.0.1:${link.port}`,
-          "--resource",
-          "tablet",
-        ]);
+        const login = await runCli(tabletDb, loginArgs(link.port, { resource: "tablet" }));
         expect(login.code).toBe(0);
         const app = new AppProcess(tabletDb, ["--json", "--to", BOB]);
         try {
@@ -366,15 +357,7 @@ describe.each([
       async () => {
         const port = await freePort();
         const other = join(dir, "unreachable.db");
-        const r = await runCli(other, [
-          "login",
-          "--jid",
-          ALICE,
-          "--password",
-          "alicepw",
-          "--service",
-          `xmpp://127.0.0.1:${port}`,
-        ]);
+        const r = await runCli(other, loginArgs(port));
         expect(r.code).toBe(1);
         expect(oneLine(r.stderr)).toMatch(
           new RegExp(
@@ -405,15 +388,10 @@ describe.each([
     it(
       "wrong password: the server's SASL condition is shown",
       async () => {
-        const r = await runCli(join(dir, "wrongpw.db"), [
-          "login",
-          "--jid",
-          ALICE,
-          "--password",
-          "nope",
-          "--service",
-          `xmpp://127.0.0.1:${server.c2sPort}`,
-        ]);
+        const r = await runCli(
+          join(dir, "wrongpw.db"),
+          loginArgs(server.c2sPort, { password: "nope" }),
+        );
         expect(r.code).toBe(1);
         expect(oneLine(r.stderr)).toMatch(/cannot connect as alice@localhost .*not-authorized/);
       },

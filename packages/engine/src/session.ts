@@ -19,6 +19,7 @@ import xml, { type Element } from "@xmpp/xml";
 import parse from "@xmpp/xml/lib/parse.js";
 import { and, asc, eq, gt, inArray, lte } from "drizzle-orm";
 import { createConnection, type XmppConnection } from "./connection.js";
+import { bare } from "./jid.js";
 import {
   handlers as defaultRegistry,
   UnknownHandlerError,
@@ -208,17 +209,20 @@ export class DurableSession extends EventEmitter {
       (c) => this.registerStreamManagement(c),
     );
     this.conn = conn;
-    conn.entity.on("error", (err: Error) => this.log({ event: "xmpp-error", error: err.message }));
+    let negotiated = false;
+    conn.entity.on("error", (err: Error) => {
+      this.log({ event: "xmpp-error", error: err.message });
+      // An error before the session is online (SASL failure, reset, stream error) fails connect().
+      if (!negotiated && this.conn === conn) this.emit("connect-failed", err);
+    });
     conn.entity.on("disconnect", () => {
       if (this.conn !== conn) return;
       const lost = !this.droppedConns.has(conn); // not suspend() or a replay reconnect
       const negotiating = !this.smActive;
       this.onSocketGone();
       if (!lost) return;
-      // The network (or the server) went away: whatever this socket still delivers is ignored
-      // (not counted; the server replays it on resume) and the next connect() starts clean.
-      this.droppedConns.add(conn);
-      this.conn = null;
+      // The network (or the server) went away: the next connect() starts clean.
+      this.abandon(conn);
       this.log({ event: "connection-lost", negotiating });
       this.emit("connection-lost");
       if (negotiating) {
@@ -236,11 +240,6 @@ export class DurableSession extends EventEmitter {
       return next();
     });
     let settle = () => {};
-    let negotiated = false;
-    // An error before the session is online (SASL failure, reset, stream error) fails connect().
-    conn.entity.on("error", (err: Error) => {
-      if (!negotiated && this.conn === conn) this.emit("connect-failed", err);
-    });
     const ready = new Promise<"resumed" | "new">((resolve, reject) => {
       const timer = setTimeout(
         () => reject(new Error(`session not online after ${timeoutMs} ms`)),
@@ -274,12 +273,7 @@ export class DurableSession extends EventEmitter {
       return await ready;
     } catch (err) {
       // Leave nothing half-open, so the next connect() (a retry) starts clean.
-      this.droppedConns.add(conn);
-      if (this.conn === conn) {
-        this.conn = null;
-        this.smActive = false;
-        this.stopTicks();
-      }
+      this.abandon(conn);
       conn.entity.socket?.destroy();
       conn.entity.stop().catch(() => {});
       throw err;
@@ -324,7 +318,7 @@ export class DurableSession extends EventEmitter {
     ctx: StanzaContext,
     m: { to: string; body: string; originId: string; extra?: Element[] },
   ): boolean {
-    const chatJid = m.to.split("/")[0]!;
+    const chatJid = bare(m.to);
     const inserted = ctx.tx
       .insert(tables.messages)
       .values({
@@ -974,7 +968,7 @@ export class DurableSession extends EventEmitter {
         else this.quarantineQueueRow(tx, row);
       }
       ctx.send(xml("presence", {}, ownCapsElement(ownDiscoInfo(FEATURES))));
-      setupNewStream(ctx, boundJid.split("/")[0]!);
+      setupNewStream(ctx, bare(boundJid));
       if (hadStream || st.mam.gapOpen) startMamCatchup(ctx);
       saveAccountState(tx, this.accountId, st);
     });
@@ -986,6 +980,18 @@ export class DurableSession extends EventEmitter {
     this.startTicks();
     this.flush();
     this.emit("online", "new");
+  }
+
+  /**
+   * Forget a connection that failed or was lost: whatever it still delivers is ignored (not
+   * counted; the server replays it on resume), and the session is offline.
+   */
+  private abandon(conn: XmppConnection): void {
+    this.droppedConns.add(conn);
+    if (this.conn !== conn) return;
+    this.conn = null;
+    this.smActive = false;
+    this.stopTicks();
   }
 
   private onSocketGone(): void {

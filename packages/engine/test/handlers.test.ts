@@ -59,6 +59,13 @@ function pendingTicks(store: Store, iqId: string): number | undefined {
   )?.n;
 }
 
+/** IQ handler rows moved to the quarantine table: row key, raw descriptor, error. */
+function quarantinedIqHandlers(store: Store): { k: string; raw: string; error: string }[] {
+  return store.sqlite
+    .prepare("SELECT row_key AS k, raw, error FROM quarantine WHERE table_name = 'iq_handlers'")
+    .all() as { k: string; raw: string; error: string }[];
+}
+
 /** Adds diagnostics to a failing test's error (e.g. the session's log events). */
 function onFailure(details: () => string): void {
   onTestFailed(({ task }) => {
@@ -308,9 +315,7 @@ describe.each(SERVERS)("serializable IQ handlers on %s", (_kind, start) => {
       expect(errors.map((e) => e.message)).toEqual(["handler bug (remote-server-timeout)"]);
       expect(recorded(store, "t.throws")).toEqual([]); // its partial write was rolled back
       expect(store.read((tx) => loadAccountState(tx, "alice")).csi).not.toBe("inactive");
-      const q = store.sqlite
-        .prepare("SELECT row_key AS k, raw, error FROM quarantine WHERE table_name = 'iq_handlers'")
-        .all() as { k: string; raw: string; error: string }[];
+      const q = quarantinedIqHandlers(store);
       expect(q).toHaveLength(1);
       expect(q[0]!.k).toBe(`alice/${bad}`);
       expect(JSON.parse(q[0]!.raw)).toMatchObject({ name: "t.throws", bound: { label: "X" } });
@@ -474,9 +479,7 @@ describe.each(SERVERS)("serializable IQ handlers on %s", (_kind, start) => {
       expect(errors[0]).toBeInstanceOf(UnknownHandlerError);
       expect((errors[0] as UnknownHandlerError).handlerName).toBe("t.renamed");
       expect(pendingTicks(store, gone)).toBeUndefined();
-      const q = store.sqlite
-        .prepare("SELECT row_key AS k, raw, error FROM quarantine WHERE table_name = 'iq_handlers'")
-        .all() as { k: string; raw: string; error: string }[];
+      const q = quarantinedIqHandlers(store);
       expect(q).toHaveLength(1);
       expect(q[0]!.k).toBe(`alice/${gone}`);
       expect(JSON.parse(q[0]!.raw)).toEqual({ v: 1, name: "t.renamed", bound: { label: "R" } });

@@ -1,9 +1,9 @@
 import { openStore, tables, type Store } from "@lichen/store";
-import { startFlakyLink } from "@lichen/test-servers";
+import { startFlakyLink, type FlakyLink } from "@lichen/test-servers";
 import { eq } from "drizzle-orm";
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AppController, handlePush } from "../src/index.js";
+import { AppController, handlePush, type NseOptions, type NseResult } from "../src/index.js";
 import { SERVERS, startPeer, until, useEngineEnv } from "./helpers.js";
 
 const T = 180_000;
@@ -104,17 +104,42 @@ describe.each(SERVERS)("process modes on %s", (_kind, start) => {
       }
     ).n;
 
+  /** Alice's pending local notifications (the delayed "could not synchronize" warning). */
+  const warnings = () =>
+    env.store.read((tx) =>
+      tx
+        .select()
+        .from(tables.pendingNotifications)
+        .where(eq(tables.pendingNotifications.accountId, "alice"))
+        .all(),
+    );
+
+  /** bob, and a link the test can cut between the NSE and the server; `push` runs the NSE over it. */
+  async function overFlakyLink(
+    run: (t: {
+      bob: Awaited<ReturnType<typeof startPeer>>;
+      link: FlakyLink;
+      push: (o: Omit<NseOptions, "store" | "session">) => Promise<NseResult>;
+    }) => Promise<void>,
+  ): Promise<void> {
+    const bob = await startPeer(env.server.c2sPort, "bob", "bobpw");
+    const link = await startFlakyLink({ port: env.server.c2sPort });
+    const session = { ...env.config(), service: `xmpp://127.0.0.1:${link.port}` };
+    try {
+      await run({ bob, link, push: (o) => handlePush({ store: nseStore, session, ...o }) });
+    } finally {
+      await link.close();
+      await bob.stop();
+    }
+  }
+
   it(
     "the network drops mid-sync: the NSE resumes when it is back and only then calls it synced",
-    async () => {
-      const bob = await startPeer(env.server.c2sPort, "bob", "bobpw");
-      const link = await startFlakyLink({ port: env.server.c2sPort });
-      try {
+    () =>
+      overFlakyLink(async ({ bob, link, push }) => {
         await bob.send("alice@localhost", "nse-before-cut");
         // quietMs: still waiting for quiet when the link is cut.
-        const nse = handlePush({
-          store: nseStore,
-          session: { ...env.config(), service: `xmpp://127.0.0.1:${link.port}` },
+        const nse = push({
           quietMs: 3000,
           deadlineMs: 30_000,
           lingerMs: 100,
@@ -130,25 +155,17 @@ describe.each(SERVERS)("process modes on %s", (_kind, start) => {
         expect(bodies.filter((b) => b === "nse-before-cut")).toHaveLength(1);
         expect(bodies.filter((b) => b === "nse-during-cut")).toHaveLength(1);
         expect(stored("nse-during-cut")).toBe(1);
-      } finally {
-        await link.close();
-        await bob.stop();
-      }
-    },
+      }),
     T,
   );
 
   it(
     "no network when the push arrives: the NSE keeps trying until the link is back, then syncs",
-    async () => {
-      const bob = await startPeer(env.server.c2sPort, "bob", "bobpw");
-      const link = await startFlakyLink({ port: env.server.c2sPort });
-      try {
+    () =>
+      overFlakyLink(async ({ bob, link, push }) => {
         await bob.send("alice@localhost", "nse-no-network-yet");
         link.cut();
-        const nse = handlePush({
-          store: nseStore,
-          session: { ...env.config(), service: `xmpp://127.0.0.1:${link.port}` },
+        const nse = push({
           deadlineMs: 30_000,
           lingerMs: 100,
         });
@@ -159,25 +176,17 @@ describe.each(SERVERS)("process modes on %s", (_kind, start) => {
         expect(
           r.notifications.filter((n) => n.kind === "alert" && n.body === "nse-no-network-yet"),
         ).toHaveLength(1);
-      } finally {
-        await link.close();
-        await bob.stop();
-      }
-    },
+      }),
     T,
   );
 
   it(
     "the network drops mid-sync and stays down: outcome deadline with the delayed warning, not synced",
-    async () => {
-      const bob = await startPeer(env.server.c2sPort, "bob", "bobpw");
-      const link = await startFlakyLink({ port: env.server.c2sPort });
-      try {
+    () =>
+      overFlakyLink(async ({ bob, link, push }) => {
         await bob.send("alice@localhost", "nse-cut-for-good");
         // Without the cut it would be synced after 3 s of quiet, before the 5 s deadline.
-        const nse = handlePush({
-          store: nseStore,
-          session: { ...env.config(), service: `xmpp://127.0.0.1:${link.port}` },
+        const nse = push({
           quietMs: 3000,
           deadlineMs: 5000,
           lingerMs: 100,
@@ -188,14 +197,7 @@ describe.each(SERVERS)("process modes on %s", (_kind, start) => {
         const r = await nse;
         expect(r.outcome).toBe("deadline");
         expect(link.refused).toBeGreaterThanOrEqual(1); // it did try again
-        const warning = env.store.read((tx) =>
-          tx
-            .select()
-            .from(tables.pendingNotifications)
-            .where(eq(tables.pendingNotifications.accountId, "alice"))
-            .all(),
-        );
-        expect(warning.map((w) => JSON.parse(w.content) as { title: string })).toEqual([
+        expect(warnings().map((w) => JSON.parse(w.content) as { title: string })).toEqual([
           expect.objectContaining({ title: "Could not synchronize" }),
         ]);
         // Back on the network, the next push syncs and cancels the warning.
@@ -204,11 +206,7 @@ describe.each(SERVERS)("process modes on %s", (_kind, start) => {
         expect(env.store.read((tx) => tx.select().from(tables.pendingNotifications).all())).toEqual(
           [],
         );
-      } finally {
-        await link.close();
-        await bob.stop();
-      }
-    },
+      }),
     T,
   );
 
@@ -225,14 +223,6 @@ describe.each(SERVERS)("process modes on %s", (_kind, start) => {
         syncWarningDelayMs: 120_000,
       });
       expect(r.outcome).toBe("deadline");
-      const warnings = () =>
-        env.store.read((tx) =>
-          tx
-            .select()
-            .from(tables.pendingNotifications)
-            .where(eq(tables.pendingNotifications.accountId, "alice"))
-            .all(),
-        );
       const [w] = warnings();
       expect(JSON.parse(w!.content)).toMatchObject({
         kind: "alert",
