@@ -22,32 +22,78 @@ export interface FlakyLink {
   close(): Promise<void>;
 }
 
+/** Largest piece a throttled or delayed link moves at once (a TCP segment on Ethernet). */
+const SEGMENT = 1460;
+
 export async function startFlakyLink(target: {
   port: number;
   host?: string;
   /** Throttle each direction to this rate, e.g. 4000 for a 32 kbit/s link (default: no limit). */
   bytesPerSecond?: number;
+  /**
+   * One-way latency added to every byte in each direction, e.g. 100 for a 200 ms round trip
+   * (default 0). The TCP handshake with the relay itself is not delayed.
+   */
+  delayMs?: number;
 }): Promise<FlakyLink> {
   const host = target.host ?? "127.0.0.1";
   const rate = target.bytesPerSecond;
+  const delay = Math.max(0, target.delayMs ?? 0);
   const bytes = { up: 0, down: 0 };
-  // Each direction forwards in arrival order; throttled, a chunk leaves when the ones before it
-  // have "taken" their share of the line.
+  // Each direction is a FIFO line: a piece (at most SEGMENT bytes) starts to be sent when the
+  // pieces before it are through (the rate serializes the line: it takes length/rate to send),
+  // and arrives `delay` after it has been sent. So a piece never leaves before its arrival +
+  // delay, order is kept, and a large write trickles out in segments as on a real link.
   const relay = (from: net.Socket, to: net.Socket, dir: "up" | "down") => {
-    let nextFree = 0;
-    const after = (fn: () => void) => {
-      const wait = nextFree - Date.now();
-      if (wait > 0) setTimeout(fn, wait);
-      else fn();
+    const queue: { at: number; piece: Buffer }[] = [];
+    let lineFree = 0;
+    let ended = false;
+    let timer: NodeJS.Timeout | null = null;
+    let drained: (() => void)[] = [];
+    const pump = () => {
+      timer = null;
+      const now = Date.now();
+      while (queue.length > 0 && queue[0]!.at <= now) {
+        const { piece } = queue.shift()!;
+        if (!to.destroyed) to.write(piece);
+      }
+      if (queue.length > 0) {
+        timer = setTimeout(pump, Math.max(1, Math.ceil(queue[0]!.at - now)));
+        return;
+      }
+      if (ended && !to.destroyed) to.end();
+      const waiting = drained;
+      drained = [];
+      for (const fn of waiting) fn();
     };
     from.on("data", (chunk: Buffer) => {
       bytes[dir] += chunk.length;
-      if (rate) nextFree = Math.max(Date.now(), nextFree) + (chunk.length / rate) * 1000;
-      after(() => {
-        if (!to.destroyed) to.write(chunk);
-      });
+      const now = Date.now();
+      for (let i = 0; i < chunk.length; i += SEGMENT) {
+        const piece = chunk.subarray(i, i + SEGMENT);
+        let sent = now;
+        if (rate) {
+          lineFree = Math.max(now, lineFree) + (piece.length / rate) * 1000;
+          sent = lineFree;
+        }
+        queue.push({ at: sent + delay, piece });
+      }
+      if (!timer) pump();
     });
-    from.on("end", () => after(() => to.end()));
+    from.on("end", () => {
+      ended = true;
+      if (!timer) pump();
+    });
+    to.on("close", () => {
+      if (timer) clearTimeout(timer);
+      timer = null;
+      queue.length = 0;
+    });
+    /** Runs `fn` once everything already read from `from` has been handed to `to`. */
+    return (fn: () => void) => {
+      if (queue.length === 0) fn();
+      else drained.push(fn);
+    };
   };
   const pairs = new Set<{ client: net.Socket; upstream: net.Socket }>();
   let up = true;
@@ -71,10 +117,12 @@ export async function startFlakyLink(target: {
       client.destroy();
       upstream.destroy();
     };
-    client.on("error", end).on("close", end);
-    upstream.on("error", end).on("close", end);
-    relay(client, upstream, "up");
-    relay(upstream, client, "down");
+    const upFlushed = relay(client, upstream, "up");
+    const downFlushed = relay(upstream, client, "down");
+    // An error (a reset) takes both sides down at once; a clean close of one side first lets
+    // what it sent cross the line (it may still be in flight on a delayed link).
+    client.on("error", end).on("close", (hadError) => (hadError ? end() : upFlushed(end)));
+    upstream.on("error", end).on("close", (hadError) => (hadError ? end() : downFlushed(end)));
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
