@@ -7,10 +7,15 @@ const NS_RSM = "http://jabber.org/protocol/rsm";
 export const MAM_PAGE = 50;
 
 /**
- * The query IQ: everything after `since` (oldest first), or — with no mark yet — the newest page
- * (RSM `<before/>`), so a first sync never downloads a whole archive.
+ * Where a catch-up page starts: after an archive id (RSM `<after>`, oldest first), at a time
+ * (XEP-0313 `start` filter, oldest first), or — only for a first sync with neither — the newest
+ * page (RSM `<before/>`), so a first sync never downloads a whole archive.
  */
-export function mamQuery(queryId: string, since: string | null, to?: string): Element {
+export type MamFrom = { after: string } | { start: number } | null;
+
+/** The query IQ for one page of at most MAM_PAGE results from `from`. */
+export function mamQuery(queryId: string, from: MamFrom | string, to?: string): Element {
+  const pos: MamFrom = typeof from === "string" ? { after: from } : from;
   const max = xml("max", {}, String(MAM_PAGE));
   return xml(
     "iq",
@@ -22,12 +27,22 @@ export function mamQuery(queryId: string, since: string | null, to?: string): El
         "x",
         { xmlns: "jabber:x:data", type: "submit" },
         xml("field", { var: "FORM_TYPE", type: "hidden" }, xml("value", {}, NS_MAM)),
+        pos && "start" in pos
+          ? xml("field", { var: "start" }, xml("value", {}, xmppDateTime(pos.start)))
+          : undefined,
       ),
-      since
-        ? xml("set", { xmlns: NS_RSM }, max, xml("after", {}, since))
-        : xml("set", { xmlns: NS_RSM }, max, xml("before", {})),
+      pos && "after" in pos
+        ? xml("set", { xmlns: NS_RSM }, max, xml("after", {}, pos.after))
+        : pos
+          ? xml("set", { xmlns: NS_RSM }, max)
+          : xml("set", { xmlns: NS_RSM }, max, xml("before", {})),
     ),
   );
+}
+
+/** XEP-0082 DateTime in UTC, whole seconds (servers compare archive stamps against it). */
+export function xmppDateTime(ms: number): string {
+  return new Date(Math.floor(ms / 1000) * 1000).toISOString().replace(/\.\d{3}Z$/, "Z");
 }
 
 /** What a `<fin/>` page answer says: the last id it carried and whether the archive is exhausted. */

@@ -13,7 +13,7 @@ import {
 } from "./caps.js";
 import type { HandlerRegistry } from "./handlers.js";
 import { bare, isExpectedIqSender } from "./jid.js";
-import { mamPage, mamQuery, NS_MAM } from "./mam.js";
+import { mamPage, mamQuery, NS_MAM, type MamFrom } from "./mam.js";
 import { advanceRoomMark, handleRoomPresence, isExpectedRoomResult } from "./muc.js";
 import type { StanzaContext } from "./session.js";
 
@@ -38,6 +38,9 @@ function ownBareJid(ctx: StanzaContext): string {
 
 /** Entry point: one inbound stanza, inside its transaction. */
 export function dispatchStanza(ctx: StanzaContext, stanza: Element): void {
+  // A stream delivers in order (RFC 6120 §10.1): whatever the server archived before it sent this
+  // stanza came before it. With no gap open, the account is in sync up to now.
+  if (!ctx.state.mam.gapOpen) ctx.state.mam.syncedAt = ctx.tx.now;
   switch (stanza.name) {
     case "iq":
       return handleIq(ctx, stanza);
@@ -358,16 +361,36 @@ function attachToOwnMessage(
   return true;
 }
 
-/** Starts (or continues) the XEP-0313 catch-up of the account archive after the last stored id. */
+/**
+ * Clocks differ: the catch-up by time starts this much before the local "in sync" time, so a
+ * server clock behind ours by up to this much loses nothing (the overlap is stored once: the
+ * archive ids are unique).
+ */
+export const MAM_CLOCK_MARGIN_MS = 5 * 60_000;
+
+/**
+ * Starts (or continues) the XEP-0313 catch-up of the account archive: after the last stored
+ * archive id; with none, from the time the account was last known to be in sync (minus
+ * MAM_CLOCK_MARGIN_MS) — both page forward (oldest first) until the server says the last page is
+ * `complete`. Only an account never in sync (no id, no time: a first login, a state reset) gets
+ * the newest page alone.
+ */
 export function startMamCatchup(ctx: StanzaContext, after?: string | null): void {
-  const since = after ?? ctx.state.mam.lastStanzaId;
+  const mam = ctx.state.mam;
+  const since = after ?? mam.lastStanzaId;
+  const syncedAt = mam.syncedAt ?? mam.completedAt ?? mam.lastTimestamp;
+  const from: MamFrom = since
+    ? { after: since }
+    : syncedAt !== null && syncedAt !== undefined
+      ? { start: Math.max(0, syncedAt - MAM_CLOCK_MARGIN_MS) }
+      : null;
   const queryId = randomUUID();
-  ctx.state.mam.gapOpen = true;
+  mam.gapOpen = true;
   ctx.sendIq(
-    mamQuery(queryId, since),
+    mamQuery(queryId, from),
     ctx.session.registry.descriptor(
       "lichen.mam.page",
-      { queryId, forward: !!since },
+      { queryId, forward: from !== null },
       "lichen.mam.invalidated",
     ),
     { timeoutTicks: 60 },
@@ -385,9 +408,12 @@ export function registerBuiltinHandlers(registry: HandlerRegistry): void {
     }
     const { complete: fin, last } = mamPage(String(args.stanza));
     if (last) ctx.state.mam.lastStanzaId = last;
+    // Forward: the gap is closed only by the page the server marks complete (XEP-0313 §4.3: the
+    // last page of the query) or an empty one; every other page asks for the next after its last.
     if (fin || !last || !args.forward) {
       ctx.state.mam.gapOpen = false;
       ctx.state.mam.completedAt = ctx.tx.now;
+      ctx.state.mam.syncedAt = ctx.tx.now;
       ctx.afterCommit(() => ctx.session.emit("mam-complete"));
     } else {
       startMamCatchup(ctx, last);

@@ -107,8 +107,7 @@ modules:
   mod_roster:
     versioning: true
   mod_version: {}
-  mod_offline: {}
-  mod_client_state: {}
+${opts.offlineStorage === false ? "" : "  mod_offline: {}\n"}  mod_client_state: {}
   mod_stream_mgmt:
     resend_on_timeout: if_offline
     resume_timeout: ${opts.resumeTimeoutSeconds ?? 60}

@@ -58,7 +58,7 @@ modules_enabled = {
   "carbons"; "pep"; "private"; "blocklist"; "register";
   "smacks"; "mam"; "csi_simple"; "cloud_notify"; "posix";
 }
-modules_disabled = { "s2s"${opts.tls ? "" : '; "tls"'} }
+modules_disabled = { "s2s"${opts.tls ? "" : '; "tls"'}${opts.offlineStorage === false ? '; "offline"' : ""} }
 smacks_hibernation_time = ${opts.smacksHibernationSeconds ?? 60}
 archive_expires_after = "1d"
 default_archive_policy = true

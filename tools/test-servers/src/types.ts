@@ -33,6 +33,12 @@ export interface XmppServerOptions {
   componentSecret?: string;
   /** Offer STARTTLS on c2s (clients must then trust `caCertPath`). Default false. */
   tls?: boolean;
+  /**
+   * Keep messages for offline users and deliver them at the next initial presence (Prosody's
+   * mod_offline, ejabberd's mod_offline). Default true; false leaves the archive (MAM) as the
+   * only copy, as on servers that keep no offline store.
+   */
+  offlineStorage?: boolean;
 }
 
 export interface ProsodyOptions extends XmppServerOptions {

@@ -187,19 +187,30 @@ public struct MamCatchupState: Codable, Hashable, Sendable {
     public let lastStanzaID: String?
     /// Timestamp of that message.
     public let lastTimestamp: Double?
+    /// Last time (local clock) the account was known to be in sync with its archive: a stanza
+    /// was
+    /// handled on a stream with no gap open (everything the server archived before sending it
+    /// came
+    /// before it on that stream), or a catch-up completed. With no archive id to page after, the
+    /// next
+    /// catch-up starts from this time (XEP-0313 `start`). Absent in states written before it
+    /// existed.
+    public let syncedAt: Double?
 
     public enum CodingKeys: String, CodingKey {
         case completedAt = "completedAt"
         case gapOpen = "gapOpen"
         case lastStanzaID = "lastStanzaId"
         case lastTimestamp = "lastTimestamp"
+        case syncedAt = "syncedAt"
     }
 
-    public init(completedAt: Double?, gapOpen: Bool, lastStanzaID: String?, lastTimestamp: Double?) {
+    public init(completedAt: Double?, gapOpen: Bool, lastStanzaID: String?, lastTimestamp: Double?, syncedAt: Double?) {
         self.completedAt = completedAt
         self.gapOpen = gapOpen
         self.lastStanzaID = lastStanzaID
         self.lastTimestamp = lastTimestamp
+        self.syncedAt = syncedAt
     }
 }
 
@@ -225,13 +236,15 @@ public extension MamCatchupState {
         completedAt: Double?? = nil,
         gapOpen: Bool? = nil,
         lastStanzaID: String?? = nil,
-        lastTimestamp: Double?? = nil
+        lastTimestamp: Double?? = nil,
+        syncedAt: Double?? = nil
     ) -> MamCatchupState {
         return MamCatchupState(
             completedAt: completedAt ?? self.completedAt,
             gapOpen: gapOpen ?? self.gapOpen,
             lastStanzaID: lastStanzaID ?? self.lastStanzaID,
-            lastTimestamp: lastTimestamp ?? self.lastTimestamp
+            lastTimestamp: lastTimestamp ?? self.lastTimestamp,
+            syncedAt: syncedAt ?? self.syncedAt
         )
     }
 

@@ -177,6 +177,13 @@ export const schemas = {
               "null",
               "number"
             ]
+          },
+          "syncedAt": {
+            "description": "Last time (local clock) the account was known to be in sync with its archive: a stanza was\nhandled on a stream with no gap open (everything the server archived before sending it came\nbefore it on that stream), or a catch-up completed. With no archive id to page after, the next\ncatch-up starts from this time (XEP-0313 `start`). Absent in states written before it existed.",
+            "type": [
+              "null",
+              "number"
+            ]
           }
         },
         "additionalProperties": false,

@@ -56,6 +56,13 @@ export interface MamCatchupState {
   gapOpen: boolean;
   /** When the last catch-up completed. */
   completedAt: EpochMs | null;
+  /**
+   * Last time (local clock) the account was known to be in sync with its archive: a stanza was
+   * handled on a stream with no gap open (everything the server archived before sending it came
+   * before it on that stream), or a catch-up completed. With no archive id to page after, the next
+   * catch-up starts from this time (XEP-0313 `start`). Absent in states written before it existed.
+   */
+  syncedAt?: EpochMs | null;
 }
 
 /** XEP-0352 client state indication last sent. */
