@@ -1,13 +1,13 @@
 /**
  * Slow-link benchmark (`npm run bench -- slowlink`, issue 17): a phone at 32 kbit/s (4000 B/s each
  * way) with a 200 ms round trip (startFlakyLink delayMs 100), on real Prosody and ejabberd.
- * Per server and round (fresh database each round), alice's main app logs in through the link
+ * Per server and round (fresh database and account alice<N> each round), alice's main app logs in through the link
  * and goes to background, then:
  * 1. resume: bob sends QUEUED messages (~100-byte bodies, origin-id, receipt request); one
  *    handlePush() through the link — wall time around it [resume_s], bytes both ways [resume_bytes],
  *    how many of the messages it stored [resume_stored]. The messages' own bytes are those of the
- *    same stanzas as the server delivers them live to a third account (carol, a name as long as
- *    alice's) [stanza_bytes]; ratios.resume_wire_vs_stanza_bytes = resume_bytes / stanza_bytes.
+ *    same stanzas as the server delivers them live to a third account (carol; one byte shorter
+ *    per stanza than alice<N>) [stanza_bytes]; ratios.resume_wire_vs_stanza_bytes = resume_bytes / stanza_bytes.
  * 2. new stream + MAM: the stream is then made unresumable (as after the server's resume timeout),
  *    QUEUED more messages, one handlePush() [login_mam_s, login_mam_bytes, login_mam_stored].
  * 3. the same with QUEUED_LARGE messages [login_mam_100_s, login_mam_100_stored].
@@ -57,9 +57,13 @@ export default async function slowlinkBench(ctx: BenchContext) {
     const server = await start();
     const per: Figures[] = [];
     try {
-      for (const u of ["alice", "bob", "carol"]) await server.registerUser(u, `${u}pw`);
+      for (const u of ["bob", "carol"]) await server.registerUser(u, `${u}pw`);
       for (let r = 0; r < rounds; r++) {
-        const f = await oneRound(server, ctx.quick);
+        // A fresh account per round: what one round left on the server (offline store,
+        // hibernated session) must not flood the next.
+        const alice = `alice${r}`;
+        await server.registerUser(alice, `${alice}pw`);
+        const f = await oneRound(server, alice, ctx.quick);
         ctx.log(`${kind} round ${r + 1}/${rounds}: ${JSON.stringify(f)}`);
         per.push(f);
       }
@@ -85,7 +89,7 @@ export default async function slowlinkBench(ctx: BenchContext) {
   return { metrics, ratios };
 }
 
-async function oneRound(server: XmppTestServer, quick: boolean): Promise<Figures> {
+async function oneRound(server: XmppTestServer, alice: string, quick: boolean): Promise<Figures> {
   const dir = mkdtempSync(join(tmpdir(), "lichen-slowlink-bench-"));
   const link = await startFlakyLink({
     port: server.c2sPort,
@@ -97,13 +101,13 @@ async function oneRound(server: XmppTestServer, quick: boolean): Promise<Figures
   const bob = await startTestPeer(server.c2sPort, "bob", "bobpw");
   const carol = await startTestPeer(server.c2sPort, "carol", "carolpw");
   try {
-    ensureAccount(store, { id: "alice", jid: "alice@localhost", resource: "phone" });
+    ensureAccount(store, { id: alice, jid: `${alice}@localhost`, resource: "phone" });
     const config = {
-      accountId: "alice",
+      accountId: alice,
       service: `xmpp://127.0.0.1:${link.port}`,
       domain: "localhost",
-      username: "alice",
-      password: "alicepw",
+      username: alice,
+      password: `${alice}pw`,
       resource: "phone",
     };
     const app = new AppController(store, config, { reconnect: false });
@@ -112,19 +116,25 @@ async function oneRound(server: XmppTestServer, quick: boolean): Promise<Figures
 
     const push = async (tag: string, n: number, measureStanzas: boolean) => {
       const prefix = `${tag}-${randomUUID().slice(0, 8)}-`;
-      const stanzaBytes = await sendQueued(bob, carol, prefix, n, measureStanzas);
+      const stanzaBytes = await sendQueued(bob, carol, alice, prefix, n, measureStanzas);
       link.resetBytes();
       const t0 = performance.now();
       const r = await handlePush({ store: nseStore, session: config, lingerMs: 0 });
       const s = (performance.now() - t0) / 1000;
       const bytes = link.bytes.up + link.bytes.down;
-      return { s, bytes, stored: storedWith(nseStore, prefix), stanzaBytes, outcome: r.outcome };
+      return {
+        s,
+        bytes,
+        stored: storedWith(nseStore, alice, prefix),
+        stanzaBytes,
+        outcome: r.outcome,
+      };
     };
 
     const resume = await push("resume", QUEUED, true);
-    unresumable(store);
+    unresumable(store, alice);
     const login = await push("mam", QUEUED, false);
-    unresumable(store);
+    unresumable(store, alice);
     const large = quick ? login : await push("mam100", QUEUED_LARGE, false);
     return {
       resume_s: resume.s,
@@ -154,6 +164,7 @@ async function oneRound(server: XmppTestServer, quick: boolean): Promise<Figures
 async function sendQueued(
   bob: TestPeer,
   carol: TestPeer,
+  alice: string,
   prefix: string,
   n: number,
   measure: boolean,
@@ -162,7 +173,7 @@ async function sendQueued(
   for (let i = 0; i < n; i++) {
     const head = `${prefix}${i} `;
     const body = head + "x".repeat(Math.max(0, BODY_BYTES - head.length));
-    for (const to of measure ? ["alice@localhost", "carol@localhost"] : ["alice@localhost"]) {
+    for (const to of measure ? [`${alice}@localhost`, "carol@localhost"] : [`${alice}@localhost`]) {
       await bob.xmpp.send(
         xml(
           "message",
@@ -186,19 +197,19 @@ async function sendQueued(
     .reduce((sum, m) => sum + Buffer.byteLength(String(m.stanza)), 0);
 }
 
-function storedWith(store: Store, prefix: string): number {
+function storedWith(store: Store, alice: string, prefix: string): number {
   return (
     store.sqlite
-      .prepare("SELECT count(*) AS n FROM messages WHERE account_id = 'alice' AND body LIKE ?")
-      .get(`${prefix}%`) as { n: number }
+      .prepare("SELECT count(*) AS n FROM messages WHERE account_id = ? AND body LIKE ?")
+      .get(alice, `${prefix}%`) as { n: number }
   ).n;
 }
 
 /** Forget the stream id, as when the server's resumption timeout has passed: next is a new stream. */
-function unresumable(store: Store): void {
+function unresumable(store: Store, alice: string): void {
   store.write((tx) => {
-    const st = loadAccountState(tx, "alice");
+    const st = loadAccountState(tx, alice);
     st.sm.streamId = null;
-    saveAccountState(tx, "alice", st);
+    saveAccountState(tx, alice, st);
   });
 }
