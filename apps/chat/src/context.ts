@@ -1,6 +1,12 @@
 import { existsSync } from "node:fs";
 import { AppController, type SessionOptions } from "@lichen/engine";
-import { LockTimeoutError, openStore, type ProcessRole, type Store } from "@lichen/store";
+import {
+  LockTimeoutError,
+  openStore,
+  roleOfHolder,
+  type ProcessRole,
+  type Store,
+} from "@lichen/store";
 import { CliError, describeError } from "./errors.js";
 import { readAccountSettings, sessionConfig, type AccountSettings } from "./settings.js";
 
@@ -69,10 +75,29 @@ export async function foregroundOrExplain(
   } catch (err) {
     if (err instanceof LockTimeoutError)
       throw new CliError(
-        `another lichen-chat main process (e.g. "lichen-chat app") holds the session of ${settings.jid}: use it, or queue with "lichen-chat share"`,
+        `${describeHolder(err.holder)} holds the session of ${settings.jid}: ${
+          roleOfHolder(err.holder ?? "") === "main"
+            ? 'use it, or queue with "lichen-chat share"'
+            : "try again in a moment"
+        }`,
       );
     throw new CliError(
       `cannot connect as ${settings.jid} to ${settings.service}: ${describeError(err)}`,
     );
+  }
+}
+
+/** A lock holder ("main:4711-ab12cd34") in words, with its pid. */
+export function describeHolder(holder: string | null | undefined): string {
+  if (!holder) return "another process";
+  const pid = /^[a-z]+:(\d+)/.exec(holder)?.[1];
+  const which = pid ? ` (pid ${pid})` : "";
+  switch (roleOfHolder(holder)) {
+    case "main":
+      return `another lichen-chat main process (e.g. "lichen-chat app")${which}`;
+    case "nse":
+      return `a push process ("lichen-chat nse")${which} that did not yield`;
+    default:
+      return `another process (${holder})`;
   }
 }

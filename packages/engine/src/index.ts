@@ -1,5 +1,6 @@
 export {
   DurableSession,
+  SessionLockError,
   NS_SM,
   type SessionOptions,
   type StanzaContext,

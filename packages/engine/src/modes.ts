@@ -7,38 +7,56 @@ import {
   acquireAsMain,
   addPendingNotification,
   Ipc,
+  LockTimeoutError,
   ProcessLock,
+  roleOfHolder,
   startAsNse,
+  StoreLockTimeoutError,
   tables,
   yieldOnDisconnectAll,
   type Store,
 } from "@lichen/store";
 import { loadAccountState } from "@lichen/store";
 import { and, eq, isNull } from "drizzle-orm";
-import { DurableSession, type SessionOptions } from "./session.js";
+import { DurableSession, SessionLockError, type SessionOptions } from "./session.js";
 import { sendShareOutbox } from "./share.js";
 
 export const SESSION_LOCK_KEY = "xmpp-session";
 
 const syncWarningId = (accountId: string) => `sync-warning:${accountId}`;
 
+function deleteSyncWarning(tx: Parameters<Parameters<Store["write"]>[0]>[0], accountId: string) {
+  return (
+    tx
+      .delete(tables.pendingNotifications)
+      .where(
+        and(
+          eq(tables.pendingNotifications.id, syncWarningId(accountId)),
+          isNull(tables.pendingNotifications.deliveredAt),
+        ),
+      )
+      .run().changes > 0
+  );
+}
+
 /**
  * A sync finished: withdraw the delayed "could not synchronize" warning of an earlier NSE run
  * if it has not been shown yet.
  */
 export function cancelSyncWarning(store: Store, accountId: string): boolean {
-  return store.write(
-    (tx) =>
-      tx
-        .delete(tables.pendingNotifications)
-        .where(
-          and(
-            eq(tables.pendingNotifications.id, syncWarningId(accountId)),
-            isNull(tables.pendingNotifications.deliveredAt),
-          ),
-        )
-        .run().changes > 0,
-  );
+  return store.write((tx) => deleteSyncWarning(tx, accountId));
+}
+
+/** The warning an NSE shows when it could not finish (also stored, delayed, for the main app). */
+function syncWarning(accountId: string, deliverAt?: number): NotificationContent {
+  return {
+    kind: "alert",
+    title: "Could not synchronize",
+    body: "Open the app to receive new messages.",
+    threadId: "lichen.sync",
+    accountId,
+    ...(deliverAt !== undefined ? { deliverAt } : {}),
+  };
 }
 
 type SessionConfig = Omit<SessionOptions, "store">;
@@ -141,12 +159,18 @@ export class AppController extends EventEmitter {
   async foreground(): Promise<"resumed" | "new"> {
     const got = await acquireAsMain(this.lock, this.ipc, { reason: "main-app-foreground" });
     void got;
-    const session = new DurableSession({ store: this.store, ...this.config });
+    const session = new DurableSession({ store: this.store, ...this.config, lock: this.lock });
     this.session = session;
     this.wantOnline = true;
     this.reconnectAttempt = 0;
     session.on("connection-lost", () => this.scheduleReconnect(session));
     session.on("replay-reconnect-failed", () => this.scheduleReconnect(session));
+    // Frozen past our lease and thawed after another process took the session: the session has
+    // stopped and dropped its socket; take the lock back (main-app priority) and resume.
+    session.on("session-lost", (info: { reason: string; holder: string | null }) => {
+      this.emit("session-lost", info);
+      this.scheduleReconnect(session);
+    });
     // Before connecting, so listeners see the stanzas a resume replays at once.
     this.emit("session", session);
     let how: "resumed" | "new";
@@ -181,6 +205,9 @@ export class AppController extends EventEmitter {
         let failed = false;
         try {
           if (this.wantOnline && this.session === session && !session.online) {
+            // Re-acquire before reconnecting (the lock may have been lost while frozen).
+            if (this.lock.generation === null)
+              await acquireAsMain(this.lock, this.ipc, { reason: "main-app-reconnect" });
             const how = await session.connect(policy.connectTimeoutMs ?? 20_000);
             if (this.session === session) {
               this.onlineAgain();
@@ -193,7 +220,13 @@ export class AppController extends EventEmitter {
         }
         this.reconnectTimer = null;
         if (failed) {
-          const permanent = !isTransientConnectError(error);
+          // Network errors, and the lock or the database still held by another process, pass.
+          const permanent = !(
+            isTransientConnectError(error) ||
+            error instanceof LockTimeoutError ||
+            error instanceof StoreLockTimeoutError ||
+            error instanceof SessionLockError
+          );
           this.emit("reconnect-failed", { attempt, error, permanent });
           // A refused password (or certificate) fails the same way again: stop, keep the error.
           if (!permanent) this.scheduleReconnect(session);
@@ -237,18 +270,33 @@ export interface NseOptions {
 }
 
 export interface NseResult {
-  outcome: "synced" | "main-running" | "deadline" | "yielded";
+  /**
+   * synced: everything the server had was stored; main-running: the main app holds the session
+   * (nothing done); other-nse: another NSE holds it (macOS runs NSEs concurrently; nothing
+   * done); deadline: could not finish in time (network or database); yielded: the main app took
+   * the session over (asked us to yield, or took the lock after ours lapsed).
+   */
+  outcome: "synced" | "main-running" | "other-nse" | "deadline" | "yielded";
   notifications: NotificationContent[];
+  /** How the stream was (last) brought online: resumed, a new stream, or never (null). */
+  stream: "resumed" | "new" | null;
+  /** Whether a MAM catch-up ran (the stream could not be resumed, or a gap was open). */
+  mamCatchup: boolean;
+  /** For main-running / other-nse / yielded: the lock holder, e.g. "main:4711-ab12cd34". */
+  holder?: string;
 }
 
 /**
  * One NSE run: check twice that the main app is not running, resume (or log in + MAM), handle every
  * stanza, produce notification contents, disconnect before the deadline, linger for another push,
- * and yield at once when the main app asks.
+ * and yield at once when the main app asks. Every wait for the database is asynchronous and
+ * bounded by the deadline: a process stopped inside a transaction cannot make the NSE overrun.
  */
 export async function handlePush(opts: NseOptions): Promise<NseResult> {
   const started = Date.now();
   const deadline = started + (opts.deadlineMs ?? 25_000);
+  // Database writes after the deadline (warning, lock release) get a short grace, not more.
+  const graceDeadline = () => Math.max(Date.now(), deadline) + 1000;
   const lock = new ProcessLock(opts.store, {
     key: SESSION_LOCK_KEY,
     holder: `nse:${process.pid}-${randomUUID().slice(0, 8)}`,
@@ -257,15 +305,37 @@ export async function handlePush(opts: NseOptions): Promise<NseResult> {
   const ipc = new Ipc(opts.store, { role: "nse" });
   ipc.start();
   const accountId = opts.session.accountId;
+  const notifications: NotificationContent[] = [];
+  let stream: NseResult["stream"] = null;
+  let mamCatchup = false;
+  let holder: string | undefined;
+  const result = (outcome: NseResult["outcome"]): NseResult => ({
+    outcome,
+    notifications,
+    stream,
+    mamCatchup,
+    ...(holder !== undefined ? { holder } : {}),
+  });
   try {
-    const start = await startAsNse(lock);
-    if (!start.started)
-      return {
-        outcome: "main-running",
-        notifications: [{ kind: "silent", reason: "main-app-running" }],
-      };
+    let start: Awaited<ReturnType<typeof startAsNse>>;
+    try {
+      start = await startAsNse(lock, { deadlineAt: deadline });
+    } catch (err) {
+      if (!(err instanceof StoreLockTimeoutError)) throw err;
+      // The database is held by a stopped process: nothing can be synced or even recorded.
+      notifications.push(syncWarning(accountId));
+      return result("deadline");
+    }
+    if (!start.started) {
+      holder = start.holder;
+      const byMain = start.reason === "main-running" || roleOfHolder(start.holder) === "main";
+      notifications.push({
+        kind: "silent",
+        reason: byMain ? "main-app-running" : "other-nse-running",
+      });
+      return result(byMain ? "main-running" : "other-nse");
+    }
 
-    const notifications: NotificationContent[] = [];
     let yielded = false;
     let session: DurableSession | null = null;
     let lastActivity = Date.now();
@@ -282,8 +352,11 @@ export async function handlePush(opts: NseOptions): Promise<NseResult> {
     try {
       do {
         pushAgain = false;
-        session = new DurableSession({ store: opts.store, ...opts.session });
+        session = new DurableSession({ store: opts.store, ...opts.session, lock });
+        session.deadlineAt = deadline;
         session.on("stanza", () => (lastActivity = Date.now()));
+        session.on("mam-complete", () => (mamCatchup = true));
+        session.on("online", (how: "resumed" | "new") => (stream = how));
         session.on(
           "message-stored",
           (m: {
@@ -305,20 +378,44 @@ export async function handlePush(opts: NseOptions): Promise<NseResult> {
           },
         );
         let lost = false;
+        let storeUnavailable = false;
         session.on("connection-lost", () => (lost = true));
-        try {
-          await session.connect(Math.max(1000, deadline - Date.now()));
-        } catch (err) {
-          // No network at all yet: keep trying until the deadline, as after a drop.
-          if (!isTransientConnectError(err)) throw err;
-          lost = true;
-        }
+        session.on("store-unavailable", () => (storeUnavailable = true));
+        // Our lease lapsed (this process was frozen) and the main app took the session.
+        session.on("session-lost", (info: { holder: string | null }) => {
+          yielded = true;
+          if (info.holder) holder = info.holder;
+        });
+        /** One connect attempt; false when it failed for a reason worth retrying. */
+        const tryConnect = async (): Promise<boolean> => {
+          try {
+            await session!.connect(Math.max(1000, deadline - Date.now()));
+            return true;
+          } catch (err) {
+            if (err instanceof StoreLockTimeoutError) {
+              storeUnavailable = true;
+              return false;
+            }
+            if (err instanceof SessionLockError) {
+              yielded = true;
+              return false;
+            }
+            // No network at all yet: keep trying until the deadline, as after a drop.
+            if (!isTransientConnectError(err)) throw err;
+            return false;
+          }
+        };
+        if (!(await tryConnect())) lost = true;
         lastActivity = Date.now();
         let retries = 0;
         // Synced: MAM gap closed and quiet for quietMs; or deadline; or yielded.
         for (;;) {
-          if (yielded) {
+          if (yielded || lock.generation === null) {
             outcome = "yielded";
+            break;
+          }
+          if (storeUnavailable) {
+            outcome = "deadline";
             break;
           }
           if (lost) {
@@ -329,18 +426,15 @@ export async function handlePush(opts: NseOptions): Promise<NseResult> {
             }
             const wait = reconnectDelay(retries++, { initialDelayMs: 250, maxDelayMs: 2000 });
             await new Promise((r) => setTimeout(r, Math.min(wait, deadline - Date.now())));
-            if (yielded || Date.now() >= deadline) continue;
-            try {
-              await session.connect(Math.max(1000, deadline - Date.now()));
+            if (yielded || storeUnavailable || Date.now() >= deadline) continue;
+            if (await tryConnect()) {
               lost = false;
               lastActivity = Date.now();
-            } catch (err) {
-              if (!isTransientConnectError(err)) throw err;
-              // still down: next round (or the deadline)
             }
             continue;
           }
           const gapOpen = opts.store.read((tx) => loadAccountState(tx, accountId).mam.gapOpen);
+          if (gapOpen) mamCatchup = true;
           if (!gapOpen && Date.now() - lastActivity >= (opts.quietMs ?? 400)) break;
           if (Date.now() >= deadline) {
             outcome = "deadline";
@@ -359,45 +453,61 @@ export async function handlePush(opts: NseOptions): Promise<NseResult> {
       stopYield();
       stopPush();
     }
+    if (outcome === "yielded" && holder === undefined) {
+      const now = lock.current()?.holder;
+      if (now && now !== lock.holder) holder = now;
+    }
     if (outcome === "deadline") {
       // Could not finish: a delayed warning (a later successful sync cancels it) and a request
-      // for background time, both recorded for the main app.
-      opts.store.write((tx) => {
-        tx.delete(tables.pendingNotifications)
-          .where(eq(tables.pendingNotifications.id, syncWarningId(accountId)))
-          .run();
-        addPendingNotification(tx, {
-          id: syncWarningId(accountId), // at most one per account; a later sync cancels it
-          accountId,
-          content: {
-            kind: "alert",
-            title: "Could not synchronize",
-            body: "Open the app to receive new messages.",
-            threadId: "lichen.sync",
-            accountId,
-            deliverAt: Date.now() + (opts.syncWarningDelayMs ?? 60_000),
+      // for background time, both recorded for the main app. If even that cannot be written
+      // (the database is held by a stopped process), the warning is this run's notification.
+      const deliverAt = Date.now() + (opts.syncWarningDelayMs ?? 60_000);
+      try {
+        await opts.store.writeAsync(
+          (tx) => {
+            tx.delete(tables.pendingNotifications)
+              .where(eq(tables.pendingNotifications.id, syncWarningId(accountId)))
+              .run();
+            addPendingNotification(tx, {
+              id: syncWarningId(accountId), // at most one per account; a later sync cancels it
+              accountId,
+              content: syncWarning(accountId, deliverAt),
+              deliverAt,
+            });
+            tx.insert(tables.syncErrors)
+              .values({
+                accountId,
+                code: "background-task-requested",
+                message: "NSE deadline reached before the sync finished",
+                createdAt: tx.now,
+              })
+              .run();
           },
-          deliverAt: Date.now() + (opts.syncWarningDelayMs ?? 60_000),
-        });
-        tx.insert(tables.syncErrors)
-          .values({
-            accountId,
-            code: "background-task-requested",
-            message: "NSE deadline reached before the sync finished",
-            createdAt: tx.now,
-          })
-          .run();
-      });
+          { yieldFirst: false, deadlineAt: graceDeadline() },
+        );
+      } catch (err) {
+        if (!(err instanceof StoreLockTimeoutError)) throw err;
+        notifications.push(syncWarning(accountId));
+      }
     }
-    if (outcome === "synced") cancelSyncWarning(opts.store, accountId);
+    if (outcome === "synced") {
+      await opts.store
+        .writeAsync((tx) => deleteSyncWarning(tx, accountId), {
+          yieldFirst: false,
+          deadlineAt: graceDeadline(),
+        })
+        .catch((err: unknown) => {
+          if (!(err instanceof StoreLockTimeoutError)) throw err;
+        });
+    }
     if (notifications.length === 0)
       notifications.push({
         kind: "silent",
         reason: outcome === "synced" ? "no-new-messages" : outcome,
       });
-    return { outcome, notifications };
+    return result(outcome);
   } finally {
-    if (lock.generation !== null) lock.release();
+    if (lock.generation !== null) await lock.releaseAsync({ deadlineAt: graceDeadline() });
     ipc.close();
   }
 }

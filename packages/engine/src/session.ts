@@ -2,6 +2,8 @@ import { createHash, randomUUID } from "node:crypto";
 import { EventEmitter } from "node:events";
 import type { AccountState, HandlerDescriptor } from "@lichen/schema";
 import {
+  FencedOutError,
+  StoreLockTimeoutError,
   addIqHandler,
   listIqHandlers,
   loadAccountState,
@@ -10,8 +12,11 @@ import {
   tables,
   takeIqHandler,
   tickConnectedTime,
+  type ProcessLock,
   type Store,
+  type StoreFence,
   type StoreTx,
+  type WriteOptions,
 } from "@lichen/store";
 import { jid as parseJid } from "@xmpp/client-core";
 import { procedure } from "@xmpp/events";
@@ -91,6 +96,43 @@ function truncatedXml(el: Element, depth: number): string {
   return copy(el, depth).toString();
 }
 
+/**
+ * This process may not drive the session: it does not hold the session lock (it was never taken,
+ * or another process took it while this one was frozen, or it yielded).
+ */
+export class SessionLockError extends Error {
+  override readonly name = "SessionLockError";
+  constructor(
+    message: string,
+    /** Who holds the lock now, when known (e.g. "nse:4711-ab12cd34"). */
+    readonly holder: string | null = null,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * The stored inbound counter is not the one this session committed last: something else changed
+ * it, so which stanzas the server may drop can no longer be proven. Thrown inside the stanza's
+ * transaction (nothing is counted); the session then opens a MAM gap and starts a new stream.
+ */
+class ContinuityError extends Error {
+  constructor(
+    readonly stored: number,
+    readonly expected: number,
+  ) {
+    super(`stored inbound h ${stored} is not the ${expected} this session committed`);
+  }
+}
+
+/** What this process knew when it opened a connection: elements of older connections are ignored. */
+interface ConnectionFence {
+  fence: StoreFence | null;
+  acquisition: number;
+  /** Removes this connection's listener for the lock's "lost" event. */
+  unlisten: () => void;
+}
+
 const CORRUPT_QUEUE_ROW =
   "queued stanza is not well-formed XML (resending it would end the stream)";
 
@@ -108,6 +150,13 @@ export interface SessionOptions {
   /** Authenticate without TLS (default: only to loopback addresses). */
   allowPlaintext?: boolean;
   registry?: HandlerRegistry;
+  /**
+   * The session lock this process holds (AppController and handlePush pass theirs). With it,
+   * every write of session state is fenced by the lock generation (refused once another process
+   * took the lock), connect() refuses to run without the lock, and losing the lock stops all
+   * handling and sending at once. Without it the caller guarantees a single driver.
+   */
+  lock?: ProcessLock;
   /** Called for every inbound stanza inside its transaction (after built-in handling). Throwing rolls it back. */
   onStanza?: (ctx: StanzaContext, stanza: Element, prepared: unknown) => void;
   /**
@@ -172,6 +221,16 @@ export class DurableSession extends EventEmitter {
   }
   /** How the last connect went: resumed the previous stream, or a new one. */
   lastConnect: "resumed" | "new" | null = null;
+  /**
+   * Epoch ms after which stanza transactions stop waiting for the database (StoreLockTimeoutError,
+   * the stanza is not counted and the connection dropped): the NSE sets its deadline. Null: the
+   * store's maxWaitMs bounds the wait.
+   */
+  deadlineAt: number | null = null;
+  /** Connections and the lock acquisition they were opened under. */
+  private readonly connFences = new WeakMap<XmppConnection, ConnectionFence>();
+  /** Set when the lock was lost or a write was fenced out; cleared by the next connect(). */
+  private fencedOut = false;
 
   constructor(private readonly opts: SessionOptions) {
     super();
@@ -186,6 +245,96 @@ export class DurableSession extends EventEmitter {
     this.log = opts.logger ?? (() => {});
   }
 
+  /** The lock this session is fenced by (undefined: unfenced). */
+  get lock(): ProcessLock | undefined {
+    return this.opts.lock;
+  }
+
+  /**
+   * Options for a write of session state: the fence of the current connection (or of the lock
+   * as held now) and the deadline. Throws SessionLockError when a lock is configured but not held.
+   */
+  private writeOptions(): WriteOptions {
+    const lock = this.opts.lock;
+    const opts: WriteOptions = this.deadlineAt !== null ? { deadlineAt: this.deadlineAt } : {};
+    if (!lock) return opts;
+    const fence = (this.conn && this.connFences.get(this.conn)?.fence) ?? lock.fence();
+    if (!fence || this.fencedOut || lock.generation !== fence.generation) {
+      throw new SessionLockError(
+        `${lock.holder} does not hold the session lock "${lock.key}"`,
+        lock.current()?.holder ?? null,
+      );
+    }
+    return { ...opts, fence };
+  }
+
+  /** A fenced write of session state (synchronous; waits for the database up to maxWaitMs). */
+  private txWrite<T>(fn: (tx: StoreTx) => T): T {
+    try {
+      return this.store.write(fn, this.writeOptions());
+    } catch (err) {
+      this.noteFenceError(err);
+      throw err;
+    }
+  }
+
+  /** A fenced write that waits for the database without blocking the event loop. */
+  private async txWriteAsync<T>(fn: (tx: StoreTx) => T): Promise<T> {
+    try {
+      return await this.store.writeAsync(fn, { ...this.writeOptions(), yieldFirst: false });
+    } catch (err) {
+      this.noteFenceError(err);
+      throw err;
+    }
+  }
+
+  private noteFenceError(err: unknown): void {
+    if (err instanceof FencedOutError) this.onFencedOut(err.message, err.current?.holder ?? null);
+    else if (err instanceof SessionLockError) this.onFencedOut(err.message, err.holder);
+  }
+
+  /**
+   * Another process owns the session now (our lease ran out while we were frozen, or we yielded):
+   * stop at once. The socket is destroyed without closing the stream (closing it would end the
+   * server's session that the new owner resumes), nothing more is counted, acknowledged or sent,
+   * and whatever the old socket still delivers is ignored.
+   */
+  private onFencedOut(reason: string, holder: string | null): void {
+    if (this.fencedOut) return;
+    this.fencedOut = true;
+    this.halted = true;
+    const conn = this.conn;
+    const negotiating = conn !== null && !this.smActive;
+    if (conn) {
+      this.abandon(conn);
+      try {
+        conn.entity.socket?.destroy();
+      } catch {
+        /* already gone */
+      }
+    }
+    this.log({ event: "session-fenced-out", reason, holder });
+    this.emit("session-lost", { reason, holder });
+    if (conn) {
+      this.emit("offline");
+      if (negotiating) this.emit("connect-failed", new SessionLockError(reason, holder));
+    }
+  }
+
+  /** Whether elements of `conn` may still be handled: current, not dropped, same lock hold. */
+  private isCurrent(conn: XmppConnection | null): boolean {
+    if (!conn || this.conn !== conn || this.droppedConns.has(conn) || this.fencedOut) return false;
+    const lock = this.opts.lock;
+    if (!lock) return true;
+    const f = this.connFences.get(conn);
+    return (
+      !!f &&
+      !!f.fence &&
+      f.acquisition === lock.acquisitions &&
+      lock.generation === f.fence.generation
+    );
+  }
+
   get online(): boolean {
     return this.smActive;
   }
@@ -193,6 +342,17 @@ export class DurableSession extends EventEmitter {
   /** Resume the stored stream if there is one, otherwise log in and enable a new one. */
   async connect(timeoutMs = 30_000): Promise<"resumed" | "new"> {
     if (this.conn) throw new Error("already connected");
+    // Re-acquire before reconnecting: a connection is only ever opened under a held lock, and
+    // remembers which hold it belongs to.
+    const lock = this.opts.lock;
+    const fence = lock ? lock.fence() : null;
+    if (lock && !fence) {
+      throw new SessionLockError(
+        `${lock.holder} does not hold the session lock "${lock.key}": take it before connecting`,
+        lock.current()?.holder ?? null,
+      );
+    }
+    this.fencedOut = false;
     this.offlineWanted = false;
     const conn = createConnection(
       {
@@ -209,9 +369,21 @@ export class DurableSession extends EventEmitter {
       (c) => this.registerStreamManagement(c),
     );
     this.conn = conn;
+    // The lock's renewal found another holder: stop now, even before our next write is refused.
+    const onLost = (info: { newHolder: string | null }) => {
+      if (this.conn === conn)
+        this.onFencedOut(`lock lost to ${info.newHolder ?? "nobody"}`, info.newHolder);
+    };
+    lock?.on("lost", onLost);
+    this.connFences.set(conn, {
+      fence,
+      acquisition: lock?.acquisitions ?? 0,
+      unlisten: () => lock?.off("lost", onLost),
+    });
     let negotiated = false;
     conn.entity.on("error", (err: Error) => {
       this.log({ event: "xmpp-error", error: err.message });
+      if (this.conn === conn) this.onServerCounterComplaint(err);
       // An error before the session is online (SASL failure, reset, stream error) fails connect().
       if (!negotiated && this.conn === conn) this.emit("connect-failed", err);
     });
@@ -236,7 +408,7 @@ export class DurableSession extends EventEmitter {
       // A dropped socket can still deliver what the server wrote before it saw us go; counted on
       // the resumed stream, those stanzas would push h past what the server sent there (ejabberd
       // ends the stream: "Client acknowledged more stanzas than sent by server"). It replays them.
-      if (this.conn === conn && !this.droppedConns.has(conn)) this.onElement(ctx.stanza);
+      if (this.isCurrent(conn)) this.onElement(conn, ctx.stanza);
       return next();
     });
     let settle = () => {};
@@ -287,7 +459,7 @@ export class DurableSession extends EventEmitter {
   write<T>(fn: (ctx: StanzaContext) => T): T {
     let result: T;
     try {
-      result = this.store.write((tx) => {
+      result = this.txWrite((tx) => {
         const state = loadAccountState(tx, this.accountId);
         const out = fn(this.context(tx, state));
         saveAccountState(tx, this.accountId, state);
@@ -407,6 +579,7 @@ export class DurableSession extends EventEmitter {
     this.stopTicks();
     this.smActive = false;
     this.droppedConns.add(conn);
+    this.connFences.get(conn)?.unlisten();
     try {
       conn.entity.socket?.end();
     } catch {
@@ -455,19 +628,31 @@ export class DurableSession extends EventEmitter {
     const conn = this.conn;
     if (!conn) return;
     await this.idle();
+    if (!this.isCurrent(conn)) {
+      // Not ours any more: closing the stream would end the session its new owner resumed.
+      this.abandon(conn);
+      conn.entity.socket?.destroy();
+      return;
+    }
     if (this.smActive)
       conn.entity
         .write(xml("a", { xmlns: NS_SM, h: String(this.committedH) }).toString())
         .catch(() => {});
     this.stopTicks();
     this.smActive = false;
+    this.connFences.get(conn)?.unlisten();
     await conn.entity.stop().catch(() => {});
     this.conn = null;
-    this.store.write((tx) => {
-      const state = loadAccountState(tx, this.accountId);
-      state.sm.streamId = null;
-      saveAccountState(tx, this.accountId, state);
-    });
+    try {
+      this.txWrite((tx) => {
+        const state = loadAccountState(tx, this.accountId);
+        state.sm.streamId = null;
+        saveAccountState(tx, this.accountId, state);
+      });
+    } catch (err) {
+      // Another process owns the session now: the stream id is its business.
+      if (!(err instanceof FencedOutError || err instanceof SessionLockError)) throw err;
+    }
   }
 
   // ---- internals -------------------------------------------------------------------------
@@ -536,7 +721,7 @@ export class DurableSession extends EventEmitter {
   /** Write committed queue rows that this socket has not seen yet, in order. */
   private flush(force = false): void {
     const conn = this.conn;
-    if (!conn || !this.smActive) return;
+    if (!conn || !this.isCurrent(conn) || !this.smActive) return;
     // Most stanzas queue nothing: skip the read unless this process queued something (hot path).
     if (!force && !this.queuedSinceFlush) return;
     this.queuedSinceFlush = false;
@@ -561,14 +746,14 @@ export class DurableSession extends EventEmitter {
     this.emit("flushed", rows.length);
   }
 
-  private onElement(el: Element): void {
+  private onElement(conn: XmppConnection, el: Element): void {
     if (el.is("r", NS_SM)) {
       // Answer from the committed h, after every stanza received before this <r/> was handled,
       // on the connection that asked: after a reconnect meanwhile, an <a/> written on the new
       // socket before its stream header is invalid XML (ejabberd ends that stream).
-      const asking = this.conn;
+      const asking = conn;
       this.enqueueWork(async () => {
-        if (!asking || this.conn !== asking || !this.smActive) return;
+        if (!this.isCurrent(asking) || !this.smActive) return;
         await asking.entity
           .write(xml("a", { xmlns: NS_SM, h: String(this.committedH) }).toString())
           .catch(() => {});
@@ -577,12 +762,15 @@ export class DurableSession extends EventEmitter {
     }
     if (el.is("a", NS_SM)) {
       const h = Number(el.attrs.h);
-      this.enqueueWork(async () => this.onAck(h));
+      this.enqueueWork(async () => {
+        if (this.isCurrent(conn)) await this.onAck(h);
+      });
       return;
     }
     if (!this.smActive || this.halted) return;
     if (el.name !== "message" && el.name !== "presence" && el.name !== "iq") return;
-    this.enqueueWork(() => this.handleInboundPrepared(el));
+    // Checked again when its turn comes: the lock may be lost while earlier stanzas are handled.
+    this.enqueueWork(() => (this.isCurrent(conn) ? this.handleInboundPrepared(el) : undefined));
   }
 
   /** Runs the prepare step (if any) and the stanza transaction, retrying when the read went stale. */
@@ -594,7 +782,8 @@ export class DurableSession extends EventEmitter {
       } catch (err) {
         prepared = { data: { error: err instanceof Error ? err.message : String(err) } };
       }
-      const outcome = this.handleInbound(stanza, prepared, attempt < 5);
+      if (this.halted) return;
+      const outcome = await this.handleInbound(stanza, prepared, attempt < 5);
       if (outcome !== "stale") return;
       this.emit("prepare-retry", stanza, attempt);
     }
@@ -606,12 +795,22 @@ export class DurableSession extends EventEmitter {
     });
   }
 
+  /**
+   * Defence in depth for h (the fence already keeps other processes out): the stored counter must
+   * be the one this session committed last. If it is not, something else counted stanzas on this
+   * stream, and resuming with either number could make the server drop stanzas we never stored.
+   */
+  private assertContinuity(state: AccountState): void {
+    if (state.sm.inboundH !== this.committedH)
+      throw new ContinuityError(state.sm.inboundH, this.committedH);
+  }
+
   /** One stanza, one transaction: handlers + inbound h. A throw rolls back and h stays. */
-  private handleInbound(
+  private async handleInbound(
     stanza: Element,
     prepared?: PreparedStanza,
     mayRetry = false,
-  ): "done" | "stale" {
+  ): Promise<"done" | "stale"> {
     if (this.halted) return "done";
     let raw: string;
     let unserializable = false;
@@ -625,35 +824,39 @@ export class DurableSession extends EventEmitter {
     }
     // Only needed once something failed (the common case skips it).
     const key = unserializable || this.failures.size > 0 ? stanzaKey(stanza, raw) : null;
-    if (unserializable || (key !== null && (this.failures.get(key) ?? 0) >= MAX_STANZA_FAILURES)) {
-      // A poison stanza: keep it (quarantine) and count it, so the session can move on.
-      const h = this.store.write((tx) => {
-        const state = loadAccountState(tx, this.accountId);
-        quarantineRow(
-          tx,
-          "inbound_stanza",
-          key!,
-          raw,
-          unserializable
-            ? "stanza nested too deep to serialize"
-            : `handler failed ${MAX_STANZA_FAILURES} times`,
-        );
-        // The requester of an IQ still gets an answer instead of waiting forever.
-        if (stanza.is("iq") && (stanza.attrs.type === "get" || stanza.attrs.type === "set"))
-          this.enqueue(tx, state, serviceUnavailable(stanza));
-        state.sm.inboundH += 1;
-        saveAccountState(tx, this.accountId, state);
-        return state.sm.inboundH;
-      });
-      this.failures.delete(key!);
-      this.committedH = h;
-      this.emit("stanza-quarantined", stanza);
-      this.flush();
-      return "done";
-    }
+    const poison =
+      unserializable || (key !== null && (this.failures.get(key) ?? 0) >= MAX_STANZA_FAILURES);
     try {
-      const h = this.store.write((tx) => {
+      if (poison) {
+        // A poison stanza: keep it (quarantine) and count it, so the session can move on.
+        const h = await this.txWriteAsync((tx) => {
+          const state = loadAccountState(tx, this.accountId);
+          this.assertContinuity(state);
+          quarantineRow(
+            tx,
+            "inbound_stanza",
+            key!,
+            raw,
+            unserializable
+              ? "stanza nested too deep to serialize"
+              : `handler failed ${MAX_STANZA_FAILURES} times`,
+          );
+          // The requester of an IQ still gets an answer instead of waiting forever.
+          if (stanza.is("iq") && (stanza.attrs.type === "get" || stanza.attrs.type === "set"))
+            this.enqueue(tx, state, serviceUnavailable(stanza));
+          state.sm.inboundH += 1;
+          saveAccountState(tx, this.accountId, state);
+          return state.sm.inboundH;
+        });
+        this.failures.delete(key!);
+        this.committedH = h;
+        this.emit("stanza-quarantined", stanza);
+        this.flush();
+        return "done";
+      }
+      const h = await this.txWriteAsync((tx) => {
         const state = loadAccountState(tx, this.accountId);
+        this.assertContinuity(state);
         const ctx = this.context(tx, state);
         if (prepared?.stillValid && !prepared.stillValid(tx)) {
           if (mayRetry) throw new PreparedStale();
@@ -673,7 +876,16 @@ export class DurableSession extends EventEmitter {
     } catch (err) {
       this.pendingAfterCommit = [];
       if (err instanceof PreparedStale) return "stale"; // rolled back; prepare again
-      // Not acknowledged: the server replays it after the next resume.
+      // Not acknowledged in each case below: the server keeps the stanza and replays it.
+      if (err instanceof FencedOutError || err instanceof SessionLockError) return "done";
+      if (err instanceof StoreLockTimeoutError) {
+        this.onStoreUnavailable(err);
+        return "done";
+      }
+      if (err instanceof ContinuityError) {
+        this.onContinuityLost(err);
+        return "done";
+      }
       this.log({
         event: "stanza-rolled-back",
         stanza: stanza.name,
@@ -690,6 +902,69 @@ export class DurableSession extends EventEmitter {
     }
     this.flush();
     return "done";
+  }
+
+  /**
+   * The database stayed locked past our deadline (another process stopped inside a transaction):
+   * nothing more can be counted. Drop the socket without closing the stream; the server replays
+   * what we did not acknowledge. Seen by callers as a lost connection.
+   */
+  private onStoreUnavailable(err: StoreLockTimeoutError): void {
+    this.halted = true;
+    const conn = this.conn;
+    this.log({ event: "store-unavailable", error: err.message });
+    this.emit("store-unavailable", err);
+    if (!conn) return;
+    this.abandon(conn);
+    try {
+      conn.entity.socket?.destroy();
+    } catch {
+      /* already gone */
+    }
+    this.emit("offline");
+    this.emit("connection-lost");
+  }
+
+  /**
+   * h continuity cannot be proven: forget the stream (its h may be wrong either way), open a MAM
+   * gap, and start a new stream, whose catch-up fetches whatever the server might have dropped.
+   */
+  private onContinuityLost(err: ContinuityError): void {
+    this.halted = true;
+    this.log({ event: "h-continuity-lost", stored: err.stored, expected: err.expected });
+    try {
+      this.forgetStreamAndOpenGap();
+    } catch (e) {
+      this.noteFenceError(e);
+      return;
+    }
+    this.emit("continuity-lost", { stored: err.stored, expected: err.expected });
+    setImmediate(() => void this.reconnectForReplay());
+  }
+
+  private forgetStreamAndOpenGap(): void {
+    this.txWrite((tx) => {
+      const st = loadAccountState(tx, this.accountId);
+      st.sm.streamId = null;
+      st.mam.gapOpen = true;
+      saveAccountState(tx, this.accountId, st);
+    });
+  }
+
+  /**
+   * The server says our counter is ahead of what it sent (Prosody/ejabberd end the stream with
+   * "...acknowledged more stanzas than sent..."): the stream's h is not to be trusted, so the
+   * next connect must not resume it. MAM fetches what the server may have dropped.
+   */
+  private onServerCounterComplaint(err: Error): void {
+    const text = `${err.message} ${(err as { text?: string }).text ?? ""}`;
+    if (!/acknowledged more|handled more/i.test(text)) return;
+    this.log({ event: "server-counter-complaint", error: text.trim() });
+    try {
+      this.forgetStreamAndOpenGap();
+    } catch (e) {
+      this.noteFenceError(e);
+    }
   }
 
   private async reconnectForReplay(): Promise<void> {
@@ -710,9 +985,9 @@ export class DurableSession extends EventEmitter {
     }
   }
 
-  private onAck(h: number): void {
+  private async onAck(h: number): Promise<void> {
     if (!Number.isFinite(h)) return;
-    this.store.write((tx) => {
+    await this.txWriteAsync((tx) => {
       const state = loadAccountState(tx, this.accountId);
       this.applyAck(tx, state, h);
       saveAccountState(tx, this.accountId, state);
@@ -750,11 +1025,11 @@ export class DurableSession extends EventEmitter {
                 this.smActive = true;
                 this.halted = false;
                 const h = Number(element.attrs.h);
-                this.enqueueWork(() => this.onResumed(h));
+                this.enqueueWork(() => this.failConnectOnError(() => this.onResumed(h)));
                 done(element);
               } else if (element.is("failed", NS_SM)) {
                 const h = element.attrs.h !== undefined ? Number(element.attrs.h) : null;
-                this.enqueueWork(() => this.onResumeFailed(h));
+                this.enqueueWork(() => this.failConnectOnError(() => this.onResumeFailed(h)));
                 done(element);
               }
             },
@@ -770,7 +1045,7 @@ export class DurableSession extends EventEmitter {
             event: "resume-error",
             error: err instanceof Error ? err.message : String(err),
           });
-          this.enqueueWork(() => this.onResumeFailed(null));
+          this.enqueueWork(() => this.failConnectOnError(() => this.onResumeFailed(null)));
           await this.idle();
         }
       }
@@ -783,7 +1058,9 @@ export class DurableSession extends EventEmitter {
             this.smActive = true;
             this.halted = false;
             const boundJid = c.entity.jid.toString();
-            this.enqueueWork(() => this.onEnabled(element, boundJid));
+            this.enqueueWork(() =>
+              this.failConnectOnError(() => this.onEnabled(element, boundJid)),
+            );
             done(element);
           } else if (element.is("failed", NS_SM))
             throw new Error("server refused stream management");
@@ -793,9 +1070,34 @@ export class DurableSession extends EventEmitter {
     });
   }
 
-  private onResumed(h: number): void {
-    const state = this.store.write((tx) => {
+  /** A negotiation step that cannot be stored (fenced out, database taken) fails connect(). */
+  private async failConnectOnError(step: () => Promise<void>): Promise<void> {
+    try {
+      await step();
+    } catch (err) {
+      const conn = this.conn;
+      if (conn) {
+        this.abandon(conn);
+        try {
+          conn.entity.socket?.destroy();
+        } catch {
+          /* already gone */
+        }
+      }
+      this.emit("connect-failed", err instanceof Error ? err : new Error(String(err)));
+      throw err;
+    }
+  }
+
+  private async onResumed(h: number): Promise<void> {
+    const state = await this.txWriteAsync((tx) => {
       const st = loadAccountState(tx, this.accountId);
+      if (h > st.sm.outboundSent) {
+        // The server claims more of ours than we ever numbered: our counters are not to be
+        // trusted; keep the stream, but let MAM check what we may have missed.
+        this.log({ event: "resume-counter-mismatch", serverH: h, sent: st.sm.outboundSent });
+        st.mam.gapOpen = true;
+      }
       this.applyAck(tx, st, h);
       this.repairQueue(tx);
       saveAccountState(tx, this.accountId, st);
@@ -852,8 +1154,8 @@ export class DurableSession extends EventEmitter {
   }
 
   /** The previous stream is gone: handlers waiting on it can never be answered. */
-  private onResumeFailed(h: number | null): void {
-    this.store.write((tx) => {
+  private async onResumeFailed(h: number | null): Promise<void> {
+    await this.txWriteAsync((tx) => {
       const st = loadAccountState(tx, this.accountId);
       if (h !== null && Number.isFinite(h)) {
         tx.delete(tables.outboundQueue)
@@ -928,8 +1230,8 @@ export class DurableSession extends EventEmitter {
     }
   }
 
-  private onEnabled(enabled: Element, boundJid: string): void {
-    this.store.write((tx) => {
+  private async onEnabled(enabled: Element, boundJid: string): Promise<void> {
+    await this.txWriteAsync((tx) => {
       const st = loadAccountState(tx, this.accountId);
       // A new stream (no resume was possible or tried): handlers still waiting belong to a dead
       // stream (onResumeFailed already ran them if a resume was tried).
@@ -988,6 +1290,7 @@ export class DurableSession extends EventEmitter {
    */
   private abandon(conn: XmppConnection): void {
     this.droppedConns.add(conn);
+    this.connFences.get(conn)?.unlisten();
     if (this.conn !== conn) return;
     this.conn = null;
     this.smActive = false;
@@ -1016,7 +1319,7 @@ export class DurableSession extends EventEmitter {
 
   /** One tick of connected time: expired IQ handlers get a synthetic remote-server-timeout. */
   private tick(): void {
-    if (!this.smActive) return;
+    if (!this.smActive || !this.isCurrent(this.conn)) return;
     this.write((ctx) => {
       const { expiredIq, firedTimers } = tickConnectedTime(ctx.tx, this.accountId, 1);
       // Each handler in its own savepoint: one that throws would otherwise roll back the whole

@@ -46,6 +46,24 @@ export class StoreLockTimeoutError extends StoreError {
   override readonly name = "StoreLockTimeoutError";
 }
 
+/**
+ * A write was made under a lock generation that is no longer current: another process took the
+ * session lock (this one was frozen past its lease, or yielded). Nothing was written. The writer
+ * must stop handling and sending for that session until it holds the lock again.
+ */
+export class FencedOutError extends StoreError {
+  override readonly name = "FencedOutError";
+  constructor(
+    readonly fence: { key: string; holder: string; generation: number },
+    readonly current: { holder: string; generation: number } | null,
+  ) {
+    super(
+      `lock "${fence.key}" generation ${fence.generation} of ${fence.holder} is no longer current` +
+        (current ? ` (now ${current.holder}, generation ${current.generation})` : " (no lock row)"),
+    );
+  }
+}
+
 /** An IPC request got no response before its timeout. */
 export class IpcTimeoutError extends StoreError {
   override readonly name = "IpcTimeoutError";
@@ -54,6 +72,13 @@ export class IpcTimeoutError extends StoreError {
 /** The lock could not be acquired before the timeout. */
 export class LockTimeoutError extends StoreError {
   override readonly name = "LockTimeoutError";
+  constructor(
+    message: string,
+    /** Who held the lock when we gave up (e.g. "nse:4711-ab12cd34"), when known. */
+    readonly holder: string | null = null,
+  ) {
+    super(message);
+  }
 }
 
 /** SQLITE_BUSY and friends: the only errors write()/read() retry. */

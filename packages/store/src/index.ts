@@ -1,5 +1,7 @@
-export { openStore } from "./store.js";
+export { openStore, checkFence } from "./store.js";
 export type {
+  StoreFence,
+  WriteOptions,
   OpenStoreOptions,
   Store,
   StoreTx,
@@ -33,6 +35,7 @@ export {
   type MigrationStatus,
 } from "./migrations.js";
 export {
+  FencedOutError,
   IpcTimeoutError,
   LockTimeoutError,
   NotALichenDatabaseError,

@@ -19,7 +19,7 @@ import path from "node:path";
 import { randomUUID } from "node:crypto";
 import type { IpcDestination, IpcMessage, IpcMessageType, ProcessRole } from "@lichen/schema";
 import type { Store, StoreTx } from "./store.js";
-import { IpcTimeoutError, StoreError } from "./errors.js";
+import { IpcTimeoutError, StoreError, StoreLockTimeoutError } from "./errors.js";
 import { SchemaValidationError, validateIpcMessage } from "./validation.js";
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
@@ -223,6 +223,29 @@ export class Ipc {
     return received.length;
   }
 
+  private draining = false;
+
+  private async drainAsync(): Promise<void> {
+    if (this.draining || this.closed || this.store.closed || !this.hasWork()) return;
+    this.draining = true;
+    let received: IpcMessage[];
+    try {
+      received = await this.store.writeAsync((tx) => this.consume(tx), {
+        yieldFirst: false,
+        deadlineAt: Date.now() + Math.max(250, this.pollMs * 5),
+      });
+    } catch (e) {
+      if (e instanceof StoreLockTimeoutError) {
+        this.lastDataVersion = -1; // try again at the next poll
+        return;
+      }
+      throw e;
+    } finally {
+      this.draining = false;
+    }
+    for (const msg of received) this.dispatch(msg);
+  }
+
   private hasWork(): boolean {
     return this.store.read(
       (tx) =>
@@ -422,10 +445,16 @@ export class Ipc {
       if (this.closed || this.store.closed) return;
       try {
         this.lastDataVersion = this.store.dataVersion();
-        this.drain();
       } catch (e) {
         this.reportError({ event: "ipc.drain-failed", message: String(e) });
+        return;
       }
+      // Waits for the database without blocking the event loop: a process stopped inside a
+      // transaction must not freeze this one. A drain that cannot start within a poll period is
+      // retried by the next data_version change or wake-up.
+      this.drainAsync().catch((e: unknown) =>
+        this.reportError({ event: "ipc.drain-failed", message: String(e) }),
+      );
     });
   }
 }

@@ -12,7 +12,7 @@ import { EventEmitter } from "node:events";
 import { eq } from "drizzle-orm";
 import type { ProcessLockRecord, ProcessRole } from "@lichen/schema";
 import { processLocks } from "./schema.js";
-import type { Store } from "./store.js";
+import type { Store, StoreFence, StoreTx } from "./store.js";
 import { LockTimeoutError, StoreError } from "./errors.js";
 
 export interface ProcessLockOptions {
@@ -84,6 +84,23 @@ export class ProcessLock extends EventEmitter<ProcessLockEvents> {
     return this.held;
   }
 
+  /**
+   * How many times this object went from not holding to holding the lock. A connection opened
+   * under one acquisition must be ignored after the lock was lost and taken again, even when the
+   * generation is the same (no other holder in between).
+   */
+  get acquisitions(): number {
+    return this.acquiredCount;
+  }
+  private acquiredCount = 0;
+
+  /** The fencing token for writes made while we hold the lock (null: not held). */
+  fence(): StoreFence | null {
+    return this.held === null
+      ? null
+      : { key: this.key, holder: this.holder, generation: this.held };
+  }
+
   /** The lock row as stored (null: never taken). */
   current(): ProcessLockRecord | null {
     const row = this.store.read((tx) =>
@@ -106,34 +123,56 @@ export class ProcessLock extends EventEmitter<ProcessLockEvents> {
     return row;
   }
 
-  /** One attempt: take the lock if we hold it or the lease expired. Never waits. */
+  /**
+   * One attempt: take the lock if we hold it or the lease expired. Never waits for the lock, but
+   * may wait (synchronously, bounded by the store's maxWaitMs) for the database: prefer
+   * tryAcquireAsync where a deadline matters.
+   */
   tryAcquire(): LockAttempt {
-    const now = this.clock();
-    const result = this.store.write((tx) => {
-      const taken = tx.sqlite
-        .prepare(
-          `INSERT INTO process_locks (key, holder, lease_expires_at, generation, acquired_at)
-           VALUES (@key, @holder, @expires, 1, @now)
-           ON CONFLICT (key) DO UPDATE SET
-             holder = excluded.holder,
-             lease_expires_at = excluded.lease_expires_at,
-             generation = CASE WHEN process_locks.holder = excluded.holder
-                               THEN process_locks.generation ELSE process_locks.generation + 1 END,
-             acquired_at = CASE WHEN process_locks.holder = excluded.holder
-                                THEN process_locks.acquired_at ELSE excluded.acquired_at END
-           WHERE process_locks.holder = excluded.holder OR process_locks.lease_expires_at <= @now
-           RETURNING generation`,
-        )
-        .get({ key: this.key, holder: this.holder, expires: now + this.leaseMs, now }) as
-        { generation: number } | undefined;
-      if (taken) return { acquired: true, generation: taken.generation } satisfies LockAttempt;
-      const row = tx.select().from(processLocks).where(eq(processLocks.key, this.key)).get();
-      return {
-        acquired: false,
-        generation: row?.generation ?? 0,
-        ...(row ? { holder: row.holder, leaseExpiresAt: row.leaseExpiresAt } : {}),
-      } satisfies LockAttempt;
+    return this.afterAttempt(this.store.write((tx) => this.attempt(tx)));
+  }
+
+  /**
+   * Like tryAcquire(), but waits for the database without blocking the event loop, and gives up
+   * with StoreLockTimeoutError at `deadlineAt` (a process stopped inside a transaction holds the
+   * database for as long as it is stopped).
+   */
+  async tryAcquireAsync(opts: { deadlineAt?: number } = {}): Promise<LockAttempt> {
+    const r = await this.store.writeAsync((tx) => this.attempt(tx), {
+      yieldFirst: false,
+      ...(opts.deadlineAt !== undefined ? { deadlineAt: opts.deadlineAt } : {}),
     });
+    return this.afterAttempt(r);
+  }
+
+  private attempt(tx: StoreTx): LockAttempt {
+    const now = this.clock();
+    const taken = tx.sqlite
+      .prepare(
+        `INSERT INTO process_locks (key, holder, lease_expires_at, generation, acquired_at)
+         VALUES (@key, @holder, @expires, 1, @now)
+         ON CONFLICT (key) DO UPDATE SET
+           holder = excluded.holder,
+           lease_expires_at = excluded.lease_expires_at,
+           generation = CASE WHEN process_locks.holder = excluded.holder
+                             THEN process_locks.generation ELSE process_locks.generation + 1 END,
+           acquired_at = CASE WHEN process_locks.holder = excluded.holder
+                              THEN process_locks.acquired_at ELSE excluded.acquired_at END
+         WHERE process_locks.holder = excluded.holder OR process_locks.lease_expires_at <= @now
+         RETURNING generation`,
+      )
+      .get({ key: this.key, holder: this.holder, expires: now + this.leaseMs, now }) as
+      { generation: number } | undefined;
+    if (taken) return { acquired: true, generation: taken.generation };
+    const row = tx.select().from(processLocks).where(eq(processLocks.key, this.key)).get();
+    return {
+      acquired: false,
+      generation: row?.generation ?? 0,
+      ...(row ? { holder: row.holder, leaseExpiresAt: row.leaseExpiresAt } : {}),
+    };
+  }
+
+  private afterAttempt(result: LockAttempt): LockAttempt {
     if (result.acquired) this.onAcquired(result.generation);
     return result;
   }
@@ -144,12 +183,15 @@ export class ProcessLock extends EventEmitter<ProcessLockEvents> {
     const timeoutMs = opts.timeoutMs ?? Infinity;
     for (let attempt = 0; ; attempt++) {
       opts.signal?.throwIfAborted();
-      const r = this.tryAcquire();
+      const r = await this.tryAcquireAsync(
+        Number.isFinite(timeoutMs) ? { deadlineAt: started + timeoutMs } : {},
+      );
       if (r.acquired) return r.generation;
       const elapsed = Date.now() - started;
       if (elapsed >= timeoutMs) {
         throw new LockTimeoutError(
           `lock "${this.key}" still held by ${r.holder ?? "?"} (lease until ${r.leaseExpiresAt ?? "?"}) after ${timeoutMs} ms`,
+          r.holder ?? null,
         );
       }
       let wait = Math.min(50, 5 * 2 ** attempt);
@@ -177,18 +219,73 @@ export class ProcessLock extends EventEmitter<ProcessLockEvents> {
     this.emit("released", { key: this.key, generation });
   }
 
-  /** Extend the lease now (the background timer calls this). Returns false when the lock was lost. */
+  /**
+   * release() that waits for the database without blocking the event loop, at most until
+   * `deadlineAt`. If the database stays taken, the lock is forgotten here and its lease simply
+   * runs out (nobody else can write meanwhile either).
+   */
+  async releaseAsync(opts: { deadlineAt?: number } = {}): Promise<void> {
+    this.stopRenewing();
+    const generation = this.held;
+    if (generation === null) return;
+    this.held = null;
+    if (this.store.closed) return;
+    try {
+      await this.store.writeAsync(
+        (tx) =>
+          tx.sqlite
+            .prepare(
+              "UPDATE process_locks SET lease_expires_at = 0 WHERE key = ? AND holder = ? AND generation = ?",
+            )
+            .run(this.key, this.holder, generation),
+        {
+          yieldFirst: false,
+          ...(opts.deadlineAt !== undefined ? { deadlineAt: opts.deadlineAt } : {}),
+        },
+      );
+    } catch (e) {
+      this.store.logger({ event: "store.lock.release-failed", key: this.key, error: String(e) });
+      return;
+    }
+    this.emit("released", { key: this.key, generation });
+  }
+
+  /** Extend the lease now. Returns false when the lock was lost. */
   renew(): boolean {
     if (this.held === null) return false;
     const generation = this.held;
-    const changes = this.store.write(
-      (tx) =>
-        tx.sqlite
-          .prepare(
-            "UPDATE process_locks SET lease_expires_at = ? WHERE key = ? AND holder = ? AND generation = ?",
-          )
-          .run(this.clock() + this.leaseMs, this.key, this.holder, generation).changes,
+    return this.afterRenew(
+      generation,
+      this.store.write((tx) => this.renewIn(tx, generation)),
     );
+  }
+
+  /**
+   * renew() without blocking the event loop (the background timer uses it). It waits for the
+   * database at most until the lease would end: a process stopped inside a transaction blocks
+   * every writer, so nobody can take the lock meanwhile either; the next tick tries again.
+   */
+  async renewAsync(): Promise<boolean> {
+    if (this.held === null) return false;
+    const generation = this.held;
+    const changes = await this.store.writeAsync((tx) => this.renewIn(tx, generation), {
+      yieldFirst: false,
+      deadlineAt: Date.now() + this.leaseMs,
+    });
+    // Released (or lost) while we waited for the database: nothing to report.
+    if (this.held !== generation) return false;
+    return this.afterRenew(generation, changes);
+  }
+
+  private renewIn(tx: StoreTx, generation: number): number {
+    return tx.sqlite
+      .prepare(
+        "UPDATE process_locks SET lease_expires_at = ? WHERE key = ? AND holder = ? AND generation = ?",
+      )
+      .run(this.clock() + this.leaseMs, this.key, this.holder, generation).changes;
+  }
+
+  private afterRenew(generation: number, changes: number): boolean {
     if (changes === 1) return true;
     this.stopRenewing();
     this.held = null;
@@ -214,6 +311,7 @@ export class ProcessLock extends EventEmitter<ProcessLockEvents> {
     this.held = generation;
     this.lastHeld = generation;
     if (fresh) {
+      this.acquiredCount++;
       this.startRenewing();
       this.emit("acquired", { key: this.key, generation });
     }
@@ -228,13 +326,11 @@ export class ProcessLock extends EventEmitter<ProcessLockEvents> {
     this.renewTimer = setInterval(() => {
       if (this.renewing || this.store.closed) return;
       this.renewing = true;
-      try {
-        this.renew();
-      } catch (e) {
-        this.store.logger({ event: "store.lock.renew-failed", key: this.key, error: String(e) });
-      } finally {
-        this.renewing = false;
-      }
+      this.renewAsync()
+        .catch((e: unknown) =>
+          this.store.logger({ event: "store.lock.renew-failed", key: this.key, error: String(e) }),
+        )
+        .finally(() => (this.renewing = false));
     }, this.renewEveryMs);
     this.renewTimer.unref();
   }

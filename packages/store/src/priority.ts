@@ -36,7 +36,8 @@ export async function acquireAsMain(
   const timeoutMs = opts.timeoutMs ?? lock.leaseMs * 2 + 1000;
   const resendEveryMs = opts.resendEveryMs ?? 250;
   const started = Date.now();
-  const first = lock.tryAcquire();
+  const deadlineAt = started + timeoutMs;
+  const first = await lock.tryAcquireAsync({ deadlineAt });
   if (first.acquired)
     return { generation: first.generation, previousHolder: null, via: "free", waitedMs: 0 };
   const previousHolder = first.holder ?? null;
@@ -52,6 +53,7 @@ export async function acquireAsMain(
     if (left <= 0) {
       throw new LockTimeoutError(
         `main could not take lock "${lock.key}" from ${previousHolder} within ${timeoutMs} ms`,
+        lock.current()?.holder ?? previousHolder,
       );
     }
     try {
@@ -67,7 +69,7 @@ export async function acquireAsMain(
     } catch (e) {
       if (!(e instanceof IpcTimeoutError)) throw e;
     }
-    const r = lock.tryAcquire();
+    const r = await lock.tryAcquireAsync({ deadlineAt });
     if (r.acquired) {
       return { generation: r.generation, previousHolder, via, waitedMs: Date.now() - started };
     }
@@ -89,7 +91,7 @@ export function yieldOnDisconnectAll(
     yielding ??= (async () => {
       const { handledStanzas } = await shutdown(msg);
       const generation = lock.generation ?? 0;
-      lock.release();
+      await lock.releaseAsync({ deadlineAt: Date.now() + 2000 });
       ipc.respond(msg, { type: "yielded", data: { lockGeneration: generation, handledStanzas } });
     })();
     try {
@@ -103,6 +105,7 @@ export function yieldOnDisconnectAll(
 export type NseStartResult =
   | { started: true; generation: number }
   | { started: false; reason: "main-running"; holder: string; check: 1 | 2 }
+  /** Another NSE (macOS runs them concurrently) or an unknown role holds the session. */
   | { started: false; reason: "held-by-other"; holder: string; check: 2 };
 
 /**
@@ -117,6 +120,8 @@ export async function startAsNse(
     onFirstCheck?: () => void;
     /** Replaces the sleep of recheckDelayMs between the checks (e.g. to wait for an OS event). */
     waitBetweenChecks?: () => Promise<void>;
+    /** Give up waiting for the database at this time (StoreLockTimeoutError); e.g. the NSE's deadline. */
+    deadlineAt?: number;
   } = {},
 ): Promise<NseStartResult> {
   const mainHolder = (): string | null => {
@@ -130,7 +135,9 @@ export async function startAsNse(
   else await new Promise((r) => setTimeout(r, opts.recheckDelayMs ?? 50));
   const h2 = mainHolder();
   if (h2) return { started: false, reason: "main-running", holder: h2, check: 2 };
-  const r = lock.tryAcquire();
+  const r = await lock.tryAcquireAsync(
+    opts.deadlineAt !== undefined ? { deadlineAt: opts.deadlineAt } : {},
+  );
   if (!r.acquired) {
     if (r.holder && roleOfHolder(r.holder) === "main")
       return { started: false, reason: "main-running", holder: r.holder, check: 2 };

@@ -6,12 +6,38 @@ import * as schema from "./schema.js";
 import { openBetterSqlite3, type SqlStatement } from "./driver.js";
 import { applyMigrations, assertMigrated } from "./migrations.js";
 import {
+  FencedOutError,
   NotALichenDatabaseError,
   StoreError,
   StoreLockTimeoutError,
   TransactionUsageError,
   isBusyError,
 } from "./errors.js";
+
+/**
+ * A fencing token: the process lock row (key) must still name this holder at this generation. A
+ * write made under a fence is refused inside its own BEGIN IMMEDIATE transaction when another
+ * process has taken the lock since, so a process that was frozen and thawed cannot write session
+ * state that its successor now owns (ProcessLock.fence() gives the current one).
+ */
+export interface StoreFence {
+  readonly key: string;
+  readonly holder: string;
+  readonly generation: number;
+}
+
+export interface WriteOptions {
+  /** Refuse the write (FencedOutError, nothing written) unless this lock generation is current. */
+  fence?: StoreFence | null;
+  /**
+   * Epoch ms (Date.now) after which waiting for the database lock gives up with
+   * StoreLockTimeoutError (bounded further by maxWaitMs). A process stopped inside a transaction
+   * holds the lock for as long as it is stopped: callers with a deadline must not wait past it.
+   */
+  deadlineAt?: number;
+  /** writeAsync only: yield to the event loop before the first attempt (default true). */
+  yieldFirst?: boolean;
+}
 
 export type StoreSchema = typeof schema;
 export type StoreDatabase = BetterSQLite3Database<StoreSchema>;
@@ -71,9 +97,12 @@ export interface Store {
    * back-off and jitter and never thrown. A throw rolls back and is rethrown. Nested calls use a
    * SAVEPOINT: an inner throw rolls back only the inner part.
    */
-  write<T>(fn: (tx: StoreTx) => T): T;
-  /** Like write(), but waits for the lock without blocking the event loop and yields before starting. */
-  writeAsync<T>(fn: (tx: StoreTx) => T): Promise<T>;
+  write<T>(fn: (tx: StoreTx) => T, opts?: WriteOptions): T;
+  /**
+   * Like write(), but waits for the lock without blocking the event loop (and, unless
+   * `yieldFirst: false`, yields before starting). The transaction itself is still synchronous.
+   */
+  writeAsync<T>(fn: (tx: StoreTx) => T, opts?: WriteOptions): Promise<T>;
   /**
    * Run `fn` on one consistent snapshot (BEGIN DEFERRED). Inside write() it joins that transaction.
    * Outside, `fn` is run again if SQLite reports busy (keep it free of side effects).
@@ -244,21 +273,21 @@ class SqliteStore implements Store {
     return this.stmts.dataVersion.get() as number;
   }
 
-  write<T>(fn: (tx: StoreTx) => T): T {
+  write<T>(fn: (tx: StoreTx) => T, opts: WriteOptions = {}): T {
     this.assertOpen();
-    if (this.depth > 0) return this.nestedWrite(fn);
+    if (this.depth > 0) return this.nestedWrite(fenced(fn, opts.fence));
     if (this.otherWriterWaiting()) this.politePauseSync();
     const started = performance.now();
     for (let attempt = 0; ; attempt++) {
       if (this.tryBeginImmediate()) break;
-      this.noteBusy(attempt, started);
+      this.noteBusy(attempt, started, opts.deadlineAt);
       sleepSync(backoffMs(attempt));
     }
     this.withdrawWriteIntent();
-    return this.runOutermost("write", fn, started);
+    return this.runOutermost("write", fenced(fn, opts.fence), started);
   }
 
-  async writeAsync<T>(fn: (tx: StoreTx) => T): Promise<T> {
+  async writeAsync<T>(fn: (tx: StoreTx) => T, opts: WriteOptions = {}): Promise<T> {
     this.assertOpen();
     if (this.depth > 0) {
       throw new TransactionUsageError(
@@ -266,7 +295,7 @@ class SqliteStore implements Store {
       );
     }
     // Yield first: other work of this process runs, and a waiting process gets its turn.
-    await yieldToEventLoop();
+    if (opts.yieldFirst !== false) await yieldToEventLoop();
     if (this.otherWriterWaiting()) await this.politePauseAsync();
     const started = performance.now();
     for (let attempt = 0; ; attempt++) {
@@ -275,11 +304,18 @@ class SqliteStore implements Store {
       if (this.depth === 0) {
         if (this.tryBeginImmediate()) {
           this.withdrawWriteIntent();
-          return this.runOutermost("write", fn, started);
+          return this.runOutermost("write", fenced(fn, opts.fence), started);
         }
-        this.noteBusy(attempt, started);
+        this.noteBusy(attempt, started, opts.deadlineAt);
+      } else if (opts.deadlineAt !== undefined && Date.now() >= opts.deadlineAt) {
+        throw new StoreLockTimeoutError(
+          `${this.path}: deadline passed before the write could begin`,
+        );
       }
-      await sleepAsync(backoffMs(attempt));
+      let wait = backoffMs(attempt);
+      if (opts.deadlineAt !== undefined)
+        wait = Math.max(0, Math.min(wait, opts.deadlineAt - Date.now()));
+      await sleepAsync(wait);
     }
   }
 
@@ -438,8 +474,14 @@ class SqliteStore implements Store {
     }
   }
 
-  private noteBusy(attempt: number, started: number): void {
+  private noteBusy(attempt: number, started: number, deadlineAt?: number): void {
     const waited = performance.now() - started;
+    if (deadlineAt !== undefined && Date.now() >= deadlineAt) {
+      throw new StoreLockTimeoutError(
+        `${this.path}: the database lock is still taken by another process after ` +
+          `${Math.round(waited)} ms and the caller's deadline has passed`,
+      );
+    }
     if (waited > this.maxWaitMs) {
       throw new StoreLockTimeoutError(
         `${this.path}: another process has held the database lock for ${Math.round(waited)} ms ` +
@@ -536,6 +578,35 @@ class SqliteStore implements Store {
       this.depth--;
     }
   }
+}
+
+const fenceStatements = new WeakMap<Database.Database, SqlStatement>();
+
+/** Throws FencedOutError unless `fence` names the lock's current holder and generation. */
+export function checkFence(tx: StoreTx, fence: StoreFence): void {
+  let stmt = fenceStatements.get(tx.sqlite);
+  if (!stmt) {
+    stmt = tx.sqlite.prepare("SELECT holder, generation FROM process_locks WHERE key = ?");
+    fenceStatements.set(tx.sqlite, stmt);
+  }
+  const row = stmt.get(fence.key) as { holder: string; generation: number } | undefined;
+  if (!row || row.holder !== fence.holder || row.generation !== fence.generation) {
+    throw new FencedOutError(
+      fence,
+      row ? { holder: row.holder, generation: row.generation } : null,
+    );
+  }
+}
+
+function fenced<T>(
+  fn: (tx: StoreTx) => T,
+  fence: StoreFence | null | undefined,
+): (tx: StoreTx) => T {
+  if (!fence) return fn;
+  return (tx) => {
+    checkFence(tx, fence);
+    return fn(tx);
+  };
 }
 
 /** Open (and for role "main", create and migrate) a Lichen database. */

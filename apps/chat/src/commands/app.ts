@@ -114,6 +114,12 @@ export async function app(ctx: CliContext, opts: { to?: string; json?: boolean }
       );
     },
   );
+  controller.on("session-lost", (e: { holder: string | null }) => {
+    if (closing) return;
+    ctx.status(
+      `the session was taken over by ${e.holder ?? "another process"} while this app was stopped; taking it back`,
+    );
+  });
   controller.on("reconnected", (how: "resumed" | "new") => {
     ctx.status(`online again (${how === "new" ? "new stream" : "resumed"})`);
   });
