@@ -262,8 +262,12 @@ export interface NseOptions {
   deadlineMs?: number;
   /** After syncing, wait this long for another push before exiting (default 1.5 s). */
   lingerMs?: number;
-  /** Synced = no stanza for this long and no MAM catch-up open (default 400 ms). */
-  quietMs?: number;
+  /**
+   * Runs once the catch-up is complete, before the NSE disconnects (e.g. fetch what a
+   * notification needs). The deadline still applies; if the connection drops meanwhile, the NSE
+   * resumes, syncs again and runs it again.
+   */
+  afterSync?: (session: DurableSession) => Promise<void> | void;
   /** Delay of the "could not synchronize" warning, so a later successful sync can cancel it. */
   syncWarningDelayMs?: number;
   leaseMs?: number;
@@ -338,7 +342,6 @@ export async function handlePush(opts: NseOptions): Promise<NseResult> {
 
     let yielded = false;
     let session: DurableSession | null = null;
-    let lastActivity = Date.now();
     const stopYield = yieldOnDisconnectAll(lock, ipc, async () => {
       yielded = true;
       await session?.suspend();
@@ -354,7 +357,6 @@ export async function handlePush(opts: NseOptions): Promise<NseResult> {
         pushAgain = false;
         session = new DurableSession({ store: opts.store, ...opts.session, lock });
         session.deadlineAt = deadline;
-        session.on("stanza", () => (lastActivity = Date.now()));
         session.on("mam-complete", () => (mamCatchup = true));
         session.on("online", (how: "resumed" | "new") => (stream = how));
         session.on(
@@ -386,10 +388,23 @@ export async function handlePush(opts: NseOptions): Promise<NseResult> {
           yielded = true;
           if (info.holder) holder = info.holder;
         });
+        // The end of the catch-up is a protocol fact, never a silence: the answer to a ping
+        // queued behind the replay (see DurableSession.syncBarrier), and no open MAM gap (its last
+        // page ended with <fin complete='true'/>). Re-armed on every (re)connect.
+        let barrier = { done: false };
+        const armBarrier = () => {
+          const b = { done: false };
+          barrier = b;
+          session!.syncBarrier().then(
+            () => (b.done = true),
+            () => {}, // the connection went away: the reconnect arms a new one
+          );
+        };
         /** One connect attempt; false when it failed for a reason worth retrying. */
         const tryConnect = async (): Promise<boolean> => {
           try {
             await session!.connect(Math.max(1000, deadline - Date.now()));
+            armBarrier();
             return true;
           } catch (err) {
             if (err instanceof StoreLockTimeoutError) {
@@ -406,9 +421,8 @@ export async function handlePush(opts: NseOptions): Promise<NseResult> {
           }
         };
         if (!(await tryConnect())) lost = true;
-        lastActivity = Date.now();
         let retries = 0;
-        // Synced: MAM gap closed and quiet for quietMs; or deadline; or yielded.
+        // Synced: barrier answered and MAM gap closed (then afterSync); or deadline; or yielded.
         for (;;) {
           if (yielded || lock.generation === null) {
             outcome = "yielded";
@@ -427,15 +441,27 @@ export async function handlePush(opts: NseOptions): Promise<NseResult> {
             const wait = reconnectDelay(retries++, { initialDelayMs: 250, maxDelayMs: 2000 });
             await new Promise((r) => setTimeout(r, Math.min(wait, deadline - Date.now())));
             if (yielded || storeUnavailable || Date.now() >= deadline) continue;
-            if (await tryConnect()) {
-              lost = false;
-              lastActivity = Date.now();
-            }
+            if (await tryConnect()) lost = false;
             continue;
           }
           const gapOpen = opts.store.read((tx) => loadAccountState(tx, accountId).mam.gapOpen);
           if (gapOpen) mamCatchup = true;
-          if (!gapOpen && Date.now() - lastActivity >= (opts.quietMs ?? 400)) break;
+          if (barrier.done && !gapOpen) {
+            if (!opts.afterSync) break;
+            let hookDone = false;
+            Promise.resolve()
+              .then(() => opts.afterSync!(session!))
+              .catch(() => {}) // the app's extra work failing does not undo the sync
+              .finally(() => (hookDone = true));
+            while (!hookDone && !lost && !yielded && Date.now() < deadline)
+              await new Promise((r) => setTimeout(r, 25));
+            if (hookDone) break;
+            if (!lost && !yielded) {
+              outcome = "deadline";
+              break;
+            }
+            continue; // lost: resume and sync again; yielded: see above
+          }
           if (Date.now() >= deadline) {
             outcome = "deadline";
             break;

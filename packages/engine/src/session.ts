@@ -550,6 +550,54 @@ export class DurableSession extends EventEmitter {
     }
   }
 
+  /**
+   * Resolves once the server has delivered, and this session has handled and committed, every
+   * stanza the server had queued for us when this was called. An XEP-0199 ping to our server is
+   * queued behind everything we sent (initial presence included); the server answers it only
+   * after it has written what it held for this session — the replay that follows <resumed/>
+   * (XEP-0198 §5), and offline messages, which it sends when it processes initial presence — and
+   * on one stream its answer cannot overtake them. Our stanzas are handled strictly in order, so
+   * when the answer's transaction commits, everything before it has been stored. An error answer
+   * counts too: it is just as ordered. Rejects if the connection goes away first.
+   */
+  syncBarrier(): Promise<void> {
+    const id = `lichen-sync-${randomUUID()}`;
+    const server = this.opts.domain;
+    const own = `${this.opts.username}@${this.opts.domain}`;
+    return new Promise<void>((resolve, reject) => {
+      const cleanup = () => {
+        this.off("stanza", onStanza);
+        this.off("offline", onGone);
+        this.off("session-lost", onGone);
+      };
+      const onStanza = (el: Element) => {
+        if (el.name !== "iq" || el.attrs.id !== id) return;
+        if (el.attrs.type !== "result" && el.attrs.type !== "error") return;
+        const from = el.attrs.from;
+        if (from && from !== server && bare(from) !== own) return; // only our server answers it
+        cleanup();
+        resolve();
+      };
+      const onGone = () => {
+        cleanup();
+        reject(new Error("the connection went away before the server answered the sync ping"));
+      };
+      this.on("stanza", onStanza);
+      this.once("offline", onGone);
+      this.once("session-lost", onGone);
+      try {
+        this.write((ctx) =>
+          ctx.send(
+            xml("iq", { type: "get", id, to: server }, xml("ping", { xmlns: "urn:xmpp:ping" })),
+          ),
+        );
+      } catch (err) {
+        cleanup();
+        reject(err instanceof Error ? err : new Error(String(err)));
+      }
+    });
+  }
+
   /** Resolves when every stanza received so far has been handled (committed or rolled back). */
   idle(): Promise<void> {
     return this.chain;
@@ -741,9 +789,39 @@ export class DurableSession extends EventEmitter {
     if (rows.length === 0) return;
     for (const row of rows) this.flushedSeq = Math.max(this.flushedSeq, row.seq);
     conn.entity
-      .write(rows.map((r) => r.stanza).join("") + `<r xmlns='${NS_SM}'/>`)
+      .write(rows.map((r) => r.stanza).join(""))
       .catch((err: Error) => this.log({ event: "write-failed", error: err.message }));
+    this.requestAck(conn);
     this.emit("flushed", rows.length);
+  }
+
+  /**
+   * Ask the server to acknowledge what we sent, with at most one <r/> outstanding per
+   * connection: a burst of flushes (a receipt for each replayed message, on a slow link) costs
+   * one request and one <a/> per round trip instead of one per stanza. When the <a/> comes back
+   * and more was sent since, the next request goes out then.
+   */
+  private ackRequestOutstanding: XmppConnection | null = null;
+  private ackRequestAgain = false;
+
+  private requestAck(conn: XmppConnection): void {
+    if (this.ackRequestOutstanding === conn) {
+      this.ackRequestAgain = true;
+      return;
+    }
+    this.ackRequestOutstanding = conn;
+    this.ackRequestAgain = false;
+    // After the current tick: flushes of stanzas handled in the same turn share the request.
+    setImmediate(() => {
+      if (!this.isCurrent(conn) || !this.smActive) return;
+      conn.entity.write(`<r xmlns='${NS_SM}'/>`).catch(() => {});
+    });
+  }
+
+  private onAckAnswered(conn: XmppConnection, h: number): void {
+    if (this.ackRequestOutstanding !== conn) return;
+    this.ackRequestOutstanding = null;
+    if (this.ackRequestAgain && this.flushedSeq > h) this.requestAck(conn);
   }
 
   private onElement(conn: XmppConnection, el: Element): void {
@@ -763,7 +841,9 @@ export class DurableSession extends EventEmitter {
     if (el.is("a", NS_SM)) {
       const h = Number(el.attrs.h);
       this.enqueueWork(async () => {
-        if (this.isCurrent(conn)) await this.onAck(h);
+        if (!this.isCurrent(conn)) return;
+        await this.onAck(h);
+        this.onAckAnswered(conn, h);
       });
       return;
     }

@@ -68,11 +68,11 @@ describe.each(SERVERS)("process modes on %s", (_kind, start) => {
   it(
     "main app has priority: a running NSE yields on disconnect-all and main resumes its stream",
     async () => {
-      // quietMs keeps the NSE connected until the main app comes.
+      // afterSync keeps the NSE connected until the main app comes.
       const nse = handlePush({
         store: nseStore,
         session: env.config(),
-        quietMs: 60_000,
+        afterSync: () => new Promise<void>(() => {}),
         deadlineMs: 60_000,
         lingerMs: 100,
       });
@@ -138,13 +138,16 @@ describe.each(SERVERS)("process modes on %s", (_kind, start) => {
     () =>
       overFlakyLink(async ({ bob, link, push }) => {
         await bob.send("alice@localhost", "nse-before-cut");
-        // quietMs: still waiting for quiet when the link is cut.
+        // afterSync holds the NSE connected until the link is cut; after the cut (whether the
+        // first sync had finished or not) the resumed sync must end it.
+        let cut = false;
         const nse = push({
-          quietMs: 3000,
+          afterSync: () => (cut ? undefined : new Promise<void>(() => {})),
           deadlineMs: 30_000,
           lingerMs: 100,
         });
         await until(() => stored("nse-before-cut") === 1 || undefined, "first message stored");
+        cut = true;
         link.cut();
         await bob.send("alice@localhost", "nse-during-cut");
         await until(() => link.refused >= 1 || undefined, "a reconnect attempt on the cut link");
@@ -185,9 +188,9 @@ describe.each(SERVERS)("process modes on %s", (_kind, start) => {
     () =>
       overFlakyLink(async ({ bob, link, push }) => {
         await bob.send("alice@localhost", "nse-cut-for-good");
-        // Without the cut it would be synced after 3 s of quiet, before the 5 s deadline.
+        // Without the cut, afterSync would end after 3 s, before the 5 s deadline.
         const nse = push({
-          quietMs: 3000,
+          afterSync: () => new Promise<void>((r) => setTimeout(r, 3000)),
           deadlineMs: 5000,
           lingerMs: 100,
           syncWarningDelayMs: 120_000,
@@ -213,11 +216,11 @@ describe.each(SERVERS)("process modes on %s", (_kind, start) => {
   it(
     "an unfinished sync at the deadline leaves a delayed warning and a background-task request; a later sync cancels the warning",
     async () => {
-      // quietMs longer than the deadline: the NSE cannot call the sync finished in time.
+      // afterSync longer than the deadline: the NSE cannot finish in time.
       const r = await handlePush({
         store: nseStore,
         session: env.config(),
-        quietMs: 60_000,
+        afterSync: () => new Promise<void>((r) => setTimeout(r, 60_000)),
         deadlineMs: 1500,
         lingerMs: 100,
         syncWarningDelayMs: 120_000,

@@ -12,6 +12,9 @@
  * 4. contention_tx_per_s, busy_errors: two processes doing read-modify-write transactions at once.
  * 5. fair_write_p50/p99_ms (extra): a short write of this process while another process commits
  *    in a tight loop (starvation check for the NSE).
+ * 6. fenced_stanza_tx_per_s: the per-stanza transaction of (1) made under the session lock's
+ *    fence (the holder/generation check inside the transaction), alternating with (1) in the
+ *    same rounds; ratios.fenced_vs_unfenced_tx = fenced / unfenced (target >= 0.9).
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
@@ -133,7 +136,11 @@ export default async function storeBench(ctx: BenchContext) {
     small.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)");
     const smallInsert = small.prepare("INSERT INTO t (body) VALUES (?)");
     const stanzaRates: number[] = [];
+    const fencedRates: number[] = [];
     const rawRates: number[] = [];
+    const sessionLock = new ProcessLock(store, { key: "bench-session", holder: "main:bench" });
+    sessionLock.tryAcquire();
+    const fence = sessionLock.fence()!;
     const smallRates: number[] = [];
     let seq = 0;
     const body = "Hello! Are we still on for tonight? ".repeat(3);
@@ -157,14 +164,31 @@ export default async function storeBench(ctx: BenchContext) {
       }
       stanzaRates.push(perRound / ((performance.now() - t) / 1000));
       t = performance.now();
+      for (let i = 0; i < perRound; i++) {
+        const n = seq++;
+        store.write(
+          (tx) => {
+            const state = loadAccountState(tx, "bench");
+            insertMessage.run({ stanzaId: `st-${n}`, body, now: tx.now });
+            state.sm.inboundH += 1;
+            state.updatedAt = tx.now;
+            saveAccountState(tx, "bench", state);
+          },
+          { fence },
+        );
+      }
+      fencedRates.push(perRound / ((performance.now() - t) / 1000));
+      t = performance.now();
       for (let i = 0; i < perRound; i++) smallInsert.run(body);
       smallRates.push(perRound / ((performance.now() - t) / 1000));
       ctx.log(
-        `round ${r + 1}/${rounds}: stanza ${Math.round(stanzaRates[r]!)} tx/s, raw ${Math.round(rawRates[r]!)} tx/s`,
+        `round ${r + 1}/${rounds}: stanza ${Math.round(stanzaRates[r]!)} tx/s, fenced ${Math.round(fencedRates[r]!)} tx/s, raw ${Math.round(rawRates[r]!)} tx/s`,
       );
     }
     small.close();
+    sessionLock.release();
     const stanza = median(stanzaRates);
+    const fenced = median(fencedRates);
     const raw = median(rawRates);
 
     // (2) lock handover NSE -> main.
@@ -265,6 +289,7 @@ export default async function storeBench(ctx: BenchContext) {
     return {
       metrics: {
         stanza_tx_per_s: Math.round(stanza),
+        fenced_stanza_tx_per_s: Math.round(fenced),
         raw_insert_tx_per_s: Math.round(raw),
         raw_small_insert_tx_per_s: Math.round(median(smallRates)),
         lock_handover_p50_ms: round2(percentile(handovers, 50)),
@@ -278,6 +303,7 @@ export default async function storeBench(ctx: BenchContext) {
       },
       ratios: {
         stanza_vs_raw: round2(stanza / raw),
+        fenced_vs_unfenced_tx: round2(fenced / stanza),
       },
     };
   } finally {
