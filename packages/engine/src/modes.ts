@@ -205,8 +205,9 @@ export class AppController extends EventEmitter {
         let failed = false;
         try {
           if (this.wantOnline && this.session === session && !session.online) {
-            // Re-acquire before reconnecting (the lock may have been lost while frozen).
-            if (this.lock.generation === null)
+            // Re-acquire before reconnecting: the lock may have been lost while we were frozen,
+            // and a renewal that finds another holder forgets our generation.
+            if (this.lock.generation === null || !(await this.lock.renewAsync()))
               await acquireAsMain(this.lock, this.ipc, { reason: "main-app-reconnect" });
             const how = await session.connect(policy.connectTimeoutMs ?? 20_000);
             if (this.session === session) {

@@ -289,8 +289,16 @@ export class DurableSession extends EventEmitter {
   }
 
   private noteFenceError(err: unknown): void {
-    if (err instanceof FencedOutError) this.onFencedOut(err.message, err.current?.holder ?? null);
-    else if (err instanceof SessionLockError) this.onFencedOut(err.message, err.holder);
+    if (err instanceof FencedOutError) {
+      this.onFencedOut(err.message, err.current?.holder ?? null);
+      // Let the lock object learn it too (its renewal emits "lost" and forgets the generation),
+      // so nobody reconnects on it before re-acquiring.
+      try {
+        this.opts.lock?.renew();
+      } catch {
+        /* the renewal timer will tell */
+      }
+    } else if (err instanceof SessionLockError) this.onFencedOut(err.message, err.holder);
   }
 
   /**
