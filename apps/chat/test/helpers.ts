@@ -1,203 +1,24 @@
-import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync } from "node:fs";
-import { join } from "node:path";
-
-/** The BUILT CLI: tests run it as real processes, as a user would. */
-export const CLI = join(import.meta.dirname, "..", "dist", "cli.js");
-
-export function requireBuiltCli(): void {
-  if (!existsSync(CLI))
-    throw new Error(
-      `${CLI} is missing: build first (npx turbo run build --filter=@lichen/chat...)`,
-    );
-}
-
-export interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs `lichen-chat --db <db> ...args` to completion (killed by PID after `timeoutMs`). */
-export function runCli(db: string, args: string[], timeoutMs = 45_000): Promise<CliResult> {
-  const child = spawn(process.execPath, [CLI, "--db", db, ...args], {
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let stdout = "";
-  let stderr = "";
-  child.stdout!.on("data", (d) => (stdout += String(d)));
-  child.stderr!.on("data", (d) => (stderr += String(d)));
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(
-        new Error(
-          `lichen-chat ${args.join(" ")} did not exit in ${timeoutMs} ms; stderr: ${stderr}`,
-        ),
-      );
-    }, timeoutMs);
-    child.once("close", (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
-/** A long-running `lichen-chat app` with piped stdin; its output lines can be awaited. */
-export class AppProcess {
-  readonly child: ChildProcess;
-  stdout = "";
-  stderr = "";
-  readonly exited: Promise<number | null>;
-
-  constructor(db: string, args: string[] = []) {
-    this.child = spawn(process.execPath, [CLI, "--db", db, "app", ...args], {
-      stdio: ["pipe", "pipe", "pipe"],
-    });
-    this.child.stdout!.on("data", (d) => (this.stdout += String(d)));
-    this.child.stderr!.on("data", (d) => (this.stderr += String(d)));
-    this.exited = new Promise((resolve) => this.child.once("exit", (code) => resolve(code)));
-  }
-
-  line(text: string): void {
-    this.child.stdin!.write(text + "\n");
-  }
-
-  /** JSON lines printed on stdout (app --json). */
-  messages(): { event: string; direction: string; chat: string; body: string; id: string }[] {
-    return this.stdout
-      .split("\n")
-      .filter((l) => l.startsWith("{"))
-      .map((l) => JSON.parse(l) as ReturnType<AppProcess["messages"]>[number]);
-  }
-
-  /** Stops it by PID if it is still running. */
-  kill(): void {
-    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill("SIGKILL");
-  }
-}
+// The chat e2e tests' helpers: the process harness lives in src/bench/harness.ts (the chaos
+// driver and benchmark use it too, after build); the peer and the seed are test-only.
+export {
+  AppProcess,
+  CLI,
+  CliProcess,
+  counterComplaints,
+  prng,
+  requireBuiltCli,
+  runCli,
+  signal,
+  sleep,
+  until,
+  type CliResult,
+} from "../src/bench/harness.js";
 
 /** The peer ("bob"): a plain xmpp.js client from @lichen/test-servers. */
 export { startTestPeer as startPeer } from "@lichen/test-servers";
-
-export async function until<T>(
-  fn: () => T | undefined | null | false,
-  what: string | (() => string),
-  timeoutMs = 30_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = fn();
-    if (v) return v;
-    if (Date.now() > deadline)
-      throw new Error(`timed out waiting for ${typeof what === "string" ? what : what()}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-/** mulberry32: small, fast, seedable (tests print the seed on failure). */
-export function prng(seed: number) {
-  let s = seed >>> 0;
-  const next = () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const int = (n: number) => Math.floor(next() * n);
-  /** An integer in [lo, hi]. */
-  const between = (lo: number, hi: number) => lo + int(hi - lo + 1);
-  const chance = (p: number) => next() < p;
-  return { next, int, between, chance };
-}
 
 /** A seed from LICHEN_SEED (to replay a failure) or a fresh one. */
 export function testSeed(): number {
   const fromEnv = process.env.LICHEN_SEED;
   return fromEnv ? Number(fromEnv) >>> 0 : Math.floor(Math.random() * 2 ** 32) >>> 0;
-}
-
-export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-/** A `lichen-chat` process started in the background (e.g. an NSE the test freezes or kills). */
-export class CliProcess {
-  readonly child: ChildProcess;
-  readonly startedAt = Date.now();
-  stdout = "";
-  stderr = "";
-  exitedAt: number | null = null;
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-
-  constructor(
-    db: string,
-    readonly args: string[],
-    opts: { script?: string } = {},
-  ) {
-    const argv = opts.script ? [opts.script, ...args] : [CLI, "--db", db, ...args];
-    this.child = spawn(process.execPath, argv, { stdio: ["ignore", "pipe", "pipe"] });
-    this.child.stdout!.on("data", (d) => (this.stdout += String(d)));
-    this.child.stderr!.on("data", (d) => (this.stderr += String(d)));
-    this.exited = new Promise((resolve) =>
-      this.child.once("exit", (code, signal) => {
-        this.exitedAt = Date.now();
-        resolve({ code, signal });
-      }),
-    );
-  }
-
-  get pid(): number {
-    return this.child.pid!;
-  }
-
-  get running(): boolean {
-    return this.child.exitCode === null && this.child.signalCode === null;
-  }
-
-  /** Waits for the exit, at most `timeoutMs` (then SIGKILL by PID and reject). */
-  async wait(
-    timeoutMs: number,
-    what = `lichen-chat ${this.args.join(" ")}`,
-  ): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        this.kill();
-        reject(
-          new Error(`${what} did not exit in ${timeoutMs} ms; stderr: ${this.stderr.slice(-2000)}`),
-        );
-      }, timeoutMs);
-    });
-    try {
-      return await Promise.race([this.exited, timeout]);
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
-  kill(): void {
-    if (this.running) this.child.kill("SIGKILL");
-  }
-}
-
-/** Sends a signal by PID if the process is still running (SIGSTOP: frozen, socket and all). */
-export function signal(child: ChildProcess, sig: NodeJS.Signals): void {
-  if (child.exitCode === null && child.signalCode === null) child.kill(sig);
-}
-
-/**
- * What the server's log says about a client acknowledging stanzas it was never sent, which is
- * how a wrong XEP-0198 `h` shows. Prosody: the stream error text "Client acknowledged more
- * stanzas than sent by server" and the warning "The client says it handled N new stanzas, but we
- * sent M :)"; ejabberd: the same stream error text and "... acknowledged N stanza(s), but only M
- * were sent" style warnings.
- */
-export function counterComplaints(log: string): string[] {
-  const patterns = [
-    /acknowledged more stanzas than sent/i,
-    /says it handled \d+ new stanzas, but we sent/i,
-    /acknowledged less stanzas than already acknowledged/i,
-    /acknowledged \d+ stanza\(s\), but only \d+/i,
-  ];
-  return log.split("\n").filter((line) => patterns.some((p) => p.test(line)));
 }
