@@ -150,6 +150,8 @@ describe.each([
       expect(JSON.parse(quiet.stdout)).toEqual({
         outcome: "synced",
         notifications: [{ kind: "silent", reason: "no-new-messages" }],
+        stream: "resumed",
+        mamCatchup: false,
       });
     },
     T,
@@ -186,6 +188,9 @@ describe.each([
         expect(JSON.parse(nse.stdout)).toEqual({
           outcome: "main-running",
           notifications: [{ kind: "silent", reason: "main-app-running" }],
+          stream: null,
+          mamCatchup: false,
+          holder: expect.stringMatching(new RegExp(`^main:${app.child.pid}-`)),
         });
 
         const live = `live ${tag()}`;
