@@ -632,6 +632,8 @@ export class DurableSession extends EventEmitter {
     if (!conn) return;
     await this.idle();
     await this.drainAcks(conn, drainMs);
+    await this.idle(); // what arrived while draining is committed before we acknowledge it
+    this.ackCommitted(conn);
     this.stopTicks();
     this.smActive = false;
     this.droppedConns.add(conn);
@@ -643,6 +645,22 @@ export class DurableSession extends EventEmitter {
     }
     await new Promise((r) => setTimeout(r, 10));
     this.conn = null;
+  }
+
+  /**
+   * Before a deliberate drop (suspend, NSE yield, replay reconnect): tell the server, unasked,
+   * how many of its stanzas we have committed (XEP-0198 §4: an `<a/>` may be sent at any time).
+   * Otherwise it keeps them queued and replays them on the next resume — on a slow link the
+   * login's answers (a 2.5 KB disco#info) crossed the line again on every push. Written before
+   * the socket is ended, so it crosses ahead of the FIN. Only on the current connection while we
+   * hold the lock: another process may own the stream now, and our h is not its h. committedH is
+   * only ever a committed count, so the server never drops a stanza we did not store.
+   */
+  private ackCommitted(conn: XmppConnection): void {
+    if (!this.smActive || !this.isCurrent(conn)) return;
+    conn.entity
+      .write(xml("a", { xmlns: NS_SM, h: String(this.committedH) }).toString())
+      .catch(() => {});
   }
 
   /**

@@ -1,0 +1,89 @@
+// Issue 17: nothing replayed that was already handled. When the app goes to background (or the
+// NSE finishes), the session tells the server, unasked, what it has committed (an XEP-0198 <a/>)
+// before dropping TCP; the next resume must replay nothing that was stored. Servers ask for acks
+// on their own schedule (Prosody not at all below 256 unacked stanzas while the client is
+// inactive, XEP-0352), so without that <a/> the messages just handled cross the line again on the
+// next resume.
+import { randomUUID } from "node:crypto";
+import { startFlakyLink, type FlakyLink } from "@lichen/test-servers";
+import type { Element } from "@xmpp/xml";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { DurableSession } from "../src/index.js";
+import { SERVERS, startPeer, until, useEngineEnv } from "./helpers.js";
+
+const T = 120_000;
+
+describe.each(SERVERS)("suspend acknowledges what was committed on %s", (kind, start) => {
+  const env = useEngineEnv(start, { prefix: "lichen-suspend-ack-" });
+  let link: FlakyLink; // counts the bytes
+  beforeAll(async () => {
+    link = await startFlakyLink({ port: env.server.c2sPort });
+  });
+  afterAll(async () => {
+    await link?.close();
+  });
+  const config = () => ({ ...env.config(), service: `xmpp://127.0.0.1:${link.port}` });
+  const stored = (prefix: string) =>
+    (
+      env.store.sqlite
+        .prepare("SELECT count(*) AS n FROM messages WHERE account_id = 'alice' AND body LIKE ?")
+        .get(`${prefix}%`) as { n: number }
+    ).n;
+
+  /** Resume; the stanzas handled before the sync ping's answer (the replay), and bytes down. */
+  async function resumeAndCount(): Promise<{ replayed: string[]; down: number }> {
+    const session = new DurableSession({ store: env.store, ...config() });
+    const seen: string[] = [];
+    const onStanza = (el: Element) => seen.push(el.toString());
+    session.on("stanza", onStanza);
+    link.resetBytes();
+    try {
+      expect(await session.connect(20_000)).toBe("resumed");
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        session.syncBarrier(),
+        new Promise((_, reject) => {
+          timer = setTimeout(() => reject(new Error("no answer to the sync ping in 20 s")), 20_000);
+        }),
+      ]).finally(() => clearTimeout(timer));
+      // The barrier's answer is the last stanza seen; everything before it was replayed.
+      return { replayed: seen.slice(0, -1), down: link.bytes.down };
+    } finally {
+      session.off("stanza", onStanza);
+      await session.suspend();
+    }
+  }
+
+  it(
+    "messages stored just before a suspend are not replayed by the next resume",
+    async () => {
+      const bob = await startPeer(env.server.c2sPort, "bob", "bobpw");
+      const prefix = `ack-${randomUUID().slice(0, 8)}-`;
+      const session = new DurableSession({ store: env.store, ...config() });
+      try {
+        await session.connect(20_000);
+        // Settle the login: every answer handled, then the server's own ack round trip.
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([
+          session.syncBarrier(),
+          new Promise((_, reject) => {
+            timer = setTimeout(() => reject(new Error("no sync answer in 20 s")), 20_000);
+          }),
+        ]).finally(() => clearTimeout(timer));
+        session.setCsi("inactive"); // as an app going to background
+        for (let i = 0; i < 3; i++) await bob.send("alice@localhost", `${prefix}${i}`);
+        await until(() => stored(prefix) === 3, "alice stored bob's 3 messages", 20_000);
+        await session.suspend();
+      } finally {
+        await bob.stop();
+      }
+      const next = await resumeAndCount();
+      console.log(
+        `suspend-ack ${kind}: the resume replayed ${next.replayed.length} stanzas (${next.down} B down)`,
+      );
+      expect(next.replayed).toEqual([]);
+      expect(stored(prefix)).toBe(3);
+    },
+    T,
+  );
+});
