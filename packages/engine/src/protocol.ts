@@ -1,14 +1,16 @@
 // Built-in stanza handling, run inside the stanza's transaction: IQ answers to stored handlers,
 // messages (carbons, MAM results, receipts, XEP-0359 dedupe), and the MAM catch-up handlers.
 import { randomUUID } from "node:crypto";
-import { tables, takeIqHandler } from "@lichen/store";
+import { listIqHandlers, tables, takeIqHandler } from "@lichen/store";
 import xml, { type Element } from "@xmpp/xml";
+import parseXml from "@xmpp/xml/lib/parse.js";
 import { and, eq, sql, type SQL } from "drizzle-orm";
 import {
   capsVerification,
   discoInfoQuery,
   handlePresenceCaps,
   LICHEN_CAPS_NODE,
+  ownCapsElement,
   ownDiscoInfo,
 } from "./caps.js";
 import type { HandlerRegistry } from "./handlers.js";
@@ -375,7 +377,11 @@ export const MAM_CLOCK_MARGIN_MS = 5 * 60_000;
  * `complete`. Only an account never in sync (no id, no time: a first login, a state reset) gets
  * the newest page alone.
  */
-export function startMamCatchup(ctx: StanzaContext, after?: string | null): void {
+export function startMamCatchup(
+  ctx: StanzaContext,
+  after?: string | null,
+  opts: { beforePresence?: boolean } = {},
+): void {
   const mam = ctx.state.mam;
   const since = after ?? mam.lastStanzaId;
   const syncedAt = mam.syncedAt ?? mam.completedAt ?? mam.lastTimestamp;
@@ -390,10 +396,79 @@ export function startMamCatchup(ctx: StanzaContext, after?: string | null): void
     mamQuery(queryId, from),
     ctx.session.registry.descriptor(
       "lichen.mam.page",
-      { queryId, forward: from !== null },
+      {
+        queryId,
+        forward: from !== null,
+        ...(opts.beforePresence ? { beforePresence: true } : {}),
+      },
       "lichen.mam.invalidated",
     ),
     { timeoutTicks: 60 },
+  );
+}
+
+export const NS_OFFLINE = "http://jabber.org/protocol/offline";
+
+/** Our initial presence (with our XEP-0115 caps). */
+export function initialPresence(): Element {
+  return xml("presence", {}, ownCapsElement(ownDiscoInfo(FEATURES)));
+}
+
+/**
+ * A new stream that must catch up (the old one could not be resumed, or a gap is open): bring the
+ * account online without receiving every missed message twice — once as the server's offline
+ * delivery (XEP-0160: on initial presence) and once in the MAM catch-up (XEP-0313).
+ *
+ * What the servers do (read in their code): Prosody 0.12 broadcasts its offline store on initial
+ * presence with priority >= 0 (mod_presence) unless the session has already queried the archive
+ * (mod_mam: `mam_requested` stops the broadcast; the offline copies stay in its store). ejabberd
+ * 23.01 (mod_offline) implements XEP-0013: a disco#info query to the node
+ * 'http://jabber.org/protocol/offline' sets `resend_offline = false` on the session, so initial
+ * presence no longer floods; `<offline><purge/></offline>` empties the store. It advertises
+ * the node's namespace in disco#info (server and account); Prosody does not.
+ *
+ * So, in stream order:
+ * 1. XEP-0013 advertised (cached disco#info of a previous stream): the disco#info query to the
+ *    offline node first; initial presence only when its answer is handled (ejabberd sets the flag
+ *    by a message to the session process: a presence in the same TCP read could overtake it).
+ * 2. The first MAM page BEFORE initial presence (harmless anywhere; Prosody then skips the
+ *    broadcast).
+ * 3. Initial presence (priority 0: live delivery starts; never a negative priority, which would
+ *    leave bare-JID messages undelivered for the whole stream).
+ * No window where a live message is neither delivered nor fetched: until initial presence, the
+ * server stores messages to our bare JID offline and archives them; the page that closes the gap
+ * must therefore be requested AFTER initial presence — a page sent before it that says
+ * `complete` is followed by one more page (after its last id). Everything from that page on is
+ * delivered live. What the offline store still holds was all archived before presence, so the
+ * purge (XEP-0013, only when the store is not empty) can go right after presence. The cost of the
+ * purge: an offline message the archive does not keep (a bodyless receipt or marker, a contact
+ * excluded by the user's MAM preferences) is dropped instead of delivered. Where XEP-0013 is not
+ * advertised and the server floods anyway, both copies arrive and the unique archive / origin ids
+ * store each message once (today's behaviour, at twice the bytes).
+ */
+export function startNewStreamCatchup(ctx: StanzaContext, ownBareJid: string): void {
+  const flexible =
+    ctx.state.features.account.includes(NS_OFFLINE) ||
+    ctx.state.features.server.includes(NS_OFFLINE);
+  if (flexible) {
+    ctx.sendIq(
+      xml(
+        "iq",
+        { type: "get", to: ownBareJid },
+        xml("query", { xmlns: "http://jabber.org/protocol/disco#info", node: NS_OFFLINE }),
+      ),
+      ctx.session.registry.descriptor("lichen.offline.suppressed", {}),
+      { timeoutTicks: 30 },
+    );
+  }
+  startMamCatchup(ctx, undefined, { beforePresence: true });
+  if (!flexible) ctx.send(initialPresence());
+}
+
+/** Whether our initial presence still waits for the XEP-0013 answer (see startNewStreamCatchup). */
+function presencePending(ctx: StanzaContext): boolean {
+  return listIqHandlers(ctx.tx, ctx.accountId).some(
+    (h) => h.handler.name === "lichen.offline.suppressed",
   );
 }
 
@@ -410,7 +485,11 @@ export function registerBuiltinHandlers(registry: HandlerRegistry): void {
     if (last) ctx.state.mam.lastStanzaId = last;
     // Forward: the gap is closed only by the page the server marks complete (XEP-0313 §4.3: the
     // last page of the query) or an empty one; every other page asks for the next after its last.
-    if (fin || !last || !args.forward) {
+    if ((fin || !last || !args.forward) && args.beforePresence) {
+      // Requested before our initial presence: messages that reached the archive after this page
+      // and before presence were neither delivered nor fetched yet. One more page, after presence.
+      startMamCatchup(ctx, last, { beforePresence: presencePending(ctx) });
+    } else if (fin || !last || !args.forward) {
       ctx.state.mam.gapOpen = false;
       ctx.state.mam.completedAt = ctx.tx.now;
       ctx.state.mam.syncedAt = ctx.tx.now;
@@ -418,6 +497,30 @@ export function registerBuiltinHandlers(registry: HandlerRegistry): void {
     } else {
       startMamCatchup(ctx, last);
     }
+  });
+  registry.define("lichen.offline.suppressed", (hctx, args) => {
+    const ctx = hctx as StanzaContext;
+    // Answered (or failed, or timed out): either way we go online now; after an error the server
+    // may flood, and the unique ids store each message once.
+    ctx.send(initialPresence());
+    if (args.type !== "result") return;
+    const iq = typeof args.stanza === "string" ? parseXml(args.stanza) : null;
+    const count = iq
+      ?.getChild("query", "http://jabber.org/protocol/disco#info")
+      ?.getChildren("x", "jabber:x:data")
+      .flatMap((x) => x.getChildren("field"))
+      .find((f) => f.attrs.var === "number_of_messages")
+      ?.getChildText("value");
+    if (count !== undefined && count !== null && Number(count) === 0) return;
+    ctx.sendIq(
+      xml("iq", { type: "set" }, xml("offline", { xmlns: NS_OFFLINE }, xml("purge", {}))),
+      ctx.session.registry.descriptor("lichen.offline.purged", {}),
+      { timeoutTicks: 30 },
+    );
+  });
+  registry.define("lichen.offline.purged", (hctx, args) => {
+    const ctx = hctx as StanzaContext;
+    ctx.afterCommit(() => ctx.session.emit("offline-purged", args.type === "result"));
   });
   registry.define("lichen.mam.invalidated", (hctx) => {
     (hctx as StanzaContext).state.mam.gapOpen = true;

@@ -31,14 +31,14 @@ import {
   type HandlerContext,
   type HandlerRegistry,
 } from "./handlers.js";
-import { ownCapsElement, ownDiscoInfo, registerCapsHandlers } from "./caps.js";
+import { registerCapsHandlers } from "./caps.js";
 import { registerMucHandlers } from "./muc.js";
 import {
   dispatchStanza,
-  FEATURES,
+  initialPresence,
   registerBuiltinHandlers,
   serviceUnavailable,
-  startMamCatchup,
+  startNewStreamCatchup,
 } from "./protocol.js";
 import { registerPushHandlers } from "./push.js";
 import { registerSetupHandlers, setupNewStream } from "./setup.js";
@@ -1375,9 +1375,10 @@ export class DurableSession extends EventEmitter {
         if (stanza) this.enqueue(tx, st, stanza);
         else this.quarantineQueueRow(tx, row);
       }
-      ctx.send(xml("presence", {}, ownCapsElement(ownDiscoInfo(FEATURES))));
+      // A catch-up orders the MAM query, XEP-0013 and initial presence (startNewStreamCatchup).
+      if (hadStream || st.mam.gapOpen) startNewStreamCatchup(ctx, bare(boundJid));
+      else ctx.send(initialPresence());
       setupNewStream(ctx, bare(boundJid));
-      if (hadStream || st.mam.gapOpen) startMamCatchup(ctx);
       saveAccountState(tx, this.accountId, st);
     });
     this.runAfterCommit();
