@@ -19,6 +19,7 @@ import {
 import { loadAccountState } from "@lichen/store";
 import { and, eq, isNull } from "drizzle-orm";
 import { DurableSession, SessionLockError, type SessionOptions } from "./session.js";
+import { sendDeferredReceipts } from "./protocol.js";
 import { sendShareOutbox } from "./share.js";
 
 export const SESSION_LOCK_KEY = "xmpp-session";
@@ -188,6 +189,8 @@ export class AppController extends EventEmitter {
     this.reconnectAttempt = 0;
     cancelSyncWarning(this.store, this.config.accountId); // the app is open: no warning needed
     this.sendOutbox();
+    // Receipts an NSE deferred (NseOptions.receipts) go out now, each once.
+    if (this.session) sendDeferredReceipts(this.session);
   }
 
   private scheduleReconnect(session: DurableSession): void {
@@ -269,6 +272,11 @@ export interface NseOptions {
    * resumes, syncs again and runs it again.
    */
   afterSync?: (session: DurableSession) => Promise<void> | void;
+  /**
+   * XEP-0184 receipts in the NSE: "defer" (default) stores them for the main app, which sends
+   * them when it is online; "send" answers at once, as the main app does.
+   */
+  receipts?: "send" | "defer";
   /** Delay of the "could not synchronize" warning, so a later successful sync can cancel it. */
   syncWarningDelayMs?: number;
   leaseMs?: number;
@@ -356,7 +364,12 @@ export async function handlePush(opts: NseOptions): Promise<NseResult> {
     try {
       do {
         pushAgain = false;
-        session = new DurableSession({ store: opts.store, ...opts.session, lock });
+        session = new DurableSession({
+          store: opts.store,
+          ...opts.session,
+          receipts: opts.receipts ?? opts.session.receipts ?? "defer",
+          lock,
+        });
         session.deadlineAt = deadline;
         session.on("mam-complete", () => (mamCatchup = true));
         session.on("online", (how: "resumed" | "new") => (stream = how));

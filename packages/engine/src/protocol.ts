@@ -188,13 +188,21 @@ function handleMessage(ctx: StanzaContext, message: Element): void {
     message.attrs.from &&
     message.attrs.type !== "groupchat"
   ) {
-    ctx.send(
-      xml(
-        "message",
-        { to: message.attrs.from, id: randomUUID() },
-        xml("received", { xmlns: NS_RECEIPTS, id: message.attrs.id }),
-      ),
-    );
+    if (ctx.session.receipts === "defer") {
+      // The NSE on a slow link: the receipt (and the ack traffic it causes) waits for the main
+      // app, which sends it when online (sendDeferredReceipts). Stored in this transaction, so
+      // it is neither lost nor sent twice whichever process runs next.
+      ctx.tx
+        .insert(tables.deferredReceipts)
+        .values({
+          accountId: ctx.accountId,
+          toJid: message.attrs.from,
+          messageId: message.attrs.id,
+          createdAt: ctx.tx.now,
+        })
+        .onConflictDoNothing()
+        .run();
+    } else ctx.send(receiptFor(message.attrs.from, message.attrs.id));
   }
   const receipt = message.getChild("received", NS_RECEIPTS);
   if (receipt?.attrs.id) {
@@ -212,6 +220,33 @@ function handleMessage(ctx: StanzaContext, message: Element): void {
       )
       .run();
   }
+}
+
+function receiptFor(to: string, id: string): Element {
+  return xml("message", { to, id: randomUUID() }, xml("received", { xmlns: NS_RECEIPTS, id }));
+}
+
+/**
+ * Sends the receipts an NSE deferred (receipts: "defer"), each once: queued in the transaction
+ * that deletes its row. Returns how many. The main app calls it whenever it is online.
+ */
+export function sendDeferredReceipts(session: {
+  write<T>(fn: (ctx: StanzaContext) => T): T;
+}): number {
+  return session.write((ctx) => {
+    const rows = ctx.tx
+      .select()
+      .from(tables.deferredReceipts)
+      .where(eq(tables.deferredReceipts.accountId, ctx.accountId))
+      .orderBy(tables.deferredReceipts.createdAt)
+      .all();
+    for (const r of rows) ctx.send(receiptFor(r.toJid, r.messageId));
+    ctx.tx
+      .delete(tables.deferredReceipts)
+      .where(eq(tables.deferredReceipts.accountId, ctx.accountId))
+      .run();
+    return rows.length;
+  });
 }
 
 /** Stores a message with a body; the unique indexes make replays and MAM overlaps no-ops. */

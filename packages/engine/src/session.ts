@@ -167,6 +167,12 @@ export interface SessionOptions {
   prepare?: (stanza: Element, store: Store) => Promise<PreparedStanza>;
   /** Test seam: runs after a stanza's transaction committed, before its outbound stanzas are sent. */
   afterCommit?: (stanza: Element) => void;
+  /**
+   * XEP-0184 receipts for messages that ask for one: "send" them at once (default), or "defer"
+   * them to the main app (stored; AppController sends them when online) — the NSE's default, so
+   * a push on a slow link spends its bytes on the messages.
+   */
+  receipts?: "send" | "defer";
   /** Length of one tick of connected time (IQ timeouts count these). Default 1000 ms. */
   tickMs?: number;
   logger?: (event: Record<string, unknown>) => void;
@@ -243,6 +249,11 @@ export class DurableSession extends EventEmitter {
     registerCapsHandlers(this.registry);
     registerMucHandlers(this.registry);
     this.log = opts.logger ?? (() => {});
+  }
+
+  /** How this session answers receipt requests (SessionOptions.receipts). */
+  get receipts(): "send" | "defer" {
+    return this.opts.receipts ?? "send";
   }
 
   /** The lock this session is fenced by (undefined: unfenced). */

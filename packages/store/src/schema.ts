@@ -288,6 +288,26 @@ export const pendingNotifications = sqliteTable("pending_notifications", {
   createdAt: integer("created_at").notNull(),
 });
 
+/**
+ * XEP-0184 receipts the NSE deferred (session option receipts: "defer"): the main app sends them
+ * once it is online, in the transaction that deletes the row, so each goes out exactly once
+ * whichever process stored it.
+ */
+export const deferredReceipts = sqliteTable(
+  "deferred_receipts",
+  {
+    accountId: text("account_id")
+      .notNull()
+      .references(() => accounts.id, { onDelete: "cascade" }),
+    /** Who asked for the receipt (the message's from). */
+    toJid: text("to_jid").notNull(),
+    /** The id of the message being acknowledged. */
+    messageId: text("message_id").notNull(),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.accountId, t.toJid, t.messageId] })],
+);
+
 /** "Could not synchronize" conditions per account. */
 export const syncErrors = sqliteTable(
   "sync_errors",
