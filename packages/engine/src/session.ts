@@ -1388,7 +1388,11 @@ export class DurableSession extends EventEmitter {
       }
       // A catch-up orders the MAM query, XEP-0013 and initial presence (startNewStreamCatchup).
       if (hadStream || st.mam.gapOpen) startNewStreamCatchup(ctx, bare(boundJid));
-      else ctx.send(initialPresence());
+      else {
+        // A first stream with no gap: in sync from now (a later catch-up by time starts here).
+        st.mam.syncedAt ??= tx.now;
+        ctx.send(initialPresence());
+      }
       setupNewStream(ctx, bare(boundJid));
       saveAccountState(tx, this.accountId, st);
     });
