@@ -475,9 +475,10 @@ export function initialPresence(): Element {
  * must therefore be requested AFTER initial presence — a page sent before it that says
  * `complete` is followed by one more page (after its last id). Everything from that page on is
  * delivered live. What the offline store still holds was all archived before presence, so the
- * purge (XEP-0013, only when the store is not empty) can go right after presence. The cost of the
- * purge: an offline message the archive does not keep (a bodyless receipt or marker, a contact
- * excluded by the user's MAM preferences) is dropped instead of delivered. Where XEP-0013 is not
+ * purge (XEP-0013, only when the store is not empty) can go right after presence — and only when
+ * the MAM preferences say every message is archived (default 'always', nobody under 'never'), so
+ * no message with a body is lost; bodyless receipts and markers, which the archive does not keep,
+ * are the remaining cost (we would not see them either way once the flood is suppressed). Where XEP-0013 is not
  * advertised and the server floods anyway, both copies arrive and the unique archive / origin ids
  * store each message once (today's behaviour, at twice the bytes).
  */
@@ -547,6 +548,28 @@ export function registerBuiltinHandlers(registry: HandlerRegistry): void {
       .find((f) => f.attrs.var === "number_of_messages")
       ?.getChildText("value");
     if (count !== undefined && count !== null && Number(count) === 0) return;
+    // Purge only what the archive is known to hold: ask the MAM preferences first.
+    ctx.sendIq(
+      xml("iq", { type: "get" }, xml("prefs", { xmlns: "urn:xmpp:mam:2" })),
+      ctx.session.registry.descriptor("lichen.offline.prefs", {}),
+      { timeoutTicks: 30 },
+    );
+  });
+  registry.define("lichen.offline.prefs", (hctx, args) => {
+    const ctx = hctx as StanzaContext;
+    if (args.type !== "result") return;
+    const prefs =
+      typeof args.stanza === "string"
+        ? parseXml(args.stanza)?.getChild("prefs", "urn:xmpp:mam:2")
+        : null;
+    // default='always' with nobody listed under <never/>: every message with a body that went to
+    // the offline store was archived too, so purging loses none (XEP-0313 §6). Anything else
+    // (roster-only archiving, excluded contacts): keep the offline store for other clients.
+    const never = prefs?.getChild("never")?.getChildren("jid") ?? [];
+    if (prefs?.attrs.default !== "always" || never.length > 0) {
+      ctx.afterCommit(() => ctx.session.emit("offline-purged", false));
+      return;
+    }
     ctx.sendIq(
       xml("iq", { type: "set" }, xml("offline", { xmlns: NS_OFFLINE }, xml("purge", {}))),
       ctx.session.registry.descriptor("lichen.offline.purged", {}),
