@@ -190,8 +190,13 @@ class BobSender {
   readonly loop: Promise<void>;
 
   constructor(peer: TestPeer, to: string, prefix: string, target: number, rng: Rng) {
+    // Bob's own stream must stay up for the whole run (xmpp.js reconnect is off): if the server
+    // drops it, what he "sends" is only queued by xmpp.js, and counting would blame alice.
+    peer.xmpp.on("disconnect", () => {
+      this.error ??= new Error("bob's connection to the server dropped (see the server log)");
+    });
     this.loop = (async () => {
-      for (let n = 0; !this.stopped && n < target; n++) {
+      for (let n = 0; !this.stopped && n < target && !this.error; n++) {
         const body = `${prefix}-${n}`;
         const id = `${body}-${rng.int(1e9).toString(36)}`;
         try {
@@ -702,8 +707,19 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
       30_000,
     ).catch(() => problems.push("the final app never answered /help"));
     await peer.barrier().catch((err: unknown) => {
-      problems.push(`bob's ping barrier failed (${String(err)}): counts may be unreliable`);
+      bob.error ??= new Error(`bob's ping barrier failed: ${String(err)}`);
     });
+    // A dead peer invalidates the counts: a broken scenario, not a verdict on the engine.
+    if (bob.error)
+      throw new Error(
+        `bob's own stream failed (${String(bob.error)}); server log about bob: ${(
+          await srv.logText()
+        )
+          .split("\n")
+          .filter((l) => /bob@localhost/.test(l) && /clos|timed out|terminat/i.test(l))
+          .slice(-4)
+          .join(" | ")}`,
+      );
     const bobOriginIds = () => {
       const ids = new Set<string>();
       for (const r of peer!.received) {
