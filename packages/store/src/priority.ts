@@ -69,8 +69,12 @@ export async function acquireAsMain(
     } catch (e) {
       if (!(e instanceof IpcTimeoutError)) throw e;
     }
+    // A holder that yields releases the lock (lease 0) before its answer can reach us: if we take
+    // a released lock, it yielded, whether or not the answer has been read yet.
+    const released = lock.current()?.leaseExpiresAt === 0;
     const r = await lock.tryAcquireAsync({ deadlineAt });
     if (r.acquired) {
+      if (released) via = "yielded";
       return { generation: r.generation, previousHolder, via, waitedMs: Date.now() - started };
     }
   }
