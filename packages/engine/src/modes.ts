@@ -6,6 +6,7 @@ import type { NotificationContent } from "@lichen/schema";
 import {
   acquireAsMain,
   addPendingNotification,
+  FencedOutError,
   Ipc,
   LockTimeoutError,
   ProcessLock,
@@ -229,7 +230,9 @@ export class AppController extends EventEmitter {
             isTransientConnectError(error) ||
             error instanceof LockTimeoutError ||
             error instanceof StoreLockTimeoutError ||
-            error instanceof SessionLockError
+            error instanceof SessionLockError ||
+            // Another process took the lock between our check and the connect: take it back.
+            error instanceof FencedOutError
           );
           this.emit("reconnect-failed", { attempt, error, permanent });
           // A refused password (or certificate) fails the same way again: stop, keep the error.

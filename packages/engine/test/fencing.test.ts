@@ -86,6 +86,52 @@ describe.each(SERVERS)("fencing by lock generation on %s", (_kind, start) => {
   );
 
   it(
+    "a takeover between the app's lock check and its connect is retried, not taken as a permanent failure",
+    async () => {
+      const bob = await startPeer(env.server.c2sPort, "bob", "bobpw");
+      const app = new AppController(env.store, env.config(), {
+        reconnect: { initialDelayMs: 100, maxDelayMs: 500 },
+      });
+      const failures: { permanent: boolean; error: unknown }[] = [];
+      app.on("reconnect-failed", (e: { permanent: boolean; error: unknown }) => failures.push(e));
+      const thief = new ProcessLock(other, { key: SESSION_LOCK_KEY, holder: "nse:thief2" });
+      const steal = () => {
+        other.sqlite
+          .prepare("UPDATE process_locks SET lease_expires_at = 0 WHERE key = ?")
+          .run(SESSION_LOCK_KEY);
+        expect(thief.tryAcquire().acquired).toBe(true);
+      };
+      try {
+        await app.foreground();
+        const session = app.session!;
+        steal(); // the app is fenced out at its next write...
+        let stolenAgain = false;
+        app.lock.on("acquired", () => {
+          // ...and when it has taken the lock back, it is taken again before its connect()
+          // writes anything: that connect fails with FencedOutError.
+          if (stolenAgain) return;
+          stolenAgain = true;
+          steal();
+          setTimeout(() => thief.release(), 300);
+        });
+        const offline = new Promise((r) => session.once("offline", r));
+        await bob.send("alice@localhost", "retry-1");
+        await offline;
+        thief.release();
+        await until(() => stolenAgain || undefined, "the second takeover");
+        await until(() => stored("retry-1") === 1 || undefined, "the app back online", 30_000);
+        expect(session.online).toBe(true);
+        expect(failures.filter((f) => f.permanent)).toEqual([]);
+      } finally {
+        thief.release();
+        await app.close();
+        await bob.stop();
+      }
+    },
+    T,
+  );
+
+  it(
     "a stored h this session did not commit is never used for a resume: gap opened, new stream, MAM fetches what the server may drop",
     async () => {
       const bob = await startPeer(env.server.c2sPort, "bob", "bobpw");
