@@ -11,11 +11,11 @@
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { openStore, type Store } from "@lichen/store";
 import { startEjabberd, startProsody, type XmppTestServer } from "@lichen/test-servers";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import {
   AppProcess,
+  ChatDbProbe,
   CliProcess,
   counterComplaints,
   prng,
@@ -33,7 +33,6 @@ const ROUNDS = Number(process.env.LICHEN_FREEZE_ROUNDS ?? 3);
 /** The NSE's deadline in the freeze rounds: with bob sending all the time it never gets quiet. */
 const NSE_DEADLINE_MS = 3500;
 const HOLD_WRITE = join(import.meta.dirname, "fixtures", "hold-write.mjs");
-const SESSION_LOCK_KEY = "xmpp-session";
 /** The session lock's lease of AppController and handlePush (default 2 s). */
 const LEASE_MS = 2000;
 
@@ -54,74 +53,6 @@ afterEach(() => {
   for (const p of started) p.kill();
   started.clear();
 });
-
-/** Read-only view of alice's database (the test's own connection; WAL readers never block). */
-class AliceDb {
-  readonly store: Store;
-  constructor(path: string) {
-    this.store = openStore({ path, role: "nse" });
-  }
-
-  /** Inbound messages whose body starts with `prefix-`, counted by body. */
-  counts(prefix: string): Map<string, number> {
-    const rows = this.store.sqlite
-      .prepare(
-        "SELECT body, count(*) AS n FROM messages WHERE direction = 'in' AND substr(body, 1, ?) = ? GROUP BY body",
-      )
-      .all(prefix.length + 1, `${prefix}-`) as { body: string; n: number }[];
-    return new Map(rows.map((r) => [r.body, r.n]));
-  }
-
-  maxId(): number {
-    return (this.store.sqlite.prepare("SELECT max(id) AS m FROM messages").get() as { m: number })
-      .m;
-  }
-
-  lock(): { holder: string; leaseExpiresAt: number; generation: number } | undefined {
-    return this.store.sqlite
-      .prepare(
-        "SELECT holder, lease_expires_at AS leaseExpiresAt, generation FROM process_locks WHERE key = ?",
-      )
-      .get(SESSION_LOCK_KEY) as
-      { holder: string; leaseExpiresAt: number; generation: number } | undefined;
-  }
-
-  inboundH(): number | null {
-    const row = this.store.sqlite.prepare("SELECT state FROM account_state").get() as
-      { state: string } | undefined;
-    if (!row) return null;
-    return (JSON.parse(row.state) as { sm: { inboundH: number } }).sm.inboundH;
-  }
-
-  /** Whether another process holds the write lock (a BEGIN IMMEDIATE probe, rolled back). */
-  writeLocked(): boolean {
-    const db = this.store.sqlite;
-    db.pragma("busy_timeout = 0");
-    try {
-      db.exec("BEGIN IMMEDIATE");
-      db.exec("ROLLBACK");
-      return false;
-    } catch (err) {
-      if (/SQLITE_BUSY|database is locked/i.test(String((err as { code?: string }).code ?? err)))
-        return true;
-      throw err;
-    } finally {
-      db.pragma("busy_timeout = 5000");
-    }
-  }
-
-  integrity(): string {
-    return (
-      this.store.sqlite.prepare("PRAGMA integrity_check").all() as { integrity_check: string }[]
-    )
-      .map((r) => r.integrity_check)
-      .join("; ");
-  }
-
-  close(): void {
-    this.store.close();
-  }
-}
 
 /** Bob sends numbered messages (`<prefix>-<round>-<n>`) every 10–30 ms until stopped. */
 class Sender {
@@ -217,7 +148,7 @@ describe.each([
       const jid = `${user}@localhost`;
       const logStart = (await server.logText()).length;
       const db = await login(user);
-      const alice = new AliceDb(db);
+      const alice = new ChatDbProbe(db);
       // LICHEN_FREEZE_VERBOSE=1: the app and the NSEs log JSON to stderr (kept in files in `dir`).
       const verbose = process.env.LICHEN_FREEZE_VERBOSE === "1" ? ["--verbose"] : [];
       const app = track(new AppProcess(db, ["--json", ...verbose]));

@@ -2,6 +2,7 @@
 // driver and benchmark use it too, after build); the peer and the seed are test-only.
 export {
   AppProcess,
+  ChatDbProbe,
   CLI,
   CliProcess,
   counterComplaints,

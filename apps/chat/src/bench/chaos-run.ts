@@ -19,7 +19,6 @@
 import { appendFileSync, copyFileSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { openStore, type Store } from "@lichen/store";
 import {
   startEjabberd,
   startProsody,
@@ -30,6 +29,7 @@ import {
 import { xml } from "@xmpp/client";
 import {
   AppProcess,
+  ChatDbProbe,
   CliProcess,
   counterComplaints,
   prng,
@@ -107,78 +107,12 @@ export interface ChaosResult {
 
 /** The session lock's lease of AppController and handlePush (default 2 s). */
 const LEASE_MS = 2000;
-const SESSION_LOCK_KEY = "xmpp-session";
 const NSE_DEADLINE_MS = 6000;
 /** An NSE's exit this long after its deadline counts as an overrun (start-up, grace, exit). */
 const NSE_OVERRUN_GRACE_MS = 3000;
 const NS_SID = "urn:xmpp:sid:0";
 /** The app says it is in the background (then it is told /fg). */
 const BACKGROUND = /^background: |in the background: /m;
-
-/** Read-only view of alice's database (its own connection; WAL readers never block). */
-class AliceDb {
-  readonly store: Store;
-  constructor(path: string) {
-    this.store = openStore({ path, role: "nse" });
-  }
-
-  /** Rows of `direction` whose body starts with `prefix-`: body → origin-ids (one per row). */
-  rows(direction: "in" | "out", prefix: string): Map<string, (string | null)[]> {
-    const rows = this.store.sqlite
-      .prepare(
-        "SELECT body, origin_id AS originId FROM messages WHERE direction = ? AND substr(body, 1, ?) = ?",
-      )
-      .all(direction, prefix.length + 1, `${prefix}-`) as {
-      body: string;
-      originId: string | null;
-    }[];
-    const out = new Map<string, (string | null)[]>();
-    for (const r of rows) out.set(r.body, [...(out.get(r.body) ?? []), r.originId]);
-    return out;
-  }
-
-  maxId(): number {
-    return (
-      (this.store.sqlite.prepare("SELECT max(id) AS m FROM messages").get() as { m: number | null })
-        .m ?? 0
-    );
-  }
-
-  lock(): { holder: string; leaseExpiresAt: number } | undefined {
-    return this.store.sqlite
-      .prepare("SELECT holder, lease_expires_at AS leaseExpiresAt FROM process_locks WHERE key = ?")
-      .get(SESSION_LOCK_KEY) as { holder: string; leaseExpiresAt: number } | undefined;
-  }
-
-  /** Whether another process holds the write lock (a BEGIN IMMEDIATE probe, rolled back). */
-  writeLocked(): boolean {
-    const db = this.store.sqlite;
-    db.pragma("busy_timeout = 0");
-    try {
-      db.exec("BEGIN IMMEDIATE");
-      db.exec("ROLLBACK");
-      return false;
-    } catch (err) {
-      if (/SQLITE_BUSY|database is locked/i.test(String((err as { code?: string }).code ?? err)))
-        return true;
-      throw err;
-    } finally {
-      db.pragma("busy_timeout = 5000");
-    }
-  }
-
-  integrity(): string {
-    return (
-      this.store.sqlite.prepare("PRAGMA integrity_check").all() as { integrity_check: string }[]
-    )
-      .map((r) => r.integrity_check)
-      .join("; ");
-  }
-
-  close(): void {
-    this.store.close();
-  }
-}
 
 type Rng = ReturnType<typeof prng>;
 
@@ -252,7 +186,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
 
   let server: XmppTestServer | undefined;
   let peer: TestPeer | undefined;
-  let alice: AliceDb | undefined;
+  let alice: ChatDbProbe | undefined;
   let app: AppProcess | null = null;
   let appIndex = 0;
   let frozen = false;
@@ -279,7 +213,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
       "phone",
     ]);
     if (login.code !== 0) throw new Error(`alice's login failed: ${login.stderr}`);
-    alice = new AliceDb(db);
+    alice = new ChatDbProbe(db);
     const adb = alice;
     say(
       `${opts.server} on 127.0.0.1:${srv.c2sPort}, resume timeout ${H} s; target ${opts.messages} each way; dir ${dir}`,

@@ -4,6 +4,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
+import { openStore, type Store } from "@lichen/store";
 
 /** The BUILT CLI (from src/bench or dist/bench alike): run as real processes, as a user would. */
 export const CLI = join(import.meta.dirname, "..", "..", "dist", "cli.js");
@@ -200,4 +201,87 @@ export function counterComplaints(log: string): string[] {
     /acknowledged \d+ stanza\(s\), but only \d+/i,
   ];
   return log.split("\n").filter((line) => patterns.some((p) => p.test(line)));
+}
+
+/**
+ * Read-only view of a chat database for tests and the chaos driver: its own connection (WAL
+ * readers never block), facts a scenario waits on, and the checks it ends with.
+ */
+export class ChatDbProbe {
+  readonly store: Store;
+  constructor(path: string) {
+    this.store = openStore({ path, role: "nse" });
+  }
+
+  /** Rows of `direction` whose body starts with `prefix-`: body → origin-ids (one per row). */
+  rows(direction: "in" | "out", prefix: string): Map<string, (string | null)[]> {
+    const rows = this.store.sqlite
+      .prepare(
+        "SELECT body, origin_id AS originId FROM messages WHERE direction = ? AND substr(body, 1, ?) = ?",
+      )
+      .all(direction, prefix.length + 1, `${prefix}-`) as {
+      body: string;
+      originId: string | null;
+    }[];
+    const out = new Map<string, (string | null)[]>();
+    for (const r of rows) out.set(r.body, [...(out.get(r.body) ?? []), r.originId]);
+    return out;
+  }
+
+  /** Inbound messages whose body starts with `prefix-`, counted by body. */
+  counts(prefix: string): Map<string, number> {
+    return new Map([...this.rows("in", prefix)].map(([body, ids]) => [body, ids.length]));
+  }
+
+  maxId(): number {
+    return (
+      (this.store.sqlite.prepare("SELECT max(id) AS m FROM messages").get() as { m: number | null })
+        .m ?? 0
+    );
+  }
+
+  /** The session lock's row. */
+  lock(): { holder: string; leaseExpiresAt: number; generation: number } | undefined {
+    return this.store.sqlite
+      .prepare(
+        "SELECT holder, lease_expires_at AS leaseExpiresAt, generation FROM process_locks WHERE key = 'xmpp-session'",
+      )
+      .get() as { holder: string; leaseExpiresAt: number; generation: number } | undefined;
+  }
+
+  inboundH(): number | null {
+    const row = this.store.sqlite.prepare("SELECT state FROM account_state").get() as
+      { state: string } | undefined;
+    if (!row) return null;
+    return (JSON.parse(row.state) as { sm: { inboundH: number } }).sm.inboundH;
+  }
+
+  /** Whether another process holds the write lock (a BEGIN IMMEDIATE probe, rolled back). */
+  writeLocked(): boolean {
+    const db = this.store.sqlite;
+    db.pragma("busy_timeout = 0");
+    try {
+      db.exec("BEGIN IMMEDIATE");
+      db.exec("ROLLBACK");
+      return false;
+    } catch (err) {
+      if (/SQLITE_BUSY|database is locked/i.test(String((err as { code?: string }).code ?? err)))
+        return true;
+      throw err;
+    } finally {
+      db.pragma("busy_timeout = 5000");
+    }
+  }
+
+  integrity(): string {
+    return (
+      this.store.sqlite.prepare("PRAGMA integrity_check").all() as { integrity_check: string }[]
+    )
+      .map((r) => r.integrity_check)
+      .join("; ");
+  }
+
+  close(): void {
+    this.store.close();
+  }
 }
