@@ -36,7 +36,7 @@ export type ParsedIq =
   | { kind: "push"; request: PushRequest }
   | { kind: "disco-info"; id: string; to: string; from: string }
   | { kind: "ping"; id: string; to: string; from: string }
-  | { kind: "ignore" } // results/errors addressed to us, or stanzas that get no reply
+  | { kind: "ignore" } // results/errors addressed to us, and non-IQ stanzas: never answered
   | { kind: "error"; id: string; to: string; from: string; error: StanzaErrorSpec };
 
 function fieldValue(field: XmlElement): string | undefined {
@@ -67,7 +67,8 @@ export function parseStanza(stanza: XmlElement, rules: TokenRules): ParsedIq {
   const id = stanza.attrs.id ?? "";
   const from = stanza.attrs.from ?? "";
   const to = stanza.attrs.to ?? "";
-  if (type !== "get" && type !== "set") return { kind: "ignore" };
+  // Replies (result/error) are never answered, whatever they carry: answering them could loop.
+  if (type === "result" || type === "error") return { kind: "ignore" };
   const err = (t: StanzaErrorSpec["type"], condition: string, text: string): ParsedIq => ({
     kind: "error",
     id,
@@ -75,6 +76,10 @@ export function parseStanza(stanza: XmlElement, rules: TokenRules): ParsedIq {
     from,
     error: { type: t, condition, text },
   });
+  // RFC 6120 §8.2.3 / §8.3.3.1: `type` is required and one of get/set/result/error; anything else
+  // (missing included) is a malformed request and gets bad-request, like any other malformed IQ.
+  if (type !== "get" && type !== "set")
+    return err("modify", "bad-request", "iq type missing or not one of get/set/result/error");
   if (id.length === 0 || id.length > MAX_ID)
     return err("modify", "bad-request", "iq id missing or too long");
 

@@ -50,6 +50,22 @@ describe(
         const expected = iqs.flatMap((q) => (q.expectReplyId ? [q.expectReplyId] : []));
         for (const id of expected) await node.xmpp.waitFor(id, 60_000);
         for (const id of healthy) expect((await node.xmpp.waitFor(id)).type, id).toBe("result");
+        // IQs of type result/error are never answered (their replies would have come before the
+        // later ones awaited above: rejections are answered synchronously, in order)
+        const silent = iqs.flatMap((q) => (q.mustNotAnswerId ? [q.mustNotAnswerId] : []));
+        expect(silent.length).toBeGreaterThan(0);
+        for (const id of silent) expect(node.xmpp.replies.has(id), id).toBe(false);
+        // an unknown or missing type is answered with bad-request (RFC 6120 §8.3.3.1)
+        const badType = iqs.filter(
+          (q) => q.expectReplyId && /^<iq (type='(bogus)'|(?!type=))/.test(q.xml),
+        );
+        expect(badType.length).toBeGreaterThan(0);
+        for (const q of badType) {
+          const r = node.xmpp.replies.get(q.expectReplyId!)!;
+          expect(r.raw, q.xml.slice(0, 200)).toMatch(
+            /<error type='modify'><bad-request xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'\/><text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>iq type missing/,
+          );
+        }
         const byKind = new Map<string, number>();
         for (const id of expected) {
           const r = node.xmpp.replies.get(id)!;

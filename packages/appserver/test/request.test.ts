@@ -105,6 +105,23 @@ describe("parseStanza", () => {
       error: { type: "cancel", condition: "service-unavailable" },
     });
     expect(parseStanza(el(`<iq type="result" id="r"/>`), rules).kind).toBe("ignore");
+    expect(
+      parseStanza(el(`<iq type="error" id="e"><ping xmlns="urn:xmpp:ping"/></iq>`), rules).kind,
+    ).toBe("ignore");
+  });
+
+  it("unknown or missing iq type → modify/bad-request (RFC 6120 §8.3.3.1)", () => {
+    for (const s of [
+      `<iq type="bogus" id="u" from="localhost"><ping xmlns="urn:xmpp:ping"/></iq>`,
+      `<iq type="SET" id="u" from="localhost"><ping xmlns="urn:xmpp:ping"/></iq>`,
+      `<iq id="u" from="localhost"><ping xmlns="urn:xmpp:ping"/></iq>`,
+    ]) {
+      expect(parseStanza(el(s), rules), s).toMatchObject({
+        kind: "error",
+        id: "u",
+        error: { type: "modify", condition: "bad-request", text: expect.stringMatching(/type/) },
+      });
+    }
     expect(parseStanza(el(`<message><body>x</body></message>`), rules).kind).toBe("ignore");
   });
 

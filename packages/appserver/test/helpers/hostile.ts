@@ -16,6 +16,8 @@ export interface HostileIq {
   xml: string;
   /** The id under which a reply is expected, or undefined when none is (result/error/no id). */
   expectReplyId: string | undefined;
+  /** The id of an IQ reply (result/error) sent to the appserver, which must never be answered. */
+  mustNotAnswerId?: string | undefined;
 }
 
 const HEX = "0123456789abcdef";
@@ -131,9 +133,15 @@ export function hostileIqs(seed: number, count: number): HostileIq[] {
       out.push({ xml, expectReplyId: id });
       continue;
     }
-    const answered =
-      stanzaName === "iq" && (type === "set" || type === "get") && idAttr !== undefined;
-    out.push({ xml, expectReplyId: answered ? idAttr : undefined });
+    // RFC 6120 §8.3.3.1: every IQ that is not a reply (result/error) is answered, an unknown or
+    // missing type with bad-request; replies are never answered (no loops).
+    const isReply = type === "result" || type === "error";
+    const answered = stanzaName === "iq" && !isReply && idAttr !== undefined;
+    out.push({
+      xml,
+      expectReplyId: answered ? idAttr : undefined,
+      mustNotAnswerId: stanzaName === "iq" && isReply ? idAttr : undefined,
+    });
   }
   return out;
 }
