@@ -25,6 +25,8 @@ export type SendOutcome =
 /** One configured app (APNs topic or FCM project) able to deliver a push. */
 export interface AppSender {
   send(job: PushJob): Promise<SendOutcome>;
+  /** The provider's tokens are case-insensitive (APNs hex): hashed in lower case. */
+  readonly caseInsensitiveTokens?: boolean;
   close?(): Promise<void>;
 }
 
@@ -141,16 +143,17 @@ export class PushService {
       m?.requests.inc({ outcome: "domain_blacklisted" });
       return DOMAIN_BLOCKED;
     }
-    const hash = this.o.hasher.hash(req.token);
-    if (this.o.tokens.hit(hash)) {
-      m?.requests.inc({ outcome: "token_blacklisted" });
-      return TOKEN_BLOCKED;
-    }
+    // The app decides how its tokens are compared (APNs: case-insensitive), so it comes first.
     const appName = req.app ?? this.o.defaultApp;
     const app = this.o.apps.get(appName);
     if (!app) {
       m?.requests.inc({ outcome: "unknown_app" });
       return err("cancel", "item-not-found", `unknown push module ${appName} on this appserver`);
+    }
+    const hash = this.o.hasher.hash(req.token, app.caseInsensitiveTokens === true);
+    if (this.o.tokens.hit(hash)) {
+      m?.requests.inc({ outcome: "token_blacklisted" });
+      return TOKEN_BLOCKED;
     }
     if (this.circuitOpen(appName)) {
       m?.requests.inc({ outcome: "provider_paused" });

@@ -69,6 +69,7 @@ export function createProviderSender(
   const kindOf = (job: PushJob): PushKind =>
     app.pushType === "auto" ? (job.important ? "alert" : "background") : app.pushType;
   return {
+    caseInsensitiveTokens: app.type === "apns",
     async send(job: PushJob): Promise<SendOutcome> {
       const r = await provider.send({
         token: job.token,

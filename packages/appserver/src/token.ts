@@ -44,9 +44,17 @@ export class TokenHasher {
     );
   }
 
-  /** 32 hex chars (128 bits of HMAC-SHA256): collision-free in practice, short in memory. */
-  hash(token: string): string {
-    return createHmac("sha256", this.key).update(token).digest("hex").slice(0, 32);
+  /**
+   * 32 hex chars (128 bits of HMAC-SHA256): collision-free in practice, short in memory.
+   * `caseInsensitive` (APNs: tokens are hex, either case names the same device) hashes the
+   * lower-cased token, so that both spellings are one entry for the rate limiter and the blacklists.
+   * FCM tokens are case-sensitive and are hashed as given.
+   */
+  hash(token: string, caseInsensitive = false): string {
+    return createHmac("sha256", this.key)
+      .update(caseInsensitive ? token.toLowerCase() : token)
+      .digest("hex")
+      .slice(0, 32);
   }
 
   /**

@@ -48,6 +48,35 @@ describe("push pipeline against the APNs simulator", { timeout: 120_000 }, () =>
     }
   });
 
+  it("an APNs token in upper and lower case is one entry for the rate limiter and the token blacklist", async () => {
+    const clock = new ManualClock(Date.now());
+    const node = await startNode(apns.createSender, { apps: { default: apns.app(1) } }, { clock });
+    try {
+      const lower = tok("d4");
+      const upper = lower.toUpperCase();
+      node.xmpp.send(pushIq({ id: "c1", token: lower }));
+      expect((await node.xmpp.waitFor("c1")).type).toBe("result");
+      node.xmpp.send(pushIq({ id: "c2", token: upper }));
+      expect((await node.xmpp.waitFor("c2")).type).toBe("result");
+      const counts = await node.server.metrics.requests.get();
+      const by = Object.fromEntries(counts.values.map((v) => [v.labels.outcome, v.value]));
+      expect(by).toEqual({ sent: 1, queued: 1 });
+      expect(node.server.service.limiter.size).toBe(1);
+
+      // blacklisted under one spelling → refused under the other, without provider traffic
+      const dead = tok("e5").toUpperCase();
+      apns.script(dead, "unregistered");
+      node.xmpp.send(pushIq({ id: "d1", token: dead }));
+      expect((await node.xmpp.waitFor("d1")).raw).toContain("reports this token invalid");
+      node.xmpp.send(pushIq({ id: "d2", token: dead.toLowerCase() }));
+      expect((await node.xmpp.waitFor("d2")).raw).toContain("token is blacklisted");
+      expect(apns.deliveries(dead.toLowerCase(), { includeRejected: true })).toHaveLength(0);
+      expect(apns.deliveries(dead, { includeRejected: true })).toHaveLength(1);
+    } finally {
+      await node.stop();
+    }
+  });
+
   it("invalid token → cancel, blacklisted, never sent again; domain blacklisted after N bad tokens (persisted)", async () => {
     const node = await startNode(apns.createSender, {
       apps: { default: apns.app(2) },
@@ -229,6 +258,14 @@ describe(
         node.xmpp.send(pushIq({ id: "f1", token: androidToken, app: "android" }));
         expect((await node.xmpp.waitFor("f1")).type).toBe("result");
         await fcm.waitForDeliveries(1, 30_000, androidToken);
+        // FCM tokens are case-sensitive: another spelling is another device, not rate-limited
+        const swapped = androidToken.replace(/[a-z]/gi, (c) =>
+          c === c.toLowerCase() ? c.toUpperCase() : c.toLowerCase(),
+        );
+        node.xmpp.send(pushIq({ id: "f2", token: swapped, app: "android" }));
+        expect((await node.xmpp.waitFor("f2")).type).toBe("result");
+        await fcm.waitForDeliveries(1, 30_000, swapped);
+        expect(fcm.deliveriesFor(androidToken)).toHaveLength(1);
         const iosToken = tok("ee");
         node.xmpp.send(pushIq({ id: "i1", token: iosToken }));
         expect((await node.xmpp.waitFor("i1")).type).toBe("result");

@@ -174,6 +174,11 @@ describe("token helpers", () => {
     expect(a.hash(TOKEN)).toMatch(/^[0-9a-f]{32}$/);
     expect(a.hash(TOKEN)).toBe(a.hash(TOKEN));
     expect(a.hash(TOKEN)).not.toBe(b.hash(TOKEN));
+    // APNs tokens are hex in either case: one device, one hash; FCM tokens are case-sensitive
+    const upper = "ABCDEF0123456789".repeat(4);
+    expect(a.hash(upper, true)).toBe(a.hash(upper.toLowerCase(), true));
+    expect(a.hash(upper, true)).toBe(a.hash(upper.toLowerCase()));
+    expect(a.hash(upper)).not.toBe(a.hash(upper.toLowerCase()));
     const sealed = a.seal(TOKEN);
     expect(sealed).not.toContain(TOKEN);
     expect(a.unseal(sealed)).toBe(TOKEN);
