@@ -273,9 +273,27 @@ export class PushService {
     });
   }
 
+  /**
+   * A queued push falls due. What was learned while it waited counts: a token the provider called
+   * invalid meanwhile (a second invalid answer would escalate its block), a domain blocked meanwhile,
+   * or a paused provider — in each case the push is dropped without provider traffic (and without
+   * extending the token's block: this is not a new request).
+   */
   private sendQueued(hash: string, job: PushJob): void {
     const app = this.o.apps.get(job.app);
     if (!app || this.closed) return;
+    const skip = this.o.domains.isBlocked(job.domain)
+      ? "domain_blacklisted"
+      : this.o.tokens.isBlocked(hash)
+        ? "token_blacklisted"
+        : this.circuitOpen(job.app)
+          ? "provider_paused"
+          : undefined;
+    if (skip) {
+      this.o.metrics?.requests.inc({ outcome: `queued_${skip}` });
+      this.o.logger.debug({ token: hash, app: job.app, reason: skip }, "queued push dropped");
+      return;
+    }
     const p = this.deliver(hash, job, app)
       .then((r) => this.o.metrics?.requests.inc({ outcome: `queued_${r.metric}` }))
       .catch((e: unknown) => this.o.logger.error({ err: e }, "queued push failed"))

@@ -48,6 +48,50 @@ describe("push pipeline against the APNs simulator", { timeout: 120_000 }, () =>
     }
   });
 
+  it("a burst in one socket write for a token the provider calls dead: one provider request, the queued push is dropped, strikes stay 1", async () => {
+    const clock = new ManualClock(Date.now());
+    const node = await startNode(apns.createSender, { apps: { default: apns.app(1) } }, { clock });
+    try {
+      const dead = tok("f6");
+      apns.script(dead, "unregistered");
+      // all five IQs in one write: the first goes to APNs, the second is queued while it is in flight
+      expect(
+        node.xmpp.send(
+          Array.from({ length: 5 }, (_, i) => pushIq({ id: `q${i}`, token: dead })).join(""),
+        ),
+      ).toBe(true);
+      const first = await node.xmpp.waitFor("q0");
+      expect(first.raw).toContain("reports this token invalid");
+      for (let i = 1; i < 5; i++) expect((await node.xmpp.waitFor(`q${i}`)).type).toBe("result");
+      expect(node.server.service.limiter.queuedCount).toBe(1);
+      clock.advance(20_000);
+      await untilAsync(
+        async () => (await outcome(node.server, "queued_token_blacklisted")) === 1,
+        "queued push dropped as blacklisted",
+      );
+      expect(apns.deliveries(dead, { includeRejected: true })).toHaveLength(1);
+      expect(node.server.tokens.get(node.server.hasher.hash(dead))?.strikes).toBe(1);
+
+      // a domain blocked while a push waits in the queue: dropped as well
+      const good = tok("a7");
+      node.xmpp.send(
+        pushIq({ id: "g0", token: good, from: "d.example" }) +
+          pushIq({ id: "g1", token: good, from: "d.example" }),
+      );
+      expect((await node.xmpp.waitFor("g1")).type).toBe("result");
+      await apns.waitForDeliveries(good, 1);
+      node.server.domains.merge("d.example", clock.now() + 3_600_000, "local");
+      clock.advance(20_000);
+      await untilAsync(
+        async () => (await outcome(node.server, "queued_domain_blacklisted")) === 1,
+        "queued push dropped for the blocked domain",
+      );
+      expect(apns.deliveries(good)).toHaveLength(1);
+    } finally {
+      await node.stop();
+    }
+  });
+
   it("an APNs token in upper and lower case is one entry for the rate limiter and the token blacklist", async () => {
     const clock = new ManualClock(Date.now());
     const node = await startNode(apns.createSender, { apps: { default: apns.app(1) } }, { clock });
