@@ -162,11 +162,16 @@ function handleMessage(ctx: StanzaContext, message: Element): void {
     const inner = forwarded?.getChild("message");
     if (!forwarded || !inner || !result.attrs.id) return;
     const stamp = Date.parse(forwarded.getChild("delay", NS_DELAY)?.attrs.stamp ?? "");
-    storeMessage(ctx, inner, {
+    const stored = storeMessage(ctx, inner, {
       archiveId: result.attrs.id,
       archiveBy: from ? bare(from) : own,
       sentAt: Number.isFinite(stamp) ? stamp : ctx.tx.now,
     });
+    // A message first seen in our own archive (the catch-up fetches what arrived while we were
+    // away, before our initial presence) is received now: its receipt request is answered as a
+    // live one would be. Only for a new row (never twice) and never for our own messages.
+    if (stored && (!from || from === own) && inner.attrs.from && bare(inner.attrs.from) !== own)
+      acknowledgeReceiptRequest(ctx, inner);
     return;
   }
   // XEP-0280 carbons: only from our own bare JID.
@@ -180,7 +185,27 @@ function handleMessage(ctx: StanzaContext, message: Element): void {
   }
   if (message.attrs.type === "error") return;
   storeMessage(ctx, message, { sentAt: ctx.tx.now });
-  // XEP-0184: acknowledge receipt requests of messages with a body (not in groupchat).
+  acknowledgeReceiptRequest(ctx, message);
+  const receipt = message.getChild("received", NS_RECEIPTS);
+  if (receipt?.attrs.id) {
+    ctx.tx
+      .update(tables.messages)
+      .set({ deliveryState: "received" })
+      .where(
+        and(
+          eq(tables.messages.accountId, ctx.accountId),
+          eq(tables.messages.originId, receipt.attrs.id),
+          eq(tables.messages.direction, "out"),
+          // Only the recipient may confirm: a stranger's receipt for our id changes nothing.
+          eq(tables.messages.chatJid, bare(message.attrs.from)),
+        ),
+      )
+      .run();
+  }
+}
+
+/** XEP-0184: acknowledge the receipt request of a message with a body (not in groupchat). */
+function acknowledgeReceiptRequest(ctx: StanzaContext, message: Element): void {
   if (
     message.getChild("request", NS_RECEIPTS) &&
     message.getChild("body") &&
@@ -203,22 +228,6 @@ function handleMessage(ctx: StanzaContext, message: Element): void {
         .onConflictDoNothing()
         .run();
     } else ctx.send(receiptFor(message.attrs.from, message.attrs.id));
-  }
-  const receipt = message.getChild("received", NS_RECEIPTS);
-  if (receipt?.attrs.id) {
-    ctx.tx
-      .update(tables.messages)
-      .set({ deliveryState: "received" })
-      .where(
-        and(
-          eq(tables.messages.accountId, ctx.accountId),
-          eq(tables.messages.originId, receipt.attrs.id),
-          eq(tables.messages.direction, "out"),
-          // Only the recipient may confirm: a stranger's receipt for our id changes nothing.
-          eq(tables.messages.chatJid, bare(message.attrs.from)),
-        ),
-      )
-      .run();
   }
 }
 
@@ -254,14 +263,14 @@ function storeMessage(
   ctx: StanzaContext,
   m: Element,
   meta: { archiveId?: string; archiveBy?: string; sentAt: number },
-): void {
+): boolean {
   const body = m.getChildText("body");
-  if (body === null) return;
+  if (body === null) return false;
   const own = ownBareJid(ctx);
   const from = m.attrs.from ?? own;
   const outgoing = bare(from) === own;
   const chatJid = bare(outgoing ? m.attrs.to : from);
-  if (!chatJid) return;
+  if (!chatJid) return false;
   // XEP-0359: trust only the stanza-id of the archive that holds the message — ours, or the
   // room's for a group chat message.
   const idOwner = m.attrs.type === "groupchat" ? bare(from) : own;
@@ -280,7 +289,7 @@ function storeMessage(
   // copy): one row per origin-id, whatever resource sent it; the copy only adds the archive ids.
   if (outgoing && originId && attachToOwnMessage(ctx, originId, stanzaId, stanzaIdBy, meta)) {
     advanceMarks(ctx, meta, stanzaId, stanzaIdBy, idOwner);
-    return;
+    return false;
   }
   const inserted = ctx.tx
     .insert(tables.messages)
@@ -336,6 +345,7 @@ function storeMessage(
     );
   }
   advanceMarks(ctx, meta, stanzaId, stanzaIdBy, idOwner);
+  return inserted.changes > 0;
 }
 
 /** Live messages advance the catch-up mark only while no gap is open (else MAM would skip it). */

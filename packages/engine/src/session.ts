@@ -233,6 +233,8 @@ export class DurableSession extends EventEmitter {
    * store's maxWaitMs bounds the wait.
    */
   deadlineAt: number | null = null;
+  /** XEP-0115 ver in the server's stream features of the connection being negotiated. */
+  private streamCapsVer: string | null = null;
   /** Connections and the lock acquisition they were opened under. */
   private readonly connFences = new WeakMap<XmppConnection, ConnectionFence>();
   /** Set when the lock was lost or a write was fenced out; cleared by the next connect(). */
@@ -1124,67 +1126,75 @@ export class DurableSession extends EventEmitter {
   }
 
   private registerStreamManagement(c: XmppConnection): void {
-    c.streamFeatures.use("sm", NS_SM, async (_ctx: unknown, next: () => Promise<void>) => {
-      const state = this.store.read((tx) => loadAccountState(tx, this.accountId));
-      if (state.sm.streamId && state.sm.boundJid) {
-        try {
-          const el: Element = await procedure(
-            c.entity,
-            xml("resume", {
-              xmlns: NS_SM,
-              h: String(state.sm.inboundH),
-              previd: state.sm.streamId,
-            }),
-            (element: Element, done: (e: Element) => void) => {
-              // Runs synchronously on the nonza, before the stanzas the server resends right after
-              // <resumed/>: switch state now and queue the DB work ahead of them.
-              if (element.is("resumed", NS_SM)) {
-                this.smActive = true;
-                this.halted = false;
-                const h = Number(element.attrs.h);
-                this.enqueueWork(() => this.failConnectOnError(() => this.onResumed(h)));
-                done(element);
-              } else if (element.is("failed", NS_SM)) {
-                const h = element.attrs.h !== undefined ? Number(element.attrs.h) : null;
-                this.enqueueWork(() => this.failConnectOnError(() => this.onResumeFailed(h)));
-                done(element);
-              }
-            },
-          );
-          if (el.is("resumed", NS_SM)) {
-            c.entity.jid = parseJid(state.sm.boundJid);
-            c.entity._ready(true);
-            return;
-          }
-          await this.idle();
-        } catch (err) {
-          this.log({
-            event: "resume-error",
-            error: err instanceof Error ? err.message : String(err),
-          });
-          this.enqueueWork(() => this.failConnectOnError(() => this.onResumeFailed(null)));
-          await this.idle();
-        }
-      }
-      await next(); // resource binding
-      const enabled: Element = await procedure(
-        c.entity,
-        xml("enable", { xmlns: NS_SM, resume: "true" }),
-        (element: Element, done: (e: Element) => void) => {
-          if (element.is("enabled", NS_SM)) {
-            this.smActive = true;
-            this.halted = false;
-            const boundJid = c.entity.jid.toString();
-            this.enqueueWork(() =>
-              this.failConnectOnError(() => this.onEnabled(element, boundJid)),
+    c.streamFeatures.use(
+      "sm",
+      NS_SM,
+      async (ctx: { stanza?: Element }, next: () => Promise<void>) => {
+        // XEP-0115 caps of the server in its (post-authentication) stream features: a new stream
+        // with the same ver needs no new disco#info (see setupNewStream).
+        this.streamCapsVer =
+          ctx.stanza?.getChild("c", "http://jabber.org/protocol/caps")?.attrs.ver ?? null;
+        const state = this.store.read((tx) => loadAccountState(tx, this.accountId));
+        if (state.sm.streamId && state.sm.boundJid) {
+          try {
+            const el: Element = await procedure(
+              c.entity,
+              xml("resume", {
+                xmlns: NS_SM,
+                h: String(state.sm.inboundH),
+                previd: state.sm.streamId,
+              }),
+              (element: Element, done: (e: Element) => void) => {
+                // Runs synchronously on the nonza, before the stanzas the server resends right after
+                // <resumed/>: switch state now and queue the DB work ahead of them.
+                if (element.is("resumed", NS_SM)) {
+                  this.smActive = true;
+                  this.halted = false;
+                  const h = Number(element.attrs.h);
+                  this.enqueueWork(() => this.failConnectOnError(() => this.onResumed(h)));
+                  done(element);
+                } else if (element.is("failed", NS_SM)) {
+                  const h = element.attrs.h !== undefined ? Number(element.attrs.h) : null;
+                  this.enqueueWork(() => this.failConnectOnError(() => this.onResumeFailed(h)));
+                  done(element);
+                }
+              },
             );
-            done(element);
-          } else if (element.is("failed", NS_SM))
-            throw new Error("server refused stream management");
-        },
-      );
-      void enabled;
-    });
+            if (el.is("resumed", NS_SM)) {
+              c.entity.jid = parseJid(state.sm.boundJid);
+              c.entity._ready(true);
+              return;
+            }
+            await this.idle();
+          } catch (err) {
+            this.log({
+              event: "resume-error",
+              error: err instanceof Error ? err.message : String(err),
+            });
+            this.enqueueWork(() => this.failConnectOnError(() => this.onResumeFailed(null)));
+            await this.idle();
+          }
+        }
+        await next(); // resource binding
+        const enabled: Element = await procedure(
+          c.entity,
+          xml("enable", { xmlns: NS_SM, resume: "true" }),
+          (element: Element, done: (e: Element) => void) => {
+            if (element.is("enabled", NS_SM)) {
+              this.smActive = true;
+              this.halted = false;
+              const boundJid = c.entity.jid.toString();
+              this.enqueueWork(() =>
+                this.failConnectOnError(() => this.onEnabled(element, boundJid)),
+              );
+              done(element);
+            } else if (element.is("failed", NS_SM))
+              throw new Error("server refused stream management");
+          },
+        );
+        void enabled;
+      },
+    );
   }
 
   /** A negotiation step that cannot be stored (fenced out, database taken) fails connect(). */
@@ -1393,7 +1403,7 @@ export class DurableSession extends EventEmitter {
         st.mam.syncedAt ??= tx.now;
         ctx.send(initialPresence());
       }
-      setupNewStream(ctx, bare(boundJid));
+      setupNewStream(ctx, bare(boundJid), { serverCapsVer: this.streamCapsVer });
       saveAccountState(tx, this.accountId, st);
     });
     this.runAfterCommit();

@@ -7,7 +7,7 @@
 import { randomUUID } from "node:crypto";
 import { loadAccountState, saveAccountState } from "@lichen/store";
 import { startFlakyLink, type FlakyLink } from "@lichen/test-servers";
-import type { Element } from "@xmpp/xml";
+import xml, { type Element } from "@xmpp/xml";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DurableSession } from "../src/index.js";
 import { SERVERS, startPeer, until, useEngineEnv } from "./helpers.js";
@@ -87,6 +87,52 @@ describe.each(SERVERS)("new stream catch-up on %s", (kind, start) => {
         expect(archived).toBe(N);
         expect(direct.filter((d) => !d.includes(`${prefix}live`))).toEqual([]);
         expect(stored(prefix)).toBe(N + 1);
+      } finally {
+        await bob.stop();
+      }
+    },
+    T,
+  );
+
+  it(
+    "a message first fetched by the catch-up gets its receipt, once (it arrived before our presence)",
+    async () => {
+      const bob = await startPeer(env.server.c2sPort, "bob", "bobpw");
+      const id = `rr-${randomUUID()}`;
+      try {
+        const first = new DurableSession({ store: env.store, ...config() });
+        await first.connect(20_000);
+        await first.syncBarrier();
+        await first.close(); // logged out: the next connect is a new stream with a catch-up
+        await bob.xmpp.send(
+          xml(
+            "message",
+            { to: "alice@localhost", type: "chat", id },
+            xml("body", {}, `${id}-body`),
+            xml("request", { xmlns: "urn:xmpp:receipts" }),
+          ),
+        );
+        await bob.barrier();
+        env.store.write((tx) => {
+          const st = loadAccountState(tx, "alice");
+          st.mam.gapOpen = true; // as after a stream that could not be resumed
+          saveAccountState(tx, "alice", st);
+        });
+        const session = new DurableSession({ store: env.store, ...config() });
+        let complete = false;
+        session.on("mam-complete", () => (complete = true));
+        expect(await session.connect(20_000)).toBe("new");
+        await until(() => complete, "the MAM catch-up complete", 30_000);
+        const receipts = () =>
+          bob.received.filter(
+            (m) => (m.stanza as Element).getChild("received", "urn:xmpp:receipts")?.attrs.id === id,
+          ).length;
+        await until(() => receipts() > 0 || undefined, "the receipt at bob", 20_000);
+        await session.syncBarrier();
+        await bob.barrier();
+        expect(stored(`${id}-body`)).toBe(1);
+        expect(receipts()).toBe(1);
+        await session.suspend();
       } finally {
         await bob.stop();
       }

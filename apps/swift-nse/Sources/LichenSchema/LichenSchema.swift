@@ -121,17 +121,24 @@ public struct DiscoveredFeatures: Codable, Hashable, Sendable {
     public let discoveredAt: Double?
     /// Feature vars of the server domain.
     public let server: [String]
+    /// XEP-0115 ver the server advertised in its stream features when `server` was discovered: a
+    /// new
+    /// stream whose features carry the same ver skips both disco#info queries (absent: always
+    /// query).
+    public let serverCapsVer: String?
 
     public enum CodingKeys: String, CodingKey {
         case account = "account"
         case discoveredAt = "discoveredAt"
         case server = "server"
+        case serverCapsVer = "serverCapsVer"
     }
 
-    public init(account: [String], discoveredAt: Double?, server: [String]) {
+    public init(account: [String], discoveredAt: Double?, server: [String], serverCapsVer: String?) {
         self.account = account
         self.discoveredAt = discoveredAt
         self.server = server
+        self.serverCapsVer = serverCapsVer
     }
 }
 
@@ -156,12 +163,14 @@ public extension DiscoveredFeatures {
     func with(
         account: [String]? = nil,
         discoveredAt: Double?? = nil,
-        server: [String]? = nil
+        server: [String]? = nil,
+        serverCapsVer: String?? = nil
     ) -> DiscoveredFeatures {
         return DiscoveredFeatures(
             account: account ?? self.account,
             discoveredAt: discoveredAt ?? self.discoveredAt,
-            server: server ?? self.server
+            server: server ?? self.server,
+            serverCapsVer: serverCapsVer ?? self.serverCapsVer
         )
     }
 

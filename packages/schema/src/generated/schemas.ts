@@ -140,6 +140,13 @@ export const schemas = {
               "null",
               "number"
             ]
+          },
+          "serverCapsVer": {
+            "description": "XEP-0115 ver the server advertised in its stream features when `server` was discovered: a new\nstream whose features carry the same ver skips both disco#info queries (absent: always query).",
+            "type": [
+              "null",
+              "string"
+            ]
           }
         },
         "additionalProperties": false,

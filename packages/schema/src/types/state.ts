@@ -44,6 +44,11 @@ export interface DiscoveredFeatures {
   account: string[];
   /** When discovery last ran (null: never). */
   discoveredAt: EpochMs | null;
+  /**
+   * XEP-0115 ver the server advertised in its stream features when `server` was discovered: a new
+   * stream whose features carry the same ver skips both disco#info queries (absent: always query).
+   */
+  serverCapsVer?: string | null;
 }
 
 /** XEP-0313 catch-up marks for the account archive (per-room marks live in their own table). */
