@@ -5,5 +5,8 @@ export default defineProject({
     name: "store",
     environment: "node",
     include: ["test/**/*.test.ts"],
+    // Tests spawn store processes (Node start-up is seconds on a loaded machine running several
+    // test files at once); the bounds that matter are asserted inside the tests.
+    testTimeout: 30_000,
   },
 });
