@@ -4,7 +4,13 @@ import { join } from "node:path";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { openStore, type Store } from "@lichen/store";
-import { startEjabberd, startProsody, type XmppTestServer } from "@lichen/test-servers";
+import {
+  startEjabberd,
+  startFlakyLink,
+  startProsody,
+  type FlakyLink,
+  type XmppTestServer,
+} from "@lichen/test-servers";
 import { afterAll, beforeAll } from "vitest";
 import { DurableSession, ensureAccount, type SessionOptions } from "../src/index.js";
 
@@ -185,4 +191,38 @@ export function prng(seed: number) {
   const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)]!;
   const chance = (p: number) => next() < p;
   return { next, int, pick, chance };
+}
+
+/**
+ * Alice through a TCP relay that counts bytes (started in beforeAll, closed in afterAll): `config()`
+ * connects through it; `stored(prefix)` counts alice's stored messages whose body starts so.
+ */
+export function useCountingLink(env: EngineEnv): {
+  readonly link: FlakyLink;
+  config(): SessionConfig;
+  stored(prefix: string): number;
+} {
+  let link: FlakyLink | undefined;
+  beforeAll(async () => {
+    link = await startFlakyLink({ port: env.server.c2sPort });
+  });
+  afterAll(async () => {
+    await link?.close();
+  });
+  const get = () => {
+    if (!link) throw new Error("the link is not started (beforeAll failed?)");
+    return link;
+  };
+  return {
+    get link() {
+      return get();
+    },
+    config: () => ({ ...env.config(), service: `xmpp://127.0.0.1:${get().port}` }),
+    stored: (prefix) =>
+      (
+        env.store.sqlite
+          .prepare("SELECT count(*) AS n FROM messages WHERE account_id = 'alice' AND body LIKE ?")
+          .get(`${prefix}%`) as { n: number }
+      ).n,
+  };
 }

@@ -6,31 +6,18 @@
 // catch-up runs is still stored (no window where it is neither delivered nor fetched).
 import { randomUUID } from "node:crypto";
 import { loadAccountState, saveAccountState } from "@lichen/store";
-import { startFlakyLink, type FlakyLink } from "@lichen/test-servers";
 import xml, { type Element } from "@xmpp/xml";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { DurableSession } from "../src/index.js";
-import { SERVERS, startPeer, until, useEngineEnv } from "./helpers.js";
+import { SERVERS, startPeer, until, useCountingLink, useEngineEnv } from "./helpers.js";
 
 const T = 120_000;
 const N = 10;
 
 describe.each(SERVERS)("new stream catch-up on %s", (kind, start) => {
   const env = useEngineEnv(start, { prefix: "lichen-newstream-" });
-  let link: FlakyLink; // counts the bytes
-  beforeAll(async () => {
-    link = await startFlakyLink({ port: env.server.c2sPort });
-  });
-  afterAll(async () => {
-    await link?.close();
-  });
-  const config = () => ({ ...env.config(), service: `xmpp://127.0.0.1:${link.port}` });
-  const stored = (prefix: string) =>
-    (
-      env.store.sqlite
-        .prepare("SELECT count(*) AS n FROM messages WHERE account_id = 'alice' AND body LIKE ?")
-        .get(`${prefix}%`) as { n: number }
-    ).n;
+  const counting = useCountingLink(env); // alice through a relay that counts the bytes
+  const { config, stored } = counting;
 
   it(
     `${N} messages missed while the stream expired arrive once (MAM), not also as offline delivery`,
@@ -63,7 +50,7 @@ describe.each(SERVERS)("new stream catch-up on %s", (kind, start) => {
             if (el.toString().includes(prefix)) archived++;
           } else if (el.getChildText("body")?.startsWith(prefix)) direct.push(el.toString());
         });
-        link.resetBytes();
+        counting.link.resetBytes();
         let complete = false;
         session.on("mam-complete", () => (complete = true));
         expect(await session.connect(20_000)).toBe("new");
@@ -81,7 +68,7 @@ describe.each(SERVERS)("new stream catch-up on %s", (kind, start) => {
         ]).finally(() => clearTimeout(timer));
         console.log(
           `newstream ${kind}: ${archived} via MAM, ${direct.length} direct (incl. the live one), ` +
-            `${link.bytes.down} B down, ${link.bytes.up} B up`,
+            `${counting.link.bytes.down} B down, ${counting.link.bytes.up} B up`,
         );
         await session.suspend();
         expect(archived).toBe(N);

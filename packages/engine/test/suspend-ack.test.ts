@@ -5,30 +5,17 @@
 // inactive, XEP-0352), so without that <a/> the messages just handled cross the line again on the
 // next resume.
 import { randomUUID } from "node:crypto";
-import { startFlakyLink, type FlakyLink } from "@lichen/test-servers";
 import type { Element } from "@xmpp/xml";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { DurableSession } from "../src/index.js";
-import { SERVERS, startPeer, until, useEngineEnv } from "./helpers.js";
+import { SERVERS, startPeer, until, useCountingLink, useEngineEnv } from "./helpers.js";
 
 const T = 120_000;
 
 describe.each(SERVERS)("suspend acknowledges what was committed on %s", (kind, start) => {
   const env = useEngineEnv(start, { prefix: "lichen-suspend-ack-" });
-  let link: FlakyLink; // counts the bytes
-  beforeAll(async () => {
-    link = await startFlakyLink({ port: env.server.c2sPort });
-  });
-  afterAll(async () => {
-    await link?.close();
-  });
-  const config = () => ({ ...env.config(), service: `xmpp://127.0.0.1:${link.port}` });
-  const stored = (prefix: string) =>
-    (
-      env.store.sqlite
-        .prepare("SELECT count(*) AS n FROM messages WHERE account_id = 'alice' AND body LIKE ?")
-        .get(`${prefix}%`) as { n: number }
-    ).n;
+  const counting = useCountingLink(env); // alice through a relay that counts the bytes
+  const { config, stored } = counting;
 
   /** Resume; the stanzas handled before the sync ping's answer (the replay), and bytes down. */
   async function resumeAndCount(): Promise<{ replayed: string[]; down: number }> {
@@ -36,7 +23,7 @@ describe.each(SERVERS)("suspend acknowledges what was committed on %s", (kind, s
     const seen: string[] = [];
     const onStanza = (el: Element) => seen.push(el.toString());
     session.on("stanza", onStanza);
-    link.resetBytes();
+    counting.link.resetBytes();
     try {
       expect(await session.connect(20_000)).toBe("resumed");
       let timer: NodeJS.Timeout | undefined;
@@ -47,7 +34,7 @@ describe.each(SERVERS)("suspend acknowledges what was committed on %s", (kind, s
         }),
       ]).finally(() => clearTimeout(timer));
       // The barrier's answer is the last stanza seen; everything before it was replayed.
-      return { replayed: seen.slice(0, -1), down: link.bytes.down };
+      return { replayed: seen.slice(0, -1), down: counting.link.bytes.down };
     } finally {
       session.off("stanza", onStanza);
       await session.suspend();
