@@ -327,12 +327,7 @@ export class DurableSession extends EventEmitter {
     const conn = this.conn;
     const negotiating = conn !== null && !this.smActive;
     if (conn) {
-      this.abandon(conn);
-      try {
-        conn.entity.socket?.destroy();
-      } catch {
-        /* already gone */
-      }
+      this.discard(conn);
     }
     this.log({ event: "session-fenced-out", reason, holder });
     this.emit("session-lost", { reason, holder });
@@ -466,8 +461,7 @@ export class DurableSession extends EventEmitter {
       return await ready;
     } catch (err) {
       // Leave nothing half-open, so the next connect() (a retry) starts clean.
-      this.abandon(conn);
-      conn.entity.socket?.destroy();
+      this.discard(conn);
       conn.entity.stop().catch(() => {});
       throw err;
     } finally {
@@ -717,8 +711,7 @@ export class DurableSession extends EventEmitter {
     await this.idle();
     if (!this.isCurrent(conn)) {
       // Not ours any more: closing the stream would end the session its new owner resumed.
-      this.abandon(conn);
-      conn.entity.socket?.destroy();
+      this.discard(conn);
       return;
     }
     if (this.smActive)
@@ -1034,12 +1027,7 @@ export class DurableSession extends EventEmitter {
     this.log({ event: "store-unavailable", error: err.message });
     this.emit("store-unavailable", err);
     if (!conn) return;
-    this.abandon(conn);
-    try {
-      conn.entity.socket?.destroy();
-    } catch {
-      /* already gone */
-    }
+    this.discard(conn);
     this.emit("offline");
     this.emit("connection-lost");
   }
@@ -1204,12 +1192,7 @@ export class DurableSession extends EventEmitter {
     } catch (err) {
       const conn = this.conn;
       if (conn) {
-        this.abandon(conn);
-        try {
-          conn.entity.socket?.destroy();
-        } catch {
-          /* already gone */
-        }
+        this.discard(conn);
       }
       this.emit("connect-failed", err instanceof Error ? err : new Error(String(err)));
       throw err;
@@ -1420,6 +1403,19 @@ export class DurableSession extends EventEmitter {
    * Forget a connection that failed or was lost: whatever it still delivers is ignored (not
    * counted; the server replays it on resume), and the session is offline.
    */
+  /**
+   * abandon() and destroy the socket at once, without closing the stream: the server keeps the
+   * session for whoever resumes it (us later, or the process that now holds the lock).
+   */
+  private discard(conn: XmppConnection): void {
+    this.abandon(conn);
+    try {
+      conn.entity.socket?.destroy();
+    } catch {
+      /* already gone */
+    }
+  }
+
   private abandon(conn: XmppConnection): void {
     this.droppedConns.add(conn);
     this.connFences.get(conn)?.unlisten();
