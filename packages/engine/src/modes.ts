@@ -124,14 +124,26 @@ export class AppController extends EventEmitter {
   private reconnectTimer: NodeJS.Timeout | null = null;
   private reconnectAttempt = 0;
   private readonly reconnect: ReconnectPolicy | false;
+  private readonly backgroundDrainMs: number;
 
   constructor(
     private readonly store: Store,
     private readonly config: SessionConfig,
-    opts: { leaseMs?: number; reconnect?: ReconnectPolicy | false } = {},
+    opts: {
+      leaseMs?: number;
+      reconnect?: ReconnectPolicy | false;
+      /**
+       * How long background() waits for the server to acknowledge what the app sent (and so to
+       * have answered the server's own IQs) before dropping TCP (default 4 s, inside the few
+       * seconds iOS gives an app entering the background). What arrives meanwhile is committed
+       * and acknowledged, so the next resume (often an NSE's, at 32 kbit/s) does not replay it.
+       */
+      backgroundDrainMs?: number;
+    } = {},
   ) {
     super();
     this.reconnect = opts.reconnect ?? {};
+    this.backgroundDrainMs = opts.backgroundDrainMs ?? 4000;
     this.lock = new ProcessLock(store, {
       key: SESSION_LOCK_KEY,
       holder: `main:${process.pid}-${randomUUID().slice(0, 8)}`,
@@ -251,7 +263,7 @@ export class AppController extends EventEmitter {
   /** Finish in-flight work, drop TCP without closing the stream (resumable), release the lock. */
   async background(): Promise<void> {
     this.stopReconnecting();
-    await this.session?.suspend();
+    await this.session?.suspend({ drainMs: this.backgroundDrainMs });
     this.session = null;
     this.lock.release();
   }

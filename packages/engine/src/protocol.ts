@@ -34,6 +34,9 @@ export const FEATURES = [
   NS_SID,
 ];
 
+/** Our disco#info (and so our caps ver): built once. */
+const OWN_INFO = ownDiscoInfo(FEATURES);
+
 function ownBareJid(ctx: StanzaContext): string {
   return bare(ctx.state.sm.boundJid ?? "");
 }
@@ -50,7 +53,7 @@ export function dispatchStanza(ctx: StanzaContext, stanza: Element): void {
       return handleMessage(ctx, stanza);
     case "presence":
       // Caps and room occupancy; the rest of presence is the app's (onStanza).
-      handlePresenceCaps(ctx, stanza);
+      handlePresenceCaps(ctx, stanza, OWN_INFO);
       return handleRoomPresence(ctx, stanza);
     default:
       return;
@@ -111,7 +114,7 @@ function handleIq(ctx: StanzaContext, iq: Element): void {
   if (type === "get" && child?.is("ping", "urn:xmpp:ping")) return reply();
   if (type === "get" && child?.is("query", "http://jabber.org/protocol/disco#info")) {
     // Plain disco#info, or the XEP-0115 node#ver we announce in presence.
-    const info = ownDiscoInfo(FEATURES);
+    const info = OWN_INFO;
     const node = child.attrs.node;
     if (!node || node === `${LICHEN_CAPS_NODE}#${capsVerification(info)}`)
       return reply(discoInfoQuery(info, node));
@@ -456,7 +459,7 @@ export const NS_OFFLINE = "http://jabber.org/protocol/offline";
 
 /** Our initial presence (with our XEP-0115 caps). */
 export function initialPresence(): Element {
-  return xml("presence", {}, ownCapsElement(ownDiscoInfo(FEATURES)));
+  return xml("presence", {}, ownCapsElement(OWN_INFO));
 }
 
 /**

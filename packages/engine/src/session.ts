@@ -622,9 +622,9 @@ export class DurableSession extends EventEmitter {
    * Drop the TCP connection WITHOUT closing the XMPP stream, so the server keeps the session for
    * resumption (iOS background / NSE yield). In-flight stanza transactions finish first.
    */
-  async suspend(): Promise<void> {
+  async suspend(opts: { drainMs?: number } = {}): Promise<void> {
     this.offlineWanted = true; // a replay reconnect in flight must not undo this
-    await this.dropConnection();
+    await this.dropConnection(opts.drainMs);
   }
 
   /** True from suspend()/close() until the next connect(). */
@@ -665,6 +665,8 @@ export class DurableSession extends EventEmitter {
    */
   private ackCommitted(conn: XmppConnection): void {
     if (!this.smActive || !this.isCurrent(conn)) return;
+    if (this.lastAckSent?.conn === conn && this.lastAckSent.h === this.committedH) return;
+    this.lastAckSent = { conn, h: this.committedH };
     conn.entity
       .write(xml("a", { xmlns: NS_SM, h: String(this.committedH) }).toString())
       .catch(() => {});
@@ -676,6 +678,52 @@ export class DurableSession extends EventEmitter {
    * backlog while we resend it from its older h (seen with ejabberd: duplicate stanzas).
    */
   private async drainAcks(conn: XmppConnection, timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    await this.waitAcked(conn, timeoutMs);
+    await this.waitServerAnswers(conn, deadline);
+  }
+
+  /**
+   * Wait (bounded) for the answers to our IQs that the server answers itself (to our server, our
+   * bare JID or no `to`: disco#info, roster, carbons). An `<a/>` does not imply them: ejabberd
+   * acknowledges the IQs and routes the answers after it, so after a login's <a/> 6 KB of answers
+   * were still on their way, dropped with the socket and replayed on the NSE's next resume.
+   * IQs to other entities are not waited for: a peer may take its time or never answer.
+   */
+  private async waitServerAnswers(conn: XmppConnection, deadline: number): Promise<void> {
+    const own = (): Set<string> => {
+      const jid = this.store.read((tx) => loadAccountState(tx, this.accountId)).sm.boundJid;
+      const b = jid ? bare(jid) : null;
+      return new Set(b ? [b, b.slice(b.indexOf("@") + 1)] : []);
+    };
+    const serverPeers = own();
+    const pending = () =>
+      this.store
+        .read((tx) => listIqHandlers(tx, this.accountId))
+        .some((h) => h.peer === null || serverPeers.has(h.peer));
+    while (this.smActive && this.conn === conn && pending()) {
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        this.log({ event: "drain-answers-timeout" });
+        return;
+      }
+      // Re-checked after each handled stanza (or the connection's end).
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer);
+          for (const e of ["stanza", "stanza-failed", "stanza-quarantined", "offline"])
+            this.off(e, done);
+          resolve();
+        };
+        const timer = setTimeout(done, left);
+        for (const e of ["stanza", "stanza-failed", "stanza-quarantined", "offline"])
+          this.on(e, done);
+      });
+      await this.idle();
+    }
+  }
+
+  private async waitAcked(conn: XmppConnection, timeoutMs: number): Promise<void> {
     if (!this.smActive || this.conn !== conn) return;
     const target = this.flushedSeq;
     const acked = this.store.read((tx) => loadAccountState(tx, this.accountId)).sm.outboundAcked;
@@ -699,7 +747,9 @@ export class DurableSession extends EventEmitter {
       }, timeoutMs);
       this.on("acked", onAcked);
       this.once("offline", done);
-      conn.entity.write(`<r xmlns='${NS_SM}'/>`).catch(done);
+      // Through requestAck: an outstanding request is answered with the h we wait for, or is
+      // followed by a fresh one (a second <r/> here cost a duplicate <r/> and <a/> per drop).
+      this.requestAck(conn);
     });
   }
 
@@ -834,6 +884,8 @@ export class DurableSession extends EventEmitter {
    * and more was sent since, the next request goes out then.
    */
   private ackRequestOutstanding: XmppConnection | null = null;
+  /** The last <a/> we wrote: the one before a drop is skipped when it would say the same. */
+  private lastAckSent: { conn: XmppConnection; h: number } | null = null;
   private ackRequestAgain = false;
 
   private requestAck(conn: XmppConnection): void {
@@ -864,6 +916,7 @@ export class DurableSession extends EventEmitter {
       const asking = conn;
       this.enqueueWork(async () => {
         if (!this.isCurrent(asking) || !this.smActive) return;
+        this.lastAckSent = { conn: asking, h: this.committedH };
         await asking.entity
           .write(xml("a", { xmlns: NS_SM, h: String(this.committedH) }).toString())
           .catch(() => {});

@@ -35,6 +35,8 @@ export async function startFlakyLink(target: {
    * (default 0). The TCP handshake with the relay itself is not delayed.
    */
   delayMs?: number;
+  /** Sees every chunk as it enters the link (for transcripts in benchmarks and debugging). */
+  tap?: (dir: "up" | "down", chunk: Buffer) => void;
 }): Promise<FlakyLink> {
   const host = target.host ?? "127.0.0.1";
   const rate = target.bytesPerSecond;
@@ -68,6 +70,7 @@ export async function startFlakyLink(target: {
     };
     from.on("data", (chunk: Buffer) => {
       bytes[dir] += chunk.length;
+      target.tap?.(dir, chunk);
       const now = Date.now();
       for (let i = 0; i < chunk.length; i += SEGMENT) {
         const piece = chunk.subarray(i, i + SEGMENT);
