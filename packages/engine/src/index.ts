@@ -15,6 +15,7 @@ export {
   type HandlerFn,
 } from "./handlers.js";
 export { ensureAccount } from "./accounts.js";
+export { LinkLiveness, DEFAULT_LIVENESS, type LivenessOptions } from "./liveness.js";
 export { startMamCatchup, sendDeferredReceipts, FEATURES } from "./protocol.js";
 export { ensurePush, disablePush, NS_PUSH, type PushTarget } from "./push.js";
 export {

@@ -25,6 +25,7 @@ import parse from "@xmpp/xml/lib/parse.js";
 import { and, asc, eq, gt, inArray, lte } from "drizzle-orm";
 import { createConnection, type XmppConnection } from "./connection.js";
 import { bare } from "./jid.js";
+import { LinkLiveness, type LivenessOptions } from "./liveness.js";
 import {
   handlers as defaultRegistry,
   UnknownHandlerError,
@@ -175,6 +176,11 @@ export interface SessionOptions {
   receipts?: "send" | "defer";
   /** Length of one tick of connected time (IQ timeouts count these). Default 1000 ms. */
   tickMs?: number;
+  /**
+   * Detect a silently dead link while online (see LinkLiveness; defaults 60 s idle, 30 s
+   * timeout), or `false` for none. A dead link is dropped like a lost one: "connection-lost".
+   */
+  liveness?: LivenessOptions | false;
   logger?: (event: Record<string, unknown>) => void;
 }
 
@@ -1484,8 +1490,22 @@ export class DurableSession extends EventEmitter {
     this.emit("offline");
   }
 
+  private liveness: LinkLiveness | null = null;
+
   private startTicks(): void {
     this.stopTicks();
+    const conn = this.conn;
+    if (conn && this.opts.liveness !== false) {
+      this.liveness = new LinkLiveness(
+        {
+          bytesRead: () => conn.entity.socket?.bytesRead ?? 0,
+          requestAck: () => this.requestAck(conn),
+          dead: (silentMs) => this.onLinkDead(conn, silentMs),
+        },
+        this.opts.liveness,
+      );
+      this.liveness.start();
+    }
     this.tickTimer = setInterval(
       () => this.enqueueWork(() => this.tick()),
       this.opts.tickMs ?? 1000,
@@ -1496,6 +1516,23 @@ export class DurableSession extends EventEmitter {
   private stopTicks(): void {
     if (this.tickTimer) clearInterval(this.tickTimer);
     this.tickTimer = null;
+    this.liveness?.stop();
+    this.liveness = null;
+  }
+
+  /**
+   * Nothing came back on an idle link after a probe: drop it as if it had been reset, without
+   * closing the stream (the server keeps the session; the app resumes on a new connection).
+   */
+  private onLinkDead(conn: XmppConnection, silentMs: number): void {
+    if (!this.isCurrent(conn)) return;
+    this.log({ event: "link-dead", silentMs });
+    this.emit("link-dead", { silentMs });
+    try {
+      conn.entity.socket?.destroy();
+    } catch {
+      /* already gone */
+    }
   }
 
   /** One tick of connected time: expired IQ handlers get a synthetic remote-server-timeout. */
