@@ -1,7 +1,9 @@
 export {
   DurableSession,
   SessionLockError,
+  MessageQueuedError,
   NS_SM,
+  type OutgoingMessage,
   type SessionOptions,
   type StanzaContext,
   type PreparedStanza,

@@ -117,6 +117,7 @@ export function reconnectDelay(attempt: number, policy: ReconnectPolicy = {}): n
 export class AppController extends EventEmitter {
   readonly lock: ProcessLock;
   readonly ipc: Ipc;
+  /** Created by the first foreground(); the same object afterwards (listeners attach once). */
   session: DurableSession | null = null;
 
   /** Whether the app is in the foreground: only then does it reconnect on its own. */
@@ -173,20 +174,9 @@ export class AppController extends EventEmitter {
   async foreground(): Promise<"resumed" | "new"> {
     const got = await acquireAsMain(this.lock, this.ipc, { reason: "main-app-foreground" });
     void got;
-    const session = new DurableSession({ store: this.store, ...this.config, lock: this.lock });
-    this.session = session;
+    const session = this.session ?? this.createSession();
     this.wantOnline = true;
     this.reconnectAttempt = 0;
-    session.on("connection-lost", () => this.scheduleReconnect(session));
-    session.on("replay-reconnect-failed", () => this.scheduleReconnect(session));
-    // Frozen past our lease and thawed after another process took the session: the session has
-    // stopped and dropped its socket; take the lock back (main-app priority) and resume.
-    session.on("session-lost", (info: { reason: string; holder: string | null }) => {
-      this.emit("session-lost", info);
-      this.scheduleReconnect(session);
-    });
-    // Before connecting, so listeners see the stanzas a resume replays at once.
-    this.emit("session", session);
     let how: "resumed" | "new";
     try {
       how = await session.connect(this.reconnect ? this.reconnect.connectTimeoutMs : undefined);
@@ -196,6 +186,26 @@ export class AppController extends EventEmitter {
     }
     this.onlineAgain();
     return how;
+  }
+
+  /**
+   * The one session of this app: it lives across foreground/background cycles and reconnects,
+   * so listeners attach once. Announced (event `session`) before its first connect, so listeners
+   * see the stanzas a resume replays at once.
+   */
+  private createSession(): DurableSession {
+    const session = new DurableSession({ store: this.store, ...this.config, lock: this.lock });
+    this.session = session;
+    session.on("connection-lost", () => this.scheduleReconnect(session));
+    session.on("replay-reconnect-failed", () => this.scheduleReconnect(session));
+    // Frozen past our lease and thawed after another process took the session: the session has
+    // stopped and dropped its socket; take the lock back (main-app priority) and resume.
+    session.on("session-lost", (info: { reason: string; holder: string | null }) => {
+      this.emit("session-lost", info);
+      this.scheduleReconnect(session);
+    });
+    this.emit("session", session);
+    return session;
   }
 
   private onlineAgain(): void {
@@ -264,7 +274,6 @@ export class AppController extends EventEmitter {
   async background(): Promise<void> {
     this.stopReconnecting();
     await this.session?.suspend({ drainMs: this.backgroundDrainMs });
-    this.session = null;
     this.lock.release();
   }
 

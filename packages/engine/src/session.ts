@@ -184,6 +184,33 @@ export interface SessionOptions {
   logger?: (event: Record<string, unknown>) => void;
 }
 
+/** What send() returns: the message's id, and its fate on the current connection. */
+export interface OutgoingMessage {
+  /** XEP-0359 origin-id (also the stanza id and the stored row's key). */
+  originId: string;
+  /** Resolves when the server acknowledged the message; rejects with MessageQueuedError. */
+  acked: Promise<void>;
+}
+
+/**
+ * The message could not be acknowledged on the current connection (`offline`: there was none;
+ * `connection-ended`: it ended first). It is stored and stays queued: the next connection sends
+ * it (resumed streams resend it; new streams send the queue), so this is news, not a loss.
+ */
+export class MessageQueuedError extends Error {
+  override readonly name = "MessageQueuedError";
+  constructor(
+    readonly originId: string,
+    readonly reason: "offline" | "connection-ended",
+  ) {
+    super(
+      reason === "offline"
+        ? "offline: the message is queued and goes out on the next connection"
+        : "the connection ended before the server acknowledged the message; it stays queued and goes out on the next connection",
+    );
+  }
+}
+
 export interface PreparedStanza {
   data: unknown;
   stillValid?: (tx: StoreTx) => boolean;
@@ -497,9 +524,47 @@ export class DurableSession extends EventEmitter {
 
   /** Send a chat message with an origin-id (XEP-0359) and a receipt request; stored as outgoing. */
   sendMessage(to: string, body: string): string {
+    return this.send(to, body).originId;
+  }
+
+  /**
+   * Send a chat message (stored as outgoing, queued durably in the same transaction) and learn
+   * what became of it on this connection: `acked` resolves when the server acknowledged it
+   * (XEP-0198) and rejects with a MessageQueuedError when it cannot be on this connection —
+   * offline now, or the connection ended first. The message is never lost then: it stays
+   * queued and goes out on the next connection (event `message-sent` { originId } when the
+   * server has it). The rejection is handled if nobody listens (no unhandled-rejection crash).
+   */
+  send(to: string, body: string): OutgoingMessage {
     const originId = randomUUID();
-    this.write((ctx) => this.queueMessage(ctx, { to, body, originId }));
-    return originId;
+    let seq: number | null = null;
+    const conn = this.smActive ? this.conn : null;
+    this.write((ctx) => {
+      if (this.queueMessage(ctx, { to, body, originId })) seq = ctx.state.sm.outboundSent;
+    });
+    const acked = new Promise<void>((resolve, reject) => {
+      if (seq === null || !conn || !this.isCurrent(conn) || !this.smActive) {
+        reject(new MessageQueuedError(originId, "offline"));
+        return;
+      }
+      const target = seq;
+      const done = (err?: Error) => {
+        this.off("acked", onAcked);
+        this.off("offline", onGone);
+        this.off("session-lost", onGone);
+        if (err) reject(err);
+        else resolve();
+      };
+      const onAcked = (h: number) => {
+        if (h >= target) done();
+      };
+      const onGone = () => done(new MessageQueuedError(originId, "connection-ended"));
+      this.on("acked", onAcked);
+      this.on("offline", onGone);
+      this.on("session-lost", onGone);
+    });
+    acked.catch(() => {});
+    return { originId, acked };
   }
 
   /**
@@ -1153,23 +1218,27 @@ export class DurableSession extends EventEmitter {
 
   private async onAck(h: number): Promise<void> {
     if (!Number.isFinite(h)) return;
-    await this.txWriteAsync((tx) => {
+    const sent = await this.txWriteAsync((tx) => {
       const state = loadAccountState(tx, this.accountId);
-      this.applyAck(tx, state, h);
+      const ids = this.applyAck(tx, state, h);
       saveAccountState(tx, this.accountId, state);
+      return ids;
     });
+    for (const originId of sent) this.emit("message-sent", { originId });
     this.emit("acked", h);
   }
 
   /** The server has everything up to `h`: those messages are sent, their queue rows go. */
-  private applyAck(tx: StoreTx, state: AccountState, h: number): void {
-    this.markAckedMessagesSent(tx, h);
+  /** Returns the origin-ids of the chat messages this ack marked sent. */
+  private applyAck(tx: StoreTx, state: AccountState, h: number): string[] {
+    const sent = this.markAckedMessagesSent(tx, h);
     tx.delete(tables.outboundQueue)
       .where(
         and(eq(tables.outboundQueue.accountId, this.accountId), lte(tables.outboundQueue.seq, h)),
       )
       .run();
     state.sm.outboundAcked = Math.max(state.sm.outboundAcked, h);
+    return sent;
   }
 
   private registerStreamManagement(c: XmppConnection): void {
@@ -1259,6 +1328,7 @@ export class DurableSession extends EventEmitter {
   }
 
   private async onResumed(h: number): Promise<void> {
+    let sent: string[] = [];
     const state = await this.txWriteAsync((tx) => {
       const st = loadAccountState(tx, this.accountId);
       if (h > st.sm.outboundSent) {
@@ -1267,7 +1337,7 @@ export class DurableSession extends EventEmitter {
         this.log({ event: "resume-counter-mismatch", serverH: h, sent: st.sm.outboundSent });
         st.mam.gapOpen = true;
       }
-      this.applyAck(tx, st, h);
+      sent = this.applyAck(tx, st, h);
       this.repairQueue(tx);
       saveAccountState(tx, this.accountId, st);
       return st;
@@ -1276,6 +1346,7 @@ export class DurableSession extends EventEmitter {
     this.flushedSeq = h;
     this.smActive = true;
     this.lastConnect = "resumed";
+    for (const originId of sent) this.emit("message-sent", { originId });
     this.startTicks();
     this.flush(true); // resend what the server did not get, in order
     this.emit("online", "resumed");
@@ -1346,7 +1417,7 @@ export class DurableSession extends EventEmitter {
   }
 
   /** Messages of ours the server acknowledged (XEP-0198) are "sent" (no longer "pending"). */
-  private markAckedMessagesSent(tx: StoreTx, h: number): void {
+  private markAckedMessagesSent(tx: StoreTx, h: number): string[] {
     const acked = tx
       .select({ stanza: tables.outboundQueue.stanza })
       .from(tables.outboundQueue)
@@ -1361,8 +1432,9 @@ export class DurableSession extends EventEmitter {
     const ids = acked
       .map((r) => /^<message [^>]*\bid="([^"]+)"/.exec(r.stanza)?.[1])
       .filter((id): id is string => !!id);
-    if (ids.length === 0) return;
-    tx.update(tables.messages)
+    if (ids.length === 0) return [];
+    return tx
+      .update(tables.messages)
       .set({ deliveryState: "sent" })
       .where(
         and(
@@ -1372,7 +1444,10 @@ export class DurableSession extends EventEmitter {
           inArray(tables.messages.originId, ids),
         ),
       )
-      .run();
+      .returning({ originId: tables.messages.originId })
+      .all()
+      .map((r) => r.originId)
+      .filter((id): id is string => id !== null);
   }
 
   /** IQs of a stream that is gone can never be answered: run their invalidation handlers. */
