@@ -242,7 +242,9 @@ export function registerCapsHandlers(registry: HandlerRegistry): void {
     const computed = info ? capsVerification(info) : null;
     if (!info || computed !== ver) {
       // A mismatch is never cached (XEP-0115 §5.4): the entity lied or is buggy.
-      ctx.afterCommit(() => ctx.session.emit("caps-mismatch", { jid: args.jid, ver, computed }));
+      ctx.afterCommit(() =>
+        ctx.session.emit("caps-mismatch", { jid: String(args.jid), ver, computed }),
+      );
       return;
     }
     ctx.tx
@@ -259,7 +261,7 @@ export function registerCapsHandlers(registry: HandlerRegistry): void {
       .onConflictDoNothing()
       .run();
     ctx.afterCommit(() =>
-      ctx.session.emit("caps", { jid: args.jid, ver, features: info.features }),
+      ctx.session.emit("caps", { jid: String(args.jid), ver, features: info.features }),
     );
   });
 }

@@ -19,6 +19,7 @@ import {
 } from "@lichen/store";
 import { loadAccountState } from "@lichen/store";
 import { and, eq, isNull } from "drizzle-orm";
+import type { AppControllerEvents } from "./events.js";
 import { DurableSession, SessionLockError, type SessionOptions } from "./session.js";
 import { sendDeferredReceipts } from "./protocol.js";
 import { sendShareOutbox } from "./share.js";
@@ -114,7 +115,7 @@ export function reconnectDelay(attempt: number, policy: ReconnectPolicy = {}): n
 }
 
 /** Main app: long-lived; takes the session from the NSE (priority) and gives it up before a freeze. */
-export class AppController extends EventEmitter {
+export class AppController extends EventEmitter<AppControllerEvents> {
   readonly lock: ProcessLock;
   readonly ipc: Ipc;
   /** Created by the first foreground(); the same object afterwards (listeners attach once). */

@@ -25,6 +25,8 @@ import parse from "@xmpp/xml/lib/parse.js";
 import { and, asc, eq, gt, inArray, lte } from "drizzle-orm";
 import { createConnection, type XmppConnection } from "./connection.js";
 import { bare } from "./jid.js";
+import type { SessionEvents } from "./events.js";
+import { answerSubscription } from "./roster.js";
 import { LinkLiveness, type LivenessOptions } from "./liveness.js";
 import {
   handlers as defaultRegistry,
@@ -233,7 +235,7 @@ export interface StanzaContext extends HandlerContext {
  * commits XEP-0198 h; outbound stanzas are queued in the causing transaction and hit the socket
  * only after commit; a session can be resumed by any process from the database alone.
  */
-export class DurableSession extends EventEmitter {
+export class DurableSession extends EventEmitter<SessionEvents> {
   readonly store: Store;
   readonly accountId: string;
   readonly registry: HandlerRegistry;
@@ -505,19 +507,12 @@ export class DurableSession extends EventEmitter {
 
   /** Run `fn` in one write transaction with the account state; stanzas it sends go out after commit. */
   write<T>(fn: (ctx: StanzaContext) => T): T {
-    let result: T;
-    try {
-      result = this.txWrite((tx) => {
-        const state = loadAccountState(tx, this.accountId);
-        const out = fn(this.context(tx, state));
-        saveAccountState(tx, this.accountId, state);
-        return out;
-      });
-    } catch (err) {
-      this.pendingAfterCommit = [];
-      throw err;
-    }
-    this.runAfterCommit();
+    const result = this.txWrite((tx) => {
+      const state = loadAccountState(tx, this.accountId);
+      const out = fn(this.context(tx, state));
+      saveAccountState(tx, this.accountId, state);
+      return out;
+    });
     this.flush();
     return result;
   }
@@ -525,6 +520,20 @@ export class DurableSession extends EventEmitter {
   /** Send a chat message with an origin-id (XEP-0359) and a receipt request; stored as outgoing. */
   sendMessage(to: string, body: string): string {
     return this.send(to, body).originId;
+  }
+
+  /**
+   * Answer or change a presence subscription (RFC 6121 §3): `approve` (optionally
+   * `subscribeBack`), `deny`, `cancel` (they no longer see our presence), `subscribe`,
+   * `unsubscribe`. Queued like any stanza; the stored request is forgotten in the same
+   * transaction; the roster changes arrive as the server's pushes.
+   */
+  answerSubscription(
+    jid: string,
+    action: "approve" | "deny" | "cancel" | "subscribe" | "unsubscribe",
+    opts: { subscribeBack?: boolean } = {},
+  ): void {
+    this.write((ctx) => answerSubscription(ctx, jid, action, opts));
   }
 
   /**
@@ -780,15 +789,14 @@ export class DurableSession extends EventEmitter {
       }
       // Re-checked after each handled stanza (or the connection's end).
       await new Promise<void>((resolve) => {
+        const events = ["stanza", "stanza-failed", "stanza-quarantined", "offline"] as const;
         const done = () => {
           clearTimeout(timer);
-          for (const e of ["stanza", "stanza-failed", "stanza-quarantined", "offline"])
-            this.off(e, done);
+          for (const e of events) this.off(e, done);
           resolve();
         };
         const timer = setTimeout(done, left);
-        for (const e of ["stanza", "stanza-failed", "stanza-quarantined", "offline"])
-          this.on(e, done);
+        for (const e of events) this.on(e, done);
       });
       await this.idle();
     }
@@ -858,17 +866,10 @@ export class DurableSession extends EventEmitter {
 
   // ---- internals -------------------------------------------------------------------------
 
-  private pendingAfterCommit: (() => void)[] = [];
-
-  private runAfterCommit(): void {
-    const fns = this.pendingAfterCommit;
-    this.pendingAfterCommit = [];
-    for (const fn of fns) fn();
-  }
-
   private context(tx: StoreTx, state: AccountState): StanzaContext {
     return {
-      afterCommit: (fn) => this.pendingAfterCommit.push(fn),
+      // The store's queue: run right after COMMIT, dropped on rollback (savepoints included).
+      afterCommit: (fn) => tx.afterCommit(fn),
       tx,
       accountId: this.accountId,
       state,
@@ -1106,11 +1107,9 @@ export class DurableSession extends EventEmitter {
         return state.sm.inboundH;
       });
       this.committedH = h;
-      this.runAfterCommit();
       this.emit("stanza", stanza);
       this.opts.afterCommit?.(stanza);
     } catch (err) {
-      this.pendingAfterCommit = [];
       if (err instanceof PreparedStale) return "stale"; // rolled back; prepare again
       // Not acknowledged in each case below: the server keeps the stanza and replays it.
       if (err instanceof FencedOutError || err instanceof SessionLockError) return "done";
@@ -1132,7 +1131,7 @@ export class DurableSession extends EventEmitter {
       // h counts positions, so nothing after this stanza may be counted: stop, drop the TCP
       // connection (the stream stays resumable) and resume; the server replays from this stanza.
       this.halted = true;
-      this.emit("stanza-failed", stanza, err);
+      this.emit("stanza-failed", stanza, err instanceof Error ? err : new Error(String(err)));
       setImmediate(() => void this.reconnectForReplay());
       return "done";
     }
@@ -1412,7 +1411,6 @@ export class DurableSession extends EventEmitter {
       st.mam.gapOpen = true;
       saveAccountState(tx, this.accountId, st);
     });
-    this.runAfterCommit();
     this.emit("resume-failed");
   }
 
@@ -1523,7 +1521,6 @@ export class DurableSession extends EventEmitter {
       setupNewStream(ctx, bare(boundJid), { serverCapsVer: this.streamCapsVer });
       saveAccountState(tx, this.accountId, st);
     });
-    this.runAfterCommit();
     this.committedH = 0;
     this.flushedSeq = 0;
     this.smActive = true;
@@ -1632,13 +1629,11 @@ export class DurableSession extends EventEmitter {
           return;
         }
         const state = structuredClone(ctx.state);
-        const queued = this.pendingAfterCommit.length;
         try {
           this.store.write(() => this.callSafely(ctx, descriptor, args));
         } catch (err) {
           for (const k of Object.keys(ctx.state)) if (!(k in state)) delete (ctx.state as never)[k];
           Object.assign(ctx.state, state);
-          this.pendingAfterCommit.length = queued;
           const error = err instanceof Error ? err.message : String(err);
           quarantineRow(
             ctx.tx,
@@ -1648,7 +1643,9 @@ export class DurableSession extends EventEmitter {
             `timeout handler failed: ${error}`,
           );
           this.log({ event: "timeout-handler-failed", handler: descriptor.name, error });
-          ctx.afterCommit(() => this.emit("handler-error", err));
+          ctx.afterCommit(() =>
+            this.emit("handler-error", err instanceof Error ? err : new Error(String(err))),
+          );
         }
       };
       for (const h of expiredIq) {
@@ -1671,7 +1668,7 @@ export class DurableSession extends EventEmitter {
     } catch (err) {
       if (err instanceof UnknownHandlerError) {
         this.log({ event: "unknown-handler", handler: err.handlerName });
-        this.emit("handler-error", err);
+        ctx.afterCommit(() => this.emit("handler-error", err));
         return;
       }
       throw err;

@@ -142,7 +142,7 @@ describe.each(SERVERS)("own messages on %s", (_kind, start) => {
           const text = st.toString();
           if (text.includes("urn:xmpp:mam:2") && text.includes("<forwarded")) copies.push(text);
         });
-        const caughtUp = new Promise((r) => again.once("mam-complete", r));
+        const caughtUp = new Promise<void>((r) => again.once("mam-complete", () => r()));
         expect(await again.connect()).toBe("new");
         await caughtUp;
         expect(copies.filter((c) => c.includes(originId) || c.includes("desk-1"))).toHaveLength(2);
