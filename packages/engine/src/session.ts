@@ -2,6 +2,7 @@ import { createHash, randomUUID } from "node:crypto";
 import { EventEmitter } from "node:events";
 import type { AccountState, HandlerDescriptor } from "@lichen/schema";
 import {
+  DatabaseCorruptError,
   FencedOutError,
   StoreLockTimeoutError,
   addIqHandler,
@@ -1113,7 +1114,8 @@ export class DurableSession extends EventEmitter<SessionEvents> {
       if (err instanceof PreparedStale) return "stale"; // rolled back; prepare again
       // Not acknowledged in each case below: the server keeps the stanza and replays it.
       if (err instanceof FencedOutError || err instanceof SessionLockError) return "done";
-      if (err instanceof StoreLockTimeoutError) {
+      // A damaged database takes no more writes (the store refuses them): stop like a locked one.
+      if (err instanceof StoreLockTimeoutError || err instanceof DatabaseCorruptError) {
         this.onStoreUnavailable(err);
         return "done";
       }
@@ -1140,11 +1142,11 @@ export class DurableSession extends EventEmitter<SessionEvents> {
   }
 
   /**
-   * The database stayed locked past our deadline (another process stopped inside a transaction):
-   * nothing more can be counted. Drop the socket without closing the stream; the server replays
+   * The database stayed locked past our deadline (another process stopped inside a transaction),
+   * or it is damaged and refuses writes: nothing more can be counted. Drop the socket without closing the stream; the server replays
    * what we did not acknowledge. Seen by callers as a lost connection.
    */
-  private onStoreUnavailable(err: StoreLockTimeoutError): void {
+  private onStoreUnavailable(err: StoreLockTimeoutError | DatabaseCorruptError): void {
     this.halted = true;
     const conn = this.conn;
     this.log({ event: "store-unavailable", error: err.message });

@@ -109,9 +109,16 @@ export function writeDamageMarker(dbPath: string, detail: string): void {
     const st = fs.statSync(dbPath, { throwIfNoEntry: false });
     if (!st) return;
     const marker: DamageMarker = { ino: st.ino, detectedAt: Date.now(), pid: process.pid, detail };
-    fs.writeFileSync(markerPath(dbPath), JSON.stringify(marker) + "\n", { flag: "wx" });
+    const text = JSON.stringify(marker) + "\n";
+    try {
+      fs.writeFileSync(markerPath(dbPath), text, { flag: "wx" });
+    } catch (e) {
+      // First writer wins, unless its marker is about a file that is no longer at this path.
+      if ((e as { code?: string }).code === "EEXIST" && readDamageMarker(dbPath) === null)
+        fs.writeFileSync(markerPath(dbPath), text);
+    }
   } catch {
-    // Already marked (first writer wins), or a read-only directory: this process refuses anyway.
+    // A read-only directory: this process refuses anyway.
   }
 }
 

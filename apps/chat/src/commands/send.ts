@@ -21,10 +21,17 @@ export async function send(
   try {
     await foregroundOrExplain(app, settings);
     const sent = app.session!.send(`${local}@${domain}`, text);
-    await ackedWithin(sent.acked, opts.timeoutMs);
+    // A damaged database refuses the writes that would record the ack: say that, not "queued".
+    await ackedWithin(sent.acked, opts.timeoutMs).catch((err: unknown) => {
+      throw store.damage ? new CliError(store.damage.message) : err;
+    });
+    if (store.damage) throw new CliError(store.damage.message);
     ctx.out(sent.originId);
   } finally {
-    await app.close();
+    // On a damaged database closing cannot save state (writes are refused): the error above says so.
+    await app.close().catch((err: unknown) => {
+      if (!store.damage) throw err;
+    });
     store.close();
   }
 }
