@@ -348,7 +348,8 @@ export function buildProgram(): Command {
             ]),
             "",
             report.ok
-              ? "the copy passes integrity_check and foreign_key_check"
+              ? "the copy passes integrity_check and foreign_key_check; to use it, stop every process " +
+                `using ${damaged}, move ${damaged}, ${damaged}-wal and ${damaged}-shm aside, then move ${output} to ${damaged}`
               : "THE COPY DOES NOT PASS integrity_check: do not use it",
           ].join("\n"),
         );

@@ -122,6 +122,13 @@ export function writeDamageMarker(dbPath: string, detail: string): void {
   }
 }
 
+const unguarded = new WeakMap<Database.Database, Database.Database["prepare"]>();
+
+/** The connection's own prepare(), without the guard (benchmark baselines measure raw SQLite). */
+export function unguardedPrepare(db: Database.Database): Database.Database["prepare"] {
+  return unguarded.get(db) ?? db.prepare.bind(db);
+}
+
 export interface StatementGuard {
   /** Called with a corruption error before it is rethrown (as a DatabaseCorruptError). */
   onCorrupt(e: unknown): DatabaseCorruptError;
@@ -138,6 +145,7 @@ type Stmt = Database.Statement;
  */
 export function guardStatements(db: Database.Database, guard: StatementGuard): void {
   const prepare = db.prepare.bind(db);
+  unguarded.set(db, prepare);
   const wrap = (stmt: Stmt, name: "run" | "get" | "all") => {
     const orig = stmt[name] as (...a: unknown[]) => unknown;
     // Asked once: INSERT ... RETURNING runs through get()/all(), so "reader" would not do.
