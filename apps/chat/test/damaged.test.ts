@@ -106,11 +106,21 @@ describe("lichen-chat on a damaged database (Prosody)", () => {
       const text = `while damaged ${Math.random().toString(36).slice(2, 8)}`;
       await bob.send(ALICE, text);
       await bob.barrier();
-      const nse = await cli("nse", "--linger-ms", "0", "--deadline-ms", "20000");
+      const nse = await cli("--verbose", "nse", "--linger-ms", "0", "--deadline-ms", "20000");
       expect(nse.code).toBe(1);
       expect(nse.stdout).toBe(""); // no result at all, so no "synced"
-      expect(nse.stderr).toMatch(/push not handled: database .* is damaged/);
-      expect(nse.stderr).toContain(`lichen-store recover ${db}`);
+      const lines = nse.stderr.trim().split("\n");
+      expect(lines.at(-1)).toMatch(/push not handled: database .* is damaged/);
+      expect(lines.at(-1)).toContain(`lichen-store recover ${db}`);
+      // The resumed stream replays Bob's message; storing it meets the damaged leaf. The session
+      // stops at once (store-unavailable, not acknowledged) instead of treating it as a handler
+      // failure and replaying it until the deadline.
+      const events = lines
+        .filter((l) => l.startsWith("{"))
+        .map((l) => (JSON.parse(l) as { event: string }).event);
+      expect(events).toContain("store.damaged");
+      expect(events).toContain("store-unavailable");
+      expect(events).not.toContain("stanza-rolled-back");
       expect(fs.existsSync(`${db}-damaged`)).toBe(true);
 
       // Every later process refuses before writing anything.
