@@ -565,6 +565,8 @@ export async function handlePush(opts: NseOptions): Promise<NseResult> {
           if (!(err instanceof StoreLockTimeoutError)) throw err;
         });
     }
+    // A damaged database (met by any statement of this run) is never reported as an outcome.
+    if (opts.store.damage) throw opts.store.damage;
     if (notifications.length === 0)
       notifications.push({
         kind: "silent",
