@@ -333,7 +333,10 @@ export function buildProgram(): Command {
             copied: t.copied,
             lost: t.lost === null ? "unknown" : t.lost,
             orphaned: t.orphaned,
-            skipped: t.skippedRowids.map(([a, b]) => (a === b ? `${a}` : `${a}-${b}`)).join(", "),
+            detached: t.fromDetachedPages,
+            skipped: t.skippedRowids
+              .map(([a, b]) => (a === b ? `${a}` : `${end(a)}..${end(b)}`))
+              .join(", "),
           }));
         print(
           [
@@ -344,6 +347,7 @@ export function buildProgram(): Command {
               { key: "copied" },
               { key: "lost" },
               { key: "orphaned" },
+              { key: "detached", title: "from detached pages" },
               { key: "skipped", title: "unreadable rowids" },
             ]),
             "",
@@ -394,6 +398,13 @@ export function buildProgram(): Command {
     });
 
   return program;
+}
+
+/** A rowid range end: the search bounds read as "min"/"max". */
+function end(rowid: number): string {
+  if (rowid <= Number.MIN_SAFE_INTEGER) return "min";
+  if (rowid >= Number.MAX_SAFE_INTEGER) return "max";
+  return String(rowid);
 }
 
 function printIntegrity(report: IntegrityReport, json: boolean): void {

@@ -25,6 +25,11 @@ export interface RecoveredTable {
   skippedRowids: [number, number][];
   /** Rows dropped after the copy because the row they refer to was lost (foreign keys). */
   orphaned: number;
+  /**
+   * Of `copied`: rows read straight from leaf pages that a damaged interior page had cut off from
+   * the table (pages integrity_check reports as "never used"), for rowids in the skipped ranges.
+   */
+  fromDetachedPages: number;
   /** What went wrong, when something did. */
   errors: string[];
 }
@@ -78,7 +83,7 @@ export function recoverDatabase(source: string, output: string): RecoveryReport 
     if (!pageSize) pageSize = src.pragma("page_size", { simple: true }) as number;
     const out = openStore({ path: output, role: "main" });
     try {
-      const tables = copyAll(src, out.sqlite);
+      const tables = copyAll(src, out.sqlite, readFrom);
       const fk = out.sqlite.pragma("foreign_key_check") as { table: string }[];
       const ok =
         fk.length === 0 &&
@@ -102,7 +107,7 @@ export function recoverDatabase(source: string, output: string): RecoveryReport 
   }
 }
 
-function copyAll(src: Database.Database, out: Database.Database): RecoveredTable[] {
+function copyAll(src: Database.Database, out: Database.Database, file: string): RecoveredTable[] {
   const outTables = out
     .prepare(
       "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name <> ? ORDER BY name",
@@ -122,6 +127,7 @@ function copyAll(src: Database.Database, out: Database.Database): RecoveredTable
   // Rows of a child table may arrive before their parent: foreign keys are checked once, at the end.
   out.pragma("foreign_keys = OFF");
   const report: RecoveredTable[] = [];
+  const copies: TableCopy[] = [];
   out.exec("BEGIN IMMEDIATE");
   try {
     for (const table of outTables) {
@@ -131,6 +137,7 @@ function copyAll(src: Database.Database, out: Database.Database): RecoveredTable
         lost: 0,
         skippedRowids: [],
         orphaned: 0,
+        fromDetachedPages: 0,
         errors: [],
       };
       report.push(r);
@@ -138,8 +145,10 @@ function copyAll(src: Database.Database, out: Database.Database): RecoveredTable
         r.errors.push("not in the damaged database (older schema): left empty");
         continue;
       }
-      copyTable(src, out, table, r);
+      copies.push(copyTable(src, out, table, r));
     }
+    copyDetachedLeaves(src, file, copies);
+    for (const c of copies) c.finish();
     copySequences(src, out);
     // Children whose parent row was lost: dropped, and counted, so the copy is consistent.
     const fk = out.pragma("foreign_key_check") as { table: string; rowid: number }[];
@@ -167,16 +176,28 @@ interface ColumnInfo {
   pk: number;
 }
 
+interface TableCopy {
+  report: RecoveredTable;
+  /** The source table's columns in definition order (= record order). */
+  srcColumns: string[];
+  copied: Set<number>;
+  /** Insert one row given the source's values in definition order; false when rejected. */
+  insertRecord(rowid: number, values: unknown[]): boolean;
+  /** Count copied and lost, once every pass is done. */
+  finish(): void;
+}
+
 function copyTable(
   src: Database.Database,
   out: Database.Database,
   table: string,
   r: RecoveredTable,
-): void {
+): TableCopy {
   const outCols = out.prepare(`PRAGMA table_info(${quote(table)})`).all() as ColumnInfo[];
-  const srcCols = new Set(
-    (src.prepare(`PRAGMA table_info(${quote(table)})`).all() as ColumnInfo[]).map((c) => c.name),
+  const srcColumns = (src.prepare(`PRAGMA table_info(${quote(table)})`).all() as ColumnInfo[]).map(
+    (c) => c.name,
   );
+  const srcCols = new Set(srcColumns);
   const cols = outCols.filter((c) => srcCols.has(c.name)).map((c) => c.name);
   const pks = outCols.filter((c) => c.pk > 0);
   // An INTEGER PRIMARY KEY is the rowid itself: copied as that column, not twice.
@@ -231,14 +252,200 @@ function copyTable(
     from = next;
     last = null;
   }
-  r.copied = copiedRowids.size;
-  const expected = rowidsFromIndexes(src, table);
-  r.lost =
-    expected === null
-      ? r.skippedRowids.length === 0
-        ? rejected
-        : null
-      : [...expected].filter((id) => !copiedRowids.has(id)).length;
+  const aliasIndex = rowidAlias ? srcColumns.indexOf(pks[0]!.name) : -1;
+  const positions = cols.map((c) => srcColumns.indexOf(c));
+  return {
+    report: r,
+    srcColumns,
+    copied: copiedRowids,
+    insertRecord(rowid, values) {
+      // The record stores NULL for an INTEGER PRIMARY KEY: its value is the rowid.
+      const row = positions.map((i) => (i === aliasIndex ? rowid : (values[i] ?? null)));
+      try {
+        insert.run(...(rowidAlias ? row : [rowid, ...row]));
+        copiedRowids.add(rowid);
+        r.fromDetachedPages++;
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    finish() {
+      r.copied = copiedRowids.size;
+      const expected = rowidsFromIndexes(src, table);
+      r.lost =
+        expected === null
+          ? r.skippedRowids.length === 0
+            ? rejected
+            : null
+          : [...expected].filter((id) => !copiedRowids.has(id)).length;
+    },
+  };
+}
+
+/**
+ * A damaged interior page cuts off every leaf below it, though those leaves are intact: SQLite
+ * reports them as "never used". Their rows are read here straight from the file (table leaf
+ * format, records decoded by hand) and kept when the rowid is in a range the table could not read
+ * and the record has the table's column count; a page that fits no table, or more than one, is
+ * left alone. Only without a WAL: the file's pages are then the current ones.
+ */
+function copyDetachedLeaves(src: Database.Database, file: string, copies: TableCopy[]): void {
+  const damaged = copies.filter((c) => c.report.skippedRowids.length > 0);
+  if (damaged.length === 0) return;
+  const wal = fs.statSync(`${file}-wal`, { throwIfNoEntry: false });
+  if (wal && wal.size > 0) {
+    for (const c of damaged)
+      c.report.errors.push("detached leaf pages not searched: the database has a WAL");
+    return;
+  }
+  // The page-usage lines come first; SQLite may give up later (on a record it cannot decode), so
+  // rows are taken as they come and the error ends the list.
+  const lines: string[] = [];
+  try {
+    for (const l of src.prepare("PRAGMA quick_check(1000000)").pluck().iterate())
+      lines.push(String(l));
+  } catch {
+    // what was listed stands
+  }
+  const unused = lines.flatMap((l) =>
+    [...l.matchAll(/Page (\d+)(?: is|:) never used/g)].map((m) => Number(m[1])),
+  );
+  if (unused.length === 0) return;
+  const pageSize = src.pragma("page_size", { simple: true }) as number;
+  const fd = fs.openSync(file, "r");
+  try {
+    const reserved = Buffer.alloc(1);
+    fs.readSync(fd, reserved, 0, 1, 20);
+    const usable = pageSize - reserved[0]!;
+    const readPage = (n: number): Buffer => {
+      const b = Buffer.alloc(pageSize);
+      fs.readSync(fd, b, 0, pageSize, (n - 1) * pageSize);
+      return b;
+    };
+    const inSkipped = (c: TableCopy, rowid: number) =>
+      c.report.skippedRowids.some(([a, b]) => rowid >= a && rowid <= b);
+    for (const page of unused) {
+      let cells: { rowid: number; values: unknown[] }[];
+      try {
+        cells = tableLeafCells(readPage(page), usable, readPage);
+      } catch {
+        continue; // not a table leaf, or not a sound one
+      }
+      if (cells.length === 0) continue;
+      const fits = damaged.filter(
+        (c) =>
+          cells.every((cell) => cell.values.length === c.srcColumns.length) &&
+          cells.every((cell) => inSkipped(c, cell.rowid)),
+      );
+      if (fits.length !== 1) continue;
+      const c = fits[0]!;
+      for (const cell of cells) {
+        if (c.copied.has(cell.rowid)) continue;
+        c.insertRecord(cell.rowid, cell.values);
+      }
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Reads a SQLite varint at `at`: [value, bytes used]. */
+function varint(b: Buffer, at: number): [number, number] {
+  let v = 0n;
+  for (let i = 0; i < 9; i++) {
+    const byte = b[at + i];
+    if (byte === undefined) throw new Error("varint past the end");
+    if (i === 8) return [Number((v << 8n) | BigInt(byte)), 9];
+    v = (v << 7n) | BigInt(byte & 0x7f);
+    if ((byte & 0x80) === 0) return [Number(v), i + 1];
+  }
+  throw new Error("unreachable");
+}
+
+/** The cells of a table b-tree leaf page (type 0x0d): rowid and decoded record. */
+function tableLeafCells(
+  page: Buffer,
+  usable: number,
+  readPage: (n: number) => Buffer,
+): { rowid: number; values: unknown[] }[] {
+  if (page[0] !== 0x0d) throw new Error("not a table leaf");
+  const count = page.readUInt16BE(3);
+  if (8 + 2 * count > usable) throw new Error("cell count too large");
+  const maxLocal = usable - 35;
+  const minLocal = Math.floor(((usable - 12) * 32) / 255) - 23;
+  const cells: { rowid: number; values: unknown[] }[] = [];
+  for (let i = 0; i < count; i++) {
+    let at = page.readUInt16BE(8 + 2 * i);
+    if (at < 8 + 2 * count || at >= usable) throw new Error("cell pointer out of the page");
+    const [size, n1] = varint(page, at);
+    at += n1;
+    const [rowid, n2] = varint(page, at);
+    at += n2;
+    let local = size;
+    if (size > maxLocal) {
+      const k = minLocal + ((size - minLocal) % (usable - 4));
+      local = k <= maxLocal ? k : minLocal;
+    }
+    if (at + local > usable) throw new Error("payload past the page");
+    const parts = [page.subarray(at, at + local)];
+    let have = local;
+    let next = local < size ? page.readUInt32BE(at + local) : 0;
+    for (let hops = 0; have < size; hops++) {
+      if (next === 0 || hops > 100_000) throw new Error("overflow chain broken");
+      const o = readPage(next);
+      const take = Math.min(usable - 4, size - have);
+      parts.push(o.subarray(4, 4 + take));
+      have += take;
+      next = o.readUInt32BE(0);
+    }
+    cells.push({ rowid, values: decodeRecord(Buffer.concat(parts)) });
+  }
+  return cells;
+}
+
+/** A record (header of serial types, then the values), as better-sqlite3 would return it. */
+function decodeRecord(rec: Buffer): unknown[] {
+  const [headerSize, n] = varint(rec, 0);
+  if (headerSize > rec.length) throw new Error("record header past the record");
+  const types: number[] = [];
+  for (let at = n; at < headerSize;) {
+    const [t, m] = varint(rec, at);
+    types.push(t);
+    at += m;
+  }
+  const values: unknown[] = [];
+  let at = headerSize;
+  const intOf = (bytes: number) => {
+    const v = rec.readIntBE(at, Math.min(bytes, 6));
+    return v;
+  };
+  for (const t of types) {
+    let len: number;
+    if (t === 0 || t === 8 || t === 9) len = 0;
+    else if (t >= 1 && t <= 4) len = t;
+    else if (t === 5) len = 6;
+    else if (t === 6 || t === 7) len = 8;
+    else if (t >= 12) len = Math.floor((t - 12) / 2);
+    else throw new Error(`reserved serial type ${t}`);
+    if (at + len > rec.length) throw new Error("value past the record");
+    if (t === 0) values.push(null);
+    else if (t === 8) values.push(0);
+    else if (t === 9) values.push(1);
+    else if (t <= 5) values.push(intOf(len));
+    else if (t === 6) {
+      const v = rec.readBigInt64BE(at);
+      values.push(
+        v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER)
+          ? Number(v)
+          : v,
+      );
+    } else if (t === 7) values.push(rec.readDoubleBE(at));
+    else if (t % 2 === 0) values.push(Buffer.from(rec.subarray(at, at + len)));
+    else values.push(rec.toString("utf8", at, at + len));
+    at += len;
+  }
+  return values;
 }
 
 /**
