@@ -50,7 +50,7 @@ export function openStoreChecked(ctx: CliContext, role: ProcessRole): Store {
     return openStore({
       path: ctx.db,
       role,
-      // The main app (app, send, tail, chats) can afford PRAGMA quick_check at open (about 2 ms
+      // The main app (app, send, tail, chats) can afford PRAGMA quick_check at open (2–3.5 ms
       // per MB, measured in the store benchmark) and so never writes into a damaged file it could
       // have noticed; the NSE's budget is seconds per push: header check only.
       damageCheck: role === "main" ? "quick" : "header",

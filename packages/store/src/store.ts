@@ -69,7 +69,7 @@ export interface OpenStoreOptions {
   /**
    * What to check for damage at open. "header" (default): the 100-byte header, whole pages, the
    * "<db>-damaged" marker and a readable schema — microseconds. "quick": also PRAGMA quick_check,
-   * which reads every page (about 2 ms per MB): for a main app that can afford it, never the NSE.
+   * which reads every page (2–3.5 ms per MB): for a main app that can afford it, never the NSE.
    * "none": tools that must open a damaged file to look at it (the marker and header are ignored).
    */
   damageCheck?: "header" | "quick" | "none";
