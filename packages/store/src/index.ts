@@ -11,6 +11,17 @@ export type {
 } from "./store.js";
 export * as tables from "./schema.js";
 export {
+  listChats,
+  listMessages,
+  getMessage,
+  markChatRead,
+  type ChatSummary,
+  type StoredMessage,
+  type MessageCursor,
+  type MessagePage,
+  type MessagePageOptions,
+} from "./read.js";
+export {
   loadAccountState,
   loadAccountStateDetailed,
   saveAccountState,

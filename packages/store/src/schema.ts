@@ -175,6 +175,8 @@ export const messages = sqliteTable(
     uniqueIndex("messages_origin_id").on(t.accountId, t.originId, t.fromJid),
     uniqueIndex("messages_archive_id").on(t.accountId, t.archiveId),
     index("messages_chat").on(t.accountId, t.chatJid, t.id),
+    // A chat in time order (listMessages pages by sent_at, then id).
+    index("messages_chat_time").on(t.accountId, t.chatJid, t.sentAt, t.id),
   ],
 );
 

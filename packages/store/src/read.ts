@@ -1,0 +1,236 @@
+/**
+ * The read API an app's UI needs: chats with unread counts and last activity, a chat's messages
+ * in time order paged by position or by time, one message by its ids, and the unread marker.
+ * Plain typed queries over the store's tables, so apps (and the CLIs) do not hand-write SQL.
+ */
+import { and, asc, desc, eq, gt, lt, or, sql, type SQL } from "drizzle-orm";
+import { chats, messages } from "./schema.js";
+import type { Store, StoreTx } from "./store.js";
+
+export interface StoredMessage {
+  /** Row id: the stable position of this message in the store. */
+  id: number;
+  chatJid: string;
+  direction: "in" | "out";
+  fromJid: string;
+  toJid: string | null;
+  type: string;
+  body: string | null;
+  encrypted: boolean;
+  /** Outgoing: pending, sent, received, displayed, error. Incoming: received. */
+  deliveryState: string;
+  /** When it was sent (the XEP-0203 delay stamp when there was one): the time order. */
+  sentAt: number;
+  storedAt: number;
+  messageId: string | null;
+  originId: string | null;
+  stanzaId: string | null;
+}
+
+export interface ChatSummary {
+  jid: string;
+  kind: "chat" | "groupchat";
+  name: string | null;
+  unreadCount: number;
+  muted: boolean;
+  lastActivityAt: number | null;
+  /** The latest message in time order, if any. */
+  lastMessage: StoredMessage | null;
+}
+
+/** A position in a chat's time order (any message's sentAt and id). */
+export interface MessageCursor {
+  sentAt: number;
+  id: number;
+}
+
+export interface MessagePageOptions {
+  /** At most this many (default 50, at most 500). */
+  limit?: number;
+  /** Messages before this position (the page ends at it). */
+  before?: MessageCursor;
+  /** Messages after this position. */
+  after?: MessageCursor;
+  /** Sent at or after this time (epoch ms). */
+  since?: number;
+  /** Sent before this time (epoch ms). */
+  until?: number;
+}
+
+export interface MessagePage {
+  /** Oldest first. */
+  messages: StoredMessage[];
+  /** Whether older (`before`-side) or newer messages exist beyond this page. */
+  hasOlder: boolean;
+  hasNewer: boolean;
+}
+
+const columns = {
+  id: messages.id,
+  chatJid: messages.chatJid,
+  direction: messages.direction,
+  fromJid: messages.fromJid,
+  toJid: messages.toJid,
+  type: messages.type,
+  body: messages.body,
+  encrypted: messages.encrypted,
+  deliveryState: messages.deliveryState,
+  sentAt: messages.sentAt,
+  storedAt: messages.storedAt,
+  messageId: messages.messageId,
+  originId: messages.originId,
+  stanzaId: messages.stanzaId,
+};
+
+function reading<T>(store: Store | StoreTx, fn: (tx: StoreTx) => T): T {
+  return "read" in store && typeof store.read === "function"
+    ? store.read(fn)
+    : fn(store as StoreTx);
+}
+
+const beforePos = (c: MessageCursor): SQL =>
+  or(lt(messages.sentAt, c.sentAt), and(eq(messages.sentAt, c.sentAt), lt(messages.id, c.id)))!;
+const afterPos = (c: MessageCursor): SQL =>
+  or(gt(messages.sentAt, c.sentAt), and(eq(messages.sentAt, c.sentAt), gt(messages.id, c.id)))!;
+
+/**
+ * A page of a chat's messages in time order (sentAt, then row id), oldest first. Without
+ * `after`, the page is the newest that matches (what a chat view opens on); with `after`, the
+ * oldest after it (scrolling down, or "what arrived since").
+ */
+export function listMessages(
+  store: Store | StoreTx,
+  accountId: string,
+  chatJid: string,
+  opts: MessagePageOptions = {},
+): MessagePage {
+  const limit = Math.min(Math.max(1, Math.floor(opts.limit ?? 50)), 500);
+  if (opts.before && opts.after)
+    throw new RangeError("listMessages: give before or after, not both");
+  const where: SQL[] = [eq(messages.accountId, accountId), eq(messages.chatJid, chatJid)];
+  if (opts.since !== undefined) where.push(sql`${messages.sentAt} >= ${opts.since}`);
+  if (opts.until !== undefined) where.push(lt(messages.sentAt, opts.until));
+  return reading(store, (tx) => {
+    const base = (extra: SQL[]) => and(...where, ...extra);
+    if (opts.after) {
+      const rows = tx
+        .select(columns)
+        .from(messages)
+        .where(base([afterPos(opts.after)]))
+        .orderBy(asc(messages.sentAt), asc(messages.id))
+        .limit(limit + 1)
+        .all() as StoredMessage[];
+      const page = rows.slice(0, limit);
+      const first = page[0];
+      return {
+        messages: page,
+        hasNewer: rows.length > limit,
+        hasOlder: first ? exists(tx, base([beforePos(first)])) : true,
+      };
+    }
+    const rows = tx
+      .select(columns)
+      .from(messages)
+      .where(base(opts.before ? [beforePos(opts.before)] : []))
+      .orderBy(desc(messages.sentAt), desc(messages.id))
+      .limit(limit + 1)
+      .all() as StoredMessage[];
+    const page = rows.slice(0, limit).reverse();
+    const last = page[page.length - 1];
+    return {
+      messages: page,
+      hasOlder: rows.length > limit,
+      hasNewer: last ? exists(tx, base([afterPos(last)])) : !!opts.before,
+    };
+  });
+}
+
+function exists(tx: StoreTx, where: SQL | undefined): boolean {
+  return tx.select({ id: messages.id }).from(messages).where(where).limit(1).get() !== undefined;
+}
+
+/** One message by its row id, origin-id (ours or the sender's) or stanza-id. */
+export function getMessage(
+  store: Store | StoreTx,
+  accountId: string,
+  by: { id: number } | { originId: string } | { stanzaId: string },
+): StoredMessage | null {
+  const key =
+    "id" in by
+      ? eq(messages.id, by.id)
+      : "originId" in by
+        ? eq(messages.originId, by.originId)
+        : eq(messages.stanzaId, by.stanzaId);
+  return reading(
+    store,
+    (tx) =>
+      (tx
+        .select(columns)
+        .from(messages)
+        .where(and(eq(messages.accountId, accountId), key))
+        .orderBy(asc(messages.id))
+        .limit(1)
+        .get() as StoredMessage | undefined) ?? null,
+  );
+}
+
+/**
+ * Chats by last activity (newest first), with their unread counts and latest message. A chat
+ * that has messages but no `chats` row (only outgoing messages so far) is listed too.
+ */
+export function listChats(store: Store | StoreTx, accountId: string): ChatSummary[] {
+  return reading(store, (tx) => {
+    const rows = tx.select().from(chats).where(eq(chats.accountId, accountId)).all();
+    const out = new Map<string, ChatSummary>();
+    for (const r of rows)
+      out.set(r.jid, {
+        jid: r.jid,
+        kind: r.kind,
+        name: r.name,
+        unreadCount: r.unreadCount,
+        muted: r.muted,
+        lastActivityAt: r.lastActivityAt,
+        lastMessage: null,
+      });
+    const chatJids = tx
+      .selectDistinct({ jid: messages.chatJid })
+      .from(messages)
+      .where(eq(messages.accountId, accountId))
+      .all();
+    for (const { jid } of chatJids) {
+      const last = listMessages(tx, accountId, jid, { limit: 1 }).messages[0] ?? null;
+      const summary = out.get(jid);
+      if (summary) summary.lastMessage = last;
+      else
+        out.set(jid, {
+          jid,
+          kind: last?.type === "groupchat" ? "groupchat" : "chat",
+          name: null,
+          unreadCount: 0,
+          muted: false,
+          lastActivityAt: last?.storedAt ?? null,
+          lastMessage: last,
+        });
+    }
+    return [...out.values()].sort(
+      (a, b) => (b.lastActivityAt ?? 0) - (a.lastActivityAt ?? 0) || a.jid.localeCompare(b.jid),
+    );
+  });
+}
+
+/** The user has read the chat: its unread count goes to zero. Returns the count it had. */
+export function markChatRead(store: Store, accountId: string, chatJid: string): number {
+  return store.write((tx) => {
+    const row = tx
+      .select({ n: chats.unreadCount })
+      .from(chats)
+      .where(and(eq(chats.accountId, accountId), eq(chats.jid, chatJid)))
+      .get();
+    if (!row || row.n === 0) return 0;
+    tx.update(chats)
+      .set({ unreadCount: 0 })
+      .where(and(eq(chats.accountId, accountId), eq(chats.jid, chatJid)))
+      .run();
+    return row.n;
+  });
+}
