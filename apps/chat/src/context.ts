@@ -1,5 +1,5 @@
 import { existsSync } from "node:fs";
-import { AppController, type SessionOptions } from "@lichen/engine";
+import { AppController, isTransientConnectError, type SessionOptions } from "@lichen/engine";
 import {
   DatabaseCorruptError,
   LockTimeoutError,
@@ -75,11 +75,27 @@ export type SessionConfig = Omit<SessionOptions, "store">;
 export async function foregroundOrExplain(
   app: AppController,
   settings: AccountSettings,
-): Promise<"resumed" | "new"> {
+): Promise<"resumed" | "new">;
+export async function foregroundOrExplain(
+  app: AppController,
+  settings: AccountSettings,
+  opts: { allowOffline: true },
+): Promise<"resumed" | "new" | "offline">;
+/**
+ * foreground(), with errors in words. With `allowOffline`, an unreachable server (no network,
+ * DNS down, server away) is not an error: "offline" — the session exists, what the user sends is
+ * queued, and the controller keeps trying to get online (its reconnect loop).
+ */
+export async function foregroundOrExplain(
+  app: AppController,
+  settings: AccountSettings,
+  opts: { allowOffline?: boolean } = {},
+): Promise<"resumed" | "new" | "offline"> {
   try {
     return await app.foreground();
   } catch (err) {
     if (err instanceof DatabaseCorruptError) throw new CliError(err.message);
+    if (opts.allowOffline && isTransientConnectError(err) && app.session) return "offline";
     if (err instanceof LockTimeoutError)
       throw new CliError(
         `${describeHolder(err.holder)} holds the session of ${settings.jid}: ${

@@ -270,6 +270,68 @@ describe.each([
   );
 
   it(
+    "offline first: send queues and says so; app starts without a network, lists stored chats, queues lines and sends them once the link is back",
+    async () => {
+      const link = await startFlakyLink({ port: server.c2sPort });
+      const phoneDb = join(dir, "offline.db");
+      try {
+        const login = await runCli(phoneDb, loginArgs(link.port, { resource: "offline" }));
+        expect(login.code).toBe(0);
+        link.cut(); // no network from here on
+
+        const queued = `queued offline ${tag()}`;
+        const send = await runCli(phoneDb, ["send", BOB, queued]);
+        expect(send.stderr).toMatch(/offline .*unreachable.*queued/);
+        expect(send.code).toBe(0);
+        const originId = send.stdout.trim();
+        const pending = () => {
+          const store = openStore({ path: phoneDb, role: "nse" });
+          try {
+            return store.sqlite
+              .prepare("SELECT delivery_state AS s FROM messages WHERE origin_id = ?")
+              .get(originId) as { s: string } | undefined;
+          } finally {
+            store.close();
+          }
+        };
+        expect(pending()?.s).toBe("pending");
+
+        const app = new AppProcess(phoneDb, ["--json", "--to", BOB]);
+        try {
+          await until(
+            () => /offline .*showing stored chats/.test(app.stderr) || undefined,
+            `app offline; ${app.stderr}`,
+          );
+          expect(app.stderr).toContain(`  ${BOB}`); // the stored chat is listed
+          const typed = `typed offline ${tag()}`;
+          app.line(typed);
+          await until(
+            () => /queued \(offline\)/.test(app.stderr) || undefined,
+            `queued; ${app.stderr}`,
+          );
+          link.restore();
+          await until(
+            () => app.stderr.includes("online again") || undefined,
+            `online; ${app.stderr}`,
+          );
+          for (const body of [queued, typed])
+            await until(() => bob.received.find((m) => m.body === body), `bob gets "${body}"`);
+          await until(() => pending()?.s === "sent" || undefined, "the queued message marked sent");
+          app.line("/quit");
+          expect(await app.exited).toBe(0);
+          expect(bob.received.filter((m) => m.body === queued)).toHaveLength(1);
+          expect(bob.received.filter((m) => m.body === typed)).toHaveLength(1);
+        } finally {
+          app.kill();
+        }
+      } finally {
+        await link.close();
+      }
+    },
+    T,
+  );
+
+  it(
     "app shows progress while a MAM catch-up fills a gap (stream not resumable)",
     async () => {
       const n = 120;
@@ -358,7 +420,7 @@ describe.each([
     );
 
     it(
-      "unreachable server: login and send fail with the address; no settings are saved",
+      "unreachable server: login fails with the address and saves no settings; send queues and says the server is unreachable",
       async () => {
         const port = await freePort();
         const other = join(dir, "unreachable.db");
@@ -380,12 +442,15 @@ describe.each([
             file,
             JSON.stringify({ ...JSON.parse(saved), service: `xmpp://127.0.0.1:${port}` }),
           );
-          s = await runCli(db, ["send", BOB, "hi"]);
+          s = await runCli(db, ["send", BOB, `queued while unreachable ${tag()}`]);
         } finally {
           writeFileSync(file, saved);
         }
-        expect(s.code).toBe(1);
-        expect(oneLine(s.stderr)).toMatch(/cannot connect .*ECONNREFUSED/);
+        // Offline first: stored and queued (sent on the next connection), and said so.
+        expect(s.code).toBe(0);
+        expect(oneLine(s.stderr)).toMatch(
+          new RegExp(`offline \\(xmpp://127.0.0.1:${port} unreachable\\): queued`),
+        );
       },
       T,
     );

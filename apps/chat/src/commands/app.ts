@@ -1,8 +1,8 @@
 // The interactive main app: holds the session while in the foreground, gives it up (resumable)
 // on /bg, prints messages as they are stored and sends what the share extension queued.
 import { createInterface } from "node:readline";
-import { AppController } from "@lichen/engine";
-import { loadAccountState, type Store } from "@lichen/store";
+import { AppController, MessageQueuedError } from "@lichen/engine";
+import { listChats, loadAccountState, type Store } from "@lichen/store";
 import { type CliContext, foregroundOrExplain, openAccount } from "../context.js";
 import { CliError, describeError } from "../errors.js";
 import { formatMessage, type MessageLine } from "../format.js";
@@ -82,9 +82,8 @@ export async function app(ctx: CliContext, opts: { to?: string; json?: boolean }
     chain = chain.then(fn).catch((err: unknown) => ctx.status(`error: ${describeError(err)}`));
   };
 
-  const foreground = async () => {
-    const how = await foregroundOrExplain(controller, settings);
-    const session = controller.session!;
+  // The controller's one session: listeners attach once, when it is created.
+  controller.on("session", (session) => {
     session.on("message-stored", () => {
       try {
         progress.gap(gapOpen());
@@ -94,7 +93,23 @@ export async function app(ctx: CliContext, opts: { to?: string; json?: boolean }
         if (!stopIfDamaged()) throw err;
       }
     });
+    session.on("message-sent", () => printer.printNew());
+  });
+
+  const foreground = async () => {
+    const how = await foregroundOrExplain(controller, settings, { allowOffline: true });
     mode = "fg";
+    if (how === "offline") {
+      // Offline first: the stored chats are there, lines are queued, and the controller keeps
+      // trying to get online by itself.
+      ctx.status(
+        `offline (${settings.service} unreachable): showing stored chats; what you send is queued; reconnecting by itself`,
+      );
+      for (const c of listChats(store, accountId))
+        ctx.status(`  ${c.jid}${c.unreadCount > 0 ? ` (${c.unreadCount} unread)` : ""}`);
+      poll();
+      return;
+    }
     const bound = store.read((tx) => loadAccountState(tx, accountId).sm.boundJid);
     ctx.status(`online as ${bound ?? settings.jid} (${how === "new" ? "new stream" : "resumed"})`);
     poll();
@@ -173,8 +188,14 @@ export async function app(ctx: CliContext, opts: { to?: string; json?: boolean }
     if (!chat) return ctx.status("no chat chosen: /to <jid> first");
     if (mode === "bg" || !controller.session)
       return ctx.status("in the background: /fg first (or queue it with lichen-chat share)");
-    controller.session.sendMessage(chat, line);
+    const sent = controller.session.send(chat, line);
     printer.printNew();
+    sent.acked.catch((err: unknown) => {
+      if (err instanceof MessageQueuedError && !closing)
+        ctx.status(
+          `queued (${err.reason === "offline" ? "offline" : "connection lost"}): sent when online`,
+        );
+    });
   };
 
   let finished!: () => void;

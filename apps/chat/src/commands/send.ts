@@ -6,6 +6,7 @@ import { parseBareJid } from "../settings.js";
 /**
  * Sends one message as the main app: foreground (resume or log in), queue the message, wait for
  * the server's XEP-0198 ack of it, background (stream stays resumable). Prints the origin-id.
+ * Offline (server unreachable), the message is stored and queued and the command says so.
  */
 export async function send(
   ctx: CliContext,
@@ -19,8 +20,16 @@ export async function send(
   const { settings, store, config } = openAccount(ctx, "main");
   const app = new AppController(store, config);
   try {
-    await foregroundOrExplain(app, settings);
+    const how = await foregroundOrExplain(app, settings, { allowOffline: true });
     const sent = app.session!.send(`${local}@${domain}`, text);
+    if (how === "offline") {
+      // Stored and queued: the next connection (app, send, or a push's NSE) sends it.
+      ctx.status(
+        `offline (${settings.service} unreachable): queued; it is sent the next time lichen-chat gets online`,
+      );
+      ctx.out(sent.originId);
+      return;
+    }
     // A damaged database refuses the writes that would record the ack: say that, not "queued".
     await ackedWithin(sent.acked, opts.timeoutMs).catch((err: unknown) => {
       throw store.damage ? new CliError(store.damage.message) : err;
