@@ -28,10 +28,7 @@ export function renderSqlSwift(name: string, specs: SqlStatementSpec[], header: 
         `SQL statement ${s.name}: ${placeholders} "?" but ${s.params.length} parameters named`,
       );
     if (s.sql.includes('"""')) throw new CodegenError(`SQL statement ${s.name} contains """`);
-    const doc = s.doc
-      .trim()
-      .split("\n")
-      .map((l) => `    /// ${l.trim()}`.trimEnd());
+    const doc = wrap(s.doc.trim(), 96).map((l) => `    /// ${l}`.trimEnd());
     const params = s.params.length
       ? [
           "    ///",
@@ -84,4 +81,19 @@ ${body.join("\n\n")}
     }
 }
 `;
+}
+
+/** Greedy word wrap, keeping explicit line breaks. */
+function wrap(text: string, width: number): string[] {
+  return text.split("\n").flatMap((para) => {
+    const lines: string[] = [];
+    let line = "";
+    for (const w of para.split(/\s+/).filter(Boolean)) {
+      if (line && line.length + 1 + w.length > width) {
+        lines.push(line);
+        line = w;
+      } else line = line ? `${line} ${w}` : w;
+    }
+    return [...lines, line];
+  });
 }

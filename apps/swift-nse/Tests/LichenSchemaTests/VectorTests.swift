@@ -104,4 +104,12 @@ final class VectorTests: XCTestCase {
         XCTAssertThrowsError(try JSONDecoder().decode(ProcessRole.self, from: Data(#""watch""#.utf8)))
         XCTAssertEqual(try JSONDecoder().decode(IPCDestination.self, from: Data(#""*""#.utf8)), .broadcast)
     }
+
+    func testSQLContractParametersMatchPlaceholders() {
+        XCTAssertFalse(LichenSQL.all.isEmpty)
+        for (name, statement) in LichenSQL.all {
+            let placeholders = statement.sql.filter { $0 == "?" }.count
+            XCTAssertEqual(placeholders, statement.parameters.count, name)
+        }
+    }
 }
