@@ -83,6 +83,7 @@ export function buildDocument(config: LoadedConfig): SchemaDocument {
   if (!generator)
     throw new CodegenError(`typescript-json-schema could not compile ${files.join(", ")}`);
   const doc = generator.getSchemaForSymbols([...config.types]) as unknown as JsonSchema;
+  restoreNullableIntegers(program, doc);
   return { doc, fileOf: (d) => declared.get(d) };
 }
 
@@ -145,6 +146,62 @@ function checkSupported(
     const target = sym.flags & ts.SymbolFlags.Alias ? checker.getAliasedSymbol(sym) : sym;
     visit(checker.getDeclaredTypeOfSymbol(target), `${declared.get(r) ?? "?"}: ${r}`);
   }
+}
+
+/**
+ * typescript-json-schema drops the annotations of an alias inside a union with null: for
+ * `/** @TJS-type integer *\/ type Millis = number`, `paidAt: Millis | null` becomes
+ * `["null","number"]` (Swift `Double?`, and the validator accepts 1.5). Put "integer" and the
+ * alias's minimum/maximum back, for properties of the input files' interfaces and type literals.
+ */
+function restoreNullableIntegers(program: ts.Program, doc: JsonSchema): void {
+  const checker = program.getTypeChecker();
+  const integerAlias = (node: ts.TypeNode): Record<string, number> | null => {
+    if (!ts.isTypeReferenceNode(node)) return null;
+    let sym = checker.getSymbolAtLocation(node.typeName);
+    if (sym && sym.flags & ts.SymbolFlags.Alias) sym = checker.getAliasedSymbol(sym);
+    const decl = sym?.declarations?.find(ts.isTypeAliasDeclaration);
+    if (!decl) return null;
+    const tags = ts.getJSDocTags(decl);
+    const tag = (name: string) => tags.find((t) => t.tagName.text === name);
+    const text = (t: ts.JSDocTag | undefined) =>
+      typeof t?.comment === "string" ? t.comment.trim() : undefined;
+    if (text(tag("TJS-type")) !== "integer") return null;
+    const out: Record<string, number> = {};
+    for (const k of ["minimum", "maximum"]) {
+      const v = Number(text(tag(k)));
+      if (text(tag(k)) !== undefined && Number.isFinite(v)) out[k] = v;
+    }
+    return out;
+  };
+  const patch = (schema: JsonSchema | undefined, members: ts.NodeArray<ts.TypeElement>): void => {
+    const props = schema?.properties as Record<string, JsonSchema> | undefined;
+    if (!props) return;
+    for (const m of members) {
+      if (!ts.isPropertySignature(m) || !m.type || !m.name) continue;
+      const p = props[m.name.getText()];
+      if (!p) continue;
+      if (ts.isTypeLiteralNode(m.type)) patch(p, m.type.members);
+      if (!ts.isUnionTypeNode(m.type)) continue;
+      const rest = m.type.types.filter(
+        (t) => !(ts.isLiteralTypeNode(t) && t.literal.kind === ts.SyntaxKind.NullKeyword),
+      );
+      const info =
+        rest.length === 1 && rest.length < m.type.types.length ? integerAlias(rest[0]!) : null;
+      if (!info || !Array.isArray(p.type) || !(p.type as string[]).includes("number")) continue;
+      p.type = (p.type as string[]).map((t) => (t === "number" ? "integer" : t));
+      for (const [k, v] of Object.entries(info)) if (p[k] === undefined) p[k] = v;
+    }
+  };
+  const visit = (node: ts.Node): void => {
+    if (ts.isInterfaceDeclaration(node)) patch(doc.definitions?.[node.name.text], node.members);
+    else if (ts.isTypeAliasDeclaration(node) && ts.isTypeLiteralNode(node.type))
+      patch(doc.definitions?.[node.name.text], node.type.members);
+    ts.forEachChild(node, visit);
+  };
+  // The input files and the project files they import (not libraries).
+  for (const sf of program.getSourceFiles())
+    if (!sf.isDeclarationFile && !sf.fileName.includes("/node_modules/")) visit(sf);
 }
 
 /** Definitions reachable from `name` (transitively, through $ref). */
