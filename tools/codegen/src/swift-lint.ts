@@ -286,7 +286,7 @@ export function lintExpectations(
 
   const flags = (
     p: JsonSchema,
-  ): { nullable: boolean; integer: boolean; ref?: string; obj?: JsonSchema } => {
+  ): { nullable: boolean; integer: boolean; ref?: string; obj?: JsonSchema; item?: boolean } => {
     if (typeof p.$ref === "string") {
       const name = p.$ref.split("/").pop()!;
       const t = defs[name];
@@ -300,8 +300,10 @@ export function lintExpectations(
     }
     const types = Array.isArray(p.type) ? (p.type as string[]) : [p.type as string];
     const nullable = types.includes("null");
-    if (types.includes("array") && p.items && !Array.isArray(p.items))
-      return { ...flags(p.items as JsonSchema), nullable };
+    if (types.includes("array") && p.items && !Array.isArray(p.items)) {
+      const f = flags(p.items as JsonSchema);
+      return { ...f, nullable, ...(f.obj ? { item: true } : {}) };
+    }
     if (types.includes("object") && p.properties) return { nullable, integer: false, obj: p };
     return { nullable, integer: types.includes("integer") };
   };
@@ -320,7 +322,9 @@ export function lintExpectations(
         where: `${where}.${key}`,
       });
       if (f.ref) visitDef(f.ref);
-      if (f.obj) visitObject(inlineTypeName(swift, key), `${where}.${key}`, f.obj);
+      // Inline objects are named after their property; array elements after "<property>Item".
+      if (f.obj)
+        visitObject(inlineTypeName(swift, f.item ? `${key}Item` : key), `${where}.${key}`, f.obj);
     }
   };
   const visitDef = (name: string) => {

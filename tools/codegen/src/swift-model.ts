@@ -307,6 +307,11 @@ export function buildSwiftModel(doc: JsonSchema, opts: ModelOptions): SwiftModel
   };
 
   for (const r of opts.roots) emitDef(r);
+  for (const reserved of ["JSONValue", "EmptyCodingKeys"])
+    if (origin.has(reserved))
+      throw new CodegenError(
+        `${origin.get(reserved)}: the Swift name ${reserved} is reserved for the generated helper; rename the type`,
+      );
   const sorted = [...decls.values()].sort((a, b) =>
     a.name < b.name ? -1 : a.name > b.name ? 1 : 0,
   );

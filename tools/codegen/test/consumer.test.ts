@@ -43,6 +43,16 @@ describe("a consumer package with its own types, outside the workspace", () => {
     expect(swift).toContain("public var price: Double");
     expect(swift).toContain("public var metadata: [String: JSONValue]");
     expect(swift).toContain("public var trackingURL: String?");
+    // Array elements that are inline objects get their own struct, linted like the others.
+    expect(swift).toContain("public var discounts: [OrderPlacedDiscountsItem]");
+    expect(swift).toMatch(/public struct OrderPlacedDiscountsItem[^]*?public var percent: Int\n/);
+    expect(expectations).toContainEqual(
+      expect.objectContaining({
+        swiftType: "OrderPlacedDiscountsItem",
+        key: "percent",
+        integer: true,
+      }),
+    );
 
     const schema = JSON.parse(
       readFileSync(join(dir, "generated/schemas/order-event.schema.json"), "utf8"),

@@ -56,6 +56,30 @@ describe("Swift lint: the committed Lichen Swift", () => {
   }, 60_000);
 });
 
+describe("Swift lint on main's quicktype output (the bugs of issue 15)", () => {
+  it("reports the import, the JSONAny conformance, optional required fields and Double times", () => {
+    const config = loadConfig(join(repo, "lichen-codegen.json"));
+    const { doc } = buildDocument(config);
+    const swift = readFileSync(
+      join(import.meta.dirname, "fixtures/quicktype-main-excerpt.swift"),
+      "utf8",
+    );
+    const messages = lintSwift(swift, lintExpectations(doc, config.types, config.unions ?? {})).map(
+      (p) => `[${p.rule}] ${p.message}`,
+    );
+    expect(messages).toEqual(
+      expect.arrayContaining([
+        "[imports] import OptionallyDecodable: only Foundation is available to the package",
+        "[conformance] HandlerDescriptor is Hashable but its member bound: [String: JSONAny] uses JSONAny, which is not Hashable",
+        "[conformance] HandlerDescriptor is Sendable but its member bound: [String: JSONAny] uses JSONAny, which is not Sendable",
+        "[required] AccountState.csi is required in TypeScript but AccountState.csi is optional (CSIState?)",
+        "[required] DisconnectAllMessage.source is required in TypeScript but DisconnectAllMessage.source is optional (ProcessRole?)",
+        "[integer] DiscoveredFeatures.discoveredAt is an integer but DiscoveredFeatures.discoveredAt is Double?",
+      ]),
+    );
+  }, 60_000);
+});
+
 describe("Swift lint rules, one broken input each", () => {
   it("accepts a correct input", () => {
     expect(lintSwift(HASHABLE_OK, [expect1({})])).toEqual([]);
