@@ -12,7 +12,7 @@
 import { and, asc, eq, gt, lte, ne, or, sql, type SQL } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/better-sqlite3";
 import { numeric, SQLiteSyncDialect, sqliteTable, text } from "drizzle-orm/sqlite-core";
-import { MIGRATIONS_TABLE } from "./migrations.js";
+import { MIGRATIONS_TABLE, bundledMigrations } from "./migrations.js";
 import { accountState, ipcMessages, outboundQueue, processLocks } from "./schema.js";
 
 /** One statement: the shape tools/codegen's `SqlStatementSpec` expects. */
@@ -319,5 +319,33 @@ export function sqlContract(): SqlContractStatement[] {
         .delete(outboundQueue)
         .where(and(eq(outboundQueue.accountId, p("accountId")), lte(outboundQueue.seq, p("h")))),
     ),
+  ];
+}
+
+/** A named constant of the contract (string or list of strings). */
+export interface SqlContractConstant {
+  name: string;
+  doc: string;
+  value: string | string[];
+}
+
+/** Values a native process must agree on besides the SQL. */
+export function sqlContractConstants(): SqlContractConstant[] {
+  return [
+    {
+      name: "migrationHashes",
+      doc: "Hashes of the migrations this contract was generated with, in order: appliedMigrations must return exactly these (behind or ahead: do not write).",
+      value: bundledMigrations().map((m) => m.hash),
+    },
+    {
+      name: "wakeDirectorySuffix",
+      doc: "The wake directory is the database path plus this suffix (the TS Ipc default).",
+      value: ".ipc",
+    },
+    {
+      name: "wakeFileExtension",
+      doc: "After committing an IPC row, write the epoch ms into <wake directory>/<role><this> for each destination role; TS processes watch these files.",
+      value: ".wake",
+    },
   ];
 }

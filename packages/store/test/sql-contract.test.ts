@@ -14,7 +14,7 @@ import {
   tables,
   type Store,
 } from "../src/index.js";
-import { tempDir } from "./helpers.js";
+import { tempDir, waitFor } from "./helpers.js";
 
 // The SQL contract as a native NSE sees it: the committed Swift constants, parsed back.
 const swiftFile = path.join(
@@ -49,6 +49,9 @@ function parseSwiftContract(): Map<string, Statement> {
 }
 
 const contract = parseSwiftContract();
+const swiftText = fs.readFileSync(swiftFile, "utf8");
+const swiftConstant = (name: string): string =>
+  JSON.parse(new RegExp(`public static let ${name} = ("[^"]*")`).exec(swiftText)![1]!) as string;
 const used = new Set<string>();
 
 let dir: string;
@@ -120,9 +123,42 @@ describe("the SQL contract (LichenSQL.swift) against a migrated database", () =>
     }
   });
 
-  it("sees the migrations the store applied", () => {
+  it("sees the migrations the store applied, which are the ones LichenSQL.migrationHashes lists", () => {
     const rows = exec("appliedMigrations");
     expect(rows.map((r) => r[0])).toEqual(bundledMigrations().map((m) => m.hash));
+    const listed = /public static let migrationHashes: \[String\] = \[([^\]]*)\]/.exec(
+      swiftText,
+    )![1]!;
+    expect(JSON.parse(`[${listed.trim().replace(/,$/, "")}]`)).toEqual(rows.map((r) => r[0]));
+  });
+
+  it("wake signal: a native commit plus the wake file reaches a TS Ipc without polling", async () => {
+    const suffix = swiftConstant("wakeDirectorySuffix");
+    const ext = swiftConstant("wakeFileExtension");
+    // Polling every minute: only the wake file can deliver within the wait below.
+    const ipc = new Ipc(store, { role: "main", pollMs: 60_000 });
+    expect(ipc.wakeDir).toBe(`${store.path}${suffix}`);
+    const got: string[] = [];
+    ipc.on("ping", (m) => void got.push(m.id));
+    ipc.start();
+    await new Promise((r) => setTimeout(r, 50)); // the initial drain
+    const now = Date.now();
+    tx(() =>
+      exec("ipcInsert", {
+        id: "woken",
+        name: "ping",
+        source: "nse",
+        destination: "main",
+        data: "{}",
+        responseTo: null,
+        createdAt: now,
+        expiresAt: now + 10_000,
+      }),
+    );
+    fs.writeFileSync(path.join(`${store.path}${suffix}`, `main${ext}`), String(now));
+    await waitFor(() => got.length > 0, "the woken message", 5_000);
+    expect(got).toEqual(["woken"]);
+    ipc.close();
   });
 
   it("process lock: acquire, renew, release with generations, interoperating with ProcessLock", () => {

@@ -39,6 +39,8 @@ export interface CodegenConfig {
     module: string;
     /** Export name (default "sqlContract"). */
     export?: string;
+    /** Optional export returning `{ name, doc, value: string | string[] }[]`, emitted as constants. */
+    constants?: string;
     /** Swift output file. */
     swiftFile: string;
     /** Name of the Swift namespace enum. */

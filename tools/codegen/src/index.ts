@@ -2,7 +2,7 @@ export { CONFIG_FILE, loadConfig, type CodegenConfig, type LoadedConfig } from "
 export { generateAll, staleFiles, type Generated, type Vector } from "./generate.js";
 export { buildDocument, rootSchemas, type JsonSchema } from "./json-schema.js";
 export { kebab, swiftMemberName, swiftTypeName } from "./naming.js";
-export { renderSqlSwift, type SqlStatementSpec } from "./sql-swift.js";
+export { renderSqlSwift, type SqlConstantSpec, type SqlStatementSpec } from "./sql-swift.js";
 export { renderSwift } from "./swift-emit.js";
 export {
   lintExpectations,

@@ -13,7 +13,19 @@ export interface SqlStatementSpec {
   returns?: string[];
 }
 
-export function renderSqlSwift(name: string, specs: SqlStatementSpec[], header: string): string {
+/** A constant next to the statements (e.g. expected migration hashes). */
+export interface SqlConstantSpec {
+  name: string;
+  doc: string;
+  value: string | string[];
+}
+
+export function renderSqlSwift(
+  name: string,
+  specs: SqlStatementSpec[],
+  header: string,
+  constants: SqlConstantSpec[] = [],
+): string {
   const seen = new Set<string>();
   const body = specs.map((s) => {
     if (!/^[a-z][A-Za-z0-9]*$/.test(s.name))
@@ -72,6 +84,19 @@ public enum ${name} {
     }
 
 ${body.join("\n\n")}
+${constants
+  .map((c) => {
+    if (!/^[a-z][A-Za-z0-9]*$/.test(c.name))
+      throw new CodegenError(
+        `SQL constant name ${JSON.stringify(c.name)} is not a lowerCamelCase Swift name`,
+      );
+    const doc = wrap(c.doc.trim(), 96).map((l) => `    /// ${l}`.trimEnd());
+    const value = Array.isArray(c.value)
+      ? `[String] = [\n${c.value.map((v) => `        ${JSON.stringify(v)},`).join("\n")}\n    ]`
+      : `= ${JSON.stringify(c.value)}`;
+    return `\n${doc.join("\n")}\n    public static let ${c.name}${Array.isArray(c.value) ? ": " : " "}${value}`;
+  })
+  .join("\n")}
 
     /// Every statement, for checks and logging.
     public static let all: [String: Statement] = ${

@@ -106,6 +106,7 @@ export function buildSwiftModel(doc: JsonSchema, opts: ModelOptions): SwiftModel
     }
   }
 
+  const u_ = (swiftName: string) => origin.get(swiftName) ?? swiftName;
   const enumCase = (value: string, ctx: string): string => {
     const mapped = opts.caseNames?.[value];
     const name = mapped ?? swiftMemberName(value);
@@ -133,6 +134,11 @@ export function buildSwiftModel(doc: JsonSchema, opts: ModelOptions): SwiftModel
           tag: variantTag.get(v)!.value,
         };
       });
+      const clash = variants.find((v) => v.caseName === "unknown");
+      if (clash)
+        throw new CodegenError(
+          `${where(u_(clash.type), tagKey)}: the tag "${clash.tag}" would be the Swift case reserved for unknown variants`,
+        );
       decls.set(swift, { kind: "union", name: swift, ...(doc ? { doc } : {}), tagKey, variants });
       return swift;
     }

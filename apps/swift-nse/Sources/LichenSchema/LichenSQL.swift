@@ -378,6 +378,23 @@ public enum LichenSQL {
         returns: []
     )
 
+    /// Hashes of the migrations this contract was generated with, in order: appliedMigrations must
+    /// return exactly these (behind or ahead: do not write).
+    public static let migrationHashes: [String] = [
+        "465a8c6ab4b9deaf075d4d94073f544e5bab755d5ce95f045ef2c9599b22fa98",
+        "4bd588bf36c12539d03b14daa6f1b5a07d2f7831d80964e2a74022227d760744",
+        "1a281f7b849a658ea07fc4bfff2aaee4d666c442fe953d0cd8fc691bb61115c9",
+        "3c374364e0558d4e577eb6beb6a4169bae07208cb5bf31767d668c4e6406d830",
+        "551fc48cc7c99d72b645b792447e51737445a0ffbd756a4e7ac5e710f2253dd7",
+    ]
+
+    /// The wake directory is the database path plus this suffix (the TS Ipc default).
+    public static let wakeDirectorySuffix = ".ipc"
+
+    /// After committing an IPC row, write the epoch ms into <wake directory>/<role><this> for each
+    /// destination role; TS processes watch these files.
+    public static let wakeFileExtension = ".wake"
+
     /// Every statement, for checks and logging.
     public static let all: [String: Statement] = [
         "pragmaJournalModeWAL": pragmaJournalModeWAL,
