@@ -44,7 +44,10 @@ function renderStruct(d: Extract<SwiftDecl, { kind: "struct" }>, union?: string)
   out.push(`${I}}`, "");
   if (d.fields.length) {
     out.push(`${I}private enum CodingKeys: String, CodingKey {`);
-    for (const f of d.fields) out.push(`${I}${I}case ${f.swiftName} = ${JSON.stringify(f.key)}`);
+    for (const f of d.fields)
+      out.push(
+        `${I}${I}case ${f.swiftName}${f.swiftName === f.key ? "" : ` = ${JSON.stringify(f.key)}`}`,
+      );
     out.push(`${I}}`, "");
   }
   out.push(`${I}public init(from decoder: Decoder) throws {`);

@@ -103,7 +103,7 @@ describe("lichen-codegen --check", () => {
   it("passes on the committed tree", async () => {
     const { stderr } = await run(process.execPath, [cli, "--check"], { cwd: repo });
     expect(stderr).toContain("up to date; Swift parses and lints cleanly");
-  }, 60_000);
+  });
 
   it("fails, naming the files, when a type changes without regenerating", async () => {
     const copy = copyRepo();
@@ -121,7 +121,7 @@ describe("lichen-codegen --check", () => {
     expect(err.code).toBe(1);
     expect(err.stderr).toContain("out of date: schemas/process-lock-record.schema.json");
     expect(err.stderr).toContain(`out of date: ${SWIFT}`);
-  }, 60_000);
+  });
 
   it("enforces the Swift lint on hand-written files of the module", async () => {
     const copy = copyRepo();
@@ -141,5 +141,5 @@ describe("lichen-codegen --check", () => {
       /\[conformance\] Extra is Hashable but its member value: Unknowable/,
     );
     expect(err.stderr).not.toContain("out of date");
-  }, 60_000);
+  });
 });

@@ -91,7 +91,7 @@ describe("a consumer package with its own types, outside the workspace", () => {
     expect(err.code).toBe(1);
     expect(err.stderr).toContain("out of date: swift/Sources/AcmeOrders/AcmeOrders.swift");
     expect(err.stderr).toContain("out of date: generated/schemas/order-event.schema.json");
-  }, 60_000);
+  });
 });
 
 describe("bad input fails naming file, type and property", () => {
@@ -148,16 +148,12 @@ describe("bad input fails naming file, type and property", () => {
       {},
       'type Root (in "types") is not exported by types.ts',
     ],
-  ])(
-    "%s",
-    async (_name, types, config, message) => {
-      const err = await project(types, config);
-      expect(err.code).toBe(1);
-      expect(err.stderr).toContain(message);
-      expect(err.stderr).not.toMatch(/\n\s+at /); // a user error, not a stack trace
-    },
-    60_000,
-  );
+  ])("%s", async (_name, types, config, message) => {
+    const err = await project(types, config);
+    expect(err.code).toBe(1);
+    expect(err.stderr).toContain(message);
+    expect(err.stderr).not.toMatch(/\n\s+at /); // a user error, not a stack trace
+  });
 
   it("a config without a required field names the file and the field", async () => {
     const dir = mkdtempSync(join(tmpdir(), "codegen-bad-"));
@@ -200,5 +196,5 @@ describe("the published package", () => {
       expect.arrayContaining(["dist/cli.js", "dist/index.js", "README.md", "package.json"]),
     );
     expect(files.some((f) => f.startsWith("test/"))).toBe(false);
-  }, 60_000);
+  });
 });

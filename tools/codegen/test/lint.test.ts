@@ -53,7 +53,7 @@ describe("Swift lint: the committed Lichen Swift", () => {
     );
     const swift = readFileSync(join(repo, config.swift.file), "utf8");
     expect(lintSwift(swift, expectations)).toEqual([]);
-  }, 60_000);
+  });
 });
 
 describe("Swift lint on main's quicktype output (the bugs of issue 15)", () => {
@@ -77,7 +77,7 @@ describe("Swift lint on main's quicktype output (the bugs of issue 15)", () => {
         "[integer] DiscoveredFeatures.discoveredAt is an integer but DiscoveredFeatures.discoveredAt is Double?",
       ]),
     );
-  }, 60_000);
+  });
 });
 
 describe("Swift lint rules, one broken input each", () => {

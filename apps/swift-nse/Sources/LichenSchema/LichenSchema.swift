@@ -41,15 +41,15 @@ public struct AccountState: Codable, Hashable, Sendable {
     }
 
     private enum CodingKeys: String, CodingKey {
-        case stateVersion = "stateVersion"
-        case sm = "sm"
-        case features = "features"
-        case rosterVersion = "rosterVersion"
-        case mam = "mam"
-        case push = "push"
-        case csi = "csi"
-        case omemo = "omemo"
-        case updatedAt = "updatedAt"
+        case stateVersion
+        case sm
+        case features
+        case rosterVersion
+        case mam
+        case push
+        case csi
+        case omemo
+        case updatedAt
     }
 
     public init(from decoder: Decoder) throws {
@@ -109,12 +109,12 @@ public struct AlertNotification: Codable, Hashable, Sendable {
     }
 
     private enum CodingKeys: String, CodingKey {
-        case title = "title"
-        case body = "body"
+        case title
+        case body
         case threadID = "threadId"
         case accountID = "accountId"
         case messageID = "messageId"
-        case deliverAt = "deliverAt"
+        case deliverAt
     }
 
     public init(from decoder: Decoder) throws {
@@ -155,8 +155,8 @@ public struct AudiovisualShare: Codable, Hashable, Sendable {
     }
 
     private enum CodingKeys: String, CodingKey {
-        case file = "file"
-        case durationMs = "durationMs"
+        case file
+        case durationMs
     }
 
     public init(from decoder: Decoder) throws {
@@ -202,9 +202,9 @@ public struct ContactShare: Codable, Hashable, Sendable {
     }
 
     private enum CodingKeys: String, CodingKey {
-        case displayName = "displayName"
-        case jid = "jid"
-        case vcard = "vcard"
+        case displayName
+        case jid
+        case vcard
     }
 
     public init(from decoder: Decoder) throws {
@@ -259,14 +259,14 @@ public struct DisconnectAllMessage: Codable, Hashable, Sendable {
     }
 
     private enum CodingKeys: String, CodingKey {
-        case data = "data"
-        case v = "v"
-        case id = "id"
-        case source = "source"
-        case destination = "destination"
-        case responseTo = "responseTo"
-        case createdAt = "createdAt"
-        case expiresAt = "expiresAt"
+        case data
+        case v
+        case id
+        case source
+        case destination
+        case responseTo
+        case createdAt
+        case expiresAt
     }
 
     public init(from decoder: Decoder) throws {
@@ -305,7 +305,7 @@ public struct DisconnectAllMessageData: Codable, Hashable, Sendable {
     }
 
     private enum CodingKeys: String, CodingKey {
-        case reason = "reason"
+        case reason
     }
 
     public init(from decoder: Decoder) throws {
@@ -342,10 +342,10 @@ public struct DiscoveredFeatures: Codable, Hashable, Sendable {
     }
 
     private enum CodingKeys: String, CodingKey {
-        case server = "server"
-        case account = "account"
-        case discoveredAt = "discoveredAt"
-        case serverCapsVer = "serverCapsVer"
+        case server
+        case account
+        case discoveredAt
+        case serverCapsVer
     }
 
     public init(from decoder: Decoder) throws {
@@ -385,10 +385,10 @@ public struct FileReference: Codable, Hashable, Sendable {
     }
 
     private enum CodingKeys: String, CodingKey {
-        case path = "path"
-        case mimeType = "mimeType"
-        case size = "size"
-        case fileName = "fileName"
+        case path
+        case mimeType
+        case size
+        case fileName
     }
 
     public init(from decoder: Decoder) throws {
@@ -422,7 +422,7 @@ public struct FileShare: Codable, Hashable, Sendable {
     }
 
     private enum CodingKeys: String, CodingKey {
-        case file = "file"
+        case file
     }
 
     public init(from decoder: Decoder) throws {
@@ -454,9 +454,9 @@ public struct GeoShare: Codable, Hashable, Sendable {
     }
 
     private enum CodingKeys: String, CodingKey {
-        case latitude = "latitude"
-        case longitude = "longitude"
-        case accuracyMeters = "accuracyMeters"
+        case latitude
+        case longitude
+        case accuracyMeters
     }
 
     public init(from decoder: Decoder) throws {
@@ -498,10 +498,10 @@ public struct HandlerDescriptor: Codable, Hashable, Sendable {
     }
 
     private enum CodingKeys: String, CodingKey {
-        case v = "v"
-        case name = "name"
-        case invalidation = "invalidation"
-        case bound = "bound"
+        case v
+        case name
+        case invalidation
+        case bound
     }
 
     public init(from decoder: Decoder) throws {
@@ -621,8 +621,8 @@ public struct ImageShare: Codable, Hashable, Sendable {
     }
 
     private enum CodingKeys: String, CodingKey {
-        case file = "file"
-        case caption = "caption"
+        case file
+        case caption
     }
 
     public init(from decoder: Decoder) throws {
@@ -669,10 +669,10 @@ public struct MamCatchupState: Codable, Hashable, Sendable {
 
     private enum CodingKeys: String, CodingKey {
         case lastStanzaID = "lastStanzaId"
-        case lastTimestamp = "lastTimestamp"
-        case gapOpen = "gapOpen"
-        case completedAt = "completedAt"
-        case syncedAt = "syncedAt"
+        case lastTimestamp
+        case gapOpen
+        case completedAt
+        case syncedAt
     }
 
     public init(from decoder: Decoder) throws {
@@ -765,9 +765,9 @@ public struct OmemoBookkeeping: Codable, Hashable, Sendable {
 
     private enum CodingKeys: String, CodingKey {
         case deviceID = "deviceId"
-        case deviceListPublished = "deviceListPublished"
-        case bundlePublished = "bundlePublished"
-        case preKeysNeedRefill = "preKeysNeedRefill"
+        case deviceListPublished
+        case bundlePublished
+        case preKeysNeedRefill
     }
 
     public init(from decoder: Decoder) throws {
@@ -824,14 +824,14 @@ public struct OutboxChangedMessage: Codable, Hashable, Sendable {
     }
 
     private enum CodingKeys: String, CodingKey {
-        case data = "data"
-        case v = "v"
-        case id = "id"
-        case source = "source"
-        case destination = "destination"
-        case responseTo = "responseTo"
-        case createdAt = "createdAt"
-        case expiresAt = "expiresAt"
+        case data
+        case v
+        case id
+        case source
+        case destination
+        case responseTo
+        case createdAt
+        case expiresAt
     }
 
     public init(from decoder: Decoder) throws {
@@ -920,14 +920,14 @@ public struct PingMessage: Codable, Hashable, Sendable {
     }
 
     private enum CodingKeys: String, CodingKey {
-        case data = "data"
-        case v = "v"
-        case id = "id"
-        case source = "source"
-        case destination = "destination"
-        case responseTo = "responseTo"
-        case createdAt = "createdAt"
-        case expiresAt = "expiresAt"
+        case data
+        case v
+        case id
+        case source
+        case destination
+        case responseTo
+        case createdAt
+        case expiresAt
     }
 
     public init(from decoder: Decoder) throws {
@@ -966,7 +966,7 @@ public struct PingMessageData: Codable, Hashable, Sendable {
     }
 
     private enum CodingKeys: String, CodingKey {
-        case nonce = "nonce"
+        case nonce
     }
 
     public init(from decoder: Decoder) throws {
@@ -1017,14 +1017,14 @@ public struct PongMessage: Codable, Hashable, Sendable {
     }
 
     private enum CodingKeys: String, CodingKey {
-        case data = "data"
-        case v = "v"
-        case id = "id"
-        case source = "source"
-        case destination = "destination"
-        case responseTo = "responseTo"
-        case createdAt = "createdAt"
-        case expiresAt = "expiresAt"
+        case data
+        case v
+        case id
+        case source
+        case destination
+        case responseTo
+        case createdAt
+        case expiresAt
     }
 
     public init(from decoder: Decoder) throws {
@@ -1062,7 +1062,7 @@ public struct PongMessageData: Codable, Hashable, Sendable {
     }
 
     private enum CodingKeys: String, CodingKey {
-        case nonce = "nonce"
+        case nonce
     }
 
     public init(from decoder: Decoder) throws {
@@ -1099,10 +1099,10 @@ public struct ProcessLockRecord: Codable, Hashable, Sendable {
     }
 
     private enum CodingKeys: String, CodingKey {
-        case key = "key"
-        case holder = "holder"
-        case leaseExpiresAt = "leaseExpiresAt"
-        case generation = "generation"
+        case key
+        case holder
+        case leaseExpiresAt
+        case generation
     }
 
     public init(from decoder: Decoder) throws {
@@ -1170,14 +1170,14 @@ public struct PushArrivedMessage: Codable, Hashable, Sendable {
     }
 
     private enum CodingKeys: String, CodingKey {
-        case data = "data"
-        case v = "v"
-        case id = "id"
-        case source = "source"
-        case destination = "destination"
-        case responseTo = "responseTo"
-        case createdAt = "createdAt"
-        case expiresAt = "expiresAt"
+        case data
+        case v
+        case id
+        case source
+        case destination
+        case responseTo
+        case createdAt
+        case expiresAt
     }
 
     public init(from decoder: Decoder) throws {
@@ -1224,7 +1224,7 @@ public struct PushArrivedMessageData: Codable, Hashable, Sendable {
 
     private enum CodingKeys: String, CodingKey {
         case pushID = "pushId"
-        case receivedAt = "receivedAt"
+        case receivedAt
         case accountID = "accountId"
     }
 
@@ -1270,10 +1270,10 @@ public struct PushRegistration: Codable, Hashable, Sendable {
 
     private enum CodingKeys: String, CodingKey {
         case appServerJID = "appServerJid"
-        case node = "node"
-        case pushModule = "pushModule"
-        case enabled = "enabled"
-        case registeredAt = "registeredAt"
+        case node
+        case pushModule
+        case enabled
+        case registeredAt
     }
 
     public init(from decoder: Decoder) throws {
@@ -1389,12 +1389,12 @@ public struct ShareOutboxItem: Codable, Hashable, Sendable {
     }
 
     private enum CodingKeys: String, CodingKey {
-        case v = "v"
-        case id = "id"
+        case v
+        case id
         case accountID = "accountId"
-        case to = "to"
-        case createdAt = "createdAt"
-        case content = "content"
+        case to
+        case createdAt
+        case content
     }
 
     public init(from decoder: Decoder) throws {
@@ -1435,7 +1435,7 @@ public struct SilentNotification: Codable, Hashable, Sendable {
     }
 
     private enum CodingKeys: String, CodingKey {
-        case reason = "reason"
+        case reason
     }
 
     public init(from decoder: Decoder) throws {
@@ -1486,14 +1486,14 @@ public struct StateChangedMessage: Codable, Hashable, Sendable {
     }
 
     private enum CodingKeys: String, CodingKey {
-        case data = "data"
-        case v = "v"
-        case id = "id"
-        case source = "source"
-        case destination = "destination"
-        case responseTo = "responseTo"
-        case createdAt = "createdAt"
-        case expiresAt = "expiresAt"
+        case data
+        case v
+        case id
+        case source
+        case destination
+        case responseTo
+        case createdAt
+        case expiresAt
     }
 
     public init(from decoder: Decoder) throws {
@@ -1535,7 +1535,7 @@ public struct StateChangedMessageData: Codable, Hashable, Sendable {
 
     private enum CodingKeys: String, CodingKey {
         case accountID = "accountId"
-        case areas = "areas"
+        case areas
     }
 
     public init(from decoder: Decoder) throws {
@@ -1595,14 +1595,14 @@ public struct StreamManagementState: Codable, Hashable, Sendable {
 
     private enum CodingKeys: String, CodingKey {
         case streamID = "streamId"
-        case location = "location"
+        case location
         case boundJID = "boundJid"
-        case maxResumeSeconds = "maxResumeSeconds"
-        case inboundH = "inboundH"
-        case outboundSent = "outboundSent"
-        case outboundAcked = "outboundAcked"
-        case unackedQueue = "unackedQueue"
-        case enabledAt = "enabledAt"
+        case maxResumeSeconds
+        case inboundH
+        case outboundSent
+        case outboundAcked
+        case unackedQueue
+        case enabledAt
     }
 
     public init(from decoder: Decoder) throws {
@@ -1669,14 +1669,14 @@ public struct SyncErrorMessage: Codable, Hashable, Sendable {
     }
 
     private enum CodingKeys: String, CodingKey {
-        case data = "data"
-        case v = "v"
-        case id = "id"
-        case source = "source"
-        case destination = "destination"
-        case responseTo = "responseTo"
-        case createdAt = "createdAt"
-        case expiresAt = "expiresAt"
+        case data
+        case v
+        case id
+        case source
+        case destination
+        case responseTo
+        case createdAt
+        case expiresAt
     }
 
     public init(from decoder: Decoder) throws {
@@ -1720,8 +1720,8 @@ public struct SyncErrorMessageData: Codable, Hashable, Sendable {
 
     private enum CodingKeys: String, CodingKey {
         case accountID = "accountId"
-        case code = "code"
-        case message = "message"
+        case code
+        case message
     }
 
     public init(from decoder: Decoder) throws {
@@ -1753,7 +1753,7 @@ public struct TextShare: Codable, Hashable, Sendable {
     }
 
     private enum CodingKeys: String, CodingKey {
-        case text = "text"
+        case text
     }
 
     public init(from decoder: Decoder) throws {
@@ -1783,8 +1783,8 @@ public struct URLShare: Codable, Hashable, Sendable {
     }
 
     private enum CodingKeys: String, CodingKey {
-        case url = "url"
-        case title = "title"
+        case url
+        case title
     }
 
     public init(from decoder: Decoder) throws {
@@ -1837,14 +1837,14 @@ public struct YieldedMessage: Codable, Hashable, Sendable {
     }
 
     private enum CodingKeys: String, CodingKey {
-        case data = "data"
-        case v = "v"
-        case id = "id"
-        case source = "source"
-        case destination = "destination"
-        case responseTo = "responseTo"
-        case createdAt = "createdAt"
-        case expiresAt = "expiresAt"
+        case data
+        case v
+        case id
+        case source
+        case destination
+        case responseTo
+        case createdAt
+        case expiresAt
     }
 
     public init(from decoder: Decoder) throws {
@@ -1886,8 +1886,8 @@ public struct YieldedMessageData: Codable, Hashable, Sendable {
     }
 
     private enum CodingKeys: String, CodingKey {
-        case lockGeneration = "lockGeneration"
-        case handledStanzas = "handledStanzas"
+        case lockGeneration
+        case handledStanzas
     }
 
     public init(from decoder: Decoder) throws {
