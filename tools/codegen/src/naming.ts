@@ -19,6 +19,9 @@ const ACRONYMS = new Map<string, string>(
     "HTTP",
     "UUID",
     "NSE",
+    "MAM",
+    "OMEMO",
+    "XMPP",
   ].map((a) => [a.toLowerCase(), a]),
 );
 

@@ -17,18 +17,18 @@ public struct AccountState: Codable, Hashable, Sendable {
     /// Required: encoded as `null` when nil.
     public var rosterVersion: String?
     /// MAM catch-up marks for the account archive.
-    public var mam: MamCatchupState
+    public var mam: MAMCatchupState
     /// Current push registration (null: push not enabled).
     /// Required: encoded as `null` when nil.
     public var push: PushRegistration?
     /// Last CSI state sent.
     public var csi: CSIState
     /// OMEMO bookkeeping flags.
-    public var omemo: OmemoBookkeeping
+    public var omemo: OMEMOBookkeeping
     /// When this state was last written.
     public var updatedAt: Int
 
-    public init(stateVersion: Int, sm: StreamManagementState, features: DiscoveredFeatures, rosterVersion: String?, mam: MamCatchupState, push: PushRegistration?, csi: CSIState, omemo: OmemoBookkeeping, updatedAt: Int) {
+    public init(stateVersion: Int, sm: StreamManagementState, features: DiscoveredFeatures, rosterVersion: String?, mam: MAMCatchupState, push: PushRegistration?, csi: CSIState, omemo: OMEMOBookkeeping, updatedAt: Int) {
         self.stateVersion = stateVersion
         self.sm = sm
         self.features = features
@@ -58,10 +58,10 @@ public struct AccountState: Codable, Hashable, Sendable {
         sm = try container.decode(StreamManagementState.self, forKey: .sm)
         features = try container.decode(DiscoveredFeatures.self, forKey: .features)
         rosterVersion = try container.decode(String?.self, forKey: .rosterVersion)
-        mam = try container.decode(MamCatchupState.self, forKey: .mam)
+        mam = try container.decode(MAMCatchupState.self, forKey: .mam)
         push = try container.decode(PushRegistration?.self, forKey: .push)
         csi = try container.decode(CSIState.self, forKey: .csi)
-        omemo = try container.decode(OmemoBookkeeping.self, forKey: .omemo)
+        omemo = try container.decode(OMEMOBookkeeping.self, forKey: .omemo)
         updatedAt = try container.decode(Int.self, forKey: .updatedAt)
     }
 
@@ -638,10 +638,10 @@ public struct ImageShare: Codable, Hashable, Sendable {
     }
 }
 
-// MARK: - MamCatchupState
+// MARK: - MAMCatchupState
 
 /// XEP-0313 catch-up marks for the account archive (per-room marks live in their own table).
-public struct MamCatchupState: Codable, Hashable, Sendable {
+public struct MAMCatchupState: Codable, Hashable, Sendable {
     /// Archive id (XEP-0359 stanza-id by the account) of the newest stored message.
     /// Required: encoded as `null` when nil.
     public var lastStanzaID: String?
@@ -742,10 +742,10 @@ public enum NotificationContent: Codable, Hashable, Sendable {
     }
 }
 
-// MARK: - OmemoBookkeeping
+// MARK: - OMEMOBookkeeping
 
 /// OMEMO bookkeeping flags (keys themselves live in their own tables).
-public struct OmemoBookkeeping: Codable, Hashable, Sendable {
+public struct OMEMOBookkeeping: Codable, Hashable, Sendable {
     /// Own OMEMO device id (null: not generated yet).
     /// Required: encoded as `null` when nil.
     public var deviceID: Int?
