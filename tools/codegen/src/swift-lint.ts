@@ -90,6 +90,7 @@ function collect(root: Node): {
   const decls = new Map<string, Decl>();
   const aliases = new Map<string, Node>();
   const imports: { name: string; line: number }[] = [];
+  const extensions = new Map<string, string[]>();
   walk(root, (n) => {
     if (n.type === "import_declaration")
       imports.push({
@@ -110,7 +111,15 @@ function collect(root: Node): {
         ? (n.children[1]?.text ?? "")
         : (n.children[0]?.text ?? "");
     const name = n.childForFieldName("name")?.text;
-    if (!name || kind === "extension") return;
+    if (!name) return;
+    if (kind === "extension") {
+      // `extension Foo: Hashable {}` adds conformances to a type declared elsewhere in the module.
+      const added = n.children
+        .filter((c) => c.type === "inheritance_specifier")
+        .map((c) => c.text.trim());
+      extensions.set(name, [...(extensions.get(name) ?? []), ...added]);
+      return;
+    }
     const body = n.childForFieldName("body");
     const members: Decl["members"] = [];
     const codingKeys = new Map<string, string>();
@@ -151,6 +160,10 @@ function collect(root: Node): {
       .map((c) => c.text.trim());
     decls.set(name, { name, kind, inherits, members, codingKeys, line: n.startPosition.row + 1 });
   });
+  for (const [name, added] of extensions) {
+    const d = decls.get(name);
+    if (d) d.inherits.push(...added);
+  }
   return { decls, aliases, imports };
 }
 

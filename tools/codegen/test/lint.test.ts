@@ -110,6 +110,23 @@ public class JSONAny: Codable {
     expect(p.map((x) => x.message).join("\n")).toMatch(/JSONAny, which is not Sendable/);
   });
 
+  it("conformance added by an extension counts", () => {
+    const swift = `import Foundation
+public struct Outer: Hashable, Sendable {
+    public var inner: Inner
+}
+public struct Inner {
+    public var n: Int
+}
+`;
+    expect(lintSwift(swift).map((p) => p.rule)).toEqual([
+      "conformance",
+      "conformance",
+      "conformance",
+    ]);
+    expect(lintSwift(`${swift}extension Inner: Hashable, Sendable {}\n`)).toEqual([]);
+  });
+
   it("undeclared: a member type declared nowhere", () => {
     const p = lintSwift(
       HASHABLE_OK.replace("public var name: String?", "public var name: Nickname?"),
