@@ -55,7 +55,7 @@ async function main(): Promise<number> {
   // files of the same module are linted together with it (imports, conformance, declared types).
   const moduleDir = resolve(config.root, dirname(config.swift.file));
   const generatedSwift = resolve(config.root, config.swift.file);
-  const lint = gen.lint.map((p) => `${config.swift.file}:${p.line}: [${p.rule}] ${p.message}`);
+  const lint = gen.lint.map((p) => `${p.file}:${p.line}: [${p.rule}] ${p.message}`);
   const others = swiftFiles(moduleDir).filter(
     (f) => f !== generatedSwift && !gen.files.has(relative(config.root, f)),
   );

@@ -21,8 +21,8 @@ export interface Vector {
 export interface Generated {
   /** Config-relative path -> content. */
   files: Map<string, string>;
-  /** Semantic lint of the generated Swift (empty: clean). */
-  lint: LintProblem[];
+  /** Semantic lint of each generated Swift file (empty: clean). */
+  lint: (LintProblem & { file: string })[];
   /** Directories whose files are all generated (stale files there are reported/removed). */
   outputDirs: string[];
 }
@@ -94,7 +94,12 @@ export async function generateAll(
     `// Module ${config.swift.module}. Do not edit: run \`npm run codegen\`.\n`;
   const swift = renderSwift(model, header);
   files.set(config.swift.file, swift);
-  const lint = lintSwift(swift, lintExpectations(doc, config.types, config.unions ?? {}));
+  const lint = lintSwift(swift, lintExpectations(doc, config.types, config.unions ?? {})).map(
+    (p) => ({
+      ...p,
+      file: config.swift.file,
+    }),
+  );
 
   if (config.vectors) {
     let vectors: Vector[];
@@ -146,7 +151,9 @@ export async function generateAll(
     const constants = constantsFn
       ? await (constantsFn as () => SqlConstantSpec[] | Promise<SqlConstantSpec[]>)()
       : [];
-    files.set(config.sql.swiftFile, renderSqlSwift(config.sql.name, specs, sqlHeader, constants));
+    const sqlSwift = renderSqlSwift(config.sql.name, specs, sqlHeader, constants);
+    files.set(config.sql.swiftFile, sqlSwift);
+    for (const p of lintSwift(sqlSwift)) lint.push({ ...p, file: config.sql.swiftFile });
   }
   return { files, lint, outputDirs: [...new Set(outputDirs)] };
 }
