@@ -196,5 +196,7 @@ describe("the published package", () => {
       expect.arrayContaining(["dist/cli.js", "dist/index.js", "README.md", "package.json"]),
     );
     expect(files.some((f) => f.startsWith("test/"))).toBe(false);
+    // Lichen's own vectors are not part of the tool.
+    expect(files.filter((f) => f.includes("lichen-vectors"))).toEqual([]);
   });
 });
