@@ -1,6 +1,7 @@
-// swift-tools-version:5.9
+// swift-tools-version:6.0
 // Swift types shared with Lichen's TypeScript side (generated from packages/schema by tools/codegen),
-// for a native Notification Service Extension that reads the same SQLite DB and speaks the same IPC.
+// and the SQL contract (LichenSQL) for a native Notification Service Extension that reads the same
+// SQLite DB and speaks the same IPC. Foundation only; Swift 6 language mode (strict Sendable checks).
 import PackageDescription
 
 let package = Package(
@@ -17,5 +18,6 @@ let package = Package(
             path: "Tests/LichenSchemaTests",
             resources: [.copy("Resources/vectors.json")]
         ),
-    ]
+    ],
+    swiftLanguageModes: [.v6]
 )

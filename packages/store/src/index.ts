@@ -108,3 +108,9 @@ export {
 export { sqliteIntegrity, type IntegrityFinding, type SqliteIntegrityResult } from "./integrity.js";
 export type { SqliteDriver, SqlStatement, SqlRunResult } from "./driver.js";
 export { recoverDatabase, type RecoveredTable, type RecoveryReport } from "./recover.js";
+export {
+  sqlContract,
+  sqlContractConstants,
+  type SqlContractConstant,
+  type SqlContractStatement,
+} from "./sql-contract.js";

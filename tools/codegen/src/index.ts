@@ -1,4 +1,15 @@
-export { generateAll, staleFiles } from "./generate.js";
+export { CONFIG_FILE, loadConfig, type CodegenConfig, type LoadedConfig } from "./config.js";
+export { generateAll, staleFiles, type Generated, type Vector } from "./generate.js";
+export { buildDocument, rootSchemas, type JsonSchema } from "./json-schema.js";
+export { kebab, swiftMemberName, swiftTypeName } from "./naming.js";
+export { renderSqlSwift, type SqlConstantSpec, type SqlStatementSpec } from "./sql-swift.js";
+export { renderSwift } from "./swift-emit.js";
+export {
+  lintExpectations,
+  lintSwift,
+  type LintExpectation,
+  type LintProblem,
+  type LintRule,
+} from "./swift-lint.js";
+export { buildSwiftModel, CodegenError, type SwiftDecl, type SwiftModel } from "./swift-model.js";
 export { checkSwiftSyntax, type SwiftSyntaxProblem } from "./swift-syntax.js";
-export { VECTORS, type Vector } from "./vectors.js";
-export { ROOT_TYPES, UNIONS, kebab } from "./roots.js";

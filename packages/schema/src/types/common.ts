@@ -7,6 +7,14 @@
 export type EpochMs = number;
 
 /**
+ * An EpochMs or null ("never"). Its own alias because typescript-json-schema drops the integer and
+ * minimum of `EpochMs` inside `EpochMs | null` (it would become `["null","number"]`).
+ * @TJS-type ["integer", "null"]
+ * @minimum 0
+ */
+export type EpochMsOrNull = EpochMs | null;
+
+/**
  * A non-negative integer counter (stream-management h, sequence numbers, versions).
  * @TJS-type integer
  * @minimum 0

@@ -1,4 +1,4 @@
-import type { Counter, EpochMs } from "./common.js";
+import type { Counter, EpochMs, EpochMsOrNull } from "./common.js";
 import type { PushRegistration } from "./push.js";
 
 /** Current version of the persisted account state format. */
@@ -18,6 +18,7 @@ export interface StreamManagementState {
   /**
    * Seconds the server keeps the session for resumption (<enabled max/>).
    * @TJS-type ["integer", "null"]
+   * @minimum 0
    */
   maxResumeSeconds: number | null;
   /** Inbound h: number of stanzas handled and committed on this stream. */
@@ -33,7 +34,7 @@ export interface StreamManagementState {
    */
   unackedQueue: string;
   /** When the stream was enabled (null: never). */
-  enabledAt: EpochMs | null;
+  enabledAt: EpochMsOrNull;
 }
 
 /** Features discovered via XEP-0030 (server and own bare JID). */
@@ -43,7 +44,7 @@ export interface DiscoveredFeatures {
   /** Feature vars of the account's bare JID (PEP, MAM on the account). */
   account: string[];
   /** When discovery last ran (null: never). */
-  discoveredAt: EpochMs | null;
+  discoveredAt: EpochMsOrNull;
   /**
    * XEP-0115 ver the server advertised in its stream features when `server` was discovered: a new
    * stream whose features carry the same ver skips both disco#info queries (absent: always query).
@@ -56,18 +57,18 @@ export interface MamCatchupState {
   /** Archive id (XEP-0359 stanza-id by the account) of the newest stored message. */
   lastStanzaId: string | null;
   /** Timestamp of that message. */
-  lastTimestamp: EpochMs | null;
+  lastTimestamp: EpochMsOrNull;
   /** A gap was detected (session not resumed) and catch-up has not finished yet. */
   gapOpen: boolean;
   /** When the last catch-up completed. */
-  completedAt: EpochMs | null;
+  completedAt: EpochMsOrNull;
   /**
    * Last time (local clock) the account was known to be in sync with its archive: a stanza was
    * handled on a stream with no gap open (everything the server archived before sending it came
    * before it on that stream), or a catch-up completed. With no archive id to page after, the next
    * catch-up starts from this time (XEP-0313 `start`). Absent in states written before it existed.
    */
-  syncedAt?: EpochMs | null;
+  syncedAt?: EpochMsOrNull;
 }
 
 /** XEP-0352 client state indication last sent. */
@@ -78,6 +79,7 @@ export interface OmemoBookkeeping {
   /**
    * Own OMEMO device id (null: not generated yet).
    * @TJS-type ["integer", "null"]
+   * @minimum 0
    */
   deviceId: number | null;
   /** Own device id is present in the published device list. */

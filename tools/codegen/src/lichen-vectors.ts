@@ -1,4 +1,5 @@
-import type { RootType } from "./roots.js";
+/** Lichen's own test vectors (the config's vectors.generator). */
+type RootType = string;
 
 /**
  * Test vectors for every root type and every union variant. `swift` says what a Swift Codable
@@ -96,7 +97,14 @@ export const VECTORS: Vector[] = [
     v: 1,
     name: "mam.page",
     invalidation: "mam.invalidated",
-    bound: { queryId: "q1", after: null, page: 3, nested: { a: [1, 2] } },
+    bound: {
+      queryId: "q1",
+      after: null,
+      page: 3,
+      ratio: 0.5,
+      ok: true,
+      nested: { a: [1, 2, "x"] },
+    },
   }),
   bad("HandlerDescriptor", "missing-name", "rejects", { v: 1, bound: {} }),
   bad("HandlerDescriptor", "empty-name", "schema-only", { v: 1, name: "", bound: {} }),
@@ -139,6 +147,50 @@ export const VECTORS: Vector[] = [
     updatedAt: "2026-11-24T00:00:00Z",
   }),
   bad("AccountState", "bad-csi", "schema-only", { ...accountState, csi: "asleep" }),
+  v("AccountState", "with-optional-marks", {
+    ...accountState,
+    features: { ...accountState.features, serverCapsVer: "q07IKJEyjvHSyhy//CH0CxmKi8w=" },
+    mam: { ...accountState.mam, syncedAt: now - 1000 },
+  }),
+  v("AccountState", "null-optional-marks", {
+    ...accountState,
+    features: { ...accountState.features, serverCapsVer: null },
+    mam: { ...accountState.mam, syncedAt: null },
+  }),
+  // Nullable times are integers >= 0 like every other time (they were ["null","number"]).
+  bad("AccountState", "fractional-enabled-at", "rejects", {
+    ...accountState,
+    sm: { ...sm, enabledAt: 1.5 },
+  }),
+  bad("AccountState", "negative-fractional-discovered-at", "rejects", {
+    ...accountState,
+    features: { ...accountState.features, discoveredAt: -3.25 },
+  }),
+  bad("AccountState", "negative-completed-at", "schema-only", {
+    ...accountState,
+    mam: { ...accountState.mam, completedAt: -1 },
+  }),
+  bad("AccountState", "fractional-last-timestamp", "rejects", {
+    ...accountState,
+    mam: { ...accountState.mam, lastTimestamp: now + 0.5 },
+  }),
+  bad("AccountState", "fractional-synced-at", "rejects", {
+    ...accountState,
+    mam: { ...accountState.mam, syncedAt: 2.5 },
+  }),
+  bad("AccountState", "negative-max-resume-seconds", "schema-only", {
+    ...accountState,
+    sm: { ...sm, maxResumeSeconds: -300 },
+  }),
+  bad("AccountState", "negative-device-id", "schema-only", {
+    ...accountState,
+    omemo: { ...accountState.omemo, deviceId: -5 },
+  }),
+  // A required-but-nullable field must be present (null is fine, absent is not), in Swift too.
+  bad("AccountState", "absent-stream-id", "rejects", {
+    ...accountState,
+    sm: { ...sm, streamId: undefined },
+  }),
 
   v("IpcMessage", "disconnect-all", envelope("disconnect-all", { reason: "main-app-foreground" })),
   v(
@@ -196,6 +248,15 @@ export const VECTORS: Vector[] = [
     envelope("yielded", { lockGeneration: 1.5, handledStanzas: 0 }),
   ),
   bad("IpcMessage", "missing-expiry", "rejects", { ...envelope("ping", {}), expiresAt: undefined }),
+  bad("IpcMessage", "negative-created-at", "schema-only", {
+    ...envelope("ping", {}),
+    createdAt: -1,
+  }),
+  bad("IpcMessage", "fractional-expires-at", "rejects", {
+    ...envelope("ping", {}),
+    expiresAt: now + 0.25,
+  }),
+  bad("IpcMessage", "missing-source", "rejects", { ...envelope("ping", {}), source: undefined }),
 
   v("ProcessLockRecord", "held", {
     key: "xmpp-session",
@@ -256,6 +317,18 @@ export const VECTORS: Vector[] = [
     outbox({ kind: "file", file: "iVBORw0KGgo=" }),
   ),
   bad("ShareOutboxItem", "unknown-kind", "schema-only", outbox({ kind: "sticker", id: 5 })),
+  bad(
+    "ShareOutboxItem",
+    "negative-size",
+    "schema-only",
+    outbox({ kind: "file", file: { ...file, size: -1 } }),
+  ),
+  bad(
+    "ShareOutboxItem",
+    "fractional-duration",
+    "rejects",
+    outbox({ kind: "audiovisual", file, durationMs: 1.5 }),
+  ),
 
   v("NotificationContent", "alert", {
     kind: "alert",
@@ -281,6 +354,14 @@ export const VECTORS: Vector[] = [
     accountId: "a",
   }),
   bad("NotificationContent", "silent-without-reason", "rejects", { kind: "silent" }),
+  bad("NotificationContent", "fractional-deliver-at", "rejects", {
+    kind: "alert",
+    title: "t",
+    body: "b",
+    threadId: "t",
+    accountId: "a",
+    deliverAt: 10.5,
+  }),
 
   v("PushRegistration", "with-module", {
     appServerJid: "push.example.org",
@@ -306,5 +387,11 @@ export const VECTORS: Vector[] = [
     node: "f".repeat(64),
     enabled: "yes",
     registeredAt: now,
+  }),
+  bad("PushRegistration", "negative-registered-at", "schema-only", {
+    appServerJid: "push.example.org",
+    node: "f".repeat(64),
+    enabled: true,
+    registeredAt: -1,
   }),
 ];
