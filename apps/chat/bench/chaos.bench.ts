@@ -1,6 +1,6 @@
 /**
  * Chaos benchmark (`npm run bench -- chaos`, issue 10): the seeded chaos run of
- * test/chaos.test.ts (src/bench/chaos-run.ts), longer — 3000 messages each way per server (3× the
+ * test/chaos.test.ts (bench/chaos-run.ts), longer — 3000 messages each way per server (3× the
  * CI size; --quick: 300) — on real Prosody and then ejabberd, both with a 5 s resume timeout. The
  * BUILT lichen-chat runs as real processes (main app, NSEs) with SIGKILL, SIGSTOP/SIGCONT past
  * the lease, freezes overlapping NSE runs, fresh starts during NSE runs, outages past the resume

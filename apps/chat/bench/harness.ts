@@ -1,13 +1,19 @@
 // Process harness shared by the chat e2e tests (test/helpers.ts re-exports it) and the chaos driver
-// (src/bench/chaos-run.ts): the BUILT lichen-chat as real processes, signals by PID, bounded waits,
+// (bench/chaos-run.ts): the BUILT lichen-chat as real processes, signals by PID, bounded waits,
 // a seeded PRNG and the server-log check for XEP-0198 counter complaints.
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { openStore, type Store } from "@lichen/store";
 
-/** The BUILT CLI (from src/bench or dist/bench alike): run as real processes, as a user would. */
-export const CLI = join(import.meta.dirname, "..", "..", "dist", "cli.js");
+/** The package root: this file runs from bench/ (vitest) and from dist-bench/bench/ (npm run bench). */
+function packageRoot(dir: string): string {
+  while (!existsSync(join(dir, "package.json"))) dir = dirname(dir);
+  return dir;
+}
+
+/** The BUILT CLI: run as real processes, as a user would. */
+export const CLI = join(packageRoot(import.meta.dirname), "dist", "cli.js");
 
 export function requireBuiltCli(): void {
   if (!existsSync(CLI))
@@ -87,39 +93,8 @@ export class AppProcess {
   }
 }
 
-export async function until<T>(
-  fn: () => T | undefined | null | false,
-  what: string | (() => string),
-  timeoutMs = 30_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = fn();
-    if (v) return v;
-    if (Date.now() > deadline)
-      throw new Error(`timed out waiting for ${typeof what === "string" ? what : what()}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-/** mulberry32: small, fast, seedable (tests print the seed on failure). */
-export function prng(seed: number) {
-  let s = seed >>> 0;
-  const next = () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const int = (n: number) => Math.floor(next() * n);
-  /** An integer in [lo, hi]. */
-  const between = (lo: number, hi: number) => lo + int(hi - lo + 1);
-  const chance = (p: number) => next() < p;
-  return { next, int, between, chance };
-}
-
-export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+// Polling, the seeded PRNG and sleep come from the shared test kit.
+export { until, prng, sleep } from "@lichen/test-kit";
 
 /** A `lichen-chat` process started in the background (e.g. an NSE the test freezes or kills). */
 export class CliProcess {
