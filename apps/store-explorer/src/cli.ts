@@ -5,6 +5,7 @@
  *   LICHEN_DB=~/lichen.db lichen-store messages --tail 20 --json
  */
 import fs from "node:fs";
+import { readFileSync } from "node:fs";
 import { Command, CommanderError } from "commander";
 import { migrationStatus, openStore, type Store } from "@lichen/store";
 import {
@@ -28,6 +29,13 @@ interface GlobalOptions {
   json?: boolean;
 }
 
+/** The package version, for --version (package.json is one level above src/ and dist/ alike). */
+const VERSION = (
+  JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as {
+    version: string;
+  }
+).version;
+
 /** Thrown for problems found (integrity) or missing things (unknown account): exit code 1. */
 class Finding extends Error {}
 
@@ -49,6 +57,10 @@ export function buildProgram(): Command {
     )
     .option("--db <path>", "database file (default: $LICHEN_DB)")
     .option("--json", "print JSON instead of tables (for scripts)")
+    .version(VERSION, "-V, --version", "print the version")
+    .configureOutput({
+      outputError: (str, write) => write(`lichen-store: ${str.replace(/^error: /, "")}`),
+    })
     .showHelpAfterError()
     .exitOverride();
 
@@ -346,12 +358,14 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   } catch (e) {
     if (e instanceof CommanderError) {
-      // Help and version are not errors; commander already printed its message.
+      // Help and version are not errors; commander already printed its message. Every other
+      // commander error is bad usage (unknown option or command, missing argument): exit 2, as in
+      // the other Lichen CLIs (commander's own code for these is 1).
       return e.code === "commander.helpDisplayed" ||
         e.code === "commander.version" ||
         e.exitCode === 0
         ? 0
-        : e.exitCode || 2;
+        : 2;
     }
     process.stderr.write(`lichen-store: ${(e as Error).message}\n`);
     return e instanceof Finding ? 1 : 2;

@@ -5,3 +5,4 @@
 export { until, sleep } from "./until.js";
 export { prng, seedFromEnv, type Prng } from "./prng.js";
 export { selfSignedCert, type SelfSignedCert, type CertOptions } from "./certs.js";
+export { runBin, packageJson, type BinResult } from "./cli.js";

@@ -66,7 +66,11 @@ const messageColumns = {
   stanzaId: tables.messages.stanzaId,
 };
 
-/** The last `n` messages of a chat, oldest first. */
+/**
+ * The last `n` messages of a chat in time order (the message's own time, XEP-0203 delay stamps
+ * included, so a message fetched late from the archive sorts where it was sent), oldest first;
+ * equal times keep arrival order.
+ */
 export function lastMessages(
   store: Store,
   accountId: string,
@@ -79,7 +83,7 @@ export function lastMessages(
         .select(messageColumns)
         .from(tables.messages)
         .where(and(eq(tables.messages.accountId, accountId), eq(tables.messages.chatJid, chatJid)))
-        .orderBy(desc(tables.messages.id))
+        .orderBy(desc(tables.messages.sentAt), desc(tables.messages.id))
         .limit(n)
         .all(),
     )
