@@ -155,10 +155,11 @@ describe("tail/history order", () => {
           .values({ id: "alice", jid: "alice@localhost", createdAt: 1 })
           .run();
         // Arrival order (row id) differs from sending order: "late" came from the archive after
-        // "b" and "c" were received live, but was sent first; "c1"/"c2" share a timestamp.
+        // "b" and "c1" were received live, but was sent first. "c2" is a reply to our "c1" sent
+        // at 3.5 s, with a whole-second delay stamp (3 s): same second, so arrival order.
         const rows: [string, number][] = [
           ["b", 2_000],
-          ["c1", 3_000],
+          ["c1", 3_500],
           ["late", 1_000],
           ["c2", 3_000],
           ["other chat", 1_500],
