@@ -6,7 +6,7 @@ import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { openStore, type Store } from "@lichen/store";
 
-/** The package root: this file runs from bench/ (vitest) and from dist-bench/bench/ (npm run bench). */
+/** The package root: this file runs from bench/ (vitest) and from dist-bench/ (npm run bench). */
 function packageRoot(dir: string): string {
   while (!existsSync(join(dir, "package.json"))) dir = dirname(dir);
   return dir;

@@ -3,9 +3,9 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
-import { AppServer } from "../src/appserver.js";
-import { validateConfig } from "../src/config.js";
-import { FakeComponentServer } from "../src/testing/component-server.js";
+import { AppServer } from "#src/appserver.js";
+import { validateConfig } from "#src/config.js";
+import { FakeComponentServer } from "#src/testing/component-server.js";
 import {
   type LoadResult,
   bareHttp2,

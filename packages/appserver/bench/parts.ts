@@ -7,11 +7,11 @@ import { fileURLToPath } from "node:url";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { pino } from "pino";
-import { DomainBlacklist, TokenBlacklist } from "../src/blacklist.js";
-import { SystemClock } from "../src/clock.js";
-import { RateLimiter } from "../src/rate-limiter.js";
-import { RedisBlacklistSync } from "../src/sync.js";
-import type { FakeComponentServer } from "../src/testing/component-server.js";
+import { DomainBlacklist, TokenBlacklist } from "#src/blacklist.js";
+import { SystemClock } from "#src/clock.js";
+import { RateLimiter } from "#src/rate-limiter.js";
+import { RedisBlacklistSync } from "#src/sync.js";
+import type { FakeComponentServer } from "#src/testing/component-server.js";
 import { startRedis } from "@lichen/test-servers";
 
 function gcFn(): () => void {

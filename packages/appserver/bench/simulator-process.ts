@@ -3,8 +3,8 @@ import { randomUUID, createPrivateKey } from "node:crypto";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { SignJWT } from "jose";
-import type { AppServerConfigInput } from "../src/config.js";
-import { apnsPayload } from "../src/providers/apns.js";
+import type { AppServerConfigInput } from "#src/config.js";
+import { apnsPayload } from "#src/providers/apns.js";
 
 export interface SimulatorProcess {
   origin: string;

@@ -1,9 +1,9 @@
 // Child process of the appserver benchmark: one blacklist sync node (own blacklists, own Redis
 // connections). Prints "ready" once synced, then "applied <hash>" for every remote token entry.
 import { pino } from "pino";
-import { DomainBlacklist, TokenBlacklist } from "../src/blacklist.js";
-import { SystemClock } from "../src/clock.js";
-import { RedisBlacklistSync } from "../src/sync.js";
+import { DomainBlacklist, TokenBlacklist } from "#src/blacklist.js";
+import { SystemClock } from "#src/clock.js";
+import { RedisBlacklistSync } from "#src/sync.js";
 
 const [url, nodeId] = process.argv.slice(2) as [string, string];
 const clock = new SystemClock();

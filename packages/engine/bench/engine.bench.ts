@@ -36,9 +36,9 @@ import {
   type XmppTestServer,
 } from "@lichen/test-servers";
 import { client, xml } from "@xmpp/client";
-import { ensureAccount } from "../src/accounts.js";
-import { AppController } from "../src/modes.js";
-import { DurableSession } from "../src/session.js";
+import { ensureAccount } from "#src/accounts.js";
+import { AppController } from "#src/modes.js";
+import { DurableSession } from "#src/session.js";
 import { JsonLineChild, median, percentile, round1, round3 } from "./children.js";
 
 interface BenchContext {

@@ -3,8 +3,8 @@
 // (after module load, session online, first message stored) and its peak RSS.
 // argv[2] = JSON { db, service, domain, username, password, accountId, resource }.
 import { openStore } from "@lichen/store";
-import { handlePush } from "../src/modes.js";
-import { DurableSession } from "../src/session.js";
+import { handlePush } from "#src/modes.js";
+import { DurableSession } from "#src/session.js";
 
 interface Args {
   db: string;

@@ -28,8 +28,8 @@ import {
   type XmppTestServer,
 } from "@lichen/test-servers";
 import { xml } from "@xmpp/client";
-import { ensureAccount } from "../src/accounts.js";
-import { AppController, handlePush } from "../src/modes.js";
+import { ensureAccount } from "#src/accounts.js";
+import { AppController, handlePush } from "#src/modes.js";
 import { median, round1, round3 } from "./children.js";
 
 interface BenchContext {

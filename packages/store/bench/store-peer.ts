@@ -6,12 +6,12 @@
  * Reports JSON lines on stdout.
  */
 import { and, eq } from "drizzle-orm";
-import { openStore } from "../src/store.js";
-import { Ipc } from "../src/ipc.js";
-import { ProcessLock } from "../src/lock.js";
-import { yieldOnDisconnectAll } from "../src/priority.js";
-import { isBusyError } from "../src/errors.js";
-import { chats, syncErrors } from "../src/schema.js";
+import { openStore } from "#src/store.js";
+import { Ipc } from "#src/ipc.js";
+import { ProcessLock } from "#src/lock.js";
+import { yieldOnDisconnectAll } from "#src/priority.js";
+import { isBusyError } from "#src/errors.js";
+import { chats, syncErrors } from "#src/schema.js";
 import type { ProcessRole } from "@lichen/schema";
 
 interface PeerArgs {

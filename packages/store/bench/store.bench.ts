@@ -23,12 +23,12 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import Database from "better-sqlite3";
 import { sql } from "drizzle-orm";
-import { openStore } from "../src/store.js";
-import { accounts, chats, messages } from "../src/schema.js";
-import { loadAccountState, saveAccountState } from "../src/account-state.js";
-import { Ipc } from "../src/ipc.js";
-import { ProcessLock } from "../src/lock.js";
-import { acquireAsMain } from "../src/priority.js";
+import { openStore } from "#src/store.js";
+import { accounts, chats, messages } from "#src/schema.js";
+import { loadAccountState, saveAccountState } from "#src/account-state.js";
+import { Ipc } from "#src/ipc.js";
+import { ProcessLock } from "#src/lock.js";
+import { acquireAsMain } from "#src/priority.js";
 
 interface BenchContext {
   log(msg: string): void;

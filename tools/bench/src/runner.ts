@@ -18,8 +18,8 @@ export interface FoundBenchmark {
 }
 
 /**
- * Benchmarks are `<workspace>/dist-bench/bench/<NAME>.bench.js` in packages/, apps/ and tools/
- * (built by each workspace's `build:bench`, kept out of the published `dist/`).
+ * Benchmarks are `<workspace>/dist-bench/<NAME>.bench.js` in packages/, apps/ and tools/ (built
+ * from `<workspace>/bench/` by the workspace's `build:bench`, kept out of the published `dist/`).
  */
 export function findBenchmarks(root: string): FoundBenchmark[] {
   const found: FoundBenchmark[] = [];
@@ -27,7 +27,7 @@ export function findBenchmarks(root: string): FoundBenchmark[] {
     const groupDir = join(root, group);
     if (!existsSync(groupDir)) continue;
     for (const ws of readdirSync(groupDir)) {
-      const dir = join(groupDir, ws, "dist-bench", "bench");
+      const dir = join(groupDir, ws, "dist-bench");
       if (!existsSync(dir)) continue;
       for (const f of readdirSync(dir)) {
         if (f.endsWith(".bench.js"))
