@@ -5,9 +5,15 @@
  *   LICHEN_DB=~/lichen.db lichen-store messages --tail 20 --json
  */
 import fs from "node:fs";
-import { readFileSync } from "node:fs";
 import { Command, CommanderError } from "commander";
-import { migrationStatus, openStore, type Store } from "@lichen/store";
+import {
+  DatabaseCorruptError,
+  migrationStatus,
+  openStore,
+  readDamageMarker,
+  recoverDatabase,
+  type Store,
+} from "@lichen/store";
 import {
   accountState,
   accounts,
@@ -21,6 +27,8 @@ import {
   outbox,
   quarantined,
   queue,
+  unopenableReport,
+  type IntegrityReport,
 } from "./inspect.js";
 import { table, time } from "./format.js";
 
@@ -31,13 +39,16 @@ interface GlobalOptions {
 
 /** The package version, for --version (package.json is one level above src/ and dist/ alike). */
 const VERSION = (
-  JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as {
+  JSON.parse(fs.readFileSync(new URL("../package.json", import.meta.url), "utf8")) as {
     version: string;
   }
 ).version;
 
 /** Thrown for problems found (integrity) or missing things (unknown account): exit code 1. */
 class Finding extends Error {}
+
+/** Bad input to a command (the output of recover exists, ...): exit code 2 like usage errors. */
+class BadInput extends Error {}
 
 function dbPath(program: Command): string {
   const opts = program.opts<GlobalOptions>();
@@ -283,34 +294,83 @@ export function buildProgram(): Command {
   program
     .command("integrity")
     .description(
-      "PRAGMA integrity_check, foreign keys, migrations and schema validation of every JSON column (exit 1 on problems)",
+      "PRAGMA integrity_check (damage named by table, index and page), foreign keys, migrations and schema validation of every JSON column (exit 1 on problems)",
     )
-    .action(
-      run((store, json) => {
-        const report = integrity(store);
-        if (json) print(JSON.stringify(report, null, 2));
-        else {
-          print(
-            [
-              `sqlite integrity_check: ${report.sqlite.join("; ")}`,
-              `foreign key violations: ${report.foreignKeys}`,
-              `migrations: ${report.migrations.applied} applied of ${report.migrations.bundled} bundled${report.migrations.pending ? ` (${report.migrations.pending} pending)` : ""}`,
-              `JSON values checked: ${report.checkedJson}`,
-              `quarantined rows: ${report.quarantined}${report.quarantined ? ' (see "quarantine")' : ""}`,
-              "",
-              report.ok
-                ? "OK: no problems found"
-                : table(report.problems as unknown as Record<string, unknown>[], [
-                    { key: "table" },
-                    { key: "row" },
-                    { key: "problem" },
-                  ]),
-            ].join("\n"),
-          );
-        }
-        if (!report.ok) throw new Finding(`${report.problems.length} problem(s) found`);
-      }),
-    );
+    .action(() => {
+      const path = dbPath(program);
+      const json = program.opts<GlobalOptions>().json === true;
+      let report: IntegrityReport;
+      let store: Store | null = null;
+      const marker = readDamageMarker(path);
+      try {
+        store = openForInspection(path);
+      } catch (e) {
+        // A header SQLite cannot open at all is a finding too, reported like the others.
+        if (!(e instanceof DatabaseCorruptError)) throw e;
+        report = unopenableReport(path, e, marker);
+      }
+      try {
+        if (store) report = integrity(store, marker);
+      } finally {
+        store?.close();
+      }
+      printIntegrity(report!, json);
+      if (!report!.ok) {
+        const hint = report!.damage
+          ? `; copy out what is readable: lichen-store recover ${path} <new-file>`
+          : "";
+        throw new Finding(`${report!.problems.length} problem(s) found${hint}`);
+      }
+    });
+
+  program
+    .command("recover <damaged> <output>")
+    .description(
+      "copy every readable row of a damaged database into a new, migrated database (table by table, skipping unreadable pages); the damaged file is only read. Exit 0 when the copy is sound (rows may still be lost: see the report), 1 when it is not",
+    )
+    .action((damaged: string, output: string) => {
+      if (!fs.existsSync(damaged)) throw new BadInput(`no database at ${damaged}`);
+      if (fs.existsSync(output))
+        throw new BadInput(
+          `${output} already exists: recover writes a new file, choose another name`,
+        );
+      const report = recoverDatabase(damaged, output);
+      if (program.opts<GlobalOptions>().json) print(JSON.stringify(report, null, 2));
+      else {
+        const rows = report.tables
+          .filter((t) => t.copied > 0 || t.lost !== 0 || t.orphaned > 0 || t.errors.length > 0)
+          .map((t) => ({
+            table: t.table,
+            copied: t.copied,
+            lost: t.lost === null ? "unknown" : t.lost,
+            orphaned: t.orphaned,
+            detached: t.fromDetachedPages,
+            skipped: t.skippedRowids
+              .map(([a, b]) => (a === b ? `${a}` : `${end(a)}..${end(b)}`))
+              .join(", "),
+          }));
+        print(
+          [
+            `${output}: ${report.copied} row(s) copied, ${report.lost} lost${report.headerRebuilt ? ` (header rebuilt, page size ${report.pageSize})` : ""}`,
+            "",
+            table(rows, [
+              { key: "table" },
+              { key: "copied" },
+              { key: "lost" },
+              { key: "orphaned" },
+              { key: "detached", title: "from detached pages" },
+              { key: "skipped", title: "unreadable rowids" },
+            ]),
+            "",
+            report.ok
+              ? "the copy passes integrity_check and foreign_key_check; to use it, stop every process " +
+                `using ${damaged}, move ${damaged}, ${damaged}-wal and ${damaged}-shm aside, then move ${output} to ${damaged}`
+              : "THE COPY DOES NOT PASS integrity_check: do not use it",
+          ].join("\n"),
+        );
+      }
+      if (!report.ok) throw new Finding(`${output} failed its integrity check`);
+    });
 
   program
     .command("export")
@@ -351,6 +411,43 @@ export function buildProgram(): Command {
   return program;
 }
 
+/** A rowid range end: the search bounds read as "min"/"max". */
+function end(rowid: number): string {
+  if (rowid <= Number.MIN_SAFE_INTEGER) return "min";
+  if (rowid >= Number.MAX_SAFE_INTEGER) return "max";
+  return String(rowid);
+}
+
+function printIntegrity(report: IntegrityReport, json: boolean): void {
+  if (json) return print(JSON.stringify(report, null, 2));
+  const damaged = report.damage;
+  print(
+    [
+      `sqlite integrity_check: ${report.sqlite.join("; ")}`,
+      ...(damaged
+        ? [
+            `damaged tables: ${damaged.tables.join(", ") || "(not known)"}` +
+              (damaged.indexes.length ? `; indexes: ${damaged.indexes.join(", ")}` : "") +
+              (damaged.pages.length ? `; pages: ${damaged.pages.join(", ")}` : ""),
+          ]
+        : []),
+      `foreign key violations: ${report.foreignKeys}`,
+      `migrations: ${report.migrations.applied} applied of ${report.migrations.bundled} bundled${report.migrations.pending ? ` (${report.migrations.pending} pending)` : ""}`,
+      `JSON values checked: ${report.checkedJson}`,
+      `quarantined rows: ${report.quarantined}${report.quarantined ? ' (see "quarantine")' : ""}`,
+      "",
+      report.ok
+        ? "OK: no problems found"
+        : table(report.problems as unknown as Record<string, unknown>[], [
+            { key: "table" },
+            { key: "row" },
+            ...(damaged ? [{ key: "object", title: "b-tree" }, { key: "page" }] : []),
+            { key: "problem" },
+          ]),
+    ].join("\n"),
+  );
+}
+
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
   try {
@@ -358,9 +455,8 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   } catch (e) {
     if (e instanceof CommanderError) {
-      // Help and version are not errors; commander already printed its message. Every other
-      // commander error is bad usage (unknown option or command, missing argument): exit 2, as in
-      // the other Lichen CLIs (commander's own code for these is 1).
+      // Help and version are not errors; commander already printed its message.
+      // Anything else commander throws is a usage error (a missing argument is its exit 1).
       return e.code === "commander.helpDisplayed" ||
         e.code === "commander.version" ||
         e.exitCode === 0
@@ -368,7 +464,8 @@ export async function main(argv: string[]): Promise<number> {
         : 2;
     }
     process.stderr.write(`lichen-store: ${(e as Error).message}\n`);
-    return e instanceof Finding ? 1 : 2;
+    // Damage met while inspecting is a finding about the file, like a failed integrity check.
+    return e instanceof Finding || e instanceof DatabaseCorruptError ? 1 : 2;
   }
 }
 

@@ -3,8 +3,13 @@
  */
 import fs from "node:fs";
 import {
+  DatabaseCorruptError,
   NotALichenDatabaseError,
   StoreError,
+  checkHeader,
+  isCorruptionError,
+  readDamageMarker,
+  type DamageMarker,
   migrationStatus,
   openStore,
   validateAccountState,
@@ -17,10 +22,22 @@ import {
 
 export type Row = Record<string, unknown>;
 
-/** Open an existing DB for inspection (never migrates; schema drift is reported, not fatal). */
+/**
+ * Open an existing DB for inspection (never migrates; schema drift is reported, not fatal). A
+ * damaged file is opened too (no damage check at open): what is readable can be looked at, and a
+ * read that meets the damage throws DatabaseCorruptError.
+ */
 export function openForInspection(dbPath: string): Store {
   if (!fs.existsSync(dbPath)) throw new StoreError(`no database at ${dbPath}`);
-  const store = openStore({ path: dbPath, role: "share", migrate: false, checkSchema: false });
+  if (checkHeader(dbPath) === "not-sqlite")
+    throw new NotALichenDatabaseError(`${dbPath} is not a SQLite database`);
+  const store = openStore({
+    path: dbPath,
+    role: "share",
+    migrate: false,
+    checkSchema: false,
+    damageCheck: "none",
+  });
   const hasMigrations = store.sqlite
     .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '__drizzle_migrations'")
     .get();
@@ -218,11 +235,20 @@ export interface IntegrityProblem {
   table: string;
   row: string;
   problem: string;
+  /** The damaged table or index (SQLite findings), when it can be named. */
+  object?: string | null;
+  /** The damaged page (SQLite findings), when SQLite names one. */
+  page?: number | null;
 }
 
 export interface IntegrityReport {
   ok: boolean;
+  /** PRAGMA integrity_check's lines ("ok" when sound). */
   sqlite: string[];
+  /** Damage found by SQLite, by table, index and page (null when none). */
+  damage: { tables: string[]; indexes: string[]; pages: number[] } | null;
+  /** Left by a process that met damage earlier ("<db>-damaged"), null when there is none. */
+  marker: { detectedAt: number; pid: number; detail: string } | null;
   foreignKeys: number;
   migrations: { applied: number; bundled: number; pending: number; unknown: string | null };
   checkedJson: number;
@@ -231,27 +257,83 @@ export interface IntegrityReport {
   problems: IntegrityProblem[];
 }
 
+/**
+ * The report for a file whose header is so damaged that SQLite cannot open it at all (the
+ * store's open threw DatabaseCorruptError): nothing else can be checked.
+ */
+export function unopenableReport(
+  dbPath: string,
+  err: DatabaseCorruptError,
+  marker: DamageMarker | null,
+): IntegrityReport {
+  const header = checkHeader(dbPath);
+  const detail = header !== null && header !== "not-sqlite" ? header : err.detail;
+  return {
+    ok: false,
+    sqlite: [detail],
+    // The header and the schema b-tree after it are on page 1.
+    damage: { tables: [...err.tables], indexes: [], pages: [1] },
+    marker: marker && { detectedAt: marker.detectedAt, pid: marker.pid, detail: marker.detail },
+    foreignKeys: 0,
+    migrations: { applied: 0, bundled: 0, pending: 0, unknown: null },
+    checkedJson: 0,
+    quarantined: 0,
+    problems: [{ table: "(sqlite)", row: "", problem: detail, object: null, page: 1 }],
+  };
+}
+
 /** PRAGMA integrity_check + foreign keys + migrations + schema validation of every JSON column. */
-export function integrity(store: Store): IntegrityReport {
+export function integrity(
+  store: Store,
+  /** Left before this check (read before opening): the check itself leaves one on damage. */
+  marker: DamageMarker | null = readDamageMarker(store.path),
+): IntegrityReport {
   const problems: IntegrityProblem[] = [];
-  const sqliteResult = (
-    store.sqlite.pragma("integrity_check") as { integrity_check: string }[]
-  ).map((r) => r.integrity_check);
-  if (!(sqliteResult.length === 1 && sqliteResult[0] === "ok")) {
-    for (const line of sqliteResult) problems.push({ table: "(sqlite)", row: "", problem: line });
-  }
-  const fk = store.sqlite.pragma("foreign_key_check") as {
-    table: string;
-    rowid: number;
-    parent: string;
-  }[];
+  const header = checkHeader(store.path);
+  if (header !== null && header !== "not-sqlite")
+    problems.push({ table: "(sqlite)", row: "", problem: header, object: null, page: 1 });
+  const sqliteCheck = store.checkIntegrity();
+  const sqliteResult = sqliteCheck.ok ? ["ok"] : sqliteCheck.findings.map((f) => f.message);
+  for (const f of sqliteCheck.findings)
+    problems.push({
+      table: f.table ?? "(sqlite)",
+      row: "",
+      problem: f.message,
+      object: f.object,
+      page: f.page,
+    });
+  // What follows reads rows: a read that meets damage is one more problem, not the end of the report.
+  const guarded = <T>(what: string, fallback: T, fn: () => T): T => {
+    try {
+      return fn();
+    } catch (e) {
+      if (!isCorruptionError(e)) throw e;
+      const detail = e instanceof DatabaseCorruptError ? e.detail : (e as Error).message;
+      problems.push({ table: what, row: "", problem: `unreadable: ${detail}` });
+      return fallback;
+    }
+  };
+  const fk = guarded(
+    "(foreign keys)",
+    [],
+    () =>
+      store.sqlite.pragma("foreign_key_check") as {
+        table: string;
+        rowid: number;
+        parent: string;
+      }[],
+  );
   for (const v of fk)
     problems.push({
       table: v.table,
       row: String(v.rowid),
       problem: `foreign key to ${v.parent} is dangling`,
     });
-  const m = migrationStatus(store.sqlite);
+  const m = guarded("__drizzle_migrations", null, () => migrationStatus(store.sqlite)) ?? {
+    applied: 0,
+    bundled: 0,
+    pending: [],
+  };
   if (m.pending.length)
     problems.push({
       table: "__drizzle_migrations",
@@ -281,7 +363,12 @@ export function integrity(store: Store): IntegrityReport {
       problems.push({ table, row: key, problem: (e as Error).message });
     }
   };
-  const rows = (sql: string) => store.sqlite.prepare(sql).all() as Row[];
+  const rows = (sql: string) =>
+    guarded(
+      /FROM (\w+)/.exec(sql)?.[1] ?? "?",
+      [] as Row[],
+      () => store.sqlite.prepare(sql).all() as Row[],
+    );
   const has = (table: string) =>
     store.sqlite
       .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?")
@@ -339,9 +426,19 @@ export function integrity(store: Store): IntegrityReport {
       }
     }
   }
+  if (marker)
+    problems.push({
+      table: "(marker)",
+      row: "",
+      problem: `${store.path}-damaged: ${marker.detail} (pid ${marker.pid}, ${new Date(marker.detectedAt).toISOString()})`,
+    });
   return {
     ok: problems.length === 0,
     sqlite: sqliteResult,
+    damage: sqliteCheck.ok
+      ? null
+      : { tables: sqliteCheck.tables, indexes: sqliteCheck.indexes, pages: sqliteCheck.pages },
+    marker: marker && { detectedAt: marker.detectedAt, pid: marker.pid, detail: marker.detail },
     foreignKeys: fk.length,
     migrations: {
       applied: m.applied,
@@ -351,7 +448,11 @@ export function integrity(store: Store): IntegrityReport {
     },
     checkedJson: checked,
     quarantined: has("quarantine")
-      ? (store.sqlite.prepare("SELECT count(*) FROM quarantine").pluck().get() as number)
+      ? guarded(
+          "quarantine",
+          0,
+          () => store.sqlite.prepare("SELECT count(*) FROM quarantine").pluck().get() as number,
+        )
       : 0,
     problems,
   };

@@ -338,3 +338,160 @@ describe("lichen-store CLI", () => {
     expect(r.stdout).toMatch(/migration\(s\) not applied \(run "migrate"\)/);
   });
 });
+
+describe("damaged databases: integrity names the damage, recover copies out what is readable", () => {
+  const N = 2000;
+  /** A closed database with account alice and messages 1..N (no WAL left: offsets are exact). */
+  function chatDb(file: string): void {
+    const store = openStore({ path: file, role: "main" });
+    store.write((tx) => {
+      tx.insert(tables.accounts)
+        .values({ id: "alice", jid: "alice@localhost", createdAt: 1 })
+        .run();
+      for (let id = 1; id <= N; id++)
+        tx.insert(tables.messages)
+          .values({
+            accountId: "alice",
+            chatJid: `peer${id % 4}@localhost`,
+            direction: "in",
+            fromJid: `peer${id % 4}@localhost`,
+            body: `message ${id} ${"y".repeat(id % 70)}`,
+            sentAt: id,
+            storedAt: id,
+          })
+          .run();
+    });
+    store.close();
+    expect(fs.existsSync(`${file}-wal`) && fs.statSync(`${file}-wal`).size > 0).toBe(false);
+  }
+  /** Leaf pages of a b-tree in key order with their cell counts, from dbstat. */
+  function leafPages(file: string, name: string) {
+    const s = rawSqlite(file);
+    try {
+      return {
+        pageSize: s.sqlite.pragma("page_size", { simple: true }) as number,
+        leaves: s.sqlite
+          .prepare(
+            "SELECT pageno AS page, ncell AS cells FROM dbstat WHERE name = ? AND pagetype = 'leaf' ORDER BY path",
+          )
+          .all(name) as { page: number; cells: number }[],
+      };
+    } finally {
+      s.close();
+    }
+  }
+  function overwrite(file: string, offset: number, length: number): void {
+    const junk = Buffer.alloc(length);
+    for (let i = 0; i < length; i++) junk[i] = (i * 151 + 89) % 251; // deterministic, no zeros run
+    const fd = fs.openSync(file, "r+");
+    fs.writeSync(fd, junk, 0, length, offset);
+    fs.closeSync(fd);
+  }
+  const fresh = (name: string) => {
+    const file = path.join(dir, name);
+    chatDb(file);
+    return file;
+  };
+
+  it("a damaged data page: integrity exits 1 naming messages; recover keeps every other message", () => {
+    const file = fresh("data-page.db");
+    const { pageSize, leaves } = leafPages(file, "messages");
+    // The middle leaf of messages, and which rowids it holds (ids are 1..N in leaf order).
+    const mid = leaves.length >> 1;
+    const first = 1 + leaves.slice(0, mid).reduce((n, l) => n + l.cells, 0);
+    const last = first + leaves[mid]!.cells - 1;
+    overwrite(file, (leaves[mid]!.page - 1) * pageSize, pageSize);
+
+    const r = run(["--db", file, "--json", "integrity"]);
+    expect(r.code).toBe(1);
+    const report = JSON.parse(r.stdout) as { ok: boolean; damage: { tables: string[] } };
+    expect(report.ok).toBe(false);
+    expect(report.damage.tables).toEqual(["messages"]);
+    expect(r.stderr).toContain(`lichen-store recover ${file}`);
+
+    const out = path.join(dir, "data-page-recovered.db");
+    const rec = run(["--json", "recover", file, out]);
+    expect(rec.code).toBe(0);
+    const rr = JSON.parse(rec.stdout) as {
+      ok: boolean;
+      tables: { table: string; copied: number; lost: number | null; skippedRowids: number[][] }[];
+    };
+    expect(rr.ok).toBe(true);
+    expect(rr.tables.find((t) => t.table === "messages")).toMatchObject({
+      copied: N - (last - first + 1),
+      lost: last - first + 1,
+      skippedRowids: [[first, last]],
+    });
+    // The copy passes the whole integrity command and shows the newest messages.
+    expect(run(["--db", out, "integrity"]).code).toBe(0);
+    const newest = JSON.parse(run(["--db", out, "--json", "messages", "--tail", "1"]).stdout) as {
+      id: number;
+      body: string;
+    }[];
+    expect(newest).toEqual([
+      expect.objectContaining({ id: N, body: `message ${N} ${"y".repeat(N % 70)}` }),
+    ]);
+  });
+
+  it("a damaged index page: integrity names the index and the page; recover loses nothing", () => {
+    const file = fresh("index-page.db");
+    const { pageSize, leaves } = leafPages(file, "messages_chat");
+    const page = leaves[leaves.length >> 1]!.page;
+    overwrite(file, (page - 1) * pageSize, pageSize);
+    const r = run(["--db", file, "--json", "integrity"]);
+    expect(r.code).toBe(1);
+    const report = JSON.parse(r.stdout) as {
+      damage: { tables: string[]; indexes: string[]; pages: number[] };
+      problems: { table: string; object?: string; page?: number | null }[];
+    };
+    expect(report.damage).toEqual({
+      tables: ["messages"],
+      indexes: ["messages_chat"],
+      pages: [page],
+    });
+    expect(report.problems).toContainEqual(
+      expect.objectContaining({ table: "messages", object: "messages_chat", page }),
+    );
+    const out = path.join(dir, "index-page-recovered.db");
+    const rec = run(["recover", file, out]);
+    expect(rec.code).toBe(0);
+    expect(rec.stdout).toMatch(new RegExp(`messages\\s+${N}\\s+0\\s+0\\s+0\\s*$`, "m"));
+    expect(run(["--db", out, "integrity"]).code).toBe(0);
+  });
+
+  it("a damaged header: integrity reports it as JSON (not a bare SQLite error); recover rebuilds it", () => {
+    const file = fresh("header.db");
+    overwrite(file, 0, 100);
+    const r = run(["--db", file, "--json", "integrity"]);
+    expect(r.code).toBe(1);
+    expect(JSON.parse(r.stdout)).toMatchObject({
+      ok: false,
+      damage: { pages: [1] },
+      problems: [{ table: "(sqlite)", page: 1, problem: "header: magic string overwritten" }],
+    });
+    // Other commands fail with the damage named and the way out, exit 1 (a finding, not usage).
+    const accounts = run(["--db", file, "accounts"]);
+    expect(accounts.code).toBe(1);
+    expect(accounts.stderr).toMatch(/is damaged .*lichen-store recover/);
+
+    const out = path.join(dir, "header-recovered.db");
+    const rec = run(["recover", file, out]);
+    expect(rec.code).toBe(0);
+    expect(rec.stdout).toMatch(/header rebuilt, page size \d+/);
+    expect(rec.stdout).toMatch(new RegExp(`messages\\s+${N}\\s+0`));
+    expect(run(["--db", out, "integrity"]).code).toBe(0);
+  });
+
+  it("recover: bad input is refused (exit 2) and nothing is overwritten", () => {
+    const file = fresh("usage.db");
+    const out = path.join(dir, "usage-existing.db");
+    fs.writeFileSync(out, "precious");
+    const exists = run(["recover", file, out]);
+    expect(exists.code).toBe(2);
+    expect(exists.stderr).toMatch(/already exists/);
+    expect(fs.readFileSync(out, "utf8")).toBe("precious");
+    expect(run(["recover", file]).code).toBe(2); // missing <output>
+    expect(run(["recover", path.join(dir, "missing.db"), path.join(dir, "x.db")]).code).toBe(2);
+    expect(fs.existsSync(path.join(dir, "x.db"))).toBe(false);
+  });
+});

@@ -24,12 +24,12 @@ const args = JSON.parse(process.argv[2] ?? "{}") as Args;
 let onlineAt: number | null = null;
 let onlineHow: unknown = null;
 let firstStoredAt: number | null = null;
-const emit = DurableSession.prototype.emit;
-DurableSession.prototype.emit = function (
-  this: DurableSession,
-  event: string | symbol,
-  ...rest: unknown[]
-): boolean {
+// Untyped on purpose: this wraps every event of the map.
+const proto = DurableSession.prototype as unknown as {
+  emit(event: string | symbol, ...rest: unknown[]): boolean;
+};
+const emit = proto.emit;
+proto.emit = function (this: DurableSession, event: string | symbol, ...rest: unknown[]): boolean {
   if (event === "online" && onlineAt === null) {
     onlineAt = Date.now();
     onlineHow = rest[0];

@@ -131,6 +131,13 @@ export function discoInfoQuery(info: DiscoInfo, node?: string): Element {
   );
 }
 
+const ownVers = new WeakMap<DiscoInfo, string>();
+function ownVer(info: DiscoInfo): string {
+  let ver = ownVers.get(info);
+  if (ver === undefined) ownVers.set(info, (ver = capsVerification(info)));
+  return ver;
+}
+
 /** Our <c/> element for outgoing presence. */
 export function ownCapsElement(info: DiscoInfo): Element {
   return xml("c", {
@@ -159,7 +166,7 @@ export function featuresOf(tx: StoreTx, accountId: string, fullJid: string): str
 }
 
 /** Inbound presence: remember the entity's caps; query disco#info once per unknown ver. */
-export function handlePresenceCaps(ctx: StanzaContext, presence: Element): void {
+export function handlePresenceCaps(ctx: StanzaContext, presence: Element, own?: DiscoInfo): void {
   const from = presence.attrs.from;
   if (!from || !from.includes("/")) return; // caps belong to full JIDs
   if (presence.attrs.type === "unavailable") {
@@ -189,6 +196,25 @@ export function handlePresenceCaps(ctx: StanzaContext, presence: Element): void 
     .where(and(eq(tables.capsCache.hash, hash), eq(tables.capsCache.ver, ver)))
     .get();
   if (known) return;
+  if (own && node === LICHEN_CAPS_NODE && ver === ownVer(own)) {
+    // Our own ver (this device's presence reflected, or another Lichen device of ours): we know
+    // the answer. Asking cost a disco#info round trip (~1.3 KB) per login and, unanswered before
+    // backgrounding, again on the next resume.
+    ctx.tx
+      .insert(tables.capsCache)
+      .values({
+        hash,
+        ver,
+        identities: JSON.stringify(own.identities),
+        features: JSON.stringify(own.features),
+        forms: JSON.stringify(own.forms),
+        source: from,
+        verifiedAt: ctx.tx.now,
+      })
+      .onConflictDoNothing()
+      .run();
+    return;
+  }
   // One query per ver: another entity with the same ver may already be asked.
   const asking = listIqHandlers(ctx.tx, ctx.accountId).some(
     (h) => h.handler.name === "lichen.caps.info" && h.handler.bound.ver === ver,
@@ -216,7 +242,9 @@ export function registerCapsHandlers(registry: HandlerRegistry): void {
     const computed = info ? capsVerification(info) : null;
     if (!info || computed !== ver) {
       // A mismatch is never cached (XEP-0115 §5.4): the entity lied or is buggy.
-      ctx.afterCommit(() => ctx.session.emit("caps-mismatch", { jid: args.jid, ver, computed }));
+      ctx.afterCommit(() =>
+        ctx.session.emit("caps-mismatch", { jid: String(args.jid), ver, computed }),
+      );
       return;
     }
     ctx.tx
@@ -233,7 +261,7 @@ export function registerCapsHandlers(registry: HandlerRegistry): void {
       .onConflictDoNothing()
       .run();
     ctx.afterCommit(() =>
-      ctx.session.emit("caps", { jid: args.jid, ver, features: info.features }),
+      ctx.session.emit("caps", { jid: String(args.jid), ver, features: info.features }),
     );
   });
 }

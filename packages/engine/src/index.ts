@@ -6,7 +6,9 @@ export { default as xml, type Element } from "@xmpp/xml";
 export {
   DurableSession,
   SessionLockError,
+  MessageQueuedError,
   NS_SM,
+  type OutgoingMessage,
   type SessionOptions,
   type StanzaContext,
   type PreparedStanza,
@@ -20,6 +22,22 @@ export {
   type HandlerFn,
 } from "./handlers.js";
 export { ensureAccount } from "./accounts.js";
+export {
+  listRoster,
+  listSubscriptionRequests,
+  type RosterItem,
+  type Subscription,
+  type SubscriptionRequest,
+} from "./roster.js";
+export {
+  SESSION_EVENTS,
+  APP_CONTROLLER_EVENTS,
+  type SessionEvents,
+  type AppControllerEvents,
+  type MessageStoredEvent,
+  type RosterEvent,
+} from "./events.js";
+export { LinkLiveness, DEFAULT_LIVENESS, type LivenessOptions } from "./liveness.js";
 export { startMamCatchup, sendDeferredReceipts, FEATURES } from "./protocol.js";
 export { ensurePush, disablePush, NS_PUSH, type PushTarget } from "./push.js";
 export {

@@ -19,6 +19,7 @@ import {
 } from "@lichen/store";
 import { loadAccountState } from "@lichen/store";
 import { and, eq, isNull } from "drizzle-orm";
+import type { AppControllerEvents } from "./events.js";
 import { DurableSession, SessionLockError, type SessionOptions } from "./session.js";
 import { sendDeferredReceipts } from "./protocol.js";
 import { sendShareOutbox } from "./share.js";
@@ -114,9 +115,10 @@ export function reconnectDelay(attempt: number, policy: ReconnectPolicy = {}): n
 }
 
 /** Main app: long-lived; takes the session from the NSE (priority) and gives it up before a freeze. */
-export class AppController extends EventEmitter {
+export class AppController extends EventEmitter<AppControllerEvents> {
   readonly lock: ProcessLock;
   readonly ipc: Ipc;
+  /** Created by the first foreground(); the same object afterwards (listeners attach once). */
   session: DurableSession | null = null;
 
   /** Whether the app is in the foreground: only then does it reconnect on its own. */
@@ -124,14 +126,26 @@ export class AppController extends EventEmitter {
   private reconnectTimer: NodeJS.Timeout | null = null;
   private reconnectAttempt = 0;
   private readonly reconnect: ReconnectPolicy | false;
+  private readonly backgroundDrainMs: number;
 
   constructor(
     private readonly store: Store,
     private readonly config: SessionConfig,
-    opts: { leaseMs?: number; reconnect?: ReconnectPolicy | false } = {},
+    opts: {
+      leaseMs?: number;
+      reconnect?: ReconnectPolicy | false;
+      /**
+       * How long background() waits for the server to acknowledge what the app sent (and so to
+       * have answered the server's own IQs) before dropping TCP (default 4 s, inside the few
+       * seconds iOS gives an app entering the background). What arrives meanwhile is committed
+       * and acknowledged, so the next resume (often an NSE's, at 32 kbit/s) does not replay it.
+       */
+      backgroundDrainMs?: number;
+    } = {},
   ) {
     super();
     this.reconnect = opts.reconnect ?? {};
+    this.backgroundDrainMs = opts.backgroundDrainMs ?? 4000;
     this.lock = new ProcessLock(store, {
       key: SESSION_LOCK_KEY,
       holder: `main:${process.pid}-${randomUUID().slice(0, 8)}`,
@@ -161,20 +175,9 @@ export class AppController extends EventEmitter {
   async foreground(): Promise<"resumed" | "new"> {
     const got = await acquireAsMain(this.lock, this.ipc, { reason: "main-app-foreground" });
     void got;
-    const session = new DurableSession({ store: this.store, ...this.config, lock: this.lock });
-    this.session = session;
+    const session = this.session ?? this.createSession();
     this.wantOnline = true;
     this.reconnectAttempt = 0;
-    session.on("connection-lost", () => this.scheduleReconnect(session));
-    session.on("replay-reconnect-failed", () => this.scheduleReconnect(session));
-    // Frozen past our lease and thawed after another process took the session: the session has
-    // stopped and dropped its socket; take the lock back (main-app priority) and resume.
-    session.on("session-lost", (info: { reason: string; holder: string | null }) => {
-      this.emit("session-lost", info);
-      this.scheduleReconnect(session);
-    });
-    // Before connecting, so listeners see the stanzas a resume replays at once.
-    this.emit("session", session);
     let how: "resumed" | "new";
     try {
       how = await session.connect(this.reconnect ? this.reconnect.connectTimeoutMs : undefined);
@@ -184,6 +187,26 @@ export class AppController extends EventEmitter {
     }
     this.onlineAgain();
     return how;
+  }
+
+  /**
+   * The one session of this app: it lives across foreground/background cycles and reconnects,
+   * so listeners attach once. Announced (event `session`) before its first connect, so listeners
+   * see the stanzas a resume replays at once.
+   */
+  private createSession(): DurableSession {
+    const session = new DurableSession({ store: this.store, ...this.config, lock: this.lock });
+    this.session = session;
+    session.on("connection-lost", () => this.scheduleReconnect(session));
+    session.on("replay-reconnect-failed", () => this.scheduleReconnect(session));
+    // Frozen past our lease and thawed after another process took the session: the session has
+    // stopped and dropped its socket; take the lock back (main-app priority) and resume.
+    session.on("session-lost", (info: { reason: string; holder: string | null }) => {
+      this.emit("session-lost", info);
+      this.scheduleReconnect(session);
+    });
+    this.emit("session", session);
+    return session;
   }
 
   private onlineAgain(): void {
@@ -251,8 +274,7 @@ export class AppController extends EventEmitter {
   /** Finish in-flight work, drop TCP without closing the stream (resumable), release the lock. */
   async background(): Promise<void> {
     this.stopReconnecting();
-    await this.session?.suspend();
-    this.session = null;
+    await this.session?.suspend({ drainMs: this.backgroundDrainMs });
     this.lock.release();
   }
 
@@ -543,6 +565,8 @@ export async function handlePush(opts: NseOptions): Promise<NseResult> {
           if (!(err instanceof StoreLockTimeoutError)) throw err;
         });
     }
+    // A damaged database (met by any statement of this run) is never reported as an outcome.
+    if (opts.store.damage) throw opts.store.damage;
     if (notifications.length === 0)
       notifications.push({
         kind: "silent",

@@ -168,7 +168,7 @@ export function registerMucHandlers(registry: HandlerRegistry): void {
     const room = String(args.room);
     if (args.type !== "result") {
       // The room has no archive or refused: the gap stays open, the next join retries.
-      ctx.afterCommit(() => ctx.session.emit("mam-error", args.condition, room));
+      ctx.afterCommit(() => ctx.session.emit("mam-error", String(args.condition), room));
       return;
     }
     const { complete: fin, last } = mamPage(String(args.stanza));

@@ -17,6 +17,12 @@ import type { HandlerRegistry } from "./handlers.js";
 import { bare, isExpectedIqSender } from "./jid.js";
 import { mamPage, mamQuery, NS_MAM, type MamFrom } from "./mam.js";
 import { advanceRoomMark, handleRoomPresence, isExpectedRoomResult } from "./muc.js";
+import {
+  applyRosterPush,
+  handleSubscriptionPresence,
+  NS_ROSTER,
+  parseRosterItem,
+} from "./roster.js";
 import type { StanzaContext } from "./session.js";
 
 const NS_FORWARD = "urn:xmpp:forward:0";
@@ -34,6 +40,9 @@ export const FEATURES = [
   NS_SID,
 ];
 
+/** Our disco#info (and so our caps ver): built once. */
+const OWN_INFO = ownDiscoInfo(FEATURES);
+
 function ownBareJid(ctx: StanzaContext): string {
   return bare(ctx.state.sm.boundJid ?? "");
 }
@@ -49,8 +58,9 @@ export function dispatchStanza(ctx: StanzaContext, stanza: Element): void {
     case "message":
       return handleMessage(ctx, stanza);
     case "presence":
-      // Caps and room occupancy; the rest of presence is the app's (onStanza).
-      handlePresenceCaps(ctx, stanza);
+      // Subscriptions, caps and room occupancy; the rest of presence is the app's (onStanza).
+      if (handleSubscriptionPresence(ctx, stanza)) return;
+      handlePresenceCaps(ctx, stanza, OWN_INFO);
       return handleRoomPresence(ctx, stanza);
     default:
       return;
@@ -111,17 +121,34 @@ function handleIq(ctx: StanzaContext, iq: Element): void {
   if (type === "get" && child?.is("ping", "urn:xmpp:ping")) return reply();
   if (type === "get" && child?.is("query", "http://jabber.org/protocol/disco#info")) {
     // Plain disco#info, or the XEP-0115 node#ver we announce in presence.
-    const info = ownDiscoInfo(FEATURES);
+    const info = OWN_INFO;
     const node = child.attrs.node;
     if (!node || node === `${LICHEN_CAPS_NODE}#${capsVerification(info)}`)
       return reply(discoInfoQuery(info, node));
   }
-  if (type === "set" && child?.is("query", "jabber:iq:roster")) {
-    // Roster push: only the server may send it (RFC 6121 2.1.6).
+  if (type === "set" && child?.is("query", NS_ROSTER)) {
+    // Roster push: only the server may send it (RFC 6121 §2.1.6: from our account or no
+    // from); anyone else's is not applied and gets service-unavailable below.
     const from = iq.attrs.from;
     if (!from || from === ownBareJid(ctx)) {
-      const ver = child.attrs.ver;
-      if (ver) ctx.state.rosterVersion = ver;
+      // RFC 6121 §2.1.6: exactly one item; otherwise the push is ignored (answered, not applied).
+      const items = child.getChildren("item");
+      const parsed = items.length === 1 ? parseRosterItem(items[0]!) : null;
+      if (parsed) {
+        const jid = items[0]!.attrs.jid!;
+        const ver = child.attrs.ver;
+        applyRosterPush(ctx.tx, ctx.accountId, jid, parsed, ver);
+        if (ver) ctx.state.rosterVersion = ver;
+        ctx.afterCommit(() =>
+          ctx.session.emit("roster", {
+            unchanged: false,
+            push: true,
+            version: ver ?? null,
+            items: parsed === "remove" ? [] : [parsed],
+            removed: parsed === "remove" ? [jid] : [],
+          }),
+        );
+      }
       return reply();
     }
   }
@@ -456,7 +483,7 @@ export const NS_OFFLINE = "http://jabber.org/protocol/offline";
 
 /** Our initial presence (with our XEP-0115 caps). */
 export function initialPresence(): Element {
-  return xml("presence", {}, ownCapsElement(ownDiscoInfo(FEATURES)));
+  return xml("presence", {}, ownCapsElement(OWN_INFO));
 }
 
 /**
@@ -524,7 +551,7 @@ export function registerBuiltinHandlers(registry: HandlerRegistry): void {
   registry.define("lichen.mam.page", (hctx, args) => {
     const ctx = hctx as StanzaContext;
     if (args.type !== "result") {
-      ctx.session.emit("mam-error", args.condition);
+      ctx.afterCommit(() => ctx.session.emit("mam-error", String(args.condition)));
       return; // gap stays open; the next connect retries
     }
     const { complete: fin, last } = mamPage(String(args.stanza));

@@ -83,7 +83,7 @@ export function registerPushHandlers(registry: HandlerRegistry): void {
   registry.define("lichen.push.enabled", (hctx, args) => {
     const ctx = hctx as StanzaContext;
     if (args.type !== "result") {
-      ctx.afterCommit(() => ctx.session.emit("push-error", args.condition));
+      ctx.afterCommit(() => ctx.session.emit("push-error", String(args.condition)));
       return;
     }
     const reg: PushRegistration = {

@@ -2,6 +2,7 @@ import { createHash, randomUUID } from "node:crypto";
 import { EventEmitter } from "node:events";
 import type { AccountState, HandlerDescriptor } from "@lichen/schema";
 import {
+  DatabaseCorruptError,
   FencedOutError,
   StoreLockTimeoutError,
   addIqHandler,
@@ -25,6 +26,9 @@ import parse from "@xmpp/xml/lib/parse.js";
 import { and, asc, eq, gt, inArray, lte } from "drizzle-orm";
 import { createConnection, type XmppConnection } from "./connection.js";
 import { bare } from "./jid.js";
+import type { SessionEvents } from "./events.js";
+import { answerSubscription } from "./roster.js";
+import { LinkLiveness, type LivenessOptions } from "./liveness.js";
 import {
   handlers as defaultRegistry,
   UnknownHandlerError,
@@ -175,7 +179,39 @@ export interface SessionOptions {
   receipts?: "send" | "defer";
   /** Length of one tick of connected time (IQ timeouts count these). Default 1000 ms. */
   tickMs?: number;
+  /**
+   * Detect a silently dead link while online (see LinkLiveness; defaults 60 s idle, 30 s
+   * timeout), or `false` for none. A dead link is dropped like a lost one: "connection-lost".
+   */
+  liveness?: LivenessOptions | false;
   logger?: (event: Record<string, unknown>) => void;
+}
+
+/** What send() returns: the message's id, and its fate on the current connection. */
+export interface OutgoingMessage {
+  /** XEP-0359 origin-id (also the stanza id and the stored row's key). */
+  originId: string;
+  /** Resolves when the server acknowledged the message; rejects with MessageQueuedError. */
+  acked: Promise<void>;
+}
+
+/**
+ * The message could not be acknowledged on the current connection (`offline`: there was none;
+ * `connection-ended`: it ended first). It is stored and stays queued: the next connection sends
+ * it (resumed streams resend it; new streams send the queue), so this is news, not a loss.
+ */
+export class MessageQueuedError extends Error {
+  override readonly name = "MessageQueuedError";
+  constructor(
+    readonly originId: string,
+    readonly reason: "offline" | "connection-ended",
+  ) {
+    super(
+      reason === "offline"
+        ? "offline: the message is queued and goes out on the next connection"
+        : "the connection ended before the server acknowledged the message; it stays queued and goes out on the next connection",
+    );
+  }
 }
 
 export interface PreparedStanza {
@@ -200,7 +236,7 @@ export interface StanzaContext extends HandlerContext {
  * commits XEP-0198 h; outbound stanzas are queued in the causing transaction and hit the socket
  * only after commit; a session can be resumed by any process from the database alone.
  */
-export class DurableSession extends EventEmitter {
+export class DurableSession extends EventEmitter<SessionEvents> {
   readonly store: Store;
   readonly accountId: string;
   readonly registry: HandlerRegistry;
@@ -472,28 +508,73 @@ export class DurableSession extends EventEmitter {
 
   /** Run `fn` in one write transaction with the account state; stanzas it sends go out after commit. */
   write<T>(fn: (ctx: StanzaContext) => T): T {
-    let result: T;
-    try {
-      result = this.txWrite((tx) => {
-        const state = loadAccountState(tx, this.accountId);
-        const out = fn(this.context(tx, state));
-        saveAccountState(tx, this.accountId, state);
-        return out;
-      });
-    } catch (err) {
-      this.pendingAfterCommit = [];
-      throw err;
-    }
-    this.runAfterCommit();
+    const result = this.txWrite((tx) => {
+      const state = loadAccountState(tx, this.accountId);
+      const out = fn(this.context(tx, state));
+      saveAccountState(tx, this.accountId, state);
+      return out;
+    });
     this.flush();
     return result;
   }
 
   /** Send a chat message with an origin-id (XEP-0359) and a receipt request; stored as outgoing. */
   sendMessage(to: string, body: string): string {
+    return this.send(to, body).originId;
+  }
+
+  /**
+   * Answer or change a presence subscription (RFC 6121 §3): `approve` (optionally
+   * `subscribeBack`), `deny`, `cancel` (they no longer see our presence), `subscribe`,
+   * `unsubscribe`. Queued like any stanza; the stored request is forgotten in the same
+   * transaction; the roster changes arrive as the server's pushes.
+   */
+  answerSubscription(
+    jid: string,
+    action: "approve" | "deny" | "cancel" | "subscribe" | "unsubscribe",
+    opts: { subscribeBack?: boolean } = {},
+  ): void {
+    this.write((ctx) => answerSubscription(ctx, jid, action, opts));
+  }
+
+  /**
+   * Send a chat message (stored as outgoing, queued durably in the same transaction) and learn
+   * what became of it on this connection: `acked` resolves when the server acknowledged it
+   * (XEP-0198) and rejects with a MessageQueuedError when it cannot be on this connection —
+   * offline now, or the connection ended first. The message is never lost then: it stays
+   * queued and goes out on the next connection (event `message-sent` { originId } when the
+   * server has it). The rejection is handled if nobody listens (no unhandled-rejection crash).
+   */
+  send(to: string, body: string): OutgoingMessage {
     const originId = randomUUID();
-    this.write((ctx) => this.queueMessage(ctx, { to, body, originId }));
-    return originId;
+    let seq: number | null = null;
+    const conn = this.smActive ? this.conn : null;
+    this.write((ctx) => {
+      if (this.queueMessage(ctx, { to, body, originId })) seq = ctx.state.sm.outboundSent;
+    });
+    const acked = new Promise<void>((resolve, reject) => {
+      if (seq === null || !conn || !this.isCurrent(conn) || !this.smActive) {
+        reject(new MessageQueuedError(originId, "offline"));
+        return;
+      }
+      const target = seq;
+      const done = (err?: Error) => {
+        this.off("acked", onAcked);
+        this.off("offline", onGone);
+        this.off("session-lost", onGone);
+        if (err) reject(err);
+        else resolve();
+      };
+      const onAcked = (h: number) => {
+        if (h >= target) done();
+      };
+      const onGone = () => done(new MessageQueuedError(originId, "connection-ended"));
+      this.on("acked", onAcked);
+      this.on("offline", onGone);
+      this.on("session-lost", onGone);
+    });
+    acked.catch(() => {});
+    return { originId, acked };
   }
 
   /**
@@ -622,9 +703,9 @@ export class DurableSession extends EventEmitter {
    * Drop the TCP connection WITHOUT closing the XMPP stream, so the server keeps the session for
    * resumption (iOS background / NSE yield). In-flight stanza transactions finish first.
    */
-  async suspend(): Promise<void> {
+  async suspend(opts: { drainMs?: number } = {}): Promise<void> {
     this.offlineWanted = true; // a replay reconnect in flight must not undo this
-    await this.dropConnection();
+    await this.dropConnection(opts.drainMs);
   }
 
   /** True from suspend()/close() until the next connect(). */
@@ -665,6 +746,8 @@ export class DurableSession extends EventEmitter {
    */
   private ackCommitted(conn: XmppConnection): void {
     if (!this.smActive || !this.isCurrent(conn)) return;
+    if (this.lastAckSent?.conn === conn && this.lastAckSent.h === this.committedH) return;
+    this.lastAckSent = { conn, h: this.committedH };
     conn.entity
       .write(xml("a", { xmlns: NS_SM, h: String(this.committedH) }).toString())
       .catch(() => {});
@@ -676,6 +759,51 @@ export class DurableSession extends EventEmitter {
    * backlog while we resend it from its older h (seen with ejabberd: duplicate stanzas).
    */
   private async drainAcks(conn: XmppConnection, timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    await this.waitAcked(conn, timeoutMs);
+    await this.waitServerAnswers(conn, deadline);
+  }
+
+  /**
+   * Wait (bounded) for the answers to our IQs that the server answers itself (to our server, our
+   * bare JID or no `to`: disco#info, roster, carbons). An `<a/>` does not imply them: ejabberd
+   * acknowledges the IQs and routes the answers after it, so after a login's <a/> 6 KB of answers
+   * were still on their way, dropped with the socket and replayed on the NSE's next resume.
+   * IQs to other entities are not waited for: a peer may take its time or never answer.
+   */
+  private async waitServerAnswers(conn: XmppConnection, deadline: number): Promise<void> {
+    const own = (): Set<string> => {
+      const jid = this.store.read((tx) => loadAccountState(tx, this.accountId)).sm.boundJid;
+      const b = jid ? bare(jid) : null;
+      return new Set(b ? [b, b.slice(b.indexOf("@") + 1)] : []);
+    };
+    const serverPeers = own();
+    const pending = () =>
+      this.store
+        .read((tx) => listIqHandlers(tx, this.accountId))
+        .some((h) => h.peer === null || serverPeers.has(h.peer));
+    while (this.smActive && this.conn === conn && pending()) {
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        this.log({ event: "drain-answers-timeout" });
+        return;
+      }
+      // Re-checked after each handled stanza (or the connection's end).
+      await new Promise<void>((resolve) => {
+        const events = ["stanza", "stanza-failed", "stanza-quarantined", "offline"] as const;
+        const done = () => {
+          clearTimeout(timer);
+          for (const e of events) this.off(e, done);
+          resolve();
+        };
+        const timer = setTimeout(done, left);
+        for (const e of events) this.on(e, done);
+      });
+      await this.idle();
+    }
+  }
+
+  private async waitAcked(conn: XmppConnection, timeoutMs: number): Promise<void> {
     if (!this.smActive || this.conn !== conn) return;
     const target = this.flushedSeq;
     const acked = this.store.read((tx) => loadAccountState(tx, this.accountId)).sm.outboundAcked;
@@ -699,7 +827,9 @@ export class DurableSession extends EventEmitter {
       }, timeoutMs);
       this.on("acked", onAcked);
       this.once("offline", done);
-      conn.entity.write(`<r xmlns='${NS_SM}'/>`).catch(done);
+      // Through requestAck: an outstanding request is answered with the h we wait for, or is
+      // followed by a fresh one (a second <r/> here cost a duplicate <r/> and <a/> per drop).
+      this.requestAck(conn);
     });
   }
 
@@ -737,17 +867,10 @@ export class DurableSession extends EventEmitter {
 
   // ---- internals -------------------------------------------------------------------------
 
-  private pendingAfterCommit: (() => void)[] = [];
-
-  private runAfterCommit(): void {
-    const fns = this.pendingAfterCommit;
-    this.pendingAfterCommit = [];
-    for (const fn of fns) fn();
-  }
-
   private context(tx: StoreTx, state: AccountState): StanzaContext {
     return {
-      afterCommit: (fn) => this.pendingAfterCommit.push(fn),
+      // The store's queue: run right after COMMIT, dropped on rollback (savepoints included).
+      afterCommit: (fn) => tx.afterCommit(fn),
       tx,
       accountId: this.accountId,
       state,
@@ -834,6 +957,8 @@ export class DurableSession extends EventEmitter {
    * and more was sent since, the next request goes out then.
    */
   private ackRequestOutstanding: XmppConnection | null = null;
+  /** The last <a/> we wrote: the one before a drop is skipped when it would say the same. */
+  private lastAckSent: { conn: XmppConnection; h: number } | null = null;
   private ackRequestAgain = false;
 
   private requestAck(conn: XmppConnection): void {
@@ -864,6 +989,7 @@ export class DurableSession extends EventEmitter {
       const asking = conn;
       this.enqueueWork(async () => {
         if (!this.isCurrent(asking) || !this.smActive) return;
+        this.lastAckSent = { conn: asking, h: this.committedH };
         await asking.entity
           .write(xml("a", { xmlns: NS_SM, h: String(this.committedH) }).toString())
           .catch(() => {});
@@ -982,15 +1108,14 @@ export class DurableSession extends EventEmitter {
         return state.sm.inboundH;
       });
       this.committedH = h;
-      this.runAfterCommit();
       this.emit("stanza", stanza);
       this.opts.afterCommit?.(stanza);
     } catch (err) {
-      this.pendingAfterCommit = [];
       if (err instanceof PreparedStale) return "stale"; // rolled back; prepare again
       // Not acknowledged in each case below: the server keeps the stanza and replays it.
       if (err instanceof FencedOutError || err instanceof SessionLockError) return "done";
-      if (err instanceof StoreLockTimeoutError) {
+      // A damaged database takes no more writes (the store refuses them): stop like a locked one.
+      if (err instanceof StoreLockTimeoutError || err instanceof DatabaseCorruptError) {
         this.onStoreUnavailable(err);
         return "done";
       }
@@ -1008,7 +1133,7 @@ export class DurableSession extends EventEmitter {
       // h counts positions, so nothing after this stanza may be counted: stop, drop the TCP
       // connection (the stream stays resumable) and resume; the server replays from this stanza.
       this.halted = true;
-      this.emit("stanza-failed", stanza, err);
+      this.emit("stanza-failed", stanza, err instanceof Error ? err : new Error(String(err)));
       setImmediate(() => void this.reconnectForReplay());
       return "done";
     }
@@ -1017,11 +1142,11 @@ export class DurableSession extends EventEmitter {
   }
 
   /**
-   * The database stayed locked past our deadline (another process stopped inside a transaction):
-   * nothing more can be counted. Drop the socket without closing the stream; the server replays
+   * The database stayed locked past our deadline (another process stopped inside a transaction),
+   * or it is damaged and refuses writes: nothing more can be counted. Drop the socket without closing the stream; the server replays
    * what we did not acknowledge. Seen by callers as a lost connection.
    */
-  private onStoreUnavailable(err: StoreLockTimeoutError): void {
+  private onStoreUnavailable(err: StoreLockTimeoutError | DatabaseCorruptError): void {
     this.halted = true;
     const conn = this.conn;
     this.log({ event: "store-unavailable", error: err.message });
@@ -1094,23 +1219,27 @@ export class DurableSession extends EventEmitter {
 
   private async onAck(h: number): Promise<void> {
     if (!Number.isFinite(h)) return;
-    await this.txWriteAsync((tx) => {
+    const sent = await this.txWriteAsync((tx) => {
       const state = loadAccountState(tx, this.accountId);
-      this.applyAck(tx, state, h);
+      const ids = this.applyAck(tx, state, h);
       saveAccountState(tx, this.accountId, state);
+      return ids;
     });
+    for (const originId of sent) this.emit("message-sent", { originId });
     this.emit("acked", h);
   }
 
   /** The server has everything up to `h`: those messages are sent, their queue rows go. */
-  private applyAck(tx: StoreTx, state: AccountState, h: number): void {
-    this.markAckedMessagesSent(tx, h);
+  /** Returns the origin-ids of the chat messages this ack marked sent. */
+  private applyAck(tx: StoreTx, state: AccountState, h: number): string[] {
+    const sent = this.markAckedMessagesSent(tx, h);
     tx.delete(tables.outboundQueue)
       .where(
         and(eq(tables.outboundQueue.accountId, this.accountId), lte(tables.outboundQueue.seq, h)),
       )
       .run();
     state.sm.outboundAcked = Math.max(state.sm.outboundAcked, h);
+    return sent;
   }
 
   private registerStreamManagement(c: XmppConnection): void {
@@ -1200,6 +1329,7 @@ export class DurableSession extends EventEmitter {
   }
 
   private async onResumed(h: number): Promise<void> {
+    let sent: string[] = [];
     const state = await this.txWriteAsync((tx) => {
       const st = loadAccountState(tx, this.accountId);
       if (h > st.sm.outboundSent) {
@@ -1208,7 +1338,7 @@ export class DurableSession extends EventEmitter {
         this.log({ event: "resume-counter-mismatch", serverH: h, sent: st.sm.outboundSent });
         st.mam.gapOpen = true;
       }
-      this.applyAck(tx, st, h);
+      sent = this.applyAck(tx, st, h);
       this.repairQueue(tx);
       saveAccountState(tx, this.accountId, st);
       return st;
@@ -1217,6 +1347,7 @@ export class DurableSession extends EventEmitter {
     this.flushedSeq = h;
     this.smActive = true;
     this.lastConnect = "resumed";
+    for (const originId of sent) this.emit("message-sent", { originId });
     this.startTicks();
     this.flush(true); // resend what the server did not get, in order
     this.emit("online", "resumed");
@@ -1282,12 +1413,11 @@ export class DurableSession extends EventEmitter {
       st.mam.gapOpen = true;
       saveAccountState(tx, this.accountId, st);
     });
-    this.runAfterCommit();
     this.emit("resume-failed");
   }
 
   /** Messages of ours the server acknowledged (XEP-0198) are "sent" (no longer "pending"). */
-  private markAckedMessagesSent(tx: StoreTx, h: number): void {
+  private markAckedMessagesSent(tx: StoreTx, h: number): string[] {
     const acked = tx
       .select({ stanza: tables.outboundQueue.stanza })
       .from(tables.outboundQueue)
@@ -1302,8 +1432,9 @@ export class DurableSession extends EventEmitter {
     const ids = acked
       .map((r) => /^<message [^>]*\bid="([^"]+)"/.exec(r.stanza)?.[1])
       .filter((id): id is string => !!id);
-    if (ids.length === 0) return;
-    tx.update(tables.messages)
+    if (ids.length === 0) return [];
+    return tx
+      .update(tables.messages)
       .set({ deliveryState: "sent" })
       .where(
         and(
@@ -1313,7 +1444,10 @@ export class DurableSession extends EventEmitter {
           inArray(tables.messages.originId, ids),
         ),
       )
-      .run();
+      .returning({ originId: tables.messages.originId })
+      .all()
+      .map((r) => r.originId)
+      .filter((id): id is string => id !== null);
   }
 
   /** IQs of a stream that is gone can never be answered: run their invalidation handlers. */
@@ -1389,7 +1523,6 @@ export class DurableSession extends EventEmitter {
       setupNewStream(ctx, bare(boundJid), { serverCapsVer: this.streamCapsVer });
       saveAccountState(tx, this.accountId, st);
     });
-    this.runAfterCommit();
     this.committedH = 0;
     this.flushedSeq = 0;
     this.smActive = true;
@@ -1431,8 +1564,22 @@ export class DurableSession extends EventEmitter {
     this.emit("offline");
   }
 
+  private liveness: LinkLiveness | null = null;
+
   private startTicks(): void {
     this.stopTicks();
+    const conn = this.conn;
+    if (conn && this.opts.liveness !== false) {
+      this.liveness = new LinkLiveness(
+        {
+          bytesRead: () => conn.entity.socket?.bytesRead ?? 0,
+          requestAck: () => this.requestAck(conn),
+          dead: (silentMs) => this.onLinkDead(conn, silentMs),
+        },
+        this.opts.liveness,
+      );
+      this.liveness.start();
+    }
     this.tickTimer = setInterval(
       () => this.enqueueWork(() => this.tick()),
       this.opts.tickMs ?? 1000,
@@ -1443,6 +1590,23 @@ export class DurableSession extends EventEmitter {
   private stopTicks(): void {
     if (this.tickTimer) clearInterval(this.tickTimer);
     this.tickTimer = null;
+    this.liveness?.stop();
+    this.liveness = null;
+  }
+
+  /**
+   * Nothing came back on an idle link after a probe: drop it as if it had been reset, without
+   * closing the stream (the server keeps the session; the app resumes on a new connection).
+   */
+  private onLinkDead(conn: XmppConnection, silentMs: number): void {
+    if (!this.isCurrent(conn)) return;
+    this.log({ event: "link-dead", silentMs });
+    this.emit("link-dead", { silentMs });
+    try {
+      conn.entity.socket?.destroy();
+    } catch {
+      /* already gone */
+    }
   }
 
   /** One tick of connected time: expired IQ handlers get a synthetic remote-server-timeout. */
@@ -1467,13 +1631,11 @@ export class DurableSession extends EventEmitter {
           return;
         }
         const state = structuredClone(ctx.state);
-        const queued = this.pendingAfterCommit.length;
         try {
           this.store.write(() => this.callSafely(ctx, descriptor, args));
         } catch (err) {
           for (const k of Object.keys(ctx.state)) if (!(k in state)) delete (ctx.state as never)[k];
           Object.assign(ctx.state, state);
-          this.pendingAfterCommit.length = queued;
           const error = err instanceof Error ? err.message : String(err);
           quarantineRow(
             ctx.tx,
@@ -1483,7 +1645,9 @@ export class DurableSession extends EventEmitter {
             `timeout handler failed: ${error}`,
           );
           this.log({ event: "timeout-handler-failed", handler: descriptor.name, error });
-          ctx.afterCommit(() => this.emit("handler-error", err));
+          ctx.afterCommit(() =>
+            this.emit("handler-error", err instanceof Error ? err : new Error(String(err))),
+          );
         }
       };
       for (const h of expiredIq) {
@@ -1506,7 +1670,7 @@ export class DurableSession extends EventEmitter {
     } catch (err) {
       if (err instanceof UnknownHandlerError) {
         this.log({ event: "unknown-handler", handler: err.handlerName });
-        this.emit("handler-error", err);
+        ctx.afterCommit(() => this.emit("handler-error", err));
         return;
       }
       throw err;

@@ -5,18 +5,17 @@ import xml, { type Element } from "@xmpp/xml";
 import parseXml from "@xmpp/xml/lib/parse.js";
 import type { HandlerRegistry } from "./handlers.js";
 import { rejoinRooms } from "./muc.js";
+import {
+  NS_ROSTER,
+  parseRosterItem,
+  replaceRoster,
+  rosterRequestVersion,
+  type RosterItem,
+} from "./roster.js";
 import type { StanzaContext } from "./session.js";
 
 const NS_DISCO_INFO = "http://jabber.org/protocol/disco#info";
-const NS_ROSTER = "jabber:iq:roster";
 const NS_CARBONS = "urn:xmpp:carbons:2";
-
-export interface RosterItem {
-  jid: string;
-  name: string | null;
-  subscription: string;
-  groups: string[];
-}
 
 export function setupNewStream(
   ctx: StanzaContext,
@@ -35,7 +34,7 @@ export function setupNewStream(
     features.discoveredAt !== null &&
     features.server.length > 0;
   if (unchanged) {
-    ctx.afterCommit(() => ctx.session.emit("disco-cached", opts.serverCapsVer));
+    ctx.afterCommit(() => ctx.session.emit("disco-cached", opts.serverCapsVer ?? null));
   } else {
     ctx.sendIq(
       xml(
@@ -55,12 +54,12 @@ export function setupNewStream(
       { timeoutTicks: 60 },
     );
   }
-  // XEP-0237: send the stored version; an empty result means "unchanged", saving the transfer.
+  // XEP-0237: the stored roster's version ("" without one); an empty result means "unchanged".
   ctx.sendIq(
     xml(
       "iq",
       { type: "get" },
-      xml("query", { xmlns: NS_ROSTER, ver: ctx.state.rosterVersion ?? "" }),
+      xml("query", { xmlns: NS_ROSTER, ver: rosterRequestVersion(ctx.tx, ctx.accountId) }),
     ),
     r.descriptor("lichen.roster.result", {}),
     { timeoutTicks: 60 },
@@ -99,21 +98,20 @@ export function registerSetupHandlers(registry: HandlerRegistry): void {
     if (args.type !== "result") return;
     const query = parse(args.stanza)?.getChild("query", NS_ROSTER);
     if (!query) {
-      ctx.afterCommit(() =>
-        ctx.session.emit("roster", { unchanged: true, version: ctx.state.rosterVersion }),
-      );
-      return; // XEP-0237: empty result, our copy is current
+      // XEP-0237: empty result, the stored roster (which we asked with) is current.
+      const version = rosterRequestVersion(ctx.tx, ctx.accountId) || null;
+      ctx.afterCommit(() => ctx.session.emit("roster", { unchanged: true, version }));
+      return;
     }
-    const items: RosterItem[] = query.getChildren("item").map((i) => ({
-      jid: i.attrs.jid ?? "",
-      name: i.attrs.name ?? null,
-      subscription: i.attrs.subscription ?? "none",
-      groups: i.getChildren("group").map((g) => g.getText()),
-    }));
-    if (query.attrs.ver !== undefined) ctx.state.rosterVersion = query.attrs.ver;
-    ctx.afterCommit(() =>
-      ctx.session.emit("roster", { unchanged: false, version: query.attrs.ver ?? null, items }),
-    );
+    const items: RosterItem[] = [];
+    for (const el of query.getChildren("item")) {
+      const item = parseRosterItem(el);
+      if (item && item !== "remove") items.push(item);
+    }
+    const version = query.attrs.ver ?? null;
+    replaceRoster(ctx.tx, ctx.accountId, items, version);
+    ctx.state.rosterVersion = version;
+    ctx.afterCommit(() => ctx.session.emit("roster", { unchanged: false, version, items }));
   });
   registry.define("lichen.carbons.enabled", (hctx, args) => {
     const ctx = hctx as StanzaContext;

@@ -1,6 +1,7 @@
 import { openStore, tables } from "@lichen/store";
 import { streamManagementEnabled, type XmppTestServer } from "@lichen/test-servers";
 import { client, xml } from "@xmpp/client";
+import type { Element } from "@xmpp/xml";
 import parseXml from "@xmpp/xml/lib/parse.js";
 import { describe, expect, it } from "vitest";
 import { capsVerification, featuresOf, LICHEN_CAPS_NODE, parseDiscoInfo } from "../src/index.js";
@@ -54,6 +55,16 @@ describe("XEP-0115 verification string", () => {
     expect(parseDiscoInfo(parseXml(twoTypes))).toBeNull();
   });
 });
+
+/** bob asks `jid` for its plain disco#info. */
+async function capsPeerQuery(server: XmppTestServer, jid: string): Promise<Element> {
+  const bob = await capsPeer(server, "bob", "desk", SIMPLE);
+  try {
+    return await bob.xmpp.iqCaller.get(xml("query", { xmlns: NS_DISCO_INFO }), jid);
+  } finally {
+    await bob.stop();
+  }
+}
 
 /** A plain client that announces `ver` in directed presence and answers disco#info with `info`. */
 async function capsPeer(server: XmppTestServer, user: string, resource: string, info: string) {
@@ -162,6 +173,42 @@ describe.each(SERVERS)("entity capabilities on %s", (_kind, start) => {
         }
       } finally {
         await Promise.all([bob.stop(), carol.stop(), dave.stop()]);
+      }
+    },
+    T,
+  );
+
+  it(
+    "knows its own ver: caches it from its reflected presence without asking itself",
+    async () => {
+      const alice = env.session();
+      const selfAnswers: string[] = [];
+      const own = "alice@localhost/phone";
+      alice.on("stanza", (el: Element) => {
+        // The answer to a disco#info alice would have sent to her own full JID.
+        if (el.is("iq") && el.attrs.type === "result" && el.attrs.from === own)
+          selfAnswers.push(el.toString());
+      });
+      await alice.connect();
+      try {
+        const plain = await capsPeerQuery(env.server, own);
+        const ver = capsVerification(parseDiscoInfo(plain)!);
+        await until(
+          () =>
+            env.store.read((tx) =>
+              tx
+                .select()
+                .from(tables.capsCache)
+                .all()
+                .some((c) => c.ver === ver),
+            ),
+          "alice's own ver in the caps cache",
+        );
+        await alice.syncBarrier(); // anything alice asked herself would be answered by now
+        expect(selfAnswers).toEqual([]);
+        expect(features(own)).toContain("urn:xmpp:receipts");
+      } finally {
+        await alice.close();
       }
     },
     T,

@@ -49,7 +49,7 @@ describe.each(SERVERS)("fencing by lock generation on %s", (_kind, start) => {
           .run(SESSION_LOCK_KEY);
         const thief = new ProcessLock(other, { key: SESSION_LOCK_KEY, holder: "nse:thief" });
         expect(thief.tryAcquire()).toMatchObject({ acquired: true, generation: generation + 1 });
-        const offline = new Promise((r) => session.once("offline", r));
+        const offline = new Promise<void>((r) => session.once("offline", () => r()));
 
         // The next stanza's transaction is refused: not stored, h unchanged, the socket dropped.
         await bob.send("alice@localhost", "fence-during");
@@ -114,7 +114,7 @@ describe.each(SERVERS)("fencing by lock generation on %s", (_kind, start) => {
           steal();
           setTimeout(() => thief.release(), 300);
         });
-        const offline = new Promise((r) => session.once("offline", r));
+        const offline = new Promise<void>((r) => session.once("offline", () => r()));
         await bob.send("alice@localhost", "retry-1");
         await offline;
         thief.release();

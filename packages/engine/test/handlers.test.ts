@@ -417,7 +417,7 @@ describe.each(SERVERS)("serializable IQ handlers on %s", (_kind, start) => {
       const b = recordingRegistry([]);
       const s2 = session(other, b.registry);
       const errors: UnknownHandlerError[] = [];
-      s2.on("handler-error", (e: UnknownHandlerError) => errors.push(e));
+      s2.on("handler-error", (e) => errors.push(e as UnknownHandlerError));
       expect(await s2.connect()).toBe("resumed");
       iq.answer();
       await until(() => errors.length > 0 || undefined, "handler-error");
@@ -600,7 +600,7 @@ describe.each(SERVERS)("serializable IQ handlers on %s", (_kind, start) => {
       const partial = recordingRegistry(["t.known"]);
       const s2 = session(store, partial.registry);
       const errors: UnknownHandlerError[] = [];
-      s2.on("handler-error", (e: UnknownHandlerError) => errors.push(e));
+      s2.on("handler-error", (e) => errors.push(e as UnknownHandlerError));
       expect(await s2.connect()).toBe("new");
       await until(() => errors.length > 0 || undefined, "handler-error");
       expect(errors.map((e) => e.handlerName)).toEqual(["t.invalidated"]);

@@ -170,14 +170,17 @@ export function useEngineEnv(
  * Alice through a TCP relay that counts bytes (started in beforeAll, closed in afterAll): `config()`
  * connects through it; `stored(prefix)` counts alice's stored messages whose body starts so.
  */
-export function useCountingLink(env: EngineEnv): {
+export function useCountingLink(
+  env: EngineEnv,
+  shape: { bytesPerSecond?: number; delayMs?: number } = {},
+): {
   readonly link: FlakyLink;
   config(): SessionConfig;
   stored(prefix: string): number;
 } {
   let link: FlakyLink | undefined;
   beforeAll(async () => {
-    link = await startFlakyLink({ port: env.server.c2sPort });
+    link = await startFlakyLink({ port: env.server.c2sPort, ...shape });
   });
   afterAll(async () => {
     await link?.close();

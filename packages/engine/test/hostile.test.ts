@@ -756,7 +756,7 @@ describe.each(SERVERS)("hostile input on %s", (kind, start) => {
         expect(maxSeq).toBeGreaterThan(0);
         const late = Array.from({ length: maxSeq + 1 }, (_, k) => `late-${k}`);
         for (const body of late) c.s.sendMessage("bob@localhost", body);
-        const mamDone = new Promise((resolve) => c.s.once("mam-complete", resolve));
+        const mamDone = new Promise<void>((resolve) => c.s.once("mam-complete", () => resolve()));
         expect(await c.s.connect()).toBe("new");
         await mamDone;
         await until(

@@ -1,9 +1,9 @@
 import { loadAccountState, saveAccountState, tables } from "@lichen/store";
-import { streamManagementEnabled } from "@lichen/test-servers";
+import { startFlakyLink, streamManagementEnabled } from "@lichen/test-servers";
 import { client, xml } from "@xmpp/client";
 import { eq } from "drizzle-orm";
 import { describe, expect, it } from "vitest";
-import { AppController, type DurableSession } from "../src/index.js";
+import { AppController, MessageQueuedError, type DurableSession } from "../src/index.js";
 import { SERVERS, startPeer, until, useEngineEnv } from "./helpers.js";
 
 const T = 180_000;
@@ -14,6 +14,74 @@ describe.each(SERVERS)("own messages on %s", (_kind, start) => {
     env.store.read((tx) =>
       tx.select().from(tables.messages).where(eq(tables.messages.originId, originId)).all(),
     );
+
+  it(
+    "send() tells what became of a message: acked on this connection, or queued (offline, or the connection ended first) and sent later — message-sent once the server has it",
+    async () => {
+      const bob = await startPeer(env.server.c2sPort, "bob", "bobpw");
+      const link = await startFlakyLink({ port: env.server.c2sPort });
+      const app = new AppController(
+        env.store,
+        { ...env.config(), service: `xmpp://127.0.0.1:${link.port}` },
+        { reconnect: false },
+      );
+      try {
+        await app.foreground();
+        const s = app.session!;
+        const sentEvents: string[] = [];
+        s.on("message-sent", (e: { originId: string }) => sentEvents.push(e.originId));
+
+        // Online: acked resolves once the server acknowledged it, and the row says sent.
+        const online = s.send("bob@localhost", "send-online");
+        await online.acked;
+        expect(rows(online.originId)[0]!.deliveryState).toBe("sent");
+        expect(sentEvents).toEqual([online.originId]);
+
+        // The connection ends before the ack: rejected as queued, never lost.
+        link.cut();
+        await until(() => !s.online || undefined, "offline after the cut");
+        const offline = s.send("bob@localhost", "send-offline");
+        const err = await offline.acked.catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(MessageQueuedError);
+        expect(err).toMatchObject({ reason: "offline", originId: offline.originId });
+        expect(rows(offline.originId)[0]!.deliveryState).toBe("pending");
+
+        link.restore();
+        await app.background();
+        await app.foreground();
+        expect(app.session).toBe(s); // one session across background/foreground: listeners stay
+        await until(() => sentEvents.includes(offline.originId) || undefined, "message-sent later");
+        expect(rows(offline.originId)[0]!.deliveryState).toBe("sent");
+        await until(
+          () => bob.received.some((m) => m.body === "send-offline") || undefined,
+          "bob gets the queued message",
+        );
+
+        // Written, then the connection ends before the server's <a/> can come back.
+        const inFlight = s.send("bob@localhost", "send-in-flight");
+        link.cut();
+        const err2 = await inFlight.acked.catch((e: unknown) => e);
+        expect(err2).toMatchObject({ name: "MessageQueuedError", reason: "connection-ended" });
+        link.restore();
+        await app.background();
+        await app.foreground();
+        await until(
+          () => bob.received.some((m) => m.body === "send-in-flight") || undefined,
+          "bob gets the message that was in flight",
+        );
+        await until(
+          () => rows(inFlight.originId)[0]!.deliveryState === "sent" || undefined,
+          "marked sent",
+        );
+        expect(sentEvents.filter((id) => id === inFlight.originId)).toHaveLength(1);
+      } finally {
+        await app.close();
+        await bob.stop();
+        await link.close();
+      }
+    },
+    T,
+  );
 
   it(
     "acked → sent, with a chat row; MAM and carbon copies never make a second row, they add the archive id",
@@ -74,7 +142,7 @@ describe.each(SERVERS)("own messages on %s", (_kind, start) => {
           const text = st.toString();
           if (text.includes("urn:xmpp:mam:2") && text.includes("<forwarded")) copies.push(text);
         });
-        const caughtUp = new Promise((r) => again.once("mam-complete", r));
+        const caughtUp = new Promise<void>((r) => again.once("mam-complete", () => r()));
         expect(await again.connect()).toBe("new");
         await caughtUp;
         expect(copies.filter((c) => c.includes(originId) || c.includes("desk-1"))).toHaveLength(2);

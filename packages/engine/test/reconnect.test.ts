@@ -9,10 +9,26 @@ import {
   isTransientConnectError,
   reconnectDelay,
   type DurableSession,
+  type SessionOptions,
 } from "../src/index.js";
+
+type SessionConfig = Omit<SessionOptions, "store">;
 import { prng, SERVERS, startPeer, until, useEngineEnv } from "./helpers.js";
 
 const T = 180_000;
+
+/** Resolves with the number of the session's acked events once `n` <a/> answers arrived. */
+function countProbes(session: DurableSession, n: number): Promise<number> {
+  return new Promise((resolve) => {
+    let seen = 0;
+    const on = () => {
+      if (++seen < n) return;
+      session.off("acked", on);
+      resolve(seen);
+    };
+    session.on("acked", on);
+  });
+}
 
 describe("reconnectDelay", () => {
   it("doubles from the initial delay up to the cap, with half of it jittered", () => {
@@ -68,7 +84,7 @@ describe.each(SERVERS)("the main app across a network drop on %s", (_kind, start
         .all(`${prefix}%`) as { body: string }[]
     ).map((r) => r.body);
 
-  async function setup(seed: number) {
+  async function setup(seed: number, session: Partial<SessionConfig> = {}) {
     onTestFailed(({ task }) => {
       const err = task.result?.errors?.[0];
       if (err) err.message += `\n(jitter seed ${seed})`;
@@ -79,7 +95,7 @@ describe.each(SERVERS)("the main app across a network drop on %s", (_kind, start
     cleanup.push(() => bob.stop());
     const app = new AppController(
       env.store,
-      { ...env.config(), service: `xmpp://127.0.0.1:${link.port}` },
+      { ...env.config(), service: `xmpp://127.0.0.1:${link.port}`, ...session },
       { reconnect: { initialDelayMs: 40, maxDelayMs: 300, random: prng(seed).next } },
     );
     cleanup.push(() => app.close());
@@ -155,6 +171,56 @@ describe.each(SERVERS)("the main app across a network drop on %s", (_kind, start
               .get(originId) as { s: string }
           ).s === "sent" || undefined,
         `the queued message marked sent (was ${row.s})`,
+      );
+    },
+    T,
+  );
+
+  it(
+    "a link that goes silent (no RST, no FIN) is found dead by an unanswered ack request; the app resumes on a new connection and nothing is lost either way",
+    async () => {
+      const seed = Date.now() % 100_000;
+      const { link, bob, app, events } = await setup(seed, {
+        liveness: { idleMs: 300, timeoutMs: 700 },
+      });
+      await app.foreground(); // "new", or "resumed" after the test before
+      const session: DurableSession = app.session!;
+      const dead: { silentMs: number }[] = [];
+      session.on("link-dead", (e: { silentMs: number }) => dead.push(e));
+      await bob.send("alice@localhost", "lv-before");
+      await until(() => bodies("lv-before").length === 1 || undefined, "lv-before stored");
+      // Idle and alive: the probes are answered, the link is kept.
+      const probes = await countProbes(session, 2);
+      expect(probes).toBeGreaterThanOrEqual(2);
+      expect(dead).toEqual([]);
+
+      const accepted = link.accepted;
+      link.stall();
+      // Into the void both ways: the server holds bob's messages for alice's stream (it still
+      // thinks her connection is up), alice's message waits unacknowledged in her queue.
+      for (let i = 1; i <= 3; i++) await bob.send("alice@localhost", `lv-stalled-${i}`);
+      const originId = session.sendMessage("bob@localhost", "lv-out-while-stalled");
+      await until(() => events.find((e) => e.event === "reconnected"), "back online");
+      expect(dead).toHaveLength(1);
+      expect(dead[0]!.silentMs).toBeGreaterThanOrEqual(700);
+      expect(events.find((e) => e.event === "reconnected")!.how).toBe("resumed");
+      expect(link.accepted).toBe(accepted + 1); // one new connection, no retry storm
+      expect(app.session).toBe(session);
+      await until(() => bodies("lv-stalled-").length === 3 || undefined, "the held messages");
+      await until(
+        () => bob.received.some((m) => m.body === "lv-out-while-stalled") || undefined,
+        "bob gets alice's message",
+      );
+      expect(bob.received.filter((m) => m.body === "lv-out-while-stalled")).toHaveLength(1);
+      expect(bodies("lv-")).toEqual(["lv-before", "lv-stalled-1", "lv-stalled-2", "lv-stalled-3"]);
+      await until(
+        () =>
+          (
+            env.store.sqlite
+              .prepare("SELECT delivery_state AS s FROM messages WHERE origin_id = ?")
+              .get(originId) as { s: string }
+          ).s === "sent" || undefined,
+        "alice's message marked sent",
       );
     },
     T,

@@ -12,6 +12,9 @@
  * 4. contention_tx_per_s, busy_errors: two processes doing read-modify-write transactions at once.
  * 5. fair_write_p50/p99_ms (extra): a short write of this process while another process commits
  *    in a tight loop (starvation check for the NSE).
+ * 7. Damage checks: open_damage_check_us (the check every open makes: marker + 100-byte header),
+ *    quick_check_ms / integrity_check_ms on a realistic DB (50,000 messages, db_mb) and per MB,
+ *    guard_ns_per_statement (what noticing SQLITE_CORRUPT on every statement costs per call).
  * 6. fenced_stanza_tx_per_s: the per-stanza transaction of (1) made under the session lock's
  *    fence (the holder/generation check inside the transaction), alternating with (1) in the
  *    same rounds; ratios.fenced_vs_unfenced_tx = fenced / unfenced (target >= 0.9).
@@ -29,6 +32,7 @@ import { loadAccountState, saveAccountState } from "#src/account-state.js";
 import { Ipc } from "#src/ipc.js";
 import { ProcessLock } from "#src/lock.js";
 import { acquireAsMain } from "#src/priority.js";
+import { checkHeader, readDamageMarker, unguardedPrepare } from "#src/corruption.js";
 
 interface BenchContext {
   log(msg: string): void;
@@ -92,6 +96,85 @@ class Peer {
   }
 }
 
+/** What noticing damage costs: at every open, per statement, and the full checks on demand. */
+function damageChecks(
+  ctx: BenchContext,
+  dir: string,
+  benchDb: string,
+  store: ReturnType<typeof openStore>,
+): Record<string, number> {
+  const opens: number[] = [];
+  for (let i = 0; i < 2000; i++) {
+    const t = performance.now();
+    readDamageMarker(benchDb);
+    checkHeader(benchDb);
+    opens.push((performance.now() - t) * 1000);
+  }
+  // Guarded vs raw statement call on the same connection (a trivial statement: the overhead shows).
+  const guarded = store.sqlite.prepare("SELECT 1").pluck();
+  const raw = unguardedPrepare(store.sqlite)("SELECT 1").pluck();
+  const calls = ctx.quick ? 100_000 : 500_000;
+  const perCall = (stmt: typeof raw) => {
+    const t = performance.now();
+    for (let i = 0; i < calls; i++) stmt.get();
+    return ((performance.now() - t) * 1e6) / calls;
+  };
+  const guardNs: number[] = [];
+  for (let r = 0; r < 5; r++) guardNs.push(perCall(guarded) - perCall(raw));
+
+  // A realistic chat database: 50,000 messages over 50 chats, bodies of 10 to 250 characters.
+  const big = path.join(dir, "big.db");
+  const n = ctx.quick ? 10_000 : 50_000;
+  const s = openStore({ path: big, role: "main" });
+  s.write((tx) => {
+    tx.insert(accounts).values({ id: "a", jid: "a@example.org", createdAt: 1 }).run();
+    for (let i = 0; i < n; i++) {
+      const chat = `c${i % 50}@example.org`;
+      tx.insert(messages)
+        .values({
+          accountId: "a",
+          chatJid: chat,
+          direction: i % 3 ? "in" : "out",
+          fromJid: chat,
+          body: "word ".repeat(2 + (i % 50)),
+          stanzaId: `s${i}`,
+          stanzaIdBy: "a@example.org",
+          originId: `o${i}`,
+          archiveId: `r${i}`,
+          sentAt: i,
+          storedAt: i,
+        })
+        .run();
+    }
+  });
+  s.sqlite.pragma("wal_checkpoint(TRUNCATE)");
+  const mb = fs.statSync(big).size / 2 ** 20;
+  const timed = (pragma: string) => {
+    const xs: number[] = [];
+    for (let r = 0; r < 5; r++) {
+      const t = performance.now();
+      s.sqlite.pragma(pragma);
+      xs.push(performance.now() - t);
+    }
+    return median(xs);
+  };
+  const quick = timed("quick_check(1)");
+  const full = timed("integrity_check(1)");
+  s.close();
+  ctx.log(
+    `damage checks: open ${round2(median(opens))} µs; guard ${round2(median(guardNs))} ns/statement; ` +
+      `${n} messages = ${round2(mb)} MB: quick_check ${round2(quick)} ms, integrity_check ${round2(full)} ms`,
+  );
+  return {
+    open_damage_check_us: round2(median(opens)),
+    guard_ns_per_statement: round2(median(guardNs)),
+    damage_check_db_mb: round2(mb),
+    quick_check_ms: round2(quick),
+    quick_check_ms_per_mb: round2(quick / mb),
+    integrity_check_ms: round2(full),
+  };
+}
+
 export default async function storeBench(ctx: BenchContext) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "lichen-store-bench-"));
   const peers: Peer[] = [];
@@ -126,7 +209,8 @@ export default async function storeBench(ctx: BenchContext) {
         storedAt: sql.placeholder("now"),
       })
       .prepare();
-    const rawInsert = store.sqlite.prepare(
+    // Raw better-sqlite3: the statement is prepared without the store's corruption guard.
+    const rawInsert = unguardedPrepare(store.sqlite)(
       `INSERT INTO messages (account_id, chat_jid, direction, from_jid, stanza_id, stanza_id_by, body, sent_at, stored_at)
        VALUES ('raw', 'peer@example.org', 'in', 'peer@example.org/phone', ?, 'raw@example.org', ?, ?, ?)`,
     );
@@ -284,6 +368,8 @@ export default async function storeBench(ctx: BenchContext) {
     ctx.log(
       `fairness: ${fair.length} writes next to a hot writer, max ${Math.round(Math.max(...fair))} ms`,
     );
+    // (7) Damage checks.
+    const damage = damageChecks(ctx, dir, db, store);
     store.close();
 
     return {
@@ -300,6 +386,7 @@ export default async function storeBench(ctx: BenchContext) {
         busy_errors: busyErrors,
         fair_write_p50_ms: round2(percentile(fair, 50)),
         fair_write_p99_ms: round2(percentile(fair, 99)),
+        ...damage,
       },
       ratios: {
         stanza_vs_raw: round2(stanza / raw),

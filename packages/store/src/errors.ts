@@ -86,3 +86,39 @@ export function isBusyError(e: unknown): boolean {
   const code = (e as { code?: unknown } | null)?.code;
   return typeof code === "string" && (code.startsWith("SQLITE_BUSY") || code === "SQLITE_LOCKED");
 }
+
+/**
+ * The database file is damaged: SQLite reported SQLITE_CORRUPT or SQLITE_NOTADB on a statement,
+ * the header check at open failed, or another process found the damage before (the "<db>-damaged"
+ * marker). A store that has seen it refuses every further write with this error: writing into a
+ * damaged b-tree can spread the damage. `lichen-store recover <db> <new>` copies out what is
+ * readable into a fresh database.
+ */
+export class DatabaseCorruptError extends StoreError {
+  override readonly name = "DatabaseCorruptError";
+  /** The SQLite code that revealed it ("SQLITE_CORRUPT", "SQLITE_NOTADB", ...) or "header"/"marker". */
+  readonly code: string;
+  constructor(
+    readonly path: string,
+    readonly detail: string,
+    opts: {
+      code: string;
+      /** Tables and indexes known to be affected (empty when not known yet: run integrity). */
+      tables?: readonly string[];
+      /** Damaged page numbers, where known. */
+      pages?: readonly number[];
+      cause?: unknown;
+    },
+  ) {
+    super(
+      `database ${path} is damaged (${detail}); nothing more is written to it. ` +
+        `Copy what is readable into a fresh database: lichen-store recover ${path} <new-file>`,
+      opts.cause === undefined ? undefined : { cause: opts.cause },
+    );
+    this.code = opts.code;
+    this.tables = opts.tables ?? [];
+    this.pages = opts.pages ?? [];
+  }
+  readonly tables: readonly string[];
+  readonly pages: readonly number[];
+}

@@ -35,6 +35,7 @@ export {
   type MigrationStatus,
 } from "./migrations.js";
 export {
+  DatabaseCorruptError,
   FencedOutError,
   IpcTimeoutError,
   LockTimeoutError,
@@ -86,4 +87,13 @@ export {
   type ShareOutboxEntry,
   type ShareOutboxState,
 } from "./records.js";
+export {
+  checkHeader,
+  isCorruptionError,
+  readDamageMarker,
+  markerPath,
+  type DamageMarker,
+} from "./corruption.js";
+export { sqliteIntegrity, type IntegrityFinding, type SqliteIntegrityResult } from "./integrity.js";
 export type { SqliteDriver, SqlStatement, SqlRunResult } from "./driver.js";
+export { recoverDatabase, type RecoveredTable, type RecoveryReport } from "./recover.js";

@@ -308,6 +308,55 @@ export const deferredReceipts = sqliteTable(
   (t) => [primaryKey({ columns: [t.accountId, t.toJid, t.messageId] })],
 );
 
+/**
+ * The account's roster (RFC 6121 §2), as the server last sent it: the full result of a roster get
+ * replaces it, roster pushes change one item. Only with a stored roster may a client ask with an
+ * XEP-0237 version (an "unchanged" answer sends no items): its version is `rosters.version`.
+ */
+export const rosterItems = sqliteTable(
+  "roster_items",
+  {
+    accountId: text("account_id")
+      .notNull()
+      .references(() => accounts.id, { onDelete: "cascade" }),
+    jid: text("jid").notNull(),
+    name: text("name"),
+    /** none | to | from | both (RFC 6121 §2.1.2.5). */
+    subscription: text("subscription", { enum: ["none", "to", "from", "both"] }).notNull(),
+    /** "subscribe" while our request to the contact is pending. */
+    ask: text("ask"),
+    /** JSON array of group names. */
+    groups: text("groups").notNull().default("[]"),
+    approved: integer("approved", { mode: "boolean" }).notNull().default(false),
+    updatedAt: integer("updated_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.accountId, t.jid] })],
+);
+
+/** One row per account whose roster is stored: the XEP-0237 version it is at (null: none given). */
+export const rosters = sqliteTable("rosters", {
+  accountId: text("account_id")
+    .primaryKey()
+    .references(() => accounts.id, { onDelete: "cascade" }),
+  version: text("version"),
+  updatedAt: integer("updated_at").notNull(),
+});
+
+/** Inbound presence subscription requests (RFC 6121 §3.1.3) waiting for the user's answer. */
+export const subscriptionRequests = sqliteTable(
+  "subscription_requests",
+  {
+    accountId: text("account_id")
+      .notNull()
+      .references(() => accounts.id, { onDelete: "cascade" }),
+    jid: text("jid").notNull(),
+    /** The optional <status/> text that came with the request. */
+    status: text("status"),
+    receivedAt: integer("received_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.accountId, t.jid] })],
+);
+
 /** "Could not synchronize" conditions per account. */
 export const syncErrors = sqliteTable(
   "sync_errors",

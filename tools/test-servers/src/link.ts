@@ -18,6 +18,12 @@ export interface FlakyLink {
   resetBytes(): void;
   /** Reset every open connection (both directions) and reset new ones until restore(). */
   cut(): void;
+  /**
+   * Open connections go silent for good: nothing is relayed either way, and nothing is closed
+   * (no RST, no FIN) — a half-open link after a network change or a NAT timeout. Connections
+   * opened afterwards work.
+   */
+  stall(): void;
   restore(): void;
   close(): Promise<void>;
 }
@@ -35,6 +41,8 @@ export async function startFlakyLink(target: {
    * (default 0). The TCP handshake with the relay itself is not delayed.
    */
   delayMs?: number;
+  /** Sees every chunk as it enters the link (for transcripts in benchmarks and debugging). */
+  tap?: (dir: "up" | "down", chunk: Buffer) => void;
 }): Promise<FlakyLink> {
   const host = target.host ?? "127.0.0.1";
   const rate = target.bytesPerSecond;
@@ -44,7 +52,12 @@ export async function startFlakyLink(target: {
   // pieces before it are through (the rate serializes the line: it takes length/rate to send),
   // and arrives `delay` after it has been sent. So a piece never leaves before its arrival +
   // delay, order is kept, and a large write trickles out in segments as on a real link.
-  const relay = (from: net.Socket, to: net.Socket, dir: "up" | "down") => {
+  const relay = (
+    from: net.Socket,
+    to: net.Socket,
+    dir: "up" | "down",
+    stalled: () => boolean = () => false,
+  ) => {
     const queue: { at: number; piece: Buffer }[] = [];
     let lineFree = 0;
     let ended = false;
@@ -55,7 +68,7 @@ export async function startFlakyLink(target: {
       const now = Date.now();
       while (queue.length > 0 && queue[0]!.at <= now) {
         const { piece } = queue.shift()!;
-        if (!to.destroyed) to.write(piece);
+        if (!to.destroyed && !stalled()) to.write(piece);
       }
       if (queue.length > 0) {
         timer = setTimeout(pump, Math.max(1, Math.ceil(queue[0]!.at - now)));
@@ -67,7 +80,9 @@ export async function startFlakyLink(target: {
       for (const fn of waiting) fn();
     };
     from.on("data", (chunk: Buffer) => {
+      if (stalled()) return; // swallowed: the other side never hears of it
       bytes[dir] += chunk.length;
+      target.tap?.(dir, chunk);
       const now = Date.now();
       for (let i = 0; i < chunk.length; i += SEGMENT) {
         const piece = chunk.subarray(i, i + SEGMENT);
@@ -95,7 +110,7 @@ export async function startFlakyLink(target: {
       else drained.push(fn);
     };
   };
-  const pairs = new Set<{ client: net.Socket; upstream: net.Socket }>();
+  const pairs = new Set<{ client: net.Socket; upstream: net.Socket; stalled: boolean }>();
   let up = true;
   let accepted = 0;
   let refused = 0;
@@ -110,19 +125,34 @@ export async function startFlakyLink(target: {
     }
     accepted++;
     const upstream = net.connect({ port: target.port, host });
-    const pair = { client, upstream };
+    const pair = { client, upstream, stalled: false };
     pairs.add(pair);
     const end = () => {
       pairs.delete(pair);
       client.destroy();
       upstream.destroy();
     };
-    const upFlushed = relay(client, upstream, "up");
-    const downFlushed = relay(upstream, client, "down");
+    const isStalled = () => pair.stalled;
+    const upFlushed = relay(client, upstream, "up", isStalled);
+    const downFlushed = relay(upstream, client, "down", isStalled);
     // An error (a reset) takes both sides down at once; a clean close of one side first lets
     // what it sent cross the line (it may still be in flight on a delayed link).
-    client.on("error", end).on("close", (hadError) => (hadError ? end() : upFlushed(end)));
-    upstream.on("error", end).on("close", (hadError) => (hadError ? end() : downFlushed(end)));
+    // A stalled pair tells neither side of the other's close: the server keeps its half until
+    // its own timeouts, as behind a dead NAT mapping (close() still ends it).
+    const endUnlessStalled = () => {
+      if (pair.stalled) client.destroy();
+      else end();
+    };
+    const upstreamGone = () => {
+      if (pair.stalled) upstream.destroy();
+      else end();
+    };
+    client
+      .on("error", endUnlessStalled)
+      .on("close", (hadError) => (hadError ? endUnlessStalled() : upFlushed(endUnlessStalled)));
+    upstream
+      .on("error", upstreamGone)
+      .on("close", (hadError) => (hadError ? upstreamGone() : downFlushed(upstreamGone)));
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
@@ -158,6 +188,9 @@ export async function startFlakyLink(target: {
     },
     restore() {
       up = true;
+    },
+    stall() {
+      for (const pair of pairs) pair.stalled = true;
     },
     close() {
       for (const { client, upstream } of pairs) {

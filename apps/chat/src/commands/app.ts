@@ -4,7 +4,7 @@ import { createInterface } from "node:readline";
 import { AppController } from "@lichen/engine";
 import { loadAccountState, type Store } from "@lichen/store";
 import { type CliContext, foregroundOrExplain, openAccount } from "../context.js";
-import { describeError } from "../errors.js";
+import { CliError, describeError } from "../errors.js";
 import { formatMessage, type MessageLine } from "../format.js";
 import { CatchupProgress } from "../progress.js";
 import { parseBareJid } from "../settings.js";
@@ -66,6 +66,15 @@ export async function app(ctx: CliContext, opts: { to?: string; json?: boolean }
   const gapOpen = () => store.read((tx) => loadAccountState(tx, accountId).mam.gapOpen);
   let mode: "fg" | "bg" = "bg";
   let closing = false;
+  // Set when the database turns out damaged: the app stops (writes are refused) and exits 1.
+  let damaged: Error | null = null;
+  const stopIfDamaged = (): boolean => {
+    if (!store.damage || damaged) return damaged !== null;
+    damaged = store.damage;
+    ctx.status(`error: ${store.damage.message}`);
+    enqueue(quit);
+    return true;
+  };
 
   // Commands run one after another (a /fg never overlaps a /bg).
   let chain: Promise<void> = Promise.resolve();
@@ -77,9 +86,13 @@ export async function app(ctx: CliContext, opts: { to?: string; json?: boolean }
     const how = await foregroundOrExplain(controller, settings);
     const session = controller.session!;
     session.on("message-stored", () => {
-      progress.gap(gapOpen());
-      progress.messageStored();
-      printer.printNew();
+      try {
+        progress.gap(gapOpen());
+        progress.messageStored();
+        printer.printNew();
+      } catch (err) {
+        if (!stopIfDamaged()) throw err;
+      }
     });
     mode = "fg";
     const bound = store.read((tx) => loadAccountState(tx, accountId).sm.boundJid);
@@ -125,9 +138,15 @@ export async function app(ctx: CliContext, opts: { to?: string; json?: boolean }
   });
 
   const poll = () => {
-    progress.gap(mode === "fg" && gapOpen());
-    progress.tick();
-    printer.printNew();
+    if (stopIfDamaged()) return;
+    try {
+      progress.gap(mode === "fg" && gapOpen());
+      progress.tick();
+      printer.printNew();
+    } catch (err) {
+      // A read that met the damage marked the store damaged: stop on the next line.
+      if (!stopIfDamaged()) throw err;
+    }
   };
 
   const handleLine = async (line: string) => {
@@ -165,9 +184,15 @@ export async function app(ctx: CliContext, opts: { to?: string; json?: boolean }
     closing = true;
     clearInterval(timer);
     rl.close();
-    await controller.close();
-    store.close();
-    finished();
+    try {
+      await controller.close();
+    } catch (err) {
+      // Closing saves state, which a damaged database refuses: that is reported below.
+      if (!damaged) throw err;
+    } finally {
+      store.close();
+      finished();
+    }
   };
 
   printer.skipExisting();
@@ -202,6 +227,7 @@ export async function app(ctx: CliContext, opts: { to?: string; json?: boolean }
     throw err;
   }
   await done;
+  if (damaged) throw new CliError((damaged as Error).message);
 }
 
 function bare(jid: string): string {

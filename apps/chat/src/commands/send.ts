@@ -1,5 +1,4 @@
-import { AppController, type DurableSession } from "@lichen/engine";
-import { loadAccountState, type Store } from "@lichen/store";
+import { AppController, MessageQueuedError } from "@lichen/engine";
 import { type CliContext, foregroundOrExplain, openAccount } from "../context.js";
 import { CliError } from "../errors.js";
 import { parseBareJid } from "../settings.js";
@@ -21,54 +20,44 @@ export async function send(
   const app = new AppController(store, config);
   try {
     await foregroundOrExplain(app, settings);
-    const session = app.session!;
-    const originId = session.sendMessage(`${local}@${domain}`, text);
-    const seq = store.read((tx) => loadAccountState(tx, settings.accountId).sm.outboundSent);
-    await waitAcked(session, store, settings.accountId, seq, opts.timeoutMs);
-    ctx.out(originId);
+    const sent = app.session!.send(`${local}@${domain}`, text);
+    // A damaged database refuses the writes that would record the ack: say that, not "queued".
+    await ackedWithin(sent.acked, opts.timeoutMs).catch((err: unknown) => {
+      throw store.damage ? new CliError(store.damage.message) : err;
+    });
+    if (store.damage) throw new CliError(store.damage.message);
+    ctx.out(sent.originId);
   } finally {
-    await app.close();
+    // On a damaged database closing cannot save state (writes are refused): the error above says so.
+    await app.close().catch((err: unknown) => {
+      if (!store.damage) throw err;
+    });
     store.close();
   }
 }
 
-/** Resolves once the server acknowledged outbound stanza `seq` (XEP-0198 <a h='…'/>). */
-function waitAcked(
-  session: DurableSession,
-  store: Store,
-  accountId: string,
-  seq: number,
-  timeoutMs: number,
-): Promise<void> {
-  const acked = () => store.read((tx) => loadAccountState(tx, accountId).sm.outboundAcked) >= seq;
-  if (acked()) return Promise.resolve();
-  return new Promise((resolve, reject) => {
-    const done = (err?: Error) => {
-      clearTimeout(timer);
-      session.off("acked", onAck);
-      session.off("offline", onOffline);
-      if (err) reject(err);
-      else resolve();
-    };
-    const onAck = (h: number) => {
-      if (h >= seq) done();
-    };
-    const onOffline = () =>
-      done(
-        new CliError(
-          "connection lost before the server acknowledged the message; it stays queued and is resent on the next connect",
-        ),
-      );
-    const timer = setTimeout(
-      () =>
-        done(
-          new CliError(
-            `no acknowledgement from the server within ${timeoutMs} ms; the message stays queued and is resent on the next connect`,
-          ),
-        ),
-      timeoutMs,
-    );
-    session.on("acked", onAck);
-    session.on("offline", onOffline);
-  });
+/** The server's XEP-0198 ack of the message, within `timeoutMs`; otherwise a CLI error. */
+async function ackedWithin(acked: Promise<void>, timeoutMs: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      acked,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () =>
+            reject(
+              new CliError(
+                `no acknowledgement from the server within ${timeoutMs} ms; the message stays queued and is resent on the next connect`,
+              ),
+            ),
+          timeoutMs,
+        );
+      }),
+    ]);
+  } catch (err) {
+    if (err instanceof MessageQueuedError) throw new CliError(err.message);
+    throw err;
+  } finally {
+    clearTimeout(timer);
+  }
 }

@@ -1,0 +1,146 @@
+/**
+ * What a DurableSession and an AppController emit, with their payloads: `session.on(name, fn)`
+ * is typed by these maps. Events that report stored data fire only after their transaction
+ * committed (the session's after-commit queue), never from inside it.
+ */
+import type { PushRegistration } from "@lichen/schema";
+import type { Element } from "@xmpp/xml";
+import type { RosterItem } from "./roster.js";
+
+/** A message stored by a stanza transaction (incoming, carbon, or our own from the archive). */
+export interface MessageStoredEvent {
+  chatJid: string;
+  body: string;
+  stanzaId: string | null;
+  originId: string | null;
+  direction: "in" | "out";
+  messageId: string | null;
+}
+
+/**
+ * The roster changed or was confirmed: `unchanged` (XEP-0237: the stored roster is current), the
+ * full roster of a get, or a `push` of one item (`items`) or one removal (`removed`).
+ */
+export type RosterEvent =
+  | { unchanged: true; version: string | null }
+  | { unchanged: false; push?: false; version: string | null; items: RosterItem[] }
+  | {
+      unchanged: false;
+      push: true;
+      version: string | null;
+      items: RosterItem[];
+      removed: string[];
+    };
+
+export interface SessionEvents {
+  /** Online on this connection: the stream was resumed, or a new one negotiated. */
+  online: ["resumed" | "new"];
+  offline: [];
+  /** The network or the server dropped the connection (not suspend()/close()). */
+  "connection-lost": [];
+  "connect-failed": [Error];
+  /** Another process took the session lock: this session stopped. */
+  "session-lost": [{ reason: string; holder: string | null }];
+  /** A silently dead link was dropped (see LinkLiveness). */
+  "link-dead": [{ silentMs: number }];
+  "resume-failed": [];
+  "replay-reconnect-failed": [unknown];
+  "store-unavailable": [unknown];
+  /** The stored h was not the one this session committed: new stream and MAM catch-up. */
+  "continuity-lost": [{ stored: number; expected: number }];
+  /** An inbound stanza committed (after its transaction). */
+  stanza: [Element];
+  /** The stanza's transaction failed (rolled back): not counted, replayed after a reconnect. */
+  "stanza-failed": [Element, Error];
+  "stanza-quarantined": [Element];
+  "prepare-retry": [Element, number];
+  "message-stored": [MessageStoredEvent];
+  /** A queued outgoing message reached the server (its row is now `sent`). */
+  "message-sent": [{ originId: string }];
+  /** The server acknowledged our stanzas up to h (XEP-0198). */
+  acked: [number];
+  /** Stanzas written to the socket. */
+  flushed: [number];
+  "mam-complete": [];
+  /** A MAM query failed: the condition, and the room for a room archive. */
+  "mam-error": [string, string?];
+  "offline-purged": [boolean];
+  "room-joined": [string];
+  "room-error": [{ room: string; condition: string }];
+  "room-mam-complete": [string];
+  caps: [{ jid: string; ver: string; features: string[] }];
+  "caps-mismatch": [{ jid: string; ver: string; computed: string | null }];
+  "disco-cached": [string | null];
+  roster: [RosterEvent];
+  /** Someone asks to see our presence (RFC 6121 §3.1.3); stored until answered. */
+  "subscription-request": [{ jid: string; status: string | null }];
+  carbons: [boolean];
+  "push-enabled": [PushRegistration];
+  "push-error": [string];
+  "iq-answer-ignored": [{ iqId: string; from: string | null }];
+  "handler-error": [Error];
+}
+
+/** Every SessionEvents name, at run time (the README's list is checked against it). */
+export const SESSION_EVENTS = [
+  "online",
+  "offline",
+  "connection-lost",
+  "connect-failed",
+  "session-lost",
+  "link-dead",
+  "resume-failed",
+  "replay-reconnect-failed",
+  "store-unavailable",
+  "continuity-lost",
+  "stanza",
+  "stanza-failed",
+  "stanza-quarantined",
+  "prepare-retry",
+  "message-stored",
+  "message-sent",
+  "acked",
+  "flushed",
+  "mam-complete",
+  "mam-error",
+  "offline-purged",
+  "room-joined",
+  "room-error",
+  "room-mam-complete",
+  "caps",
+  "caps-mismatch",
+  "disco-cached",
+  "roster",
+  "subscription-request",
+  "carbons",
+  "push-enabled",
+  "push-error",
+  "iq-answer-ignored",
+  "handler-error",
+] as const satisfies readonly (keyof SessionEvents)[];
+
+// Compile-time: the list above names every event of the map.
+type Unlisted = Exclude<keyof SessionEvents, (typeof SESSION_EVENTS)[number]>;
+const everyEventListed: [Unlisted] extends [never] ? true : Unlisted = true;
+void everyEventListed;
+
+export interface AppControllerEvents {
+  /** The app's session object, created once (before its first connect). */
+  session: [import("./session.js").DurableSession];
+  "session-lost": [{ reason: string; holder: string | null }];
+  reconnecting: [{ attempt: number; delayMs: number }];
+  "reconnect-failed": [{ attempt: number; error: unknown; permanent: boolean }];
+  reconnected: ["resumed" | "new"];
+}
+
+export const APP_CONTROLLER_EVENTS = [
+  "session",
+  "session-lost",
+  "reconnecting",
+  "reconnect-failed",
+  "reconnected",
+] as const satisfies readonly (keyof AppControllerEvents)[];
+
+type AppUnlisted = Exclude<keyof AppControllerEvents, (typeof APP_CONTROLLER_EVENTS)[number]>;
+const everyAppEventListed: [AppUnlisted] extends [never] ? true : AppUnlisted = true;
+void everyAppEventListed;
