@@ -17,7 +17,7 @@ export type Logger = (event: Record<string, unknown>) => void;
 export interface CliContext {
   db: string;
   verbose: boolean;
-  /** Structured logs: JSON lines on stderr with --verbose, nothing otherwise. */
+  /** Structured logs with --verbose (nothing otherwise): see logLine. */
   log: Logger;
   /** Program output (stdout). */
   out(line: string): void;
@@ -31,11 +31,28 @@ export function makeContext(opts: { db: string; verbose?: boolean }): CliContext
     db: opts.db,
     verbose,
     log: verbose
-      ? (event) => process.stderr.write(JSON.stringify({ time: Date.now(), ...event }) + "\n")
+      ? (event) => process.stderr.write(logLine({ time: Date.now(), ...event }) + "\n")
       : () => {},
     out: (line) => process.stdout.write(line + "\n"),
     status: (line) => process.stderr.write(line + "\n"),
   };
+}
+
+/**
+ * One log line on stderr: readable (`12:00:00.123 event key=value …`) when stderr is a terminal,
+ * a JSON line otherwise (for scripts and log collectors); LICHEN_LOG_FORMAT=pretty|json overrides.
+ */
+export function logLine(
+  event: Record<string, unknown>,
+  format = process.env.LICHEN_LOG_FORMAT ?? (process.stderr.isTTY ? "pretty" : "json"),
+): string {
+  if (format !== "pretty") return JSON.stringify(event);
+  const { time, event: name, ...rest } = event;
+  const at = typeof time === "number" ? new Date(time).toISOString().slice(11, 23) : "";
+  const fields = Object.entries(rest).map(
+    ([k, v]) => `${k}=${typeof v === "string" && !/\s/.test(v) ? v : JSON.stringify(v)}`,
+  );
+  return [at, typeof name === "string" ? name : "", ...fields].filter(Boolean).join(" ");
 }
 
 /** Opens the database a previous `login` created (only `login` may create one). */

@@ -11,3 +11,5 @@ export {
 } from "./settings.js";
 export { shareInput } from "./commands/share.js";
 export { CliError } from "./errors.js";
+export { lastMessages } from "./commands/history.js";
+export { logLine } from "./context.js";

@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { Command, CommanderError, InvalidArgumentError } from "commander";
 import { app } from "./commands/app.js";
 import { chats, tail } from "./commands/history.js";
@@ -9,6 +10,13 @@ import { makeContext, type CliContext } from "./context.js";
 import { CliError, describeError, UsageError } from "./errors.js";
 
 export const DEFAULT_DB = "./lichen-chat.db";
+
+/** The package version, for --version (package.json is one level above src/ and dist/ alike). */
+const VERSION = (
+  JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as {
+    version: string;
+  }
+).version;
 
 function positiveInt(what: string) {
   return (value: string): number => {
@@ -29,7 +37,8 @@ export function buildProgram(): Command {
       "database file; account settings live in <path>.account.json",
       DEFAULT_DB,
     )
-    .option("--verbose", "structured (JSON) logs on stderr")
+    .option("--verbose", "logs on stderr: readable lines on a terminal, JSON lines otherwise")
+    .version(VERSION, "-V, --version", "print the version")
     .exitOverride()
     .configureOutput({
       outputError: (str, write) => write(`lichen-chat: ${str.replace(/^error: /, "")}`),

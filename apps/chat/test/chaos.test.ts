@@ -1,4 +1,4 @@
-// End-to-end, issue 10: the seeded randomized chaos test. The driver (src/bench/chaos-run.ts, also
+// End-to-end, issue 10: the seeded randomized chaos test. The driver (bench/chaos-run.ts, also
 // the `chaos` benchmark) runs the BUILT lichen-chat as real processes — alice's main app and NSEs —
 // against a real Prosody and a real ejabberd with a 5 s resume timeout, with a plain xmpp.js bob:
 // SIGKILLs, freezes past the lease, freezes overlapping NSE runs, the app started fresh while an
@@ -11,7 +11,7 @@
 // schedule on both servers, LICHEN_CHAOS_MESSAGES=<n> changes the size (default 1000 each way),
 // LICHEN_CHAOS_VERBOSE=1 keeps the processes' --verbose logs in the run's directory.
 import { describe, expect, it } from "vitest";
-import { runChaos, type ChaosServer } from "../src/bench/chaos-run.js";
+import { runChaos, type ChaosServer } from "../bench/chaos-run.js";
 
 const MESSAGES = Number(process.env.LICHEN_CHAOS_MESSAGES ?? 1000);
 const SEED = process.env.LICHEN_CHAOS_SEED

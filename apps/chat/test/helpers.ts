@@ -1,4 +1,4 @@
-// The chat e2e tests' helpers: the process harness lives in src/bench/harness.ts (the chaos
+// The chat e2e tests' helpers: the process harness lives in bench/harness.ts (the chaos
 // driver and benchmark use it too, after build); the peer and the seed are test-only.
 export {
   AppProcess,
@@ -13,13 +13,10 @@ export {
   sleep,
   until,
   type CliResult,
-} from "../src/bench/harness.js";
+} from "../bench/harness.js";
 
 /** The peer ("bob"): a plain xmpp.js client from @lichen/test-servers. */
 export { startTestPeer as startPeer } from "@lichen/test-servers";
 
-/** A seed from LICHEN_SEED (to replay a failure) or a fresh one. */
-export function testSeed(): number {
-  const fromEnv = process.env.LICHEN_SEED;
-  return fromEnv ? Number(fromEnv) >>> 0 : Math.floor(Math.random() * 2 ** 32) >>> 0;
-}
+/** A seed from LICHEN_SEED (to replay a failure) or a fresh one, printed if the test fails. */
+export { testSeed } from "@lichen/test-kit/vitest";

@@ -2,10 +2,13 @@
 import { chmodSync, mkdtempSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { openStore, tables } from "@lichen/store";
 import { describe, expect, it } from "vitest";
 import {
   CatchupProgress,
   CliError,
+  lastMessages,
+  logLine,
   normalizeService,
   parseBareJid,
   readAccountSettings,
@@ -137,5 +140,59 @@ describe("account settings", () => {
       expect(() => readAccountSettings(db)).toThrow(problem);
       expect(() => readAccountSettings(db)).toThrow(settingsPath(db));
     }
+  });
+});
+
+describe("tail/history order", () => {
+  it("lists a chat's last messages by the message's time, equal times in arrival order", () => {
+    const store = openStore({
+      path: join(mkdtempSync(join(tmpdir(), "lichen-chat-order-")), "c.db"),
+      role: "main",
+    });
+    try {
+      store.write((tx) => {
+        tx.insert(tables.accounts)
+          .values({ id: "alice", jid: "alice@localhost", createdAt: 1 })
+          .run();
+        // Arrival order (row id) differs from sending order: "late" came from the archive after
+        // "b" and "c1" were received live, but was sent first. "c2" is a reply to our "c1" sent
+        // at 3.5 s, with a whole-second delay stamp (3 s): same second, so arrival order.
+        const rows: [string, number][] = [
+          ["b", 2_000],
+          ["c1", 3_500],
+          ["late", 1_000],
+          ["c2", 3_000],
+          ["other chat", 1_500],
+        ];
+        for (const [body, sentAt] of rows)
+          tx.insert(tables.messages)
+            .values({
+              accountId: "alice",
+              chatJid: body === "other chat" ? "carol@localhost" : "bob@localhost",
+              direction: "in",
+              fromJid: "bob@localhost",
+              body,
+              sentAt,
+              storedAt: 10_000,
+            })
+            .run();
+      });
+      const bodies = (n: number) =>
+        lastMessages(store, "alice", "bob@localhost", n).map((m) => m.body);
+      expect(bodies(10)).toEqual(["late", "b", "c1", "c2"]);
+      expect(bodies(2)).toEqual(["c1", "c2"]); // the latest by time, not the last to arrive
+    } finally {
+      store.close();
+    }
+  });
+});
+
+describe("logLine", () => {
+  const event = { time: Date.UTC(2026, 0, 2, 3, 4, 5, 6), event: "session.online", resumed: true };
+  it("is a JSON line unless asked for readable lines (a terminal)", () => {
+    expect(JSON.parse(logLine(event, "json"))).toEqual(event);
+    expect(logLine({ ...event, why: "two words" }, "pretty")).toBe(
+      '03:04:05.006 session.online resumed=true why="two words"',
+    );
   });
 });

@@ -1,7 +1,15 @@
 #!/usr/bin/env node
-import { Command } from "commander";
+import { readFileSync } from "node:fs";
+import { Command, CommanderError } from "commander";
 import { ConfigError, loadConfigFile } from "@lichen/appserver";
 import { runDaemon } from "./daemon.js";
+
+/** The package version, for --version (package.json is one level above src/ and dist/ alike). */
+const VERSION = (
+  JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as {
+    version: string;
+  }
+).version;
 
 const program = new Command();
 program
@@ -9,7 +17,12 @@ program
   .description(
     "Privacy-friendly XEP-0357 push appserver (XEP-0114 component): rate limits, blacklists, APNs/FCM, multi-node sync.",
   )
+  .version(VERSION, "-V, --version", "print the version")
+  .configureOutput({
+    outputError: (str, write) => write(`lichen-push: ${str.replace(/^error: /, "")}`),
+  })
   .showHelpAfterError()
+  .exitOverride()
   .addHelpText(
     "after",
     `
@@ -42,6 +55,15 @@ program
   });
 
 program.parseAsync(process.argv).catch((e: unknown) => {
+  if (e instanceof CommanderError) {
+    // Commander printed the message (naming an unknown option) or the help/version already.
+    // Help and version exit 0; bad usage exits 2, as in the other Lichen CLIs.
+    process.exit(
+      e.code === "commander.helpDisplayed" || e.code === "commander.version" || e.exitCode === 0
+        ? 0
+        : 2,
+    );
+  }
   if (e instanceof ConfigError) {
     process.stderr.write(`${e.message}\n`);
     process.exit(2);

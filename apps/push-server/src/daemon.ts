@@ -1,4 +1,6 @@
 import { AppServer, loadConfigFile, type AppServerConfig } from "@lichen/appserver";
+import { pino, type Logger } from "pino";
+import pretty from "pino-pretty";
 import { startDemo, type Demo } from "./demo.js";
 
 export interface DaemonOptions {
@@ -21,7 +23,7 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
     demo = await startDemo(env);
     config = demo.config;
   }
-  const server = await AppServer.start({ config });
+  const server = await AppServer.start({ config, logger: makeLogger(config, env) });
   const logger = server.logger;
   if (demo) for (const line of demo.describe(server.httpPort)) logger.info(line);
   let stopping = false;
@@ -42,4 +44,16 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
   };
   process.on("SIGINT", () => shutdown("SIGINT"));
   process.on("SIGTERM", () => shutdown("SIGTERM"));
+}
+
+/**
+ * Readable lines when stdout is a terminal, JSON lines (for log collectors) otherwise;
+ * LICHEN_LOG_FORMAT=pretty|json overrides. pino-pretty runs in-process (sync), not as a worker.
+ */
+export function makeLogger(config: AppServerConfig, env: NodeJS.ProcessEnv): Logger {
+  const opts = { level: config.log.level, base: { svc: "lichen-push" } };
+  const format = env.LICHEN_LOG_FORMAT ?? (process.stdout.isTTY ? "pretty" : "json");
+  return format === "pretty"
+    ? pino(opts, pretty({ sync: true, colorize: process.stdout.isTTY === true }))
+    : pino(opts);
 }

@@ -37,6 +37,13 @@ interface GlobalOptions {
   json?: boolean;
 }
 
+/** The package version, for --version (package.json is one level above src/ and dist/ alike). */
+const VERSION = (
+  JSON.parse(fs.readFileSync(new URL("../package.json", import.meta.url), "utf8")) as {
+    version: string;
+  }
+).version;
+
 /** Thrown for problems found (integrity) or missing things (unknown account): exit code 1. */
 class Finding extends Error {}
 
@@ -61,6 +68,10 @@ export function buildProgram(): Command {
     )
     .option("--db <path>", "database file (default: $LICHEN_DB)")
     .option("--json", "print JSON instead of tables (for scripts)")
+    .version(VERSION, "-V, --version", "print the version")
+    .configureOutput({
+      outputError: (str, write) => write(`lichen-store: ${str.replace(/^error: /, "")}`),
+    })
     .showHelpAfterError()
     .exitOverride();
 

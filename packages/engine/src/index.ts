@@ -1,3 +1,8 @@
+// preserve="true" keeps this reference in dist/index.d.ts, so consumers get the @xmpp/xml types.
+// An import cannot bring in a declaration-only file of ambient modules; a reference can.
+// eslint-disable-next-line @typescript-eslint/triple-slash-reference
+/// <reference path="../types/xmpp-xml.d.ts" preserve="true" />
+export { default as xml, type Element } from "@xmpp/xml";
 export {
   DurableSession,
   SessionLockError,

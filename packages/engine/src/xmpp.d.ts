@@ -1,27 +1,5 @@
-// xmpp.js 0.14 ships no type declarations; these cover what the engine uses.
-declare module "@xmpp/xml" {
-  export interface Element {
-    name: string;
-    attrs: Record<string, string>;
-    children: (Element | string)[];
-    getChild(name: string, xmlns?: string): Element | undefined;
-    getChildren(name: string, xmlns?: string): Element[];
-    getChildText(name: string, xmlns?: string): string | null;
-    getText(): string;
-    is(name: string, xmlns?: string): boolean;
-    append(...children: unknown[]): Element;
-    toString(): string;
-    clone(): Element;
-  }
-  function xml(
-    name: string,
-    attrs?: Record<string, string | number | undefined> | null,
-    ...children: unknown[]
-  ): Element;
-  export default xml;
-  export { xml };
-  export function parse(s: string): Element;
-}
+// xmpp.js 0.14 ships no type declarations; these cover what the engine uses internally.
+// @xmpp/xml, which appears in the public API, is declared in ../types/xmpp-xml.d.ts (published).
 declare module "@xmpp/client-core";
 declare module "@xmpp/tcp";
 declare module "@xmpp/tls";

@@ -85,22 +85,11 @@ export class LichenProcess {
   }
 }
 
+/** Polling and the seeded PRNG come from the shared test kit. */
+export { until, prng } from "@lichen/test-kit";
+
 /** The peer ("bob"): a plain xmpp.js client from @lichen/test-servers. */
 export { startTestPeer as startPeer } from "@lichen/test-servers";
-
-export async function until<T>(
-  fn: () => T | undefined | false,
-  what: string,
-  timeoutMs = 30_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 /** Both real servers, for `describe.each(SERVERS)`. */
 export const SERVERS = [
@@ -175,22 +164,6 @@ export function useEngineEnv(
     session: (s = {}) => new DurableSession({ store: env.store, ...env.config(), ...s }),
   };
   return env;
-}
-
-/** mulberry32: small, fast, seedable (tests print the seed on failure). */
-export function prng(seed: number) {
-  let s = seed >>> 0;
-  const next = () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const int = (n: number) => Math.floor(next() * n);
-  const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)]!;
-  const chance = (p: number) => next() < p;
-  return { next, int, pick, chance };
 }
 
 /**

@@ -1,4 +1,5 @@
 import path from "node:path";
+import { prng as rng } from "@lichen/test-kit";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { loadAccountState, openStore, tables } from "../src/index.js";
 import { Child, stopAll, type Line } from "./children.js";
@@ -15,17 +16,6 @@ const TARGET_KILLS = 100;
 const MIN_ITERATIONS = 500;
 const MIN_KILLS = 50;
 const BUDGET_MS = 45_000;
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 let dir: string;
 let cleanup: () => void;

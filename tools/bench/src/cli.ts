@@ -37,7 +37,7 @@ async function main(): Promise<number> {
     return 1;
   }
   if (all.length === 0) {
-    process.stdout.write("no benchmarks found (none built yet under */*/dist/bench/*.bench.js)\n");
+    process.stdout.write("no benchmarks found (none built yet under */*/dist-bench/*.bench.js)\n");
     return 0;
   }
   const childScript = join(dirname(fileURLToPath(import.meta.url)), "child.js");

@@ -17,14 +17,17 @@ export interface FoundBenchmark {
   file: string;
 }
 
-/** Benchmarks are `<workspace>/dist/bench/<NAME>.bench.js` in packages/, apps/ and tools/. */
+/**
+ * Benchmarks are `<workspace>/dist-bench/<NAME>.bench.js` in packages/, apps/ and tools/ (built
+ * from `<workspace>/bench/` by the workspace's `build:bench`, kept out of the published `dist/`).
+ */
 export function findBenchmarks(root: string): FoundBenchmark[] {
   const found: FoundBenchmark[] = [];
   for (const group of ["packages", "apps", "tools"]) {
     const groupDir = join(root, group);
     if (!existsSync(groupDir)) continue;
     for (const ws of readdirSync(groupDir)) {
-      const dir = join(groupDir, ws, "dist", "bench");
+      const dir = join(groupDir, ws, "dist-bench");
       if (!existsSync(dir)) continue;
       for (const f of readdirSync(dir)) {
         if (f.endsWith(".bench.js"))

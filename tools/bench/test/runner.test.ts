@@ -11,7 +11,7 @@ const cli = join(import.meta.dirname, "..", "dist", "cli.js");
 
 function fixtureRoot(benches: Record<string, string>): string {
   const root = mkdtempSync(join(tmpdir(), "lichen-bench-"));
-  const dir = join(root, "packages", "demo", "dist", "bench");
+  const dir = join(root, "packages", "demo", "dist-bench");
   mkdirSync(dir, { recursive: true });
   for (const [name, src] of Object.entries(benches))
     writeFileSync(join(dir, `${name}.bench.js`), src);

@@ -1,8 +1,16 @@
 #!/usr/bin/env node
+import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { startApnsSimulator } from "./apns.js";
 import { generateApnsKey, generateFcmServiceAccount } from "./credentials.js";
 import { startFcmSimulator } from "./fcm.js";
+
+/** The package version, for --version (package.json is one level above src/ and dist/ alike). */
+const VERSION = (
+  JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as {
+    version: string;
+  }
+).version;
 
 const HELP = `Usage: lichen-push-sim <apns|fcm> [options]
 
@@ -17,6 +25,7 @@ Options:
   --max-streams <n>   APNs: SETTINGS_MAX_CONCURRENT_STREAMS (default 1000)
   --project <id>      FCM project id (default lichen-sim)
   --log               print every request's outcome as a JSON line
+  -V, --version       print the version
   -h, --help          show this help
 
 Example:
@@ -41,6 +50,7 @@ async function main(): Promise<void> {
         project: { type: "string" },
         log: { type: "boolean" },
         help: { type: "boolean", short: "h" },
+        version: { type: "boolean", short: "V" },
       },
     });
   } catch (e) {
@@ -49,6 +59,10 @@ async function main(): Promise<void> {
   const { values, positionals } = parsed;
   if (values.help) {
     process.stdout.write(HELP);
+    return;
+  }
+  if (values.version) {
+    process.stdout.write(`${VERSION}\n`);
     return;
   }
   const kind = positionals[0];

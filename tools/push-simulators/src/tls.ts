@@ -1,49 +1,11 @@
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { selfSignedCert, type SelfSignedCert } from "@lichen/test-kit";
 
-export interface SelfSignedCert {
-  keyPem: string;
-  certPem: string;
-}
+export type { SelfSignedCert };
 
-/**
- * A self-signed P-256 certificate for 127.0.0.1 and localhost. node:crypto cannot issue X.509
- * certificates, so this runs the system `openssl` (present wherever Node's TLS is).
- */
+/** A self-signed P-256 certificate for 127.0.0.1 and localhost (the shared test kit's openssl call). */
 export function makeLoopbackCert(): SelfSignedCert {
-  const dir = mkdtempSync(join(tmpdir(), "lichen-push-sim-"));
-  try {
-    const keyPath = join(dir, "key.pem");
-    const certPath = join(dir, "cert.pem");
-    execFileSync(
-      "openssl",
-      [
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-days",
-        "30",
-        "-subj",
-        "/CN=lichen push simulator",
-        "-addext",
-        "subjectAltName=IP:127.0.0.1,DNS:localhost",
-        "-keyout",
-        keyPath,
-        "-out",
-        certPath,
-      ],
-      { stdio: "pipe" },
-    );
-    return { keyPem: readFileSync(keyPath, "utf8"), certPem: readFileSync(certPath, "utf8") };
-  } catch (e) {
-    throw new Error(`cannot create a self-signed certificate with openssl: ${String(e)}`);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  return selfSignedCert({
+    commonName: "lichen push simulator",
+    altNames: ["IP:127.0.0.1", "DNS:localhost"],
+  });
 }

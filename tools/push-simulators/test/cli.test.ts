@@ -2,6 +2,7 @@ import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import http2 from "node:http2";
 import { fileURLToPath } from "node:url";
+import { until } from "@lichen/test-kit";
 import { importPKCS8, SignJWT } from "jose";
 import { afterEach, describe, expect, it } from "vitest";
 
@@ -60,14 +61,6 @@ function exitCode(child: ChildProcess): Promise<number | null> {
   );
 }
 
-async function until(cond: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error("condition not met in time");
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
 describe("lichen-push-sim CLI", { timeout: 60_000 }, () => {
   it("--help prints usage and exits 0; a bad command exits 2", () => {
     requireBuilt();
@@ -112,7 +105,7 @@ describe("lichen-push-sim CLI", { timeout: 60_000 }, () => {
     });
     session.destroy();
     expect(status).toBe(200);
-    await until(() => lines.length >= 2);
+    await until(() => lines.length >= 2, "two delivery-log lines", 10_000, 20);
     expect(JSON.parse(lines[1] ?? "")).toMatchObject({ token, status: 200 });
     child.kill("SIGTERM");
     expect(await exitCode(child)).toBe(0);

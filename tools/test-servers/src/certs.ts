@@ -1,6 +1,6 @@
-import { execFileSync } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { selfSignedCert } from "@lichen/test-kit";
 
 export interface SelfSignedCert {
   keyPath: string;
@@ -9,34 +9,18 @@ export interface SelfSignedCert {
   pemPath: string;
 }
 
-/** A self-signed certificate for localhost and *.localhost (openssl, ~0.1 s with EC keys). */
+/** A self-signed certificate for localhost and *.localhost (the shared test kit's openssl call). */
 export function makeLocalhostCert(dir: string): SelfSignedCert {
+  const { keyPem, certPem } = selfSignedCert({
+    commonName: "localhost",
+    altNames: ["DNS:localhost", "DNS:*.localhost"],
+    days: 3650,
+  });
   const keyPath = join(dir, "localhost.key");
   const certPath = join(dir, "localhost.crt");
   const pemPath = join(dir, "localhost.pem");
-  execFileSync(
-    "openssl",
-    [
-      "req",
-      "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:prime256v1",
-      "-nodes",
-      "-days",
-      "3650",
-      "-subj",
-      "/CN=localhost",
-      "-addext",
-      "subjectAltName=DNS:localhost,DNS:*.localhost",
-      "-keyout",
-      keyPath,
-      "-out",
-      certPath,
-    ],
-    { stdio: "pipe" },
-  );
-  writeFileSync(pemPath, readFileSync(keyPath, "utf8") + readFileSync(certPath, "utf8"));
+  writeFileSync(keyPath, keyPem);
+  writeFileSync(certPath, certPem);
+  writeFileSync(pemPath, keyPem + certPem);
   return { keyPath, certPath, pemPath };
 }

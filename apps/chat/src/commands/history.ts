@@ -66,7 +66,12 @@ const messageColumns = {
   stanzaId: tables.messages.stanzaId,
 };
 
-/** The last `n` messages of a chat, oldest first. */
+/**
+ * The last `n` messages of a chat in time order, oldest first: by the message's own time (XEP-0203
+ * delay stamps included, so a message fetched late from the archive sorts where it was sent) to
+ * the second, then by arrival. To the second because servers stamp whole seconds (Prosody) while
+ * our own sends carry milliseconds: a reply stamped 12:00:07 must not sort before our 12:00:07.5.
+ */
 export function lastMessages(
   store: Store,
   accountId: string,
@@ -79,7 +84,7 @@ export function lastMessages(
         .select(messageColumns)
         .from(tables.messages)
         .where(and(eq(tables.messages.accountId, accountId), eq(tables.messages.chatJid, chatJid)))
-        .orderBy(desc(tables.messages.id))
+        .orderBy(desc(sql`${tables.messages.sentAt} / 1000`), desc(tables.messages.id))
         .limit(n)
         .all(),
     )

@@ -1,16 +1,5 @@
+import { prng } from "@lichen/test-kit";
 import { escapeXml } from "../../src/xml.js";
-
-/** mulberry32: small seeded PRNG, so a failing run can be replayed from its printed seed. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 export interface HostileIq {
   xml: string;

@@ -5,6 +5,7 @@ import { pino } from "pino";
 import { AppServer, type AppServerOptions } from "../../src/appserver.js";
 import { validateConfig, type AppServerConfigInput } from "../../src/config.js";
 import { FakeComponentServer } from "../../src/testing/component-server.js";
+import { until as pollUntil } from "@lichen/test-kit";
 
 export const HASH_SECRET = "cluster-secret-0123456789abcdef";
 
@@ -69,24 +70,14 @@ export async function startNode(
   };
 }
 
-/** Resolves when `cond()` holds; polls (cheaply) up to `timeoutMs`, then rejects with `what`. */
-export async function until(cond: () => boolean, what: string, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
-/** Like `until` for an asynchronous condition. */
-export async function untilAsync(
-  cond: () => Promise<boolean>,
+/** Resolves when `cond()` holds (the test kit's poll, every 10 ms), else rejects naming `what`. */
+export async function until(
+  cond: () => boolean | Promise<boolean>,
   what: string,
   timeoutMs = 20_000,
 ): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  await pollUntil(cond, what, timeoutMs, 10);
 }
+
+/** Like `until` for an asynchronous condition. */
+export const untilAsync = until;

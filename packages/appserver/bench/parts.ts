@@ -1,0 +1,267 @@
+import { connect as h2connect, constants as h2 } from "node:http2";
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { EventEmitter } from "node:events";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
+import { pino } from "pino";
+import { DomainBlacklist, TokenBlacklist } from "#src/blacklist.js";
+import { SystemClock } from "#src/clock.js";
+import { RateLimiter } from "#src/rate-limiter.js";
+import { RedisBlacklistSync } from "#src/sync.js";
+import type { FakeComponentServer } from "#src/testing/component-server.js";
+import { startRedis } from "@lichen/test-servers";
+
+function gcFn(): () => void {
+  setFlagsFromString("--expose-gc");
+  return runInNewContext("gc") as () => void;
+}
+
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? s[Math.floor((s.length - 1) / 2)]! : NaN;
+}
+
+export function percentile(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? s[Math.min(s.length - 1, Math.floor(p * s.length))]! : NaN;
+}
+
+/**
+ * Heap growth (MB) of a rate limiter holding `n` tokens (keyed by 32-hex token hashes, as in the
+ * appserver), 10 % of them with a queued push carrying a 64-char token.
+ */
+export function rateLimiterMemoryMb(n: number): number {
+  const gc = gcFn();
+  const clock = new SystemClock();
+  gc();
+  gc();
+  const before = process.memoryUsage().heapUsed;
+  const rl = new RateLimiter<{ token: string; app: string; domain: string; important: boolean }>({
+    clock,
+    windowMs: 3_600_000,
+    onDue: () => undefined,
+  });
+  const seed = randomBytes(16);
+  for (let i = 0; i < n; i++) {
+    seed.writeUInt32LE(i, 0);
+    const key = seed.toString("hex");
+    rl.check(key, { token: "", app: "a", domain: "d", important: false });
+    if (i % 10 === 0) {
+      rl.check(key, { token: key + key, app: "default", domain: "example.org", important: true });
+    }
+  }
+  gc();
+  gc();
+  const after = process.memoryUsage().heapUsed;
+  const mb = (after - before) / (1024 * 1024);
+  if (rl.size !== n) throw new Error(`limiter holds ${rl.size} tokens, expected ${n}`);
+  rl.drainQueued();
+  return mb;
+}
+
+/**
+ * Median time (ms) from a token blacklisted on node A (this process) until nodes B and C (two child
+ * processes, each with its own blacklists and Redis connections) report it applied, through a real
+ * Redis. Includes the children's stdout pipe, so it is an upper bound.
+ */
+export async function blacklistConvergenceMs(trials: number): Promise<number> {
+  const redis = await startRedis();
+  const clock = new SystemClock();
+  const tokens = new TokenBlacklist({
+    clock,
+    firstBlockMs: 86_400_000,
+    repeatBlockMs: 432_000_000,
+    hitExtensionMs: 600_000,
+    memoryMs: 2_592_000_000,
+  });
+  const domains = new DomainBlacklist({
+    clock,
+    windowMs: 3_600_000,
+    threshold: 50,
+    blockMs: 21_600_000,
+  });
+  const a = new RedisBlacklistSync({
+    url: redis.url,
+    keyPrefix: "bench:",
+    nodeId: "a",
+    tokens,
+    domains,
+    clock,
+    logger: pino({ level: "silent" }),
+  });
+  tokens.onChange(a.onChange);
+  domains.onChange(a.onChange);
+  a.start();
+  const seen = new EventEmitter();
+  const children = ["b", "c"].map((id) => {
+    const child = spawn(
+      process.execPath,
+      [fileURLToPath(new URL("./sync-child.js", import.meta.url)), redis.url, id],
+      {
+        stdio: ["pipe", "pipe", "inherit"],
+      },
+    );
+    const exited = new Promise<void>((r) => child.once("exit", () => r()));
+    createInterface({ input: child.stdout! }).on("line", (l) => seen.emit(l, performance.now()));
+    return { child, exited };
+  });
+  try {
+    const ready = (n: number) =>
+      new Promise<void>((resolve, reject) => {
+        let k = 0;
+        const t = setTimeout(
+          () => reject(new Error("sync children not ready within 20 s")),
+          20_000,
+        );
+        seen.on("ready", () => {
+          if (++k === n) {
+            clearTimeout(t);
+            resolve();
+          }
+        });
+      });
+    await ready(children.length);
+    const deadline = Date.now() + 20_000;
+    while (!a.connected) {
+      if (Date.now() > deadline) throw new Error("sync node a did not connect to redis");
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const times: number[] = [];
+    for (let i = 0; i < trials; i++) {
+      const hash = randomBytes(16).toString("hex");
+      const both = Promise.all(
+        children.map(() => new Promise<number>((resolve) => seen.once(`applied ${hash}`, resolve))),
+      );
+      const t0 = performance.now();
+      tokens.block(hash);
+      const ts = await Promise.race([
+        both,
+        new Promise<never>((_, rej) =>
+          setTimeout(() => rej(new Error("no convergence within 5 s")), 5000),
+        ),
+      ]);
+      times.push(Math.max(...ts) - t0);
+    }
+    return median(times);
+  } finally {
+    await a.stop();
+    for (const c of children) {
+      c.child.stdin!.end();
+      const t = setTimeout(() => c.child.kill("SIGKILL"), 5000);
+      await c.exited;
+      clearTimeout(t);
+    }
+    await redis.stop();
+  }
+}
+
+export interface LoadResult {
+  perSecond: number;
+  latenciesMs: number[];
+  errors: number;
+}
+
+/**
+ * Plays the XMPP server: sends `n` push IQs (distinct tokens, so none is rate-limited) keeping
+ * `concurrency` outstanding, and times each IQ until the component's reply.
+ */
+export async function driveComponent(
+  xmpp: FakeComponentServer,
+  tokens: string[],
+  concurrency: number,
+  idPrefix: string,
+): Promise<LoadResult> {
+  xmpp.keepReplies = false;
+  const n = tokens.length;
+  const sentAt = new Float64Array(n);
+  const latencies: number[] = new Array<number>(n);
+  let next = 0;
+  let done = 0;
+  let errors = 0;
+  const t0 = performance.now();
+  await new Promise<void>((resolve) => {
+    const sendOne = () => {
+      const i = next++;
+      sentAt[i] = performance.now();
+      xmpp.send(
+        `<iq type='set' from='localhost' to='push.localhost' id='${idPrefix}${i}'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='${tokens[i]}'><item><notification xmlns='urn:xmpp:push:0'/></item></publish></pubsub></iq>`,
+      );
+    };
+    const onReply = (r: { id: string; type: string }) => {
+      if (!r.id.startsWith(idPrefix)) return;
+      const i = Number(r.id.slice(idPrefix.length));
+      latencies[i] = performance.now() - sentAt[i]!;
+      if (r.type !== "result") errors++;
+      done++;
+      if (next < n) sendOne();
+      if (done === n) {
+        xmpp.off("reply", onReply);
+        resolve();
+      }
+    };
+    xmpp.on("reply", onReply);
+    for (let k = 0; k < Math.min(concurrency, n); k++) sendOne();
+  });
+  const secs = (performance.now() - t0) / 1000;
+  return { perSecond: n / secs, latenciesMs: latencies, errors };
+}
+
+/**
+ * The baseline: a bare node:http2 client sending the same number of APNs requests to the same
+ * simulator (same headers as a provider would send), `concurrency` streams in flight on one session.
+ */
+export async function bareHttp2(
+  origin: string,
+  paths: string[],
+  headers: () => Record<string, string>,
+  body: string,
+  concurrency: number,
+  connectOptions: Record<string, unknown> = {},
+): Promise<LoadResult> {
+  const session = h2connect(origin, connectOptions);
+  session.on("error", () => undefined);
+  await new Promise<void>((resolve, reject) => {
+    session.once("connect", () => resolve());
+    session.once("error", reject);
+  });
+  const n = paths.length;
+  const latencies: number[] = new Array<number>(n);
+  let next = 0;
+  let done = 0;
+  let errors = 0;
+  const t0 = performance.now();
+  await new Promise<void>((resolve) => {
+    const sendOne = () => {
+      const i = next++;
+      const start = performance.now();
+      const req = session.request({
+        [h2.HTTP2_HEADER_METHOD]: "POST",
+        [h2.HTTP2_HEADER_PATH]: paths[i]!,
+        ...headers(),
+      });
+      let status = 0;
+      req.on("response", (h) => (status = Number(h[h2.HTTP2_HEADER_STATUS])));
+      req.on("data", () => undefined);
+      const finish = () => {
+        latencies[i] = performance.now() - start;
+        if (status !== 200) errors++;
+        done++;
+        if (next < n) sendOne();
+        if (done === n) resolve();
+      };
+      req.on("end", finish);
+      req.on("error", () => {
+        status = -1;
+        finish();
+      });
+      req.end(body);
+    };
+    for (let k = 0; k < Math.min(concurrency, n); k++) sendOne();
+  });
+  const secs = (performance.now() - t0) / 1000;
+  session.close();
+  return { perSecond: n / secs, latenciesMs: latencies, errors };
+}

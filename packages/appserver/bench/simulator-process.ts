@@ -1,0 +1,81 @@
+import { spawn } from "node:child_process";
+import { randomUUID, createPrivateKey } from "node:crypto";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { SignJWT } from "jose";
+import type { AppServerConfigInput } from "#src/config.js";
+import { apnsPayload } from "#src/providers/apns.js";
+
+export interface SimulatorProcess {
+  origin: string;
+  /** App config for the appserver (signing key 0). */
+  appConfig: NonNullable<AppServerConfigInput["apps"]>[string];
+  /** Request path, headers (signing key 1) and body a provider sends, for the bare baseline. */
+  path(token: string): string;
+  headers(): Record<string, string>;
+  body: string;
+  connectOptions: Record<string, unknown>;
+  pid: number;
+  stop(): Promise<void>;
+}
+
+interface ChildInfo {
+  url: string;
+  topic: string;
+  keys: { keyId: string; teamId: string; privateKeyPem: string }[];
+}
+
+/** Starts the APNs simulator (tools/push-simulators) in a child process; stop() ends it by PID. */
+export async function startSimulatorProcess(): Promise<SimulatorProcess> {
+  const child = spawn(
+    process.execPath,
+    [fileURLToPath(new URL("./simulator-child.js", import.meta.url))],
+    {
+      stdio: ["pipe", "pipe", "inherit"],
+    },
+  );
+  const exited = new Promise<void>((r) => child.once("exit", () => r()));
+  const info = await new Promise<ChildInfo>((resolve, reject) => {
+    const rl = createInterface({ input: child.stdout! });
+    rl.once("line", (l) => resolve(JSON.parse(l) as ChildInfo));
+    child.once("exit", (code) =>
+      reject(new Error(`simulator process exited (${code}) before it was ready`)),
+    );
+  });
+  const [k0, k1] = info.keys as [ChildInfo["keys"][0], ChildInfo["keys"][0]];
+  const jwt = await new SignJWT({})
+    .setProtectedHeader({ alg: "ES256", kid: k1.keyId })
+    .setIssuer(k1.teamId)
+    .setIssuedAt()
+    .sign(createPrivateKey(k1.privateKeyPem));
+  return {
+    origin: info.url,
+    appConfig: {
+      type: "apns",
+      topic: info.topic,
+      teamId: k0.teamId,
+      keyId: k0.keyId,
+      privateKeyPem: k0.privateKeyPem,
+      endpoint: info.url,
+    },
+    path: (token) => `/3/device/${token}`,
+    headers: () => ({
+      authorization: `bearer ${jwt}`,
+      "apns-topic": info.topic,
+      "apns-push-type": "alert",
+      "apns-priority": "10",
+      "apns-expiration": String(Math.floor(Date.now() / 1000) + 7 * 86_400),
+      "apns-id": randomUUID(),
+      "content-type": "application/json",
+    }),
+    body: apnsPayload("alert"),
+    connectOptions: {},
+    pid: child.pid!,
+    stop: async () => {
+      child.stdin!.end();
+      const t = setTimeout(() => process.kill(child.pid!, "SIGKILL"), 5000);
+      await exited;
+      clearTimeout(t);
+    },
+  };
+}

@@ -1,0 +1,400 @@
+/**
+ * Store benchmark (`npm run bench -- store`). One run, medians:
+ * 1. stanza_tx_per_s: a per-stanza transaction through the store API (BEGIN IMMEDIATE, load and
+ *    validate the account state, insert the message row, bump the SM counter, validate and save the
+ *    state, COMMIT) vs raw_insert_tx_per_s: raw better-sqlite3 inserting the same message row into
+ *    the same table as a single-statement transaction on the same file and pragmas. Rounds
+ *    alternate so both see the same table growth. (raw_small_insert_tx_per_s: a one-column table,
+ *    for scale.)
+ * 2. lock_handover_p50/p99_ms: an NSE process holds the session lock; the main app calls
+ *    acquireAsMain (IPC disconnect-all -> NSE releases -> yielded) until it holds the lock.
+ * 3. ipc_rtt_p50/p99_ms: ping -> pong with a responder process.
+ * 4. contention_tx_per_s, busy_errors: two processes doing read-modify-write transactions at once.
+ * 5. fair_write_p50/p99_ms (extra): a short write of this process while another process commits
+ *    in a tight loop (starvation check for the NSE).
+ * 7. Damage checks: open_damage_check_us (the check every open makes: marker + 100-byte header),
+ *    quick_check_ms / integrity_check_ms on a realistic DB (50,000 messages, db_mb) and per MB,
+ *    guard_ns_per_statement (what noticing SQLITE_CORRUPT on every statement costs per call).
+ * 6. fenced_stanza_tx_per_s: the per-stanza transaction of (1) made under the session lock's
+ *    fence (the holder/generation check inside the transaction), alternating with (1) in the
+ *    same rounds; ratios.fenced_vs_unfenced_tx = fenced / unfenced (target >= 0.9).
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import Database from "better-sqlite3";
+import { sql } from "drizzle-orm";
+import { openStore } from "#src/store.js";
+import { accounts, chats, messages } from "#src/schema.js";
+import { loadAccountState, saveAccountState } from "#src/account-state.js";
+import { Ipc } from "#src/ipc.js";
+import { ProcessLock } from "#src/lock.js";
+import { acquireAsMain } from "#src/priority.js";
+import { checkHeader, readDamageMarker, unguardedPrepare } from "#src/corruption.js";
+
+interface BenchContext {
+  log(msg: string): void;
+  quick: boolean;
+}
+
+const peerScript = path.join(path.dirname(fileURLToPath(import.meta.url)), "store-peer.js");
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+function percentile(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!;
+}
+const round2 = (x: number) => Math.round(x * 100) / 100;
+
+class Peer {
+  readonly proc: ChildProcess;
+  private buf = "";
+  private readonly lines: Record<string, unknown>[] = [];
+  private waiters: (() => void)[] = [];
+  readonly exited: Promise<number | null>;
+  constructor(args: Record<string, unknown>) {
+    this.proc = spawn(process.execPath, [peerScript, JSON.stringify(args)], {
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    this.proc.stdout!.setEncoding("utf8");
+    this.proc.stdout!.on("data", (c: string) => {
+      this.buf += c;
+      let i: number;
+      while ((i = this.buf.indexOf("\n")) >= 0) {
+        this.lines.push(JSON.parse(this.buf.slice(0, i)) as Record<string, unknown>);
+        this.buf = this.buf.slice(i + 1);
+        for (const w of this.waiters.splice(0)) w();
+      }
+    });
+    this.exited = new Promise((r) => this.proc.on("exit", (code) => r(code)));
+  }
+  async line(
+    pred: (l: Record<string, unknown>) => boolean,
+    timeoutMs = 30_000,
+  ): Promise<Record<string, unknown>> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const hit = this.lines.find(pred);
+      if (hit) return hit;
+      if (Date.now() > deadline || this.proc.exitCode !== null)
+        throw new Error("store bench peer did not answer");
+      await new Promise<void>((r) => {
+        this.waiters.push(r);
+        setTimeout(r, 100);
+      });
+    }
+  }
+  stop(): Promise<number | null> {
+    if (this.proc.exitCode === null && this.proc.pid) process.kill(this.proc.pid, "SIGTERM");
+    return this.exited;
+  }
+}
+
+/** What noticing damage costs: at every open, per statement, and the full checks on demand. */
+function damageChecks(
+  ctx: BenchContext,
+  dir: string,
+  benchDb: string,
+  store: ReturnType<typeof openStore>,
+): Record<string, number> {
+  const opens: number[] = [];
+  for (let i = 0; i < 2000; i++) {
+    const t = performance.now();
+    readDamageMarker(benchDb);
+    checkHeader(benchDb);
+    opens.push((performance.now() - t) * 1000);
+  }
+  // Guarded vs raw statement call on the same connection (a trivial statement: the overhead shows).
+  const guarded = store.sqlite.prepare("SELECT 1").pluck();
+  const raw = unguardedPrepare(store.sqlite)("SELECT 1").pluck();
+  const calls = ctx.quick ? 100_000 : 500_000;
+  const perCall = (stmt: typeof raw) => {
+    const t = performance.now();
+    for (let i = 0; i < calls; i++) stmt.get();
+    return ((performance.now() - t) * 1e6) / calls;
+  };
+  const guardNs: number[] = [];
+  for (let r = 0; r < 5; r++) guardNs.push(perCall(guarded) - perCall(raw));
+
+  // A realistic chat database: 50,000 messages over 50 chats, bodies of 10 to 250 characters.
+  const big = path.join(dir, "big.db");
+  const n = ctx.quick ? 10_000 : 50_000;
+  const s = openStore({ path: big, role: "main" });
+  s.write((tx) => {
+    tx.insert(accounts).values({ id: "a", jid: "a@example.org", createdAt: 1 }).run();
+    for (let i = 0; i < n; i++) {
+      const chat = `c${i % 50}@example.org`;
+      tx.insert(messages)
+        .values({
+          accountId: "a",
+          chatJid: chat,
+          direction: i % 3 ? "in" : "out",
+          fromJid: chat,
+          body: "word ".repeat(2 + (i % 50)),
+          stanzaId: `s${i}`,
+          stanzaIdBy: "a@example.org",
+          originId: `o${i}`,
+          archiveId: `r${i}`,
+          sentAt: i,
+          storedAt: i,
+        })
+        .run();
+    }
+  });
+  s.sqlite.pragma("wal_checkpoint(TRUNCATE)");
+  const mb = fs.statSync(big).size / 2 ** 20;
+  const timed = (pragma: string) => {
+    const xs: number[] = [];
+    for (let r = 0; r < 5; r++) {
+      const t = performance.now();
+      s.sqlite.pragma(pragma);
+      xs.push(performance.now() - t);
+    }
+    return median(xs);
+  };
+  const quick = timed("quick_check(1)");
+  const full = timed("integrity_check(1)");
+  s.close();
+  ctx.log(
+    `damage checks: open ${round2(median(opens))} µs; guard ${round2(median(guardNs))} ns/statement; ` +
+      `${n} messages = ${round2(mb)} MB: quick_check ${round2(quick)} ms, integrity_check ${round2(full)} ms`,
+  );
+  return {
+    open_damage_check_us: round2(median(opens)),
+    guard_ns_per_statement: round2(median(guardNs)),
+    damage_check_db_mb: round2(mb),
+    quick_check_ms: round2(quick),
+    quick_check_ms_per_mb: round2(quick / mb),
+    integrity_check_ms: round2(full),
+  };
+}
+
+export default async function storeBench(ctx: BenchContext) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "lichen-store-bench-"));
+  const peers: Peer[] = [];
+  try {
+    const db = path.join(dir, "bench.db");
+    const store = openStore({ path: db, role: "main" });
+    store.write((tx) => {
+      tx.insert(accounts)
+        .values([
+          { id: "bench", jid: "bench@example.org", createdAt: tx.now },
+          { id: "raw", jid: "raw@example.org", createdAt: tx.now },
+        ])
+        .run();
+      tx.insert(chats).values({ accountId: "bench", jid: "counter", createdAt: tx.now }).run();
+      saveAccountState(tx, "bench", loadAccountState(tx, "bench"));
+    });
+
+    // (1) per-stanza transaction vs raw single INSERT.
+    const perRound = ctx.quick ? 2000 : 10_000;
+    const rounds = ctx.quick ? 3 : 5;
+    const insertMessage = store.db
+      .insert(messages)
+      .values({
+        accountId: "bench",
+        chatJid: "peer@example.org",
+        direction: "in",
+        fromJid: "peer@example.org/phone",
+        stanzaId: sql.placeholder("stanzaId"),
+        stanzaIdBy: "bench@example.org",
+        body: sql.placeholder("body"),
+        sentAt: sql.placeholder("now"),
+        storedAt: sql.placeholder("now"),
+      })
+      .prepare();
+    // Raw better-sqlite3: the statement is prepared without the store's corruption guard.
+    const rawInsert = unguardedPrepare(store.sqlite)(
+      `INSERT INTO messages (account_id, chat_jid, direction, from_jid, stanza_id, stanza_id_by, body, sent_at, stored_at)
+       VALUES ('raw', 'peer@example.org', 'in', 'peer@example.org/phone', ?, 'raw@example.org', ?, ?, ?)`,
+    );
+    const small = new Database(path.join(dir, "small.db"));
+    small.pragma("journal_mode = WAL");
+    small.pragma("synchronous = NORMAL");
+    small.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)");
+    const smallInsert = small.prepare("INSERT INTO t (body) VALUES (?)");
+    const stanzaRates: number[] = [];
+    const fencedRates: number[] = [];
+    const rawRates: number[] = [];
+    const sessionLock = new ProcessLock(store, { key: "bench-session", holder: "main:bench" });
+    sessionLock.tryAcquire();
+    const fence = sessionLock.fence()!;
+    const smallRates: number[] = [];
+    let seq = 0;
+    const body = "Hello! Are we still on for tonight? ".repeat(3);
+    for (let r = 0; r < rounds; r++) {
+      let t = performance.now();
+      for (let i = 0; i < perRound; i++) {
+        const n = seq++;
+        rawInsert.run(`raw-${n}`, body, Date.now(), Date.now());
+      }
+      rawRates.push(perRound / ((performance.now() - t) / 1000));
+      t = performance.now();
+      for (let i = 0; i < perRound; i++) {
+        const n = seq++;
+        store.write((tx) => {
+          const state = loadAccountState(tx, "bench");
+          insertMessage.run({ stanzaId: `st-${n}`, body, now: tx.now });
+          state.sm.inboundH += 1;
+          state.updatedAt = tx.now;
+          saveAccountState(tx, "bench", state);
+        });
+      }
+      stanzaRates.push(perRound / ((performance.now() - t) / 1000));
+      t = performance.now();
+      for (let i = 0; i < perRound; i++) {
+        const n = seq++;
+        store.write(
+          (tx) => {
+            const state = loadAccountState(tx, "bench");
+            insertMessage.run({ stanzaId: `st-${n}`, body, now: tx.now });
+            state.sm.inboundH += 1;
+            state.updatedAt = tx.now;
+            saveAccountState(tx, "bench", state);
+          },
+          { fence },
+        );
+      }
+      fencedRates.push(perRound / ((performance.now() - t) / 1000));
+      t = performance.now();
+      for (let i = 0; i < perRound; i++) smallInsert.run(body);
+      smallRates.push(perRound / ((performance.now() - t) / 1000));
+      ctx.log(
+        `round ${r + 1}/${rounds}: stanza ${Math.round(stanzaRates[r]!)} tx/s, fenced ${Math.round(fencedRates[r]!)} tx/s, raw ${Math.round(rawRates[r]!)} tx/s`,
+      );
+    }
+    small.close();
+    sessionLock.release();
+    const stanza = median(stanzaRates);
+    const fenced = median(fencedRates);
+    const raw = median(rawRates);
+
+    // (2) lock handover NSE -> main.
+    const ipc = new Ipc(store, { role: "main", pollMs: 50 });
+    ipc.start();
+    const nse = new Peer({ db, role: "nse", mode: "nse" });
+    peers.push(nse);
+    await nse.line((l) => l.ready === true);
+    const lock = new ProcessLock(store, {
+      key: "xmpp-session",
+      holder: "main:bench",
+      leaseMs: 2000,
+    });
+    const handovers: number[] = [];
+    const handoverRuns = ctx.quick ? 15 : 60;
+    for (let i = 0; i < handoverRuns; i++) {
+      // NSE takes the lock (a push arrived while main was in the background)...
+      await ipc.request(
+        {
+          type: "push-arrived",
+          destination: "nse",
+          data: { pushId: `p${i}`, receivedAt: Date.now() },
+        },
+        { timeoutMs: 10_000 },
+      );
+      // ...then the main app comes to the foreground and takes it back.
+      const t = performance.now();
+      const r = await acquireAsMain(lock, ipc, { timeoutMs: 10_000 });
+      handovers.push(performance.now() - t);
+      if (r.via !== "yielded") throw new Error(`handover ${i} was not a yield (${r.via})`);
+      lock.release();
+    }
+    ctx.log(`lock handover: ${handovers.length} runs`);
+
+    // (3) IPC round trip.
+    const responder = new Peer({ db, role: "share", mode: "responder" });
+    peers.push(responder);
+    await responder.line((l) => l.ready === true);
+    const rtts: number[] = [];
+    const rttRuns = ctx.quick ? 50 : 300;
+    for (let i = 0; i < rttRuns + 5; i++) {
+      const t = performance.now();
+      await ipc.request(
+        { type: "ping", destination: "share", data: { nonce: String(i) } },
+        { timeoutMs: 5000 },
+      );
+      if (i >= 5) rtts.push(performance.now() - t); // first few warm up the watcher
+    }
+    ipc.close();
+    await Promise.all(peers.splice(0).map((p) => p.stop()));
+    ctx.log(`ipc: ${rtts.length} round trips`);
+
+    // (4) two-process contention.
+    const perWriter = ctx.quick ? 1500 : 5000;
+    const startAt = Date.now() + 1500;
+    const writers = [
+      new Peer({ db, role: "main", mode: "writer", count: perWriter, startAt, tag: "a" }),
+      new Peer({ db, role: "nse", mode: "writer", count: perWriter, startAt, tag: "b" }),
+    ];
+    peers.push(...writers);
+    const done = await Promise.all(writers.map((w) => w.line((l) => l.done === true, 120_000)));
+    const endedAt = Math.max(...done.map((d) => d.endedAt as number));
+    const busyErrors = done.reduce((n, d) => n + (d.busy as number), 0);
+    const counter = store.sqlite
+      .prepare("SELECT unread_count FROM chats WHERE account_id = 'bench' AND jid = 'counter'")
+      .pluck()
+      .get();
+    if (counter !== 2 * perWriter)
+      throw new Error(`contention lost updates: counter ${String(counter)} != ${2 * perWriter}`);
+    const contention = (2 * perWriter) / ((endedAt - startAt) / 1000);
+    ctx.log(
+      `contention: writers took ${done.map((d) => Math.round(d.ms as number)).join(" / ")} ms`,
+    );
+    // (5) fairness: short writes of this process next to a process committing in a tight loop.
+    const hot = new Peer({ db, role: "nse", mode: "hot", durationMs: ctx.quick ? 2000 : 4000 });
+    peers.push(hot);
+    await hot.line((l) => l.ready === true);
+    await new Promise((r) => setTimeout(r, 200));
+    const fair: number[] = [];
+    for (let i = 0; i < (ctx.quick ? 40 : 100); i++) {
+      const t = performance.now();
+      store.write((tx) =>
+        tx
+          .update(chats)
+          .set({ unreadCount: i })
+          .where(sql`${chats.jid} = 'counter'`)
+          .run(),
+      );
+      fair.push(performance.now() - t);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    await hot.line((l) => l.done === true, 30_000);
+    ctx.log(
+      `fairness: ${fair.length} writes next to a hot writer, max ${Math.round(Math.max(...fair))} ms`,
+    );
+    // (7) Damage checks.
+    const damage = damageChecks(ctx, dir, db, store);
+    store.close();
+
+    return {
+      metrics: {
+        stanza_tx_per_s: Math.round(stanza),
+        fenced_stanza_tx_per_s: Math.round(fenced),
+        raw_insert_tx_per_s: Math.round(raw),
+        raw_small_insert_tx_per_s: Math.round(median(smallRates)),
+        lock_handover_p50_ms: round2(percentile(handovers, 50)),
+        lock_handover_p99_ms: round2(percentile(handovers, 99)),
+        ipc_rtt_p50_ms: round2(percentile(rtts, 50)),
+        ipc_rtt_p99_ms: round2(percentile(rtts, 99)),
+        contention_tx_per_s: Math.round(contention),
+        busy_errors: busyErrors,
+        fair_write_p50_ms: round2(percentile(fair, 50)),
+        fair_write_p99_ms: round2(percentile(fair, 99)),
+        ...damage,
+      },
+      ratios: {
+        stanza_vs_raw: round2(stanza / raw),
+        fenced_vs_unfenced_tx: round2(fenced / stanza),
+      },
+    };
+  } finally {
+    await Promise.all(peers.map((p) => p.stop()));
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}

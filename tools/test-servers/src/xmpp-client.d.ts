@@ -1,2 +1,0 @@
-// xmpp.js ships no types; the test peer only needs a few calls.
-declare module "@xmpp/client";

@@ -1,0 +1,8 @@
+// Issue 11, item 13: this CLI behaves like the other Lichen CLIs (see @lichen/test-kit/vitest).
+import { fileURLToPath } from "node:url";
+import { expectCliConventions } from "@lichen/test-kit/vitest";
+import { it } from "vitest";
+
+it("prints --version; an unknown option exits 2 and is named", () => {
+  expectCliConventions(fileURLToPath(new URL("..", import.meta.url)), [["start"]]);
+});
