@@ -302,7 +302,11 @@ describe.each([
             () => /offline .*showing stored chats/.test(app.stderr) || undefined,
             `app offline; ${app.stderr}`,
           );
-          expect(app.stderr).toContain(`  ${BOB}`); // the stored chat is listed
+          // The stored chat is listed (the lines may arrive in a later chunk of stderr).
+          await until(
+            () => app.stderr.includes(`  ${BOB}`) || undefined,
+            `chat listed; ${app.stderr}`,
+          );
           const typed = `typed offline ${tag()}`;
           app.line(typed);
           await until(

@@ -1,1 +1,1 @@
-CREATE INDEX `messages_chat_time` ON `messages` (`account_id`,`chat_jid`,`sent_at`,`id`);
+CREATE INDEX `messages_chat_time` ON `messages` (`account_id`,`chat_jid`,"sent_at" / 1000,`id`);

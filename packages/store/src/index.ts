@@ -15,6 +15,7 @@ export {
   listMessages,
   getMessage,
   markChatRead,
+  messagesStoredAfter,
   type ChatSummary,
   type StoredMessage,
   type MessageCursor,

@@ -3,7 +3,7 @@
  * in time order paged by position or by time, one message by its ids, and the unread marker.
  * Plain typed queries over the store's tables, so apps (and the CLIs) do not hand-write SQL.
  */
-import { and, asc, desc, eq, gt, lt, or, sql, type SQL } from "drizzle-orm";
+import { and, asc, desc, eq, lt, sql, type SQL } from "drizzle-orm";
 import { chats, messages } from "./schema.js";
 import type { Store, StoreTx } from "./store.js";
 
@@ -88,13 +88,21 @@ function reading<T>(store: Store | StoreTx, fn: (tx: StoreTx) => T): T {
     : fn(store as StoreTx);
 }
 
+/**
+ * The time order: the second a message was sent, then arrival (row id). To the second because
+ * servers stamp delayed messages in whole seconds (Prosody) while our own sends carry
+ * milliseconds: a reply stamped 12:00:07 must not sort before our 12:00:07.5 it answers. Uses
+ * the messages_chat_time index (account, chat, sent_at / 1000, id).
+ */
+const second = sql`${messages.sentAt} / 1000`;
+const secondOf = (c: MessageCursor) => Math.floor(c.sentAt / 1000);
 const beforePos = (c: MessageCursor): SQL =>
-  or(lt(messages.sentAt, c.sentAt), and(eq(messages.sentAt, c.sentAt), lt(messages.id, c.id)))!;
+  sql`(${second} < ${secondOf(c)} OR (${second} = ${secondOf(c)} AND ${messages.id} < ${c.id}))`;
 const afterPos = (c: MessageCursor): SQL =>
-  or(gt(messages.sentAt, c.sentAt), and(eq(messages.sentAt, c.sentAt), gt(messages.id, c.id)))!;
+  sql`(${second} > ${secondOf(c)} OR (${second} = ${secondOf(c)} AND ${messages.id} > ${c.id}))`;
 
 /**
- * A page of a chat's messages in time order (sentAt, then row id), oldest first. Without
+ * A page of a chat's messages in time order (the second of sentAt, then row id), oldest first. Without
  * `after`, the page is the newest that matches (what a chat view opens on); with `after`, the
  * oldest after it (scrolling down, or "what arrived since").
  */
@@ -117,7 +125,7 @@ export function listMessages(
         .select(columns)
         .from(messages)
         .where(base([afterPos(opts.after)]))
-        .orderBy(asc(messages.sentAt), asc(messages.id))
+        .orderBy(asc(second), asc(messages.id))
         .limit(limit + 1)
         .all() as StoredMessage[];
       const page = rows.slice(0, limit);
@@ -132,7 +140,7 @@ export function listMessages(
       .select(columns)
       .from(messages)
       .where(base(opts.before ? [beforePos(opts.before)] : []))
-      .orderBy(desc(messages.sentAt), desc(messages.id))
+      .orderBy(desc(second), desc(messages.id))
       .limit(limit + 1)
       .all() as StoredMessage[];
     const page = rows.slice(0, limit).reverse();
@@ -147,6 +155,29 @@ export function listMessages(
 
 function exists(tx: StoreTx, where: SQL | undefined): boolean {
   return tx.select({ id: messages.id }).from(messages).where(where).limit(1).get() !== undefined;
+}
+
+/**
+ * Messages of any chat stored after row `afterId`, in arrival order (at most `limit`, default
+ * 500): what a live view prints as it arrives. Pass the last id seen to continue.
+ */
+export function messagesStoredAfter(
+  store: Store | StoreTx,
+  accountId: string,
+  afterId: number,
+  limit = 500,
+): StoredMessage[] {
+  return reading(
+    store,
+    (tx) =>
+      tx
+        .select(columns)
+        .from(messages)
+        .where(and(eq(messages.accountId, accountId), sql`${messages.id} > ${afterId}`))
+        .orderBy(asc(messages.id))
+        .limit(limit)
+        .all() as StoredMessage[],
+  );
 }
 
 /** One message by its row id, origin-id (ours or the sender's) or stanza-id. */

@@ -15,6 +15,7 @@ import {
   text,
   uniqueIndex,
 } from "drizzle-orm/sqlite-core";
+import { sql } from "drizzle-orm";
 
 /** Configured XMPP accounts. */
 export const accounts = sqliteTable("accounts", {
@@ -175,8 +176,9 @@ export const messages = sqliteTable(
     uniqueIndex("messages_origin_id").on(t.accountId, t.originId, t.fromJid),
     uniqueIndex("messages_archive_id").on(t.accountId, t.archiveId),
     index("messages_chat").on(t.accountId, t.chatJid, t.id),
-    // A chat in time order (listMessages pages by sent_at, then id).
-    index("messages_chat_time").on(t.accountId, t.chatJid, t.sentAt, t.id),
+    // A chat in time order: listMessages orders by the second of sent_at, then id (servers stamp
+    // whole seconds, our own sends milliseconds: see read.ts).
+    index("messages_chat_time").on(t.accountId, t.chatJid, sql`${t.sentAt} / 1000`, t.id),
   ],
 );
 

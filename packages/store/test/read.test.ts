@@ -53,7 +53,14 @@ afterEach(() => {
 });
 
 describe("listMessages", () => {
-  it("orders by send time, not arrival; pages by position without gaps or repeats", () => {
+  it("orders by send time to the second, then arrival; pages by position without gaps or repeats", () => {
+    // Our 7.5 s send and the reply the server stamped 7 s (whole seconds): arrival order decides.
+    insert("erin@example.org", "ours", 7500, "out");
+    insert("erin@example.org", "reply", 7000);
+    expect(listMessages(store, "acc", "erin@example.org").messages.map((m) => m.body)).toEqual([
+      "ours",
+      "reply",
+    ]);
     // Arrival order differs from send order (a MAM catch-up stores old messages last), and two
     // share a timestamp (the row id breaks the tie).
     const sent = [5, 1, 3, 3, 2, 8, 7, 4, 6, 9];

@@ -1,6 +1,11 @@
 // Read-only views of the database: no lock, no network.
-import { tables, type Store } from "@lichen/store";
-import { and, asc, desc, eq, gt, sql } from "drizzle-orm";
+import {
+  listChats as storeChats,
+  listMessages,
+  messagesStoredAfter,
+  type Store,
+  type StoredMessage,
+} from "@lichen/store";
 import { type CliContext, openAccount } from "../context.js";
 import { formatMessage, isoTime, table, type MessageLine } from "../format.js";
 import { parseBareJid } from "../settings.js";
@@ -12,95 +17,49 @@ export interface ChatRow {
   lastActivityAt: number | null;
 }
 
-/**
- * Chats by last activity. Chats with only outgoing messages have no `chats` row yet (the engine
- * creates one on the first stored incoming message), so chat JIDs of stored messages are merged in.
- */
+/** Chats by last activity (the store's read API; chats with only outgoing messages included). */
 export function listChats(store: Store, accountId: string): ChatRow[] {
-  return store.read((tx) => {
-    const rows: ChatRow[] = tx
-      .select({
-        jid: tables.chats.jid,
-        kind: tables.chats.kind,
-        unread: tables.chats.unreadCount,
-        lastActivityAt: tables.chats.lastActivityAt,
-      })
-      .from(tables.chats)
-      .where(eq(tables.chats.accountId, accountId))
-      .all();
-    const known = new Set(rows.map((r) => r.jid));
-    const fromMessages = tx
-      .select({
-        jid: tables.messages.chatJid,
-        type: sql<string>`max(${tables.messages.type})`,
-        lastActivityAt: sql<number>`max(${tables.messages.storedAt})`,
-      })
-      .from(tables.messages)
-      .where(eq(tables.messages.accountId, accountId))
-      .groupBy(tables.messages.chatJid)
-      .all();
-    for (const m of fromMessages) {
-      if (known.has(m.jid)) continue;
-      rows.push({
-        jid: m.jid,
-        kind: m.type === "groupchat" ? "groupchat" : "chat",
-        unread: 0,
-        lastActivityAt: m.lastActivityAt,
-      });
-    }
-    return rows.sort(
-      (a, b) => (b.lastActivityAt ?? 0) - (a.lastActivityAt ?? 0) || a.jid.localeCompare(b.jid),
-    );
-  });
+  return storeChats(store, accountId).map((c) => ({
+    jid: c.jid,
+    kind: c.kind,
+    unread: c.unreadCount,
+    lastActivityAt: c.lastActivityAt,
+  }));
 }
 
-const messageColumns = {
-  id: tables.messages.id,
-  direction: tables.messages.direction,
-  chatJid: tables.messages.chatJid,
-  fromJid: tables.messages.fromJid,
-  body: tables.messages.body,
-  deliveryState: tables.messages.deliveryState,
-  sentAt: tables.messages.sentAt,
-  originId: tables.messages.originId,
-  stanzaId: tables.messages.stanzaId,
-};
-
-/**
- * The last `n` messages of a chat in time order, oldest first: by the message's own time (XEP-0203
- * delay stamps included, so a message fetched late from the archive sorts where it was sent) to
- * the second, then by arrival. To the second because servers stamp whole seconds (Prosody) while
- * our own sends carry milliseconds: a reply stamped 12:00:07 must not sort before our 12:00:07.5.
- */
+/** The last `n` messages of a chat in time order (see the store's listMessages), oldest first. */
 export function lastMessages(
   store: Store,
   accountId: string,
   chatJid: string,
   n: number,
 ): MessageLine[] {
-  return store
-    .read((tx) =>
-      tx
-        .select(messageColumns)
-        .from(tables.messages)
-        .where(and(eq(tables.messages.accountId, accountId), eq(tables.messages.chatJid, chatJid)))
-        .orderBy(desc(sql`${tables.messages.sentAt} / 1000`), desc(tables.messages.id))
-        .limit(n)
-        .all(),
-    )
-    .reverse();
+  return listMessages(store, accountId, chatJid, { limit: n }).messages.map(line);
 }
 
-/** Messages of any chat stored after row id `afterId`, oldest first. */
+/** The fields the CLI prints (its JSON output stays the same shape). */
+function line(m: StoredMessage): MessageLine {
+  return {
+    id: m.id,
+    direction: m.direction,
+    chatJid: m.chatJid,
+    fromJid: m.fromJid,
+    body: m.body,
+    deliveryState: m.deliveryState,
+    sentAt: m.sentAt,
+    originId: m.originId,
+    stanzaId: m.stanzaId,
+  };
+}
+
+/** Messages of any chat stored after row id `afterId`, in arrival order. */
 export function messagesAfter(store: Store, accountId: string, afterId: number): MessageLine[] {
-  return store.read((tx) =>
-    tx
-      .select(messageColumns)
-      .from(tables.messages)
-      .where(and(eq(tables.messages.accountId, accountId), gt(tables.messages.id, afterId)))
-      .orderBy(asc(tables.messages.id))
-      .all(),
-  );
+  const out: MessageLine[] = [];
+  for (let page = messagesStoredAfter(store, accountId, afterId); page.length > 0;) {
+    out.push(...page.map(line));
+    page = messagesStoredAfter(store, accountId, page[page.length - 1]!.id);
+  }
+  return out;
 }
 
 export function chats(ctx: CliContext, opts: { json?: boolean }): void {

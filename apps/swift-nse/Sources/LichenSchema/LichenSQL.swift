@@ -387,7 +387,7 @@ public enum LichenSQL {
         "3c374364e0558d4e577eb6beb6a4169bae07208cb5bf31767d668c4e6406d830",
         "551fc48cc7c99d72b645b792447e51737445a0ffbd756a4e7ac5e710f2253dd7",
         "5a47a8894b38d3d1e38ccffad3d841d23550e0fc18f710e6a63e825d387eafe0",
-        "dea13d4b39f8930c9af392a3e2ed93fb7dd6e6d1de4489596b404278764a091b",
+        "6001b02b70f9535335b8b42a2a82c1781820e8d9f02a2fd4410a1e01e39f72ba",
     ]
 
     /// The wake directory is the database path plus this suffix (the TS Ipc default).
