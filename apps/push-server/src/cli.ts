@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { Command, CommanderError } from "commander";
-import { ConfigError, loadConfigFile } from "@lichen/appserver";
+import { ADMIN_TOKEN_FILE, ConfigError, loadConfigFile } from "@lichen/appserver";
 import { runDaemon } from "./daemon.js";
 
 /** The package version, for --version (package.json is one level above src/ and dist/ alike). */
@@ -51,6 +52,104 @@ program
     const cfg = loadConfigFile(file);
     process.stdout.write(
       `${file}: ok (component ${cfg.component.domain} via ${cfg.component.service}; apps: ${Object.keys(cfg.apps).join(", ")}${cfg.redis ? "; redis sync on" : ""})\n`,
+    );
+  });
+
+/** Calls the running daemon's /admin/ API (address and token from its config and data folder). */
+async function admin(configFile: string, method: string, path: string): Promise<unknown> {
+  const cfg = loadConfigFile(configFile);
+  const tokenFile = join(cfg.dataDir, ADMIN_TOKEN_FILE);
+  let token: string;
+  try {
+    token = readFileSync(tokenFile, "utf8").trim();
+  } catch (e) {
+    throw new Error(
+      `cannot read the admin token ${tokenFile} (has the daemon started?): ${(e as Error).message}`,
+    );
+  }
+  const host = cfg.http.host === "0.0.0.0" || cfg.http.host === "::" ? "127.0.0.1" : cfg.http.host;
+  const url = `http://${host.includes(":") ? `[${host}]` : host}:${cfg.http.port}/admin/${path}`;
+  let res: Response;
+  try {
+    res = await fetch(url, { method, headers: { authorization: `Bearer ${token}` } });
+  } catch (e) {
+    throw new Error(`daemon not reachable at ${url}: ${(e as Error).message}`);
+  }
+  const body = (await res.json()) as unknown;
+  if (!res.ok) throw new Error(`${url}: ${res.status} ${JSON.stringify(body)}`);
+  return body;
+}
+
+interface DomainRow {
+  domain: string;
+  state: string;
+  badTokens: number;
+  activeTokens: number;
+  threshold: number;
+  blockedUntil?: number;
+}
+
+function printDomain(d: DomainRow): void {
+  const until = d.blockedUntil ? ` until ${new Date(d.blockedUntil).toISOString()}` : "";
+  process.stdout.write(
+    `${d.domain}\t${d.state}${until}\tbad tokens ${d.badTokens} (threshold ${d.threshold}, active tokens ${d.activeTokens})\n`,
+  );
+}
+
+const CONFIG_OPT = ["-c, --config <file>", "the daemon's YAML config file", "push.yaml"] as const;
+
+program
+  .command("domains")
+  .description("list domains that are restricted or blocked (or one domain) on the running daemon")
+  .argument("[domain]", "show only this domain")
+  .option(...CONFIG_OPT)
+  .option("--json", "print JSON")
+  .action(async (domain: string | undefined, opts: { config: string; json?: boolean }) => {
+    const r = await admin(
+      opts.config,
+      "GET",
+      `domains${domain ? `/${encodeURIComponent(domain)}` : ""}`,
+    );
+    if (opts.json) {
+      process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
+      return;
+    }
+    const rows = domain ? [r as DomainRow] : (r as { domains: DomainRow[] }).domains;
+    if (rows.length === 0) process.stdout.write("no domain is restricted or blocked\n");
+    rows.forEach(printDomain);
+  });
+
+program
+  .command("unblock-domain")
+  .description("lift a domain's block and restriction (forgets its invalid-token count)")
+  .argument("<domain>")
+  .option(...CONFIG_OPT)
+  .action(async (domain: string, opts: { config: string }) => {
+    printDomain(
+      (await admin(
+        opts.config,
+        "POST",
+        `domains/${encodeURIComponent(domain)}/unblock`,
+      )) as DomainRow,
+    );
+  });
+
+program
+  .command("block-domain")
+  .description(
+    "block a domain: no provider traffic, its pushes get wait errors (registrations kept)",
+  )
+  .argument("<domain>")
+  .option(...CONFIG_OPT)
+  .option("--for <duration>", "how long, e.g. 6h (default: blacklist.domain.block)")
+  .action(async (domain: string, opts: { config: string; for?: string }) => {
+    const q = opts.for ? `?for=${encodeURIComponent(opts.for)}` : "";
+    printDomain(
+      (await admin(
+        opts.config,
+        "POST",
+        `domains/${encodeURIComponent(domain)}/block${q}`,
+      )) as DomainRow,
     );
   });
 

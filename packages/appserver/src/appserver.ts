@@ -4,9 +4,10 @@ import type { Server } from "node:http";
 import { isAbsolute, join } from "node:path";
 import { pino, type Logger } from "pino";
 import { DomainBlacklist, TokenBlacklist } from "./blacklist.js";
+import { DeliveryMemory } from "./deliveries.js";
 import { SystemClock, type Clock } from "./clock.js";
 import { ComponentLink } from "./component-link.js";
-import type { AppConfig, AppServerConfig } from "./config.js";
+import { parseDuration, type AppConfig, type AppServerConfig } from "./config.js";
 import { AppServerStore } from "./db/store.js";
 import { httpPort, startHttp } from "./http.js";
 import { AppServerMetrics } from "./metrics.js";
@@ -29,6 +30,17 @@ export interface AppServerOptions {
 }
 
 const SECRET_FILE = "hash-secret";
+/** Bearer token of the /admin/ endpoints (the CLI's operator commands read it from here). */
+export const ADMIN_TOKEN_FILE = "admin-token";
+
+function adminToken(dataDir: string): string {
+  const f = join(dataDir, ADMIN_TOKEN_FILE);
+  if (existsSync(f)) return readFileSync(f, "utf8").trim();
+  const s = randomBytes(24).toString("hex");
+  writeFileSync(f, `${s}\n`, { mode: 0o600 });
+  chmodSync(f, 0o600);
+  return s;
+}
 
 function hashSecret(cfg: AppServerConfig, dataDir: string): string {
   if (cfg.tokens.hashSecret) return cfg.tokens.hashSecret;
@@ -49,6 +61,7 @@ export class AppServer {
   readonly metrics: AppServerMetrics;
   readonly tokens: TokenBlacklist;
   readonly domains: DomainBlacklist;
+  readonly deliveries: DeliveryMemory;
   readonly service: PushService;
   readonly store: AppServerStore;
   readonly hasher: TokenHasher;
@@ -86,10 +99,15 @@ export class AppServer {
       memoryMs: bt.memory,
     });
     const bd = cfg.blacklist.domain;
+    this.deliveries = new DeliveryMemory({ clock, healthyMs: bd.healthyFor });
+    const deliveries = this.deliveries;
     this.domains = new DomainBlacklist({
       clock,
       windowMs: bd.window,
       threshold: bd.threshold,
+      ratio: bd.ratio,
+      blockFactor: bd.blockFactor,
+      activeTokens: (d) => deliveries.activeTokens(d),
       blockMs: bd.block,
     });
     this.service = new PushService({
@@ -110,6 +128,9 @@ export class AppServer {
       },
       logger,
       metrics: this.metrics,
+      deliveries,
+      onDelivery: (r) => this.store.recordDelivery(r),
+      newTokensPerMinute: bd.newTokensPerMinute,
     });
     this.sync = cfg.redis
       ? new RedisBlacklistSync({
@@ -171,6 +192,7 @@ export class AppServer {
         };
       },
       health: () => s.health(),
+      admin: { token: adminToken(dataDir), handle: (m, p, q) => s.admin(m, p, q) },
     });
     s.maintenance = setInterval(() => s.maintain(), 1000);
     s.maintenance.unref();
@@ -191,6 +213,7 @@ export class AppServer {
     const st = this.store.load();
     for (const r of st.rejected)
       this.logger.warn({ table: r.table, reason: r.reason }, "skipped corrupt row");
+    for (const d of st.deliveries) this.deliveries.restore(d.hash, d.domain, d.at);
     for (const t of st.tokens) this.tokens.merge(t.hash, t.until, t.strikes, "remote");
     for (const d of st.domains) this.domains.merge(d.domain, d.until, "remote");
     for (const e of st.events) this.domains.recordBadToken(e.domain, e.hash, e.at, "remote");
@@ -283,8 +306,11 @@ export class AppServer {
       this.lastSweep = now;
       this.tokens.sweep();
       this.domains.sweep();
+      this.deliveries.sweep();
+      this.service.sweepBuckets();
       const bt = this.cfg.blacklist.token;
-      this.store.prune(now - bt.memory, now, now - this.cfg.blacklist.domain.window);
+      const bd = this.cfg.blacklist.domain;
+      this.store.prune(now - bt.memory, now, now - bd.window, now - bd.healthyFor);
     }
   }
 
@@ -293,6 +319,8 @@ export class AppServer {
     this.metrics.queuedPushes.set(this.service.limiter.queuedCount);
     this.metrics.blacklistedTokens.set(this.tokens.activeCount());
     this.metrics.blacklistedDomains.set(this.domains.activeCount());
+    this.metrics.restrictedDomains.set(this.domains.restrictedCount());
+    this.metrics.healthyTokens.set(this.deliveries.size);
   }
 
   health(): { ok: boolean; details: Record<string, unknown> } {
@@ -308,6 +336,37 @@ export class AppServer {
         queued: this.service.limiter.queuedCount,
       },
     };
+  }
+
+  /**
+   * Operator API (lichen-push domains / block-domain / unblock-domain):
+   * GET domains, GET domains/<d>, POST domains/<d>/block?for=6h, POST domains/<d>/unblock.
+   */
+  admin(method: string, path: string[], q: URLSearchParams): { status: number; body: unknown } {
+    const [what, domain, action] = path;
+    if (what !== "domains") return { status: 404, body: { error: "unknown admin resource" } };
+    if (domain === undefined || domain === "") {
+      if (method !== "GET") return { status: 405, body: { error: "GET only" } };
+      return { status: 200, body: { domains: this.domains.statuses() } };
+    }
+    if (domain.length > 253) return { status: 400, body: { error: "domain too long" } };
+    if (action === undefined) {
+      if (method !== "GET") return { status: 405, body: { error: "GET only" } };
+      return { status: 200, body: this.domains.status(domain) };
+    }
+    if (method !== "POST") return { status: 405, body: { error: "POST only" } };
+    if (action === "unblock") {
+      const had = this.domains.unblock(domain);
+      this.logger.warn({ domain, had }, "domain unblocked by the operator");
+      return { status: 200, body: this.domains.status(domain) };
+    }
+    if (action === "block") {
+      const ms = parseDuration(q.get("for") ?? "") ?? this.cfg.blacklist.domain.block;
+      this.domains.block(domain, this.clock.now() + ms);
+      this.logger.warn({ domain, forMs: ms }, "domain blocked by the operator");
+      return { status: 200, body: this.domains.status(domain) };
+    }
+    return { status: 404, body: { error: `unknown action ${action}` } };
   }
 
   /** Graceful shutdown: stop taking pushes, answer in-flight ones, persist the queue, close all. */

@@ -19,7 +19,8 @@ export type BlacklistChange =
       origin: ChangeOrigin;
     }
   | { kind: "domain"; domain: string; until: number; origin: ChangeOrigin }
-  | { kind: "domain-event"; domain: string; hash: string; at: number; origin: ChangeOrigin };
+  | { kind: "domain-event"; domain: string; hash: string; at: number; origin: ChangeOrigin }
+  | { kind: "domain-unblock"; domain: string; at: number; origin: ChangeOrigin };
 
 export type ChangeListener = (change: BlacklistChange) => void;
 
@@ -148,19 +149,55 @@ export interface DomainBlacklistOptions {
   clock: Clock;
   /** Sliding window in which invalid tokens of one domain are counted (default 1 h). */
   windowMs: number;
-  /** Distinct invalid tokens within the window that blacklist the domain. */
+  /**
+   * Floor of the restriction threshold: distinct invalid tokens within the window from which the
+   * domain's unknown tokens are rate-limited (default 50).
+   */
   threshold: number;
-  /** How long a domain stays blacklisted (default 6 h). */
+  /**
+   * The threshold grows with the domain: max(threshold, ratio × its active tokens) (default 0.02).
+   * Uninstall churn is proportional to a server's size; a fixed count would restrict big servers
+   * for ordinary churn.
+   */
+  ratio?: number;
+  /** Its active tokens (recent successful deliveries); default none, i.e. the floor applies. */
+  activeTokens?: (domain: string) => number;
+  /** A full block (no provider traffic at all) from blockFactor × the threshold (default 4). */
+  blockFactor?: number;
+  /** How long an automatic full block lasts (default 6 h). */
   blockMs: number;
 }
 
+/** ok: normal; restricted: unknown tokens rate-limited; blocked: no provider traffic. */
+export type DomainState = "ok" | "restricted" | "blocked";
+
+/** What an operator sees about one domain. */
+export interface DomainStatus {
+  domain: string;
+  state: DomainState;
+  /** Distinct invalid tokens in the window. */
+  badTokens: number;
+  /** Tokens with a recent successful delivery. */
+  activeTokens: number;
+  /** Bad tokens from which the domain is restricted (blockFactor × this: blocked). */
+  threshold: number;
+  /** End of a full block (epoch ms), if blocked. */
+  blockedUntil?: number;
+}
+
 /**
- * Server domains that produced too many invalid tokens within a sliding window.
- * Per domain: the distinct bad-token hashes with their times (pruned to the window) and `until`.
+ * Server domains that produce invalid tokens. Per domain: the distinct bad-token hashes with their
+ * times (pruned to the window) and, for a full block, `until`. Two levels, so that ordinary churn
+ * never costs healthy users their registrations: `restricted` (the bad-token count reached the
+ * threshold; the push pipeline keeps serving tokens with a recent delivery and rate-limits unknown
+ * ones) and `blocked` (blockFactor × the threshold, or an operator: no provider traffic, `wait`).
+ * Restriction is derived from the window's events, so it ends by itself as they age out.
  */
 export class DomainBlacklist {
   private readonly blocked = new Map<string, number>();
   private readonly events = new Map<string, Map<string, number>>();
+  /** Operator unblocks: older events and blocks from other nodes / storage are ignored. */
+  private readonly unblockedAt = new Map<string, number>();
   private readonly listeners: ChangeListener[] = [];
 
   constructor(private readonly opts: DomainBlacklistOptions) {}
@@ -174,14 +211,35 @@ export class DomainBlacklist {
     return until !== undefined && until > this.opts.clock.now();
   }
 
+  /** The bad-token count reached the domain's threshold (whether or not it is also blocked). */
+  isRestricted(domain: string): boolean {
+    const ev = this.events.get(domain);
+    if (!ev) return false;
+    // Cheap test first: the map may still hold events just outside the window.
+    if (ev.size < this.opts.threshold) return false;
+    return this.countInWindow(domain) >= this.threshold(domain);
+  }
+
+  state(domain: string): DomainState {
+    if (this.isBlocked(domain)) return "blocked";
+    return this.isRestricted(domain) ? "restricted" : "ok";
+  }
+
+  /** Bad tokens within the window from which `domain` is restricted. */
+  threshold(domain: string): number {
+    const active = this.opts.activeTokens?.(domain) ?? 0;
+    return Math.max(this.opts.threshold, Math.ceil((this.opts.ratio ?? 0.02) * active));
+  }
+
   blockedUntil(domain: string): number | undefined {
     return this.blocked.get(domain);
   }
 
   /**
-   * Counts an invalid token against `domain` (at `at`, default now). Returns true when this made the
-   * domain blacklisted. Events from other nodes come with origin "remote" and are not re-announced
-   * as events, but a resulting domain block is (it is this node's conclusion, mergeable anyway).
+   * Counts an invalid token against `domain` (at `at`, default now). Returns true when this changed
+   * the domain's state (newly restricted or newly blocked). Events from other nodes come with origin
+   * "remote" and are not re-announced as events, but a resulting full block is (it is this node's
+   * conclusion, mergeable anyway).
    */
   recordBadToken(
     domain: string,
@@ -191,6 +249,8 @@ export class DomainBlacklist {
   ): boolean {
     const now = this.opts.clock.now();
     const t = at ?? now;
+    const unblocked = this.unblockedAt.get(domain);
+    if (unblocked !== undefined && t < unblocked) return false;
     let ev = this.events.get(domain);
     if (!ev) {
       ev = new Map();
@@ -198,20 +258,46 @@ export class DomainBlacklist {
     }
     const prev = ev.get(hash);
     if (prev !== undefined && prev >= t) return false;
+    const before = this.state(domain);
     ev.set(hash, t);
     this.emit({ kind: "domain-event", domain, hash, at: t, origin });
     this.prune(domain, ev, now);
-    if (ev.size >= this.opts.threshold && !this.isBlocked(domain)) {
+    const count = ev.size;
+    const threshold = this.threshold(domain);
+    if (count >= threshold * (this.opts.blockFactor ?? 4) && before !== "blocked") {
       const until = now + this.opts.blockMs;
       this.blocked.set(domain, until);
       this.emit({ kind: "domain", domain, until, origin: "local" });
       return true;
     }
-    return false;
+    return before === "ok" && count >= threshold;
+  }
+
+  /** An operator blocks `domain` until `until` (no provider traffic; requests get `wait`). */
+  block(domain: string, until: number): void {
+    this.blocked.set(domain, Math.max(until, this.blocked.get(domain) ?? 0));
+    this.emit({ kind: "domain", domain, until, origin: "local" });
+  }
+
+  /**
+   * An operator lifts a domain's block and restriction: its block and its bad-token events are
+   * forgotten, and older ones arriving later (other nodes, storage) are ignored.
+   */
+  unblock(domain: string, origin: ChangeOrigin = "local", at?: number): boolean {
+    const now = at ?? this.opts.clock.now();
+    const had = this.blocked.has(domain) || this.events.has(domain);
+    this.blocked.delete(domain);
+    this.events.delete(domain);
+    this.unblockedAt.set(domain, Math.max(now, this.unblockedAt.get(domain) ?? 0));
+    this.emit({ kind: "domain-unblock", domain, at: now, origin });
+    return had;
   }
 
   /** Applies a domain block from another node or storage (max-merge). */
   merge(domain: string, until: number, origin: ChangeOrigin = "remote"): boolean {
+    const unblocked = this.unblockedAt.get(domain);
+    // A block that started before the operator's unblock is the one that was lifted.
+    if (unblocked !== undefined && until - this.opts.blockMs < unblocked) return false;
     const prev = this.blocked.get(domain);
     if (prev !== undefined && prev >= until) return false;
     this.blocked.set(domain, until);
@@ -219,18 +305,48 @@ export class DomainBlacklist {
     return true;
   }
 
-  /** Drops expired blocks and events outside the window. */
+  /** Drops expired blocks, events outside the window and unblock marks older than a block. */
   sweep(): void {
     const now = this.opts.clock.now();
     for (const [d, until] of this.blocked) if (until <= now) this.blocked.delete(d);
     for (const [d, ev] of this.events) this.prune(d, ev, now);
+    const keep = Math.max(this.opts.blockMs, this.opts.windowMs);
+    for (const [d, at] of this.unblockedAt) if (at < now - keep) this.unblockedAt.delete(d);
   }
 
+  /** Domains currently blocked. */
   activeCount(): number {
     const now = this.opts.clock.now();
     let n = 0;
     for (const u of this.blocked.values()) if (u > now) n++;
     return n;
+  }
+
+  /** Domains currently restricted but not blocked. */
+  restrictedCount(): number {
+    let n = 0;
+    for (const d of [...this.events.keys()]) if (!this.isBlocked(d) && this.isRestricted(d)) n++;
+    return n;
+  }
+
+  /** Every domain with a block or bad tokens in the window, for operators. */
+  statuses(): DomainStatus[] {
+    const now = this.opts.clock.now();
+    const names = new Set<string>(this.events.keys());
+    for (const [d, u] of this.blocked) if (u > now) names.add(d);
+    return [...names].sort().map((domain) => this.status(domain));
+  }
+
+  status(domain: string): DomainStatus {
+    const until = this.blocked.get(domain);
+    return {
+      domain,
+      state: this.state(domain),
+      badTokens: this.countInWindow(domain),
+      activeTokens: this.opts.activeTokens?.(domain) ?? 0,
+      threshold: this.threshold(domain),
+      ...(until !== undefined && until > this.opts.clock.now() ? { blockedUntil: until } : {}),
+    };
   }
 
   allBlocks(): IterableIterator<[string, number]> {

@@ -89,6 +89,16 @@ const FcmAppSchema = z.strictObject({
 /** One push app (an APNs topic or an FCM project), selected per push by the pushModule option. */
 const AppSchema = z.discriminatedUnion("type", [ApnsAppSchema, FcmAppSchema]);
 
+const DOMAIN_DEFAULTS = {
+  window: 3_600_000,
+  threshold: 50,
+  ratio: 0.02,
+  blockFactor: 4,
+  block: 21_600_000,
+  newTokensPerMinute: 10,
+  healthyFor: 604_800_000,
+};
+
 export const ConfigSchema = z.strictObject({
   component: z.strictObject({
     /** The XMPP server's XEP-0114 component port, e.g. xmpp://127.0.0.1:5347. */
@@ -137,10 +147,19 @@ export const ConfigSchema = z.strictObject({
       domain: z
         .strictObject({
           window: duration("1h"),
+          /** Floor: distinct invalid tokens per window from which a domain is restricted. */
           threshold: z.number().int().min(1).default(50),
+          /** The threshold is max(threshold, ratio × the domain's active tokens). */
+          ratio: z.number().min(0).max(1).default(0.02),
+          /** Full block (no provider traffic, wait replies) from blockFactor × the threshold. */
+          blockFactor: z.number().min(1).default(4),
           block: duration("6h"),
+          /** Unknown tokens of a restricted domain tried per minute. */
+          newTokensPerMinute: z.number().min(0).default(10),
+          /** A token is healthy (and active for its domain) this long after a delivery. */
+          healthyFor: duration("7d"),
         })
-        .default({ window: 3_600_000, threshold: 50, block: 21_600_000 }),
+        .default(DOMAIN_DEFAULTS),
     })
     .default({
       token: {
@@ -149,7 +168,7 @@ export const ConfigSchema = z.strictObject({
         hitExtension: 600_000,
         memory: 2_592_000_000,
       },
-      domain: { window: 3_600_000, threshold: 50, block: 21_600_000 },
+      domain: DOMAIN_DEFAULTS,
     }),
   /** Transient provider failures (5xx, timeouts): bounded retries, then a wait error. */
   retry: z

@@ -1,4 +1,4 @@
-export { AppServer, type AppServerOptions } from "./appserver.js";
+export { AppServer, ADMIN_TOKEN_FILE, type AppServerOptions } from "./appserver.js";
 export {
   ConfigError,
   applyEnvOverrides,
@@ -12,7 +12,14 @@ export {
 } from "./config.js";
 export type { AppSender, PushJob, SendOutcome } from "./push-service.js";
 export { RateLimiter, type RateDecision } from "./rate-limiter.js";
-export { TokenBlacklist, DomainBlacklist, type BlacklistChange } from "./blacklist.js";
+export {
+  TokenBlacklist,
+  DomainBlacklist,
+  type BlacklistChange,
+  type DomainState,
+  type DomainStatus,
+} from "./blacklist.js";
+export { DeliveryMemory } from "./deliveries.js";
 export { ManualClock, SystemClock, type Clock } from "./clock.js";
 export { TokenHasher, checkToken } from "./token.js";
 export { FakeComponentServer, pushIq, type ComponentReply } from "./testing/component-server.js";

@@ -14,6 +14,8 @@ export class AppServerMetrics {
   readonly queuedPushes: Gauge;
   readonly blacklistedTokens: Gauge;
   readonly blacklistedDomains: Gauge;
+  readonly restrictedDomains: Gauge;
+  readonly healthyTokens: Gauge;
   readonly componentConnected: Gauge;
   readonly componentDisconnects: Counter;
   readonly redisConnected: Gauge;
@@ -64,7 +66,17 @@ export class AppServerMetrics {
     });
     this.blacklistedDomains = new Gauge({
       name: "lichen_push_blacklisted_domains",
-      help: "Domains currently blacklisted",
+      help: "Domains currently blocked (no provider traffic; their requests get wait errors)",
+      registers,
+    });
+    this.restrictedDomains = new Gauge({
+      name: "lichen_push_restricted_domains",
+      help: "Domains whose unknown tokens are rate-limited (too many invalid tokens), not blocked",
+      registers,
+    });
+    this.healthyTokens = new Gauge({
+      name: "lichen_push_healthy_tokens",
+      help: "Tokens with a recent successful delivery (this node)",
       registers,
     });
     this.componentConnected = new Gauge({

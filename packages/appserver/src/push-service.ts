@@ -1,6 +1,7 @@
 import type { Logger } from "pino";
 import type { DomainBlacklist, TokenBlacklist } from "./blacklist.js";
 import type { Clock } from "./clock.js";
+import type { DeliveryMemory, DeliveryRecord } from "./deliveries.js";
 import type { AppServerMetrics } from "./metrics.js";
 import { RateLimiter } from "./rate-limiter.js";
 import type { PushRequest, StanzaErrorSpec } from "./request.js";
@@ -56,6 +57,12 @@ export interface PushServiceOptions {
   maxInFlight?: number;
   /** Upper bound for one provider attempt before it counts as transient. */
   sendTimeoutMs?: number;
+  /** Tokens with a recent successful delivery (healthy; active tokens per domain). */
+  deliveries: DeliveryMemory;
+  /** A delivery worth persisting (first for a token, or first after an hour). */
+  onDelivery?: (r: DeliveryRecord) => void;
+  /** Unknown tokens of a restricted domain tried per minute (token bucket; default 10). */
+  newTokensPerMinute?: number;
 }
 
 const RESULT: PushReply = { type: "result" };
@@ -68,10 +75,17 @@ const TOKEN_BLOCKED = err(
   "item-not-found",
   "push token is blacklisted: the push provider reported it invalid",
 );
+// A domain's block or restriction says nothing about this token: `wait`, so that neither server
+// drops the registration (ejabberd deletes it on any other error type).
 const DOMAIN_BLOCKED = err(
-  "cancel",
-  "item-not-found",
-  "server domain is blacklisted: too many invalid push tokens",
+  "wait",
+  "policy-violation",
+  "server domain is blocked: too many invalid push tokens, retry later",
+);
+const DOMAIN_RESTRICTED = err(
+  "wait",
+  "resource-constraint",
+  "server domain sends too many invalid push tokens: new tokens are rate-limited, retry later",
 );
 const TOKEN_INVALID = err(
   "cancel",
@@ -101,6 +115,11 @@ const PAUSED = err(
 );
 const INTERNAL = err("wait", "internal-server-error", "appserver internal error, retry later");
 
+interface Bucket {
+  tokens: number;
+  at: number;
+}
+
 interface Circuit {
   failures: number;
   openUntil: number;
@@ -114,6 +133,8 @@ interface Circuit {
 export class PushService {
   readonly limiter: RateLimiter<PushJob>;
   private readonly circuits = new Map<string, Circuit>();
+  /** New-token budget of each restricted domain. */
+  private readonly buckets = new Map<string, Bucket>();
   private inFlight = 0;
   private readonly pendingSends = new Set<Promise<unknown>>();
   private closed = false;
@@ -139,21 +160,34 @@ export class PushService {
 
   private process(req: PushRequest): PushReply | Promise<PushReply> {
     const m = this.o.metrics;
-    if (this.o.domains.isBlocked(req.domain)) {
-      m?.requests.inc({ outcome: "domain_blacklisted" });
-      return DOMAIN_BLOCKED;
-    }
     // The app decides how its tokens are compared (APNs: case-insensitive), so it comes first.
     const appName = req.app ?? this.o.defaultApp;
     const app = this.o.apps.get(appName);
     if (!app) {
+      // An app renamed or removed in this appserver's config proves nothing about the token: wait,
+      // so that the registration survives until the config is fixed.
       m?.requests.inc({ outcome: "unknown_app" });
-      return err("cancel", "item-not-found", `unknown push module ${appName} on this appserver`);
+      return err("wait", "item-not-found", `unknown push module ${appName} on this appserver`);
     }
     const hash = this.o.hasher.hash(req.token, app.caseInsensitiveTokens === true);
+    // A token the provider called dead is refused with cancel even from a blocked domain: that is
+    // the one case where dropping the registration is right.
     if (this.o.tokens.hit(hash)) {
       m?.requests.inc({ outcome: "token_blacklisted" });
       return TOKEN_BLOCKED;
+    }
+    const domains = this.o.domains;
+    if (domains.isBlocked(req.domain)) {
+      m?.requests.inc({ outcome: "domain_blacklisted" });
+      return DOMAIN_BLOCKED;
+    }
+    if (
+      domains.isRestricted(req.domain) &&
+      !this.o.deliveries.isHealthy(hash, req.domain) &&
+      !this.takeNewToken(req.domain)
+    ) {
+      m?.requests.inc({ outcome: "domain_restricted" });
+      return DOMAIN_RESTRICTED;
     }
     if (this.circuitOpen(appName)) {
       m?.requests.inc({ outcome: "provider_paused" });
@@ -180,6 +214,25 @@ export class PushService {
     });
   }
 
+  /** Token bucket of a restricted domain's unknown tokens (burst = one minute's budget). */
+  private takeNewToken(domain: string): boolean {
+    const rate = this.o.newTokensPerMinute ?? 10;
+    const now = this.o.clock.now();
+    const b = this.buckets.get(domain) ?? { tokens: rate, at: now };
+    b.tokens = Math.min(rate, b.tokens + ((now - b.at) * rate) / 60_000);
+    b.at = now;
+    this.buckets.set(domain, b);
+    if (b.tokens < 1) return false;
+    b.tokens--;
+    return true;
+  }
+
+  /** Forgets the budgets of domains no longer restricted (maintenance). */
+  sweepBuckets(): void {
+    for (const d of this.buckets.keys())
+      if (!this.o.domains.isRestricted(d)) this.buckets.delete(d);
+  }
+
   /** Sends with bounded retries and applies the outcome to blacklists / limiter. */
   private async deliver(
     hash: string,
@@ -200,18 +253,35 @@ export class PushService {
       }
       const log = this.o.logger;
       switch (outcome.kind) {
-        case "delivered":
+        case "delivered": {
           this.circuits.delete(job.app);
+          const rec = this.o.deliveries.delivered(hash, job.domain);
+          if (rec) this.o.onDelivery?.(rec);
           return { reply: RESULT, metric: "sent" };
+        }
         case "invalid-token": {
           const b = this.o.tokens.block(hash, job.domain);
-          const domainBlocked = this.o.domains.recordBadToken(job.domain, hash);
+          this.o.deliveries.forget(hash);
+          const changed = this.o.domains.recordBadToken(job.domain, hash);
           log.info(
             { token: hash, app: job.app, reason: outcome.reason, strikes: b.strikes },
             "token blacklisted",
           );
-          if (domainBlocked)
-            log.warn({ domain: job.domain }, "domain blacklisted: too many invalid tokens");
+          if (changed) {
+            const st = this.o.domains.status(job.domain);
+            log.warn(
+              {
+                domain: job.domain,
+                state: st.state,
+                badTokens: st.badTokens,
+                activeTokens: st.activeTokens,
+                threshold: st.threshold,
+              },
+              st.state === "blocked"
+                ? "domain blocked: too many invalid tokens (no provider traffic; requests get wait)"
+                : "domain restricted: too many invalid tokens (unknown tokens rate-limited)",
+            );
+          }
           return { reply: TOKEN_INVALID, metric: "invalid_token" };
         }
         case "rate-limited":

@@ -104,26 +104,29 @@ export function parseStanza(stanza: XmlElement, rules: TokenRules): ParsedIq {
   if (payload.name !== "pubsub" || payload.attrs.xmlns !== NS_PUBSUB) {
     return err("cancel", "service-unavailable", "only XEP-0357 pubsub publish is served here");
   }
-  if (children.length !== 1)
-    return err("modify", "bad-request", "iq must carry exactly one payload");
+  // From here on the request is a push publish. A malformed one (a bug or an old version of the
+  // server's push module) says nothing about the token: `wait`, because ejabberd deletes the
+  // registration on any other error type (and Prosody counts it towards push_max_errors).
+  if (children.length !== 1) return err("wait", "bad-request", "iq must carry exactly one payload");
   const publishes = payload.getChildren("publish");
   const publish = publishes[0];
   if (!publish || publishes.length !== 1)
-    return err("modify", "bad-request", "pubsub needs exactly one publish");
+    return err("wait", "bad-request", "pubsub needs exactly one publish");
 
   // The node is the device token: validated before anything else about the request is considered.
+  // A node that cannot be a token (length, charset) never will be one: cancel ends the registration.
   const node = publish.attrs.node;
   const tc = checkToken(node, rules);
   if (!tc.ok)
     return err("cancel", "item-not-found", `node is not a valid push token: ${tc.reason}`);
 
   const domain = domainOf(from);
-  if (!domain) return err("modify", "bad-request", "request has no usable sender domain");
+  if (!domain) return err("wait", "bad-request", "request has no usable sender domain");
 
   const item = publish.getChild("item");
   const notification = item?.getChild("notification", NS_PUSH);
   if (!notification)
-    return err("modify", "bad-request", `publish item lacks <notification xmlns='${NS_PUSH}'/>`);
+    return err("wait", "bad-request", `publish item lacks <notification xmlns='${NS_PUSH}'/>`);
 
   let important = false;
   for (const x of notification.getChildren("x", NS_DATA)) {
@@ -145,7 +148,7 @@ export function parseStanza(stanza: XmlElement, rules: TokenRules): ParsedIq {
       const m = fields.get(PUSH_MODULE_FIELD);
       if (m === undefined) continue;
       if (m.length === 0 || m.length > MAX_APP || !APP_CHARSET.test(m)) {
-        return err("modify", "bad-request", "publish-option pushModule is malformed");
+        return err("wait", "bad-request", "publish-option pushModule is malformed");
       }
       app = m;
     }

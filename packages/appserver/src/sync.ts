@@ -35,7 +35,8 @@ return 1`;
 type Wire =
   | { n: string; k: "t"; h: string; u: number; s: number; d?: string }
   | { n: string; k: "d"; d: string; u: number }
-  | { n: string; k: "e"; d: string; h: string; a: number };
+  | { n: string; k: "e"; d: string; h: string; a: number }
+  | { n: string; k: "x"; d: string; a: number };
 
 export interface RedisSyncOptions {
   url: string;
@@ -153,6 +154,15 @@ export class RedisBlacklistSync extends EventEmitter {
       if (c.until <= now) return;
       const w: Wire = { n: this.nodeId, k: "d", d: c.domain, u: c.until };
       await c2.mergeDomain(`${p}dom:${c.domain}`, this.channel, c.until, JSON.stringify(w));
+    } else if (c.kind === "domain-unblock") {
+      // An operator's unblock: the block and the counted events go from Redis too, so that a
+      // resync does not bring them back; nodes apply it on the message.
+      const w: Wire = { n: this.nodeId, k: "x", d: c.domain, a: c.at };
+      await cmd
+        .multi()
+        .del(`${p}dom:${c.domain}`, `${p}dev:${c.domain}`)
+        .publish(this.channel, JSON.stringify(w))
+        .exec();
     } else {
       // Events also go to a per-domain sorted set (TTL = window) so that a resync restores the
       // counts inside the window, not only the blocks.
@@ -190,6 +200,8 @@ export class RedisBlacklistSync extends EventEmitter {
         this.o.domains.recordBadToken(w.d, w.h, this.o.clock.now(), "remote");
     } else if (w.k === "d" && typeof w.d === "string" && Number.isSafeInteger(w.u)) {
       changed = this.o.domains.merge(w.d, w.u, "remote");
+    } else if (w.k === "x" && typeof w.d === "string" && Number.isSafeInteger(w.a)) {
+      changed = this.o.domains.unblock(w.d, "remote", w.a);
     } else if (
       w.k === "e" &&
       typeof w.d === "string" &&

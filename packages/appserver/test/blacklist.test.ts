@@ -76,29 +76,96 @@ describe("TokenBlacklist", () => {
   });
 });
 
-function domains(threshold = 3) {
+function domains(threshold = 3, active: Record<string, number> = {}) {
   const clock = new ManualClock();
   const changes: BlacklistChange[] = [];
-  const dl = new DomainBlacklist({ clock, windowMs: H, threshold, blockMs: 6 * H });
+  const dl = new DomainBlacklist({
+    clock,
+    windowMs: H,
+    threshold,
+    ratio: 0.02,
+    blockFactor: 2,
+    activeTokens: (d) => active[d] ?? 0,
+    blockMs: 6 * H,
+  });
   dl.onChange((c) => changes.push(c));
   return { clock, dl, changes };
 }
 
 describe("DomainBlacklist", () => {
-  it("blocks a domain after N distinct bad tokens inside the window", () => {
+  it("restricts a domain at N distinct bad tokens in the window, blocks it at blockFactor × N", () => {
     const { clock, dl, changes } = domains(3);
     expect(dl.recordBadToken("evil.example", "t1")).toBe(false);
     expect(dl.recordBadToken("evil.example", "t1")).toBe(false); // same token twice counts once
     expect(dl.recordBadToken("evil.example", "t2")).toBe(false);
-    expect(dl.isBlocked("evil.example")).toBe(false);
+    expect(dl.state("evil.example")).toBe("ok");
     expect(dl.recordBadToken("evil.example", "t3")).toBe(true);
-    expect(dl.isBlocked("evil.example")).toBe(true);
-    expect(dl.isBlocked("good.example")).toBe(false);
+    expect(dl.state("evil.example")).toBe("restricted");
+    expect(dl.isBlocked("evil.example")).toBe(false);
+    expect(dl.state("good.example")).toBe("ok");
+    expect(dl.recordBadToken("evil.example", "t4")).toBe(false);
+    expect(dl.recordBadToken("evil.example", "t5")).toBe(false);
+    expect(dl.recordBadToken("evil.example", "t6")).toBe(true);
+    expect(dl.state("evil.example")).toBe("blocked");
     expect(changes.filter((c) => c.kind === "domain")).toEqual([
       { kind: "domain", domain: "evil.example", until: clock.now() + 6 * H, origin: "local" },
     ]);
-    clock.advance(6 * H);
-    expect(dl.isBlocked("evil.example")).toBe(false);
+    clock.advance(H); // events aged out: the restriction ends by itself; the block lasts 6 h
+    expect(dl.isRestricted("evil.example")).toBe(false);
+    expect(dl.state("evil.example")).toBe("blocked");
+    clock.advance(5 * H);
+    expect(dl.state("evil.example")).toBe("ok");
+  });
+
+  it("the threshold scales with the domain's active tokens (ratio), with the floor for small ones", () => {
+    const { dl } = domains(3, { "big.example": 1000, "small.example": 10 });
+    expect(dl.threshold("small.example")).toBe(3);
+    expect(dl.threshold("big.example")).toBe(20); // 2 % of 1000
+    for (let i = 0; i < 19; i++) dl.recordBadToken("big.example", `b${i}`);
+    for (let i = 0; i < 3; i++) dl.recordBadToken("small.example", `s${i}`);
+    expect(dl.state("big.example")).toBe("ok"); // 19 of 1000: ordinary churn
+    expect(dl.state("small.example")).toBe("restricted");
+    expect(dl.recordBadToken("big.example", "b19")).toBe(true);
+    expect(dl.status("big.example")).toEqual({
+      domain: "big.example",
+      state: "restricted",
+      badTokens: 20,
+      activeTokens: 1000,
+      threshold: 20,
+    });
+  });
+
+  it("an operator unblock lifts block and restriction; older events and blocks are not re-applied", () => {
+    const { clock, dl, changes } = domains(2);
+    const t0 = clock.now();
+    for (const t of ["t1", "t2", "t3", "t4"]) dl.recordBadToken("d", t);
+    expect(dl.state("d")).toBe("blocked");
+    const until = dl.blockedUntil("d")!;
+    clock.advance(1000);
+    expect(dl.unblock("d")).toBe(true);
+    expect(dl.state("d")).toBe("ok");
+    expect(changes.at(-1)).toEqual({
+      kind: "domain-unblock",
+      domain: "d",
+      at: clock.now(),
+      origin: "local",
+    });
+    // another node or the Redis resync brings the old state back: ignored
+    expect(dl.merge("d", until)).toBe(false);
+    expect(dl.recordBadToken("d", "t1", t0, "remote")).toBe(false);
+    expect(dl.state("d")).toBe("ok");
+    // new evidence counts again
+    clock.advance(1);
+    dl.recordBadToken("d", "n1");
+    dl.recordBadToken("d", "n2");
+    expect(dl.state("d")).toBe("restricted");
+    // and an operator block is a block
+    dl.block("e", clock.now() + H);
+    expect(dl.state("e")).toBe("blocked");
+    expect(dl.statuses().map((s) => [s.domain, s.state])).toEqual([
+      ["d", "restricted"],
+      ["e", "blocked"],
+    ]);
   });
 
   it("the window slides: old events stop counting", () => {
@@ -110,6 +177,7 @@ describe("DomainBlacklist", () => {
     expect(dl.recordBadToken("d", "t3")).toBe(false);
     expect(dl.countInWindow("d")).toBe(2);
     expect(dl.recordBadToken("d", "t4")).toBe(true);
+    expect(dl.state("d")).toBe("restricted");
   });
 
   it("remote events count and a remote block merges by max", () => {

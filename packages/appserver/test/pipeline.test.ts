@@ -121,44 +121,101 @@ describe("push pipeline against the APNs simulator", { timeout: 120_000 }, () =>
     }
   });
 
-  it("invalid token → cancel, blacklisted, never sent again; domain blacklisted after N bad tokens (persisted)", async () => {
-    const node = await startNode(apns.createSender, {
-      apps: { default: apns.app(2) },
-      blacklist: { domain: { threshold: 3 } },
-    });
+  it("invalid token → cancel, blacklisted, never sent again; a domain with too many: healthy tokens served, unknown ones rate-limited, full block → wait; operator unblock; persisted", async () => {
+    const clock = new ManualClock(Date.now());
+    const node = await startNode(
+      apns.createSender,
+      {
+        apps: { default: apns.app(2) },
+        blacklist: { domain: { threshold: 3, blockFactor: 2, newTokensPerMinute: 2 } },
+      },
+      { clock },
+    );
     let restarted: TestNode | undefined;
+    const reply = async (id: string, token: string, from = "spammy.example") => {
+      node.xmpp.send(pushIq({ id, token, from }));
+      return (await node.xmpp.waitFor(id)).raw;
+    };
     try {
+      // a healthy user of the domain: delivered before the trouble starts
+      const healthy = tok("c1");
+      expect(await reply("h0", healthy)).toContain("type='result'");
       const bad = ["b1", "b2", "b3"].map(tok);
       apns.script(bad[0]!, "unregistered");
       apns.script(bad[1]!, "bad-device-token");
       apns.script(bad[2]!, "device-token-not-for-topic");
       for (const [i, t] of bad.entries()) {
-        node.xmpp.send(pushIq({ id: `x${i}`, token: t, from: "spammy.example" }));
-        const r = await node.xmpp.waitFor(`x${i}`);
-        expect(r.raw, r.raw).toContain("<error type='cancel'><item-not-found");
-        expect(r.raw).toContain("reports this token invalid");
+        const r = await reply(`x${i}`, t);
+        expect(r, r).toContain("<error type='cancel'><item-not-found");
+        expect(r).toContain("reports this token invalid");
       }
-      node.xmpp.send(pushIq({ id: "again", token: bad[0]!, from: "other.example" }));
-      expect((await node.xmpp.waitFor("again")).raw).toContain("token is blacklisted");
+      expect(await reply("again", bad[0]!, "other.example")).toContain("token is blacklisted");
       expect(apns.deliveries(bad[0]!, { includeRejected: true })).toHaveLength(1);
-      // the domain is now blacklisted: even a good token from it is refused, others are served
-      const good = tok("c1");
-      node.xmpp.send(pushIq({ id: "dom", token: good, from: "spammy.example" }));
-      expect((await node.xmpp.waitFor("dom")).raw).toContain("server domain is blacklisted");
-      node.xmpp.send(pushIq({ id: "ok", token: good, from: "fine.example" }));
-      expect((await node.xmpp.waitFor("ok")).type).toBe("result");
-      // restart on the same data dir: blacklists survive
+      expect(node.server.domains.state("spammy.example")).toBe("restricted");
+      // restricted: the healthy token still gets its push (after its rate-limit window) ...
+      clock.advance(20_000);
+      expect(await reply("h1", healthy)).toContain("type='result'");
+      expect(apns.deliveries(healthy)).toHaveLength(2);
+      // ... unknown tokens get the domain's new-token budget (2 per minute), then wait
+      expect(await reply("n1", tok("71"))).toContain("type='result'");
+      expect(await reply("n2", tok("72"))).toContain("type='result'");
+      const limited = await reply("n3", tok("73"));
+      expect(limited).toContain("<error type='wait'><resource-constraint");
+      expect(limited).toContain("new tokens are rate-limited");
+      expect(apns.deliveries(tok("73"), { includeRejected: true })).toHaveLength(0);
+      clock.advance(30_000); // one token's worth of budget back
+      expect(await reply("n4", tok("73"))).toContain("type='result'");
+      // other domains are not affected
+      expect(await reply("ok", tok("74"), "fine.example")).toContain("type='result'");
+      // 6 bad tokens (blockFactor 2 × 3): full block — wait for everyone, no provider traffic
+      const more = ["75", "76", "77"].map(tok);
+      for (const t of more) apns.script(t, "unregistered");
+      for (const [i, t] of more.entries()) {
+        clock.advance(30_000); // within the new-token budget: these do reach the provider
+        expect(await reply(`y${i}`, t)).toContain("<error type='cancel'>");
+      }
+      expect(node.server.domains.state("spammy.example")).toBe("blocked");
+      clock.advance(20_000);
+      const blocked = await reply("h2", healthy);
+      expect(blocked).toContain("<error type='wait'><policy-violation");
+      expect(blocked).toContain("server domain is blocked");
+      expect(apns.deliveries(healthy)).toHaveLength(2);
+      // a token known dead still gets cancel (its registration should go)
+      expect(await reply("dead", bad[0]!)).toContain("<error type='cancel'>");
+      // the operator sees it and lifts it
+      const base = `http://127.0.0.1:${node.server.httpPort}/admin`;
+      const token = readFileSync(join(node.dataDir, "admin-token"), "utf8").trim();
+      const auth = { authorization: `Bearer ${token}` };
+      expect((await fetch(`${base}/domains`)).status).toBe(401);
+      const listed = (await (await fetch(`${base}/domains`, { headers: auth })).json()) as {
+        domains: { domain: string; state: string; badTokens: number }[];
+      };
+      expect(listed.domains).toEqual([
+        expect.objectContaining({ domain: "spammy.example", state: "blocked", badTokens: 6 }),
+      ]);
+      // persisted: a restart on the same data dir keeps the block and the healthy token
       const dataDir = node.dataDir;
       await node.stop();
       restarted = await startNode(
         apns.createSender,
         { apps: { default: apns.app(3) } },
-        { dataDir },
+        { dataDir, clock },
       );
+      const hHash = restarted.server.hasher.hash(healthy, true);
+      expect(restarted.server.deliveries.isHealthy(hHash, "spammy.example")).toBe(true);
       restarted.xmpp.send(pushIq({ id: "r1", token: tok("c2"), from: "spammy.example" }));
-      expect((await restarted.xmpp.waitFor("r1")).raw).toContain("server domain is blacklisted");
+      expect((await restarted.xmpp.waitFor("r1")).raw).toContain("server domain is blocked");
       restarted.xmpp.send(pushIq({ id: "r2", token: bad[1]!, from: "fine.example" }));
       expect((await restarted.xmpp.waitFor("r2")).raw).toContain("token is blacklisted");
+      const rBase = `http://127.0.0.1:${restarted.server.httpPort}/admin`;
+      const unblocked = await fetch(`${rBase}/domains/spammy.example/unblock`, {
+        method: "POST",
+        headers: auth,
+      });
+      expect(await unblocked.json()).toMatchObject({ domain: "spammy.example", state: "ok" });
+      restarted.xmpp.send(pushIq({ id: "r3", token: healthy, from: "spammy.example" }));
+      expect((await restarted.xmpp.waitFor("r3")).type).toBe("result");
+      await apns.waitForDeliveries(healthy, 3);
     } finally {
       await restarted?.stop();
       await node.stop().catch(() => undefined);
@@ -276,7 +333,7 @@ describe(
   "app selection by the pushModule publish-option (fpush compatible)",
   { timeout: 120_000 },
   () => {
-    it("pushModule picks the FCM app, no option → default APNs app, unknown module → cancel", async () => {
+    it("pushModule picks the FCM app, no option → default APNs app, unknown module → wait", async () => {
       const apns = await startApns();
       const sa = generateFcmServiceAccount();
       const fcm = await startFcmSimulator({
@@ -317,7 +374,7 @@ describe(
         expect(fcm.deliveriesFor(iosToken)).toHaveLength(0);
         node.xmpp.send(pushIq({ id: "u1", token: tok("ef"), app: "windows-phone" }));
         const r = await node.xmpp.waitFor("u1");
-        expect(r.raw).toContain("<error type='cancel'><item-not-found");
+        expect(r.raw).toContain("<error type='wait'><item-not-found");
         expect(r.raw).toContain("unknown push module windows-phone");
       } finally {
         await node.stop();

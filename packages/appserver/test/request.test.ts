@@ -125,26 +125,32 @@ describe("parseStanza", () => {
     expect(parseStanza(el(`<message><body>x</body></message>`), rules).kind).toBe("ignore");
   });
 
-  it("malformed structure → modify/bad-request naming the problem", () => {
-    const cases: [string, RegExp][] = [
+  it("malformed IQ → modify/bad-request; malformed push publish → wait/bad-request (registration kept)", () => {
+    const cases: [string, RegExp, "modify" | "wait"][] = [
       [
         `<iq type="set" from="localhost"><pubsub xmlns="http://jabber.org/protocol/pubsub"/></iq>`,
         /id/,
+        "modify",
       ],
-      [`<iq type="set" id="1" from="localhost"/>`, /payload/],
+      [`<iq type="set" id="1" from="localhost"/>`, /payload/, "modify"],
       [
         `<iq type="set" id="1" from="localhost"><pubsub xmlns="http://jabber.org/protocol/pubsub"/></iq>`,
         /publish/,
+        "wait",
       ],
-      [EJABBERD.replace('<notification xmlns="urn:xmpp:push:0"/>', ""), /notification/],
-      [EJABBERD.replace('from="localhost"', 'from="@/"'), /domain/],
-      [withOptions(`<field var="pushModule"><value>bad module!</value></field>`), /pushModule/],
+      [EJABBERD.replace('<notification xmlns="urn:xmpp:push:0"/>', ""), /notification/, "wait"],
+      [EJABBERD.replace('from="localhost"', 'from="@/"'), /domain/, "wait"],
+      [
+        withOptions(`<field var="pushModule"><value>bad module!</value></field>`),
+        /pushModule/,
+        "wait",
+      ],
     ];
-    for (const [s, re] of cases) {
+    for (const [s, re, type] of cases) {
       const r = parseStanza(el(s), rules);
       expect(r.kind, s).toBe("error");
       if (r.kind === "error") {
-        expect(r.error.type).toBe("modify");
+        expect(r.error.type, s).toBe(type);
         expect(r.error.text).toMatch(re);
       }
     }

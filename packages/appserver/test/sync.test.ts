@@ -82,7 +82,7 @@ describe("multi-node blacklist sync through Redis (3 nodes)", { timeout: 120_000
     expect((await a.xmpp.waitFor("y0")).raw).toContain("reports this token invalid");
     expect((await c.xmpp.waitFor("y2")).raw).toContain("reports this token invalid");
     // 2 + 1 bad tokens of flaky.example on two nodes: below the threshold (3) on each
-    expect(nodes.some((n) => n.server.domains.isBlocked(from))).toBe(false);
+    expect(nodes.some((n) => n.server.domains.isRestricted(from))).toBe(false);
     // local state is honoured at once, without Redis; the others do not know yet
     a.xmpp.send(pushIq({ id: "y3", token: tokA }));
     expect((await a.xmpp.waitFor("y3")).raw).toContain("token is blacklisted");
@@ -97,12 +97,27 @@ describe("multi-node blacklist sync through Redis (3 nodes)", { timeout: 120_000
       "every node has every entry after redis came back",
     );
     expect(b.server.domains.isBlocked("spam.example")).toBe(true);
-    // the counters inside the window converged too: 3 bad tokens → blocked on every node
+    // the counters inside the window converged too: 3 bad tokens → restricted on every node
     await until(
-      () => nodes.every((n) => n.server.domains.isBlocked(from)),
-      "flaky.example blocked everywhere",
+      () => nodes.every((n) => n.server.domains.isRestricted(from)),
+      "flaky.example restricted everywhere",
     );
     expect(b.server.domains.countInWindow(from)).toBe(3);
+    // an operator's unblock on one node lifts it on every node, and Redis forgets it too
+    a.server.domains.unblock(from);
+    a.server.domains.unblock("spam.example");
+    await until(
+      () =>
+        nodes.every(
+          (n) =>
+            n.server.domains.state(from) === "ok" &&
+            n.server.domains.state("spam.example") === "ok",
+        ),
+      "unblocked everywhere",
+    );
+    await b.server.sync!.resync(); // a resync does not bring the old state back
+    expect(b.server.domains.state("spam.example")).toBe("ok");
+    expect(b.server.domains.countInWindow(from)).toBe(0);
   });
 
   it("a node started while Redis is down joins the sync (live changes) once Redis is up", async () => {

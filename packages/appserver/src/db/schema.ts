@@ -38,3 +38,13 @@ export const queuedPushes = sqliteTable("queued_pushes", {
   important: integer("important", { mode: "boolean" }).notNull(),
   due: integer("due").notNull(),
 });
+
+/**
+ * Last successful delivery per token (by keyed hash), written at most hourly per token: a restarted
+ * node still knows which tokens of a restricted domain are healthy and how big each domain is.
+ */
+export const tokenDeliveries = sqliteTable("token_deliveries", {
+  hash: text("hash").primaryKey(),
+  domain: text("domain").notNull(),
+  at: integer("at").notNull(),
+});

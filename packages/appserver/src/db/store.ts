@@ -1,9 +1,10 @@
 import Database from "better-sqlite3";
-import { lt, sql } from "drizzle-orm";
+import { and, eq, lt, lte, sql } from "drizzle-orm";
 import { drizzle, type BetterSQLite3Database } from "drizzle-orm/better-sqlite3";
 import { migrate } from "drizzle-orm/better-sqlite3/migrator";
 import { fileURLToPath } from "node:url";
 import type { BlacklistChange } from "../blacklist.js";
+import type { DeliveryRecord } from "../deliveries.js";
 import * as schema from "./schema.js";
 
 const MIGRATIONS = fileURLToPath(new URL("../../migrations", import.meta.url));
@@ -13,6 +14,7 @@ export interface PersistedState {
   tokens: { hash: string; until: number; strikes: number }[];
   domains: { domain: string; until: number }[];
   events: { domain: string; hash: string; at: number }[];
+  deliveries: { hash: string; domain: string; at: number }[];
   queued: {
     tokenHash: string;
     sealedToken: string;
@@ -34,7 +36,7 @@ const isInt = (v: unknown): v is number => typeof v === "number" && Number.isSaf
 export class AppServerStore {
   readonly db: BetterSQLite3Database<typeof schema>;
   private readonly sqlite: Database.Database;
-  private pending: BlacklistChange[] = [];
+  private pending: (BlacklistChange | ({ kind: "delivery" } & DeliveryRecord))[] = [];
   private flushScheduled = false;
 
   constructor(file: string) {
@@ -48,7 +50,14 @@ export class AppServerStore {
 
   /** Loads everything, validating each row; bad rows are reported in `rejected` and skipped. */
   load(): PersistedState {
-    const st: PersistedState = { tokens: [], domains: [], events: [], queued: [], rejected: [] };
+    const st: PersistedState = {
+      tokens: [],
+      domains: [],
+      events: [],
+      deliveries: [],
+      queued: [],
+      rejected: [],
+    };
     // Raw selects: a corrupt row (wrong type in a column) must be reported, not crash the mapping.
     for (const r of this.sqlite
       .prepare("SELECT hash, until, strikes FROM token_blacklist")
@@ -88,6 +97,19 @@ export class AppServerStore {
       } else st.rejected.push({ table: "domain_events", reason: "malformed row" });
     }
     for (const r of this.sqlite
+      .prepare("SELECT hash, domain, at FROM token_deliveries")
+      .all() as Record<string, unknown>[]) {
+      if (
+        typeof r.hash === "string" &&
+        HASH.test(r.hash) &&
+        typeof r.domain === "string" &&
+        r.domain.length > 0 &&
+        isInt(r.at)
+      ) {
+        st.deliveries.push({ hash: r.hash, domain: r.domain, at: r.at });
+      } else st.rejected.push({ table: "token_deliveries", reason: "malformed row" });
+    }
+    for (const r of this.sqlite
       .prepare("SELECT token_hash, sealed_token, app, domain, important, due FROM queued_pushes")
       .all() as Record<string, unknown>[]) {
       if (
@@ -113,12 +135,17 @@ export class AppServerStore {
   }
 
   /** Records a blacklist change; written at the end of the current event-loop turn. */
-  record(change: BlacklistChange): void {
+  record(change: BlacklistChange | ({ kind: "delivery" } & DeliveryRecord)): void {
     this.pending.push(change);
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       setImmediate(() => this.flush());
     }
+  }
+
+  /** Records a successful delivery (see DeliveryMemory.delivered), batched like changes. */
+  recordDelivery(r: DeliveryRecord): void {
+    this.record({ kind: "delivery", ...r });
   }
 
   /** Writes buffered changes now, in one transaction. */
@@ -153,6 +180,21 @@ export class AppServerStore {
               },
             })
             .run();
+        } else if (c.kind === "domain-unblock") {
+          tx.delete(schema.domainBlacklist)
+            .where(eq(schema.domainBlacklist.domain, c.domain))
+            .run();
+          tx.delete(schema.domainEvents)
+            .where(and(eq(schema.domainEvents.domain, c.domain), lte(schema.domainEvents.at, c.at)))
+            .run();
+        } else if (c.kind === "delivery") {
+          tx.insert(schema.tokenDeliveries)
+            .values({ hash: c.hash, domain: c.domain, at: c.at })
+            .onConflictDoUpdate({
+              target: schema.tokenDeliveries.hash,
+              set: { domain: c.domain, at: sql`max(${schema.tokenDeliveries.at}, excluded.at)` },
+            })
+            .run();
         } else {
           tx.insert(schema.domainEvents)
             .values({ domain: c.domain, tokenHash: c.hash, at: c.at })
@@ -167,7 +209,11 @@ export class AppServerStore {
   }
 
   /** Deletes expired state: token entries past their memory, domain blocks and window events. */
-  prune(tokenLimit: number, domainLimit: number, eventLimit: number): void {
+  prune(tokenLimit: number, domainLimit: number, eventLimit: number, deliveryLimit = 0): void {
+    this.db
+      .delete(schema.tokenDeliveries)
+      .where(lt(schema.tokenDeliveries.at, deliveryLimit))
+      .run();
     this.db.delete(schema.tokenBlacklist).where(lt(schema.tokenBlacklist.until, tokenLimit)).run();
     this.db
       .delete(schema.domainBlacklist)

@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { destination, pino } from "pino";
 import { AppServer } from "../../src/appserver.js";
-import { validateConfig } from "../../src/config.js";
+import { validateConfig, type AppServerConfigInput } from "../../src/config.js";
 import type { ApnsHarness } from "./apns.js";
 import type { XmppTestServer } from "@lichen/test-servers";
 import { until } from "./nodes.js";
@@ -16,7 +16,11 @@ export interface E2E {
 }
 
 /** An appserver attached to a real XMPP server's component port, logging at debug into a file. */
-export async function attachAppServer(xmpp: XmppTestServer, apns: ApnsHarness): Promise<E2E> {
+export async function attachAppServer(
+  xmpp: XmppTestServer,
+  apns: ApnsHarness,
+  overrides: Partial<AppServerConfigInput> = {},
+): Promise<E2E> {
   const dataDir = mkdtempSync(join(tmpdir(), "lichen-push-e2e-"));
   const logFile = join(dataDir, "appserver.log");
   const config = validateConfig({
@@ -30,6 +34,7 @@ export async function attachAppServer(xmpp: XmppTestServer, apns: ApnsHarness): 
     apps: { default: apns.appConfig },
     dataDir,
     http: { port: 0 },
+    ...overrides,
   });
   const logger = pino({ level: "debug" }, destination({ dest: logFile, sync: true }));
   const server = await AppServer.start({ config, logger, createSender: apns.createSender });
@@ -54,4 +59,15 @@ export async function requestsHandled(server: AppServer): Promise<number> {
 export async function outcome(server: AppServer, name: string): Promise<number> {
   const m = await server.metrics.requests.get();
   return m.values.find((v) => v.labels.outcome === name)?.value ?? 0;
+}
+
+/** Calls the appserver's operator API (what `lichen-push domains / block-domain` use). */
+export async function adminCall(e: E2E, method: "GET" | "POST", path: string): Promise<unknown> {
+  const token = readFileSync(join(e.dataDir, "admin-token"), "utf8").trim();
+  const r = await fetch(`http://127.0.0.1:${e.server.httpPort}/admin/${path}`, {
+    method,
+    headers: { authorization: `Bearer ${token}` },
+  });
+  if (!r.ok) throw new Error(`admin ${path}: ${r.status}`);
+  return r.json();
 }

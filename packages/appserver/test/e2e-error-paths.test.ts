@@ -1,0 +1,174 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Client } from "@xmpp/client";
+import { startEjabberd, startProsody, type XmppTestServer } from "@lichen/test-servers";
+import { startApns, type ApnsHarness } from "./helpers/apns.js";
+import { adminCall, attachAppServer, outcome, requestsHandled, type E2E } from "./helpers/e2e.js";
+import { untilAsync } from "./helpers/nodes.js";
+import { enablePush, hibernate, login, sendChat } from "./helpers/xmpp-client.js";
+
+// Every error path through both real servers, asserting what the server did with the registration
+// afterwards: a registration is alive when the server keeps sending push requests for it. Prosody
+// runs with push_max_errors = 2, so two counted (non-wait) errors in a row would end it; ejabberd
+// ends it on the first one. Three pushes in a row reaching the appserver prove it survived.
+const SERVERS: [string, () => Promise<XmppTestServer>][] = [
+  ["Prosody 0.12", () => startProsody({ pushMaxErrors: 2 })],
+  ["ejabberd 23.01", () => startEjabberd()],
+];
+
+const tok = (c: string) => c.repeat(64).slice(0, 64);
+
+describe.each(SERVERS)("%s → lichen-push: error paths", { timeout: 300_000 }, (name, start) => {
+  let xmpp: XmppTestServer;
+  let apns: ApnsHarness;
+  let apns2: ApnsHarness;
+  let app: E2E;
+  let bob: Client;
+  let nextUser = 0;
+  const USERS = 12;
+
+  beforeAll(async () => {
+    xmpp = await start();
+    for (const u of ["bob", ...Array.from({ length: USERS }, (_, i) => `u${i}`)])
+      await xmpp.registerUser(u, `${u}pw`);
+    apns = await startApns();
+    apns2 = await startApns();
+    app = await attachAppServer(xmpp, apns, {
+      apps: { default: apns.appConfig, second: apns2.appConfig },
+      // short spacing, so that consecutive messages each reach the provider
+      rateLimit: { window: "100ms", hardLimit: "600s" },
+      retry: { attempts: 2, initialDelay: "50ms", maxDelay: "100ms" },
+      blacklist: { domain: { threshold: 2, blockFactor: 10, newTokensPerMinute: 1 } },
+    });
+    bob = await login(account("bob"), "desk");
+  });
+
+  afterAll(async () => {
+    await bob?.stop().catch(() => undefined);
+    await app?.stop();
+    await apns?.stop();
+    await apns2?.stop();
+    await xmpp?.stop();
+  });
+
+  function account(username: string) {
+    return { c2sPort: xmpp.c2sPort, domain: "localhost", username, password: `${username}pw` };
+  }
+
+  /** A fresh user enables push with `token` (and `pushModule`), then hibernates; returns the JID. */
+  async function registered(token: string, pushModule?: string): Promise<string> {
+    const user = `u${nextUser++}`;
+    const c = await login(account(user));
+    await enablePush(c, xmpp.componentDomain, token, pushModule);
+    await hibernate(c);
+    return `${user}@localhost`;
+  }
+
+  /** bob writes to `jid`; resolves once the appserver has answered the push request it causes. */
+  async function pushVia(jid: string): Promise<void> {
+    const before = await requestsHandled(app.server);
+    await sendChat(bob, jid, "hi");
+    await untilAsync(
+      async () => (await requestsHandled(app.server)) > before,
+      `${name} sent a push request for ${jid} (registration alive)`,
+    );
+  }
+
+  async function pushesAllArrive(jid: string, n = 3): Promise<void> {
+    for (let i = 0; i < n; i++) await pushVia(jid);
+  }
+
+  it("unknown pushModule (app renamed on the appserver) → wait; the server keeps the registration", async () => {
+    const jid = await registered(tok("a1"), "renamed-app");
+    await pushesAllArrive(jid);
+    expect(await outcome(app.server, "unknown_app")).toBe(3);
+    if (xmpp.kind === "ejabberd") {
+      const log = await xmpp.logText();
+      expect(log).not.toMatch(/disabling push/);
+    }
+  });
+
+  it("malformed publish (pushModule the appserver cannot accept) → wait; registration kept", async () => {
+    const jid = await registered(tok("a2"), "not a module!");
+    await pushesAllArrive(jid);
+    expect(await outcome(app.server, "bad_request")).toBe(3);
+  });
+
+  it("provider 429 → wait, then held back by the hard limit (no provider traffic); registration kept", async () => {
+    const token = tok("a3");
+    apns.script(token, "too-many-requests");
+    const jid = await registered(token);
+    await pushesAllArrive(jid);
+    expect(await outcome(app.server, "provider_rate_limited")).toBe(1);
+    expect(apns.deliveries(token, { includeRejected: true })).toHaveLength(1);
+  });
+
+  it("provider 5xx → retried, then wait; every later push still comes; registration kept", async () => {
+    const token = tok("a4");
+    apns.script(token, "internal-server-error");
+    const jid = await registered(token);
+    await pushesAllArrive(jid);
+    // (later pushes may fall into the token's spacing window and be queued: how many reach the
+    // provider depends on timing; the first one does, with both attempts)
+    expect(await outcome(app.server, "transient_error")).toBeGreaterThanOrEqual(1);
+    expect(apns.deliveries(token, { includeRejected: true }).length).toBeGreaterThanOrEqual(2);
+  });
+
+  it("pushModule selects the app: the enable form's option reaches the second app's provider", async () => {
+    const second = tok("a5");
+    const first = tok("a6");
+    await pushVia(await registered(second, "second"));
+    await pushVia(await registered(first));
+    await apns2.waitForDeliveries(second, 1);
+    await apns.waitForDeliveries(first, 1);
+    expect(apns.deliveries(second, { includeRejected: true })).toHaveLength(0);
+    expect(apns2.deliveries(first, { includeRejected: true })).toHaveLength(0);
+  });
+
+  it("a domain crossing the bad-token threshold keeps its healthy users' registrations and pushes; unknown tokens are rate-limited with wait; an operator block is wait and reversible", async () => {
+    // state so far: one healthy token (a6) delivered; the domain has no bad tokens
+    const healthy = tok("a6");
+    const healthyJid = "u5@localhost";
+    expect(app.server.domains.state("localhost")).toBe("ok");
+    const bad = [tok("b1"), tok("b2")];
+    for (const t of bad) apns.script(t, "unregistered");
+    for (const t of bad) await pushVia(await registered(t));
+    expect(app.server.domains.state("localhost")).toBe("restricted");
+    // the healthy user keeps getting pushes
+    await pushVia(healthyJid);
+    await apns.waitForDeliveries(healthy, 2);
+    // unknown tokens: the domain's new-token budget (1 a minute) lets one through ...
+    const u1 = tok("c1");
+    await pushVia(await registered(u1));
+    await apns.waitForDeliveries(u1, 1);
+    // ... the next one gets wait, and the server keeps its registration
+    const u2 = tok("c2");
+    const u2Jid = await registered(u2);
+    const restricted = await outcome(app.server, "domain_restricted");
+    await pushesAllArrive(u2Jid);
+    expect(await outcome(app.server, "domain_restricted")).toBe(restricted + 3);
+    expect(apns.deliveries(u2, { includeRejected: true })).toHaveLength(0);
+    // the operator sees the domain and blocks it fully: wait for everyone, no provider traffic
+    const listed = (await adminCall(app, "GET", "domains")) as {
+      domains: { domain: string; state: string }[];
+    };
+    expect(listed.domains).toEqual([
+      expect.objectContaining({ domain: "localhost", state: "restricted" }),
+    ]);
+    await adminCall(app, "POST", "domains/localhost/block?for=1h");
+    const blockedBefore = await outcome(app.server, "domain_blacklisted");
+    await pushesAllArrive(healthyJid, 2);
+    expect(await outcome(app.server, "domain_blacklisted")).toBe(blockedBefore + 2);
+    expect(apns.deliveries(healthy)).toHaveLength(2);
+    // unblocked: the same registrations deliver again (they survived the block)
+    await adminCall(app, "POST", "domains/localhost/unblock");
+    await pushVia(healthyJid);
+    await apns.waitForDeliveries(healthy, 3);
+    await pushVia(u2Jid); // now an ordinary unknown token again
+    await apns.waitForDeliveries(u2, 1);
+    if (xmpp.kind === "ejabberd") {
+      // only the two dead tokens' registrations were disabled
+      const disabled = (await xmpp.logText()).match(/disabling push/g) ?? [];
+      expect(disabled).toHaveLength(2);
+    }
+  });
+});
