@@ -125,6 +125,9 @@ export class AppServer {
         maxDelayMs: cfg.retry.maxDelay,
         circuitThreshold: cfg.retry.circuitThreshold,
         circuitPauseMs: cfg.retry.circuitPause,
+        laterInitialDelayMs: cfg.retry.laterInitialDelay,
+        laterMaxDelayMs: cfg.retry.laterMaxDelay,
+        keepForMs: cfg.retry.keepFor,
       },
       logger,
       metrics: this.metrics,
@@ -221,6 +224,7 @@ export class AppServer {
     let restored = 0;
     for (const q of st.queued) {
       if (q.due < now - maxQueuedAgeMs || !this.senders.has(q.app)) continue;
+      if (q.expiresAt !== undefined && q.expiresAt < now) continue;
       let token: string;
       try {
         token = this.hasher.unseal(q.sealedToken);
@@ -231,7 +235,14 @@ export class AppServer {
         );
         continue;
       }
-      const job: PushJob = { token, app: q.app, domain: q.domain, important: q.important };
+      const job: PushJob = {
+        token,
+        app: q.app,
+        domain: q.domain,
+        important: q.important,
+        ...(q.retries !== undefined ? { retries: q.retries } : {}),
+        ...(q.expiresAt !== undefined ? { expiresAt: q.expiresAt } : {}),
+      };
       this.service.limiter.restoreQueued(q.tokenHash, Math.max(q.due, now), job);
       restored++;
     }
@@ -387,6 +398,8 @@ export class AppServer {
         domain: q.item.domain,
         important: q.item.important,
         due: q.due,
+        retries: q.item.retries ?? 0,
+        ...(q.item.expiresAt !== undefined ? { expiresAt: q.item.expiresAt } : {}),
       })),
     );
     await this.link.stop();

@@ -179,6 +179,13 @@ export const ConfigSchema = z.strictObject({
       /** After this many consecutive transient failures an app pauses sending (circuit open). */
       circuitThreshold: z.number().int().min(1).default(20),
       circuitPause: duration("10s"),
+      /**
+       * After the attempts, a push is kept and retried later (back-off from laterInitialDelay,
+       * doubling up to laterMaxDelay) for keepFor, never past the app's ttl; "0s": not kept.
+       */
+      laterInitialDelay: duration("30s"),
+      laterMaxDelay: duration("10m"),
+      keepFor: duration("1h"),
     })
     .default({
       attempts: 3,
@@ -186,6 +193,9 @@ export const ConfigSchema = z.strictObject({
       maxDelay: 5000,
       circuitThreshold: 20,
       circuitPause: 10_000,
+      laterInitialDelay: 30_000,
+      laterMaxDelay: 600_000,
+      keepFor: 3_600_000,
     }),
   storage: z
     .strictObject({

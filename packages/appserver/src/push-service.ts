@@ -14,6 +14,10 @@ export interface PushJob {
   domain: string;
   /** The server marked it as a message worth an alert (summary had a body). */
   important: boolean;
+  /** Rounds of later retries so far, after transient failures. */
+  retries?: number;
+  /** Epoch ms after which a push that failed transiently is given up. */
+  expiresAt?: number;
 }
 
 export type SendOutcome =
@@ -28,6 +32,8 @@ export interface AppSender {
   send(job: PushJob): Promise<SendOutcome>;
   /** The provider's tokens are case-insensitive (APNs hex): hashed in lower case. */
   readonly caseInsensitiveTokens?: boolean;
+  /** How long the provider keeps an undelivered push (the app's ttl): later retries end there. */
+  readonly ttlMs?: number;
   close?(): Promise<void>;
 }
 
@@ -39,6 +45,14 @@ export interface RetryPolicy {
   maxDelayMs: number;
   circuitThreshold: number;
   circuitPauseMs: number;
+  /**
+   * A push that still failed transiently after `attempts` is kept and retried later: first after
+   * laterInitialDelayMs, doubling up to laterMaxDelayMs, for at most keepForMs (and never past the
+   * app's ttl). 0 keepForMs: not kept.
+   */
+  laterInitialDelayMs?: number;
+  laterMaxDelayMs?: number;
+  keepForMs?: number;
 }
 
 export interface PushServiceOptions {
@@ -189,20 +203,23 @@ export class PushService {
       m?.requests.inc({ outcome: "domain_restricted" });
       return DOMAIN_RESTRICTED;
     }
-    if (this.circuitOpen(appName)) {
-      m?.requests.inc({ outcome: "provider_paused" });
-      return PAUSED;
-    }
-    if (this.inFlight >= (this.o.maxInFlight ?? 20_000)) {
-      m?.requests.inc({ outcome: "overloaded" });
-      return OVERLOADED;
-    }
     const job: PushJob = {
       token: req.token,
       app: appName,
       domain: req.domain,
       important: req.important,
     };
+    const circuit = this.circuits.get(appName);
+    if (circuit && circuit.openUntil > this.o.clock.now()) {
+      m?.requests.inc({ outcome: "provider_paused" });
+      // Not lost: kept for when the provider is tried again.
+      this.keepForLater(hash, job, app, circuit.openUntil - this.o.clock.now());
+      return PAUSED;
+    }
+    if (this.inFlight >= (this.o.maxInFlight ?? 20_000)) {
+      m?.requests.inc({ outcome: "overloaded" });
+      return OVERLOADED;
+    }
     const decision = this.limiter.check(hash, job);
     if (decision !== "send") {
       m?.requests.inc({ outcome: decision });
@@ -294,12 +311,16 @@ export class PushService {
         case "misconfigured":
           log.error({ app: job.app, reason: outcome.reason }, "push app misconfigured");
           return { reply: MISCONFIGURED, metric: "misconfigured" };
-        case "transient":
+        case "transient": {
+          const kept = this.keepForLater(hash, job, app);
           log.warn(
-            { app: job.app, reason: outcome.reason },
-            "push provider failed, gave up after retries",
+            { app: job.app, reason: outcome.reason, kept, retries: job.retries ?? 0 },
+            kept
+              ? "push provider failed; push kept for a later retry"
+              : "push provider failed; push given up (expired or not kept)",
           );
           return { reply: PROVIDER_DOWN, metric: "transient_error" };
+        }
       }
     } finally {
       this.inFlight--;
@@ -352,13 +373,17 @@ export class PushService {
   private sendQueued(hash: string, job: PushJob): void {
     const app = this.o.apps.get(job.app);
     if (!app || this.closed) return;
+    const circuit = this.circuits.get(job.app);
+    if (circuit && circuit.openUntil > this.o.clock.now() && !this.o.tokens.isBlocked(hash)) {
+      this.o.metrics?.requests.inc({ outcome: "queued_provider_paused" });
+      this.keepForLater(hash, job, app, circuit.openUntil - this.o.clock.now());
+      return;
+    }
     const skip = this.o.domains.isBlocked(job.domain)
       ? "domain_blacklisted"
       : this.o.tokens.isBlocked(hash)
         ? "token_blacklisted"
-        : this.circuitOpen(job.app)
-          ? "provider_paused"
-          : undefined;
+        : undefined;
     if (skip) {
       this.o.metrics?.requests.inc({ outcome: `queued_${skip}` });
       this.o.logger.debug({ token: hash, app: job.app, reason: skip }, "queued push dropped");
@@ -369,6 +394,35 @@ export class PushService {
       .catch((e: unknown) => this.o.logger.error({ err: e }, "queued push failed"))
       .finally(() => this.pendingSends.delete(p));
     this.pendingSends.add(p);
+  }
+
+  /**
+   * Keeps a push the provider could not take for a later retry, in the rate limiter's queue (one
+   * per token: a push already queued for the token delivers as well; persisted sealed at shutdown
+   * like any queued push). Back-off doubles per round; gives up at the push's expiry.
+   */
+  private keepForLater(hash: string, job: PushJob, app: AppSender, pausedForMs?: number): boolean {
+    const r = this.o.retry;
+    const keepFor = r.keepForMs ?? 3_600_000;
+    if (this.closed || keepFor <= 0) return false;
+    const now = this.o.clock.now();
+    const expiresAt = job.expiresAt ?? now + Math.min(keepFor, app.ttlMs ?? keepFor);
+    const n = job.retries ?? 0;
+    // A push held back by the open circuit was not tried: it goes when the pause ends, no back-off.
+    const delay =
+      pausedForMs ??
+      Math.min(r.laterMaxDelayMs ?? 600_000, (r.laterInitialDelayMs ?? 30_000) * 2 ** n);
+    const due = now + delay;
+    if (due > expiresAt) {
+      this.o.metrics?.requests.inc({ outcome: "retry_expired" });
+      return false;
+    }
+    this.limiter.restoreQueued(hash, due, {
+      ...job,
+      retries: pausedForMs === undefined ? n + 1 : n,
+      expiresAt,
+    });
+    return true;
   }
 
   private noteTransient(app: string): void {

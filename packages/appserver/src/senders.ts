@@ -70,6 +70,7 @@ export function createProviderSender(
     app.pushType === "auto" ? (job.important ? "alert" : "background") : app.pushType;
   return {
     caseInsensitiveTokens: app.type === "apns",
+    ttlMs: app.ttl,
     async send(job: PushJob): Promise<SendOutcome> {
       const r = await provider.send({
         token: job.token,

@@ -268,6 +268,58 @@ describe("push pipeline against the APNs simulator", { timeout: 120_000 }, () =>
     }
   });
 
+  it("a push lost to transient failures is kept and retried with back-off until delivered, and given up at its expiry", async () => {
+    const clock = new ManualClock(Date.now());
+    const node = await startNode(
+      apns.createSender,
+      {
+        apps: { default: apns.app(6) },
+        retry: { attempts: 1, laterInitialDelay: "30s", laterMaxDelay: "2m", keepFor: "5m" },
+      },
+      { clock },
+    );
+    const queued = () => node.server.service.limiter.queuedCount;
+    const requests = (t: string) => apns.deliveries(t, { includeRejected: true }).length;
+    try {
+      const flaky = tok("91");
+      apns.sim.script(flaky, ["500", "503"]);
+      node.xmpp.send(pushIq({ id: "t1", token: flaky }));
+      // the server hears wait at once (it does not retry itself); the appserver keeps the push
+      expect((await node.xmpp.waitFor("t1")).raw).toContain("<error type='wait'>");
+      expect(requests(flaky)).toBe(1);
+      expect(queued()).toBe(1);
+      clock.advance(29_999);
+      expect(requests(flaky)).toBe(1);
+      clock.advance(1);
+      await until(() => requests(flaky) === 2 && queued() === 1, "first later retry (503), kept");
+      clock.advance(60_000); // back-off doubled
+      await apns.waitForDeliveries(flaky, 1);
+      await until(() => queued() === 0, "nothing kept after the delivery");
+      // another token keeps failing: retried at 30 s, 90 s, 210 s; the next (330 s) is past 5 min
+      const dead = tok("92");
+      apns.script(dead, "internal-server-error");
+      node.xmpp.send(pushIq({ id: "t2", token: dead }));
+      await node.xmpp.waitFor("t2");
+      for (const [step, n] of [
+        [30_000, 2],
+        [60_000, 3],
+        [120_000, 4],
+      ] as const) {
+        clock.advance(step);
+        await until(() => requests(dead) === n && (n === 4 || queued() === 1), `retry ${n - 1}`);
+      }
+      await untilAsync(
+        async () => (await outcome(node.server, "retry_expired")) === 1,
+        "given up at its expiry",
+      );
+      expect(queued()).toBe(0);
+      clock.advance(600_000);
+      expect(requests(dead)).toBe(4);
+    } finally {
+      await node.stop();
+    }
+  });
+
   it("a failing provider is not hammered: after N transient failures sends pause, then resume", async () => {
     const clock = new ManualClock(Date.now());
     const node = await startNode(
@@ -289,10 +341,13 @@ describe("push pipeline against the APNs simulator", { timeout: 120_000 }, () =>
       node.xmpp.send(pushIq({ id: "h1", token: healthy }));
       expect((await node.xmpp.waitFor("h1")).raw).toContain("sends paused");
       expect(apns.deliveries(healthy, { includeRejected: true })).toHaveLength(0);
+      // h1 was kept, not lost: it goes out when the pause ends
       clock.advance(10_000);
+      await apns.waitForDeliveries(healthy, 1);
+      clock.advance(20_000);
       node.xmpp.send(pushIq({ id: "h2", token: healthy }));
       expect((await node.xmpp.waitFor("h2")).type).toBe("result");
-      await apns.waitForDeliveries(healthy, 1);
+      await apns.waitForDeliveries(healthy, 2);
     } finally {
       await node.stop();
     }

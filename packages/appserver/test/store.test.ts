@@ -56,7 +56,11 @@ describe("AppServerStore", () => {
     raw.prepare("INSERT INTO token_blacklist VALUES (?, ?, ?, ?)").run(H1, 5000, 1, 0);
     raw.prepare("INSERT INTO token_blacklist VALUES (?, ?, ?, ?)").run("not-a-hash", 5000, 1, 0);
     raw.prepare("INSERT INTO token_blacklist VALUES (?, ?, ?, ?)").run(H2, "tomorrow", 1, 0);
-    raw.prepare("INSERT INTO queued_pushes VALUES (?, ?, ?, ?, ?, ?)").run(H2, "x", "a", "d", 7, 1);
+    raw
+      .prepare(
+        "INSERT INTO queued_pushes (token_hash, sealed_token, app, domain, important, due) VALUES (?, ?, ?, ?, ?, ?)",
+      )
+      .run(H2, "x", "a", "d", 7, 1);
     raw.close();
     const s = new AppServerStore(file);
     const st = s.load();

@@ -37,6 +37,10 @@ export const queuedPushes = sqliteTable("queued_pushes", {
   domain: text("domain").notNull(),
   important: integer("important", { mode: "boolean" }).notNull(),
   due: integer("due").notNull(),
+  /** Later-retry rounds after transient provider failures (0: a rate-limited push). */
+  retries: integer("retries").notNull().default(0),
+  /** When a push kept after transient failures is given up (null: not such a push). */
+  expiresAt: integer("expires_at"),
 });
 
 /**

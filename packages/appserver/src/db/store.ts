@@ -22,6 +22,8 @@ export interface PersistedState {
     domain: string;
     important: boolean;
     due: number;
+    retries?: number;
+    expiresAt?: number;
   }[];
   /** Rows that failed validation (skipped, reported, never fatal). */
   rejected: { table: string; reason: string }[];
@@ -110,7 +112,9 @@ export class AppServerStore {
       } else st.rejected.push({ table: "token_deliveries", reason: "malformed row" });
     }
     for (const r of this.sqlite
-      .prepare("SELECT token_hash, sealed_token, app, domain, important, due FROM queued_pushes")
+      .prepare(
+        "SELECT token_hash, sealed_token, app, domain, important, due, retries, expires_at FROM queued_pushes",
+      )
       .all() as Record<string, unknown>[]) {
       if (
         typeof r.token_hash === "string" &&
@@ -119,7 +123,9 @@ export class AppServerStore {
         typeof r.app === "string" &&
         typeof r.domain === "string" &&
         isInt(r.due) &&
-        (r.important === 0 || r.important === 1)
+        (r.important === 0 || r.important === 1) &&
+        isInt(r.retries) &&
+        (r.expires_at === null || isInt(r.expires_at))
       ) {
         st.queued.push({
           tokenHash: r.token_hash,
@@ -128,6 +134,8 @@ export class AppServerStore {
           domain: r.domain,
           important: r.important === 1,
           due: r.due,
+          ...(r.retries > 0 ? { retries: r.retries } : {}),
+          ...(isInt(r.expires_at) ? { expiresAt: r.expires_at } : {}),
         });
       } else st.rejected.push({ table: "queued_pushes", reason: "malformed row" });
     }
