@@ -2,7 +2,13 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Command, CommanderError } from "commander";
-import { ADMIN_TOKEN_FILE, ConfigError, loadConfigFile } from "@lichen/appserver";
+import {
+  ADMIN_TOKEN_FILE,
+  ADMIN_URL_FILE,
+  checkConfigFile,
+  ConfigError,
+  loadConfigFile,
+} from "@lichen/appserver";
 import { runDaemon } from "./daemon.js";
 
 /** The package version, for --version (package.json is one level above src/ and dist/ alike). */
@@ -46,10 +52,14 @@ program
 
 program
   .command("check-config")
-  .description("validate a config file (and environment overrides); print the problems by field")
+  .description(
+    "validate a config file (and environment overrides) and each app's credentials (key files parsed, a test JWT signed); print every problem by field",
+  )
   .argument("<file>", "YAML config file")
-  .action((file: string) => {
-    const cfg = loadConfigFile(file);
+  .action(async (file: string) => {
+    const r = await checkConfigFile(file);
+    if (!r.config) throw new ConfigError(r.issues, file);
+    const cfg = r.config;
     process.stdout.write(
       `${file}: ok (component ${cfg.component.domain} via ${cfg.component.service}; apps: ${Object.keys(cfg.apps).join(", ")}${cfg.redis ? "; redis sync on" : ""})\n`,
     );
@@ -67,8 +77,15 @@ async function admin(configFile: string, method: string, path: string): Promise<
       `cannot read the admin token ${tokenFile} (has the daemon started?): ${(e as Error).message}`,
     );
   }
-  const host = cfg.http.host === "0.0.0.0" || cfg.http.host === "::" ? "127.0.0.1" : cfg.http.host;
-  const url = `http://${host.includes(":") ? `[${host}]` : host}:${cfg.http.port}/admin/${path}`;
+  let base: string;
+  try {
+    base = readFileSync(join(cfg.dataDir, ADMIN_URL_FILE), "utf8").trim();
+  } catch (e) {
+    throw new Error(
+      `cannot read ${join(cfg.dataDir, ADMIN_URL_FILE)} (has the daemon started?): ${(e as Error).message}`,
+    );
+  }
+  const url = `${base}${path}`;
   let res: Response;
   try {
     res = await fetch(url, { method, headers: { authorization: `Bearer ${token}` } });

@@ -1,4 +1,4 @@
-import { AppServer, loadConfigFile, type AppServerConfig } from "@lichen/appserver";
+import { AppServer, checkConfigFile, ConfigError, type AppServerConfig } from "@lichen/appserver";
 import { pino, type Logger } from "pino";
 import pretty from "pino-pretty";
 import { startDemo, type Demo } from "./demo.js";
@@ -18,7 +18,11 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
   let config: AppServerConfig;
   let demo: Demo | undefined;
   if (o.configFile) {
-    config = loadConfigFile(o.configFile, env);
+    // The same checks as check-config (credentials included): refuse to start rather than run
+    // with an app that cannot deliver.
+    const r = await checkConfigFile(o.configFile, env);
+    if (!r.config) throw new ConfigError(r.issues, o.configFile);
+    config = r.config;
   } else {
     demo = await startDemo(env);
     config = demo.config;

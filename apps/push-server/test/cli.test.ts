@@ -4,7 +4,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { FakeComponentServer, pushIq } from "@lichen/appserver";
-import { generateApnsKey, startApnsSimulator } from "@lichen/push-simulators";
+import {
+  generateApnsKey,
+  generateFcmServiceAccount,
+  startApnsSimulator,
+} from "@lichen/push-simulators";
 import { describe, expect, it } from "vitest";
 
 const CLI = fileURLToPath(new URL("../dist/cli.js", import.meta.url));
@@ -35,8 +39,9 @@ describe("lichen-push CLI", { timeout: 120_000 }, () => {
   });
 
   it("check-config: ok for a valid file, field-named errors and exit 2 otherwise", () => {
-    const app =
-      "    topic: im.example\n    teamId: T\n    keyId: K\n    privateKeyFile: /k.p8\n    endpoint: https://api.push.apple.com\n";
+    const keyFile = join(mkdtempSync(join(tmpdir(), "lichen-push-key-")), "AuthKey.p8");
+    writeFileSync(keyFile, generateApnsKey().privateKeyPem);
+    const app = `    topic: im.example\n    teamId: T\n    keyId: K\n    privateKeyFile: ${keyFile}\n    endpoint: https://api.push.apple.com\n`;
     const good = configFile(
       `component:\n  service: xmpp://127.0.0.1:5347\n  domain: push.example.org\n  secret: s\napps:\n  a:\n    type: apns\n${app}`,
     );
@@ -63,6 +68,34 @@ describe("lichen-push CLI", { timeout: 120_000 }, () => {
     expect(fixed.code).toBe(0);
     expect(run(["check-config", "/nonexistent.yaml"]).err).toMatch(/cannot read file/);
     expect(run(["bogus"]).code).not.toBe(0);
+  });
+
+  it("check-config reports everything in one pass: schema errors, a missing key file, a garbage key, and the env variable behind a field", () => {
+    const dir = mkdtempSync(join(tmpdir(), "lichen-push-keys-"));
+    const garbage = join(dir, "garbage.p8");
+    writeFileSync(
+      garbage,
+      "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n",
+    );
+    const rsa = join(dir, "rsa.p8"); // a key of the wrong kind for APNs (FCM's)
+    writeFileSync(rsa, generateFcmServiceAccount().privateKeyPem);
+    const apns = (name: string, key: string) =>
+      `  ${name}:\n    type: apns\n    topic: im.example\n    teamId: T\n    keyId: K\n    privateKeyFile: ${key}\n    endpoint: https://api.push.apple.com\n`;
+    const f = configFile(
+      `component:\n  service: xmpp://127.0.0.1:5347\n  domain: push.example.org\n  secret: s\napps:\n${apns("missing", join(dir, "nope.p8"))}${apns("garbage", garbage)}${apns("wrongkind", rsa)}rateLimit:\n  window: soon\n`,
+    );
+    const r = run(["check-config", f], { LICHEN_PUSH_COMPONENT__SECRT: "typo" });
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/rateLimit\.window: expected a duration/);
+    expect(r.err).toMatch(/apps\.missing\.privateKeyFile: cannot read .*nope\.p8: no such file/);
+    expect(r.err).toMatch(/apps\.garbage\.privateKeyFile: not an APNs \.p8 key/);
+    expect(r.err).toMatch(/apps\.wrongkind\.privateKeyFile: not an APNs \.p8 key/);
+    expect(r.err).toMatch(/component\.secrt \(from LICHEN_PUSH_COMPONENT__SECRT\): unknown field/);
+    // start refuses the same file before touching anything
+    const s = run(["start", "--config", f]);
+    expect(s.code).toBe(2);
+    expect(s.err).toMatch(/apps\.garbage\.privateKeyFile: not an APNs \.p8 key/);
+    expect(s.out).not.toContain("started");
   });
 
   it("start --config: serves pushes, /healthz, SIGTERM → queued push persisted, exit 0", async () => {
@@ -116,6 +149,21 @@ describe("lichen-push CLI", { timeout: 120_000 }, () => {
       const port = Number(/"http":"127\.0\.0\.1:(\d+)"/.exec(out)?.[1]);
       const health = await fetch(`http://127.0.0.1:${port}/healthz`);
       expect(health.status).toBe(200);
+      const h = (await health.json()) as { apps: Record<string, { state: string }> };
+      expect(h.apps.ios!.state).toBe("ok");
+      // operator commands reach the running daemon (address and token from its data folder)
+      const d = run(["domains", "-c", f]);
+      expect(d.err).toBe("");
+      expect(d.out).toContain("no domain is restricted or blocked");
+      const b = run(["block-domain", "spam.example", "--for", "1h", "-c", f]);
+      expect(b.out).toMatch(/^spam\.example\tblocked until /);
+      expect(run(["domains", "-c", f]).out).toMatch(/^spam\.example\tblocked/m);
+      expect(run(["unblock-domain", "spam.example", "-c", f]).out).toMatch(/^spam\.example\tok/);
+      // a second instance on the same data folder stops at the lock, before restoring anything
+      const second = run(["start", "--config", f]);
+      expect(second.code).not.toBe(0);
+      expect(second.err + second.out).toContain("is in use by another lichen-push instance");
+      expect(second.out).not.toContain("state restored");
       expect(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()).toContain(
         'lichen_push_requests_total{outcome="queued"} 1',
       );
@@ -123,6 +171,10 @@ describe("lichen-push CLI", { timeout: 120_000 }, () => {
       expect(await exited).toBe(0);
       expect(out).toContain('"persistedQueued":1');
       expect(out).not.toContain(token);
+      // provider lines carry the app once (pino repeats a key bound twice)
+      expect(out).toContain("APNs connected");
+      for (const line of out.split("\n"))
+        expect(line.split('"app":').length).toBeLessThanOrEqual(2);
     } finally {
       if (child.exitCode === null && child.signalCode === null) process.kill(child.pid!, "SIGKILL");
       await xmpp.close();

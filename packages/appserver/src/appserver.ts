@@ -2,12 +2,14 @@ import { randomBytes } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import type { Server } from "node:http";
 import { isAbsolute, join } from "node:path";
+import Database from "better-sqlite3";
 import { pino, type Logger } from "pino";
 import { DomainBlacklist, TokenBlacklist } from "./blacklist.js";
 import { DeliveryMemory } from "./deliveries.js";
 import { SystemClock, type Clock } from "./clock.js";
 import { ComponentLink } from "./component-link.js";
-import { parseDuration, type AppConfig, type AppServerConfig } from "./config.js";
+import { ConfigError, parseDuration, type AppConfig, type AppServerConfig } from "./config.js";
+import { checkCredentials } from "./credentials.js";
 import { AppServerStore } from "./db/store.js";
 import { httpPort, startHttp } from "./http.js";
 import { AppServerMetrics } from "./metrics.js";
@@ -30,8 +32,47 @@ export interface AppServerOptions {
 }
 
 const SECRET_FILE = "hash-secret";
+const LOCK_FILE = "lock.sqlite";
+
+/**
+ * An exclusive lock on the data folder, taken before anything in it is read: a second instance
+ * (same config, a typo in the port...) must not restore and later overwrite the first one's state.
+ * SQLite's EXCLUSIVE locking mode holds an OS file lock for the connection's life; the OS drops it
+ * when the process dies, so there is no stale lock file to clean up after a crash.
+ */
+export class DataDirLock {
+  private constructor(private readonly db: Database.Database) {}
+
+  static acquire(dataDir: string): DataDirLock {
+    const file = join(dataDir, LOCK_FILE);
+    const db = new Database(file, { timeout: 0 });
+    try {
+      db.pragma("locking_mode = EXCLUSIVE");
+      db.exec("CREATE TABLE IF NOT EXISTS holder (pid INTEGER)");
+      db.exec("BEGIN EXCLUSIVE");
+      db.prepare("DELETE FROM holder").run();
+      db.prepare("INSERT INTO holder VALUES (?)").run(process.pid);
+      db.exec("COMMIT"); // in EXCLUSIVE locking mode the lock stays after the commit
+    } catch (e) {
+      db.close();
+      if ((e as { code?: string }).code === "SQLITE_BUSY")
+        throw new Error(
+          `data folder ${dataDir} is in use by another lichen-push instance (lock ${file}); ` +
+            "each instance needs its own dataDir",
+        );
+      throw e;
+    }
+    return new DataDirLock(db);
+  }
+
+  release(): void {
+    if (this.db.open) this.db.close();
+  }
+}
 /** Bearer token of the /admin/ endpoints (the CLI's operator commands read it from here). */
 export const ADMIN_TOKEN_FILE = "admin-token";
+/** Where the running daemon's HTTP server actually listens (port 0 in the config included). */
+export const ADMIN_URL_FILE = "admin-url";
 
 function adminToken(dataDir: string): string {
   const f = join(dataDir, ADMIN_TOKEN_FILE);
@@ -69,6 +110,7 @@ export class AppServer {
   readonly link: ComponentLink;
   readonly logger: Logger;
   private http: Server | undefined;
+  private lock: DataDirLock | undefined;
   private maintenance: NodeJS.Timeout | undefined;
   private readonly inFlight = new Set<Promise<void>>();
   private closing = false;
@@ -168,6 +210,27 @@ export class AppServer {
     const logger = o.logger ?? pino({ level: cfg.log.level, base: { svc: "lichen-push" } });
     const dataDir = cfg.dataDir;
     mkdirSync(dataDir, { recursive: true });
+    const lock = DataDirLock.acquire(dataDir);
+    try {
+      return await AppServer.startLocked(o, cfg, clock, logger, dataDir, lock);
+    } catch (e) {
+      lock.release();
+      throw e;
+    }
+  }
+
+  private static async startLocked(
+    o: AppServerOptions,
+    cfg: AppServerConfig,
+    clock: Clock,
+    logger: Logger,
+    dataDir: string,
+    lock: DataDirLock,
+  ): Promise<AppServer> {
+    if (!o.createSender) {
+      const issues = await checkCredentials(cfg.apps);
+      if (issues.length > 0) throw new ConfigError(issues);
+    }
     const senders = new Map<string, AppSender>();
     const create =
       o.createSender ??
@@ -178,6 +241,31 @@ export class AppServer {
         }));
     for (const [name, app] of Object.entries(cfg.apps)) senders.set(name, await create(name, app));
     const s = new AppServer(cfg, senders, clock, logger, dataDir);
+    s.lock = lock;
+    // The port before the state: an instance that cannot serve must not restore (and consume) it.
+    try {
+      s.http = await startHttp(cfg.http.host, cfg.http.port, {
+        metrics: async () => {
+          s.updateGauges();
+          return {
+            contentType: s.metrics.registry.contentType,
+            body: await s.metrics.registry.metrics(),
+          };
+        },
+        health: () => s.health(),
+        admin: { token: adminToken(dataDir), handle: (m, p, q) => s.admin(m, p, q) },
+      });
+    } catch (e) {
+      s.store.close();
+      for (const snd of senders.values()) await snd.close?.().catch(() => undefined);
+      throw e;
+    }
+    const host =
+      cfg.http.host === "0.0.0.0" || cfg.http.host === "::" ? "127.0.0.1" : cfg.http.host;
+    writeFileSync(
+      join(dataDir, ADMIN_URL_FILE),
+      `http://${host.includes(":") ? `[${host}]` : host}:${s.httpPort}/admin/\n`,
+    );
     s.restore(o.maxQueuedAgeMs ?? 3_600_000);
     s.tokens.onChange((c) => s.store.record(c));
     s.domains.onChange((c) => s.store.record(c));
@@ -186,17 +274,6 @@ export class AppServer {
       s.domains.onChange(s.sync.onChange);
       s.sync.start();
     }
-    s.http = await startHttp(cfg.http.host, cfg.http.port, {
-      metrics: async () => {
-        s.updateGauges();
-        return {
-          contentType: s.metrics.registry.contentType,
-          body: await s.metrics.registry.metrics(),
-        };
-      },
-      health: () => s.health(),
-      admin: { token: adminToken(dataDir), handle: (m, p, q) => s.admin(m, p, q) },
-    });
     s.maintenance = setInterval(() => s.maintain(), 1000);
     s.maintenance.unref();
     s.link.start();
@@ -337,9 +414,14 @@ export class AppServer {
   health(): { ok: boolean; details: Record<string, unknown> } {
     const db = this.store.ping();
     const component = this.link.online;
+    const apps = this.service.health();
+    // A misconfigured app needs the operator; transient failures (failing, paused) are reported
+    // but do not fail the check (the appserver keeps and retries those pushes).
+    const appsOk = Object.values(apps).every((a) => a.state !== "misconfigured");
     return {
-      ok: db && component && !this.closing,
+      ok: db && component && appsOk && !this.closing,
       details: {
+        apps,
         component: component ? "online" : "offline",
         database: db ? "ok" : "failing",
         redis: this.sync ? (this.sync.connected ? "connected" : "disconnected") : "not configured",
@@ -409,6 +491,7 @@ export class AppServer {
     await closed;
     for (const s of this.senders.values()) await s.close?.().catch(() => undefined);
     this.store.close();
+    this.lock?.release();
     this.logger.info({ persistedQueued: queued.length }, "lichen-push stopped");
   }
 }

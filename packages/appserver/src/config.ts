@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { parse as parseYaml, YAMLParseError } from "yaml";
 import { z } from "zod";
+import { checkCredentials } from "./credentials.js";
 
 const DURATION = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)$/;
 const UNIT: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
@@ -245,40 +246,89 @@ function pathOf(path: PropertyKey[]): string {
   return path.map((p) => String(p)).join(".") || "(root)";
 }
 
-/** Validates a parsed config object; throws ConfigError naming every bad field. */
-export function validateConfig(raw: unknown, source?: string): AppServerConfig {
-  const r = ConfigSchema.safeParse(raw ?? {});
-  if (!r.success) {
-    const issues = r.error.issues.flatMap((i) => {
-      if (i.code === "unrecognized_keys") {
-        return i.keys.map((k) => `${pathOf([...i.path, k])}: unknown field`);
-      }
-      if (i.code === "invalid_type" && i.message.includes("received undefined")) {
-        return [`${pathOf(i.path)}: required field is missing`];
-      }
-      return [`${pathOf(i.path)}: ${i.message}`];
-    });
-    throw new ConfigError(issues, source);
-  }
-  const cfg = r.data;
-  const extra: string[] = [];
-  if (cfg.defaultApp !== undefined && !(cfg.defaultApp in cfg.apps)) {
-    extra.push(`defaultApp: names no configured app (have: ${Object.keys(cfg.apps).join(", ")})`);
-  }
-  if (cfg.tokens.minLength > cfg.tokens.maxLength)
-    extra.push("tokens.minLength: larger than tokens.maxLength");
-  for (const [name, app] of Object.entries(cfg.apps)) {
-    if ((app.privateKeyPem === undefined) === (app.privateKeyFile === undefined)) {
-      extra.push(
-        `apps.${name}.privateKeyPem: give exactly one of privateKeyPem and privateKeyFile`,
-      );
+/** Dotted config path → the environment variable that set it. */
+export type EnvSources = Map<string, string>;
+
+function annotate(issue: string, env: EnvSources | undefined): string {
+  if (!env || env.size === 0) return issue;
+  const path = issue.slice(0, issue.indexOf(":"));
+  // The variable that set this field or one of its parents (a typo creates an unknown field).
+  for (const [p, v] of env) {
+    if (path === p || path.startsWith(`${p}.`) || p.startsWith(`${path}.`)) {
+      return `${path} (from ${v})${issue.slice(path.length)}`;
     }
   }
-  if (cfg.component.reconnectInitialDelay > cfg.component.reconnectMaxDelay) {
-    extra.push("component.reconnectInitialDelay: larger than component.reconnectMaxDelay");
+  return issue;
+}
+
+const obj = (v: unknown): Record<string, unknown> | undefined =>
+  typeof v === "object" && v !== null && !Array.isArray(v)
+    ? (v as Record<string, unknown>)
+    : undefined;
+
+/**
+ * Cross-field checks, run on the raw input so that they are reported together with the schema's
+ * errors (one pass for the operator, not two).
+ */
+function crossIssues(raw: Record<string, unknown>): string[] {
+  const out: string[] = [];
+  const apps = obj(raw.apps);
+  if (typeof raw.defaultApp === "string" && apps && !(raw.defaultApp in apps)) {
+    out.push(`defaultApp: names no configured app (have: ${Object.keys(apps).join(", ")})`);
   }
-  if (extra.length) throw new ConfigError(extra, source);
-  return cfg;
+  for (const [name, app] of Object.entries(apps ?? {})) {
+    const a = obj(app);
+    if (a && (a.privateKeyPem === undefined) === (a.privateKeyFile === undefined)) {
+      out.push(`apps.${name}.privateKeyPem: give exactly one of privateKeyPem and privateKeyFile`);
+    }
+  }
+  const t = obj(raw.tokens);
+  if (
+    t &&
+    typeof t.minLength === "number" &&
+    typeof t.maxLength === "number" &&
+    t.minLength > t.maxLength
+  )
+    out.push("tokens.minLength: larger than tokens.maxLength");
+  const c = obj(raw.component);
+  if (c) {
+    const lo = parseDuration(c.reconnectInitialDelay ?? "1s");
+    const hi = parseDuration(c.reconnectMaxDelay ?? "60s");
+    if (lo !== undefined && hi !== undefined && lo > hi)
+      out.push("component.reconnectInitialDelay: larger than component.reconnectMaxDelay");
+  }
+  return out;
+}
+
+function schemaIssues(error: z.ZodError): string[] {
+  return error.issues.flatMap((i) => {
+    if (i.code === "unrecognized_keys") {
+      return i.keys.map((k) => `${pathOf([...i.path, k])}: unknown field`);
+    }
+    if (i.code === "invalid_type" && i.message.includes("received undefined")) {
+      return [`${pathOf(i.path)}: required field is missing`];
+    }
+    return [`${pathOf(i.path)}: ${i.message}`];
+  });
+}
+
+/** Every problem of a parsed config object at once (schema and cross-field), annotated by source. */
+export function configIssues(
+  raw: unknown,
+  env?: EnvSources,
+): { config?: AppServerConfig; issues: string[] } {
+  const r = ConfigSchema.safeParse(raw ?? {});
+  const issues = [...(r.success ? [] : schemaIssues(r.error)), ...crossIssues(obj(raw) ?? {})].map(
+    (i) => annotate(i, env),
+  );
+  return issues.length === 0 && r.success ? { config: r.data, issues } : { issues };
+}
+
+/** Validates a parsed config object; throws ConfigError naming every bad field. */
+export function validateConfig(raw: unknown, source?: string, env?: EnvSources): AppServerConfig {
+  const r = configIssues(raw, env);
+  if (!r.config) throw new ConfigError(r.issues, source);
+  return r.config;
 }
 
 const ENV_PREFIX = "LICHEN_PUSH_";
@@ -295,12 +345,14 @@ function camel(segment: string): string {
 export function applyEnvOverrides(
   raw: Record<string, unknown>,
   env: NodeJS.ProcessEnv,
+  sources?: EnvSources,
 ): Record<string, unknown> {
   const out = structuredClone(raw);
   for (const [k, v] of Object.entries(env)) {
     if (!k.startsWith(ENV_PREFIX) || v === undefined) continue;
     const path = k.slice(ENV_PREFIX.length).split("__").filter(Boolean).map(camel);
     if (path.length === 0) continue;
+    sources?.set(path.join("."), k);
     let cur: Record<string, unknown> = out;
     for (const seg of path.slice(0, -1)) {
       const next = cur[seg];
@@ -349,5 +401,38 @@ export function parseConfigText(
   if (raw !== null && raw !== undefined && (typeof raw !== "object" || Array.isArray(raw))) {
     throw new ConfigError(["(root): expected a mapping of fields"], source);
   }
-  return validateConfig(applyEnvOverrides((raw ?? {}) as Record<string, unknown>, env), source);
+  const sources: EnvSources = new Map();
+  const merged = applyEnvOverrides((raw ?? {}) as Record<string, unknown>, env, sources);
+  return validateConfig(merged, source, sources);
+}
+
+/**
+ * Everything check-config and start verify, reported at once: YAML, schema, cross-field checks and
+ * each app's credentials (key files read and parsed, a test JWT signed).
+ */
+export async function checkConfigFile(
+  file: string,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<{ config?: AppServerConfig; issues: string[] }> {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (e) {
+    return { issues: [`cannot read file: ${(e as Error).message}`] };
+  }
+  let raw: unknown;
+  try {
+    raw = parseYaml(text);
+  } catch (e) {
+    const msg = e instanceof YAMLParseError ? e.message.split("\n")[0] : (e as Error).message;
+    return { issues: [`YAML syntax: ${msg}`] };
+  }
+  if (raw !== null && raw !== undefined && !obj(raw))
+    return { issues: ["(root): expected a mapping of fields"] };
+  const sources: EnvSources = new Map();
+  const merged = applyEnvOverrides(obj(raw) ?? {}, env, sources);
+  const r = configIssues(merged, sources);
+  const cred = (await checkCredentials(merged.apps)).map((i) => annotate(i, sources));
+  const issues = [...r.issues, ...cred];
+  return issues.length === 0 && r.config ? { config: r.config, issues } : { issues };
 }

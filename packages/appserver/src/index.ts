@@ -1,7 +1,15 @@
-export { AppServer, ADMIN_TOKEN_FILE, type AppServerOptions } from "./appserver.js";
+export {
+  AppServer,
+  ADMIN_TOKEN_FILE,
+  ADMIN_URL_FILE,
+  DataDirLock,
+  type AppServerOptions,
+} from "./appserver.js";
 export {
   ConfigError,
   applyEnvOverrides,
+  checkConfigFile,
+  configIssues,
   ConfigSchema,
   loadConfigFile,
   parseConfigText,
@@ -23,3 +31,5 @@ export { DeliveryMemory } from "./deliveries.js";
 export { ManualClock, SystemClock, type Clock } from "./clock.js";
 export { TokenHasher, checkToken } from "./token.js";
 export { FakeComponentServer, pushIq, type ComponentReply } from "./testing/component-server.js";
+export { checkAppCredentials, checkCredentials } from "./credentials.js";
+export type { AppHealth } from "./push-service.js";

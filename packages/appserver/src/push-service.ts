@@ -129,6 +129,18 @@ const PAUSED = err(
 );
 const INTERNAL = err("wait", "internal-server-error", "appserver internal error, retry later");
 
+/** What /healthz says about one app's provider. */
+export interface AppHealth {
+  /**
+   * ok: last answer a delivery or a token verdict; unknown: no push yet; failing: the last attempt
+   * failed transiently; paused: circuit open; misconfigured: the provider refused our credentials
+   * or request (operator action needed).
+   */
+  state: "ok" | "unknown" | "failing" | "paused" | "misconfigured";
+  lastSuccessAt?: number;
+  lastError?: { kind: string; reason: string; at: number };
+}
+
 interface Bucket {
   tokens: number;
   at: number;
@@ -149,6 +161,7 @@ export class PushService {
   private readonly circuits = new Map<string, Circuit>();
   /** New-token budget of each restricted domain. */
   private readonly buckets = new Map<string, Bucket>();
+  private readonly appHealth = new Map<string, AppHealth>();
   private inFlight = 0;
   private readonly pendingSends = new Set<Promise<unknown>>();
   private closed = false;
@@ -339,6 +352,7 @@ export class PushService {
     if (outcome.kind !== "delivered" && outcome.reason.includes(job.token)) {
       outcome = { ...outcome, reason: outcome.reason.split(job.token).join("<token>") };
     }
+    this.noteHealth(job.app, outcome);
     this.o.metrics?.providerSends.inc({ app: job.app, result: outcome.kind });
     this.o.metrics?.providerLatency.observe({ app: job.app }, (performance.now() - start) / 1000);
     return outcome;
@@ -423,6 +437,36 @@ export class PushService {
       expiresAt,
     });
     return true;
+  }
+
+  private noteHealth(app: string, outcome: SendOutcome): void {
+    const h = this.appHealth.get(app) ?? { state: "unknown" };
+    const now = this.o.clock.now();
+    if (
+      outcome.kind === "delivered" ||
+      outcome.kind === "invalid-token" ||
+      outcome.kind === "rate-limited"
+    ) {
+      // The provider accepted our credentials and request: the app works.
+      h.state = "ok";
+      if (outcome.kind === "delivered") h.lastSuccessAt = now;
+      else h.lastError = { kind: outcome.kind, reason: outcome.reason, at: now };
+    } else {
+      h.state = outcome.kind === "misconfigured" ? "misconfigured" : "failing";
+      h.lastError = { kind: outcome.kind, reason: outcome.reason, at: now };
+    }
+    this.appHealth.set(app, h);
+  }
+
+  /** Provider state of every configured app, for /healthz. */
+  health(): Record<string, AppHealth> {
+    const out: Record<string, AppHealth> = {};
+    for (const name of this.o.apps.keys()) {
+      const h = { ...(this.appHealth.get(name) ?? { state: "unknown" as const }) };
+      if (this.circuitOpen(name)) h.state = "paused";
+      out[name] = h;
+    }
+    return out;
   }
 
   private noteTransient(app: string): void {

@@ -90,7 +90,9 @@ describe("config", () => {
     expect(c.rateLimit.window).toBe(5000);
     expect(c.http.port).toBe(9999);
     expect(c.redis?.url).toBe("redis://127.0.0.1:6380");
-    expect(errorsOf(MINIMAL, { LICHEN_PUSH_HTTP__PORT: "ninety" })[0]).toMatch(/^http\.port: /);
+    expect(errorsOf(MINIMAL, { LICHEN_PUSH_HTTP__PORT: "ninety" })[0]).toMatch(
+      /^http\.port \(from LICHEN_PUSH_HTTP__PORT\): /,
+    );
   });
 
   it("loadConfigFile reports an unreadable file with its name", () => {

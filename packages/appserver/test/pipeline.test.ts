@@ -353,6 +353,38 @@ describe("push pipeline against the APNs simulator", { timeout: 120_000 }, () =>
     }
   });
 
+  it("/healthz reports each app's provider state; an app the provider refuses (403) fails the check", async () => {
+    // the same key under a key id the simulator does not know: 403 InvalidProviderToken
+    const broken = { ...apns.app(7) };
+    if (broken.type === "apns") broken.keyId = "NOSUCHKEY0";
+    const node = await startNode(apns.createSender, { apps: { good: apns.app(7), broken } });
+    try {
+      const health = async () => {
+        const r = await fetch(`http://127.0.0.1:${node.server.httpPort}/healthz`);
+        return {
+          status: r.status,
+          body: (await r.json()) as {
+            apps: Record<string, { state: string; lastError?: { reason: string } }>;
+          },
+        };
+      };
+      const first = await health();
+      expect(first.status).toBe(200);
+      expect(first.body.apps).toEqual({ good: { state: "unknown" }, broken: { state: "unknown" } });
+      node.xmpp.send(pushIq({ id: "g1", token: tok("b7"), app: "good" }));
+      expect((await node.xmpp.waitFor("g1")).type).toBe("result");
+      node.xmpp.send(pushIq({ id: "k1", token: tok("b8"), app: "broken" }));
+      expect((await node.xmpp.waitFor("k1")).raw).toContain("<error type='wait'>");
+      const after = await health();
+      expect(after.status).toBe(503);
+      expect(after.body.apps.good!.state).toBe("ok");
+      expect(after.body.apps.broken!.state).toBe("misconfigured");
+      expect(after.body.apps.broken!.lastError!.reason).toMatch(/403/);
+    } finally {
+      await node.stop();
+    }
+  });
+
   it("graceful shutdown persists the queued push (sealed), restart sends it", async () => {
     const node = await startNode(apns.createSender, { apps: { default: apns.app(6) } });
     const token = tok("f1");

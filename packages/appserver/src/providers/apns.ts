@@ -105,7 +105,7 @@ export class ApnsProvider implements PushProvider {
     this.key = loadApnsKey(app.privateKeyPem);
     // Surface a broken key at start-up instead of on the first push.
     this.key.catch((e: unknown) => {
-      this.logger.warn({ app: this.name, err: String(e) }, "APNs key cannot be loaded");
+      this.logger.warn({ err: String(e) }, "APNs key cannot be loaded");
     });
   }
 
@@ -210,10 +210,7 @@ export class ApnsProvider implements PushProvider {
           slot.session = session;
           slot.active = 0;
           slot.connecting = undefined;
-          this.logger.info(
-            { app: this.name, slot: slot.index, maxStreams: slot.limit },
-            "APNs connected",
-          );
+          this.logger.info({ slot: slot.index, maxStreams: slot.limit }, "APNs connected");
           resolve();
         }
         this.dispatch();
@@ -226,16 +223,13 @@ export class ApnsProvider implements PushProvider {
         } catch {
           // Debug data is optional and free-form.
         }
-        this.logger.warn({ app: this.name, slot: slot.index, reason }, "APNs GOAWAY");
+        this.logger.warn({ slot: slot.index, reason }, "APNs GOAWAY");
         // Streams already accepted finish on the old session; new ones go to a new session.
         if (slot.session === session) slot.session = undefined;
         if (!this.closed && this.queue.length > 0) setImmediate(() => this.dispatch());
       });
       session.on("error", (e: Error) => {
-        this.logger.warn(
-          { app: this.name, slot: slot.index, err: e.message },
-          "APNs session error",
-        );
+        this.logger.warn({ slot: slot.index, err: e.message }, "APNs session error");
         drop(`ConnectError: ${(e as NodeJS.ErrnoException).code ?? e.message}`);
       });
       session.on("close", () => drop("ConnectionClosed"));
@@ -307,7 +301,7 @@ export class ApnsProvider implements PushProvider {
     if (p.collapseId !== undefined) {
       if (Buffer.byteLength(p.collapseId) <= MAX_COLLAPSE_ID)
         headers["apns-collapse-id"] = p.collapseId;
-      else this.logger.warn({ app: this.name }, "apns-collapse-id longer than 64 bytes left out");
+      else this.logger.warn({}, "apns-collapse-id longer than 64 bytes left out");
     }
     if (session.closed || session.destroyed) {
       return { outcome: "transient", status: 0, reason: "ConnectionClosed" };

@@ -104,10 +104,7 @@ export class FcmProvider implements PushProvider {
     this.auth = new HttpClient(app.tokenUri, ca);
     this.sendUrl = `${app.endpoint.replace(/\/$/, "")}/v1/projects/${encodeURIComponent(app.projectId)}/messages:send`;
     this.loadKey().catch((e: unknown) => {
-      this.logger.warn(
-        { app: this.name, err: String(e) },
-        "FCM service-account key cannot be loaded",
-      );
+      this.logger.warn({ err: String(e) }, "FCM service-account key cannot be loaded");
     });
   }
 
@@ -214,7 +211,7 @@ export class FcmProvider implements PushProvider {
     if (res.status !== 200 || typeof parsed.access_token !== "string") {
       const reason = `TokenExchange: ${typeof parsed.error === "string" ? parsed.error : `HTTP ${res.status}`}`;
       this.logger.warn(
-        { app: this.name, status: res.status, reason, description: parsed.error_description },
+        { status: res.status, reason, description: parsed.error_description },
         "FCM token exchange failed",
       );
       throw new AuthError(

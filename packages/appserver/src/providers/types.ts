@@ -74,5 +74,6 @@ export interface ProviderLogger {
 export interface ProviderOptions {
   /** Epoch milliseconds; drives JWT iat/refresh, apns-expiration and token caching. */
   clock?: () => number;
+  /** Bound to the app by the caller (the lines carry no app key of their own). */
   logger?: ProviderLogger;
 }
