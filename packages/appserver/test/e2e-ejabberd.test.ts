@@ -1,6 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startApns, type ApnsHarness } from "./helpers/apns.js";
-import { attachAppServer, everythingWritten, requestsHandled, type E2E } from "./helpers/e2e.js";
+import {
+  attachAppServer,
+  everythingWritten,
+  requestsHandled,
+  type E2E,
+  operatorSnippets,
+} from "./helpers/e2e.js";
 import { until, untilAsync } from "./helpers/nodes.js";
 import { enablePush, hibernate, login, sendChat } from "./helpers/xmpp-client.js";
 import { startEjabberd, type XmppTestServer } from "@lichen/test-servers";
@@ -15,7 +21,7 @@ describe("ejabberd 23.01 (mod_push) → lichen-push → APNs simulator", { timeo
   let app: E2E;
 
   beforeAll(async () => {
-    ejabberd = await startEjabberd();
+    ejabberd = await startEjabberd({ includeConfig: operatorSnippets().ejabberdInclude });
     for (const u of ["alice", "bob", "carol", "dave"]) await ejabberd.registerUser(u, `${u}pw`);
     apns = await startApns();
     app = await attachAppServer(ejabberd, apns);

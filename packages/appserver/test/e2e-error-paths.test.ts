@@ -2,7 +2,14 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Client } from "@xmpp/client";
 import { startEjabberd, startProsody, type XmppTestServer } from "@lichen/test-servers";
 import { startApns, type ApnsHarness } from "./helpers/apns.js";
-import { adminCall, attachAppServer, outcome, requestsHandled, type E2E } from "./helpers/e2e.js";
+import {
+  adminCall,
+  attachAppServer,
+  outcome,
+  requestsHandled,
+  type E2E,
+  operatorSnippets,
+} from "./helpers/e2e.js";
 import { untilAsync } from "./helpers/nodes.js";
 import { enablePush, hibernate, login, sendChat } from "./helpers/xmpp-client.js";
 
@@ -11,8 +18,11 @@ import { enablePush, hibernate, login, sendChat } from "./helpers/xmpp-client.js
 // runs with push_max_errors = 2, so two counted (non-wait) errors in a row would end it; ejabberd
 // ends it on the first one. Three pushes in a row reaching the appserver prove it survived.
 const SERVERS: [string, () => Promise<XmppTestServer>][] = [
-  ["Prosody 0.12", () => startProsody({ pushMaxErrors: 2 })],
-  ["ejabberd 23.01", () => startEjabberd()],
+  [
+    "Prosody 0.12",
+    () => startProsody({ pushMaxErrors: 2, componentConfig: operatorSnippets().prosodyComponent }),
+  ],
+  ["ejabberd 23.01", () => startEjabberd({ includeConfig: operatorSnippets().ejabberdInclude })],
 ];
 
 const tok = (c: string) => c.repeat(64).slice(0, 64);

@@ -6,6 +6,7 @@ import {
   outcome,
   requestsHandled,
   type E2E,
+  operatorSnippets,
 } from "./helpers/e2e.js";
 import { until, untilAsync } from "./helpers/nodes.js";
 import { enablePush, hibernate, login, sendChat } from "./helpers/xmpp-client.js";
@@ -24,7 +25,10 @@ describe(
     let app: E2E;
 
     beforeAll(async () => {
-      prosody = await startProsody({ pushMaxErrors: 2 });
+      prosody = await startProsody({
+        pushMaxErrors: 2,
+        componentConfig: operatorSnippets().prosodyComponent,
+      });
       for (const u of ["alice", "bob", "carol", "dave"]) await prosody.registerUser(u, `${u}pw`);
       apns = await startApns();
       app = await attachAppServer(prosody, apns);

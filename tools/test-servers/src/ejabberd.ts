@@ -45,10 +45,12 @@ export async function startEjabberd(opts: EjabberdOptions = {}): Promise<XmppTes
     ].join("\n"),
   );
   copyFileSync("/etc/ejabberd/inetrc", join(dir, "inetrc"));
+  if (opts.includeConfig)
+    writeFileSync(join(dir, "include.yml"), opts.includeConfig(componentPort));
   writeFileSync(
     join(dir, "ejabberd.yml"),
     `# Lichen test ejabberd (loopback only)
-hosts:
+${opts.includeConfig ? `include_config_file:\n  - ${join(dir, "include.yml")}\n` : ""}hosts:
   - localhost
 loglevel: info
 log_rotate_count: 0
@@ -63,13 +65,17 @@ listen:
     access: c2s
     starttls: ${opts.tls ? "true" : "false"}
     starttls_required: false
-  - port: ${componentPort}
+${
+  opts.includeConfig
+    ? ""
+    : `  - port: ${componentPort}
     ip: "127.0.0.1"
     module: ejabberd_service
     hosts:
       ${componentDomain}:
         password: "${componentSecret}"
-  - port: ${httpPort}
+`
+}  - port: ${httpPort}
     ip: "127.0.0.1"
     module: ejabberd_http
     request_handlers:
@@ -115,11 +121,15 @@ ${opts.offlineStorage === false ? "" : "  mod_offline: {}\n"}  mod_client_state:
     db_type: mnesia
     assume_mam_usage: true
     default: always
-  mod_push:
+${
+  opts.includeConfig
+    ? ""
+    : `  mod_push:
     include_body: false
     include_sender: false
   mod_push_keepalive: {}
-  mod_pubsub:
+`
+}  mod_pubsub:
     access_createnode: pubsub_createnode
     plugins:
       - flat

@@ -78,8 +78,11 @@ Component "upload.localhost" "http_file_share"
 Component "conference.localhost" "muc"
   modules_enabled = { "muc_mam" }
 
-Component "${componentDomain}"
-  component_secret = "${componentSecret}"
+${
+  opts.componentConfig ??
+  `Component "${componentDomain}"
+  component_secret = "${componentSecret}"`
+}
 `,
   );
   const prosodyctl = (...args: string[]) =>

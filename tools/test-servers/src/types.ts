@@ -47,10 +47,21 @@ export interface ProsodyOptions extends XmppServerOptions {
   pushMaxErrors?: number;
   /** Lua appended to the global section of the config. */
   extraConfig?: string;
+  /**
+   * Lua replacing the default push component section (`Component "<componentDomain>"` with
+   * `component_secret`), e.g. an operator snippet with domain and secret substituted.
+   */
+  componentConfig?: string;
 }
 
 export interface EjabberdOptions extends XmppServerOptions {
   resumeTimeoutSeconds?: number;
+  /**
+   * YAML (given the chosen component port) written next to the config and included with
+   * include_config_file; it provides the push component's ejabberd_service listener and
+   * mod_push / mod_push_keepalive (e.g. an operator snippet), and the built-in ones are left out.
+   */
+  includeConfig?: (componentPort: number) => string;
 }
 
 export interface RedisTestServer {

@@ -71,3 +71,20 @@ export async function adminCall(e: E2E, method: "GET" | "POST", path: string): P
   if (!r.ok) throw new Error(`admin ${path}: ${r.status}`);
   return r.json();
 }
+
+const EXAMPLES = new URL("../../../../apps/push-server/examples/", import.meta.url);
+
+/**
+ * The operator snippets shipped with lichen-push (apps/push-server/examples), with the example
+ * domain, secret and port replaced: the tests' servers run exactly what operators copy.
+ */
+export function operatorSnippets(domain = "push.localhost", secret = "pushsecret") {
+  const read = (f: string) =>
+    readFileSync(new URL(f, EXAMPLES), "utf8")
+      .replaceAll("push.example.org", domain)
+      .replaceAll("change-me", secret);
+  return {
+    prosodyComponent: read("prosody.cfg.lua"),
+    ejabberdInclude: (port: number) => read("ejabberd.yml").replace("port: 5347", `port: ${port}`),
+  };
+}
