@@ -9,7 +9,9 @@ import { runInNewContext } from "node:vm";
 import { pino } from "pino";
 import { DomainBlacklist, TokenBlacklist } from "#src/blacklist.js";
 import { SystemClock } from "#src/clock.js";
+import { DeliveryMemory } from "#src/deliveries.js";
 import { RateLimiter } from "#src/rate-limiter.js";
+import { TokenHasher } from "#src/token.js";
 import { RedisBlacklistSync } from "#src/sync.js";
 import type { FakeComponentServer } from "#src/testing/component-server.js";
 import { startRedis } from "@lichen/test-servers";
@@ -30,8 +32,9 @@ export function percentile(xs: number[], p: number): number {
 }
 
 /**
- * Heap growth (MB) of a rate limiter holding `n` tokens (keyed by 32-hex token hashes, as in the
- * appserver), 10 % of them with a queued push carrying a 64-char token.
+ * Heap growth (MB) of a rate limiter holding `n` tokens keyed the way the appserver keys them
+ * (TokenHasher.hash of a 64-hex APNs token: the production hashing path), 10 % of them with a
+ * queued push carrying its raw token.
  */
 export function rateLimiterMemoryMb(n: number): number {
   const gc = gcFn();
@@ -44,13 +47,15 @@ export function rateLimiterMemoryMb(n: number): number {
     windowMs: 3_600_000,
     onDue: () => undefined,
   });
-  const seed = randomBytes(16);
+  const hasher = new TokenHasher(randomBytes(32));
+  const seed = randomBytes(32);
   for (let i = 0; i < n; i++) {
     seed.writeUInt32LE(i, 0);
-    const key = seed.toString("hex");
-    rl.check(key, { token: "", app: "a", domain: "d", important: false });
+    const token = seed.toString("hex");
+    const key = hasher.hash(token, true);
+    rl.check(key, { token, app: "a", domain: "d", important: false });
     if (i % 10 === 0) {
-      rl.check(key, { token: key + key, app: "default", domain: "example.org", important: true });
+      rl.check(key, { token, app: "default", domain: "example.org", important: true });
     }
   }
   gc();
@@ -59,6 +64,26 @@ export function rateLimiterMemoryMb(n: number): number {
   const mb = (after - before) / (1024 * 1024);
   if (rl.size !== n) throw new Error(`limiter holds ${rl.size} tokens, expected ${n}`);
   rl.drainQueued();
+  return mb;
+}
+
+/** Heap growth (MB) of the healthy-token memory holding `n` production token hashes. */
+export function deliveryMemoryMb(n: number): number {
+  const gc = gcFn();
+  gc();
+  gc();
+  const before = process.memoryUsage().heapUsed;
+  const dm = new DeliveryMemory({ clock: new SystemClock(), healthyMs: 7 * 86_400_000 });
+  const hasher = new TokenHasher(randomBytes(32));
+  const seed = randomBytes(32);
+  for (let i = 0; i < n; i++) {
+    seed.writeUInt32LE(i, 0);
+    dm.delivered(hasher.hash(seed.toString("hex"), true), `d${i % 1000}.example`);
+  }
+  gc();
+  gc();
+  const mb = (process.memoryUsage().heapUsed - before) / (1024 * 1024);
+  if (dm.size !== n) throw new Error(`delivery memory holds ${dm.size} tokens, expected ${n}`);
   return mb;
 }
 
@@ -220,13 +245,20 @@ export async function bareHttp2(
   body: string,
   concurrency: number,
   connectOptions: Record<string, unknown> = {},
+  connections = 1,
 ): Promise<LoadResult> {
-  const session = h2connect(origin, connectOptions);
-  session.on("error", () => undefined);
-  await new Promise<void>((resolve, reject) => {
-    session.once("connect", () => resolve());
-    session.once("error", reject);
-  });
+  // As many sessions as the appserver's provider opens (apps.<name>.connections): a fair baseline.
+  const sessions = await Promise.all(
+    Array.from({ length: connections }, async () => {
+      const session = h2connect(origin, connectOptions);
+      session.on("error", () => undefined);
+      await new Promise<void>((resolve, reject) => {
+        session.once("connect", () => resolve());
+        session.once("error", reject);
+      });
+      return session;
+    }),
+  );
   const n = paths.length;
   const latencies: number[] = new Array<number>(n);
   let next = 0;
@@ -237,7 +269,7 @@ export async function bareHttp2(
     const sendOne = () => {
       const i = next++;
       const start = performance.now();
-      const req = session.request({
+      const req = sessions[i % sessions.length]!.request({
         [h2.HTTP2_HEADER_METHOD]: "POST",
         [h2.HTTP2_HEADER_PATH]: paths[i]!,
         ...headers(),
@@ -262,6 +294,6 @@ export async function bareHttp2(
     for (let k = 0; k < Math.min(concurrency, n); k++) sendOne();
   });
   const secs = (performance.now() - t0) / 1000;
-  session.close();
+  for (const s of sessions) s.close();
   return { perSecond: n / secs, latenciesMs: latencies, errors };
 }

@@ -4,11 +4,24 @@
 // closes.
 import { generateApnsKey, startApnsSimulator } from "@lichen/push-simulators";
 
+// argv[2] === "soak": tokens starting with "dead" are answered 410 (dead tokens), and every
+// 1000th other request 500 (provider errors, 0.1 %): deterministic, no randomness to replay.
+const soak = process.argv[2] === "soak";
+let served = 0;
+
 const topic = "im.lichen.bench";
 const keys = [generateApnsKey(), generateApnsKey()];
 const sim = await startApnsSimulator({
   keys: keys.map((k) => ({ keyId: k.keyId, teamId: k.teamId, publicKey: k.publicKeyPem })),
   topics: [topic],
+  // millions of requests: counters only, no per-request records in memory
+  keepRecords: false,
+  ...(soak
+    ? {
+        scriptFor: (token: string) =>
+          token.startsWith("dead") ? "410" : ++served % 1000 === 0 ? "500" : undefined,
+      }
+    : {}),
 });
 process.stdout.write(
   `${JSON.stringify({

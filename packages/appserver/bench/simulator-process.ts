@@ -9,7 +9,7 @@ import { apnsPayload } from "#src/providers/apns.js";
 export interface SimulatorProcess {
   origin: string;
   /** App config for the appserver (signing key 0). */
-  appConfig: NonNullable<AppServerConfigInput["apps"]>[string];
+  appConfig: Extract<NonNullable<AppServerConfigInput["apps"]>[string], { type: "apns" }>;
   /** Request path, headers (signing key 1) and body a provider sends, for the bare baseline. */
   path(token: string): string;
   headers(): Record<string, string>;
@@ -26,10 +26,12 @@ interface ChildInfo {
 }
 
 /** Starts the APNs simulator (tools/push-simulators) in a child process; stop() ends it by PID. */
-export async function startSimulatorProcess(): Promise<SimulatorProcess> {
+export async function startSimulatorProcess(
+  mode: "plain" | "soak" = "plain",
+): Promise<SimulatorProcess> {
   const child = spawn(
     process.execPath,
-    [fileURLToPath(new URL("./simulator-child.js", import.meta.url))],
+    [fileURLToPath(new URL("./simulator-child.js", import.meta.url)), mode],
     {
       stdio: ["pipe", "pipe", "inherit"],
     },

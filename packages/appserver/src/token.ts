@@ -51,10 +51,12 @@ export class TokenHasher {
    * FCM tokens are case-sensitive and are hashed as given.
    */
   hash(token: string, caseInsensitive = false): string {
+    // Hex of the first 16 bytes, not digest("hex").slice(0, 32): V8 makes a slice a view that keeps
+    // the 64-char parent alive, ~60 MB more per million keys held by the limiter. Same value.
     return createHmac("sha256", this.key)
       .update(caseInsensitive ? token.toLowerCase() : token)
-      .digest("hex")
-      .slice(0, 32);
+      .digest()
+      .toString("hex", 0, 16);
   }
 
   /**

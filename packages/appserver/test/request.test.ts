@@ -1,3 +1,4 @@
+import { createHmac } from "node:crypto";
 import parse from "@xmpp/xml/lib/parse.js";
 import { describe, expect, it } from "vitest";
 import { parseStanza } from "../src/request.js";
@@ -180,6 +181,11 @@ describe("token helpers", () => {
     expect(a.hash(TOKEN)).toMatch(/^[0-9a-f]{32}$/);
     expect(a.hash(TOKEN)).toBe(a.hash(TOKEN));
     expect(a.hash(TOKEN)).not.toBe(b.hash(TOKEN));
+    // the same value as the first 32 hex chars of the full HMAC: hashes persisted by earlier
+    // versions (DB, Redis) stay valid
+    expect(a.hash(TOKEN)).toBe(
+      createHmac("sha256", "0123456789abcdef-secret").update(TOKEN).digest("hex").slice(0, 32),
+    );
     // APNs tokens are hex in either case: one device, one hash; FCM tokens are case-sensitive
     const upper = "ABCDEF0123456789".repeat(4);
     expect(a.hash(upper, true)).toBe(a.hash(upper.toLowerCase(), true));

@@ -32,6 +32,16 @@ export interface ApnsSimulatorOptions {
   clock?: () => number;
   /** Called with every request's fate (the CLI prints these). */
   onResponse?: (r: ApnsResponseRecord) => void;
+  /**
+   * An answer for a request without a scripted step (e.g. a benchmark's dead tokens and random
+   * provider errors); undefined = the normal answer.
+   */
+  scriptFor?: (token: string) => ApnsScriptStep | undefined;
+  /**
+   * Keep every delivery and response in memory (default true). Off for long runs: only the
+   * counters (`requests`, ...) and `onResponse` remain.
+   */
+  keepRecords?: boolean;
 }
 
 export interface ApnsDelivery {
@@ -157,8 +167,9 @@ export async function startApnsSimulator(o: ApnsSimulatorOptions): Promise<ApnsS
   const scripts = new Map<string, ApnsScriptStep[]>();
   const log = new DeliveryLog<ApnsDelivery>();
   const responses: ApnsResponseRecord[] = [];
+  const keep = o.keepRecords ?? true;
   const record = (r: ApnsResponseRecord): void => {
-    responses.push(r);
+    if (keep) responses.push(r);
     o.onResponse?.(r);
   };
   const answered = new WeakSet<http2.ServerHttp2Stream>();
@@ -289,7 +300,7 @@ export async function startApnsSimulator(o: ApnsSimulatorOptions): Promise<ApnsS
     const steps = scripts.get(token);
     const step = steps?.shift();
     if (steps && steps.length === 0) scripts.delete(token);
-    return step ?? "ok";
+    return step ?? o.scriptFor?.(token) ?? "ok";
   }
 
   function parseStep(step: string): { status: number; reason?: string } {
@@ -407,7 +418,7 @@ export async function startApnsSimulator(o: ApnsSimulatorOptions): Promise<ApnsS
         for (const [k, v] of Object.entries(h)) {
           if (!k.startsWith(":") && v !== undefined) headers[k] = String(v);
         }
-        log.add({ token, headers, payload, bytes: size, apnsId, at: clock() });
+        if (keep) log.add({ token, headers, payload, bytes: size, apnsId, at: clock() });
       }
       respond(stream, token, apnsId, status, reason);
     } catch (e) {

@@ -290,6 +290,23 @@ describe("APNs simulator contract (raw HTTP/2 requests)", { timeout: 60_000 }, (
     expect(() => sim.script(t, ["maybe"])).toThrow(/bad APNs script step/);
   });
 
+  it("scriptFor answers tokens without a script (a benchmark's dead tokens); keepRecords false keeps only counters", async () => {
+    const { sim, session } = await start({
+      scriptFor: (token) => (token.startsWith("dead") ? "410" : undefined),
+      keepRecords: false,
+    });
+    const dead = `dead${hexToken().slice(4)}`;
+    const scripted = hexToken();
+    sim.script(scripted, ["503"]); // an explicit script still comes first
+    expect((await raw(session, await good({}, dead), PAYLOAD)).status).toBe(410);
+    expect((await raw(session, await good({}, scripted), PAYLOAD)).status).toBe(503);
+    expect((await raw(session, await good({}, scripted), PAYLOAD)).status).toBe(200);
+    expect((await raw(session, await good(), PAYLOAD)).status).toBe(200);
+    expect(sim.requests).toBe(4);
+    expect(sim.deliveries).toHaveLength(0);
+    expect(sim.responses).toHaveLength(0);
+  });
+
   it("a slow step delays the answer; waitForDeliveries waits for it and rejects on timeout", async () => {
     const { sim, session } = await start();
     const t = hexToken();

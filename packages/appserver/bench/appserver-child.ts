@@ -1,0 +1,19 @@
+// Child process of the appserver benchmark: one appserver (the production AppServer, providers
+// included) started from the config given as JSON in argv[2]. Prints "ready" once its component
+// link is up, exits after a graceful stop when stdin closes. Running it in its own process keeps
+// the benchmark's fake XMPP server and load generator off its event loop.
+import { pino } from "pino";
+import { AppServer } from "#src/appserver.js";
+import { validateConfig } from "#src/config.js";
+
+const config = validateConfig(JSON.parse(process.argv[2]!) as unknown);
+const server = await AppServer.start({ config, logger: pino({ level: "silent" }) });
+const ready = setInterval(() => {
+  if (!server.link.online) return;
+  clearInterval(ready);
+  process.stdout.write("ready\n");
+}, 20);
+process.stdin.resume();
+process.stdin.on("end", () => {
+  void server.stop().then(() => process.exit(0));
+});
