@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
+import { readFileSync, writeFileSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
 import { Command, CommanderError } from "commander";
 import {
   ADMIN_TOKEN_FILE,
@@ -8,8 +8,10 @@ import {
   checkConfigFile,
   ConfigError,
   loadConfigFile,
+  TokenHasher,
 } from "@lichen/appserver";
 import { runDaemon } from "./daemon.js";
+import { importFpush } from "./import-fpush.js";
 
 /** The package version, for --version (package.json is one level above src/ and dist/ alike). */
 const VERSION = (
@@ -167,6 +169,97 @@ program
         "POST",
         `domains/${encodeURIComponent(domain)}/block${q}`,
       )) as DomainRow,
+    );
+  });
+
+/**
+ * The hash a log line shows, from a hash or a raw token given on the command line (hashed here
+ * with the daemon's secret: the raw token never leaves this process and is never printed).
+ */
+function tokenHash(configFile: string, tokenOrHash: string): string {
+  if (/^[0-9a-f]{32}$/.test(tokenOrHash)) return tokenOrHash;
+  const cfg = loadConfigFile(configFile);
+  let secret = cfg.tokens.hashSecret;
+  if (!secret) {
+    const f = join(cfg.dataDir, "hash-secret");
+    try {
+      secret = readFileSync(f, "utf8").trim();
+    } catch (e) {
+      throw new Error(`cannot read the hash secret ${f}: ${(e as Error).message}`);
+    }
+  }
+  // APNs tokens (hex) are hashed lower-cased, like the appserver does; others as given.
+  return new TokenHasher(secret).hash(tokenOrHash, /^[0-9a-fA-F]+$/.test(tokenOrHash));
+}
+
+const iso = (ms: unknown) => (typeof ms === "number" ? new Date(ms).toISOString() : "-");
+
+program
+  .command("token")
+  .description(
+    "show (or --unblock) one token on the running daemon: by the hash a log line shows, or the raw token (hashed locally, never printed)",
+  )
+  .argument("<token-or-hash>")
+  .option(...CONFIG_OPT)
+  .option("--unblock", "lift its blacklist entry (and strikes)")
+  .action(async (t: string, opts: { config: string; unblock?: boolean }) => {
+    const hash = tokenHash(opts.config, t);
+    const r = (await admin(
+      opts.config,
+      opts.unblock ? "POST" : "GET",
+      `tokens/${hash}${opts.unblock ? "/unblock" : ""}`,
+    )) as Record<string, unknown>;
+    const lines = [
+      `token ${hash}`,
+      `  blacklisted: ${r.blocked ? `yes, until ${iso(r.blockedUntil)} (strikes ${String(r.strikes)})` : "no"}`,
+      `  last delivery: ${r.lastDelivery ? `${iso(r.lastDelivery)} (${String(r.domain)})` : "none known to this node"}`,
+      `  rate limit: ${r.nextSendAllowed ? `next send not before ${iso(r.nextSendAllowed)}` : "free"}${r.queuedDue ? `; a push queued for ${iso(r.queuedDue)}` : ""}`,
+    ];
+    process.stdout.write(`${lines.join("\n")}\n`);
+  });
+
+program
+  .command("queued")
+  .description("list the pushes the running daemon holds for later (token hashes only)")
+  .option(...CONFIG_OPT)
+  .action(async (opts: { config: string }) => {
+    const r = (await admin(opts.config, "GET", "queued")) as {
+      queued: { token: string; app: string; domain: string; due: number; retries?: number }[];
+    };
+    if (r.queued.length === 0) process.stdout.write("no queued pushes\n");
+    for (const q of r.queued) {
+      process.stdout.write(
+        `${q.token}\t${q.app}\t${q.domain}\tdue ${iso(q.due)}${q.retries ? `\tretry ${q.retries}` : ""}\n`,
+      );
+    }
+  });
+
+program
+  .command("import-fpush")
+  .description(
+    "convert fpush's settings.json into a lichen-push config; prints what has no equivalent",
+  )
+  .argument("<settings.json>", "fpush's config file")
+  .option("-o, --out <file>", "write the config here (default: stdout)")
+  .action((file: string, opts: { out?: string }) => {
+    let text: string;
+    try {
+      text = readFileSync(file, "utf8");
+    } catch (e) {
+      throw new Error(`cannot read ${file}: ${(e as Error).message}`);
+    }
+    const outDir = opts.out ? dirname(resolve(opts.out)) : process.cwd();
+    let r;
+    try {
+      r = importFpush(text, { outDir });
+    } catch (e) {
+      throw new Error(`${file}: ${(e as Error).message}`);
+    }
+    if (opts.out) writeFileSync(opts.out, r.yaml, { mode: 0o600 });
+    else process.stdout.write(r.yaml);
+    for (const n of r.notes) process.stderr.write(`note: ${n}\n`);
+    process.stderr.write(
+      `${opts.out ? `wrote ${opts.out}; ` : ""}next: lichen-push check-config ${opts.out ?? "<file>"}\n`,
     );
   });
 

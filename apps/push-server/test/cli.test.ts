@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -98,6 +98,77 @@ describe("lichen-push CLI", { timeout: 120_000 }, () => {
     expect(s.out).not.toContain("started");
   });
 
+  it("import-fpush: fpush's settings.json → a lichen-push config, with a note for everything without an equivalent", () => {
+    const dir = mkdtempSync(join(tmpdir(), "lichen-push-fpush-"));
+    const sa = generateFcmServiceAccount();
+    const saFile = join(dir, "service-account.json");
+    writeFileSync(
+      saFile,
+      JSON.stringify({
+        type: "service_account",
+        project_id: sa.projectId,
+        client_email: sa.clientEmail,
+        private_key: sa.privateKeyPem,
+        token_uri: "https://oauth2.googleapis.com/token",
+      }),
+    );
+    const settings = join(dir, "settings.json");
+    writeFileSync(
+      settings,
+      JSON.stringify({
+        component: {
+          componentHostname: "push.example.org",
+          componentKey: "fpush-secret",
+          serverHostname: "localhost",
+          serverPort: 5347,
+        },
+        pushModules: {
+          monalProdiOS: {
+            type: "apple",
+            is_default_module: true,
+            apns: {
+              certFilePath: "/etc/fpush/prod.p12",
+              certPassword: "p12-password",
+              topic: "G7YU7X7KRJ.SworIM",
+              environment: "production",
+              additionalData: { sound: "default" },
+            },
+            ratelimit: { ratelimitTime: "20s", hardRatelimitTime: "600s", enabled: true },
+            blacklist: { normalBlacklisting: "24h", extendedBlacklisting: "5d" },
+          },
+          monalAndroid: { type: "google", fcm: { fcmSecretPath: saFile } },
+          demo: { type: "demo" },
+        },
+        timeout: { xmppconnectionError: "20s" },
+      }),
+    );
+    const out = join(dir, "push.yaml");
+    const r = run(["import-fpush", settings, "-o", out]);
+    expect(r.code, r.err).toBe(0);
+    expect(r.err).toMatch(
+      /pushModules\.monalProdiOS\.apns\.certFilePath: .*certificate \(\.p12\).*\.p8/,
+    );
+    expect(r.err).toMatch(/pushModules\.monalProdiOS\.apns\.additionalData: no equivalent/);
+    expect(r.err).toMatch(/pushModules\.demo: module type "demo" has no lichen-push equivalent/);
+    expect(r.err).toMatch(/pushModules\.monalAndroid\.fcm: service account .*private key written/);
+    expect(r.err).not.toContain("p12-password");
+    const yaml = readFileSync(out, "utf8");
+    expect(yaml).not.toContain("p12-password");
+    expect(yaml).toContain('defaultApp: "monalProdiOS"');
+    expect(yaml).toContain('topic: "G7YU7X7KRJ.SworIM"');
+    // check-config: only the APNs key the operator still has to create is missing
+    const c = run(["check-config", out]);
+    expect(c.code).toBe(2);
+    expect(c.err.trim().split("\n").slice(1)).toEqual([
+      expect.stringMatching(
+        /^ {2}apps\.monalProdiOS\.privateKeyFile: cannot read .*AuthKey_monalProdiOS\.p8: no such file$/,
+      ),
+    ]);
+    expect(run(["import-fpush", join(dir, "nope.json")]).err).toMatch(/cannot read/);
+    writeFileSync(join(dir, "bad.json"), "{ not json");
+    expect(run(["import-fpush", join(dir, "bad.json")]).err).toMatch(/bad\.json: not JSON/);
+  });
+
   it("start --config: serves pushes, /healthz, SIGTERM → queued push persisted, exit 0", async () => {
     const key = generateApnsKey();
     const sim = await startApnsSimulator({
@@ -124,6 +195,9 @@ describe("lichen-push CLI", { timeout: 120_000 }, () => {
         `    privateKeyFile: ${keyFile}`,
         `    endpoint: ${sim.url}`,
         `dataDir: ${dir}`,
+        // long enough that no queued push falls due during the test, however slow the machine
+        "rateLimit:",
+        "  window: 10m",
         "http:",
         "  port: 0",
         "",
@@ -159,17 +233,40 @@ describe("lichen-push CLI", { timeout: 120_000 }, () => {
       expect(b.out).toMatch(/^spam\.example\tblocked until /);
       expect(run(["domains", "-c", f]).out).toMatch(/^spam\.example\tblocked/m);
       expect(run(["unblock-domain", "spam.example", "-c", f]).out).toMatch(/^spam\.example\tok/);
+      // tokens and queued pushes, by raw token (hashed by the CLI) or hash; never printed raw
+      const queued = run(["queued", "-c", f]);
+      expect(queued.out).toMatch(/^[0-9a-f]{32}\tios\tlocalhost\tdue 20\d\d-/m);
+      const shown = run(["token", token, "-c", f]);
+      expect(shown.err).toBe("");
+      expect(shown.out).toMatch(/^token [0-9a-f]{32}\n/);
+      expect(shown.out).toContain("blacklisted: no");
+      expect(shown.out).toMatch(/last delivery: 20\d\d-.* \(localhost\)/);
+      expect(shown.out).toContain("a push queued for");
+      expect(shown.out.split("\n")[0]).toBe(`token ${/^([0-9a-f]{32})/m.exec(queued.out)![1]}`);
+      const dead = "cd".repeat(32);
+      sim.script(dead, ["410"]);
+      xmpp.send(pushIq({ id: "x1", token: dead }));
+      expect((await xmpp.waitFor("x1")).raw).toContain("<error type='cancel'>");
+      expect(run(["token", dead.toUpperCase(), "-c", f]).out).toMatch(
+        /blacklisted: yes, until .* \(strikes 1\)/,
+      );
+      expect(run(["token", dead, "--unblock", "-c", f]).out).toContain("blacklisted: no");
+      // accepted again (queued behind its 410 within the window: persisted at SIGTERM below)
+      xmpp.send(pushIq({ id: "x2", token: dead }));
+      expect((await xmpp.waitFor("x2")).type).toBe("result");
+      expect(run(["token", dead, "-c", f]).out).toContain("a push queued for");
+      for (const o of [queued, shown]) expect(o.out).not.toContain(token);
       // a second instance on the same data folder stops at the lock, before restoring anything
       const second = run(["start", "--config", f]);
       expect(second.code).not.toBe(0);
       expect(second.err + second.out).toContain("is in use by another lichen-push instance");
       expect(second.out).not.toContain("state restored");
       expect(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()).toContain(
-        'lichen_push_requests_total{outcome="queued"} 1',
+        'lichen_push_requests_total{outcome="queued"} 2',
       );
       process.kill(child.pid!, "SIGTERM");
       expect(await exited).toBe(0);
-      expect(out).toContain('"persistedQueued":1');
+      expect(out).toContain('"persistedQueued":2');
       expect(out).not.toContain(token);
       // provider lines carry the app once (pino repeats a key bound twice)
       expect(out).toContain("APNs connected");

@@ -437,6 +437,21 @@ export class AppServer {
    */
   admin(method: string, path: string[], q: URLSearchParams): { status: number; body: unknown } {
     const [what, domain, action] = path;
+    if (what === "tokens") return this.adminToken(method, domain, action);
+    if (what === "queued") {
+      if (method !== "GET") return { status: 405, body: { error: "GET only" } };
+      const queued = [...this.service.limiter.queuedEntries()]
+        .sort((a, b) => a.due - b.due)
+        .map((q) => ({
+          token: q.key, // the hash: never the raw token
+          app: q.item.app,
+          domain: q.item.domain,
+          due: q.due,
+          ...(q.item.retries ? { retries: q.item.retries } : {}),
+          ...(q.item.expiresAt ? { expiresAt: q.item.expiresAt } : {}),
+        }));
+      return { status: 200, body: { queued } };
+    }
     if (what !== "domains") return { status: 404, body: { error: "unknown admin resource" } };
     if (domain === undefined || domain === "") {
       if (method !== "GET") return { status: 405, body: { error: "GET only" } };
@@ -460,6 +475,40 @@ export class AppServer {
       return { status: 200, body: this.domains.status(domain) };
     }
     return { status: 404, body: { error: `unknown action ${action}` } };
+  }
+
+  /** GET tokens/<hash>, POST tokens/<hash>/unblock: by hash only (the CLI hashes raw tokens). */
+  private adminToken(
+    method: string,
+    hash: string | undefined,
+    action: string | undefined,
+  ): { status: number; body: unknown } {
+    if (!hash || !/^[0-9a-f]{32}$/.test(hash))
+      return { status: 400, body: { error: "expected a token hash (32 hex chars)" } };
+    if (action === "unblock") {
+      if (method !== "POST") return { status: 405, body: { error: "POST only" } };
+      const had = this.tokens.unblock(hash);
+      this.logger.warn({ token: hash, had }, "token unblocked by the operator");
+    } else if (action !== undefined) {
+      return { status: 404, body: { error: `unknown action ${action}` } };
+    } else if (method !== "GET") return { status: 405, body: { error: "GET only" } };
+    const now = this.clock.now();
+    const b = this.tokens.get(hash);
+    const lim = this.service.limiter.state(hash);
+    const d = this.deliveries.lastDelivery(hash);
+    return {
+      status: 200,
+      body: {
+        token: hash,
+        blocked: this.tokens.isBlocked(hash),
+        ...(b ? { blockedUntil: b.until, strikes: b.strikes } : {}),
+        ...(d ? { lastDelivery: d.at, domain: d.domain } : {}),
+        ...(lim.nextAllowed !== undefined && lim.nextAllowed > now
+          ? { nextSendAllowed: lim.nextAllowed }
+          : {}),
+        ...(lim.queuedDue !== undefined ? { queuedDue: lim.queuedDue } : {}),
+      },
+    };
   }
 
   /** Graceful shutdown: stop taking pushes, answer in-flight ones, persist the queue, close all. */

@@ -20,7 +20,8 @@ export type BlacklistChange =
     }
   | { kind: "domain"; domain: string; until: number; origin: ChangeOrigin }
   | { kind: "domain-event"; domain: string; hash: string; at: number; origin: ChangeOrigin }
-  | { kind: "domain-unblock"; domain: string; at: number; origin: ChangeOrigin };
+  | { kind: "domain-unblock"; domain: string; at: number; origin: ChangeOrigin }
+  | { kind: "token-unblock"; hash: string; origin: ChangeOrigin };
 
 export type ChangeListener = (change: BlacklistChange) => void;
 
@@ -96,6 +97,16 @@ export class TokenBlacklist {
       origin: "local",
     });
     return e;
+  }
+
+  /**
+   * An operator lifts a token's block (the provider called it invalid by mistake, or it was
+   * re-registered): the entry and its strikes are forgotten. Returns whether there was one.
+   */
+  unblock(hash: string, origin: ChangeOrigin = "local"): boolean {
+    const had = this.entries.delete(hash);
+    this.emit({ kind: "token-unblock", hash, origin });
+    return had;
   }
 
   /** Applies an entry from another node or from storage. Returns true when local state changed. */

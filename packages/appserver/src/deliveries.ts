@@ -88,6 +88,13 @@ export class DeliveryMemory {
     return Math.floor(v / DOMAIN_BITS) * 1000 >= this.o.clock.now() - this.o.healthyMs;
   }
 
+  /** Last successful delivery to `hash` (epoch ms, second precision) and its domain. */
+  lastDelivery(hash: string): { at: number; domain: string } | undefined {
+    const v = this.last.get(hash);
+    if (v === undefined) return undefined;
+    return { at: Math.floor(v / DOMAIN_BITS) * 1000, domain: this.domainNames[v % DOMAIN_BITS]! };
+  }
+
   /** The provider called the token invalid: it is no longer healthy. */
   forget(hash: string): void {
     const v = this.last.get(hash);

@@ -11,6 +11,7 @@ export {
   checkConfigFile,
   configIssues,
   ConfigSchema,
+  parseDuration,
   loadConfigFile,
   parseConfigText,
   validateConfig,

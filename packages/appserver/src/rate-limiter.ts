@@ -84,6 +84,21 @@ export class RateLimiter<T> {
     return this.queued.size;
   }
 
+  /** What the limiter holds for one token: next allowed send, queued push's due time. */
+  state(key: string): { nextAllowed?: number; queuedDue?: number } {
+    const next = this.nextAllowed.get(key);
+    const q = this.queued.get(key);
+    return {
+      ...(next !== undefined ? { nextAllowed: next } : {}),
+      ...(q ? { queuedDue: q.due } : {}),
+    };
+  }
+
+  /** Every queued push (for operators), in no particular order. */
+  *queuedEntries(): IterableIterator<{ key: string; due: number; item: T }> {
+    for (const [key, q] of this.queued) yield { key, due: q.due, item: q.item };
+  }
+
   /** Removes and returns every queued push (for persistence at shutdown). */
   drainQueued(): { key: string; due: number; item: T }[] {
     const out = [...this.queued].map(([key, q]) => ({ key, due: q.due, item: q.item }));

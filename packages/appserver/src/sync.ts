@@ -36,7 +36,8 @@ type Wire =
   | { n: string; k: "t"; h: string; u: number; s: number; d?: string }
   | { n: string; k: "d"; d: string; u: number }
   | { n: string; k: "e"; d: string; h: string; a: number }
-  | { n: string; k: "x"; d: string; a: number };
+  | { n: string; k: "x"; d: string; a: number }
+  | { n: string; k: "v"; h: string };
 
 export interface RedisSyncOptions {
   url: string;
@@ -154,6 +155,9 @@ export class RedisBlacklistSync extends EventEmitter {
       if (c.until <= now) return;
       const w: Wire = { n: this.nodeId, k: "d", d: c.domain, u: c.until };
       await c2.mergeDomain(`${p}dom:${c.domain}`, this.channel, c.until, JSON.stringify(w));
+    } else if (c.kind === "token-unblock") {
+      const w: Wire = { n: this.nodeId, k: "v", h: c.hash };
+      await cmd.multi().del(`${p}tok:${c.hash}`).publish(this.channel, JSON.stringify(w)).exec();
     } else if (c.kind === "domain-unblock") {
       // An operator's unblock: the block and the counted events go from Redis too, so that a
       // resync does not bring them back; nodes apply it on the message.
@@ -200,6 +204,8 @@ export class RedisBlacklistSync extends EventEmitter {
         this.o.domains.recordBadToken(w.d, w.h, this.o.clock.now(), "remote");
     } else if (w.k === "d" && typeof w.d === "string" && Number.isSafeInteger(w.u)) {
       changed = this.o.domains.merge(w.d, w.u, "remote");
+    } else if (w.k === "v" && typeof w.h === "string" && HASH.test(w.h)) {
+      changed = this.o.tokens.unblock(w.h, "remote");
     } else if (w.k === "x" && typeof w.d === "string" && Number.isSafeInteger(w.a)) {
       changed = this.o.domains.unblock(w.d, "remote", w.a);
     } else if (

@@ -115,9 +115,17 @@ describe("multi-node blacklist sync through Redis (3 nodes)", { timeout: 120_000
         ),
       "unblocked everywhere",
     );
+    // a token unblock travels the same way
+    const hA = a.server.hasher.hash(tokA);
+    a.server.tokens.unblock(hA);
+    await until(
+      () => nodes.every((n) => !n.server.tokens.isBlocked(hA)),
+      "token unblocked everywhere",
+    );
     await b.server.sync!.resync(); // a resync does not bring the old state back
     expect(b.server.domains.state("spam.example")).toBe("ok");
     expect(b.server.domains.countInWindow(from)).toBe(0);
+    expect(b.server.tokens.isBlocked(hA)).toBe(false);
   });
 
   it("a node started while Redis is down joins the sync (live changes) once Redis is up", async () => {

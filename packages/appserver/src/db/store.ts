@@ -188,6 +188,8 @@ export class AppServerStore {
               },
             })
             .run();
+        } else if (c.kind === "token-unblock") {
+          tx.delete(schema.tokenBlacklist).where(eq(schema.tokenBlacklist.hash, c.hash)).run();
         } else if (c.kind === "domain-unblock") {
           tx.delete(schema.domainBlacklist)
             .where(eq(schema.domainBlacklist.domain, c.domain))

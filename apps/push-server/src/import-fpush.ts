@@ -1,0 +1,219 @@
+import { chmodSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { parseDuration } from "@lichen/appserver";
+
+/** The outcome of converting fpush's settings.json: a lichen-push config and what did not map. */
+export interface FpushImport {
+  yaml: string;
+  /** One line per field without an equivalent, or needing the operator (never secrets). */
+  notes: string[];
+}
+
+type Json = Record<string, unknown>;
+const obj = (v: unknown): Json | undefined =>
+  typeof v === "object" && v !== null && !Array.isArray(v) ? (v as Json) : undefined;
+const str = (v: unknown): string | undefined => (typeof v === "string" ? v : undefined);
+
+const APP_NAME = /^[A-Za-z0-9_.:-]{1,64}$/;
+
+/** YAML for nested maps of scalars: JSON strings/numbers/booleans are valid YAML scalars. */
+function toYaml(v: Json, indent = ""): string {
+  return Object.entries(v)
+    .filter(([, x]) => x !== undefined)
+    .map(([k, x]) => {
+      const key = /^[A-Za-z0-9_.:-]+$/.test(k) ? k : JSON.stringify(k);
+      const o = obj(x);
+      return o
+        ? `${indent}${key}:\n${toYaml(o, `${indent}  `)}`
+        : `${indent}${key}: ${JSON.stringify(x)}\n`;
+    })
+    .join("");
+}
+
+/**
+ * Converts fpush's settings.json (component, pushModules, timeout) into a lichen-push config.
+ * Both fpush blacklist spellings are read (normalBlacklisting/extendedBlacklisting and
+ * invalidToken.initalBlocking/extendedBlocking). An FCM module's service-account JSON is read when
+ * `readFiles`, its private key written as a 0600 PEM into `outDir` (the config names the file).
+ */
+export function importFpush(
+  text: string,
+  o: { outDir: string; readFiles?: boolean } = { outDir: "." },
+): FpushImport {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw new Error(`not JSON: ${(e as Error).message}`);
+  }
+  const root = obj(raw);
+  if (!root) throw new Error("not an fpush settings object");
+  const notes: string[] = [];
+  const note = (s: string) => notes.push(s);
+  const dur = (v: unknown, what: string): string | undefined => {
+    if (v === undefined) return undefined;
+    const s = typeof v === "number" ? `${v}s` : str(v)?.replace(/\s+/g, "");
+    if (s !== undefined && parseDuration(s) !== undefined) return s;
+    note(`${what}: duration ${JSON.stringify(v)} not understood; lichen-push's default kept`);
+    return undefined;
+  };
+
+  const c = obj(root.component);
+  if (!c)
+    throw new Error(
+      "component: missing (componentHostname, componentKey, serverHostname, serverPort)",
+    );
+  const component: Json = {
+    service: `xmpp://${str(c.serverHostname) ?? "127.0.0.1"}:${typeof c.serverPort === "number" ? c.serverPort : 5347}`,
+    domain: str(c.componentHostname),
+    secret: str(c.componentKey),
+  };
+  const reconnect = dur(obj(root.timeout)?.xmppconnectionError, "timeout.xmppconnectionError");
+  if (reconnect) component.reconnectInitialDelay = reconnect;
+
+  const apps: Json = {};
+  let defaultApp: string | undefined;
+  const windows = new Set<string>();
+  const hard = new Set<string>();
+  const first = new Set<string>();
+  const repeat = new Set<string>();
+  const ext = new Set<string>();
+  for (const [id, m0] of Object.entries(obj(root.pushModules) ?? {})) {
+    const m = obj(m0) ?? {};
+    const where = `pushModules.${id}`;
+    if (!APP_NAME.test(id)) {
+      note(
+        `${where}: the module name is not a valid lichen-push app name ([A-Za-z0-9_.:-]{1,64}); skipped`,
+      );
+      continue;
+    }
+    const type = str(m.type)?.toLowerCase();
+    if (type === "apple") {
+      const a = obj(m.apns) ?? {};
+      const env = str(a.environment)?.toLowerCase() ?? "production";
+      apps[id] = {
+        type: "apns",
+        topic: str(a.topic) ?? "SET-ME",
+        teamId: "SET-ME",
+        keyId: "SET-ME",
+        privateKeyFile: `/etc/lichen-push/AuthKey_${id}.p8`,
+        endpoint:
+          env === "sandbox" ? "https://api.sandbox.push.apple.com" : "https://api.push.apple.com",
+        ...(typeof a.requestTimeout === "number" ? { requestTimeout: `${a.requestTimeout}s` } : {}),
+      };
+      if (a.certFilePath !== undefined)
+        note(
+          `${where}.apns.certFilePath: fpush authenticates with a certificate (.p12); lichen-push uses token auth: create an APNs key (.p8) in the Apple developer account and set apps.${id}.teamId, keyId and privateKeyFile (placeholders written)`,
+        );
+      if (a.additionalData !== undefined)
+        note(
+          `${where}.apns.additionalData: no equivalent (lichen-push sends no extra payload keys); dropped`,
+        );
+      if (a.poolIdleTimeout !== undefined)
+        note(`${where}.apns.poolIdleTimeout: no equivalent (connections are kept open); dropped`);
+    } else if (type === "google") {
+      const f = obj(m.fcm) ?? {};
+      const path = str(f.fcmSecretPath);
+      const app: Json = {
+        type: "fcm",
+        projectId: "SET-ME",
+        clientEmail: "SET-ME",
+        privateKeyFile: join(o.outDir, `${id}-fcm-key.pem`),
+        tokenUri: "https://oauth2.googleapis.com/token",
+        endpoint: "https://fcm.googleapis.com",
+      };
+      let sa: Json | undefined;
+      if (path && o.readFiles !== false) {
+        try {
+          sa = obj(JSON.parse(readFileSync(path, "utf8")));
+        } catch (e) {
+          note(
+            `${where}.fcm.fcmSecretPath: cannot read ${path} (${(e as Error).message}); fill apps.${id}.projectId, clientEmail and the key file by hand`,
+          );
+        }
+      }
+      const key = str(sa?.private_key);
+      if (sa && key) {
+        app.projectId = str(sa.project_id) ?? "SET-ME";
+        app.clientEmail = str(sa.client_email) ?? "SET-ME";
+        if (str(sa.token_uri)) app.tokenUri = str(sa.token_uri);
+        // The service account's key, as the PEM file the config names (owner-only, like the JSON).
+        const out = app.privateKeyFile as string;
+        writeFileSync(out, key, { mode: 0o600 });
+        chmodSync(out, 0o600);
+        note(
+          `${where}.fcm: service account ${path} → apps.${id} (private key written to ${out}, mode 0600)`,
+        );
+      } else if (sa) {
+        note(`${where}.fcm.fcmSecretPath: ${path} has no private_key; fill apps.${id} by hand`);
+      }
+      apps[id] = app;
+    } else {
+      note(
+        `${where}: module type ${JSON.stringify(m.type)} has no lichen-push equivalent (apple and google only); skipped`,
+      );
+      continue;
+    }
+    if (m.is_default_module === true || m.isDefaultModule === true) {
+      if (defaultApp) note(`${where}: a second default module; ${defaultApp} stays the default`);
+      else defaultApp = id;
+    }
+    const rl = obj(m.ratelimit);
+    if (rl) {
+      const w = dur(rl.ratelimitTime, `${where}.ratelimit.ratelimitTime`);
+      const h = dur(rl.hardRatelimitTime, `${where}.ratelimit.hardRatelimitTime`);
+      if (w) windows.add(w);
+      if (h) hard.add(h);
+      if (rl.enabled === false)
+        note(
+          `${where}.ratelimit.enabled false: no equivalent (lichen-push always limits per token); the limit applies`,
+        );
+    }
+    const bl = obj(m.blacklist);
+    if (bl) {
+      const inv = obj(bl.invalidToken);
+      const f1 = dur(
+        bl.normalBlacklisting ?? inv?.initalBlocking ?? inv?.initialBlocking,
+        `${where}.blacklist`,
+      );
+      const f2 = dur(bl.extendedBlacklisting ?? inv?.extendedBlocking, `${where}.blacklist`);
+      const e = dur(bl.blockExtension, `${where}.blacklist.blockExtension`);
+      if (f1) first.add(f1);
+      if (f2) repeat.add(f2);
+      if (e) ext.add(e);
+      if (bl.pushError !== undefined)
+        note(
+          `${where}.blacklist.pushError: no equivalent (lichen-push never blocks a token for a provider error; it retries and answers wait)`,
+        );
+    }
+  }
+  if (Object.keys(apps).length === 0) note("no push module could be converted: add apps by hand");
+  // lichen-push has one rate limit and one token blacklist for all apps
+  const one = (s: Set<string>, what: string): string | undefined => {
+    const v = [...s];
+    if (v.length > 1)
+      note(
+        `${what}: modules differ (${v.join(", ")}); lichen-push has one value for all apps, ${v[0]} used`,
+      );
+    return v[0];
+  };
+  const window = one(windows, "ratelimit.ratelimitTime");
+  const hardLimit = one(hard, "ratelimit.hardRatelimitTime");
+  const firstBlock = one(first, "blacklist (first block)");
+  const repeatBlock = one(repeat, "blacklist (extended block)");
+  const hitExtension = one(ext, "blacklist.blockExtension");
+  const cfg: Json = {
+    component,
+    apps,
+    ...(defaultApp ? { defaultApp } : {}),
+    ...(window || hardLimit ? { rateLimit: { window, hardLimit } } : {}),
+    ...(firstBlock || repeatBlock || hitExtension
+      ? { blacklist: { token: { firstBlock, repeatBlock, hitExtension } } }
+      : {}),
+    dataDir: "/var/lib/lichen-push",
+  };
+  const header =
+    "# lichen-push config converted from fpush settings.json by `lichen-push import-fpush`.\n" +
+    "# Check it with `lichen-push check-config`; every field: examples/push.yaml.\n";
+  return { yaml: header + toYaml(cfg), notes };
+}
