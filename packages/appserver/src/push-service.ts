@@ -247,9 +247,10 @@ export class PushService {
   /** Token bucket of a restricted domain's unknown tokens (burst = one minute's budget). */
   private takeNewToken(domain: string): boolean {
     const rate = this.o.newTokensPerMinute ?? 10;
+    const burst = Math.max(1, rate); // a fractional rate (one per several minutes) still admits one
     const now = this.o.clock.now();
-    const b = this.buckets.get(domain) ?? { tokens: rate, at: now };
-    b.tokens = Math.min(rate, b.tokens + ((now - b.at) * rate) / 60_000);
+    const b = this.buckets.get(domain) ?? { tokens: burst, at: now };
+    b.tokens = Math.min(burst, b.tokens + ((now - b.at) * rate) / 60_000);
     b.at = now;
     this.buckets.set(domain, b);
     if (b.tokens < 1) return false;
