@@ -782,7 +782,9 @@ export class DurableSession extends EventEmitter<SessionEvents> {
       this.store
         .read((tx) => listIqHandlers(tx, this.accountId))
         .some((h) => h.peer === null || serverPeers.has(h.peer));
-    while (this.smActive && this.conn === conn && pending()) {
+    // A halted session (a stanza failed; a replay reconnect follows) handles nothing more on
+    // this connection: the answers could not be committed, so waiting would only delay the drop.
+    while (this.smActive && !this.halted && this.conn === conn && pending()) {
       const left = deadline - Date.now();
       if (left <= 0) {
         this.log({ event: "drain-answers-timeout" });

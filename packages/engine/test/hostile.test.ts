@@ -832,7 +832,8 @@ describe("hostile input on prosody only", () => {
       try {
         expect(await s.connect()).toBe("new");
         await bob.send("alice@localhost", "boom");
-        await until(() => suspended, "the failure and the suspend");
+        // (until awaits what the predicate returns: test for the promise, do not return it.)
+        await until(() => suspended !== undefined || undefined, "the failure and the suspend");
         await suspended;
         // Absence of a reconnect can only be checked over time: give it ample.
         await new Promise((r) => setTimeout(r, 2000));
