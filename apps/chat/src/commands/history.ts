@@ -34,7 +34,18 @@ export function lastMessages(
   chatJid: string,
   n: number,
 ): MessageLine[] {
-  return listMessages(store, accountId, chatJid, { limit: n }).messages.map(line);
+  // Pages of at most 500 (the store's cap), newest first, until n.
+  const out: MessageLine[] = [];
+  let page = listMessages(store, accountId, chatJid, { limit: Math.min(n, 500) });
+  for (;;) {
+    out.unshift(...page.messages.map(line));
+    if (out.length >= n || !page.hasOlder || page.messages.length === 0) break;
+    page = listMessages(store, accountId, chatJid, {
+      limit: Math.min(n - out.length, 500),
+      before: page.messages[0]!,
+    });
+  }
+  return out.slice(-n);
 }
 
 /** The fields the CLI prints (its JSON output stays the same shape). */
