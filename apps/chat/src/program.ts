@@ -105,7 +105,7 @@ export function buildProgram(): Command {
   program
     .command("nse")
     .description(
-      "notification service extension: handle one push (resume or log in + MAM) and print the notification contents as JSON",
+      "notification service extension: handle one push (resume or log in + MAM) and print the notification contents as JSON; while one lingers, a second nse hands its push to it (outcome handed-over)",
     )
     .option(
       "--deadline-ms <ms>",

@@ -12,7 +12,7 @@ import {
   type XmppTestServer,
 } from "@lichen/test-servers";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AppProcess, requireBuiltCli, runCli, startPeer, until } from "./helpers.js";
+import { AppProcess, CliProcess, requireBuiltCli, runCli, startPeer, until } from "./helpers.js";
 
 const T = 60_000;
 const ALICE = "alice@localhost";
@@ -155,6 +155,69 @@ describe.each([
       });
     },
     T,
+  );
+
+  it(
+    "nse linger: a second nse started while the first lingers hands its push over (handed-over); the first syncs it on its connection and reports both",
+    async () => {
+      const first = `linger-1 ${tag()}`;
+      const second = `linger-2 ${tag()}`;
+      await bob.send(ALICE, first);
+      await bob.barrier();
+      // The linger is long so the second process (node start-up on a loaded machine) lands in it.
+      const nse1 = new CliProcess(db, [
+        "--verbose",
+        "nse",
+        "--linger-ms",
+        "10000",
+        "--deadline-ms",
+        "40000",
+      ]);
+      try {
+        await until(
+          () => nse1.stderr.includes('"event":"nse.synced"') || undefined,
+          "nse 1 synced",
+        );
+        const nse2 = new CliProcess(db, ["nse", "--linger-ms", "100", "--deadline-ms", "40000"]);
+        try {
+          await until(
+            () => nse1.stderr.includes('"event":"nse.push-arrived"') || undefined,
+            "nse 2 handed its push to nse 1",
+          );
+          // Sent after the hand-over: the second push's message.
+          await bob.send(ALICE, second);
+          expect((await nse2.wait(45_000)).code).toBe(0);
+          expect((await nse1.wait(45_000)).code).toBe(0);
+        } finally {
+          nse2.kill();
+        }
+        const r2 = JSON.parse(nse2.stdout) as Record<string, unknown>;
+        const r1 = JSON.parse(nse1.stdout) as Record<string, unknown>;
+        const alert = (body: string) =>
+          expect.objectContaining({ kind: "alert", title: BOB, body, accountId: ALICE });
+        expect(r2).toEqual({
+          outcome: "handed-over",
+          notifications: [alert(second)],
+          holder: expect.stringMatching(new RegExp(`^nse:${nse1.pid}-`)) as unknown,
+          stream: null,
+          mamCatchup: false,
+        });
+        expect(r1).toMatchObject({
+          outcome: "synced",
+          notifications: [alert(first)],
+          stream: "resumed",
+          further: [{ via: "ipc", outcome: "synced", notifications: [alert(second)] }],
+        });
+        // One connection for both: the first resumed once and never logged in or resumed again.
+        expect(nse1.stderr.match(/"event":"nse.synced"/g)).toHaveLength(2);
+        const json = JSON.parse((await cli("tail", BOB, "--json")).stdout) as { body: string }[];
+        expect(json.filter((m) => m.body === first)).toHaveLength(1);
+        expect(json.filter((m) => m.body === second)).toHaveLength(1);
+      } finally {
+        nse1.kill();
+      }
+    },
+    2 * T,
   );
 
   it(

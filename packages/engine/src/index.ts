@@ -43,6 +43,7 @@ export { ensurePush, disablePush, NS_PUSH, type PushTarget } from "./push.js";
 export {
   AppController,
   handlePush,
+  startNse,
   SESSION_LOCK_KEY,
   cancelSyncWarning,
   reconnectDelay,
@@ -50,6 +51,8 @@ export {
   type ReconnectPolicy,
   type NseOptions,
   type NseResult,
+  type NsePushResult,
+  type NseRun,
 } from "./modes.js";
 export {
   shareToOutbox,

@@ -2,7 +2,7 @@
 // extension (`handlePush`). The share extension only writes outbox rows (shareToOutbox, share.ts).
 import { randomUUID } from "node:crypto";
 import { EventEmitter } from "node:events";
-import type { NotificationContent } from "@lichen/schema";
+import type { NotificationContent, PushHandledMessage } from "@lichen/schema";
 import {
   acquireAsMain,
   addPendingNotification,
@@ -292,7 +292,7 @@ export interface NseOptions {
   /** After syncing, wait this long for another push before exiting (default 1.5 s). */
   lingerMs?: number;
   /**
-   * Runs once the catch-up is complete, before the NSE disconnects (e.g. fetch what a
+   * Runs once the catch-up is complete (once per push the run handles), before the NSE lingers (e.g. fetch what a
    * notification needs). The deadline still applies; if the connection drops meanwhile, the NSE
    * resumes, syncs again and runs it again.
    */
@@ -302,6 +302,8 @@ export interface NseOptions {
    * them when it is online; "send" answers at once, as the main app does.
    */
   receipts?: "send" | "defer";
+  /** A further push was handed to this run (NseRun.push or IPC push-arrived); for logs. */
+  onFurtherPush?: (info: { pushId: string; via: "api" | "ipc" }) => void;
   /** Delay of the "could not synchronize" warning, so a later successful sync can cancel it. */
   syncWarningDelayMs?: number;
   leaseMs?: number;
@@ -312,16 +314,55 @@ export interface NseResult {
    * synced: everything the server had was stored; main-running: the main app holds the session
    * (nothing done); other-nse: another NSE holds it (macOS runs NSEs concurrently; nothing
    * done); deadline: could not finish in time (network or database); yielded: the main app took
-   * the session over (asked us to yield, or took the lock after ours lapsed).
+   * the session over (asked us to yield, or took the lock after ours lapsed); handed-over: another
+   * NSE held the session (lingering) and synced for this push over its connection — the
+   * notifications are the ones it produced for this push, `holder` names it.
    */
-  outcome: "synced" | "main-running" | "other-nse" | "deadline" | "yielded";
+  outcome: "synced" | "main-running" | "other-nse" | "deadline" | "yielded" | "handed-over";
   notifications: NotificationContent[];
   /** How the stream was (last) brought online: resumed, a new stream, or never (null). */
   stream: "resumed" | "new" | null;
   /** Whether a MAM catch-up ran (the stream could not be resumed, or a gap was open). */
   mamCatchup: boolean;
-  /** For main-running / other-nse / yielded: the lock holder, e.g. "main:4711-ab12cd34". */
+  /** For main-running / other-nse / yielded / handed-over: the lock holder, e.g. "main:4711-ab12cd34". */
   holder?: string;
+  /**
+   * Further pushes this run handled while it lingered (NseRun.push, or IPC push-arrived from the
+   * NSE process the OS started for them), each with its own notifications; absent when none.
+   */
+  further?: NsePushResult[];
+}
+
+/** The result for one further push handed to a running NSE. */
+export interface NsePushResult {
+  pushId: string;
+  /** "api": NseRun.push in this process; "ipc": push-arrived from another NSE process. */
+  via: "api" | "ipc";
+  outcome: "synced" | "deadline" | "yielded";
+  notifications: NotificationContent[];
+}
+
+/** A running NSE (iOS: the extension process, whose didReceive may be called again). */
+export interface NseRun {
+  /** The first push's result, once the run ended (after its linger), with `further`. */
+  readonly result: Promise<NseResult>;
+  /**
+   * Hand a further push to this run (iOS ≥ 14 calls didReceive again on the living process). It
+   * is synced over the same connection (a new sync-barrier round, no new resume). Resolves with
+   * its notifications — the messages stored from its arrival until the next push arrives or the
+   * run ends — or null when the run is already ending: then handle the push yourself (a new
+   * handlePush).
+   */
+  push(pushId?: string): Promise<NsePushResult | null>;
+}
+
+/** One push of a run: collects the messages stored from its arrival until the next push's. */
+interface PushSlot {
+  pushId: string;
+  via: "first" | "api" | "ipc";
+  notifications: NotificationContent[];
+  outcome: "synced" | "deadline" | "yielded";
+  resolve: (r: NsePushResult | null) => void;
 }
 
 /**
@@ -331,6 +372,109 @@ export interface NseResult {
  * bounded by the deadline: a process stopped inside a transaction cannot make the NSE overrun.
  */
 export async function handlePush(opts: NseOptions): Promise<NseResult> {
+  return startNse(opts).result;
+}
+
+/**
+ * handlePush with a handle: `push()` hands a further push to the running NSE. The run also
+ * answers IPC push-arrived (from a second NSE process the OS started for the next push) with
+ * push-handled carrying that push's notifications, or `accepted: false` once it is ending.
+ */
+export function startNse(opts: NseOptions): NseRun {
+  const queue: PushSlot[] = [];
+  let accepting = true;
+  let wake: (() => void) | null = null;
+  const enqueue = (pushId: string, via: PushSlot["via"]) =>
+    new Promise<NsePushResult | null>((resolve) => {
+      if (!accepting) return resolve(null);
+      queue.push({ pushId, via, notifications: [], outcome: "synced", resolve });
+      opts.onFurtherPush?.({ pushId, via: via === "ipc" ? "ipc" : "api" });
+      wake?.();
+    });
+  const run = {
+    queue,
+    endAccepting: () => {
+      accepting = false;
+      for (const s of queue.splice(0)) s.resolve(null);
+      wake?.(); // a yield ends the linger at once
+    },
+    waitForPush: (ms: number) =>
+      new Promise<void>((r) => {
+        if (queue.length > 0 || ms <= 0) return r();
+        const t = setTimeout(done, ms);
+        function done() {
+          clearTimeout(t);
+          wake = null;
+          r();
+        }
+        wake = done;
+      }),
+    enqueue,
+  };
+  return {
+    result: runNse(opts, run),
+    push: (pushId = randomUUID()) => enqueue(pushId, "api"),
+  };
+}
+
+/**
+ * Ask the NSE holding the session (`nseHolder`) to handle this push (IPC push-arrived) and wait
+ * for its push-handled answer, which comes when that push is done. Stops waiting when that NSE no
+ * longer holds the lock (crashed, or ended without reading our request) or at the deadline: null.
+ */
+async function handOver(
+  store: Store,
+  ipc: Ipc,
+  nseHolder: string,
+  deadline: number,
+  accountId: string,
+): Promise<PushHandledMessage | null> {
+  let answer: PushHandledMessage | null = null;
+  const timeoutMs = deadline - Date.now();
+  if (timeoutMs <= 0) return null;
+  void ipc
+    .request<PushHandledMessage>(
+      {
+        type: "push-arrived",
+        destination: "nse",
+        data: { pushId: randomUUID(), receivedAt: Date.now(), accountId },
+      },
+      { timeoutMs },
+    )
+    .then(
+      (m) => (answer = m),
+      () => {}, // timed out or closed: null below
+    );
+  const lockRow = () =>
+    store.read((tx) =>
+      tx
+        .select()
+        .from(tables.processLocks)
+        .where(eq(tables.processLocks.key, SESSION_LOCK_KEY))
+        .get(),
+    );
+  while (answer === null && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 50));
+    const row = lockRow();
+    if (!row || row.holder !== nseHolder || row.leaseExpiresAt <= store.clock()) {
+      // It answers before it releases the lock: read what is waiting before giving up.
+      ipc.drain();
+      await new Promise((r) => setImmediate(r));
+      break;
+    }
+  }
+  return answer;
+}
+
+interface RunControl {
+  queue: PushSlot[];
+  endAccepting(): void;
+  /** Resolves when a push is queued, or after `ms`. */
+  waitForPush(ms: number): Promise<void>;
+  enqueue(pushId: string, via: PushSlot["via"]): Promise<NsePushResult | null>;
+}
+
+async function runNse(opts: NseOptions, run: RunControl): Promise<NseResult> {
   const started = Date.now();
   const deadline = started + (opts.deadlineMs ?? 25_000);
   // Database writes after the deadline (warning, lock release) get a short grace, not more.
@@ -343,7 +487,17 @@ export async function handlePush(opts: NseOptions): Promise<NseResult> {
   const ipc = new Ipc(opts.store, { role: "nse" });
   ipc.start();
   const accountId = opts.session.accountId;
-  const notifications: NotificationContent[] = [];
+  // The first push's slot; further pushes get their own (see PushSlot).
+  const first: PushSlot = {
+    pushId: "first",
+    via: "first",
+    notifications: [],
+    outcome: "synced",
+    resolve: () => {},
+  };
+  let current = first;
+  const further: NsePushResult[] = [];
+  const notifications = first.notifications;
   let stream: NseResult["stream"] = null;
   let mamCatchup = false;
   let holder: string | undefined;
@@ -353,6 +507,41 @@ export async function handlePush(opts: NseOptions): Promise<NseResult> {
     stream,
     mamCatchup,
     ...(holder !== undefined ? { holder } : {}),
+    ...(further.length > 0 ? { further } : {}),
+  });
+  /** Close a push: its notifications are final (a silent content when there are none). */
+  const settle = (slot: PushSlot) => {
+    if (slot === first) return;
+    if (slot.notifications.length === 0)
+      slot.notifications.push({
+        kind: "silent",
+        reason: slot.outcome === "synced" ? "no-new-messages" : slot.outcome,
+      });
+    const r: NsePushResult = {
+      pushId: slot.pushId,
+      via: slot.via === "ipc" ? "ipc" : "api",
+      outcome: slot.outcome,
+      notifications: slot.notifications,
+    };
+    further.push(r);
+    slot.resolve(r);
+  };
+  // A second NSE process the OS started for the next push hands it to us while we run.
+  const stopPush = ipc.on("push-arrived", async (msg) => {
+    // Only a run that holds the session takes a push (another waiting NSE may read this row).
+    const r = lock.generation !== null ? await run.enqueue(msg.data.pushId, "ipc") : null;
+    ipc.respond(msg, {
+      type: "push-handled",
+      data: r
+        ? {
+            pushId: r.pushId,
+            accepted: true,
+            outcome: r.outcome,
+            notifications: r.notifications,
+            handledBy: lock.holder,
+          }
+        : { pushId: msg.data.pushId, accepted: false, handledBy: lock.holder },
+    });
   });
   try {
     let start: Awaited<ReturnType<typeof startAsNse>>;
@@ -364,9 +553,30 @@ export async function handlePush(opts: NseOptions): Promise<NseResult> {
       notifications.push(syncWarning(accountId));
       return result("deadline");
     }
-    if (!start.started) {
+    while (!start.started) {
       holder = start.holder;
-      const byMain = start.reason === "main-running" || roleOfHolder(start.holder) === "main";
+      // Only a "main:" holder is the main app. Another NSE holding the lock is not (macOS runs
+      // NSEs concurrently; on iOS the previous one may still linger): hand the push to it.
+      const byMain = start.reason === "main-running" && roleOfHolder(start.holder) === "main";
+      if (!byMain && roleOfHolder(start.holder) === "nse") {
+        const answer = await handOver(opts.store, ipc, start.holder, deadline, accountId);
+        if (answer?.data.accepted) {
+          holder = answer.data.handledBy;
+          notifications.push(...(answer.data.notifications ?? []));
+          return result("handed-over");
+        }
+        // It was ending (or gone): the lock is free or about to be; take it ourselves.
+        if (Date.now() < deadline) {
+          try {
+            start = await startAsNse(lock, { deadlineAt: deadline });
+          } catch (err) {
+            if (!(err instanceof StoreLockTimeoutError)) throw err;
+            notifications.push(syncWarning(accountId));
+            return result("deadline");
+          }
+          continue;
+        }
+      }
       notifications.push({
         kind: "silent",
         reason: byMain ? "main-app-running" : "other-nse-running",
@@ -375,91 +585,88 @@ export async function handlePush(opts: NseOptions): Promise<NseResult> {
     }
 
     let yielded = false;
-    let session: DurableSession | null = null;
+    const session = new DurableSession({
+      store: opts.store,
+      ...opts.session,
+      receipts: opts.receipts ?? opts.session.receipts ?? "defer",
+      lock,
+    });
     const stopYield = yieldOnDisconnectAll(lock, ipc, async () => {
       yielded = true;
-      await session?.suspend();
+      run.endAccepting();
+      await session.suspend();
       return { handledStanzas: 0 };
-    });
-    let pushAgain = false;
-    const stopPush = ipc.on("push-arrived", () => {
-      pushAgain = true;
     });
     let outcome: NseResult["outcome"] = "synced";
     try {
-      do {
-        pushAgain = false;
-        session = new DurableSession({
-          store: opts.store,
-          ...opts.session,
-          receipts: opts.receipts ?? opts.session.receipts ?? "defer",
-          lock,
-        });
-        session.deadlineAt = deadline;
-        session.on("mam-complete", () => (mamCatchup = true));
-        session.on("online", (how: "resumed" | "new") => (stream = how));
-        session.on(
-          "message-stored",
-          (m: {
-            chatJid: string;
-            body: string;
-            direction: string;
-            originId: string | null;
-            stanzaId: string | null;
-          }) => {
-            if (m.direction !== "in") return;
-            notifications.push({
-              kind: "alert",
-              title: m.chatJid,
-              body: m.body,
-              threadId: m.chatJid,
-              accountId,
-              ...(m.stanzaId || m.originId ? { messageId: (m.stanzaId ?? m.originId)! } : {}),
-            });
-          },
+      session.deadlineAt = deadline;
+      session.on("mam-complete", () => (mamCatchup = true));
+      session.on("online", (how: "resumed" | "new") => (stream = how));
+      session.on(
+        "message-stored",
+        (m: {
+          chatJid: string;
+          body: string;
+          direction: string;
+          originId: string | null;
+          stanzaId: string | null;
+        }) => {
+          if (m.direction !== "in") return;
+          // The latest push that arrived shows it (one waiting for its round included), so a
+          // push never shows a message stored before it arrived and none is shown twice.
+          (run.queue.at(-1) ?? current).notifications.push({
+            kind: "alert",
+            title: m.chatJid,
+            body: m.body,
+            threadId: m.chatJid,
+            accountId,
+            ...(m.stanzaId || m.originId ? { messageId: (m.stanzaId ?? m.originId)! } : {}),
+          });
+        },
+      );
+      let lost = false;
+      let storeUnavailable = false;
+      session.on("connection-lost", () => (lost = true));
+      session.on("store-unavailable", () => (storeUnavailable = true));
+      // Our lease lapsed (this process was frozen) and the main app took the session.
+      session.on("session-lost", (info: { holder: string | null }) => {
+        yielded = true;
+        if (info.holder) holder = info.holder;
+      });
+      // The end of the catch-up is a protocol fact, never a silence: the answer to a ping
+      // queued behind the replay (see DurableSession.syncBarrier), and no open MAM gap (its last
+      // page ended with <fin complete='true'/>). Re-armed on every (re)connect and every push.
+      let barrier = { done: false };
+      const armBarrier = () => {
+        const b = { done: false };
+        barrier = b;
+        session.syncBarrier().then(
+          () => (b.done = true),
+          () => {}, // the connection went away: the reconnect arms a new one
         );
-        let lost = false;
-        let storeUnavailable = false;
-        session.on("connection-lost", () => (lost = true));
-        session.on("store-unavailable", () => (storeUnavailable = true));
-        // Our lease lapsed (this process was frozen) and the main app took the session.
-        session.on("session-lost", (info: { holder: string | null }) => {
-          yielded = true;
-          if (info.holder) holder = info.holder;
-        });
-        // The end of the catch-up is a protocol fact, never a silence: the answer to a ping
-        // queued behind the replay (see DurableSession.syncBarrier), and no open MAM gap (its last
-        // page ended with <fin complete='true'/>). Re-armed on every (re)connect.
-        let barrier = { done: false };
-        const armBarrier = () => {
-          const b = { done: false };
-          barrier = b;
-          session!.syncBarrier().then(
-            () => (b.done = true),
-            () => {}, // the connection went away: the reconnect arms a new one
-          );
-        };
-        /** One connect attempt; false when it failed for a reason worth retrying. */
-        const tryConnect = async (): Promise<boolean> => {
-          try {
-            await session!.connect(Math.max(1000, deadline - Date.now()));
-            armBarrier();
-            return true;
-          } catch (err) {
-            if (err instanceof StoreLockTimeoutError) {
-              storeUnavailable = true;
-              return false;
-            }
-            if (err instanceof SessionLockError) {
-              yielded = true;
-              return false;
-            }
-            // No network at all yet: keep trying until the deadline, as after a drop.
-            if (!isTransientConnectError(err)) throw err;
+      };
+      /** One connect attempt; false when it failed for a reason worth retrying. */
+      const tryConnect = async (): Promise<boolean> => {
+        try {
+          await session.connect(Math.max(1000, deadline - Date.now()));
+          armBarrier();
+          return true;
+        } catch (err) {
+          if (err instanceof StoreLockTimeoutError) {
+            storeUnavailable = true;
             return false;
           }
-        };
-        if (!(await tryConnect())) lost = true;
+          if (err instanceof SessionLockError) {
+            yielded = true;
+            return false;
+          }
+          // No network at all yet: keep trying until the deadline, as after a drop.
+          if (!isTransientConnectError(err)) throw err;
+          return false;
+        }
+      };
+      if (!(await tryConnect())) lost = true;
+      for (;;) {
         let retries = 0;
         // Synced: barrier answered and MAM gap closed (then afterSync); or deadline; or yielded.
         for (;;) {
@@ -489,7 +696,7 @@ export async function handlePush(opts: NseOptions): Promise<NseResult> {
             if (!opts.afterSync) break;
             let hookDone = false;
             Promise.resolve()
-              .then(() => opts.afterSync!(session!))
+              .then(() => opts.afterSync!(session))
               .catch(() => {}) // the app's extra work failing does not undo the sync
               .finally(() => (hookDone = true));
             while (!hookDone && !lost && !yielded && Date.now() < deadline)
@@ -507,18 +714,31 @@ export async function handlePush(opts: NseOptions): Promise<NseResult> {
           }
           await new Promise((r) => setTimeout(r, 50));
         }
-        if (!yielded) await session.suspend();
+        current.outcome = outcome === "synced" || outcome === "deadline" ? outcome : "yielded";
         if (outcome !== "synced") break;
-        // Linger for a further serialized push.
-        const lingerEnd = Date.now() + (opts.lingerMs ?? 1500);
-        while (!pushAgain && !yielded && Date.now() < lingerEnd)
-          await new Promise((r) => setTimeout(r, 25));
-      } while (pushAgain && !yielded && Date.now() < deadline);
+        // Linger for a further push, connected (Monal keeps the connection): the next push's
+        // round is one more sync barrier on the same stream, no new TCP connection, no resume.
+        const lingerEnd = Math.min(deadline, Date.now() + (opts.lingerMs ?? 1500));
+        while (run.queue.length === 0 && !yielded && Date.now() < lingerEnd)
+          await run.waitForPush(Math.min(100, lingerEnd - Date.now()));
+        const next = run.queue.shift();
+        if (!next || yielded) {
+          if (next) run.queue.unshift(next);
+          break;
+        }
+        settle(current);
+        current = next;
+        if (!lost) armBarrier();
+      }
+      run.endAccepting();
+      // Suspend at the end of the linger (or at the deadline): the stream stays resumable.
+      if (!yielded) await session.suspend();
+      settle(current);
     } finally {
+      run.endAccepting();
       stopYield();
-      stopPush();
     }
-    if (outcome === "yielded" && holder === undefined) {
+    if ((outcome === "yielded" || first.outcome === "yielded") && holder === undefined) {
       const now = lock.current()?.holder;
       if (now && now !== lock.holder) holder = now;
     }
@@ -567,14 +787,18 @@ export async function handlePush(opts: NseOptions): Promise<NseResult> {
     }
     // A damaged database (met by any statement of this run) is never reported as an outcome.
     if (opts.store.damage) throw opts.store.damage;
+    // The first push's own outcome: a later push's round failing does not undo its sync.
     if (notifications.length === 0)
       notifications.push({
         kind: "silent",
-        reason: outcome === "synced" ? "no-new-messages" : outcome,
+        reason: first.outcome === "synced" ? "no-new-messages" : first.outcome,
       });
-    return result(outcome);
+    return result(first.outcome);
   } finally {
+    run.endAccepting();
+    stopPush();
     if (lock.generation !== null) await lock.releaseAsync({ deadlineAt: graceDeadline() });
+    // Answers to push-arrived (queued by the handler above) are written before the IPC closes.
     ipc.close();
   }
 }

@@ -3,7 +3,13 @@ import { startFlakyLink, type FlakyLink } from "@lichen/test-servers";
 import { eq } from "drizzle-orm";
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AppController, handlePush, type NseOptions, type NseResult } from "../src/index.js";
+import {
+  AppController,
+  handlePush,
+  startNse,
+  type NseOptions,
+  type NseResult,
+} from "../src/index.js";
 import { SERVERS, startPeer, until, useEngineEnv } from "./helpers.js";
 
 const T = 180_000;
@@ -120,18 +126,70 @@ describe.each(SERVERS)("process modes on %s", (_kind, start) => {
       bob: Awaited<ReturnType<typeof startPeer>>;
       link: FlakyLink;
       push: (o: Omit<NseOptions, "store" | "session">) => Promise<NseResult>;
+      session: NseOptions["session"];
     }) => Promise<void>,
   ): Promise<void> {
     const bob = await startPeer(env.server.c2sPort, "bob", "bobpw");
     const link = await startFlakyLink({ port: env.server.c2sPort });
     const session = { ...env.config(), service: `xmpp://127.0.0.1:${link.port}` };
     try {
-      await run({ bob, link, push: (o) => handlePush({ store: nseStore, session, ...o }) });
+      await run({
+        bob,
+        link,
+        session,
+        push: (o) => handlePush({ store: nseStore, session, ...o }),
+      });
     } finally {
       await link.close();
       await bob.stop();
     }
   }
+
+  it(
+    "linger: a second push handed to the running NSE is synced over the same connection, each push with its own notification",
+    () =>
+      overFlakyLink(async ({ bob, link, session }) => {
+        await bob.send("alice@localhost", "linger-first");
+        let rounds = 0;
+        let online = 0;
+        const run = startNse({
+          store: nseStore,
+          session,
+          // afterSync runs at the end of each push's round: how the test knows the NSE lingers.
+          afterSync: (s) => {
+            if (rounds++ === 0) s.on("online", () => online++);
+          },
+          // Long enough that the second push always lands inside it on a loaded machine.
+          lingerMs: 8000,
+          deadlineMs: 60_000,
+        });
+        await until(() => rounds === 1 || undefined, "the first push synced");
+        expect(link.accepted).toBe(1);
+        const second = run.push("push-2");
+        // Sent after the hand-over: stored in the second push's round, so it is its notification.
+        await bob.send("alice@localhost", "linger-second");
+        const r2 = await second;
+        const r1 = await run.result;
+        expect(r1.outcome).toBe("synced");
+        expect(r1.notifications).toEqual([
+          expect.objectContaining({ kind: "alert", title: "bob@localhost", body: "linger-first" }),
+        ]);
+        expect(r2).toMatchObject({ pushId: "push-2", via: "api", outcome: "synced" });
+        expect(r2!.notifications).toEqual([
+          expect.objectContaining({ kind: "alert", title: "bob@localhost", body: "linger-second" }),
+        ]);
+        expect(r1.further).toEqual([r2]);
+        expect(rounds).toBe(2);
+        // One TCP connection and one resume for both pushes.
+        expect(link.accepted).toBe(1);
+        expect(online).toBe(0);
+        expect(stored("linger-first")).toBe(1);
+        expect(stored("linger-second")).toBe(1);
+        // The run is over: a further push is refused, to be handled by a new NSE.
+        expect(await run.push("push-3")).toBeNull();
+      }),
+    T,
+  );
 
   it(
     "the network drops mid-sync: the NSE resumes when it is back and only then calls it synced",

@@ -86,6 +86,8 @@ export class Ipc {
   private readonly handlers = new Map<string, Set<IpcHandler>>();
   private readonly errorHandlers = new Set<(e: IpcErrorEvent) => void>();
   private readonly pending = new Map<string, Pending>();
+  /** Ids of requests this process sent (until they expire), so it never consumes its own. */
+  private readonly sent = new Map<string, number>();
   private watcher: fs.FSWatcher | null = null;
   private pollTimer: NodeJS.Timeout | null = null;
   private lastDataVersion = -1;
@@ -132,6 +134,9 @@ export class Ipc {
       }, timeoutMs);
       this.pending.set(id, { resolve: resolve as (m: IpcMessage) => void, reject, timer });
     });
+    const now = this.clock();
+    for (const [sid, exp] of this.sent) if (exp <= now) this.sent.delete(sid);
+    this.sent.set(id, now + (msg.ttlMs ?? timeoutMs));
     try {
       this.insert({ ...msg, ttlMs: msg.ttlMs ?? timeoutMs }, undefined, id);
     } catch (e) {
@@ -247,18 +252,32 @@ export class Ipc {
   }
 
   private hasWork(): boolean {
-    return this.store.read(
+    const rows = this.store.read(
       (tx) =>
         tx.sqlite
           .prepare(
-            `SELECT 1 FROM ipc_messages
+            `SELECT id, response_to, expires_at FROM ipc_messages
              WHERE destination = @role
                 OR (destination = '*' AND source <> @role AND instr(delivered_to, @mark) = 0)
-                OR expires_at <= @now
-             LIMIT 1`,
+                OR expires_at <= @now`,
           )
-          .get({ role: this.role, mark: `,${this.role},`, now: this.clock() }) !== undefined,
+          .all({ role: this.role, mark: `,${this.role},`, now: this.clock() }) as Pick<
+          IpcRow,
+          "id" | "response_to" | "expires_at"
+        >[],
     );
+    const now = this.clock();
+    return rows.some((r) => r.expires_at <= now || this.isForMe(r));
+  }
+
+  /**
+   * Rows are addressed to a role, and two processes may share one (a lingering NSE and the NSE
+   * the OS started for the next push; macOS runs NSEs concurrently): a process never takes its
+   * own request, and takes a response only if it is the one waiting for it.
+   */
+  private isForMe(row: Pick<IpcRow, "id" | "response_to">): boolean {
+    if (this.sent.has(row.id)) return false;
+    return row.response_to === null || this.pending.has(row.response_to);
   }
 
   /** Delete expired rows now (also done on every send and drain). Returns how many. */
@@ -341,6 +360,7 @@ export class Ipc {
       "UPDATE ipc_messages SET delivered_to = delivered_to || ? WHERE seq = ?",
     );
     for (const row of rows) {
+      if (!this.isForMe(row)) continue;
       let msg: IpcMessage;
       try {
         msg = this.fromRow(row);

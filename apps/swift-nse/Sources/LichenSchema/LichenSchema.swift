@@ -542,6 +542,7 @@ public enum IPCMessage: Codable, Hashable, Sendable {
     case disconnectAll(DisconnectAllMessage)
     case yielded(YieldedMessage)
     case pushArrived(PushArrivedMessage)
+    case pushHandled(PushHandledMessage)
     case outboxChanged(OutboxChangedMessage)
     case syncError(SyncErrorMessage)
     case stateChanged(StateChangedMessage)
@@ -560,6 +561,7 @@ public enum IPCMessage: Codable, Hashable, Sendable {
         case .disconnectAll: return DisconnectAllMessage.tag
         case .yielded: return YieldedMessage.tag
         case .pushArrived: return PushArrivedMessage.tag
+        case .pushHandled: return PushHandledMessage.tag
         case .outboxChanged: return OutboxChangedMessage.tag
         case .syncError: return SyncErrorMessage.tag
         case .stateChanged: return StateChangedMessage.tag
@@ -577,6 +579,7 @@ public enum IPCMessage: Codable, Hashable, Sendable {
         case DisconnectAllMessage.tag: self = .disconnectAll(try DisconnectAllMessage(from: decoder))
         case YieldedMessage.tag: self = .yielded(try YieldedMessage(from: decoder))
         case PushArrivedMessage.tag: self = .pushArrived(try PushArrivedMessage(from: decoder))
+        case PushHandledMessage.tag: self = .pushHandled(try PushHandledMessage(from: decoder))
         case OutboxChangedMessage.tag: self = .outboxChanged(try OutboxChangedMessage(from: decoder))
         case SyncErrorMessage.tag: self = .syncError(try SyncErrorMessage(from: decoder))
         case StateChangedMessage.tag: self = .stateChanged(try StateChangedMessage(from: decoder))
@@ -591,6 +594,7 @@ public enum IPCMessage: Codable, Hashable, Sendable {
         case .disconnectAll(let value): try value.encode(to: encoder)
         case .yielded(let value): try value.encode(to: encoder)
         case .pushArrived(let value): try value.encode(to: encoder)
+        case .pushHandled(let value): try value.encode(to: encoder)
         case .outboxChanged(let value): try value.encode(to: encoder)
         case .syncError(let value): try value.encode(to: encoder)
         case .stateChanged(let value): try value.encode(to: encoder)
@@ -1240,6 +1244,126 @@ public struct PushArrivedMessageData: Codable, Hashable, Sendable {
         try container.encode(pushID, forKey: .pushID)
         try container.encode(receivedAt, forKey: .receivedAt)
         try container.encodeIfPresent(accountID, forKey: .accountID)
+    }
+}
+
+// MARK: - PushHandledMessage
+
+/// A lingering NSE's answer to push-arrived: it synced for that push over its own connection
+/// (accepted), or it was already ending and the sender must handle the push itself (not accepted).
+///
+/// The `IPCMessage` variant whose "type" is "push-handled"; `IPCMessage` writes that tag when encoding.
+public struct PushHandledMessage: Codable, Hashable, Sendable {
+    /// The "type" of this variant.
+    public static let tag = "push-handled"
+
+    public var data: PushHandledMessageData
+    /// Format version.
+    public var v: Int
+    /// Unique message id.
+    public var id: String
+    /// Sending process.
+    public var source: ProcessRole
+    /// Receiving process, or "*" for every process.
+    public var destination: IPCDestination
+    /// Id of the request this message answers, if it is a response.
+    public var responseTo: String?
+    /// When it was sent.
+    public var createdAt: Int
+    /// After this it is neither delivered nor answered, and is cleaned up.
+    public var expiresAt: Int
+
+    public init(data: PushHandledMessageData, v: Int, id: String, source: ProcessRole, destination: IPCDestination, responseTo: String? = nil, createdAt: Int, expiresAt: Int) {
+        self.data = data
+        self.v = v
+        self.id = id
+        self.source = source
+        self.destination = destination
+        self.responseTo = responseTo
+        self.createdAt = createdAt
+        self.expiresAt = expiresAt
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case data
+        case v
+        case id
+        case source
+        case destination
+        case responseTo
+        case createdAt
+        case expiresAt
+    }
+
+    public init(from decoder: Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        data = try container.decode(PushHandledMessageData.self, forKey: .data)
+        v = try container.decode(Int.self, forKey: .v)
+        id = try container.decode(String.self, forKey: .id)
+        source = try container.decode(ProcessRole.self, forKey: .source)
+        destination = try container.decode(IPCDestination.self, forKey: .destination)
+        responseTo = try container.decodeIfPresent(String.self, forKey: .responseTo)
+        createdAt = try container.decode(Int.self, forKey: .createdAt)
+        expiresAt = try container.decode(Int.self, forKey: .expiresAt)
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(data, forKey: .data)
+        try container.encode(v, forKey: .v)
+        try container.encode(id, forKey: .id)
+        try container.encode(source, forKey: .source)
+        try container.encode(destination, forKey: .destination)
+        try container.encodeIfPresent(responseTo, forKey: .responseTo)
+        try container.encode(createdAt, forKey: .createdAt)
+        try container.encode(expiresAt, forKey: .expiresAt)
+    }
+}
+
+// MARK: - PushHandledMessageData
+
+public struct PushHandledMessageData: Codable, Hashable, Sendable {
+    public var pushID: String
+    public var accepted: Bool
+    /// The NSE outcome for this push (synced, deadline, yielded), when accepted.
+    public var outcome: String?
+    /// The notification contents for this push, when accepted.
+    public var notifications: [NotificationContent]?
+    /// Lock holder of the NSE that handled it, e.g. "nse:4711-ab12cd34".
+    public var handledBy: String
+
+    public init(pushID: String, accepted: Bool, outcome: String? = nil, notifications: [NotificationContent]? = nil, handledBy: String) {
+        self.pushID = pushID
+        self.accepted = accepted
+        self.outcome = outcome
+        self.notifications = notifications
+        self.handledBy = handledBy
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case pushID = "pushId"
+        case accepted
+        case outcome
+        case notifications
+        case handledBy
+    }
+
+    public init(from decoder: Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        pushID = try container.decode(String.self, forKey: .pushID)
+        accepted = try container.decode(Bool.self, forKey: .accepted)
+        outcome = try container.decodeIfPresent(String.self, forKey: .outcome)
+        notifications = try container.decodeIfPresent([NotificationContent].self, forKey: .notifications)
+        handledBy = try container.decode(String.self, forKey: .handledBy)
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(pushID, forKey: .pushID)
+        try container.encode(accepted, forKey: .accepted)
+        try container.encodeIfPresent(outcome, forKey: .outcome)
+        try container.encodeIfPresent(notifications, forKey: .notifications)
+        try container.encode(handledBy, forKey: .handledBy)
     }
 }
 

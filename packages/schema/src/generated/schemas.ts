@@ -362,6 +362,9 @@ export const schemas = {
         "$ref": "#/definitions/PushArrivedMessage"
       },
       {
+        "$ref": "#/definitions/PushHandledMessage"
+      },
+      {
         "$ref": "#/definitions/OutboxChangedMessage"
       },
       {
@@ -378,6 +381,49 @@ export const schemas = {
       }
     ],
     "definitions": {
+      "AlertNotification": {
+        "description": "A visible notification the NSE hands to the OS.",
+        "type": "object",
+        "properties": {
+          "kind": {
+            "type": "string",
+            "const": "alert"
+          },
+          "title": {
+            "maxLength": 1000,
+            "type": "string"
+          },
+          "body": {
+            "maxLength": 4000,
+            "type": "string"
+          },
+          "threadId": {
+            "description": "Groups notifications of one chat (iOS threadIdentifier).",
+            "type": "string"
+          },
+          "accountId": {
+            "description": "Account the message belongs to.",
+            "type": "string"
+          },
+          "messageId": {
+            "description": "Stanza/origin id of the message, to dedupe and to open the chat.",
+            "type": "string"
+          },
+          "deliverAt": {
+            "description": "Deliver no earlier than this (used for \"could not synchronize\" warnings).",
+            "type": "integer",
+            "minimum": 0
+          }
+        },
+        "additionalProperties": false,
+        "required": [
+          "accountId",
+          "body",
+          "kind",
+          "threadId",
+          "title"
+        ]
+      },
       "DisconnectAllMessage": {
         "description": "Main app asks every other process to stop driving XMPP sessions and release the lock.",
         "type": "object",
@@ -455,6 +501,17 @@ export const schemas = {
           "share"
         ],
         "type": "string"
+      },
+      "NotificationContent": {
+        "description": "What the NSE hands to the OS for one push.",
+        "anyOf": [
+          {
+            "$ref": "#/definitions/AlertNotification"
+          },
+          {
+            "$ref": "#/definitions/SilentNotification"
+          }
+        ]
       },
       "OutboxChangedMessage": {
         "description": "The share extension wrote outbox rows; the main app should send them.",
@@ -740,6 +797,112 @@ export const schemas = {
           "source",
           "type",
           "v"
+        ]
+      },
+      "PushHandledMessage": {
+        "description": "A lingering NSE's answer to push-arrived: it synced for that push over its own connection\n(accepted), or it was already ending and the sender must handle the push itself (not accepted).",
+        "type": "object",
+        "properties": {
+          "type": {
+            "type": "string",
+            "const": "push-handled"
+          },
+          "data": {
+            "type": "object",
+            "properties": {
+              "pushId": {
+                "type": "string"
+              },
+              "accepted": {
+                "type": "boolean"
+              },
+              "outcome": {
+                "description": "The NSE outcome for this push (synced, deadline, yielded), when accepted.",
+                "type": "string"
+              },
+              "notifications": {
+                "description": "The notification contents for this push, when accepted.",
+                "type": "array",
+                "items": {
+                  "$ref": "#/definitions/NotificationContent"
+                }
+              },
+              "handledBy": {
+                "description": "Lock holder of the NSE that handled it, e.g. \"nse:4711-ab12cd34\".",
+                "type": "string"
+              }
+            },
+            "additionalProperties": false,
+            "required": [
+              "accepted",
+              "handledBy",
+              "pushId"
+            ]
+          },
+          "v": {
+            "description": "Format version.",
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 1
+          },
+          "id": {
+            "description": "Unique message id.",
+            "minLength": 1,
+            "maxLength": 200,
+            "type": "string"
+          },
+          "source": {
+            "$ref": "#/definitions/ProcessRole",
+            "description": "Sending process."
+          },
+          "destination": {
+            "$ref": "#/definitions/IpcDestination",
+            "description": "Receiving process, or \"*\" for every process."
+          },
+          "responseTo": {
+            "description": "Id of the request this message answers, if it is a response.",
+            "type": "string"
+          },
+          "createdAt": {
+            "description": "When it was sent.",
+            "type": "integer",
+            "minimum": 0
+          },
+          "expiresAt": {
+            "description": "After this it is neither delivered nor answered, and is cleaned up.",
+            "type": "integer",
+            "minimum": 0
+          }
+        },
+        "additionalProperties": false,
+        "required": [
+          "createdAt",
+          "data",
+          "destination",
+          "expiresAt",
+          "id",
+          "source",
+          "type",
+          "v"
+        ]
+      },
+      "SilentNotification": {
+        "description": "Nothing to show: the push was handled but produced no visible message.",
+        "type": "object",
+        "properties": {
+          "kind": {
+            "type": "string",
+            "const": "silent"
+          },
+          "reason": {
+            "description": "Why nothing is shown (e.g. \"no-new-messages\", \"main-app-running\").",
+            "type": "string"
+          }
+        },
+        "additionalProperties": false,
+        "required": [
+          "kind",
+          "reason"
         ]
       },
       "StateChangedMessage": {

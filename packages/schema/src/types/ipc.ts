@@ -1,4 +1,5 @@
 import type { Counter, EpochMs, IpcDestination, ProcessRole } from "./common.js";
+import type { NotificationContent } from "./notification.js";
 
 /** Fields every IPC message carries. */
 export interface IpcEnvelope {
@@ -59,6 +60,24 @@ export interface PushArrivedMessage extends IpcEnvelope {
   };
 }
 
+/**
+ * A lingering NSE's answer to push-arrived: it synced for that push over its own connection
+ * (accepted), or it was already ending and the sender must handle the push itself (not accepted).
+ */
+export interface PushHandledMessage extends IpcEnvelope {
+  type: "push-handled";
+  data: {
+    pushId: string;
+    accepted: boolean;
+    /** The NSE outcome for this push (synced, deadline, yielded), when accepted. */
+    outcome?: string;
+    /** The notification contents for this push, when accepted. */
+    notifications?: NotificationContent[];
+    /** Lock holder of the NSE that handled it, e.g. "nse:4711-ab12cd34". */
+    handledBy: string;
+  };
+}
+
 /** The share extension wrote outbox rows; the main app should send them. */
 export interface OutboxChangedMessage extends IpcEnvelope {
   type: "outbox-changed";
@@ -110,6 +129,7 @@ export type IpcMessage =
   | DisconnectAllMessage
   | YieldedMessage
   | PushArrivedMessage
+  | PushHandledMessage
   | OutboxChangedMessage
   | SyncErrorMessage
   | StateChangedMessage
