@@ -158,63 +158,81 @@ describe.each([
   );
 
   it(
-    "nse linger: a second nse started while the first lingers hands its push over (handed-over); the first syncs it on its connection and reports both",
+    "nse linger: a second nse started while the first lingers hands its push over (handed-over); the first syncs it on its one connection and reports both",
     async () => {
-      const first = `linger-1 ${tag()}`;
-      const second = `linger-2 ${tag()}`;
-      await bob.send(ALICE, first);
-      await bob.barrier();
-      // The linger is long so the second process (node start-up on a loaded machine) lands in it.
-      const nse1 = new CliProcess(db, [
-        "--verbose",
-        "nse",
-        "--linger-ms",
-        "10000",
-        "--deadline-ms",
-        "40000",
-      ]);
+      // Its own database and resource, through a link that counts TCP connections.
+      const link = await startFlakyLink({ port: server.c2sPort });
+      const lingerDb = join(dir, "linger.db");
+      const to = `${ALICE}/linger`;
       try {
-        await until(
-          () => nse1.stderr.includes('"event":"nse.synced"') || undefined,
-          "nse 1 synced",
-        );
-        const nse2 = new CliProcess(db, ["nse", "--linger-ms", "100", "--deadline-ms", "40000"]);
+        expect((await runCli(lingerDb, loginArgs(link.port, { resource: "linger" }))).code).toBe(0);
+        const first = `linger-1 ${tag()}`;
+        const second = `linger-2 ${tag()}`;
+        await bob.send(to, first);
+        await bob.barrier();
+        const before = link.accepted;
+        // The linger is long so the second process (node start-up on a loaded machine) lands in it.
+        const nse1 = new CliProcess(lingerDb, [
+          "--verbose",
+          "nse",
+          "--linger-ms",
+          "10000",
+          "--deadline-ms",
+          "40000",
+        ]);
         try {
           await until(
-            () => nse1.stderr.includes('"event":"nse.push-arrived"') || undefined,
-            "nse 2 handed its push to nse 1",
+            () => nse1.stderr.includes('"event":"nse.synced"') || undefined,
+            "nse 1 synced",
           );
-          // Sent after the hand-over: the second push's message.
-          await bob.send(ALICE, second);
-          expect((await nse2.wait(45_000)).code).toBe(0);
-          expect((await nse1.wait(45_000)).code).toBe(0);
+          const nse2 = new CliProcess(lingerDb, [
+            "nse",
+            "--linger-ms",
+            "100",
+            "--deadline-ms",
+            "40000",
+          ]);
+          try {
+            await until(
+              () => nse1.stderr.includes('"event":"nse.push-arrived"') || undefined,
+              "nse 2 handed its push to nse 1",
+            );
+            // Sent after the hand-over: the second push's message.
+            await bob.send(to, second);
+            expect((await nse2.wait(45_000)).code).toBe(0);
+            expect((await nse1.wait(45_000)).code).toBe(0);
+          } finally {
+            nse2.kill();
+          }
+          const r2 = JSON.parse(nse2.stdout) as Record<string, unknown>;
+          const r1 = JSON.parse(nse1.stdout) as Record<string, unknown>;
+          const alert = (body: string) =>
+            expect.objectContaining({ kind: "alert", title: BOB, body, accountId: ALICE });
+          expect(r2).toEqual({
+            outcome: "handed-over",
+            notifications: [alert(second)],
+            holder: expect.stringMatching(new RegExp(`^nse:${nse1.pid}-`)) as unknown,
+            stream: null,
+            mamCatchup: false,
+          });
+          expect(r1).toMatchObject({
+            outcome: "synced",
+            notifications: [alert(first)],
+            stream: "resumed",
+            further: [{ via: "ipc", outcome: "synced", notifications: [alert(second)] }],
+          });
+          // Both pushes over one TCP connection (the first NSE's resume); the second never connected.
+          expect(link.accepted - before).toBe(1);
+          expect(nse1.stderr.match(/"event":"nse.synced"/g)).toHaveLength(2);
         } finally {
-          nse2.kill();
+          nse1.kill();
         }
-        const r2 = JSON.parse(nse2.stdout) as Record<string, unknown>;
-        const r1 = JSON.parse(nse1.stdout) as Record<string, unknown>;
-        const alert = (body: string) =>
-          expect.objectContaining({ kind: "alert", title: BOB, body, accountId: ALICE });
-        expect(r2).toEqual({
-          outcome: "handed-over",
-          notifications: [alert(second)],
-          holder: expect.stringMatching(new RegExp(`^nse:${nse1.pid}-`)) as unknown,
-          stream: null,
-          mamCatchup: false,
-        });
-        expect(r1).toMatchObject({
-          outcome: "synced",
-          notifications: [alert(first)],
-          stream: "resumed",
-          further: [{ via: "ipc", outcome: "synced", notifications: [alert(second)] }],
-        });
-        // One connection for both: the first resumed once and never logged in or resumed again.
-        expect(nse1.stderr.match(/"event":"nse.synced"/g)).toHaveLength(2);
-        const json = JSON.parse((await cli("tail", BOB, "--json")).stdout) as { body: string }[];
+        const tail = await runCli(lingerDb, ["tail", BOB, "--json"]);
+        const json = JSON.parse(tail.stdout) as { body: string }[];
         expect(json.filter((m) => m.body === first)).toHaveLength(1);
         expect(json.filter((m) => m.body === second)).toHaveLength(1);
       } finally {
-        nse1.kill();
+        await link.close();
       }
     },
     2 * T,

@@ -432,12 +432,13 @@ async function handOver(
   let answer: PushHandledMessage | null = null;
   const timeoutMs = deadline - Date.now();
   if (timeoutMs <= 0) return null;
+  const pushId = randomUUID();
   void ipc
     .request<PushHandledMessage>(
       {
         type: "push-arrived",
         destination: "nse",
-        data: { pushId: randomUUID(), receivedAt: Date.now(), accountId },
+        data: { pushId, receivedAt: Date.now(), accountId },
       },
       { timeoutMs },
     )
@@ -462,6 +463,20 @@ async function handOver(
       await new Promise((r) => setImmediate(r));
       break;
     }
+  }
+  if (answer === null) {
+    // Not taken: withdraw it, so a later NSE run does not sync for a push this process handles.
+    await store
+      .writeAsync(
+        (tx) =>
+          tx.sqlite
+            .prepare(
+              "DELETE FROM ipc_messages WHERE name = 'push-arrived' AND json_extract(data, '$.pushId') = ?",
+            )
+            .run(pushId),
+        { yieldFirst: false, deadlineAt: Date.now() + 1000 },
+      )
+      .catch(() => {}); // it expires with its ttl anyway
   }
   return answer;
 }
