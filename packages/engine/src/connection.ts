@@ -11,7 +11,7 @@ import { canUpgrade, upgrade } from "@xmpp/starttls/starttls.js";
 import xml from "@xmpp/xml";
 import streamFeaturesFactory from "@xmpp/stream-features";
 import tcpFactory from "@xmpp/tcp";
-import tlsFactory from "@xmpp/tls";
+import ConnectionTLS from "@xmpp/tls/lib/Connection.js";
 import SASLFactory from "saslmechanisms";
 import { ScramMechanism, scramMechanisms } from "./scram.js";
 
@@ -67,7 +67,23 @@ export function createConnection(
   const entity = new Client({ service: opts.service, domain: opts.domain });
   entity.jid = parseJid(opts.username, opts.domain);
   tcpFactory({ entity });
-  tlsFactory({ entity });
+  // Direct TLS (XEP-0368, xmpps://): @xmpp/tls would verify the certificate against the URI's
+  // host (an address, once an SRV target is resolved) and take no private CA; verify it for the
+  // account's domain, as STARTTLS does below, and say which protocol we speak (ALPN).
+  class DirectTls extends ConnectionTLS {
+    socketParameters(service: string) {
+      const p = super.socketParameters(service) as object | undefined;
+      return (
+        p && {
+          ...p,
+          servername: opts.domain,
+          ALPNProtocols: ["xmpp-client"],
+          ...(opts.tls?.ca ? { ca: opts.tls.ca } : {}),
+        }
+      );
+    }
+  }
+  entity.transports.push(DirectTls);
   const middleware = middlewareFactory({ entity });
   const streamFeatures = streamFeaturesFactory({ middleware });
   const iqCaller = iqCallerFactory({ middleware, entity });

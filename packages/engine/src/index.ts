@@ -73,3 +73,20 @@ export {
   type DiscoForm,
 } from "./caps.js";
 export { joinRoom, leaveRoom, startRoomMamCatchup } from "./muc.js";
+export {
+  createClient,
+  parseAccountJid,
+  InvalidJidError,
+  type ClientOptions,
+  type LichenClient,
+  type ParsedJid,
+} from "./client.js";
+export {
+  resolveXmppServices,
+  orderSrv,
+  type Srv,
+  ServiceResolutionError,
+  type ServiceCandidate,
+  type DnsResolver,
+  type ResolveOptions,
+} from "./resolve.js";

@@ -26,6 +26,7 @@ import parse from "@xmpp/xml/lib/parse.js";
 import { and, asc, eq, gt, inArray, lte } from "drizzle-orm";
 import { createConnection, type XmppConnection } from "./connection.js";
 import { bare } from "./jid.js";
+import { ServiceResolutionError } from "./resolve.js";
 import type { SessionEvents } from "./events.js";
 import { answerSubscription } from "./roster.js";
 import { LinkLiveness, type LivenessOptions } from "./liveness.js";
@@ -137,6 +138,16 @@ interface ConnectionFence {
   unlisten: () => void;
 }
 
+/** Socket errors after which another of the domain's servers is worth trying at once. */
+const UNREACHABLE_CODES = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "ETIMEDOUT",
+  "EADDRNOTAVAIL",
+]);
+
 const CORRUPT_QUEUE_ROW =
   "queued stanza is not well-formed XML (resending it would end the stream)";
 
@@ -145,6 +156,11 @@ export interface SessionOptions {
   accountId: string;
   /** e.g. "xmpp://127.0.0.1:5222" */
   service: string;
+  /**
+   * Candidates in order (createClient fills these from DNS SRV): connect() tries the next when one
+   * cannot be reached, and starts from the one that worked last. Default: just `service`.
+   */
+  services?: readonly string[];
   domain: string;
   username: string;
   password: string;
@@ -241,6 +257,8 @@ export class DurableSession extends EventEmitter<SessionEvents> {
   readonly accountId: string;
   readonly registry: HandlerRegistry;
   private conn: XmppConnection | null = null;
+  /** Index in `services` of the one that worked last: tried first next time. */
+  private serviceIndex = 0;
   private chain: Promise<void> = Promise.resolve();
   /** Highest outbound seq written to the current socket. */
   private flushedSeq = 0;
@@ -391,8 +409,42 @@ export class DurableSession extends EventEmitter<SessionEvents> {
     return this.smActive;
   }
 
-  /** Resume the stored stream if there is one, otherwise log in and enable a new one. */
+  /**
+   * Resume the stored stream if there is one, otherwise log in and enable a new one. With several
+   * `services`, one that cannot be reached (refused, unreachable, reset) is skipped for the next,
+   * within the same `timeoutMs`; if none can, ServiceResolutionError ("unreachable", with the last
+   * error's `code`, so a reconnect policy still sees it as transient).
+   */
   async connect(timeoutMs = 30_000): Promise<"resumed" | "new"> {
+    const services = this.opts.services?.length ? this.opts.services : null;
+    if (!services) return this.connectVia(this.opts.service, timeoutMs);
+    const deadline = Date.now() + timeoutMs;
+    let last: unknown;
+    for (let n = 0; n < services.length; n++) {
+      const i = (this.serviceIndex + n) % services.length;
+      try {
+        const how = await this.connectVia(services[i]!, Math.max(1, deadline - Date.now()));
+        this.serviceIndex = i;
+        return how;
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (!code || !UNREACHABLE_CODES.has(code) || Date.now() >= deadline) throw err;
+        this.log({ event: "service-unreachable", service: services[i], code });
+        last = err;
+      }
+    }
+    throw Object.assign(
+      new ServiceResolutionError(
+        this.opts.domain,
+        "unreachable",
+        `no server of ${this.opts.domain} could be reached (${services.join(", ")}): ${(last as Error).message}`,
+        { cause: last },
+      ),
+      { code: (last as NodeJS.ErrnoException).code },
+    );
+  }
+
+  private async connectVia(service: string, timeoutMs: number): Promise<"resumed" | "new"> {
     if (this.conn) throw new Error("already connected");
     // Re-acquire before reconnecting: a connection is only ever opened under a held lock, and
     // remembers which hold it belongs to.
@@ -408,7 +460,7 @@ export class DurableSession extends EventEmitter<SessionEvents> {
     this.offlineWanted = false;
     const conn = createConnection(
       {
-        service: this.opts.service,
+        service,
         domain: this.opts.domain,
         username: this.opts.username,
         password: this.opts.password,
@@ -491,7 +543,11 @@ export class DurableSession extends EventEmitter<SessionEvents> {
       await e.connect(e.options.service);
       await e.open({ domain: e.options.domain, lang: e.options.lang });
     };
-    open().catch((err: Error) => this.emit("connect-failed", err));
+    // Only for this attempt: an error of an abandoned one (also reported by its "error" event)
+    // would otherwise fail the next attempt, e.g. the next of several services.
+    open().catch((err: Error) => {
+      if (this.conn === conn) this.emit("connect-failed", err);
+    });
     this.connecting = ready;
     try {
       return await ready;

@@ -2,7 +2,7 @@
 // @xmpp/xml, which appears in the public API, is declared in ../types/xmpp-xml.d.ts (published).
 declare module "@xmpp/client-core";
 declare module "@xmpp/tcp";
-declare module "@xmpp/tls";
+declare module "@xmpp/tls/lib/Connection.js";
 declare module "@xmpp/middleware";
 declare module "@xmpp/stream-features";
 declare module "@xmpp/iq/caller.js";

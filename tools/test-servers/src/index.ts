@@ -19,3 +19,4 @@ export {
   type ReceivedMessage,
   type PendingTestIq,
 } from "./peer.js";
+export { startDnsServer, type DnsRecords, type DnsTestServer, type SrvRecord } from "./dns.js";
