@@ -1,10 +1,17 @@
 // createClient against real servers, found through DNS SRV served by a DNS server on loopback
 // (no real DNS): the domain is "localhost" (the test servers' users are user@localhost) and the
 // SRV records point at the server's non-standard loopback port.
-import { existsSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { Resolver } from "node:dns/promises";
 import { join } from "node:path";
-import { freePort, startDnsServer, type DnsTestServer } from "@lichen/test-servers";
+import {
+  freePort,
+  startDnsServer,
+  startProsody,
+  type DnsTestServer,
+  type XmppTestServer,
+} from "@lichen/test-servers";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   createClient,
@@ -211,4 +218,91 @@ describe("createClient bad input", () => {
       createClient({ path: "/tmp/never.db", jid: "a@dangling.test", password: "x", resolver }),
     ).rejects.toMatchObject({ name: "ServiceResolutionError", reason: "no-address" });
   });
+});
+
+describe("createClient with direct TLS (XEP-0368) on prosody", () => {
+  let server: XmppTestServer;
+  let dns: DnsTestServer;
+  let dir = "";
+  let tlsPort = 0;
+  const resolver = new Resolver({ timeout: 2000, tries: 2 });
+  beforeAll(async () => {
+    tlsPort = await freePort();
+    server = await startProsody({
+      tls: true,
+      extraConfig: `c2s_direct_tls_ports = { ${tlsPort} }\n`,
+    });
+    await server.registerUser("alice", "alicepw");
+    dns = await startDnsServer({
+      srv: {
+        "_xmpps-client._tcp.localhost": [
+          { priority: 0, weight: 0, port: tlsPort, target: "xmpp.localhost" },
+        ],
+        // Same priority: direct TLS is preferred, so this one is not needed.
+        "_xmpp-client._tcp.localhost": [
+          { priority: 0, weight: 0, port: server.c2sPort, target: "xmpp.localhost" },
+        ],
+      },
+      a: { "xmpp.localhost": ["127.0.0.1"] },
+    });
+    resolver.setServers([dns.address]);
+    dir = mkdtempSync(join(tmpdir(), "lichen-client-tls-"));
+  }, T);
+  afterAll(async () => {
+    await dns?.close();
+    await server?.stop();
+  }, T);
+
+  it(
+    "without the CA the certificate is refused, and not worked around by the STARTTLS candidate",
+    async () => {
+      const log: Record<string, unknown>[] = [];
+      const client = await createClient({
+        path: join(dir, "untrusted.db"),
+        jid: "alice@localhost",
+        password: "alicepw",
+        resolver,
+        logger: (e) => log.push(e),
+        app: { reconnect: false },
+      });
+      try {
+        const err = await client.foreground().catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(Error);
+        expect((err as Error).message).toMatch(/certificate/i);
+        expect(log.filter((e) => e.event === "service-unreachable")).toEqual([]);
+        expect(client.session?.online).toBe(false);
+      } finally {
+        await client.close();
+      }
+    },
+    T,
+  );
+
+  it(
+    "connects to the xmpps SRV target, verifying the certificate for the domain with tls.ca",
+    async () => {
+      const log: Record<string, unknown>[] = [];
+      const client = await createClient({
+        path: join(dir, "tls.db"),
+        jid: "alice@localhost",
+        password: "alicepw",
+        resolver,
+        tls: { ca: readFileSync(server.caCertPath) },
+        allowPlaintext: false,
+        logger: (e) => log.push(e),
+        app: { reconnect: false },
+      });
+      try {
+        expect(client.candidates.map((c) => c.service)).toEqual([
+          `xmpps://127.0.0.1:${tlsPort}`,
+          `xmpp://127.0.0.1:${server.c2sPort}`,
+        ]);
+        expect(await client.foreground()).toBe("new");
+        expect(log.filter((e) => e.event === "service-unreachable")).toEqual([]);
+      } finally {
+        await client.close();
+      }
+    },
+    T,
+  );
 });
