@@ -1,5 +1,6 @@
 import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { get } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -10,6 +11,18 @@ import {
   startApnsSimulator,
 } from "@lichen/push-simulators";
 import { describe, expect, it } from "vitest";
+
+/** GET on a new connection (no keep-alive reuse); resolves with the body. */
+function httpGet(url: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    get(url, { agent: false }, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (d: string) => (body += d));
+      res.on("end", () => resolve(body));
+    }).on("error", reject);
+  });
+}
 
 const CLI = fileURLToPath(new URL("../dist/cli.js", import.meta.url));
 
@@ -261,7 +274,10 @@ describe("lichen-push CLI", { timeout: 120_000 }, () => {
       expect(second.code).not.toBe(0);
       expect(second.err + second.out).toContain("is in use by another lichen-push instance");
       expect(second.out).not.toContain("state restored");
-      expect(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()).toContain(
+      // On a fresh connection (httpGet): fetch would reuse the /healthz keep-alive socket, which
+      // the daemon closed while the spawnSync calls above blocked this process ("other side
+      // closed" in CI).
+      expect(await httpGet(`http://127.0.0.1:${port}/metrics`)).toContain(
         'lichen_push_requests_total{outcome="queued"} 2',
       );
       process.kill(child.pid!, "SIGTERM");
