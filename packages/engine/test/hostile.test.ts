@@ -432,6 +432,19 @@ describe.each(SERVERS)("hostile input on %s", (kind, start) => {
       });
       let s2: DurableSession | undefined;
       let store2: Store | undefined;
+      // ejabberd sometimes resets alice's connection under this flood (seen in loaded CI runs,
+      // "write ECONNRESET", no stream error; not reproduced with the same seed unloaded). A bare
+      // session does not reconnect by itself; an app does (AppController): so does this test,
+      // outside its own suspend window. Every assertion below (each control once, no forgery
+      // stored, online at the end) still holds across such a resume.
+      let testOffline = false;
+      let lost = 0;
+      s1.on("connection-lost", () => {
+        lost++;
+        setTimeout(() => {
+          if (!testOffline && !s1.online) s1.connect().catch(() => {});
+        }, 200);
+      });
       try {
         expect(await s1.connect()).toBe("new");
         // An outgoing message whose origin-id the peer tries to spoof and fake a receipt for.
@@ -446,9 +459,16 @@ describe.each(SERVERS)("hostile input on %s", (kind, start) => {
             throw new Error(`the server closed the peer's stream at stanza ${i}: ${bobErrors}`);
           await bob.xmpp.send(g.stanza);
           // Midway: drop alice's TCP while stanzas keep coming; they are replayed on resume.
-          if (i === 550) await s1.suspend();
-          if (i === 600) expect(await s1.connect()).toBe("resumed");
+          if (i === 550) {
+            testOffline = true;
+            await s1.suspend();
+          }
+          if (i === 600) {
+            expect(await s1.connect()).toBe("resumed");
+            testOffline = false;
+          }
         }
+        if (lost > 0) console.log(`hostile ${kind}: the server dropped alice's link ${lost}×`);
         await bob.send("alice@localhost", "fuzz-done");
         await until(() => countBody(store, `fuzz-done`) > 0 || undefined, "final marker", 90_000);
         await s1.idle();
