@@ -803,8 +803,13 @@ export class DurableSession extends EventEmitter<SessionEvents> {
   private ackCommitted(conn: XmppConnection): void {
     if (!this.smActive || !this.isCurrent(conn)) return;
     if (this.lastAckSent?.conn === conn && this.lastAckSent.h === this.committedH) return;
+    void this.writeAck(conn);
+  }
+
+  /** Write `<a h/>` with the committed h on `conn`, and remember it (see ackCommitted). */
+  private writeAck(conn: XmppConnection): Promise<void> {
     this.lastAckSent = { conn, h: this.committedH };
-    conn.entity
+    return conn.entity
       .write(xml("a", { xmlns: NS_SM, h: String(this.committedH) }).toString())
       .catch(() => {});
   }
@@ -902,10 +907,7 @@ export class DurableSession extends EventEmitter<SessionEvents> {
       this.discard(conn);
       return;
     }
-    if (this.smActive)
-      conn.entity
-        .write(xml("a", { xmlns: NS_SM, h: String(this.committedH) }).toString())
-        .catch(() => {});
+    if (this.smActive) void this.writeAck(conn);
     this.stopTicks();
     this.smActive = false;
     this.connFences.get(conn)?.unlisten();
@@ -1047,10 +1049,7 @@ export class DurableSession extends EventEmitter<SessionEvents> {
       const asking = conn;
       this.enqueueWork(async () => {
         if (!this.isCurrent(asking) || !this.smActive) return;
-        this.lastAckSent = { conn: asking, h: this.committedH };
-        await asking.entity
-          .write(xml("a", { xmlns: NS_SM, h: String(this.committedH) }).toString())
-          .catch(() => {});
+        await this.writeAck(asking);
       });
       return;
     }
