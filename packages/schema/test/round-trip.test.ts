@@ -1,27 +1,15 @@
-import { readdirSync, readFileSync } from "node:fs";
-import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import * as schema from "../src/index.js";
+import { loadVectors } from "./load-vectors.js";
 
 // Every committed vector: decode (validate into the TS type) -> encode (JSON) -> decode again must
 // give the same value and the same verdict. The Swift side runs the same loop in VectorTests.swift.
-const vectorDir = join(import.meta.dirname, "..", "..", "..", "schemas", "vectors");
-const vectors = readdirSync(vectorDir).flatMap((type) =>
-  (["valid", "invalid"] as const).flatMap((kind) => {
-    let files: string[] = [];
-    try {
-      files = readdirSync(join(vectorDir, type, kind));
-    } catch {
-      files = [];
-    }
-    return files.map((f) => ({
-      id: `${type}/${kind}/${f}`,
-      type,
-      valid: kind === "valid",
-      text: readFileSync(join(vectorDir, type, kind, f), "utf8"),
-    }));
-  }),
-);
+const vectors = loadVectors().map((v) => ({
+  id: `${v.type}/${v.kind}/${v.name}`,
+  type: v.type,
+  valid: v.kind === "valid",
+  text: v.text,
+}));
 
 const decoders: Record<string, (v: unknown) => unknown> = {
   "handler-descriptor": schema.assertHandlerDescriptor,

@@ -4,38 +4,27 @@ import { Ajv } from "ajv";
 import addFormatsModule from "ajv-formats";
 import { describe, expect, it } from "vitest";
 import * as schema from "../src/index.js";
+import { loadVectors, schemasDir } from "./load-vectors.js";
 
-const root = join(import.meta.dirname, "..", "..", "..");
 const addFormats = ((addFormatsModule as unknown as { default?: unknown }).default ??
   addFormatsModule) as (a: Ajv) => Ajv;
 
 // The committed JSON Schema files, as a Swift or other consumer would load them.
 const ajv = addFormats(new Ajv({ allErrors: true, strict: false }));
-const schemaFiles = readdirSync(join(root, "schemas")).filter((f) => f.endsWith(".schema.json"));
+const schemaFiles = readdirSync(schemasDir).filter((f) => f.endsWith(".schema.json"));
 const byKebab = new Map(
   schemaFiles.map((f) => [
     f.replace(".schema.json", ""),
-    ajv.compile(JSON.parse(readFileSync(join(root, "schemas", f), "utf8"))),
+    ajv.compile(JSON.parse(readFileSync(join(schemasDir, f), "utf8"))),
   ]),
 );
 
-const vectorDir = join(root, "schemas", "vectors");
-const cases = readdirSync(vectorDir).flatMap((type) =>
-  (["valid", "invalid"] as const).flatMap((kind) => {
-    let files: string[] = [];
-    try {
-      files = readdirSync(join(vectorDir, type, kind));
-    } catch {
-      files = [];
-    }
-    return files.map((f) => ({
-      type,
-      kind,
-      name: f,
-      value: JSON.parse(readFileSync(join(vectorDir, type, kind, f), "utf8")) as unknown,
-    }));
-  }),
-);
+const cases = loadVectors().map((v) => ({
+  type: v.type,
+  kind: v.kind,
+  name: v.name,
+  value: JSON.parse(v.text) as unknown,
+}));
 
 const validators: Record<string, (v: unknown) => schema.ValidationResult<unknown>> = {
   "handler-descriptor": schema.validateHandlerDescriptor,

@@ -1,7 +1,7 @@
 // Fencing by lock generation, and waits for the database that are bounded by the caller's
 // deadline instead of blocking the event loop.
 import path from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import {
   FencedOutError,
   ProcessLock,
@@ -11,25 +11,18 @@ import {
   tables,
   type Store,
 } from "../src/index.js";
-import { tempDir } from "./helpers.js";
+import { useTempStores } from "./helpers.js";
 import { Child, stopAll } from "./children.js";
 
-let dir: string;
-let cleanup: () => void;
-let stores: Store[] = [];
-beforeEach(() => {
-  ({ dir, cleanup } = tempDir());
-  stores = [];
-});
-afterEach(() => {
-  for (const s of stores) s.close();
-  cleanup();
-});
+const temp = useTempStores();
 
 function open(role: "main" | "nse", clock?: () => number): Store {
-  const s = openStore({ path: path.join(dir, "lichen.db"), role, ...(clock ? { clock } : {}) });
-  stores.push(s);
-  return s;
+  const s = openStore({
+    path: path.join(temp.dir, "lichen.db"),
+    role,
+    ...(clock ? { clock } : {}),
+  });
+  return temp.track(s);
 }
 
 const addChat = (jid: string) => (tx: Parameters<Parameters<Store["write"]>[0]>[0]) =>
@@ -112,7 +105,7 @@ describe("waits for the database are bounded and asynchronous", () => {
       tx.insert(tables.accounts).values({ id: "acc1", jid: "a@b", createdAt: 1 }).run(),
     );
     const nse = open("nse");
-    const stuck = new Child("stuck-writer.mjs", { db: path.join(dir, "lichen.db") });
+    const stuck = new Child("stuck-writer.mjs", { db: path.join(temp.dir, "lichen.db") });
     try {
       await stuck.waitFor((l) => l.inTransaction === true, "stuck transaction");
       let ticks = 0;

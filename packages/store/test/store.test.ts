@@ -1,7 +1,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import Database from "better-sqlite3";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import {
   NotALichenDatabaseError,
   SchemaAheadError,
@@ -18,28 +18,17 @@ import {
   tables,
   type Store,
 } from "../src/index.js";
-import { tempDir } from "./helpers.js";
+import { useTempStores } from "./helpers.js";
 import { Child, stopAll } from "./children.js";
 
-let dir: string;
-let cleanup: () => void;
-let stores: Store[] = [];
-beforeEach(() => {
-  ({ dir, cleanup } = tempDir());
-  stores = [];
-});
-afterEach(() => {
-  for (const s of stores) s.close();
-  cleanup();
-});
+const temp = useTempStores();
 
 function open(
   role: "main" | "nse" | "share",
   extra: Partial<Parameters<typeof openStore>[0]> = {},
 ): Store {
-  const s = openStore({ path: path.join(dir, "lichen.db"), role, ...extra });
-  stores.push(s);
-  return s;
+  const s = openStore({ path: path.join(temp.dir, "lichen.db"), role, ...extra });
+  return temp.track(s);
 }
 
 function addAccount(s: Store, id = "acc1"): void {
@@ -101,7 +90,7 @@ describe("openStore", () => {
   });
 
   it("several processes creating the same new DB at once: all open it, migrations applied once", async () => {
-    const db = path.join(dir, "race.db");
+    const db = path.join(temp.dir, "race.db");
     const startAt = Date.now() + 1500;
     const children = [0, 1, 2].map(() => new Child("open.mjs", { db, role: "main", startAt }));
     try {
@@ -127,10 +116,10 @@ describe("openStore", () => {
   });
 
   it("rejects files that are not Lichen databases", () => {
-    const junk = path.join(dir, "junk.db");
+    const junk = path.join(temp.dir, "junk.db");
     fs.writeFileSync(junk, "this is not sqlite at all, just text".repeat(100));
     expect(() => openStore({ path: junk, role: "main" })).toThrow(NotALichenDatabaseError);
-    const other = path.join(dir, "other.db");
+    const other = path.join(temp.dir, "other.db");
     const raw = new Database(other);
     raw.exec("CREATE TABLE foo (x)");
     raw.close();
@@ -218,7 +207,7 @@ describe("write / read", () => {
     expect(s.inTransaction).toBe(false);
     expect(() => s.read(() => s.write(() => 1))).toThrow(/write\(\) inside read\(\)/);
     await expect(s.writeAsync((tx) => tx.now)).resolves.toBeTypeOf("number");
-    const other = openStore({ path: path.join(dir, "lichen.db"), role: "nse" });
+    const other = openStore({ path: path.join(temp.dir, "lichen.db"), role: "nse" });
     other.close();
     expect(() => other.write(() => 1)).toThrow(StoreError);
   });
@@ -253,7 +242,7 @@ describe("write / read", () => {
   it("a process stopped inside a transaction: write() gives up after maxWaitMs with a clear error (never SQLITE_BUSY), and recovers when it dies", async () => {
     const s = open("main", { maxWaitMs: 300 });
     addAccount(s);
-    const stuck = new Child("stuck-writer.mjs", { db: path.join(dir, "lichen.db") });
+    const stuck = new Child("stuck-writer.mjs", { db: path.join(temp.dir, "lichen.db") });
     try {
       await stuck.waitFor((l) => l.inTransaction === true, "stuck transaction");
       let err: unknown;
