@@ -4,6 +4,7 @@ import { app } from "./commands/app.js";
 import { chats, tail } from "./commands/history.js";
 import { login } from "./commands/login.js";
 import { nse } from "./commands/nse.js";
+import { registerPushCommand } from "./commands/push.js";
 import { send } from "./commands/send.js";
 import { share } from "./commands/share.js";
 import { makeContext, type CliContext } from "./context.js";
@@ -135,6 +136,8 @@ export function buildProgram(): Command {
     .option("--mime <type>", "MIME type of the file (with --file)")
     .option("--caption <text>", "caption of an image (with --file and an image/* type)")
     .action((jid: string, opts: Parameters<typeof share>[2]) => share(context(), jid, opts));
+
+  registerPushCommand(program, context);
 
   return program;
 }

@@ -76,6 +76,9 @@ export interface SessionEvents {
   "subscription-request": [{ jid: string; status: string | null }];
   carbons: [boolean];
   "push-enabled": [PushRegistration];
+  /** The server acknowledged a push disable (XEP-0357): no more pushes to that token. */
+  "push-disabled": [PushRegistration];
+  /** An enable or disable IQ failed: the condition (the registration's `lastError` has more). */
   "push-error": [string];
   "iq-answer-ignored": [{ iqId: string; from: string | null }];
   "handler-error": [Error];
@@ -114,6 +117,7 @@ export const SESSION_EVENTS = [
   "subscription-request",
   "carbons",
   "push-enabled",
+  "push-disabled",
   "push-error",
   "iq-answer-ignored",
   "handler-error",

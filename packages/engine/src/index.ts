@@ -39,7 +39,14 @@ export {
 } from "./events.js";
 export { LinkLiveness, DEFAULT_LIVENESS, type LivenessOptions } from "./liveness.js";
 export { startMamCatchup, sendDeferredReceipts, FEATURES } from "./protocol.js";
-export { ensurePush, disablePush, NS_PUSH, type PushTarget } from "./push.js";
+export {
+  ensurePush,
+  disablePush,
+  pushStatus,
+  readPushRegistration,
+  NS_PUSH,
+  type PushTarget,
+} from "./push.js";
 export {
   AppController,
   handlePush,

@@ -5,6 +5,7 @@ import xml, { type Element } from "@xmpp/xml";
 import parseXml from "@xmpp/xml/lib/parse.js";
 import type { HandlerRegistry } from "./handlers.js";
 import { rejoinRooms } from "./muc.js";
+import { resendPendingPush } from "./push.js";
 import {
   NS_ROSTER,
   parseRosterItem,
@@ -24,6 +25,7 @@ export function setupNewStream(
 ): void {
   const r = ctx.session.registry;
   rejoinRooms(ctx); // the server forgot our room occupancy with the old stream
+  resendPendingPush(ctx); // a push enable/disable whose answer was lost with the old stream
   const features = ctx.state.features;
   // XEP-0115: the server's caps ver (in its stream features) names its disco#info. Unchanged since
   // our last discovery: the cached features stand, and 3-6 KB stay off a slow link. The account's

@@ -1379,17 +1379,28 @@ public struct PushRegistration: Codable, Hashable, Sendable {
     /// Selects the app (APNs topic / FCM project) at the appserver; sent as the `pushModule`
     /// publish-option, compatible with Monal's appserver. Absent: the appserver's default app.
     public var pushModule: String?
-    /// Whether the server acknowledged the <enable/>.
+    /// Whether the server acknowledged the <enable/> (and no <disable/> since).
     public var enabled: Bool
-    /// When the current token was registered on the server.
+    /// When the current token was registered on the server (or asked to be, while enabling).
     public var registeredAt: Int
+    /// Where the registration stands: `enabling` / `disabling` while the IQ waits for the server's
+    /// answer (queued while offline), `enabled`, `disabled` (after a disable, or an enable the server
+    /// refused: see `lastError`). Absent in states written before it existed: `enabled` tells.
+    public var status: PushRegistrationStatus?
+    /// The last error answer (or timeout) to an enable or disable IQ; null or absent: none.
+    public var lastError: PushRegistrationError?
+    /// When `status` last changed.
+    public var updatedAt: Int?
 
-    public init(appServerJID: String, node: String, pushModule: String? = nil, enabled: Bool, registeredAt: Int) {
+    public init(appServerJID: String, node: String, pushModule: String? = nil, enabled: Bool, registeredAt: Int, status: PushRegistrationStatus? = nil, lastError: PushRegistrationError? = nil, updatedAt: Int? = nil) {
         self.appServerJID = appServerJID
         self.node = node
         self.pushModule = pushModule
         self.enabled = enabled
         self.registeredAt = registeredAt
+        self.status = status
+        self.lastError = lastError
+        self.updatedAt = updatedAt
     }
 
     private enum CodingKeys: String, CodingKey {
@@ -1398,6 +1409,9 @@ public struct PushRegistration: Codable, Hashable, Sendable {
         case pushModule
         case enabled
         case registeredAt
+        case status
+        case lastError
+        case updatedAt
     }
 
     public init(from decoder: Decoder) throws {
@@ -1407,6 +1421,9 @@ public struct PushRegistration: Codable, Hashable, Sendable {
         pushModule = try container.decodeIfPresent(String.self, forKey: .pushModule)
         enabled = try container.decode(Bool.self, forKey: .enabled)
         registeredAt = try container.decode(Int.self, forKey: .registeredAt)
+        status = try container.decodeIfPresent(PushRegistrationStatus.self, forKey: .status)
+        lastError = try container.decodeIfPresent(PushRegistrationError.self, forKey: .lastError)
+        updatedAt = try container.decodeIfPresent(Int.self, forKey: .updatedAt)
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -1416,7 +1433,73 @@ public struct PushRegistration: Codable, Hashable, Sendable {
         try container.encodeIfPresent(pushModule, forKey: .pushModule)
         try container.encode(enabled, forKey: .enabled)
         try container.encode(registeredAt, forKey: .registeredAt)
+        try container.encodeIfPresent(status, forKey: .status)
+        try container.encodeIfPresent(lastError, forKey: .lastError)
+        try container.encodeIfPresent(updatedAt, forKey: .updatedAt)
     }
+}
+
+// MARK: - PushRegistrationError
+
+/// Why the server refused (or never answered) an enable/disable IQ.
+public struct PushRegistrationError: Codable, Hashable, Sendable {
+    /// Which IQ failed.
+    public var op: PushRegistrationErrorOp
+    /// RFC 6120 stanza error condition, e.g. "not-allowed"; "remote-server-timeout" when no answer came
+    /// in time; "session-not-resumed" when the stream it was sent on was lost before the answer.
+    public var condition: String
+    /// The error's human-readable text, when the server gave one.
+    public var text: String?
+    /// When it was recorded.
+    public var at: Int
+
+    public init(op: PushRegistrationErrorOp, condition: String, text: String? = nil, at: Int) {
+        self.op = op
+        self.condition = condition
+        self.text = text
+        self.at = at
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case op
+        case condition
+        case text
+        case at
+    }
+
+    public init(from decoder: Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        op = try container.decode(PushRegistrationErrorOp.self, forKey: .op)
+        condition = try container.decode(String.self, forKey: .condition)
+        text = try container.decodeIfPresent(String.self, forKey: .text)
+        at = try container.decode(Int.self, forKey: .at)
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(op, forKey: .op)
+        try container.encode(condition, forKey: .condition)
+        try container.encodeIfPresent(text, forKey: .text)
+        try container.encode(at, forKey: .at)
+    }
+}
+
+// MARK: - PushRegistrationErrorOp
+
+/// Decoding an unknown value throws `DecodingError.dataCorrupted`.
+public enum PushRegistrationErrorOp: String, Codable, Hashable, Sendable, CaseIterable {
+    case disable
+    case enable
+}
+
+// MARK: - PushRegistrationStatus
+
+/// Decoding an unknown value throws `DecodingError.dataCorrupted`.
+public enum PushRegistrationStatus: String, Codable, Hashable, Sendable, CaseIterable {
+    case disabled
+    case disabling
+    case enabled
+    case enabling
 }
 
 // MARK: - ShareContent

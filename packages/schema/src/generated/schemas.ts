@@ -256,11 +256,37 @@ export const schemas = {
             "type": "string"
           },
           "enabled": {
-            "description": "Whether the server acknowledged the <enable/>.",
+            "description": "Whether the server acknowledged the <enable/> (and no <disable/> since).",
             "type": "boolean"
           },
           "registeredAt": {
-            "description": "When the current token was registered on the server.",
+            "description": "When the current token was registered on the server (or asked to be, while enabling).",
+            "type": "integer",
+            "minimum": 0
+          },
+          "status": {
+            "description": "Where the registration stands: `enabling` / `disabling` while the IQ waits for the server's\nanswer (queued while offline), `enabled`, `disabled` (after a disable, or an enable the server\nrefused: see `lastError`). Absent in states written before it existed: `enabled` tells.",
+            "enum": [
+              "disabled",
+              "disabling",
+              "enabled",
+              "enabling"
+            ],
+            "type": "string"
+          },
+          "lastError": {
+            "description": "The last error answer (or timeout) to an enable or disable IQ; null or absent: none.",
+            "anyOf": [
+              {
+                "$ref": "#/definitions/PushRegistrationError"
+              },
+              {
+                "type": "null"
+              }
+            ]
+          },
+          "updatedAt": {
+            "description": "When `status` last changed.",
             "type": "integer",
             "minimum": 0
           }
@@ -271,6 +297,41 @@ export const schemas = {
           "enabled",
           "node",
           "registeredAt"
+        ]
+      },
+      "PushRegistrationError": {
+        "description": "Why the server refused (or never answered) an enable/disable IQ.",
+        "type": "object",
+        "properties": {
+          "op": {
+            "description": "Which IQ failed.",
+            "enum": [
+              "disable",
+              "enable"
+            ],
+            "type": "string"
+          },
+          "condition": {
+            "description": "RFC 6120 stanza error condition, e.g. \"not-allowed\"; \"remote-server-timeout\" when no answer came\nin time; \"session-not-resumed\" when the stream it was sent on was lost before the answer.",
+            "maxLength": 200,
+            "type": "string"
+          },
+          "text": {
+            "description": "The error's human-readable text, when the server gave one.",
+            "maxLength": 1000,
+            "type": "string"
+          },
+          "at": {
+            "description": "When it was recorded.",
+            "type": "integer",
+            "minimum": 0
+          }
+        },
+        "additionalProperties": false,
+        "required": [
+          "at",
+          "condition",
+          "op"
         ]
       },
       "StreamManagementState": {
@@ -1529,11 +1590,37 @@ export const schemas = {
         "type": "string"
       },
       "enabled": {
-        "description": "Whether the server acknowledged the <enable/>.",
+        "description": "Whether the server acknowledged the <enable/> (and no <disable/> since).",
         "type": "boolean"
       },
       "registeredAt": {
-        "description": "When the current token was registered on the server.",
+        "description": "When the current token was registered on the server (or asked to be, while enabling).",
+        "type": "integer",
+        "minimum": 0
+      },
+      "status": {
+        "description": "Where the registration stands: `enabling` / `disabling` while the IQ waits for the server's\nanswer (queued while offline), `enabled`, `disabled` (after a disable, or an enable the server\nrefused: see `lastError`). Absent in states written before it existed: `enabled` tells.",
+        "enum": [
+          "disabled",
+          "disabling",
+          "enabled",
+          "enabling"
+        ],
+        "type": "string"
+      },
+      "lastError": {
+        "description": "The last error answer (or timeout) to an enable or disable IQ; null or absent: none.",
+        "anyOf": [
+          {
+            "$ref": "#/definitions/PushRegistrationError"
+          },
+          {
+            "type": "null"
+          }
+        ]
+      },
+      "updatedAt": {
+        "description": "When `status` last changed.",
         "type": "integer",
         "minimum": 0
       }
@@ -1544,6 +1631,43 @@ export const schemas = {
       "enabled",
       "node",
       "registeredAt"
-    ]
+    ],
+    "definitions": {
+      "PushRegistrationError": {
+        "description": "Why the server refused (or never answered) an enable/disable IQ.",
+        "type": "object",
+        "properties": {
+          "op": {
+            "description": "Which IQ failed.",
+            "enum": [
+              "disable",
+              "enable"
+            ],
+            "type": "string"
+          },
+          "condition": {
+            "description": "RFC 6120 stanza error condition, e.g. \"not-allowed\"; \"remote-server-timeout\" when no answer came\nin time; \"session-not-resumed\" when the stream it was sent on was lost before the answer.",
+            "maxLength": 200,
+            "type": "string"
+          },
+          "text": {
+            "description": "The error's human-readable text, when the server gave one.",
+            "maxLength": 1000,
+            "type": "string"
+          },
+          "at": {
+            "description": "When it was recorded.",
+            "type": "integer",
+            "minimum": 0
+          }
+        },
+        "additionalProperties": false,
+        "required": [
+          "at",
+          "condition",
+          "op"
+        ]
+      }
+    }
   }
 } as const;

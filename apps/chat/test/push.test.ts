@@ -1,0 +1,204 @@
+// `lichen-chat push enable|disable|status` end to end with real parts: the BUILT lichen-chat against
+// real Prosody and ejabberd, the BUILT `lichen-push` daemon (its own process, a config file)
+// attached to the server's component port, and the APNs simulator it delivers to.
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { generateApnsKey, startApnsSimulator, type ApnsSimulator } from "@lichen/push-simulators";
+import { startEjabberd, startProsody, type XmppTestServer } from "@lichen/test-servers";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { requireBuiltCli, runCli, startPeer, until } from "./helpers.js";
+
+const T = 180_000;
+const ALICE = "alice@localhost";
+const TOPIC = "im.lichen.chatpush";
+const TOKEN_A = "a7".repeat(32);
+const TOKEN_B = "b8".repeat(32);
+const PUSH_CLI = join(import.meta.dirname, "..", "..", "push-server", "dist", "cli.js");
+
+/** The lichen-push daemon as a process, with its JSON log collected. */
+async function startPushDaemon(
+  server: XmppTestServer,
+  sim: ApnsSimulator,
+  key: ReturnType<typeof generateApnsKey>,
+  dir: string,
+) {
+  if (!existsSync(PUSH_CLI)) throw new Error(`${PUSH_CLI} is missing: run "npm run build" first`);
+  const keyFile = join(dir, "apns.p8");
+  writeFileSync(keyFile, key.privateKeyPem);
+  const config = join(dir, "push.yaml");
+  writeFileSync(
+    config,
+    [
+      "component:",
+      `  service: xmpp://127.0.0.1:${server.componentPort}`,
+      `  domain: ${server.componentDomain}`,
+      `  secret: ${server.componentSecret}`,
+      "apps:",
+      "  ios:",
+      "    type: apns",
+      `    topic: ${TOPIC}`,
+      "    teamId: LICHENTEAM",
+      `    keyId: ${key.keyId}`,
+      `    privateKeyFile: ${keyFile}`,
+      `    endpoint: ${sim.url}`,
+      `dataDir: ${join(dir, "data")}`,
+      "http:",
+      "  port: 0",
+      "",
+    ].join("\n"),
+  );
+  const child = spawn(process.execPath, [PUSH_CLI, "start", "--config", config], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, LICHEN_LOG_FORMAT: "json" },
+  });
+  let log = "";
+  child.stdout!.on("data", (d: Buffer) => (log += d.toString()));
+  child.stderr!.on("data", (d: Buffer) => (log += d.toString()));
+  await until(
+    () => log.includes('"msg":"component online"') || child.exitCode !== null,
+    "lichen-push attached to the server's component port",
+    60_000,
+  );
+  if (child.exitCode !== null) throw new Error(`lichen-push exited: ${log}`);
+  const port = Number(/"http":"127\.0\.0\.1:(\d+)"/.exec(log)?.[1]);
+  return { child, log: () => log, port };
+}
+
+/** Push requests the daemon received from the XMPP server (every outcome), from /metrics. */
+async function pushRequests(port: number): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  let n = 0;
+  for (const m of text.matchAll(/^lichen_push_requests_total\{[^}]*\} (\d+)/gm)) n += Number(m[1]);
+  return n;
+}
+
+function stop(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  const exited = new Promise<void>((r) => child.once("exit", () => r()));
+  child.kill("SIGTERM");
+  return exited;
+}
+
+describe.each([
+  ["Prosody", startProsody],
+  ["ejabberd", startEjabberd],
+] as const)("lichen-chat push against %s and lichen-push", (_name, startServer) => {
+  let server: XmppTestServer;
+  let sim: ApnsSimulator;
+  let daemon: Awaited<ReturnType<typeof startPushDaemon>>;
+  let db: string;
+  const cli = (...args: string[]) => runCli(db, args);
+  const status = async () => {
+    const r = await cli("push", "status", "--json");
+    expect(r.code, r.stderr).toBe(0);
+    return JSON.parse(r.stdout) as Record<string, unknown>;
+  };
+
+  beforeAll(async () => {
+    requireBuiltCli();
+    server = await startServer();
+    await server.registerUser("alice", "alicepw");
+    await server.registerUser("bob", "bobpw");
+    const dir = mkdtempSync(join(tmpdir(), "lichen-chat-push-"));
+    db = join(dir, "alice.db");
+    const key = generateApnsKey({ teamId: "LICHENTEAM" });
+    sim = await startApnsSimulator({
+      keys: [{ keyId: key.keyId, teamId: "LICHENTEAM", publicKey: key.publicKeyPem }],
+      topics: [TOPIC],
+    });
+    daemon = await startPushDaemon(server, sim, key, dir);
+  }, T);
+  afterAll(async () => {
+    if (daemon) await stop(daemon.child);
+    await sim?.stop();
+    await server?.stop();
+  }, T);
+
+  it(
+    "push enable → a message while hibernated reaches the APNs simulator; disable → no push; status from the database, offline too",
+    async () => {
+      const bob = await startPeer(server.c2sPort, "bob", "bobpw");
+      try {
+        const login = await cli(
+          "login",
+          "--jid",
+          ALICE,
+          "--password",
+          "alicepw",
+          "--service",
+          `xmpp://127.0.0.1:${server.c2sPort}`,
+        );
+        expect(login.code, login.stderr).toBe(0);
+        expect(await status()).toMatchObject({ status: "disabled", node: null });
+
+        const enable = await cli(
+          "push",
+          "enable",
+          "--appserver",
+          server.componentDomain,
+          "--node",
+          TOKEN_A,
+          "--module",
+          "ios",
+        );
+        expect(enable.code, enable.stderr).toBe(0);
+        expect(enable.stdout).toContain("push: enabled");
+        expect(await status()).toMatchObject({
+          status: "enabled",
+          node: TOKEN_A,
+          appServerJid: server.componentDomain,
+          pushModule: "ios",
+          lastError: null,
+        });
+        // The command left the stream hibernated (suspended): a message now is pushed.
+        await bob.send(ALICE, "wake-up");
+        const [d] = await sim.waitForDeliveries(1, 60_000, TOKEN_A);
+        expect(d!.headers["apns-topic"]).toBe(TOPIC);
+        expect(JSON.stringify(d!.payload)).not.toContain("wake-up"); // no body via the appserver
+
+        const disable = await cli("push", "disable");
+        expect(disable.code, disable.stderr).toBe(0);
+        expect(disable.stdout).toContain("push: disabled");
+        expect(await status()).toMatchObject({ status: "disabled", node: TOKEN_A });
+        const again = await cli("push", "disable");
+        expect(again.code).toBe(0);
+        expect(again.stderr).toContain("push is not enabled");
+
+        const before = await pushRequests(daemon.port);
+        expect(before).toBeGreaterThanOrEqual(1);
+        await bob.send(ALICE, "no-push-please");
+        // Barrier: enable a fresh token, one more message. The server sends push requests in
+        // order, so once the barrier's push is delivered, a request for the message above (had
+        // disable not worked) would have reached the daemon before it.
+        const barrier = await cli(
+          "push",
+          "enable",
+          "--appserver",
+          server.componentDomain,
+          "--node",
+          TOKEN_B,
+          "--module",
+          "ios",
+        );
+        expect(barrier.code, barrier.stderr).toBe(0);
+        // The resume for that command stored the unpushed message.
+        const tail = await cli("tail", "bob@localhost", "--json");
+        expect(tail.stdout).toContain("no-push-please");
+        await bob.send(ALICE, "barrier");
+        await sim.waitForDeliveries(1, 60_000, TOKEN_B);
+        await until(async () => (await pushRequests(daemon.port)) > before, "barrier counted");
+        expect((await pushRequests(daemon.port)) - before).toBe(1); // the barrier only
+        expect(sim.deliveriesFor(TOKEN_A)).toHaveLength(1);
+
+        // status reads the database: it works with the server gone.
+        await server.stop();
+        expect(await status()).toMatchObject({ status: "enabled", node: TOKEN_B });
+      } finally {
+        await bob.stop();
+      }
+    },
+    T,
+  );
+});
