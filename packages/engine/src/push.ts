@@ -7,6 +7,7 @@
 // outbound queue or for its answer, then `enabled`/`disabled`, with the last error. The enable and
 // disable IQs go through the outbound queue with stored handlers, like every IQ: whichever process
 // receives the answer records it.
+import { randomUUID } from "node:crypto";
 import type {
   PushRegistration,
   PushRegistrationError,
@@ -123,8 +124,11 @@ export function ensurePush(ctx: StanzaContext, target: PushTarget): boolean {
     status !== "disabled" &&
     (cur.node !== target.node || cur.appServerJid !== target.appServerJid)
   ) {
-    // The old token must not receive pushes any more; nobody waits for this answer.
-    ctx.send(disableIq(cur));
+    // The old token must not receive pushes any more; nobody waits for this answer (an IQ
+    // without an id would be refused by the server).
+    const iq = disableIq(cur);
+    iq.attrs.id = `push-disable-${randomUUID()}`;
+    ctx.send(iq);
   }
   ctx.state.push = {
     ...target,

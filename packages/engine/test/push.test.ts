@@ -9,7 +9,15 @@ import { generateApnsKey, startApnsSimulator, type ApnsSimulator } from "@lichen
 import { loadAccountState, openStore, tables } from "@lichen/store";
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AppController, disablePush, ensurePush, handlePush } from "../src/index.js";
+import {
+  AppController,
+  DurableSession,
+  disablePush,
+  ensureAccount,
+  ensurePush,
+  handlePush,
+  readPushRegistration,
+} from "../src/index.js";
 import { SERVERS, startPeer, until, useEngineEnv } from "./helpers.js";
 
 const T = 180_000;
@@ -19,7 +27,7 @@ const TOKEN_B = "b2".repeat(32);
 const TOKEN_C = "c3".repeat(32);
 
 describe.each(SERVERS)("push (XEP-0357) on %s", (_kind, start) => {
-  const env = useEngineEnv(start, { prefix: "lichen-push-db-" });
+  const env = useEngineEnv(start, { prefix: "lichen-push-db-", users: ["alice", "bob", "carol"] });
   let sim: ApnsSimulator;
   let appserver: AppServer;
 
@@ -137,9 +145,18 @@ describe.each(SERVERS)("push (XEP-0357) on %s", (_kind, start) => {
 
         // Disabled: a further message while frozen produces no push at all.
         await app.foreground();
-        app.session!.write((ctx) => disablePush(ctx));
-        expect(pushState()).toBeNull();
-        // The env.server acknowledged the disable IQ: the outbound queue is empty.
+        const disabled = new Promise((r) => app.session!.once("push-disabled", r));
+        expect(app.session!.write((ctx) => disablePush(ctx))).toBe(true);
+        // Recorded before the answer: any process reading the database sees it pending.
+        expect(pushState()).toMatchObject({ node: TOKEN_B, status: "disabling" });
+        await disabled; // the server's answer, through the stored handler
+        expect(pushState()).toMatchObject({
+          node: TOKEN_B,
+          status: "disabled",
+          enabled: false,
+          lastError: null,
+        });
+        expect(app.session!.write((ctx) => disablePush(ctx))).toBe(false); // nothing to disable
         await until(
           () => env.store.read((tx) => tx.select().from(tables.outboundQueue).all().length === 0),
           "disable acknowledged",
@@ -190,6 +207,39 @@ describe.each(SERVERS)("push (XEP-0357) on %s", (_kind, start) => {
       } finally {
         await app.close();
         await bob.stop();
+      }
+    },
+    T,
+  );
+
+  it(
+    "an enable queued offline, before any stream, is recorded as enabling and sent again on the first stream (its first IQ died with no stream)",
+    async () => {
+      const store = openStore({ path: join(env.dir, "carol.db"), role: "main" });
+      ensureAccount(store, { id: "carol", jid: "carol@localhost", resource: "phone" });
+      const session = new DurableSession({ store, ...env.config("carol") });
+      try {
+        const target = { appServerJid: env.server.componentDomain, node: TOKEN_C };
+        expect(session.write((ctx) => ensurePush(ctx, target))).toBe(true);
+        expect(readPushRegistration(store, "carol")).toMatchObject({
+          ...target,
+          status: "enabling",
+          enabled: false,
+        });
+        // Already pending: not queued twice.
+        expect(session.write((ctx) => ensurePush(ctx, target))).toBe(false);
+        const enabled = new Promise((r) => session.once("push-enabled", r));
+        await session.connect();
+        await enabled;
+        expect(readPushRegistration(store, "carol")).toMatchObject({
+          ...target,
+          status: "enabled",
+          enabled: true,
+          lastError: null,
+        });
+      } finally {
+        await session.close();
+        store.close();
       }
     },
     T,
