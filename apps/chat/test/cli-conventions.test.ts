@@ -11,5 +11,7 @@ it("prints --version; an unknown option exits 2 and is named", () => {
     ["login", "--jid", "alice@localhost", "--password", "pw"],
     ["nse"],
     ["share"],
+    ["push", "enable", "--appserver", "push.localhost", "--node", "ab"],
+    ["push", "status"],
   ]);
 });

@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { openStore, tables } from "@lichen/store";
 import { describe, expect, it } from "vitest";
+import { runCli } from "./helpers.js";
 import {
   CatchupProgress,
   CliError,
@@ -194,5 +195,18 @@ describe("logLine", () => {
     expect(logLine({ ...event, why: "two words" }, "pretty")).toBe(
       '03:04:05.006 session.online resumed=true why="two words"',
     );
+  });
+});
+
+describe("push enable input", () => {
+  it("refuses a token or appserver the schema refuses before touching the database (exit 2, field named)", async () => {
+    const db = join(mkdtempSync(join(tmpdir(), "lichen-chat-push-unit-")), "none.db");
+    const r = await runCli(db, ["push", "enable", "--appserver", "push.localhost", "--node", "ab"]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/invalid push target: node .*8/);
+    // A status without a database says how to get one (exit 1), like the other commands.
+    const s = await runCli(db, ["push", "status"]);
+    expect(s.code).toBe(1);
+    expect(s.stderr).toContain("lichen-chat login");
   });
 });

@@ -44,6 +44,8 @@ export {
   disablePush,
   pushStatus,
   readPushRegistration,
+  checkPushTarget,
+  InvalidPushTargetError,
   NS_PUSH,
   type PushTarget,
 } from "./push.js";

@@ -13,6 +13,7 @@ import type {
   PushRegistrationError,
   PushRegistrationStatus,
 } from "@lichen/schema";
+import { validatePushRegistration } from "@lichen/schema";
 import { loadAccountState, type Store } from "@lichen/store";
 import xml, { type Element } from "@xmpp/xml";
 import type { HandlerRegistry } from "./handlers.js";
@@ -28,6 +29,23 @@ export interface PushTarget {
   /** Device token (APNs/FCM) used as node. */
   node: string;
   pushModule?: string;
+}
+
+/** A push target the schema refuses (empty appserver JID, a node shorter than 8, ...). */
+export class InvalidPushTargetError extends Error {
+  override readonly name = "InvalidPushTargetError";
+  constructor(readonly problems: string[]) {
+    super(`invalid push target: ${problems.join("; ")}`);
+  }
+}
+
+/** Throws InvalidPushTargetError naming each bad field; nothing is written or sent then. */
+export function checkPushTarget(target: PushTarget): void {
+  const r = validatePushRegistration({ ...target, enabled: false, registeredAt: 0 });
+  if (!r.ok)
+    throw new InvalidPushTargetError(
+      r.errors.map((e) => `${e.path.replace(/^\//, "") || "target"} ${e.message}`),
+    );
 }
 
 /** A registration's status; states written before `status` existed have only `enabled`. */
@@ -105,9 +123,11 @@ function sendDisable(ctx: StanzaContext, reg: PushRegistration): void {
  * Enable push unless the same registration is already enabled or being enabled (a token change
  * re-enables, and disables the old token). Queued in the caller's transaction; the answer sets
  * `status` to `enabled` (event `push-enabled`) or `disabled` with `lastError` (event `push-error`).
- * Returns whether an enable IQ was queued.
+ * Returns whether an enable IQ was queued. A target the schema refuses throws
+ * InvalidPushTargetError (the caller's write rolls back: nothing stored or sent).
  */
 export function ensurePush(ctx: StanzaContext, target: PushTarget): boolean {
+  checkPushTarget(target);
   const cur = ctx.state.push;
   const status = pushStatus(cur);
   if (

@@ -16,6 +16,7 @@ import {
   ensureAccount,
   ensurePush,
   handlePush,
+  InvalidPushTargetError,
   readPushRegistration,
 } from "../src/index.js";
 import { SERVERS, startPeer, until, useEngineEnv } from "./helpers.js";
@@ -220,6 +221,11 @@ describe.each(SERVERS)("push (XEP-0357) on %s", (_kind, start) => {
       const session = new DurableSession({ store, ...env.config("carol") });
       try {
         const target = { appServerJid: env.server.componentDomain, node: TOKEN_C };
+        // Bad input: a typed error naming the field, nothing stored or queued.
+        expect(() =>
+          session.write((ctx) => ensurePush(ctx, { appServerJid: "", node: "short" })),
+        ).toThrow(InvalidPushTargetError);
+        expect(readPushRegistration(store, "carol")).toBeNull();
         expect(session.write((ctx) => ensurePush(ctx, target))).toBe(true);
         expect(readPushRegistration(store, "carol")).toMatchObject({
           ...target,

@@ -4,6 +4,8 @@
 // the database alone, offline too.
 import {
   AppController,
+  checkPushTarget,
+  InvalidPushTargetError,
   disablePush,
   ensurePush,
   pushStatus,
@@ -14,7 +16,7 @@ import {
 import type { PushRegistration } from "@lichen/schema";
 import { InvalidArgumentError, type Command } from "commander";
 import { type CliContext, foregroundOrExplain, openAccount } from "../context.js";
-import { CliError } from "../errors.js";
+import { CliError, UsageError } from "../errors.js";
 import { isoTime } from "../format.js";
 
 export interface PushEnableOptions {
@@ -152,6 +154,12 @@ export function pushEnable(ctx: CliContext, opts: PushEnableOptions): Promise<vo
     node: opts.node,
     ...(opts.module ? { pushModule: opts.module } : {}),
   };
+  try {
+    checkPushTarget(target); // before connecting: a bad token is a usage error
+  } catch (err) {
+    if (err instanceof InvalidPushTargetError) return Promise.reject(new UsageError(err.message));
+    throw err;
+  }
   return changePush(
     ctx,
     (session) =>
