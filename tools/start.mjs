@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// `npm start`: the main job on embedded defaults. Runs the push appserver daemon (lichen-push)
-// when it is built; otherwise says what is available and exits 0.
+// `npm start`: the main job on embedded defaults. Runs the push appserver daemon (lichen-push) in
+// demo mode (simulators + a local Prosody; it prints the banner) when it is built; otherwise says
+// what is available and exits 0. Signals are passed on; on a terminal Ctrl-C reaches every process.
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";

@@ -1,7 +1,7 @@
 import { AppServer, checkConfigFile, ConfigError, type AppServerConfig } from "@lichen/appserver";
 import { pino, type Logger } from "pino";
 import pretty from "pino-pretty";
-import { startDemo, type Demo } from "./demo.js";
+import { demoBanner, startDemo, type Demo } from "./demo.js";
 
 export interface DaemonOptions {
   configFile?: string;
@@ -29,7 +29,12 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
   }
   const server = await AppServer.start({ config, logger: makeLogger(config, env) });
   const logger = server.logger;
-  if (demo) for (const line of demo.describe(server.httpPort)) logger.info(line);
+  if (demo) {
+    const info = demo.info(server.httpPort);
+    // A person at a terminal gets the banner; a log collector one line with the same data.
+    if (logFormat(env) === "pretty") process.stdout.write(`${demoBanner(info)}\n`);
+    else logger.info({ demo: info }, "demo mode: Ctrl-C (SIGINT) or SIGTERM stops everything");
+  }
   let stopping = false;
   const shutdown = (signal: string) => {
     if (stopping) return;
@@ -50,14 +55,29 @@ export async function runDaemon(o: DaemonOptions): Promise<void> {
   process.on("SIGTERM", () => shutdown("SIGTERM"));
 }
 
+/** "pretty" on a terminal, "json" otherwise; LICHEN_LOG_FORMAT overrides. */
+export function logFormat(env: NodeJS.ProcessEnv): "pretty" | "json" {
+  const f = env.LICHEN_LOG_FORMAT ?? (process.stdout.isTTY ? "pretty" : "json");
+  return f === "pretty" ? "pretty" : "json";
+}
+
 /**
  * Readable lines when stdout is a terminal, JSON lines (for log collectors) otherwise;
  * LICHEN_LOG_FORMAT=pretty|json overrides. pino-pretty runs in-process (sync), not as a worker.
  */
 export function makeLogger(config: AppServerConfig, env: NodeJS.ProcessEnv): Logger {
-  const opts = { level: config.log.level, base: { svc: "lichen-push" } };
-  const format = env.LICHEN_LOG_FORMAT ?? (process.stdout.isTTY ? "pretty" : "json");
-  return format === "pretty"
-    ? pino(opts, pretty({ sync: true, colorize: process.stdout.isTTY === true }))
+  const opts = { level: config.log.level, base: { svc: "lichen-push", pid: process.pid } };
+  return logFormat(env) === "pretty"
+    ? pino(
+        opts,
+        // One line per event, local time: what a person reads; pid and svc are in the banner.
+        pretty({
+          sync: true,
+          colorize: process.stdout.isTTY === true,
+          singleLine: true,
+          translateTime: "SYS:HH:MM:ss.l",
+          ignore: "pid,hostname,svc",
+        }),
+      )
     : pino(opts);
 }

@@ -1,3 +1,6 @@
+import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import {
   applyEnvOverrides,
   validateConfig,
@@ -16,13 +19,31 @@ import {
 /** The demo's moving parts: simulators, maybe a local Prosody, and the config pointing at them. */
 export interface Demo {
   config: AppServerConfig;
-  /** Human-oriented lines for the startup log. */
-  describe(httpPort: number): string[];
+  /** What runs where, the accounts and the commands to try, as data (the JSON log's fields). */
+  info(httpPort: number): DemoInfo;
   stop(): Promise<void>;
+}
+
+export interface DemoAccount {
+  jid: string;
+  password: string;
+}
+
+export interface DemoInfo {
+  apns: { url: string; topic: string; app: string };
+  fcm: { url: string; app: string };
+  /** The local Prosody, or null when waiting for an XMPP server at `component.service`. */
+  prosody: { c2s: string; domain: string; pid: number; accounts: DemoAccount[] } | null;
+  component: { service: string; domain: string };
+  http: { metrics: string; healthz: string };
+  dataDir: string;
+  /** Shell lines that log alice in, enable push and make bob write to her (with a local Prosody). */
+  commands: string[];
 }
 
 interface LocalXmpp {
   c2sPort: number;
+  pid: number;
   componentPort: number;
   componentDomain: string;
   componentSecret: string;
@@ -39,8 +60,7 @@ async function localProsody(): Promise<LocalXmpp | undefined> {
   try {
     const m = (await import(specifier)) as { startProsody(): Promise<LocalXmpp> };
     const p = await m.startProsody();
-    await p.registerUser("alice", "alicepw");
-    await p.registerUser("bob", "bobpw");
+    for (const a of DEMO_ACCOUNTS) await p.registerUser(a.jid.split("@")[0]!, a.password);
     return p;
   } catch {
     return undefined;
@@ -48,6 +68,64 @@ async function localProsody(): Promise<LocalXmpp | undefined> {
 }
 
 export const DEMO_APNS_TOPIC = "im.lichen.demo";
+
+/** The accounts the local Prosody gets (domain localhost). */
+export const DEMO_ACCOUNTS: readonly DemoAccount[] = [
+  { jid: "alice@localhost", password: "alicepw" },
+  { jid: "bob@localhost", password: "bobpw" },
+];
+
+/**
+ * How to run lichen-chat here: the built CLI of this checkout when it is there (a monorepo clone),
+ * otherwise the installed bin.
+ */
+function chatCommand(): string {
+  const cli = fileURLToPath(new URL("../../chat/dist/cli.js", import.meta.url));
+  return existsSync(cli) ? `node ${cli}` : "lichen-chat";
+}
+
+function demoCommands(c2s: string, componentDomain: string): string[] {
+  const chat = chatCommand();
+  const [alice, bob] = DEMO_ACCOUNTS as [DemoAccount, DemoAccount];
+  // A fresh random device token each run: what an iPhone would register.
+  const token = randomBytes(32).toString("hex");
+  return [
+    `${chat} --db alice.db login --jid ${alice.jid} --password ${alice.password} --service ${c2s}`,
+    `${chat} --db alice.db push enable --appserver ${componentDomain} --node ${token} --module ios`,
+    `${chat} --db bob.db login --jid ${bob.jid} --password ${bob.password} --service ${c2s}`,
+    `${chat} --db bob.db send ${alice.jid} "hello alice"`,
+  ];
+}
+
+/** The banner `lichen-push start` prints on a terminal in demo mode. */
+export function demoBanner(i: DemoInfo): string {
+  const lines = [
+    "",
+    "Lichen push appserver demo — Ctrl-C to stop (stops everything listed here)",
+    "",
+    `  push appserver  lichen-push (pid ${process.pid}), XMPP component ${i.component.domain} via ${i.component.service}`,
+    i.prosody
+      ? `  XMPP server     Prosody (pid ${i.prosody.pid}), clients on ${i.prosody.c2s} (plain TCP), domain ${i.prosody.domain}`
+      : `  XMPP server     none started: waiting for one at ${i.component.service} (component ${i.component.domain})`,
+    `  APNs simulator  ${i.apns.url}, topic ${i.apns.topic} (app "${i.apns.app}", the default)`,
+    `  FCM simulator   ${i.fcm.url} (app "${i.fcm.app}": push enable --module ${i.fcm.app})`,
+    `  metrics         ${i.http.metrics}   health ${i.http.healthz}`,
+    `  data            ${i.dataDir}`,
+  ];
+  if (i.prosody) {
+    lines.push(
+      "",
+      `Accounts: ${i.prosody.accounts.map((a) => `${a.jid} / ${a.password}`).join(", ")}`,
+      "",
+      "Try it in another terminal (alice enables push, then bob writes to her while her app is suspended):",
+      ...i.commands.map((c) => `  ${c}`),
+      "",
+      'Each push shows here as "push delivered" (token hashed), and the APNs simulator receives it.',
+    );
+  }
+  lines.push("");
+  return lines.join("\n");
+}
 
 /**
  * Demo setup for `lichen-push start` without a config: APNs and FCM simulators in-process (fresh
@@ -102,13 +180,21 @@ export async function startDemo(env: NodeJS.ProcessEnv): Promise<Demo> {
   );
   return {
     config,
-    describe: (httpPort) => [
-      `demo mode: APNs simulator ${apns.url} (topic ${DEMO_APNS_TOPIC}), FCM simulator ${fcm.url}`,
-      xmpp
-        ? `local Prosody: log in as alice@localhost / alicepw on 127.0.0.1:${xmpp.c2sPort} (plain TCP), enable push with <enable xmlns='urn:xmpp:push:0' jid='${config.component.domain}' node='<64 hex chars>'/>; add pushModule=android for FCM`
-        : `waiting for an XMPP server's component port at ${config.component.service} (component ${config.component.domain}, secret ${config.component.secret === "pushsecret" ? "pushsecret" : "(from env)"})`,
-      `metrics: http://127.0.0.1:${httpPort}/metrics, health: http://127.0.0.1:${httpPort}/healthz, data: ${config.dataDir}`,
-    ],
+    info: (httpPort) => {
+      const http = `http://127.0.0.1:${httpPort}`;
+      const c2s = xmpp ? `xmpp://127.0.0.1:${xmpp.c2sPort}` : "";
+      return {
+        apns: { url: apns.url, topic: DEMO_APNS_TOPIC, app: "ios" },
+        fcm: { url: fcm.url, app: "android" },
+        prosody: xmpp
+          ? { c2s, domain: "localhost", pid: xmpp.pid, accounts: [...DEMO_ACCOUNTS] }
+          : null,
+        component: { service: config.component.service, domain: config.component.domain },
+        http: { metrics: `${http}/metrics`, healthz: `${http}/healthz` },
+        dataDir: config.dataDir,
+        commands: xmpp ? demoCommands(c2s, config.component.domain) : [],
+      };
+    },
     stop: async () => {
       await xmpp?.stop();
       await apns.stop();

@@ -28,8 +28,9 @@ describe("lichen-push logs", () => {
     expect(r.status).toBe(0);
     // eslint-disable-next-line no-control-regex -- colours are expected on a terminal
     const text = r.stdout.replace(/\u001b\[[0-9;]*m/g, "");
-    expect(text).toMatch(/INFO.*hello log/);
-    expect(text).toMatch(/pushes: 3/);
+    // One line per event: time, level, message, then the fields.
+    expect(text).toMatch(/^\[\d\d:\d\d:\d\d\.\d{3}\] INFO: hello log .*"pushes":3/m);
+    expect(text.trim().split("\n")).toHaveLength(1);
     expect(text.trim().startsWith("{")).toBe(false);
   });
 

@@ -288,6 +288,12 @@ export class PushService {
           this.circuits.delete(job.app);
           const rec = this.o.deliveries.delivered(hash, job.domain);
           if (rec) this.o.onDelivery?.(rec);
+          // Info, not debug: an operator (and `npm start`'s user) sees each push go out. The
+          // token only as its hash, as in every other line.
+          log.info(
+            { token: hash, app: job.app, domain: job.domain, alert: job.important },
+            "push delivered",
+          );
           return { reply: RESULT, metric: "sent" };
         }
         case "invalid-token": {
