@@ -17,6 +17,7 @@ import {
 import {
   accountState,
   accounts,
+  chatList,
   exportAll,
   handlers,
   integrity,
@@ -27,6 +28,7 @@ import {
   outbox,
   quarantined,
   queue,
+  rosterList,
   unopenableReport,
   type IntegrityReport,
 } from "./inspect.js";
@@ -222,8 +224,55 @@ export function buildProgram(): Command {
     );
 
   program
+    .command("chats")
+    .description("chats with unread counts, last activity and last message (the SDK's read API)")
+    .option("--account <id>", "only this account")
+    .action((o: { account?: string }) =>
+      run((store, json, now) => {
+        const rows = chatList(store, o.account ? { accountId: o.account } : {});
+        out(json, rows, () =>
+          table(rows, [
+            { key: "account" },
+            { key: "chat" },
+            { key: "kind" },
+            { key: "unread" },
+            { key: "lastActivityAt", title: "last activity", format: time(now) },
+            { key: "lastMessage", title: "last message", max: 50 },
+          ]),
+        );
+      })(),
+    );
+
+  program
+    .command("roster")
+    .description("the stored roster with subscription states (the SDK's read API)")
+    .option("--account <id>", "only this account")
+    .action(async (o: { account?: string }) => {
+      const store = openForInspection(dbPath(program));
+      try {
+        const rows = await rosterList(store, o.account ? { accountId: o.account } : {});
+        out(program.opts<GlobalOptions>().json === true, rows, () =>
+          table(
+            rows.map((r) => ({ ...r, groups: (r.groups as string[]).join(", ") })),
+            [
+              { key: "account" },
+              { key: "jid" },
+              { key: "name" },
+              { key: "subscription" },
+              { key: "ask" },
+              { key: "approved" },
+              { key: "groups", max: 40 },
+            ],
+          ),
+        );
+      } finally {
+        store.close();
+      }
+    });
+
+  program
     .command("messages")
-    .description("the newest stored messages (oldest first)")
+    .description("the newest stored messages, oldest first, in time order (the SDK's read API)")
     .option("--tail <n>", "how many", "20")
     .option("--account <id>", "only this account")
     .option("--chat <jid>", "only this chat")

@@ -8,6 +8,8 @@ import {
   StoreError,
   checkHeader,
   isCorruptionError,
+  listChats,
+  listRecentMessages,
   readDamageMarker,
   type DamageMarker,
   migrationStatus,
@@ -181,29 +183,72 @@ export function ipc(store: Store): Row[] {
   );
 }
 
+/**
+ * The newest stored messages, oldest first, in time order: the SDK's read API (listRecentMessages),
+ * so the explorer shows what an app built on Lichen would.
+ */
 export function messages(
   store: Store,
   opts: { tail: number; accountId?: string; chat?: string },
 ): Row[] {
-  const where: string[] = [];
-  const params: unknown[] = [];
-  if (opts.accountId) {
-    where.push("account_id = ?");
-    params.push(opts.accountId);
-  }
-  if (opts.chat) {
-    where.push("chat_jid = ?");
-    params.push(opts.chat);
-  }
-  const rows = all(
-    store,
-    `SELECT id, account_id AS account, chat_jid AS chat, direction, from_jid AS "from", body, delivery_state AS state,
-            sent_at AS sentAt, stanza_id AS stanzaId, origin_id AS originId, archive_id AS archiveId
-     FROM messages ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY id DESC LIMIT ?`,
-    ...params,
-    opts.tail,
+  return listRecentMessages(store, {
+    limit: opts.tail,
+    ...(opts.accountId ? { accountId: opts.accountId } : {}),
+    ...(opts.chat ? { chatJid: opts.chat } : {}),
+  }).map((m) => ({
+    id: m.id,
+    account: m.accountId,
+    chat: m.chatJid,
+    direction: m.direction,
+    from: m.fromJid,
+    body: m.body,
+    state: m.deliveryState,
+    sentAt: m.sentAt,
+    stanzaId: m.stanzaId,
+    originId: m.originId,
+    archiveId: m.archiveId,
+  }));
+}
+
+/** The ids of the accounts to show: one, or every account in the database. */
+function accountIds(store: Store, accountId?: string): string[] {
+  if (accountId) return [accountId];
+  return all(store, "SELECT id FROM accounts ORDER BY id").map((r) => String(r.id));
+}
+
+/** Chats with unread counts and last activity (the read API's listChats), per account. */
+export function chatList(store: Store, opts: { accountId?: string } = {}): Row[] {
+  return accountIds(store, opts.accountId).flatMap((account) =>
+    listChats(store, account).map((c) => ({
+      account,
+      chat: c.jid,
+      kind: c.kind,
+      name: c.name,
+      unread: c.unreadCount,
+      muted: c.muted,
+      lastActivityAt: c.lastActivityAt,
+      lastMessage: c.lastMessage?.body ?? null,
+    })),
   );
-  return rows.reverse();
+}
+
+/**
+ * The stored roster with subscription states (the engine's listRoster), per account. The engine
+ * (and its XMPP modules) is loaded only for this command.
+ */
+export async function rosterList(store: Store, opts: { accountId?: string } = {}): Promise<Row[]> {
+  const { listRoster } = await import("@lichen/engine");
+  return accountIds(store, opts.accountId).flatMap((account) =>
+    listRoster(store, account).map((r) => ({
+      account,
+      jid: r.jid,
+      name: r.name,
+      subscription: r.subscription,
+      ask: r.ask,
+      groups: r.groups,
+      approved: r.approved,
+    })),
+  );
 }
 
 export function quarantined(store: Store): Row[] {

@@ -242,6 +242,87 @@ describe("lichen-store CLI", () => {
     );
   });
 
+  it("chats, roster, messages: the SDK's read API (time order, not arrival; accounts named)", () => {
+    const file = path.join(dir, "read-api.db");
+    const store = openStore({ path: file, role: "main" });
+    store.write((tx) => {
+      tx.insert(tables.accounts)
+        .values([
+          { id: "carol", jid: "carol@example.org", createdAt: tx.now },
+          { id: "dave", jid: "dave@example.org", createdAt: tx.now },
+        ])
+        .run();
+      const msg = (accountId: string, chatJid: string, body: string, sentAt: number) =>
+        tx
+          .insert(tables.messages)
+          .values({
+            accountId,
+            chatJid,
+            direction: "in",
+            fromJid: chatJid,
+            body,
+            deliveryState: "received",
+            sentAt,
+            storedAt: sentAt + 100_000, // arrival order: as inserted
+          })
+          .run();
+      msg("carol", "erin@example.org", "sent third", 30_000);
+      msg("carol", "fred@example.org", "sent first (arrived late, from an archive)", 10_000);
+      msg("dave", "erin@example.org", "sent second", 20_000);
+      // erin's chat row says it was active last at 130 s; fred's has no row (activity: arrival)
+      tx.insert(tables.chats)
+        .values({
+          accountId: "carol",
+          jid: "erin@example.org",
+          unreadCount: 2,
+          lastActivityAt: 130_000,
+          createdAt: 1,
+        })
+        .run();
+      tx.insert(tables.rosterItems)
+        .values({
+          accountId: "carol",
+          jid: "erin@example.org",
+          name: "Erin",
+          subscription: "both",
+          groups: JSON.stringify(["Friends"]),
+          updatedAt: 1,
+        })
+        .run();
+    });
+    store.close();
+    const json = (args: string[]) => {
+      const r = run(["--db", file, "--json", ...args]);
+      expect(r.code, r.stderr).toBe(0);
+      return JSON.parse(r.stdout) as Record<string, unknown>[];
+    };
+    expect(json(["messages"]).map((m) => [m.account, m.body])).toEqual([
+      ["carol", "sent first (arrived late, from an archive)"],
+      ["dave", "sent second"],
+      ["carol", "sent third"],
+    ]);
+    expect(json(["messages", "--account", "carol", "--chat", "erin@example.org"])).toHaveLength(1);
+    expect(json(["chats", "--account", "carol"])).toEqual([
+      expect.objectContaining({ chat: "erin@example.org", unread: 2, lastMessage: "sent third" }),
+      expect.objectContaining({ chat: "fred@example.org", unread: 0 }),
+    ]);
+    expect(json(["chats"]).map((c) => c.account)).toEqual(["carol", "carol", "dave"]);
+    expect(json(["roster"])).toEqual([
+      {
+        account: "carol",
+        jid: "erin@example.org",
+        name: "Erin",
+        subscription: "both",
+        ask: null,
+        groups: ["Friends"],
+        approved: false,
+      },
+    ]);
+    const table = run(["--db", file, "roster", "--account", "carol"]);
+    expect(table.stdout).toMatch(/erin@example\.org\s+Erin\s+both/);
+    expect(run(["--db", file, "chats"]).stdout).toMatch(/carol\s+erin@example\.org\s+chat\s+2/);
+  });
+
   it("export --json dumps every table", () => {
     const r = run(["--db", db, "export", "--json"]);
     expect(r.code).toBe(0);

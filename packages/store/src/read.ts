@@ -25,6 +25,22 @@ export interface StoredMessage {
   messageId: string | null;
   originId: string | null;
   stanzaId: string | null;
+  /** The id our own archive gave it (XEP-0313), when it came from or was confirmed by MAM. */
+  archiveId: string | null;
+}
+
+/** A message with the account it belongs to (listRecentMessages spans accounts). */
+export interface AccountMessage extends StoredMessage {
+  accountId: string;
+}
+
+export interface RecentMessagesOptions {
+  /** Only this account (default: every account). */
+  accountId?: string;
+  /** Only this chat (default: every chat). */
+  chatJid?: string;
+  /** The newest this many (default 50, at most 500). */
+  limit?: number;
 }
 
 export interface ChatSummary {
@@ -80,6 +96,7 @@ const columns = {
   messageId: messages.messageId,
   originId: messages.originId,
   stanzaId: messages.stanzaId,
+  archiveId: messages.archiveId,
 };
 
 function reading<T>(store: Store | StoreTx, fn: (tx: StoreTx) => T): T {
@@ -177,6 +194,32 @@ export function messagesStoredAfter(
         .orderBy(asc(messages.id))
         .limit(limit)
         .all() as StoredMessage[],
+  );
+}
+
+/**
+ * The newest messages of the whole database, of one account, or of one chat, in time order (as
+ * listMessages), oldest first: what an inspection tool shows. A whole-database view scans and
+ * sorts; a chat's uses the messages_chat_time index.
+ */
+export function listRecentMessages(
+  store: Store | StoreTx,
+  opts: RecentMessagesOptions = {},
+): AccountMessage[] {
+  const limit = Math.min(Math.max(1, Math.floor(opts.limit ?? 50)), 500);
+  const where: SQL[] = [];
+  if (opts.accountId !== undefined) where.push(eq(messages.accountId, opts.accountId));
+  if (opts.chatJid !== undefined) where.push(eq(messages.chatJid, opts.chatJid));
+  return reading(store, (tx) =>
+    (
+      tx
+        .select({ ...columns, accountId: messages.accountId })
+        .from(messages)
+        .where(where.length ? and(...where) : undefined)
+        .orderBy(desc(second), desc(messages.id))
+        .limit(limit)
+        .all() as AccountMessage[]
+    ).reverse(),
   );
 }
 

@@ -6,6 +6,7 @@ import {
   getMessage,
   listChats,
   listMessages,
+  listRecentMessages,
   markChatRead,
   openStore,
   tables,
@@ -162,5 +163,50 @@ describe("getMessage, listChats, markChatRead", () => {
     expect(markChatRead(store, "acc", "bob@example.org")).toBe(2);
     expect(markChatRead(store, "acc", "bob@example.org")).toBe(0);
     expect(listChats(store, "acc").find((c) => c.jid === "bob@example.org")!.unreadCount).toBe(0);
+  });
+});
+
+describe("listRecentMessages", () => {
+  it("the newest across chats and accounts in time order (not arrival), filtered by account or chat, with the account named", () => {
+    store.write((tx) =>
+      tx.insert(tables.accounts).values({ id: "other", jid: "o@example.org", createdAt: 1 }).run(),
+    );
+    insert("erin@example.org", "e-late", 9_000);
+    insert("fred@example.org", "f-early", 3_000); // arrived later, sent earlier
+    insert("erin@example.org", "e-mid", 5_000);
+    store.write((tx) =>
+      tx
+        .insert(tables.messages)
+        .values({
+          accountId: "other",
+          chatJid: "erin@example.org",
+          direction: "in",
+          fromJid: "erin@example.org",
+          body: "other-acc",
+          archiveId: "arch-1",
+          deliveryState: "received",
+          sentAt: 7_000,
+          storedAt: now++,
+        })
+        .run(),
+    );
+    const all = listRecentMessages(store, { limit: 3 });
+    expect(all.map((m) => [m.accountId, m.body])).toEqual([
+      ["acc", "e-mid"],
+      ["other", "other-acc"],
+      ["acc", "e-late"],
+    ]);
+    expect(all[1]!.archiveId).toBe("arch-1");
+    expect(listRecentMessages(store, { accountId: "acc" }).map((m) => m.body)).toEqual([
+      "f-early",
+      "e-mid",
+      "e-late",
+    ]);
+    expect(
+      listRecentMessages(store, { accountId: "acc", chatJid: "erin@example.org", limit: 1 }).map(
+        (m) => m.body,
+      ),
+    ).toEqual(["e-late"]);
+    expect(listRecentMessages(store, { chatJid: "nobody@example.org" })).toEqual([]);
   });
 });
