@@ -195,6 +195,11 @@ describe.each([
         // status reads the database: it works with the server gone.
         await server.stop();
         expect(await status()).toMatchObject({ status: "enabled", node: TOKEN_B });
+        // Offline, a disable is queued (not an error) and shows as pending until a connection.
+        const offline = await cli("push", "disable");
+        expect(offline.code, offline.stderr).toBe(0);
+        expect(offline.stderr).toMatch(/offline .*queued/);
+        expect(await status()).toMatchObject({ status: "disabling", node: TOKEN_B });
       } finally {
         await bob.stop();
       }
