@@ -60,6 +60,10 @@ describe("npm start (tools/start.mjs)", () => {
     async (_what, tty) => {
       for (const f of [START, CHAT, join(ROOT, "apps", "push-server", "dist", "cli.js")])
         if (!existsSync(f)) throw new Error(`${f} is missing: run "npm run build" first`);
+      if (tty && spawnSync("script", ["--version"]).error)
+        throw new Error(
+          "script(1) (util-linux) is needed for the terminal case: apt-get install util-linux",
+        );
       const cwd = mkdtempSync(join(tmpdir(), "lichen-start-"));
       const { child, output } = started(tty, cwd);
       const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
