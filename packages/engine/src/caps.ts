@@ -8,7 +8,7 @@ import xml, { type Element } from "@xmpp/xml";
 import parseXml from "@xmpp/xml/lib/parse.js";
 import { and, eq } from "drizzle-orm";
 import type { HandlerRegistry } from "./handlers.js";
-import type { StanzaContext } from "./session.js";
+import type { ProtocolContext } from "./context.js";
 
 export const NS_CAPS = "http://jabber.org/protocol/caps";
 const NS_DISCO_INFO = "http://jabber.org/protocol/disco#info";
@@ -166,7 +166,7 @@ export function featuresOf(tx: StoreTx, accountId: string, fullJid: string): str
 }
 
 /** Inbound presence: remember the entity's caps; query disco#info once per unknown ver. */
-export function handlePresenceCaps(ctx: StanzaContext, presence: Element, own?: DiscoInfo): void {
+export function handlePresenceCaps(ctx: ProtocolContext, presence: Element, own?: DiscoInfo): void {
   const from = presence.attrs.from;
   if (!from || !from.includes("/")) return; // caps belong to full JIDs
   if (presence.attrs.type === "unavailable") {
@@ -234,7 +234,7 @@ export function handlePresenceCaps(ctx: StanzaContext, presence: Element, own?: 
 export function registerCapsHandlers(registry: HandlerRegistry): void {
   if (registry.has("lichen.caps.info")) return;
   registry.define("lichen.caps.info", (hctx, args) => {
-    const ctx = hctx as StanzaContext;
+    const ctx = hctx as ProtocolContext;
     const ver = String(args.ver);
     if (args.type !== "result" || typeof args.stanza !== "string") return; // asked again on next presence
     const query = parseXml(args.stanza).getChild("query", NS_DISCO_INFO);

@@ -5,7 +5,26 @@
  */
 import type { PushRegistration } from "@lichen/schema";
 import type { Element } from "@xmpp/xml";
-import type { RosterItem } from "./roster.js";
+
+export type Subscription = "none" | "to" | "from" | "both";
+
+/** A stored roster item (RFC 6121 §2.1), as `roster` events and listRoster() report it. */
+export interface RosterItem {
+  jid: string;
+  name: string | null;
+  subscription: Subscription;
+  /** "subscribe": our request to the contact is pending. */
+  ask: "subscribe" | null;
+  groups: string[];
+  /** Subscription pre-approved by us (RFC 6121 §3.4). */
+  approved: boolean;
+}
+
+export interface SubscriptionRequest {
+  jid: string;
+  status: string | null;
+  receivedAt: number;
+}
 
 /** A message stored by a stanza transaction (incoming, carbon, or our own from the archive). */
 export interface MessageStoredEvent {
@@ -127,24 +146,3 @@ export const SESSION_EVENTS = [
 type Unlisted = Exclude<keyof SessionEvents, (typeof SESSION_EVENTS)[number]>;
 const everyEventListed: [Unlisted] extends [never] ? true : Unlisted = true;
 void everyEventListed;
-
-export interface AppControllerEvents {
-  /** The app's session object, created once (before its first connect). */
-  session: [import("./session.js").DurableSession];
-  "session-lost": [{ reason: string; holder: string | null }];
-  reconnecting: [{ attempt: number; delayMs: number }];
-  "reconnect-failed": [{ attempt: number; error: unknown; permanent: boolean }];
-  reconnected: ["resumed" | "new"];
-}
-
-export const APP_CONTROLLER_EVENTS = [
-  "session",
-  "session-lost",
-  "reconnecting",
-  "reconnect-failed",
-  "reconnected",
-] as const satisfies readonly (keyof AppControllerEvents)[];
-
-type AppUnlisted = Exclude<keyof AppControllerEvents, (typeof APP_CONTROLLER_EVENTS)[number]>;
-const everyAppEventListed: [AppUnlisted] extends [never] ? true : AppUnlisted = true;
-void everyAppEventListed;

@@ -31,12 +31,11 @@ export {
 } from "./roster.js";
 export {
   SESSION_EVENTS,
-  APP_CONTROLLER_EVENTS,
   type SessionEvents,
-  type AppControllerEvents,
   type MessageStoredEvent,
   type RosterEvent,
 } from "./events.js";
+export { APP_CONTROLLER_EVENTS, type AppControllerEvents } from "./app-events.js";
 export { LinkLiveness, DEFAULT_LIVENESS, type LivenessOptions } from "./liveness.js";
 export { startMamCatchup, sendDeferredReceipts, FEATURES } from "./protocol.js";
 export {

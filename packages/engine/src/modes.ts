@@ -19,7 +19,7 @@ import {
 } from "@lichen/store";
 import { loadAccountState } from "@lichen/store";
 import { and, eq, isNull } from "drizzle-orm";
-import type { AppControllerEvents } from "./events.js";
+import type { AppControllerEvents } from "./app-events.js";
 import { DurableSession, SessionLockError, type SessionOptions } from "./session.js";
 import { sendDeferredReceipts } from "./protocol.js";
 import { sendShareOutbox } from "./share.js";

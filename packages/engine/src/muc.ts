@@ -8,13 +8,13 @@ import { and, eq, isNotNull } from "drizzle-orm";
 import type { HandlerRegistry } from "./handlers.js";
 import { bare } from "./jid.js";
 import { mamPage, mamQuery } from "./mam.js";
-import type { StanzaContext } from "./session.js";
+import type { ProtocolContext } from "./context.js";
 
 const NS_MUC = "http://jabber.org/protocol/muc";
 const NS_MUC_USER = "http://jabber.org/protocol/muc#user";
 
 /** The per-room catch-up mark (created on first join). */
-function roomMark(ctx: StanzaContext, room: string) {
+function roomMark(ctx: ProtocolContext, room: string) {
   return ctx.tx
     .select()
     .from(tables.mamMarks)
@@ -23,7 +23,7 @@ function roomMark(ctx: StanzaContext, room: string) {
 }
 
 function setRoomMark(
-  ctx: StanzaContext,
+  ctx: ProtocolContext,
   room: string,
   v: { lastArchiveId?: string; gapOpen?: boolean; completedAt?: number },
 ): void {
@@ -38,7 +38,7 @@ function setRoomMark(
 }
 
 /** Joined group chat of this account by bare JID, if any. */
-export function joinedRoom(ctx: StanzaContext, jid: string): { nick: string } | null {
+export function joinedRoom(ctx: ProtocolContext, jid: string): { nick: string } | null {
   const row = ctx.tx
     .select({ nick: tables.chats.nick, kind: tables.chats.kind })
     .from(tables.chats)
@@ -57,7 +57,7 @@ function joinPresence(room: string, nick: string): Element {
 }
 
 /** Join (or re-join) a room; the chat is remembered and re-joined on every new stream. */
-export function joinRoom(ctx: StanzaContext, room: string, nick: string): void {
+export function joinRoom(ctx: ProtocolContext, room: string, nick: string): void {
   room = bare(room);
   ctx.tx
     .insert(tables.chats)
@@ -71,7 +71,7 @@ export function joinRoom(ctx: StanzaContext, room: string, nick: string): void {
 }
 
 /** Leave a room: we stop re-joining it; its messages and mark are kept. */
-export function leaveRoom(ctx: StanzaContext, room: string): void {
+export function leaveRoom(ctx: ProtocolContext, room: string): void {
   const joined = joinedRoom(ctx, room);
   if (!joined) return;
   ctx.tx
@@ -83,7 +83,7 @@ export function leaveRoom(ctx: StanzaContext, room: string): void {
 }
 
 /** New stream: the server forgot our occupancy; join every remembered room again. */
-export function rejoinRooms(ctx: StanzaContext): void {
+export function rejoinRooms(ctx: ProtocolContext): void {
   const rooms = ctx.tx
     .select({ jid: tables.chats.jid, nick: tables.chats.nick })
     .from(tables.chats)
@@ -99,7 +99,7 @@ export function rejoinRooms(ctx: StanzaContext): void {
 }
 
 /** Presence from a room: our own occupant presence (status 110) means joined → catch up. */
-export function handleRoomPresence(ctx: StanzaContext, presence: Element): void {
+export function handleRoomPresence(ctx: ProtocolContext, presence: Element): void {
   const from = presence.attrs.from;
   if (!from || !joinedRoom(ctx, from)) return;
   const room = bare(from);
@@ -120,7 +120,7 @@ export function handleRoomPresence(ctx: StanzaContext, presence: Element): void 
 }
 
 /** XEP-0313 query of the room's archive after its mark (or its newest page on first join). */
-export function startRoomMamCatchup(ctx: StanzaContext, room: string, after?: string): void {
+export function startRoomMamCatchup(ctx: ProtocolContext, room: string, after?: string): void {
   // One catch-up per room at a time (a join presence can be reflected twice).
   const running = listIqHandlers(ctx.tx, ctx.accountId).some(
     (h) => h.handler.name === "lichen.mam.room-page" && h.handler.bound.room === room,
@@ -141,7 +141,7 @@ export function startRoomMamCatchup(ctx: StanzaContext, room: string, after?: st
  * anything else is a forgery by an occupant or a stranger.
  */
 export function isExpectedRoomResult(
-  ctx: StanzaContext,
+  ctx: ProtocolContext,
   from: string,
   queryId: string | undefined,
 ): boolean {
@@ -156,7 +156,7 @@ export function isExpectedRoomResult(
 }
 
 /** A live groupchat message with the room's stanza-id advances the room's mark (unless catching up). */
-export function advanceRoomMark(ctx: StanzaContext, room: string, stanzaId: string): void {
+export function advanceRoomMark(ctx: ProtocolContext, room: string, stanzaId: string): void {
   const mark = roomMark(ctx, room);
   if (mark && !mark.gapOpen) setRoomMark(ctx, room, { lastArchiveId: stanzaId });
 }
@@ -164,7 +164,7 @@ export function advanceRoomMark(ctx: StanzaContext, room: string, stanzaId: stri
 export function registerMucHandlers(registry: HandlerRegistry): void {
   if (registry.has("lichen.mam.room-page")) return;
   registry.define("lichen.mam.room-page", (hctx, args) => {
-    const ctx = hctx as StanzaContext;
+    const ctx = hctx as ProtocolContext;
     const room = String(args.room);
     if (args.type !== "result") {
       // The room has no archive or refused: the gap stays open, the next join retries.

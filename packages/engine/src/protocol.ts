@@ -23,7 +23,7 @@ import {
   NS_ROSTER,
   parseRosterItem,
 } from "./roster.js";
-import type { StanzaContext } from "./session.js";
+import type { ProtocolContext } from "./context.js";
 
 const NS_FORWARD = "urn:xmpp:forward:0";
 const NS_DELAY = "urn:xmpp:delay";
@@ -43,12 +43,12 @@ export const FEATURES = [
 /** Our disco#info (and so our caps ver): built once. */
 const OWN_INFO = ownDiscoInfo(FEATURES);
 
-function ownBareJid(ctx: StanzaContext): string {
+function ownBareJid(ctx: ProtocolContext): string {
   return bare(ctx.state.sm.boundJid ?? "");
 }
 
 /** Entry point: one inbound stanza, inside its transaction. */
-export function dispatchStanza(ctx: StanzaContext, stanza: Element): void {
+export function dispatchStanza(ctx: ProtocolContext, stanza: Element): void {
   // A stream delivers in order (RFC 6120 §10.1): whatever the server archived before it sent this
   // stanza came before it. With no gap open, the account is in sync up to now.
   if (!ctx.state.mam.gapOpen) ctx.state.mam.syncedAt = ctx.tx.now;
@@ -67,7 +67,7 @@ export function dispatchStanza(ctx: StanzaContext, stanza: Element): void {
   }
 }
 
-function handleIq(ctx: StanzaContext, iq: Element): void {
+function handleIq(ctx: ProtocolContext, iq: Element): void {
   const type = iq.attrs.type;
   const id = iq.attrs.id;
   if (type === "result" || type === "error") {
@@ -171,7 +171,7 @@ function errorCondition(error: Element): string {
   return cond?.name ?? "undefined-condition";
 }
 
-function handleMessage(ctx: StanzaContext, message: Element): void {
+function handleMessage(ctx: ProtocolContext, message: Element): void {
   const own = ownBareJid(ctx);
   // XEP-0313 result (only from our own archive or a room we query).
   const result = message.getChild("result", NS_MAM);
@@ -232,7 +232,7 @@ function handleMessage(ctx: StanzaContext, message: Element): void {
 }
 
 /** XEP-0184: acknowledge the receipt request of a message with a body (not in groupchat). */
-function acknowledgeReceiptRequest(ctx: StanzaContext, message: Element): void {
+function acknowledgeReceiptRequest(ctx: ProtocolContext, message: Element): void {
   if (
     message.getChild("request", NS_RECEIPTS) &&
     message.getChild("body") &&
@@ -267,7 +267,7 @@ function receiptFor(to: string, id: string): Element {
  * that deletes its row. Returns how many. The main app calls it whenever it is online.
  */
 export function sendDeferredReceipts(session: {
-  write<T>(fn: (ctx: StanzaContext) => T): T;
+  write<T>(fn: (ctx: ProtocolContext) => T): T;
 }): number {
   return session.write((ctx) => {
     const rows = ctx.tx
@@ -287,7 +287,7 @@ export function sendDeferredReceipts(session: {
 
 /** Stores a message with a body; the unique indexes make replays and MAM overlaps no-ops. */
 function storeMessage(
-  ctx: StanzaContext,
+  ctx: ProtocolContext,
   m: Element,
   meta: { archiveId?: string; archiveBy?: string; sentAt: number },
 ): boolean {
@@ -377,7 +377,7 @@ function storeMessage(
 
 /** Live messages advance the catch-up mark only while no gap is open (else MAM would skip it). */
 function advanceMarks(
-  ctx: StanzaContext,
+  ctx: ProtocolContext,
   meta: { archiveId?: string },
   stanzaId: string | null,
   stanzaIdBy: string | null,
@@ -397,7 +397,7 @@ function advanceMarks(
  * none yet and no other row holds them) and report true: the copy must not become a second row.
  */
 function attachToOwnMessage(
-  ctx: StanzaContext,
+  ctx: ProtocolContext,
   originId: string,
   stanzaId: string | null,
   stanzaIdBy: string | null,
@@ -450,7 +450,7 @@ export const MAM_CLOCK_MARGIN_MS = 5 * 60_000;
  * the newest page alone.
  */
 export function startMamCatchup(
-  ctx: StanzaContext,
+  ctx: ProtocolContext,
   after?: string | null,
   opts: { beforePresence?: boolean } = {},
 ): void {
@@ -519,7 +519,7 @@ export function initialPresence(): Element {
  * advertised and the server floods anyway, both copies arrive and the unique archive / origin ids
  * store each message once (today's behaviour, at twice the bytes).
  */
-export function startNewStreamCatchup(ctx: StanzaContext, ownBareJid: string): void {
+export function startNewStreamCatchup(ctx: ProtocolContext, ownBareJid: string): void {
   const flexible =
     ctx.state.features.account.includes(NS_OFFLINE) ||
     ctx.state.features.server.includes(NS_OFFLINE);
@@ -539,7 +539,7 @@ export function startNewStreamCatchup(ctx: StanzaContext, ownBareJid: string): v
 }
 
 /** Whether our initial presence still waits for the XEP-0013 answer (see startNewStreamCatchup). */
-function presencePending(ctx: StanzaContext): boolean {
+function presencePending(ctx: ProtocolContext): boolean {
   return listIqHandlers(ctx.tx, ctx.accountId).some(
     (h) => h.handler.name === "lichen.offline.suppressed",
   );
@@ -549,7 +549,7 @@ function presencePending(ctx: StanzaContext): boolean {
 export function registerBuiltinHandlers(registry: HandlerRegistry): void {
   if (registry.has("lichen.mam.page")) return;
   registry.define("lichen.mam.page", (hctx, args) => {
-    const ctx = hctx as StanzaContext;
+    const ctx = hctx as ProtocolContext;
     if (args.type !== "result") {
       ctx.afterCommit(() => ctx.session.emit("mam-error", String(args.condition)));
       return; // gap stays open; the next connect retries
@@ -572,7 +572,7 @@ export function registerBuiltinHandlers(registry: HandlerRegistry): void {
     }
   });
   registry.define("lichen.offline.suppressed", (hctx, args) => {
-    const ctx = hctx as StanzaContext;
+    const ctx = hctx as ProtocolContext;
     // Answered (or failed, or timed out): either way we go online now; after an error the server
     // may flood, and the unique ids store each message once.
     ctx.send(initialPresence());
@@ -593,7 +593,7 @@ export function registerBuiltinHandlers(registry: HandlerRegistry): void {
     );
   });
   registry.define("lichen.offline.prefs", (hctx, args) => {
-    const ctx = hctx as StanzaContext;
+    const ctx = hctx as ProtocolContext;
     if (args.type !== "result") return;
     const prefs =
       typeof args.stanza === "string"
@@ -614,10 +614,10 @@ export function registerBuiltinHandlers(registry: HandlerRegistry): void {
     );
   });
   registry.define("lichen.offline.purged", (hctx, args) => {
-    const ctx = hctx as StanzaContext;
+    const ctx = hctx as ProtocolContext;
     ctx.afterCommit(() => ctx.session.emit("offline-purged", args.type === "result"));
   });
   registry.define("lichen.mam.invalidated", (hctx) => {
-    (hctx as StanzaContext).state.mam.gapOpen = true;
+    (hctx as ProtocolContext).state.mam.gapOpen = true;
   });
 }

@@ -17,7 +17,7 @@ import { validatePushRegistration } from "@lichen/schema";
 import { loadAccountState, type Store } from "@lichen/store";
 import xml, { type Element } from "@xmpp/xml";
 import type { HandlerRegistry } from "./handlers.js";
-import type { StanzaContext } from "./session.js";
+import type { ProtocolContext } from "./context.js";
 
 export const NS_PUSH = "urn:xmpp:push:0";
 
@@ -95,7 +95,7 @@ function targetOf(reg: PushRegistration): PushTarget {
   };
 }
 
-function sendEnable(ctx: StanzaContext, target: PushTarget): void {
+function sendEnable(ctx: ProtocolContext, target: PushTarget): void {
   ctx.sendIq(
     enableIq(target),
     ctx.session.registry.descriptor(
@@ -107,7 +107,7 @@ function sendEnable(ctx: StanzaContext, target: PushTarget): void {
   );
 }
 
-function sendDisable(ctx: StanzaContext, reg: PushRegistration): void {
+function sendDisable(ctx: ProtocolContext, reg: PushRegistration): void {
   ctx.sendIq(
     disableIq(reg),
     ctx.session.registry.descriptor(
@@ -126,7 +126,7 @@ function sendDisable(ctx: StanzaContext, reg: PushRegistration): void {
  * Returns whether an enable IQ was queued. A target the schema refuses throws
  * InvalidPushTargetError (the caller's write rolls back: nothing stored or sent).
  */
-export function ensurePush(ctx: StanzaContext, target: PushTarget): boolean {
+export function ensurePush(ctx: ProtocolContext, target: PushTarget): boolean {
   checkPushTarget(target);
   const cur = ctx.state.push;
   const status = pushStatus(cur);
@@ -167,7 +167,7 @@ export function ensurePush(ctx: StanzaContext, target: PushTarget): boolean {
  * (`disabled`, event `push-disabled`; an error keeps it `enabled` with `lastError`). Returns whether
  * a disable IQ was queued (false when nothing is registered or it is already disabled).
  */
-export function disablePush(ctx: StanzaContext): boolean {
+export function disablePush(ctx: ProtocolContext): boolean {
   const cur = ctx.state.push;
   if (!cur || pushStatus(cur) === "disabled") return false;
   ctx.state.push = { ...cur, status: "disabling", lastError: null, updatedAt: ctx.tx.now };
@@ -179,7 +179,7 @@ export function disablePush(ctx: StanzaContext): boolean {
  * On a new stream (the old one could not be resumed): an enable or disable whose answer was lost
  * with the old stream is sent again (both are idempotent on the server).
  */
-export function resendPendingPush(ctx: StanzaContext): void {
+export function resendPendingPush(ctx: ProtocolContext): void {
   const cur = ctx.state.push;
   if (!cur || cur.lastError?.condition !== NOT_RESUMED) return;
   const status = pushStatus(cur);
@@ -194,7 +194,7 @@ function isCurrent(reg: PushRegistration | null, args: Record<string, unknown>):
   return !!reg && reg.node === args.node && reg.appServerJid === args.appServerJid;
 }
 
-function errorOf(ctx: StanzaContext, op: "enable" | "disable", args: Record<string, unknown>) {
+function errorOf(ctx: ProtocolContext, op: "enable" | "disable", args: Record<string, unknown>) {
   const err: PushRegistrationError = {
     op,
     condition: String(args.condition ?? args.reason ?? "undefined-condition").slice(0, 200),
@@ -209,7 +209,7 @@ function errorOf(ctx: StanzaContext, op: "enable" | "disable", args: Record<stri
 export function registerPushHandlers(registry: HandlerRegistry): void {
   if (registry.has("lichen.push.enabled")) return;
   registry.define("lichen.push.enabled", (hctx, args) => {
-    const ctx = hctx as StanzaContext;
+    const ctx = hctx as ProtocolContext;
     const cur = ctx.state.push;
     // A late answer for a token replaced or disabled since: not ours to record.
     if (!cur || !isCurrent(cur, args) || pushStatus(cur) !== "enabling") return;
@@ -237,7 +237,7 @@ export function registerPushHandlers(registry: HandlerRegistry): void {
     ctx.afterCommit(() => ctx.session.emit("push-enabled", reg));
   });
   registry.define("lichen.push.disabled", (hctx, args) => {
-    const ctx = hctx as StanzaContext;
+    const ctx = hctx as ProtocolContext;
     const cur = ctx.state.push;
     if (!cur || !isCurrent(cur, args) || pushStatus(cur) !== "disabling") return;
     // item-not-found: the server has no such registration, which is what we asked for.
@@ -260,7 +260,7 @@ export function registerPushHandlers(registry: HandlerRegistry): void {
   });
   // The stream carrying the IQ is gone: resendPendingPush sends it again on the new stream.
   registry.define("lichen.push.invalidated", (hctx, args) => {
-    const ctx = hctx as StanzaContext;
+    const ctx = hctx as ProtocolContext;
     const cur = ctx.state.push;
     if (!cur || !isCurrent(cur, args)) return;
     const status = pushStatus(cur);

@@ -7,29 +7,14 @@
 import { tables, type Store, type StoreTx } from "@lichen/store";
 import xml, { type Element } from "@xmpp/xml";
 import { and, asc, eq } from "drizzle-orm";
+import type { RosterItem, Subscription, SubscriptionRequest } from "./events.js";
 import { bare } from "./jid.js";
-import type { StanzaContext } from "./session.js";
+import type { ProtocolContext } from "./context.js";
 
 export const NS_ROSTER = "jabber:iq:roster";
 
-export type Subscription = "none" | "to" | "from" | "both";
-
-export interface RosterItem {
-  jid: string;
-  name: string | null;
-  subscription: Subscription;
-  /** "subscribe": our request to the contact is pending. */
-  ask: "subscribe" | null;
-  groups: string[];
-  /** Subscription pre-approved by us (RFC 6121 §3.4). */
-  approved: boolean;
-}
-
-export interface SubscriptionRequest {
-  jid: string;
-  status: string | null;
-  receivedAt: number;
-}
+// Defined with the events that report them; re-exported where roster code is read.
+export type { RosterItem, Subscription, SubscriptionRequest } from "./events.js";
 
 const SUBSCRIPTIONS = new Set(["none", "to", "from", "both"]);
 
@@ -183,7 +168,7 @@ export function listSubscriptionRequests(
  * answers; an `unsubscribe` withdraws it. (`subscribed`/`unsubscribed` change the roster, which the
  * server pushes.) Returns true when the presence was one of those.
  */
-export function handleSubscriptionPresence(ctx: StanzaContext, presence: Element): boolean {
+export function handleSubscriptionPresence(ctx: ProtocolContext, presence: Element): boolean {
   const type = presence.attrs.type;
   if (type !== "subscribe" && type !== "unsubscribe") return false;
   const from = presence.attrs.from;
@@ -218,7 +203,7 @@ export function handleSubscriptionPresence(ctx: StanzaContext, presence: Element
  * - subscribe / unsubscribe: ask to see theirs, or stop.
  */
 export function answerSubscription(
-  ctx: StanzaContext,
+  ctx: ProtocolContext,
   jid: string,
   action: "approve" | "deny" | "cancel" | "subscribe" | "unsubscribe",
   opts: { subscribeBack?: boolean } = {},

@@ -27,13 +27,13 @@ import { and, asc, eq, gt, inArray, lte } from "drizzle-orm";
 import { createConnection, type XmppConnection } from "./connection.js";
 import { bare } from "./jid.js";
 import { ServiceResolutionError } from "./resolve.js";
+import type { ProtocolContext } from "./context.js";
 import type { SessionEvents } from "./events.js";
 import { answerSubscription } from "./roster.js";
 import { LinkLiveness, type LivenessOptions } from "./liveness.js";
 import {
   handlers as defaultRegistry,
   UnknownHandlerError,
-  type HandlerContext,
   type HandlerRegistry,
 } from "./handlers.js";
 import { registerCapsHandlers } from "./caps.js";
@@ -237,14 +237,9 @@ export interface PreparedStanza {
 
 class PreparedStale extends Error {}
 
-/** Everything a stanza handler may touch: the transaction, the account state, outbound queue. */
-export interface StanzaContext extends HandlerContext {
-  state: AccountState;
-  /** Runs after the transaction committed (events for the UI); dropped on rollback. */
-  afterCommit(fn: () => void): void;
+/** A ProtocolContext whose session is the DurableSession itself (what onStanza gets). */
+export interface StanzaContext extends ProtocolContext {
   session: DurableSession;
-  /** Send an IQ whose answer runs `handler` in whichever process receives it. */
-  sendIq(iq: Element, handler: HandlerDescriptor, opts?: { timeoutTicks?: number }): string;
 }
 
 /**
@@ -1718,7 +1713,7 @@ export class DurableSession extends EventEmitter<SessionEvents> {
 
   /** Runs a stored handler; an unknown name is reported, not thrown (the session continues). */
   callSafely(
-    ctx: StanzaContext,
+    ctx: ProtocolContext,
     descriptor: HandlerDescriptor,
     args: Record<string, unknown>,
   ): void {

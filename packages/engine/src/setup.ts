@@ -13,13 +13,13 @@ import {
   rosterRequestVersion,
   type RosterItem,
 } from "./roster.js";
-import type { StanzaContext } from "./session.js";
+import type { ProtocolContext } from "./context.js";
 
 const NS_DISCO_INFO = "http://jabber.org/protocol/disco#info";
 const NS_CARBONS = "urn:xmpp:carbons:2";
 
 export function setupNewStream(
-  ctx: StanzaContext,
+  ctx: ProtocolContext,
   ownBareJid: string,
   opts: { serverCapsVer?: string | null } = {},
 ): void {
@@ -83,7 +83,7 @@ function parse(stanza: unknown): Element | null {
 export function registerSetupHandlers(registry: HandlerRegistry): void {
   if (registry.has("lichen.disco.features")) return;
   registry.define("lichen.disco.features", (hctx, args) => {
-    const ctx = hctx as StanzaContext;
+    const ctx = hctx as ProtocolContext;
     if (args.type !== "result") return;
     const iq = parse(args.stanza);
     const vars = (iq?.getChild("query", NS_DISCO_INFO)?.getChildren("feature") ?? [])
@@ -96,7 +96,7 @@ export function registerSetupHandlers(registry: HandlerRegistry): void {
     ctx.state.features.discoveredAt = ctx.tx.now;
   });
   registry.define("lichen.roster.result", (hctx, args) => {
-    const ctx = hctx as StanzaContext;
+    const ctx = hctx as ProtocolContext;
     if (args.type !== "result") return;
     const query = parse(args.stanza)?.getChild("query", NS_ROSTER);
     if (!query) {
@@ -116,7 +116,7 @@ export function registerSetupHandlers(registry: HandlerRegistry): void {
     ctx.afterCommit(() => ctx.session.emit("roster", { unchanged: false, version, items }));
   });
   registry.define("lichen.carbons.enabled", (hctx, args) => {
-    const ctx = hctx as StanzaContext;
+    const ctx = hctx as ProtocolContext;
     ctx.afterCommit(() => ctx.session.emit("carbons", args.type === "result"));
   });
 }

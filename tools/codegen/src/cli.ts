@@ -14,7 +14,7 @@ import { CONFIG_FILE, loadConfig } from "./config.js";
 import { generateAll, staleFiles } from "./generate.js";
 import { lintSwift } from "./swift-lint.js";
 import { checkSwiftSyntax } from "./swift-syntax.js";
-import { CodegenError } from "./swift-model.js";
+import { CodegenError } from "./errors.js";
 
 const HELP = `lichen-codegen — JSON Schema, Swift Codable types, test vectors and a SQL contract from TypeScript types
 

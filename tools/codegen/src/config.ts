@@ -1,7 +1,7 @@
 /** The codegen config file (`lichen-codegen.json`): every input and output path, relative to it. */
 import { existsSync, readFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
-import { CodegenError } from "./swift-model.js";
+import { CodegenError } from "./errors.js";
 
 export interface CodegenConfig {
   /** TypeScript files whose exported types are the contract (and an optional tsconfig for compiler options). */

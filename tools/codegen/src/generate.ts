@@ -7,7 +7,8 @@ import { kebab } from "./naming.js";
 import { renderSqlSwift, type SqlConstantSpec, type SqlStatementSpec } from "./sql-swift.js";
 import { renderSwift } from "./swift-emit.js";
 import { lintExpectations, lintSwift, type LintProblem } from "./swift-lint.js";
-import { buildSwiftModel, CodegenError } from "./swift-model.js";
+import { CodegenError } from "./errors.js";
+import { buildSwiftModel } from "./swift-model.js";
 
 export interface Vector {
   type: string;

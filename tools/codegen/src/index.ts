@@ -11,5 +11,6 @@ export {
   type LintProblem,
   type LintRule,
 } from "./swift-lint.js";
-export { buildSwiftModel, CodegenError, type SwiftDecl, type SwiftModel } from "./swift-model.js";
+export { CodegenError } from "./errors.js";
+export { buildSwiftModel, type SwiftDecl, type SwiftModel } from "./swift-model.js";
 export { checkSwiftSyntax, type SwiftSyntaxProblem } from "./swift-syntax.js";

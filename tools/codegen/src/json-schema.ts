@@ -3,7 +3,7 @@ import ts from "typescript";
 import * as TJS from "typescript-json-schema";
 import type { LoadedConfig } from "./config.js";
 import { kebab } from "./naming.js";
-import { CodegenError } from "./swift-model.js";
+import { CodegenError } from "./errors.js";
 
 export type JsonSchema = Record<string, unknown> & { definitions?: Record<string, JsonSchema> };
 

@@ -1,5 +1,5 @@
 /** Renders SQL statements (built by the caller, e.g. from Drizzle's `.toSQL()`) as Swift constants. */
-import { CodegenError } from "./swift-model.js";
+import { CodegenError } from "./errors.js";
 
 export interface SqlStatementSpec {
   /** Swift constant name (lowerCamelCase). */

@@ -3,12 +3,9 @@
  * discriminated unions. Anything the model cannot express precisely is an error naming the type and
  * property: a field with a precise TS type never silently becomes JSONValue.
  */
+import { CodegenError } from "./errors.js";
 import type { JsonSchema } from "./json-schema.js";
 import { escapeIdentifier, inlineTypeName, swiftMemberName, swiftTypeName } from "./naming.js";
-
-export class CodegenError extends Error {
-  override readonly name = "CodegenError";
-}
 
 export interface SwiftField {
   /** JSON key. */
