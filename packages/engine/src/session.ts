@@ -10,7 +10,6 @@ import {
   loadAccountState,
   quarantineRow,
   saveAccountState,
-  tables,
   takeIqHandler,
   tickConnectedTime,
   type ProcessLock,
@@ -22,10 +21,10 @@ import {
 import { jid as parseJid } from "@xmpp/client-core";
 import { procedure } from "@xmpp/events";
 import xml, { type Element } from "@xmpp/xml";
-import parse from "@xmpp/xml/lib/parse.js";
-import { and, asc, eq, gt, inArray, lte } from "drizzle-orm";
 import { createConnection, type XmppConnection } from "./connection.js";
 import { bare } from "./jid.js";
+import { markOutgoingSent, storeOutgoingMessage } from "./messages.js";
+import { Outbox } from "./outbound.js";
 import { ServiceResolutionError } from "./resolve.js";
 import type { ProtocolContext } from "./context.js";
 import type { SessionEvents } from "./events.js";
@@ -52,20 +51,6 @@ export const NS_SM = "urn:xmpp:sm:3";
 /** A stanza whose handler failed this often (each time replayed after resume) is quarantined. */
 const MAX_STANZA_FAILURES = 3;
 
-/**
- * A queue row is the exact serialization of a stanza we built, so anything that does not
- * round-trip is corrupt (the XML parser alone is lenient: it accepts truncated text).
- */
-function parseQueuedStanza(text: string): Element | null {
-  try {
-    const el = parse(text) as Element | null;
-    return el && ["message", "presence", "iq"].includes(el.name) && el.toString() === text
-      ? el
-      : null;
-  } catch {
-    return null;
-  }
-}
 /**
  * Identity of an inbound stanza for counting its failures, independent of attribute order:
  * Prosody may serialize a replayed stanza with its attributes in another order.
@@ -147,9 +132,6 @@ const UNREACHABLE_CODES = new Set([
   "ETIMEDOUT",
   "EADDRNOTAVAIL",
 ]);
-
-const CORRUPT_QUEUE_ROW =
-  "queued stanza is not well-formed XML (resending it would end the stream)";
 
 export interface SessionOptions {
   store: Store;
@@ -264,6 +246,8 @@ export class DurableSession extends EventEmitter<SessionEvents> {
   /** A stanza failed: later stanzas must not be counted (h is positional) until we resume. */
   private halted = false;
   private readonly failures = new Map<string, number>();
+  /** The XEP-0198 outbound queue of this account. */
+  private readonly outbox: Outbox;
   private tickTimer: NodeJS.Timeout | null = null;
   private readonly log: (event: Record<string, unknown>) => void;
   /** Whether the current connection is TLS-encrypted. */
@@ -294,6 +278,7 @@ export class DurableSession extends EventEmitter<SessionEvents> {
     this.store = opts.store;
     this.accountId = opts.accountId;
     this.registry = opts.registry ?? defaultRegistry;
+    this.outbox = new Outbox(opts.accountId);
     registerBuiltinHandlers(this.registry);
     registerPushHandlers(this.registry);
     registerSetupHandlers(this.registry);
@@ -637,50 +622,14 @@ export class DurableSession extends EventEmitter<SessionEvents> {
     ctx: StanzaContext,
     m: { to: string; body: string; originId: string; extra?: Element[] },
   ): boolean {
-    const chatJid = bare(m.to);
-    const inserted = ctx.tx
-      .insert(tables.messages)
-      .values({
-        accountId: this.accountId,
-        chatJid,
-        direction: "out",
-        fromJid: this.opts.username + "@" + this.opts.domain,
-        toJid: m.to,
-        type: "chat",
-        messageId: m.originId,
-        originId: m.originId,
-        body: m.body,
-        deliveryState: "pending",
-        sentAt: ctx.tx.now,
-        storedAt: ctx.tx.now,
-      })
-      .onConflictDoNothing()
-      .run();
-    if (inserted.changes === 0) return false;
-    ctx.tx
-      .insert(tables.chats)
-      .values({
-        accountId: this.accountId,
-        jid: chatJid,
-        lastActivityAt: ctx.tx.now,
-        createdAt: ctx.tx.now,
-      })
-      .onConflictDoUpdate({
-        target: [tables.chats.accountId, tables.chats.jid],
-        set: { lastActivityAt: ctx.tx.now },
-      })
-      .run();
-    ctx.send(
-      xml(
-        "message",
-        { to: m.to, type: "chat", id: m.originId },
-        xml("body", {}, m.body),
-        ...(m.extra ?? []),
-        xml("origin-id", { xmlns: "urn:xmpp:sid:0", id: m.originId }),
-        xml("request", { xmlns: "urn:xmpp:receipts" }),
-        xml("store", { xmlns: "urn:xmpp:hints" }),
-      ),
+    const stanza = storeOutgoingMessage(
+      ctx.tx,
+      this.accountId,
+      this.opts.username + "@" + this.opts.domain,
+      m,
     );
+    if (!stanza) return false;
+    ctx.send(stanza);
     return true;
   }
 
@@ -930,7 +879,7 @@ export class DurableSession extends EventEmitter<SessionEvents> {
       accountId: this.accountId,
       state,
       session: this,
-      send: (stanza: Element) => this.enqueue(tx, state, stanza),
+      send: (stanza: Element) => this.outbox.enqueue(tx, state, stanza),
       sendIq: (iq, handler, o) => {
         const id = iq.attrs.id || randomUUID();
         iq.attrs.id = id;
@@ -942,38 +891,10 @@ export class DurableSession extends EventEmitter<SessionEvents> {
           peer: iq.attrs.to || null,
           timeoutTicks: o?.timeoutTicks ?? 60,
         });
-        this.enqueue(tx, state, iq);
+        this.outbox.enqueue(tx, state, iq);
         return id;
       },
     };
-  }
-
-  /** Set when a transaction queued a stanza; cleared by flush(). A rollback only costs one read. */
-  private queuedSinceFlush = false;
-
-  /** Append to the unacked queue in this transaction; the socket sees it after commit. */
-  private enqueue(tx: StoreTx, state: AccountState, stanza: Element): void {
-    this.queuedSinceFlush = true;
-    let seq = state.sm.outboundSent + 1;
-    if (state.sm.streamId === null) {
-      // No resumable stream, so numbering is free (a new stream renumbers the queue); but an
-      // invalidated state restarts its counters below rows still queued: continue after them.
-      const queued = tx.sqlite
-        .prepare("SELECT max(seq) AS m FROM outbound_queue WHERE account_id = ?")
-        .get(this.accountId) as { m: number | null };
-      seq = Math.max(seq, (queued.m ?? 0) + 1);
-    }
-    state.sm.outboundSent = seq;
-    tx.insert(tables.outboundQueue)
-      .values({
-        accountId: this.accountId,
-        streamKey: state.sm.unackedQueue,
-        seq,
-        stanza: stanza.toString(),
-        important: stanza.name === "message" && !!stanza.getChild("body"),
-        createdAt: tx.now,
-      })
-      .run();
   }
 
   /** Write committed queue rows that this socket has not seen yet, in order. */
@@ -981,21 +902,8 @@ export class DurableSession extends EventEmitter<SessionEvents> {
     const conn = this.conn;
     if (!conn || !this.isCurrent(conn) || !this.smActive) return;
     // Most stanzas queue nothing: skip the read unless this process queued something (hot path).
-    if (!force && !this.queuedSinceFlush) return;
-    this.queuedSinceFlush = false;
-    const rows = this.store.read((tx) =>
-      tx
-        .select({ seq: tables.outboundQueue.seq, stanza: tables.outboundQueue.stanza })
-        .from(tables.outboundQueue)
-        .where(
-          and(
-            eq(tables.outboundQueue.accountId, this.accountId),
-            gt(tables.outboundQueue.seq, this.flushedSeq),
-          ),
-        )
-        .orderBy(asc(tables.outboundQueue.seq))
-        .all(),
-    );
+    if (!this.outbox.takeQueued(force)) return;
+    const rows = this.outbox.pending(this.store, this.flushedSeq);
     if (rows.length === 0) return;
     for (const row of rows) this.flushedSeq = Math.max(this.flushedSeq, row.seq);
     conn.entity
@@ -1133,7 +1041,7 @@ export class DurableSession extends EventEmitter<SessionEvents> {
           );
           // The requester of an IQ still gets an answer instead of waiting forever.
           if (stanza.is("iq") && (stanza.attrs.type === "get" || stanza.attrs.type === "set"))
-            this.enqueue(tx, state, serviceUnavailable(stanza));
+            this.outbox.enqueue(tx, state, serviceUnavailable(stanza));
           state.sm.inboundH += 1;
           saveAccountState(tx, this.accountId, state);
           return state.sm.inboundH;
@@ -1284,12 +1192,8 @@ export class DurableSession extends EventEmitter<SessionEvents> {
   /** The server has everything up to `h`: those messages are sent, their queue rows go. */
   /** Returns the origin-ids of the chat messages this ack marked sent. */
   private applyAck(tx: StoreTx, state: AccountState, h: number): string[] {
-    const sent = this.markAckedMessagesSent(tx, h);
-    tx.delete(tables.outboundQueue)
-      .where(
-        and(eq(tables.outboundQueue.accountId, this.accountId), lte(tables.outboundQueue.seq, h)),
-      )
-      .run();
+    const sent = markOutgoingSent(tx, this.accountId, this.outbox.ackedMessageIds(tx, h));
+    this.outbox.queue.removeThrough(tx, h);
     state.sm.outboundAcked = Math.max(state.sm.outboundAcked, h);
     return sent;
   }
@@ -1391,7 +1295,7 @@ export class DurableSession extends EventEmitter<SessionEvents> {
         st.mam.gapOpen = true;
       }
       sent = this.applyAck(tx, st, h);
-      this.repairQueue(tx);
+      this.outbox.repair(tx);
       saveAccountState(tx, this.accountId, st);
       return st;
     });
@@ -1405,60 +1309,12 @@ export class DurableSession extends EventEmitter<SessionEvents> {
     this.emit("online", "resumed");
   }
 
-  /**
-   * Unacked rows are resent verbatim: a corrupt one would make the server close the stream on
-   * every resume. Quarantine it and keep its slot with a harmless ping to our server, because the
-   * server counts stanzas by position.
-   */
-  private repairQueue(tx: StoreTx): void {
-    const rows = tx
-      .select({ seq: tables.outboundQueue.seq, stanza: tables.outboundQueue.stanza })
-      .from(tables.outboundQueue)
-      .where(eq(tables.outboundQueue.accountId, this.accountId))
-      .all();
-    for (const row of rows) {
-      if (parseQueuedStanza(row.stanza)) continue;
-      this.quarantineQueueRow(tx, row);
-      const ping = xml(
-        "iq",
-        { type: "get", id: `lichen-quarantined-${row.seq}` },
-        xml("ping", { xmlns: "urn:xmpp:ping" }),
-      );
-      tx.update(tables.outboundQueue)
-        .set({ stanza: ping.toString(), important: false })
-        .where(
-          and(
-            eq(tables.outboundQueue.accountId, this.accountId),
-            eq(tables.outboundQueue.seq, row.seq),
-          ),
-        )
-        .run();
-    }
-  }
-
-  private quarantineQueueRow(tx: StoreTx, row: { seq: number; stanza: string }): void {
-    quarantineRow(
-      tx,
-      "outbound_queue",
-      `${this.accountId}/${row.seq}`,
-      row.stanza,
-      CORRUPT_QUEUE_ROW,
-    );
-  }
-
   /** The previous stream is gone: handlers waiting on it can never be answered. */
   private async onResumeFailed(h: number | null): Promise<void> {
     await this.txWriteAsync((tx) => {
       const st = loadAccountState(tx, this.accountId);
       if (h !== null && Number.isFinite(h)) {
-        tx.delete(tables.outboundQueue)
-          .where(
-            and(
-              eq(tables.outboundQueue.accountId, this.accountId),
-              lte(tables.outboundQueue.seq, h),
-            ),
-          )
-          .run();
+        this.outbox.queue.removeThrough(tx, h);
       }
       this.invalidatePendingHandlers(this.context(tx, st));
       st.sm.streamId = null;
@@ -1466,40 +1322,6 @@ export class DurableSession extends EventEmitter<SessionEvents> {
       saveAccountState(tx, this.accountId, st);
     });
     this.emit("resume-failed");
-  }
-
-  /** Messages of ours the server acknowledged (XEP-0198) are "sent" (no longer "pending"). */
-  private markAckedMessagesSent(tx: StoreTx, h: number): string[] {
-    const acked = tx
-      .select({ stanza: tables.outboundQueue.stanza })
-      .from(tables.outboundQueue)
-      .where(
-        and(
-          eq(tables.outboundQueue.accountId, this.accountId),
-          lte(tables.outboundQueue.seq, h),
-          eq(tables.outboundQueue.important, true),
-        ),
-      )
-      .all();
-    const ids = acked
-      .map((r) => /^<message [^>]*\bid="([^"]+)"/.exec(r.stanza)?.[1])
-      .filter((id): id is string => !!id);
-    if (ids.length === 0) return [];
-    return tx
-      .update(tables.messages)
-      .set({ deliveryState: "sent" })
-      .where(
-        and(
-          eq(tables.messages.accountId, this.accountId),
-          eq(tables.messages.direction, "out"),
-          eq(tables.messages.deliveryState, "pending"),
-          inArray(tables.messages.originId, ids),
-        ),
-      )
-      .returning({ originId: tables.messages.originId })
-      .all()
-      .map((r) => r.originId)
-      .filter((id): id is string => id !== null);
   }
 
   /** IQs of a stream that is gone can never be answered: run their invalidation handlers. */
@@ -1532,18 +1354,8 @@ export class DurableSession extends EventEmitter<SessionEvents> {
       // A new stream (no resume was possible or tried): handlers still waiting belong to a dead
       // stream (onResumeFailed already ran them if a resume was tried).
       this.invalidatePendingHandlers(this.context(tx, st));
-      // Stanzas never acked on the old stream are renumbered onto the new one and resent
-      // (receivers dedupe by origin-id), so nothing the user sent is lost.
-      const leftovers = tx
-        .select()
-        .from(tables.outboundQueue)
-        .where(eq(tables.outboundQueue.accountId, this.accountId))
-        .orderBy(asc(tables.outboundQueue.seq))
-        .all()
-        .filter((r) => !/^<iq[\s>]/.test(r.stanza)); // IQs of a dead stream are invalidated, not resent
-      tx.delete(tables.outboundQueue)
-        .where(eq(tables.outboundQueue.accountId, this.accountId))
-        .run();
+      // Stanzas never acked on the old stream are renumbered onto the new one (Outbox).
+      const leftovers = this.outbox.takeForNewStream(tx);
       const hadStream = st.sm.enabledAt !== null;
       st.sm = {
         streamId:
@@ -1560,11 +1372,7 @@ export class DurableSession extends EventEmitter<SessionEvents> {
         enabledAt: tx.now,
       };
       const ctx = this.context(tx, st);
-      for (const row of leftovers) {
-        const stanza = parseQueuedStanza(row.stanza);
-        if (stanza) this.enqueue(tx, st, stanza);
-        else this.quarantineQueueRow(tx, row);
-      }
+      for (const stanza of leftovers) this.outbox.enqueue(tx, st, stanza);
       // A catch-up orders the MAM query, XEP-0013 and initial presence (startNewStreamCatchup).
       if (hadStream || st.mam.gapOpen) startNewStreamCatchup(ctx, bare(boundJid));
       else {

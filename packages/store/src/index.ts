@@ -102,6 +102,7 @@ export {
   type ShareOutboxEntry,
   type ShareOutboxState,
 } from "./records.js";
+export { OutboundQueue, type QueuedStanza, type QueuedStanzaRow } from "./outbound-queue.js";
 export {
   checkHeader,
   isCorruptionError,

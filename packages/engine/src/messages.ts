@@ -1,0 +1,88 @@
+// Our own chat messages in the store: stored as outgoing ("pending") in the transaction that
+// queues them, "sent" once the server acknowledged them (XEP-0198). Inbound messages are stored
+// by protocol.ts (storeMessage), where the stanza is interpreted.
+import { tables, type StoreTx } from "@lichen/store";
+import xml, { type Element } from "@xmpp/xml";
+import { and, eq, inArray } from "drizzle-orm";
+import { bare } from "./jid.js";
+
+export interface OutgoingChatMessage {
+  to: string;
+  body: string;
+  originId: string;
+  extra?: Element[];
+}
+
+/**
+ * Store a chat message as outgoing and return the stanza to queue, or null when a message with
+ * this origin-id is already stored (the unique index: a resend after a crash stores and sends
+ * nothing). The origin-id is the message id too, so the receiver recognises a resend.
+ */
+export function storeOutgoingMessage(
+  tx: StoreTx,
+  accountId: string,
+  ownBareJid: string,
+  m: OutgoingChatMessage,
+): Element | null {
+  const chatJid = bare(m.to);
+  const inserted = tx
+    .insert(tables.messages)
+    .values({
+      accountId,
+      chatJid,
+      direction: "out",
+      fromJid: ownBareJid,
+      toJid: m.to,
+      type: "chat",
+      messageId: m.originId,
+      originId: m.originId,
+      body: m.body,
+      deliveryState: "pending",
+      sentAt: tx.now,
+      storedAt: tx.now,
+    })
+    .onConflictDoNothing()
+    .run();
+  if (inserted.changes === 0) return null;
+  tx.insert(tables.chats)
+    .values({
+      accountId,
+      jid: chatJid,
+      lastActivityAt: tx.now,
+      createdAt: tx.now,
+    })
+    .onConflictDoUpdate({
+      target: [tables.chats.accountId, tables.chats.jid],
+      set: { lastActivityAt: tx.now },
+    })
+    .run();
+  return xml(
+    "message",
+    { to: m.to, type: "chat", id: m.originId },
+    xml("body", {}, m.body),
+    ...(m.extra ?? []),
+    xml("origin-id", { xmlns: "urn:xmpp:sid:0", id: m.originId }),
+    xml("request", { xmlns: "urn:xmpp:receipts" }),
+    xml("store", { xmlns: "urn:xmpp:hints" }),
+  );
+}
+
+/** Messages of ours the server acknowledged are "sent" (no longer "pending"): their origin-ids. */
+export function markOutgoingSent(tx: StoreTx, accountId: string, originIds: string[]): string[] {
+  if (originIds.length === 0) return [];
+  return tx
+    .update(tables.messages)
+    .set({ deliveryState: "sent" })
+    .where(
+      and(
+        eq(tables.messages.accountId, accountId),
+        eq(tables.messages.direction, "out"),
+        eq(tables.messages.deliveryState, "pending"),
+        inArray(tables.messages.originId, originIds),
+      ),
+    )
+    .returning({ originId: tables.messages.originId })
+    .all()
+    .map((r) => r.originId)
+    .filter((id): id is string => id !== null);
+}
