@@ -1,4 +1,4 @@
-import { createHash, randomUUID } from "node:crypto";
+import { randomUUID } from "node:crypto";
 import { EventEmitter } from "node:events";
 import type { AccountState, HandlerDescriptor } from "@lichen/schema";
 import {
@@ -25,6 +25,7 @@ import { createConnection, type XmppConnection } from "./connection.js";
 import { bare } from "./jid.js";
 import { markOutgoingSent, storeOutgoingMessage } from "./messages.js";
 import { Outbox } from "./outbound.js";
+import { quarantinePoisonStanza, StanzaFailures } from "./inbound-failures.js";
 import { ServiceResolutionError } from "./resolve.js";
 import type { ProtocolContext } from "./context.js";
 import type { SessionEvents } from "./events.js";
@@ -48,44 +49,6 @@ import { registerPushHandlers } from "./push.js";
 import { registerSetupHandlers, setupNewStream } from "./setup.js";
 
 export const NS_SM = "urn:xmpp:sm:3";
-/** A stanza whose handler failed this often (each time replayed after resume) is quarantined. */
-const MAX_STANZA_FAILURES = 3;
-
-/**
- * Identity of an inbound stanza for counting its failures, independent of attribute order:
- * Prosody may serialize a replayed stanza with its attributes in another order.
- */
-function stanzaKey(el: Element, raw: string): string {
-  const hash = createHash("sha1");
-  const walk = (e: Element): void => {
-    hash.update(`<${e.name}`);
-    for (const k of Object.keys(e.attrs).sort()) hash.update(` ${k}=${JSON.stringify(e.attrs[k])}`);
-    hash.update(">");
-    for (const c of e.children) {
-      if (typeof c === "string") hash.update(JSON.stringify(c));
-      else walk(c);
-    }
-    hash.update("</>");
-  };
-  try {
-    walk(el);
-    return hash.digest("hex");
-  } catch {
-    return createHash("sha1").update(raw).digest("hex"); // too deep to walk
-  }
-}
-
-/** The outer levels of a stanza, for the quarantine of one nested too deep to serialize. */
-function truncatedXml(el: Element, depth: number): string {
-  const copy = (e: Element, d: number): Element =>
-    xml(
-      e.name,
-      { ...e.attrs },
-      ...(d > 0 ? e.children.map((c) => (typeof c === "string" ? c : copy(c, d - 1))) : ["…"]),
-    );
-  return copy(el, depth).toString();
-}
-
 /**
  * This process may not drive the session: it does not hold the session lock (it was never taken,
  * or another process took it while this one was frozen, or it yielded).
@@ -245,7 +208,7 @@ export class DurableSession extends EventEmitter<SessionEvents> {
   private connecting: Promise<unknown> | null = null;
   /** A stanza failed: later stanzas must not be counted (h is positional) until we resume. */
   private halted = false;
-  private readonly failures = new Map<string, number>();
+  private readonly failures = new StanzaFailures();
   /** The XEP-0198 outbound queue of this account. */
   private readonly outbox: Outbox;
   private tickTimer: NodeJS.Timeout | null = null;
@@ -1010,35 +973,14 @@ export class DurableSession extends EventEmitter<SessionEvents> {
     mayRetry = false,
   ): Promise<"done" | "stale"> {
     if (this.halted) return "done";
-    let raw: string;
-    let unserializable = false;
+    const inspected = this.failures.inspect(stanza);
     try {
-      raw = stanza.toString();
-    } catch {
-      // Nested too deep for the (recursive) serializer: thrown here, it would go uncounted and
-      // shift h. It can only be counted and quarantined.
-      raw = truncatedXml(stanza, 32);
-      unserializable = true;
-    }
-    // Only needed once something failed (the common case skips it).
-    const key = unserializable || this.failures.size > 0 ? stanzaKey(stanza, raw) : null;
-    const poison =
-      unserializable || (key !== null && (this.failures.get(key) ?? 0) >= MAX_STANZA_FAILURES);
-    try {
-      if (poison) {
+      if (inspected.poison) {
         // A poison stanza: keep it (quarantine) and count it, so the session can move on.
         const h = await this.txWriteAsync((tx) => {
           const state = loadAccountState(tx, this.accountId);
           this.assertContinuity(state);
-          quarantineRow(
-            tx,
-            "inbound_stanza",
-            key!,
-            raw,
-            unserializable
-              ? "stanza nested too deep to serialize"
-              : `handler failed ${MAX_STANZA_FAILURES} times`,
-          );
+          quarantinePoisonStanza(tx, inspected);
           // The requester of an IQ still gets an answer instead of waiting forever.
           if (stanza.is("iq") && (stanza.attrs.type === "get" || stanza.attrs.type === "set"))
             this.outbox.enqueue(tx, state, serviceUnavailable(stanza));
@@ -1046,7 +988,7 @@ export class DurableSession extends EventEmitter<SessionEvents> {
           saveAccountState(tx, this.accountId, state);
           return state.sm.inboundH;
         });
-        this.failures.delete(key!);
+        this.failures.forget(inspected);
         this.committedH = h;
         this.emit("stanza-quarantined", stanza);
         this.flush();
@@ -1088,8 +1030,7 @@ export class DurableSession extends EventEmitter<SessionEvents> {
         stanza: stanza.name,
         error: err instanceof Error ? err.message : String(err),
       });
-      const failedKey = key ?? stanzaKey(stanza, raw);
-      this.failures.set(failedKey, (this.failures.get(failedKey) ?? 0) + 1);
+      this.failures.record(stanza, inspected);
       // h counts positions, so nothing after this stanza may be counted: stop, drop the TCP
       // connection (the stream stays resumable) and resume; the server replays from this stanza.
       this.halted = true;
