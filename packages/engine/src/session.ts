@@ -8,10 +8,7 @@ import {
   addIqHandler,
   listIqHandlers,
   loadAccountState,
-  quarantineRow,
   saveAccountState,
-  takeIqHandler,
-  tickConnectedTime,
   type ProcessLock,
   type Store,
   type StoreFence,
@@ -25,17 +22,18 @@ import { createConnection, type XmppConnection } from "./connection.js";
 import { bare } from "./jid.js";
 import { markOutgoingSent, storeOutgoingMessage } from "./messages.js";
 import { Outbox } from "./outbound.js";
+import {
+  callHandlerSafely,
+  fireExpiredHandlers,
+  invalidatePendingHandlers,
+} from "./pending-handlers.js";
 import { quarantinePoisonStanza, StanzaFailures } from "./inbound-failures.js";
 import { ServiceResolutionError } from "./resolve.js";
 import type { ProtocolContext } from "./context.js";
 import type { SessionEvents } from "./events.js";
 import { answerSubscription } from "./roster.js";
 import { LinkLiveness, type LivenessOptions } from "./liveness.js";
-import {
-  handlers as defaultRegistry,
-  UnknownHandlerError,
-  type HandlerRegistry,
-} from "./handlers.js";
+import { handlers as defaultRegistry, type HandlerRegistry } from "./handlers.js";
 import { registerCapsHandlers } from "./caps.js";
 import { registerMucHandlers } from "./muc.js";
 import {
@@ -1257,7 +1255,7 @@ export class DurableSession extends EventEmitter<SessionEvents> {
       if (h !== null && Number.isFinite(h)) {
         this.outbox.queue.removeThrough(tx, h);
       }
-      this.invalidatePendingHandlers(this.context(tx, st));
+      invalidatePendingHandlers(this.context(tx, st), this.log);
       st.sm.streamId = null;
       st.mam.gapOpen = true;
       saveAccountState(tx, this.accountId, st);
@@ -1265,36 +1263,12 @@ export class DurableSession extends EventEmitter<SessionEvents> {
     this.emit("resume-failed");
   }
 
-  /** IQs of a stream that is gone can never be answered: run their invalidation handlers. */
-  private invalidatePendingHandlers(ctx: StanzaContext): void {
-    for (const pending of listIqHandlers(ctx.tx, this.accountId)) {
-      const invalidation = pending.handler.invalidation;
-      if (invalidation && !this.registry.has(invalidation)) {
-        // Unknown here (another build?): report it and keep the row for a process that knows it.
-        const err = new UnknownHandlerError(invalidation);
-        this.log({ event: "unknown-handler", handler: invalidation });
-        ctx.afterCommit(() => this.emit("handler-error", err));
-        continue;
-      }
-      takeIqHandler(ctx.tx, this.accountId, pending.iqId);
-      try {
-        this.registry.invalidate(ctx, pending.handler, "session-not-resumed");
-      } catch (err) {
-        this.log({
-          event: "invalidation-failed",
-          handler: pending.handler.name,
-          error: String(err),
-        });
-      }
-    }
-  }
-
   private async onEnabled(enabled: Element, boundJid: string): Promise<void> {
     await this.txWriteAsync((tx) => {
       const st = loadAccountState(tx, this.accountId);
       // A new stream (no resume was possible or tried): handlers still waiting belong to a dead
       // stream (onResumeFailed already ran them if a resume was tried).
-      this.invalidatePendingHandlers(this.context(tx, st));
+      invalidatePendingHandlers(this.context(tx, st), this.log);
       // Stanzas never acked on the old stream are renumbered onto the new one (Outbox).
       const leftovers = this.outbox.takeForNewStream(tx);
       const hadStream = st.sm.enabledAt !== null;
@@ -1413,51 +1387,7 @@ export class DurableSession extends EventEmitter<SessionEvents> {
   /** One tick of connected time: expired IQ handlers get a synthetic remote-server-timeout. */
   private tick(): void {
     if (!this.smActive || !this.isCurrent(this.conn)) return;
-    this.write((ctx) => {
-      const { expiredIq, firedTimers } = tickConnectedTime(ctx.tx, this.accountId, 1);
-      // Each handler in its own savepoint: one that throws would otherwise roll back the whole
-      // tick, every tick, and no timeout would ever fire again. It is quarantined instead.
-      const run = (
-        descriptor: HandlerDescriptor,
-        args: Record<string, unknown>,
-        table: string,
-        rowKey: string,
-      ) => {
-        if (!this.registry.has(descriptor.name)) {
-          // The store already removed the expired row: keep it in quarantine, not nowhere.
-          const err = new UnknownHandlerError(descriptor.name);
-          quarantineRow(ctx.tx, table, rowKey, JSON.stringify(descriptor), err.message);
-          this.log({ event: "unknown-handler", handler: descriptor.name, expired: rowKey });
-          ctx.afterCommit(() => this.emit("handler-error", err));
-          return;
-        }
-        const state = structuredClone(ctx.state);
-        try {
-          this.store.write(() => this.callSafely(ctx, descriptor, args));
-        } catch (err) {
-          for (const k of Object.keys(ctx.state)) if (!(k in state)) delete (ctx.state as never)[k];
-          Object.assign(ctx.state, state);
-          const error = err instanceof Error ? err.message : String(err);
-          quarantineRow(
-            ctx.tx,
-            table,
-            rowKey,
-            JSON.stringify(descriptor),
-            `timeout handler failed: ${error}`,
-          );
-          this.log({ event: "timeout-handler-failed", handler: descriptor.name, error });
-          ctx.afterCommit(() =>
-            this.emit("handler-error", err instanceof Error ? err : new Error(String(err))),
-          );
-        }
-      };
-      for (const h of expiredIq) {
-        const args = { type: "error", condition: "remote-server-timeout", synthetic: true };
-        run(h.handler, { ...args, iqId: h.iqId }, "iq_handlers", `${this.accountId}/${h.iqId}`);
-      }
-      // Idle timers (store addIdleTimer): the store removed them as fired; run their handlers.
-      for (const t of firedTimers) run(t.handler, { timerId: t.id }, "idle_timers", t.id);
-    });
+    this.write((ctx) => fireExpiredHandlers(ctx, this.log));
   }
 
   /** Runs a stored handler; an unknown name is reported, not thrown (the session continues). */
@@ -1466,15 +1396,6 @@ export class DurableSession extends EventEmitter<SessionEvents> {
     descriptor: HandlerDescriptor,
     args: Record<string, unknown>,
   ): void {
-    try {
-      this.registry.call(ctx, descriptor, args);
-    } catch (err) {
-      if (err instanceof UnknownHandlerError) {
-        this.log({ event: "unknown-handler", handler: err.handlerName });
-        ctx.afterCommit(() => this.emit("handler-error", err));
-        return;
-      }
-      throw err;
-    }
+    callHandlerSafely(ctx, descriptor, args, this.log);
   }
 }
