@@ -15,13 +15,13 @@ import {
   type StoreTx,
   type WriteOptions,
 } from "@lichen/store";
-import { jid as parseJid } from "@xmpp/client-core";
-import { procedure } from "@xmpp/events";
 import xml, { type Element } from "@xmpp/xml";
 import { createConnection, type XmppConnection } from "./connection.js";
 import { bare } from "./jid.js";
-import { markOutgoingSent, storeOutgoingMessage } from "./messages.js";
+import { storeOutgoingMessage } from "./messages.js";
 import { Outbox } from "./outbound.js";
+import { useStreamManagement } from "./sm-negotiation.js";
+import { AckRequests, applyAck, NS_SM } from "./stream-management.js";
 import {
   callHandlerSafely,
   fireExpiredHandlers,
@@ -46,7 +46,7 @@ import {
 import { registerPushHandlers } from "./push.js";
 import { registerSetupHandlers, setupNewStream } from "./setup.js";
 
-export const NS_SM = "urn:xmpp:sm:3";
+export { NS_SM } from "./stream-management.js";
 /**
  * This process may not drive the session: it does not hold the session lock (it was never taken,
  * or another process took it while this one was frozen, or it yielded).
@@ -207,6 +207,8 @@ export class DurableSession extends EventEmitter<SessionEvents> {
   /** A stanza failed: later stanzas must not be counted (h is positional) until we resume. */
   private halted = false;
   private readonly failures = new StanzaFailures();
+  /** The acks we request and write (XEP-0198). */
+  private readonly acks = new AckRequests((conn) => this.isCurrent(conn) && this.smActive);
   /** The XEP-0198 outbound queue of this account. */
   private readonly outbox: Outbox;
   private tickTimer: NodeJS.Timeout | null = null;
@@ -707,16 +709,8 @@ export class DurableSession extends EventEmitter<SessionEvents> {
    */
   private ackCommitted(conn: XmppConnection): void {
     if (!this.smActive || !this.isCurrent(conn)) return;
-    if (this.lastAckSent?.conn === conn && this.lastAckSent.h === this.committedH) return;
-    void this.writeAck(conn);
-  }
-
-  /** Write `<a h/>` with the committed h on `conn`, and remember it (see ackCommitted). */
-  private writeAck(conn: XmppConnection): Promise<void> {
-    this.lastAckSent = { conn, h: this.committedH };
-    return conn.entity
-      .write(xml("a", { xmlns: NS_SM, h: String(this.committedH) }).toString())
-      .catch(() => {});
+    if (this.acks.alreadySent(conn, this.committedH)) return;
+    void this.acks.write(conn, this.committedH);
   }
 
   /**
@@ -795,9 +789,9 @@ export class DurableSession extends EventEmitter<SessionEvents> {
       }, timeoutMs);
       this.on("acked", onAcked);
       this.once("offline", done);
-      // Through requestAck: an outstanding request is answered with the h we wait for, or is
+      // Through acks.request: an outstanding request is answered with the h we wait for, or is
       // followed by a fresh one (a second <r/> here cost a duplicate <r/> and <a/> per drop).
-      this.requestAck(conn);
+      this.acks.request(conn);
     });
   }
 
@@ -812,7 +806,7 @@ export class DurableSession extends EventEmitter<SessionEvents> {
       this.discard(conn);
       return;
     }
-    if (this.smActive) void this.writeAck(conn);
+    if (this.smActive) void this.acks.write(conn, this.committedH);
     this.stopTicks();
     this.smActive = false;
     this.connFences.get(conn)?.unlisten();
@@ -870,39 +864,8 @@ export class DurableSession extends EventEmitter<SessionEvents> {
     conn.entity
       .write(rows.map((r) => r.stanza).join(""))
       .catch((err: Error) => this.log({ event: "write-failed", error: err.message }));
-    this.requestAck(conn);
+    this.acks.request(conn);
     this.emit("flushed", rows.length);
-  }
-
-  /**
-   * Ask the server to acknowledge what we sent, with at most one <r/> outstanding per
-   * connection: a burst of flushes (a receipt for each replayed message, on a slow link) costs
-   * one request and one <a/> per round trip instead of one per stanza. When the <a/> comes back
-   * and more was sent since, the next request goes out then.
-   */
-  private ackRequestOutstanding: XmppConnection | null = null;
-  /** The last <a/> we wrote: the one before a drop is skipped when it would say the same. */
-  private lastAckSent: { conn: XmppConnection; h: number } | null = null;
-  private ackRequestAgain = false;
-
-  private requestAck(conn: XmppConnection): void {
-    if (this.ackRequestOutstanding === conn) {
-      this.ackRequestAgain = true;
-      return;
-    }
-    this.ackRequestOutstanding = conn;
-    this.ackRequestAgain = false;
-    // After the current tick: flushes of stanzas handled in the same turn share the request.
-    setImmediate(() => {
-      if (!this.isCurrent(conn) || !this.smActive) return;
-      conn.entity.write(`<r xmlns='${NS_SM}'/>`).catch(() => {});
-    });
-  }
-
-  private onAckAnswered(conn: XmppConnection, h: number): void {
-    if (this.ackRequestOutstanding !== conn) return;
-    this.ackRequestOutstanding = null;
-    if (this.ackRequestAgain && this.flushedSeq > h) this.requestAck(conn);
   }
 
   private onElement(conn: XmppConnection, el: Element): void {
@@ -913,7 +876,7 @@ export class DurableSession extends EventEmitter<SessionEvents> {
       const asking = conn;
       this.enqueueWork(async () => {
         if (!this.isCurrent(asking) || !this.smActive) return;
-        await this.writeAck(asking);
+        await this.acks.write(asking, this.committedH);
       });
       return;
     }
@@ -922,7 +885,7 @@ export class DurableSession extends EventEmitter<SessionEvents> {
       this.enqueueWork(async () => {
         if (!this.isCurrent(conn)) return;
         await this.onAck(h);
-        this.onAckAnswered(conn, h);
+        this.acks.answered(conn, h, this.flushedSeq);
       });
       return;
     }
@@ -1120,7 +1083,7 @@ export class DurableSession extends EventEmitter<SessionEvents> {
     if (!Number.isFinite(h)) return;
     const sent = await this.txWriteAsync((tx) => {
       const state = loadAccountState(tx, this.accountId);
-      const ids = this.applyAck(tx, state, h);
+      const ids = applyAck(tx, state, this.outbox, h);
       saveAccountState(tx, this.accountId, state);
       return ids;
     });
@@ -1128,85 +1091,33 @@ export class DurableSession extends EventEmitter<SessionEvents> {
     this.emit("acked", h);
   }
 
-  /** The server has everything up to `h`: those messages are sent, their queue rows go. */
-  /** Returns the origin-ids of the chat messages this ack marked sent. */
-  private applyAck(tx: StoreTx, state: AccountState, h: number): string[] {
-    const sent = markOutgoingSent(tx, this.accountId, this.outbox.ackedMessageIds(tx, h));
-    this.outbox.queue.removeThrough(tx, h);
-    state.sm.outboundAcked = Math.max(state.sm.outboundAcked, h);
-    return sent;
-  }
-
+  /** XEP-0198 negotiation on `c`; what the server answers is committed here (onResumed...). */
   private registerStreamManagement(c: XmppConnection): void {
-    c.streamFeatures.use(
-      "sm",
-      NS_SM,
-      async (ctx: { stanza?: Element }, next: () => Promise<void>) => {
-        // XEP-0115 caps of the server in its (post-authentication) stream features: a new stream
-        // with the same ver needs no new disco#info (see setupNewStream).
-        this.streamCapsVer =
-          ctx.stanza?.getChild("c", "http://jabber.org/protocol/caps")?.attrs.ver ?? null;
-        const state = this.store.read((tx) => loadAccountState(tx, this.accountId));
-        if (state.sm.streamId && state.sm.boundJid) {
-          try {
-            const el: Element = await procedure(
-              c.entity,
-              xml("resume", {
-                xmlns: NS_SM,
-                h: String(state.sm.inboundH),
-                previd: state.sm.streamId,
-              }),
-              (element: Element, done: (e: Element) => void) => {
-                // Runs synchronously on the nonza, before the stanzas the server resends right after
-                // <resumed/>: switch state now and queue the DB work ahead of them.
-                if (element.is("resumed", NS_SM)) {
-                  this.smActive = true;
-                  this.halted = false;
-                  const h = Number(element.attrs.h);
-                  this.enqueueWork(() => this.failConnectOnError(() => this.onResumed(h)));
-                  done(element);
-                } else if (element.is("failed", NS_SM)) {
-                  const h = element.attrs.h !== undefined ? Number(element.attrs.h) : null;
-                  this.enqueueWork(() => this.failConnectOnError(() => this.onResumeFailed(h)));
-                  done(element);
-                }
-              },
-            );
-            if (el.is("resumed", NS_SM)) {
-              c.entity.jid = parseJid(state.sm.boundJid);
-              c.entity._ready(true);
-              return;
-            }
-            await this.idle();
-          } catch (err) {
-            this.log({
-              event: "resume-error",
-              error: err instanceof Error ? err.message : String(err),
-            });
-            this.enqueueWork(() => this.failConnectOnError(() => this.onResumeFailed(null)));
-            await this.idle();
-          }
-        }
-        await next(); // resource binding
-        const enabled: Element = await procedure(
-          c.entity,
-          xml("enable", { xmlns: NS_SM, resume: "true" }),
-          (element: Element, done: (e: Element) => void) => {
-            if (element.is("enabled", NS_SM)) {
-              this.smActive = true;
-              this.halted = false;
-              const boundJid = c.entity.jid.toString();
-              this.enqueueWork(() =>
-                this.failConnectOnError(() => this.onEnabled(element, boundJid)),
-              );
-              done(element);
-            } else if (element.is("failed", NS_SM))
-              throw new Error("server refused stream management");
-          },
-        );
-        void enabled;
+    useStreamManagement(c, {
+      serverCapsVer: (ver) => {
+        this.streamCapsVer = ver;
       },
-    );
+      storedStream: () => {
+        const { sm } = this.store.read((tx) => loadAccountState(tx, this.accountId));
+        return sm.streamId && sm.boundJid
+          ? { streamId: sm.streamId, boundJid: sm.boundJid, inboundH: sm.inboundH }
+          : null;
+      },
+      resumed: (h) => {
+        this.smActive = true;
+        this.halted = false;
+        this.enqueueWork(() => this.failConnectOnError(() => this.onResumed(h)));
+      },
+      resumeFailed: (h) =>
+        this.enqueueWork(() => this.failConnectOnError(() => this.onResumeFailed(h))),
+      enabled: (element, boundJid) => {
+        this.smActive = true;
+        this.halted = false;
+        this.enqueueWork(() => this.failConnectOnError(() => this.onEnabled(element, boundJid)));
+      },
+      idle: () => this.idle(),
+      log: this.log,
+    });
   }
 
   /** A negotiation step that cannot be stored (fenced out, database taken) fails connect(). */
@@ -1233,7 +1144,7 @@ export class DurableSession extends EventEmitter<SessionEvents> {
         this.log({ event: "resume-counter-mismatch", serverH: h, sent: st.sm.outboundSent });
         st.mam.gapOpen = true;
       }
-      sent = this.applyAck(tx, st, h);
+      sent = applyAck(tx, st, this.outbox, h);
       this.outbox.repair(tx);
       saveAccountState(tx, this.accountId, st);
       return st;
@@ -1348,7 +1259,7 @@ export class DurableSession extends EventEmitter<SessionEvents> {
       this.liveness = new LinkLiveness(
         {
           bytesRead: () => conn.entity.socket?.bytesRead ?? 0,
-          requestAck: () => this.requestAck(conn),
+          requestAck: () => this.acks.request(conn),
           dead: (silentMs) => this.onLinkDead(conn, silentMs),
         },
         this.opts.liveness,
