@@ -1,5 +1,7 @@
-// XEP-0313 query building and page parsing, shared by the account archive and room archives.
+// XEP-0313 query building, page parsing and the page handler logic, shared by the account
+// archive (protocol.ts) and room archives (muc.ts).
 import xml, { type Element } from "@xmpp/xml";
+import parseXml from "@xmpp/xml/lib/parse.js";
 
 export const NS_MAM = "urn:xmpp:mam:2";
 const NS_RSM = "http://jabber.org/protocol/rsm";
@@ -47,8 +49,47 @@ export function xmppDateTime(ms: number): string {
 
 /** What a `<fin/>` page answer says: the last id it carried and whether the archive is exhausted. */
 export function mamPage(iq: string): { complete: boolean; last: string | null } {
+  let fin: Element | undefined;
+  try {
+    fin = (parseXml(iq) as Element | null)?.getChild("fin", NS_MAM);
+  } catch {
+    fin = undefined; // not XML: no page to continue from (the catch-up ends, the gap logic decides)
+  }
+  const complete = fin?.attrs.complete;
   return {
-    complete: /<fin[^>]*complete=["'](true|1)["']/.test(iq),
-    last: /<last>([^<]+)<\/last>/.exec(iq)?.[1] ?? null,
+    complete: complete === "true" || complete === "1",
+    last: fin?.getChild("set", NS_RSM)?.getChildText("last") || null,
   };
+}
+
+/**
+ * One archive being caught up page by page: the account's own (AccountState.mam) or a room's
+ * (table mam_marks). Each says how it stores its mark; handleMamPage decides what a page means.
+ */
+export interface MamArchive {
+  /** The query failed (`condition`): the gap stays open, a later catch-up retries. */
+  failed(condition: string): void;
+  /** The page's last archive id: the mark moves past it. */
+  advance(last: string): void;
+  /** No page follows (`last`: this page's last id, if any): the catch-up ends here. */
+  complete(last: string | null): void;
+  /** Ask for the page after `last`. */
+  next(last: string): void;
+}
+
+/**
+ * The answer to one page query (the stored IQ handler's args: `type`, `stanza`, `condition`, and
+ * `forward` as bound at the query). Forward: the gap is closed only by the page the server marks
+ * complete (XEP-0313 §4.3: the last page of the query) or an empty one; every other page asks for
+ * the next after its last. A newest-page-only query (not forward) is one page.
+ */
+export function handleMamPage(args: Record<string, unknown>, archive: MamArchive): void {
+  if (args.type !== "result") {
+    archive.failed(String(args.condition));
+    return;
+  }
+  const { complete: fin, last } = mamPage(String(args.stanza));
+  if (last) archive.advance(last);
+  if (fin || !last || !args.forward) archive.complete(last);
+  else archive.next(last);
 }

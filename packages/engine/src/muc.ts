@@ -7,7 +7,7 @@ import xml, { type Element } from "@xmpp/xml";
 import { and, eq, isNotNull } from "drizzle-orm";
 import type { HandlerRegistry } from "./handlers.js";
 import { bare } from "./jid.js";
-import { mamPage, mamQuery } from "./mam.js";
+import { handleMamPage, mamQuery } from "./mam.js";
 import type { ProtocolContext } from "./context.js";
 
 const NS_MUC = "http://jabber.org/protocol/muc";
@@ -166,18 +166,15 @@ export function registerMucHandlers(registry: HandlerRegistry): void {
   registry.define("lichen.mam.room-page", (hctx, args) => {
     const ctx = hctx as ProtocolContext;
     const room = String(args.room);
-    if (args.type !== "result") {
+    handleMamPage(args, {
       // The room has no archive or refused: the gap stays open, the next join retries.
-      ctx.afterCommit(() => ctx.session.emit("mam-error", String(args.condition), room));
-      return;
-    }
-    const { complete: fin, last } = mamPage(String(args.stanza));
-    if (last) setRoomMark(ctx, room, { lastArchiveId: last });
-    if (fin || !last || !args.forward) {
-      setRoomMark(ctx, room, { gapOpen: false, completedAt: ctx.tx.now });
-      ctx.afterCommit(() => ctx.session.emit("room-mam-complete", room));
-    } else {
-      startRoomMamCatchup(ctx, room, last);
-    }
+      failed: (condition) => ctx.afterCommit(() => ctx.session.emit("mam-error", condition, room)),
+      advance: (last) => setRoomMark(ctx, room, { lastArchiveId: last }),
+      complete: () => {
+        setRoomMark(ctx, room, { gapOpen: false, completedAt: ctx.tx.now });
+        ctx.afterCommit(() => ctx.session.emit("room-mam-complete", room));
+      },
+      next: (last) => startRoomMamCatchup(ctx, room, last),
+    });
   });
 }

@@ -15,7 +15,7 @@ import {
 } from "./caps.js";
 import type { HandlerRegistry } from "./handlers.js";
 import { bare, isExpectedIqSender } from "./jid.js";
-import { mamPage, mamQuery, NS_MAM, type MamFrom } from "./mam.js";
+import { handleMamPage, mamQuery, NS_MAM, type MamFrom } from "./mam.js";
 import { advanceRoomMark, handleRoomPresence, isExpectedRoomResult } from "./muc.js";
 import {
   applyRosterPush,
@@ -550,26 +550,28 @@ export function registerBuiltinHandlers(registry: HandlerRegistry): void {
   if (registry.has("lichen.mam.page")) return;
   registry.define("lichen.mam.page", (hctx, args) => {
     const ctx = hctx as ProtocolContext;
-    if (args.type !== "result") {
-      ctx.afterCommit(() => ctx.session.emit("mam-error", String(args.condition)));
-      return; // gap stays open; the next connect retries
-    }
-    const { complete: fin, last } = mamPage(String(args.stanza));
-    if (last) ctx.state.mam.lastStanzaId = last;
-    // Forward: the gap is closed only by the page the server marks complete (XEP-0313 §4.3: the
-    // last page of the query) or an empty one; every other page asks for the next after its last.
-    if ((fin || !last || !args.forward) && args.beforePresence) {
-      // Requested before our initial presence: messages that reached the archive after this page
-      // and before presence were neither delivered nor fetched yet. One more page, after presence.
-      startMamCatchup(ctx, last, { beforePresence: presencePending(ctx) });
-    } else if (fin || !last || !args.forward) {
-      ctx.state.mam.gapOpen = false;
-      ctx.state.mam.completedAt = ctx.tx.now;
-      ctx.state.mam.syncedAt = ctx.tx.now;
-      ctx.afterCommit(() => ctx.session.emit("mam-complete"));
-    } else {
-      startMamCatchup(ctx, last);
-    }
+    const mam = ctx.state.mam;
+    handleMamPage(args, {
+      // The gap stays open; the next connect retries.
+      failed: (condition) => ctx.afterCommit(() => ctx.session.emit("mam-error", condition)),
+      advance: (last) => {
+        mam.lastStanzaId = last;
+      },
+      complete: (last) => {
+        if (args.beforePresence) {
+          // Requested before our initial presence: messages that reached the archive after this
+          // page and before presence were neither delivered nor fetched yet. One more page,
+          // after presence.
+          startMamCatchup(ctx, last, { beforePresence: presencePending(ctx) });
+          return;
+        }
+        mam.gapOpen = false;
+        mam.completedAt = ctx.tx.now;
+        mam.syncedAt = ctx.tx.now;
+        ctx.afterCommit(() => ctx.session.emit("mam-complete"));
+      },
+      next: (last) => startMamCatchup(ctx, last),
+    });
   });
   registry.define("lichen.offline.suppressed", (hctx, args) => {
     const ctx = hctx as ProtocolContext;
