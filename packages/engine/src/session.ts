@@ -11,7 +11,6 @@ import {
   saveAccountState,
   type ProcessLock,
   type Store,
-  type StoreFence,
   type StoreTx,
   type WriteOptions,
 } from "@lichen/store";
@@ -20,6 +19,7 @@ import { createConnection, type XmppConnection } from "./connection.js";
 import { bare } from "./jid.js";
 import { storeOutgoingMessage } from "./messages.js";
 import { Outbox } from "./outbound.js";
+import { SessionFence, SessionLockError } from "./fencing.js";
 import { useStreamManagement } from "./sm-negotiation.js";
 import { AckRequests, applyAck, NS_SM } from "./stream-management.js";
 import {
@@ -47,21 +47,7 @@ import { registerPushHandlers } from "./push.js";
 import { registerSetupHandlers, setupNewStream } from "./setup.js";
 
 export { NS_SM } from "./stream-management.js";
-/**
- * This process may not drive the session: it does not hold the session lock (it was never taken,
- * or another process took it while this one was frozen, or it yielded).
- */
-export class SessionLockError extends Error {
-  override readonly name = "SessionLockError";
-  constructor(
-    message: string,
-    /** Who holds the lock now, when known (e.g. "nse:4711-ab12cd34"). */
-    readonly holder: string | null = null,
-  ) {
-    super(message);
-  }
-}
-
+export { SessionLockError } from "./fencing.js";
 /**
  * The stored inbound counter is not the one this session committed last: something else changed
  * it, so which stanzas the server may drop can no longer be proven. Thrown inside the stanza's
@@ -74,14 +60,6 @@ class ContinuityError extends Error {
   ) {
     super(`stored inbound h ${stored} is not the ${expected} this session committed`);
   }
-}
-
-/** What this process knew when it opened a connection: elements of older connections are ignored. */
-interface ConnectionFence {
-  fence: StoreFence | null;
-  acquisition: number;
-  /** Removes this connection's listener for the lock's "lost" event. */
-  unlisten: () => void;
 }
 
 /** Socket errors after which another of the domain's servers is worth trying at once. */
@@ -231,10 +209,8 @@ export class DurableSession extends EventEmitter<SessionEvents> {
   deadlineAt: number | null = null;
   /** XEP-0115 ver in the server's stream features of the connection being negotiated. */
   private streamCapsVer: string | null = null;
-  /** Connections and the lock acquisition they were opened under. */
-  private readonly connFences = new WeakMap<XmppConnection, ConnectionFence>();
-  /** Set when the lock was lost or a write was fenced out; cleared by the next connect(). */
-  private fencedOut = false;
+  /** Which hold of the session lock each connection belongs to (fencing.ts). */
+  private readonly fence: SessionFence;
 
   constructor(private readonly opts: SessionOptions) {
     super();
@@ -242,6 +218,7 @@ export class DurableSession extends EventEmitter<SessionEvents> {
     this.accountId = opts.accountId;
     this.registry = opts.registry ?? defaultRegistry;
     this.outbox = new Outbox(opts.accountId);
+    this.fence = new SessionFence(opts.lock, (reason, holder) => this.onFencedOut(reason, holder));
     registerBuiltinHandlers(this.registry);
     registerPushHandlers(this.registry);
     registerSetupHandlers(this.registry);
@@ -260,22 +237,9 @@ export class DurableSession extends EventEmitter<SessionEvents> {
     return this.opts.lock;
   }
 
-  /**
-   * Options for a write of session state: the fence of the current connection (or of the lock
-   * as held now) and the deadline. Throws SessionLockError when a lock is configured but not held.
-   */
+  /** Options for a write of session state (SessionFence.writeOptions). */
   private writeOptions(): WriteOptions {
-    const lock = this.opts.lock;
-    const opts: WriteOptions = this.deadlineAt !== null ? { deadlineAt: this.deadlineAt } : {};
-    if (!lock) return opts;
-    const fence = (this.conn && this.connFences.get(this.conn)?.fence) ?? lock.fence();
-    if (!fence || this.fencedOut || lock.generation !== fence.generation) {
-      throw new SessionLockError(
-        `${lock.holder} does not hold the session lock "${lock.key}"`,
-        lock.current()?.holder ?? null,
-      );
-    }
-    return { ...opts, fence };
+    return this.fence.writeOptions(this.conn, this.deadlineAt);
   }
 
   /** A fenced write of session state (synchronous; waits for the database up to maxWaitMs). */
@@ -283,7 +247,7 @@ export class DurableSession extends EventEmitter<SessionEvents> {
     try {
       return this.store.write(fn, this.writeOptions());
     } catch (err) {
-      this.noteFenceError(err);
+      this.fence.noteError(err);
       throw err;
     }
   }
@@ -293,22 +257,9 @@ export class DurableSession extends EventEmitter<SessionEvents> {
     try {
       return await this.store.writeAsync(fn, { ...this.writeOptions(), yieldFirst: false });
     } catch (err) {
-      this.noteFenceError(err);
+      this.fence.noteError(err);
       throw err;
     }
-  }
-
-  private noteFenceError(err: unknown): void {
-    if (err instanceof FencedOutError) {
-      this.onFencedOut(err.message, err.current?.holder ?? null);
-      // Let the lock object learn it too (its renewal emits "lost" and forgets the generation),
-      // so nobody reconnects on it before re-acquiring.
-      try {
-        this.opts.lock?.renew();
-      } catch {
-        /* the renewal timer will tell */
-      }
-    } else if (err instanceof SessionLockError) this.onFencedOut(err.message, err.holder);
   }
 
   /**
@@ -318,8 +269,8 @@ export class DurableSession extends EventEmitter<SessionEvents> {
    * and whatever the old socket still delivers is ignored.
    */
   private onFencedOut(reason: string, holder: string | null): void {
-    if (this.fencedOut) return;
-    this.fencedOut = true;
+    if (this.fence.fencedOut) return;
+    this.fence.fencedOut = true;
     this.halted = true;
     const conn = this.conn;
     const negotiating = conn !== null && !this.smActive;
@@ -336,16 +287,8 @@ export class DurableSession extends EventEmitter<SessionEvents> {
 
   /** Whether elements of `conn` may still be handled: current, not dropped, same lock hold. */
   private isCurrent(conn: XmppConnection | null): boolean {
-    if (!conn || this.conn !== conn || this.droppedConns.has(conn) || this.fencedOut) return false;
-    const lock = this.opts.lock;
-    if (!lock) return true;
-    const f = this.connFences.get(conn);
-    return (
-      !!f &&
-      !!f.fence &&
-      f.acquisition === lock.acquisitions &&
-      lock.generation === f.fence.generation
-    );
+    if (!conn || this.conn !== conn || this.droppedConns.has(conn)) return false;
+    return this.fence.holds(conn);
   }
 
   get online(): boolean {
@@ -389,17 +332,8 @@ export class DurableSession extends EventEmitter<SessionEvents> {
 
   private async connectVia(service: string, timeoutMs: number): Promise<"resumed" | "new"> {
     if (this.conn) throw new Error("already connected");
-    // Re-acquire before reconnecting: a connection is only ever opened under a held lock, and
-    // remembers which hold it belongs to.
-    const lock = this.opts.lock;
-    const fence = lock ? lock.fence() : null;
-    if (lock && !fence) {
-      throw new SessionLockError(
-        `${lock.holder} does not hold the session lock "${lock.key}": take it before connecting`,
-        lock.current()?.holder ?? null,
-      );
-    }
-    this.fencedOut = false;
+    // Re-acquire before reconnecting (throws SessionLockError when the lock is not held).
+    const fence = this.fence.acquire();
     this.offlineWanted = false;
     const conn = createConnection(
       {
@@ -417,15 +351,8 @@ export class DurableSession extends EventEmitter<SessionEvents> {
     );
     this.conn = conn;
     // The lock's renewal found another holder: stop now, even before our next write is refused.
-    const onLost = (info: { newHolder: string | null }) => {
-      if (this.conn === conn)
-        this.onFencedOut(`lock lost to ${info.newHolder ?? "nobody"}`, info.newHolder);
-    };
-    lock?.on("lost", onLost);
-    this.connFences.set(conn, {
-      fence,
-      acquisition: lock?.acquisitions ?? 0,
-      unlisten: () => lock?.off("lost", onLost),
+    this.fence.bind(conn, fence, (newHolder) => {
+      if (this.conn === conn) this.onFencedOut(`lock lost to ${newHolder ?? "nobody"}`, newHolder);
     });
     let negotiated = false;
     conn.entity.on("error", (err: Error) => {
@@ -688,7 +615,7 @@ export class DurableSession extends EventEmitter<SessionEvents> {
     this.stopTicks();
     this.smActive = false;
     this.droppedConns.add(conn);
-    this.connFences.get(conn)?.unlisten();
+    this.fence.release(conn);
     try {
       conn.entity.socket?.end();
     } catch {
@@ -809,7 +736,7 @@ export class DurableSession extends EventEmitter<SessionEvents> {
     if (this.smActive) void this.acks.write(conn, this.committedH);
     this.stopTicks();
     this.smActive = false;
-    this.connFences.get(conn)?.unlisten();
+    this.fence.release(conn);
     await conn.entity.stop().catch(() => {});
     this.conn = null;
     try {
@@ -1029,7 +956,7 @@ export class DurableSession extends EventEmitter<SessionEvents> {
     try {
       this.forgetStreamAndOpenGap();
     } catch (e) {
-      this.noteFenceError(e);
+      this.fence.noteError(e);
       return;
     }
     this.emit("continuity-lost", { stored: err.stored, expected: err.expected });
@@ -1057,7 +984,7 @@ export class DurableSession extends EventEmitter<SessionEvents> {
     try {
       this.forgetStreamAndOpenGap();
     } catch (e) {
-      this.noteFenceError(e);
+      this.fence.noteError(e);
     }
   }
 
@@ -1237,7 +1164,7 @@ export class DurableSession extends EventEmitter<SessionEvents> {
 
   private abandon(conn: XmppConnection): void {
     this.droppedConns.add(conn);
-    this.connFences.get(conn)?.unlisten();
+    this.fence.release(conn);
     if (this.conn !== conn) return;
     this.conn = null;
     this.smActive = false;
