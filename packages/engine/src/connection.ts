@@ -1,5 +1,5 @@
 // Builds an xmpp.js 0.14 client WITHOUT its stream-management plugin: SASL, TLS, binding and XML
-// come from xmpp.js; XEP-0198 is ours (see session.ts), because the stock plugin counts stanzas
+// come from xmpp.js; XEP-0198 is ours (sm-negotiation.ts, stream-management.ts), because the stock plugin counts stanzas
 // before they are committed and never counts IQ results consumed by its iq-caller.
 import { Client, jid as parseJid } from "@xmpp/client-core";
 import iqCallerFactory from "@xmpp/iq/caller.js";
