@@ -6,7 +6,6 @@ import {
   FencedOutError,
   StoreLockTimeoutError,
   addIqHandler,
-  listIqHandlers,
   loadAccountState,
   saveAccountState,
   type ProcessLock,
@@ -19,6 +18,7 @@ import { createConnection, type XmppConnection } from "./connection.js";
 import { bare } from "./jid.js";
 import { storeOutgoingMessage } from "./messages.js";
 import { Outbox } from "./outbound.js";
+import { drainBeforeDrop } from "./drain.js";
 import { SessionFence, SessionLockError } from "./fencing.js";
 import { useStreamManagement } from "./sm-negotiation.js";
 import { AckRequests, applyAck, NS_SM } from "./stream-management.js";
@@ -609,7 +609,21 @@ export class DurableSession extends EventEmitter<SessionEvents> {
     const conn = this.conn;
     if (!conn) return;
     await this.idle();
-    await this.drainAcks(conn, drainMs);
+    await drainBeforeDrop(
+      {
+        store: this.store,
+        accountId: this.accountId,
+        events: this,
+        onStream: (c) => this.smActive && this.conn === c,
+        halted: () => this.halted,
+        flushedSeq: () => this.flushedSeq,
+        requestAck: (c) => this.acks.request(c),
+        idle: () => this.idle(),
+        log: this.log,
+      },
+      conn,
+      drainMs,
+    );
     await this.idle(); // what arrived while draining is committed before we acknowledge it
     this.ackCommitted(conn);
     this.stopTicks();
@@ -638,88 +652,6 @@ export class DurableSession extends EventEmitter<SessionEvents> {
     if (!this.smActive || !this.isCurrent(conn)) return;
     if (this.acks.alreadySent(conn, this.committedH)) return;
     void this.acks.write(conn, this.committedH);
-  }
-
-  /**
-   * Wait (bounded) until the server acknowledged every stanza written on this socket. A server
-   * still reading its backlog from a dropped socket after we resumed elsewhere delivers that
-   * backlog while we resend it from its older h (seen with ejabberd: duplicate stanzas).
-   */
-  private async drainAcks(conn: XmppConnection, timeoutMs: number): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    await this.waitAcked(conn, timeoutMs);
-    await this.waitServerAnswers(conn, deadline);
-  }
-
-  /**
-   * Wait (bounded) for the answers to our IQs that the server answers itself (to our server, our
-   * bare JID or no `to`: disco#info, roster, carbons). An `<a/>` does not imply them: ejabberd
-   * acknowledges the IQs and routes the answers after it, so after a login's <a/> 6 KB of answers
-   * were still on their way, dropped with the socket and replayed on the NSE's next resume.
-   * IQs to other entities are not waited for: a peer may take its time or never answer.
-   */
-  private async waitServerAnswers(conn: XmppConnection, deadline: number): Promise<void> {
-    const own = (): Set<string> => {
-      const jid = this.store.read((tx) => loadAccountState(tx, this.accountId)).sm.boundJid;
-      const b = jid ? bare(jid) : null;
-      return new Set(b ? [b, b.slice(b.indexOf("@") + 1)] : []);
-    };
-    const serverPeers = own();
-    const pending = () =>
-      this.store
-        .read((tx) => listIqHandlers(tx, this.accountId))
-        .some((h) => h.peer === null || serverPeers.has(h.peer));
-    // A halted session (a stanza failed; a replay reconnect follows) handles nothing more on
-    // this connection: the answers could not be committed, so waiting would only delay the drop.
-    while (this.smActive && !this.halted && this.conn === conn && pending()) {
-      const left = deadline - Date.now();
-      if (left <= 0) {
-        this.log({ event: "drain-answers-timeout" });
-        return;
-      }
-      // Re-checked after each handled stanza (or the connection's end).
-      await new Promise<void>((resolve) => {
-        const events = ["stanza", "stanza-failed", "stanza-quarantined", "offline"] as const;
-        const done = () => {
-          clearTimeout(timer);
-          for (const e of events) this.off(e, done);
-          resolve();
-        };
-        const timer = setTimeout(done, left);
-        for (const e of events) this.on(e, done);
-      });
-      await this.idle();
-    }
-  }
-
-  private async waitAcked(conn: XmppConnection, timeoutMs: number): Promise<void> {
-    if (!this.smActive || this.conn !== conn) return;
-    const target = this.flushedSeq;
-    const acked = this.store.read((tx) => loadAccountState(tx, this.accountId)).sm.outboundAcked;
-    if (target === 0 || acked >= target) return;
-    await new Promise<void>((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        this.off("acked", onAcked);
-        this.off("offline", done);
-        resolve();
-      };
-      const onAcked = (h: number) => {
-        if (h >= target) done();
-      };
-      const timer = setTimeout(() => {
-        // What the server has not acknowledged is resent after the resume; if the server still
-        // reads it from the old socket too, the peer gets it twice (XEP-0198 is at-least-once
-        // there; messages carry origin-ids for that).
-        this.log({ event: "drain-timeout", flushed: target, timeoutMs });
-        done();
-      }, timeoutMs);
-      this.on("acked", onAcked);
-      this.once("offline", done);
-      // Through acks.request: an outstanding request is answered with the h we wait for, or is
-      // followed by a fresh one (a second <r/> here cost a duplicate <r/> and <a/> per drop).
-      this.acks.request(conn);
-    });
   }
 
   /** Close the stream for good (logout): the server ends the session. */

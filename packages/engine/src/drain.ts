@@ -1,0 +1,117 @@
+// Before a deliberate drop of the connection (suspend, NSE yield, replay reconnect): wait, within
+// a bound, until the server has acknowledged what we wrote and answered what it owes us, so
+// nothing crosses the line twice on the next resume.
+import type { EventEmitter } from "node:events";
+import { listIqHandlers, loadAccountState, type Store } from "@lichen/store";
+import type { XmppConnection } from "./connection.js";
+import type { SessionEvents } from "./events.js";
+import { bare } from "./jid.js";
+
+/** What the waits need of the session. */
+export interface DrainHost {
+  readonly store: Store;
+  readonly accountId: string;
+  /** The session's events ("acked", "stanza", "offline"...). */
+  readonly events: EventEmitter<SessionEvents>;
+  /** Stream management is active on `conn`, and it is the session's connection. */
+  onStream(conn: XmppConnection): boolean;
+  /** A stanza failed: nothing more is handled on this connection. */
+  halted(): boolean;
+  /** Highest outbound seq written to the connection. */
+  flushedSeq(): number;
+  /** Ask for an <a/> (at most one <r/> outstanding: AckRequests). */
+  requestAck(conn: XmppConnection): void;
+  /** Resolves when every stanza received so far has been handled. */
+  idle(): Promise<void>;
+  log(event: Record<string, unknown>): void;
+}
+
+/**
+ * Wait (bounded) until the server acknowledged every stanza written on this socket. A server
+ * still reading its backlog from a dropped socket after we resumed elsewhere delivers that
+ * backlog while we resend it from its older h (seen with ejabberd: duplicate stanzas).
+ */
+export async function drainBeforeDrop(
+  host: DrainHost,
+  conn: XmppConnection,
+  timeoutMs: number,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  await waitAcked(host, conn, timeoutMs);
+  await waitServerAnswers(host, conn, deadline);
+}
+
+/**
+ * Wait (bounded) for the answers to our IQs that the server answers itself (to our server, our
+ * bare JID or no `to`: disco#info, roster, carbons). An `<a/>` does not imply them: ejabberd
+ * acknowledges the IQs and routes the answers after it, so after a login's <a/> 6 KB of answers
+ * were still on their way, dropped with the socket and replayed on the NSE's next resume.
+ * IQs to other entities are not waited for: a peer may take its time or never answer.
+ */
+async function waitServerAnswers(
+  host: DrainHost,
+  conn: XmppConnection,
+  deadline: number,
+): Promise<void> {
+  const own = (): Set<string> => {
+    const jid = host.store.read((tx) => loadAccountState(tx, host.accountId)).sm.boundJid;
+    const b = jid ? bare(jid) : null;
+    return new Set(b ? [b, b.slice(b.indexOf("@") + 1)] : []);
+  };
+  const serverPeers = own();
+  const pending = () =>
+    host.store
+      .read((tx) => listIqHandlers(tx, host.accountId))
+      .some((h) => h.peer === null || serverPeers.has(h.peer));
+  // A halted session (a stanza failed; a replay reconnect follows) handles nothing more on
+  // this connection: the answers could not be committed, so waiting would only delay the drop.
+  while (host.onStream(conn) && !host.halted() && pending()) {
+    const left = deadline - Date.now();
+    if (left <= 0) {
+      host.log({ event: "drain-answers-timeout" });
+      return;
+    }
+    // Re-checked after each handled stanza (or the connection's end).
+    await new Promise<void>((resolve) => {
+      const events = ["stanza", "stanza-failed", "stanza-quarantined", "offline"] as const;
+      const done = () => {
+        clearTimeout(timer);
+        for (const e of events) host.events.off(e, done);
+        resolve();
+      };
+      const timer = setTimeout(done, left);
+      for (const e of events) host.events.on(e, done);
+    });
+    await host.idle();
+  }
+}
+
+async function waitAcked(host: DrainHost, conn: XmppConnection, timeoutMs: number): Promise<void> {
+  if (!host.onStream(conn)) return;
+  const target = host.flushedSeq();
+  const acked = host.store.read((tx) => loadAccountState(tx, host.accountId)).sm.outboundAcked;
+  if (target === 0 || acked >= target) return;
+  await new Promise<void>((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      host.events.off("acked", onAcked);
+      host.events.off("offline", done);
+      resolve();
+    };
+    const onAcked = (h: number) => {
+      if (h >= target) done();
+    };
+    const timer = setTimeout(() => {
+      // What the server has not acknowledged is resent after the resume; if the server still
+      // reads it from the old socket too, the peer gets it twice (XEP-0198 is at-least-once
+      // there; messages carry origin-ids for that).
+      host.log({ event: "drain-timeout", flushed: target, timeoutMs });
+      done();
+    }, timeoutMs);
+    host.events.on("acked", onAcked);
+    host.events.once("offline", done);
+    // Through acks.request: an outstanding request is answered with the h we wait for, or is
+    // followed by a fresh one (a second <r/> here cost a duplicate <r/> and <a/> per drop).
+    host.requestAck(conn);
+  });
+}
