@@ -21,7 +21,15 @@ import { Outbox } from "./outbound.js";
 import { drainBeforeDrop } from "./drain.js";
 import { SessionFence, SessionLockError } from "./fencing.js";
 import { useStreamManagement } from "./sm-negotiation.js";
-import { AckRequests, applyAck, NS_SM } from "./stream-management.js";
+import {
+  AckRequests,
+  applyAck,
+  assertContinuity,
+  commitResumed,
+  ContinuityError,
+  newStreamState,
+  NS_SM,
+} from "./stream-management.js";
 import {
   callHandlerSafely,
   fireExpiredHandlers,
@@ -48,20 +56,6 @@ import { registerSetupHandlers, setupNewStream } from "./setup.js";
 
 export { NS_SM } from "./stream-management.js";
 export { SessionLockError } from "./fencing.js";
-/**
- * The stored inbound counter is not the one this session committed last: something else changed
- * it, so which stanzas the server may drop can no longer be proven. Thrown inside the stanza's
- * transaction (nothing is counted); the session then opens a MAM gap and starts a new stream.
- */
-class ContinuityError extends Error {
-  constructor(
-    readonly stored: number,
-    readonly expected: number,
-  ) {
-    super(`stored inbound h ${stored} is not the ${expected} this session committed`);
-  }
-}
-
 /** Socket errors after which another of the domain's servers is worth trying at once. */
 const UNREACHABLE_CODES = new Set([
   "ECONNREFUSED",
@@ -776,16 +770,6 @@ export class DurableSession extends EventEmitter<SessionEvents> {
     });
   }
 
-  /**
-   * Defence in depth for h (the fence already keeps other processes out): the stored counter must
-   * be the one this session committed last. If it is not, something else counted stanzas on this
-   * stream, and resuming with either number could make the server drop stanzas we never stored.
-   */
-  private assertContinuity(state: AccountState): void {
-    if (state.sm.inboundH !== this.committedH)
-      throw new ContinuityError(state.sm.inboundH, this.committedH);
-  }
-
   /** One stanza, one transaction: handlers + inbound h. A throw rolls back and h stays. */
   private async handleInbound(
     stanza: Element,
@@ -799,7 +783,7 @@ export class DurableSession extends EventEmitter<SessionEvents> {
         // A poison stanza: keep it (quarantine) and count it, so the session can move on.
         const h = await this.txWriteAsync((tx) => {
           const state = loadAccountState(tx, this.accountId);
-          this.assertContinuity(state);
+          assertContinuity(state, this.committedH);
           quarantinePoisonStanza(tx, inspected);
           // The requester of an IQ still gets an answer instead of waiting forever.
           if (stanza.is("iq") && (stanza.attrs.type === "get" || stanza.attrs.type === "set"))
@@ -816,7 +800,7 @@ export class DurableSession extends EventEmitter<SessionEvents> {
       }
       const h = await this.txWriteAsync((tx) => {
         const state = loadAccountState(tx, this.accountId);
-        this.assertContinuity(state);
+        assertContinuity(state, this.committedH);
         const ctx = this.context(tx, state);
         if (prepared?.stillValid && !prepared.stillValid(tx)) {
           if (mayRetry) throw new PreparedStale();
@@ -997,14 +981,7 @@ export class DurableSession extends EventEmitter<SessionEvents> {
     let sent: string[] = [];
     const state = await this.txWriteAsync((tx) => {
       const st = loadAccountState(tx, this.accountId);
-      if (h > st.sm.outboundSent) {
-        // The server claims more of ours than we ever numbered: our counters are not to be
-        // trusted; keep the stream, but let MAM check what we may have missed.
-        this.log({ event: "resume-counter-mismatch", serverH: h, sent: st.sm.outboundSent });
-        st.mam.gapOpen = true;
-      }
-      sent = applyAck(tx, st, this.outbox, h);
-      this.outbox.repair(tx);
+      sent = commitResumed(tx, st, this.outbox, h, this.log);
       saveAccountState(tx, this.accountId, st);
       return st;
     });
@@ -1042,20 +1019,7 @@ export class DurableSession extends EventEmitter<SessionEvents> {
       // Stanzas never acked on the old stream are renumbered onto the new one (Outbox).
       const leftovers = this.outbox.takeForNewStream(tx);
       const hadStream = st.sm.enabledAt !== null;
-      st.sm = {
-        streamId:
-          enabled.attrs.resume === "true" || enabled.attrs.resume === "1"
-            ? (enabled.attrs.id ?? null)
-            : null,
-        location: enabled.attrs.location ?? null,
-        boundJid,
-        maxResumeSeconds: enabled.attrs.max ? Number(enabled.attrs.max) : null,
-        inboundH: 0,
-        outboundSent: 0,
-        outboundAcked: 0,
-        unackedQueue: randomUUID(),
-        enabledAt: tx.now,
-      };
+      st.sm = newStreamState(enabled, boundJid, tx.now);
       const ctx = this.context(tx, st);
       for (const stanza of leftovers) this.outbox.enqueue(tx, st, stanza);
       // A catch-up orders the MAM query, XEP-0013 and initial presence (startNewStreamCatchup).

@@ -1,8 +1,10 @@
-// XEP-0198 acks and counters: requesting acks (<r/>), answering with the committed h (<a/>), and
-// what an ack from the server commits. Negotiation (resume/enable) is in sm-negotiation.ts.
+// XEP-0198 acks and counters: requesting acks (<r/>), answering with the committed h (<a/>),
+// what an ack or a resumption commits, the state of a new stream, and the continuity of h.
+// Negotiation (resume/enable) is in sm-negotiation.ts.
+import { randomUUID } from "node:crypto";
 import type { AccountState } from "@lichen/schema";
 import type { StoreTx } from "@lichen/store";
-import xml from "@xmpp/xml";
+import xml, { type Element } from "@xmpp/xml";
 import type { XmppConnection } from "./connection.js";
 import { markOutgoingSent } from "./messages.js";
 import type { Outbox } from "./outbound.js";
@@ -69,4 +71,71 @@ export function applyAck(tx: StoreTx, state: AccountState, outbox: Outbox, h: nu
   outbox.queue.removeThrough(tx, h);
   state.sm.outboundAcked = Math.max(state.sm.outboundAcked, h);
   return sent;
+}
+
+/**
+ * The stored inbound counter is not the one this session committed last: something else changed
+ * it, so which stanzas the server may drop can no longer be proven. Thrown inside the stanza's
+ * transaction (nothing is counted); the session then opens a MAM gap and starts a new stream.
+ */
+export class ContinuityError extends Error {
+  constructor(
+    readonly stored: number,
+    readonly expected: number,
+  ) {
+    super(`stored inbound h ${stored} is not the ${expected} this session committed`);
+  }
+}
+
+/**
+ * Defence in depth for h (the fence already keeps other processes out): the stored counter must
+ * be the one this session committed last. If it is not, something else counted stanzas on this
+ * stream, and resuming with either number could make the server drop stanzas we never stored.
+ */
+export function assertContinuity(state: AccountState, committedH: number): void {
+  if (state.sm.inboundH !== committedH) throw new ContinuityError(state.sm.inboundH, committedH);
+}
+
+/**
+ * <resumed h/> (XEP-0198 §5): what the server got of ours is acked; corrupt queue rows are
+ * repaired before the rest is resent. Returns the origin-ids of the messages now sent.
+ */
+export function commitResumed(
+  tx: StoreTx,
+  st: AccountState,
+  outbox: Outbox,
+  h: number,
+  log: (event: Record<string, unknown>) => void,
+): string[] {
+  if (h > st.sm.outboundSent) {
+    // The server claims more of ours than we ever numbered: our counters are not to be
+    // trusted; keep the stream, but let MAM check what we may have missed.
+    log({ event: "resume-counter-mismatch", serverH: h, sent: st.sm.outboundSent });
+    st.mam.gapOpen = true;
+  }
+  const sent = applyAck(tx, st, outbox, h);
+  outbox.repair(tx);
+  return sent;
+}
+
+/** The stream-management state of a stream the server just enabled (<enabled/>, §3). */
+export function newStreamState(
+  enabled: Element,
+  boundJid: string,
+  now: number,
+): AccountState["sm"] {
+  return {
+    streamId:
+      enabled.attrs.resume === "true" || enabled.attrs.resume === "1"
+        ? (enabled.attrs.id ?? null)
+        : null,
+    location: enabled.attrs.location ?? null,
+    boundJid,
+    maxResumeSeconds: enabled.attrs.max ? Number(enabled.attrs.max) : null,
+    inboundH: 0,
+    outboundSent: 0,
+    outboundAcked: 0,
+    unackedQueue: randomUUID(),
+    enabledAt: now,
+  };
 }
