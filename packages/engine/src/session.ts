@@ -18,6 +18,7 @@ import { createConnection, type XmppConnection } from "./connection.js";
 import { bare } from "./jid.js";
 import { storeOutgoingMessage } from "./messages.js";
 import { Outbox } from "./outbound.js";
+import { ackOutcome, syncPing, type OutgoingMessage } from "./outgoing.js";
 import { drainBeforeDrop } from "./drain.js";
 import { SessionFence, SessionLockError } from "./fencing.js";
 import { useStreamManagement } from "./sm-negotiation.js";
@@ -56,6 +57,7 @@ import { registerSetupHandlers, setupNewStream } from "./setup.js";
 
 export { NS_SM } from "./stream-management.js";
 export { SessionLockError } from "./fencing.js";
+export { MessageQueuedError, type OutgoingMessage } from "./outgoing.js";
 /** Socket errors after which another of the domain's servers is worth trying at once. */
 const UNREACHABLE_CODES = new Set([
   "ECONNREFUSED",
@@ -116,33 +118,6 @@ export interface SessionOptions {
    */
   liveness?: LivenessOptions | false;
   logger?: (event: Record<string, unknown>) => void;
-}
-
-/** What send() returns: the message's id, and its fate on the current connection. */
-export interface OutgoingMessage {
-  /** XEP-0359 origin-id (also the stanza id and the stored row's key). */
-  originId: string;
-  /** Resolves when the server acknowledged the message; rejects with MessageQueuedError. */
-  acked: Promise<void>;
-}
-
-/**
- * The message could not be acknowledged on the current connection (`offline`: there was none;
- * `connection-ended`: it ended first). It is stored and stays queued: the next connection sends
- * it (resumed streams resend it; new streams send the queue), so this is news, not a loss.
- */
-export class MessageQueuedError extends Error {
-  override readonly name = "MessageQueuedError";
-  constructor(
-    readonly originId: string,
-    readonly reason: "offline" | "connection-ended",
-  ) {
-    super(
-      reason === "offline"
-        ? "offline: the message is queued and goes out on the next connection"
-        : "the connection ended before the server acknowledged the message; it stays queued and goes out on the next connection",
-    );
-  }
 }
 
 export interface PreparedStanza {
@@ -472,29 +447,8 @@ export class DurableSession extends EventEmitter<SessionEvents> {
     this.write((ctx) => {
       if (this.queueMessage(ctx, { to, body, originId })) seq = ctx.state.sm.outboundSent;
     });
-    const acked = new Promise<void>((resolve, reject) => {
-      if (seq === null || !conn || !this.isCurrent(conn) || !this.smActive) {
-        reject(new MessageQueuedError(originId, "offline"));
-        return;
-      }
-      const target = seq;
-      const done = (err?: Error) => {
-        this.off("acked", onAcked);
-        this.off("offline", onGone);
-        this.off("session-lost", onGone);
-        if (err) reject(err);
-        else resolve();
-      };
-      const onAcked = (h: number) => {
-        if (h >= target) done();
-      };
-      const onGone = () => done(new MessageQueuedError(originId, "connection-ended"));
-      this.on("acked", onAcked);
-      this.on("offline", onGone);
-      this.on("session-lost", onGone);
-    });
-    acked.catch(() => {});
-    return { originId, acked };
+    const online = seq !== null && conn !== null && this.isCurrent(conn) && this.smActive;
+    return { originId, acked: ackOutcome(this, originId, online ? seq : null) };
   }
 
   /**
@@ -541,40 +495,9 @@ export class DurableSession extends EventEmitter<SessionEvents> {
    * counts too: it is just as ordered. Rejects if the connection goes away first.
    */
   syncBarrier(): Promise<void> {
-    const id = `lichen-sync-${randomUUID()}`;
-    const server = this.opts.domain;
-    const own = `${this.opts.username}@${this.opts.domain}`;
-    return new Promise<void>((resolve, reject) => {
-      const cleanup = () => {
-        this.off("stanza", onStanza);
-        this.off("offline", onGone);
-        this.off("session-lost", onGone);
-      };
-      const onStanza = (el: Element) => {
-        if (el.name !== "iq" || el.attrs.id !== id) return;
-        if (el.attrs.type !== "result" && el.attrs.type !== "error") return;
-        const from = el.attrs.from;
-        if (from && from !== server && bare(from) !== own) return; // only our server answers it
-        cleanup();
-        resolve();
-      };
-      const onGone = () => {
-        cleanup();
-        reject(new Error("the connection went away before the server answered the sync ping"));
-      };
-      this.on("stanza", onStanza);
-      this.once("offline", onGone);
-      this.once("session-lost", onGone);
-      try {
-        this.write((ctx) =>
-          ctx.send(
-            xml("iq", { type: "get", id, to: server }, xml("ping", { xmlns: "urn:xmpp:ping" })),
-          ),
-        );
-      } catch (err) {
-        cleanup();
-        reject(err instanceof Error ? err : new Error(String(err)));
-      }
+    return syncPing(this, (stanza) => this.write((ctx) => ctx.send(stanza)), {
+      server: this.opts.domain,
+      own: `${this.opts.username}@${this.opts.domain}`,
     });
   }
 

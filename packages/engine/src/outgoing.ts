@@ -1,0 +1,110 @@
+// What becomes of what we send: a message's outcome on the current connection (acked, or still
+// queued for the next one), and the sync ping that tells when the server delivered its backlog.
+import type { EventEmitter } from "node:events";
+import { randomUUID } from "node:crypto";
+import xml, { type Element } from "@xmpp/xml";
+import type { SessionEvents } from "./events.js";
+import { bare } from "./jid.js";
+
+/** What send() returns: the message's id, and its fate on the current connection. */
+export interface OutgoingMessage {
+  /** XEP-0359 origin-id (also the stanza id and the stored row's key). */
+  originId: string;
+  /** Resolves when the server acknowledged the message; rejects with MessageQueuedError. */
+  acked: Promise<void>;
+}
+
+/**
+ * The message could not be acknowledged on the current connection (`offline`: there was none;
+ * `connection-ended`: it ended first). It is stored and stays queued: the next connection sends
+ * it (resumed streams resend it; new streams send the queue), so this is news, not a loss.
+ */
+export class MessageQueuedError extends Error {
+  override readonly name = "MessageQueuedError";
+  constructor(
+    readonly originId: string,
+    readonly reason: "offline" | "connection-ended",
+  ) {
+    super(
+      reason === "offline"
+        ? "offline: the message is queued and goes out on the next connection"
+        : "the connection ended before the server acknowledged the message; it stays queued and goes out on the next connection",
+    );
+  }
+}
+
+/**
+ * Resolves when the server acknowledged up to `seq` (the message's sequence number) on this
+ * connection; rejects with MessageQueuedError when there is none (`seq` null: offline, or the
+ * message was already queued) or it ends first. The rejection is handled if nobody listens.
+ */
+export function ackOutcome(
+  events: EventEmitter<SessionEvents>,
+  originId: string,
+  seq: number | null,
+): Promise<void> {
+  const acked = new Promise<void>((resolve, reject) => {
+    if (seq === null) {
+      reject(new MessageQueuedError(originId, "offline"));
+      return;
+    }
+    const target = seq;
+    const done = (err?: Error) => {
+      events.off("acked", onAcked);
+      events.off("offline", onGone);
+      events.off("session-lost", onGone);
+      if (err) reject(err);
+      else resolve();
+    };
+    const onAcked = (h: number) => {
+      if (h >= target) done();
+    };
+    const onGone = () => done(new MessageQueuedError(originId, "connection-ended"));
+    events.on("acked", onAcked);
+    events.on("offline", onGone);
+    events.on("session-lost", onGone);
+  });
+  acked.catch(() => {});
+  return acked;
+}
+
+/**
+ * The XEP-0199 ping behind DurableSession.syncBarrier(): queued with `send` (in its own
+ * transaction), resolved by its answer from our server (`server` or our bare JID `own`), rejected
+ * when the connection goes away first.
+ */
+export function syncPing(
+  events: EventEmitter<SessionEvents>,
+  send: (stanza: Element) => void,
+  { server, own }: { server: string; own: string },
+): Promise<void> {
+  const id = `lichen-sync-${randomUUID()}`;
+  return new Promise<void>((resolve, reject) => {
+    const cleanup = () => {
+      events.off("stanza", onStanza);
+      events.off("offline", onGone);
+      events.off("session-lost", onGone);
+    };
+    const onStanza = (el: Element) => {
+      if (el.name !== "iq" || el.attrs.id !== id) return;
+      if (el.attrs.type !== "result" && el.attrs.type !== "error") return;
+      const from = el.attrs.from;
+      if (from && from !== server && bare(from) !== own) return; // only our server answers it
+      cleanup();
+      resolve();
+    };
+    const onGone = () => {
+      cleanup();
+      reject(new Error("the connection went away before the server answered the sync ping"));
+    };
+    events.on("stanza", onStanza);
+    events.once("offline", onGone);
+    events.once("session-lost", onGone);
+    try {
+      send(xml("iq", { type: "get", id, to: server }, xml("ping", { xmlns: "urn:xmpp:ping" })));
+    } catch (err) {
+      cleanup();
+      reject(err instanceof Error ? err : new Error(String(err)));
+    }
+  });
+}
