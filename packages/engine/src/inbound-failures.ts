@@ -2,8 +2,11 @@
 // (the server replays it after a resume); one that failed MAX_STANZA_FAILURES times, or that
 // cannot even be serialized, is a poison stanza: quarantined and counted, so the session moves on.
 import { createHash } from "node:crypto";
-import { quarantineRow, type StoreTx } from "@lichen/store";
+import { loadAccountState, quarantineRow, saveAccountState, type StoreTx } from "@lichen/store";
 import xml, { type Element } from "@xmpp/xml";
+import type { Outbox } from "./outbound.js";
+import { serviceUnavailable } from "./protocol.js";
+import { assertContinuity } from "./stream-management.js";
 
 /** A stanza whose handler failed this often (each time replayed after resume) is quarantined. */
 export const MAX_STANZA_FAILURES = 3;
@@ -98,4 +101,30 @@ export function quarantinePoisonStanza(tx: StoreTx, inspected: InspectedStanza):
       ? "stanza nested too deep to serialize"
       : `handler failed ${MAX_STANZA_FAILURES} times`,
   );
+}
+
+/**
+ * The transaction of a poison stanza: keep it (quarantine) and count it, so the session can move
+ * on. Returns the new inbound h.
+ */
+export function commitPoisonStanza(
+  tx: StoreTx,
+  o: {
+    accountId: string;
+    committedH: number;
+    outbox: Outbox;
+    stanza: Element;
+    inspected: InspectedStanza;
+  },
+): number {
+  const state = loadAccountState(tx, o.accountId);
+  assertContinuity(state, o.committedH);
+  quarantinePoisonStanza(tx, o.inspected);
+  // The requester of an IQ still gets an answer instead of waiting forever.
+  const { stanza } = o;
+  if (stanza.is("iq") && (stanza.attrs.type === "get" || stanza.attrs.type === "set"))
+    o.outbox.enqueue(tx, state, serviceUnavailable(stanza));
+  state.sm.inboundH += 1;
+  saveAccountState(tx, o.accountId, state);
+  return state.sm.inboundH;
 }

@@ -25,7 +25,6 @@ import { useStreamManagement } from "./sm-negotiation.js";
 import {
   AckRequests,
   applyAck,
-  assertContinuity,
   commitResumed,
   ContinuityError,
   newStreamState,
@@ -36,7 +35,8 @@ import {
   fireExpiredHandlers,
   invalidatePendingHandlers,
 } from "./pending-handlers.js";
-import { quarantinePoisonStanza, StanzaFailures } from "./inbound-failures.js";
+import { commitPoisonStanza, StanzaFailures } from "./inbound-failures.js";
+import { commitStanza, PreparedStale, type PreparedStanza } from "./inbound.js";
 import { ServiceResolutionError } from "./resolve.js";
 import type { ProtocolContext } from "./context.js";
 import type { SessionEvents } from "./events.js";
@@ -45,18 +45,13 @@ import { LinkLiveness, type LivenessOptions } from "./liveness.js";
 import { handlers as defaultRegistry, type HandlerRegistry } from "./handlers.js";
 import { registerCapsHandlers } from "./caps.js";
 import { registerMucHandlers } from "./muc.js";
-import {
-  dispatchStanza,
-  initialPresence,
-  registerBuiltinHandlers,
-  serviceUnavailable,
-  startNewStreamCatchup,
-} from "./protocol.js";
+import { initialPresence, registerBuiltinHandlers, startNewStreamCatchup } from "./protocol.js";
 import { registerPushHandlers } from "./push.js";
 import { registerSetupHandlers, setupNewStream } from "./setup.js";
 
 export { NS_SM } from "./stream-management.js";
 export { SessionLockError } from "./fencing.js";
+export type { PreparedStanza } from "./inbound.js";
 export { MessageQueuedError, type OutgoingMessage } from "./outgoing.js";
 /** Socket errors after which another of the domain's servers is worth trying at once. */
 const UNREACHABLE_CODES = new Set([
@@ -119,13 +114,6 @@ export interface SessionOptions {
   liveness?: LivenessOptions | false;
   logger?: (event: Record<string, unknown>) => void;
 }
-
-export interface PreparedStanza {
-  data: unknown;
-  stillValid?: (tx: StoreTx) => boolean;
-}
-
-class PreparedStale extends Error {}
 
 /** A ProtocolContext whose session is the DurableSession itself (what onStanza gets). */
 export interface StanzaContext extends ProtocolContext {
@@ -704,38 +692,32 @@ export class DurableSession extends EventEmitter<SessionEvents> {
     try {
       if (inspected.poison) {
         // A poison stanza: keep it (quarantine) and count it, so the session can move on.
-        const h = await this.txWriteAsync((tx) => {
-          const state = loadAccountState(tx, this.accountId);
-          assertContinuity(state, this.committedH);
-          quarantinePoisonStanza(tx, inspected);
-          // The requester of an IQ still gets an answer instead of waiting forever.
-          if (stanza.is("iq") && (stanza.attrs.type === "get" || stanza.attrs.type === "set"))
-            this.outbox.enqueue(tx, state, serviceUnavailable(stanza));
-          state.sm.inboundH += 1;
-          saveAccountState(tx, this.accountId, state);
-          return state.sm.inboundH;
-        });
+        const h = await this.txWriteAsync((tx) =>
+          commitPoisonStanza(tx, {
+            accountId: this.accountId,
+            committedH: this.committedH,
+            outbox: this.outbox,
+            stanza,
+            inspected,
+          }),
+        );
         this.failures.forget(inspected);
         this.committedH = h;
         this.emit("stanza-quarantined", stanza);
         this.flush();
         return "done";
       }
-      const h = await this.txWriteAsync((tx) => {
-        const state = loadAccountState(tx, this.accountId);
-        assertContinuity(state, this.committedH);
-        const ctx = this.context(tx, state);
-        if (prepared?.stillValid && !prepared.stillValid(tx)) {
-          if (mayRetry) throw new PreparedStale();
-          // Out of retries: handle without the prepared data rather than loop forever.
-          prepared = undefined;
-        }
-        dispatchStanza(ctx, stanza);
-        this.opts.onStanza?.(ctx, stanza, prepared?.data);
-        state.sm.inboundH += 1;
-        saveAccountState(tx, this.accountId, state);
-        return state.sm.inboundH;
-      });
+      const h = await this.txWriteAsync((tx) =>
+        commitStanza(tx, {
+          accountId: this.accountId,
+          committedH: this.committedH,
+          context: (t, state) => this.context(t, state),
+          stanza,
+          prepared,
+          mayRetry,
+          onStanza: this.opts.onStanza,
+        }),
+      );
       this.committedH = h;
       this.emit("stanza", stanza);
       this.opts.afterCommit?.(stanza);
