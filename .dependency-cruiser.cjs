@@ -51,8 +51,10 @@ module.exports = {
       "packages/schema",
       "tools/push-simulators",
     ]),
-    layer("store-explorer-imports-store", "apps/store-explorer", [
+    // The roster view reads through the engine's listRoster (loaded lazily, for that command only).
+    layer("store-explorer-imports-store-engine", "apps/store-explorer", [
       "packages/store",
+      "packages/engine",
       "packages/schema",
     ]),
   ],
