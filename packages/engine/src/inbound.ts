@@ -5,6 +5,7 @@ import type { AccountState } from "@lichen/schema";
 import { loadAccountState, saveAccountState, type StoreTx } from "@lichen/store";
 import type { Element } from "@xmpp/xml";
 import type { ProtocolContext } from "./context.js";
+import type { PluginPrepared } from "./plugins.js";
 import { dispatchStanza } from "./protocol.js";
 import { assertContinuity } from "./stream-management.js";
 
@@ -31,6 +32,8 @@ export function commitStanza<C extends ProtocolContext>(
     stanza: Element;
     prepared: PreparedStanza | undefined;
     mayRetry: boolean;
+    /** The plugins' prepare results for this stanza (plugins.ts). */
+    plugins?: PluginPrepared[];
     onStanza?: (ctx: C, stanza: Element, prepared: unknown) => void;
   },
 ): number {
@@ -42,8 +45,14 @@ export function commitStanza<C extends ProtocolContext>(
     if (o.mayRetry) throw new PreparedStale();
     prepared = undefined;
   }
-  dispatchStanza(ctx, o.stanza);
-  o.onStanza?.(ctx, o.stanza, prepared?.data);
+  // A plugin's work is only valid against the rows it read: no fallback without it.
+  const plugins = o.plugins ?? [];
+  if (plugins.some((p) => p.stillValid && !p.stillValid(tx)))
+    throw o.mayRetry ? new PreparedStale() : new Error("plugin state changed at every attempt");
+  const handled = plugins.reduce<Element>((el, p) => p.stanza ?? el, o.stanza);
+  dispatchStanza(ctx, handled);
+  for (const p of plugins) p.apply?.(ctx);
+  o.onStanza?.(ctx, handled, prepared?.data);
   state.sm.inboundH += 1;
   saveAccountState(tx, o.accountId, state);
   return state.sm.inboundH;

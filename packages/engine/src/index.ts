@@ -98,3 +98,9 @@ export {
   type DnsResolver,
   type ResolveOptions,
 } from "./resolve.js";
+export {
+  markDecrypted,
+  wasDecrypted,
+  type SessionPlugin,
+  type PluginPrepared,
+} from "./plugins.js";

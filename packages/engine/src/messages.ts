@@ -11,6 +11,10 @@ export interface OutgoingChatMessage {
   body: string;
   originId: string;
   extra?: Element[];
+  /** Body sent on the wire instead of `body` (an encrypted message's fallback text). */
+  wireBody?: string;
+  /** Stored as an end-to-end encrypted message. */
+  encrypted?: boolean;
 }
 
 /**
@@ -37,6 +41,7 @@ export function storeOutgoingMessage(
       messageId: m.originId,
       originId: m.originId,
       body: m.body,
+      encrypted: m.encrypted ?? false,
       deliveryState: "pending",
       sentAt: tx.now,
       storedAt: tx.now,
@@ -59,7 +64,7 @@ export function storeOutgoingMessage(
   return xml(
     "message",
     { to: m.to, type: "chat", id: m.originId },
-    xml("body", {}, m.body),
+    xml("body", {}, m.wireBody ?? m.body),
     ...(m.extra ?? []),
     xml("origin-id", { xmlns: "urn:xmpp:sid:0", id: m.originId }),
     xml("request", { xmlns: "urn:xmpp:receipts" }),

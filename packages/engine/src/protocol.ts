@@ -17,6 +17,7 @@ import type { HandlerRegistry } from "./handlers.js";
 import { bare, isExpectedIqSender } from "./jid.js";
 import { handleMamPage, mamQuery, NS_MAM, type MamFrom } from "./mam.js";
 import { advanceRoomMark, handleRoomPresence, isExpectedRoomResult } from "./muc.js";
+import { wasDecrypted } from "./plugins.js";
 import {
   applyRosterPush,
   handleSubscriptionPresence,
@@ -333,6 +334,7 @@ function storeMessage(
       stanzaIdBy,
       archiveId: meta.archiveId ?? null,
       body,
+      encrypted: wasDecrypted(m),
       deliveryState: outgoing ? "sent" : "received",
       sentAt: Number.isFinite(stamp) ? stamp : meta.sentAt,
       storedAt: ctx.tx.now,

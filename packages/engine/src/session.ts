@@ -16,7 +16,7 @@ import {
 import xml, { type Element } from "@xmpp/xml";
 import { createConnection, type XmppConnection } from "./connection.js";
 import { bare } from "./jid.js";
-import { storeOutgoingMessage } from "./messages.js";
+import { storeOutgoingMessage, type OutgoingChatMessage } from "./messages.js";
 import { Outbox } from "./outbound.js";
 import { ackOutcome, syncPing, type OutgoingMessage } from "./outgoing.js";
 import { drainBeforeDrop } from "./drain.js";
@@ -47,6 +47,7 @@ import { registerCapsHandlers } from "./caps.js";
 import { registerMucHandlers } from "./muc.js";
 import { initialPresence, registerBuiltinHandlers, startNewStreamCatchup } from "./protocol.js";
 import { registerPushHandlers } from "./push.js";
+import { preparePlugins, type PluginPrepared, type SessionPlugin } from "./plugins.js";
 import { registerSetupHandlers, setupNewStream } from "./setup.js";
 
 export { NS_SM } from "./stream-management.js";
@@ -97,6 +98,8 @@ export interface SessionOptions {
    * (another process wrote), the prepare step runs again (up to 5 times).
    */
   prepare?: (stanza: Element, store: Store) => Promise<PreparedStanza>;
+  /** Plugins hooked into the receive path (e.g. OMEMO from @lichen/omemo), in order. */
+  plugins?: readonly SessionPlugin[];
   /** Test seam: runs after a stanza's transaction committed, before its outbound stanzas are sent. */
   afterCommit?: (stanza: Element) => void;
   /**
@@ -182,6 +185,7 @@ export class DurableSession extends EventEmitter<SessionEvents> {
     registerCapsHandlers(this.registry);
     registerMucHandlers(this.registry);
     this.log = opts.logger ?? (() => {});
+    for (const plugin of opts.plugins ?? []) plugin.attach?.(this);
   }
 
   /** How this session answers receipt requests (SessionOptions.receipts). */
@@ -446,7 +450,7 @@ export class DurableSession extends EventEmitter<SessionEvents> {
    */
   queueMessage(
     ctx: StanzaContext,
-    m: { to: string; body: string; originId: string; extra?: Element[] },
+    m: OutgoingChatMessage,
   ): boolean {
     const stanza = storeOutgoingMessage(
       ctx.tx,
@@ -668,8 +672,11 @@ export class DurableSession extends EventEmitter<SessionEvents> {
       } catch (err) {
         prepared = { data: { error: err instanceof Error ? err.message : String(err) } };
       }
+      const plugins = this.opts.plugins?.length
+        ? await preparePlugins(this.opts.plugins, stanza, this, this.log)
+        : [];
       if (this.halted) return;
-      const outcome = await this.handleInbound(stanza, prepared, attempt < 5);
+      const outcome = await this.handleInbound(stanza, prepared, attempt < 5, plugins);
       if (outcome !== "stale") return;
       this.emit("prepare-retry", stanza, attempt);
     }
@@ -686,6 +693,7 @@ export class DurableSession extends EventEmitter<SessionEvents> {
     stanza: Element,
     prepared?: PreparedStanza,
     mayRetry = false,
+    plugins: PluginPrepared[] = [],
   ): Promise<"done" | "stale"> {
     if (this.halted) return "done";
     const inspected = this.failures.inspect(stanza);
@@ -715,6 +723,7 @@ export class DurableSession extends EventEmitter<SessionEvents> {
           stanza,
           prepared,
           mayRetry,
+          plugins,
           onStanza: this.opts.onStanza,
         }),
       );

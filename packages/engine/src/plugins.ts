@@ -1,0 +1,70 @@
+// The engine's plugin seam: code with another licence or a heavy dependency (OMEMO, GPL-3.0) hooks
+// into a session's receive path without the engine importing it.
+import type { StoreTx } from "@lichen/store";
+import type { Element } from "@xmpp/xml";
+import type { DurableSession, StanzaContext } from "./session.js";
+
+/** What a plugin's prepare step hands to the stanza's transaction. */
+export interface PluginPrepared {
+  /**
+   * Handled instead of the received stanza (e.g. the same message with its decrypted body). The
+   * received stanza is still the one counted, quarantined or replayed.
+   */
+  stanza?: Element;
+  /** Re-checked inside the stanza's transaction: false means what prepare read changed; it runs again. */
+  stillValid?(tx: StoreTx): boolean;
+  /** Writes inside the stanza's transaction, after the engine handled the stanza (e.g. ratchet state). */
+  apply?(ctx: StanzaContext): void;
+}
+
+export interface SessionPlugin {
+  readonly name: string;
+  /** Called once by the session's constructor (e.g. to listen for "online"). */
+  attach?(session: DurableSession): void;
+  /**
+   * Async work for an inbound stanza before its transaction, with reads only (no writes: a kill
+   * here must leave nothing behind). Null: nothing to do for this stanza. Must not throw for bad
+   * input: a throw is logged and the stanza handled as received.
+   */
+  prepare?(stanza: Element, session: DurableSession): Promise<PluginPrepared | null>;
+}
+
+// Object identity cannot come over the wire, so a sender cannot mark its plaintext "encrypted".
+const decrypted = new WeakSet<Element>();
+
+/** Marks a message element whose body a plugin decrypted: it is stored with `encrypted` set. */
+export function markDecrypted(message: Element): Element {
+  decrypted.add(message);
+  return message;
+}
+
+export function wasDecrypted(message: Element): boolean {
+  return decrypted.has(message);
+}
+
+/** Runs every plugin's prepare step in order; each sees the stanza the previous one produced. */
+export async function preparePlugins(
+  plugins: readonly SessionPlugin[],
+  stanza: Element,
+  session: DurableSession,
+  log: (event: Record<string, unknown>) => void,
+): Promise<PluginPrepared[]> {
+  const out: PluginPrepared[] = [];
+  let current = stanza;
+  for (const plugin of plugins) {
+    if (!plugin.prepare) continue;
+    try {
+      const prepared = await plugin.prepare(current, session);
+      if (!prepared) continue;
+      out.push(prepared);
+      if (prepared.stanza) current = prepared.stanza;
+    } catch (err) {
+      log({
+        event: "plugin-prepare-failed",
+        plugin: plugin.name,
+        error: err instanceof Error ? err.message : String(err),
+      });
+    }
+  }
+  return out;
+}
