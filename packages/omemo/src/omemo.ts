@@ -1,0 +1,872 @@
+// The OMEMO engine plugin: decrypts in the stanza's prepare step, commits ratchet state with the
+// message, encrypts outgoing messages for every device, publishes our device and bundle.
+import { randomInt, randomUUID } from "node:crypto";
+import {
+  markDecrypted,
+  xml,
+  type DurableSession,
+  type Element,
+  type PluginPrepared,
+  type SessionPlugin,
+  type StanzaContext,
+} from "@lichen/engine";
+import { loadAccountState, quarantineRow, tables, type StoreTx } from "@lichen/store";
+import { and, eq, inArray, isNotNull, max, or } from "drizzle-orm";
+import { OmemoError, type DecryptFailureReason } from "./errors.js";
+import { signal } from "./libsignal.js";
+import { openPayload, sealPayload } from "./payload.js";
+import {
+  addressName,
+  loadOwnIdentity,
+  SignalView,
+  type OwnIdentity,
+  type TrustLevel,
+} from "./view.js";
+import {
+  bundleElement,
+  deviceListElement,
+  emeElement,
+  encryptedElement,
+  FALLBACK_BODY,
+  latestItem,
+  NODE_BUNDLES,
+  NODE_DEVICELIST,
+  NS_OMEMO,
+  NS_PUBSUB,
+  NS_PUBSUB_EVENT,
+  parseBundle,
+  parseDeviceList,
+  parseEncrypted,
+  type Bundle,
+} from "./wire.js";
+
+const NS_MAM = "urn:xmpp:mam:2";
+const NS_CARBONS = "urn:xmpp:carbons:2";
+const NS_FORWARD = "urn:xmpp:forward:0";
+const NS_SID = "urn:xmpp:sid:0";
+
+export interface OmemoOptions {
+  /**
+   * "app" (default) generates the identity, publishes the bundle and device list and refills
+   * prekeys. "nse" only decrypts: whatever else it finds to do (a used prekey) is flagged in the
+   * account state for the main app, so a push wake-up stays short and small.
+   */
+  role?: "app" | "nse";
+  /** Prekeys in the bundle (XEP-0384: about 100). */
+  preKeyCount?: number;
+  /** How long an IQ to the server may take. Default 30 s. */
+  requestTimeoutMs?: number;
+}
+
+export interface DeviceFingerprint {
+  jid: string;
+  deviceId: number;
+  /** Hex of the 32-byte Curve25519 identity key, as clients show it. */
+  fingerprint: string;
+  trust: TrustLevel;
+}
+
+export interface OmemoSendResult {
+  originId: string;
+  /** Devices the message was encrypted for. */
+  devices: { jid: string; deviceId: number }[];
+  /** Devices left out, and why (distrusted, no bundle, bad signature…). */
+  skipped: { jid: string; deviceId: number; reason: string }[];
+}
+
+class StaleView extends Error {}
+
+function bare(jid: string): string {
+  return jid.split("/")[0]!;
+}
+
+function fingerprintOf(identityKey: string): string {
+  return Buffer.from(identityKey, "base64").subarray(1).toString("hex");
+}
+
+/** A message element whose body we replace, inside a copy of the stanza that carries it. */
+interface Located {
+  inner: Element;
+  sender: string;
+  archiveId: string | null;
+  copy(): { stanza: Element; inner: Element };
+}
+
+function locate(stanza: Element, own: string): Located | null {
+  const from = stanza.attrs.from;
+  const fromOwn = !from || from === own;
+  const find = (root: Element): { inner: Element; archiveId: string | null } | null => {
+    const result = root.getChild("result", NS_MAM);
+    if (result) {
+      if (!fromOwn) return null; // room archives (MUC OMEMO) are not handled yet
+      const inner = result.getChild("forwarded", NS_FORWARD)?.getChild("message");
+      return inner ? { inner, archiveId: result.attrs.id ?? null } : null;
+    }
+    const carbon = root.getChild("received", NS_CARBONS) ?? root.getChild("sent", NS_CARBONS);
+    if (carbon) {
+      if (!fromOwn) return null; // forged carbon: the engine ignores it too
+      const inner = carbon.getChild("forwarded", NS_FORWARD)?.getChild("message");
+      return inner ? { inner, archiveId: null } : null;
+    }
+    return { inner: root, archiveId: null };
+  };
+  const found = find(stanza);
+  if (!found || found.inner.attrs.type === "groupchat" || found.inner.attrs.type === "error")
+    return null;
+  const sender = bare(found.inner.attrs.from ?? own);
+  return {
+    ...found,
+    sender,
+    copy: () => {
+      const copy = deepCopy(stanza);
+      return { stanza: copy, inner: find(copy)!.inner };
+    },
+  };
+}
+
+/** Elements from the parser have no working clone(): copy by hand. */
+function deepCopy(e: Element): Element {
+  return xml(
+    e.name,
+    { ...e.attrs },
+    ...e.children.map((c) => (typeof c === "string" ? c : deepCopy(c))),
+  );
+}
+
+function setBody(message: Element, body: string | null): void {
+  message.children = message.children.filter((c) => typeof c === "string" || c.name !== "body");
+  if (body !== null) message.append(xml("body", {}, body));
+}
+
+export class Omemo implements SessionPlugin {
+  readonly name = "omemo";
+  private session: DurableSession | null = null;
+  private publishing: Promise<void> | null = null;
+  private readonly role: "app" | "nse";
+  private readonly preKeyCount: number;
+  private readonly requestTimeoutMs: number;
+
+  constructor(opts: OmemoOptions = {}) {
+    this.role = opts.role ?? "app";
+    this.preKeyCount = opts.preKeyCount ?? 100;
+    this.requestTimeoutMs = opts.requestTimeoutMs ?? 30_000;
+  }
+
+  attach(session: DurableSession): void {
+    // An AppController makes a new session per connection attempt: the latest one is ours.
+    this.session = session;
+    // The main app publishes (and refills) once online; the NSE never does.
+    if (this.role === "app")
+      session.on("online", () => {
+        if (this.session === session) this.publish().catch(() => {}); // retried on the next "online"
+      });
+  }
+
+  private get s(): DurableSession {
+    if (!this.session) throw new Error("the Omemo plugin is not attached to a session");
+    return this.session;
+  }
+
+  /** Own bare JID. */
+  get jid(): string {
+    const s = this.s;
+    const row = s.store.read((tx) =>
+      tx
+        .select({ jid: tables.accounts.jid })
+        .from(tables.accounts)
+        .where(eq(tables.accounts.id, s.accountId))
+        .get(),
+    );
+    if (!row) throw new Error(`account ${s.accountId} does not exist`);
+    return row.jid;
+  }
+
+  /** Own device id (null until the main app generated the identity). */
+  get deviceId(): number | null {
+    return this.own()?.deviceId ?? null;
+  }
+
+  private own(): OwnIdentity | null {
+    const s = this.s;
+    return s.store.read((tx) => loadOwnIdentity(tx, s.accountId));
+  }
+
+  // ---- identity, bundle, device list -------------------------------------------------------
+
+  /** Generates our identity, signed prekey and prekeys once (main app only). */
+  ensureIdentity(): OwnIdentity {
+    const existing = this.own();
+    if (existing) return existing;
+    if (this.role !== "app")
+      throw new OmemoError("no-identity", "no OMEMO identity yet: the main app creates it");
+    return this.s.write((ctx) => {
+      const again = loadOwnIdentity(ctx.tx, ctx.accountId);
+      if (again) return again;
+      const identity = signal.curve.generateKeyPair();
+      const deviceId = randomInt(1, 0x7fffffff);
+      const registrationId = signal.keyhelper.generateRegistrationId();
+      ctx.tx
+        .insert(tables.omemoIdentity)
+        .values({
+          accountId: ctx.accountId,
+          deviceId,
+          registrationId,
+          identityPublicKey: identity.pubKey.toString("base64"),
+          identityPrivateKey: identity.privKey.toString("base64"),
+          createdAt: ctx.tx.now,
+        })
+        .run();
+      this.addSignedPreKey(ctx.tx, identity.privKey, 1);
+      this.addPreKeys(ctx.tx, 1, this.preKeyCount);
+      ctx.state.omemo.deviceId = deviceId;
+      ctx.state.omemo.bundlePublished = false;
+      ctx.state.omemo.deviceListPublished = false;
+      return { deviceId, registrationId, identity };
+    });
+  }
+
+  private addSignedPreKey(tx: StoreTx, identityPriv: Buffer, keyId: number): void {
+    const pair = signal.curve.generateKeyPair();
+    tx.insert(tables.omemoSignedPrekeys)
+      .values({
+        accountId: this.s.accountId,
+        keyId,
+        publicKey: pair.pubKey.toString("base64"),
+        privateKey: pair.privKey.toString("base64"),
+        signature: signal.curve.calculateSignature(identityPriv, pair.pubKey).toString("base64"),
+        createdAt: tx.now,
+      })
+      .run();
+  }
+
+  private addPreKeys(tx: StoreTx, firstId: number, count: number): void {
+    for (let i = 0; i < count; i++) {
+      const pair = signal.curve.generateKeyPair();
+      tx.insert(tables.omemoPrekeys)
+        .values({
+          accountId: this.s.accountId,
+          keyId: firstId + i,
+          publicKey: pair.pubKey.toString("base64"),
+          privateKey: pair.privKey.toString("base64"),
+          createdAt: tx.now,
+        })
+        .run();
+    }
+  }
+
+  /** Replaces used prekeys with fresh ones (ids never reused). Returns how many were added. */
+  private refillPreKeys(): number {
+    return this.s.write((ctx) => {
+      const p = tables.omemoPrekeys;
+      ctx.tx
+        .delete(p)
+        .where(and(eq(p.accountId, ctx.accountId), isNotNull(p.consumedAt)))
+        .run();
+      const left = ctx.tx
+        .select({ id: p.keyId })
+        .from(p)
+        .where(eq(p.accountId, ctx.accountId))
+        .all();
+      const top =
+        ctx.tx
+          .select({ m: max(p.keyId) })
+          .from(p)
+          .where(eq(p.accountId, ctx.accountId))
+          .get()?.m ??
+        ctx.state.omemo.deviceId ??
+        0;
+      const missing = this.preKeyCount - left.length;
+      // Ids keep growing (also past deleted ones): a peer holding an old bundle gets "unknown prekey", not another key.
+      const first = Math.max(top, ctx.state.omemo.deviceId ?? 0) + 1;
+      if (missing > 0) this.addPreKeys(ctx.tx, first, missing);
+      ctx.state.omemo.preKeysNeedRefill = false;
+      ctx.state.omemo.bundlePublished = false;
+      return Math.max(missing, 0);
+    });
+  }
+
+  private bundle(own: OwnIdentity): Bundle {
+    const s = this.s;
+    return s.store.read((tx) => {
+      const spk = tx
+        .select()
+        .from(tables.omemoSignedPrekeys)
+        .where(eq(tables.omemoSignedPrekeys.accountId, s.accountId))
+        .all()
+        .sort((a, b) => b.keyId - a.keyId)[0]!;
+      const p = tables.omemoPrekeys;
+      const pre = tx.select().from(p).where(eq(p.accountId, s.accountId)).all();
+      return {
+        identityKey: own.identity.pubKey,
+        signedPreKey: {
+          keyId: spk.keyId,
+          publicKey: Buffer.from(spk.publicKey, "base64"),
+          signature: Buffer.from(spk.signature, "base64"),
+        },
+        preKeys: pre
+          .filter((k) => k.consumedAt === null)
+          .map((k) => ({ keyId: k.keyId, publicKey: Buffer.from(k.publicKey, "base64") })),
+      };
+    });
+  }
+
+  /**
+   * Main app: identity, prekey refill, bundle and device list publication (access model open, as
+   * Conversations does: Prosody's default "presence" hides bundles from non-contacts).
+   */
+  publish(): Promise<void> {
+    this.publishing ??= this.doPublish().finally(() => (this.publishing = null));
+    return this.publishing;
+  }
+
+  private async doPublish(): Promise<void> {
+    if (this.role !== "app") return;
+    let own = this.ensureIdentity();
+    const state = this.s.store.read((tx) => loadAccountState(tx, this.s.accountId));
+    if (state.omemo.preKeysNeedRefill) this.refillPreKeys();
+    own = this.ensureIdentity();
+    await this.publishItem(
+      `${NODE_BUNDLES}${own.deviceId}`,
+      "current",
+      bundleElement(this.bundle(own)),
+    );
+    const ownJid = this.jid;
+    const listed = await this.fetchDeviceList(ownJid).catch((e: unknown): number[] => {
+      if (e instanceof OmemoError && e.code === "bad-device-list") return [];
+      throw e;
+    });
+    if (!listed.includes(own.deviceId))
+      await this.publishItem(
+        NODE_DEVICELIST,
+        "current",
+        deviceListElement([...listed, own.deviceId]),
+      );
+    this.s.write((ctx) => {
+      writeDeviceList(ctx.tx, ctx.accountId, ownJid, [...new Set([...listed, own.deviceId])]);
+      ctx.state.omemo.bundlePublished = true;
+      ctx.state.omemo.deviceListPublished = true;
+    });
+  }
+
+  private async publishItem(node: string, id: string, payload: Element): Promise<void> {
+    const options = xml(
+      "publish-options",
+      {},
+      xml(
+        "x",
+        { xmlns: "jabber:x:data", type: "submit" },
+        xml(
+          "field",
+          { var: "FORM_TYPE", type: "hidden" },
+          xml("value", {}, `${NS_PUBSUB}#publish-options`),
+        ),
+        xml("field", { var: "pubsub#access_model" }, xml("value", {}, "open")),
+      ),
+    );
+    const iq = (withOptions: boolean) =>
+      xml(
+        "iq",
+        { type: "set", id: randomUUID() },
+        xml(
+          "pubsub",
+          { xmlns: NS_PUBSUB },
+          xml("publish", { node }, xml("item", { id }, payload)),
+          ...(withOptions ? [options] : []),
+        ),
+      );
+    const res = await this.request(iq(true));
+    if (res.attrs.type === "result") return;
+    // A node created earlier with another access model: publish anyway rather than not at all.
+    const again = await this.request(iq(false));
+    if (again.attrs.type !== "result")
+      throw new OmemoError("iq-error", `publishing ${node} failed: ${again.toString()}`);
+  }
+
+  /** Sends an IQ and waits for its answer (handled, like every stanza, in its own transaction). */
+  request(iq: Element): Promise<Element> {
+    const s = this.s;
+    const id = (iq.attrs.id ??= randomUUID());
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        s.off("stanza", onStanza);
+        reject(
+          new OmemoError("iq-timeout", `no answer to IQ ${id} within ${this.requestTimeoutMs} ms`),
+        );
+      }, this.requestTimeoutMs);
+      const onStanza = (el: Element) => {
+        if (el.name !== "iq" || el.attrs.id !== id) return;
+        if (el.attrs.type !== "result" && el.attrs.type !== "error") return;
+        clearTimeout(timer);
+        s.off("stanza", onStanza);
+        resolve(el);
+      };
+      s.on("stanza", onStanza);
+      try {
+        s.write((ctx) => ctx.send(iq));
+      } catch (err) {
+        clearTimeout(timer);
+        s.off("stanza", onStanza);
+        reject(err instanceof Error ? err : new Error(String(err)));
+      }
+    });
+  }
+
+  /** Fetches and stores a JID's device list; [] when it has none. */
+  async fetchDeviceList(jid: string): Promise<number[]> {
+    const res = await this.request(
+      xml(
+        "iq",
+        { type: "get", to: jid },
+        xml("pubsub", { xmlns: NS_PUBSUB }, xml("items", { node: NODE_DEVICELIST })),
+      ),
+    );
+    let ids: number[] = [];
+    if (res.attrs.type === "result") {
+      const items = res.getChild("pubsub", NS_PUBSUB)?.getChild("items");
+      ids = parseDeviceList(latestItem(items)?.getChild("list", NS_OMEMO));
+    } else if (!res.getChild("error")?.getChild("item-not-found")) {
+      throw new OmemoError("iq-error", `device list of ${jid}: ${res.toString()}`);
+    }
+    this.s.write((ctx) => writeDeviceList(ctx.tx, ctx.accountId, jid, ids));
+    return ids;
+  }
+
+  async fetchBundle(jid: string, deviceId: number): Promise<Bundle> {
+    const res = await this.request(
+      xml(
+        "iq",
+        { type: "get", to: jid },
+        xml("pubsub", { xmlns: NS_PUBSUB }, xml("items", { node: `${NODE_BUNDLES}${deviceId}` })),
+      ),
+    );
+    if (res.attrs.type !== "result")
+      throw new OmemoError("iq-error", `no bundle for ${jid} device ${deviceId}`);
+    const bundle = parseBundle(
+      latestItem(res.getChild("pubsub", NS_PUBSUB)?.getChild("items"))?.getChild(
+        "bundle",
+        NS_OMEMO,
+      ),
+    );
+    // libsignal's initOutgoing does not check it (it passes isInit): we must.
+    let ok = false;
+    try {
+      ok = signal.curve.verifySignature(
+        bundle.identityKey,
+        bundle.signedPreKey.publicKey,
+        bundle.signedPreKey.signature,
+      );
+    } catch {
+      ok = false;
+    }
+    if (!ok)
+      throw new OmemoError(
+        "bad-bundle",
+        `signed prekey signature of ${jid} device ${deviceId} is wrong`,
+      );
+    return bundle;
+  }
+
+  /** Active device ids stored for a JID. */
+  devices(jid: string): number[] {
+    const s = this.s;
+    const d = tables.omemoDeviceLists;
+    return s.store.read((tx) =>
+      tx
+        .select({ id: d.deviceId })
+        .from(d)
+        .where(and(eq(d.accountId, s.accountId), eq(d.jid, jid), eq(d.active, true)))
+        .all()
+        .map((r) => r.id),
+    );
+  }
+
+  // ---- trust (blind trust before verification) ---------------------------------------------
+
+  fingerprints(jid?: string): DeviceFingerprint[] {
+    const s = this.s;
+    const t = tables.omemoTrust;
+    return s.store.read((tx) =>
+      tx
+        .select()
+        .from(t)
+        .where(
+          jid ? and(eq(t.accountId, s.accountId), eq(t.jid, jid)) : eq(t.accountId, s.accountId),
+        )
+        .all()
+        .map((r) => ({
+          jid: r.jid,
+          deviceId: r.deviceId,
+          fingerprint: fingerprintOf(r.identityKey),
+          trust: r.trust,
+        })),
+    );
+  }
+
+  ownFingerprint(): string | null {
+    const own = this.own();
+    return own ? fingerprintOf(own.identity.pubKey.toString("base64")) : null;
+  }
+
+  /**
+   * Verify (after comparing fingerprints), distrust or trust a device. Once a contact has a
+   * verified device, its new devices are no longer trusted blindly.
+   */
+  setTrust(jid: string, deviceId: number, trust: "verified" | "untrusted" | "trusted"): void {
+    const t = tables.omemoTrust;
+    const changed = this.s.write(
+      (ctx) =>
+        ctx.tx
+          .update(t)
+          .set({ trust, updatedAt: ctx.tx.now })
+          .where(and(eq(t.accountId, ctx.accountId), eq(t.jid, jid), eq(t.deviceId, deviceId)))
+          .run().changes,
+    );
+    if (changed === 0) throw new Error(`no identity known for ${jid} device ${deviceId}`);
+  }
+
+  // ---- sending -------------------------------------------------------------------------------
+
+  /**
+   * Encrypts `body` for every trusted device of `to` and our own other devices, stores the
+   * message (plaintext, encrypted=true) and queues it with the ratchet changes in one
+   * transaction. Throws OmemoError("no-devices") when no device of `to` can receive it.
+   */
+  async send(to: string, body: string): Promise<OmemoSendResult> {
+    const s = this.s;
+    const own = this.role === "app" ? this.ensureIdentity() : this.own();
+    if (!own) throw new OmemoError("no-identity", "no OMEMO identity yet");
+    const recipient = bare(to);
+    const ownJid = this.jid;
+    const theirs = await this.fetchDeviceList(recipient);
+    const mine = recipient === ownJid ? [] : await this.fetchDeviceList(ownJid);
+    const originId = randomUUID();
+    const bundles = new Map<string, Bundle | Error>();
+    for (let attempt = 1; attempt <= 5; attempt++) {
+      const view = new SignalView(s.store, s.accountId, own);
+      const skipped: OmemoSendResult["skipped"] = [];
+      const targets: { jid: string; deviceId: number }[] = [];
+      const candidates = [
+        ...theirs.map((deviceId) => ({ jid: recipient, deviceId })),
+        ...mine.filter((d) => d !== own.deviceId).map((deviceId) => ({ jid: ownJid, deviceId })),
+      ];
+      for (const c of candidates) {
+        const known = view.identity(c.jid, c.deviceId);
+        if (known && known.trust !== "trusted" && known.trust !== "verified") {
+          skipped.push({ ...c, reason: `device is ${known.trust}` });
+          continue;
+        }
+        if (!view.hasSession(c.jid, c.deviceId)) {
+          const k = `${c.jid} ${c.deviceId}`;
+          if (!bundles.has(k))
+            bundles.set(
+              k,
+              await this.fetchBundle(c.jid, c.deviceId).catch((e: unknown) =>
+                e instanceof Error ? e : new Error(String(e)),
+              ),
+            );
+          const bundle = bundles.get(k)!;
+          if (bundle instanceof Error) {
+            skipped.push({ ...c, reason: bundle.message });
+            continue;
+          }
+          const preKey = bundle.preKeys[randomInt(bundle.preKeys.length)]!;
+          try {
+            await new signal.SessionBuilder(
+              view.storageFor(c.jid, c.deviceId),
+              new signal.ProtocolAddress(addressName(c.jid), c.deviceId),
+            ).initOutgoing({
+              identityKey: bundle.identityKey,
+              registrationId: 0,
+              signedPreKey: bundle.signedPreKey,
+              preKey,
+            });
+          } catch (e) {
+            skipped.push({ ...c, reason: e instanceof Error ? e.message || e.name : String(e) });
+            continue;
+          }
+        }
+        targets.push(c);
+      }
+      if (!targets.some((t) => t.jid === recipient))
+        throw new OmemoError(
+          "no-devices",
+          `no OMEMO device of ${recipient} can receive the message${skipped.length ? `: ${skipped.map((k) => `${k.deviceId} ${k.reason}`).join("; ")}` : ""}`,
+        );
+      const sealed = sealPayload(body);
+      const keys: { rid: number; prekey: boolean; data: Buffer }[] = [];
+      const sent: typeof targets = [];
+      for (const t of targets) {
+        try {
+          const r = await new signal.SessionCipher(
+            view.storageFor(t.jid, t.deviceId),
+            new signal.ProtocolAddress(addressName(t.jid), t.deviceId),
+          ).encrypt(sealed.keyAndTag);
+          keys.push({ rid: t.deviceId, prekey: r.type === 3, data: r.body });
+          sent.push(t);
+        } catch (e) {
+          skipped.push({ ...t, reason: e instanceof Error ? e.message || e.name : String(e) });
+        }
+      }
+      if (!sent.some((t) => t.jid === recipient))
+        throw new OmemoError(
+          "no-devices",
+          `no session with any device of ${recipient} could encrypt`,
+        );
+      const encrypted = encryptedElement({
+        sid: own.deviceId,
+        keys,
+        iv: sealed.iv,
+        payload: sealed.payload,
+      });
+      try {
+        s.write((ctx) => {
+          if (!view.stillValid(ctx.tx)) throw new StaleView();
+          view.apply(ctx.tx);
+          s.queueMessage(ctx, {
+            to: recipient,
+            body,
+            originId,
+            wireBody: FALLBACK_BODY,
+            encrypted: true,
+            extra: [encrypted, emeElement()],
+          });
+        });
+      } catch (e) {
+        if (e instanceof StaleView) continue; // another process ratcheted meanwhile: encrypt again
+        throw e;
+      }
+      return { originId, devices: sent, skipped };
+    }
+    throw new OmemoError("state-conflict", "session state changed at every attempt");
+  }
+
+  // ---- receiving (the engine's prepare step) --------------------------------------------------
+
+  async prepare(stanza: Element, session: DurableSession): Promise<PluginPrepared | null> {
+    if (!stanza.is("message")) return null;
+    const own = this.jid;
+    const event = stanza.getChild("event", NS_PUBSUB_EVENT);
+    if (event) return this.prepareDeviceListEvent(stanza, event, own);
+    const at = locate(stanza, own);
+    if (!at) return null;
+    const encryptedEl = at.inner.getChild("encrypted", NS_OMEMO);
+    if (!encryptedEl) return null;
+    if (this.alreadyStored(at)) return null; // a replay: the engine's unique indexes drop it
+    const ownIdentity = this.own();
+    const fail = (
+      reason: DecryptFailureReason,
+      detail: string,
+      view?: SignalView,
+    ): PluginPrepared => this.failure(stanza, at, reason, detail, view);
+    if (!ownIdentity) return fail("no-identity", "this device has no OMEMO identity yet");
+    let enc;
+    try {
+      enc = parseEncrypted(encryptedEl);
+    } catch (e) {
+      return fail("bad-element", (e as Error).message);
+    }
+    const mine = enc.keys.find((k) => k.rid === ownIdentity.deviceId);
+    if (!mine) {
+      // Our own message coming back (carbon/MAM of what this device sent): no key for us, by design.
+      if (at.sender === own && enc.sid === ownIdentity.deviceId) return null;
+      return fail(
+        "not-for-this-device",
+        `no key for device ${ownIdentity.deviceId} (keys for ${enc.keys.map((k) => k.rid).join(", ") || "none"})`,
+      );
+    }
+    const listed = this.listedDevices(at.sender);
+    if (listed.size > 0 && !listed.has(enc.sid))
+      return fail("unknown-device", `device ${enc.sid} is not in ${at.sender}'s device list`);
+    const view = new SignalView(session.store, session.accountId, ownIdentity);
+    if (view.identity(at.sender, enc.sid)?.trust === "untrusted")
+      return fail("distrusted-device", `device ${enc.sid} of ${at.sender} is distrusted`);
+    const cipher = new signal.SessionCipher(
+      view.storageFor(at.sender, enc.sid),
+      new signal.ProtocolAddress(addressName(at.sender), enc.sid),
+    );
+    let keyMaterial: Buffer;
+    try {
+      keyMaterial = mine.prekey
+        ? await cipher.decryptPreKeyWhisperMessage(mine.data)
+        : await cipher.decryptWhisperMessage(mine.data);
+    } catch (e) {
+      // Nothing of the view is written: the ratchet stays where it was.
+      const err = e as Error;
+      return {
+        ...fail("signal", err.message || err.name),
+        stillValid: (tx) => view.stillValid(tx),
+      };
+    }
+    if (!enc.payload) return this.success(at, null, view, mine.prekey); // key transport element
+    let text: string;
+    try {
+      text = openPayload(keyMaterial, enc.iv, enc.payload);
+    } catch (e) {
+      // The Signal message was genuine and its key is spent: commit that with the failure.
+      return fail("payload", (e as Error).message, view);
+    }
+    return this.success(at, text, view, mine.prekey);
+  }
+
+  private success(
+    at: Located,
+    text: string | null,
+    view: SignalView,
+    usedPreKey: boolean,
+  ): PluginPrepared {
+    const { stanza, inner } = at.copy();
+    setBody(inner, text);
+    markDecrypted(inner);
+    return {
+      stanza,
+      stillValid: (tx) => view.stillValid(tx),
+      apply: (ctx) => {
+        const { preKeysUsed } = view.apply(ctx.tx);
+        if (preKeysUsed > 0 || usedPreKey) this.afterPreKeyUse(ctx);
+      },
+    };
+  }
+
+  /** A prekey was used: the bundle needs a fresh one. The NSE leaves that to the main app. */
+  private afterPreKeyUse(ctx: StanzaContext): void {
+    ctx.state.omemo.preKeysNeedRefill = true;
+    if (this.role === "app") ctx.afterCommit(() => void this.publish().catch(() => {}));
+  }
+
+  private failure(
+    received: Element,
+    at: Located,
+    reason: DecryptFailureReason,
+    detail: string,
+    view?: SignalView,
+  ): PluginPrepared {
+    const { stanza, inner } = at.copy();
+    setBody(inner, `could not decrypt (OMEMO ${reason}): ${detail}`);
+    markDecrypted(inner);
+    let raw: string;
+    try {
+      raw = received.toString();
+    } catch {
+      raw = "(unserializable)";
+    }
+    return {
+      stanza,
+      ...(view ? { stillValid: (tx: StoreTx) => view.stillValid(tx) } : {}),
+      apply: (ctx) => {
+        if (view) {
+          const { preKeysUsed } = view.apply(ctx.tx);
+          if (preKeysUsed > 0) this.afterPreKeyUse(ctx);
+        }
+        // The stanza itself is kept, with the reason, for a later retry or inspection.
+        quarantineRow(
+          ctx.tx,
+          "omemo_message",
+          `${at.sender}/${inner.attrs.id ?? at.archiveId ?? ""}`,
+          raw,
+          `could not decrypt: ${reason}: ${detail}`,
+        );
+      },
+    };
+  }
+
+  private listedDevices(jid: string): Set<number> {
+    const s = this.s;
+    const d = tables.omemoDeviceLists;
+    return new Set(
+      s.store
+        .read((tx) =>
+          tx
+            .select({ id: d.deviceId, active: d.active })
+            .from(d)
+            .where(and(eq(d.accountId, s.accountId), eq(d.jid, jid)))
+            .all(),
+        )
+        .filter((r) => r.active)
+        .map((r) => r.id),
+    );
+  }
+
+  private alreadyStored(at: Located): boolean {
+    const s = this.s;
+    const m = tables.messages;
+    const originId = at.inner.getChild("origin-id", NS_SID)?.attrs.id;
+    const stanzaIds = at.inner
+      .getChildren("stanza-id", NS_SID)
+      .map((e) => e.attrs.id)
+      .filter((x): x is string => !!x);
+    const conds = [
+      ...(at.archiveId ? [eq(m.archiveId, at.archiveId), eq(m.stanzaId, at.archiveId)] : []),
+      ...(stanzaIds.length ? [inArray(m.stanzaId, stanzaIds)] : []),
+      ...(originId && at.inner.attrs.from
+        ? [and(eq(m.originId, originId), eq(m.fromJid, at.inner.attrs.from))]
+        : []),
+    ];
+    if (conds.length === 0) return false;
+    return (
+      s.store.read((tx) =>
+        tx
+          .select({ id: m.id })
+          .from(m)
+          .where(and(eq(m.accountId, s.accountId), or(...conds)))
+          .get(),
+      ) !== undefined
+    );
+  }
+
+  private prepareDeviceListEvent(
+    stanza: Element,
+    event: Element,
+    own: string,
+  ): PluginPrepared | null {
+    const items = event.getChild("items");
+    if (items?.attrs.node !== NODE_DEVICELIST) return null;
+    const from = stanza.attrs.from ?? own;
+    if (from !== bare(from)) return null; // PEP notifications come from the owner's bare JID
+    let ids: number[];
+    try {
+      ids = parseDeviceList(latestItem(items)?.getChild("list", NS_OMEMO));
+    } catch (e) {
+      const detail = (e as Error).message;
+      return {
+        apply: (ctx) => quarantineRow(ctx.tx, "omemo_device_list", from, stanza.toString(), detail),
+      };
+    }
+    return {
+      apply: (ctx) => {
+        writeDeviceList(ctx.tx, ctx.accountId, from, ids);
+        const ownId = ctx.state.omemo.deviceId;
+        // Another of our devices replaced the list without us: put ourselves back (main app).
+        if (from === own && ownId !== null && !ids.includes(ownId)) {
+          ctx.state.omemo.deviceListPublished = false;
+          if (this.role === "app") ctx.afterCommit(() => void this.publish().catch(() => {}));
+        }
+      },
+    };
+  }
+}
+
+/** Stores a JID's device list: listed ids active, the others kept (their sessions too) but inactive. */
+export function writeDeviceList(
+  tx: StoreTx,
+  accountId: string,
+  jid: string,
+  ids: readonly number[],
+): void {
+  const d = tables.omemoDeviceLists;
+  tx.update(d)
+    .set({ active: false, updatedAt: tx.now })
+    .where(and(eq(d.accountId, accountId), eq(d.jid, jid)))
+    .run();
+  for (const deviceId of ids)
+    tx.insert(d)
+      .values({ accountId, jid, deviceId, active: true, updatedAt: tx.now })
+      .onConflictDoUpdate({
+        target: [d.accountId, d.jid, d.deviceId],
+        set: { active: true, updatedAt: tx.now },
+      })
+      .run();
+}
+
+export function omemo(opts: OmemoOptions = {}): Omemo {
+  return new Omemo(opts);
+}

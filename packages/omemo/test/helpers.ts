@@ -1,0 +1,73 @@
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { DurableSession, ensureAccount } from "@lichen/engine";
+import { openStore, type Store } from "@lichen/store";
+import type { XmppTestServer } from "@lichen/test-servers";
+import { Omemo } from "../src/index.js";
+
+export { until } from "@lichen/test-kit";
+
+/** One Lichen device: its own database, a session with the OMEMO plugin. */
+export interface Device {
+  store: Store;
+  db: string;
+  session: DurableSession;
+  omemo: Omemo;
+  jid: string;
+  /** Bodies of stored messages of this chat, oldest first, with the encrypted flag. */
+  messages(chat: string): { body: string; encrypted: number; direction: string }[];
+  close(): Promise<void>;
+}
+
+export function openDevice(
+  server: XmppTestServer,
+  user: string,
+  resource: string,
+  o: { db?: string; role?: "app" | "nse" } = {},
+): Device {
+  const db = o.db ?? join(mkdtempSync(join(tmpdir(), "lichen-omemo-")), "l.db");
+  const store = openStore({ path: db, role: "main" });
+  const jid = `${user}@localhost`;
+  ensureAccount(store, { id: user, jid, resource });
+  const omemo = new Omemo({ role: o.role ?? "app", requestTimeoutMs: 60_000 });
+  const session = new DurableSession({
+    store,
+    accountId: user,
+    service: `xmpp://127.0.0.1:${server.c2sPort}`,
+    domain: "localhost",
+    username: user,
+    password: `${user}pw`,
+    resource,
+    plugins: [omemo],
+    logger: (e) => {
+      // Plugin failures are bugs in these tests: make them visible.
+      if (e.event === "plugin-prepare-failed" || e.event === "stanza-rolled-back")
+        console.error(user, resource, JSON.stringify(e));
+    },
+  });
+  return {
+    store,
+    db,
+    session,
+    omemo,
+    jid,
+    messages: (chat) =>
+      store.sqlite
+        .prepare(
+          "SELECT body, encrypted, direction FROM messages WHERE account_id = ? AND chat_jid = ? ORDER BY sent_at / 1000, id",
+        )
+        .all(user, chat) as { body: string; encrypted: number; direction: string }[],
+    close: async () => {
+      await session.close();
+      store.close();
+    },
+  };
+}
+
+/** Connects and publishes the device's identity (bundle + device list). */
+export async function online(d: Device): Promise<Device> {
+  await d.session.connect();
+  await d.omemo.publish();
+  return d;
+}

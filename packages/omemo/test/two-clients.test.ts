@@ -1,0 +1,130 @@
+import { startEjabberd, startProsody, type XmppTestServer } from "@lichen/test-servers";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { FALLBACK_BODY, NS_OMEMO } from "../src/index.js";
+import { online, openDevice, until, type Device } from "./helpers.js";
+
+const T = 180_000;
+
+describe.each([
+  ["prosody", startProsody],
+  ["ejabberd", startEjabberd],
+] as const)("OMEMO between two Lichen clients on %s", (_name, start) => {
+  let server: XmppTestServer;
+  const devices: Device[] = [];
+  beforeAll(async () => {
+    server = await start();
+    for (const u of ["alice", "bob"]) await server.registerUser(u, `${u}pw`);
+  }, T);
+  afterAll(async () => {
+    for (const d of devices) await d.close().catch(() => {});
+    await server?.stop();
+  }, T);
+  const device = (user: string, resource: string) => {
+    const d = openDevice(server, user, resource);
+    devices.push(d);
+    return online(d);
+  };
+
+  it(
+    "first message (prekey), replies both ways, a second device of alice, carbons of own messages",
+    async () => {
+      const alice = await device("alice", "phone");
+      const bob = await device("bob", "laptop");
+      const bobId = bob.omemo.deviceId!;
+
+      // What bob's server gets is ciphertext with the fallback body, EME and <store/>.
+      const wire: string[] = [];
+      bob.session.on("stanza", (el) => {
+        if (el.is("message") && el.getChild("encrypted", NS_OMEMO)) wire.push(el.toString());
+      });
+      const first = await alice.omemo.send("bob@localhost", "hello bob (prekey)");
+      expect(first.devices).toEqual([{ jid: "bob@localhost", deviceId: bobId }]);
+      await until(
+        () => bob.messages("alice@localhost").length === 1,
+        "bob stores the first message",
+      );
+      expect(bob.messages("alice@localhost")).toEqual([
+        { body: "hello bob (prekey)", encrypted: 1, direction: "in" },
+      ]);
+      expect(wire[0]).toContain(`prekey="true"`);
+      expect(wire[0]).toContain(FALLBACK_BODY);
+      expect(wire[0]).toContain("urn:xmpp:eme:0");
+      expect(wire[0]).toContain("urn:xmpp:hints");
+      expect(wire[0]).not.toContain("hello bob");
+      // The used prekey is replaced and the bundle republished by bob's main app.
+      const unusedPreKeys = () =>
+        (
+          bob.store.sqlite
+            .prepare("SELECT count(*) AS n FROM omemo_prekeys WHERE consumed_at IS NULL")
+            .get() as { n: number }
+        ).n;
+      await until(() => unusedPreKeys() === 100, "bob refills its prekeys");
+      // Alice's message is stored (plaintext, encrypted flag) on her side too.
+      expect(alice.messages("bob@localhost")).toEqual([
+        { body: "hello bob (prekey)", encrypted: 1, direction: "out" },
+      ]);
+
+      // Each waits for the previous one: the chat order is the order of arrival.
+      const has = (d: Device, chat: string, body: string) =>
+        until(() => d.messages(chat).some((m) => m.body === body), `${d.jid} has "${body}"`);
+      await bob.omemo.send("alice@localhost", "hi alice, reply 1");
+      await has(alice, "bob@localhost", "hi alice, reply 1");
+      await alice.omemo.send("bob@localhost", "second from alice");
+      await has(bob, "alice@localhost", "second from alice");
+      await bob.omemo.send("alice@localhost", "reply 2");
+      await until(() => alice.messages("bob@localhost").length === 4, "alice has all four");
+      await until(() => bob.messages("alice@localhost").length === 4, "bob has all four");
+      expect(alice.messages("bob@localhost").map((m) => m.body)).toEqual([
+        "hello bob (prekey)",
+        "hi alice, reply 1",
+        "second from alice",
+        "reply 2",
+      ]);
+      // BTBV: each side recorded the other's identity, blindly trusted.
+      expect(alice.omemo.fingerprints("bob@localhost")).toEqual([
+        {
+          jid: "bob@localhost",
+          deviceId: bobId,
+          fingerprint: bob.omemo.ownFingerprint(),
+          trust: "trusted",
+        },
+      ]);
+
+      // A second device of alice: bob's next message is encrypted for both, and what alice's
+      // phone sends reaches her tablet as a carbon it can decrypt.
+      const tablet = await device("alice", "tablet");
+      const toAlice = await bob.omemo.send("alice@localhost", "to both of alice's devices");
+      expect(toAlice.devices.map((d) => d.deviceId).sort()).toEqual(
+        [alice.omemo.deviceId!, tablet.omemo.deviceId!].sort(),
+      );
+      await until(
+        () => tablet.messages("bob@localhost").some((m) => m.body === "to both of alice's devices"),
+        "tablet decrypts bob's message",
+      );
+      await until(
+        () => alice.messages("bob@localhost").some((m) => m.body === "to both of alice's devices"),
+        "phone decrypts bob's message",
+      );
+      const fromPhone = await alice.omemo.send("bob@localhost", "sent from the phone");
+      expect(fromPhone.devices.map((d) => d.deviceId).sort()).toEqual(
+        [bobId, tablet.omemo.deviceId!].sort(),
+      );
+      await until(
+        () =>
+          tablet
+            .messages("bob@localhost")
+            .some(
+              (m) => m.body === "sent from the phone" && m.direction === "out" && m.encrypted === 1,
+            ),
+        "tablet decrypts the carbon of the phone's message",
+      );
+      await until(
+        () => bob.messages("alice@localhost").some((m) => m.body === "sent from the phone"),
+        "bob decrypts it",
+      );
+      for (const d of [alice, bob, tablet])
+        expect(d.store.sqlite.prepare("SELECT raw, error FROM quarantine").all()).toEqual([]);
+    },
+    T,
+  );
+});
