@@ -1,7 +1,7 @@
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { DurableSession, ensureAccount } from "@lichen/engine";
+import { DurableSession, ensureAccount, type SessionOptions } from "@lichen/engine";
 import { openStore, type Store } from "@lichen/store";
 import type { XmppTestServer } from "@lichen/test-servers";
 import { Omemo } from "../src/index.js";
@@ -13,6 +13,8 @@ export interface Device {
   store: Store;
   db: string;
   session: DurableSession;
+  /** The session's options without the store (e.g. for an NSE run on the same account). */
+  config: Omit<SessionOptions, "store">;
   omemo: Omemo;
   jid: string;
   /** Bodies of stored messages of this chat, oldest first, with the encrypted flag. */
@@ -31,8 +33,7 @@ export function openDevice(
   const jid = `${user}@localhost`;
   ensureAccount(store, { id: user, jid, resource });
   const omemo = new Omemo({ role: o.role ?? "app", requestTimeoutMs: 60_000 });
-  const session = new DurableSession({
-    store,
+  const config: Omit<SessionOptions, "store"> = {
     accountId: user,
     service: `xmpp://127.0.0.1:${server.c2sPort}`,
     domain: "localhost",
@@ -45,11 +46,13 @@ export function openDevice(
       if (e.event === "plugin-prepare-failed" || e.event === "stanza-rolled-back")
         console.error(user, resource, JSON.stringify(e));
     },
-  });
+  };
+  const session = new DurableSession({ store, ...config });
   return {
     store,
     db,
     session,
+    config,
     omemo,
     jid,
     messages: (chat) =>

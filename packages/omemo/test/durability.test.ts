@@ -1,0 +1,186 @@
+import { spawn } from "node:child_process";
+import { createInterface } from "node:readline";
+import { join } from "node:path";
+import { handlePush } from "@lichen/engine";
+import { openStore } from "@lichen/store";
+import { startEjabberd, startProsody, type XmppTestServer } from "@lichen/test-servers";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { omemo } from "../src/index.js";
+import { online, openDevice, until, type Device } from "./helpers.js";
+
+const T = 180_000;
+const fixture = join(import.meta.dirname, "fixtures", "omemo-proc.mjs");
+
+const count = (d: Device, sql: string, ...args: unknown[]) =>
+  (d.store.sqlite.prepare(sql).get(...args) as { n: number }).n;
+
+describe.each([
+  ["prosody", startProsody],
+  ["ejabberd", startEjabberd],
+] as const)("OMEMO durability on %s", (_name, start) => {
+  let server: XmppTestServer;
+  const open: Device[] = [];
+  beforeAll(async () => {
+    server = await start();
+    for (const u of ["alice", "bob", "carol"]) await server.registerUser(u, `${u}pw`);
+  }, T);
+  afterAll(async () => {
+    for (const d of open) await d.close().catch(() => {});
+    await server?.stop();
+  }, T);
+  const device = (user: string, resource: string, db?: string) => {
+    const d = openDevice(server, user, resource, db ? { db } : {});
+    open.push(d);
+    return d;
+  };
+
+  it(
+    "MAM catch-up: encrypted messages sent while offline are decrypted once each, in order",
+    async () => {
+      const alice = await online(device("alice", "mam"));
+      let bob = await online(device("bob", "mam"));
+      await alice.omemo.send("bob@localhost", "before going offline");
+      await until(() => bob.messages("alice@localhost").length === 1, "bob has the first");
+      const db = bob.db;
+      await bob.close(); // a clean logout: the next login is a new stream with a MAM catch-up
+      open.splice(open.indexOf(bob), 1);
+      for (const n of [1, 2, 3]) await alice.omemo.send("bob@localhost", `while offline ${n}`);
+      bob = device("bob", "mam", db);
+      await bob.session.connect();
+      await until(() => bob.messages("alice@localhost").length === 4, "bob caught up");
+      expect(bob.messages("alice@localhost").map((m) => [m.body, m.encrypted])).toEqual([
+        ["before going offline", 1],
+        ["while offline 1", 1],
+        ["while offline 2", 1],
+        ["while offline 3", 1],
+      ]);
+      // They came from the archive (its ids are stored), and nothing failed.
+      expect(
+        count(
+          bob,
+          "SELECT count(*) AS n FROM messages WHERE archive_id IS NOT NULL AND body LIKE 'while offline%'",
+        ),
+      ).toBe(3);
+      expect(count(bob, "SELECT count(*) AS n FROM quarantine")).toBe(0);
+    },
+    T,
+  );
+
+  it(
+    "a process killed after decrypting, before its transaction: the replay is decrypted exactly once",
+    async () => {
+      let carol = await online(device("carol", "phone"));
+      const bob = await online(device("bob", "kill"));
+      await bob.omemo.send("carol@localhost", "first, establishes the session");
+      await until(() => carol.messages("bob@localhost").length === 1, "carol has the first");
+      const db = carol.db;
+      await carol.session.suspend(); // the stream stays resumable for the next process
+      carol.store.close();
+      open.splice(open.indexOf(carol), 1);
+      const sessionRow = () => {
+        const s = openStore({ path: db, role: "main" });
+        try {
+          return s.sqlite
+            .prepare("SELECT record FROM omemo_sessions WHERE jid = 'bob@localhost'")
+            .get();
+        } finally {
+          s.close();
+        }
+      };
+      const before = sessionRow();
+
+      const child = spawn(process.execPath, [
+        fixture,
+        JSON.stringify({ db, port: server.c2sPort, user: "carol", resource: "phone" }),
+      ]);
+      let stderr = "";
+      child.stderr.on("data", (d) => (stderr += String(d)));
+      const events: { event: string }[] = [];
+      createInterface({ input: child.stdout }).on("line", (l) => events.push(JSON.parse(l)));
+      const exited = new Promise((r) => child.once("exit", r));
+      try {
+        await until(() => events.some((e) => e.event === "online"), `child online (${stderr})`);
+        await bob.omemo.send("carol@localhost", "kill-me while decrypting");
+        await until(
+          () => events.some((e) => e.event === "decrypted"),
+          `child decrypted (${stderr})`,
+        );
+      } finally {
+        child.kill("SIGKILL");
+        await exited;
+      }
+      // Nothing of the decryption was written: the ratchet is where it was.
+      expect(sessionRow()).toEqual(before);
+
+      carol = device("carol", "phone", db);
+      await carol.session.connect(); // resumes: the server replays the unacknowledged message
+      await until(
+        () => carol.messages("bob@localhost").some((m) => m.body === "kill-me while decrypting"),
+        "decrypted after the replay",
+      );
+      await bob.omemo.send("carol@localhost", "and the ratchet goes on");
+      await until(() => carol.messages("bob@localhost").length === 3, "carol has all three");
+      expect(carol.messages("bob@localhost").map((m) => m.body)).toEqual([
+        "first, establishes the session",
+        "kill-me while decrypting",
+        "and the ratchet goes on",
+      ]);
+      expect(count(carol, "SELECT count(*) AS n FROM quarantine")).toBe(0);
+    },
+    T,
+  );
+
+  it(
+    "the NSE decrypts a message that arrived while the app was frozen, and leaves the bundle to the app",
+    async () => {
+      let alice = await online(device("alice", "nse"));
+      const bob = await online(device("bob", "nse"));
+      const db = alice.db;
+      await alice.session.suspend(); // frozen by the OS: TCP dropped, stream kept
+      // Bob's first message to this device uses one of its prekeys.
+      await bob.omemo.send("alice@localhost", "secret while frozen");
+      const nseStore = openStore({ path: db, role: "nse" });
+      try {
+        const nseOmemo = omemo({ role: "nse" });
+        const r = await handlePush({
+          store: nseStore,
+          session: { ...alice.config, plugins: [nseOmemo] },
+          lingerMs: 100,
+          deadlineMs: 60_000,
+        });
+        expect(r.outcome).toBe("synced");
+        expect(r.notifications).toEqual([
+          expect.objectContaining({
+            kind: "alert",
+            title: "bob@localhost",
+            body: "secret while frozen",
+          }),
+        ]);
+      } finally {
+        nseStore.close();
+      }
+      expect(alice.messages("bob@localhost")).toEqual([
+        { body: "secret while frozen", encrypted: 1, direction: "in" },
+      ]);
+      // The NSE only flagged the used prekey; the main app refills when it comes back.
+      const unused = () =>
+        count(alice, "SELECT count(*) AS n FROM omemo_prekeys WHERE consumed_at IS NULL");
+      expect(unused()).toBe(99);
+      const state = () =>
+        JSON.parse(
+          (
+            alice.store.sqlite
+              .prepare("SELECT state FROM account_state WHERE account_id = 'alice'")
+              .get() as { state: string }
+          ).state,
+        ) as { omemo: { preKeysNeedRefill: boolean } };
+      expect(state().omemo.preKeysNeedRefill).toBe(true);
+      await alice.close();
+      open.splice(open.indexOf(alice), 1);
+      alice = await online(device("alice", "nse", db));
+      expect(unused()).toBe(100);
+      expect(state().omemo.preKeysNeedRefill).toBe(false);
+    },
+    T,
+  );
+});
