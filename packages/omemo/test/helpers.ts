@@ -1,7 +1,12 @@
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { DurableSession, ensureAccount, type SessionOptions } from "@lichen/engine";
+import {
+  DurableSession,
+  ensureAccount,
+  type SessionOptions,
+  type SessionPlugin,
+} from "@lichen/engine";
 import { openStore, type Store } from "@lichen/store";
 import type { XmppTestServer } from "@lichen/test-servers";
 import { Omemo } from "../src/index.js";
@@ -26,7 +31,7 @@ export function openDevice(
   server: XmppTestServer,
   user: string,
   resource: string,
-  o: { db?: string; role?: "app" | "nse" } = {},
+  o: { db?: string; role?: "app" | "nse"; before?: SessionPlugin[] } = {},
 ): Device {
   const db = o.db ?? join(mkdtempSync(join(tmpdir(), "lichen-omemo-")), "l.db");
   const store = openStore({ path: db, role: "main" });
@@ -40,7 +45,7 @@ export function openDevice(
     username: user,
     password: `${user}pw`,
     resource,
-    plugins: [omemo],
+    plugins: [...(o.before ?? []), omemo],
     logger: (e) => {
       // Plugin failures are bugs in these tests: make them visible.
       if (e.event === "plugin-prepare-failed" || e.event === "stanza-rolled-back")

@@ -1,0 +1,295 @@
+import { createRequire } from "node:module";
+import { xml, type Element, type SessionPlugin } from "@lichen/engine";
+import {
+  startProsody,
+  startTestPeer,
+  type TestPeer,
+  type XmppTestServer,
+} from "@lichen/test-servers";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { NS_OMEMO, OmemoError } from "../src/index.js";
+import { signal } from "../src/libsignal.js";
+import { online, openDevice, until, type Device } from "./helpers.js";
+
+const T = 180_000;
+// libsignal's protobuf codec, to forge a PreKeyWhisperMessage the way a replaying attacker would.
+const protobufs = createRequire(import.meta.url)("libsignal/src/protobufs") as {
+  PreKeyWhisperMessage: {
+    decode(b: Buffer): { baseKey: Buffer };
+    encode(m: unknown): { finish(): Uint8Array };
+  };
+};
+
+function copy(e: Element): Element {
+  return xml(
+    e.name,
+    { ...e.attrs },
+    ...e.children.map((c) => (typeof c === "string" ? c : copy(c))),
+  );
+}
+
+/** Runs in front of the OMEMO plugin: rewrites the next encrypted message as the network could. */
+class Tamperer implements SessionPlugin {
+  readonly name = "tamper";
+  next: ((encrypted: Element) => void) | null = null;
+  async prepare(stanza: Element) {
+    const f = this.next;
+    if (!f || !stanza.is("message") || !stanza.getChild("encrypted", NS_OMEMO)) return null;
+    this.next = null;
+    const forged = copy(stanza);
+    f(forged.getChild("encrypted", NS_OMEMO)!);
+    return { stanza: forged };
+  }
+}
+
+function setText(el: Element, text: string): void {
+  el.children = [text];
+}
+
+describe("OMEMO bad input (Prosody)", () => {
+  let server: XmppTestServer;
+  let alice: Device;
+  let bob: Device;
+  let carol: Device;
+  let mallory: TestPeer;
+  const tamper = new Tamperer();
+  const all: Device[] = [];
+  beforeAll(async () => {
+    server = await startProsody();
+    for (const u of ["alice", "bob", "carol", "mallory"]) await server.registerUser(u, `${u}pw`);
+    alice = await online(openDevice(server, "alice", "phone", { before: [tamper] }));
+    bob = await online(openDevice(server, "bob", "laptop"));
+    carol = await online(openDevice(server, "carol", "phone"));
+    all.push(alice, bob, carol);
+    mallory = await startTestPeer(server.c2sPort, "mallory", "mallorypw");
+    // A session both ways, and alice knows bob's device list.
+    await alice.omemo.send("bob@localhost", "hi bob");
+    await until(() => bob.messages("alice@localhost").length === 1, "bob has alice's message");
+    await bob.omemo.send("alice@localhost", "hi alice");
+    await until(() => alice.messages("bob@localhost").length === 2, "alice has bob's reply");
+  }, T);
+  afterAll(async () => {
+    for (const d of all) await d.close().catch(() => {});
+    await mallory?.stop();
+    await server?.stop();
+  }, T);
+
+  const sessionRow = (jid: string) =>
+    alice.store.sqlite.prepare("SELECT record FROM omemo_sessions WHERE jid = ?").get(jid);
+  const lastFrom = (jid: string) => alice.messages(jid).at(-1)!;
+  const quarantined = () =>
+    alice.store.sqlite
+      .prepare("SELECT table_name AS tableName, raw, error FROM quarantine ORDER BY id")
+      .all() as { tableName: string; raw: string; error: string }[];
+  /** Bob sends `body` with `f` applied on the way; alice stores what she makes of it. */
+  async function bobSendsForged(body: string, f: (enc: Element) => void): Promise<void> {
+    const n = alice.messages("bob@localhost").length;
+    tamper.next = f;
+    await bob.omemo.send("alice@localhost", body);
+    await until(() => alice.messages("bob@localhost").length === n + 1, "alice stored it");
+  }
+  /** The session still works: bob's next message is decrypted. */
+  async function stillDecrypts(from: Device, body: string): Promise<void> {
+    await from.omemo.send("alice@localhost", body);
+    await until(() => lastFrom(from.jid).body === body, `alice decrypts "${body}"`);
+  }
+
+  it(
+    "a key element for another device only: failure stored, stanza kept, ratchet untouched",
+    async () => {
+      const before = sessionRow("bob@localhost");
+      await bobSendsForged("not for you", (enc) => {
+        for (const k of enc.getChild("header")!.getChildren("key")) k.attrs.rid = "12345";
+      });
+      expect(lastFrom("bob@localhost")).toEqual({
+        body:
+          "could not decrypt (OMEMO not-for-this-device): no key for device " +
+          `${alice.omemo.deviceId} (keys for 12345)`,
+        encrypted: 1,
+        direction: "in",
+      });
+      expect(sessionRow("bob@localhost")).toEqual(before);
+      const q = quarantined().at(-1)!;
+      expect(q.tableName).toBe("omemo_message");
+      expect(q.error).toMatch(/^could not decrypt: not-for-this-device/);
+      expect(q.raw).toContain(NS_OMEMO);
+      await stillDecrypts(bob, "after the foreign key");
+    },
+    T,
+  );
+
+  it(
+    "a truncated and a tampered payload (GCM tag mismatch): failure stored, later messages fine",
+    async () => {
+      await bobSendsForged("truncated", (enc) => {
+        const p = enc.getChild("payload")!;
+        setText(p, Buffer.from(p.getText(), "base64").subarray(0, 3).toString("base64"));
+      });
+      expect(lastFrom("bob@localhost").body).toBe(
+        "could not decrypt (OMEMO payload): payload authentication failed (GCM tag mismatch)",
+      );
+      await bobSendsForged("tampered", (enc) => {
+        const p = enc.getChild("payload")!;
+        const b = Buffer.from(p.getText(), "base64");
+        b[0] = b[0]! ^ 1;
+        setText(p, b.toString("base64"));
+      });
+      expect(lastFrom("bob@localhost").body).toMatch(/GCM tag mismatch/);
+      await stillDecrypts(bob, "after the tampered payloads");
+    },
+    T,
+  );
+
+  it(
+    "a message from a device not in the sender's device list",
+    async () => {
+      const before = sessionRow("bob@localhost");
+      await bobSendsForged("from a ghost device", (enc) => {
+        enc.getChild("header")!.attrs.sid = "777";
+      });
+      expect(lastFrom("bob@localhost").body).toBe(
+        "could not decrypt (OMEMO unknown-device): device 777 is not in bob@localhost's device list",
+      );
+      expect(sessionRow("bob@localhost")).toEqual(before);
+      await stillDecrypts(bob, "after the ghost");
+    },
+    T,
+  );
+
+  it(
+    "a PreKeyWhisperMessage for a prekey already used: failure, no new session, no prekey reused",
+    async () => {
+      await carol.omemo.send("alice@localhost", "carol's first (prekey)");
+      await until(() => alice.messages("carol@localhost").length === 1, "alice has carol's first");
+      expect(lastFrom("carol@localhost").body).toBe("carol's first (prekey)");
+      const before = sessionRow("carol@localhost");
+      // Carol's next message still carries the same prekey id; with a new base key it asks for a
+      // new session from that (consumed) prekey, as a replay of a captured first message would.
+      tamper.next = (enc) => {
+        const key = enc
+          .getChild("header")!
+          .getChildren("key")
+          .find((k) => k.attrs.rid === String(alice.omemo.deviceId))!;
+        expect(key.attrs.prekey).toBe("true");
+        const data = Buffer.from(key.getText(), "base64");
+        const msg = protobufs.PreKeyWhisperMessage.decode(data.subarray(1));
+        msg.baseKey = signal.curve.generateKeyPair().pubKey;
+        setText(
+          key,
+          Buffer.concat([
+            data.subarray(0, 1),
+            protobufs.PreKeyWhisperMessage.encode(msg).finish(),
+          ]).toString("base64"),
+        );
+      };
+      await carol.omemo.send("alice@localhost", "replayed prekey");
+      await until(() => alice.messages("carol@localhost").length === 2, "alice stored it");
+      expect(lastFrom("carol@localhost").body).toBe(
+        "could not decrypt (OMEMO signal): Invalid PreKey ID",
+      );
+      expect(sessionRow("carol@localhost")).toEqual(before);
+      await stillDecrypts(carol, "carol goes on");
+    },
+    T,
+  );
+
+  /** Mallory publishes OMEMO nodes by hand (open access, as a real client would). */
+  async function malloryPublishes(node: string, payload: Element): Promise<void> {
+    await mallory.xmpp.iqCaller.request(
+      xml(
+        "iq",
+        { type: "set" },
+        xml(
+          "pubsub",
+          { xmlns: "http://jabber.org/protocol/pubsub" },
+          xml("publish", { node }, xml("item", { id: "current" }, payload)),
+          xml(
+            "publish-options",
+            {},
+            xml(
+              "x",
+              { xmlns: "jabber:x:data", type: "submit" },
+              xml(
+                "field",
+                { var: "FORM_TYPE", type: "hidden" },
+                xml("value", {}, "http://jabber.org/protocol/pubsub#publish-options"),
+              ),
+              xml("field", { var: "pubsub#access_model" }, xml("value", {}, "open")),
+            ),
+          ),
+        ),
+      ),
+    );
+  }
+  const list = (ids: string[]) =>
+    xml("list", { xmlns: NS_OMEMO }, ...ids.map((id) => xml("device", { id })));
+  const sendError = (to: string) =>
+    alice.omemo.send(to, "to mallory").then(
+      () => {
+        throw new Error("send should have failed");
+      },
+      (e: unknown) => e as OmemoError,
+    );
+
+  it(
+    "a bundle with a wrong signature: no session is built and nothing is sent",
+    async () => {
+      const identity = signal.curve.generateKeyPair();
+      const spk = signal.curve.generateKeyPair();
+      const wrong = signal.curve.calculateSignature(
+        identity.privKey,
+        Buffer.from("something else"),
+      );
+      await malloryPublishes(`${NS_OMEMO}.devicelist`, list(["4242"]));
+      await malloryPublishes(
+        `${NS_OMEMO}.bundles:4242`,
+        xml(
+          "bundle",
+          { xmlns: NS_OMEMO },
+          xml("signedPreKeyPublic", { signedPreKeyId: "1" }, spk.pubKey.toString("base64")),
+          xml("signedPreKeySignature", {}, wrong.toString("base64")),
+          xml("identityKey", {}, identity.pubKey.toString("base64")),
+          xml(
+            "prekeys",
+            {},
+            xml(
+              "preKeyPublic",
+              { preKeyId: "1" },
+              signal.curve.generateKeyPair().pubKey.toString("base64"),
+            ),
+          ),
+        ),
+      );
+      const err = await sendError("mallory@localhost");
+      expect(err).toBeInstanceOf(OmemoError);
+      expect(err.code).toBe("no-devices");
+      expect(err.message).toContain(
+        "signed prekey signature of mallory@localhost device 4242 is wrong",
+      );
+      expect(sessionRow("mallory@localhost")).toBeUndefined();
+      expect(alice.messages("mallory@localhost")).toEqual([]);
+    },
+    T,
+  );
+
+  it(
+    "a device list with thousands of ids, or with non-numeric ids, is refused as a whole",
+    async () => {
+      await malloryPublishes(
+        `${NS_OMEMO}.devicelist`,
+        list(Array.from({ length: 3000 }, (_, i) => String(i + 1))),
+      );
+      let err = await sendError("mallory@localhost");
+      expect(err.code).toBe("bad-device-list");
+      expect(err.message).toBe("device list has 3000 devices (at most 64 accepted)");
+      await malloryPublishes(`${NS_OMEMO}.devicelist`, list(["4242", "12abc"]));
+      err = await sendError("mallory@localhost");
+      expect(err.code).toBe("bad-device-list");
+      expect(err.message).toBe('device id "12abc" is not 1..2^31-1');
+      // The earlier, valid list stays what alice knows.
+      expect(alice.omemo.devices("mallory@localhost")).toEqual([4242]);
+      await stillDecrypts(bob, "alice is still fine");
+    },
+    T,
+  );
+});
