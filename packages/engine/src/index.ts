@@ -98,9 +98,4 @@ export {
   type DnsResolver,
   type ResolveOptions,
 } from "./resolve.js";
-export {
-  markDecrypted,
-  wasDecrypted,
-  type SessionPlugin,
-  type PluginPrepared,
-} from "./plugins.js";
+export { markDecrypted, wasDecrypted, type SessionPlugin, type PluginPrepared } from "./plugins.js";
