@@ -1,0 +1,238 @@
+/**
+ * OMEMO benchmark (`npm run bench -- omemo`), on a real Prosody 0.12 on loopback:
+ * 1. decrypt_commit_ms_p50: per encrypted message, from the start of its prepare step (decryption
+ *    against the snapshot) to the commit of its transaction (message + ratchet + h). Baseline
+ *    plain_commit_ms_p50: the same span for plain messages.
+ * 2. omemo_msgs_per_s vs plain_msgs_per_s: alice's session is suspended while bob queues N
+ *    messages (OMEMO, or plain), then resumed: N / (resume start -> N-th message stored). Rounds
+ *    alternate the order; medians. ratios.omemo_vs_plain (target >= 0.5).
+ * 3. nse_omemo_cold_start_p50_ms / nse_omemo_peak_rss_mb: a new Node process runs handlePush()
+ *    with the OMEMO plugin (role nse) on a resumable session with one encrypted message waiting:
+ *    spawn -> first decrypted message stored. Baseline: the same without OMEMO and a plain message.
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { DurableSession, ensureAccount, type Element, type SessionPlugin } from "@lichen/engine";
+import { openStore, type Store } from "@lichen/store";
+import { startProsody, type XmppTestServer } from "@lichen/test-servers";
+import { median } from "@lichen/bench";
+import { spawn } from "node:child_process";
+import { createInterface } from "node:readline";
+import { Omemo } from "#src/index.js";
+
+interface BenchContext {
+  log(msg: string): void;
+  quick: boolean;
+}
+
+const round1 = (x: number) => Math.round(x * 10) / 10;
+const round3 = (x: number) => Math.round(x * 1000) / 1000;
+
+interface Device {
+  store: Store;
+  session: DurableSession;
+  omemo: Omemo;
+  stored: number;
+}
+
+function device(server: XmppTestServer, dir: string, user: string, timer?: SessionPlugin): Device {
+  const store = openStore({ path: join(dir, `${user}.db`), role: "main" });
+  ensureAccount(store, { id: user, jid: `${user}@localhost`, resource: "phone" });
+  const omemo = new Omemo({ requestTimeoutMs: 60_000 });
+  const session = new DurableSession({
+    store,
+    accountId: user,
+    service: `xmpp://127.0.0.1:${server.c2sPort}`,
+    domain: "localhost",
+    username: user,
+    password: `${user}pw`,
+    resource: "phone",
+    plugins: [...(timer ? [timer] : []), omemo],
+  });
+  const d: Device = { store, session, omemo, stored: 0 };
+  session.on("message-stored", () => void d.stored++);
+  return d;
+}
+
+/** Records prepare start -> commit for each message stanza. */
+class Timer implements SessionPlugin {
+  readonly name = "bench-timer";
+  private readonly started = new WeakMap<Element, number>();
+  spans: number[] = [];
+  async prepare(stanza: Element) {
+    if (stanza.is("message")) this.started.set(stanza, performance.now());
+    return null;
+  }
+  watch(session: DurableSession): void {
+    session.on("stanza", (el) => {
+      const t0 = this.started.get(el);
+      if (t0 !== undefined && el.getChild("body")) this.spans.push(performance.now() - t0);
+    });
+  }
+}
+
+async function until(pred: () => boolean, what: string, timeoutMs = 120_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!pred()) {
+    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+function nseRun(
+  args: Record<string, unknown>,
+): Promise<{ cold: number; rss: number; body: string }> {
+  const script = join(import.meta.dirname, "nse-omemo-child.js");
+  const spawnedAt = Date.now();
+  const child = spawn(process.execPath, [script, JSON.stringify(args)], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stderr = "";
+  child.stderr.on("data", (d) => (stderr = (stderr + String(d)).slice(-4000)));
+  return new Promise((resolve, reject) => {
+    let done = false;
+    createInterface({ input: child.stdout }).on("line", (line) => {
+      const e = JSON.parse(line) as {
+        firstStoredAt: number | null;
+        firstBody: string;
+        outcome: string;
+        maxRssKiB: number;
+      };
+      done = true;
+      if (e.outcome !== "synced" || e.firstStoredAt === null)
+        reject(new Error(`NSE run: ${line} ${stderr}`));
+      else
+        resolve({ cold: e.firstStoredAt - spawnedAt, rss: e.maxRssKiB / 1024, body: e.firstBody });
+    });
+    child.once("exit", (code) => {
+      if (!done) reject(new Error(`NSE child exited ${code}: ${stderr}`));
+    });
+  });
+}
+
+export default async function omemoBench(ctx: BenchContext) {
+  const n = ctx.quick ? 40 : 200;
+  const rounds = ctx.quick ? 1 : 3;
+  const nseRuns = ctx.quick ? 3 : 7;
+  const dir = mkdtempSync(join(tmpdir(), "lichen-omemo-bench-"));
+  let server: XmppTestServer | undefined;
+  const devices: Device[] = [];
+  try {
+    server = await startProsody({
+      smacksHibernationSeconds: 600,
+      extraConfig: [
+        `log = { error = "${join(dir, "prosody.err")}" }`,
+        "storage_archive_item_limit = 10000000",
+      ].join("\n"),
+    });
+    for (const u of ["alice", "bob", "nora"]) await server.registerUser(u, `${u}pw`);
+    const timer = new Timer();
+    const alice = device(server, dir, "alice", timer);
+    timer.watch(alice.session);
+    const bob = device(server, dir, "bob");
+    devices.push(alice, bob);
+    bob.session.setMaxListeners(0); // one "acked" waiter per plain message of a burst
+    for (const d of [alice, bob]) {
+      await d.session.connect();
+      await d.omemo.publish();
+    }
+    await bob.omemo.send("alice@localhost", "session setup");
+    await until(() => alice.stored === 1, "setup message");
+
+    const omemoRates: number[] = [];
+    const plainRates: number[] = [];
+    const omemoSpans: number[] = [];
+    const plainSpans: number[] = [];
+    for (let r = 0; r < rounds; r++) {
+      for (const mode of r % 2 === 0
+        ? (["omemo", "plain"] as const)
+        : (["plain", "omemo"] as const)) {
+        await alice.session.suspend();
+        for (let i = 0; i < n; i++) {
+          if (mode === "omemo") await bob.omemo.send("alice@localhost", `omemo ${r}-${i}`);
+          else bob.session.send("alice@localhost", `plain ${r}-${i}`);
+        }
+        await bob.session.syncBarrier(); // all n routed to alice's hibernating session
+        const before = alice.stored;
+        timer.spans = [];
+        const t0 = performance.now();
+        await alice.session.connect();
+        await until(() => alice.stored === before + n, `${mode} round ${r}`);
+        const rate = (n / (performance.now() - t0)) * 1000;
+        (mode === "omemo" ? omemoRates : plainRates).push(rate);
+        (mode === "omemo" ? omemoSpans : plainSpans).push(...timer.spans);
+        ctx.log(
+          `round ${r + 1}/${rounds} ${mode}: ${round1(rate)} msgs/s, per message p50 ${round3(median(timer.spans))} ms`,
+        );
+      }
+    }
+    const failures = alice.store.sqlite.prepare("SELECT count(*) AS n FROM quarantine").get() as {
+      n: number;
+    };
+    if (failures.n > 0) throw new Error(`${failures.n} messages could not be decrypted`);
+
+    // ---- NSE cold start --------------------------------------------------------------------------
+    const nora = device(server, dir, "nora");
+    devices.push(nora);
+    await nora.session.connect();
+    await nora.omemo.publish();
+    await nora.session.suspend();
+    const noraArgs = {
+      db: join(dir, "nora.db"),
+      service: `xmpp://127.0.0.1:${server.c2sPort}`,
+      domain: "localhost",
+      username: "nora",
+      password: "norapw",
+      accountId: "nora",
+      resource: "phone",
+    };
+    const cold: Record<"omemo" | "plain", number[]> = { omemo: [], plain: [] };
+    const rss: Record<"omemo" | "plain", number[]> = { omemo: [], plain: [] };
+    for (let i = -1; i < nseRuns; i++) {
+      for (const mode of ["omemo", "plain"] as const) {
+        const body = `nse ${mode} ${i}`;
+        if (mode === "omemo") await bob.omemo.send("nora@localhost", body);
+        else bob.session.send("nora@localhost", body);
+        await bob.session.syncBarrier();
+        const run = await nseRun({ ...noraArgs, omemo: mode === "omemo" });
+        if (run.body !== body)
+          throw new Error(`NSE stored ${JSON.stringify(run.body)}, expected ${body}`);
+        if (i < 0) continue; // warms the OS file cache
+        cold[mode].push(run.cold);
+        rss[mode].push(run.rss);
+        ctx.log(
+          `NSE ${mode} run ${i + 1}/${nseRuns}: first message stored ${run.cold} ms, peak RSS ${round1(run.rss)} MB`,
+        );
+      }
+    }
+    const omemoRate = median(omemoRates);
+    const plainRate = median(plainRates);
+    return {
+      metrics: {
+        messages_per_round: n,
+        rounds,
+        decrypt_commit_ms_p50: round3(median(omemoSpans)),
+        plain_commit_ms_p50: round3(median(plainSpans)),
+        omemo_msgs_per_s: round1(omemoRate),
+        plain_msgs_per_s: round1(plainRate),
+        nse_omemo_cold_start_p50_ms: median(cold.omemo),
+        nse_plain_cold_start_p50_ms: median(cold.plain),
+        nse_omemo_peak_rss_mb: round1(median(rss.omemo)),
+        nse_plain_peak_rss_mb: round1(median(rss.plain)),
+      },
+      ratios: {
+        omemo_vs_plain: round3(omemoRate / plainRate),
+        decrypt_commit_vs_plain_commit: round3(median(omemoSpans) / median(plainSpans)),
+        nse_omemo_vs_plain_cold_start: round3(median(cold.omemo) / median(cold.plain)),
+      },
+    };
+  } finally {
+    for (const d of devices) {
+      await d.session.close().catch(() => {});
+      d.store.close();
+    }
+    await server?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
