@@ -640,6 +640,59 @@ export class Omemo implements SessionPlugin {
     throw new OmemoError("state-conflict", "session state changed at every attempt");
   }
 
+  private readonly repaired = new Set<string>();
+
+  /**
+   * Session repair: builds a new session with the device from its bundle and sends it an empty
+   * key transport element (no payload), so its next messages use a session we can read. Once per
+   * device and process run, so two broken peers cannot ping-pong repairs.
+   */
+  async repairSession(jid: string, deviceId: number): Promise<boolean> {
+    const k = `${jid} ${deviceId}`;
+    if (this.repaired.has(k) || this.role !== "app") return false;
+    this.repaired.add(k);
+    const own = this.own();
+    if (!own) return false;
+    const bundle = await this.fetchBundle(jid, deviceId);
+    for (let attempt = 1; attempt <= 5; attempt++) {
+      const view = new SignalView(this.s.store, this.s.accountId, own);
+      const address = new signal.ProtocolAddress(addressName(jid), deviceId);
+      const storage = view.storageFor(jid, deviceId);
+      await new signal.SessionBuilder(storage, address).initOutgoing({
+        identityKey: bundle.identityKey,
+        registrationId: 0,
+        signedPreKey: bundle.signedPreKey,
+        preKey: bundle.preKeys[randomInt(bundle.preKeys.length)]!,
+      });
+      const sealed = sealPayload("");
+      const r = await new signal.SessionCipher(storage, address).encrypt(sealed.keyAndTag);
+      const transport = encryptedElement({
+        sid: own.deviceId,
+        keys: [{ rid: deviceId, prekey: r.type === 3, data: r.body }],
+        iv: sealed.iv,
+        payload: null,
+      });
+      try {
+        this.s.write((ctx) => {
+          if (!view.stillValid(ctx.tx)) throw new StaleView();
+          view.apply(ctx.tx);
+          ctx.send(
+            xml(
+              "message",
+              { to: jid, type: "chat", id: randomUUID() },
+              transport,
+              xml("store", { xmlns: "urn:xmpp:hints" }),
+            ),
+          );
+        });
+        return true;
+      } catch (e) {
+        if (!(e instanceof StaleView)) throw e;
+      }
+    }
+    throw new OmemoError("state-conflict", "session state changed at every attempt");
+  }
+
   // ---- receiving (the engine's prepare step) --------------------------------------------------
 
   async prepare(stanza: Element, session: DurableSession): Promise<PluginPrepared | null> {
@@ -692,9 +745,19 @@ export class Omemo implements SessionPlugin {
     } catch (e) {
       // Nothing of the view is written: the ratchet stays where it was.
       const err = e as Error;
+      const failed = fail("signal", err.message || err.name);
       return {
-        ...fail("signal", err.message || err.name),
+        ...failed,
         stillValid: (tx) => view.stillValid(tx),
+        apply: (ctx) => {
+          failed.apply!(ctx);
+          // Our state for that device is lost or broken (a WhisperMessage we cannot read): offer
+          // a new session. A failed PreKeyWhisperMessage needs none: its sender is still starting one.
+          if (!mine.prekey && this.role === "app") {
+            const sender = at.sender;
+            ctx.afterCommit(() => void this.repairSession(sender, enc.sid).catch(() => {}));
+          }
+        },
       };
     }
     if (!enc.payload) return this.success(at, null, view, mine.prekey); // key transport element

@@ -193,6 +193,29 @@ describe("OMEMO bad input (Prosody)", () => {
     T,
   );
 
+  it(
+    "session repair: alice lost her session with bob; his next message fails, she sends a key transport element, the following one decrypts",
+    async () => {
+      alice.store.sqlite.prepare("DELETE FROM omemo_sessions WHERE jid = 'bob@localhost'").run();
+      const bobRow = () =>
+        JSON.stringify(
+          bob.store.sqlite
+            .prepare("SELECT record FROM omemo_sessions WHERE jid = 'alice@localhost'")
+            .get(),
+        );
+      await bob.omemo.send("alice@localhost", "lost on alice's side");
+      const sent = bobRow(); // (the repair cannot have arrived: no I/O ran since the commit)
+      await until(
+        () => lastFrom("bob@localhost").body.startsWith("could not decrypt (OMEMO signal)"),
+        "alice stores the failure",
+      );
+      await until(() => bobRow() !== sent, "bob takes the new session from alice's key transport");
+      expect(bob.messages("alice@localhost").at(-1)!.body).not.toBe(""); // no empty message stored
+      await stillDecrypts(bob, "after the repair");
+    },
+    T,
+  );
+
   /** Mallory publishes OMEMO nodes by hand (open access, as a real client would). */
   async function malloryPublishes(node: string, payload: Element): Promise<void> {
     await mallory.xmpp.iqCaller.request(
