@@ -170,6 +170,8 @@ export class Omemo implements SessionPlugin {
   /** Own bare JID. */
   get jid(): string {
     const s = this.s;
+    const cached = this.cache.get(s);
+    if (cached?.jid) return cached.jid;
     const row = s.store.read((tx) =>
       tx
         .select({ jid: tables.accounts.jid })
@@ -178,6 +180,7 @@ export class Omemo implements SessionPlugin {
         .get(),
     );
     if (!row) throw new Error(`account ${s.accountId} does not exist`);
+    this.cache.set(s, { ...cached, jid: row.jid });
     return row.jid;
   }
 
@@ -186,9 +189,16 @@ export class Omemo implements SessionPlugin {
     return this.own()?.deviceId ?? null;
   }
 
+  /** Per session (account and store): the bare JID and our identity never change once known. */
+  private readonly cache = new WeakMap<DurableSession, { jid?: string; own?: OwnIdentity }>();
+
   private own(): OwnIdentity | null {
     const s = this.s;
-    return s.store.read((tx) => loadOwnIdentity(tx, s.accountId));
+    const cached = this.cache.get(s);
+    if (cached?.own) return cached.own;
+    const own = s.store.read((tx) => loadOwnIdentity(tx, s.accountId));
+    if (own) this.cache.set(s, { ...cached, own });
+    return own;
   }
 
   // ---- identity, bundle, device list -------------------------------------------------------
