@@ -56,6 +56,11 @@ export interface OmemoOptions {
   preKeyCount?: number;
   /** How long an IQ to the server may take. Default 30 s. */
   requestTimeoutMs?: number;
+  /**
+   * Age (by the store's clock) after which publish() replaces the signed prekey. The previous one
+   * is kept, for sessions peers build from a bundle fetched before. Default 7 days.
+   */
+  signedPreKeyMaxAgeMs?: number;
 }
 
 export interface DeviceFingerprint {
@@ -145,11 +150,13 @@ export class Omemo implements SessionPlugin {
   private readonly role: "app" | "nse";
   private readonly preKeyCount: number;
   private readonly requestTimeoutMs: number;
+  private readonly signedPreKeyMaxAgeMs: number;
 
   constructor(opts: OmemoOptions = {}) {
     this.role = opts.role ?? "app";
     this.preKeyCount = opts.preKeyCount ?? 100;
     this.requestTimeoutMs = opts.requestTimeoutMs ?? 30_000;
+    this.signedPreKeyMaxAgeMs = opts.signedPreKeyMaxAgeMs ?? 7 * 24 * 3600_000;
   }
 
   attach(session: DurableSession): void {
@@ -295,6 +302,30 @@ export class Omemo implements SessionPlugin {
     });
   }
 
+  /** A new signed prekey once the newest is too old; only the one before it is kept. */
+  private rotateSignedPreKey(own: OwnIdentity): boolean {
+    return this.s.write((ctx) => {
+      const t = tables.omemoSignedPrekeys;
+      const rows = ctx.tx
+        .select({ keyId: t.keyId, createdAt: t.createdAt })
+        .from(t)
+        .where(eq(t.accountId, ctx.accountId))
+        .all()
+        .sort((a, b) => b.keyId - a.keyId);
+      const newest = rows[0];
+      if (newest && ctx.tx.now - newest.createdAt < this.signedPreKeyMaxAgeMs) return false;
+      this.addSignedPreKey(ctx.tx, own.identity.privKey, (newest?.keyId ?? 0) + 1);
+      const old = rows.slice(1).map((r) => r.keyId);
+      if (old.length)
+        ctx.tx
+          .delete(t)
+          .where(and(eq(t.accountId, ctx.accountId), inArray(t.keyId, old)))
+          .run();
+      ctx.state.omemo.bundlePublished = false;
+      return true;
+    });
+  }
+
   private bundle(own: OwnIdentity): Bundle {
     const s = this.s;
     return s.store.read((tx) => {
@@ -334,6 +365,7 @@ export class Omemo implements SessionPlugin {
     let own = this.ensureIdentity();
     const state = this.s.store.read((tx) => loadAccountState(tx, this.s.accountId));
     if (state.omemo.preKeysNeedRefill) this.refillPreKeys();
+    this.rotateSignedPreKey(own);
     own = this.ensureIdentity();
     await this.publishItem(
       `${NODE_BUNDLES}${own.deviceId}`,

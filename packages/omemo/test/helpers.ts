@@ -9,7 +9,7 @@ import {
 } from "@lichen/engine";
 import { openStore, type Store } from "@lichen/store";
 import type { XmppTestServer } from "@lichen/test-servers";
-import { Omemo } from "../src/index.js";
+import { Omemo, type OmemoOptions } from "../src/index.js";
 
 export { until } from "@lichen/test-kit";
 
@@ -31,13 +31,13 @@ export function openDevice(
   server: XmppTestServer,
   user: string,
   resource: string,
-  o: { db?: string; role?: "app" | "nse"; before?: SessionPlugin[] } = {},
+  o: { db?: string; role?: "app" | "nse"; before?: SessionPlugin[]; omemo?: OmemoOptions } = {},
 ): Device {
   const db = o.db ?? join(mkdtempSync(join(tmpdir(), "lichen-omemo-")), "l.db");
   const store = openStore({ path: db, role: "main" });
   const jid = `${user}@localhost`;
   ensureAccount(store, { id: user, jid, resource });
-  const omemo = new Omemo({ role: o.role ?? "app", requestTimeoutMs: 60_000 });
+  const omemo = new Omemo({ role: o.role ?? "app", requestTimeoutMs: 60_000, ...o.omemo });
   const config: Omit<SessionOptions, "store"> = {
     accountId: user,
     service: `xmpp://127.0.0.1:${server.c2sPort}`,

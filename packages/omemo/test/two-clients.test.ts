@@ -13,14 +13,14 @@ describe.each([
   const devices: Device[] = [];
   beforeAll(async () => {
     server = await start();
-    for (const u of ["alice", "bob"]) await server.registerUser(u, `${u}pw`);
+    for (const u of ["alice", "bob", "carol"]) await server.registerUser(u, `${u}pw`);
   }, T);
   afterAll(async () => {
     for (const d of devices) await d.close().catch(() => {});
     await server?.stop();
   }, T);
-  const device = (user: string, resource: string) => {
-    const d = openDevice(server, user, resource);
+  const device = (user: string, resource: string, o: Parameters<typeof openDevice>[3] = {}) => {
+    const d = openDevice(server, user, resource, o);
     devices.push(d);
     return online(d);
   };
@@ -124,6 +124,39 @@ describe.each([
       );
       for (const d of [alice, bob, tablet])
         expect(d.store.sqlite.prepare("SELECT raw, error FROM quarantine").all()).toEqual([]);
+    },
+    T,
+  );
+
+  it(
+    "signed prekey rotation: publish replaces it and keeps the previous one, the bundle carries the new one, the running session goes on",
+    async () => {
+      // Rotates at every publish (max age 0), as it would after a week.
+      const carol = await device("carol", "phone", { omemo: { signedPreKeyMaxAgeMs: 0 } });
+      const bob = await device("bob", "rotation");
+      const spks = () =>
+        (
+          carol.store.sqlite
+            .prepare("SELECT key_id AS id FROM omemo_signed_prekeys ORDER BY key_id")
+            .all() as { id: number }[]
+        ).map((r) => r.id);
+      const published = await bob.omemo.fetchBundle("carol@localhost", carol.omemo.deviceId!);
+      expect(spks()).toEqual([1, 2]); // generated 1, rotated to 2 at the first publish
+      expect(published.signedPreKey.keyId).toBe(2);
+      await bob.omemo.send("carol@localhost", "built on signed prekey 2");
+      await until(() => carol.messages("bob@localhost").length === 1, "carol decrypts");
+      await carol.omemo.publish(); // rotates to 3, keeps 2 for bundles fetched before
+      expect(spks()).toEqual([2, 3]);
+      expect(
+        (await bob.omemo.fetchBundle("carol@localhost", carol.omemo.deviceId!)).signedPreKey.keyId,
+      ).toBe(3);
+      // Bob's session still has carol's old signed prekey pending (she never answered).
+      await bob.omemo.send("carol@localhost", "still on the old one");
+      await until(() => carol.messages("bob@localhost").length === 2, "carol decrypts again");
+      expect(carol.messages("bob@localhost").map((m) => m.body)).toEqual([
+        "built on signed prekey 2",
+        "still on the old one",
+      ]);
     },
     T,
   );
