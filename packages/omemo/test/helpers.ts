@@ -31,7 +31,14 @@ export function openDevice(
   server: XmppTestServer,
   user: string,
   resource: string,
-  o: { db?: string; role?: "app" | "nse"; before?: SessionPlugin[]; omemo?: OmemoOptions } = {},
+  o: {
+    db?: string;
+    role?: "app" | "nse";
+    before?: SessionPlugin[];
+    omemo?: OmemoOptions;
+    /** STARTTLS with this CA (a server started with `tls: true`). */
+    ca?: string;
+  } = {},
 ): Device {
   const db = o.db ?? join(mkdtempSync(join(tmpdir(), "lichen-omemo-")), "l.db");
   const store = openStore({ path: db, role: "main" });
@@ -45,6 +52,7 @@ export function openDevice(
     username: user,
     password: `${user}pw`,
     resource,
+    ...(o.ca ? { tls: { ca: o.ca } } : {}),
     plugins: [...(o.before ?? []), omemo],
     logger: (e) => {
       // Plugin failures are bugs in these tests: make them visible.

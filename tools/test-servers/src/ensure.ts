@@ -2,13 +2,15 @@ import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { which } from "./util.js";
 
-export type ServerKind = "prosody" | "ejabberd" | "redis";
+export type ServerKind = "prosody" | "ejabberd" | "redis" | "profanity";
 
 /** Debian packages each kind of test server needs. */
 const PACKAGES: Record<ServerKind, string[]> = {
   prosody: ["prosody", "prosody-modules", "lua-unbound", "lua-sec"],
   ejabberd: ["ejabberd"],
   redis: ["redis-server"],
+  // Not a server: the third-party OMEMO client of the @lichen/omemo interop test, driven by tmux.
+  profanity: ["profanity", "tmux"],
 };
 
 /** What is missing for each kind, as human-readable items. */
@@ -27,6 +29,10 @@ export function missingFor(kind: ServerKind): string[] {
       break;
     case "redis":
       if (!which("redis-server")) missing.push("redis-server (binary)");
+      break;
+    case "profanity":
+      if (!which("profanity")) missing.push("profanity (binary)");
+      if (!which("tmux")) missing.push("tmux (binary)");
       break;
   }
   if (!which("openssl")) missing.push("openssl (binary)");
@@ -61,7 +67,7 @@ export function requireInstalled(kinds: ServerKind[]): void {
 export function ensureInstalled(
   opts: { install?: boolean; kinds?: ServerKind[]; log?: (line: string) => void } = {},
 ): void {
-  const kinds = opts.kinds ?? (["prosody", "ejabberd", "redis"] as ServerKind[]);
+  const kinds = opts.kinds ?? (["prosody", "ejabberd", "redis", "profanity"] as ServerKind[]);
   const log = opts.log ?? (() => {});
   const missingKinds = kinds.filter((k) => missingFor(k).length > 0);
   if (missingKinds.length === 0) return;
