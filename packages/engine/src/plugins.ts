@@ -19,6 +19,8 @@ export interface PluginPrepared {
 
 export interface SessionPlugin {
   readonly name: string;
+  /** Service discovery features the plugin adds to ours (and so to our XEP-0115 caps). */
+  readonly features?: readonly string[];
   /** Called once by the session's constructor (e.g. to listen for "online"). */
   attach?(session: DurableSession): void;
   /**

@@ -12,6 +12,7 @@ import {
   LICHEN_CAPS_NODE,
   ownCapsElement,
   ownDiscoInfo,
+  type DiscoInfo,
 } from "./caps.js";
 import type { HandlerRegistry } from "./handlers.js";
 import { bare, isExpectedIqSender } from "./jid.js";
@@ -41,8 +42,8 @@ export const FEATURES = [
   NS_SID,
 ];
 
-/** Our disco#info (and so our caps ver): built once. */
-const OWN_INFO = ownDiscoInfo(FEATURES);
+/** Our disco#info (and so our caps ver) without plugins; a session adds its plugins' features. */
+export const OWN_INFO = ownDiscoInfo(FEATURES);
 
 function ownBareJid(ctx: ProtocolContext): string {
   return bare(ctx.state.sm.boundJid ?? "");
@@ -61,7 +62,7 @@ export function dispatchStanza(ctx: ProtocolContext, stanza: Element): void {
     case "presence":
       // Subscriptions, caps and room occupancy; the rest of presence is the app's (onStanza).
       if (handleSubscriptionPresence(ctx, stanza)) return;
-      handlePresenceCaps(ctx, stanza, OWN_INFO);
+      handlePresenceCaps(ctx, stanza, ctx.session.ownInfo);
       return handleRoomPresence(ctx, stanza);
     default:
       return;
@@ -122,7 +123,7 @@ function handleIq(ctx: ProtocolContext, iq: Element): void {
   if (type === "get" && child?.is("ping", "urn:xmpp:ping")) return reply();
   if (type === "get" && child?.is("query", "http://jabber.org/protocol/disco#info")) {
     // Plain disco#info, or the XEP-0115 node#ver we announce in presence.
-    const info = OWN_INFO;
+    const info = ctx.session.ownInfo;
     const node = child.attrs.node;
     if (!node || node === `${LICHEN_CAPS_NODE}#${capsVerification(info)}`)
       return reply(discoInfoQuery(info, node));
@@ -484,8 +485,8 @@ export function startMamCatchup(
 export const NS_OFFLINE = "http://jabber.org/protocol/offline";
 
 /** Our initial presence (with our XEP-0115 caps). */
-export function initialPresence(): Element {
-  return xml("presence", {}, ownCapsElement(OWN_INFO));
+export function initialPresence(info: DiscoInfo = OWN_INFO): Element {
+  return xml("presence", {}, ownCapsElement(info));
 }
 
 /**
@@ -537,7 +538,7 @@ export function startNewStreamCatchup(ctx: ProtocolContext, ownBareJid: string):
     );
   }
   startMamCatchup(ctx, undefined, { beforePresence: true });
-  if (!flexible) ctx.send(initialPresence());
+  if (!flexible) ctx.send(initialPresence(ctx.session.ownInfo));
 }
 
 /** Whether our initial presence still waits for the XEP-0013 answer (see startNewStreamCatchup). */
@@ -579,7 +580,7 @@ export function registerBuiltinHandlers(registry: HandlerRegistry): void {
     const ctx = hctx as ProtocolContext;
     // Answered (or failed, or timed out): either way we go online now; after an error the server
     // may flood, and the unique ids store each message once.
-    ctx.send(initialPresence());
+    ctx.send(initialPresence(ctx.session.ownInfo));
     if (args.type !== "result") return;
     const iq = typeof args.stanza === "string" ? parseXml(args.stanza) : null;
     const count = iq

@@ -43,9 +43,15 @@ import type { SessionEvents } from "./events.js";
 import { answerSubscription } from "./roster.js";
 import { LinkLiveness, type LivenessOptions } from "./liveness.js";
 import { handlers as defaultRegistry, type HandlerRegistry } from "./handlers.js";
-import { registerCapsHandlers } from "./caps.js";
+import { ownDiscoInfo, registerCapsHandlers, type DiscoInfo } from "./caps.js";
 import { registerMucHandlers } from "./muc.js";
-import { initialPresence, registerBuiltinHandlers, startNewStreamCatchup } from "./protocol.js";
+import {
+  FEATURES,
+  initialPresence,
+  OWN_INFO,
+  registerBuiltinHandlers,
+  startNewStreamCatchup,
+} from "./protocol.js";
 import { registerPushHandlers } from "./push.js";
 import { preparePlugins, type PluginPrepared, type SessionPlugin } from "./plugins.js";
 import { registerSetupHandlers, setupNewStream } from "./setup.js";
@@ -151,6 +157,8 @@ export class DurableSession extends EventEmitter<SessionEvents> {
   private readonly outbox: Outbox;
   private tickTimer: NodeJS.Timeout | null = null;
   private readonly log: (event: Record<string, unknown>) => void;
+  /** Our disco#info and XEP-0115 caps: the engine's features and those of the plugins. */
+  readonly ownInfo: DiscoInfo;
   /** Whether the current connection is TLS-encrypted. */
   get secure(): boolean {
     return this.conn?.entity.isSecure() === true;
@@ -185,6 +193,9 @@ export class DurableSession extends EventEmitter<SessionEvents> {
     registerCapsHandlers(this.registry);
     registerMucHandlers(this.registry);
     this.log = opts.logger ?? (() => {});
+    this.ownInfo = opts.plugins?.some((p) => p.features?.length)
+      ? ownDiscoInfo([...FEATURES, ...opts.plugins.flatMap((p) => p.features ?? [])])
+      : OWN_INFO;
     for (const plugin of opts.plugins ?? []) plugin.attach?.(this);
   }
 
@@ -941,7 +952,7 @@ export class DurableSession extends EventEmitter<SessionEvents> {
       else {
         // A first stream with no gap: in sync from now (a later catch-up by time starts here).
         st.mam.syncedAt ??= tx.now;
-        ctx.send(initialPresence());
+        ctx.send(initialPresence(this.ownInfo));
       }
       setupNewStream(ctx, bare(boundJid), { serverCapsVer: this.streamCapsVer });
       saveAccountState(tx, this.accountId, st);

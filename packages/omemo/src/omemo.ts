@@ -145,6 +145,8 @@ function setBody(message: Element, body: string | null): void {
 
 export class Omemo implements SessionPlugin {
   readonly name = "omemo";
+  /** Contacts' PEP services then push their device list changes to us (XEP-0163 +notify). */
+  readonly features = [`${NODE_DEVICELIST}+notify`];
   private session: DurableSession | null = null;
   private publishing: Promise<void> | null = null;
   private readonly role: "app" | "nse";

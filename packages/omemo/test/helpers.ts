@@ -4,12 +4,14 @@ import { join } from "node:path";
 import {
   DurableSession,
   ensureAccount,
+  listRoster,
   type SessionOptions,
   type SessionPlugin,
 } from "@lichen/engine";
 import { openStore, type Store } from "@lichen/store";
 import type { XmppTestServer } from "@lichen/test-servers";
 import { Omemo, type OmemoOptions } from "../src/index.js";
+import { until as untilTrue } from "@lichen/test-kit";
 
 export { until } from "@lichen/test-kit";
 
@@ -86,4 +88,22 @@ export async function online(d: Device): Promise<Device> {
   await d.session.connect();
   await d.omemo.publish();
   return d;
+}
+
+/** A mutual presence subscription between two online devices' accounts, through the engine. */
+export async function subscribeMutually(a: Device, b: Device): Promise<void> {
+  const subscription = (d: Device, other: Device) =>
+    listRoster(d.store, d.session.accountId).find((r) => r.jid === other.jid)?.subscription;
+  a.session.answerSubscription(b.jid, "subscribe");
+  await untilTrue(
+    () => b.store.sqlite.prepare("SELECT 1 FROM subscription_requests").get() !== undefined,
+    `${b.jid} sees ${a.jid}'s request`,
+  );
+  b.session.answerSubscription(a.jid, "approve", { subscribeBack: true });
+  await untilTrue(() => subscription(a, b) === "to" || subscription(a, b) === "both", "a → b");
+  a.session.answerSubscription(b.jid, "approve");
+  await untilTrue(
+    () => subscription(a, b) === "both" && subscription(b, a) === "both",
+    "mutual subscription",
+  );
 }
