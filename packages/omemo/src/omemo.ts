@@ -10,9 +10,10 @@ import {
   type SessionPlugin,
   type StanzaContext,
 } from "@lichen/engine";
-import { loadAccountState, quarantineRow, tables, type StoreTx } from "@lichen/store";
-import { and, eq, inArray, isNotNull, max, or } from "drizzle-orm";
+import { quarantineRow, tables, type StoreTx } from "@lichen/store";
+import { and, eq, inArray, or } from "drizzle-orm";
 import { OmemoError, type DecryptFailureReason } from "./errors.js";
+import { createIdentity, loadBundle, refillPreKeys, rotateSignedPreKey } from "./keys.js";
 import { signal } from "./libsignal.js";
 import { openPayload, sealPayload } from "./payload.js";
 import {
@@ -218,139 +219,11 @@ export class Omemo implements SessionPlugin {
     if (existing) return existing;
     if (this.role !== "app")
       throw new OmemoError("no-identity", "no OMEMO identity yet: the main app creates it");
-    return this.s.write((ctx) => {
-      const again = loadOwnIdentity(ctx.tx, ctx.accountId);
-      if (again) return again;
-      const identity = signal.curve.generateKeyPair();
-      const deviceId = randomInt(1, 0x7fffffff);
-      const registrationId = signal.keyhelper.generateRegistrationId();
-      ctx.tx
-        .insert(tables.omemoIdentity)
-        .values({
-          accountId: ctx.accountId,
-          deviceId,
-          registrationId,
-          identityPublicKey: identity.pubKey.toString("base64"),
-          identityPrivateKey: identity.privKey.toString("base64"),
-          createdAt: ctx.tx.now,
-        })
-        .run();
-      this.addSignedPreKey(ctx.tx, identity.privKey, 1);
-      this.addPreKeys(ctx.tx, 1, this.preKeyCount);
-      ctx.state.omemo.deviceId = deviceId;
-      ctx.state.omemo.bundlePublished = false;
-      ctx.state.omemo.deviceListPublished = false;
-      return { deviceId, registrationId, identity };
-    });
-  }
-
-  private addSignedPreKey(tx: StoreTx, identityPriv: Buffer, keyId: number): void {
-    const pair = signal.curve.generateKeyPair();
-    tx.insert(tables.omemoSignedPrekeys)
-      .values({
-        accountId: this.s.accountId,
-        keyId,
-        publicKey: pair.pubKey.toString("base64"),
-        privateKey: pair.privKey.toString("base64"),
-        signature: signal.curve.calculateSignature(identityPriv, pair.pubKey).toString("base64"),
-        createdAt: tx.now,
-      })
-      .run();
-  }
-
-  private addPreKeys(tx: StoreTx, firstId: number, count: number): void {
-    for (let i = 0; i < count; i++) {
-      const pair = signal.curve.generateKeyPair();
-      tx.insert(tables.omemoPrekeys)
-        .values({
-          accountId: this.s.accountId,
-          keyId: firstId + i,
-          publicKey: pair.pubKey.toString("base64"),
-          privateKey: pair.privKey.toString("base64"),
-          createdAt: tx.now,
-        })
-        .run();
-    }
-  }
-
-  /** Replaces used prekeys with fresh ones (ids never reused). Returns how many were added. */
-  private refillPreKeys(): number {
-    return this.s.write((ctx) => {
-      const p = tables.omemoPrekeys;
-      ctx.tx
-        .delete(p)
-        .where(and(eq(p.accountId, ctx.accountId), isNotNull(p.consumedAt)))
-        .run();
-      const left = ctx.tx
-        .select({ id: p.keyId })
-        .from(p)
-        .where(eq(p.accountId, ctx.accountId))
-        .all();
-      const top =
-        ctx.tx
-          .select({ m: max(p.keyId) })
-          .from(p)
-          .where(eq(p.accountId, ctx.accountId))
-          .get()?.m ??
-        ctx.state.omemo.deviceId ??
-        0;
-      const missing = this.preKeyCount - left.length;
-      // Ids keep growing (also past deleted ones): a peer holding an old bundle gets "unknown prekey", not another key.
-      const first = Math.max(top, ctx.state.omemo.deviceId ?? 0) + 1;
-      if (missing > 0) this.addPreKeys(ctx.tx, first, missing);
-      ctx.state.omemo.preKeysNeedRefill = false;
-      ctx.state.omemo.bundlePublished = false;
-      return Math.max(missing, 0);
-    });
-  }
-
-  /** A new signed prekey once the newest is too old; only the one before it is kept. */
-  private rotateSignedPreKey(own: OwnIdentity): boolean {
-    return this.s.write((ctx) => {
-      const t = tables.omemoSignedPrekeys;
-      const rows = ctx.tx
-        .select({ keyId: t.keyId, createdAt: t.createdAt })
-        .from(t)
-        .where(eq(t.accountId, ctx.accountId))
-        .all()
-        .sort((a, b) => b.keyId - a.keyId);
-      const newest = rows[0];
-      if (newest && ctx.tx.now - newest.createdAt < this.signedPreKeyMaxAgeMs) return false;
-      this.addSignedPreKey(ctx.tx, own.identity.privKey, (newest?.keyId ?? 0) + 1);
-      const old = rows.slice(1).map((r) => r.keyId);
-      if (old.length)
-        ctx.tx
-          .delete(t)
-          .where(and(eq(t.accountId, ctx.accountId), inArray(t.keyId, old)))
-          .run();
-      ctx.state.omemo.bundlePublished = false;
-      return true;
-    });
-  }
-
-  private bundle(own: OwnIdentity): Bundle {
-    const s = this.s;
-    return s.store.read((tx) => {
-      const spk = tx
-        .select()
-        .from(tables.omemoSignedPrekeys)
-        .where(eq(tables.omemoSignedPrekeys.accountId, s.accountId))
-        .all()
-        .sort((a, b) => b.keyId - a.keyId)[0]!;
-      const p = tables.omemoPrekeys;
-      const pre = tx.select().from(p).where(eq(p.accountId, s.accountId)).all();
-      return {
-        identityKey: own.identity.pubKey,
-        signedPreKey: {
-          keyId: spk.keyId,
-          publicKey: Buffer.from(spk.publicKey, "base64"),
-          signature: Buffer.from(spk.signature, "base64"),
-        },
-        preKeys: pre
-          .filter((k) => k.consumedAt === null)
-          .map((k) => ({ keyId: k.keyId, publicKey: Buffer.from(k.publicKey, "base64") })),
-      };
-    });
+    return this.s.write(
+      (ctx) =>
+        loadOwnIdentity(ctx.tx, ctx.accountId) ??
+        createIdentity(ctx.tx, ctx.accountId, ctx.state, this.preKeyCount),
+    );
   }
 
   /**
@@ -364,15 +237,16 @@ export class Omemo implements SessionPlugin {
 
   private async doPublish(): Promise<void> {
     if (this.role !== "app") return;
-    let own = this.ensureIdentity();
-    const state = this.s.store.read((tx) => loadAccountState(tx, this.s.accountId));
-    if (state.omemo.preKeysNeedRefill) this.refillPreKeys();
-    this.rotateSignedPreKey(own);
-    own = this.ensureIdentity();
+    const own = this.ensureIdentity();
+    this.s.write((ctx) => {
+      if (ctx.state.omemo.preKeysNeedRefill)
+        refillPreKeys(ctx.tx, ctx.accountId, ctx.state, this.preKeyCount);
+      rotateSignedPreKey(ctx.tx, ctx.accountId, ctx.state, own, this.signedPreKeyMaxAgeMs);
+    });
     await this.publishItem(
       `${NODE_BUNDLES}${own.deviceId}`,
       "current",
-      bundleElement(this.bundle(own)),
+      bundleElement(this.s.store.read((tx) => loadBundle(tx, this.s.accountId, own))),
     );
     const ownJid = this.jid;
     const listed = await this.fetchDeviceList(ownJid).catch((e: unknown): number[] => {

@@ -180,6 +180,9 @@ describe.each([
       alice = await online(device("alice", "nse", db));
       expect(unused()).toBe(100);
       expect(state().omemo.preKeysNeedRefill).toBe(false);
+      // The used prekey is gone and its replacement has a new id (ids are never reused).
+      expect(count(alice, "SELECT max(key_id) AS n FROM omemo_prekeys")).toBe(101);
+      expect(count(alice, "SELECT count(*) AS n FROM omemo_prekeys")).toBe(100);
     },
     T,
   );
