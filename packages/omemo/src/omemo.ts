@@ -13,6 +13,8 @@ import {
 import { quarantineRow, tables, type StoreTx } from "@lichen/store";
 import { and, eq, inArray, or } from "drizzle-orm";
 import { OmemoError, type DecryptFailureReason } from "./errors.js";
+import { bare, locate, setBody, type Located } from "./locate.js";
+import { publishOpenItem, request } from "./pep.js";
 import { createIdentity, loadBundle, refillPreKeys, rotateSignedPreKey } from "./keys.js";
 import { signal } from "./libsignal.js";
 import { openPayload, sealPayload } from "./payload.js";
@@ -41,9 +43,6 @@ import {
   type Bundle,
 } from "./wire.js";
 
-const NS_MAM = "urn:xmpp:mam:2";
-const NS_CARBONS = "urn:xmpp:carbons:2";
-const NS_FORWARD = "urn:xmpp:forward:0";
 const NS_SID = "urn:xmpp:sid:0";
 
 export interface OmemoOptions {
@@ -82,66 +81,8 @@ export interface OmemoSendResult {
 
 class StaleView extends Error {}
 
-function bare(jid: string): string {
-  return jid.split("/")[0]!;
-}
-
 function fingerprintOf(identityKey: string): string {
   return Buffer.from(identityKey, "base64").subarray(1).toString("hex");
-}
-
-/** A message element whose body we replace, inside a copy of the stanza that carries it. */
-interface Located {
-  inner: Element;
-  sender: string;
-  archiveId: string | null;
-  copy(): { stanza: Element; inner: Element };
-}
-
-function locate(stanza: Element, own: string): Located | null {
-  const from = stanza.attrs.from;
-  const fromOwn = !from || from === own;
-  const find = (root: Element): { inner: Element; archiveId: string | null } | null => {
-    const result = root.getChild("result", NS_MAM);
-    if (result) {
-      if (!fromOwn) return null; // room archives (MUC OMEMO) are not handled yet
-      const inner = result.getChild("forwarded", NS_FORWARD)?.getChild("message");
-      return inner ? { inner, archiveId: result.attrs.id ?? null } : null;
-    }
-    const carbon = root.getChild("received", NS_CARBONS) ?? root.getChild("sent", NS_CARBONS);
-    if (carbon) {
-      if (!fromOwn) return null; // forged carbon: the engine ignores it too
-      const inner = carbon.getChild("forwarded", NS_FORWARD)?.getChild("message");
-      return inner ? { inner, archiveId: null } : null;
-    }
-    return { inner: root, archiveId: null };
-  };
-  const found = find(stanza);
-  if (!found || found.inner.attrs.type === "groupchat" || found.inner.attrs.type === "error")
-    return null;
-  const sender = bare(found.inner.attrs.from ?? own);
-  return {
-    ...found,
-    sender,
-    copy: () => {
-      const copy = deepCopy(stanza);
-      return { stanza: copy, inner: find(copy)!.inner };
-    },
-  };
-}
-
-/** Elements from the parser have no working clone(): copy by hand. */
-function deepCopy(e: Element): Element {
-  return xml(
-    e.name,
-    { ...e.attrs },
-    ...e.children.map((c) => (typeof c === "string" ? c : deepCopy(c))),
-  );
-}
-
-function setBody(message: Element, body: string | null): void {
-  message.children = message.children.filter((c) => typeof c === "string" || c.name !== "body");
-  if (body !== null) message.append(xml("body", {}, body));
 }
 
 export class Omemo implements SessionPlugin {
@@ -266,67 +207,13 @@ export class Omemo implements SessionPlugin {
     });
   }
 
-  private async publishItem(node: string, id: string, payload: Element): Promise<void> {
-    const options = xml(
-      "publish-options",
-      {},
-      xml(
-        "x",
-        { xmlns: "jabber:x:data", type: "submit" },
-        xml(
-          "field",
-          { var: "FORM_TYPE", type: "hidden" },
-          xml("value", {}, `${NS_PUBSUB}#publish-options`),
-        ),
-        xml("field", { var: "pubsub#access_model" }, xml("value", {}, "open")),
-      ),
-    );
-    const iq = (withOptions: boolean) =>
-      xml(
-        "iq",
-        { type: "set", id: randomUUID() },
-        xml(
-          "pubsub",
-          { xmlns: NS_PUBSUB },
-          xml("publish", { node }, xml("item", { id }, payload)),
-          ...(withOptions ? [options] : []),
-        ),
-      );
-    const res = await this.request(iq(true));
-    if (res.attrs.type === "result") return;
-    // A node created earlier with another access model: publish anyway rather than not at all.
-    const again = await this.request(iq(false));
-    if (again.attrs.type !== "result")
-      throw new OmemoError("iq-error", `publishing ${node} failed: ${again.toString()}`);
+  private publishItem(node: string, id: string, payload: Element): Promise<void> {
+    return publishOpenItem(this.s, node, id, payload, this.requestTimeoutMs);
   }
 
   /** Sends an IQ and waits for its answer (handled, like every stanza, in its own transaction). */
   request(iq: Element): Promise<Element> {
-    const s = this.s;
-    const id = (iq.attrs.id ??= randomUUID());
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        s.off("stanza", onStanza);
-        reject(
-          new OmemoError("iq-timeout", `no answer to IQ ${id} within ${this.requestTimeoutMs} ms`),
-        );
-      }, this.requestTimeoutMs);
-      const onStanza = (el: Element) => {
-        if (el.name !== "iq" || el.attrs.id !== id) return;
-        if (el.attrs.type !== "result" && el.attrs.type !== "error") return;
-        clearTimeout(timer);
-        s.off("stanza", onStanza);
-        resolve(el);
-      };
-      s.on("stanza", onStanza);
-      try {
-        s.write((ctx) => ctx.send(iq));
-      } catch (err) {
-        clearTimeout(timer);
-        s.off("stanza", onStanza);
-        reject(err instanceof Error ? err : new Error(String(err)));
-      }
-    });
+    return request(this.s, iq, this.requestTimeoutMs);
   }
 
   /** Fetches and stores a JID's device list; [] when it has none. */
