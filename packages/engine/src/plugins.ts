@@ -26,7 +26,7 @@ export interface SessionPlugin {
   /**
    * Async work for an inbound stanza before its transaction, with reads only (no writes: a kill
    * here must leave nothing behind). Null: nothing to do for this stanza. Must not throw for bad
-   * input: a throw is logged and the stanza handled as received.
+   * input: a throw fails the stanza's transaction (replayed, quarantined after repeated failures).
    */
   prepare?(stanza: Element, session: DurableSession): Promise<PluginPrepared | null>;
 }
@@ -66,6 +66,15 @@ export async function preparePlugins(
         plugin: plugin.name,
         error: err instanceof Error ? err.message : String(err),
       });
+      // Handling the stanza without the plugin could store what it must not (an encrypted
+      // message's fallback text): fail its transaction instead, so it is replayed, and kept in
+      // quarantine if it keeps failing.
+      out.push({
+        apply: () => {
+          throw err instanceof Error ? err : new Error(String(err));
+        },
+      });
+      break;
     }
   }
   return out;

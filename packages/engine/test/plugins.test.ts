@@ -73,4 +73,41 @@ describe("session plugins (the seam OMEMO uses)", () => {
     },
     T,
   );
+
+  it(
+    "a plugin whose prepare throws fails the stanza: never stored as received, replayed, then kept in quarantine",
+    async () => {
+      const failing: SessionPlugin = {
+        name: "failing",
+        async prepare(stanza: Element) {
+          if (stanza.getChildText("body")?.startsWith("boom")) throw new Error("plugin bug");
+          return null;
+        },
+      };
+      const session = env.session({ plugins: [failing] });
+      await session.connect();
+      const bob = await startPeer(env.server.c2sPort, "bob", "bobpw");
+      try {
+        await bob.send("alice@localhost", "boom");
+        await bob.send("alice@localhost", "after-boom");
+        const stored = (prefix: string) =>
+          (
+            env.store.sqlite
+              .prepare("SELECT count(*) AS n FROM messages WHERE body LIKE ?")
+              .get(`${prefix}%`) as { n: number }
+          ).n;
+        await until(() => stored("after-boom") === 1, "the next message is handled");
+        expect(stored("boom-")).toBe(0);
+        const q = env.store.sqlite
+          .prepare("SELECT raw, error FROM quarantine WHERE table_name = 'inbound_stanza'")
+          .all() as { raw: string; error: string }[];
+        expect(q).toHaveLength(1);
+        expect(q[0]!.raw).toContain("boom-");
+      } finally {
+        await bob.stop();
+        await session.close();
+      }
+    },
+    T,
+  );
 });

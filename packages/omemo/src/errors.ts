@@ -6,7 +6,9 @@ export type DecryptFailureReason =
   | "unknown-device"
   | "distrusted-device"
   | "signal"
-  | "payload";
+  | "payload"
+  /** An unexpected error while decrypting (a bug, or input nobody foresaw). */
+  | "internal";
 
 /** Bad OMEMO input from the network (bundle, device list, message) or a refused operation. */
 export class OmemoError extends Error {

@@ -10,7 +10,13 @@ import {
   type SessionPlugin,
   type StanzaContext,
 } from "@lichen/engine";
-import { quarantineRow, tables, type StoreTx } from "@lichen/store";
+import {
+  DatabaseCorruptError,
+  quarantineRow,
+  StoreLockTimeoutError,
+  tables,
+  type StoreTx,
+} from "@lichen/store";
 import { and, eq, inArray, or } from "drizzle-orm";
 import { OmemoError, type DecryptFailureReason } from "./errors.js";
 import { bare, locate, setBody, type Located } from "./locate.js";
@@ -510,6 +516,23 @@ export class Omemo implements SessionPlugin {
     const encryptedEl = at.inner.getChild("encrypted", NS_OMEMO);
     if (!encryptedEl) return null;
     if (this.alreadyStored(at)) return null; // a replay: the engine's unique indexes drop it
+    try {
+      return await this.decrypt(stanza, at, encryptedEl, session);
+    } catch (e) {
+      // The database failed: the stanza is not handled now (the engine replays it later).
+      if (e instanceof StoreLockTimeoutError || e instanceof DatabaseCorruptError) throw e;
+      // Anything else is a bug or input nobody foresaw: stored as a failure, never a crash.
+      return this.failure(stanza, at, "internal", e instanceof Error ? e.message : String(e));
+    }
+  }
+
+  private async decrypt(
+    stanza: Element,
+    at: Located,
+    encryptedEl: Element,
+    session: DurableSession,
+  ): Promise<PluginPrepared | null> {
+    const own = this.jid;
     const ownIdentity = this.own();
     const fail = (
       reason: DecryptFailureReason,
