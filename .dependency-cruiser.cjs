@@ -40,6 +40,19 @@ module.exports = {
     layer("store-imports-schema-only", "packages/store", ["packages/schema"]),
     layer("engine-imports-store-schema", "packages/engine", ["packages/store", "packages/schema"]),
     layer("appserver-imports-schema", "packages/appserver", ["packages/schema"]),
+    // A plugin (GPL-3.0): nothing of ours may import it, it builds on the engine.
+    layer("omemo-imports-engine-store-schema", "packages/omemo", [
+      "packages/engine",
+      "packages/store",
+      "packages/schema",
+    ]),
+    {
+      name: "nothing-imports-omemo",
+      severity: "error",
+      comment: "@lichen/omemo is GPL-3.0: MIT code must not import it (apps load it as a plugin).",
+      from: { path: "^packages/(?!omemo/)[^/]+/src/" },
+      to: { path: "^packages/omemo/" },
+    },
     layer("chat-app-imports-engine", "apps/chat", [
       "packages/engine",
       "packages/store",

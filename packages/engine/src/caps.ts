@@ -9,6 +9,7 @@ import parseXml from "@xmpp/xml/lib/parse.js";
 import { and, eq } from "drizzle-orm";
 import type { HandlerRegistry } from "./handlers.js";
 import type { ProtocolContext } from "./context.js";
+import type { DiscoForm, DiscoIdentity, DiscoInfo } from "./disco-info.js";
 
 export const NS_CAPS = "http://jabber.org/protocol/caps";
 const NS_DISCO_INFO = "http://jabber.org/protocol/disco#info";
@@ -16,21 +17,7 @@ const NS_DATA = "jabber:x:data";
 /** Our caps node (identifies the software, not the version). */
 export const LICHEN_CAPS_NODE = "https://lichen.im";
 
-export interface DiscoIdentity {
-  category: string;
-  type: string;
-  lang?: string;
-  name?: string;
-}
-export interface DiscoForm {
-  formType: string;
-  fields: Record<string, string[]>;
-}
-export interface DiscoInfo {
-  identities: DiscoIdentity[];
-  features: string[];
-  forms: DiscoForm[];
-}
+export type { DiscoForm, DiscoIdentity, DiscoInfo } from "./disco-info.js";
 
 /** Octet-wise ("i;octet") comparison, as XEP-0115 §5.1 requires (not locale order). */
 const octet = (a: string, b: string): number => Buffer.compare(Buffer.from(a), Buffer.from(b));

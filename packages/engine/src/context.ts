@@ -3,6 +3,7 @@
 // imported back from it would make every module depend on every other (an import cycle).
 import type { AccountState, HandlerDescriptor } from "@lichen/schema";
 import type { Element } from "@xmpp/xml";
+import type { DiscoInfo } from "./disco-info.js";
 import type { SessionEvents } from "./events.js";
 import type { HandlerContext, HandlerRegistry } from "./handlers.js";
 
@@ -12,6 +13,8 @@ export interface SessionHandle {
   readonly registry: HandlerRegistry;
   /** How receipt requests are answered (SessionOptions.receipts). */
   readonly receipts: "send" | "defer";
+  /** Our disco#info and XEP-0115 caps: the engine's features and those of the plugins. */
+  readonly ownInfo: DiscoInfo;
   emit<K extends keyof SessionEvents>(event: K, ...args: SessionEvents[K]): boolean;
   /** Runs a stored handler; an unknown name is reported, not thrown. */
   callSafely(

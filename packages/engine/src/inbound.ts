@@ -33,7 +33,7 @@ export function commitStanza<C extends ProtocolContext>(
     prepared: PreparedStanza | undefined;
     mayRetry: boolean;
     /** The plugins' prepare results for this stanza (plugins.ts). */
-    plugins?: PluginPrepared[];
+    plugins?: PluginPrepared<C>[];
     onStanza?: (ctx: C, stanza: Element, prepared: unknown) => void;
   },
 ): number {

@@ -12,6 +12,7 @@ export {
   type SessionOptions,
   type StanzaContext,
   type PreparedStanza,
+  type SessionPlugin,
 } from "./session.js";
 export {
   HandlerRegistry,
@@ -98,4 +99,4 @@ export {
   type DnsResolver,
   type ResolveOptions,
 } from "./resolve.js";
-export { markDecrypted, wasDecrypted, type SessionPlugin, type PluginPrepared } from "./plugins.js";
+export { markDecrypted, wasDecrypted, type PluginPrepared } from "./plugins.js";

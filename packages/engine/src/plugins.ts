@@ -2,10 +2,10 @@
 // into a session's receive path without the engine importing it.
 import type { StoreTx } from "@lichen/store";
 import type { Element } from "@xmpp/xml";
-import type { DurableSession, StanzaContext } from "./session.js";
+import type { ProtocolContext } from "./context.js";
 
 /** What a plugin's prepare step hands to the stanza's transaction. */
-export interface PluginPrepared {
+export interface PluginPrepared<C extends ProtocolContext = ProtocolContext> {
   /**
    * Handled instead of the received stanza (e.g. the same message with its decrypted body). The
    * received stanza is still the one counted, quarantined or replayed.
@@ -14,21 +14,26 @@ export interface PluginPrepared {
   /** Re-checked inside the stanza's transaction: false means what prepare read changed; it runs again. */
   stillValid?(tx: StoreTx): boolean;
   /** Writes inside the stanza's transaction, after the engine handled the stanza (e.g. ratchet state). */
-  apply?(ctx: StanzaContext): void;
+  apply?(ctx: C): void;
 }
 
-export interface SessionPlugin {
+/**
+ * A plugin of a session of type S whose stanza transactions give handlers a context C. The engine
+ * exports it as `SessionPlugin` (S = DurableSession); generic here so this module does not import
+ * the session that imports it.
+ */
+export interface SessionPluginOf<S, C extends ProtocolContext> {
   readonly name: string;
   /** Service discovery features the plugin adds to ours (and so to our XEP-0115 caps). */
   readonly features?: readonly string[];
   /** Called once by the session's constructor (e.g. to listen for "online"). */
-  attach?(session: DurableSession): void;
+  attach?(session: S): void;
   /**
    * Async work for an inbound stanza before its transaction, with reads only (no writes: a kill
    * here must leave nothing behind). Null: nothing to do for this stanza. Must not throw for bad
    * input: a throw fails the stanza's transaction (replayed, quarantined after repeated failures).
    */
-  prepare?(stanza: Element, session: DurableSession): Promise<PluginPrepared | null>;
+  prepare?(stanza: Element, session: S): Promise<PluginPrepared<C> | null>;
 }
 
 // Object identity cannot come over the wire, so a sender cannot mark its plaintext "encrypted".
@@ -45,13 +50,13 @@ export function wasDecrypted(message: Element): boolean {
 }
 
 /** Runs every plugin's prepare step in order; each sees the stanza the previous one produced. */
-export async function preparePlugins(
-  plugins: readonly SessionPlugin[],
+export async function preparePlugins<S, C extends ProtocolContext>(
+  plugins: readonly SessionPluginOf<S, C>[],
   stanza: Element,
-  session: DurableSession,
+  session: S,
   log: (event: Record<string, unknown>) => void,
-): Promise<PluginPrepared[]> {
-  const out: PluginPrepared[] = [];
+): Promise<PluginPrepared<C>[]> {
+  const out: PluginPrepared<C>[] = [];
   let current = stanza;
   for (const plugin of plugins) {
     if (!plugin.prepare) continue;

@@ -53,7 +53,7 @@ import {
   startNewStreamCatchup,
 } from "./protocol.js";
 import { registerPushHandlers } from "./push.js";
-import { preparePlugins, type PluginPrepared, type SessionPlugin } from "./plugins.js";
+import { preparePlugins, type PluginPrepared, type SessionPluginOf } from "./plugins.js";
 import { registerSetupHandlers, setupNewStream } from "./setup.js";
 
 export { NS_SM } from "./stream-management.js";
@@ -123,6 +123,9 @@ export interface SessionOptions {
   liveness?: LivenessOptions | false;
   logger?: (event: Record<string, unknown>) => void;
 }
+
+/** A plugin hooked into a DurableSession's receive path (e.g. OMEMO from @lichen/omemo). */
+export type SessionPlugin = SessionPluginOf<DurableSession, StanzaContext>;
 
 /** A ProtocolContext whose session is the DurableSession itself (what onStanza gets). */
 export interface StanzaContext extends ProtocolContext {
@@ -459,10 +462,7 @@ export class DurableSession extends EventEmitter<SessionEvents> {
    * the message id too, so a resend after a crash is recognised by the receiver and by our own
    * unique index (a second call with the same origin-id stores and sends nothing).
    */
-  queueMessage(
-    ctx: StanzaContext,
-    m: OutgoingChatMessage,
-  ): boolean {
+  queueMessage(ctx: StanzaContext, m: OutgoingChatMessage): boolean {
     const stanza = storeOutgoingMessage(
       ctx.tx,
       this.accountId,
@@ -704,7 +704,7 @@ export class DurableSession extends EventEmitter<SessionEvents> {
     stanza: Element,
     prepared?: PreparedStanza,
     mayRetry = false,
-    plugins: PluginPrepared[] = [],
+    plugins: PluginPrepared<StanzaContext>[] = [],
   ): Promise<"done" | "stale"> {
     if (this.halted) return "done";
     const inspected = this.failures.inspect(stanza);

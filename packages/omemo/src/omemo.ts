@@ -619,7 +619,7 @@ export class Omemo implements SessionPlugin {
   }
 
   /** A prekey was used: the bundle needs a fresh one. The NSE leaves that to the main app. */
-  private afterPreKeyUse(ctx: StanzaContext): void {
+  private afterPreKeyUse(ctx: Pick<StanzaContext, "state" | "afterCommit">): void {
     ctx.state.omemo.preKeysNeedRefill = true;
     if (this.role === "app") ctx.afterCommit(() => void this.publish().catch(() => {}));
   }
