@@ -22,7 +22,22 @@ export {
   type HandlerContext,
   type HandlerFn,
 } from "./handlers.js";
-export { ensureAccount } from "./accounts.js";
+export {
+  ensureAccount,
+  listAccounts,
+  MultiAccountApp,
+  type AccountRow,
+  type AccountForeground,
+} from "./accounts.js";
+export {
+  PushNotificationBuilder,
+  MAX_SUMMARY_CHATS,
+  MAX_NOTIFICATION_BODY,
+  type PushSummary,
+  type ChatSummary,
+  type StoredIncoming,
+} from "./notifications.js";
+export { type AccountSyncResult, type AccountSyncOutcome } from "./nse-sync.js";
 export {
   listRoster,
   listSubscriptionRequests,

@@ -17,13 +17,27 @@ import {
   yieldOnDisconnectAll,
   type Store,
 } from "@lichen/store";
-import { loadAccountState } from "@lichen/store";
 import { and, eq, isNull } from "drizzle-orm";
 import type { AppControllerEvents } from "./app-events.js";
 import { DurableSession, SessionLockError, type SessionOptions } from "./session.js";
 import { sendDeferredReceipts } from "./protocol.js";
 import { sendShareOutbox } from "./share.js";
+import { PushNotificationBuilder, type PushSummary } from "./notifications.js";
+import { AccountSync, type AccountSyncResult, type NseRunShared } from "./nse-sync.js";
+import { isTransientConnectError, reconnectDelay, type ReconnectPolicy } from "./reconnect.js";
 
+export { isTransientConnectError, reconnectDelay, type ReconnectPolicy };
+
+/**
+ * The process lock: one per database (per process role), not one per account. Why: the OS
+ * freezes, wakes and kills processes, not accounts; the main app drives every account and an NSE
+ * syncs every account for one push (Monal's MLProcessLock is per process too). Per-account locks
+ * would let the main app and an NSE each own some accounts, turn the NSE's yield into one
+ * handshake per account, and make "is the main app running?" a question with several answers.
+ * Every session of a process shares its one ProcessLock, so fencing (the lock generation checked
+ * on every session write) covers all accounts at once. IPC stays per process as well; messages
+ * that concern one account say so in their data (accountId).
+ */
 export const SESSION_LOCK_KEY = "xmpp-session";
 
 const syncWarningId = (accountId: string) => `sync-warning:${accountId}`;
@@ -64,56 +78,6 @@ function syncWarning(accountId: string, deliverAt?: number): NotificationContent
 
 type SessionConfig = Omit<SessionOptions, "store">;
 
-/** How the main app gets back online after the network (or the server) dropped the connection. */
-export interface ReconnectPolicy {
-  /** First retry after this long (default 1 s); doubled per failed attempt. */
-  initialDelayMs?: number;
-  /** Never wait longer than this between attempts (default 60 s). */
-  maxDelayMs?: number;
-  /** Give one attempt this long to get online (default 20 s). */
-  connectTimeoutMs?: number;
-  /** [0, 1) source for the jitter (default Math.random); inject a seeded one in tests. */
-  random?: () => number;
-}
-
-const TRANSIENT_CODES = new Set([
-  "ECONNREFUSED",
-  "ECONNRESET",
-  "ECONNABORTED",
-  "EPIPE",
-  "ETIMEDOUT",
-  "EHOSTUNREACH",
-  "ENETUNREACH",
-  "ENETDOWN",
-  "ENOTFOUND", // no DNS while offline
-  "EAI_AGAIN",
-]);
-
-/**
- * Whether a failed connect is worth retrying: the network or the server was away. A refused
- * password, a bad certificate or a refused plaintext login will fail the same way again.
- */
-export function isTransientConnectError(err: unknown): boolean {
-  if (!(err instanceof Error)) return false;
-  const code = (err as NodeJS.ErrnoException).code;
-  if (code && TRANSIENT_CODES.has(code)) return true;
-  return /^session not online after|^the connection closed before the session was online/.test(
-    err.message,
-  );
-}
-
-/**
- * Delay before retry `attempt` (0-based): exponential, capped, with "equal jitter" (half fixed,
- * half random) so many clients that lost the same server do not come back in lockstep.
- */
-export function reconnectDelay(attempt: number, policy: ReconnectPolicy = {}): number {
-  const initial = policy.initialDelayMs ?? 1000;
-  const max = policy.maxDelayMs ?? 60_000;
-  const base = Math.min(max, initial * 2 ** Math.min(attempt, 30));
-  const r = (policy.random ?? Math.random)();
-  return Math.round(base / 2 + (base / 2) * r);
-}
-
 /** Main app: long-lived; takes the session from the NSE (priority) and gives it up before a freeze. */
 export class AppController extends EventEmitter<AppControllerEvents> {
   readonly lock: ProcessLock;
@@ -141,23 +105,34 @@ export class AppController extends EventEmitter<AppControllerEvents> {
        * and acknowledged, so the next resume (often an NSE's, at 32 kbit/s) does not replay it.
        */
       backgroundDrainMs?: number;
+      /**
+       * The process's lock and IPC, when several accounts are driven (MultiAccountApp): one lock
+       * per process (see SESSION_LOCK_KEY). Its owner starts, releases and closes them.
+       */
+      shared?: { lock: ProcessLock; ipc: Ipc };
     } = {},
   ) {
     super();
     this.reconnect = opts.reconnect ?? {};
     this.backgroundDrainMs = opts.backgroundDrainMs ?? 4000;
-    this.lock = new ProcessLock(store, {
-      key: SESSION_LOCK_KEY,
-      holder: `main:${process.pid}-${randomUUID().slice(0, 8)}`,
-      leaseMs: opts.leaseMs ?? 2000,
-    });
-    this.ipc = new Ipc(store, { role: "main" });
+    this.ownsLock = !opts.shared;
+    this.lock =
+      opts.shared?.lock ??
+      new ProcessLock(store, {
+        key: SESSION_LOCK_KEY,
+        holder: `main:${process.pid}-${randomUUID().slice(0, 8)}`,
+        leaseMs: opts.leaseMs ?? 2000,
+      });
+    this.ipc = opts.shared?.ipc ?? new Ipc(store, { role: "main" });
     // The share extension wrote outbox rows: send them now if we hold the session.
     this.ipc.on("outbox-changed", () => {
       if (this.session?.online) this.sendOutbox();
     });
-    this.ipc.start();
+    if (this.ownsLock) this.ipc.start();
   }
+
+  /** Whether this controller created (and so releases and closes) its lock and IPC. */
+  private readonly ownsLock: boolean;
 
   /** Send what the share extension queued (also done on every foreground). */
   sendOutbox(): number {
@@ -275,18 +250,25 @@ export class AppController extends EventEmitter<AppControllerEvents> {
   async background(): Promise<void> {
     this.stopReconnecting();
     await this.session?.suspend({ drainMs: this.backgroundDrainMs });
-    this.lock.release();
+    if (this.ownsLock) this.lock.release();
   }
 
   async close(): Promise<void> {
     await this.background();
-    this.ipc.close();
+    if (this.ownsLock) this.ipc.close();
   }
 }
 
 export interface NseOptions {
   store: Store;
-  session: SessionConfig;
+  /** The account to sync (one-account apps); give `accounts` for several. */
+  session?: SessionConfig;
+  /**
+   * Every account to sync: one push syncs all of them, concurrently, under one deadline and one
+   * process lock (several accounts share one database; see SESSION_LOCK_KEY). With `session`
+   * too, that one comes first.
+   */
+  accounts?: readonly SessionConfig[];
   /** Disconnect this long after start at the latest (default 25 s of iOS's 30). */
   deadlineMs?: number;
   /** After syncing, wait this long for another push before exiting (default 1.5 s). */
@@ -319,10 +301,25 @@ export interface NseResult {
    * notifications are the ones it produced for this push, `holder` names it.
    */
   outcome: "synced" | "main-running" | "other-nse" | "deadline" | "yielded" | "handed-over";
+  /**
+   * Exactly one content: the push's own notification (an NSE can only modify that one). An
+   * alert for the newest message with a summary subtitle and `count`, or a silent content
+   * saying why nothing is shown. See PushNotificationBuilder.
+   */
   notifications: NotificationContent[];
-  /** How the stream was (last) brought online: resumed, a new stream, or never (null). */
+  /** What the push brought, bounded (at most MAX_SUMMARY_CHATS chats listed). */
+  summary: PushSummary;
+  /**
+   * Each account the run synced, in the order given: its outcome ("failed": refused password,
+   * bad certificate; "deadline": unreachable or not finished), stream and messages. `outcome`
+   * above is "synced" when every account that can be synced was (failed ones are only listed
+   * here), "deadline" when any did not finish. Empty when the run did not sync (main-running,
+   * other-nse, handed-over).
+   */
+  accounts: AccountSyncResult[];
+  /** How the (first) account's stream was (last) brought online: resumed, new, or never (null). */
   stream: "resumed" | "new" | null;
-  /** Whether a MAM catch-up ran (the stream could not be resumed, or a gap was open). */
+  /** Whether a MAM catch-up ran for any account (a stream could not be resumed, or a gap was open). */
   mamCatchup: boolean;
   /** For main-running / other-nse / yielded / handed-over: the lock holder, e.g. "main:4711-ab12cd34". */
   holder?: string;
@@ -339,7 +336,9 @@ export interface NsePushResult {
   /** "api": NseRun.push in this process; "ipc": push-arrived from another NSE process. */
   via: "api" | "ipc";
   outcome: "synced" | "deadline" | "yielded";
+  /** Exactly one content, as NseResult.notifications. */
   notifications: NotificationContent[];
+  summary: PushSummary;
 }
 
 /** A running NSE (iOS: the extension process, whose didReceive may be called again). */
@@ -360,7 +359,7 @@ export interface NseRun {
 interface PushSlot {
   pushId: string;
   via: "first" | "api" | "ipc";
-  notifications: NotificationContent[];
+  notifications: PushNotificationBuilder;
   outcome: "synced" | "deadline" | "yielded";
   resolve: (r: NsePushResult | null) => void;
 }
@@ -387,7 +386,13 @@ export function startNse(opts: NseOptions): NseRun {
   const enqueue = (pushId: string, via: PushSlot["via"]) =>
     new Promise<NsePushResult | null>((resolve) => {
       if (!accepting) return resolve(null);
-      queue.push({ pushId, via, notifications: [], outcome: "synced", resolve });
+      queue.push({
+        pushId,
+        via,
+        notifications: new PushNotificationBuilder(),
+        outcome: "synced",
+        resolve,
+      });
       opts.onFurtherPush?.({ pushId, via: via === "ipc" ? "ipc" : "api" });
       wake?.();
     });
@@ -490,10 +495,13 @@ interface RunControl {
 }
 
 async function runNse(opts: NseOptions, run: RunControl): Promise<NseResult> {
+  const configs = [...(opts.session ? [opts.session] : []), ...(opts.accounts ?? [])];
+  if (configs.length === 0) throw new TypeError("handlePush needs `session` or `accounts`");
   const started = Date.now();
   const deadline = started + (opts.deadlineMs ?? 25_000);
   // Database writes after the deadline (warning, lock release) get a short grace, not more.
   const graceDeadline = () => Math.max(Date.now(), deadline) + 1000;
+  // One lock per process, not per account: see SESSION_LOCK_KEY.
   const lock = new ProcessLock(opts.store, {
     key: SESSION_LOCK_KEY,
     holder: `nse:${process.pid}-${randomUUID().slice(0, 8)}`,
@@ -501,42 +509,58 @@ async function runNse(opts: NseOptions, run: RunControl): Promise<NseResult> {
   });
   const ipc = new Ipc(opts.store, { role: "nse" });
   ipc.start();
-  const accountId = opts.session.accountId;
+  const firstAccountId = configs[0]!.accountId;
   // The first push's slot; further pushes get their own (see PushSlot).
   const first: PushSlot = {
     pushId: "first",
     via: "first",
-    notifications: [],
+    notifications: new PushNotificationBuilder(),
     outcome: "synced",
     resolve: () => {},
   };
   let current = first;
   const further: NsePushResult[] = [];
-  const notifications = first.notifications;
-  let stream: NseResult["stream"] = null;
-  let mamCatchup = false;
+  let accounts: AccountSync[] = [];
+  /** Replaces the first push's content (a warning when nothing could even be recorded). */
+  let override: NotificationContent | null = null;
+  let handed: NotificationContent[] | null = null;
   let holder: string | undefined;
-  const result = (outcome: NseResult["outcome"]): NseResult => ({
-    outcome,
-    notifications,
-    stream,
-    mamCatchup,
-    ...(holder !== undefined ? { holder } : {}),
-    ...(further.length > 0 ? { further } : {}),
-  });
-  /** Close a push: its notifications are final (a silent content when there are none). */
+  const shared: NseRunShared = {
+    store: opts.store,
+    lock,
+    deadline,
+    yielded: false,
+    ...(opts.afterSync ? { afterSync: opts.afterSync } : {}),
+  };
+  const result = (outcome: NseResult["outcome"], silentReason?: string): NseResult => {
+    const notifications = handed ?? [
+      override ?? first.notifications.content(silentReason ?? outcome),
+    ];
+    const alert = notifications.find((n) => n.kind === "alert");
+    return {
+      outcome,
+      notifications,
+      summary: handed
+        ? { messages: alert?.kind === "alert" ? (alert.count ?? 1) : 0, chats: [], moreChats: 0 }
+        : first.notifications.summary(),
+      accounts: accounts.map((a) => a.result()),
+      stream: accounts[0]?.stream ?? null,
+      mamCatchup: accounts.some((a) => a.mamCatchup),
+      ...(holder !== undefined ? { holder } : {}),
+      ...(further.length > 0 ? { further } : {}),
+    };
+  };
+  /** Close a further push: its one notification is final (silent when it brought nothing). */
   const settle = (slot: PushSlot) => {
     if (slot === first) return;
-    if (slot.notifications.length === 0)
-      slot.notifications.push({
-        kind: "silent",
-        reason: slot.outcome === "synced" ? "no-new-messages" : slot.outcome,
-      });
     const r: NsePushResult = {
       pushId: slot.pushId,
       via: slot.via === "ipc" ? "ipc" : "api",
       outcome: slot.outcome,
-      notifications: slot.notifications,
+      notifications: [
+        slot.notifications.content(slot.outcome === "synced" ? "no-new-messages" : slot.outcome),
+      ],
+      summary: slot.notifications.summary(),
     };
     further.push(r);
     slot.resolve(r);
@@ -565,7 +589,7 @@ async function runNse(opts: NseOptions, run: RunControl): Promise<NseResult> {
     } catch (err) {
       if (!(err instanceof StoreLockTimeoutError)) throw err;
       // The database is held by a stopped process: nothing can be synced or even recorded.
-      notifications.push(syncWarning(accountId));
+      override = syncWarning(firstAccountId);
       return result("deadline");
     }
     while (!start.started) {
@@ -574,10 +598,10 @@ async function runNse(opts: NseOptions, run: RunControl): Promise<NseResult> {
       // NSEs concurrently; on iOS the previous one may still linger): hand the push to it.
       const byMain = start.reason === "main-running" && roleOfHolder(start.holder) === "main";
       if (!byMain && roleOfHolder(start.holder) === "nse") {
-        const answer = await handOver(opts.store, ipc, start.holder, deadline, accountId);
+        const answer = await handOver(opts.store, ipc, start.holder, deadline, firstAccountId);
         if (answer?.data.accepted) {
           holder = answer.data.handledBy;
-          notifications.push(...(answer.data.notifications ?? []));
+          handed = answer.data.notifications ?? [{ kind: "silent", reason: "no-new-messages" }];
           return result("handed-over");
         }
         // It was ending (or gone): the lock is free or about to be; take it ourselves.
@@ -586,229 +610,127 @@ async function runNse(opts: NseOptions, run: RunControl): Promise<NseResult> {
             start = await startAsNse(lock, { deadlineAt: deadline });
           } catch (err) {
             if (!(err instanceof StoreLockTimeoutError)) throw err;
-            notifications.push(syncWarning(accountId));
+            override = syncWarning(firstAccountId);
             return result("deadline");
           }
           continue;
         }
       }
-      notifications.push({
-        kind: "silent",
-        reason: byMain ? "main-app-running" : "other-nse-running",
-      });
-      return result(byMain ? "main-running" : "other-nse");
+      return result(
+        byMain ? "main-running" : "other-nse",
+        byMain ? "main-app-running" : "other-nse-running",
+      );
     }
 
-    let yielded = false;
-    const session = new DurableSession({
-      store: opts.store,
-      ...opts.session,
-      receipts: opts.receipts ?? opts.session.receipts ?? "defer",
-      lock,
-    });
+    // The latest push that arrived shows a stored message (one waiting for its round included),
+    // so a push never shows a message stored before it arrived and none is shown twice.
+    const onMessage = (m: Parameters<PushNotificationBuilder["add"]>[0]) =>
+      (run.queue.at(-1) ?? current).notifications.add(m);
+    accounts = configs.map(
+      (config) =>
+        new AccountSync(shared, config, opts.receipts ?? config.receipts ?? "defer", onMessage),
+    );
     const stopYield = yieldOnDisconnectAll(lock, ipc, async () => {
-      yielded = true;
+      shared.yielded = true;
       run.endAccepting();
-      await session.suspend();
+      await Promise.all(accounts.map((a) => a.session.suspend()));
       return { handledStanzas: 0 };
     });
     let outcome: NseResult["outcome"] = "synced";
     try {
-      session.deadlineAt = deadline;
-      session.on("mam-complete", () => (mamCatchup = true));
-      session.on("online", (how: "resumed" | "new") => (stream = how));
-      session.on(
-        "message-stored",
-        (m: {
-          chatJid: string;
-          body: string;
-          direction: string;
-          originId: string | null;
-          stanzaId: string | null;
-        }) => {
-          if (m.direction !== "in") return;
-          // The latest push that arrived shows it (one waiting for its round included), so a
-          // push never shows a message stored before it arrived and none is shown twice.
-          (run.queue.at(-1) ?? current).notifications.push({
-            kind: "alert",
-            title: m.chatJid,
-            body: m.body,
-            threadId: m.chatJid,
-            accountId,
-            ...(m.stanzaId || m.originId ? { messageId: (m.stanzaId ?? m.originId)! } : {}),
-          });
-        },
-      );
-      let lost = false;
-      let storeUnavailable = false;
-      session.on("connection-lost", () => (lost = true));
-      session.on("store-unavailable", () => (storeUnavailable = true));
-      // Our lease lapsed (this process was frozen) and the main app took the session.
-      session.on("session-lost", (info: { holder: string | null }) => {
-        yielded = true;
-        if (info.holder) holder = info.holder;
-      });
-      // The end of the catch-up is a protocol fact, never a silence: the answer to a ping
-      // queued behind the replay (see DurableSession.syncBarrier), and no open MAM gap (its last
-      // page ended with <fin complete='true'/>). Re-armed on every (re)connect and every push.
-      let barrier = { done: false };
-      const armBarrier = () => {
-        const b = { done: false };
-        barrier = b;
-        session.syncBarrier().then(
-          () => (b.done = true),
-          () => {}, // the connection went away: the reconnect arms a new one
-        );
-      };
-      /** One connect attempt; false when it failed for a reason worth retrying. */
-      const tryConnect = async (): Promise<boolean> => {
-        try {
-          await session.connect(Math.max(1000, deadline - Date.now()));
-          armBarrier();
-          return true;
-        } catch (err) {
-          if (err instanceof StoreLockTimeoutError) {
-            storeUnavailable = true;
-            return false;
-          }
-          if (err instanceof SessionLockError) {
-            yielded = true;
-            return false;
-          }
-          // No network at all yet: keep trying until the deadline, as after a drop.
-          if (!isTransientConnectError(err)) throw err;
-          return false;
-        }
-      };
-      if (!(await tryConnect())) lost = true;
+      await Promise.all(accounts.map((a) => a.start()));
       for (;;) {
-        let retries = 0;
-        // Synced: barrier answered and MAM gap closed (then afterSync); or deadline; or yielded.
-        for (;;) {
-          if (yielded || lock.generation === null) {
-            outcome = "yielded";
-            break;
-          }
-          if (storeUnavailable) {
-            outcome = "deadline";
-            break;
-          }
-          if (lost) {
-            // The network dropped mid-sync: quiet means nothing then. Resume while time remains.
-            if (Date.now() >= deadline) {
-              outcome = "deadline";
-              break;
-            }
-            const wait = reconnectDelay(retries++, { initialDelayMs: 250, maxDelayMs: 2000 });
-            await new Promise((r) => setTimeout(r, Math.min(wait, deadline - Date.now())));
-            if (yielded || storeUnavailable || Date.now() >= deadline) continue;
-            if (await tryConnect()) lost = false;
-            continue;
-          }
-          const gapOpen = opts.store.read((tx) => loadAccountState(tx, accountId).mam.gapOpen);
-          if (gapOpen) mamCatchup = true;
-          if (barrier.done && !gapOpen) {
-            if (!opts.afterSync) break;
-            let hookDone = false;
-            Promise.resolve()
-              .then(() => opts.afterSync!(session))
-              .catch(() => {}) // the app's extra work failing does not undo the sync
-              .finally(() => (hookDone = true));
-            while (!hookDone && !lost && !yielded && Date.now() < deadline)
-              await new Promise((r) => setTimeout(r, 25));
-            if (hookDone) break;
-            if (!lost && !yielded) {
-              outcome = "deadline";
-              break;
-            }
-            continue; // lost: resume and sync again; yielded: see above
-          }
-          if (Date.now() >= deadline) {
-            outcome = "deadline";
-            break;
-          }
-          await new Promise((r) => setTimeout(r, 50));
+        // Every account at once, one deadline: a slow or unreachable server delays only itself.
+        const outcomes = await Promise.all(accounts.map((a) => a.round()));
+        if (outcomes.every((o) => o === "failed")) {
+          // Nothing can be synced (one account: its password was refused): an error, as before.
+          throw accounts[0]!.failure;
         }
+        outcome =
+          shared.yielded || outcomes.includes("yielded")
+            ? "yielded"
+            : outcomes.includes("deadline")
+              ? "deadline"
+              : "synced";
         current.outcome = outcome === "synced" || outcome === "deadline" ? outcome : "yielded";
         if (outcome !== "synced") break;
         // Linger for a further push, connected (Monal keeps the connection): the next push's
-        // round is one more sync barrier on the same stream, no new TCP connection, no resume.
+        // round is one more sync barrier on the same streams, no new TCP connection, no resume.
         const lingerEnd = Math.min(deadline, Date.now() + (opts.lingerMs ?? 1500));
-        while (run.queue.length === 0 && !yielded && Date.now() < lingerEnd)
+        while (run.queue.length === 0 && !shared.yielded && Date.now() < lingerEnd)
           await run.waitForPush(Math.min(100, lingerEnd - Date.now()));
         const next = run.queue.shift();
-        if (!next || yielded) {
+        if (!next || shared.yielded) {
           if (next) run.queue.unshift(next);
           break;
         }
         settle(current);
         current = next;
-        if (!lost) armBarrier();
+        for (const a of accounts) a.nextPush();
       }
       run.endAccepting();
-      // Suspend at the end of the linger (or at the deadline): the stream stays resumable.
-      if (!yielded) await session.suspend();
+      // Suspend at the end of the linger (or at the deadline): the streams stay resumable.
+      if (!shared.yielded) await Promise.all(accounts.map((a) => a.session.suspend()));
       settle(current);
     } finally {
       run.endAccepting();
       stopYield();
     }
+    if (shared.holder !== undefined) holder = shared.holder;
     if ((outcome === "yielded" || first.outcome === "yielded") && holder === undefined) {
       const now = lock.current()?.holder;
       if (now && now !== lock.holder) holder = now;
     }
-    if (outcome === "deadline") {
-      // Could not finish: a delayed warning (a later successful sync cancels it) and a request
-      // for background time, both recorded for the main app. If even that cannot be written
-      // (the database is held by a stopped process), the warning is this run's notification.
-      const deliverAt = Date.now() + (opts.syncWarningDelayMs ?? 60_000);
-      try {
-        await opts.store.writeAsync(
-          (tx) => {
-            tx.delete(tables.pendingNotifications)
-              .where(eq(tables.pendingNotifications.id, syncWarningId(accountId)))
-              .run();
-            addPendingNotification(tx, {
-              id: syncWarningId(accountId), // at most one per account; a later sync cancels it
-              accountId,
-              content: syncWarning(accountId, deliverAt),
-              deliverAt,
-            });
-            tx.insert(tables.syncErrors)
-              .values({
-                accountId,
-                code: "background-task-requested",
-                message: "NSE deadline reached before the sync finished",
-                createdAt: tx.now,
-              })
-              .run();
-          },
-          { yieldFirst: false, deadlineAt: graceDeadline() },
-        );
-      } catch (err) {
-        if (!(err instanceof StoreLockTimeoutError)) throw err;
-        notifications.push(syncWarning(accountId));
-      }
-    }
-    if (outcome === "synced") {
-      await opts.store
-        .writeAsync((tx) => deleteSyncWarning(tx, accountId), {
-          yieldFirst: false,
-          deadlineAt: graceDeadline(),
-        })
-        .catch((err: unknown) => {
+    // Per account: a delayed "could not synchronize" warning (a later successful sync cancels
+    // it) and a background-task request when it did not finish; the warning withdrawn when it
+    // did. A failed account (refused password) gets neither: retrying would not help.
+    for (const a of accounts) {
+      if (a.outcome === "deadline") {
+        const deliverAt = Date.now() + (opts.syncWarningDelayMs ?? 60_000);
+        try {
+          await opts.store.writeAsync(
+            (tx) => {
+              tx.delete(tables.pendingNotifications)
+                .where(eq(tables.pendingNotifications.id, syncWarningId(a.accountId)))
+                .run();
+              addPendingNotification(tx, {
+                id: syncWarningId(a.accountId), // at most one per account
+                accountId: a.accountId,
+                content: syncWarning(a.accountId, deliverAt),
+                deliverAt,
+              });
+              tx.insert(tables.syncErrors)
+                .values({
+                  accountId: a.accountId,
+                  code: "background-task-requested",
+                  message: "NSE deadline reached before the sync finished",
+                  createdAt: tx.now,
+                })
+                .run();
+            },
+            { yieldFirst: false, deadlineAt: graceDeadline() },
+          );
+        } catch (err) {
           if (!(err instanceof StoreLockTimeoutError)) throw err;
-        });
+          // Not even recorded (the database is held by a stopped process): if the push has
+          // nothing else to show, the warning is its notification.
+          if (first.notifications.messages === 0) override = syncWarning(a.accountId);
+        }
+      } else if (a.outcome === "synced") {
+        await opts.store
+          .writeAsync((tx) => deleteSyncWarning(tx, a.accountId), {
+            yieldFirst: false,
+            deadlineAt: graceDeadline(),
+          })
+          .catch((err: unknown) => {
+            if (!(err instanceof StoreLockTimeoutError)) throw err;
+          });
+      }
     }
     // A damaged database (met by any statement of this run) is never reported as an outcome.
     if (opts.store.damage) throw opts.store.damage;
     // The first push's own outcome: a later push's round failing does not undo its sync.
-    if (notifications.length === 0)
-      notifications.push({
-        kind: "silent",
-        reason: first.outcome === "synced" ? "no-new-messages" : first.outcome,
-      });
-    return result(first.outcome);
+    return result(first.outcome, first.outcome === "synced" ? "no-new-messages" : first.outcome);
   } finally {
     run.endAccepting();
     stopPush();

@@ -96,15 +96,24 @@ public struct AlertNotification: Codable, Hashable, Sendable {
     public var accountID: String
     /// Stanza/origin id of the message, to dedupe and to open the chat.
     public var messageID: String?
+    /// Summary line when the notification stands for more than one message, e.g. "+3 more · 12 in
+    /// 2 other chats" (iOS: subtitle). An NSE can only modify its push's one notification, so the
+    /// further messages of a push are summarized here, not shown one by one.
+    public var subtitle: String?
+    /// How many new messages this notification stands for (iOS: summaryArgumentCount), when it
+    /// is a push's notification.
+    public var count: Int?
     /// Deliver no earlier than this (used for "could not synchronize" warnings).
     public var deliverAt: Int?
 
-    public init(title: String, body: String, threadID: String, accountID: String, messageID: String? = nil, deliverAt: Int? = nil) {
+    public init(title: String, body: String, threadID: String, accountID: String, messageID: String? = nil, subtitle: String? = nil, count: Int? = nil, deliverAt: Int? = nil) {
         self.title = title
         self.body = body
         self.threadID = threadID
         self.accountID = accountID
         self.messageID = messageID
+        self.subtitle = subtitle
+        self.count = count
         self.deliverAt = deliverAt
     }
 
@@ -114,6 +123,8 @@ public struct AlertNotification: Codable, Hashable, Sendable {
         case threadID = "threadId"
         case accountID = "accountId"
         case messageID = "messageId"
+        case subtitle
+        case count
         case deliverAt
     }
 
@@ -124,6 +135,8 @@ public struct AlertNotification: Codable, Hashable, Sendable {
         threadID = try container.decode(String.self, forKey: .threadID)
         accountID = try container.decode(String.self, forKey: .accountID)
         messageID = try container.decodeIfPresent(String.self, forKey: .messageID)
+        subtitle = try container.decodeIfPresent(String.self, forKey: .subtitle)
+        count = try container.decodeIfPresent(Int.self, forKey: .count)
         deliverAt = try container.decodeIfPresent(Int.self, forKey: .deliverAt)
     }
 
@@ -134,6 +147,8 @@ public struct AlertNotification: Codable, Hashable, Sendable {
         try container.encode(threadID, forKey: .threadID)
         try container.encode(accountID, forKey: .accountID)
         try container.encodeIfPresent(messageID, forKey: .messageID)
+        try container.encodeIfPresent(subtitle, forKey: .subtitle)
+        try container.encodeIfPresent(count, forKey: .count)
         try container.encodeIfPresent(deliverAt, forKey: .deliverAt)
     }
 }

@@ -470,6 +470,16 @@ export const schemas = {
             "description": "Stanza/origin id of the message, to dedupe and to open the chat.",
             "type": "string"
           },
+          "subtitle": {
+            "description": "Summary line when the notification stands for more than one message, e.g. \"+3 more · 12 in\n2 other chats\" (iOS: subtitle). An NSE can only modify its push's one notification, so the\nfurther messages of a push are summarized here, not shown one by one.",
+            "maxLength": 1000,
+            "type": "string"
+          },
+          "count": {
+            "description": "How many new messages this notification stands for (iOS: summaryArgumentCount), when it\nis a push's notification.",
+            "type": "integer",
+            "minimum": 0
+          },
           "deliverAt": {
             "description": "Deliver no earlier than this (used for \"could not synchronize\" warnings).",
             "type": "integer",
@@ -1528,6 +1538,16 @@ export const schemas = {
           "messageId": {
             "description": "Stanza/origin id of the message, to dedupe and to open the chat.",
             "type": "string"
+          },
+          "subtitle": {
+            "description": "Summary line when the notification stands for more than one message, e.g. \"+3 more · 12 in\n2 other chats\" (iOS: subtitle). An NSE can only modify its push's one notification, so the\nfurther messages of a push are summarized here, not shown one by one.",
+            "maxLength": 1000,
+            "type": "string"
+          },
+          "count": {
+            "description": "How many new messages this notification stands for (iOS: summaryArgumentCount), when it\nis a push's notification.",
+            "type": "integer",
+            "minimum": 0
           },
           "deliverAt": {
             "description": "Deliver no earlier than this (used for \"could not synchronize\" warnings).",

@@ -1,4 +1,4 @@
-import type { EpochMs } from "./common.js";
+import type { Counter, EpochMs } from "./common.js";
 
 /** A visible notification the NSE hands to the OS. */
 export interface AlertNotification {
@@ -13,6 +13,18 @@ export interface AlertNotification {
   accountId: string;
   /** Stanza/origin id of the message, to dedupe and to open the chat. */
   messageId?: string;
+  /**
+   * Summary line when the notification stands for more than one message, e.g. "+3 more · 12 in
+   * 2 other chats" (iOS: subtitle). An NSE can only modify its push's one notification, so the
+   * further messages of a push are summarized here, not shown one by one.
+   * @maxLength 1000
+   */
+  subtitle?: string;
+  /**
+   * How many new messages this notification stands for (iOS: summaryArgumentCount), when it
+   * is a push's notification.
+   */
+  count?: Counter;
   /** Deliver no earlier than this (used for "could not synchronize" warnings). */
   deliverAt?: EpochMs;
 }
