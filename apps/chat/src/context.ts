@@ -9,7 +9,12 @@ import {
   type Store,
 } from "@lichen/store";
 import { CliError, describeError } from "./errors.js";
-import { readAccountSettings, sessionConfig, type AccountSettings } from "./settings.js";
+import {
+  readAccountSettings,
+  readAllAccountSettings,
+  sessionConfig,
+  type AccountSettings,
+} from "./settings.js";
 
 export type Logger = (event: Record<string, unknown>) => void;
 
@@ -84,6 +89,17 @@ export function openAccount(ctx: CliContext, role: ProcessRole) {
   const settings = readAccountSettings(ctx.db);
   const store = openDatabase(ctx, role);
   return { settings, store, config: sessionConfig(settings, ctx.log) };
+}
+
+/** Every account's settings (the first is login's), its store opened as `role`, the configs. */
+export function openAccounts(ctx: CliContext, role: ProcessRole) {
+  const accounts = readAllAccountSettings(ctx.db);
+  const store = openDatabase(ctx, role);
+  return {
+    accounts,
+    store,
+    configs: accounts.map((a) => sessionConfig(a, (e) => ctx.log({ account: a.jid, ...e }))),
+  };
 }
 
 export type SessionConfig = Omit<SessionOptions, "store">;

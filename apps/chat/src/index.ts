@@ -2,7 +2,9 @@ export { buildProgram, main, DEFAULT_DB } from "./program.js";
 export { CatchupProgress } from "./progress.js";
 export {
   readAccountSettings,
+  readAllAccountSettings,
   writeAccountSettings,
+  writeAllAccountSettings,
   settingsPath,
   sessionConfig,
   parseBareJid,

@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import { Command, CommanderError, InvalidArgumentError } from "commander";
+import { accountAdd, accountList } from "./commands/account.js";
 import { app } from "./commands/app.js";
 import { chats, tail } from "./commands/history.js";
 import { login } from "./commands/login.js";
@@ -63,6 +64,32 @@ export function buildProgram(): Command {
       login(context(), opts),
     );
 
+  const account = program
+    .command("account")
+    .description(
+      "several accounts in one database: app and nse drive all of them; send, chats, tail and share use the first (login's)",
+    );
+  account
+    .command("add")
+    .description(
+      "add an account to a database that has one (login first): connect once, store it, suspend the stream",
+    )
+    .requiredOption("--jid <jid>", "bare JID, e.g. dave@example.org")
+    .requiredOption(
+      "--password <password>",
+      "account password (stored in <db>.account.json, mode 0600)",
+    )
+    .option("--service <url>", "server address, xmpp://HOST:PORT (default: xmpp://<domain>:5222)")
+    .option("--resource <resource>", "resource to bind (default: the server picks)")
+    .action((opts: { jid: string; password: string; service?: string; resource?: string }) =>
+      accountAdd(context(), opts),
+    );
+  account
+    .command("list")
+    .description("list the accounts of the database (no network)")
+    .option("--json", "print JSON")
+    .action((opts: { json?: boolean }) => accountList(context(), opts));
+
   program
     .command("send")
     .description(
@@ -106,7 +133,7 @@ export function buildProgram(): Command {
   program
     .command("nse")
     .description(
-      "notification service extension: handle one push (resume or log in + MAM) and print the notification contents as JSON; while one lingers, a second nse hands its push to it (outcome handed-over)",
+      "notification service extension: handle one push — sync every account at once (resume or log in + MAM) — and print the push's one notification and a summary as JSON; while one lingers, a second nse hands its push to it (outcome handed-over)",
     )
     .option(
       "--deadline-ms <ms>",

@@ -1,6 +1,8 @@
-// The account's connection settings live in a JSON file next to the database (`<db>.account.json`,
+// The accounts' connection settings live in a JSON file next to the database (`<db>.account.json`,
 // mode 0600): the shared store schema has no place for them and every process (main app, NSE,
-// share) needs them. On a phone this would be the keychain.
+// share) needs them. On a phone this would be the keychain. One account: `{ v: 1, ...account }`
+// (as written by `login`); several (`account add`): `{ v: 2, accounts: [account, ...] }`, the
+// first being the one `login` created (send, chats, tail and share use it).
 import { chmodSync, existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import type { SessionOptions } from "@lichen/engine";
 import { CliError } from "./errors.js";
@@ -47,11 +49,11 @@ export function normalizeService(service: string): string {
   return `${url.protocol}//${url.hostname}:${port}`;
 }
 
-function problemOf(value: unknown): string | null {
+function problemOf(value: unknown, version: 1 | 2 = 1): string | null {
   if (typeof value !== "object" || value === null || Array.isArray(value))
     return "not a JSON object";
   const o = value as Record<string, unknown>;
-  if (o.v !== 1) return `"v" must be 1`;
+  if (version === 1 && o.v !== 1) return `"v" must be 1 or 2`;
   for (const key of ["accountId", "jid", "service", "password"] as const) {
     if (typeof o[key] !== "string" || o[key] === "") return `"${key}" must be a non-empty string`;
   }
@@ -66,8 +68,16 @@ function problemOf(value: unknown): string | null {
   return null;
 }
 
-/** Reads and validates the settings; every failure is a CliError naming the file and the fix. */
+/** The first account (the one `login` created); see readAllAccountSettings. */
 export function readAccountSettings(db: string): AccountSettings {
+  return readAllAccountSettings(db)[0]!;
+}
+
+/**
+ * Every account, the first being the one `login` created. Reads and validates the file; every
+ * failure is a CliError naming the file and the fix.
+ */
+export function readAllAccountSettings(db: string): AccountSettings[] {
   const file = settingsPath(db);
   if (!existsSync(file))
     throw new CliError(
@@ -81,19 +91,47 @@ export function readAccountSettings(db: string): AccountSettings {
       `account settings ${file} are corrupt (${(err as Error).message}): fix the file or run "lichen-chat login" again`,
     );
   }
-  const problem = problemOf(value);
-  if (problem)
-    throw new CliError(
+  const invalid = (problem: string) =>
+    new CliError(
       `account settings ${file} are invalid: ${problem}; fix the file or run "lichen-chat login" again`,
     );
-  return value as AccountSettings;
+  const o = value as Record<string, unknown> | null;
+  if (o && typeof o === "object" && o.v === 2) {
+    if (!Array.isArray(o.accounts) || o.accounts.length === 0)
+      throw invalid(`"accounts" must be a non-empty array`);
+    const jids = new Set<string>();
+    return o.accounts.map((entry: unknown, i: number) => {
+      const problem = problemOf(entry, 2);
+      if (problem) throw invalid(`accounts[${i}]: ${problem}`);
+      const a = entry as Omit<AccountSettings, "v">;
+      if (jids.has(a.jid)) throw invalid(`accounts[${i}]: ${a.jid} is listed twice`);
+      jids.add(a.jid);
+      return { ...a, v: 1 } as AccountSettings;
+    });
+  }
+  const problem = problemOf(value);
+  if (problem) throw invalid(problem);
+  return [value as AccountSettings];
+}
+
+/** Writes one account as v1 (what `login` writes) or several as v2. */
+export function writeAllAccountSettings(db: string, all: AccountSettings[]): void {
+  if (all.length === 1) return writeAccountSettings(db, all[0]!);
+  writeSettingsFile(db, {
+    v: 2,
+    accounts: all.map(({ v: _v, ...rest }) => rest),
+  });
 }
 
 /** Atomic write (temp file + rename), readable by the owner only: it holds the password. */
 export function writeAccountSettings(db: string, settings: AccountSettings): void {
+  writeSettingsFile(db, settings);
+}
+
+function writeSettingsFile(db: string, content: unknown): void {
   const file = settingsPath(db);
   const tmp = `${file}.${process.pid}.tmp`;
-  writeFileSync(tmp, JSON.stringify(settings, null, 2) + "\n", { mode: 0o600 });
+  writeFileSync(tmp, JSON.stringify(content, null, 2) + "\n", { mode: 0o600 });
   chmodSync(tmp, 0o600);
   renameSync(tmp, file);
 }

@@ -150,6 +150,16 @@ describe.each([
       expect(JSON.parse(quiet.stdout)).toEqual({
         outcome: "synced",
         notifications: [{ kind: "silent", reason: "no-new-messages" }],
+        summary: { messages: 0, chats: [], moreChats: 0 },
+        accounts: [
+          {
+            accountId: ALICE,
+            outcome: "synced",
+            stream: "resumed",
+            mamCatchup: false,
+            messages: 0,
+          },
+        ],
         stream: "resumed",
         mamCatchup: false,
       });

@@ -1,17 +1,18 @@
 // The interactive main app: holds the session while in the foreground, gives it up (resumable)
 // on /bg, prints messages as they are stored and sends what the share extension queued.
 import { createInterface } from "node:readline";
-import { AppController, MessageQueuedError } from "@lichen/engine";
+import { AppController, MessageQueuedError, MultiAccountApp } from "@lichen/engine";
 import { listChats, loadAccountState, type Store } from "@lichen/store";
-import { type CliContext, foregroundOrExplain, openAccount } from "../context.js";
+import { type CliContext, foregroundOrExplain, openAccounts } from "../context.js";
 import { CliError, describeError } from "../errors.js";
 import { formatMessage, type MessageLine } from "../format.js";
 import { CatchupProgress } from "../progress.js";
-import { parseBareJid } from "../settings.js";
+import { parseBareJid, type AccountSettings } from "../settings.js";
 import { messagesAfter } from "./history.js";
 
 const HELP = [
   "/to <jid>  choose the chat that your lines are sent to",
+  "/as <jid>  choose the account they are sent from (with several accounts; default: the first)",
   "/bg        background: finish work, suspend the stream (resumable), release the session",
   "/fg        foreground: take the session back (resume or log in)",
   "/quit      background and exit (also Ctrl-D)",
@@ -43,27 +44,40 @@ class NewMessagePrinter {
 
 export async function app(ctx: CliContext, opts: { to?: string; json?: boolean }): Promise<void> {
   let chat = opts.to === undefined ? null : bare(opts.to);
-  const { settings, store, config } = openAccount(ctx, "main");
-  const accountId = settings.accountId;
-  const controller = new AppController(store, config);
-  const printer = new NewMessagePrinter(store, accountId, (m) =>
-    ctx.out(
-      opts.json
-        ? JSON.stringify({
-            event: "message",
-            direction: m.direction,
-            chat: m.chatJid,
-            from: m.fromJid,
-            body: m.body,
-            id: m.originId ?? m.stanzaId,
-            state: m.deliveryState,
-            at: m.sentAt,
-          })
-        : formatMessage(m),
-    ),
+  const { accounts, store, configs } = openAccounts(ctx, "main");
+  // Every account, one process lock (MultiAccountApp); one account prints as it always did.
+  const several = accounts.length > 1;
+  const multi = new MultiAccountApp(store, configs);
+  /** The account lines are sent from (/as). */
+  let settings: AccountSettings = accounts[0]!;
+  let controller: AppController = multi.controller(settings.accountId);
+  const printers = accounts.map(
+    (a) =>
+      new NewMessagePrinter(store, a.accountId, (m) =>
+        ctx.out(
+          opts.json
+            ? JSON.stringify({
+                event: "message",
+                ...(several ? { account: a.jid } : {}),
+                direction: m.direction,
+                chat: m.chatJid,
+                from: m.fromJid,
+                body: m.body,
+                id: m.originId ?? m.stanzaId,
+                state: m.deliveryState,
+                at: m.sentAt,
+              })
+            : `${several ? `[${a.jid}] ` : ""}${formatMessage(m)}`,
+        ),
+      ),
   );
+  const printer = {
+    skipExisting: () => printers.forEach((p) => p.skipExisting()),
+    printNew: () => printers.forEach((p) => p.printNew()),
+  };
   const progress = new CatchupProgress((line) => ctx.status(line));
-  const gapOpen = () => store.read((tx) => loadAccountState(tx, accountId).mam.gapOpen);
+  const gapOpen = () =>
+    accounts.some((a) => store.read((tx) => loadAccountState(tx, a.accountId).mam.gapOpen));
   let mode: "fg" | "bg" = "bg";
   let closing = false;
   // Set when the database turns out damaged: the app stops (writes are refused) and exits 1.
@@ -82,23 +96,51 @@ export async function app(ctx: CliContext, opts: { to?: string; json?: boolean }
     chain = chain.then(fn).catch((err: unknown) => ctx.status(`error: ${describeError(err)}`));
   };
 
-  // The controller's one session: listeners attach once, when it is created.
-  controller.on("session", (session) => {
-    session.on("message-stored", () => {
-      try {
-        progress.gap(gapOpen());
-        progress.messageStored();
-        printer.printNew();
-      } catch (err) {
-        if (!stopIfDamaged()) throw err;
-      }
-    });
-    session.on("message-sent", () => printer.printNew());
-  });
+  // Each controller's one session: listeners attach once, when it is created.
+  const forEachController = (fn: (c: AppController, a: AccountSettings) => void) =>
+    accounts.forEach((a) => fn(multi.controller(a.accountId), a));
+  forEachController((c) =>
+    c.on("session", (session) => {
+      session.on("message-stored", () => {
+        try {
+          progress.gap(gapOpen());
+          progress.messageStored();
+          printer.printNew();
+        } catch (err) {
+          if (!stopIfDamaged()) throw err;
+        }
+      });
+      session.on("message-sent", () => printer.printNew());
+    }),
+  );
 
+  /** Every account online (or offline, queued); one account failing for good is reported. */
   const foreground = async () => {
-    const how = await foregroundOrExplain(controller, settings, { allowOffline: true });
+    const results = await Promise.all(
+      accounts.map((a) =>
+        foregroundOrExplain(multi.controller(a.accountId), a, { allowOffline: true }).then(
+          (how) => ({ a, how, error: null }),
+          (error: unknown) => ({ a, how: null, error }),
+        ),
+      ),
+    );
+    // One account: its error is the command's error, as always. Several: only when all fail.
+    const failed = results.filter((r) => r.error !== null);
+    if (failed.length === results.length) throw failed[0]!.error;
     mode = "fg";
+    for (const r of results) {
+      if (r.error !== null) {
+        ctx.status(`${r.a.jid}: ${describeError(r.error)}`);
+        continue;
+      }
+      announce(r.a, r.how!);
+    }
+    poll();
+  };
+
+  const announce = (a: AccountSettings, how: "resumed" | "new" | "offline") => {
+    const { accountId } = a;
+    const settings = a;
     if (how === "offline") {
       // Offline first: the stored chats are there, lines are queued, and the controller keeps
       // trying to get online by itself.
@@ -107,49 +149,52 @@ export async function app(ctx: CliContext, opts: { to?: string; json?: boolean }
       );
       for (const c of listChats(store, accountId))
         ctx.status(`  ${c.jid}${c.unreadCount > 0 ? ` (${c.unreadCount} unread)` : ""}`);
-      poll();
       return;
     }
     const bound = store.read((tx) => loadAccountState(tx, accountId).sm.boundJid);
     ctx.status(`online as ${bound ?? settings.jid} (${how === "new" ? "new stream" : "resumed"})`);
-    poll();
   };
 
   const background = async () => {
     mode = "bg";
-    await controller.background();
+    await multi.background();
     ctx.status("background: stream suspended (resumable), session released");
   };
 
   // The controller reconnects (with back-off) while in the foreground; say what it does.
   const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
-  controller.on("reconnecting", (e: { attempt: number; delayMs: number }) => {
-    if (closing || mode !== "fg") return;
-    ctx.status(
-      e.attempt === 1
-        ? `connection lost; reconnecting in ${seconds(e.delayMs)}`
-        : `reconnecting (attempt ${e.attempt}) in ${seconds(e.delayMs)}`,
+  forEachController((controller, a) => {
+    const who = several ? `${a.jid}: ` : "";
+    controller.on("reconnecting", (e: { attempt: number; delayMs: number }) => {
+      if (closing || mode !== "fg") return;
+      ctx.status(
+        who +
+          (e.attempt === 1
+            ? `connection lost; reconnecting in ${seconds(e.delayMs)}`
+            : `reconnecting (attempt ${e.attempt}) in ${seconds(e.delayMs)}`),
+      );
+    });
+    controller.on(
+      "reconnect-failed",
+      (e: { attempt: number; error: unknown; permanent: boolean }) => {
+        if (closing) return;
+        ctx.status(
+          who +
+            (e.permanent
+              ? `reconnect failed for good: ${describeError(e.error)} (fix it, then /bg and /fg)`
+              : `reconnect attempt ${e.attempt} failed: ${describeError(e.error)}`),
+        );
+      },
     );
-  });
-  controller.on(
-    "reconnect-failed",
-    (e: { attempt: number; error: unknown; permanent: boolean }) => {
+    controller.on("session-lost", (e: { holder: string | null }) => {
       if (closing) return;
       ctx.status(
-        e.permanent
-          ? `reconnect failed for good: ${describeError(e.error)} (fix it, then /bg and /fg)`
-          : `reconnect attempt ${e.attempt} failed: ${describeError(e.error)}`,
+        `${who}the session was taken over by ${e.holder ?? "another process"} while this app was stopped; taking it back`,
       );
-    },
-  );
-  controller.on("session-lost", (e: { holder: string | null }) => {
-    if (closing) return;
-    ctx.status(
-      `the session was taken over by ${e.holder ?? "another process"} while this app was stopped; taking it back`,
-    );
-  });
-  controller.on("reconnected", (how: "resumed" | "new") => {
-    ctx.status(`online again (${how === "new" ? "new stream" : "resumed"})`);
+    });
+    controller.on("reconnected", (how: "resumed" | "new") => {
+      ctx.status(`${who}online again (${how === "new" ? "new stream" : "resumed"})`);
+    });
   });
 
   const poll = () => {
@@ -175,6 +220,15 @@ export async function app(ctx: CliContext, opts: { to?: string; json?: boolean }
         if (rest.length !== 1) return ctx.status("usage: /to <jid>");
         chat = bare(rest[0]!);
         return ctx.status(`chatting with ${chat}`);
+      case "/as": {
+        const jid = rest.length === 1 ? bare(rest[0]!) : null;
+        const found = accounts.find((a) => a.jid === jid);
+        if (!found)
+          return ctx.status(`usage: /as <jid>, one of ${accounts.map((a) => a.jid).join(", ")}`);
+        settings = found;
+        controller = multi.controller(found.accountId);
+        return ctx.status(`sending as ${found.jid}`);
+      }
       case "/bg":
         if (mode === "bg") return ctx.status("already in the background");
         return background();
@@ -206,7 +260,7 @@ export async function app(ctx: CliContext, opts: { to?: string; json?: boolean }
     clearInterval(timer);
     rl.close();
     try {
-      await controller.close();
+      await multi.close();
     } catch (err) {
       // Closing saves state, which a damaged database refuses: that is reported below.
       if (!damaged) throw err;
@@ -243,7 +297,7 @@ export async function app(ctx: CliContext, opts: { to?: string; json?: boolean }
     closing = true;
     clearInterval(timer);
     rl.close();
-    await controller.close();
+    await multi.close();
     store.close();
     throw err;
   }

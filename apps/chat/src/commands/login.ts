@@ -7,10 +7,10 @@ import {
   type AccountSettings,
   normalizeService,
   parseBareJid,
-  readAccountSettings,
+  readAllAccountSettings,
   sessionConfig,
   settingsPath,
-  writeAccountSettings,
+  writeAllAccountSettings,
 } from "../settings.js";
 
 export interface LoginOptions {
@@ -26,22 +26,40 @@ export interface LoginOptions {
  * The settings file is written only after the server accepted the login.
  */
 export async function login(ctx: CliContext, opts: LoginOptions): Promise<void> {
+  return connectAndStore(ctx, opts, "login");
+}
+
+/**
+ * `login` (the database's first account, or logging in again as one it has) and `account add`
+ * (one more account in the same database): check, connect once as the main app, store.
+ */
+export async function connectAndStore(
+  ctx: CliContext,
+  opts: LoginOptions,
+  mode: "login" | "add",
+): Promise<void> {
   const { local, domain } = parseBareJid(opts.jid);
   const jid = `${local}@${domain}`;
   const service = normalizeService(opts.service ?? `xmpp://${domain}:5222`);
   if (opts.password === "") throw new CliError("--password must not be empty");
   if (opts.resource !== undefined && !/^\S+$/.test(opts.resource))
     throw new CliError(`--resource "${opts.resource}" must be non-empty without spaces`);
-  if (existsSync(settingsPath(ctx.db))) {
-    let previous: AccountSettings | null = null;
+  let previous: AccountSettings[] = [];
+  if (mode === "add") {
+    if (!existsSync(ctx.db) || !existsSync(settingsPath(ctx.db)))
+      throw new CliError(`no account in ${ctx.db} yet: run "lichen-chat login" first`);
+    previous = readAllAccountSettings(ctx.db);
+    if (previous.some((a) => a.jid === jid))
+      throw new CliError(`${jid} is already an account of ${ctx.db} ("lichen-chat account list")`);
+  } else if (existsSync(settingsPath(ctx.db))) {
     try {
-      previous = readAccountSettings(ctx.db);
+      previous = readAllAccountSettings(ctx.db);
     } catch {
       // Corrupt settings: a new login replaces them (the error message tells users to do this).
     }
-    if (previous && previous.jid !== jid)
+    if (previous.length > 0 && !previous.some((a) => a.jid === jid))
       throw new CliError(
-        `${ctx.db} belongs to ${previous.jid}; use another --db for ${jid} (one account per database)`,
+        `${ctx.db} belongs to ${previous[0]!.jid}; use another --db for ${jid}, or add it with "lichen-chat account add"`,
       );
   }
   const settings: AccountSettings = {
@@ -55,18 +73,24 @@ export async function login(ctx: CliContext, opts: LoginOptions): Promise<void> 
   const store = openStoreChecked(ctx, "main");
   try {
     // The settings file may be gone or corrupt: the accounts table is the authority.
+    const known = new Set(previous.map((a) => a.jid));
     const others = store
       .read((tx) => tx.select({ jid: tables.accounts.jid }).from(tables.accounts).all())
-      .filter((a) => a.jid !== jid);
+      .filter((a) => a.jid !== jid && !known.has(a.jid));
     if (others.length > 0)
       throw new CliError(
-        `${ctx.db} belongs to ${others[0]!.jid}; use another --db for ${jid} (one account per database)`,
+        `${ctx.db} belongs to ${others[0]!.jid}; use another --db for ${jid}, or add it with "lichen-chat account add"`,
       );
     ensureAccount(store, { id: jid, jid, ...(opts.resource ? { resource: opts.resource } : {}) });
     const app = new AppController(store, sessionConfig(settings, ctx.log));
     try {
       const how = await foregroundOrExplain(app, settings);
-      writeAccountSettings(ctx.db, settings);
+      // Logging in again replaces that account's entry; the others stay (in their order).
+      const i = previous.findIndex((a) => a.jid === jid);
+      writeAllAccountSettings(
+        ctx.db,
+        i === -1 ? [...previous, settings] : previous.map((a, j) => (j === i ? settings : a)),
+      );
       await app.background();
       const state = store.read((tx) => loadAccountState(tx, jid));
       ctx.out(

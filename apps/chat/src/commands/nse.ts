@@ -1,11 +1,14 @@
 import { handlePush } from "@lichen/engine";
 import { DatabaseCorruptError } from "@lichen/store";
-import { type CliContext, openAccount } from "../context.js";
+import { type CliContext, openAccounts } from "../context.js";
 import { CliError, describeError } from "../errors.js";
 
 /**
- * Notification service extension: handle one push (resume from the DB, or log in + MAM), print
- * `{ outcome, notifications }` as one JSON document. The main app running is not an error: the
+ * Notification service extension: handle one push — every account of the database synced at
+ * once under one deadline (resume from the DB, or log in + MAM) — and print `{ outcome,
+ * notifications, summary, accounts, ... }` (NseResult) as one JSON document: `notifications`
+ * holds the push's ONE content (the newest message with "+N more" and count, or silent),
+ * `accounts` each account's outcome (a refused password is "failed" for that account only). The main app running is not an error: the
  * result is the silent "main-app-running" content.
  *
  * Linger: after syncing, the process stays connected for --linger-ms. A second `lichen-chat nse`
@@ -19,11 +22,11 @@ export async function nse(
   ctx: CliContext,
   opts: { deadlineMs: number; lingerMs: number },
 ): Promise<void> {
-  const { settings, store, config } = openAccount(ctx, "nse");
+  const { accounts, store, configs } = openAccounts(ctx, "nse");
   try {
     const result = await handlePush({
       store,
-      session: config,
+      accounts: configs,
       deadlineMs: opts.deadlineMs,
       lingerMs: opts.lingerMs,
       // With --verbose: when the run has synced (and lingers) and when a push is handed to it.
@@ -33,12 +36,19 @@ export async function nse(
       const damage = store.damage ?? (err instanceof DatabaseCorruptError ? err : null);
       if (damage) throw new CliError(`push not handled: ${damage.message}`);
       throw new CliError(
-        `push not handled: cannot sync ${settings.jid} via ${settings.service}: ${describeError(err)}`,
+        `push not handled: cannot sync ${accounts
+          .map((a) => `${a.jid} via ${a.service}`)
+          .join(", ")}: ${describeError(err)}`,
       );
     });
     // Damage met during the sync (a stanza not stored, so not acknowledged): never report a result.
     if (store.damage) throw new CliError(`push not handled: ${store.damage.message}`);
-    ctx.log({ event: "nse.result", outcome: result.outcome, count: result.notifications.length });
+    ctx.log({
+      event: "nse.result",
+      outcome: result.outcome,
+      messages: result.summary.messages,
+      accounts: result.accounts.map((a) => `${a.accountId}:${a.outcome}`),
+    });
     ctx.out(JSON.stringify(result, null, 2));
   } finally {
     store.close();
