@@ -221,6 +221,9 @@ describe.each([
           expect(r2).toEqual({
             outcome: "handed-over",
             notifications: [alert(second)],
+            // The lingering NSE made the notification; this process synced no account.
+            summary: { messages: 1, chats: [], moreChats: 0 },
+            accounts: [],
             holder: expect.stringMatching(new RegExp(`^nse:${nse1.pid}-`)) as unknown,
             stream: null,
             mamCatchup: false,
@@ -279,6 +282,8 @@ describe.each([
         expect(JSON.parse(nse.stdout)).toEqual({
           outcome: "main-running",
           notifications: [{ kind: "silent", reason: "main-app-running" }],
+          summary: { messages: 0, chats: [], moreChats: 0 },
+          accounts: [],
           stream: null,
           mamCatchup: false,
           holder: expect.stringMatching(new RegExp(`^main:${app.child.pid}-`)),

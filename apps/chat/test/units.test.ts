@@ -1,5 +1,5 @@
 // Pure parts of the CLI, without servers: catch-up progress throttling, share options, settings.
-import { chmodSync, mkdtempSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { openStore, tables } from "@lichen/store";
@@ -13,9 +13,11 @@ import {
   normalizeService,
   parseBareJid,
   readAccountSettings,
+  readAllAccountSettings,
   settingsPath,
   shareInput,
   writeAccountSettings,
+  writeAllAccountSettings,
 } from "../src/index.js";
 
 describe("CatchupProgress", () => {
@@ -130,7 +132,14 @@ describe("account settings", () => {
     expect(statSync(settingsPath(db)).mode & 0o777).toBe(0o600);
     const bad: [string, RegExp][] = [
       ["[]", /not a JSON object/],
-      ['{"v":2}', /"v" must be 1/],
+      ['{"v":3}', /"v" must be 1 or 2/],
+      ['{"v":2}', /"accounts" must be a non-empty array/],
+      [JSON.stringify({ v: 2, accounts: [] }), /"accounts" must be a non-empty array/],
+      [
+        JSON.stringify({ v: 2, accounts: [{ ...s, v: undefined, jid: "x" }] }),
+        /accounts\[0\]: .*not a bare JID/,
+      ],
+      [JSON.stringify({ v: 2, accounts: [s, s] }), /accounts\[1\]: a@b is listed twice/],
       [JSON.stringify({ ...s, password: "" }), /"password" must be a non-empty string/],
       [JSON.stringify({ ...s, jid: "nope" }), /not a bare JID/],
       [JSON.stringify({ ...s, resource: 5 }), /"resource"/],
@@ -141,6 +150,32 @@ describe("account settings", () => {
       expect(() => readAccountSettings(db)).toThrow(problem);
       expect(() => readAccountSettings(db)).toThrow(settingsPath(db));
     }
+  });
+});
+
+describe("several accounts' settings", () => {
+  it("one account stays a v1 file; several become { v: 2, accounts } read back in order", () => {
+    const db = join(mkdtempSync(join(tmpdir(), "lichen-chat-unit-")), "x.db");
+    const a = {
+      v: 1 as const,
+      accountId: "a@b",
+      jid: "a@b",
+      service: "xmpp://h:5222",
+      password: "p",
+    };
+    const d = { ...a, accountId: "d@e", jid: "d@e", service: "xmpp://k:5222", resource: "phone" };
+    writeAllAccountSettings(db, [a]);
+    expect(JSON.parse(readFileSync(settingsPath(db), "utf8"))).toEqual(a);
+    writeAllAccountSettings(db, [a, d]);
+    const file = JSON.parse(readFileSync(settingsPath(db), "utf8")) as {
+      v: number;
+      accounts: unknown[];
+    };
+    expect(file.v).toBe(2);
+    expect(file.accounts).toHaveLength(2);
+    expect(statSync(settingsPath(db)).mode & 0o777).toBe(0o600);
+    expect(readAllAccountSettings(db)).toEqual([a, d]);
+    expect(readAccountSettings(db)).toEqual(a); // the first: login's
   });
 });
 
