@@ -21,6 +21,10 @@
  *    full login (SASL, bind, enable, roster, disco, carbons, presence, MAM catch-up query) of the
  *    same account with nothing new to fetch: from connect() to the last byte before 500 ms of
  *    silence. Rounds alternate the order; medians.
+ * 5. nse_two_accounts_p50_ms: one push, two accounts in one database (both on this server, both
+ *    streams left resumable, one message waiting for each): handlePush({ accounts }) from call to
+ *    result (linger 0), in this process. Baseline nse_one_account_p50_ms: the same for one of the
+ *    two accounts alone; rounds alternate the order; ratios.two_vs_one_account.
  * Server debug logging is off and the MAM quota raised so the server is not the bottleneck of the
  * baseline; sender_msgs_per_s shows how fast the sender got its burst through the server.
  */
@@ -36,8 +40,8 @@ import {
   type XmppTestServer,
 } from "@lichen/test-servers";
 import { client, xml } from "@xmpp/client";
-import { ensureAccount } from "#src/accounts.js";
-import { AppController } from "#src/modes.js";
+import { ensureAccount, MultiAccountApp } from "#src/accounts.js";
+import { AppController, handlePush } from "#src/modes.js";
 import { DurableSession } from "#src/session.js";
 import { JsonLineChild, median, percentile, round1, round3 } from "./children.js";
 
@@ -55,6 +59,8 @@ const users = {
   bare: "carol",
   nse: "nora",
   slow: "rita",
+  twoA: "tess",
+  twoB: "uma",
 } as const;
 const password = (u: string) => `${u}-bench-pw`;
 
@@ -360,6 +366,64 @@ export default async function engineBench(ctx: BenchContext) {
     const resumeMs = median(resumeRuns.map((r) => r.ms));
     const loginMs = median(loginRuns.map((r) => r.ms));
 
+    // ---- (5) one push, two accounts: NSE sync time vs one account -----------------------------
+    const twoStore = openStore({ path: join(dir, "two.db"), role: "main" });
+    cleanups.push(() => twoStore.close());
+    const accountConfig = (u: string) => ({
+      accountId: u,
+      service,
+      domain,
+      username: u,
+      password: password(u),
+      resource: "phone",
+    });
+    const accA = accountConfig(users.twoA);
+    const accB = accountConfig(users.twoB);
+    for (const a of [accA, accB])
+      ensureAccount(twoStore, {
+        id: a.accountId,
+        jid: `${a.accountId}@${domain}`,
+        resource: "phone",
+      });
+    {
+      // The main app brings both online once, then is frozen: both streams left resumable.
+      const app = new MultiAccountApp(twoStore, [accA, accB]);
+      const fg = await app.foreground();
+      for (const f of fg) if ("error" in f) throw new Error(`${f.accountId}: ${String(f.error)}`);
+      for (const c of app.controllers.values()) await settle(c.session!);
+      await app.close();
+    }
+    const twoNseStore = openStore({ path: join(dir, "two.db"), role: "nse" });
+    cleanups.push(() => twoNseStore.close());
+    const twoSender = sender;
+    const pushFor = async (accounts: (typeof accA)[], body: string) => {
+      for (const a of accounts) {
+        twoSender.send({ cmd: "one", to: `${a.accountId}@${domain}`, body });
+        await twoSender.take((e) => e.event === "queued", "message queued for a frozen account");
+      }
+      const t0 = performance.now();
+      const r = await handlePush({ store: twoNseStore, accounts, lingerMs: 0 });
+      const ms = performance.now() - t0;
+      if (r.outcome !== "synced" || r.summary.messages !== accounts.length)
+        throw new Error(`two-account NSE run: ${JSON.stringify(r)}`);
+      if (r.accounts.some((a) => a.stream !== "resumed"))
+        throw new Error(`two-account NSE run did not resume: ${JSON.stringify(r.accounts)}`);
+      return ms;
+    };
+    const oneAccountMs: number[] = [];
+    const twoAccountsMs: number[] = [];
+    for (let i = -1; i < nseRuns; i++) {
+      const order = i % 2 === 0 ? (["one", "two"] as const) : (["two", "one"] as const);
+      for (const which of order) {
+        const ms = await pushFor(which === "one" ? [accA] : [accA, accB], `two-${i}-${which}`);
+        ctx.log(
+          `NSE ${which === "one" ? "one account" : "two accounts"} run ${i < 0 ? "warm-up" : `${i + 1}/${nseRuns}`}: ${round1(ms)} ms`,
+        );
+        if (i < 0) continue;
+        (which === "one" ? oneAccountMs : twoAccountsMs).push(ms);
+      }
+    }
+
     return {
       metrics: {
         messages_per_round: n,
@@ -380,6 +444,8 @@ export default async function engineBench(ctx: BenchContext) {
         login_bytes: loginBytes,
         resume_ms_32kbps: round1(resumeMs),
         login_ms_32kbps: round1(loginMs),
+        nse_two_accounts_p50_ms: round1(median(twoAccountsMs)),
+        nse_one_account_p50_ms: round1(median(oneAccountMs)),
       },
       ratios: {
         durable_vs_bare: round3(median(pairRatios)),
@@ -387,6 +453,7 @@ export default async function engineBench(ctx: BenchContext) {
         nse_rss_vs_empty_node: round3(median(rssMb) / median(nodeRss)),
         login_vs_resume_bytes: round3(loginBytes / resumeBytes),
         login_vs_resume_time_32kbps: round3(loginMs / resumeMs),
+        two_vs_one_account: round3(median(twoAccountsMs) / median(oneAccountMs)),
       },
     };
   } finally {
