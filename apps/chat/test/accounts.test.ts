@@ -4,6 +4,7 @@
 import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { openStore, tables } from "@lichen/store";
 import { startEjabberd, startProsody, type XmppTestServer } from "@lichen/test-servers";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AppProcess, requireBuiltCli, runCli, startPeer, until } from "./helpers.js";
@@ -70,6 +71,16 @@ describe("lichen-chat with two accounts (Prosody + ejabberd)", () => {
       );
       expect(refused.code).toBe(1);
       expect(refused.stderr).toMatch(/cannot connect as dave@localhost/);
+      // Not even a stray account row (it would make the database look like dave's).
+      const probe = openStore({ path: db, role: "nse" });
+      try {
+        const ids = probe.read((tx) =>
+          tx.select({ id: tables.accounts.id }).from(tables.accounts).all(),
+        );
+        expect(ids.map((r) => r.id)).toEqual([ALICE]);
+      } finally {
+        probe.close();
+      }
       const add = await cli(
         "account",
         "add",

@@ -1,6 +1,7 @@
 import { existsSync } from "node:fs";
 import { AppController, ensureAccount } from "@lichen/engine";
-import { loadAccountState, tables } from "@lichen/store";
+import { loadAccountState, tables, type Store } from "@lichen/store";
+import { eq } from "drizzle-orm";
 import { type CliContext, foregroundOrExplain, openStoreChecked } from "../context.js";
 import { CliError } from "../errors.js";
 import {
@@ -33,6 +34,17 @@ export async function login(ctx: CliContext, opts: LoginOptions): Promise<void> 
  * `login` (the database's first account, or logging in again as one it has) and `account add`
  * (one more account in the same database): check, connect once as the main app, store.
  */
+function accountRowExists(store: Store, id: string): boolean {
+  return store.read(
+    (tx) =>
+      tx
+        .select({ id: tables.accounts.id })
+        .from(tables.accounts)
+        .where(eq(tables.accounts.id, id))
+        .get() !== undefined,
+  );
+}
+
 export async function connectAndStore(
   ctx: CliContext,
   opts: LoginOptions,
@@ -81,10 +93,22 @@ export async function connectAndStore(
       throw new CliError(
         `${ctx.db} belongs to ${others[0]!.jid}; use another --db for ${jid}, or add it with "lichen-chat account add"`,
       );
+    const existed = accountRowExists(store, jid);
     ensureAccount(store, { id: jid, jid, ...(opts.resource ? { resource: opts.resource } : {}) });
     const app = new AppController(store, sessionConfig(settings, ctx.log));
     try {
-      const how = await foregroundOrExplain(app, settings);
+      let how: "resumed" | "new";
+      try {
+        how = await foregroundOrExplain(app, settings);
+      } catch (err) {
+        // An added account the server refused is not kept: a stray row would make the database
+        // look like it belongs to that JID (rows of other tables go with it: ON DELETE CASCADE).
+        if (mode === "add" && !existed) {
+          await app.close();
+          store.write((tx) => tx.delete(tables.accounts).where(eq(tables.accounts.id, jid)).run());
+        }
+        throw err;
+      }
       // Logging in again replaces that account's entry; the others stay (in their order).
       const i = previous.findIndex((a) => a.jid === jid);
       writeAllAccountSettings(
