@@ -638,10 +638,14 @@ async function runNse(opts: NseOptions, run: RunControl): Promise<NseResult> {
     });
     let outcome: NseResult["outcome"] = "synced";
     try {
-      await Promise.all(accounts.map((a) => a.start()));
+      let firstRound = true;
       for (;;) {
-        // Every account at once, one deadline: a slow or unreachable server delays only itself.
-        const outcomes = await Promise.all(accounts.map((a) => a.round()));
+        // Every account at once, one deadline: a slow or unreachable server (even one whose
+        // connect hangs until the deadline) delays only itself.
+        const outcomes = await Promise.all(
+          accounts.map((a) => (firstRound ? a.start().then(() => a.round()) : a.round())),
+        );
+        firstRound = false;
         if (outcomes.every((o) => o === "failed")) {
           // Nothing can be synced (one account: its password was refused): an error, as before.
           throw accounts[0]!.failure;

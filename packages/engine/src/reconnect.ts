@@ -33,6 +33,9 @@ export function isTransientConnectError(err: unknown): boolean {
   if (!(err instanceof Error)) return false;
   const code = (err as NodeJS.ErrnoException).code;
   if (code && TRANSIENT_CODES.has(code)) return true;
+  // xmpp.js gave up waiting for the server (a stalled link, a server that accepts TCP and says
+  // nothing): the same as unreachable, not a refusal.
+  if (err.name === "TimeoutError") return true;
   return /^session not online after|^the connection closed before the session was online/.test(
     err.message,
   );

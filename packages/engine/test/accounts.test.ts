@@ -3,6 +3,7 @@
 // under one deadline and return ONE notification for all; an account whose password is refused
 // or whose server is unreachable is reported on its own and does not stop the others.
 import { mkdtempSync } from "node:fs";
+import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { openStore, tables, type Store } from "@lichen/store";
@@ -54,7 +55,7 @@ describe("several accounts (Prosody + ejabberd)", () => {
     nseStore = openStore({ path: join(dir, "lichen.db"), role: "nse" });
     onProsody = config(prosody, "alice");
     onEjabberd = config(ejabberd, "dave");
-    for (const user of ["alice", "dave", "erin", "frank"])
+    for (const user of ["alice", "dave", "erin", "frank", "gina"])
       ensureAccount(store, {
         id: `${user}@localhost`,
         jid: `${user}@localhost`,
@@ -159,6 +160,14 @@ describe("several accounts (Prosody + ejabberd)", () => {
         ...config(ejabberd, "frank"),
         service: `xmpp://127.0.0.1:${await freePort()}`, // nothing listens there
       };
+      // A server that accepts TCP and never says a word (a black hole): gina's connect hangs
+      // until the deadline, and must not hold up the others.
+      const silent = createServer((socket) => socket.on("error", () => {}));
+      await new Promise<void>((r) => silent.listen(0, "127.0.0.1", r));
+      const blackHole: Config = {
+        ...config(ejabberd, "gina"),
+        service: `xmpp://127.0.0.1:${(silent.address() as AddressInfo).port}`,
+      };
       const bobP = await startTestPeer(prosody.c2sPort, "bob", "bobpw");
       const bobE = await startTestPeer(ejabberd.c2sPort, "bob", "bobpw");
       try {
@@ -168,7 +177,7 @@ describe("several accounts (Prosody + ejabberd)", () => {
         const deadlineMs = 8000;
         const r = await handlePush({
           store: nseStore,
-          accounts: [wrongPassword, onProsody, unreachable, onEjabberd],
+          accounts: [blackHole, wrongPassword, onProsody, unreachable, onEjabberd],
           lingerMs: 100,
           deadlineMs,
           syncWarningDelayMs: 60_000,
@@ -180,6 +189,7 @@ describe("several accounts (Prosody + ejabberd)", () => {
         expect(by["erin@localhost"]!.error).toMatch(/not-authorized|auth|password|credentials/i);
         expect(by["frank@localhost"]).toMatchObject({ outcome: "deadline", stream: null });
         expect(by["frank@localhost"]!.error).toMatch(/ECONNREFUSED|unreachable|connect/i);
+        expect(by["gina@localhost"]).toMatchObject({ outcome: "deadline", stream: null });
         // The run could not finish every account: deadline, but the push still shows what came.
         expect(r.outcome).toBe("deadline");
         expect(r.notifications).toEqual([
@@ -198,7 +208,7 @@ describe("several accounts (Prosody + ejabberd)", () => {
         expect(warnings).toEqual([{ accountId: "frank@localhost" }]);
         const otherWarnings = nseStore.sqlite
           .prepare(
-            "SELECT count(*) AS n FROM pending_notifications WHERE id LIKE 'sync-warning:%' AND id != 'sync-warning:frank@localhost'",
+            "SELECT count(*) AS n FROM pending_notifications WHERE id LIKE 'sync-warning:%' AND id NOT IN ('sync-warning:frank@localhost', 'sync-warning:gina@localhost')",
           )
           .get() as { n: number };
         expect(otherWarnings.n).toBe(0);
@@ -216,6 +226,7 @@ describe("several accounts (Prosody + ejabberd)", () => {
           await app.close();
         }
       } finally {
+        silent.close();
         await bobP.stop();
         await bobE.stop();
       }

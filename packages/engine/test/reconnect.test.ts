@@ -61,6 +61,10 @@ describe("isTransientConnectError", () => {
     expect(
       isTransientConnectError(new Error("the connection closed before the session was online")),
     ).toBe(true);
+    // xmpp.js's TimeoutError (empty message): a server that accepted TCP and never answered.
+    expect(isTransientConnectError(Object.assign(new Error(""), { name: "TimeoutError" }))).toBe(
+      true,
+    );
     const sasl = Object.assign(new Error("not-authorized"), { name: "SASLError" });
     expect(isTransientConnectError(sasl)).toBe(false);
     expect(isTransientConnectError(sys("CERT_HAS_EXPIRED"))).toBe(false);
