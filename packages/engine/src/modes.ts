@@ -432,7 +432,8 @@ async function handOver(
   ipc: Ipc,
   nseHolder: string,
   deadline: number,
-  accountId: string,
+  /** The account the push is for, when the run has only one (a push names no account). */
+  accountId: string | undefined,
 ): Promise<PushHandledMessage | null> {
   let answer: PushHandledMessage | null = null;
   const timeoutMs = deadline - Date.now();
@@ -443,7 +444,7 @@ async function handOver(
       {
         type: "push-arrived",
         destination: "nse",
-        data: { pushId, receivedAt: Date.now(), accountId },
+        data: { pushId, receivedAt: Date.now(), ...(accountId !== undefined ? { accountId } : {}) },
       },
       { timeoutMs },
     )
@@ -598,7 +599,13 @@ async function runNse(opts: NseOptions, run: RunControl): Promise<NseResult> {
       // NSEs concurrently; on iOS the previous one may still linger): hand the push to it.
       const byMain = start.reason === "main-running" && roleOfHolder(start.holder) === "main";
       if (!byMain && roleOfHolder(start.holder) === "nse") {
-        const answer = await handOver(opts.store, ipc, start.holder, deadline, firstAccountId);
+        const answer = await handOver(
+          opts.store,
+          ipc,
+          start.holder,
+          deadline,
+          configs.length === 1 ? firstAccountId : undefined,
+        );
         if (answer?.data.accepted) {
           holder = answer.data.handledBy;
           handed = answer.data.notifications ?? [{ kind: "silent", reason: "no-new-messages" }];

@@ -57,6 +57,7 @@ export async function connectAndStore(
   if (opts.resource !== undefined && !/^\S+$/.test(opts.resource))
     throw new CliError(`--resource "${opts.resource}" must be non-empty without spaces`);
   let previous: AccountSettings[] = [];
+  let corrupt = false;
   if (mode === "add") {
     if (!existsSync(ctx.db) || !existsSync(settingsPath(ctx.db)))
       throw new CliError(`no account in ${ctx.db} yet: run "lichen-chat login" first`);
@@ -68,6 +69,7 @@ export async function connectAndStore(
       previous = readAllAccountSettings(ctx.db);
     } catch {
       // Corrupt settings: a new login replaces them (the error message tells users to do this).
+      corrupt = true;
     }
     if (previous.length > 0 && !previous.some((a) => a.jid === jid))
       throw new CliError(
@@ -89,7 +91,9 @@ export async function connectAndStore(
     const others = store
       .read((tx) => tx.select({ jid: tables.accounts.jid }).from(tables.accounts).all())
       .filter((a) => a.jid !== jid && !known.has(a.jid));
-    if (others.length > 0)
+    // Corrupt settings lost the list: logging in again as an account the database has is fine
+    // (the others can be added again with `account add`).
+    if (others.length > 0 && !(corrupt && accountRowExists(store, jid)))
       throw new CliError(
         `${ctx.db} belongs to ${others[0]!.jid}; use another --db for ${jid}, or add it with "lichen-chat account add"`,
       );
