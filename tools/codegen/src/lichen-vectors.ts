@@ -346,6 +346,17 @@ export const VECTORS: Vector[] = [
     accountId: "alice",
     deliverAt: now + 60000,
   }),
+  // A push's one notification standing for several messages (engine PushNotificationBuilder).
+  v("NotificationContent", "push-summary", {
+    kind: "alert",
+    title: "bob@example.org",
+    body: "see you at 8",
+    threadId: "bob@example.org",
+    accountId: "alice@example.org",
+    messageId: "m42",
+    subtitle: "+3 more · 12 in 2 other chats",
+    count: 16,
+  }),
   v("NotificationContent", "silent", { kind: "silent", reason: "no-new-messages" }),
   bad("NotificationContent", "alert-without-body", "rejects", {
     kind: "alert",
@@ -354,6 +365,14 @@ export const VECTORS: Vector[] = [
     accountId: "a",
   }),
   bad("NotificationContent", "silent-without-reason", "rejects", { kind: "silent" }),
+  bad("NotificationContent", "fractional-count", "rejects", {
+    kind: "alert",
+    title: "t",
+    body: "b",
+    threadId: "t",
+    accountId: "a",
+    count: 1.5,
+  }),
   bad("NotificationContent", "fractional-deliver-at", "rejects", {
     kind: "alert",
     title: "t",
