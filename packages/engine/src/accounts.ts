@@ -3,7 +3,7 @@
 // every account's session is fenced by it; an NSE syncs every account for one push (handlePush
 // with `accounts`).
 import { randomUUID } from "node:crypto";
-import { Ipc, ProcessLock, tables, type Store } from "@lichen/store";
+import { acquireAsMain, Ipc, ProcessLock, tables, type Store } from "@lichen/store";
 import { AppController, SESSION_LOCK_KEY, type ReconnectPolicy } from "./modes.js";
 import type { SessionOptions } from "./session.js";
 
@@ -101,6 +101,12 @@ export class MultiAccountApp {
 
   /** Every account online (or its error), concurrently, under the one lock. */
   async foreground(): Promise<AccountForeground[]> {
+    // Take the lock once (one disconnect-all to an NSE), so the controllers find it held.
+    try {
+      await acquireAsMain(this.lock, this.ipc, { reason: "main-app-foreground" });
+    } catch (error) {
+      return [...this.controllers.keys()].map((accountId) => ({ accountId, error }));
+    }
     return Promise.all(
       [...this.controllers].map(async ([accountId, c]): Promise<AccountForeground> => {
         try {

@@ -14,6 +14,7 @@ import {
   startTestPeer,
   type XmppTestServer,
 } from "@lichen/test-servers";
+import { until } from "@lichen/test-kit";
 import { eq } from "drizzle-orm";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -229,6 +230,34 @@ describe("several accounts (Prosody + ejabberd)", () => {
         silent.close();
         await bobP.stop();
         await bobE.stop();
+      }
+    },
+    T,
+  );
+
+  it(
+    "the main app has priority over an NSE syncing both accounts: it yields both, the app resumes both",
+    async () => {
+      // afterSync never ends: the NSE stays connected on both accounts until the app comes.
+      const nse = handlePush({
+        store: nseStore,
+        accounts: [onProsody, onEjabberd],
+        afterSync: () => new Promise<void>(() => {}),
+        deadlineMs: 60_000,
+        lingerMs: 100,
+      });
+      const app = new MultiAccountApp(store, [onProsody, onEjabberd]);
+      try {
+        await until(() => app.lock.heldByOther(), "the NSE holds the lock");
+        expect(await app.foreground()).toEqual([
+          { accountId: onProsody.accountId, online: "resumed" },
+          { accountId: onEjabberd.accountId, online: "resumed" },
+        ]);
+        const r = await nse;
+        expect(r.outcome).toBe("yielded");
+        expect(r.accounts.map((a) => a.outcome)).toEqual(["yielded", "yielded"]);
+      } finally {
+        await app.close();
       }
     },
     T,
