@@ -21,6 +21,8 @@ export type Logger = (event: Record<string, unknown>) => void;
 /** What every command gets from the global options. */
 export interface CliContext {
   db: string;
+  /** --account: the account send, chats, tail and share use (default: the first, login's). */
+  account?: string;
   verbose: boolean;
   /** Structured logs with --verbose (nothing otherwise): see logLine. */
   log: Logger;
@@ -30,10 +32,11 @@ export interface CliContext {
   status(line: string): void;
 }
 
-export function makeContext(opts: { db: string; verbose?: boolean }): CliContext {
+export function makeContext(opts: { db: string; verbose?: boolean; account?: string }): CliContext {
   const verbose = opts.verbose === true;
   return {
     db: opts.db,
+    ...(opts.account !== undefined ? { account: opts.account } : {}),
     verbose,
     log: verbose
       ? (event) => process.stderr.write(logLine({ time: Date.now(), ...event }) + "\n")
@@ -86,9 +89,22 @@ export function openStoreChecked(ctx: CliContext, role: ProcessRole): Store {
 
 /** The account's settings, its store opened as `role`, and the session config. */
 export function openAccount(ctx: CliContext, role: ProcessRole) {
-  const settings = readAccountSettings(ctx.db);
+  const settings = selectAccount(ctx);
   const store = openDatabase(ctx, role);
   return { settings, store, config: sessionConfig(settings, ctx.log) };
+}
+
+/** The account --account names (a CliError listing the accounts if none matches), else the first. */
+export function selectAccount(ctx: CliContext): AccountSettings {
+  if (ctx.account === undefined) return readAccountSettings(ctx.db);
+  const all = readAllAccountSettings(ctx.db);
+  const wanted = ctx.account.toLowerCase();
+  const found = all.find((a) => a.jid.toLowerCase() === wanted);
+  if (!found)
+    throw new CliError(
+      `no account ${ctx.account} in ${ctx.db}; it has ${all.map((a) => a.jid).join(", ")} ("lichen-chat account list")`,
+    );
+  return found;
 }
 
 /** Every account's settings (the first is login's), its store opened as `role`, the configs. */

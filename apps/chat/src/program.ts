@@ -39,6 +39,10 @@ export function buildProgram(): Command {
       "database file; account settings live in <path>.account.json",
       DEFAULT_DB,
     )
+    .option(
+      "--account <jid>",
+      "with several accounts: the one send, chats, tail and share use, and app sends from (default: the first, login's)",
+    )
     .option("--verbose", "logs on stderr: readable lines on a terminal, JSON lines otherwise")
     .version(VERSION, "-V, --version", "print the version")
     .exitOverride()
@@ -46,7 +50,8 @@ export function buildProgram(): Command {
       outputError: (str, write) => write(`lichen-chat: ${str.replace(/^error: /, "")}`),
     });
 
-  const context = (): CliContext => makeContext(program.opts<{ db: string; verbose?: boolean }>());
+  const context = (): CliContext =>
+    makeContext(program.opts<{ db: string; verbose?: boolean; account?: string }>());
 
   program
     .command("login")

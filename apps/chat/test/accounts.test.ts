@@ -198,7 +198,24 @@ describe("lichen-chat with two accounts (Prosody + ejabberd)", () => {
       } finally {
         app.kill();
       }
-      // Single-account commands keep using the first account.
+      // --account picks the account of send (and chats, tail, share).
+      const viaOption = await cli("--account", DAVE, "send", BOB, "sent-with-account-option");
+      expect(viaOption.stderr).toBe("");
+      expect(viaOption.code).toBe(0);
+      await until(
+        () => bobE.received.find((m) => m.body === "sent-with-account-option"),
+        "bob on ejabberd receives the message sent with --account",
+      );
+      const daveTail = JSON.parse((await cli("--account", DAVE, "tail", BOB, "--json")).stdout) as {
+        body: string;
+      }[];
+      expect(daveTail.some((m) => m.body === "live-to-dave")).toBe(true);
+      const unknown = await cli("--account", "nobody@localhost", "chats");
+      expect(unknown.code).toBe(1);
+      expect(unknown.stderr).toMatch(
+        /no account nobody@localhost .*alice@localhost, dave@localhost/,
+      );
+      // Without --account, the single-account commands use the first account.
       const tail = await cli("tail", BOB, "--json");
       expect(tail.code).toBe(0);
       const rows = JSON.parse(tail.stdout) as { body: string }[];

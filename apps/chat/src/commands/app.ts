@@ -3,7 +3,7 @@
 import { createInterface } from "node:readline";
 import { AppController, MessageQueuedError, MultiAccountApp } from "@lichen/engine";
 import { listChats, loadAccountState, type Store } from "@lichen/store";
-import { type CliContext, foregroundOrExplain, openAccounts } from "../context.js";
+import { type CliContext, foregroundOrExplain, openAccounts, selectAccount } from "../context.js";
 import { CliError, describeError } from "../errors.js";
 import { formatMessage, type MessageLine } from "../format.js";
 import { CatchupProgress } from "../progress.js";
@@ -44,12 +44,13 @@ class NewMessagePrinter {
 
 export async function app(ctx: CliContext, opts: { to?: string; json?: boolean }): Promise<void> {
   let chat = opts.to === undefined ? null : bare(opts.to);
+  const chosen = selectAccount(ctx); // --account: the one lines are sent from at first
   const { accounts, store, configs } = openAccounts(ctx, "main");
   // Every account, one process lock (MultiAccountApp); one account prints as it always did.
   const several = accounts.length > 1;
   const multi = new MultiAccountApp(store, configs);
   /** The account lines are sent from (/as). */
-  let settings: AccountSettings = accounts[0]!;
+  let settings: AccountSettings = accounts.find((a) => a.jid === chosen.jid) ?? accounts[0]!;
   let controller: AppController = multi.controller(settings.accountId);
   const printers = accounts.map(
     (a) =>
