@@ -498,6 +498,10 @@ interface RunControl {
 async function runNse(opts: NseOptions, run: RunControl): Promise<NseResult> {
   const configs = [...(opts.session ? [opts.session] : []), ...(opts.accounts ?? [])];
   if (configs.length === 0) throw new TypeError("handlePush needs `session` or `accounts`");
+  // Two sessions of one account would each resume the same stream: a caller's mistake.
+  const ids = configs.map((c) => c.accountId);
+  const twice = ids.find((id, i) => ids.indexOf(id) !== i);
+  if (twice !== undefined) throw new TypeError(`handlePush: account ${twice} is given twice`);
   const started = Date.now();
   const deadline = started + (opts.deadlineMs ?? 25_000);
   // Database writes after the deadline (warning, lock release) get a short grace, not more.

@@ -263,7 +263,10 @@ describe("several accounts (Prosody + ejabberd)", () => {
     T,
   );
 
-  it("a push with no account configured is a clear error", async () => {
+  it("a push with no account, or one account twice, is a clear error before any I/O", async () => {
     await expect(handlePush({ store: nseStore })).rejects.toThrow(/needs `session` or `accounts`/);
+    await expect(
+      handlePush({ store: nseStore, session: onProsody, accounts: [onEjabberd, onProsody] }),
+    ).rejects.toThrow(/account alice@localhost is given twice/);
   });
 });
