@@ -17,7 +17,12 @@ export async function startAppServerProcess(
 ): Promise<AppServerProcess> {
   const child = spawn(
     process.execPath,
-    [fileURLToPath(new URL("./appserver-child.js", import.meta.url)), JSON.stringify(config)],
+    [
+      // e.g. LICHEN_BENCH_APPSERVER_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile it
+      ...(process.env.LICHEN_BENCH_APPSERVER_NODE_ARGS?.split(" ").filter(Boolean) ?? []),
+      fileURLToPath(new URL("./appserver-child.js", import.meta.url)),
+      JSON.stringify(config),
+    ],
     { stdio: ["pipe", "pipe", "inherit"] },
   );
   const exited = new Promise<void>((r) => child.once("exit", () => r()));
