@@ -73,11 +73,6 @@ export function importFpush(
 
   const apps: Json = {};
   let defaultApp: string | undefined;
-  const windows = new Set<string>();
-  const hard = new Set<string>();
-  const first = new Set<string>();
-  const repeat = new Set<string>();
-  const ext = new Set<string>();
   for (const [id, m0] of Object.entries(obj(root.pushModules) ?? {})) {
     const m = obj(m0) ?? {};
     const where = `pushModules.${id}`;
@@ -91,23 +86,43 @@ export function importFpush(
     if (type === "apple") {
       const a = obj(m.apns) ?? {};
       const env = str(a.environment)?.toLowerCase() ?? "production";
-      apps[id] = {
-        type: "apns",
-        topic: str(a.topic) ?? "SET-ME",
-        teamId: "SET-ME",
-        keyId: "SET-ME",
-        privateKeyFile: `/etc/lichen-push/AuthKey_${id}.p8`,
-        endpoint:
-          env === "sandbox" ? "https://api.sandbox.push.apple.com" : "https://api.push.apple.com",
-        ...(typeof a.requestTimeout === "number" ? { requestTimeout: `${a.requestTimeout}s` } : {}),
-      };
-      if (a.certFilePath !== undefined)
+      const endpoint =
+        env === "sandbox" ? "https://api.sandbox.push.apple.com" : "https://api.push.apple.com";
+      const certFile = str(a.certFilePath);
+      // fpush authenticates with the push certificate (.p12): lichen-push does too
+      apps[id] = certFile
+        ? {
+            type: "apns",
+            topic: str(a.topic) ?? "SET-ME",
+            certificateFile: certFile,
+            ...(typeof a.certPassword === "string" && a.certPassword !== ""
+              ? { certificatePassphrase: a.certPassword }
+              : {}),
+            endpoint,
+          }
+        : {
+            type: "apns",
+            topic: str(a.topic) ?? "SET-ME",
+            teamId: "SET-ME",
+            keyId: "SET-ME",
+            privateKeyFile: `/etc/lichen-push/AuthKey_${id}.p8`,
+            endpoint,
+          };
+      const app = apps[id] as Json;
+      if (typeof a.requestTimeout === "number") app.requestTimeout = `${a.requestTimeout}s`;
+      if (certFile)
         note(
-          `${where}.apns.certFilePath: fpush authenticates with a certificate (.p12); lichen-push uses token auth: create an APNs key (.p8) in the Apple developer account and set apps.${id}.teamId, keyId and privateKeyFile (placeholders written)`,
+          `${where}.apns.certFilePath: → apps.${id}.certificateFile (the passphrase is in the output file: keep it owner-only); check-config opens it and checks topic, environment and expiry`,
         );
-      if (a.additionalData !== undefined)
+      else
         note(
-          `${where}.apns.additionalData: no equivalent (lichen-push sends no extra payload keys); dropped`,
+          `${where}.apns: no certFilePath; set apps.${id}.certificateFile, or teamId, keyId and privateKeyFile of an APNs key (.p8) (placeholders written)`,
+        );
+      const extra = obj(a.additionalData);
+      if (extra && !("aps" in extra)) app.additionalData = extra;
+      else if (a.additionalData !== undefined)
+        note(
+          `${where}.apns.additionalData: not a JSON object without an "aps" key; dropped (set apps.${id}.additionalData by hand)`,
         );
       if (a.poolIdleTimeout !== undefined)
         note(`${where}.apns.poolIdleTimeout: no equivalent (connections are kept open); dropped`);
@@ -158,29 +173,36 @@ export function importFpush(
       if (defaultApp) note(`${where}: a second default module; ${defaultApp} stays the default`);
       else defaultApp = id;
     }
+    // fpush's limits are per module: each becomes its app's own rateLimit / blacklist
+    const app = apps[id] as Json;
     const rl = obj(m.ratelimit);
     if (rl) {
-      const w = dur(rl.ratelimitTime, `${where}.ratelimit.ratelimitTime`);
-      const h = dur(rl.hardRatelimitTime, `${where}.ratelimit.hardRatelimitTime`);
-      if (w) windows.add(w);
-      if (h) hard.add(h);
+      const window =
+        rl.enabled === false ? "0s" : dur(rl.ratelimitTime, `${where}.ratelimit.ratelimitTime`);
+      const hardLimit = dur(rl.hardRatelimitTime, `${where}.ratelimit.hardRatelimitTime`);
+      if (window || hardLimit)
+        app.rateLimit = { ...(window ? { window } : {}), ...(hardLimit ? { hardLimit } : {}) };
       if (rl.enabled === false)
-        note(
-          `${where}.ratelimit.enabled false: no equivalent (lichen-push always limits per token); the limit applies`,
-        );
+        note(`${where}.ratelimit.enabled false: → apps.${id}.rateLimit.window 0s (no spacing)`);
     }
     const bl = obj(m.blacklist);
     if (bl) {
       const inv = obj(bl.invalidToken);
-      const f1 = dur(
+      const firstBlock = dur(
         bl.normalBlacklisting ?? inv?.initalBlocking ?? inv?.initialBlocking,
         `${where}.blacklist`,
       );
-      const f2 = dur(bl.extendedBlacklisting ?? inv?.extendedBlocking, `${where}.blacklist`);
-      const e = dur(bl.blockExtension, `${where}.blacklist.blockExtension`);
-      if (f1) first.add(f1);
-      if (f2) repeat.add(f2);
-      if (e) ext.add(e);
+      const repeatBlock = dur(
+        bl.extendedBlacklisting ?? inv?.extendedBlocking,
+        `${where}.blacklist`,
+      );
+      const hitExtension = dur(bl.blockExtension, `${where}.blacklist.blockExtension`);
+      if (firstBlock || repeatBlock || hitExtension)
+        app.blacklist = {
+          ...(firstBlock ? { firstBlock } : {}),
+          ...(repeatBlock ? { repeatBlock } : {}),
+          ...(hitExtension ? { hitExtension } : {}),
+        };
       if (bl.pushError !== undefined)
         note(
           `${where}.blacklist.pushError: no equivalent (lichen-push never blocks a token for a provider error; it retries and answers wait)`,
@@ -188,28 +210,10 @@ export function importFpush(
     }
   }
   if (Object.keys(apps).length === 0) note("no push module could be converted: add apps by hand");
-  // lichen-push has one rate limit and one token blacklist for all apps
-  const one = (s: Set<string>, what: string): string | undefined => {
-    const v = [...s];
-    if (v.length > 1)
-      note(
-        `${what}: modules differ (${v.join(", ")}); lichen-push has one value for all apps, ${v[0]} used`,
-      );
-    return v[0];
-  };
-  const window = one(windows, "ratelimit.ratelimitTime");
-  const hardLimit = one(hard, "ratelimit.hardRatelimitTime");
-  const firstBlock = one(first, "blacklist (first block)");
-  const repeatBlock = one(repeat, "blacklist (extended block)");
-  const hitExtension = one(ext, "blacklist.blockExtension");
   const cfg: Json = {
     component,
     apps,
     ...(defaultApp ? { defaultApp } : {}),
-    ...(window || hardLimit ? { rateLimit: { window, hardLimit } } : {}),
-    ...(firstBlock || repeatBlock || hitExtension
-      ? { blacklist: { token: { firstBlock, repeatBlock, hitExtension } } }
-      : {}),
     dataDir: "/var/lib/lichen-push",
   };
   const header =

@@ -13,7 +13,7 @@ import { checkCredentials } from "./credentials.js";
 import { AppServerStore } from "./db/store.js";
 import { httpPort, startHttp } from "./http.js";
 import { AppServerMetrics } from "./metrics.js";
-import { PushService, type AppSender, type PushJob } from "./push-service.js";
+import { PushService, type AppPolicy, type AppSender, type PushJob } from "./push-service.js";
 import { NS_DISCO_INFO, parseStanza } from "./request.js";
 import { createProviderSender } from "./senders.js";
 import { RedisBlacklistSync } from "./sync.js";
@@ -176,6 +176,7 @@ export class AppServer {
       deliveries,
       onDelivery: (r) => this.store.recordDelivery(r),
       newTokensPerMinute: bd.newTokensPerMinute,
+      appPolicies: appPolicies(cfg),
     });
     this.sync = cfg.redis
       ? new RedisBlacklistSync({
@@ -543,4 +544,26 @@ export class AppServer {
     this.lock?.release();
     this.logger.info({ persistedQueued: queued.length }, "lichen-push stopped");
   }
+}
+
+/** Each app's own rate-limit and token-blacklist timings (apps.<name>.rateLimit / .blacklist). */
+function appPolicies(cfg: AppServerConfig): Map<string, AppPolicy> {
+  const out = new Map<string, AppPolicy>();
+  for (const [name, app] of Object.entries(cfg.apps)) {
+    const p: AppPolicy = {
+      ...(app.rateLimit?.window !== undefined ? { windowMs: app.rateLimit.window } : {}),
+      ...(app.rateLimit?.hardLimit !== undefined ? { hardLimitMs: app.rateLimit.hardLimit } : {}),
+      ...(app.blacklist?.firstBlock !== undefined
+        ? { firstBlockMs: app.blacklist.firstBlock }
+        : {}),
+      ...(app.blacklist?.repeatBlock !== undefined
+        ? { repeatBlockMs: app.blacklist.repeatBlock }
+        : {}),
+      ...(app.blacklist?.hitExtension !== undefined
+        ? { hitExtensionMs: app.blacklist.hitExtension }
+        : {}),
+    };
+    if (Object.keys(p).length > 0) out.set(name, p);
+  }
+  return out;
 }

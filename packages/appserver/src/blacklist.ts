@@ -65,11 +65,11 @@ export class TokenBlacklist {
    * A push arrived for `hash`. Returns true (and extends the block if it would end soon) when the
    * token is blocked. Extensions happen at most every hitExtensionMs/2 per token, which bounds writes.
    */
-  hit(hash: string): boolean {
+  hit(hash: string, hitExtensionMs?: number): boolean {
     const e = this.entries.get(hash);
     const now = this.opts.clock.now();
     if (!e || e.until <= now) return false;
-    const ext = this.opts.hitExtensionMs;
+    const ext = hitExtensionMs ?? this.opts.hitExtensionMs;
     if (e.until - now < ext / 2) {
       e.until = now + ext;
       this.emit({ kind: "token", hash, until: e.until, strikes: e.strikes, origin: "local" });
@@ -77,14 +77,24 @@ export class TokenBlacklist {
     return true;
   }
 
-  /** The provider reported the token invalid: block it (longer when it was blocked before). */
-  block(hash: string, domain?: string): TokenBlock {
+  /**
+   * The provider reported the token invalid: block it (longer when it was blocked before).
+   * `durations` are the token's app's own (per-app blacklist settings), else the defaults.
+   */
+  block(
+    hash: string,
+    domain?: string,
+    durations?: { firstBlockMs?: number; repeatBlockMs?: number },
+  ): TokenBlock {
     const now = this.opts.clock.now();
     const prev = this.entries.get(hash);
     const strikes = (prev?.strikes ?? 0) + 1;
     const until = Math.max(
       prev?.until ?? 0,
-      now + (strikes > 1 ? this.opts.repeatBlockMs : this.opts.firstBlockMs),
+      now +
+        (strikes > 1
+          ? (durations?.repeatBlockMs ?? this.opts.repeatBlockMs)
+          : (durations?.firstBlockMs ?? this.opts.firstBlockMs)),
     );
     const e = { until, strikes };
     this.entries.set(hash, e);

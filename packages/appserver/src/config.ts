@@ -31,6 +31,35 @@ const duration = (def: string) =>
       return ms;
     });
 
+const optionalDuration = z.union([z.number(), z.string()]).transform((v, ctx) => {
+  const ms = parseDuration(v);
+  if (ms === undefined) {
+    ctx.addIssue({
+      code: "custom",
+      message: `expected a duration like "20s", "10m", "24h" or milliseconds, got ${JSON.stringify(v)}`,
+    });
+    return z.NEVER;
+  }
+  return ms;
+});
+
+/**
+ * Per-app overrides of the global rateLimit and blacklist.token timings (fpush has them per push
+ * module); unset fields take the global value.
+ */
+const appPolicy = {
+  rateLimit: z
+    .strictObject({ window: optionalDuration.optional(), hardLimit: optionalDuration.optional() })
+    .optional(),
+  blacklist: z
+    .strictObject({
+      firstBlock: optionalDuration.optional(),
+      repeatBlock: optionalDuration.optional(),
+      hitExtension: optionalDuration.optional(),
+    })
+    .optional(),
+};
+
 const appName = z
   .string()
   .regex(/^[A-Za-z0-9_.:-]{1,64}$/, "app names are 1-64 chars of [A-Za-z0-9_.:-]");
@@ -56,11 +85,14 @@ const ApnsAppSchema = z.strictObject({
   type: z.literal("apns"),
   /** Bundle id (apns-topic). */
   topic: z.string().min(1),
-  teamId: z.string().min(1),
-  keyId: z.string().min(1),
-  /** The .p8 key inline, or privateKeyFile. */
+  // Token authentication (a .p8 key): teamId, keyId and the key inline or as a file ...
+  teamId: z.string().min(1).optional(),
+  keyId: z.string().min(1).optional(),
   privateKeyPem: pem.optional(),
   privateKeyFile: z.string().min(1).optional(),
+  // ... or certificate authentication: the push certificate and its key as a .p12 (PKCS#12).
+  certificateFile: z.string().min(1).optional(),
+  certificatePassphrase: z.string().optional(),
   /** https://api.push.apple.com, https://api.sandbox.push.apple.com, or a simulator's origin. */
   endpoint: z
     .string()
@@ -69,7 +101,20 @@ const ApnsAppSchema = z.strictObject({
   caFile: z.string().min(1).optional(),
   connections: z.number().int().min(1).max(64).default(2),
   alert: z.strictObject({ title: z.string(), body: z.string() }).optional(),
+  /**
+   * Fixed extra keys of every push's payload, beside `aps` (fpush's additionalData), e.g. a
+   * marker the app's Notification Service Extension looks for. Never message content.
+   */
+  additionalData: z
+    .record(z.string(), z.json())
+    .refine((d) => !("aps" in d), "the aps key is the appserver's")
+    .refine(
+      (d) => Buffer.byteLength(JSON.stringify(d)) <= 2048,
+      "at most 2048 bytes of JSON (APNs payloads are limited to 4096)",
+    )
+    .optional(),
   ...pushShape,
+  ...appPolicy,
 });
 
 const FcmAppSchema = z.strictObject({
@@ -84,7 +129,17 @@ const FcmAppSchema = z.strictObject({
     .regex(/^https?:\/\/[^/\s]+$/, 'expected an origin like "https://fcm.googleapis.com"'),
   caPem: pem.optional(),
   caFile: z.string().min(1).optional(),
+  /** Fixed extra keys of every message's data map (strings, as FCM requires). */
+  additionalData: z
+    .record(
+      z.string().refine((k) => k !== "kind" && !/^(google|gcm)/.test(k) && k !== "from", {
+        message: "kind, from and keys starting with google or gcm are reserved",
+      }),
+      z.string(),
+    )
+    .optional(),
   ...pushShape,
+  ...appPolicy,
 });
 
 /** One push app (an APNs topic or an FCM project), selected per push by the pushModule option. */
@@ -278,8 +333,29 @@ function crossIssues(raw: Record<string, unknown>): string[] {
   }
   for (const [name, app] of Object.entries(apps ?? {})) {
     const a = obj(app);
-    if (a && (a.privateKeyPem === undefined) === (a.privateKeyFile === undefined)) {
-      out.push(`apps.${name}.privateKeyPem: give exactly one of privateKeyPem and privateKeyFile`);
+    if (!a) continue;
+    const hasKey = a.privateKeyPem !== undefined || a.privateKeyFile !== undefined;
+    if (a.type === "apns" && a.certificateFile !== undefined) {
+      if (hasKey || a.keyId !== undefined || a.teamId !== undefined)
+        out.push(
+          `apps.${name}.certificateFile: give either a certificate or a key (privateKeyFile/privateKeyPem, keyId, teamId), not both`,
+        );
+      if (typeof a.endpoint === "string" && !a.endpoint.startsWith("https:"))
+        out.push(`apps.${name}.endpoint: certificate authentication needs https`);
+      continue;
+    }
+    if (a.certificatePassphrase !== undefined)
+      out.push(`apps.${name}.certificatePassphrase: only with certificateFile`);
+    if ((a.privateKeyPem === undefined) === (a.privateKeyFile === undefined)) {
+      out.push(
+        a.type === "apns"
+          ? `apps.${name}.privateKeyPem: give exactly one of privateKeyPem and privateKeyFile (a .p8 key), or certificateFile (a .p12)`
+          : `apps.${name}.privateKeyPem: give exactly one of privateKeyPem and privateKeyFile`,
+      );
+    }
+    if (a.type === "apns") {
+      for (const f of ["keyId", "teamId"])
+        if (a[f] === undefined) out.push(`apps.${name}.${f}: required with a .p8 key`);
     }
   }
   const t = obj(raw.tokens);

@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import { importPKCS8, SignJWT } from "jose";
+import { apnsCertificateProblems, readApnsCertificate } from "./providers/apns-certificate.js";
 
 /** The fields of one app that carry credentials (validated or raw config). */
 export interface CredentialFields {
@@ -11,6 +12,10 @@ export interface CredentialFields {
   keyId?: unknown;
   teamId?: unknown;
   clientEmail?: unknown;
+  certificateFile?: unknown;
+  certificatePassphrase?: unknown;
+  topic?: unknown;
+  endpoint?: unknown;
 }
 
 function readField(
@@ -41,6 +46,10 @@ function readField(
 export async function checkAppCredentials(name: string, app: CredentialFields): Promise<string[]> {
   const path = `apps.${name}`;
   const issues: string[] = [];
+  if (app.type === "apns" && typeof app.certificateFile === "string") {
+    readField(path, app.caPem, app.caFile, issues, "caFile");
+    return [...issues, ...checkApnsCertificateFile(path, app)];
+  }
   const keyField = typeof app.privateKeyPem === "string" ? "privateKeyPem" : "privateKeyFile";
   const pem = readField(path, app.privateKeyPem, app.privateKeyFile, issues, "privateKeyFile");
   readField(path, app.caPem, app.caFile, issues, "caFile");
@@ -66,6 +75,37 @@ export async function checkAppCredentials(name: string, app: CredentialFields): 
     issues.push(`${path}.${keyField}: not ${what}${src}: ${(e as Error).message}`);
   }
   return issues;
+}
+
+/**
+ * An APNs .p12: opened as the TLS connection will open it (passphrase, encryption), then the
+ * certificate checked against the app: expiry, topic (the bundle id in its subject UID) and the
+ * endpoint's environment.
+ */
+function checkApnsCertificateFile(path: string, app: CredentialFields): string[] {
+  const file = String(app.certificateFile);
+  let pfx: Buffer;
+  try {
+    pfx = readFileSync(file);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    return [
+      `${path}.certificateFile: cannot read ${file}: ${code === "ENOENT" ? "no such file" : (e as Error).message}`,
+    ];
+  }
+  try {
+    const passphrase =
+      typeof app.certificatePassphrase === "string" ? app.certificatePassphrase : undefined;
+    const info = readApnsCertificate(pfx, passphrase);
+    return apnsCertificateProblems(
+      info,
+      typeof app.topic === "string" ? app.topic : undefined,
+      typeof app.endpoint === "string" ? app.endpoint : undefined,
+      Date.now(),
+    ).map((p) => `${path}.certificateFile: the certificate in ${file} ${p}`);
+  } catch (e) {
+    return [`${path}.certificateFile: ${file}: ${(e as Error).message}`];
+  }
 }
 
 /** checkAppCredentials for every app of a (raw or validated) config's `apps`. */

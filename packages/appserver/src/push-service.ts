@@ -55,6 +55,15 @@ export interface RetryPolicy {
   keepForMs?: number;
 }
 
+/** An app's own rate-limit and token-blacklist timings (unset: the service-wide values). */
+export interface AppPolicy {
+  windowMs?: number;
+  hardLimitMs?: number;
+  firstBlockMs?: number;
+  repeatBlockMs?: number;
+  hitExtensionMs?: number;
+}
+
 export interface PushServiceOptions {
   clock: Clock;
   hasher: TokenHasher;
@@ -77,6 +86,8 @@ export interface PushServiceOptions {
   onDelivery?: (r: DeliveryRecord) => void;
   /** Unknown tokens of a restricted domain tried per minute (token bucket; default 10). */
   newTokensPerMinute?: number;
+  /** Per-app timings, by app name. */
+  appPolicies?: Map<string, AppPolicy>;
 }
 
 const RESULT: PushReply = { type: "result" };
@@ -167,10 +178,17 @@ export class PushService {
   private closed = false;
 
   constructor(private readonly o: PushServiceOptions) {
+    const policies = o.appPolicies;
+    const windows = [...(policies?.values() ?? [])].map((p) => p.windowMs ?? 0);
     this.limiter = new RateLimiter<PushJob>({
       clock: o.clock,
       windowMs: o.rateLimitWindowMs,
+      // an entry is kept for the longest window of any app
+      idleMs: Math.max(o.rateLimitWindowMs, ...windows),
       onDue: (key, job) => this.sendQueued(key, job),
+      ...(policies && policies.size > 0
+        ? { windowOf: (job: PushJob) => policies.get(job.app)?.windowMs }
+        : {}),
     });
   }
 
@@ -199,7 +217,8 @@ export class PushService {
     const hash = this.o.hasher.hash(req.token, app.caseInsensitiveTokens === true);
     // A token the provider called dead is refused with cancel even from a blocked domain: that is
     // the one case where dropping the registration is right.
-    if (this.o.tokens.hit(hash)) {
+    const policy = this.o.appPolicies?.get(appName);
+    if (this.o.tokens.hit(hash, policy?.hitExtensionMs)) {
       m?.requests.inc({ outcome: "token_blacklisted" });
       return TOKEN_BLOCKED;
     }
@@ -297,7 +316,7 @@ export class PushService {
           return { reply: RESULT, metric: "sent" };
         }
         case "invalid-token": {
-          const b = this.o.tokens.block(hash, job.domain);
+          const b = this.o.tokens.block(hash, job.domain, this.o.appPolicies?.get(job.app));
           this.o.deliveries.forget(hash);
           const changed = this.o.domains.recordBadToken(job.domain, hash);
           log.info(
@@ -322,7 +341,13 @@ export class PushService {
           return { reply: TOKEN_INVALID, metric: "invalid_token" };
         }
         case "rate-limited":
-          this.limiter.hardLimit(hash, Math.max(this.o.hardLimitMs, outcome.retryAfterMs ?? 0));
+          this.limiter.hardLimit(
+            hash,
+            Math.max(
+              this.o.appPolicies?.get(job.app)?.hardLimitMs ?? this.o.hardLimitMs,
+              outcome.retryAfterMs ?? 0,
+            ),
+          );
           log.info(
             { token: hash, app: job.app, reason: outcome.reason },
             "provider rate-limits token",

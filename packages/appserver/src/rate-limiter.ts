@@ -10,6 +10,8 @@ export interface RateLimiterOptions<T> {
   onDue: (key: string, item: T) => void;
   /** Entries idle for longer than this after their window are forgotten (default: windowMs). */
   idleMs?: number;
+  /** The spacing for one item when it differs from windowMs (per-app rate limits). */
+  windowOf?: (item: T) => number | undefined;
 }
 
 interface Queued<T> {
@@ -37,10 +39,12 @@ export class RateLimiter<T> {
   private readonly windowMs: number;
   private readonly idleMs: number;
   private readonly onDue: (key: string, item: T) => void;
+  private readonly windowOf: ((item: T) => number | undefined) | undefined;
 
   constructor(opts: RateLimiterOptions<T>) {
     this.clock = opts.clock;
     this.windowMs = opts.windowMs;
+    this.windowOf = opts.windowOf;
     this.idleMs = opts.idleMs ?? opts.windowMs;
     this.onDue = opts.onDue;
   }
@@ -51,7 +55,7 @@ export class RateLimiter<T> {
     const next = this.nextAllowed.get(key);
     if (next === undefined || now >= next) {
       if (this.queued.has(key)) return "dropped"; // a due push is about to go out for this token
-      this.nextAllowed.set(key, now + this.windowMs);
+      this.nextAllowed.set(key, now + (this.windowOf?.(item) ?? this.windowMs));
       return "send";
     }
     if (this.queued.has(key)) return "dropped";
@@ -202,7 +206,7 @@ export class RateLimiter<T> {
       const q = this.queued.get(key);
       if (!q || q.due !== d) continue; // stale heap entry (moved by hardLimit or drained)
       this.queued.delete(key);
-      this.nextAllowed.set(key, now + this.windowMs);
+      this.nextAllowed.set(key, now + (this.windowOf?.(q.item) ?? this.windowMs));
       due.push({ key, item: q.item });
     }
     this.arm();

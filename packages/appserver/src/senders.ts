@@ -21,25 +21,53 @@ function readPem(
 
 /** The provider-level config of an app (keys read from files where the config names files). */
 export function providerConfig(name: string, app: AppConfig): ProviderAppConfig {
+  const caPem = readPem(app.caPem, app.caFile, `apps.${name}.caFile`);
+  if (app.type === "apns" && app.certificateFile !== undefined) {
+    let pfx: Buffer;
+    try {
+      pfx = readFileSync(app.certificateFile);
+    } catch (e) {
+      throw new Error(
+        `apps.${name}.certificateFile: cannot read ${app.certificateFile}: ${(e as Error).message}`,
+      );
+    }
+    return {
+      type: "apns",
+      name,
+      topic: app.topic,
+      certificate: {
+        pfx,
+        ...(app.certificatePassphrase !== undefined
+          ? { passphrase: app.certificatePassphrase }
+          : {}),
+      },
+      endpoint: app.endpoint,
+      connections: app.connections,
+      requestTimeoutMs: app.requestTimeout,
+      ...(caPem ? { caPem } : {}),
+      ...(app.alert ? { alert: app.alert } : {}),
+      ...(app.additionalData ? { additionalData: app.additionalData } : {}),
+    };
+  }
   const privateKeyPem = readPem(
     app.privateKeyPem,
     app.privateKeyFile,
     `apps.${name}.privateKeyFile`,
   )!;
-  const caPem = readPem(app.caPem, app.caFile, `apps.${name}.caFile`);
   if (app.type === "apns") {
     return {
       type: "apns",
       name,
       topic: app.topic,
-      teamId: app.teamId,
-      keyId: app.keyId,
+      teamId: app.teamId!,
+      keyId: app.keyId!,
       privateKeyPem,
       endpoint: app.endpoint,
       connections: app.connections,
       requestTimeoutMs: app.requestTimeout,
       ...(caPem ? { caPem } : {}),
       ...(app.alert ? { alert: app.alert } : {}),
+      ...(app.additionalData ? { additionalData: app.additionalData } : {}),
     };
   }
   return {
@@ -52,6 +80,7 @@ export function providerConfig(name: string, app: AppConfig): ProviderAppConfig 
     endpoint: app.endpoint,
     requestTimeoutMs: app.requestTimeout,
     ...(caPem ? { caPem } : {}),
+    ...(app.additionalData ? { additionalData: app.additionalData } : {}),
   };
 }
 

@@ -2,7 +2,14 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { ConfigError, loadConfigFile, parseConfigText, parseDuration } from "../src/config.js";
+import { ApnsCertificateAuthority } from "@lichen/push-simulators";
+import {
+  ConfigError,
+  checkConfigFile,
+  loadConfigFile,
+  parseConfigText,
+  parseDuration,
+} from "../src/config.js";
 
 const MINIMAL = `
 component:
@@ -103,5 +110,101 @@ describe("config", () => {
     expect(() => loadConfigFile(join(dir, "missing.yaml"), {})).toThrow(
       /missing\.yaml[\s\S]*cannot read file/,
     );
+  });
+
+  it("APNs certificate (.p12) authentication: validated at check-config — readable, passphrase, legacy encryption, topic, environment, not with a key", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "lichen-cfg-"));
+    const ca = new ApnsCertificateAuthority();
+    const file = (name: string, data: Buffer) => {
+      const f = join(dir, name);
+      writeFileSync(f, data);
+      return f;
+    };
+    const good = file("good.p12", ca.issue({ topic: "im.monal.app", passphrase: "pw" }).p12);
+    const dev = file("dev.p12", ca.issue({ topic: "im.monal.app", kind: "development" }).p12);
+    const legacy = file("legacy.p12", ca.issue({ topic: "im.monal.app", legacy: true }).p12);
+    const app = (name: string, f: string, extra = "") =>
+      `  ${name}:\n    type: apns\n    topic: im.monal.app\n    certificateFile: ${f}\n    endpoint: https://api.push.apple.com\n${extra}`;
+    const cfg = (apps: string) => {
+      const f = join(dir, `push-${Math.random()}.yaml`);
+      writeFileSync(
+        f,
+        `component:\n  service: xmpp://127.0.0.1:5347\n  domain: push.example.org\n  secret: s\napps:\n${apps}`,
+      );
+      return f;
+    };
+    const ok = await checkConfigFile(cfg(app("ok", good, "    certificatePassphrase: pw\n")), {});
+    expect(ok.issues).toEqual([]);
+    expect(ok.config?.apps.ok).toMatchObject({
+      certificateFile: good,
+      certificatePassphrase: "pw",
+    });
+    const bad = await checkConfigFile(
+      cfg(
+        app("wrongpass", good, "    certificatePassphrase: nope\n") +
+          app("missing", join(dir, "nope.p12")) +
+          app("legacy", legacy) +
+          app("devcert", dev) +
+          app("othertopic", good, "    certificatePassphrase: pw\n").replace(
+            "topic: im.monal.app",
+            "topic: im.other.app",
+          ) +
+          app("both", good, "    certificatePassphrase: pw\n    keyId: K\n    teamId: T\n") +
+          app("h2c", good, "    certificatePassphrase: pw\n").replace(
+            "https://api.push.apple.com",
+            "http://127.0.0.1:1",
+          ),
+      ),
+      {},
+    );
+    const issue = (app: string) =>
+      bad.issues.filter((i) => i.startsWith(`apps.${app}.`)).join("\n");
+    expect(issue("wrongpass")).toMatch(/certificateFile: .*wrong certificatePassphrase/);
+    expect(issue("missing")).toMatch(/certificateFile: cannot read .*nope\.p12: no such file/);
+    expect(issue("legacy")).toMatch(/legacy encryption.*openssl pkcs12 -legacy/);
+    expect(issue("devcert")).toMatch(
+      /is for sandbox only, endpoint https:\/\/api\.push\.apple\.com is production/,
+    );
+    expect(issue("othertopic")).toMatch(/is for im\.monal\.app, not topic im\.other\.app/);
+    expect(issue("both")).toMatch(/certificateFile: give either a certificate or a key/);
+    expect(issue("h2c")).toMatch(/endpoint: certificate authentication needs https/);
+    // a .p8 app still needs its key and ids
+    expect(
+      errorsOf(
+        MINIMAL.replace("    privateKeyFile: /etc/lichen-push/apns.p8\n", "").replace(
+          "    keyId: KEY1234567\n",
+          "",
+        ),
+      ),
+    ).toEqual([
+      "apps.monal.privateKeyPem: give exactly one of privateKeyPem and privateKeyFile (a .p8 key), or certificateFile (a .p12)",
+      "apps.monal.keyId: required with a .p8 key",
+    ]);
+  });
+
+  it("per-app additionalData, rateLimit and blacklist: parsed, with field-named errors", () => {
+    const withApp = (extra: string) => MINIMAL + extra;
+    const ok = parseConfigText(
+      withApp(
+        `    additionalData: { marker: v1, n: 2 }\n    rateLimit: { window: 5s }\n    blacklist: { firstBlock: 1h }\n`,
+      ),
+    );
+    expect(ok.apps.monal).toMatchObject({
+      additionalData: { marker: "v1", n: 2 },
+      rateLimit: { window: 5000 },
+      blacklist: { firstBlock: 3_600_000 },
+    });
+    expect(ok.rateLimit.window).toBe(20_000);
+    expect(
+      errorsOf(
+        withApp(
+          `    additionalData: { aps: { alert: x } }\n    rateLimit: { window: soon, burst: 3 }\n`,
+        ),
+      ),
+    ).toEqual([
+      "apps.monal.additionalData: the aps key is the appserver's",
+      'apps.monal.rateLimit.window: expected a duration like "20s", "10m", "24h" or milliseconds, got "soon"',
+      "apps.monal.rateLimit.burst: unknown field",
+    ]);
   });
 });

@@ -222,6 +222,70 @@ describe("push pipeline against the APNs simulator", { timeout: 120_000 }, () =>
     }
   });
 
+  it("per-app settings: additionalData beside aps, the app's own rate-limit window and token block; another app keeps the global values", async () => {
+    const clock = new ManualClock(Date.now());
+    const node = await startNode(
+      apns.createSender,
+      {
+        apps: {
+          ios: {
+            ...apns.app(3),
+            additionalData: { "lichen-marker": "v1", flags: [1, 2] },
+            rateLimit: { window: "5s", hardLimit: "30s" },
+            blacklist: { firstBlock: "1h" },
+          },
+          plain: apns.app(4),
+        },
+      },
+      { clock },
+    );
+    try {
+      const send = async (id: string, token: string, app: string) => {
+        node.xmpp.send(pushIq({ id, token, app }));
+        return node.xmpp.waitFor(id);
+      };
+      const a = tok("c1");
+      expect((await send("a1", a, "ios")).type).toBe("result");
+      const [d] = await apns.waitForDeliveries(a, 1);
+      expect(JSON.parse(d!.payload)).toMatchObject({
+        "lichen-marker": "v1",
+        flags: [1, 2],
+        aps: { "mutable-content": 1 },
+      });
+      const hash = (t: string) => node.server.hasher.hash(t, true);
+      expect((await send("a2", a, "ios")).type).toBe("result");
+      expect(node.server.service.limiter.state(hash(a)).queuedDue).toBe(clock.now() + 5_000);
+      clock.advance(5_000);
+      await apns.waitForDeliveries(a, 2);
+
+      const b = tok("c2");
+      expect((await send("b1", b, "plain")).type).toBe("result");
+      expect((await send("b2", b, "plain")).type).toBe("result");
+      expect(node.server.service.limiter.state(hash(b)).queuedDue).toBe(clock.now() + 20_000);
+      expect(JSON.parse((await apns.waitForDeliveries(b, 1))[0]!.payload)).toEqual({
+        aps: expect.any(Object),
+      });
+
+      const deadIos = tok("c3");
+      const deadPlain = tok("c4");
+      apns.script(deadIos, "unregistered");
+      apns.script(deadPlain, "unregistered");
+      expect((await send("x1", deadIos, "ios")).raw).toContain("reports this token invalid");
+      expect((await send("x2", deadPlain, "plain")).raw).toContain("reports this token invalid");
+      expect(node.server.tokens.get(hash(deadIos))?.until).toBe(clock.now() + 3_600_000);
+      expect(node.server.tokens.get(hash(deadPlain))?.until).toBe(clock.now() + 86_400_000);
+
+      const limited = tok("c5");
+      apns.script(limited, "too-many-requests");
+      expect((await send("l1", limited, "ios")).raw).toContain("rate-limits this token");
+      expect(node.server.service.limiter.state(hash(limited)).nextAllowed).toBe(
+        clock.now() + 30_000,
+      );
+    } finally {
+      await node.stop();
+    }
+  });
+
   it("provider 429 → wait error and the token is held back by the hard limit (600 s)", async () => {
     const clock = new ManualClock(Date.now());
     const node = await startNode(apns.createSender, { apps: { default: apns.app(4) } }, { clock });

@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import {
+  ApnsCertificateAuthority,
   generateApnsKey,
   startApnsSimulator,
   type ApnsKey,
@@ -361,5 +362,49 @@ describe("APNs provider against the simulator", { timeout: 60_000 }, () => {
       reason: "ProviderClosed",
     });
     expect(sim.deliveries).toHaveLength(1);
+  });
+
+  it("certificate authentication: the .p12 is every session's client certificate, requests carry no JWT; a foreign topic or an untrusted certificate is misconfigured", async () => {
+    const ca = new ApnsCertificateAuthority();
+    const sim = await startApnsSimulator({
+      keys: [],
+      topics: [TOPIC, "im.other.app"],
+      certificates: { ca },
+    });
+    cleanup.push(() => sim.stop());
+    const cert = ca.issue({ topic: TOPIC, passphrase: "pw" });
+    const make = (over: Partial<ApnsAppConfig> = {}) => {
+      const p = createProvider({
+        type: "apns",
+        name: "ios",
+        topic: TOPIC,
+        certificate: { pfx: cert.p12, passphrase: "pw" },
+        endpoint: sim.url,
+        caPem: sim.caPem!,
+        connections: 2,
+        requestTimeoutMs: 5000,
+        ...over,
+      });
+      cleanup.push(() => p.close());
+      return p;
+    };
+    const provider = make();
+    const tokens = [token(), token(), token()];
+    const results = await Promise.all(tokens.map((t) => provider.send(push({ token: t }))));
+    expect(results.map((r) => r.outcome)).toEqual(["delivered", "delivered", "delivered"]);
+    const [d] = sim.deliveriesFor(tokens[0]!);
+    expect(d?.headers.authorization).toBeUndefined();
+    expect(d?.headers["apns-topic"]).toBe(TOPIC);
+    expect(await make({ topic: "im.other.app" }).send(push())).toMatchObject({
+      outcome: "misconfigured",
+      status: 400,
+      reason: "TopicDisallowed",
+    });
+    const stranger = new ApnsCertificateAuthority().issue({ topic: TOPIC });
+    expect(await make({ certificate: { pfx: stranger.p12 } }).send(push())).toMatchObject({
+      outcome: "misconfigured",
+      status: 403,
+      reason: "BadCertificate",
+    });
   });
 });

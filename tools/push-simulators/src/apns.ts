@@ -2,6 +2,8 @@ import { createPublicKey, randomUUID, type KeyObject } from "node:crypto";
 import http2 from "node:http2";
 import type { AddressInfo } from "node:net";
 import { compactVerify, decodeProtectedHeader } from "jose";
+import type { TLSSocket } from "node:tls";
+import { apnsCertificateKind, type ApnsCertificateAuthority } from "./certificates.js";
 import { DeliveryLog } from "./delivery-log.js";
 import { makeLoopbackCert } from "./tls.js";
 
@@ -24,6 +26,15 @@ export interface ApnsSimulatorOptions {
   /** TLS with a fresh self-signed certificate (exposed as `caPem`); h2c by default. */
   tls?: boolean;
   keys: ApnsSimulatorKey[];
+  /**
+   * Certificate-based provider authentication (TLS client certificates issued by `ca`, shaped like
+   * Apple's: see ApnsCertificateAuthority), besides JWTs. Implies `tls`. A request without an
+   * authorization header is authenticated by the connection's certificate: untrusted → 403
+   * BadCertificate, issued for the other environment → 403 BadCertificateEnvironment, apns-topic
+   * neither the certificate's bundle id (subject UID) nor one of its .voip/.complication topics →
+   * 400 TopicDisallowed; a missing apns-topic means the bundle id.
+   */
+  certificates?: { ca: ApnsCertificateAuthority; environment?: "production" | "sandbox" };
   /** apns-topic values this simulator accepts (others get 400 TopicDisallowed). */
   topics: string[];
   /** SETTINGS_MAX_CONCURRENT_STREAMS announced to clients (default 1000, like Apple). */
@@ -182,9 +193,17 @@ export async function startApnsSimulator(o: ApnsSimulatorOptions): Promise<ApnsS
   let tokensAccepted = 0;
 
   const settings: http2.Settings = { maxConcurrentStreams: o.maxConcurrentStreams ?? 1000 };
-  const cert = o.tls ? makeLoopbackCert() : undefined;
+  const cert = o.tls || o.certificates ? makeLoopbackCert() : undefined;
   const server = cert
-    ? http2.createSecureServer({ key: cert.keyPem, cert: cert.certPem, settings })
+    ? http2.createSecureServer({
+        key: cert.keyPem,
+        cert: cert.certPem,
+        settings,
+        // Verified per request (an untrusted certificate gets Apple's 403 BadCertificate answer).
+        ...(o.certificates
+          ? { requestCert: true, rejectUnauthorized: false, ca: o.certificates.ca.certPem }
+          : {}),
+      })
     : http2.createServer({ settings });
 
   const open = new Map<http2.Http2Session, number>();
@@ -259,7 +278,34 @@ export async function startApnsSimulator(o: ApnsSimulatorOptions): Promise<ApnsS
     tokensAccepted++;
   }
 
-  function checkHeaders(h: http2.IncomingHttpHeaders, rawHeaders: string[]): void {
+  /**
+   * Certificate authentication of a request without a provider token: the topics the
+   * connection's client certificate may push to.
+   */
+  function checkCertificate(session: http2.Http2Session | undefined): string[] {
+    const socket = session?.socket as TLSSocket | undefined;
+    const peer =
+      o.certificates && socket?.getPeerCertificate ? socket.getPeerCertificate() : undefined;
+    if (!peer || !peer.subject) throw new Reject(403, "MissingProviderToken");
+    if (!socket!.authorized) throw new Reject(403, "BadCertificate");
+    const cn = String(peer.subject.CN ?? "");
+    const uid = peer.subject.UID;
+    const kind = apnsCertificateKind(cn);
+    if (!kind || typeof uid !== "string" || uid === "") throw new Reject(403, "BadCertificate");
+    const env = o.certificates!.environment ?? "production";
+    if (
+      (kind === "development" && env === "production") ||
+      (kind === "production" && env === "sandbox")
+    )
+      throw new Reject(403, "BadCertificateEnvironment");
+    return [uid, `${uid}.voip`, `${uid}.complication`];
+  }
+
+  function checkHeaders(
+    h: http2.IncomingHttpHeaders,
+    rawHeaders: string[],
+    certTopics?: string[],
+  ): void {
     const seen = new Set<string>();
     for (let i = 0; i < rawHeaders.length; i += 2) {
       const name = (rawHeaders[i] ?? "").toLowerCase();
@@ -267,10 +313,12 @@ export async function startApnsSimulator(o: ApnsSimulatorOptions): Promise<ApnsS
       if (seen.has(name)) throw new Reject(400, "DuplicateHeaders");
       seen.add(name);
     }
-    const topic = h["apns-topic"];
+    // With a certificate, a missing apns-topic means the certificate's bundle id.
+    const topic = h["apns-topic"] ?? certTopics?.[0];
     if (typeof topic !== "string" || topic === "") throw new Reject(400, "MissingTopic");
     if (!/^[A-Za-z0-9.\-_]+$/.test(topic)) throw new Reject(400, "BadTopic");
     if (!topics.has(topic)) throw new Reject(400, "TopicDisallowed");
+    if (certTopics && !certTopics.includes(topic)) throw new Reject(400, "TopicDisallowed");
     const pushType = h["apns-push-type"];
     if (typeof pushType !== "string" || !PUSH_TYPES.has(pushType)) {
       throw new Reject(400, "InvalidPushType");
@@ -391,8 +439,10 @@ export async function startApnsSimulator(o: ApnsSimulatorOptions): Promise<ApnsS
       if (!m) throw new Reject(404, "BadPath");
       if (h[":method"] !== "POST") throw new Reject(405, "MethodNotAllowed");
       const auth = typeof h.authorization === "string" ? h.authorization : undefined;
-      await checkAuth(stream.session, auth);
-      checkHeaders(h, rawHeaders);
+      let certTopics: string[] | undefined;
+      if (auth === undefined && o.certificates) certTopics = checkCertificate(stream.session);
+      else await checkAuth(stream.session, auth);
+      checkHeaders(h, rawHeaders, certTopics);
       if (token === "") throw new Reject(400, "MissingDeviceToken");
       if (!TOKEN_RE.test(token)) throw new Reject(400, "BadDeviceToken");
       if (size === 0) throw new Reject(400, "PayloadEmpty");

@@ -8,6 +8,12 @@ export {
   type ApnsSimulatorOptions,
 } from "./apns.js";
 export {
+  ApnsCertificateAuthority,
+  apnsCertificateKind,
+  type ApnsCertificateKind,
+  type ApnsClientCertificate,
+} from "./certificates.js";
+export {
   generateApnsKey,
   generateFcmServiceAccount,
   type ApnsKey,

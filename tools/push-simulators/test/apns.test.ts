@@ -3,6 +3,7 @@ import http2 from "node:http2";
 import { importPKCS8, SignJWT } from "jose";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import {
+  ApnsCertificateAuthority,
   generateApnsKey,
   startApnsSimulator,
   type ApnsKey,
@@ -340,5 +341,59 @@ describe("APNs simulator contract (raw HTTP/2 requests)", { timeout: 60_000 }, (
     const err = await new Promise<Error>((r) => untrusted.once("error", r));
     untrusted.destroy();
     expect(err.message).toMatch(/self[- ]signed/i);
+  });
+
+  it("certificate authentication: the client certificate's bundle id is the topic; untrusted, wrong environment and foreign topics get Apple's answers", async () => {
+    const ca = new ApnsCertificateAuthority();
+    const { sim } = await start({
+      certificates: { ca, environment: "production" },
+      topics: [TOPIC, `${TOPIC}.voip`, "im.other.app"],
+    });
+    const connect = (c?: { p12: Buffer; passphrase: string }) => {
+      const s = http2.connect(sim.url, {
+        ca: sim.caPem!,
+        ...(c ? { pfx: c.p12, passphrase: c.passphrase } : {}),
+      });
+      s.on("error", () => undefined);
+      cleanup.push(() => void s.destroy());
+      return s;
+    };
+    const { authorization: _jwt, ...noJwt } = await good();
+    const { "apns-topic": _t, ...noTopic } = noJwt;
+    const universal = connect(ca.issue({ topic: TOPIC, passphrase: "pw" }));
+    expect((await raw(universal, noJwt, PAYLOAD)).status).toBe(200);
+    // a missing apns-topic means the certificate's bundle id; its .voip topic is allowed too
+    expect((await raw(universal, noTopic, PAYLOAD)).status).toBe(200);
+    expect(
+      (
+        await raw(
+          universal,
+          { ...noJwt, "apns-topic": `${TOPIC}.voip`, "apns-push-type": "voip" },
+          PAYLOAD,
+        )
+      ).status,
+    ).toBe(200);
+    const foreign = await raw(universal, { ...noJwt, "apns-topic": "im.other.app" }, PAYLOAD);
+    expect([foreign.status, JSON.parse(foreign.body)]).toEqual([
+      400,
+      { reason: "TopicDisallowed" },
+    ]);
+    const dev = connect(ca.issue({ topic: TOPIC, kind: "development" }));
+    const wrongEnv = await raw(dev, noJwt, PAYLOAD);
+    expect([wrongEnv.status, JSON.parse(wrongEnv.body)]).toEqual([
+      403,
+      { reason: "BadCertificateEnvironment" },
+    ]);
+    const stranger = connect(new ApnsCertificateAuthority().issue({ topic: TOPIC }));
+    const untrusted = await raw(stranger, noJwt, PAYLOAD);
+    expect([untrusted.status, JSON.parse(untrusted.body)]).toEqual([
+      403,
+      { reason: "BadCertificate" },
+    ]);
+    const none = await raw(connect(), noJwt, PAYLOAD);
+    expect([none.status, JSON.parse(none.body)]).toEqual([403, { reason: "MissingProviderToken" }]);
+    // JWT authentication still works on the same simulator
+    expect((await raw(connect(), await good(), PAYLOAD)).status).toBe(200);
+    expect(sim.deliveries).toHaveLength(4);
   });
 });

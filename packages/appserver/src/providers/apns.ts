@@ -23,12 +23,14 @@ const NOOP_LOGGER: ProviderLogger = { warn: () => undefined, info: () => undefin
 export function apnsPayload(
   kind: ProviderPush["kind"],
   alert: { title: string; body: string } = DEFAULT_ALERT,
+  additionalData?: Record<string, unknown>,
 ): string {
   const aps =
     kind === "alert"
       ? { alert: { title: alert.title, body: alert.body }, "mutable-content": 1, sound: "default" }
       : { "content-available": 1 };
-  return JSON.stringify({ aps });
+  // The operator's fixed extra keys (apps.<name>.additionalData, fpush's) beside `aps`.
+  return JSON.stringify(additionalData ? { ...additionalData, aps } : { aps });
 }
 
 /** Maps an APNs response (status + reason) to what the appserver should do about it. */
@@ -83,12 +85,15 @@ export class ApnsProvider implements PushProvider {
   readonly name: string;
   private readonly slots: Slot[];
   private readonly queue: Waiting[] = [];
-  private readonly key: Promise<CryptoKey>;
+  /** Token authentication's signing key (undefined: certificate authentication). */
+  private readonly key: Promise<CryptoKey> | undefined;
   private readonly tokens = new WeakMap<http2.ClientHttp2Session, ApnsProviderToken>();
   private readonly clock: () => number;
   private readonly logger: ProviderLogger;
   private readonly timeoutMs: number;
   private readonly alert: { title: string; body: string };
+  /** The payload of each push kind: fixed for an app, built once. */
+  private readonly payloads: Record<ProviderPush["kind"], string>;
   private closed = false;
 
   constructor(
@@ -100,11 +105,17 @@ export class ApnsProvider implements PushProvider {
     this.logger = opts.logger ?? NOOP_LOGGER;
     this.timeoutMs = app.requestTimeoutMs ?? 10_000;
     this.alert = app.alert ?? DEFAULT_ALERT;
+    this.payloads = {
+      alert: apnsPayload("alert", this.alert, app.additionalData),
+      background: apnsPayload("background", this.alert, app.additionalData),
+    };
     const n = Math.max(1, app.connections ?? 2);
     this.slots = Array.from({ length: n }, (_, index) => ({ index, active: 0, limit: 1 }));
-    this.key = loadApnsKey(app.privateKeyPem);
+    if ((app.privateKeyPem === undefined) === (app.certificate === undefined))
+      throw new Error(`APNs app ${app.name}: give either a .p8 key or a certificate`);
+    this.key = app.privateKeyPem !== undefined ? loadApnsKey(app.privateKeyPem) : undefined;
     // Surface a broken key at start-up instead of on the first push.
-    this.key.catch((e: unknown) => {
+    this.key?.catch((e: unknown) => {
       this.logger.warn({ err: String(e) }, "APNs key cannot be loaded");
     });
   }
@@ -179,7 +190,17 @@ export class ApnsProvider implements PushProvider {
   private connect(slot: Slot): void {
     let session: http2.ClientHttp2Session;
     try {
-      session = http2.connect(this.app.endpoint, this.app.caPem ? { ca: this.app.caPem } : {});
+      const cert = this.app.certificate;
+      session = http2.connect(this.app.endpoint, {
+        ...(this.app.caPem ? { ca: this.app.caPem } : {}),
+        // Certificate authentication: the .p12 is the TLS client certificate of every session.
+        ...(cert
+          ? {
+              pfx: cert.pfx,
+              ...(cert.passphrase !== undefined ? { passphrase: cert.passphrase } : {}),
+            }
+          : {}),
+      });
     } catch (e) {
       for (const w of this.queue.splice(0)) {
         this.settle(w, {
@@ -263,10 +284,12 @@ export class ApnsProvider implements PushProvider {
       .finally(release);
   }
 
-  private tokenOf(session: http2.ClientHttp2Session): ApnsProviderToken {
+  /** The session's provider token (undefined with certificate authentication). */
+  private tokenOf(session: http2.ClientHttp2Session): ApnsProviderToken | undefined {
+    if (!this.key) return undefined;
     let t = this.tokens.get(session);
     if (!t) {
-      const { keyId, teamId } = this.app;
+      const { keyId = "", teamId = "" } = this.app;
       t = new ApnsProviderToken({ keyId, teamId, key: this.key }, this.clock);
       this.tokens.set(session, t);
     }
@@ -275,14 +298,15 @@ export class ApnsProvider implements PushProvider {
 
   private async request(session: http2.ClientHttp2Session, w: Waiting): Promise<ProviderResult> {
     const p = w.push;
-    let jwt: string;
+    let jwt: string | undefined;
     try {
-      jwt = await this.tokenOf(session).get();
+      const token = this.tokenOf(session);
+      jwt = token ? await token.get() : undefined;
     } catch (e) {
       return { outcome: "misconfigured", status: 0, reason: `InvalidSigningKey: ${String(e)}` };
     }
     if (w.settled) return { outcome: "transient", status: 0, reason: "Timeout" };
-    const body = apnsPayload(p.kind, this.alert);
+    const body = this.payloads[p.kind];
     if (Buffer.byteLength(body) > MAX_PAYLOAD) {
       return { outcome: "misconfigured", status: 0, reason: "PayloadTooLarge" };
     }
@@ -290,7 +314,7 @@ export class ApnsProvider implements PushProvider {
     const headers: http2.OutgoingHttpHeaders = {
       ":method": "POST",
       ":path": `/3/device/${encodeURIComponent(p.token)}`,
-      authorization: `bearer ${jwt}`,
+      ...(jwt !== undefined ? { authorization: `bearer ${jwt}` } : {}),
       "apns-topic": this.app.topic,
       "apns-push-type": p.kind,
       "apns-priority": p.kind === "alert" ? "10" : "5",
@@ -348,8 +372,8 @@ export class ApnsProvider implements PushProvider {
           // A proxy or a broken server: keep the status as the reason.
         }
         const token = this.tokenOf(session);
-        if (status === 403 && reason === "ExpiredProviderToken") token.markExpired();
-        if (status === 429 && reason === "TooManyProviderTokenUpdates") token.revert();
+        if (status === 403 && reason === "ExpiredProviderToken") token?.markExpired();
+        if (status === 429 && reason === "TooManyProviderTokenUpdates") token?.revert();
         finish(classifyApns(status, reason, parseRetryAfter(responseHeaders["retry-after"])));
       });
       req.on("error", (e: Error & { code?: string }) => {

@@ -25,11 +25,15 @@ interface GoogleError {
 }
 
 /** The FCM v1 message: data only, nothing but the push kind, so no content leaves the server. */
-export function fcmMessage(p: ProviderPush): { message: Record<string, unknown> } {
+export function fcmMessage(
+  p: ProviderPush,
+  additionalData?: Record<string, string>,
+): { message: Record<string, unknown> } {
   return {
     message: {
       token: p.token,
-      data: { kind: p.kind },
+      // the operator's fixed extra keys (apps.<name>.additionalData) first: `kind` is ours
+      data: { ...additionalData, kind: p.kind },
       android: {
         priority: p.kind === "alert" ? "high" : "normal",
         ttl: `${Math.max(0, Math.floor(p.ttlSeconds))}s`,
@@ -128,7 +132,7 @@ export class FcmProvider implements PushProvider {
       res = await this.api.request(this.sendUrl, {
         method: "POST",
         headers: { authorization: `Bearer ${accessToken}`, "content-type": "application/json" },
-        body: JSON.stringify(fcmMessage(push)),
+        body: JSON.stringify(fcmMessage(push, this.app.additionalData)),
         timeoutMs: this.timeoutMs,
       });
     } catch (e) {

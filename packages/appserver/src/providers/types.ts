@@ -32,10 +32,12 @@ export interface ApnsAppConfig {
   name: string;
   /** Bundle id sent as apns-topic. */
   topic: string;
-  teamId: string;
-  keyId: string;
-  /** The .p8 (PKCS#8 P-256) key. */
-  privateKeyPem: string;
+  /** Token authentication: the .p8 (PKCS#8 P-256) key and its ids ... */
+  teamId?: string;
+  keyId?: string;
+  privateKeyPem?: string;
+  /** ... or certificate authentication: a .p12 presented as the TLS client certificate. */
+  certificate?: { pfx: Buffer; passphrase?: string };
   /** Origin, e.g. https://api.push.apple.com or http://127.0.0.1:PORT (h2c, simulator). */
   endpoint: string;
   /** Extra CA to trust (simulator's self-signed certificate). */
@@ -46,6 +48,8 @@ export interface ApnsAppConfig {
   requestTimeoutMs?: number;
   /** Placeholder alert shown until the Notification Service Extension replaces it. */
   alert?: { title: string; body: string };
+  /** Fixed extra payload keys beside `aps` (fpush's additionalData). */
+  additionalData?: Record<string, unknown>;
 }
 
 export interface FcmAppConfig {
@@ -62,6 +66,8 @@ export interface FcmAppConfig {
   endpoint: string;
   caPem?: string;
   requestTimeoutMs?: number;
+  /** Fixed extra keys of the message's data map (FCM data values are strings). */
+  additionalData?: Record<string, string>;
 }
 
 export type ProviderAppConfig = ApnsAppConfig | FcmAppConfig;
