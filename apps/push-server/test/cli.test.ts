@@ -1,11 +1,12 @@
 import { spawn, spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { get } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { FakeComponentServer, pushIq } from "@lichen/appserver";
+import { FakeComponentServer, loadConfigFile, pushIq } from "@lichen/appserver";
 import {
+  ApnsCertificateAuthority,
   generateApnsKey,
   generateFcmServiceAccount,
   startApnsSimulator,
@@ -111,8 +112,16 @@ describe("lichen-push CLI", { timeout: 120_000 }, () => {
     expect(s.out).not.toContain("started");
   });
 
-  it("import-fpush: fpush's settings.json → a lichen-push config, with a note for everything without an equivalent", () => {
+  it("import-fpush: fpush's settings.json → a lichen-push config (certificate, additionalData, per-module limits), with a note for everything without an equivalent", () => {
     const dir = mkdtempSync(join(tmpdir(), "lichen-push-fpush-"));
+    const p12 = join(dir, "prod.p12");
+    writeFileSync(
+      p12,
+      new ApnsCertificateAuthority().issue({
+        topic: "G7YU7X7KRJ.SworIM",
+        passphrase: "p12-password",
+      }).p12,
+    );
     const sa = generateFcmServiceAccount();
     const saFile = join(dir, "service-account.json");
     writeFileSync(
@@ -140,7 +149,7 @@ describe("lichen-push CLI", { timeout: 120_000 }, () => {
             type: "apple",
             is_default_module: true,
             apns: {
-              certFilePath: "/etc/fpush/prod.p12",
+              certFilePath: p12,
               certPassword: "p12-password",
               topic: "G7YU7X7KRJ.SworIM",
               environment: "production",
@@ -159,24 +168,26 @@ describe("lichen-push CLI", { timeout: 120_000 }, () => {
     const r = run(["import-fpush", settings, "-o", out]);
     expect(r.code, r.err).toBe(0);
     expect(r.err).toMatch(
-      /pushModules\.monalProdiOS\.apns\.certFilePath: .*certificate \(\.p12\).*\.p8/,
+      /pushModules\.monalProdiOS\.apns\.certFilePath: → apps\.monalProdiOS\.certificateFile/,
     );
-    expect(r.err).toMatch(/pushModules\.monalProdiOS\.apns\.additionalData: no equivalent/);
     expect(r.err).toMatch(/pushModules\.demo: module type "demo" has no lichen-push equivalent/);
     expect(r.err).toMatch(/pushModules\.monalAndroid\.fcm: service account .*private key written/);
     expect(r.err).not.toContain("p12-password");
     const yaml = readFileSync(out, "utf8");
-    expect(yaml).not.toContain("p12-password");
     expect(yaml).toContain('defaultApp: "monalProdiOS"');
-    expect(yaml).toContain('topic: "G7YU7X7KRJ.SworIM"');
-    // check-config: only the APNs key the operator still has to create is missing
+    // the certificate, its passphrase (the file is owner-only), the extra payload keys and the
+    // module's own limits, checked through check-config's parse of the written file
     const c = run(["check-config", out]);
-    expect(c.code).toBe(2);
-    expect(c.err.trim().split("\n").slice(1)).toEqual([
-      expect.stringMatching(
-        /^ {2}apps\.monalProdiOS\.privateKeyFile: cannot read .*AuthKey_monalProdiOS\.p8: no such file$/,
-      ),
-    ]);
+    expect(c.code, c.err).toBe(0);
+    expect(loadConfigFile(out, {}).apps.monalProdiOS).toMatchObject({
+      topic: "G7YU7X7KRJ.SworIM",
+      certificateFile: p12,
+      certificatePassphrase: "p12-password",
+      additionalData: { sound: "default" },
+      rateLimit: { window: 20_000, hardLimit: 600_000 },
+      blacklist: { firstBlock: 86_400_000, repeatBlock: 432_000_000 },
+    });
+    expect(statSync(out).mode & 0o777).toBe(0o600);
     expect(run(["import-fpush", join(dir, "nope.json")]).err).toMatch(/cannot read/);
     writeFileSync(join(dir, "bad.json"), "{ not json");
     expect(run(["import-fpush", join(dir, "bad.json")]).err).toMatch(/bad\.json: not JSON/);

@@ -4,6 +4,11 @@ import type { Clock } from "./clock.js";
 export interface TokenBlock {
   until: number;
   strikes: number;
+  /**
+   * When the provider last called the token invalid (the block's start), if known: an operator's
+   * unblock (a tombstone) outweighs entries from before it, and entries of unknown age.
+   */
+  since?: number;
 }
 
 /** Where a change came from: this node, or another node / the persisted state. */
@@ -15,13 +20,14 @@ export type BlacklistChange =
       hash: string;
       until: number;
       strikes: number;
+      since?: number;
       domain?: string;
       origin: ChangeOrigin;
     }
   | { kind: "domain"; domain: string; until: number; origin: ChangeOrigin }
   | { kind: "domain-event"; domain: string; hash: string; at: number; origin: ChangeOrigin }
   | { kind: "domain-unblock"; domain: string; at: number; origin: ChangeOrigin }
-  | { kind: "token-unblock"; hash: string; origin: ChangeOrigin };
+  | { kind: "token-unblock"; hash: string; at: number; origin: ChangeOrigin };
 
 export type ChangeListener = (change: BlacklistChange) => void;
 
@@ -44,6 +50,8 @@ export interface TokenBlacklistOptions {
  */
 export class TokenBlacklist {
   private readonly entries = new Map<string, TokenBlock>();
+  /** Operator unblocks (hash → when): older entries coming back from a node or Redis are ignored. */
+  private readonly unblockedAt = new Map<string, number>();
   private readonly listeners: ChangeListener[] = [];
 
   constructor(private readonly opts: TokenBlacklistOptions) {}
@@ -72,7 +80,14 @@ export class TokenBlacklist {
     const ext = hitExtensionMs ?? this.opts.hitExtensionMs;
     if (e.until - now < ext / 2) {
       e.until = now + ext;
-      this.emit({ kind: "token", hash, until: e.until, strikes: e.strikes, origin: "local" });
+      this.emit({
+        kind: "token",
+        hash,
+        until: e.until,
+        strikes: e.strikes,
+        ...(e.since !== undefined ? { since: e.since } : {}),
+        origin: "local",
+      });
     }
     return true;
   }
@@ -96,13 +111,14 @@ export class TokenBlacklist {
           ? (durations?.repeatBlockMs ?? this.opts.repeatBlockMs)
           : (durations?.firstBlockMs ?? this.opts.firstBlockMs)),
     );
-    const e = { until, strikes };
+    const e = { until, strikes, since: now };
     this.entries.set(hash, e);
     this.emit({
       kind: "token",
       hash,
       until,
       strikes,
+      since: now,
       ...(domain ? { domain } : {}),
       origin: "local",
     });
@@ -113,28 +129,77 @@ export class TokenBlacklist {
    * An operator lifts a token's block (the provider called it invalid by mistake, or it was
    * re-registered): the entry and its strikes are forgotten. Returns whether there was one.
    */
-  unblock(hash: string, origin: ChangeOrigin = "local"): boolean {
-    const had = this.entries.delete(hash);
-    this.emit({ kind: "token-unblock", hash, origin });
+  unblock(hash: string, origin: ChangeOrigin = "local", at = this.opts.clock.now()): boolean {
+    // The tombstone: a node that missed this unblock must not bring the entry back (sync, resync).
+    this.unblockedAt.set(hash, Math.max(at, this.unblockedAt.get(hash) ?? 0));
+    const e = this.entries.get(hash);
+    // a block reported after the unblock (another node, a new invalid answer) stays
+    const had = e !== undefined && (e.since === undefined || e.since <= at);
+    if (had) this.entries.delete(hash);
+    this.emit({ kind: "token-unblock", hash, at, origin });
     return had;
   }
 
-  /** Applies an entry from another node or from storage. Returns true when local state changed. */
-  merge(hash: string, until: number, strikes: number, origin: ChangeOrigin = "remote"): boolean {
+  /** When an operator last unblocked this token (within tombstoneMs), if at all. */
+  unblockedSince(hash: string): number | undefined {
+    return this.unblockedAt.get(hash);
+  }
+
+  /** Tombstones (hash → unblock time), for a resync. */
+  allUnblocks(): IterableIterator<[string, number]> {
+    return this.unblockedAt.entries();
+  }
+
+  /** How long a tombstone outlives its unblock: as long as a block from before it can last. */
+  get tombstoneMs(): number {
+    return Math.max(this.opts.firstBlockMs, this.opts.repeatBlockMs) + this.opts.hitExtensionMs;
+  }
+
+  /**
+   * Applies an entry from another node or from storage. Returns true when local state changed.
+   * An entry from before an operator's unblock of the token (or of unknown age) is ignored.
+   */
+  merge(
+    hash: string,
+    until: number,
+    strikes: number,
+    origin: ChangeOrigin = "remote",
+    since?: number,
+  ): boolean {
+    const unblocked = this.unblockedAt.get(hash);
+    if (unblocked !== undefined && (since === undefined || since <= unblocked)) return false;
     const prev = this.entries.get(hash);
-    if (prev && prev.until >= until && prev.strikes >= strikes) return false;
-    const e = {
+    const newSince =
+      since === undefined
+        ? prev?.since
+        : prev?.since === undefined
+          ? since
+          : Math.max(since, prev.since);
+    if (prev && prev.until >= until && prev.strikes >= strikes && newSince === prev.since)
+      return false;
+    const e: TokenBlock = {
       until: Math.max(prev?.until ?? 0, until),
       strikes: Math.max(prev?.strikes ?? 0, strikes),
+      ...(newSince !== undefined ? { since: newSince } : {}),
     };
     this.entries.set(hash, e);
-    this.emit({ kind: "token", hash, until: e.until, strikes: e.strikes, origin });
+    this.emit({
+      kind: "token",
+      hash,
+      until: e.until,
+      strikes: e.strikes,
+      ...(e.since !== undefined ? { since: e.since } : {}),
+      origin,
+    });
     return true;
   }
 
-  /** Forgets entries expired for longer than memoryMs; returns their hashes. */
+  /** Forgets entries expired for longer than memoryMs, and old tombstones; returns the hashes. */
   sweep(): string[] {
-    const limit = this.opts.clock.now() - this.opts.memoryMs;
+    const now = this.opts.clock.now();
+    for (const [h, at] of this.unblockedAt)
+      if (at < now - this.tombstoneMs) this.unblockedAt.delete(h);
+    const limit = now - this.opts.memoryMs;
     const gone: string[] = [];
     for (const [h, e] of this.entries) {
       if (e.until < limit) {

@@ -6,22 +6,43 @@ import type { BlacklistChange, DomainBlacklist, TokenBlacklist } from "./blackli
 import type { Clock } from "./clock.js";
 import type { AppServerMetrics } from "./metrics.js";
 
-// SET the key to "until:strikes" unless the stored entry already dominates; then PUBLISH the change.
+// SET the key to "until:strikes:since" unless the stored entry already dominates, or an operator's
+// unblock (the tombstone KEYS[3]) is newer than the block (since; 0 = unknown age); then PUBLISH.
 // Max-merge in Redis and on every node makes the order of updates irrelevant (convergent).
 const MERGE_TOKEN = `
-local cur = redis.call('GET', KEYS[1])
 local u = tonumber(ARGV[1])
 local s = tonumber(ARGV[2])
+local b = tonumber(ARGV[4]) or 0
+local tomb = tonumber(redis.call('GET', KEYS[3]) or '')
+if tomb and b <= tomb then return 0 end
+local cur = redis.call('GET', KEYS[1])
 if cur then
-  local cu, cs = string.match(cur, '^(%d+):(%d+)$')
+  local cu, cs, cb = string.match(cur, '^(%d+):(%d+):?(%d*)$')
   cu = tonumber(cu) or 0
   cs = tonumber(cs) or 0
-  if cu >= u and cs >= s then return 0 end
+  cb = tonumber(cb) or 0
+  if cu >= u and cs >= s and cb >= b then return 0 end
   if cu > u then u = cu end
   if cs > s then s = cs end
+  if cb > b then b = cb end
 end
-redis.call('SET', KEYS[1], u .. ':' .. s, 'PXAT', u)
+redis.call('SET', KEYS[1], u .. ':' .. s .. ':' .. b, 'PXAT', u)
 redis.call('PUBLISH', KEYS[2], ARGV[3])
+return 1`;
+
+// An operator's token unblock: the tombstone KEYS[2] = max(at), kept for ARGV[2] ms; the entry
+// KEYS[1] goes unless it is a block reported after the unblock; then PUBLISH.
+const UNBLOCK_TOKEN = `
+local at = tonumber(ARGV[1])
+local tomb = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+if tomb > at then at = tomb end
+redis.call('SET', KEYS[2], tostring(at), 'PX', ARGV[2])
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local cb = tonumber(string.match(cur, '^%d+:%d+:(%d+)$') or '0') or 0
+  if cb <= at then redis.call('DEL', KEYS[1]) end
+end
+redis.call('PUBLISH', KEYS[3], ARGV[3])
 return 1`;
 
 const MERGE_DOMAIN = `
@@ -33,11 +54,11 @@ redis.call('PUBLISH', KEYS[2], ARGV[2])
 return 1`;
 
 type Wire =
-  | { n: string; k: "t"; h: string; u: number; s: number; d?: string }
+  | { n: string; k: "t"; h: string; u: number; s: number; b?: number; d?: string }
   | { n: string; k: "d"; d: string; u: number }
   | { n: string; k: "e"; d: string; h: string; a: number }
   | { n: string; k: "x"; d: string; a: number }
-  | { n: string; k: "v"; h: string };
+  | { n: string; k: "v"; h: string; a?: number };
 
 export interface RedisSyncOptions {
   url: string;
@@ -94,8 +115,9 @@ export class RedisBlacklistSync extends EventEmitter {
       enableOfflineQueue: true,
       maxRetriesPerRequest: null,
     });
-    this.cmd.defineCommand("mergeToken", { numberOfKeys: 2, lua: MERGE_TOKEN });
+    this.cmd.defineCommand("mergeToken", { numberOfKeys: 3, lua: MERGE_TOKEN });
     this.cmd.defineCommand("mergeDomain", { numberOfKeys: 2, lua: MERGE_DOMAIN });
+    this.cmd.defineCommand("unblockToken", { numberOfKeys: 3, lua: UNBLOCK_TOKEN });
     for (const [name, c] of [
       ["cmd", this.cmd],
       ["sub", this.sub],
@@ -137,8 +159,24 @@ export class RedisBlacklistSync extends EventEmitter {
     const p = this.o.keyPrefix;
     const now = this.o.clock.now();
     const c2 = cmd as Redis & {
-      mergeToken(k1: string, k2: string, u: number, s: number, msg: string): Promise<number>;
+      mergeToken(
+        k1: string,
+        k2: string,
+        k3: string,
+        u: number,
+        s: number,
+        msg: string,
+        since: number,
+      ): Promise<number>;
       mergeDomain(k1: string, k2: string, u: number, msg: string): Promise<number>;
+      unblockToken(
+        k1: string,
+        k2: string,
+        k3: string,
+        at: number,
+        keepMs: number,
+        msg: string,
+      ): Promise<number>;
     };
     if (c.kind === "token") {
       if (c.until <= now) return;
@@ -148,16 +186,32 @@ export class RedisBlacklistSync extends EventEmitter {
         h: c.hash,
         u: c.until,
         s: c.strikes,
+        ...(c.since !== undefined ? { b: c.since } : {}),
         ...(c.domain ? { d: c.domain } : {}),
       };
-      await c2.mergeToken(`${p}tok:${c.hash}`, this.channel, c.until, c.strikes, JSON.stringify(w));
+      await c2.mergeToken(
+        `${p}tok:${c.hash}`,
+        this.channel,
+        `${p}tun:${c.hash}`,
+        c.until,
+        c.strikes,
+        JSON.stringify(w),
+        c.since ?? 0,
+      );
     } else if (c.kind === "domain") {
       if (c.until <= now) return;
       const w: Wire = { n: this.nodeId, k: "d", d: c.domain, u: c.until };
       await c2.mergeDomain(`${p}dom:${c.domain}`, this.channel, c.until, JSON.stringify(w));
     } else if (c.kind === "token-unblock") {
-      const w: Wire = { n: this.nodeId, k: "v", h: c.hash };
-      await cmd.multi().del(`${p}tok:${c.hash}`).publish(this.channel, JSON.stringify(w)).exec();
+      const w: Wire = { n: this.nodeId, k: "v", h: c.hash, a: c.at };
+      await c2.unblockToken(
+        `${p}tok:${c.hash}`,
+        `${p}tun:${c.hash}`,
+        this.channel,
+        c.at,
+        this.o.tokens.tombstoneMs,
+        JSON.stringify(w),
+      );
     } else if (c.kind === "domain-unblock") {
       // An operator's unblock: the block and the counted events go from Redis too, so that a
       // resync does not bring them back; nodes apply it on the message.
@@ -199,13 +253,23 @@ export class RedisBlacklistSync extends EventEmitter {
       Number.isSafeInteger(w.u) &&
       Number.isSafeInteger(w.s)
     ) {
-      changed = this.o.tokens.merge(w.h, w.u, w.s, "remote");
+      changed = this.o.tokens.merge(
+        w.h,
+        w.u,
+        w.s,
+        "remote",
+        Number.isSafeInteger(w.b) ? w.b : undefined,
+      );
       if (changed && typeof w.d === "string")
         this.o.domains.recordBadToken(w.d, w.h, this.o.clock.now(), "remote");
     } else if (w.k === "d" && typeof w.d === "string" && Number.isSafeInteger(w.u)) {
       changed = this.o.domains.merge(w.d, w.u, "remote");
     } else if (w.k === "v" && typeof w.h === "string" && HASH.test(w.h)) {
-      changed = this.o.tokens.unblock(w.h, "remote");
+      changed = this.o.tokens.unblock(
+        w.h,
+        "remote",
+        Number.isSafeInteger(w.a) ? w.a : this.o.clock.now(),
+      );
     } else if (w.k === "x" && typeof w.d === "string" && Number.isSafeInteger(w.a)) {
       changed = this.o.domains.unblock(w.d, "remote", w.a);
     } else if (
@@ -245,14 +309,45 @@ export class RedisBlacklistSync extends EventEmitter {
     const cmd = this.cmd;
     if (!cmd || this.stopped) return;
     const now = this.o.clock.now();
+    const p = this.o.keyPrefix;
+    // Tombstones first, both ways: a node that missed an operator's unblock drops the entry
+    // before it would push it back.
+    let pulled = 0;
+    let cursor = "0";
+    do {
+      const [next, keys] = await cmd.scan(cursor, "MATCH", `${p}tun:*`, "COUNT", 1000);
+      cursor = next;
+      if (keys.length === 0) continue;
+      const values = await cmd.mget(...keys);
+      keys.forEach((k, i) => {
+        const h = k.slice(p.length + 4);
+        const at = Number(values[i]);
+        if (!HASH.test(h) || !Number.isSafeInteger(at)) return;
+        if ((this.o.tokens.unblockedSince(h) ?? -1) < at) {
+          this.o.tokens.unblock(h, "remote", at);
+          pulled++;
+        }
+      });
+    } while (cursor !== "0");
     let batch: BlacklistChange[] = [];
     const flush = async () => {
       await Promise.all(batch.map((c) => this.publish(cmd, c)));
       batch = [];
     };
+    for (const [hash, at] of this.o.tokens.allUnblocks()) {
+      batch.push({ kind: "token-unblock", hash, at, origin: "local" });
+      if (batch.length >= 500) await flush();
+    }
     for (const [hash, e] of this.o.tokens.all()) {
       if (e.until <= now) continue;
-      batch.push({ kind: "token", hash, until: e.until, strikes: e.strikes, origin: "local" });
+      batch.push({
+        kind: "token",
+        hash,
+        until: e.until,
+        strikes: e.strikes,
+        ...(e.since !== undefined ? { since: e.since } : {}),
+        origin: "local",
+      });
       if (batch.length >= 500) await flush();
     }
     for (const [domain, until] of this.o.domains.allBlocks()) {
@@ -263,8 +358,6 @@ export class RedisBlacklistSync extends EventEmitter {
       if (batch.length >= 500) await flush();
     }
     await flush();
-    const p = this.o.keyPrefix;
-    let pulled = 0;
     for (const pattern of [`${p}tok:*`, `${p}dom:*`]) {
       let cursor = "0";
       do {
@@ -277,8 +370,13 @@ export class RedisBlacklistSync extends EventEmitter {
           if (typeof v !== "string") return;
           if (k.startsWith(`${p}tok:`)) {
             const h = k.slice(p.length + 4);
-            const m = /^(\d+):(\d+)$/.exec(v);
-            if (m && HASH.test(h) && this.o.tokens.merge(h, Number(m[1]), Number(m[2]), "remote"))
+            const m = /^(\d+):(\d+)(?::(\d+))?$/.exec(v);
+            const since = m?.[3] ? Number(m[3]) : undefined;
+            if (
+              m &&
+              HASH.test(h) &&
+              this.o.tokens.merge(h, Number(m[1]), Number(m[2]), "remote", since || undefined)
+            )
               pulled++;
           } else {
             const u = Number(v);
@@ -289,7 +387,7 @@ export class RedisBlacklistSync extends EventEmitter {
       } while (cursor !== "0");
     }
     const since = now - this.o.domains.windowMs;
-    let cursor = "0";
+    cursor = "0";
     do {
       const [next, keys] = await cmd.scan(cursor, "MATCH", `${p}dev:*`, "COUNT", 1000);
       cursor = next;

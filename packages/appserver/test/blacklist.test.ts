@@ -33,6 +33,38 @@ describe("TokenBlacklist", () => {
     expect(again.until).toBe(clock.now() + 5 * D);
   });
 
+  it("an unblock leaves a tombstone: older entries and entries of unknown age are not merged back, newer blocks are; it expires", () => {
+    const { clock, bl, changes } = tokens();
+    const blockedAt = clock.now();
+    const stale = bl.block("h");
+    clock.advance(60_000);
+    expect(bl.unblock("h")).toBe(true);
+    expect(changes.at(-1)).toEqual({
+      kind: "token-unblock",
+      hash: "h",
+      at: clock.now(),
+      origin: "local",
+    });
+    // a node that missed the unblock sends its entry back: ignored
+    expect(bl.merge("h", stale.until, stale.strikes, "remote", blockedAt)).toBe(false);
+    expect(bl.merge("h", stale.until, stale.strikes, "remote")).toBe(false);
+    expect(bl.isBlocked("h")).toBe(false);
+    // a remote unblock older than a local block reported after it leaves the block
+    clock.advance(1000);
+    bl.block("h");
+    expect(bl.unblock("h", "remote", blockedAt)).toBe(false);
+    expect(bl.isBlocked("h")).toBe(true);
+    // a block reported after the unblock, from another node: applied
+    expect(bl.merge("k", clock.now() + D, 1, "remote", clock.now())).toBe(true);
+    bl.unblock("k");
+    expect(bl.merge("k", clock.now() + 2 * D, 1, "remote", clock.now() + 1)).toBe(true);
+    // tombstones are kept as long as an older block could last, then forgotten
+    expect(bl.tombstoneMs).toBe(5 * D + 10 * 60_000);
+    clock.advance(bl.tombstoneMs + 1);
+    bl.sweep();
+    expect(bl.unblockedSince("h")).toBeUndefined();
+  });
+
   it("a hit near the end of the block extends it; a hit early does not", () => {
     const { clock, bl, changes } = tokens();
     bl.block("h");

@@ -224,12 +224,14 @@ describe("push pipeline against the APNs simulator", { timeout: 120_000 }, () =>
 
   it("per-app settings: additionalData beside aps, the app's own rate-limit window and token block; another app keeps the global values", async () => {
     const clock = new ManualClock(Date.now());
+    const base = apns.app(3);
+    if (base.type !== "apns") throw new Error("expected an APNs app");
     const node = await startNode(
       apns.createSender,
       {
         apps: {
           ios: {
-            ...apns.app(3),
+            ...base,
             additionalData: { "lichen-marker": "v1", flags: [1, 2] },
             rateLimit: { window: "5s", hardLimit: "30s" },
             blacklist: { firstBlock: "1h" },

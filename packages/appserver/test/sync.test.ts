@@ -1,8 +1,14 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { pushIq } from "../src/testing/component-server.js";
 import { startRedis, type RedisTestServer } from "@lichen/test-servers";
 import { startApns, type ApnsHarness } from "./helpers/apns.js";
 import { startNode, until, type TestNode } from "./helpers/nodes.js";
+
+const adminToken = (n: TestNode): string =>
+  readFileSync(join(n.dataDir, "admin-token"), "utf8").trim();
 
 describe("multi-node blacklist sync through Redis (3 nodes)", { timeout: 120_000 }, () => {
   let redis: RedisTestServer;
@@ -158,5 +164,58 @@ describe("multi-node blacklist sync through Redis (3 nodes)", { timeout: 120_000
       ),
     ]);
     expect(d.server.tokens.isBlocked(d.server.hasher.hash(token))).toBe(true);
+  });
+
+  it("an operator's token unblock sticks: a node that missed it (Redis down) does not bring the block back, a block reported after it does sync", async () => {
+    const [a, b, c] = nodes as [TestNode, TestNode, TestNode];
+    const token = "7".repeat(64);
+    const hash = a.server.hasher.hash(token);
+    apns.sim.script(token, ["410-Unregistered"]);
+    a.xmpp.send(pushIq({ id: "k1", token }));
+    expect((await a.xmpp.waitFor("k1")).raw).toContain("reports this token invalid");
+    await until(() => b.server.tokens.isBlocked(hash), "block synced to node b");
+    // node b misses the unblock: Redis is down while the operator unblocks on node a
+    process.kill(redis.pid, "SIGKILL");
+    await until(() => nodes.every((n) => !n.server.sync!.connected), "nodes noticed redis is down");
+    const unblocked = await fetch(
+      `http://127.0.0.1:${a.server.httpPort}/admin/tokens/${hash}/unblock`,
+      { method: "POST", headers: { authorization: `Bearer ${adminToken(a)}` } },
+    );
+    expect(unblocked.status).toBe(200);
+    expect(a.server.tokens.isBlocked(hash)).toBe(false);
+    expect(b.server.tokens.isBlocked(hash)).toBe(true);
+    const resynced = nodes.map(
+      (n) => new Promise((resolve) => n.server.sync!.once("resynced", resolve)),
+    );
+    await redis.restart(); // empty: node b's resync pushes its stale block, node a its tombstone
+    await Promise.all(resynced);
+    const check = new Redis(redis.url);
+    try {
+      await until(
+        async () =>
+          nodes.every((n) => !n.server.tokens.isBlocked(hash)) &&
+          (await check.exists(`t:tok:${hash}`)) === 0,
+        "the unblock won on every node and in Redis",
+      );
+      expect(Number(await check.get(`t:tun:${hash}`))).toBeGreaterThan(0);
+      // later resyncs do not bring it back either
+      await b.server.sync!.resync();
+      await a.server.sync!.resync();
+      expect(nodes.map((n) => n.server.tokens.isBlocked(hash))).toEqual(nodes.map(() => false));
+      // the token works again through node b
+      b.xmpp.send(pushIq({ id: "k2", token }));
+      expect((await b.xmpp.waitFor("k2")).type).toBe("result");
+      // a block reported after the unblock is newer than the tombstone: it syncs as usual
+      apns.sim.script(token, ["410-Unregistered"]);
+      // (through node c: node b's rate limit would queue a second push within 20 s)
+      c.xmpp.send(pushIq({ id: "k3", token }));
+      expect((await c.xmpp.waitFor("k3")).raw).toContain("reports this token invalid");
+      await until(
+        () => a.server.tokens.isBlocked(hash) && b.server.tokens.isBlocked(hash),
+        "the new block synced to nodes a and b",
+      );
+    } finally {
+      check.disconnect();
+    }
   });
 });
