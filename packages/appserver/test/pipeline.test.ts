@@ -246,7 +246,7 @@ describe("push pipeline against the APNs simulator", { timeout: 120_000 }, () =>
         node.xmpp.send(pushIq({ id, token, app }));
         return node.xmpp.waitFor(id);
       };
-      const a = tok("c1");
+      const a = tok("5a");
       expect((await send("a1", a, "ios")).type).toBe("result");
       const [d] = await apns.waitForDeliveries(a, 1);
       expect(JSON.parse(d!.payload)).toMatchObject({
@@ -260,7 +260,7 @@ describe("push pipeline against the APNs simulator", { timeout: 120_000 }, () =>
       clock.advance(5_000);
       await apns.waitForDeliveries(a, 2);
 
-      const b = tok("c2");
+      const b = tok("5b");
       expect((await send("b1", b, "plain")).type).toBe("result");
       expect((await send("b2", b, "plain")).type).toBe("result");
       expect(node.server.service.limiter.state(hash(b)).queuedDue).toBe(clock.now() + 20_000);
@@ -268,8 +268,8 @@ describe("push pipeline against the APNs simulator", { timeout: 120_000 }, () =>
         aps: expect.any(Object),
       });
 
-      const deadIos = tok("c3");
-      const deadPlain = tok("c4");
+      const deadIos = tok("5c");
+      const deadPlain = tok("5d");
       apns.script(deadIos, "unregistered");
       apns.script(deadPlain, "unregistered");
       expect((await send("x1", deadIos, "ios")).raw).toContain("reports this token invalid");
@@ -277,7 +277,7 @@ describe("push pipeline against the APNs simulator", { timeout: 120_000 }, () =>
       expect(node.server.tokens.get(hash(deadIos))?.until).toBe(clock.now() + 3_600_000);
       expect(node.server.tokens.get(hash(deadPlain))?.until).toBe(clock.now() + 86_400_000);
 
-      const limited = tok("c5");
+      const limited = tok("5e");
       apns.script(limited, "too-many-requests");
       expect((await send("l1", limited, "ios")).raw).toContain("rate-limits this token");
       expect(node.server.service.limiter.state(hash(limited)).nextAllowed).toBe(

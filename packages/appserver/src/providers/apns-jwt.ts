@@ -32,14 +32,19 @@ export class ApnsProviderToken {
     private readonly clock: () => number,
   ) {}
 
+  /** The current token if it needs no refresh (the hot path: no promise, no signing). */
+  cached(): string | undefined {
+    const c = this.current;
+    if (!c) return undefined;
+    const age = this.clock() - c.issuedAt;
+    const due = age >= APNS_JWT_REFRESH_MS || (this.stale && age >= APNS_JWT_MIN_AGE_MS);
+    return due ? undefined : c.jwt;
+  }
+
   async get(): Promise<string> {
     const now = this.clock();
-    const c = this.current;
-    if (c) {
-      const age = now - c.issuedAt;
-      const due = age >= APNS_JWT_REFRESH_MS || (this.stale && age >= APNS_JWT_MIN_AGE_MS);
-      if (!due) return c.jwt;
-    }
+    const cached = this.cached();
+    if (cached !== undefined) return cached;
     this.signing ??= this.sign(now).finally(() => {
       this.signing = undefined;
     });

@@ -278,10 +278,27 @@ export class ApnsProvider implements PushProvider {
       if (slot.session === session) slot.active--;
       this.dispatch();
     };
-    this.request(session, w)
-      .then((r) => this.settle(w, r))
-      .catch((e: unknown) => this.settle(w, { outcome: "transient", status: 0, reason: String(e) }))
-      .finally(release);
+    const failed = (e: unknown): ProviderResult => ({
+      outcome: "transient",
+      status: 0,
+      reason: String(e),
+    });
+    let sent: Promise<ProviderResult>;
+    try {
+      sent = this.request(session, w);
+    } catch (e) {
+      sent = Promise.resolve(failed(e));
+    }
+    sent.then(
+      (r) => {
+        this.settle(w, r);
+        release();
+      },
+      (e: unknown) => {
+        this.settle(w, failed(e));
+        release();
+      },
+    );
   }
 
   /** The session's provider token (undefined with certificate authentication). */
@@ -296,19 +313,32 @@ export class ApnsProvider implements PushProvider {
     return t;
   }
 
-  private async request(session: http2.ClientHttp2Session, w: Waiting): Promise<ProviderResult> {
+  private request(session: http2.ClientHttp2Session, w: Waiting): Promise<ProviderResult> {
+    const token = this.tokenOf(session);
+    if (!token) return this.post(session, w, undefined);
+    // the signed token is reused for 40 minutes: no promise on the hot path
+    const jwt = token.cached();
+    if (jwt !== undefined) return this.post(session, w, jwt);
+    return token.get().then(
+      (fresh) => this.post(session, w, fresh),
+      (e: unknown): ProviderResult => ({
+        outcome: "misconfigured",
+        status: 0,
+        reason: `InvalidSigningKey: ${String(e)}`,
+      }),
+    );
+  }
+
+  private post(
+    session: http2.ClientHttp2Session,
+    w: Waiting,
+    jwt: string | undefined,
+  ): Promise<ProviderResult> {
     const p = w.push;
-    let jwt: string | undefined;
-    try {
-      const token = this.tokenOf(session);
-      jwt = token ? await token.get() : undefined;
-    } catch (e) {
-      return { outcome: "misconfigured", status: 0, reason: `InvalidSigningKey: ${String(e)}` };
-    }
-    if (w.settled) return { outcome: "transient", status: 0, reason: "Timeout" };
+    if (w.settled) return Promise.resolve({ outcome: "transient", status: 0, reason: "Timeout" });
     const body = this.payloads[p.kind];
     if (Buffer.byteLength(body) > MAX_PAYLOAD) {
-      return { outcome: "misconfigured", status: 0, reason: "PayloadTooLarge" };
+      return Promise.resolve({ outcome: "misconfigured", status: 0, reason: "PayloadTooLarge" });
     }
     const nowS = Math.floor(this.clock() / 1000);
     const headers: http2.OutgoingHttpHeaders = {
@@ -328,7 +358,7 @@ export class ApnsProvider implements PushProvider {
       else this.logger.warn({}, "apns-collapse-id longer than 64 bytes left out");
     }
     if (session.closed || session.destroyed) {
-      return { outcome: "transient", status: 0, reason: "ConnectionClosed" };
+      return Promise.resolve({ outcome: "transient", status: 0, reason: "ConnectionClosed" });
     }
     return new Promise<ProviderResult>((resolve) => {
       let status = 0;
