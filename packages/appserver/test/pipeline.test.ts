@@ -386,17 +386,23 @@ describe("push pipeline against the APNs simulator", { timeout: 120_000 }, () =>
     }
   });
 
-  it("a failing provider is not hammered: after N transient failures sends pause, then resume", async () => {
+  it("a failing provider is not hammered: after N transient failures sends pause (a queued push falling due meanwhile waits too), then resume", async () => {
     const clock = new ManualClock(Date.now());
     const node = await startNode(
       apns.createSender,
       {
         apps: { default: apns.app(0) },
         retry: { attempts: 1, circuitThreshold: 3, circuitPause: "10s" },
+        rateLimit: { window: "5s" },
       },
       { clock },
     );
     try {
+      // a push queued by the rate limiter, due in 5 s: the circuit will be open then
+      const queued = tok("cb");
+      node.xmpp.send(pushIq({ id: "q0", token: queued }) + pushIq({ id: "q1", token: queued }));
+      expect((await node.xmpp.waitFor("q1")).type).toBe("result");
+      await apns.waitForDeliveries(queued, 1);
       const failing = ["c7", "c8", "c9"].map(tok);
       for (const [i, t] of failing.entries()) {
         apns.script(t, "internal-server-error");
@@ -407,9 +413,16 @@ describe("push pipeline against the APNs simulator", { timeout: 120_000 }, () =>
       node.xmpp.send(pushIq({ id: "h1", token: healthy }));
       expect((await node.xmpp.waitFor("h1")).raw).toContain("sends paused");
       expect(apns.deliveries(healthy, { includeRejected: true })).toHaveLength(0);
-      // h1 was kept, not lost: it goes out when the pause ends
-      clock.advance(10_000);
+      clock.advance(5_000);
+      await untilAsync(
+        async () => (await outcome(node.server, "queued_provider_paused")) === 1,
+        "the queued push re-checked the open circuit",
+      );
+      expect(apns.deliveries(queued, { includeRejected: true })).toHaveLength(1);
+      // h1 and the queued push were kept, not lost: they go out when the pause ends
+      clock.advance(5_000);
       await apns.waitForDeliveries(healthy, 1);
+      await apns.waitForDeliveries(queued, 2);
       clock.advance(20_000);
       node.xmpp.send(pushIq({ id: "h2", token: healthy }));
       expect((await node.xmpp.waitFor("h2")).type).toBe("result");
