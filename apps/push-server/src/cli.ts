@@ -219,6 +219,25 @@ program
   });
 
 program
+  .command("tokens")
+  .description("list the tokens the running daemon has blacklisted (hashes, latest block first)")
+  .option(...CONFIG_OPT)
+  .action(async (opts: { config: string }) => {
+    const r = (await admin(opts.config, "GET", "tokens")) as {
+      blocked: number;
+      tokens: { token: string; blockedUntil: number; strikes: number }[];
+    };
+    if (r.tokens.length === 0) process.stdout.write("no token is blacklisted\n");
+    for (const t of r.tokens) {
+      process.stdout.write(
+        `${t.token}\tblocked until ${iso(t.blockedUntil)}\tstrikes ${t.strikes}\n`,
+      );
+    }
+    if (r.blocked > r.tokens.length)
+      process.stdout.write(`(${r.blocked - r.tokens.length} more not shown)\n`);
+  });
+
+program
   .command("queued")
   .description("list the pushes the running daemon holds for later (token hashes only)")
   .option(...CONFIG_OPT)

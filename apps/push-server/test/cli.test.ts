@@ -274,7 +274,11 @@ describe("lichen-push CLI", { timeout: 120_000 }, () => {
       expect(run(["token", dead.toUpperCase(), "-c", f]).out).toMatch(
         /blacklisted: yes, until .* \(strikes 1\)/,
       );
+      const listed = run(["tokens", "-c", f]);
+      expect(listed.out).toMatch(/^[0-9a-f]{32}\tblocked until 20\d\d-.*\tstrikes 1$/m);
+      expect(listed.out).not.toContain(dead);
       expect(run(["token", dead, "--unblock", "-c", f]).out).toContain("blacklisted: no");
+      expect(run(["tokens", "-c", f]).out).toBe("no token is blacklisted\n");
       // accepted again (queued behind its 410 within the window: persisted at SIGTERM below)
       xmpp.send(pushIq({ id: "x2", token: dead }));
       expect((await xmpp.waitFor("x2")).type).toBe("result");

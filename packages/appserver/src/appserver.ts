@@ -478,13 +478,31 @@ export class AppServer {
     return { status: 404, body: { error: `unknown action ${action}` } };
   }
 
-  /** GET tokens/<hash>, POST tokens/<hash>/unblock: by hash only (the CLI hashes raw tokens). */
+  /**
+   * GET tokens (the blacklisted ones, latest block first), GET tokens/<hash>,
+   * POST tokens/<hash>/unblock: by hash only (the CLI hashes raw tokens).
+   */
   private adminToken(
     method: string,
     hash: string | undefined,
     action: string | undefined,
   ): { status: number; body: unknown } {
-    if (!hash || !/^[0-9a-f]{32}$/.test(hash))
+    if (hash === undefined || hash === "") {
+      if (method !== "GET") return { status: 405, body: { error: "GET only" } };
+      const now = this.clock.now();
+      const tokens = [...this.tokens.all()]
+        .filter(([, b]) => b.until > now)
+        .sort(([, a], [, b]) => b.until - a.until)
+        .slice(0, 1000)
+        .map(([h, b]) => ({
+          token: h,
+          blockedUntil: b.until,
+          strikes: b.strikes,
+          ...(b.since !== undefined ? { since: b.since } : {}),
+        }));
+      return { status: 200, body: { blocked: this.tokens.activeCount(), tokens } };
+    }
+    if (!/^[0-9a-f]{32}$/.test(hash))
       return { status: 400, body: { error: "expected a token hash (32 hex chars)" } };
     if (action === "unblock") {
       if (method !== "POST") return { status: 405, body: { error: "POST only" } };
