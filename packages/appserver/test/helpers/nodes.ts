@@ -59,6 +59,11 @@ export async function startNode(
     ...(opts.clock ? { clock: opts.clock } : {}),
   });
   await xmpp.waitConnected();
+  // The fake server has answered the handshake; wait until the appserver has read that answer too:
+  // a test that then blocks its event loop (generating 10k IQs on a loaded machine) would otherwise
+  // let xmpp.js' 2 s handshake timeout fire before the answer is read (the link then stays
+  // "offline" although stanzas flow).
+  await until(() => server.link.online, "the appserver's component link online");
   return {
     server,
     xmpp,
