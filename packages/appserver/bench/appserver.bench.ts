@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { FakeComponentServer } from "#src/testing/component-server.js";
@@ -61,12 +61,19 @@ export default async function bench(
 
   const pushRates: number[] = [];
   const bareRates: number[] = [];
+  // CPU time per request of each side (µs): unlike rates, barely moved by other processes' load
+  const appCpu: number[] = [];
+  const bareCpu: number[] = [];
+  const cpuMs = (pid: number) => {
+    const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+    return ((Number(f[11]) + Number(f[12])) * 1000) / 100; // utime + stime, in clock ticks of 10 ms
+  };
   const latencies: number[] = [];
   const pairRatios: number[] = [];
-  const bareRun = (count: number) =>
+  const bareRun = (paths: string[]) =>
     bareHttp2(
       sim.origin,
-      tokens(count).map(sim.path),
+      paths,
       sim.headers,
       sim.body,
       concurrency,
@@ -76,14 +83,21 @@ export default async function bench(
   try {
     // warm-up: connections, JWT, JIT
     await driveComponent(xmpp, tokens(500), concurrency, "w-");
-    await bareRun(500);
+    await bareRun(tokens(500).map(sim.path));
     const runBare = async () => {
-      const b = await bareRun(n);
+      const paths = tokens(n).map(sim.path);
+      const c0 = process.cpuUsage();
+      const b = await bareRun(paths);
+      const c = process.cpuUsage(c0);
+      bareCpu.push((c.user + c.system) / n);
       if (b.errors) throw new Error(`bare http2 baseline had ${b.errors} non-200 answers`);
       return b;
     };
     const runPush = async (r: number) => {
-      const p = await driveComponent(xmpp, tokens(n), concurrency, `r${r}-`);
+      const list = tokens(n);
+      const c0 = cpuMs(app.pid);
+      const p = await driveComponent(xmpp, list, concurrency, `r${r}-`);
+      appCpu.push(((cpuMs(app.pid) - c0) * 1000) / n);
       if (p.errors) throw new Error(`appserver answered ${p.errors} pushes with errors`);
       return p;
     };
@@ -119,6 +133,8 @@ export default async function bench(
   return {
     metrics: {
       pushes_per_s: Math.round(pushes),
+      appserver_cpu_us_per_push: Math.round(median(appCpu)),
+      bare_client_cpu_us_per_req: Math.round(median(bareCpu)),
       push_latency_p50_ms: round2(percentile(latencies, 0.5)),
       push_latency_p99_ms: round2(percentile(latencies, 0.99)),
       bare_http2_req_per_s: Math.round(bare),
@@ -132,7 +148,11 @@ export default async function bench(
       soak_error_replies: soak.errors,
     },
     // median of the per-round ratios: each pair ran back to back, so machine-load drift cancels
-    ratios: { pushes_vs_bare_http2: round2(median(pairRatios)) },
+    ratios: {
+      pushes_vs_bare_http2: round2(median(pairRatios)),
+      // how much more CPU the appserver spends per push than a bare client per request
+      appserver_cpu_vs_bare_client: round2(median(appCpu) / median(bareCpu)),
+    },
   };
 }
 
@@ -176,6 +196,7 @@ async function soakRun(
   const samples: number[] = [];
   const sampler = setInterval(() => samples.push(app.rssMb()), 1000);
   let errors = 0;
+  const errorKinds: Record<string, number> = {};
   let sent = 0;
   const t0 = performance.now();
   let rssStart = NaN;
@@ -189,6 +210,7 @@ async function soakRun(
         `s${b}-`,
       );
       errors += r.errors;
+      for (const [k, v] of Object.entries(r.errorKinds)) errorKinds[k] = (errorKinds[k] ?? 0) + v;
       sent += Math.min(batch, total - sent);
       if (b === 0 || sent <= total / 10) rssStart = app.rssMb();
       if (b % 2 === 1) ctx.log(`soak: ${sent} pushes, rss ${app.rssMb().toFixed(1)} MB`);
@@ -202,6 +224,7 @@ async function soakRun(
   await xmpp.close();
   await sim.stop();
   ctx.log(`soak: rss samples (MB) ${samples.map((x) => x.toFixed(0)).join(" ")}`);
+  ctx.log(`soak: error replies by kind ${JSON.stringify(errorKinds)}`);
   return { pushes: sent, perSecond, rssStartMb: rssStart, rssGrowthMb: rssEnd - rssStart, errors };
 }
 

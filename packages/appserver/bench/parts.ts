@@ -187,6 +187,8 @@ export interface LoadResult {
   perSecond: number;
   latenciesMs: number[];
   errors: number;
+  /** Error replies by their type and text (what the appserver said), for the soak's breakdown. */
+  errorKinds: Record<string, number>;
 }
 
 /**
@@ -206,6 +208,7 @@ export async function driveComponent(
   let next = 0;
   let done = 0;
   let errors = 0;
+  const errorKinds: Record<string, number> = {};
   const t0 = performance.now();
   await new Promise<void>((resolve) => {
     const sendOne = () => {
@@ -215,11 +218,15 @@ export async function driveComponent(
         `<iq type='set' from='localhost' to='push.localhost' id='${idPrefix}${i}'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='${tokens[i]}'><item><notification xmlns='urn:xmpp:push:0'/></item></publish></pubsub></iq>`,
       );
     };
-    const onReply = (r: { id: string; type: string }) => {
+    const onReply = (r: { id: string; type: string; raw: string }) => {
       if (!r.id.startsWith(idPrefix)) return;
       const i = Number(r.id.slice(idPrefix.length));
       latencies[i] = performance.now() - sentAt[i]!;
-      if (r.type !== "result") errors++;
+      if (r.type !== "result") {
+        errors++;
+        const kind = `${/<error type='(\w+)'/.exec(r.raw)?.[1] ?? "?"}: ${/<text[^>]*>([^<]*)</.exec(r.raw)?.[1] ?? "?"}`;
+        errorKinds[kind] = (errorKinds[kind] ?? 0) + 1;
+      }
       done++;
       if (next < n) sendOne();
       if (done === n) {
@@ -231,7 +238,7 @@ export async function driveComponent(
     for (let k = 0; k < Math.min(concurrency, n); k++) sendOne();
   });
   const secs = (performance.now() - t0) / 1000;
-  return { perSecond: n / secs, latenciesMs: latencies, errors };
+  return { perSecond: n / secs, latenciesMs: latencies, errors, errorKinds };
 }
 
 /**
@@ -295,5 +302,5 @@ export async function bareHttp2(
   });
   const secs = (performance.now() - t0) / 1000;
   for (const s of sessions) s.close();
-  return { perSecond: n / secs, latenciesMs: latencies, errors };
+  return { perSecond: n / secs, latenciesMs: latencies, errors, errorKinds: {} };
 }
