@@ -400,6 +400,13 @@ describe("APNs provider against the simulator", { timeout: 60_000 }, () => {
       status: 400,
       reason: "TopicDisallowed",
     });
+    // a .p12 the TLS stack cannot open (wrong passphrase): misconfigured, no connection attempt
+    expect(
+      await make({ certificate: { pfx: cert.p12, passphrase: "wrong" } }).send(push()),
+    ).toMatchObject({
+      outcome: "misconfigured",
+      reason: expect.stringMatching(/^BadEndpointOrCertificate: .*mac verify failure/),
+    });
     const stranger = new ApnsCertificateAuthority().issue({ topic: TOPIC });
     expect(await make({ certificate: { pfx: stranger.p12 } }).send(push())).toMatchObject({
       outcome: "misconfigured",

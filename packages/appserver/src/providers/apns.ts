@@ -206,7 +206,8 @@ export class ApnsProvider implements PushProvider {
         this.settle(w, {
           outcome: "misconfigured",
           status: 0,
-          reason: `BadEndpoint: ${String(e)}`,
+          // a malformed endpoint, or a .p12 node's TLS cannot open (check-config reports both)
+          reason: `${this.app.certificate ? "BadEndpointOrCertificate" : "BadEndpoint"}: ${String(e)}`,
         });
       }
       return;
