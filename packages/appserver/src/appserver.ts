@@ -13,6 +13,7 @@ import { checkCredentials } from "./credentials.js";
 import { AppServerStore } from "./db/store.js";
 import { httpPort, startHttp } from "./http.js";
 import { AppServerMetrics } from "./metrics.js";
+import { readApnsCertificate } from "./providers/apns-certificate.js";
 import { PushService, type AppPolicy, type AppSender, type PushJob } from "./push-service.js";
 import { NS_DISCO_INFO, parseStanza } from "./request.js";
 import { createProviderSender } from "./senders.js";
@@ -242,6 +243,20 @@ export class AppServer {
         }));
     for (const [name, app] of Object.entries(cfg.apps)) senders.set(name, await create(name, app));
     const s = new AppServer(cfg, senders, clock, logger, dataDir);
+    // A certificate expires while the daemon runs (check-config only sees it at start): exported
+    // for the LichenPushCertificateExpiring alert.
+    for (const [name, app] of Object.entries(cfg.apps)) {
+      if (app.type !== "apns" || app.certificateFile === undefined) continue;
+      try {
+        const info = readApnsCertificate(
+          readFileSync(app.certificateFile),
+          app.certificatePassphrase,
+        );
+        s.metrics.certificateExpiry.set({ app: name }, Math.floor(info.validTo.getTime() / 1000));
+      } catch (e) {
+        logger.warn({ app: name, err: (e as Error).message }, "cannot read the APNs certificate");
+      }
+    }
     s.lock = lock;
     // The port before the state: an instance that cannot serve must not restore (and consume) it.
     try {

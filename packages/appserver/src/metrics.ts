@@ -19,6 +19,7 @@ export class AppServerMetrics {
   readonly componentConnected: Gauge;
   readonly componentDisconnects: Counter;
   readonly redisConnected: Gauge;
+  readonly certificateExpiry: Gauge;
   readonly syncEvents: Counter<"direction">;
 
   constructor(opts: { defaultMetrics?: boolean } = {}) {
@@ -92,6 +93,12 @@ export class AppServerMetrics {
     this.redisConnected = new Gauge({
       name: "lichen_push_redis_connected",
       help: "1 when the Redis sync link is up (absent without Redis)",
+      registers,
+    });
+    this.certificateExpiry = new Gauge({
+      name: "lichen_push_certificate_expiry_timestamp_seconds",
+      help: "When an APNs app's push certificate (.p12) expires (epoch seconds; apps with one only)",
+      labelNames: ["app"],
       registers,
     });
     this.syncEvents = new Counter({

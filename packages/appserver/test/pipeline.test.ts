@@ -1,7 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { readFileSync, readdirSync } from "node:fs";
+import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { generateFcmServiceAccount, startFcmSimulator } from "@lichen/push-simulators";
+import {
+  ApnsCertificateAuthority,
+  generateFcmServiceAccount,
+  startFcmSimulator,
+} from "@lichen/push-simulators";
 import { ManualClock } from "../src/clock.js";
 import { pushIq } from "../src/testing/component-server.js";
 import { startApns, type ApnsHarness } from "./helpers/apns.js";
@@ -283,6 +288,26 @@ describe("push pipeline against the APNs simulator", { timeout: 120_000 }, () =>
       expect(node.server.service.limiter.state(hash(limited)).nextAllowed).toBe(
         clock.now() + 30_000,
       );
+    } finally {
+      await node.stop();
+    }
+  });
+
+  it("an APNs app with a push certificate: its expiry is exported for the expiring-certificate alert", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "lichen-push-cert-"));
+    const certificateFile = join(dir, "app.p12");
+    writeFileSync(certificateFile, new ApnsCertificateAuthority().issue({ topic: "im.c" }).p12);
+    const node = await startNode(apns.createSender, {
+      apps: {
+        ios: { type: "apns", topic: "im.c", certificateFile, endpoint: "https://127.0.0.1:9" },
+      },
+    });
+    try {
+      const m = await node.server.metrics.certificateExpiry.get();
+      expect(m.values).toHaveLength(1);
+      expect(m.values[0]!.labels).toEqual({ app: "ios" });
+      // issued for 30 days (openssl rounds to the second)
+      expect(Math.abs(m.values[0]!.value - (Date.now() / 1000 + 30 * 86_400))).toBeLessThan(3600);
     } finally {
       await node.stop();
     }
