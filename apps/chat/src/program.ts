@@ -4,8 +4,10 @@ import { accountAdd, accountList } from "./commands/account.js";
 import { app } from "./commands/app.js";
 import { chats, tail } from "./commands/history.js";
 import { login } from "./commands/login.js";
+import { background } from "./commands/background.js";
 import { nse } from "./commands/nse.js";
 import { registerPushCommand } from "./commands/push.js";
+import { nseExtension } from "./commands/nse-extension.js";
 import { send } from "./commands/send.js";
 import { share } from "./commands/share.js";
 import { makeContext, type CliContext } from "./context.js";
@@ -152,7 +154,28 @@ export function buildProgram(): Command {
       nonNegativeInt,
       1500,
     )
-    .action((opts: { deadlineMs: number; lingerMs: number }) => nse(context(), opts));
+    .option(
+      "--stdin",
+      "stay one process for further pushes: each stdin line is a push id (iOS calling didReceive again); one JSON line per push on stdout",
+    )
+    .option("--push-id <id>", "the first push's id in --stdin output", "first")
+    .action(
+      (opts: { deadlineMs: number; lingerMs: number; stdin?: boolean; pushId: string }) =>
+        opts.stdin ? nseExtension(context(), opts) : nse(context(), opts),
+    );
+
+  program
+    .command("background")
+    .description(
+      "the main app woken in the background (silent push, background task): resume, sync, send what is unsent, suspend before the deadline; prints the result as JSON",
+    )
+    .option(
+      "--deadline-ms <ms>",
+      "the OS's budget (30000 for a silent push, up to 300000 for a background task)",
+      positiveInt("--deadline-ms"),
+      30_000,
+    )
+    .action((opts: { deadlineMs: number }) => background(context(), opts));
 
   program
     .command("share")

@@ -118,9 +118,9 @@ export class MultiAccountApp {
     );
   }
 
-  /** Every account suspended (resumable), then the lock released. */
-  async background(): Promise<void> {
-    await Promise.all([...this.controllers.values()].map((c) => c.background()));
+  /** Every account suspended (resumable), then the lock released. `drainMs` as AppController's. */
+  async background(opts: { drainMs?: number } = {}): Promise<void> {
+    await Promise.all([...this.controllers.values()].map((c) => c.background(opts)));
     this.lock.release();
   }
 

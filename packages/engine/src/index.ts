@@ -79,6 +79,21 @@ export {
   type NseRun,
 } from "./modes.js";
 export {
+  scheduledLocalNotifications,
+  takeDueLocalNotifications,
+  requestBackgroundTask,
+  pendingBackgroundTaskRequests,
+  resolveBackgroundTaskRequests,
+  unsentWork,
+  terminateApp,
+  runBackgroundTask,
+  BACKGROUND_TASK_REQUESTED,
+  type LocalNotification,
+  type BackgroundTaskRequest,
+  type BackgroundRunOptions,
+  type BackgroundRunResult,
+} from "./lifecycle.js";
+export {
   shareToOutbox,
   sendShareOutbox,
   outboxMessage,

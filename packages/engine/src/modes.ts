@@ -246,10 +246,13 @@ export class AppController extends EventEmitter<AppControllerEvents> {
     this.reconnectTimer = null;
   }
 
-  /** Finish in-flight work, drop TCP without closing the stream (resumable), release the lock. */
-  async background(): Promise<void> {
+  /**
+   * Finish in-flight work, drop TCP without closing the stream (resumable), release the lock.
+   * `drainMs` overrides the constructor's backgroundDrainMs (terminateApp: the swipe budget).
+   */
+  async background(opts: { drainMs?: number } = {}): Promise<void> {
     this.stopReconnecting();
-    await this.session?.suspend({ drainMs: this.backgroundDrainMs });
+    await this.session?.suspend({ drainMs: opts.drainMs ?? this.backgroundDrainMs });
     if (this.ownsLock) this.lock.release();
   }
 

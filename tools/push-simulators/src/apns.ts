@@ -44,6 +44,11 @@ export interface ApnsSimulatorOptions {
   /** Called with every request's fate (the CLI prints these). */
   onResponse?: (r: ApnsResponseRecord) => void;
   /**
+   * Called with every accepted (200) push as it is delivered: what a device would receive (the
+   * device simulator, tools/device-sim, is driven by it).
+   */
+  onDelivery?: (d: ApnsDelivery) => void;
+  /**
    * An answer for a request without a scripted step (e.g. a benchmark's dead tokens and random
    * provider errors); undefined = the normal answer.
    */
@@ -468,7 +473,9 @@ export async function startApnsSimulator(o: ApnsSimulatorOptions): Promise<ApnsS
         for (const [k, v] of Object.entries(h)) {
           if (!k.startsWith(":") && v !== undefined) headers[k] = String(v);
         }
-        if (keep) log.add({ token, headers, payload, bytes: size, apnsId, at: clock() });
+        const delivery = { token, headers, payload, bytes: size, apnsId, at: clock() };
+        if (keep) log.add(delivery);
+        o.onDelivery?.(delivery);
       }
       respond(stream, token, apnsId, status, reason);
     } catch (e) {

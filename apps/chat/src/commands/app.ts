@@ -1,7 +1,7 @@
 // The interactive main app: holds the session while in the foreground, gives it up (resumable)
 // on /bg, prints messages as they are stored and sends what the share extension queued.
 import { createInterface } from "node:readline";
-import { AppController, MessageQueuedError, MultiAccountApp } from "@lichen/engine";
+import { AppController, MessageQueuedError, MultiAccountApp, terminateApp } from "@lichen/engine";
 import { listChats, loadAccountState, type Store } from "@lichen/store";
 import { type CliContext, foregroundOrExplain, openAccounts, selectAccount } from "../context.js";
 import { CliError, describeError } from "../errors.js";
@@ -291,7 +291,26 @@ export async function app(ctx: CliContext, opts: { to?: string; json?: boolean }
   rl.on("close", () => enqueue(quit));
   const onSignal = () => enqueue(quit);
   process.once("SIGINT", onSignal);
-  process.once("SIGTERM", onSignal);
+  // SIGTERM is the swipe-away: iOS kills the app a second or two later, so a bounded shutdown
+  // (terminateApp) that records a background-task request when work is still unsent.
+  process.once("SIGTERM", () => {
+    if (closing) return;
+    closing = true;
+    clearInterval(timer);
+    rl.close();
+    void terminateApp(
+      multi,
+      store,
+      accounts.map((a) => a.accountId),
+      { withinMs: 1000 },
+    )
+      .then((r) => ctx.log({ event: "app.terminated", ...r }))
+      .catch(() => {})
+      .finally(() => {
+        store.close();
+        finished();
+      });
+  });
   try {
     await started;
   } catch (err) {
