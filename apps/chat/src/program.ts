@@ -159,8 +159,20 @@ export function buildProgram(): Command {
       "stay one process for further pushes: each stdin line is a push id (iOS calling didReceive again); one JSON line per push on stdout",
     )
     .option("--push-id <id>", "the first push's id in --stdin output", "first")
+    .option(
+      "--sync-warning-delay-ms <ms>",
+      'delay of the "could not synchronize" notification scheduled when the NSE cannot finish',
+      positiveInt("--sync-warning-delay-ms"),
+      60_000,
+    )
     .action(
-      (opts: { deadlineMs: number; lingerMs: number; stdin?: boolean; pushId: string }) =>
+      (opts: {
+        deadlineMs: number;
+        lingerMs: number;
+        stdin?: boolean;
+        pushId: string;
+        syncWarningDelayMs: number;
+      }) =>
         opts.stdin ? nseExtension(context(), opts) : nse(context(), opts),
     );
 

@@ -13,7 +13,7 @@ import { CliError, describeError } from "../errors.js";
  */
 export async function nseExtension(
   ctx: CliContext,
-  opts: { deadlineMs: number; lingerMs: number; pushId: string },
+  opts: { deadlineMs: number; lingerMs: number; syncWarningDelayMs?: number; pushId: string },
 ): Promise<void> {
   const { settings, store, config } = openAccount(ctx, "nse");
   const printed: Promise<void>[] = [];
@@ -25,6 +25,7 @@ export async function nseExtension(
       session: config,
       deadlineMs: opts.deadlineMs,
       lingerMs: opts.lingerMs,
+      ...(opts.syncWarningDelayMs !== undefined ? { syncWarningDelayMs: opts.syncWarningDelayMs } : {}),
       afterSync: () => ctx.log({ event: "nse.synced" }),
       onFurtherPush: (p) => ctx.log({ event: "nse.push-arrived", pushId: p.pushId, via: p.via }),
     });

@@ -20,7 +20,7 @@ import { CliError, describeError } from "../errors.js";
  */
 export async function nse(
   ctx: CliContext,
-  opts: { deadlineMs: number; lingerMs: number },
+  opts: { deadlineMs: number; lingerMs: number; syncWarningDelayMs?: number },
 ): Promise<void> {
   const { accounts, store, configs } = openAccounts(ctx, "nse");
   try {
@@ -29,6 +29,7 @@ export async function nse(
       accounts: configs,
       deadlineMs: opts.deadlineMs,
       lingerMs: opts.lingerMs,
+      ...(opts.syncWarningDelayMs !== undefined ? { syncWarningDelayMs: opts.syncWarningDelayMs } : {}),
       // With --verbose: when the run has synced (and lingers) and when a push is handed to it.
       afterSync: () => ctx.log({ event: "nse.synced" }),
       onFurtherPush: (p) => ctx.log({ event: "nse.push-arrived", pushId: p.pushId, via: p.via }),

@@ -1,0 +1,179 @@
+// The real push chain on loopback: a user's XMPP server (started by the caller), the real
+// `lichen-push` daemon as an XEP-0114 component of it, and the APNs simulator it pushes to.
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { AppController, ensurePush } from "@lichen/engine";
+import {
+  generateApnsKey,
+  startApnsSimulator,
+  type ApnsDelivery,
+  type ApnsSimulator,
+} from "@lichen/push-simulators";
+import { openStore } from "@lichen/store";
+import { until } from "@lichen/test-kit";
+import { freePort, type XmppTestServer } from "@lichen/test-servers";
+
+export interface PushChain {
+  readonly apns: ApnsSimulator;
+  /** The daemon's component domain (the `jid` of a client's XEP-0357 enable). */
+  readonly appServerJid: string;
+  /** The daemon's app name for APNs (the `pushModule` of the enable). */
+  readonly pushModule: string;
+  /** Every APNs delivery is passed to these (DeviceSimulator.deliver). */
+  onDelivery(listener: (d: ApnsDelivery) => void): void;
+  /** The daemon's stdout and stderr so far (its JSON log). */
+  daemonLog(): string;
+  stop(): Promise<void>;
+}
+
+const require = createRequire(import.meta.url);
+const LICHEN_PUSH = join(dirname(require.resolve("@lichen/push-server/package.json")), "dist", "cli.js");
+const LICHEN_CHAT = join(dirname(require.resolve("@lichen/chat/package.json")), "dist", "cli.js");
+
+/**
+ * Starts the APNs simulator and the real `lichen-push` daemon connected to `server`'s component
+ * port; resolves once the daemon's /healthz says it is online. `rateLimitWindow` is the
+ * appserver's per-token window (default "250ms": tests send messages back to back).
+ */
+export async function startPushChain(
+  server: Pick<XmppTestServer, "componentPort" | "componentDomain" | "componentSecret">,
+  opts: { rateLimitWindow?: string; topic?: string; timeoutMs?: number } = {},
+): Promise<PushChain> {
+  const topic = opts.topic ?? "im.lichen.devicesim";
+  const key = generateApnsKey();
+  const listeners: ((d: ApnsDelivery) => void)[] = [];
+  const apns = await startApnsSimulator({
+    keys: [{ keyId: key.keyId, teamId: key.teamId, publicKey: key.publicKeyPem }],
+    topics: [topic],
+    onDelivery: (d) => {
+      for (const l of listeners) l(d);
+    },
+  });
+  const dir = mkdtempSync(join(tmpdir(), "lichen-device-chain-"));
+  const keyFile = join(dir, "apns.p8");
+  writeFileSync(keyFile, key.privateKeyPem);
+  const httpPort = await freePort();
+  const config = join(dir, "push.yaml");
+  writeFileSync(
+    config,
+    [
+      "component:",
+      `  service: xmpp://127.0.0.1:${server.componentPort}`,
+      `  domain: ${server.componentDomain}`,
+      `  secret: ${server.componentSecret}`,
+      "  reconnectInitialDelay: 200ms",
+      "apps:",
+      "  ios:",
+      "    type: apns",
+      `    topic: ${topic}`,
+      `    teamId: ${key.teamId}`,
+      `    keyId: ${key.keyId}`,
+      `    privateKeyFile: ${keyFile}`,
+      `    endpoint: ${apns.url}`,
+      `dataDir: ${dir}`,
+      "rateLimit:",
+      `  window: ${opts.rateLimitWindow ?? "250ms"}`,
+      "http:",
+      "  host: 127.0.0.1",
+      `  port: ${httpPort}`,
+      "",
+    ].join("\n"),
+  );
+  const daemon: ChildProcess = spawn(process.execPath, [LICHEN_PUSH, "start", "--config", config], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, LICHEN_LOG_FORMAT: "json" },
+  });
+  let log = "";
+  daemon.stdout!.on("data", (d) => (log += String(d)));
+  daemon.stderr!.on("data", (d) => (log += String(d)));
+  const exited = new Promise<void>((r) => daemon.once("exit", () => r()));
+  const stop = async () => {
+    if (daemon.exitCode === null && daemon.signalCode === null) daemon.kill("SIGTERM");
+    await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
+    if (daemon.exitCode === null && daemon.signalCode === null) daemon.kill("SIGKILL");
+    await exited;
+    await apns.stop();
+  };
+  try {
+    await until(
+      async () => {
+        if (daemon.exitCode !== null) throw new Error(`lichen-push exited: ${log}`);
+        const r = await fetch(`http://127.0.0.1:${httpPort}/healthz`).catch(() => null);
+        return r?.status === 200;
+      },
+      () => `lichen-push online (component ${server.componentDomain}); log: ${log.slice(-2000)}`,
+      opts.timeoutMs ?? 60_000,
+      100,
+    );
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return {
+    apns,
+    appServerJid: server.componentDomain,
+    pushModule: "ios",
+    onDelivery: (l) => listeners.push(l),
+    daemonLog: () => log,
+    stop,
+  };
+}
+
+/**
+ * A new phone's first run: `lichen-chat login` (the real CLI), then the app enables push on its
+ * own server for `token` (XEP-0357, through the SDK: `ensurePush`) and goes to the background,
+ * leaving a resumable stream. Resolves when the server acknowledged the enable.
+ */
+export async function setUpAccount(opts: {
+  db: string;
+  jid: string;
+  password: string;
+  service: string;
+  token: string;
+  chain: Pick<PushChain, "appServerJid" | "pushModule">;
+}): Promise<void> {
+  const login = spawn(
+    process.execPath,
+    [
+      LICHEN_CHAT,
+      "--db",
+      opts.db,
+      "login",
+      "--jid",
+      opts.jid,
+      "--password",
+      opts.password,
+      "--service",
+      opts.service,
+    ],
+    { stdio: ["ignore", "pipe", "pipe"] },
+  );
+  let err = "";
+  login.stderr!.on("data", (d) => (err += String(d)));
+  login.stdout!.on("data", () => {});
+  const code = await new Promise<number | null>((r) => login.once("exit", (c) => r(c)));
+  if (code !== 0) throw new Error(`lichen-chat login failed (exit ${code}): ${err.trim()}`);
+  // The same session config lichen-chat builds from its account file.
+  const { readAccountSettings, sessionConfig } = await import("@lichen/chat");
+  const settings = readAccountSettings(opts.db);
+  const store = openStore({ path: opts.db, role: "main" });
+  const app = new AppController(store, sessionConfig(settings), { reconnect: false });
+  try {
+    await app.foreground();
+    const enabled = new Promise((r) => app.session!.once("push-enabled", r));
+    app.session!.write((ctx) =>
+      ensurePush(ctx, {
+        appServerJid: opts.chain.appServerJid,
+        node: opts.token,
+        pushModule: opts.chain.pushModule,
+      }),
+    );
+    await enabled;
+  } finally {
+    await app.close();
+    store.close();
+  }
+}

@@ -1,0 +1,297 @@
+// Issue 12's scenarios end to end, each on Prosody and on ejabberd: a contact ("bob", a plain
+// xmpp.js client) writes; the real server publishes (XEP-0357) to the real `lichen-push` daemon,
+// which pushes to the APNs simulator; the device simulator receives the push and runs the real
+// built `lichen-chat` processes under iOS's rules (README "iOS rules" says which rule each test
+// enforces). The simulator's own random choices are seeded: the seed is printed on failure.
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { loadAccountState, openStore } from "@lichen/store";
+import { testSeed } from "@lichen/test-kit/vitest";
+import { until } from "@lichen/test-kit";
+import {
+  startEjabberd,
+  startFlakyLink,
+  startProsody,
+  startTestPeer,
+  type FlakyLink,
+  type TestPeer,
+  type XmppTestServer,
+} from "@lichen/test-servers";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import {
+  DeviceSimulator,
+  scaledRules,
+  setUpAccount,
+  startPushChain,
+  type DeviceRules,
+  type PushChain,
+} from "../src/index.js";
+
+/** Rows of the messages table with this body and direction (each must be there once). */
+function stored(db: string, body: string, direction: "in" | "out" = "in"): number {
+  const store = openStore({ path: db, role: "nse" });
+  try {
+    return (
+      store.sqlite
+        .prepare("SELECT count(*) AS n FROM messages WHERE body = ? AND direction = ?")
+        .get(body, direction) as { n: number }
+    ).n;
+  } finally {
+    store.close();
+  }
+}
+
+function accountState(db: string, accountId: string) {
+  const store = openStore({ path: db, role: "nse" });
+  try {
+    return store.read((tx) => loadAccountState(tx, accountId));
+  } finally {
+    store.close();
+  }
+}
+
+/** Points the account at another address (a throttled or cut link), as a network change would. */
+function setService(db: string, service: string): void {
+  const file = `${db}.account.json`;
+  const s = JSON.parse(readFileSync(file, "utf8")) as { service: string };
+  writeFileSync(file, JSON.stringify({ ...s, service }), { mode: 0o600 });
+}
+
+describe.each([
+  ["Prosody", startProsody],
+  ["ejabberd", startEjabberd],
+] as const)("device simulator scenarios on %s (issue 12)", (serverName, startServer) => {
+  let server: XmppTestServer;
+  let chain: PushChain;
+  let bob: TestPeer;
+  let dir: string;
+  const cleanup: (() => Promise<void> | void)[] = [];
+
+  beforeAll(async () => {
+    server = await startServer();
+    await server.registerUser("bob", "bobpw");
+    chain = await startPushChain(server);
+    bob = await startTestPeer(server.c2sPort, "bob", "bobpw");
+    dir = mkdtempSync(join(tmpdir(), "lichen-device-sim-"));
+  }, 120_000);
+  afterEach(async () => {
+    for (const c of cleanup.splice(0).reverse()) await c();
+  });
+  afterAll(async () => {
+    await bob?.stop();
+    await chain?.stop();
+    await server?.stop();
+  }, 60_000);
+
+  /** A phone with a fresh account (`user`) that enabled push and left a resumable stream. */
+  async function phone(
+    user: string,
+    rules: Partial<DeviceRules> = {},
+    opts: { profile?: "ios" | "macos"; service?: string } = {},
+  ) {
+    const seed = testSeed(); // printed if the test fails; LICHEN_SEED=<seed> replays it
+    await server.registerUser(user, "alicepw");
+    const db = join(dir, `${user}.db`);
+    const token = randomBytes(32).toString("hex");
+    await setUpAccount({
+      db,
+      jid: `${user}@localhost`,
+      password: "alicepw",
+      service: opts.service ?? `xmpp://127.0.0.1:${server.c2sPort}`,
+      token,
+      chain,
+    });
+    const sim = new DeviceSimulator({
+      db,
+      token,
+      seed,
+      profile: opts.profile ?? "ios",
+      rules: scaledRules(1, { nseLingerMs: 1500, ...rules }),
+    });
+    chain.onDelivery(sim.deliver);
+    cleanup.push(() => sim.stop());
+    const why = () =>
+      `${serverName}: timeline ${JSON.stringify(sim.timeline, null, 1)}\nNSE stderr: ${sim.nseStderr()}\napp: ${sim.appOutput().stderr}`;
+    const shown = (body: string) => sim.displayed.filter((d) => d.body === body);
+    return { db, token, sim, why, shown, seed, jid: `${user}@localhost` };
+  }
+
+  it("1. app frozen, a contact writes → push → the NSE resumes the stream from the DB and shows the real sender and body", async () => {
+    const p = await phone("alice1", { backgroundRunMs: 3000 });
+    p.sim.openApp();
+    await until(() => /online as/.test(p.sim.appOutput().stderr), p.why);
+    p.sim.leaveApp();
+    await until(() => p.sim.appState === "frozen", p.why);
+    await bob.send(p.jid, "hello-1");
+    const [d] = await until(() => p.shown("hello-1").length > 0 && p.shown("hello-1"), p.why);
+    expect(d).toMatchObject({ by: "nse", title: "bob@localhost", body: "hello-1" });
+    const result = p.sim.nseResults.find((r) => r.pushId === d!.pushId);
+    expect(result?.stream).toBe("resumed"); // the stream the frozen app left, not a new login
+    await p.sim.nsesIdle();
+    expect(p.shown("hello-1")).toHaveLength(1);
+    expect(p.sim.displayed.filter((x) => x.by === "original")).toEqual([]);
+    expect(stored(p.db, "hello-1")).toBe(1);
+  });
+
+  it("3. two pushes back to back → one NSE process handles both over its one connection (linger), both notifications correct", async () => {
+    const p = await phone("alice3", { nseLingerMs: 4000 });
+    await bob.send(p.jid, "burst-1");
+    await bob.send(p.jid, "burst-2");
+    await until(() => p.shown("burst-1").length + p.shown("burst-2").length >= 2, p.why);
+    await p.sim.nsesIdle();
+    for (const body of ["burst-1", "burst-2"]) {
+      expect(p.shown(body), body).toHaveLength(1);
+      expect(p.shown(body)[0]!.by).toBe("nse");
+      expect(stored(p.db, body)).toBe(1);
+    }
+    // Both shown by one process, which got both pushes (the second through didReceive again).
+    const pid = p.shown("burst-1")[0]!.pid;
+    expect(p.shown("burst-2")[0]!.pid).toBe(pid);
+    const mine = p.sim.nseResults.filter((r) => r.pid === pid);
+    expect(mine.length, p.why()).toBeGreaterThanOrEqual(2);
+    expect(mine.every((r) => r.outcome === "synced")).toBe(true);
+    expect(p.sim.displayed.filter((x) => x.by === "original")).toEqual([]);
+  });
+
+  it("2. the main app starts while the NSE runs → the NSE yields → the app resumes the same stream (no new session, no gap, no duplicate)", async () => {
+    // A long linger keeps the NSE running; opening the app must end it, not the linger.
+    const p = await phone("alice2", { nseLingerMs: 20_000 });
+    const before = accountState(p.db, "alice2@localhost").sm.streamId;
+    await bob.send(p.jid, "during-nse");
+    await until(() => p.sim.runningNsePids.length > 0 && stored(p.db, "during-nse") === 1, p.why);
+    const nsePid = p.sim.runningNsePids[0]!;
+    p.sim.openApp();
+    await until(() => /online as .*\((resumed|new stream)\)/.test(p.sim.appOutput().stderr), p.why);
+    expect(p.sim.appOutput().stderr).toMatch(/\(resumed\)/);
+    await p.sim.nsesIdle();
+    const nse = p.sim.nseResults.find((r) => r.pid === nsePid && r.outcome !== "not-accepted");
+    expect(nse?.outcome, p.why()).toBe("yielded");
+    const state = accountState(p.db, "alice2@localhost");
+    expect(state.sm.streamId).toBe(before);
+    expect(state.mam.gapOpen).toBe(false);
+    await bob.send(p.jid, "after-app");
+    await until(() => stored(p.db, "after-app") === 1, p.why);
+    expect(stored(p.db, "during-nse")).toBe(1);
+    const appLines = p.sim
+      .appOutput()
+      .stdout.split("\n")
+      .filter((l) => l.includes('"during-nse"') || l.includes('"after-app"'));
+    expect(appLines.filter((l) => l.includes('"after-app"'))).toHaveLength(1);
+    expect(appLines.filter((l) => l.includes('"during-nse"')).length).toBeLessThanOrEqual(1);
+  });
+
+  it("8. NSE crash mid-sync (SIGKILL) → the push's original content is shown; the next push's NSE delivers the message exactly once", async () => {
+    const p = await phone("alice8");
+    const probe = () => {
+      const s = openStore({ path: p.db, role: "nse" });
+      try {
+        return (
+          s.sqlite
+            .prepare("SELECT holder FROM process_locks WHERE key = 'xmpp-session'")
+            .get() as { holder: string } | undefined
+        )?.holder;
+      } finally {
+        s.close();
+      }
+    };
+    await bob.send(p.jid, "crash-1");
+    // Mid-sync: the NSE has taken the session (it holds the lock) and is connecting or syncing.
+    const pid = await until(() => {
+      const [nsePid] = p.sim.runningNsePids;
+      return nsePid !== undefined && probe()?.startsWith(`nse:${nsePid}-`) ? nsePid : null;
+    }, p.why);
+    process.kill(pid, "SIGKILL");
+    const original = await until(
+      () => p.sim.displayed.find((d) => d.by === "original" && d.pid === pid),
+      p.why,
+    );
+    expect(original.body).not.toContain("crash-1"); // the appserver's placeholder, never the body
+    await p.sim.nsesIdle();
+    await bob.send(p.jid, "crash-2");
+    await until(() => p.shown("crash-2").length === 1, p.why);
+    await p.sim.nsesIdle();
+    for (const body of ["crash-1", "crash-2"]) expect(stored(p.db, body), body).toBe(1);
+    expect(p.shown("crash-2")).toHaveLength(1);
+    // crash-1 was either stored before the kill (its push showed the original) or replayed to
+    // the next NSE (shown by it): never shown twice by NSEs.
+    expect(p.shown("crash-1").filter((d) => d.by === "nse").length).toBeLessThanOrEqual(1);
+  });
+
+  it("4. the NSE cannot finish (throttled link) → \"could not synchronize\" shown after its delay; not shown when the app synced first", async () => {
+    const slow: FlakyLink = await startFlakyLink({ port: server.c2sPort, bytesPerSecond: 60 });
+    cleanup.push(() => slow.close());
+    const rules = { nseDeadlineMs: 2500, nseKillMs: 6000, syncWarningDelayMs: 1500 };
+    // (a) nobody syncs: the scheduled warning is shown when due.
+    const a = await phone("alice4a", rules);
+    setService(a.db, `xmpp://127.0.0.1:${slow.port}`);
+    await bob.send(a.jid, "slow-a");
+    const warning = await until(
+      () => a.sim.displayed.find((d) => d.by === "scheduled"),
+      a.why,
+      60_000,
+    );
+    expect(warning.title).toBe("Could not synchronize");
+    const result = a.sim.nseResults.find((r) => r.outcome === "deadline");
+    expect(result, a.why()).toBeDefined();
+    // (b) the main app syncs (over a normal link) before the warning is due: it is withdrawn.
+    const b = await phone("alice4b", { ...rules, syncWarningDelayMs: 60_000 });
+    setService(b.db, `xmpp://127.0.0.1:${slow.port}`);
+    await bob.send(b.jid, "slow-b");
+    const scheduled = () => {
+      const s = openStore({ path: b.db, role: "nse" });
+      try {
+        return (
+          s.sqlite
+            .prepare("SELECT count(*) AS n FROM pending_notifications WHERE delivered_at IS NULL")
+            .get() as { n: number }
+        ).n;
+      } finally {
+        s.close();
+      }
+    };
+    await until(() => scheduled() === 1, b.why, 60_000);
+    await b.sim.nsesIdle();
+    setService(b.db, `xmpp://127.0.0.1:${server.c2sPort}`);
+    b.sim.openApp();
+    await until(() => /online as/.test(b.sim.appOutput().stderr), b.why);
+    await until(() => scheduled() === 0, b.why);
+    await until(() => stored(b.db, "slow-b") === 1, b.why);
+    expect(b.sim.displayed.filter((d) => d.by === "scheduled")).toEqual([]);
+  });
+
+  it("9. share extension while offline (text, url) → the main app sends both once online, each received exactly once", async () => {
+    const link = await startFlakyLink({ port: server.c2sPort });
+    cleanup.push(() => link.close());
+    const p = await phone("alice9", {}, { service: `xmpp://127.0.0.1:${link.port}` });
+    link.cut();
+    const text = `shared-text-${p.seed}`;
+    const url = `https://example.org/${p.seed}`;
+    await p.sim.share("bob@localhost", { text });
+    await until(() => /offline/.test(p.sim.appOutput().stderr), p.why);
+    await p.sim.share("bob@localhost", { url });
+    link.restore();
+    const got = (needle: string) =>
+      bob.received.filter((m) => m.from.startsWith(p.jid) && (m.body ?? "").includes(needle));
+    await until(() => got(text).length === 1 && got(url).length === 1, p.why, 60_000);
+    // Everything the app had queued is acknowledged: nothing more can be sent twice.
+    await until(() => {
+      const s = openStore({ path: p.db, role: "nse" });
+      try {
+        return (
+          (
+            s.sqlite
+              .prepare("SELECT count(*) AS n FROM share_outbox WHERE state IN ('pending','sending')")
+              .get() as { n: number }
+          ).n === 0
+        );
+      } finally {
+        s.close();
+      }
+    }, p.why);
+    await bob.barrier();
+    expect(got(text)).toHaveLength(1);
+    expect(got(url)).toHaveLength(1);
+  });
+});
