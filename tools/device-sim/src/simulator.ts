@@ -272,7 +272,10 @@ export class DeviceSimulator extends EventEmitter<{
       this.clock.clearTimeout(killTimer);
       nse.accepting = false;
       this.nses.delete(nse);
-      this.note(`NSE exited (${signal ?? `code ${code}`})`, pid);
+      this.note(
+        `NSE exited (${signal ?? `code ${code}`})${code ? `: ${nse.stderr.trim().slice(-500)}` : ""}`,
+        pid,
+      );
       // Crashed or killed before answering: iOS shows the push's original content.
       for (const [id, orig] of nse.pending) this.show({ by: "original", pid, pushId: id, ...orig });
       nse.pending.clear();
