@@ -20,8 +20,10 @@ export interface PushChain {
   readonly apns: ApnsSimulator;
   /** The daemon's component domain (the `jid` of a client's XEP-0357 enable). */
   readonly appServerJid: string;
-  /** The daemon's app name for APNs (the `pushModule` of the enable). */
+  /** The daemon's app name for APNs alert pushes (the `pushModule` of the enable). */
   readonly pushModule: string;
+  /** The daemon's app name for silent (content-available) pushes of the same topic. */
+  readonly silentPushModule: string;
   /** Every APNs delivery is passed to these (DeviceSimulator.deliver). */
   onDelivery(listener: (d: ApnsDelivery) => void): void;
   /** The daemon's stdout and stderr so far (its JSON log). */
@@ -73,6 +75,15 @@ export async function startPushChain(
       `    keyId: ${key.keyId}`,
       `    privateKeyFile: ${keyFile}`,
       `    endpoint: ${apns.url}`,
+      // The same app, silent: content-available pushes that wake the main app (no NSE).
+      "  ios-silent:",
+      "    type: apns",
+      `    topic: ${topic}`,
+      `    teamId: ${key.teamId}`,
+      `    keyId: ${key.keyId}`,
+      `    privateKeyFile: ${keyFile}`,
+      `    endpoint: ${apns.url}`,
+      "    pushType: background",
       `dataDir: ${dir}`,
       "rateLimit:",
       `  window: ${opts.rateLimitWindow ?? "250ms"}`,
@@ -116,6 +127,7 @@ export async function startPushChain(
     apns,
     appServerJid: server.componentDomain,
     pushModule: "ios",
+    silentPushModule: "ios-silent",
     onDelivery: (l) => listeners.push(l),
     daemonLog: () => log,
     stop,
@@ -134,6 +146,8 @@ export async function setUpAccount(opts: {
   service: string;
   token: string;
   chain: Pick<PushChain, "appServerJid" | "pushModule">;
+  /** Default: the chain's alert app; its silentPushModule for content-available pushes. */
+  pushModule?: string;
 }): Promise<void> {
   const login = spawn(
     process.execPath,
@@ -168,7 +182,7 @@ export async function setUpAccount(opts: {
       ensurePush(ctx, {
         appServerJid: opts.chain.appServerJid,
         node: opts.token,
-        pushModule: opts.chain.pushModule,
+        pushModule: opts.pushModule ?? opts.chain.pushModule,
       }),
     );
     await enabled;

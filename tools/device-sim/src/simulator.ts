@@ -351,6 +351,11 @@ export class DeviceSimulator extends EventEmitter<{
     this.note("main app in the foreground", this.appPid ?? undefined);
   }
 
+  /** The user types a line in the app (a message to the chosen chat, or /to JID). */
+  typeInApp(line: string): void {
+    if (this.app?.state === "foreground") this.appLine(line);
+  }
+
   /** The user leaves the app: told at once (/bg), frozen `backgroundRunMs` later. */
   leaveApp(): void {
     if (!this.app || this.app.state !== "foreground") return;

@@ -7,6 +7,7 @@ import { randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { pendingBackgroundTaskRequests } from "@lichen/engine";
 import { loadAccountState, openStore } from "@lichen/store";
 import { testSeed } from "@lichen/test-kit/vitest";
 import { until } from "@lichen/test-kit";
@@ -89,7 +90,7 @@ describe.each([
   async function phone(
     user: string,
     rules: Partial<DeviceRules> = {},
-    opts: { profile?: "ios" | "macos"; service?: string } = {},
+    opts: { profile?: "ios" | "macos"; service?: string; silent?: boolean } = {},
   ) {
     const seed = testSeed(); // printed if the test fails; LICHEN_SEED=<seed> replays it
     await server.registerUser(user, "alicepw");
@@ -102,6 +103,7 @@ describe.each([
       service: opts.service ?? `xmpp://127.0.0.1:${server.c2sPort}`,
       token,
       chain,
+      ...(opts.silent ? { pushModule: chain.silentPushModule } : {}),
     });
     const sim = new DeviceSimulator({
       db,
@@ -308,5 +310,57 @@ describe.each([
     await bob.barrier();
     expect(got(text)).toHaveLength(1);
     expect(got(url)).toHaveLength(1);
+  });
+
+  it("6. silent push → the main app wakes for its 30 s (scaled), syncs, and is frozen again", async () => {
+    const p = await phone(
+      "alice6",
+      { backgroundRunMs: 3000, silentPushRunMs: 6000, expiryNoticeMs: 2000 },
+      { silent: true },
+    );
+    p.sim.openApp();
+    await until(() => /online as/.test(p.sim.appOutput().stderr), p.why);
+    p.sim.leaveApp();
+    await until(() => p.sim.appState === "frozen", p.why);
+    const frozenBefore = p.sim.timeline.filter((e) => /frozen/.test(e.what)).length;
+    await bob.send(p.jid, "silent-1");
+    // The app itself (no NSE) stores it while woken, and prints it.
+    await until(() => p.sim.appOutput().stdout.includes('"silent-1"'), p.why);
+    await until(
+      () => p.sim.timeline.some((e) => /frozen after its silent push/.test(e.what)),
+      p.why,
+    );
+    expect(p.sim.appState).toBe("frozen");
+    expect(p.sim.timeline.filter((e) => /frozen/.test(e.what)).length).toBe(frozenBefore + 1);
+    expect(p.sim.nsePids).toEqual([]);
+    expect(stored(p.db, "silent-1")).toBe(1);
+    expect(p.sim.displayed).toEqual([]); // a silent push shows nothing
+  });
+
+  it("5. app swiped away with an unsent message → background task requested → granted → the message is delivered exactly once", async () => {
+    const link = await startFlakyLink({ port: server.c2sPort });
+    cleanup.push(() => link.close());
+    const p = await phone("alice5", {}, { service: `xmpp://127.0.0.1:${link.port}` });
+    p.sim.openApp();
+    await until(() => /online as/.test(p.sim.appOutput().stderr), p.why);
+    link.cut(); // the network goes away while the user writes
+    await until(() => /connection lost|reconnect/.test(p.sim.appOutput().stderr), p.why);
+    const body = `unsent-${p.seed}`;
+    p.sim.typeInApp("/to bob@localhost");
+    p.sim.typeInApp(body);
+    await until(() => stored(p.db, body, "out") === 1, p.why);
+    await p.sim.swipeApp();
+    const store = openStore({ path: p.db, role: "nse" });
+    cleanup.push(() => store.close());
+    expect(pendingBackgroundTaskRequests(store, "alice5@localhost"), p.why()).toHaveLength(1);
+    link.restore();
+    expect(p.sim.grantBackgroundTask()).toBe(true);
+    await p.sim.backgroundRunsIdle();
+    const got = () => bob.received.filter((m) => m.body === body);
+    await until(() => got().length >= 1, p.why);
+    await bob.barrier();
+    expect(got()).toHaveLength(1);
+    expect(pendingBackgroundTaskRequests(store, "alice5@localhost")).toEqual([]);
+    expect(p.sim.timeline.some((e) => /background run ended \(code 0\).*"outcome":"done"/.test(e.what))).toBe(true);
   });
 });
