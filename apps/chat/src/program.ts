@@ -172,8 +172,7 @@ export function buildProgram(): Command {
         stdin?: boolean;
         pushId: string;
         syncWarningDelayMs: number;
-      }) =>
-        opts.stdin ? nseExtension(context(), opts) : nse(context(), opts),
+      }) => (opts.stdin ? nseExtension(context(), opts) : nse(context(), opts)),
     );
 
   program

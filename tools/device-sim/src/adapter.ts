@@ -13,7 +13,9 @@ export interface NsePushLine {
 }
 
 /** What the device shows for one push the NSE handled: its alerts (none when it silenced it). */
-export function displayedContents(line: NsePushLine): { title: string; body: string; threadId?: string }[] {
+export function displayedContents(
+  line: NsePushLine,
+): { title: string; body: string; threadId?: string }[] {
   return line.notifications.flatMap((n) =>
     n.kind === "alert"
       ? [{ title: n.title, body: n.body, ...(n.threadId ? { threadId: n.threadId } : {}) }]

@@ -32,7 +32,11 @@ export interface PushChain {
 }
 
 const require = createRequire(import.meta.url);
-const LICHEN_PUSH = join(dirname(require.resolve("@lichen/push-server/package.json")), "dist", "cli.js");
+const LICHEN_PUSH = join(
+  dirname(require.resolve("@lichen/push-server/package.json")),
+  "dist",
+  "cli.js",
+);
 const LICHEN_CHAT = join(dirname(require.resolve("@lichen/chat/package.json")), "dist", "cli.js");
 
 /**

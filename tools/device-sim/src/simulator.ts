@@ -434,9 +434,7 @@ export class DeviceSimulator extends EventEmitter<{
   /** Resolves once no background run (`lichen-chat background`) is in progress. */
   async backgroundRunsIdle(): Promise<void> {
     while (this.backgroundRuns.size > 0)
-      await Promise.all(
-        [...this.backgroundRuns].map((c) => new Promise((r) => c.once("exit", r))),
-      );
+      await Promise.all([...this.backgroundRuns].map((c) => new Promise((r) => c.once("exit", r))));
   }
 
   private backgroundRun(budgetMs: number, why: string): void {
@@ -494,7 +492,10 @@ export class DeviceSimulator extends EventEmitter<{
   // ---- share extension -----------------------------------------------------------------------
 
   /** The share extension: writes the outbox (`lichen-chat share`), then opens the main app. */
-  async share(to: string, content: { text: string } | { url: string; title?: string }): Promise<void> {
+  async share(
+    to: string,
+    content: { text: string } | { url: string; title?: string },
+  ): Promise<void> {
     const args =
       "text" in content
         ? ["share", to, "--text", content.text]
@@ -505,7 +506,10 @@ export class DeviceSimulator extends EventEmitter<{
     child.stderr!.on("data", (d) => (err += String(d)));
     const code = await new Promise<number | null>((r) => child.once("exit", (c) => r(c)));
     if (code !== 0) throw new Error(`share extension failed (exit ${code}): ${err.trim()}`);
-    this.note(`share extension queued ${"text" in content ? "a text" : "a link"} for ${to}`, child.pid);
+    this.note(
+      `share extension queued ${"text" in content ? "a text" : "a link"} for ${to}`,
+      child.pid,
+    );
     this.openApp();
   }
 

@@ -205,9 +205,8 @@ describe.each([
       const s = openStore({ path: p.db, role: "nse" });
       try {
         return (
-          s.sqlite
-            .prepare("SELECT holder FROM process_locks WHERE key = 'xmpp-session'")
-            .get() as { holder: string } | undefined
+          s.sqlite.prepare("SELECT holder FROM process_locks WHERE key = 'xmpp-session'").get() as
+            { holder: string } | undefined
         )?.holder;
       } finally {
         s.close();
@@ -236,7 +235,7 @@ describe.each([
     expect(p.shown("crash-1").filter((d) => d.by === "nse").length).toBeLessThanOrEqual(1);
   });
 
-  it("4. the NSE cannot finish (throttled link) → \"could not synchronize\" shown after its delay; not shown when the app synced first", async () => {
+  it('4. the NSE cannot finish (throttled link) → "could not synchronize" shown after its delay; not shown when the app synced first', async () => {
     const slow: FlakyLink = await startFlakyLink({ port: server.c2sPort, bytesPerSecond: 60 });
     cleanup.push(() => slow.close());
     const rules = { nseDeadlineMs: 2500, nseKillMs: 6000, syncWarningDelayMs: 1500 };
@@ -299,7 +298,9 @@ describe.each([
         return (
           (
             s.sqlite
-              .prepare("SELECT count(*) AS n FROM share_outbox WHERE state IN ('pending','sending')")
+              .prepare(
+                "SELECT count(*) AS n FROM share_outbox WHERE state IN ('pending','sending')",
+              )
               .get() as { n: number }
           ).n === 0
         );
@@ -361,6 +362,8 @@ describe.each([
     await bob.barrier();
     expect(got()).toHaveLength(1);
     expect(pendingBackgroundTaskRequests(store, "alice5@localhost")).toEqual([]);
-    expect(p.sim.timeline.some((e) => /background run ended \(code 0\).*"outcome":"done"/.test(e.what))).toBe(true);
+    expect(
+      p.sim.timeline.some((e) => /background run ended \(code 0\).*"outcome":"done"/.test(e.what)),
+    ).toBe(true);
   });
 });

@@ -10,13 +10,15 @@ import { CliError, describeError } from "../errors.js";
 export async function background(ctx: CliContext, opts: { deadlineMs: number }): Promise<void> {
   const { settings, store, config } = openAccount(ctx, "main");
   try {
-    const r = await runBackgroundTask({ store, session: config, deadlineMs: opts.deadlineMs }).catch(
-      (err: unknown) => {
-        throw new CliError(
-          `background run failed for ${settings.jid}: ${store.damage?.message ?? describeError(err)}`,
-        );
-      },
-    );
+    const r = await runBackgroundTask({
+      store,
+      session: config,
+      deadlineMs: opts.deadlineMs,
+    }).catch((err: unknown) => {
+      throw new CliError(
+        `background run failed for ${settings.jid}: ${store.damage?.message ?? describeError(err)}`,
+      );
+    });
     ctx.log({ event: "background.result", ...r });
     ctx.out(JSON.stringify(r));
   } finally {

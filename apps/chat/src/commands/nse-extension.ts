@@ -25,7 +25,9 @@ export async function nseExtension(
       session: config,
       deadlineMs: opts.deadlineMs,
       lingerMs: opts.lingerMs,
-      ...(opts.syncWarningDelayMs !== undefined ? { syncWarningDelayMs: opts.syncWarningDelayMs } : {}),
+      ...(opts.syncWarningDelayMs !== undefined
+        ? { syncWarningDelayMs: opts.syncWarningDelayMs }
+        : {}),
       afterSync: () => ctx.log({ event: "nse.synced" }),
       onFurtherPush: (p) => ctx.log({ event: "nse.push-arrived", pushId: p.pushId, via: p.via }),
     });
@@ -33,9 +35,11 @@ export async function nseExtension(
       const pushId = line.trim();
       if (pushId === "") return;
       printed.push(
-        run.push(pushId).then((r: NsePushResult | null) =>
-          print(r ? { ...r } : { pushId, outcome: "not-accepted", notifications: [] }),
-        ),
+        run
+          .push(pushId)
+          .then((r: NsePushResult | null) =>
+            print(r ? { ...r } : { pushId, outcome: "not-accepted", notifications: [] }),
+          ),
       );
     });
     const result: NseResult = await run.result.catch((err: unknown) => {

@@ -29,7 +29,9 @@ export async function nse(
       accounts: configs,
       deadlineMs: opts.deadlineMs,
       lingerMs: opts.lingerMs,
-      ...(opts.syncWarningDelayMs !== undefined ? { syncWarningDelayMs: opts.syncWarningDelayMs } : {}),
+      ...(opts.syncWarningDelayMs !== undefined
+        ? { syncWarningDelayMs: opts.syncWarningDelayMs }
+        : {}),
       // With --verbose: when the run has synced (and lingers) and when a push is handed to it.
       afterSync: () => ctx.log({ event: "nse.synced" }),
       onFurtherPush: (p) => ctx.log({ event: "nse.push-arrived", pushId: p.pushId, via: p.via }),
