@@ -1,0 +1,195 @@
+/**
+ * End-to-end benchmark (`npm run bench -- e2e`, issue 12): the whole chain on loopback — a real
+ * server, the real lichen-push daemon, the APNs simulator and the device simulator running the
+ * built lichen-chat processes.
+ *
+ * metrics: push_to_notification_p50_ms / _p99_ms (bob's message sent → the NSE's notification
+ * shown; app not running, stream suspended; Prosody), linger_second_push_p50_ms (ejabberd, which
+ * pushes per message: the second push's delivery → its notification from the same NSE process;
+ * it includes the rest of the linger, since a push's content is final when the run ends),
+ * nse_peak_rss_mb (VmHWM of the NSE processes, max), baseline_process_start_ms (a `lichen-chat
+ * --version` process: the floor of every NSE run) and ratios.push_to_notification_vs_process_start.
+ * Not measured yet: the 32 kbit/s resume vs login + MAM figures (see the `slowlink` benchmark).
+ */
+import { spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import {
+  startEjabberd,
+  startProsody,
+  startTestPeer,
+  type XmppTestServer,
+} from "@lichen/test-servers";
+import { until } from "@lichen/test-kit";
+import { DeviceSimulator, scaledRules, setUpAccount, startPushChain } from "@lichen/device-sim";
+
+interface BenchContext {
+  log(msg: string): void;
+  quick: boolean;
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? s[Math.floor((s.length - 1) / 2)]! : 0;
+};
+const pct = (xs: number[], p: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]! : 0;
+};
+
+function peakRssMb(pid: number): number {
+  try {
+    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    return m ? Number(m[1]) / 1024 : 0;
+  } catch {
+    return 0; // already gone
+  }
+}
+
+async function withPhone<T>(
+  server: XmppTestServer,
+  user: string,
+  lingerMs: number,
+  body: (phone: {
+    sim: DeviceSimulator;
+    jid: string;
+    token: string;
+    sampleRss(): void;
+  }) => Promise<T>,
+): Promise<{ value: T; rssMb: number }> {
+  const chain = await startPushChain(server);
+  const dir = mkdtempSync(join(tmpdir(), "lichen-e2e-bench-"));
+  const db = join(dir, `${user}.db`);
+  const token = randomBytes(32).toString("hex");
+  await server.registerUser(user, "pw");
+  await setUpAccount({
+    db,
+    jid: `${user}@localhost`,
+    password: "pw",
+    service: `xmpp://127.0.0.1:${server.c2sPort}`,
+    token,
+    chain,
+  });
+  const sim = new DeviceSimulator({ db, token, rules: scaledRules(1, { nseLingerMs: lingerMs }) });
+  chain.onDelivery(sim.deliver);
+  let rssMb = 0;
+  const sampleRss = () => {
+    for (const pid of sim.runningNsePids) rssMb = Math.max(rssMb, peakRssMb(pid));
+  };
+  const sampler = setInterval(sampleRss, 20);
+  try {
+    return { value: await body({ sim, jid: `${user}@localhost`, token, sampleRss }), rssMb };
+  } finally {
+    clearInterval(sampler);
+    await sim.stop();
+    await chain.stop();
+  }
+}
+
+export default async function e2eBench(ctx: BenchContext) {
+  const rounds = ctx.quick ? 3 : 15;
+  const require = createRequire(import.meta.url);
+  const cli = join(dirname(require.resolve("@lichen/chat/package.json")), "dist", "cli.js");
+  const starts: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const t = performance.now();
+    spawnSync(process.execPath, [cli, "--version"]);
+    starts.push(performance.now() - t);
+  }
+  const processStart = median(starts);
+  ctx.log(`baseline: a lichen-chat process start ${processStart.toFixed(0)} ms (median of 5)`);
+
+  // Push → notification, Prosody, one NSE per push (short linger so the runs do not overlap).
+  const prosody = await startProsody();
+  await prosody.registerUser("bob", "bobpw");
+  const latencies: number[] = [];
+  let rss = 0;
+  try {
+    const bob = await startTestPeer(prosody.c2sPort, "bob", "bobpw");
+    try {
+      const r = await withPhone(prosody, "alice", 200, async ({ sim, jid }) => {
+        for (let i = 0; i < rounds; i++) {
+          const body = `bench-${i}`;
+          const sent = Date.now();
+          await bob.send(jid, body);
+          const shown = await until(
+            () => sim.displayed.find((d) => d.body === body),
+            `notification ${body}`,
+            60_000,
+            5,
+          );
+          latencies.push(shown.at - sent);
+          await sim.nsesIdle();
+        }
+      });
+      rss = Math.max(rss, r.rssMb);
+    } finally {
+      await bob.stop();
+    }
+  } finally {
+    await prosody.stop();
+  }
+  ctx.log(
+    `push → notification (Prosody, ${rounds} rounds): p50 ${median(latencies)} ms, p99 ${pct(latencies, 99)} ms`,
+  );
+
+  // Second push to a living NSE, ejabberd (it pushes for each message of a hibernated session).
+  const ejabberd = await startEjabberd();
+  await ejabberd.registerUser("bob", "bobpw");
+  const second: number[] = [];
+  try {
+    const bob = await startTestPeer(ejabberd.c2sPort, "bob", "bobpw");
+    try {
+      const r = await withPhone(ejabberd, "alice", 1500, async ({ sim, jid }) => {
+        for (let i = 0; i < Math.max(2, Math.ceil(rounds / 3)); i++) {
+          const firstNse = sim.nsePids.length;
+          await bob.send(jid, `first-${i}`);
+          await until(() => sim.nsePids.length > firstNse, "NSE started", 60_000, 5);
+          const handed = sim.timeline.length;
+          await bob.send(jid, `second-${i}`);
+          const entry = await until(
+            () => sim.timeline.slice(handed).find((e) => /handed to the running NSE/.test(e.what)),
+            "second push handed over",
+            60_000,
+            5,
+          ).catch(() => null);
+          await sim.nsesIdle();
+          if (!entry) continue; // the NSE had already ended: not a linger sample
+          const pushId = /push (\S+) handed/.exec(entry.what)![1];
+          const shown = sim.displayed.find((d) => d.pushId === pushId);
+          const answered = sim.timeline.find(
+            (e) => e.what.startsWith(`NSE answered push ${pushId}`) && e.at >= entry.at,
+          );
+          second.push((shown ?? answered ?? entry).at - entry.at);
+        }
+      });
+      rss = Math.max(rss, r.rssMb);
+    } finally {
+      await bob.stop();
+    }
+  } finally {
+    await ejabberd.stop();
+  }
+  ctx.log(
+    `second push in the same NSE (ejabberd, ${second.length} samples): p50 ${median(second)} ms`,
+  );
+  ctx.log(`NSE peak RSS ${rss.toFixed(1)} MiB`);
+  return {
+    metrics: {
+      push_to_notification_p50_ms: median(latencies),
+      push_to_notification_p99_ms: pct(latencies, 99),
+      linger_second_push_p50_ms: median(second),
+      linger_second_push_samples: second.length,
+      nse_peak_rss_mb: Math.round(rss * 10) / 10,
+      baseline_process_start_ms: Math.round(processStart),
+    },
+    ratios: {
+      push_to_notification_vs_process_start: processStart
+        ? Math.round((median(latencies) / processStart) * 100) / 100
+        : 0,
+    },
+  };
+}
