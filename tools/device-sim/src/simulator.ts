@@ -67,6 +67,8 @@ export interface DeviceSimulatorOptions {
    */
   profile?: "ios" | "macos";
   rules?: DeviceRules;
+  /** macOS profile: the chance that a push starts a second NSE beside a living one (default 0.5). */
+  macosConcurrency?: number;
   clock?: DeviceClock;
   /** Seed for the simulator's own choices (macOS concurrency, swipe grace). */
   seed?: number;
@@ -198,7 +200,10 @@ export class DeviceSimulator extends EventEmitter<{
 
   private alertPush(pushId: string, original: { title: string; body: string }): void {
     const live = [...this.nses].find((n) => n.accepting);
-    const concurrent = this.profile === "macos" && live !== undefined && this.rng.next() < 0.5;
+    const concurrent =
+      this.profile === "macos" &&
+      live !== undefined &&
+      this.rng.next() < (this.opts.macosConcurrency ?? 0.5);
     if (live && !concurrent) {
       live.pending.set(pushId, original);
       live.child.stdin!.write(`${pushId}\n`);

@@ -90,7 +90,12 @@ describe.each([
   async function phone(
     user: string,
     rules: Partial<DeviceRules> = {},
-    opts: { profile?: "ios" | "macos"; service?: string; silent?: boolean } = {},
+    opts: {
+      profile?: "ios" | "macos";
+      macosConcurrency?: number;
+      service?: string;
+      silent?: boolean;
+    } = {},
   ) {
     const seed = testSeed(); // printed if the test fails; LICHEN_SEED=<seed> replays it
     await server.registerUser(user, "alicepw");
@@ -110,6 +115,7 @@ describe.each([
       token,
       seed,
       profile: opts.profile ?? "ios",
+      ...(opts.macosConcurrency !== undefined ? { macosConcurrency: opts.macosConcurrency } : {}),
       rules: scaledRules(1, { nseLingerMs: 1500, ...rules }),
     });
     chain.onDelivery(sim.deliver);
@@ -366,4 +372,34 @@ describe.each([
       p.sim.timeline.some((e) => /background run ended \(code 0\).*"outcome":"done"/.test(e.what)),
     ).toBe(true);
   });
+
+  // Two NSEs at once need two pushes while the first NSE lives: ejabberd pushes for each message
+  // of a hibernated session; Prosody's mod_cloud_notify pushes once per hibernation (scenario 3),
+  // so on Prosody the macOS profile never gets a second push to run concurrently.
+  if (serverName === "ejabberd")
+    it("7. macOS profile: two NSEs at once → both finish, nothing doubled, neither calls the other the main app", async () => {
+      const p = await phone(
+        "alice7",
+        { nseLingerMs: 3000 },
+        { profile: "macos", macosConcurrency: 1 },
+      );
+      await bob.send(p.jid, "mac-1");
+      await until(() => p.sim.nsePids.length > 0, p.why);
+      await bob.send(p.jid, "mac-2");
+      await until(() => p.sim.nsePids.length === 2, p.why);
+      await p.sim.nsesIdle();
+      const exits = p.sim.timeline.filter((e) => /NSE exited/.test(e.what));
+      expect(
+        exits.map((e) => e.what),
+        p.why(),
+      ).toEqual(["NSE exited (code 0)", "NSE exited (code 0)"]);
+      for (const body of ["mac-1", "mac-2"]) {
+        expect(stored(p.db, body), body).toBe(1);
+        expect(p.shown(body), body).toHaveLength(1);
+      }
+      const outcomes = p.sim.nseResults.map((r) => r.outcome);
+      expect(outcomes, p.why()).not.toContain("main-running");
+      expect(outcomes.every((o) => ["synced", "handed-over", "other-nse"].includes(o))).toBe(true);
+      expect(p.sim.displayed.filter((x) => x.by === "original")).toEqual([]);
+    });
 });
