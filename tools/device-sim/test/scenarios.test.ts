@@ -402,4 +402,27 @@ describe.each([
       expect(outcomes.every((o) => ["synced", "handed-over", "other-nse"].includes(o))).toBe(true);
       expect(p.sim.displayed.filter((x) => x.by === "original")).toEqual([]);
     });
+
+  it("11. 32 kbit/s + 200 ms RTT: the NSE resumes and stores 20 queued messages within its 25 s deadline", async () => {
+    const slow = await startFlakyLink({ port: server.c2sPort, bytesPerSecond: 4000, delayMs: 100 });
+    cleanup.push(() => slow.close());
+    const p = await phone("alice11", { nseLingerMs: 500 });
+    setService(p.db, `xmpp://127.0.0.1:${slow.port}`);
+    const bodies = Array.from({ length: 20 }, (_, i) => `queued-${i}`);
+    for (const body of bodies) await bob.send(p.jid, body);
+    await bob.barrier();
+    await until(() => bodies.every((b) => stored(p.db, b) === 1), p.why, 60_000);
+    await p.sim.nsesIdle();
+    for (const body of bodies) {
+      expect(stored(p.db, body), body).toBe(1);
+      expect(p.shown(body).length, body).toBeLessThanOrEqual(1);
+    }
+    const outcomes = p.sim.nseResults.map((r) => r.outcome);
+    expect(outcomes, p.why()).not.toContain("deadline");
+    expect(p.sim.displayed.filter((x) => x.by === "original")).toEqual([]);
+    expect(p.sim.nseResults.find((r) => r.stream !== undefined)?.stream).toBe("resumed");
+    console.log(
+      `${serverName}: 20 messages at 32 kbit/s, ${slow.bytes.down} bytes down, ${slow.bytes.up} up`,
+    );
+  });
 });
