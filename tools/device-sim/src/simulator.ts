@@ -144,7 +144,8 @@ export class DeviceSimulator extends EventEmitter<{
     this.tick();
   }
 
-  private note(what: string, pid?: number): void {
+  /** Adds an entry to the timeline (the simulator's own events, or a test's marks). */
+  note(what: string, pid?: number): void {
     const e: TimelineEntry = { at: this.clock.now(), what, ...(pid !== undefined ? { pid } : {}) };
     this.timeline.push(e);
     this.emit("timeline", e);

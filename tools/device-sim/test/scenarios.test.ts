@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { pendingBackgroundTaskRequests } from "@lichen/engine";
 import { loadAccountState, openStore } from "@lichen/store";
 import { testSeed } from "@lichen/test-kit/vitest";
-import { until } from "@lichen/test-kit";
+import { prng, sleep, until } from "@lichen/test-kit";
 import {
   startEjabberd,
   startFlakyLink,
@@ -95,6 +95,7 @@ describe.each([
       macosConcurrency?: number;
       service?: string;
       silent?: boolean;
+      autoGrantBackgroundTasks?: boolean;
     } = {},
   ) {
     const seed = testSeed(); // printed if the test fails; LICHEN_SEED=<seed> replays it
@@ -116,6 +117,7 @@ describe.each([
       seed,
       profile: opts.profile ?? "ios",
       ...(opts.macosConcurrency !== undefined ? { macosConcurrency: opts.macosConcurrency } : {}),
+      ...(opts.autoGrantBackgroundTasks ? { autoGrantBackgroundTasks: true } : {}),
       rules: scaledRules(1, { nseLingerMs: 1500, ...rules }),
     });
     chain.onDelivery(sim.deliver);
@@ -423,6 +425,65 @@ describe.each([
     expect(p.sim.nseResults.find((r) => r.stream !== undefined)?.stream).toBe("resumed");
     console.log(
       `${serverName}: 20 messages at 32 kbit/s, ${slow.bytes.down} bytes down, ${slow.bytes.up} up`,
+    );
+  });
+
+  it("10. chaos under the simulator's rules: seeded opens, leaves (background → freeze), swipes, pushes and typing → every message exactly once on each side", async () => {
+    const p = await phone(
+      "alice10",
+      { backgroundRunMs: 1500, nseLingerMs: 800, swipeGraceMs: [1000, 2000] },
+      { autoGrantBackgroundTasks: true },
+    );
+    const rng = prng(p.seed);
+    const inbound: string[] = [];
+    const typed: string[] = [];
+    const steps = Number(process.env.LICHEN_DEVICE_CHAOS_STEPS ?? 14);
+    const online = async (from: number) =>
+      until(() => /online|offline/.test(p.sim.appOutput().stderr.slice(from)), p.why, 60_000);
+    for (let step = 0; step < steps; step++) {
+      const action = rng.pick(["write", "write", "open", "open", "leave", "swipe", "type", "type"]);
+      p.sim.note(`chaos step ${step}: ${action}`);
+      if (action === "write") {
+        const body = `chaos-in-${step}`;
+        await bob.send(p.jid, body);
+        inbound.push(body);
+      } else if (action === "open") {
+        const wasForeground = p.sim.appState === "foreground";
+        const from = p.sim.appOutput().stderr.length;
+        p.sim.openApp();
+        if (!wasForeground) await online(from);
+      } else if (action === "leave") p.sim.leaveApp();
+      else if (action === "swipe") await p.sim.swipeApp();
+      else if (action === "type" && p.sim.appState === "foreground") {
+        const body = `chaos-out-${step}`;
+        p.sim.typeInApp("/to bob@localhost");
+        p.sim.typeInApp(body);
+        typed.push(body);
+      }
+      await sleep(rng.between(100, 1200)); // pacing only: every check below waits on facts
+    }
+    // The end: the user opens the app, which syncs and sends what is left.
+    await p.sim.nsesIdle();
+    await p.sim.backgroundRunsIdle();
+    const wasForeground = p.sim.appState === "foreground";
+    const from = p.sim.appOutput().stderr.length;
+    p.sim.openApp();
+    if (!wasForeground) await online(from);
+    await until(() => inbound.every((b) => stored(p.db, b) >= 1), p.why, 60_000);
+    // Typed lines the app committed (a line typed just before a kill may never have been).
+    const committed = typed.filter((b) => stored(p.db, b, "out") > 0);
+    const got = (b: string) => bob.received.filter((m) => m.body === b).length;
+    await until(() => committed.every((b) => got(b) >= 1), p.why, 60_000);
+    await bob.barrier();
+    for (const b of inbound) expect(stored(p.db, b), b).toBe(1);
+    for (const b of committed) {
+      expect(stored(p.db, b, "out"), b).toBe(1);
+      expect(got(b), b).toBe(1);
+    }
+    for (const b of inbound)
+      expect(p.shown(b).filter((d) => d.by === "nse").length, b).toBeLessThanOrEqual(1);
+    console.log(
+      `${serverName} chaos (seed ${p.seed}): ${inbound.length} in, ${committed.length}/${typed.length} out, ${p.sim.nsePids.length} NSE runs, ${p.sim.displayed.length} shown`,
     );
   });
 });
