@@ -164,12 +164,13 @@ describe.each([
     const [pid] = p.sim.nsePids;
     expect(p.shown("burst-1")[0]!.pid).toBe(pid);
     expect(p.shown("burst-2")[0]!.pid).toBe(pid);
+    // Every push the server sent went to that living NSE (didReceive again) and was answered
+    // over its connection. ejabberd pushes for each message of a hibernated session; Prosody's
+    // mod_cloud_notify pushes again only when the session is still hibernated (the NSE not yet
+    // resumed), so there the second message may reach the lingering NSE without a push.
     const pushes = chain.apns.deliveriesFor(p.token).length;
-    // ejabberd pushes for each message of a hibernated session: the second push went to the
-    // living NSE (didReceive again) and was answered over the same connection. Prosody's
-    // mod_cloud_notify pushes once per hibernation: the second message reached the lingering
-    // NSE over its connection without a push.
-    expect(pushes, p.why()).toBe(serverName === "ejabberd" ? 2 : 1);
+    if (serverName === "ejabberd") expect(pushes, p.why()).toBe(2);
+    else expect(pushes, p.why()).toBeGreaterThanOrEqual(1);
     const mine = p.sim.nseResults.filter((r) => r.pid === pid);
     expect(mine).toHaveLength(pushes);
     expect(mine.every((r) => r.outcome === "synced")).toBe(true);
@@ -185,7 +186,7 @@ describe.each([
     const nsePid = p.sim.runningNsePids[0]!;
     p.sim.openApp();
     await until(() => /online as .*\((resumed|new stream)\)/.test(p.sim.appOutput().stderr), p.why);
-    expect(p.sim.appOutput().stderr).toMatch(/\(resumed\)/);
+    expect(p.sim.appOutput().stderr, p.why()).toMatch(/\(resumed\)/);
     await p.sim.nsesIdle();
     // It synced, then lingered holding the session: the app could only get online because the
     // NSE yielded (it exited long before its 20 s linger would have ended).
@@ -194,11 +195,11 @@ describe.each([
     expect(exited.at - launched.at, p.why()).toBeLessThan(20_000);
     console.log(`${serverName}: NSE exited ${exited.at - launched.at} ms after the app launched`);
     const state = accountState(p.db, "alice2@localhost");
-    expect(state.sm.streamId).toBe(before);
-    expect(state.mam.gapOpen).toBe(false);
+    expect(state.sm.streamId, p.why()).toBe(before);
+    expect(state.mam.gapOpen, p.why()).toBe(false);
     await bob.send(p.jid, "after-app");
     await until(() => stored(p.db, "after-app") === 1, p.why);
-    expect(stored(p.db, "during-nse")).toBe(1);
+    expect(stored(p.db, "during-nse"), p.why()).toBe(1);
     const appLines = p.sim
       .appOutput()
       .stdout.split("\n")
