@@ -9,16 +9,23 @@
  * it includes the rest of the linger, since a push's content is final when the run ends),
  * nse_peak_rss_mb (VmHWM of the NSE processes, max), baseline_process_start_ms (a `lichen-chat
  * --version` process: the floor of every NSE run) and ratios.push_to_notification_vs_process_start.
- * Not measured yet: the 32 kbit/s resume vs login + MAM figures (see the `slowlink` benchmark).
+ * slowlink_resume_s / _bytes and slowlink_login_mam_s / _bytes (Prosody, 32 kbit/s + 200 ms RTT
+ * through startFlakyLink: 20 messages queued while the app is away, from the push's delivery to
+ * all 20 stored by the NSE; bytes both ways on the link; login + MAM = the same with the stream
+ * forgotten in the database, so the NSE logs in and fetches the archive), and
+ * ratios.resume_wire_vs_stanza_bytes (bytes on the link during the resume over the bytes of the 20
+ * <message/> stanzas as the server wrote them; target <= 1.3).
  */
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
+import { loadAccountState, openStore, saveAccountState } from "@lichen/store";
 import {
   startEjabberd,
+  startFlakyLink,
   startProsody,
   startTestPeer,
   type XmppTestServer,
@@ -40,6 +47,88 @@ const pct = (xs: number[], p: number) => {
   return s.length ? s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]! : 0;
 };
 
+function setService(db: string, service: string): void {
+  const file = `${db}.account.json`;
+  const s = JSON.parse(readFileSync(file, "utf8")) as { service: string };
+  writeFileSync(file, JSON.stringify({ ...s, service }), { mode: 0o600 });
+}
+
+function storedCount(db: string, prefix: string): number {
+  const store = openStore({ path: db, role: "nse" });
+  try {
+    return (
+      store.sqlite
+        .prepare("SELECT count(*) AS n FROM messages WHERE direction = 'in' AND body LIKE ?")
+        .get(`${prefix}%`) as { n: number }
+    ).n;
+  } finally {
+    store.close();
+  }
+}
+
+/**
+ * 20 messages queued while the app is away, caught up by the NSE at 32 kbit/s + 200 ms RTT:
+ * seconds from the push's delivery to all stored, bytes on the link, and the bytes of the
+ * <message/> stanzas themselves (as written by the server, seen on the link).
+ */
+async function slowCatchUp(
+  server: XmppTestServer,
+  bob: Awaited<ReturnType<typeof startTestPeer>>,
+  user: string,
+  forgetStream: boolean,
+): Promise<{ seconds: number; bytes: number; stanzaBytes: number }> {
+  let down = "";
+  const link = await startFlakyLink({
+    port: server.c2sPort,
+    bytesPerSecond: 4000,
+    delayMs: 100,
+    tap: (dir, chunk) => {
+      if (dir === "down") down += chunk.toString("utf8");
+    },
+  });
+  try {
+    const r = await withPhone(server, user, 300, async ({ sim, jid, db }) => {
+      setService(db, `xmpp://127.0.0.1:${link.port}`);
+      if (forgetStream) {
+        // The stream is gone (e.g. the server restarted): the NSE logs in and reads the archive.
+        const store = openStore({ path: db, role: "main" });
+        try {
+          store.write((tx) => {
+            const st = loadAccountState(tx, `${user}@localhost`);
+            saveAccountState(tx, `${user}@localhost`, {
+              ...st,
+              sm: { ...st.sm, streamId: null },
+            });
+          });
+        } finally {
+          store.close();
+        }
+      }
+      link.resetBytes();
+      down = "";
+      const prefix = `slow-${user}-`;
+      for (let i = 0; i < 20; i++) await bob.send(jid, `${prefix}${i}`);
+      const pushed = await until(
+        () => sim.timeline.find((e) => /delivered \(alert/.test(e.what)),
+        "a push",
+        60_000,
+        5,
+      );
+      await until(() => storedCount(db, prefix) >= 20, "20 stored", 120_000, 20);
+      const seconds = (Date.now() - pushed.at) / 1000;
+      const bytes = link.bytes.up + link.bytes.down;
+      await sim.nsesIdle();
+      const stanzaBytes = [...down.matchAll(/<message\b[\s\S]*?<\/message>/g)]
+        .filter((m) => m[0].includes(prefix))
+        .reduce((n, m) => n + Buffer.byteLength(m[0]), 0);
+      return { seconds, bytes, stanzaBytes };
+    });
+    return r.value;
+  } finally {
+    await link.close();
+  }
+}
+
 function peakRssMb(pid: number): number {
   try {
     const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
@@ -56,6 +145,7 @@ async function withPhone<T>(
   body: (phone: {
     sim: DeviceSimulator;
     jid: string;
+    db: string;
     token: string;
     sampleRss(): void;
   }) => Promise<T>,
@@ -81,7 +171,7 @@ async function withPhone<T>(
   };
   const sampler = setInterval(sampleRss, 20);
   try {
-    return { value: await body({ sim, jid: `${user}@localhost`, token, sampleRss }), rssMb };
+    return { value: await body({ sim, jid: `${user}@localhost`, db, token, sampleRss }), rssMb };
   } finally {
     clearInterval(sampler);
     await sim.stop();
@@ -107,6 +197,8 @@ export default async function e2eBench(ctx: BenchContext) {
   await prosody.registerUser("bob", "bobpw");
   const latencies: number[] = [];
   let rss = 0;
+  let slowResume = { seconds: 0, bytes: 0, stanzaBytes: 0 };
+  let slowLogin = { seconds: 0, bytes: 0, stanzaBytes: 0 };
   try {
     const bob = await startTestPeer(prosody.c2sPort, "bob", "bobpw");
     try {
@@ -126,12 +218,17 @@ export default async function e2eBench(ctx: BenchContext) {
         }
       });
       rss = Math.max(rss, r.rssMb);
+      slowResume = await slowCatchUp(prosody, bob, "slowresume", false);
+      slowLogin = await slowCatchUp(prosody, bob, "slowlogin", true);
     } finally {
       await bob.stop();
     }
   } finally {
     await prosody.stop();
   }
+  ctx.log(
+    `32 kbit/s + 200 ms RTT, 20 messages: resume ${slowResume.seconds.toFixed(1)} s ${slowResume.bytes} B (stanzas ${slowResume.stanzaBytes} B); login + MAM ${slowLogin.seconds.toFixed(1)} s ${slowLogin.bytes} B`,
+  );
   ctx.log(
     `push → notification (Prosody, ${rounds} rounds): p50 ${median(latencies)} ms, p99 ${pct(latencies, 99)} ms`,
   );
@@ -185,8 +282,16 @@ export default async function e2eBench(ctx: BenchContext) {
       linger_second_push_samples: second.length,
       nse_peak_rss_mb: Math.round(rss * 10) / 10,
       baseline_process_start_ms: Math.round(processStart),
+      slowlink_resume_s: Math.round(slowResume.seconds * 10) / 10,
+      slowlink_resume_bytes: slowResume.bytes,
+      slowlink_login_mam_s: Math.round(slowLogin.seconds * 10) / 10,
+      slowlink_login_mam_bytes: slowLogin.bytes,
+      slowlink_stanza_bytes: slowResume.stanzaBytes,
     },
     ratios: {
+      resume_wire_vs_stanza_bytes: slowResume.stanzaBytes
+        ? Math.round((slowResume.bytes / slowResume.stanzaBytes) * 100) / 100
+        : 0,
       push_to_notification_vs_process_start: processStart
         ? Math.round((median(latencies) / processStart) * 100) / 100
         : 0,
