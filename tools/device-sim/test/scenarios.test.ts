@@ -199,6 +199,8 @@ describe.each([
     expect(state.mam.gapOpen, p.why()).toBe(false);
     await bob.send(p.jid, "after-app");
     await until(() => stored(p.db, "after-app") === 1, p.why);
+    // The app prints what it stored (its poll may lag the commit by a tick).
+    await until(() => p.sim.appOutput().stdout.includes('"after-app"'), p.why);
     expect(stored(p.db, "during-nse"), p.why()).toBe(1);
     const appLines = p.sim
       .appOutput()
