@@ -1,5 +1,6 @@
-// The one place that reads an NSE's output: the merge of "one notification per push" (another
-// change to NseResult) only has to change this function.
+// The one place that reads an NSE's output. An NSE modifies the ONE notification of its push
+// (NseResult.notifications holds one content): the newest message, with a subtitle such as
+// "+2 more" and a count when the push brought several.
 import type { NotificationContent } from "@lichen/schema";
 
 /** One line of `lichen-chat nse --stdin`: a push's result. */
@@ -15,10 +16,18 @@ export interface NsePushLine {
 /** What the device shows for one push the NSE handled: its alerts (none when it silenced it). */
 export function displayedContents(
   line: NsePushLine,
-): { title: string; body: string; threadId?: string }[] {
+): { title: string; body: string; subtitle?: string; count?: number; threadId?: string }[] {
   return line.notifications.flatMap((n) =>
     n.kind === "alert"
-      ? [{ title: n.title, body: n.body, ...(n.threadId ? { threadId: n.threadId } : {}) }]
+      ? [
+          {
+            title: n.title,
+            body: n.body,
+            ...(n.subtitle ? { subtitle: n.subtitle } : {}),
+            ...(n.count !== undefined ? { count: n.count } : {}),
+            ...(n.threadId ? { threadId: n.threadId } : {}),
+          },
+        ]
       : [],
   );
 }

@@ -31,7 +31,11 @@ export interface DisplayedNotification {
   /** The APNs id of the push it belongs to (null for scheduled ones). */
   pushId: string | null;
   title: string;
+  /** The newest message the push brought (one notification per push). */
   body: string;
+  /** E.g. "+2 more": the push brought several messages; `count` says how many in all. */
+  subtitle?: string;
+  count?: number;
   threadId?: string;
 }
 
