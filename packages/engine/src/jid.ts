@@ -1,7 +1,11 @@
 // Small JID helpers shared by the protocol handlers.
 
 /** The bare JID (no resource) of `jid`; "" for undefined. */
-export const bare = (jid: string | undefined): string => (jid ?? "").split("/")[0]!;
+export const bare = (jid: string | undefined): string => {
+  if (!jid) return "";
+  const slash = jid.indexOf("/");
+  return slash === -1 ? jid : jid.slice(0, slash);
+};
 
 /** Local part and domain are case-insensitive (RFC 7622 for ASCII); the resource is not. */
 export function normalizeJid(jid: string): string {

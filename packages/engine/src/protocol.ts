@@ -1,10 +1,10 @@
 // Built-in stanza handling, run inside the stanza's transaction: IQ answers to stored handlers,
 // messages (carbons, MAM results, receipts, XEP-0359 dedupe), and the MAM catch-up handlers.
 import { randomUUID } from "node:crypto";
-import { listIqHandlers, tables, takeIqHandler } from "@lichen/store";
+import { insertMessageRow, listIqHandlers, tables, takeIqHandler, touchChat } from "@lichen/store";
 import xml, { type Element } from "@xmpp/xml";
 import parseXml from "@xmpp/xml/lib/parse.js";
-import { and, eq, sql, type SQL } from "drizzle-orm";
+import { and, eq, type SQL } from "drizzle-orm";
 import {
   capsVerification,
   discoInfoQuery,
@@ -320,49 +320,33 @@ function storeMessage(
     advanceMarks(ctx, meta, stanzaId, stanzaIdBy, idOwner);
     return false;
   }
-  const inserted = ctx.tx
-    .insert(tables.messages)
-    .values({
+  // Prepared once per connection (store): this runs for every message received.
+  const inserted = insertMessageRow(ctx.tx, {
+    accountId: ctx.accountId,
+    chatJid,
+    direction: outgoing ? "out" : "in",
+    fromJid: outgoing ? own : from,
+    toJid: m.attrs.to ?? null,
+    type: m.attrs.type ?? "normal",
+    messageId: m.attrs.id ?? null,
+    originId,
+    stanzaId,
+    stanzaIdBy,
+    archiveId: meta.archiveId ?? null,
+    body,
+    encrypted: wasDecrypted(m),
+    deliveryState: outgoing ? "sent" : "received",
+    sentAt: Number.isFinite(stamp) ? stamp : meta.sentAt,
+    storedAt: ctx.tx.now,
+  });
+  if (inserted) {
+    touchChat(ctx.tx, {
       accountId: ctx.accountId,
-      chatJid,
-      direction: outgoing ? "out" : "in",
-      fromJid: outgoing ? own : from,
-      toJid: m.attrs.to ?? null,
-      type: m.attrs.type ?? "normal",
-      messageId: m.attrs.id ?? null,
-      originId,
-      stanzaId,
-      stanzaIdBy,
-      archiveId: meta.archiveId ?? null,
-      body,
-      encrypted: wasDecrypted(m),
-      deliveryState: outgoing ? "sent" : "received",
-      sentAt: Number.isFinite(stamp) ? stamp : meta.sentAt,
-      storedAt: ctx.tx.now,
-    })
-    .onConflictDoNothing()
-    .run();
-  if (inserted.changes > 0) {
-    ctx.tx
-      .insert(tables.chats)
-      .values({
-        accountId: ctx.accountId,
-        jid: chatJid,
-        kind: m.attrs.type === "groupchat" ? "groupchat" : "chat",
-        unreadCount: outgoing ? 0 : 1,
-        lastActivityAt: ctx.tx.now,
-        createdAt: ctx.tx.now,
-      })
-      .onConflictDoUpdate({
-        target: [tables.chats.accountId, tables.chats.jid],
-        set: {
-          lastActivityAt: ctx.tx.now,
-          unreadCount: outgoing
-            ? sql`${tables.chats.unreadCount}`
-            : sql`${tables.chats.unreadCount} + 1`,
-        },
-      })
-      .run();
+      jid: chatJid,
+      kind: m.attrs.type === "groupchat" ? "groupchat" : "chat",
+      unread: !outgoing,
+      at: ctx.tx.now,
+    });
     ctx.afterCommit(() =>
       ctx.session.emit("message-stored", {
         chatJid,
@@ -375,7 +359,7 @@ function storeMessage(
     );
   }
   advanceMarks(ctx, meta, stanzaId, stanzaIdBy, idOwner);
-  return inserted.changes > 0;
+  return inserted;
 }
 
 /** Live messages advance the catch-up mark only while no gap is open (else MAM would skip it). */

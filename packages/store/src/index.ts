@@ -26,6 +26,12 @@ export {
   type MessagePageOptions,
 } from "./read.js";
 export {
+  insertMessageRow,
+  touchChat,
+  type ChatActivity,
+  type NewMessageRow,
+} from "./message-writes.js";
+export {
   loadAccountState,
   loadAccountStateDetailed,
   saveAccountState,
