@@ -12,13 +12,14 @@ function packageRoot(dir: string): string {
   return dir;
 }
 
-/** The BUILT CLI: run as real processes, as a user would. */
-export const CLI = join(packageRoot(import.meta.dirname), "dist", "cli.js");
+/** The BUILT CLI, through its bin (which runs the bundle): run as real processes, as a user would. */
+export const CLI = join(packageRoot(import.meta.dirname), "bin", "lichen-chat.mjs");
+const BUNDLE = join(packageRoot(import.meta.dirname), "dist", "bundle", "cli.js");
 
 export function requireBuiltCli(): void {
-  if (!existsSync(CLI))
+  if (!existsSync(BUNDLE))
     throw new Error(
-      `${CLI} is missing: build first (npx turbo run build --filter=@lichen/chat...)`,
+      `${BUNDLE} is missing: build first (npx turbo run build --filter=@lichen/chat...)`,
     );
 }
 

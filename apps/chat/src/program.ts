@@ -1,26 +1,40 @@
 import { readFileSync } from "node:fs";
 import { Command, CommanderError, InvalidArgumentError } from "commander";
-import { accountAdd, accountList } from "./commands/account.js";
-import { app } from "./commands/app.js";
-import { chats, tail } from "./commands/history.js";
-import { login } from "./commands/login.js";
-import { background } from "./commands/background.js";
-import { nse } from "./commands/nse.js";
+// push registers its own subcommands (their actions need the engine anyway).
 import { registerPushCommand } from "./commands/push.js";
-import { nseExtension } from "./commands/nse-extension.js";
-import { send } from "./commands/send.js";
-import { share } from "./commands/share.js";
 import { makeContext, type CliContext } from "./context.js";
 import { CliError, describeError, UsageError } from "./errors.js";
 
+type ShareOptions = Parameters<typeof import("./commands/share.js").share>[2];
+
 export const DEFAULT_DB = "./lichen-chat.db";
 
+// Set by scripts/bundle.mjs in the bundle (dist/bundle/), which is not next to package.json.
+declare const LICHEN_CHAT_VERSION: string | undefined;
+
 /** The package version, for --version (package.json is one level above src/ and dist/ alike). */
-const VERSION = (
-  JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as {
-    version: string;
-  }
-).version;
+const VERSION =
+  typeof LICHEN_CHAT_VERSION === "string"
+    ? LICHEN_CHAT_VERSION
+    : (
+        JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as {
+          version: string;
+        }
+      ).version;
+
+// Each command's module (and what only it uses) is loaded when that command runs: a process
+// loads only its own path (the NSE, started per push, has a time and memory budget).
+const commands = {
+  account: () => import("./commands/account.js"),
+  app: () => import("./commands/app.js"),
+  background: () => import("./commands/background.js"),
+  history: () => import("./commands/history.js"),
+  login: () => import("./commands/login.js"),
+  nse: () => import("./commands/nse.js"),
+  nseExtension: () => import("./commands/nse-extension.js"),
+  send: () => import("./commands/send.js"),
+  share: () => import("./commands/share.js"),
+};
 
 function positiveInt(what: string) {
   return (value: string): number => {
@@ -68,7 +82,7 @@ export function buildProgram(): Command {
     .option("--service <url>", "server address, xmpp://HOST:PORT (default: xmpp://<domain>:5222)")
     .option("--resource <resource>", "resource to bind (default: the server picks)")
     .action((opts: { jid: string; password: string; service?: string; resource?: string }) =>
-      login(context(), opts),
+      commands.login().then((c) => c.login(context(), opts)),
     );
 
   const account = program
@@ -89,13 +103,15 @@ export function buildProgram(): Command {
     .option("--service <url>", "server address, xmpp://HOST:PORT (default: xmpp://<domain>:5222)")
     .option("--resource <resource>", "resource to bind (default: the server picks)")
     .action((opts: { jid: string; password: string; service?: string; resource?: string }) =>
-      accountAdd(context(), opts),
+      commands.account().then((c) => c.accountAdd(context(), opts)),
     );
   account
     .command("list")
     .description("list the accounts of the database (no network)")
     .option("--json", "print JSON")
-    .action((opts: { json?: boolean }) => accountList(context(), opts));
+    .action((opts: { json?: boolean }) =>
+      commands.account().then((c) => c.accountList(context(), opts)),
+    );
 
   program
     .command("send")
@@ -111,14 +127,14 @@ export function buildProgram(): Command {
       30_000,
     )
     .action((jid: string, text: string[], opts: { timeoutMs: number }) =>
-      send(context(), jid, text, opts),
+      commands.send().then((c) => c.send(context(), jid, text, opts)),
     );
 
   program
     .command("chats")
     .description("list chats with unread counts and last activity (database only, no network)")
     .option("--json", "print JSON")
-    .action((opts: { json?: boolean }) => chats(context(), opts));
+    .action((opts: { json?: boolean }) => commands.history().then((c) => c.chats(context(), opts)));
 
   program
     .command("tail")
@@ -126,7 +142,9 @@ export function buildProgram(): Command {
     .argument("<jid>", "bare JID of the chat")
     .option("-n, --lines <count>", "number of messages", positiveInt("--lines"), 20)
     .option("--json", "print JSON")
-    .action((jid: string, opts: { lines: number; json?: boolean }) => tail(context(), jid, opts));
+    .action((jid: string, opts: { lines: number; json?: boolean }) =>
+      commands.history().then((c) => c.tail(context(), jid, opts)),
+    );
 
   program
     .command("app")
@@ -135,7 +153,9 @@ export function buildProgram(): Command {
     )
     .option("--to <jid>", "start chatting with this contact")
     .option("--json", "print messages as JSON lines")
-    .action((opts: { to?: string; json?: boolean }) => app(context(), opts));
+    .action((opts: { to?: string; json?: boolean }) =>
+      commands.app().then((c) => c.app(context(), opts)),
+    );
 
   program
     .command("nse")
@@ -172,7 +192,10 @@ export function buildProgram(): Command {
         stdin?: boolean;
         pushId: string;
         syncWarningDelayMs: number;
-      }) => (opts.stdin ? nseExtension(context(), opts) : nse(context(), opts)),
+      }) =>
+        opts.stdin
+          ? commands.nseExtension().then((c) => c.nseExtension(context(), opts))
+          : commands.nse().then((c) => c.nse(context(), opts)),
     );
 
   program
@@ -186,7 +209,9 @@ export function buildProgram(): Command {
       positiveInt("--deadline-ms"),
       30_000,
     )
-    .action((opts: { deadlineMs: number }) => background(context(), opts));
+    .action((opts: { deadlineMs: number }) =>
+      commands.background().then((c) => c.background(context(), opts)),
+    );
 
   program
     .command("share")
@@ -201,7 +226,9 @@ export function buildProgram(): Command {
     .option("--file <path>", "share a file (copied to <db>.attachments)")
     .option("--mime <type>", "MIME type of the file (with --file)")
     .option("--caption <text>", "caption of an image (with --file and an image/* type)")
-    .action((jid: string, opts: Parameters<typeof share>[2]) => share(context(), jid, opts));
+    .action((jid: string, opts: ShareOptions) =>
+      commands.share().then((c) => c.share(context(), jid, opts)),
+    );
 
   registerPushCommand(program, context);
 

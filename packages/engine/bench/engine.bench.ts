@@ -7,15 +7,23 @@
  *    @xmpp/client 0.14 (its stock stream management) receiving the same burst from the same server
  *    and sender. Rounds alternate the order; rates are medians over rounds, durable_vs_bare is the
  *    median of the per-round ratios.
- * 2. nse_cold_start_p50/p90_ms: a new Node process runs handlePush() on a DB whose session was left
- *    resumable, with a message waiting on the server: parent's clock at spawn -> child's clock at
- *    the first `message-stored`. Every run must resume the stream (checked). Baseline: the startup
- *    of an empty Node process (node_startup_p50_ms).
+ * 2. nse_cold_start_p50/p90_ms: the built CLI, `lichen-chat --verbose nse` (its bin, which runs
+ *    the bundle), started as a new process on a DB whose session was left resumable, with a
+ *    message waiting on the server: parent's clock at spawn -> the process's `nse.message-committed`
+ *    log line (the first message's transaction committed). Every run must resume the stream
+ *    (checked: the XEP-0198 stream id is unchanged). nse_code_loaded_p50_ms: spawn -> `nse.start`
+ *    (Node started, code loaded, arguments parsed). Baseline: the startup of an empty Node process
+ *    (node_startup_p50_ms).
  *    Both receivers usually keep up with the sender (sender_msgs_per_s), so the rate ratio shows
  *    whether durability slows a burst on this machine; receiver capacity is compared separately by
  *    the bench process's CPU time per message during the round (durable/bare_cpu_us_per_msg; the
- *    sender and server run in other processes), durable_vs_bare_cpu_capacity = bare/durable CPU.
- * 3. nse_peak_rss_mb: maxRSS of those NSE processes (median); baseline node_baseline_rss_mb.
+ *    sender and server run in other processes): durable_vs_bare_cpu = durable/bare CPU (and its
+ *    inverse, durable_vs_bare_cpu_capacity). Both arms receive the same burst from the same sender
+ *    through the same server: the bare @xmpp/client parses each stanza and emits it; the durable
+ *    session parses it, stores the message row and chat, counts h, all in one transaction per
+ *    stanza, and acknowledges after commit.
+ * 3. nse_peak_rss_mb: maxRSS of those NSE processes (median, from their `nse.result` log line);
+ *    baseline node_baseline_rss_mb.
  * 4. Getting back online over a 32 kbit/s link (a relay throttled to 4000 B/s each way):
  *    resume_bytes / resume_ms_32kbps for a resumed stream vs login_bytes / login_ms_32kbps for a
  *    full login (SASL, bind, enable, roster, disco, carbons, presence, MAM catch-up query) of the
@@ -29,7 +37,7 @@
  * baseline; sender_msgs_per_s shows how fast the sender got its burst through the server.
  */
 import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadAccountState, openStore, saveAccountState, type Store } from "@lichen/store";
@@ -52,7 +60,8 @@ interface BenchContext {
 
 const here = import.meta.dirname;
 const senderScript = join(here, "sender-child.js");
-const nseScript = join(here, "nse-child.js");
+// The chat app's bin (runs its bundle): the benchmark starts the NSE exactly as a user would.
+const chatBin = join(here, "../../../apps/chat/bin/lichen-chat.mjs");
 const users = {
   sender: "bob",
   durable: "alice",
@@ -263,32 +272,58 @@ export default async function engineBench(ctx: BenchContext) {
       await app.close();
       mainStore.close();
     }
+    // The NSE is the built CLI (`lichen-chat nse`, through its bin, as an app would start it).
+    writeFileSync(
+      `${nseDb}.account.json`,
+      JSON.stringify({
+        v: 1,
+        accountId: users.nse,
+        jid: `${users.nse}@${domain}`,
+        service,
+        password: password(users.nse),
+        resource: "phone",
+      }),
+      { mode: 0o600 },
+    );
+    const streamIdOf = () => {
+      const s = openStore({ path: nseDb, role: "share" });
+      try {
+        return s.read((tx) => loadAccountState(tx, users.nse)).sm.streamId;
+      } finally {
+        s.close();
+      }
+    };
     const coldStarts: number[] = [];
-    const toOnline: number[] = [];
+    const loadedMs: number[] = [];
     const rssMb: number[] = [];
     for (let i = -1; i < nseRuns; i++) {
       const body = `nse-${i}`;
       sender.send({ cmd: "one", to: `${users.nse}@${domain}`, body });
       await sender.take((e) => e.event === "queued", "message queued for the frozen session");
-      const child = new JsonLineChild(nseScript, { db: nseDb, ...nseConfig });
-      cleanups.push(() => child.kill());
-      const done = await child.take((e) => e.event === "done", "NSE run", 60_000);
-      const code = await child.exited;
-      const notified = (done.notifications as { body?: string }[]).map((x) => x.body);
-      if (code !== 0 || done.outcome !== "synced" || !notified.includes(body))
-        throw new Error(`NSE run ${i} failed: exit ${code}, ${JSON.stringify(done)}`);
-      if (done.onlineHow !== "resumed")
-        throw new Error(`NSE run ${i} did not resume the stream (${String(done.onlineHow)})`);
-      const cold = (done.firstStoredAt as number) - child.spawnedAt;
-      const online = (done.onlineAt as number) - child.spawnedAt;
-      const loaded = (done.loadedAt as number) - child.spawnedAt;
-      const rss = (done.maxRssKiB as number) / 1024;
+      const streamBefore = streamIdOf();
+      const run = await runNseCli(nseDb);
+      const notified = (run.result?.notifications ?? []).map((x) => x.body);
+      if (run.code !== 0 || run.result?.outcome !== "synced" || !notified.includes(body))
+        throw new Error(
+          `NSE run ${i} failed: exit ${run.code}, ${JSON.stringify(run.result)}; stderr ${run.stderr.slice(-2000)}`,
+        );
+      // A resumed stream keeps its XEP-0198 id; a new login would get another one.
+      if (streamBefore === null || streamIdOf() !== streamBefore)
+        throw new Error(`NSE run ${i} did not resume the stream`);
+      const mark = (event: string) => {
+        const at = run.marks.get(event);
+        if (at === undefined) throw new Error(`NSE run ${i}: no ${event} log line`);
+        return at - run.spawnedAt;
+      };
+      const loaded = mark("nse.start");
+      const cold = mark("nse.message-committed");
+      const rss = run.peakRssKiB / 1024;
       ctx.log(
-        `NSE run ${i < 0 ? "warm-up" : `${i + 1}/${nseRuns}`}: modules loaded ${loaded} ms, resumed ${online} ms, first message stored ${cold} ms, peak RSS ${round1(rss)} MB`,
+        `NSE run ${i < 0 ? "warm-up" : `${i + 1}/${nseRuns}`}: code loaded ${loaded} ms, first message stored ${cold} ms, exited ${run.exitedAt - run.spawnedAt} ms, peak RSS ${round1(rss)} MB`,
       );
       if (i < 0) continue; // first run warms the OS file cache
       coldStarts.push(cold);
-      toOnline.push(online);
+      loadedMs.push(loaded);
       rssMb.push(rss);
     }
 
@@ -436,7 +471,7 @@ export default async function engineBench(ctx: BenchContext) {
         nse_runs: coldStarts.length,
         nse_cold_start_p50_ms: round1(median(coldStarts)),
         nse_cold_start_p90_ms: round1(percentile(coldStarts, 90)),
-        nse_spawn_to_resumed_p50_ms: round1(median(toOnline)),
+        nse_code_loaded_p50_ms: round1(median(loadedMs)),
         nse_peak_rss_mb: round1(median(rssMb)),
         node_startup_p50_ms: round1(median(nodeStartup)),
         node_baseline_rss_mb: round1(median(nodeRss)),
@@ -449,6 +484,7 @@ export default async function engineBench(ctx: BenchContext) {
       },
       ratios: {
         durable_vs_bare: round3(median(pairRatios)),
+        durable_vs_bare_cpu: round3(median(durableCpu) / median(bareCpu)),
         durable_vs_bare_cpu_capacity: round3(median(bareCpu) / median(durableCpu)),
         nse_rss_vs_empty_node: round3(median(rssMb) / median(nodeRss)),
         login_vs_resume_bytes: round3(loginBytes / resumeBytes),
@@ -512,6 +548,58 @@ async function settle(session: DurableSession): Promise<void> {
     await session.idle();
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+interface NseCliRun {
+  code: number | null;
+  spawnedAt: number;
+  exitedAt: number;
+  /** Epoch ms of each `nse.*` log line (--verbose, JSON lines on stderr). */
+  marks: Map<string, number>;
+  peakRssKiB: number;
+  result: { outcome?: string; notifications?: { body?: string }[] } | null;
+  stderr: string;
+}
+
+/** One `lichen-chat --verbose nse --linger-ms 0` process on `db`: its result and timing marks. */
+function runNseCli(db: string): Promise<NseCliRun> {
+  if (!existsSync(chatBin)) throw new Error(`${chatBin} is missing: run npm run build`);
+  return new Promise((resolve, reject) => {
+    const spawnedAt = Date.now();
+    const p = spawn(
+      process.execPath,
+      [chatBin, "--db", db, "--verbose", "nse", "--linger-ms", "0"],
+      { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, LICHEN_LOG_FORMAT: "json" } },
+    );
+    let stdout = "";
+    let stderr = "";
+    p.stdout.on("data", (d) => (stdout += String(d)));
+    p.stderr.on("data", (d) => (stderr += String(d)));
+    p.once("error", reject);
+    p.once("exit", (code) => {
+      const exitedAt = Date.now();
+      const marks = new Map<string, number>();
+      let peakRssKiB = 0;
+      for (const line of stderr.split("\n")) {
+        let e: { event?: unknown; time?: unknown; peakRssKiB?: unknown };
+        try {
+          e = JSON.parse(line) as typeof e;
+        } catch {
+          continue;
+        }
+        if (typeof e.event !== "string" || typeof e.time !== "number") continue;
+        if (!marks.has(e.event)) marks.set(e.event, e.time);
+        if (typeof e.peakRssKiB === "number") peakRssKiB = e.peakRssKiB;
+      }
+      let result: NseCliRun["result"] = null;
+      try {
+        result = JSON.parse(stdout) as NseCliRun["result"];
+      } catch {
+        result = null;
+      }
+      resolve({ code, spawnedAt, exitedAt, marks, peakRssKiB, result, stderr });
+    });
+  });
 }
 
 /** Spawns `node -e` that reports its first-JS time and peak RSS. */

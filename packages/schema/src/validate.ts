@@ -1,7 +1,7 @@
 // Runtime validation at every process boundary (IPC rows, state blobs, outbox rows), with the
 // JSON Schemas generated from this package's types (src/generated, by tools/codegen).
-import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
-import addFormatsModule from "ajv-formats";
+import { createRequire } from "node:module";
+import type { Ajv, ErrorObject, ValidateFunction } from "ajv";
 import { schemas } from "./generated/schemas.js";
 import { ACCOUNT_STATE_VERSION } from "./types/state.js";
 import type {
@@ -37,22 +37,69 @@ export class SchemaValidationError extends Error {
 
 type SchemaName = keyof typeof schemas;
 
-// ajv-formats is CommonJS with a default export; under NodeNext it arrives as the module object.
-const addFormats = ((addFormatsModule as unknown as { default?: unknown }).default ??
-  addFormatsModule) as unknown as (ajv: Ajv) => Ajv;
-const ajv = new Ajv({ allErrors: true, strict: false });
-addFormats(ajv);
+// Created at the first schema compiled here, and only then is ajv loaded (a process given
+// precompiled validators never loads it: its modules are a good part of a short process's start).
+let ajv: Ajv | null = null;
+function compiler(): Ajv {
+  if (!ajv) {
+    const require = createRequire(import.meta.url);
+    const { Ajv: AjvClass } = require("ajv") as typeof import("ajv");
+    // ajv-formats is CommonJS with a default export.
+    const formats = require("ajv-formats") as { default: (ajv: Ajv) => Ajv };
+    ajv = new AjvClass({ allErrors: true, strict: false });
+    formats.default(ajv);
+  }
+  return ajv;
+}
 const compiled = new Map<string, ValidateFunction>();
+
+/**
+ * Install validators compiled ahead of time (ajv standalone code from these same schemas), keyed
+ * "Name" or "Name#Definition" like validatorKeys(). Compiling a schema at first use costs tens of
+ * milliseconds each (most of a short-lived process's start: the NSE); a bundler that generated
+ * them calls this before anything is validated. Keys not given are still compiled on first use.
+ */
+export function usePrecompiledValidators(validators: Record<string, ValidateFunction>): void {
+  for (const [key, fn] of Object.entries(validators)) compiled.set(key, fn);
+}
+
+/**
+ * Every validator key this module asks for, with its schema reference, for a tool that
+ * precompiles them (ajv standalone: add every schema, then one export per reference): "Name" for
+ * each schema, "Name#Variant" for the variants of its unions (validated one by one, see runUnion)
+ * and "AccountState#StreamManagementState".
+ */
+export function validatorKeys(): { key: string; ref: string }[] {
+  const keys = new Map<string, string>();
+  for (const name of Object.keys(schemas) as SchemaName[]) {
+    const root = schemas[name] as unknown as {
+      $id: string;
+      anyOf?: { $ref?: string }[];
+      definitions?: Record<string, { anyOf?: { $ref?: string }[] }>;
+    };
+    keys.set(name, root.$id);
+    for (const s of [root, ...Object.values(root.definitions ?? {})]) {
+      for (const { $ref } of s.anyOf ?? []) {
+        if (!$ref?.startsWith("#/definitions/")) continue;
+        keys.set(`${name}#${$ref.slice("#/definitions/".length)}`, `${root.$id}${$ref}`);
+      }
+    }
+  }
+  const state = schemas.AccountState as unknown as { $id: string };
+  keys.set("AccountState#StreamManagementState", `${state.$id}#/definitions/StreamManagementState`);
+  return [...keys].map(([key, ref]) => ({ key, ref }));
+}
 
 function validatorFor(name: SchemaName, definition?: string): ValidateFunction {
   const key = definition ? `${name}#${definition}` : name;
   let fn = compiled.get(key);
   if (!fn) {
-    const root = schemas[name] as unknown as Record<string, unknown>;
-    if (!compiled.has(name)) compiled.set(name, ajv.compile(root));
+    const root = schemas[name] as unknown as { $id: string };
+    const c = compiler();
+    if (!c.getSchema(root.$id)) c.addSchema(root);
     fn = definition
-      ? ajv.compile({ $ref: `${root.$id as string}#/definitions/${definition}` })
-      : compiled.get(name)!;
+      ? c.compile({ $ref: `${root.$id}#/definitions/${definition}` })
+      : c.getSchema(root.$id)!;
     compiled.set(key, fn);
   }
   return fn;

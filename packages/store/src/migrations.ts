@@ -8,6 +8,7 @@
  * Roles "nse" and "share" only compare the applied rows with the bundled journal.
  */
 import fs from "node:fs";
+import { createRequire } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { SqliteDriver } from "./driver.js";
@@ -18,7 +19,10 @@ export const MIGRATIONS_TABLE = "__drizzle_migrations";
 
 let cachedFolder: string | undefined;
 
-/** The `migrations/` folder of this package, found from this module's location (not the cwd). */
+/**
+ * The `migrations/` folder of this package, found from this module's location (not the cwd); when
+ * this code was bundled into an app (not inside the package any more), from the installed package.
+ */
 export function migrationsFolder(): string {
   if (cachedFolder) return cachedFolder;
   let dir = path.dirname(fileURLToPath(import.meta.url));
@@ -32,9 +36,15 @@ export function migrationsFolder(): string {
       }
     }
     const up = path.dirname(dir);
-    if (up === dir)
-      throw new Error("cannot find the @lichen/store package root (migrations/ folder)");
+    if (up === dir) break;
     dir = up;
+  }
+  try {
+    const pkg = createRequire(import.meta.url).resolve("@lichen/store/package.json");
+    cachedFolder = path.join(path.dirname(pkg), "migrations");
+    return cachedFolder;
+  } catch {
+    throw new Error("cannot find the @lichen/store package root (migrations/ folder)");
   }
 }
 

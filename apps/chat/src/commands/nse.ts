@@ -1,4 +1,4 @@
-import { handlePush } from "@lichen/engine";
+import { handlePush, type Element } from "@lichen/engine";
 import { DatabaseCorruptError } from "@lichen/store";
 import { type CliContext, openAccounts } from "../context.js";
 import { CliError, describeError } from "../errors.js";
@@ -22,11 +22,24 @@ export async function nse(
   ctx: CliContext,
   opts: { deadlineMs: number; lingerMs: number; syncWarningDelayMs?: number },
 ): Promise<void> {
+  // With --verbose, timing marks (the engine benchmark's NSE cold start reads them): code loaded,
+  // the first message committed, and the result with this process's peak RSS.
+  ctx.log({ event: "nse.start" });
   const { accounts, store, configs } = openAccounts(ctx, "nse");
+  let messageCommitted = false;
   try {
     const result = await handlePush({
       store,
-      accounts: configs,
+      accounts: ctx.verbose
+        ? configs.map((config) => ({
+            ...config,
+            afterCommit: (stanza: Element) => {
+              if (messageCommitted || !stanza.is("message")) return;
+              messageCommitted = true;
+              ctx.log({ event: "nse.message-committed" });
+            },
+          }))
+        : configs,
       deadlineMs: opts.deadlineMs,
       lingerMs: opts.lingerMs,
       ...(opts.syncWarningDelayMs !== undefined
@@ -51,6 +64,7 @@ export async function nse(
       outcome: result.outcome,
       messages: result.summary.messages,
       accounts: result.accounts.map((a) => `${a.accountId}:${a.outcome}`),
+      peakRssKiB: process.resourceUsage().maxRSS,
     });
     ctx.out(JSON.stringify(result, null, 2));
   } finally {

@@ -1,0 +1,65 @@
+// Bundles the built CLI (dist/cli.js) into dist/bundle/ with esbuild, one chunk per command, so a
+// process loads a few files instead of several hundred modules. The NSE is a fresh process per
+// push with a time and memory budget: resolving and compiling the module graph of the engine,
+// store, drizzle, xmpp.js and ajv was most of its start (the engine benchmark's
+// nse_cold_start_p50_ms). bin/lichen-chat.mjs runs the bundle when it exists.
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { schemas, validatorKeys } from "@lichen/schema";
+import { Ajv } from "ajv";
+import addFormatsModule from "ajv-formats";
+import standaloneCode from "ajv/dist/standalone/index.js";
+import { build } from "esbuild";
+
+const root = new URL("..", import.meta.url);
+const { version } = JSON.parse(readFileSync(new URL("package.json", root), "utf8"));
+
+// Chunk names change with their content: start from an empty folder.
+rmSync(new URL("dist/bundle", root), { recursive: true, force: true });
+
+// @lichen/schema compiles a JSON Schema validator at its first use, tens of ms each (more than
+// all the module loading in the NSE): the bundle gets them precompiled (ajv standalone code, the
+// same ajv options as packages/schema/src/validate.ts), installed before the CLI runs.
+const addFormats = addFormatsModule.default ?? addFormatsModule;
+const ajv = new Ajv({ allErrors: true, strict: false, code: { source: true, esm: true } });
+addFormats(ajv);
+for (const schema of Object.values(schemas)) ajv.addSchema(schema);
+const keys = validatorKeys();
+const work = new URL("dist/bundle-entry/", root);
+rmSync(work, { recursive: true, force: true });
+mkdirSync(work, { recursive: true });
+writeFileSync(
+  new URL("validators.js", work),
+  standaloneCode(ajv, Object.fromEntries(keys.map((k, i) => [`v${i}`, k.ref]))),
+);
+writeFileSync(
+  new URL("cli.js", work),
+  [
+    'import { usePrecompiledValidators } from "@lichen/schema";',
+    'import * as v from "./validators.js";',
+    `usePrecompiledValidators({ ${keys.map((k, i) => `${JSON.stringify(k.key)}: v.v${i}`).join(", ")} });`,
+    'await import("../cli.js");',
+  ].join("\n"),
+);
+
+await build({
+  absWorkingDir: new URL(".", root).pathname,
+  entryPoints: ["dist/bundle-entry/cli.js"],
+  outdir: "dist/bundle",
+  bundle: true,
+  splitting: true,
+  format: "esm",
+  platform: "node",
+  target: "node20",
+  // Native addon (and its loader): loaded from node_modules at run time.
+  external: ["better-sqlite3"],
+  // CommonJS dependencies bundled into ESM still call require() for Node's built-ins.
+  banner: {
+    js: 'import { createRequire as __lichenCreateRequire } from "node:module"; const require = __lichenCreateRequire(import.meta.url);',
+  },
+  define: { LICHEN_CHAT_VERSION: JSON.stringify(version) },
+  // Less source for V8 to parse at start; names are kept (readable stacks and profiles).
+  minifyWhitespace: true,
+  minifySyntax: true,
+  sourcemap: "linked",
+  logLevel: "warning",
+});
