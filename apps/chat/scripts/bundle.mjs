@@ -22,7 +22,22 @@ rmSync(new URL("dist/bundle", root), { recursive: true, force: true });
 const addFormats = addFormatsModule.default ?? addFormatsModule;
 const ajv = new Ajv({ allErrors: true, strict: false, code: { source: true, esm: true } });
 addFormats(ajv);
-for (const schema of Object.values(schemas)) ajv.addSchema(schema);
+// Without the annotations (description, title, $comment): they do not change what validates, and
+// the standalone code embeds the schemas, descriptions and all, as source the NSE has to load.
+const withoutAnnotations = (v) =>
+  Array.isArray(v)
+    ? v.map(withoutAnnotations)
+    : v && typeof v === "object"
+      ? Object.fromEntries(
+          Object.entries(v)
+            .filter(
+              ([k]) =>
+                !["description", "title", "$comment"].includes(k) || typeof v[k] !== "string",
+            )
+            .map(([k, x]) => [k, withoutAnnotations(x)]),
+        )
+      : v;
+for (const schema of Object.values(schemas)) ajv.addSchema(withoutAnnotations(schema));
 const keys = validatorKeys();
 const work = new URL("dist/bundle-entry/", root);
 rmSync(work, { recursive: true, force: true });

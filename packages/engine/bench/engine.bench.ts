@@ -12,8 +12,9 @@
  *    message waiting on the server: parent's clock at spawn -> the process's `nse.message-committed`
  *    log line (the first message's transaction committed). Every run must resume the stream
  *    (checked: the XEP-0198 stream id is unchanged). nse_code_loaded_p50_ms: spawn -> `nse.start`
- *    (Node started, code loaded, arguments parsed). Baseline: the startup of an empty Node process
- *    (node_startup_p50_ms).
+ *    (Node started, code loaded, arguments parsed). Baselines in the same run, alternating: the same
+ *    CLI unbundled (dist/cli.js; nse_unbundled_cold_start_p50_ms, nse_unbundled_peak_rss_mb), and
+ *    the startup of an empty Node process (node_startup_p50_ms).
  *    Both receivers usually keep up with the sender (sender_msgs_per_s), so the rate ratio shows
  *    whether durability slows a burst on this machine; receiver capacity is compared separately by
  *    the bench process's CPU time per message during the round (durable/bare_cpu_us_per_msg; the
@@ -62,6 +63,7 @@ const here = import.meta.dirname;
 const senderScript = join(here, "sender-child.js");
 // The chat app's bin (runs its bundle): the benchmark starts the NSE exactly as a user would.
 const chatBin = join(here, "../../../apps/chat/bin/lichen-chat.mjs");
+const chatUnbundled = join(here, "../../../apps/chat/dist/cli.js");
 const users = {
   sender: "bob",
   durable: "alice",
@@ -296,35 +298,48 @@ export default async function engineBench(ctx: BenchContext) {
     const coldStarts: number[] = [];
     const loadedMs: number[] = [];
     const rssMb: number[] = [];
+    // Same-run baseline: the same CLI unbundled (dist/cli.js: the module graph as tsc emits it,
+    // validators compiled at first use), alternating with the bundle.
+    const unbundledColdStarts: number[] = [];
+    const unbundledRssMb: number[] = [];
     for (let i = -1; i < nseRuns; i++) {
-      const body = `nse-${i}`;
-      sender.send({ cmd: "one", to: `${users.nse}@${domain}`, body });
-      await sender.take((e) => e.event === "queued", "message queued for the frozen session");
-      const streamBefore = streamIdOf();
-      const run = await runNseCli(nseDb);
-      const notified = (run.result?.notifications ?? []).map((x) => x.body);
-      if (run.code !== 0 || run.result?.outcome !== "synced" || !notified.includes(body))
-        throw new Error(
-          `NSE run ${i} failed: exit ${run.code}, ${JSON.stringify(run.result)}; stderr ${run.stderr.slice(-2000)}`,
+      const order =
+        i % 2 === 0 ? (["bundle", "unbundled"] as const) : (["unbundled", "bundle"] as const);
+      for (const which of order) {
+        const body = `nse-${i}-${which}`;
+        sender.send({ cmd: "one", to: `${users.nse}@${domain}`, body });
+        await sender.take((e) => e.event === "queued", "message queued for the frozen session");
+        const streamBefore = streamIdOf();
+        const run = await runNseCli(nseDb, which === "bundle" ? chatBin : chatUnbundled);
+        const notified = (run.result?.notifications ?? []).map((x) => x.body);
+        if (run.code !== 0 || run.result?.outcome !== "synced" || !notified.includes(body))
+          throw new Error(
+            `NSE run ${i} (${which}) failed: exit ${run.code}, ${JSON.stringify(run.result)}; stderr ${run.stderr.slice(-2000)}`,
+          );
+        // A resumed stream keeps its XEP-0198 id; a new login would get another one.
+        if (streamBefore === null || streamIdOf() !== streamBefore)
+          throw new Error(`NSE run ${i} (${which}) did not resume the stream`);
+        const mark = (event: string) => {
+          const at = run.marks.get(event);
+          if (at === undefined) throw new Error(`NSE run ${i} (${which}): no ${event} log line`);
+          return at - run.spawnedAt;
+        };
+        const loaded = mark("nse.start");
+        const cold = mark("nse.message-committed");
+        const rss = run.peakRssKiB / 1024;
+        ctx.log(
+          `NSE run ${i < 0 ? "warm-up" : `${i + 1}/${nseRuns}`} ${which}: code loaded ${loaded} ms, first message stored ${cold} ms, exited ${run.exitedAt - run.spawnedAt} ms, peak RSS ${round1(rss)} MB`,
         );
-      // A resumed stream keeps its XEP-0198 id; a new login would get another one.
-      if (streamBefore === null || streamIdOf() !== streamBefore)
-        throw new Error(`NSE run ${i} did not resume the stream`);
-      const mark = (event: string) => {
-        const at = run.marks.get(event);
-        if (at === undefined) throw new Error(`NSE run ${i}: no ${event} log line`);
-        return at - run.spawnedAt;
-      };
-      const loaded = mark("nse.start");
-      const cold = mark("nse.message-committed");
-      const rss = run.peakRssKiB / 1024;
-      ctx.log(
-        `NSE run ${i < 0 ? "warm-up" : `${i + 1}/${nseRuns}`}: code loaded ${loaded} ms, first message stored ${cold} ms, exited ${run.exitedAt - run.spawnedAt} ms, peak RSS ${round1(rss)} MB`,
-      );
-      if (i < 0) continue; // first run warms the OS file cache
-      coldStarts.push(cold);
-      loadedMs.push(loaded);
-      rssMb.push(rss);
+        if (i < 0) continue; // first run warms the OS file cache
+        if (which === "bundle") {
+          coldStarts.push(cold);
+          loadedMs.push(loaded);
+          rssMb.push(rss);
+        } else {
+          unbundledColdStarts.push(cold);
+          unbundledRssMb.push(rss);
+        }
+      }
     }
 
     // Baseline: an empty Node process (startup to first line of JS, and its peak RSS).
@@ -472,6 +487,8 @@ export default async function engineBench(ctx: BenchContext) {
         nse_cold_start_p50_ms: round1(median(coldStarts)),
         nse_cold_start_p90_ms: round1(percentile(coldStarts, 90)),
         nse_code_loaded_p50_ms: round1(median(loadedMs)),
+        nse_unbundled_cold_start_p50_ms: round1(median(unbundledColdStarts)),
+        nse_unbundled_peak_rss_mb: round1(median(unbundledRssMb)),
         nse_peak_rss_mb: round1(median(rssMb)),
         node_startup_p50_ms: round1(median(nodeStartup)),
         node_baseline_rss_mb: round1(median(nodeRss)),
@@ -487,6 +504,9 @@ export default async function engineBench(ctx: BenchContext) {
         durable_vs_bare_cpu: round3(median(durableCpu) / median(bareCpu)),
         durable_vs_bare_cpu_capacity: round3(median(bareCpu) / median(durableCpu)),
         nse_rss_vs_empty_node: round3(median(rssMb) / median(nodeRss)),
+        nse_cold_start_bundle_vs_unbundled: round3(
+          median(coldStarts) / median(unbundledColdStarts),
+        ),
         login_vs_resume_bytes: round3(loginBytes / resumeBytes),
         login_vs_resume_time_32kbps: round3(loginMs / resumeMs),
         two_vs_one_account: round3(median(twoAccountsMs) / median(oneAccountMs)),
@@ -562,13 +582,13 @@ interface NseCliRun {
 }
 
 /** One `lichen-chat --verbose nse --linger-ms 0` process on `db`: its result and timing marks. */
-function runNseCli(db: string): Promise<NseCliRun> {
-  if (!existsSync(chatBin)) throw new Error(`${chatBin} is missing: run npm run build`);
+function runNseCli(db: string, script: string): Promise<NseCliRun> {
+  if (!existsSync(script)) throw new Error(`${script} is missing: run npm run build`);
   return new Promise((resolve, reject) => {
     const spawnedAt = Date.now();
     const p = spawn(
       process.execPath,
-      [chatBin, "--db", db, "--verbose", "nse", "--linger-ms", "0"],
+      [script, "--db", db, "--verbose", "nse", "--linger-ms", "0"],
       { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, LICHEN_LOG_FORMAT: "json" } },
     );
     let stdout = "";

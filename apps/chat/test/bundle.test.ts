@@ -1,0 +1,99 @@
+// The bundle's precompiled JSON Schema validators (scripts/bundle.mjs, ajv standalone code) must
+// give every committed vector the same verdict and the same errors as @lichen/schema compiling
+// the schemas itself; and the bundle must not carry ajv's compiler (the NSE never loads it).
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
+import * as schema from "@lichen/schema";
+import { describe, expect, it } from "vitest";
+
+const chatRoot = join(import.meta.dirname, "..");
+const generated = join(chatRoot, "dist", "bundle-entry", "validators.js");
+const vectorDir = join(chatRoot, "..", "..", "schemas", "vectors");
+
+const validators: Record<string, (v: unknown) => schema.ValidationResult<unknown>> = {
+  "handler-descriptor": schema.validateHandlerDescriptor,
+  "account-state": schema.validateAccountState,
+  "ipc-message": schema.validateIpcMessage,
+  "process-lock-record": schema.validateProcessLockRecord,
+  "share-outbox-item": schema.validateShareOutboxItem,
+  "notification-content": schema.validateNotificationContent,
+  "push-registration": schema.validatePushRegistration,
+};
+
+const vectors = readdirSync(vectorDir).flatMap((type) =>
+  ["valid", "invalid"].flatMap((kind) => {
+    let files: string[] = [];
+    try {
+      files = readdirSync(join(vectorDir, type, kind));
+    } catch {
+      files = [];
+    }
+    return files.map((f) => ({
+      id: `${type}/${kind}/${f}`,
+      type,
+      value: JSON.parse(readFileSync(join(vectorDir, type, kind, f), "utf8")) as unknown,
+    }));
+  }),
+);
+
+/** The generated module, run as the bundle runs it (its require() calls need a require). */
+async function loadGenerated(): Promise<Record<string, unknown>> {
+  const dir = mkdtempSync(join(tmpdir(), "lichen-validators-"));
+  try {
+    const file = join(dir, "validators.mjs");
+    writeFileSync(
+      file,
+      `import { createRequire } from "node:module"; const require = createRequire(${JSON.stringify(generated)});\n` +
+        readFileSync(generated, "utf8"),
+    );
+    return (await import(pathToFileURL(file).href)) as Record<string, unknown>;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+describe("bundle: precompiled validators", () => {
+  it("agree with the runtime-compiled ones on every vector (verdict and errors)", async () => {
+    expect(vectors.length).toBeGreaterThan(10);
+    expect(new Set(vectors.map((v) => v.type))).toEqual(new Set(Object.keys(validators)));
+    // Compiled here by ajv at first use (this process installed nothing yet)...
+    const runtime = vectors.map((v) => validators[v.type]!(v.value));
+    expect(runtime.some((r) => r.ok)).toBe(true);
+    expect(runtime.some((r) => !r.ok)).toBe(true);
+    // ...then the generated code installed, as the bundle's entry does.
+    const mod = await loadGenerated();
+    const keys = schema.validatorKeys();
+    expect(Object.keys(mod).filter((k) => /^v\d+$/.test(k))).toHaveLength(keys.length);
+    schema.usePrecompiledValidators(
+      Object.fromEntries(
+        keys.map((k, i) => [
+          k.key,
+          mod[`v${i}`] as Parameters<typeof schema.usePrecompiledValidators>[0][string],
+        ]),
+      ),
+    );
+    vectors.forEach((v, i) => {
+      expect({ id: v.id, result: validators[v.type]!(v.value) }).toEqual({
+        id: v.id,
+        result: runtime[i],
+      });
+    });
+  });
+
+  it("does not carry ajv's schema compiler", () => {
+    const files = readdirSync(join(chatRoot, "dist", "bundle")).filter((f) => f.endsWith(".js"));
+    expect(files).toContain("cli.js");
+    for (const f of files) {
+      const text = readFileSync(join(chatRoot, "dist", "bundle", f), "utf8");
+      expect({
+        f,
+        compiler: text.includes("ajv/dist/compile") || text.includes("class Ajv"),
+      }).toEqual({
+        f,
+        compiler: false,
+      });
+    }
+  });
+});
