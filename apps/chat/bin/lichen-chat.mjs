@@ -2,6 +2,7 @@
 // The bin npm links at `npm ci`, before anything is built: without dist/ it says what to do
 // (a bin pointing into a missing dist/ made `npx lichen-chat` fall through to the public registry).
 import { existsSync } from "node:fs";
+import v8 from "node:v8";
 
 // The bundle (scripts/bundle.mjs, part of the build) starts in a fraction of the time of the
 // module graph in dist/ (the NSE's cold start); dist/cli.js is the same program unbundled.
@@ -11,4 +12,12 @@ if (!existsSync(cli)) {
   process.stderr.write("lichen-chat: not built yet; run `npm run build` in the repository root\n");
   process.exit(1);
 }
+// The NSE process lives for seconds per push under a memory limit: V8's compilers beyond the
+// interpreter (TurboFan, Sparkplug) cost it ~5 MB of peak RSS (nse_peak_rss_mb in the engine
+// benchmark: 60 -> 55 MB) and pay off only in long-running processes. Set before any code is loaded; the command is the
+// first argument that is not a global option (--db <path>, --verbose).
+const args = process.argv.slice(2);
+let i = 0;
+while (i < args.length && args[i].startsWith("-")) i += args[i] === "--db" ? 2 : 1;
+if (args[i] === "nse") v8.setFlagsFromString("--no-opt --no-sparkplug");
 await import((existsSync(bundle) ? bundle : cli).href);
