@@ -15,9 +15,10 @@ if (!existsSync(cli)) {
 // The NSE process lives for seconds per push under a memory limit: V8's compilers beyond the
 // interpreter (TurboFan, Sparkplug) cost it ~5 MB of peak RSS (nse_peak_rss_mb in the engine
 // benchmark: 60 -> 55 MB) and pay off only in long-running processes. Set before any code is loaded; the command is the
-// first argument that is not a global option (--db <path>, --verbose).
+// first argument that is not a global option (--db <path>, --account <jid>, --verbose).
 const args = process.argv.slice(2);
 let i = 0;
-while (i < args.length && args[i].startsWith("-")) i += args[i] === "--db" ? 2 : 1;
+while (i < args.length && args[i].startsWith("-"))
+  i += args[i] === "--db" || args[i] === "--account" ? 2 : 1; // the global options with a value
 if (args[i] === "nse") v8.setFlagsFromString("--no-opt --no-sparkplug");
 await import((existsSync(bundle) ? bundle : cli).href);
