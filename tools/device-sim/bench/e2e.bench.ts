@@ -182,7 +182,8 @@ async function withPhone<T>(
 export default async function e2eBench(ctx: BenchContext) {
   const rounds = ctx.quick ? 3 : 15;
   const require = createRequire(import.meta.url);
-  const cli = join(dirname(require.resolve("@lichen/chat/package.json")), "dist", "cli.js");
+  // The bin, as the device simulator runs it (the bundle).
+  const cli = join(dirname(require.resolve("@lichen/chat/package.json")), "bin", "lichen-chat.mjs");
   const starts: number[] = [];
   for (let i = 0; i < 5; i++) {
     const t = performance.now();

@@ -102,9 +102,10 @@ interface NseProcess {
 }
 
 /** The built lichen-chat CLI (a workspace dependency). */
+/** The `lichen-chat` bin, as installed: the bundle, with the NSE's memory-saving V8 flags. */
 function defaultCli(): string {
   const require = createRequire(import.meta.url);
-  return join(dirname(require.resolve("@lichen/chat/package.json")), "dist", "cli.js");
+  return join(dirname(require.resolve("@lichen/chat/package.json")), "bin", "lichen-chat.mjs");
 }
 
 export class DeviceSimulator extends EventEmitter<{
