@@ -54,13 +54,18 @@ describe.each([
         ["while offline 2", 1],
         ["while offline 3", 1],
       ]);
-      // They came from the archive (its ids are stored), and nothing failed.
+      // One row each, and nothing failed. Most come from the archive (its ids are stored), but
+      // Prosody may hand one over as an offline message before the MAM page that holds it: a
+      // race seen in CI (2 of 3 with an archive id); the copy from the other path is a duplicate.
+      expect(
+        count(bob, "SELECT count(*) AS n FROM messages WHERE body LIKE 'while offline%'"),
+      ).toBe(3);
       expect(
         count(
           bob,
           "SELECT count(*) AS n FROM messages WHERE archive_id IS NOT NULL AND body LIKE 'while offline%'",
         ),
-      ).toBe(3);
+      ).toBeGreaterThanOrEqual(1);
       expect(count(bob, "SELECT count(*) AS n FROM quarantine")).toBe(0);
     },
     T,
