@@ -39,9 +39,11 @@ function follow(command: string, cwd: string): void {
 
 function started(tty: boolean, cwd: string): { child: ChildProcess; output: () => string } {
   const child = tty
-    ? spawn("script", ["-qfec", `${JSON.stringify(process.execPath)} ${START}`, "/dev/null"], {
+    ? // `exec`: script(1) runs the command through $SHELL; dash (Debian's sh) does not replace
+      // itself with the last command, and dies of the terminal's SIGINT itself (exit 130).
+      spawn("script", ["-qfec", `exec ${JSON.stringify(process.execPath)} ${START}`, "/dev/null"], {
         cwd,
-        env,
+        env: { ...env, SHELL: "/bin/sh" }, // as on a CI runner without a login shell
         stdio: ["pipe", "pipe", "pipe"],
       })
     : spawn(process.execPath, [START], { cwd, env, stdio: ["ignore", "pipe", "pipe"] });
