@@ -6,11 +6,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import * as schema from "@lichen/schema";
+import { loadSchemaVectors } from "@lichen/test-kit";
 import { describe, expect, it } from "vitest";
 
 const chatRoot = join(import.meta.dirname, "..");
 const generated = join(chatRoot, "dist", "bundle-entry", "validators.js");
-const vectorDir = join(chatRoot, "..", "..", "schemas", "vectors");
 
 const validators: Record<string, (v: unknown) => schema.ValidationResult<unknown>> = {
   "handler-descriptor": schema.validateHandlerDescriptor,
@@ -22,21 +22,11 @@ const validators: Record<string, (v: unknown) => schema.ValidationResult<unknown
   "push-registration": schema.validatePushRegistration,
 };
 
-const vectors = readdirSync(vectorDir).flatMap((type) =>
-  ["valid", "invalid"].flatMap((kind) => {
-    let files: string[] = [];
-    try {
-      files = readdirSync(join(vectorDir, type, kind));
-    } catch {
-      files = [];
-    }
-    return files.map((f) => ({
-      id: `${type}/${kind}/${f}`,
-      type,
-      value: JSON.parse(readFileSync(join(vectorDir, type, kind, f), "utf8")) as unknown,
-    }));
-  }),
-);
+const vectors = loadSchemaVectors().map((v) => ({
+  id: v.id,
+  type: v.type,
+  value: JSON.parse(v.text) as unknown,
+}));
 
 /** The generated module, run as the bundle runs it (its require() calls need a require). */
 async function loadGenerated(): Promise<Record<string, unknown>> {

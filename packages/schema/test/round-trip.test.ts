@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import * as schema from "../src/index.js";
-import { loadVectors } from "./load-vectors.js";
+import { loadSchemaVectors as loadVectors } from "@lichen/test-kit";
 
 // Every committed vector: decode (validate into the TS type) -> encode (JSON) -> decode again must
 // give the same value and the same verdict. The Swift side runs the same loop in VectorTests.swift.

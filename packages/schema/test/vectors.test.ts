@@ -4,7 +4,7 @@ import { Ajv } from "ajv";
 import addFormatsModule from "ajv-formats";
 import { describe, expect, it } from "vitest";
 import * as schema from "../src/index.js";
-import { loadVectors, schemasDir } from "./load-vectors.js";
+import { loadSchemaVectors as loadVectors, schemasDir } from "@lichen/test-kit";
 
 const addFormats = ((addFormatsModule as unknown as { default?: unknown }).default ??
   addFormatsModule) as (a: Ajv) => Ajv;

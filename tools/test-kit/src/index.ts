@@ -6,3 +6,4 @@ export { until, sleep } from "./until.js";
 export { prng, seedFromEnv, type Prng } from "./prng.js";
 export { selfSignedCert, type SelfSignedCert, type CertOptions } from "./certs.js";
 export { runBin, packageJson, type BinResult } from "./cli.js";
+export { loadSchemaVectors, schemasDir, type SchemaVector } from "./vectors.js";
