@@ -113,10 +113,49 @@ export class Omemo implements SessionPlugin {
     // An AppController makes a new session per connection attempt: the latest one is ours.
     this.session = session;
     // The main app publishes (and refills) once online; the NSE never does.
-    if (this.role === "app")
+    if (this.role === "app") {
       session.on("online", () => {
         if (this.session === session) this.publish().catch(() => {}); // retried on the next "online"
       });
+      session.on("roster", (event) => {
+        if (this.session !== session || !("push" in event) || !event.push) return;
+        for (const item of event.items)
+          if (item.subscription === "to" || item.subscription === "both")
+            this.fetchUnknownDeviceList(item.jid);
+      });
+    }
+  }
+
+  private readonly fetchingLists = new Set<string>();
+
+  /**
+   * A contact's presence just became visible to us (roster push to "to"/"both"). Prosody's PEP
+   * then sends us their current device list; ejabberd 23.01 does not: it tries once when the
+   * contact approves, but delivers PEP items only to full JIDs whose caps the contact's own
+   * session learnt from our presence, which it has not received yet at that moment
+   * (mod_pubsub:c2s_handle_info). Later changes do come as notifications on both servers, so
+   * a list we never had is fetched once here.
+   */
+  private fetchUnknownDeviceList(jid: string): void {
+    if (this.fetchingLists.has(jid) || this.hasStoredDeviceList(jid)) return;
+    this.fetchingLists.add(jid);
+    this.fetchDeviceList(jid)
+      .catch(() => {}) // learnt when sending instead
+      .finally(() => this.fetchingLists.delete(jid));
+  }
+
+  private hasStoredDeviceList(jid: string): boolean {
+    const s = this.s;
+    const d = tables.omemoDeviceLists;
+    return (
+      s.store.read((tx) =>
+        tx
+          .select({ id: d.deviceId })
+          .from(d)
+          .where(and(eq(d.accountId, s.accountId), eq(d.jid, jid)))
+          .get(),
+      ) !== undefined
+    );
   }
 
   private get s(): DurableSession {
