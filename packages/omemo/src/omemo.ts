@@ -17,6 +17,7 @@ import {
   tables,
   type StoreTx,
 } from "@lichen/store";
+import { validateHandlerDescriptor, type HandlerDescriptor } from "@lichen/schema";
 import { and, eq, inArray, or } from "drizzle-orm";
 import { OmemoError, type DecryptFailureReason } from "./errors.js";
 import { bare, locate, setBody, type Located } from "./locate.js";
@@ -50,6 +51,9 @@ import {
 } from "./wire.js";
 
 const NS_SID = "urn:xmpp:sid:0";
+/** Queued work (omemo_pending_work): a session repair with `{ jid, deviceId }`. */
+const REPAIR_SESSION = "omemo.repairSession";
+const repairKey = (jid: string, deviceId: number) => `repair ${jid} ${deviceId}`;
 
 export interface OmemoOptions {
   /**
@@ -115,7 +119,10 @@ export class Omemo implements SessionPlugin {
     // The main app publishes (and refills) once online; the NSE never does.
     if (this.role === "app") {
       session.on("online", () => {
-        if (this.session === session) this.publish().catch(() => {}); // retried on the next "online"
+        if (this.session !== session) return;
+        // Both retried on the next "online" if they fail.
+        this.publish().catch(() => {});
+        this.runPendingWork().catch(() => {});
       });
       session.on("roster", (event) => {
         if (this.session !== session || !("push" in event) || !event.push) return;
@@ -491,19 +498,90 @@ export class Omemo implements SessionPlugin {
   }
 
   private readonly repaired = new Set<string>();
+  private working: Promise<number> | null = null;
+
+  /**
+   * Main app: runs the work queued in omemo_pending_work (session repairs the NSE, or this app
+   * before a crash, could not do), each row deleted in the transaction that does the work. Runs
+   * on "online"; returns how many were done. A row that fails for a transient reason (timeout,
+   * database) stays for the next run; one that cannot succeed (bundle gone, wrong signature,
+   * unreadable row) is moved to quarantine with the reason.
+   */
+  runPendingWork(): Promise<number> {
+    if (this.role !== "app") return Promise.resolve(0);
+    this.working ??= this.doPendingWork().finally(() => (this.working = null));
+    return this.working;
+  }
+
+  private async doPendingWork(): Promise<number> {
+    const s = this.s;
+    const w = tables.omemoPendingWork;
+    const rows = s.store.read((tx) =>
+      tx.select().from(w).where(eq(w.accountId, s.accountId)).orderBy(w.createdAt).all(),
+    );
+    let done = 0;
+    const drop = (key: string, raw: string, reason: string) =>
+      s.write((ctx) => {
+        ctx.tx
+          .delete(w)
+          .where(and(eq(w.accountId, ctx.accountId), eq(w.key, key)))
+          .run();
+        quarantineRow(ctx.tx, "omemo_pending_work", key, raw, reason);
+      });
+    for (const row of rows) {
+      let descriptor: HandlerDescriptor | null = null;
+      try {
+        const parsed = validateHandlerDescriptor(JSON.parse(row.handler));
+        if (parsed.ok) descriptor = parsed.value;
+      } catch {
+        descriptor = null;
+      }
+      const jid = descriptor?.bound.jid;
+      const deviceId = descriptor?.bound.deviceId;
+      if (
+        descriptor?.name !== REPAIR_SESSION ||
+        typeof jid !== "string" ||
+        typeof deviceId !== "number" ||
+        !Number.isInteger(deviceId)
+      ) {
+        drop(row.key, row.handler, "not an OMEMO work item this version knows");
+        continue;
+      }
+      try {
+        if (await this.repairSession(jid, deviceId)) done++;
+      } catch (e) {
+        if (e instanceof StoreLockTimeoutError || e instanceof DatabaseCorruptError) throw e;
+        if (e instanceof OmemoError && (e.code === "iq-timeout" || e.code === "state-conflict"))
+          continue; // the next run tries again
+        drop(row.key, row.handler, `session repair failed: ${(e as Error).message}`);
+      }
+    }
+    return done;
+  }
 
   /**
    * Session repair: builds a new session with the device from its bundle and sends it an empty
    * key transport element (no payload), so its next messages use a session we can read. Once per
-   * device and process run, so two broken peers cannot ping-pong repairs.
+   * device and process run, so two broken peers cannot ping-pong repairs. Main app only (the NSE
+   * queues it, see failure()); the queued row, if any, is deleted with the send.
    */
   async repairSession(jid: string, deviceId: number): Promise<boolean> {
+    if (this.role !== "app") return false;
     const k = `${jid} ${deviceId}`;
-    if (this.repaired.has(k) || this.role !== "app") return false;
-    this.repaired.add(k);
+    const w = tables.omemoPendingWork;
+    const dequeue = (tx: StoreTx, accountId: string) =>
+      tx
+        .delete(w)
+        .where(and(eq(w.accountId, accountId), eq(w.key, repairKey(jid, deviceId))))
+        .run();
+    if (this.repaired.has(k)) {
+      this.s.write((ctx) => dequeue(ctx.tx, ctx.accountId)); // done already in this run
+      return false;
+    }
     const own = this.own();
     if (!own) return false;
     const bundle = await this.fetchBundle(jid, deviceId);
+    this.repaired.add(k);
     for (let attempt = 1; attempt <= 5; attempt++) {
       const view = new SignalView(this.s.store, this.s.accountId, own);
       const address = new signal.ProtocolAddress(addressName(jid), deviceId);
@@ -526,6 +604,7 @@ export class Omemo implements SessionPlugin {
         this.s.write((ctx) => {
           if (!view.stillValid(ctx.tx)) throw new StaleView();
           view.apply(ctx.tx);
+          dequeue(ctx.tx, ctx.accountId);
           ctx.send(
             xml(
               "message",
@@ -540,6 +619,7 @@ export class Omemo implements SessionPlugin {
         if (!(e instanceof StaleView)) throw e;
       }
     }
+    this.repaired.delete(k);
     throw new OmemoError("state-conflict", "session state changed at every attempt");
   }
 
@@ -619,10 +699,13 @@ export class Omemo implements SessionPlugin {
         apply: (ctx) => {
           failed.apply!(ctx);
           // Our state for that device is lost or broken (a WhisperMessage we cannot read): offer
-          // a new session. A failed PreKeyWhisperMessage needs none: its sender is still starting one.
-          if (!mine.prekey && this.role === "app") {
-            const sender = at.sender;
-            ctx.afterCommit(() => void this.repairSession(sender, enc.sid).catch(() => {}));
+          // a new session. A failed PreKeyWhisperMessage needs none: its sender is still starting
+          // one. Queued with the failure, so neither a kill nor the NSE (which must not fetch
+          // bundles or send) loses it: the main app does it now or when next online.
+          if (!mine.prekey) {
+            queueRepair(ctx.tx, ctx.accountId, at.sender, enc.sid);
+            if (this.role === "app")
+              ctx.afterCommit(() => void this.runPendingWork().catch(() => {}));
           }
         },
       };
@@ -773,6 +856,20 @@ export class Omemo implements SessionPlugin {
       },
     };
   }
+}
+
+/** Queues a session repair for the main app (once per device: a second failure adds nothing). */
+function queueRepair(tx: StoreTx, accountId: string, jid: string, deviceId: number): void {
+  const descriptor: HandlerDescriptor = { v: 1, name: REPAIR_SESSION, bound: { jid, deviceId } };
+  tx.insert(tables.omemoPendingWork)
+    .values({
+      accountId,
+      key: repairKey(jid, deviceId),
+      handler: JSON.stringify(descriptor),
+      createdAt: tx.now,
+    })
+    .onConflictDoNothing()
+    .run();
 }
 
 /** Stores a JID's device list: listed ids active, the others kept (their sessions too) but inactive. */

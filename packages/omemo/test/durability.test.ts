@@ -22,7 +22,8 @@ describe.each([
   const open: Device[] = [];
   beforeAll(async () => {
     server = await start();
-    for (const u of ["alice", "bob", "carol"]) await server.registerUser(u, `${u}pw`);
+    for (const u of ["alice", "bob", "carol", "dave", "erin"])
+      await server.registerUser(u, `${u}pw`);
   }, T);
   afterAll(async () => {
     for (const d of open) await d.close().catch(() => {});
@@ -188,6 +189,94 @@ describe.each([
       // The used prekey is gone and its replacement has a new id (ids are never reused).
       expect(count(alice, "SELECT max(key_id) AS n FROM omemo_prekeys")).toBe(101);
       expect(count(alice, "SELECT count(*) AS n FROM omemo_prekeys")).toBe(100);
+    },
+    T,
+  );
+
+  it(
+    "a message the NSE cannot decrypt: failure stored, repair queued for the app, whose next run repairs so the sender can write to us again",
+    async () => {
+      let dave = await online(device("dave", "phone"));
+      const erin = await online(device("erin", "phone"));
+      await erin.omemo.send("dave@localhost", "first, establishes the session");
+      await until(() => dave.messages("erin@localhost").length === 1, "dave has the first");
+      // His answer completes the session: erin's next messages are WhisperMessages, not prekey.
+      await dave.omemo.send("erin@localhost", "answer");
+      await until(() => erin.messages("dave@localhost").length === 2, "erin has the answer");
+      const db = dave.db;
+      await dave.session.suspend(); // frozen by the OS: TCP dropped, stream kept
+      // Dave's session with erin is lost (say, a restored backup): erin's next message is a
+      // WhisperMessage on a session he no longer has.
+      dave.store.sqlite.prepare("DELETE FROM omemo_sessions WHERE jid = 'erin@localhost'").run();
+      await erin.omemo.send("dave@localhost", "unreadable");
+      const nseStore = openStore({ path: db, role: "nse" });
+      try {
+        const r = await handlePush({
+          store: nseStore,
+          session: { ...dave.config, plugins: [omemo({ role: "nse" })] },
+          lingerMs: 100,
+          deadlineMs: 60_000,
+        });
+        expect(r.outcome).toBe("synced");
+      } finally {
+        nseStore.close();
+      }
+      // Stored as a failure with its stanza; the repair is queued, not done: the NSE fetched no
+      // bundle and built no session.
+      expect(dave.messages("erin@localhost").map((m) => m.body)).toEqual([
+        "first, establishes the session",
+        "answer",
+        expect.stringMatching(/^could not decrypt \(OMEMO signal\)/),
+      ]);
+      expect(
+        count(dave, "SELECT count(*) AS n FROM quarantine WHERE table_name = 'omemo_message'"),
+      ).toBe(1);
+      expect(
+        dave.store.sqlite.prepare("SELECT key, handler FROM omemo_pending_work").all(),
+      ).toEqual([
+        {
+          key: `repair erin@localhost ${erin.omemo.deviceId!}`,
+          handler: JSON.stringify({
+            v: 1,
+            name: "omemo.repairSession",
+            bound: { jid: "erin@localhost", deviceId: erin.omemo.deviceId! },
+          }),
+        },
+      ]);
+      expect(count(dave, "SELECT count(*) AS n FROM omemo_sessions")).toBe(0);
+      const erinSession = () =>
+        erin.store.sqlite
+          .prepare("SELECT record FROM omemo_sessions WHERE jid = 'dave@localhost'")
+          .get();
+      const erinBefore = erinSession();
+
+      // The main app's next run: a new session and a key transport to erin's device.
+      await dave.close();
+      open.splice(open.indexOf(dave), 1);
+      dave = await online(device("dave", "phone", db));
+      await until(
+        () => count(dave, "SELECT count(*) AS n FROM omemo_pending_work") === 0,
+        "the app repairs",
+      );
+      expect(count(dave, "SELECT count(*) AS n FROM omemo_sessions")).toBe(1);
+      await until(
+        () => JSON.stringify(erinSession()) !== JSON.stringify(erinBefore),
+        "erin takes the new session from the key transport",
+      );
+      await erin.omemo.send("dave@localhost", "readable again");
+      await until(
+        () => dave.messages("erin@localhost").some((m) => m.body === "readable again"),
+        "dave decrypts erin's next message",
+      );
+      await dave.omemo.send("erin@localhost", "and back");
+      await until(
+        () => erin.messages("dave@localhost").some((m) => m.body === "and back"),
+        "erin decrypts dave's",
+      );
+      expect(count(erin, "SELECT count(*) AS n FROM quarantine")).toBe(0);
+      expect(
+        count(dave, "SELECT count(*) AS n FROM quarantine WHERE table_name = 'omemo_message'"),
+      ).toBe(1);
     },
     T,
   );

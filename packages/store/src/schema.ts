@@ -524,3 +524,22 @@ export const omemoTrust = sqliteTable(
   },
   (t) => [primaryKey({ columns: [t.accountId, t.jid, t.deviceId] })],
 );
+
+/**
+ * OMEMO work the NSE leaves to the main app (session repair needs a bundle fetch and a send): one
+ * serialized HandlerDescriptor per row, deleted by the main app in the transaction that does it.
+ */
+export const omemoPendingWork = sqliteTable(
+  "omemo_pending_work",
+  {
+    accountId: text("account_id")
+      .notNull()
+      .references(() => accounts.id, { onDelete: "cascade" }),
+    /** What the work is about (e.g. "repair <jid> <deviceId>"): queued once. */
+    key: text("key").notNull(),
+    /** HandlerDescriptor JSON. */
+    handler: text("handler").notNull(),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.accountId, t.key] })],
+);

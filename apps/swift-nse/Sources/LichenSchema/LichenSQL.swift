@@ -388,6 +388,7 @@ public enum LichenSQL {
         "551fc48cc7c99d72b645b792447e51737445a0ffbd756a4e7ac5e710f2253dd7",
         "5a47a8894b38d3d1e38ccffad3d841d23550e0fc18f710e6a63e825d387eafe0",
         "6001b02b70f9535335b8b42a2a82c1781820e8d9f02a2fd4410a1e01e39f72ba",
+        "eeb9a62d951bb5dbdb1a6e46fd326b67848c1ca101853fdf3565b4733a179e59",
     ]
 
     /// The wake directory is the database path plus this suffix (the TS Ipc default).
