@@ -799,12 +799,21 @@ export class Omemo implements SessionPlugin {
     );
   }
 
+  /**
+   * A copy of a message already stored: the same message live or from the offline store and
+   * again in a MAM page (Prosody may deliver both), or a replay. Checked before decrypting: a
+   * second decryption of a consumed message key (or prekey) fails and would store a failure.
+   */
   private alreadyStored(at: Located): boolean {
     const s = this.s;
     const m = tables.messages;
     const originId = at.inner.getChild("origin-id", NS_SID)?.attrs.id;
+    // Only our archive's stanza-id, as the engine: a sender's forged one must not make us skip
+    // decryption of a new message.
+    const own = this.jid;
     const stanzaIds = at.inner
       .getChildren("stanza-id", NS_SID)
+      .filter((e) => e.attrs.by === own)
       .map((e) => e.attrs.id)
       .filter((x): x is string => !!x);
     const conds = [

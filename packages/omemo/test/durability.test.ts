@@ -1,7 +1,7 @@
 import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import { join } from "node:path";
-import { handlePush } from "@lichen/engine";
+import { handlePush, startMamCatchup, type Element } from "@lichen/engine";
 import { openStore } from "@lichen/store";
 import { startEjabberd, startProsody, type XmppTestServer } from "@lichen/test-servers";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -22,7 +22,7 @@ describe.each([
   const open: Device[] = [];
   beforeAll(async () => {
     server = await start();
-    for (const u of ["alice", "bob", "carol", "dave", "erin"])
+    for (const u of ["alice", "bob", "carol", "dave", "erin", "fay", "gus"])
       await server.registerUser(u, `${u}pw`);
   }, T);
   afterAll(async () => {
@@ -277,6 +277,50 @@ describe.each([
       expect(
         count(dave, "SELECT count(*) AS n FROM quarantine WHERE table_name = 'omemo_message'"),
       ).toBe(1);
+    },
+    T,
+  );
+
+  it(
+    "a message delivered and again in a MAM page never reaches decryption twice (its prekey is spent)",
+    async () => {
+      const fay = await online(device("fay", "phone"));
+      const gus = await online(device("gus", "phone"));
+      // Decryptions gus's plugin attempts (a prepare that returns work for an <encrypted/>).
+      let decryptions = 0;
+      const prepare = gus.omemo.prepare.bind(gus.omemo);
+      gus.omemo.prepare = async (stanza, session) => {
+        const r = await prepare(stanza, session);
+        if (r && stanza.toString().includes("eu.siacs.conversations.axolotl\"><header")) decryptions++;
+        return r;
+      };
+      const fromArchive: Element[] = [];
+      gus.session.on("stanza", (el) => {
+        if (el.getChild("result", "urn:xmpp:mam:2") && el.toString().includes("<encrypted"))
+          fromArchive.push(el);
+      });
+      await fay.omemo.send("gus@localhost", "prekey message, delivered twice");
+      await until(() => gus.messages("fay@localhost").length === 1, "gus has it live");
+      expect(decryptions).toBe(1);
+      // The second copy, as Prosody sends it after an offline delivery: the whole archive again.
+      let complete = false;
+      gus.session.once("mam-complete", () => (complete = true));
+      gus.session.write((ctx) => {
+        Object.assign(ctx.state.mam, {
+          lastStanzaId: null,
+          lastTimestamp: null,
+          completedAt: null,
+          syncedAt: null,
+        });
+        startMamCatchup(ctx);
+      });
+      await until(() => complete, "the MAM page is handled");
+      expect(fromArchive).toHaveLength(1);
+      expect(decryptions).toBe(1);
+      expect(gus.messages("fay@localhost")).toEqual([
+        { body: "prekey message, delivered twice", encrypted: 1, direction: "in" },
+      ]);
+      expect(count(gus, "SELECT count(*) AS n FROM quarantine")).toBe(0);
     },
     T,
   );
