@@ -31,13 +31,13 @@ function copy(e: Element): Element {
 /** Runs in front of the OMEMO plugin: rewrites the next encrypted message as the network could. */
 class Tamperer implements SessionPlugin {
   readonly name = "tamper";
-  next: ((encrypted: Element) => void) | null = null;
+  next: ((encrypted: Element, message: Element) => void) | null = null;
   async prepare(stanza: Element) {
     const f = this.next;
     if (!f || !stanza.is("message") || !stanza.getChild("encrypted", NS_OMEMO)) return null;
     this.next = null;
     const forged = copy(stanza);
-    f(forged.getChild("encrypted", NS_OMEMO)!);
+    f(forged.getChild("encrypted", NS_OMEMO)!, forged);
     return { stanza: forged };
   }
 }
@@ -82,7 +82,10 @@ describe("OMEMO bad input (Prosody)", () => {
       .prepare("SELECT table_name AS tableName, raw, error FROM quarantine ORDER BY id")
       .all() as { tableName: string; raw: string; error: string }[];
   /** Bob sends `body` with `f` applied on the way; alice stores what she makes of it. */
-  async function bobSendsForged(body: string, f: (enc: Element) => void): Promise<void> {
+  async function bobSendsForged(
+    body: string,
+    f: (enc: Element, message: Element) => void,
+  ): Promise<void> {
     const n = alice.messages("bob@localhost").length;
     tamper.next = f;
     await bob.omemo.send("alice@localhost", body);
@@ -136,6 +139,22 @@ describe("OMEMO bad input (Prosody)", () => {
       });
       expect(lastFrom("bob@localhost").body).toMatch(/GCM tag mismatch/);
       await stillDecrypts(bob, "after the tampered payloads");
+    },
+    T,
+  );
+
+  it(
+    "a stanza-id forged by the sender with the id of a stored message does not stop decryption",
+    async () => {
+      const stored = alice.store.sqlite
+        .prepare("SELECT stanza_id AS id FROM messages WHERE stanza_id IS NOT NULL LIMIT 1")
+        .get() as { id: string };
+      await bobSendsForged("with a forged stanza-id", (_enc, message) => {
+        message.append(
+          xml("stanza-id", { xmlns: "urn:xmpp:sid:0", by: "bob@localhost", id: stored.id }),
+        );
+      });
+      expect(lastFrom("bob@localhost").body).toBe("with a forged stanza-id");
     },
     T,
   );
