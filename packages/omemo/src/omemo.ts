@@ -499,6 +499,7 @@ export class Omemo implements SessionPlugin {
 
   private readonly repaired = new Set<string>();
   private working: Promise<number> | null = null;
+  private workAgain = false;
 
   /**
    * Main app: runs the work queued in omemo_pending_work (session repairs the NSE, or this app
@@ -509,7 +510,18 @@ export class Omemo implements SessionPlugin {
    */
   runPendingWork(): Promise<number> {
     if (this.role !== "app") return Promise.resolve(0);
-    this.working ??= this.doPendingWork().finally(() => (this.working = null));
+    if (this.working) {
+      this.workAgain = true; // a row queued after the running pass read the table
+      return this.working;
+    }
+    this.working = (async () => {
+      let done = 0;
+      do {
+        this.workAgain = false;
+        done += await this.doPendingWork();
+      } while (this.workAgain);
+      return done;
+    })().finally(() => (this.working = null));
     return this.working;
   }
 

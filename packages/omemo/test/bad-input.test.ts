@@ -1,6 +1,7 @@
 import { createRequire } from "node:module";
 import { xml, type Element, type SessionPlugin } from "@lichen/engine";
 import {
+  startEjabberd,
   startProsody,
   startTestPeer,
   type TestPeer,
@@ -46,7 +47,10 @@ function setText(el: Element, text: string): void {
   el.children = [text];
 }
 
-describe("OMEMO bad input (Prosody)", () => {
+describe.each([
+  ["prosody", startProsody],
+  ["ejabberd", startEjabberd],
+] as const)("OMEMO bad input on %s", (_name, start) => {
   let server: XmppTestServer;
   let alice: Device;
   let bob: Device;
@@ -55,7 +59,7 @@ describe("OMEMO bad input (Prosody)", () => {
   const tamper = new Tamperer();
   const all: Device[] = [];
   beforeAll(async () => {
-    server = await startProsody();
+    server = await start();
     for (const u of ["alice", "bob", "carol", "mallory"]) await server.registerUser(u, `${u}pw`);
     alice = await online(openDevice(server, "alice", "phone", { before: [tamper] }));
     bob = await online(openDevice(server, "bob", "laptop"));
