@@ -291,7 +291,8 @@ describe.each([
       const prepare = gus.omemo.prepare.bind(gus.omemo);
       gus.omemo.prepare = async (stanza, session) => {
         const r = await prepare(stanza, session);
-        if (r && stanza.toString().includes("eu.siacs.conversations.axolotl\"><header")) decryptions++;
+        if (r && stanza.toString().includes('eu.siacs.conversations.axolotl"><header'))
+          decryptions++;
         return r;
       };
       const fromArchive: Element[] = [];
