@@ -304,6 +304,8 @@ describe.each([
       await until(() => gus.messages("fay@localhost").length === 1, "gus has it live");
       expect(decryptions).toBe(1);
       // The second copy, as Prosody sends it after an offline delivery: the whole archive again.
+      // (Prosody 0.12's offline copy carries the same <stanza-id by="gus@localhost"> as the live
+      // one, seen on the wire: both are matched to the MAM result's id, origin-id or not.)
       let complete = false;
       gus.session.once("mam-complete", () => (complete = true));
       gus.session.write((ctx) => {
