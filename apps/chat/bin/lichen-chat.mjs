@@ -20,5 +20,16 @@ const args = process.argv.slice(2);
 let i = 0;
 while (i < args.length && args[i].startsWith("-"))
   i += args[i] === "--db" || args[i] === "--account" ? 2 : 1; // the global options with a value
+if (args[i] === "nse" && existsSync(new URL("../dist/bundle/nse.cjs.cache", import.meta.url))) {
+  // The NSE's own bundle: CommonJS, compiled from V8's code cache (scripts/bundle.mjs).
+  const { NSE_V8_FLAGS, loadNseBundleCached } = await import("./nse-loader.mjs");
+  v8.setFlagsFromString(NSE_V8_FLAGS);
+  const code = await loadNseBundleCached().exports.main(process.argv);
+  // As dist/cli.js: let pipes drain, then exit (a suspended session may leave sockets or timers).
+  await Promise.all(
+    [process.stdout, process.stderr].map((s) => new Promise((r) => s.write("", () => r()))),
+  );
+  process.exit(code);
+}
 if (args[i] === "nse") v8.setFlagsFromString("--no-opt --no-sparkplug");
 await import((existsSync(bundle) ? bundle : cli).href);

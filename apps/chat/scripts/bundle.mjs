@@ -3,6 +3,7 @@
 // push with a time and memory budget: resolving and compiling the module graph of the engine,
 // store, drizzle, xmpp.js and ajv was most of its start (the engine benchmark's
 // nse_cold_start_p50_ms). bin/lichen-chat.mjs runs the bundle when it exists.
+import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { schemas, validatorKeys } from "@lichen/schema";
 import { Ajv } from "ajv";
@@ -55,6 +56,22 @@ writeFileSync(
     'await import("../cli.js");',
   ].join("\n"),
 );
+// The NSE's entry (bin/lichen-chat.mjs loads it with require() for the `nse` command): the same
+// program as one CommonJS file. An ES module graph costs the NSE's cold start tens of ms more than
+// require(): each `import` of a Node built-in builds an ES module facade over all its exports
+// (node:crypto's even loads WebCrypto), and every chunk goes through the ESM loader. The commands
+// stay lazy: esbuild evaluates a dynamically imported module only when it is first imported.
+writeFileSync(
+  new URL("nse.js", work),
+  [
+    'import { usePrecompiledValidators } from "@lichen/schema";',
+    'import * as v from "./validators.js";',
+    'export { main } from "../program.js";',
+    // For scripts/nse-code-cache.mjs: evaluates the nse command's modules without running it.
+    'export async function warmUp() { await import("../commands/nse.js"); }',
+    `usePrecompiledValidators({ ${keys.map((k, i) => `${JSON.stringify(k.key)}: v.v${i}`).join(", ")} });`,
+  ].join("\n"),
+);
 
 await build({
   absWorkingDir: new URL(".", root).pathname,
@@ -77,4 +94,45 @@ await build({
   minifySyntax: true,
   sourcemap: "linked",
   logLevel: "warning",
+});
+
+// commander loads node:child_process when it is loaded, for executable subcommands lichen-chat does
+// not have: compiling that built-in was ~10% of the NSE's start CPU. Load it at first use instead.
+const lazyChildProcessInCommander = {
+  name: "lazy-child-process-in-commander",
+  setup(b) {
+    b.onLoad({ filter: /[\\/]commander[\\/]lib[\\/]command\.js$/ }, (args) => {
+      const eager = "const childProcess = require('node:child_process');";
+      const source = readFileSync(args.path, "utf8");
+      if (!source.includes(eager))
+        throw new Error(`${args.path}: no "${eager}" to make lazy (commander changed?)`);
+      const lazy =
+        "const childProcess = { spawn: (...a) => require('node:child_process').spawn(...a) };";
+      return { contents: source.replace(eager, lazy), loader: "js" };
+    });
+  },
+};
+
+await build({
+  absWorkingDir: new URL(".", root).pathname,
+  entryPoints: { nse: "dist/bundle-entry/nse.js" },
+  plugins: [lazyChildProcessInCommander],
+  outdir: "dist/bundle",
+  outExtension: { ".js": ".cjs" },
+  bundle: true,
+  format: "cjs",
+  platform: "node",
+  target: "node20",
+  external: ["better-sqlite3"],
+  // import.meta is empty in CommonJS; the code uses import.meta.url to find its package files.
+  banner: { js: 'var __lichenImportMetaUrl = require("node:url").pathToFileURL(__filename).href;' },
+  define: { LICHEN_CHAT_VERSION: JSON.stringify(version), "import.meta.url": "__lichenImportMetaUrl" },
+  minifyWhitespace: true,
+  minifySyntax: true,
+  sourcemap: "linked",
+  logLevel: "warning",
+});
+// Its V8 code cache, made in a process with the NSE's V8 flags.
+execFileSync(process.execPath, [new URL("nse-code-cache.mjs", import.meta.url).pathname], {
+  stdio: "inherit",
 });

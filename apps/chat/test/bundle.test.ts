@@ -1,6 +1,7 @@
 // The bundle's precompiled JSON Schema validators (scripts/bundle.mjs, ajv standalone code) must
 // give every committed vector the same verdict and the same errors as @lichen/schema compiling
 // the schemas itself; and the bundle must not carry ajv's compiler (the NSE never loads it).
+import { spawnSync } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -73,8 +74,11 @@ describe("bundle: precompiled validators", () => {
   });
 
   it("does not carry ajv's schema compiler", () => {
-    const files = readdirSync(join(chatRoot, "dist", "bundle")).filter((f) => f.endsWith(".js"));
+    const files = readdirSync(join(chatRoot, "dist", "bundle")).filter((f) =>
+      /\.c?js$/.test(f),
+    );
     expect(files).toContain("cli.js");
+    expect(files).toContain("nse.cjs");
     for (const f of files) {
       const text = readFileSync(join(chatRoot, "dist", "bundle", f), "utf8");
       expect({
@@ -85,5 +89,32 @@ describe("bundle: precompiled validators", () => {
         compiler: false,
       });
     }
+  });
+});
+
+describe("bundle: the NSE's CommonJS bundle", () => {
+  it("compiles from its V8 code cache under the NSE's V8 flags, and not under others", () => {
+    // A cache V8 rejects (other flags, other Node) costs the NSE's cold start its compile time
+    // without any other sign: the bin's loader reports it, in a fresh process as the bin runs it.
+    const loader = pathToFileURL(join(chatRoot, "bin", "nse-loader.mjs")).href;
+    const load = (flags: boolean) => {
+      const r = spawnSync(
+        process.execPath,
+        [
+          "--input-type=module",
+          "-e",
+          `import v8 from "node:v8";
+           const l = await import(${JSON.stringify(loader)});
+           if (${flags}) v8.setFlagsFromString(l.NSE_V8_FLAGS);
+           const b = l.loadNseBundleCached();
+           console.log(JSON.stringify({ rejected: b.cacheRejected, main: typeof b.exports.main }));`,
+        ],
+        { encoding: "utf8" },
+      );
+      expect(r.stderr).toBe("");
+      return JSON.parse(r.stdout) as unknown;
+    };
+    expect(load(true)).toEqual({ rejected: false, main: "function" });
+    expect(load(false)).toEqual({ rejected: true, main: "function" });
   });
 });

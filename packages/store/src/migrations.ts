@@ -100,12 +100,31 @@ export function migrationStatus(sqlite: SqliteDriver): MigrationStatus {
   };
 }
 
-/** nse/share: fail clearly unless every bundled migration is applied. */
+let cachedJournalMillis: number[] | undefined;
+/**
+ * The bundled migrations' timestamps, from meta/_journal.json alone: all the nse/share check
+ * needs. bundledMigrations() also reads and hashes every SQL file, a cost on the NSE's cold start.
+ */
+function bundledMigrationMillis(): number[] {
+  cachedJournalMillis ??= (
+    JSON.parse(
+      fs.readFileSync(path.join(migrationsFolder(), "meta", "_journal.json"), "utf8"),
+    ) as { entries: { when: number }[] }
+  ).entries.map((e) => e.when);
+  return cachedJournalMillis;
+}
+
+/** nse/share: fail clearly unless every bundled migration is applied (migrationStatus's rules). */
 export function assertMigrated(sqlite: SqliteDriver, dbPath: string): void {
-  const status = migrationStatus(sqlite);
-  if (status.unknown) throw new SchemaAheadError(status.unknown, dbPath);
-  if (status.pending.length > 0)
-    throw new SchemaBehindError(status.applied, status.bundled, dbPath);
+  const bundled = bundledMigrationMillis();
+  const applied = appliedMigrations(sqlite) ?? [];
+  const bundledMillis = new Set(bundled);
+  const unknown = applied.find((a) => !bundledMillis.has(a.createdAt));
+  if (unknown) throw new SchemaAheadError(unknown.hash, dbPath);
+  const appliedMillis = new Set(applied.map((a) => a.createdAt));
+  const last = applied.length ? Math.max(...applied.map((a) => a.createdAt)) : -Infinity;
+  if (bundled.some((when) => !appliedMillis.has(when) && when > last))
+    throw new SchemaBehindError(applied.length, bundled.length, dbPath);
 }
 
 /**
