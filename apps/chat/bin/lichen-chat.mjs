@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 // The bin npm links at `npm ci`, before anything is built: without dist/ it says what to do
 // (a bin pointing into a missing dist/ made `npx lichen-chat` fall through to the public registry).
-import { existsSync } from "node:fs";
-import v8 from "node:v8";
+// Built-ins through process.getBuiltinModule, not `import`: an ES module import of a built-in
+// builds a facade over all its exports (node:fs's loads its stream classes), a cost at every start.
+const { existsSync } = process.getBuiltinModule("node:fs");
+const v8 = process.getBuiltinModule("node:v8");
 
 // The bundle (scripts/bundle.mjs, part of the build) starts in a fraction of the time of the
 // module graph in dist/ (the NSE's cold start); dist/cli.js is the same program unbundled.
@@ -14,8 +16,9 @@ if (!existsSync(cli)) {
 }
 // The NSE process lives for seconds per push under a memory limit: V8's compilers beyond the
 // interpreter (TurboFan, Sparkplug) cost it ~5 MB of peak RSS (nse_peak_rss_mb in the engine
-// benchmark: 60 -> 55 MB) and pay off only in long-running processes. Set before any code is loaded; the command is the
-// first argument that is not a global option (--db <path>, --account <jid>, --verbose).
+// benchmark: 60 -> 55 MB) and pay off only in long-running processes (NSE_V8_FLAGS in
+// nse-loader.mjs). Set before any code is loaded; the command is the first argument that is not a
+// global option (--db <path>, --account <jid>, --verbose).
 const args = process.argv.slice(2);
 let i = 0;
 while (i < args.length && args[i].startsWith("-"))

@@ -7,8 +7,13 @@ import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import vm from "node:vm";
 
-/** The V8 flags of the NSE process (see lichen-chat.mjs); the code cache is made under them. */
-export const NSE_V8_FLAGS = "--no-opt --no-sparkplug";
+/**
+ * The V8 flags of the NSE process (see lichen-chat.mjs); the code cache is made under them.
+ * --semi-space-growth-factor=1: the young generation stays at its initial size instead of
+ * doubling under the sync's allocations (-1.7 MB peak RSS, same CPU, in the engine benchmark's
+ * NSE run; the process lives for seconds, more scavenges cost it nothing measurable).
+ */
+export const NSE_V8_FLAGS = "--no-opt --no-sparkplug --semi-space-growth-factor=1";
 
 export const nseBundlePath = fileURLToPath(new URL("../dist/bundle/nse.cjs", import.meta.url));
 export const nseCachePath = `${nseBundlePath}.cache`;

@@ -14,7 +14,13 @@
  *    (checked: the XEP-0198 stream id is unchanged). nse_code_loaded_p50_ms: spawn -> `nse.start`
  *    (Node started, code loaded, arguments parsed). Baselines in the same run, alternating: the same
  *    CLI unbundled (dist/cli.js; nse_unbundled_cold_start_p50_ms, nse_unbundled_peak_rss_mb), and
- *    the startup of an empty Node process (node_startup_p50_ms).
+ *    the startup of an empty Node process (node_startup_p50_ms). nse_cold_start_cpu_p50_ms: the
+ *    NSE's own CPU time (user + system, from its start) at that first commit, against
+ *    node_startup_cpu_p50_ms of the empty Node: a loaded machine stretches the wall-clock figures,
+ *    much less the CPU ones. These processes run without NODE_EXTRA_CA_CERTS (an NSE has no such
+ *    variable; Node 20 parses the whole named bundle before any JavaScript runs, ~150 ms per start
+ *    with Debian's 140 certificates): when this environment sets it, its cost is reported apart,
+ *    node_startup_extra_ca_certs_p50_ms (an empty Node with it).
  *    Both receivers usually keep up with the sender (sender_msgs_per_s), so the rate ratio shows
  *    whether durability slows a burst on this machine; receiver capacity is compared separately by
  *    the bench process's CPU time per message during the round (durable/bare_cpu_us_per_msg; the
@@ -296,6 +302,7 @@ export default async function engineBench(ctx: BenchContext) {
       }
     };
     const coldStarts: number[] = [];
+    const coldStartCpu: number[] = [];
     const loadedMs: number[] = [];
     const rssMb: number[] = [];
     // Same-run baseline: the same CLI unbundled (dist/cli.js: the module graph as tsc emits it,
@@ -326,13 +333,16 @@ export default async function engineBench(ctx: BenchContext) {
         };
         const loaded = mark("nse.start");
         const cold = mark("nse.message-committed");
+        const cpu = run.cpuMarks.get("nse.message-committed");
+        if (cpu === undefined) throw new Error(`NSE run ${i} (${which}): no cpuMs at first commit`);
         const rss = run.peakRssKiB / 1024;
         ctx.log(
-          `NSE run ${i < 0 ? "warm-up" : `${i + 1}/${nseRuns}`} ${which}: code loaded ${loaded} ms, first message stored ${cold} ms, exited ${run.exitedAt - run.spawnedAt} ms, peak RSS ${round1(rss)} MB`,
+          `NSE run ${i < 0 ? "warm-up" : `${i + 1}/${nseRuns}`} ${which}: code loaded ${loaded} ms, first message stored ${cold} ms (CPU ${cpu} ms), exited ${run.exitedAt - run.spawnedAt} ms, peak RSS ${round1(rss)} MB`,
         );
         if (i < 0) continue; // first run warms the OS file cache
         if (which === "bundle") {
           coldStarts.push(cold);
+          coldStartCpu.push(cpu);
           loadedMs.push(loaded);
           rssMb.push(rss);
         } else {
@@ -344,14 +354,19 @@ export default async function engineBench(ctx: BenchContext) {
 
     // Baseline: an empty Node process (startup to first line of JS, and its peak RSS).
     const nodeStartup: number[] = [];
+    const nodeCpu: number[] = [];
     const nodeRss: number[] = [];
+    const nodeWithCaStartup: number[] = [];
     for (let i = 0; i < nseRuns; i++) {
       const b = await emptyNode();
       nodeStartup.push(b.startupMs);
+      nodeCpu.push(b.cpuMs);
       nodeRss.push(b.rssMb);
+      if (process.env.NODE_EXTRA_CA_CERTS)
+        nodeWithCaStartup.push((await emptyNode(process.env)).startupMs);
     }
     ctx.log(
-      `empty node: startup p50 ${median(nodeStartup)} ms, peak RSS ${round1(median(nodeRss))} MB`,
+      `empty node: startup p50 ${median(nodeStartup)} ms (CPU ${round1(median(nodeCpu))} ms), peak RSS ${round1(median(nodeRss))} MB${nodeWithCaStartup.length ? `; with this environment's NODE_EXTRA_CA_CERTS ${median(nodeWithCaStartup)} ms` : ""}`,
     );
 
     // ---- (4) back online over a 32 kbit/s link: resume vs full login --------------------------
@@ -486,11 +501,16 @@ export default async function engineBench(ctx: BenchContext) {
         nse_runs: coldStarts.length,
         nse_cold_start_p50_ms: round1(median(coldStarts)),
         nse_cold_start_p90_ms: round1(percentile(coldStarts, 90)),
+        nse_cold_start_cpu_p50_ms: round1(median(coldStartCpu)),
         nse_code_loaded_p50_ms: round1(median(loadedMs)),
         nse_unbundled_cold_start_p50_ms: round1(median(unbundledColdStarts)),
         nse_unbundled_peak_rss_mb: round1(median(unbundledRssMb)),
         nse_peak_rss_mb: round1(median(rssMb)),
         node_startup_p50_ms: round1(median(nodeStartup)),
+        node_startup_cpu_p50_ms: round1(median(nodeCpu)),
+        ...(nodeWithCaStartup.length
+          ? { node_startup_extra_ca_certs_p50_ms: round1(median(nodeWithCaStartup)) }
+          : {}),
         node_baseline_rss_mb: round1(median(nodeRss)),
         resume_bytes: resumeBytes,
         login_bytes: loginBytes,
@@ -576,6 +596,8 @@ interface NseCliRun {
   exitedAt: number;
   /** Epoch ms of each `nse.*` log line (--verbose, JSON lines on stderr). */
   marks: Map<string, number>;
+  /** The process's CPU ms at each `nse.*` line that reports it (cpuMs). */
+  cpuMarks: Map<string, number>;
   peakRssKiB: number;
   result: { outcome?: string; notifications?: { body?: string }[] } | null;
   stderr: string;
@@ -589,7 +611,7 @@ function runNseCli(db: string, script: string): Promise<NseCliRun> {
     const p = spawn(
       process.execPath,
       [script, "--db", db, "--verbose", "nse", "--linger-ms", "0"],
-      { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, LICHEN_LOG_FORMAT: "json" } },
+      { stdio: ["ignore", "pipe", "pipe"], env: { ...startEnv(), LICHEN_LOG_FORMAT: "json" } },
     );
     let stdout = "";
     let stderr = "";
@@ -599,9 +621,10 @@ function runNseCli(db: string, script: string): Promise<NseCliRun> {
     p.once("exit", (code) => {
       const exitedAt = Date.now();
       const marks = new Map<string, number>();
+      const cpuMarks = new Map<string, number>();
       let peakRssKiB = 0;
       for (const line of stderr.split("\n")) {
-        let e: { event?: unknown; time?: unknown; peakRssKiB?: unknown };
+        let e: { event?: unknown; time?: unknown; peakRssKiB?: unknown; cpuMs?: unknown };
         try {
           e = JSON.parse(line) as typeof e;
         } catch {
@@ -609,6 +632,7 @@ function runNseCli(db: string, script: string): Promise<NseCliRun> {
         }
         if (typeof e.event !== "string" || typeof e.time !== "number") continue;
         if (!marks.has(e.event)) marks.set(e.event, e.time);
+        if (typeof e.cpuMs === "number" && !cpuMarks.has(e.event)) cpuMarks.set(e.event, e.cpuMs);
         if (typeof e.peakRssKiB === "number") peakRssKiB = e.peakRssKiB;
       }
       let result: NseCliRun["result"] = null;
@@ -617,27 +641,39 @@ function runNseCli(db: string, script: string): Promise<NseCliRun> {
       } catch {
         result = null;
       }
-      resolve({ code, spawnedAt, exitedAt, marks, peakRssKiB, result, stderr });
+      resolve({ code, spawnedAt, exitedAt, marks, cpuMarks, peakRssKiB, result, stderr });
     });
   });
 }
 
-/** Spawns `node -e` that reports its first-JS time and peak RSS. */
-function emptyNode(): Promise<{ startupMs: number; rssMb: number }> {
+/** The environment of the measured processes: this one's without NODE_EXTRA_CA_CERTS (see top). */
+function startEnv(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  delete env.NODE_EXTRA_CA_CERTS;
+  return env;
+}
+
+/** Spawns `node -e` that reports its first-JS time, CPU time so far and peak RSS. */
+function emptyNode(
+  env: NodeJS.ProcessEnv = startEnv(),
+): Promise<{ startupMs: number; cpuMs: number; rssMb: number }> {
   return new Promise((resolve, reject) => {
     const t0 = Date.now();
     const p = spawn(
       process.execPath,
-      ["-e", "console.log(JSON.stringify({t:Date.now(),rss:process.resourceUsage().maxRSS}))"],
-      { stdio: ["ignore", "pipe", "inherit"] },
+      [
+        "-e",
+        "const c=process.cpuUsage();console.log(JSON.stringify({t:Date.now(),cpu:(c.user+c.system)/1000,rss:process.resourceUsage().maxRSS}))",
+      ],
+      { stdio: ["ignore", "pipe", "inherit"], env },
     );
     let outText = "";
     p.stdout.on("data", (d) => (outText += String(d)));
     p.once("error", reject);
     p.once("exit", (code) => {
       if (code !== 0) return reject(new Error(`empty node exited ${code}`));
-      const r = JSON.parse(outText) as { t: number; rss: number };
-      resolve({ startupMs: r.t - t0, rssMb: r.rss / 1024 });
+      const r = JSON.parse(outText) as { t: number; cpu: number; rss: number };
+      resolve({ startupMs: r.t - t0, cpuMs: r.cpu, rssMb: r.rss / 1024 });
     });
   });
 }
