@@ -21,13 +21,19 @@ export const nseCachePath = `${nseBundlePath}.cache`;
 /** `cachedData` undefined: compile from source. Returns whether V8 took the cache. */
 export function loadNseBundle({ cachedData }) {
   const source = readFileSync(nseBundlePath, "utf8");
-  const wrapper =
-    "(function (exports, require, module, __filename, __dirname) {" + source + "\n})";
+  const wrapper = "(function (exports, require, module, __filename, __dirname) {" + source + "\n})";
   const script = new vm.Script(wrapper, { filename: nseBundlePath, cachedData });
   const module = { exports: {} };
   script
     .runInThisContext()
-    .call(module.exports, module.exports, createRequire(nseBundlePath), module, nseBundlePath, dirname(nseBundlePath));
+    .call(
+      module.exports,
+      module.exports,
+      createRequire(nseBundlePath),
+      module,
+      nseBundlePath,
+      dirname(nseBundlePath),
+    );
   return {
     script,
     exports: module.exports,

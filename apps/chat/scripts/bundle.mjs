@@ -126,7 +126,10 @@ await build({
   external: ["better-sqlite3"],
   // import.meta is empty in CommonJS; the code uses import.meta.url to find its package files.
   banner: { js: 'var __lichenImportMetaUrl = require("node:url").pathToFileURL(__filename).href;' },
-  define: { LICHEN_CHAT_VERSION: JSON.stringify(version), "import.meta.url": "__lichenImportMetaUrl" },
+  define: {
+    LICHEN_CHAT_VERSION: JSON.stringify(version),
+    "import.meta.url": "__lichenImportMetaUrl",
+  },
   minifyWhitespace: true,
   minifySyntax: true,
   sourcemap: "linked",

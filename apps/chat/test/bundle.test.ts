@@ -74,9 +74,7 @@ describe("bundle: precompiled validators", () => {
   });
 
   it("does not carry ajv's schema compiler", () => {
-    const files = readdirSync(join(chatRoot, "dist", "bundle")).filter((f) =>
-      /\.c?js$/.test(f),
-    );
+    const files = readdirSync(join(chatRoot, "dist", "bundle")).filter((f) => /\.c?js$/.test(f));
     expect(files).toContain("cli.js");
     expect(files).toContain("nse.cjs");
     for (const f of files) {

@@ -107,9 +107,9 @@ let cachedJournalMillis: number[] | undefined;
  */
 function bundledMigrationMillis(): number[] {
   cachedJournalMillis ??= (
-    JSON.parse(
-      fs.readFileSync(path.join(migrationsFolder(), "meta", "_journal.json"), "utf8"),
-    ) as { entries: { when: number }[] }
+    JSON.parse(fs.readFileSync(path.join(migrationsFolder(), "meta", "_journal.json"), "utf8")) as {
+      entries: { when: number }[];
+    }
   ).entries.map((e) => e.when);
   return cachedJournalMillis;
 }
