@@ -27,7 +27,8 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import Database from "better-sqlite3";
 import { sql } from "drizzle-orm";
-import { openStore } from "#src/store.js";
+import { openStore, type StoreTx } from "#src/store.js";
+import { insertMessageRow } from "#src/message-writes.js";
 import { accounts, chats, messages } from "#src/schema.js";
 import { loadAccountState, saveAccountState } from "#src/account-state.js";
 import { Ipc } from "#src/ipc.js";
@@ -196,20 +197,27 @@ export default async function storeBench(ctx: BenchContext) {
     // (1) per-stanza transaction vs raw single INSERT.
     const perBlock = ctx.quick ? 500 : 2000;
     const blocks = ctx.quick ? 6 : 25;
-    const insertMessage = store.db
-      .insert(messages)
-      .values({
+    // The message row as the engine stores it: insertMessageRow, the store's statement prepared
+    // once per connection (with its dedupe on stanza-id/origin-id/archive id). Until issue 11 this
+    // arm used a drizzle prepared query, whose per-run parameter mapping the engine no longer pays.
+    const insertMessage = (tx: StoreTx, stanzaId: string) =>
+      insertMessageRow(tx, {
         accountId: "bench",
         chatJid: "peer@example.org",
         direction: "in",
         fromJid: "peer@example.org/phone",
-        stanzaId: sql.placeholder("stanzaId"),
+        toJid: null,
+        type: "chat",
+        messageId: null,
+        originId: null,
+        stanzaId,
         stanzaIdBy: "bench@example.org",
-        body: sql.placeholder("body"),
-        sentAt: sql.placeholder("now"),
-        storedAt: sql.placeholder("now"),
-      })
-      .prepare();
+        archiveId: null,
+        body,
+        deliveryState: "received",
+        sentAt: tx.now,
+        storedAt: tx.now,
+      });
     // Raw better-sqlite3: the statement is prepared without the store's corruption guard.
     const rawInsert = unguardedPrepare(store.sqlite)(
       `INSERT INTO messages (account_id, chat_jid, direction, from_jid, stanza_id, stanza_id_by, body, sent_at, stored_at)
@@ -242,7 +250,7 @@ export default async function storeBench(ctx: BenchContext) {
         const n = seq++;
         store.write((tx) => {
           const state = loadAccountState(tx, "bench");
-          insertMessage.run({ stanzaId: `st-${n}`, body, now: tx.now });
+          insertMessage(tx, `st-${n}`);
           state.sm.inboundH += 1;
           state.updatedAt = tx.now;
           saveAccountState(tx, "bench", state);
@@ -253,7 +261,7 @@ export default async function storeBench(ctx: BenchContext) {
         store.write(
           (tx) => {
             const state = loadAccountState(tx, "bench");
-            insertMessage.run({ stanzaId: `st-${n}`, body, now: tx.now });
+            insertMessage(tx, `st-${n}`);
             state.sm.inboundH += 1;
             state.updatedAt = tx.now;
             saveAccountState(tx, "bench", state);

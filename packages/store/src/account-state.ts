@@ -35,11 +35,6 @@ export function loadAccountStateDetailed(tx: StoreTx, accountId: string): Loaded
   const row = statements(tx).select.get(accountId) as { state: string } | undefined;
   if (!row) return { state: freshAccountState(tx.now || tx.store.clock()), invalidated: "missing" };
 
-  // The text this connection validated last (saved, or loaded and validated): the same text gets
-  // the same verdict, so the per-stanza load of the state it saved one stanza before skips
-  // the validator (most of the per-stanza transaction's cost after SQLite's own).
-  if (row.state === validatedText.get(tx.sqlite))
-    return { state: JSON.parse(row.state) as AccountState, invalidated: null };
   let parsed: unknown;
   try {
     parsed = JSON.parse(row.state);
@@ -71,9 +66,7 @@ export function loadAccountStateDetailed(tx: StoreTx, accountId: string): Loaded
   }
 
   try {
-    const state = validateAccountState(parsed);
-    validatedText.set(tx.sqlite, row.state);
-    return { state, invalidated: null };
+    return { state: validateAccountState(parsed), invalidated: null };
   } catch (e) {
     return invalidate(tx, accountId, row.state, parsed, (e as Error).message, "corrupt");
   }
@@ -91,11 +84,7 @@ export function saveAccountState(tx: StoreTx, accountId: string, state: AccountS
   if (stmts.update.run(json, state.stateVersion, now, accountId).changes === 0) {
     stmts.insert.run(accountId, json, state.stateVersion, now);
   }
-  validatedText.set(tx.sqlite, json);
 }
-
-/** Per connection: the last account state text that passed validateAccountState (see load). */
-const validatedText = new WeakMap<SqliteDriver, string>();
 
 // This is the per-stanza hot path: prepared once per connection (the query builder costs ~10x).
 interface AccountStateStatements {
