@@ -77,6 +77,7 @@ export {
   type NseResult,
   type NsePushResult,
   type NseRun,
+  type NotificationReady,
 } from "./modes.js";
 export {
   scheduledLocalNotifications,

@@ -292,6 +292,28 @@ export interface NseOptions {
   /** Delay of the "could not synchronize" warning, so a later successful sync can cancel it. */
   syncWarningDelayMs?: number;
   leaseMs?: number;
+  /**
+   * The first push's one notification is final as soon as its sync round is done (the messages
+   * it brought are stored), before the run lingers: iOS's NSE calls its contentHandler here and
+   * the process lives on for further pushes. Called only when that round synced (pushId
+   * "first"); otherwise (deadline, yield) the content comes with the result. With this set,
+   * further pushes are answered the same way (NseRun.push resolves, an IPC hand-over is
+   * answered, when their round is done), and messages stored later with no push of their own
+   * (while the run lingers connected, the server pushes nothing) go to NseResult.late.
+   */
+  onNotificationReady?: (ready: NotificationReady) => void;
+}
+
+/** A push's final notification, handed over before the run ends (NseOptions.onNotificationReady). */
+export interface NotificationReady {
+  pushId: string;
+  outcome: "synced";
+  /** Exactly one content, as NseResult.notifications. */
+  notifications: NotificationContent[];
+  summary: PushSummary;
+  /** How the (first) account's stream was brought online. */
+  stream: "resumed" | "new" | null;
+  mamCatchup: boolean;
 }
 
 export interface NseResult {
@@ -331,6 +353,12 @@ export interface NseResult {
    * NSE process the OS started for them), each with its own notifications; absent when none.
    */
   further?: NsePushResult[];
+  /**
+   * Only with NseOptions.onNotificationReady: messages stored after every push's notification
+   * was handed over (while lingering, no push came for them), as one more notification the NSE
+   * posts itself (iOS: UNUserNotificationCenter from the extension); absent when none.
+   */
+  late?: NotificationContent;
 }
 
 /** The result for one further push handed to a running NSE. */
@@ -363,6 +391,8 @@ interface PushSlot {
   pushId: string;
   via: "first" | "api" | "ipc";
   notifications: PushNotificationBuilder;
+  /** Its notification was handed over early (onNotificationReady): later messages go to `late`. */
+  handedEarly?: boolean;
   outcome: "synced" | "deadline" | "yielded";
   resolve: (r: NsePushResult | null) => void;
 }
@@ -532,6 +562,8 @@ async function runNse(opts: NseOptions, run: RunControl): Promise<NseResult> {
   /** Replaces the first push's content (a warning when nothing could even be recorded). */
   let override: NotificationContent | null = null;
   let handed: NotificationContent[] | null = null;
+  /** Messages stored after the last handed-early push (see NseResult.late). */
+  const late = new PushNotificationBuilder();
   let holder: string | undefined;
   const shared: NseRunShared = {
     store: opts.store,
@@ -556,6 +588,7 @@ async function runNse(opts: NseOptions, run: RunControl): Promise<NseResult> {
       mamCatchup: accounts.some((a) => a.mamCatchup),
       ...(holder !== undefined ? { holder } : {}),
       ...(further.length > 0 ? { further } : {}),
+      ...(late.messages > 0 ? { late: late.content("no-new-messages") } : {}),
     };
   };
   /** Close a further push: its one notification is final (silent when it brought nothing). */
@@ -638,8 +671,10 @@ async function runNse(opts: NseOptions, run: RunControl): Promise<NseResult> {
 
     // The latest push that arrived shows a stored message (one waiting for its round included),
     // so a push never shows a message stored before it arrived and none is shown twice.
-    const onMessage = (m: Parameters<PushNotificationBuilder["add"]>[0]) =>
-      (run.queue.at(-1) ?? current).notifications.add(m);
+    const onMessage = (m: Parameters<PushNotificationBuilder["add"]>[0]) => {
+      const slot = run.queue.at(-1) ?? current;
+      (slot.handedEarly ? late : slot.notifications).add(m);
+    };
     accounts = configs.map(
       (config) =>
         new AccountSync(shared, config, opts.receipts ?? config.receipts ?? "defer", onMessage),
@@ -672,6 +707,31 @@ async function runNse(opts: NseOptions, run: RunControl): Promise<NseResult> {
               : "synced";
         current.outcome = outcome === "synced" || outcome === "deadline" ? outcome : "yielded";
         if (outcome !== "synced") break;
+        if (opts.onNotificationReady && !current.handedEarly) {
+          // Its messages are stored: the push's notification is final now, not after the linger.
+          current.handedEarly = true;
+          const notifications = [current.notifications.content("no-new-messages")];
+          const summary = current.notifications.summary();
+          if (current === first)
+            opts.onNotificationReady({
+              pushId: first.pushId,
+              outcome: "synced",
+              notifications,
+              summary,
+              stream: accounts[0]?.stream ?? null,
+              mamCatchup: accounts.some((a) => a.mamCatchup),
+            });
+          // A further push's promise (NseRun.push, or the IPC answer to the NSE that handed it
+          // over) resolves now; settle() later only records it in `further`.
+          else
+            current.resolve({
+              pushId: current.pushId,
+              via: current.via === "ipc" ? "ipc" : "api",
+              outcome: "synced",
+              notifications,
+              summary,
+            });
+        }
         // Linger for a further push, connected (Monal keeps the connection): the next push's
         // round is one more sync barrier on the same streams, no new TCP connection, no resume.
         const lingerEnd = Math.min(deadline, Date.now() + (opts.lingerMs ?? 1500));

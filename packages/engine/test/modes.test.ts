@@ -192,6 +192,50 @@ describe.each(SERVERS)("process modes on %s", (_kind, start) => {
   );
 
   it(
+    "onNotificationReady: each push's notification is handed over when its round is done, before the linger; a message in the linger with no push comes as `late`",
+    () =>
+      overFlakyLink(async ({ bob, session }) => {
+        await bob.send("alice@localhost", "early-first");
+        const ready: { pushId: string; body: string | undefined }[] = [];
+        let ended = false;
+        const run = startNse({
+          store: nseStore,
+          session,
+          onNotificationReady: (r) => {
+            const n = r.notifications[0];
+            ready.push({ pushId: r.pushId, body: n?.kind === "alert" ? n.body : undefined });
+          },
+          // Long enough that everything below lands inside it on a loaded machine.
+          lingerMs: 8000,
+          deadlineMs: 60_000,
+        });
+        void run.result.then(() => (ended = true));
+        await until(() => ready.length === 1 || undefined, "the first push's notification");
+        expect(ready).toEqual([{ pushId: "first", body: "early-first" }]);
+        expect(ended).toBe(false); // handed over while the run lingers
+        // A further push resolves when its round is done, not when the next push or the end comes.
+        const second = run.push("push-2");
+        const r2 = await second;
+        expect(ended).toBe(false);
+        expect(r2).toMatchObject({ pushId: "push-2", outcome: "synced" });
+        expect(r2!.notifications).toEqual([{ kind: "silent", reason: "no-new-messages" }]);
+        // Stored in the linger with no push of its own (the live stream gets no push): it
+        // cannot change a handed-over notification, so the run reports it as `late`.
+        await bob.send("alice@localhost", "early-late");
+        await until(() => stored("early-late") === 1 || undefined, "the late message stored");
+        const r1 = await run.result;
+        expect(r1.outcome).toBe("synced");
+        expect(r1.notifications).toEqual([
+          expect.objectContaining({ kind: "alert", body: "early-first" }),
+        ]);
+        expect(r1.further).toEqual([r2]);
+        expect(r1.late).toEqual(expect.objectContaining({ kind: "alert", body: "early-late" }));
+        expect(ready).toHaveLength(1);
+      }),
+    T,
+  );
+
+  it(
     "the network drops mid-sync: the NSE resumes when it is back and only then calls it synced",
     () =>
       overFlakyLink(async ({ bob, link, push }) => {

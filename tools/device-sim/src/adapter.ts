@@ -32,6 +32,22 @@ export function displayedContents(
   );
 }
 
+/**
+ * A notification the NSE posts itself, not its push's (`{ local: true, notifications }`): messages
+ * stored while it lingered with no push of their own, after every push's content was handed over.
+ */
+export function parseNseLocalLine(text: string): NsePushLine["notifications"] | null {
+  if (!text.startsWith("{")) return null;
+  try {
+    const v = JSON.parse(text) as { local?: unknown; notifications?: unknown };
+    return v.local === true && Array.isArray(v.notifications)
+      ? (v.notifications as NsePushLine["notifications"])
+      : null;
+  } catch {
+    return null;
+  }
+}
+
 export function parseNsePushLine(text: string): NsePushLine | null {
   if (!text.startsWith("{")) return null;
   try {

@@ -7,5 +7,10 @@ export {
   type TimelineEntry,
 } from "./simulator.js";
 export { IOS_RULES, scaledRules, type DeviceRules } from "./rules.js";
-export { displayedContents, parseNsePushLine, type NsePushLine } from "./adapter.js";
+export {
+  displayedContents,
+  parseNseLocalLine,
+  parseNsePushLine,
+  type NsePushLine,
+} from "./adapter.js";
 export { startPushChain, setUpAccount, type PushChain } from "./chain.js";

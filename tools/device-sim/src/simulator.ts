@@ -10,7 +10,12 @@ import { pendingBackgroundTaskRequests, takeDueLocalNotifications } from "@liche
 import type { ApnsDelivery } from "@lichen/push-simulators";
 import { openStore, type Store } from "@lichen/store";
 import { prng } from "@lichen/test-kit";
-import { displayedContents, parseNsePushLine, type NsePushLine } from "./adapter.js";
+import {
+  displayedContents,
+  parseNseLocalLine,
+  parseNsePushLine,
+  type NsePushLine,
+} from "./adapter.js";
 import { IOS_RULES, type DeviceRules } from "./rules.js";
 
 /** Which process produced a displayed notification. */
@@ -28,7 +33,10 @@ export interface DisplayedNotification {
   by: Producer;
   /** PID of the process whose output it is (the NSE; null for scheduled ones). */
   pid: number | null;
-  /** The APNs id of the push it belongs to (null for scheduled ones). */
+  /**
+   * The APNs id of the push it belongs to (null for scheduled ones, and for one the NSE posted
+   * itself for messages that came while it lingered with no push of their own).
+   */
   pushId: string | null;
   title: string;
   /** The newest message the push brought (one notification per push). */
@@ -258,6 +266,15 @@ export class DeviceSimulator extends EventEmitter<{
     this.note(`NSE started for push ${pushId}`, pid);
     child.stderr!.on("data", (d) => (nse.stderr += String(d)));
     createInterface({ input: child.stdout! }).on("line", (text) => {
+      const local = parseNseLocalLine(text);
+      if (local) {
+        this.note("NSE posted a notification of its own (messages without a push)", pid);
+        for (const c of displayedContents({ pushId: "", outcome: "local", notifications: local }))
+          this.show({ by: "nse", pid, pushId: null, ...c });
+        return;
+      }
+      // A push's line comes as soon as its notification is final (contentHandler), before the
+      // NSE lingers: shown at once, while the process lives on.
       const line = parseNsePushLine(text);
       if (!line) return;
       this.nseResults.push({ ...line, pid });

@@ -135,7 +135,9 @@ describe.each([
   }
 
   it("1. app frozen, a contact writes → push → the NSE resumes the stream from the DB and shows the real sender and body", async () => {
-    const p = await phone("alice1", { backgroundRunMs: 3000 });
+    // A long linger: the notification must be shown while the NSE still lives (iOS's
+    // contentHandler is called before the extension exits), not when its process ends.
+    const p = await phone("alice1", { backgroundRunMs: 3000, nseLingerMs: 4000 });
     p.sim.openApp();
     await until(() => /online as/.test(p.sim.appOutput().stderr), p.why);
     p.sim.leaveApp();
@@ -145,8 +147,23 @@ describe.each([
     expect(d).toMatchObject({ by: "nse", title: "bob@localhost", body: "hello-1" });
     const result = p.sim.nseResults.find((r) => r.pushId === d!.pushId);
     expect(result?.stream).toBe("resumed"); // the stream the frozen app left, not a new login
+    // Shown before the run ended: the NSE is still lingering and takes a further push itself
+    // (had it answered at its end, that push would start a second NSE process).
+    expect(p.sim.runningNsePids, p.why()).toEqual([d!.pid]);
+    const [delivery] = chain.apns.deliveriesFor(p.token);
+    const laterPush = randomUUID();
+    p.sim.deliver({ ...delivery!, apnsId: laterPush, at: Date.now() });
     await p.sim.nsesIdle();
-    expect(p.shown("hello-1")).toHaveLength(1);
+    expect(p.sim.nsePids, p.why()).toEqual([d!.pid]);
+    expect(
+      p.sim.nseResults.find((r) => r.pushId === laterPush),
+      p.why(),
+    ).toMatchObject({
+      pid: d!.pid,
+      outcome: "synced",
+    });
+    // The content was final when shown: nothing replaced or added at the end of the run.
+    expect(p.sim.displayed, p.why()).toEqual([d]);
     expect(p.sim.displayed.filter((x) => x.by === "original")).toEqual([]);
     expect(stored(p.db, "hello-1")).toBe(1);
   });
