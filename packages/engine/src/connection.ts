@@ -7,10 +7,14 @@ import middlewareFactory from "@xmpp/middleware";
 import resourceBindingFactory from "@xmpp/resource-binding";
 import saslFactoryFn from "@xmpp/sasl";
 import plain from "@xmpp/sasl-plain";
-import { canUpgrade, upgrade } from "@xmpp/starttls/starttls.js";
+import { canUpgrade } from "@xmpp/starttls/starttls.js";
+import { promise } from "@xmpp/events";
+import TlsSocket from "@xmpp/tls/lib/Socket.js";
 import xml from "@xmpp/xml";
 import streamFeaturesFactory from "@xmpp/stream-features";
 import tcpFactory from "@xmpp/tcp";
+import type { Socket } from "node:net";
+import type { TLSSocket } from "node:tls";
 import ConnectionTLS from "@xmpp/tls/lib/Connection.js";
 import SASLFactory from "saslmechanisms";
 import { ScramMechanism, scramMechanisms } from "./scram.js";
@@ -30,6 +34,16 @@ function isLoopbackService(service: string): boolean {
 /** Strongest first; PLAIN only where a server offers nothing else. */
 const MECHANISM_PREFERENCE = ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"];
 
+/**
+ * Where TLS sessions are kept between connections (and processes), by endpoint
+ * (`address:port|servername`). A session is a secret for that TLS session: never log it.
+ */
+export interface TlsSessionCache {
+  load(endpoint: string): Buffer | null;
+  save(endpoint: string, session: Buffer): void;
+  drop(endpoint: string): void;
+}
+
 export interface ConnectionOptions {
   /** e.g. "xmpp://127.0.0.1:5222" */
   service: string;
@@ -44,6 +58,8 @@ export interface ConnectionOptions {
    * STARTTLS (or a stripped STARTTLS offer) is refused before any credentials are sent.
    */
   allowPlaintext?: boolean;
+  /** Resume TLS sessions across connections: the handshake then skips the certificate. */
+  tlsSessions?: TlsSessionCache;
 }
 
 export interface XmppConnection {
@@ -54,6 +70,30 @@ export interface XmppConnection {
   mechanism?: string;
   /** Set when the server failed SCRAM's mutual authentication. */
   authFailure?: Error;
+  /** After STARTTLS: whether the TLS session was resumed (abbreviated handshake). */
+  tlsSessionReused?: boolean;
+}
+
+interface TlsSocketWrapper {
+  socket: TLSSocket;
+  connect(o: object): void;
+}
+
+/**
+ * Starts STARTTLS's TLS handshake on the connected socket (xmpp.js's Socket wrapper, as
+ * @xmpp/starttls's upgrade), offering `session` when given; every session the server issues (TLS
+ * 1.3 tickets come after the handshake) is passed to `onSession`. Throws synchronously when
+ * OpenSSL cannot use the options (e.g. an unparsable session): nothing is sent then.
+ */
+function beginTls(
+  socket: Socket,
+  options: Record<string, unknown>,
+  onSession: (session: Buffer) => void,
+): TlsSocketWrapper {
+  const wrapper = new TlsSocket() as TlsSocketWrapper;
+  wrapper.connect({ socket, ...options });
+  wrapper.socket.on("session", onSession);
+  return wrapper;
 }
 
 /**
@@ -112,11 +152,36 @@ export function createConnection(
       if (!canUpgrade(e.socket)) return next();
       const answer = await e.sendReceive(xml("starttls", { xmlns: NS_TLS }));
       if (!answer.is("proceed", NS_TLS)) throw new Error("the server refused STARTTLS");
-      const tlsSocket = await upgrade(e.socket, {
+      const raw = e.socket as Socket;
+      // A ticket is bound to what issued it: this address and port, and the name verified.
+      const endpoint = `${raw.remoteAddress}:${raw.remotePort}|${opts.domain}`;
+      const cache = opts.tlsSessions;
+      const options = {
         host: opts.domain,
         servername: opts.domain,
         ...(opts.tls?.ca ? { ca: opts.tls.ca } : {}),
-      });
+      };
+      const save = (s: Buffer) => cache?.save(endpoint, s);
+      const saved = cache?.load(endpoint) ?? null;
+      let tlsSocket: TlsSocketWrapper;
+      let offered = saved !== null;
+      try {
+        tlsSocket = beginTls(raw, saved ? { ...options, session: saved } : options, save);
+      } catch (err) {
+        // A stored session OpenSSL cannot parse fails before a byte is sent: drop it and do a
+        // full handshake on the same socket.
+        if (!saved) throw err;
+        cache?.drop(endpoint);
+        offered = false;
+        tlsSocket = beginTls(raw, options, save);
+      }
+      try {
+        await promise(tlsSocket, "connect");
+      } catch (err) {
+        if (offered) cache?.drop(endpoint); // a failed handshake: never offer that ticket again
+        throw err;
+      }
+      conn.tlsSessionReused = tlsSocket.socket.isSessionReused();
       e._attachSocket(tlsSocket);
       await e.restart();
     },

@@ -15,6 +15,7 @@ import {
 } from "@lichen/store";
 import xml, { type Element } from "@xmpp/xml";
 import { createConnection, type XmppConnection } from "./connection.js";
+import { storedTlsSessions } from "./tls-sessions.js";
 import { bare } from "./jid.js";
 import { storeOutgoingMessage, type OutgoingChatMessage } from "./messages.js";
 import { Outbox } from "./outbound.js";
@@ -88,6 +89,12 @@ export interface SessionOptions {
   tls?: { ca?: string | Buffer | (string | Buffer)[] };
   /** Authenticate without TLS (default: only to loopback addresses). */
   allowPlaintext?: boolean;
+  /**
+   * Keep the TLS session the server issues in the database and offer it on the next connection
+   * (any process): the handshake then skips the certificate, where the server accepts it
+   * (default true).
+   */
+  tlsSessionResumption?: boolean;
   registry?: HandlerRegistry;
   /**
    * The session lock this process holds (AppController and handlePush pass theirs). With it,
@@ -165,6 +172,10 @@ export class DurableSession extends EventEmitter<SessionEvents> {
   /** Whether the current connection is TLS-encrypted. */
   get secure(): boolean {
     return this.conn?.entity.isSecure() === true;
+  }
+  /** Whether the current connection resumed a stored TLS session (no certificate exchanged). */
+  get tlsSessionReused(): boolean {
+    return this.conn?.tlsSessionReused === true;
   }
   /** SASL mechanism of the current connection (e.g. "SCRAM-SHA-256"). */
   get saslMechanism(): string | null {
@@ -320,6 +331,16 @@ export class DurableSession extends EventEmitter<SessionEvents> {
         ...(this.opts.tls ? { tls: this.opts.tls } : {}),
         ...(this.opts.allowPlaintext !== undefined
           ? { allowPlaintext: this.opts.allowPlaintext }
+          : {}),
+        ...(this.opts.tlsSessionResumption !== false
+          ? {
+              tlsSessions: storedTlsSessions(
+                this.store,
+                this.accountId,
+                (fn) => this.txWrite(fn),
+                (e) => this.log(e),
+              ),
+            }
           : {}),
       },
       (c) => this.registerStreamManagement(c),

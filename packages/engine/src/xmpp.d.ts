@@ -20,3 +20,7 @@ declare module "@xmpp/starttls/starttls.js" {
   export function canUpgrade(socket: unknown): boolean;
   export function upgrade(socket: unknown, options: Record<string, unknown>): Promise<unknown>;
 }
+declare module "@xmpp/tls/lib/Socket.js" {
+  const Socket: new () => unknown;
+  export default Socket;
+}

@@ -8,6 +8,7 @@
  * This file must not import relative modules: drizzle-kit loads it directly.
  */
 import {
+  blob,
   index,
   integer,
   primaryKey,
@@ -41,6 +42,26 @@ export const accountState = sqliteTable("account_state", {
   invalidatedAt: integer("invalidated_at"),
   updatedAt: integer("updated_at").notNull(),
 });
+
+/**
+ * TLS session tickets (the serialized session Node's tls gives), so the next process — the NSE —
+ * resumes the TLS session instead of a full handshake (no certificate on the wire). A secret for
+ * that TLS session: kept like the SM state, never logged. One per account and server endpoint
+ * (`address:port|servername`, what the socket connected to and the name verified): a ticket is
+ * only ever offered to the endpoint that issued it; dropped when a handshake with it fails.
+ */
+export const tlsSessions = sqliteTable(
+  "tls_sessions",
+  {
+    accountId: text("account_id")
+      .notNull()
+      .references(() => accounts.id, { onDelete: "cascade" }),
+    endpoint: text("endpoint").notNull(),
+    session: blob("session", { mode: "buffer" }).notNull(),
+    updatedAt: integer("updated_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.accountId, t.endpoint] })],
+);
 
 /**
  * XEP-0198 unacked outbound queue: a stanza is appended inside the transaction that produces it and

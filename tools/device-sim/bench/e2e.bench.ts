@@ -5,8 +5,8 @@
  *
  * metrics: push_to_notification_p50_ms / _p99_ms (bob's message sent → the NSE's notification
  * shown; app not running, stream suspended; Prosody), linger_second_push_p50_ms (ejabberd, which
- * pushes per message: the second push's delivery → its notification from the same NSE process;
- * it includes the rest of the linger, since a push's content is final when the run ends),
+ * pushes per message: the second push's delivery → its notification from the same NSE process,
+ * handed over when its round is done, as the first push's is),
  * nse_peak_rss_mb (VmHWM of the NSE processes, max), baseline_process_start_ms (a `lichen-chat
  * --version` process: the floor of every NSE run) and ratios.push_to_notification_vs_process_start.
  * slowlink_resume_s / _bytes and slowlink_login_mam_s / _bytes (Prosody, 32 kbit/s + 200 ms RTT
