@@ -1,7 +1,7 @@
 // What becomes of what we send: a message's outcome on the current connection (acked, or still
 // queued for the next one), and the sync ping that tells when the server delivered its backlog.
 import type { EventEmitter } from "node:events";
-import { randomUUID } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import xml, { type Element } from "@xmpp/xml";
 import type { SessionEvents } from "./events.js";
 import { bare } from "./jid.js";
@@ -78,7 +78,9 @@ export function syncPing(
   send: (stanza: Element) => void,
   { server, own }: { server: string; own: string },
 ): Promise<void> {
-  const id = `lichen-sync-${randomUUID()}`;
+  // Short: it crosses the link twice on every sync (the NSE's resume bytes); 72 random bits
+  // cannot collide with another pending ping.
+  const id = `sync-${randomBytes(9).toString("base64url")}`;
   return new Promise<void>((resolve, reject) => {
     const cleanup = () => {
       events.off("stanza", onStanza);

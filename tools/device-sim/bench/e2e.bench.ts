@@ -15,6 +15,10 @@
  * forgotten in the database, so the NSE logs in and fetches the archive), and
  * ratios.resume_wire_vs_stanza_bytes (bytes on the link during the resume over the bytes of the 20
  * <message/> stanzas as the server wrote them; target <= 1.3).
+ * resume_tls_full_bytes / resume_tls_ticket_bytes (Prosody with STARTTLS, accepting TLS tickets:
+ * the same 20-message resume by a new DurableSession, bytes both ways, with a full TLS handshake
+ * vs the TLS session stored in the database by the previous connection) and
+ * ratios.resume_tls_ticket_vs_full_bytes.
  */
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -22,7 +26,8 @@ import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { loadAccountState, openStore, saveAccountState } from "@lichen/store";
+import { loadAccountState, openStore, saveAccountState, tables } from "@lichen/store";
+import { DurableSession, ensureAccount } from "@lichen/engine";
 import {
   startEjabberd,
   startFlakyLink,
@@ -129,6 +134,72 @@ async function slowCatchUp(
   }
 }
 
+/**
+ * Bytes on the link for a resume that brings 20 queued messages over STARTTLS, by a new
+ * DurableSession (as a new NSE process is), with or without the TLS session the previous
+ * connection stored.
+ */
+/** An engine session over STARTTLS trusting the test server's CA (its own database). */
+function tlsSession(server: XmppTestServer, user: string, db: string, port = server.c2sPort) {
+  const store = openStore({ path: db, role: "main" });
+  ensureAccount(store, { id: user, jid: `${user}@localhost`, resource: "phone" });
+  const session = () =>
+    new DurableSession({
+      store,
+      accountId: user,
+      service: `xmpp://127.0.0.1:${port}`,
+      domain: "localhost",
+      username: user,
+      password: "pw",
+      resource: "phone",
+      tls: { ca: readFileSync(server.caCertPath) },
+      allowPlaintext: false,
+    });
+  return { store, session };
+}
+
+async function tlsResumeBytes(
+  server: XmppTestServer,
+  bob: DurableSession,
+  user: string,
+  withTicket: boolean,
+): Promise<number> {
+  await server.registerUser(user, "pw");
+  const dir = mkdtempSync(join(tmpdir(), "lichen-e2e-tls-"));
+  const link = await startFlakyLink({ port: server.c2sPort });
+  const { store, session } = tlsSession(server, user, join(dir, "tls.db"), link.port);
+  try {
+    const first = session();
+    await first.connect();
+    await first.suspend();
+    const prefix = `tls-${user}-`;
+    for (let i = 0; i < 20; i++) await bob.send(`${user}@localhost`, `${prefix}${i}`).acked;
+    if (!withTicket) store.write((tx) => tx.delete(tables.tlsSessions).run());
+    link.resetBytes();
+    const again = session();
+    await again.connect();
+    await until(
+      () =>
+        (
+          store.sqlite
+            .prepare("SELECT count(*) AS n FROM messages WHERE body LIKE ?")
+            .get(`${prefix}%`) as { n: number }
+        ).n >= 20,
+      "20 stored over TLS",
+      60_000,
+      20,
+    );
+    await again.syncBarrier();
+    if (again.tlsSessionReused !== withTicket)
+      throw new Error(`TLS session reused: ${again.tlsSessionReused}, expected ${withTicket}`);
+    await again.suspend();
+    return link.bytes.up + link.bytes.down;
+  } finally {
+    await link.close();
+    store.close();
+  }
+}
+
 function peakRssMb(pid: number): number {
   try {
     const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
@@ -227,6 +298,38 @@ export default async function e2eBench(ctx: BenchContext) {
   } finally {
     await prosody.stop();
   }
+  // The same resume over STARTTLS, full handshake vs stored TLS session. Prosody's defaults
+  // refuse tickets (no_ticket); this one is configured to accept them.
+  const tlsProsody = await startProsody({
+    tls: true,
+    extraConfig: "c2s_ssl = { options = { no_ticket = false } }\n",
+  });
+  const tlsMedians = { full: 0, ticket: 0 };
+  try {
+    await tlsProsody.registerUser("tlsbob", "pw");
+    const bobDir = mkdtempSync(join(tmpdir(), "lichen-e2e-tls-bob-"));
+    const bobSide = tlsSession(tlsProsody, "tlsbob", join(bobDir, "bob.db"));
+    const bob = bobSide.session();
+    await bob.connect();
+    try {
+      const full: number[] = [];
+      const ticket: number[] = [];
+      for (let i = 0; i < (ctx.quick ? 1 : 3); i++) {
+        full.push(await tlsResumeBytes(tlsProsody, bob, `tlsfull${i}`, false));
+        ticket.push(await tlsResumeBytes(tlsProsody, bob, `tlstick${i}`, true));
+      }
+      tlsMedians.full = median(full);
+      tlsMedians.ticket = median(ticket);
+    } finally {
+      await bob.close();
+      bobSide.store.close();
+    }
+  } finally {
+    await tlsProsody.stop();
+  }
+  ctx.log(
+    `STARTTLS resume of 20 messages: full handshake ${tlsMedians.full} B, stored TLS session ${tlsMedians.ticket} B`,
+  );
   ctx.log(
     `32 kbit/s + 200 ms RTT, 20 messages: resume ${slowResume.seconds.toFixed(1)} s ${slowResume.bytes} B (stanzas ${slowResume.stanzaBytes} B); login + MAM ${slowLogin.seconds.toFixed(1)} s ${slowLogin.bytes} B`,
   );
@@ -288,8 +391,13 @@ export default async function e2eBench(ctx: BenchContext) {
       slowlink_login_mam_s: Math.round(slowLogin.seconds * 10) / 10,
       slowlink_login_mam_bytes: slowLogin.bytes,
       slowlink_stanza_bytes: slowResume.stanzaBytes,
+      resume_tls_full_bytes: tlsMedians.full,
+      resume_tls_ticket_bytes: tlsMedians.ticket,
     },
     ratios: {
+      resume_tls_ticket_vs_full_bytes: tlsMedians.full
+        ? Math.round((tlsMedians.ticket / tlsMedians.full) * 100) / 100
+        : 0,
       resume_wire_vs_stanza_bytes: slowResume.stanzaBytes
         ? Math.round((slowResume.bytes / slowResume.stanzaBytes) * 100) / 100
         : 0,
