@@ -7,6 +7,8 @@
  * shown; app not running, stream suspended; Prosody), linger_second_push_p50_ms (ejabberd, which
  * pushes per message: the second push's delivery → its notification from the same NSE process,
  * handed over when its round is done, as the first push's is),
+ * notification_before_nse_exit_p50_ms (how long before its NSE process exited a notification
+ * was shown: the linger and the shutdown it no longer waits for; ~0 when shown at process end),
  * nse_peak_rss_mb (VmHWM of the NSE processes, max), baseline_process_start_ms (a `lichen-chat
  * --version` process: the floor of every NSE run) and ratios.push_to_notification_vs_process_start.
  * slowlink_resume_s / _bytes and slowlink_login_mam_s / _bytes (Prosody, 32 kbit/s + 200 ms RTT
@@ -268,6 +270,8 @@ export default async function e2eBench(ctx: BenchContext) {
   const prosody = await startProsody();
   await prosody.registerUser("bob", "bobpw");
   const latencies: number[] = [];
+  /** How long before its NSE process ended each notification was shown (linger included). */
+  const beforeExit: number[] = [];
   let rss = 0;
   let slowResume = { seconds: 0, bytes: 0, stanzaBytes: 0 };
   let slowLogin = { seconds: 0, bytes: 0, stanzaBytes: 0 };
@@ -287,6 +291,8 @@ export default async function e2eBench(ctx: BenchContext) {
           );
           latencies.push(shown.at - sent);
           await sim.nsesIdle();
+          const exited = sim.timeline.find((e) => e.pid === shown.pid && /NSE exited/.test(e.what));
+          if (exited) beforeExit.push(exited.at - shown.at);
         }
       });
       rss = Math.max(rss, r.rssMb);
@@ -382,6 +388,7 @@ export default async function e2eBench(ctx: BenchContext) {
     metrics: {
       push_to_notification_p50_ms: median(latencies),
       push_to_notification_p99_ms: pct(latencies, 99),
+      notification_before_nse_exit_p50_ms: median(beforeExit),
       linger_second_push_p50_ms: median(second),
       linger_second_push_samples: second.length,
       nse_peak_rss_mb: Math.round(rss * 10) / 10,
