@@ -310,7 +310,10 @@ export class AppServer {
     for (const r of st.rejected)
       this.logger.warn({ table: r.table, reason: r.reason }, "skipped corrupt row");
     for (const d of st.deliveries) this.deliveries.restore(d.hash, d.domain, d.at);
-    for (const t of st.tokens) this.tokens.merge(t.hash, t.until, t.strikes, "remote");
+    // Tombstones before the blocks they outweigh (a block reported after its unblock stays).
+    for (const u of st.tokenUnblocks) this.tokens.unblock(u.hash, "remote", u.at);
+    for (const u of st.domainUnblocks) this.domains.unblock(u.domain, "remote", u.at);
+    for (const t of st.tokens) this.tokens.merge(t.hash, t.until, t.strikes, "remote", t.since);
     for (const d of st.domains) this.domains.merge(d.domain, d.until, "remote");
     for (const e of st.events) this.domains.recordBadToken(e.domain, e.hash, e.at, "remote");
     const now = this.clock.now();
@@ -414,7 +417,14 @@ export class AppServer {
       this.service.sweepBuckets();
       const bt = this.cfg.blacklist.token;
       const bd = this.cfg.blacklist.domain;
-      this.store.prune(now - bt.memory, now, now - bd.window, now - bd.healthyFor);
+      this.store.prune(
+        now - bt.memory,
+        now,
+        now - bd.window,
+        now - bd.healthyFor,
+        now - this.tokens.tombstoneMs,
+        now - Math.max(bd.block, bd.window),
+      );
     }
   }
 

@@ -49,13 +49,42 @@ describe("AppServerStore", () => {
     s2.close();
   });
 
+  it("keeps unblock tombstones; an unblock deletes only blocks from before it", async () => {
+    const file = join(mkdtempSync(join(tmpdir(), "lichen-store-")), "s.sqlite");
+    const s = new AppServerStore(file);
+    s.record({ kind: "token", hash: H1, until: 9000, strikes: 1, since: 100, origin: "local" });
+    s.record({ kind: "token", hash: H2, until: 9000, strikes: 1, since: 500, origin: "local" });
+    s.record({ kind: "token-unblock", hash: H1, at: 300, origin: "local" });
+    s.record({ kind: "token-unblock", hash: H2, at: 300, origin: "local" });
+    s.record({ kind: "token-unblock", hash: H2, at: 200, origin: "remote" }); // older: max wins
+    s.record({ kind: "domain-unblock", domain: "d.example", at: 400, origin: "local" });
+    await new Promise((r) => setImmediate(r));
+    s.close();
+    const s2 = new AppServerStore(file);
+    const st = s2.load();
+    expect(st.tokens).toEqual([{ hash: H2, until: 9000, strikes: 1, since: 500 }]);
+    expect(st.tokenUnblocks).toEqual([
+      { hash: H1, at: 300 },
+      { hash: H2, at: 300 },
+    ]);
+    expect(st.domainUnblocks).toEqual([{ domain: "d.example", at: 400 }]);
+    s2.prune(0, 0, 0, 0, 301, 399);
+    expect(s2.load().tokenUnblocks).toEqual([]);
+    expect(s2.load().domainUnblocks).toEqual([{ domain: "d.example", at: 400 }]);
+    s2.close();
+  });
+
   it("reports corrupt rows and still loads the good ones", () => {
     const file = join(mkdtempSync(join(tmpdir(), "lichen-store-")), "s.sqlite");
     new AppServerStore(file).close();
     const raw = new Database(file);
-    raw.prepare("INSERT INTO token_blacklist VALUES (?, ?, ?, ?)").run(H1, 5000, 1, 0);
-    raw.prepare("INSERT INTO token_blacklist VALUES (?, ?, ?, ?)").run("not-a-hash", 5000, 1, 0);
-    raw.prepare("INSERT INTO token_blacklist VALUES (?, ?, ?, ?)").run(H2, "tomorrow", 1, 0);
+    const tok = raw.prepare(
+      "INSERT INTO token_blacklist (hash, until, strikes, updated_at, since) VALUES (?, ?, ?, ?, ?)",
+    );
+    tok.run(H1, 5000, 1, 0, null);
+    tok.run("not-a-hash", 5000, 1, 0, null);
+    tok.run(H2, "tomorrow", 1, 0, null);
+    raw.prepare("INSERT INTO token_unblocks VALUES (?, ?)").run(H1, "yesterday");
     raw
       .prepare(
         "INSERT INTO queued_pushes (token_hash, sealed_token, app, domain, important, due) VALUES (?, ?, ?, ?, ?, ?)",
@@ -68,6 +97,7 @@ describe("AppServerStore", () => {
     expect(st.rejected).toEqual([
       { table: "token_blacklist", reason: "malformed row" },
       { table: "token_blacklist", reason: "malformed row" },
+      { table: "token_unblocks", reason: "malformed row" },
       { table: "queued_pushes", reason: "malformed row" },
     ]);
     s.close();

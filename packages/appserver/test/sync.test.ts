@@ -218,4 +218,105 @@ describe("multi-node blacklist sync through Redis (3 nodes)", { timeout: 120_000
       check.disconnect();
     }
   });
+
+  it("the unblocking node restarts before Redis returns (empty): its tombstone, read back from SQLite, still outweighs the stale block of the node that missed it", async () => {
+    const [a, b] = nodes as [TestNode, TestNode];
+    const token = "8".repeat(64);
+    const hash = a.server.hasher.hash(token);
+    apns.sim.script(token, ["410-Unregistered"]);
+    a.xmpp.send(pushIq({ id: "m1", token }));
+    expect((await a.xmpp.waitFor("m1")).raw).toContain("reports this token invalid");
+    await until(() => b.server.tokens.isBlocked(hash), "block synced to node b");
+    process.kill(redis.pid, "SIGKILL");
+    await until(() => nodes.every((n) => !n.server.sync!.connected), "nodes noticed redis is down");
+    const unblocked = await fetch(
+      `http://127.0.0.1:${a.server.httpPort}/admin/tokens/${hash}/unblock`,
+      { method: "POST", headers: { authorization: `Bearer ${adminToken(a)}` } },
+    );
+    expect(unblocked.status).toBe(200);
+    // node a restarts (Redis still down): only its SQLite file remembers the unblock
+    await a.stop();
+    const a2 = await startNode(
+      apns.createSender,
+      {
+        apps: { default: apns.app(0) },
+        redis: { url: redis.url, keyPrefix: "t:", nodeId: "a" },
+        blacklist: { domain: { threshold: 3 } },
+      },
+      { dataDir: a.dataDir },
+    );
+    nodes[0] = a2;
+    expect(a2.server.tokens.isBlocked(hash)).toBe(false);
+    expect(a2.server.tokens.unblockedSince(hash)).toBeGreaterThan(0);
+    expect(b.server.tokens.isBlocked(hash)).toBe(true);
+    const resynced = nodes.map(
+      (n) => new Promise((resolve) => n.server.sync!.once("resynced", resolve)),
+    );
+    await redis.restart(); // empty: node b pushes its stale block, node a2 its persisted tombstone
+    await Promise.all(resynced);
+    const check = new Redis(redis.url);
+    try {
+      await until(
+        async () =>
+          nodes.every((n) => !n.server.tokens.isBlocked(hash)) &&
+          (await check.exists(`t:tok:${hash}`)) === 0,
+        "the persisted unblock won on every node and in Redis",
+      );
+      await a2.server.sync!.resync();
+      expect(a2.server.tokens.isBlocked(hash)).toBe(false);
+    } finally {
+      check.disconnect();
+    }
+  });
 });
+
+describe(
+  "a single node without Redis keeps operators' unblocks in SQLite",
+  { timeout: 60_000 },
+  () => {
+    it("block, unblock, restart: still unblocked, an older block (a stale node's) is not merged back, a newer block survives the next restart", async () => {
+      const apns = await startApns();
+      let node = await startNode(apns.createSender, { apps: { default: apns.app(0) } });
+      try {
+        const token = "9".repeat(64);
+        const hash = node.server.hasher.hash(token);
+        apns.sim.script(token, ["410-Unregistered"]);
+        node.xmpp.send(pushIq({ id: "s1", token }));
+        expect((await node.xmpp.waitFor("s1")).raw).toContain("reports this token invalid");
+        const blockedSince = node.server.tokens.get(hash)!.since!;
+        const res = await fetch(
+          `http://127.0.0.1:${node.server.httpPort}/admin/tokens/${hash}/unblock`,
+          { method: "POST", headers: { authorization: `Bearer ${adminToken(node)}` } },
+        );
+        expect(res.status).toBe(200);
+        const restart = async () => {
+          const dataDir = node.dataDir;
+          await node.stop();
+          node = await startNode(
+            apns.createSender,
+            { apps: { default: apns.app(0) } },
+            { dataDir },
+          );
+        };
+        await restart();
+        expect(node.server.tokens.isBlocked(hash)).toBe(false);
+        const at = node.server.tokens.unblockedSince(hash)!;
+        expect(at).toBeGreaterThanOrEqual(blockedSince);
+        // the block as a node that missed the unblock would send it: older than the tombstone
+        expect(
+          node.server.tokens.merge(hash, Date.now() + 3_600_000, 1, "remote", blockedSince),
+        ).toBe(false);
+        node.xmpp.send(pushIq({ id: "s2", token }));
+        expect((await node.xmpp.waitFor("s2")).type).toBe("result");
+        // a block reported after the unblock is kept, with its time, across a restart
+        node.server.tokens.block(hash, "localhost");
+        await restart();
+        expect(node.server.tokens.isBlocked(hash)).toBe(true);
+        expect(node.server.tokens.get(hash)!.since!).toBeGreaterThanOrEqual(at);
+      } finally {
+        await node.stop();
+        await apns.stop();
+      }
+    });
+  },
+);

@@ -6,6 +6,24 @@ export const tokenBlacklist = sqliteTable("token_blacklist", {
   until: integer("until").notNull(),
   strikes: integer("strikes").notNull(),
   updatedAt: integer("updated_at").notNull(),
+  /** When the provider last called the token invalid (null: unknown, rows from before 0003). */
+  since: integer("since"),
+});
+
+/**
+ * Operators' token unblocks (tombstones), kept as long as a block from before them can last: the
+ * SQLite file is the source of truth, so a restarted node (with or without Redis) still outweighs a
+ * stale block that a node which missed the unblock pushes back through Redis.
+ */
+export const tokenUnblocks = sqliteTable("token_unblocks", {
+  hash: text("hash").primaryKey(),
+  at: integer("at").notNull(),
+});
+
+/** Operators' domain unblocks (tombstones), like tokenUnblocks. */
+export const domainUnblocks = sqliteTable("domain_unblocks", {
+  domain: text("domain").primaryKey(),
+  at: integer("at").notNull(),
 });
 
 /** Blacklisted server domains. */

@@ -1,5 +1,5 @@
 import Database from "better-sqlite3";
-import { and, eq, lt, lte, sql } from "drizzle-orm";
+import { and, eq, isNull, lt, lte, or, sql } from "drizzle-orm";
 import { drizzle, type BetterSQLite3Database } from "drizzle-orm/better-sqlite3";
 import { migrate } from "drizzle-orm/better-sqlite3/migrator";
 import { fileURLToPath } from "node:url";
@@ -12,7 +12,10 @@ const HASH = /^[0-9a-f]{32}$/;
 const DELIVERY_BATCH_MS = 1000;
 
 export interface PersistedState {
-  tokens: { hash: string; until: number; strikes: number }[];
+  tokens: { hash: string; until: number; strikes: number; since?: number }[];
+  /** Operators' unblocks (tombstones): applied before the blocks, which they may outweigh. */
+  tokenUnblocks: { hash: string; at: number }[];
+  domainUnblocks: { domain: string; at: number }[];
   domains: { domain: string; until: number }[];
   events: { domain: string; hash: string; at: number }[];
   deliveries: { hash: string; domain: string; at: number }[];
@@ -59,6 +62,8 @@ export class AppServerStore {
   load(): PersistedState {
     const st: PersistedState = {
       tokens: [],
+      tokenUnblocks: [],
+      domainUnblocks: [],
       domains: [],
       events: [],
       deliveries: [],
@@ -67,17 +72,44 @@ export class AppServerStore {
     };
     // Raw selects: a corrupt row (wrong type in a column) must be reported, not crash the mapping.
     for (const r of this.sqlite
-      .prepare("SELECT hash, until, strikes FROM token_blacklist")
+      .prepare("SELECT hash, until, strikes, since FROM token_blacklist")
       .all() as Record<string, unknown>[]) {
       if (
         typeof r.hash === "string" &&
         HASH.test(r.hash) &&
         isInt(r.until) &&
         isInt(r.strikes) &&
-        r.strikes >= 0
+        r.strikes >= 0 &&
+        (r.since === null || isInt(r.since))
       ) {
-        st.tokens.push({ hash: r.hash, until: r.until, strikes: r.strikes });
+        st.tokens.push({
+          hash: r.hash,
+          until: r.until,
+          strikes: r.strikes,
+          ...(isInt(r.since) ? { since: r.since } : {}),
+        });
       } else st.rejected.push({ table: "token_blacklist", reason: "malformed row" });
+    }
+    for (const r of this.sqlite.prepare("SELECT hash, at FROM token_unblocks").all() as Record<
+      string,
+      unknown
+    >[]) {
+      if (typeof r.hash === "string" && HASH.test(r.hash) && isInt(r.at)) {
+        st.tokenUnblocks.push({ hash: r.hash, at: r.at });
+      } else st.rejected.push({ table: "token_unblocks", reason: "malformed row" });
+    }
+    for (const r of this.sqlite.prepare("SELECT domain, at FROM domain_unblocks").all() as Record<
+      string,
+      unknown
+    >[]) {
+      if (
+        typeof r.domain === "string" &&
+        r.domain.length > 0 &&
+        r.domain.length <= 253 &&
+        isInt(r.at)
+      ) {
+        st.domainUnblocks.push({ domain: r.domain, at: r.at });
+      } else st.rejected.push({ table: "domain_unblocks", reason: "malformed row" });
     }
     for (const r of this.sqlite
       .prepare("SELECT domain, until FROM domain_blacklist")
@@ -189,12 +221,21 @@ export class AppServerStore {
     this.sqlite.transaction(() => {
       for (const c of batch) {
         if (c.kind === "token") {
-          st.upsertToken.run({ hash: c.hash, until: c.until, strikes: c.strikes, now });
+          st.upsertToken.run({
+            hash: c.hash,
+            until: c.until,
+            strikes: c.strikes,
+            since: c.since ?? null,
+            now,
+          });
         } else if (c.kind === "domain") {
           st.upsertDomain.run({ domain: c.domain, until: c.until, now });
         } else if (c.kind === "token-unblock") {
-          st.deleteToken.run({ hash: c.hash });
+          // the tombstone, and the block unless it was reported after the unblock
+          st.upsertTokenUnblock.run({ hash: c.hash, at: c.at });
+          st.deleteTokenBefore.run({ hash: c.hash, at: c.at });
         } else if (c.kind === "domain-unblock") {
+          st.upsertDomainUnblock.run({ domain: c.domain, at: c.at });
           st.deleteDomain.run({ domain: c.domain });
           st.deleteDomainEvents.run({ domain: c.domain, at: c.at });
         } else if (c.kind === "delivery") {
@@ -206,8 +247,23 @@ export class AppServerStore {
     })();
   }
 
-  /** Deletes expired state: token entries past their memory, domain blocks and window events. */
-  prune(tokenLimit: number, domainLimit: number, eventLimit: number, deliveryLimit = 0): void {
+  /**
+   * Deletes expired state: token entries past their memory, domain blocks and window events, and
+   * tombstones older than `unblockLimit` (token) / `domainUnblockLimit`.
+   */
+  prune(
+    tokenLimit: number,
+    domainLimit: number,
+    eventLimit: number,
+    deliveryLimit = 0,
+    unblockLimit = 0,
+    domainUnblockLimit = 0,
+  ): void {
+    this.db.delete(schema.tokenUnblocks).where(lt(schema.tokenUnblocks.at, unblockLimit)).run();
+    this.db
+      .delete(schema.domainUnblocks)
+      .where(lt(schema.domainUnblocks.at, domainUnblockLimit))
+      .run();
     this.db
       .delete(schema.tokenDeliveries)
       .where(lt(schema.tokenDeliveries.at, deliveryLimit))
@@ -257,12 +313,20 @@ function prepareStatements(db: BetterSQLite3Database<typeof schema>, sqlite: Dat
   return {
     upsertToken: db
       .insert(schema.tokenBlacklist)
-      .values({ hash: p("hash"), until: p("until"), strikes: p("strikes"), updatedAt: p("now") })
+      .values({
+        hash: p("hash"),
+        until: p("until"),
+        strikes: p("strikes"),
+        since: p("since"),
+        updatedAt: p("now"),
+      })
       .onConflictDoUpdate({
         target: schema.tokenBlacklist.hash,
         set: {
           until: sql`max(${schema.tokenBlacklist.until}, excluded.until)`,
           strikes: sql`max(${schema.tokenBlacklist.strikes}, excluded.strikes)`,
+          // max() of SQLite is null when either is: keep the known one
+          since: sql`max(coalesce(${schema.tokenBlacklist.since}, excluded.since), coalesce(excluded.since, ${schema.tokenBlacklist.since}))`,
           updatedAt: sql`excluded.updated_at`,
         },
       })
@@ -278,9 +342,30 @@ function prepareStatements(db: BetterSQLite3Database<typeof schema>, sqlite: Dat
         },
       })
       .prepare(),
-    deleteToken: db
+    deleteTokenBefore: db
       .delete(schema.tokenBlacklist)
-      .where(eq(schema.tokenBlacklist.hash, p("hash")))
+      .where(
+        and(
+          eq(schema.tokenBlacklist.hash, p("hash")),
+          or(isNull(schema.tokenBlacklist.since), lte(schema.tokenBlacklist.since, p("at"))),
+        ),
+      )
+      .prepare(),
+    upsertTokenUnblock: db
+      .insert(schema.tokenUnblocks)
+      .values({ hash: p("hash"), at: p("at") })
+      .onConflictDoUpdate({
+        target: schema.tokenUnblocks.hash,
+        set: { at: sql`max(${schema.tokenUnblocks.at}, excluded.at)` },
+      })
+      .prepare(),
+    upsertDomainUnblock: db
+      .insert(schema.domainUnblocks)
+      .values({ domain: p("domain"), at: p("at") })
+      .onConflictDoUpdate({
+        target: schema.domainUnblocks.domain,
+        set: { at: sql`max(${schema.domainUnblocks.at}, excluded.at)` },
+      })
       .prepare(),
     deleteDomain: db
       .delete(schema.domainBlacklist)
