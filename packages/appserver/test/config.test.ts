@@ -1,4 +1,5 @@
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { X509Certificate } from "node:crypto";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -10,6 +11,8 @@ import {
   parseConfigText,
   parseDuration,
 } from "../src/config.js";
+import { checkAppCredentials } from "../src/credentials.js";
+import { apnsCertificateTopics, readApnsCertificate } from "../src/providers/apns-certificate.js";
 
 const MINIMAL = `
 component:
@@ -165,7 +168,9 @@ describe("config", () => {
     expect(issue("devcert")).toMatch(
       /is for sandbox only, endpoint https:\/\/api\.push\.apple\.com is production/,
     );
-    expect(issue("othertopic")).toMatch(/is for im\.monal\.app, not topic im\.other\.app/);
+    expect(issue("othertopic")).toMatch(
+      /is for im\.monal\.app, im\.monal\.app\.voip, im\.monal\.app\.complication, not topic im\.other\.app/,
+    );
     expect(issue("both")).toMatch(/certificateFile: give either a certificate or a key/);
     expect(issue("h2c")).toMatch(/endpoint: certificate authentication needs https/);
     // a .p8 app still needs its key and ids
@@ -180,6 +185,57 @@ describe("config", () => {
       "apps.monal.privateKeyPem: give exactly one of privateKeyPem and privateKeyFile (a .p8 key), or certificateFile (a .p12)",
       "apps.monal.keyId: required with a .p8 key",
     ]);
+  });
+
+  it("APNs certificates with Apple's multi-topic extension: check-config accepts exactly the topics it lists; without one only the bundle id; a malformed one is reported", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "lichen-cfg-"));
+    const ca = new ApnsCertificateAuthority();
+    const file = (name: string, data: Buffer) => {
+      const f = join(dir, name);
+      writeFileSync(f, data);
+      return f;
+    };
+    const universal = file("u.p12", ca.issue({ topic: "im.monal.app" }).p12);
+    const listed = file(
+      "listed.p12",
+      ca.issue({ topic: "im.monal.app", topics: ["im.monal.app", "im.monal.app.complication"] })
+        .p12,
+    );
+    const plain = file("plain.p12", ca.issue({ topic: "im.monal.app", kind: "production" }).p12);
+    const check = async (f: string, topic: string) =>
+      (
+        await checkAppCredentials("ios", {
+          type: "apns",
+          topic,
+          certificateFile: f,
+          endpoint: "https://api.push.apple.com",
+        })
+      ).join("\n");
+    expect(readApnsCertificate(readFileSync(universal)).topics).toEqual([
+      "im.monal.app",
+      "im.monal.app.voip",
+      "im.monal.app.complication",
+    ]);
+    expect(await check(universal, "im.monal.app.voip")).toBe("");
+    expect(await check(universal, "im.monal.app.complication")).toBe("");
+    expect(await check(listed, "im.monal.app.complication")).toBe("");
+    expect(await check(listed, "im.monal.app.voip")).toMatch(
+      /apps\.ios\.certificateFile: the certificate in .*listed\.p12 is for im\.monal\.app, im\.monal\.app\.complication, not topic im\.monal\.app\.voip/,
+    );
+    // no extension (Apple's older per-environment certificates): the bundle id only
+    expect(await check(plain, "im.monal.app")).toBe("");
+    expect(await check(plain, "im.monal.app.voip")).toMatch(
+      /is for im\.monal\.app, not topic im\.monal\.app\.voip/,
+    );
+    // the parser on hostile DER: a topics extension that is not a SEQUENCE, a truncated one
+    const der = Buffer.from(new X509Certificate(ca.issue({ topic: "im.monal.app" }).certPem).raw);
+    // OID TLV (12 bytes), then the OCTET STRING (tag, short length) holding the SEQUENCE
+    const at = der.indexOf(Buffer.from("060a2a864886f76364060306", "hex"));
+    expect([at > 0, der[at + 12], der[at + 14]]).toEqual([true, 0x04, 0x30]);
+    const broken = Buffer.from(der);
+    broken[at + 14] = 0x0c; // the value's outer SEQUENCE tag → UTF8String
+    expect(() => apnsCertificateTopics(broken)).toThrow(/malformed APNs topics extension/);
+    expect(() => apnsCertificateTopics(der.subarray(0, at))).toThrow(/malformed certificate/);
   });
 
   it("per-app additionalData, rateLimit and blacklist: parsed, with field-named errors", () => {

@@ -364,11 +364,11 @@ describe("APNs provider against the simulator", { timeout: 60_000 }, () => {
     expect(sim.deliveries).toHaveLength(1);
   });
 
-  it("certificate authentication: the .p12 is every session's client certificate, requests carry no JWT; a foreign topic or an untrusted certificate is misconfigured", async () => {
+  it("certificate authentication: the .p12 is every session's client certificate, requests carry no JWT; a foreign topic (or one the multi-topic extension does not list) or an untrusted certificate is misconfigured", async () => {
     const ca = new ApnsCertificateAuthority();
     const sim = await startApnsSimulator({
       keys: [],
-      topics: [TOPIC, "im.other.app"],
+      topics: [TOPIC, "im.other.app", `${TOPIC}.complication`],
       certificates: { ca },
     });
     cleanup.push(() => sim.stop());
@@ -400,6 +400,15 @@ describe("APNs provider against the simulator", { timeout: 60_000 }, () => {
       status: 400,
       reason: "TopicDisallowed",
     });
+    // the multi-topic extension decides: a topic it lists is delivered, one it does not is refused
+    const listing = (topics: string[]) => ({ pfx: ca.issue({ topic: TOPIC, topics }).p12 });
+    const complication = `${TOPIC}.complication`;
+    expect(
+      await make({ topic: complication, certificate: listing([TOPIC, complication]) }).send(push()),
+    ).toMatchObject({ outcome: "delivered" });
+    expect(
+      await make({ topic: complication, certificate: listing([TOPIC]) }).send(push()),
+    ).toMatchObject({ outcome: "misconfigured", status: 400, reason: "TopicDisallowed" });
     // a .p12 the TLS stack cannot open (wrong passphrase): misconfigured, no connection attempt
     expect(
       await make({ certificate: { pfx: cert.p12, passphrase: "wrong" } }).send(push()),

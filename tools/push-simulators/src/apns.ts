@@ -3,7 +3,11 @@ import http2 from "node:http2";
 import type { AddressInfo } from "node:net";
 import { compactVerify, decodeProtectedHeader } from "jose";
 import type { TLSSocket } from "node:tls";
-import { apnsCertificateKind, type ApnsCertificateAuthority } from "./certificates.js";
+import {
+  apnsCertificateKind,
+  certificateTopics,
+  type ApnsCertificateAuthority,
+} from "./certificates.js";
 import { DeliveryLog } from "./delivery-log.js";
 import { makeLoopbackCert } from "./tls.js";
 
@@ -31,8 +35,8 @@ export interface ApnsSimulatorOptions {
    * Apple's: see ApnsCertificateAuthority), besides JWTs. Implies `tls`. A request without an
    * authorization header is authenticated by the connection's certificate: untrusted → 403
    * BadCertificate, issued for the other environment → 403 BadCertificateEnvironment, apns-topic
-   * neither the certificate's bundle id (subject UID) nor one of its .voip/.complication topics →
-   * 400 TopicDisallowed; a missing apns-topic means the bundle id.
+   * not among the topics of the certificate's multi-topic extension (without one: not its bundle id,
+   * the subject UID) → 400 TopicDisallowed; a missing apns-topic means the bundle id.
    */
   certificates?: { ca: ApnsCertificateAuthority; environment?: "production" | "sandbox" };
   /** apns-topic values this simulator accepts (others get 400 TopicDisallowed). */
@@ -303,7 +307,8 @@ export async function startApnsSimulator(o: ApnsSimulatorOptions): Promise<ApnsS
       (kind === "production" && env === "sandbox")
     )
       throw new Reject(403, "BadCertificateEnvironment");
-    return [uid, `${uid}.voip`, `${uid}.complication`];
+    // Apple's multi-topic extension lists them; a certificate without one has only its bundle id.
+    return (peer.raw ? certificateTopics(peer.raw) : undefined) ?? [uid];
   }
 
   function checkHeaders(

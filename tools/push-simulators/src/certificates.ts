@@ -77,6 +77,12 @@ export class ApnsCertificateAuthority {
     days?: number;
     /** Encrypt the .p12 the old way (RC2/3DES, as older Keychain exports): OpenSSL 3 refuses it. */
     legacy?: boolean;
+    /**
+     * Topics listed in Apple's multi-topic extension (1.2.840.113635.100.6.3.6). Default: a
+     * universal certificate lists the bundle id, `.voip` and `.complication` (as Apple's do), the
+     * others have no extension (their only topic is the bundle id). `[]`: no extension.
+     */
+    topics?: string[];
   }): ApnsClientCertificate {
     const passphrase = o.passphrase ?? "";
     return openssl((dir) => {
@@ -96,7 +102,17 @@ export class ApnsCertificateAuthority {
         "-out",
         p("r.csr"),
       ]);
-      writeFileSync(p("ext.cnf"), "extendedKeyUsage=clientAuth\n");
+      const kind = o.kind ?? "universal";
+      const topics =
+        o.topics ??
+        (kind === "universal" ? [o.topic, `${o.topic}.voip`, `${o.topic}.complication`] : []);
+      writeFileSync(
+        p("ext.cnf"),
+        "extendedKeyUsage=clientAuth\n" +
+          (topics.length > 0
+            ? `${TOPICS_OID}=DER:${encodeTopicsExtension(topics).toString("hex")}\n`
+            : ""),
+      );
       run([
         "x509",
         "-req",
@@ -135,6 +151,73 @@ export class ApnsCertificateAuthority {
       };
     });
   }
+}
+
+/** Apple's multi-topic extension of push certificates. */
+export const TOPICS_OID = "1.2.840.113635.100.6.3.6";
+const TOPICS_OID_DER = Buffer.from("2a864886f763640603" + "06", "hex");
+const TOPIC_KINDS: Record<string, string> = { voip: "voip", complication: "complication" };
+
+/**
+ * The extension's value as Apple encodes it: SEQUENCE { UTF8String topic, SEQUENCE { UTF8String
+ * kind } ... }, kind "app" for the bundle id, else the topic's last label ("voip", "complication").
+ */
+export function encodeTopicsExtension(topics: string[]): Buffer {
+  const items = topics.flatMap((t) => {
+    const kind = TOPIC_KINDS[t.slice(t.lastIndexOf(".") + 1)] ?? "app";
+    return [der(0x0c, Buffer.from(t, "utf8")), der(0x30, der(0x0c, Buffer.from(kind, "utf8")))];
+  });
+  return der(0x30, Buffer.concat(items));
+}
+
+/** The topics a certificate's (DER) multi-topic extension lists; undefined without one. */
+export function certificateTopics(cert: Buffer): string[] | undefined {
+  const tbs = children(cert, tlv(cert, 0))[0];
+  const exts = tbs && children(cert, tbs).find((t) => t.tag === 0xa3);
+  const list = exts && children(cert, exts)[0];
+  if (!list) return undefined;
+  for (const ext of children(cert, list)) {
+    const parts = children(cert, ext);
+    const oid = parts[0];
+    if (!oid || !cert.subarray(oid.start, oid.end).equals(TOPICS_OID_DER)) continue;
+    const octets = parts.find((t) => t.tag === 0x04);
+    if (!octets) return [];
+    const v = cert.subarray(octets.start, octets.end);
+    return children(v, tlv(v, 0))
+      .filter((t) => t.tag === 0x0c)
+      .map((t) => v.subarray(t.start, t.end).toString("utf8"));
+  }
+  return undefined;
+}
+
+function der(tag: number, content: Buffer): Buffer {
+  const n = content.length;
+  const len =
+    n < 0x80
+      ? Buffer.from([n])
+      : n < 0x100
+        ? Buffer.from([0x81, n])
+        : Buffer.from([0x82, n >> 8, n & 0xff]);
+  return Buffer.concat([Buffer.from([tag]), len, content]);
+}
+
+function tlv(b: Buffer, off: number): { tag: number; start: number; end: number } {
+  let len = b[off + 1] ?? 0;
+  let start = off + 2;
+  if (len & 0x80) {
+    const n = len & 0x7f;
+    len = 0;
+    for (let i = 0; i < n; i++) len = len * 256 + (b[start + i] ?? 0);
+    start += n;
+  }
+  if (start + len > b.length) throw new Error("truncated DER");
+  return { tag: b[off] ?? 0, start, end: start + len };
+}
+
+function children(b: Buffer, p: { start: number; end: number }) {
+  const out: ReturnType<typeof tlv>[] = [];
+  for (let off = p.start; off < p.end; off = out[out.length - 1]!.end) out.push(tlv(b, off));
+  return out;
 }
 
 function run(args: string[]): void {

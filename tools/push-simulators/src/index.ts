@@ -10,6 +10,8 @@ export {
 export {
   ApnsCertificateAuthority,
   apnsCertificateKind,
+  certificateTopics,
+  encodeTopicsExtension,
   type ApnsCertificateKind,
   type ApnsClientCertificate,
 } from "./certificates.js";

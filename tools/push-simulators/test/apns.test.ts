@@ -1,9 +1,10 @@
-import { randomBytes, randomUUID } from "node:crypto";
+import { randomBytes, randomUUID, X509Certificate } from "node:crypto";
 import http2 from "node:http2";
 import { importPKCS8, SignJWT } from "jose";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import {
   ApnsCertificateAuthority,
+  certificateTopics,
   generateApnsKey,
   startApnsSimulator,
   type ApnsKey,
@@ -395,5 +396,36 @@ describe("APNs simulator contract (raw HTTP/2 requests)", { timeout: 60_000 }, (
     // JWT authentication still works on the same simulator
     expect((await raw(connect(), await good(), PAYLOAD)).status).toBe(200);
     expect(sim.deliveries).toHaveLength(4);
+  });
+
+  it("certificate authentication enforces the multi-topic extension: only the topics it lists; without one only the bundle id", async () => {
+    const ca = new ApnsCertificateAuthority();
+    const { sim } = await start({
+      certificates: { ca, environment: "production" },
+      topics: [TOPIC, `${TOPIC}.voip`, `${TOPIC}.complication`],
+    });
+    const connect = (c: { p12: Buffer; passphrase: string }) => {
+      const s = http2.connect(sim.url, { ca: sim.caPem!, pfx: c.p12, passphrase: c.passphrase });
+      s.on("error", () => undefined);
+      cleanup.push(() => void s.destroy());
+      return s;
+    };
+    const { authorization: _jwt, ...noJwt } = await good();
+    const status = async (s: http2.ClientHttp2Session, topic: string) => {
+      const r = await raw(s, { ...noJwt, "apns-topic": topic }, PAYLOAD);
+      return r.status === 200 ? 200 : `${r.status} ${JSON.parse(r.body).reason}`;
+    };
+    const issued = ca.issue({ topic: TOPIC, topics: [TOPIC, `${TOPIC}.complication`] });
+    expect(certificateTopics(Buffer.from(new X509Certificate(issued.certPem).raw))).toEqual([
+      TOPIC,
+      `${TOPIC}.complication`,
+    ]);
+    const listed = connect(issued);
+    expect(await status(listed, `${TOPIC}.complication`)).toBe(200);
+    expect(await status(listed, `${TOPIC}.voip`)).toBe("400 TopicDisallowed");
+    const plain = connect(ca.issue({ topic: TOPIC, kind: "production" }));
+    expect(await status(plain, TOPIC)).toBe(200);
+    expect(await status(plain, `${TOPIC}.voip`)).toBe("400 TopicDisallowed");
+    expect(sim.deliveries).toHaveLength(2);
   });
 });
