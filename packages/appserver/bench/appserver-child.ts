@@ -2,12 +2,15 @@
 // included) started from the config given as JSON in argv[2]. Prints "ready" once its component
 // link is up, exits after a graceful stop when stdin closes. Running it in its own process keeps
 // the benchmark's fake XMPP server and load generator off its event loop.
-import { pino } from "pino";
+import { destination, pino } from "pino";
 import { AppServer } from "#src/appserver.js";
 import { validateConfig } from "#src/config.js";
 
 const config = validateConfig(JSON.parse(process.argv[2]!) as unknown);
-const server = await AppServer.start({ config, logger: pino({ level: "silent" }) });
+// LICHEN_BENCH_APPSERVER_LOG=info: log as a production daemon does (to /dev/null), to measure it
+const level = process.env.LICHEN_BENCH_APPSERVER_LOG ?? "silent";
+const logger = level === "silent" ? pino({ level }) : pino({ level }, destination("/dev/null"));
+const server = await AppServer.start({ config, logger });
 const ready = setInterval(() => {
   if (!server.link.online) return;
   clearInterval(ready);

@@ -100,6 +100,8 @@ export function createProviderSender(
   return {
     caseInsensitiveTokens: app.type === "apns",
     ttlMs: app.ttl,
+    // the providers time their requests out themselves (FCM: the OAuth token fetch, then the send)
+    attemptTimeoutMs: app.type === "fcm" ? 2 * app.requestTimeout : app.requestTimeout,
     async send(job: PushJob): Promise<SendOutcome> {
       const r = await provider.send({
         token: job.token,
