@@ -281,6 +281,8 @@ export interface DomainStatus {
  */
 export class DomainBlacklist {
   private readonly blocked = new Map<string, number>();
+  /** When each block was set on this node (a block merged from elsewhere: when it arrived). */
+  private readonly blockedSince = new Map<string, number>();
   private readonly events = new Map<string, Map<string, number>>();
   /** Operator unblocks: older events and blocks from other nodes / storage are ignored. */
   private readonly unblockedAt = new Map<string, number>();
@@ -353,6 +355,7 @@ export class DomainBlacklist {
     if (count >= threshold * (this.opts.blockFactor ?? 4) && before !== "blocked") {
       const until = now + this.opts.blockMs;
       this.blocked.set(domain, until);
+      this.blockedSince.set(domain, now);
       this.emit({ kind: "domain", domain, until, origin: "local" });
       return true;
     }
@@ -362,21 +365,52 @@ export class DomainBlacklist {
   /** An operator blocks `domain` until `until` (no provider traffic; requests get `wait`). */
   block(domain: string, until: number): void {
     this.blocked.set(domain, Math.max(until, this.blocked.get(domain) ?? 0));
+    this.blockedSince.set(domain, this.opts.clock.now());
     this.emit({ kind: "domain", domain, until, origin: "local" });
   }
 
   /**
-   * An operator lifts a domain's block and restriction: its block and its bad-token events are
-   * forgotten, and older ones arriving later (other nodes, storage) are ignored.
+   * An operator lifts a domain's block and restriction: its block and its bad-token events from
+   * before `at` (default now) are forgotten, and older ones arriving later (other nodes, storage)
+   * are ignored. Later events and a block that started after `at` stay: a tombstone replayed by a
+   * resync must not undo what happened since.
    */
   unblock(domain: string, origin: ChangeOrigin = "local", at?: number): boolean {
     const now = at ?? this.opts.clock.now();
-    const had = this.blocked.has(domain) || this.events.has(domain);
-    this.blocked.delete(domain);
-    this.events.delete(domain);
+    let had = false;
+    if (this.blocked.has(domain) && (this.blockedSince.get(domain) ?? 0) <= now) {
+      this.blocked.delete(domain);
+      this.blockedSince.delete(domain);
+      had = true;
+    }
+    const ev = this.events.get(domain);
+    if (ev) {
+      for (const [h, t] of ev) {
+        if (t <= now) {
+          ev.delete(h);
+          had = true;
+        }
+      }
+      if (ev.size === 0) this.events.delete(domain);
+    }
     this.unblockedAt.set(domain, Math.max(now, this.unblockedAt.get(domain) ?? 0));
     this.emit({ kind: "domain-unblock", domain, at: now, origin });
     return had;
+  }
+
+  /** When an operator last unblocked this domain (within max(block, window)), if at all. */
+  unblockedSince(domain: string): number | undefined {
+    return this.unblockedAt.get(domain);
+  }
+
+  /** Domain tombstones (domain → unblock time), for a resync. */
+  allUnblocks(): IterableIterator<[string, number]> {
+    return this.unblockedAt.entries();
+  }
+
+  /** How long a domain tombstone is kept: as long as a block or a counted event can matter. */
+  get tombstoneMs(): number {
+    return Math.max(this.opts.blockMs, this.opts.windowMs);
   }
 
   /** Applies a domain block from another node or storage (max-merge). */
@@ -387,6 +421,14 @@ export class DomainBlacklist {
     const prev = this.blocked.get(domain);
     if (prev !== undefined && prev >= until) return false;
     this.blocked.set(domain, until);
+    // its start is unknown here: the automatic block's (a longer operator block counts as older)
+    this.blockedSince.set(
+      domain,
+      Math.max(
+        this.blockedSince.get(domain) ?? 0,
+        Math.min(until - this.opts.blockMs, this.opts.clock.now()),
+      ),
+    );
     this.emit({ kind: "domain", domain, until, origin });
     return true;
   }
@@ -394,7 +436,11 @@ export class DomainBlacklist {
   /** Drops expired blocks, events outside the window and unblock marks older than a block. */
   sweep(): void {
     const now = this.opts.clock.now();
-    for (const [d, until] of this.blocked) if (until <= now) this.blocked.delete(d);
+    for (const [d, until] of this.blocked) {
+      if (until > now) continue;
+      this.blocked.delete(d);
+      this.blockedSince.delete(d);
+    }
     for (const [d, ev] of this.events) this.prune(d, ev, now);
     const keep = Math.max(this.opts.blockMs, this.opts.windowMs);
     for (const [d, at] of this.unblockedAt) if (at < now - keep) this.unblockedAt.delete(d);
@@ -447,6 +493,11 @@ export class DomainBlacklist {
 
   get windowMs(): number {
     return this.opts.windowMs;
+  }
+
+  /** Length of an automatic full block. */
+  get blockMs(): number {
+    return this.opts.blockMs;
   }
 
   /** Bad-token count of `domain` inside the current window. */

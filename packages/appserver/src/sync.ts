@@ -53,6 +53,28 @@ redis.call('SET', KEYS[1], tostring(u), 'PXAT', u)
 redis.call('PUBLISH', KEYS[2], ARGV[2])
 return 1`;
 
+// KEYS[1] = max(its value, ARGV[1]), kept ARGV[2] ms: a tombstone.
+const MAX_SET = `
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+local at = tonumber(ARGV[1])
+if cur > at then at = cur end
+redis.call('SET', KEYS[1], tostring(at), 'PX', ARGV[2])
+return 1`;
+
+// A domain tombstone replayed by a resync: KEYS[1] (dun) = max(at), kept ARGV[2] ms; the block
+// KEYS[2] goes if it started (until - ARGV[3]) by then, the events KEYS[3] up to then; PUBLISH to
+// KEYS[4] so that nodes that missed the unblock apply it (they too keep what is newer).
+const REPLAY_DOMAIN_UNBLOCK = `
+local at = tonumber(ARGV[1])
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+if cur > at then at = cur end
+redis.call('SET', KEYS[1], tostring(at), 'PX', ARGV[2])
+local u = tonumber(redis.call('GET', KEYS[2]) or '')
+if u and u - tonumber(ARGV[3]) <= at then redis.call('DEL', KEYS[2]) end
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', at)
+redis.call('PUBLISH', KEYS[4], ARGV[4])
+return 1`;
+
 type Wire =
   | { n: string; k: "t"; h: string; u: number; s: number; b?: number; d?: string }
   | { n: string; k: "d"; d: string; u: number }
@@ -117,6 +139,11 @@ export class RedisBlacklistSync extends EventEmitter {
     });
     this.cmd.defineCommand("mergeToken", { numberOfKeys: 3, lua: MERGE_TOKEN });
     this.cmd.defineCommand("mergeDomain", { numberOfKeys: 2, lua: MERGE_DOMAIN });
+    this.cmd.defineCommand("maxSet", { numberOfKeys: 1, lua: MAX_SET });
+    this.cmd.defineCommand("replayDomainUnblock", {
+      numberOfKeys: 4,
+      lua: REPLAY_DOMAIN_UNBLOCK,
+    });
     this.cmd.defineCommand("unblockToken", { numberOfKeys: 3, lua: UNBLOCK_TOKEN });
     for (const [name, c] of [
       ["cmd", this.cmd],
@@ -169,6 +196,7 @@ export class RedisBlacklistSync extends EventEmitter {
         since: number,
       ): Promise<number>;
       mergeDomain(k1: string, k2: string, u: number, msg: string): Promise<number>;
+      maxSet(k: string, at: number, keepMs: number): Promise<number>;
       unblockToken(
         k1: string,
         k2: string,
@@ -215,7 +243,10 @@ export class RedisBlacklistSync extends EventEmitter {
     } else if (c.kind === "domain-unblock") {
       // An operator's unblock: the block and the counted events go from Redis too, so that a
       // resync does not bring them back; nodes apply it on the message.
+      // The tombstone dun:<domain> (as long as a block or an event can matter) lets a node that
+      // missed the message learn the unblock at its next resync.
       const w: Wire = { n: this.nodeId, k: "x", d: c.domain, a: c.at };
+      await c2.maxSet(`${p}dun:${c.domain}`, c.at, this.o.domains.tombstoneMs);
       await cmd
         .multi()
         .del(`${p}dom:${c.domain}`, `${p}dev:${c.domain}`)
@@ -329,6 +360,40 @@ export class RedisBlacklistSync extends EventEmitter {
         }
       });
     } while (cursor !== "0");
+    cursor = "0";
+    do {
+      const [next, keys] = await cmd.scan(cursor, "MATCH", `${p}dun:*`, "COUNT", 1000);
+      cursor = next;
+      if (keys.length === 0) continue;
+      const values = await cmd.mget(...keys);
+      keys.forEach((k, i) => {
+        const d = k.slice(p.length + 4);
+        const at = Number(values[i]);
+        if (d.length === 0 || !Number.isSafeInteger(at)) return;
+        if ((this.o.domains.unblockedSince(d) ?? -1) < at) {
+          this.o.domains.unblock(d, "remote", at);
+          pulled++;
+        }
+      });
+    } while (cursor !== "0");
+    // Own domain tombstones, replayed: a node that missed the unblock drops what predates it (and
+    // keeps what is newer, as Redis does).
+    const replay = cmd as Redis & {
+      replayDomainUnblock(...args: (string | number)[]): Promise<number>;
+    };
+    for (const [domain, at] of [...this.o.domains.allUnblocks()]) {
+      const w: Wire = { n: this.nodeId, k: "x", d: domain, a: at };
+      await replay.replayDomainUnblock(
+        `${p}dun:${domain}`,
+        `${p}dom:${domain}`,
+        `${p}dev:${domain}`,
+        this.channel,
+        at,
+        this.o.domains.tombstoneMs,
+        this.o.domains.blockMs,
+        JSON.stringify(w),
+      );
+    }
     let batch: BlacklistChange[] = [];
     const flush = async () => {
       await Promise.all(batch.map((c) => this.publish(cmd, c)));

@@ -167,6 +167,26 @@ describe("DomainBlacklist", () => {
     });
   });
 
+  it("an unblock replayed later (a resync's tombstone) drops only what predates it", () => {
+    const { clock, dl } = domains(2);
+    const unblockAt = clock.now();
+    clock.advance(1000);
+    for (const t of ["t1", "t2", "t3", "t4"]) dl.recordBadToken("d", t); // after the unblock
+    dl.block("e", clock.now() + H);
+    expect([dl.state("d"), dl.state("e")]).toEqual(["blocked", "blocked"]);
+    expect(dl.unblock("d", "remote", unblockAt)).toBe(false);
+    expect(dl.unblock("e", "remote", unblockAt)).toBe(false);
+    expect([dl.state("d"), dl.countInWindow("d"), dl.state("e")]).toEqual([
+      "blocked",
+      4,
+      "blocked",
+    ]);
+    expect(dl.unblockedSince("d")).toBe(unblockAt);
+    // a replay of a newer unblock drops them
+    expect(dl.unblock("d", "remote", clock.now())).toBe(true);
+    expect([dl.state("d"), dl.countInWindow("d")]).toEqual(["ok", 0]);
+  });
+
   it("an operator unblock lifts block and restriction; older events and blocks are not re-applied", () => {
     const { clock, dl, changes } = domains(2);
     const t0 = clock.now();

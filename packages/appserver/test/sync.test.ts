@@ -268,6 +268,42 @@ describe("multi-node blacklist sync through Redis (3 nodes)", { timeout: 120_000
       check.disconnect();
     }
   });
+
+  it("a domain unblock missed by the other nodes (Redis down) wins at the next resync: tombstone dun:<domain>, replayed", async () => {
+    const [a, b] = nodes as [TestNode, TestNode];
+    const domain = "stale.example";
+    a.server.domains.block(domain, Date.now() + 3_600_000);
+    await until(() => nodes.every((n) => n.server.domains.isBlocked(domain)), "blocked everywhere");
+    process.kill(redis.pid, "SIGKILL");
+    await until(() => nodes.every((n) => !n.server.sync!.connected), "nodes noticed redis is down");
+    const res = await fetch(
+      `http://127.0.0.1:${a.server.httpPort}/admin/domains/${domain}/unblock`,
+      { method: "POST", headers: { authorization: `Bearer ${adminToken(a)}` } },
+    );
+    expect(res.status).toBe(200);
+    expect(b.server.domains.isBlocked(domain)).toBe(true);
+    const resynced = nodes.map(
+      (n) => new Promise((resolve) => n.server.sync!.once("resynced", resolve)),
+    );
+    await redis.restart(); // empty: the others push their stale block, node a its tombstone
+    await Promise.all(resynced);
+    const check = new Redis(redis.url);
+    try {
+      await until(
+        async () =>
+          nodes.every((n) => n.server.domains.state(domain) === "ok") &&
+          Number(await check.get(`t:dun:${domain}`)) > 0,
+        "the unblock won on every node, its tombstone in Redis",
+      );
+      await b.server.sync!.resync(); // a later resync does not bring the block back
+      expect(nodes.map((n) => n.server.domains.state(domain))).toEqual(nodes.map(() => "ok"));
+      // a block set after the unblock syncs as usual
+      a.server.domains.block(domain, Date.now() + 12 * 3_600_000);
+      await until(() => b.server.domains.isBlocked(domain), "the new block synced to node b");
+    } finally {
+      check.disconnect();
+    }
+  });
 });
 
 describe(
