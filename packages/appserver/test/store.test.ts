@@ -68,9 +68,20 @@ describe("AppServerStore", () => {
       { hash: H2, at: 300 },
     ]);
     expect(st.domainUnblocks).toEqual([{ domain: "d.example", at: 400 }]);
+    // a domain tombstone replayed later (older than the block's write) leaves the block
+    s2.record({ kind: "domain", domain: "e.example", until: 9000, origin: "local" });
+    s2.record({ kind: "domain-unblock", domain: "e.example", at: 1, origin: "remote" });
+    await new Promise((r) => setImmediate(r));
+    expect(s2.load().domains).toEqual([{ domain: "e.example", until: 9000 }]);
+    s2.record({ kind: "domain-unblock", domain: "e.example", at: Date.now() + 1, origin: "local" });
+    await new Promise((r) => setImmediate(r));
+    expect(s2.load().domains).toEqual([]);
     s2.prune(0, 0, 0, 0, 301, 399);
     expect(s2.load().tokenUnblocks).toEqual([]);
-    expect(s2.load().domainUnblocks).toEqual([{ domain: "d.example", at: 400 }]);
+    expect(s2.load().domainUnblocks).toEqual([
+      { domain: "d.example", at: 400 },
+      { domain: "e.example", at: expect.any(Number) },
+    ]);
     s2.close();
   });
 

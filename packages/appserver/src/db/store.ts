@@ -236,7 +236,8 @@ export class AppServerStore {
           st.deleteTokenBefore.run({ hash: c.hash, at: c.at });
         } else if (c.kind === "domain-unblock") {
           st.upsertDomainUnblock.run({ domain: c.domain, at: c.at });
-          st.deleteDomain.run({ domain: c.domain });
+          // a tombstone replayed by a resync leaves a block written after it
+          st.deleteDomain.run({ domain: c.domain, at: c.at });
           st.deleteDomainEvents.run({ domain: c.domain, at: c.at });
         } else if (c.kind === "delivery") {
           st.upsertDelivery.run({ hash: c.hash, domain: c.domain, at: c.at });
@@ -369,7 +370,12 @@ function prepareStatements(db: BetterSQLite3Database<typeof schema>, sqlite: Dat
       .prepare(),
     deleteDomain: db
       .delete(schema.domainBlacklist)
-      .where(eq(schema.domainBlacklist.domain, p("domain")))
+      .where(
+        and(
+          eq(schema.domainBlacklist.domain, p("domain")),
+          lte(schema.domainBlacklist.updatedAt, p("at")),
+        ),
+      )
       .prepare(),
     deleteDomainEvents: db
       .delete(schema.domainEvents)
