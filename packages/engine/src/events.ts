@@ -5,6 +5,7 @@
  */
 import type { PushRegistration } from "@lichen/schema";
 import type { Element } from "@xmpp/xml";
+import type { MediaError } from "./media/errors.js";
 
 export type Subscription = "none" | "to" | "from" | "both";
 
@@ -101,6 +102,8 @@ export interface SessionEvents {
   "push-error": [string];
   "iq-answer-ignored": [{ iqId: string; from: string | null }];
   "handler-error": [Error];
+  /** An upload moved on (`slot`: ready to PUT) or failed for good (with the error). */
+  "attachment-changed": [{ id: string; state: "slot" | "failed"; error?: MediaError }];
 }
 
 /** Every SessionEvents name, at run time (the README's list is checked against it). */
@@ -140,6 +143,7 @@ export const SESSION_EVENTS = [
   "push-error",
   "iq-answer-ignored",
   "handler-error",
+  "attachment-changed",
 ] as const satisfies readonly (keyof SessionEvents)[];
 
 // Compile-time: the list above names every event of the map.

@@ -101,7 +101,33 @@ export {
   type ShareInput,
   type SharedFile,
   type ShareOptions,
+  type SendOutboxOptions,
 } from "./share.js";
+export {
+  MediaTransfers,
+  downloadAttachment,
+  type MediaTransferEvents,
+  type MediaTransferOptions,
+  type DownloadOptions,
+  type DownloadedFile,
+} from "./media/transfers.js";
+export { MediaError, type MediaErrorCode } from "./media/errors.js";
+export {
+  NS_UPLOAD,
+  NS_OOB,
+  SLOT_REUSE_MS,
+  parseSlot,
+  type Slot,
+  type AttachmentRow,
+} from "./media/upload.js";
+export {
+  encryptFile,
+  decryptFile,
+  newAesgcmFragment,
+  toAesgcmUrl,
+  fromAesgcmUrl,
+} from "./media/aesgcm.js";
+export { checkHttpUrl, httpPut, typeAccepted, type TransferProgress } from "./media/http.js";
 export {
   capsVerification,
   parseDiscoInfo,

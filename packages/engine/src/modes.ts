@@ -22,6 +22,7 @@ import type { AppControllerEvents } from "./app-events.js";
 import { DurableSession, SessionLockError, type SessionOptions } from "./session.js";
 import { sendDeferredReceipts } from "./protocol.js";
 import { sendShareOutbox } from "./share.js";
+import { MediaTransfers, type MediaTransferOptions } from "./media/transfers.js";
 import { PushNotificationBuilder, type PushSummary } from "./notifications.js";
 import { AccountSync, type AccountSyncResult, type NseRunShared } from "./nse-sync.js";
 import { isTransientConnectError, reconnectDelay, type ReconnectPolicy } from "./reconnect.js";
@@ -110,11 +111,25 @@ export class AppController extends EventEmitter<AppControllerEvents> {
        * per process (see SESSION_LOCK_KEY). Its owner starts, releases and closes them.
        */
       shared?: { lock: ProcessLock; ipc: Ipc };
+      /**
+       * Media (XEP-0363): the shared container's attachment directory (default
+       * `<db>.attachments`), which chats send aesgcm:// files (XEP-0454), CAs for https.
+       */
+      media?: {
+        attachmentDir?: string;
+        encrypt?: (to: string) => boolean;
+        ca?: MediaTransferOptions["ca"];
+      };
     } = {},
   ) {
     super();
     this.reconnect = opts.reconnect ?? {};
     this.backgroundDrainMs = opts.backgroundDrainMs ?? 4000;
+    this.mediaOptions = {
+      attachmentDir: opts.media?.attachmentDir ?? `${store.path}.attachments`,
+      ...(opts.media?.ca ? { ca: opts.media.ca } : {}),
+    };
+    this.encryptMedia = opts.media?.encrypt;
     this.ownsLock = !opts.shared;
     this.lock =
       opts.shared?.lock ??
@@ -131,13 +146,22 @@ export class AppController extends EventEmitter<AppControllerEvents> {
     if (this.ownsLock) this.ipc.start();
   }
 
+  /** Uploads and their PUTs; created with the session. */
+  media: MediaTransfers | null = null;
+  private readonly mediaOptions: MediaTransferOptions;
+  private readonly encryptMedia: ((to: string) => boolean) | undefined;
+
   /** Whether this controller created (and so releases and closes) its lock and IPC. */
   private readonly ownsLock: boolean;
 
   /** Send what the share extension queued (also done on every foreground). */
   sendOutbox(): number {
     if (!this.session) return 0;
-    return sendShareOutbox(this.store, this.session).length;
+    return sendShareOutbox(this.store, this.session, {
+      ...(this.media ? { media: this.media } : {}),
+      attachmentDir: this.mediaOptions.attachmentDir,
+      ...(this.encryptMedia ? { encrypt: this.encryptMedia } : {}),
+    }).length;
   }
 
   /**
@@ -172,6 +196,13 @@ export class AppController extends EventEmitter<AppControllerEvents> {
   private createSession(): DurableSession {
     const session = new DurableSession({ store: this.store, ...this.config, lock: this.lock });
     this.session = session;
+    const media = new MediaTransfers(session, this.mediaOptions);
+    this.media = media;
+    // An upload finished (its message queued) or failed: the items behind it go now.
+    media.on("uploaded", () => this.sendOutbox());
+    session.on("attachment-changed", ({ state }) => {
+      if (state === "failed") this.sendOutbox();
+    });
     session.on("connection-lost", () => this.scheduleReconnect(session));
     session.on("replay-reconnect-failed", () => this.scheduleReconnect(session));
     // Frozen past our lease and thawed after another process took the session: the session has

@@ -17,6 +17,7 @@ import {
 import type { HandlerRegistry } from "./handlers.js";
 import { bare, isExpectedIqSender } from "./jid.js";
 import { handleMamPage, mamQuery, NS_MAM, type MamFrom } from "./mam.js";
+import { recordReceivedFile } from "./media/receive.js";
 import { advanceRoomMark, handleRoomPresence, isExpectedRoomResult } from "./muc.js";
 import { wasDecrypted } from "./plugins.js";
 import {
@@ -340,6 +341,8 @@ function storeMessage(
     storedAt: ctx.tx.now,
   });
   if (inserted) {
+    // First: it reads the message's rowid (last_insert_rowid), which touchChat would change.
+    if (!outgoing) recordReceivedFile(ctx, m, body);
     touchChat(ctx.tx, {
       accountId: ctx.accountId,
       jid: chatJid,

@@ -46,6 +46,7 @@ import { LinkLiveness, type LivenessOptions } from "./liveness.js";
 import { handlers as defaultRegistry, type HandlerRegistry } from "./handlers.js";
 import { ownDiscoInfo, registerCapsHandlers, type DiscoInfo } from "./caps.js";
 import { registerMucHandlers } from "./muc.js";
+import { registerUploadHandlers } from "./media/upload.js";
 import {
   FEATURES,
   initialPresence,
@@ -206,6 +207,7 @@ export class DurableSession extends EventEmitter<SessionEvents> {
     registerSetupHandlers(this.registry);
     registerCapsHandlers(this.registry);
     registerMucHandlers(this.registry);
+    registerUploadHandlers(this.registry);
     this.log = opts.logger ?? (() => {});
     this.ownInfo = opts.plugins?.some((p) => p.features?.length)
       ? ownDiscoInfo([...FEATURES, ...opts.plugins.flatMap((p) => p.features ?? [])])

@@ -1,6 +1,6 @@
 // The share extension's side (never touches the network) and the main app's outbox sender.
 import { randomUUID } from "node:crypto";
-import { copyFileSync, mkdirSync, rmSync, statSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import type { FileReference, ShareContent, ShareOutboxItem } from "@lichen/schema";
 import {
@@ -12,6 +12,10 @@ import {
   type Store,
 } from "@lichen/store";
 import xml, { type Element } from "@xmpp/xml";
+import { newAesgcmFragment } from "./media/aesgcm.js";
+import { MediaError } from "./media/errors.js";
+import type { MediaTransfers } from "./media/transfers.js";
+import { acceptUpload, getAttachment } from "./media/upload.js";
 import type { DurableSession } from "./session.js";
 
 /** A file the user shared: copied into the shared container, the outbox row references the copy. */
@@ -55,6 +59,13 @@ export function shareToOutbox(opts: ShareOptions): ShareOutboxItem {
     mkdirSync(copiedDir, { recursive: true });
     const fileName = input.file.fileName ?? basename(input.file.sourcePath);
     const target = join(copiedDir, fileName);
+    if (!existsSync(input.file.sourcePath)) {
+      rmSync(copiedDir, { recursive: true, force: true });
+      throw new MediaError(
+        "missing-file",
+        `nothing to share: ${input.file.sourcePath} does not exist`,
+      );
+    }
     copyFileSync(input.file.sourcePath, target);
     const ref: FileReference = {
       path: join(id, fileName),
@@ -96,10 +107,10 @@ export function shareToOutbox(opts: ShareOptions): ShareOutboxItem {
   }
 }
 
-/** The message body (and extra payload) an outbox item is sent as; null: cannot be sent yet. */
+/** The message body (and extra payload) an outbox item is sent as; `upload`: a file goes first. */
 export function outboxMessage(
   content: ShareContent,
-): { body: string; extra: Element[] } | { pending: string } {
+): { body: string; extra: Element[] } | { upload: true } {
   switch (content.kind) {
     case "text":
       return { body: content.text, extra: [] };
@@ -117,33 +128,103 @@ export function outboxMessage(
       return { body: uri, extra: [] };
     }
     case "contact":
+      // With a vCard: the card travels as a .vcf file (upload), the name as its OOB description.
+      if (content.vcard) return { upload: true };
       return {
         body: content.jid ? `${content.displayName} xmpp:${content.jid}` : content.displayName,
         extra: [],
       };
     default:
-      // Files need an HTTP upload (XEP-0363) first; the row stays pending, nothing is lost.
-      return { pending: "waiting for file upload support (XEP-0363)" };
+      return { upload: true };
   }
 }
 
+/** The file an outbox item uploads: the shared copy, or the contact's vCard written next to it. */
+function uploadFileOf(
+  item: ShareOutboxItem,
+  attachmentDir: string,
+): { localPath: string; fileName: string; mimeType: string } {
+  const c = item.content;
+  if (c.kind === "image" || c.kind === "file" || c.kind === "audiovisual")
+    return { localPath: c.file.path, fileName: c.file.fileName, mimeType: c.file.mimeType };
+  if (c.kind !== "contact" || !c.vcard) throw new Error(`a ${c.kind} share has no file`);
+  const fileName = `${c.displayName.replace(/[^\p{L}\p{N} ._-]/gu, "_").slice(0, 100) || "contact"}.vcf`;
+  const localPath = join(item.id, fileName);
+  mkdirSync(join(attachmentDir, item.id), { recursive: true });
+  writeFileSync(join(attachmentDir, localPath), c.vcard);
+  return { localPath, fileName, mimeType: "text/vcard" };
+}
+
+export interface SendOutboxOptions {
+  /** Uploads files (XEP-0363); without it file items wait in the outbox. */
+  media?: MediaTransfers;
+  /** The shared container's attachment directory. */
+  attachmentDir?: string;
+  /** Send this chat's files as XEP-0454 aesgcm:// (encrypted) URLs. */
+  encrypt?: (to: string) => boolean;
+}
+
 /**
- * Main app: send every pending outbox item. Each item is sent in one transaction that stores the
+ * Main app: send the outbox in order. A text-like item is sent in one transaction that stores the
  * outgoing message, queues the stanza and marks the row sent; the item id is the origin-id, so a
- * crash between commit and socket write resends it exactly once (stream management).
+ * crash between commit and socket write resends it exactly once (stream management). A file item
+ * is accepted as an upload (its row `sending`) and later items wait behind it until it is sent or
+ * failed; a missing or empty file fails the row with its error, kept for the user.
  */
-export function sendShareOutbox(store: Store, session: DurableSession): ShareOutboxEntry[] {
+export function sendShareOutbox(
+  store: Store,
+  session: DurableSession,
+  opts: SendOutboxOptions = {},
+): ShareOutboxEntry[] {
   const pending = store.write((tx) => listShareOutbox(tx, ["pending", "sending"]));
   const sent: ShareOutboxEntry[] = [];
+  let uploadWaiting = false;
   for (const entry of pending) {
     if (entry.item.accountId !== session.accountId) continue;
     const msg = outboxMessage(entry.item.content);
-    session.write((ctx) => {
-      if ("pending" in msg) {
-        if (entry.error !== msg.pending)
-          setShareOutboxState(ctx.tx, entry.item.id, "pending", msg.pending);
-        return;
+    if ("upload" in msg) {
+      const { media, attachmentDir } = opts;
+      if (!media || !attachmentDir) {
+        const why = "waiting for a media uploader (XEP-0363): none is configured";
+        if (entry.error !== why)
+          store.write((tx) => setShareOutboxState(tx, entry.item.id, "pending", why));
+        uploadWaiting = true;
+        break;
       }
+      const waiting = session.write((ctx) => {
+        if (getAttachment(ctx.tx, entry.item.id)) return true;
+        const file = uploadFileOf(entry.item, attachmentDir);
+        const path = join(attachmentDir, file.localPath);
+        const problem = !existsSync(path)
+          ? new MediaError("missing-file", `the shared file is missing: ${file.localPath}`)
+          : statSync(path).size === 0
+            ? new MediaError("empty-file", `the shared file is empty (0 bytes): ${file.localPath}`)
+            : null;
+        if (problem) {
+          setShareOutboxState(
+            ctx.tx,
+            entry.item.id,
+            "failed",
+            `${problem.code}: ${problem.message}`,
+          );
+          return false;
+        }
+        acceptUpload(ctx.tx, session.accountId, {
+          id: entry.item.id,
+          ...file,
+          size: statSync(path).size,
+          ...(opts.encrypt?.(entry.item.to) ? { aesgcmKey: newAesgcmFragment() } : {}),
+        });
+        setShareOutboxState(ctx.tx, entry.item.id, "sending");
+        return true;
+      });
+      if (waiting) {
+        uploadWaiting = true;
+        break; // later items wait: the outbox goes out in order
+      }
+      continue;
+    }
+    session.write((ctx) => {
       session.queueMessage(ctx, {
         to: entry.item.to,
         body: msg.body,
@@ -154,5 +235,6 @@ export function sendShareOutbox(store: Store, session: DurableSession): ShareOut
       sent.push(entry);
     });
   }
+  if (uploadWaiting) opts.media?.resume();
   return sent;
 }

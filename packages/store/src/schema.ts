@@ -278,30 +278,74 @@ export const shareOutbox = sqliteTable(
   (t) => [index("share_outbox_state").on(t.state, t.createdAt)],
 );
 
-/** Files attached to messages: a local copy, its upload state and the resulting URL. */
+/**
+ * Files attached to messages, both ways (XEP-0363 upload, XEP-0066 OOB download). Outgoing: the
+ * share/`send --file` copy and its upload state machine (pending → requesting → slot → uploading →
+ * sent, or failed with `error`); each transition is one transaction, so any process can continue
+ * it. Incoming: the URL and what is known of the file (remote → downloading → downloaded | failed).
+ */
 export const attachments = sqliteTable(
   "attachments",
   {
+    /** Outgoing: the share outbox item id, which is also the message's origin-id. */
     id: text("id").primaryKey(),
     accountId: text("account_id")
       .notNull()
       .references(() => accounts.id, { onDelete: "cascade" }),
+    direction: text("direction", { enum: ["out", "in"] })
+      .notNull()
+      .default("out"),
     messageRowId: integer("message_row_id").references(() => messages.id, { onDelete: "set null" }),
-    /** Path relative to the shared container's attachment directory. */
-    localPath: text("local_path").notNull(),
-    mimeType: text("mime_type").notNull(),
-    size: integer("size").notNull(),
-    uploadState: text("upload_state", {
-      enum: ["pending", "uploading", "uploaded", "failed", "downloaded"],
+    /** Path relative to the shared container's attachment directory (incoming: once downloaded). */
+    localPath: text("local_path"),
+    fileName: text("file_name"),
+    /** Null for an incoming file until its download tells it. */
+    mimeType: text("mime_type"),
+    size: integer("size"),
+    /** The transfer state (the column name predates downloads): see the table comment. */
+    state: text("upload_state", {
+      enum: [
+        "pending",
+        "requesting",
+        "slot",
+        "uploading",
+        "sent",
+        "failed",
+        "remote",
+        "downloading",
+        "downloaded",
+      ],
     })
       .notNull()
       .default("pending"),
+    /** The GET URL (`aesgcm://…#keyiv` when encrypted, XEP-0454). */
     url: text("url"),
+    /** XEP-0363 slot: PUT URL, its allowed headers (JSON object) and until when we reuse it. */
+    putUrl: text("put_url"),
+    putHeaders: text("put_headers"),
+    slotExpiresAt: integer("slot_expires_at"),
+    /** XEP-0454 key (32 bytes) and IV (12 bytes) as hex, when the file is sent encrypted. */
+    aesgcmKey: text("aesgcm_key"),
+    /** Bytes transferred so far (a download resumes from here with Range). */
+    transferred: integer("transferred").notNull().default(0),
+    error: text("error"),
     createdAt: integer("created_at").notNull(),
     updatedAt: integer("updated_at").notNull(),
   },
-  (t) => [index("attachments_upload").on(t.uploadState)],
+  (t) => [index("attachments_upload").on(t.state), index("attachments_message").on(t.messageRowId)],
 );
+
+/** XEP-0363 upload service of an account's server, as discovered (disco#items + #info). */
+export const uploadServices = sqliteTable("upload_services", {
+  accountId: text("account_id")
+    .primaryKey()
+    .references(() => accounts.id, { onDelete: "cascade" }),
+  /** The service JID; null: the server has none. */
+  jid: text("jid"),
+  /** Largest file it accepts (bytes), if it says. */
+  maxSize: integer("max_size"),
+  discoveredAt: integer("discovered_at").notNull(),
+});
 
 /** Local notifications to hand to the OS (NotificationContent JSON). */
 export const pendingNotifications = sqliteTable("pending_notifications", {

@@ -390,6 +390,7 @@ public enum LichenSQL {
         "6001b02b70f9535335b8b42a2a82c1781820e8d9f02a2fd4410a1e01e39f72ba",
         "eeb9a62d951bb5dbdb1a6e46fd326b67848c1ca101853fdf3565b4733a179e59",
         "7264fdb26ce2d854067a72ccc14e44198916604b6f2bb6c948c837e91718ae60",
+        "2f6d51a0072e3b11b3cd1da4309e3b42f372b24f838a7398c03be38b876deb38",
     ]
 
     /// The wake directory is the database path plus this suffix (the TS Ipc default).

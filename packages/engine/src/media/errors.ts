@@ -1,0 +1,27 @@
+/** Why an upload or a download cannot go on; `code` is for programs, the message for people. */
+export type MediaErrorCode =
+  | "missing-file"
+  | "empty-file"
+  | "no-upload-service"
+  | "file-too-large"
+  | "slot-refused"
+  | "bad-slot"
+  | "http-status"
+  | "http-failed"
+  | "bad-url"
+  | "too-large"
+  | "wrong-type"
+  | "decrypt-failed"
+  | "not-found";
+
+export class MediaError extends Error {
+  override readonly name = "MediaError";
+  constructor(
+    readonly code: MediaErrorCode,
+    message: string,
+    /** The HTTP status, for `http-status`. */
+    readonly status?: number,
+  ) {
+    super(message);
+  }
+}

@@ -1,0 +1,336 @@
+// The main app's side of media: runs the PUT of every upload that has a slot (again after a kill:
+// the slot is reused while valid, a new one asked for otherwise), then queues the message in the
+// transaction that marks the upload sent, so it goes out exactly once. Downloads are on demand.
+import { EventEmitter } from "node:events";
+import { existsSync, mkdirSync, renameSync, rmSync, statSync } from "node:fs";
+import { basename, dirname, join } from "node:path";
+import { setShareOutboxState, tables, type Store } from "@lichen/store";
+import { and, eq, inArray } from "drizzle-orm";
+import type { DurableSession } from "../session.js";
+import { decryptFile, encryptFile, fromAesgcmUrl, toAesgcmUrl } from "./aesgcm.js";
+import { MediaError } from "./errors.js";
+import {
+  checkHttpUrl,
+  httpGetResumable,
+  httpHead,
+  httpPut,
+  type GetLimits,
+  type HttpOptions,
+  type TransferProgress,
+} from "./http.js";
+import {
+  failUpload,
+  getAttachment,
+  oobElement,
+  outboxItemOf,
+  requestUploadSlots,
+  updateAttachment,
+  type AttachmentRow,
+} from "./upload.js";
+
+export interface MediaTransferEvents {
+  progress: [{ id: string; direction: "up" | "down" } & TransferProgress];
+  /** The file is uploaded and its message queued (sent once, with the URL as body and in OOB). */
+  uploaded: [{ id: string; url: string }];
+  failed: [{ id: string; error: MediaError }];
+}
+
+export interface MediaTransferOptions {
+  /** The shared container's attachment directory (paths in rows are relative to it). */
+  attachmentDir: string;
+  /** Extra trusted CA certificates for https upload services. */
+  ca?: HttpOptions["ca"];
+}
+
+export class MediaTransfers extends EventEmitter<MediaTransferEvents> {
+  private readonly store: Store;
+  private readonly running = new Map<string, Promise<void>>();
+
+  constructor(
+    private readonly session: DurableSession,
+    private readonly opts: MediaTransferOptions,
+  ) {
+    super();
+    this.store = session.store;
+    // Slots granted (in this process's transactions) are uploaded at once.
+    session.on("attachment-changed", ({ id, state }) => {
+      if (state === "slot") this.put(id);
+    });
+    session.on("online", () => this.resume());
+  }
+
+  /**
+   * Move every unfinished upload on: ask slots for pending ones, PUT those with a valid slot
+   * (an upload killed mid-PUT is restarted), re-ask expired ones. Safe to call any time.
+   */
+  resume(): void {
+    const toPut = this.session.write((ctx) => {
+      const rows = ctx.tx
+        .select()
+        .from(tables.attachments)
+        .where(
+          and(
+            eq(tables.attachments.accountId, this.session.accountId),
+            eq(tables.attachments.direction, "out"),
+            inArray(tables.attachments.state, ["slot", "uploading"]),
+          ),
+        )
+        .all();
+      const ready: string[] = [];
+      for (const a of rows) {
+        if (this.running.has(a.id)) continue;
+        if ((a.slotExpiresAt ?? 0) > ctx.tx.now) ready.push(a.id);
+        // Too old to trust: a new slot (same file, same message id).
+        else updateAttachment(ctx.tx, a.id, { state: "pending", putUrl: null, putHeaders: null });
+      }
+      if (this.session.online) requestUploadSlots(ctx);
+      return ready;
+    });
+    for (const id of toPut) this.put(id);
+  }
+
+  /** Resolves when every upload this process runs has finished (or failed). */
+  async idle(): Promise<void> {
+    while (this.running.size > 0) await Promise.allSettled([...this.running.values()]);
+  }
+
+  private put(id: string): void {
+    if (this.running.has(id)) return;
+    const run = this.runPut(id).finally(() => this.running.delete(id));
+    this.running.set(id, run);
+  }
+
+  private async runPut(id: string): Promise<void> {
+    const a = this.session.write((ctx) => {
+      const row = getAttachment(ctx.tx, id);
+      if (!row || (row.state !== "slot" && row.state !== "uploading")) return null;
+      updateAttachment(ctx.tx, id, { state: "uploading" });
+      return row;
+    });
+    if (!a?.putUrl || !a.localPath) return;
+    try {
+      const source = join(this.opts.attachmentDir, a.localPath);
+      if (!existsSync(source))
+        throw new MediaError("missing-file", `the shared file is gone: ${a.localPath}`);
+      const body = a.aesgcmKey ? await this.encrypted(a, source) : source;
+      const bodySize = statSync(body).size;
+      // Killed after the PUT finished but before the message was queued: the file is there
+      // (a second PUT to the slot would be refused as a conflict), so only the message is left.
+      if (a.state === "uploading" && a.url && (await this.alreadyUploaded(a.url, bodySize))) {
+        this.complete(a);
+        return;
+      }
+      await httpPut(
+        checkHttpUrl(a.putUrl, "slot PUT URL"),
+        body,
+        JSON.parse(a.putHeaders ?? "{}") as Record<string, string>,
+        a.aesgcmKey ? "application/octet-stream" : (a.mimeType ?? "application/octet-stream"),
+        {
+          ...(this.opts.ca ? { ca: this.opts.ca } : {}),
+          onProgress: (p) => this.emit("progress", { id, direction: "up", ...p }),
+        },
+      );
+      this.complete(a);
+    } catch (err) {
+      const error =
+        err instanceof MediaError ? err : new MediaError("http-failed", (err as Error).message);
+      // A refused PUT (4xx) or a missing file will not get better: keep the error for the
+      // user. A broken link does: the row stays `uploading` and resume() restarts it.
+      if (error.code === "http-failed") {
+        this.emit("failed", { id, error });
+        return;
+      }
+      // A reused slot (restart after a kill) that the service now refuses: ejabberd's slots
+      // are single-use. Ask a new one, once: a fresh slot's refusal is final.
+      if (a.state === "uploading" && error.code === "http-status" && error.status !== 413) {
+        this.session.write((ctx) => {
+          updateAttachment(ctx.tx, id, { state: "pending", putUrl: null, putHeaders: null });
+          if (this.session.online) requestUploadSlots(ctx);
+        });
+        return;
+      }
+      this.session.write((ctx) => failUpload(ctx, id, error));
+      this.emit("failed", { id, error });
+    }
+  }
+
+  private async alreadyUploaded(getUrl: string, size: number): Promise<boolean> {
+    try {
+      const head = await httpHead(checkHttpUrl(getUrl, "slot GET URL"), {
+        ...(this.opts.ca ? { ca: this.opts.ca } : {}),
+      });
+      return head.status === 200 && head.size === size;
+    } catch {
+      return false; // unknown: upload again
+    }
+  }
+
+  /** The ciphertext next to the file (made once: same key and IV, so a restart sends the same bytes). */
+  private async encrypted(a: AttachmentRow, source: string): Promise<string> {
+    const target = `${source}.aesgcm`;
+    if (!existsSync(target) || statSync(target).size !== (a.size ?? 0) + 16) {
+      await encryptFile(source, `${target}.part`, a.aesgcmKey ?? "");
+      renameSync(`${target}.part`, target);
+    }
+    return target;
+  }
+
+  /** PUT done: one transaction queues the message and marks upload and outbox row sent. */
+  private complete(a: AttachmentRow): void {
+    const url = a.aesgcmKey ? toAesgcmUrl(a.url ?? "", a.aesgcmKey) : (a.url ?? "");
+    const sent = this.session.write((ctx) => {
+      const row = getAttachment(ctx.tx, a.id);
+      if (row?.state !== "uploading") return false; // another process finished it
+      const item = outboxItemOf(ctx.tx, a.id);
+      updateAttachment(ctx.tx, a.id, { state: "sent", url, transferred: a.size ?? 0 });
+      if (!item) return false;
+      const content = item.content;
+      const desc =
+        content.kind === "image"
+          ? content.caption
+          : content.kind === "contact"
+            ? content.displayName
+            : undefined;
+      this.session.queueMessage(ctx, {
+        to: item.to,
+        body: url,
+        originId: item.id,
+        // XEP-0454 files go without OOB: an aesgcm:// URL means nothing to a plain client.
+        extra: a.aesgcmKey ? [] : [oobElement(url, desc)],
+      });
+      setShareOutboxState(ctx.tx, a.id, "sent");
+      return true;
+    });
+    if (sent) this.emit("uploaded", { id: a.id, url });
+  }
+}
+
+export interface DownloadOptions extends GetLimits {
+  store: Store;
+  /** The attachment id, or the message row id it belongs to. */
+  attachment: { id: string } | { messageRowId: number };
+  attachmentDir: string;
+  ca?: HttpOptions["ca"];
+  onProgress?: (p: TransferProgress) => void;
+}
+
+export interface DownloadedFile {
+  id: string;
+  /** Absolute path of the (decrypted) file. */
+  path: string;
+  size: number;
+  mimeType: string;
+}
+
+/**
+ * Download a received file on demand into `<attachmentDir>/in/<id>/`: bounded (maxBytes), its
+ * content type checked, resumed with Range after an interruption, decrypted when aesgcm://.
+ * A refusal leaves the row `remote` with the error; the partial file of a broken link is kept
+ * for the next try.
+ */
+export async function downloadAttachment(opts: DownloadOptions): Promise<DownloadedFile> {
+  const { store } = opts;
+  const row = store.write((tx) => {
+    const where =
+      "id" in opts.attachment
+        ? eq(tables.attachments.id, opts.attachment.id)
+        : eq(tables.attachments.messageRowId, opts.attachment.messageRowId);
+    const r = tx
+      .select()
+      .from(tables.attachments)
+      .where(and(where, eq(tables.attachments.direction, "in")))
+      .get();
+    if (r && r.state !== "downloaded")
+      updateAttachment(tx, r.id, { state: "downloading", error: null });
+    return r;
+  });
+  if (!row?.url)
+    throw new MediaError("not-found", "no received file for this message (no OOB or aesgcm URL)");
+  const encrypted = row.url.startsWith("aesgcm://");
+  if (row.state === "downloaded" && row.localPath)
+    return {
+      id: row.id,
+      path: join(opts.attachmentDir, row.localPath),
+      size: row.size ?? 0,
+      mimeType: row.mimeType ?? "application/octet-stream",
+    };
+  let fetchUrl: URL;
+  let fragment: string | null = null;
+  try {
+    if (encrypted) {
+      // The host decides http vs https the way checkHttpUrl does (plain http to loopback only).
+      const probe = fromAesgcmUrl(row.url);
+      const host = new URL(probe.fetchUrl).hostname;
+      const plain = /^(localhost|127\.\d+\.\d+\.\d+)$/.test(host);
+      const parsed = fromAesgcmUrl(row.url, plain);
+      fetchUrl = checkHttpUrl(parsed.fetchUrl, "file URL");
+      fragment = parsed.fragment;
+    } else {
+      fetchUrl = checkHttpUrl(row.url, "file URL");
+    }
+  } catch (err) {
+    const error = err instanceof MediaError ? new MediaError("bad-url", err.message) : err;
+    store.write((tx) => updateAttachment(tx, row.id, { state: "failed", error: String(error) }));
+    throw error;
+  }
+  const name = safeName(decodeURIComponent(basename(fetchUrl.pathname)) || "file");
+  const rel = join("in", row.id, name);
+  const finalPath = join(opts.attachmentDir, rel);
+  const partPath = `${finalPath}.part`;
+  mkdirSync(dirname(finalPath), { recursive: true });
+  const have = existsSync(partPath) ? statSync(partPath).size : 0;
+  try {
+    const got = await httpGetResumable(
+      fetchUrl,
+      partPath,
+      have,
+      // The ciphertext carries a 16-byte tag on top of the file.
+      {
+        maxBytes: opts.maxBytes + (encrypted ? 16 : 0),
+        acceptTypes: encrypted ? [] : opts.acceptTypes,
+      },
+      {
+        ...(opts.ca ? { ca: opts.ca } : {}),
+        onProgress: (p) => {
+          opts.onProgress?.(p);
+        },
+      },
+    );
+    if (fragment) {
+      await decryptFile(partPath, finalPath, fragment);
+      rmSync(partPath);
+    } else {
+      renameSync(partPath, finalPath);
+    }
+    const size = statSync(finalPath).size;
+    const mimeType = encrypted ? (row.mimeType ?? "application/octet-stream") : got.contentType;
+    store.write((tx) =>
+      updateAttachment(tx, row.id, {
+        state: "downloaded",
+        localPath: rel,
+        size,
+        mimeType,
+        transferred: got.size,
+      }),
+    );
+    return { id: row.id, path: finalPath, size, mimeType };
+  } catch (err) {
+    const error = err instanceof MediaError ? err : new MediaError("http-failed", String(err));
+    // Refused (too large, wrong type, HTTP error): drop the partial file; a broken link keeps it.
+    if (error.code !== "http-failed") rmSync(partPath, { force: true });
+    store.write((tx) =>
+      updateAttachment(tx, row.id, {
+        state: "remote",
+        error: `${error.code}: ${error.message}`,
+        transferred: existsSync(partPath) ? statSync(partPath).size : 0,
+      }),
+    );
+    throw error;
+  }
+}
+
+function safeName(name: string): string {
+  // A file name from the network must not climb out of the download directory.
+  const cleaned = name.replace(/[/\\\0]/g, "_").replace(/^\.+/, "_");
+  return cleaned.slice(0, 200) || "file";
+}

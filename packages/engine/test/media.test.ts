@@ -1,0 +1,544 @@
+// XEP-0363 upload / XEP-0066 OOB / XEP-0454 aesgcm:// against the servers' own upload services
+// (Prosody mod_http_file_share, ejabberd mod_http_upload), real HTTP. Alice shares through the
+// outbox (AppController); bob is a second Lichen account that stores the URL and downloads it.
+import { spawn } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { listShareOutbox, openStore, tables, type Store } from "@lichen/store";
+import { startTestPeer, type TestPeer } from "@lichen/test-servers";
+import { and, eq } from "drizzle-orm";
+import { xml } from "@xmpp/client-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  AppController,
+  DurableSession,
+  ensureAccount,
+  downloadAttachment,
+  MediaError,
+  NS_UPLOAD,
+  shareToOutbox,
+  type ShareInput,
+} from "../src/index.js";
+import { accountConfig, SERVERS, until, useEngineEnv } from "./helpers.js";
+
+const T = 90_000;
+const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
+const mediaProc = join(import.meta.dirname, "fixtures", "media-proc.mjs");
+
+describe.each(SERVERS)("media (XEP-0363 + OOB) on %s", (kind, start) => {
+  const env = useEngineEnv(start, { users: ["alice", "bob", "mallory"], prefix: "lichen-media-" });
+  let bobStore: Store;
+  let bob: DurableSession;
+  const attachments = () => join(env.dir, "lichen.db.attachments");
+  const bobFiles = () => join(env.dir, "bob-files");
+
+  beforeAll(async () => {
+    bobStore = openStore({ path: join(env.dir, "bob.db"), role: "main" });
+    ensureAccount(bobStore, { id: "bob", jid: "bob@localhost", resource: "phone" });
+    bob = new DurableSession({ store: bobStore, ...accountConfig(env.server, "bob") });
+    await bob.connect();
+  }, 60_000);
+  afterAll(async () => {
+    await bob?.close();
+    bobStore?.close();
+  });
+
+  /** The share extension: its own store handle (role share), no network. */
+  function share(content: ShareInput) {
+    const s = openStore({ path: env.db, role: "share" });
+    try {
+      return shareToOutbox({
+        store: s,
+        accountId: "alice",
+        to: "bob@localhost",
+        content,
+        attachmentDir: attachments(),
+      });
+    } finally {
+      s.close();
+    }
+  }
+
+  /** Bob's received file rows for a message body. */
+  function bobAttachment(url: string) {
+    return bobStore.read((tx) =>
+      tx
+        .select()
+        .from(tables.attachments)
+        .where(and(eq(tables.attachments.url, url), eq(tables.attachments.direction, "in")))
+        .get(),
+    );
+  }
+  const bobMessages = (originId: string) =>
+    bobStore.read((tx) =>
+      tx.select().from(tables.messages).where(eq(tables.messages.originId, originId)).all(),
+    );
+  const outboxRow = (id: string) =>
+    env.store.read((tx) =>
+      tx.select().from(tables.shareOutbox).where(eq(tables.shareOutbox.id, id)).get(),
+    );
+
+  let imageUrl = "";
+  let image: Buffer = Buffer.alloc(0);
+
+  it(
+    "a 5 MB image shared while offline is uploaded and sent once online; bob stores the URL and downloads it intact on demand",
+    async () => {
+      image = randomBytes(5 * 1024 * 1024);
+      const src = join(env.dir, "photo.jpg");
+      writeFileSync(src, image);
+      const item = share({
+        kind: "image",
+        file: { sourcePath: src, mimeType: "image/jpeg" },
+        caption: "sunset",
+      });
+      expect(outboxRow(item.id)?.state).toBe("pending"); // offline: only the row and the copy
+
+      const app = new AppController(env.store, env.config(), { reconnect: false });
+      const progress: number[] = [];
+      app.on("session", () => app.media!.on("progress", (p) => void progress.push(p.done)));
+      try {
+        await app.foreground();
+        const sent = await until(() => outboxRow(item.id)?.state === "sent", "outbox row sent");
+        expect(sent).toBe(true);
+        const out = env.store.read((tx) =>
+          tx.select().from(tables.attachments).where(eq(tables.attachments.id, item.id)).get(),
+        );
+        expect(out?.state).toBe("sent");
+        imageUrl = out?.url ?? "";
+        expect(imageUrl).toMatch(/^http:\/\/localhost:\d+\//);
+        expect(progress.at(-1)).toBe(image.length);
+        expect(progress.length).toBeGreaterThan(2);
+
+        // Bob: the message (body = URL) and the file row (URL, remote) in one transaction.
+        const row = await until(() => bobAttachment(imageUrl), "bob's attachment row");
+        expect(row.state).toBe("remote");
+        const msgs = bobMessages(item.id);
+        expect(msgs).toHaveLength(1);
+        expect(msgs[0]?.body).toBe(imageUrl);
+        expect(row.messageRowId).toBe(msgs[0]?.id);
+        expect(row.fileName).toBe("sunset"); // the OOB <desc>
+
+        // Sending the outbox again sends nothing: one message, one upload.
+        expect(app.sendOutbox()).toBe(0);
+        await app.session!.idle();
+        expect(
+          env.store.read((tx) =>
+            tx.select().from(tables.messages).where(eq(tables.messages.originId, item.id)).all(),
+          ),
+        ).toHaveLength(1);
+
+        const downProgress: number[] = [];
+        const got = await downloadAttachment({
+          store: bobStore,
+          attachment: { messageRowId: msgs[0]!.id },
+          attachmentDir: bobFiles(),
+          maxBytes: 10 * 1024 * 1024,
+          acceptTypes: ["image/*"],
+          onProgress: (p) => void downProgress.push(p.done),
+        });
+        expect(sha(readFileSync(got.path))).toBe(sha(image));
+        expect(got.mimeType).toMatch(/^image\/jpeg/);
+        expect(downProgress.at(-1)).toBe(image.length);
+        expect(bobAttachment(imageUrl)?.state).toBe("downloaded");
+      } finally {
+        await app.close();
+      }
+    },
+    T,
+  );
+
+  it(
+    "a download too large or of the wrong type is refused with a clear error, the row kept",
+    async () => {
+      expect(imageUrl, "needs the first test's upload").not.toBe("");
+      const id = bobAttachment(imageUrl)!.id;
+      // Back to remote as if not yet downloaded (same URL, fresh directory).
+      bobStore.write((tx) =>
+        tx
+          .update(tables.attachments)
+          .set({ state: "remote", localPath: null })
+          .where(eq(tables.attachments.id, id))
+          .run(),
+      );
+      const dir = join(env.dir, "refused");
+      const tooLarge = downloadAttachment({
+        store: bobStore,
+        attachment: { id },
+        attachmentDir: dir,
+        maxBytes: 1024 * 1024,
+        acceptTypes: [],
+      });
+      await expect(tooLarge).rejects.toMatchObject({ name: "MediaError", code: "too-large" });
+      await expect(tooLarge).rejects.toThrow(/limit is 1048576/);
+      expect(bobAttachment(imageUrl)).toMatchObject({
+        state: "remote",
+        error: expect.stringMatching(/^too-large/),
+      });
+      const wrongType = downloadAttachment({
+        store: bobStore,
+        attachment: { id },
+        attachmentDir: dir,
+        maxBytes: 10 * 1024 * 1024,
+        acceptTypes: ["video/*", "audio/ogg"],
+      });
+      await expect(wrongType).rejects.toMatchObject({ code: "wrong-type" });
+      await expect(wrongType).rejects.toThrow(/image\/jpeg is not one of video\/\*, audio\/ogg/);
+      expect(existsSync(join(dir, "in", id))).toBe(true);
+      expect(bobAttachment(imageUrl)?.localPath).toBeNull();
+
+      // Interrupted download: the partial file is continued (Range) and the result is intact.
+      const part = join(dir, "in", id, `${decodeURIComponent(imageUrl.split("/").pop()!)}.part`);
+      writeFileSync(part, image.subarray(0, 1234567));
+      const firstProgress: number[] = [];
+      const got = await downloadAttachment({
+        store: bobStore,
+        attachment: { id },
+        attachmentDir: dir,
+        maxBytes: 10 * 1024 * 1024,
+        acceptTypes: ["image/jpeg"],
+        onProgress: (p) => void firstProgress.push(p.done),
+      });
+      expect(sha(readFileSync(got.path))).toBe(sha(image));
+      // Prosody's http_file_share honours Range (206): the download went on where it stopped;
+      // ejabberd's mod_http_upload answers 200 with the whole file, which replaces the part.
+      if (kind === "prosody") expect(firstProgress[0]).toBeGreaterThan(1234567);
+    },
+    T,
+  );
+
+  it(
+    "aesgcm:// (XEP-0454) round trip: the service stores only ciphertext, bob decrypts",
+    async () => {
+      const secret = randomBytes(300_000);
+      const src = join(env.dir, "secret.pdf");
+      writeFileSync(src, secret);
+      const item = share({ kind: "file", file: { sourcePath: src, mimeType: "application/pdf" } });
+      const app = new AppController(env.store, env.config(), {
+        reconnect: false,
+        media: { encrypt: (to) => to === "bob@localhost" },
+      });
+      try {
+        await app.foreground();
+        const done = await until(() => {
+          const r = outboxRow(item.id);
+          return r?.state === "sent" || r?.state === "failed" ? r : null;
+        }, "encrypted file sent");
+        expect(done).toMatchObject({ state: "sent", error: null });
+        const url = await until(() => bobMessages(item.id)[0]?.body, "bob got the message");
+        expect(url).toMatch(/^aesgcm:\/\/localhost:\d+\/.+#[0-9a-f]{88}$/);
+        const row = bobAttachment(url);
+        expect(row?.state).toBe("remote");
+        // What the upload service holds is not the file.
+        const stored = Buffer.from(
+          await (await fetch(url.replace(/^aesgcm:/, "http:").replace(/#.*$/, ""))).arrayBuffer(),
+        );
+        expect(stored.length).toBe(secret.length + 16);
+        expect(stored.subarray(0, 64).equals(secret.subarray(0, 64))).toBe(false);
+        const got = await downloadAttachment({
+          store: bobStore,
+          attachment: { id: row!.id },
+          attachmentDir: bobFiles(),
+          maxBytes: 1024 * 1024,
+          acceptTypes: ["application/pdf"],
+        });
+        expect(sha(readFileSync(got.path))).toBe(sha(secret));
+        // A tampered key fails authentication: a typed error, nothing written as downloaded.
+        const bad = url.replace(/.$/, (c) => (c === "0" ? "1" : "0"));
+        bobStore.write((tx) =>
+          tx
+            .update(tables.attachments)
+            .set({ url: bad, state: "remote" })
+            .where(eq(tables.attachments.id, row!.id))
+            .run(),
+        );
+        await expect(
+          downloadAttachment({
+            store: bobStore,
+            attachment: { id: row!.id },
+            attachmentDir: join(env.dir, "tampered"),
+            maxBytes: 1024 * 1024,
+            acceptTypes: [],
+          }),
+        ).rejects.toMatchObject({ code: "decrypt-failed" });
+      } finally {
+        await app.close();
+      }
+    },
+    T,
+  );
+
+  it(
+    "an upload killed midway (SIGKILL during the PUT) restarts on the next run and is sent once",
+    async () => {
+      const file = randomBytes(3 * 1024 * 1024);
+      const src = join(env.dir, "movie.mp4");
+      writeFileSync(src, file);
+      const item = share({
+        kind: "audiovisual",
+        file: { sourcePath: src, mimeType: "video/mp4" },
+        durationMs: 1000,
+      });
+      const child = spawn(
+        process.execPath,
+        [
+          mediaProc,
+          JSON.stringify({ db: env.db, service: env.config().service, blockAtBytes: 1024 * 1024 }),
+        ],
+        { stdio: ["ignore", "pipe", "pipe"] },
+      );
+      let stderr = "";
+      child.stderr.on("data", (d) => (stderr += String(d)));
+      const lines: string[] = [];
+      createInterface({ input: child.stdout }).on("line", (l) => lines.push(l));
+      const exited = new Promise((r) => child.once("exit", r));
+      try {
+        await until(
+          () => lines.some((l) => l.includes('"blocked"')),
+          () => `child blocked mid-PUT; stderr ${stderr}`,
+        );
+      } finally {
+        child.kill("SIGKILL");
+        await exited;
+      }
+      expect(lines.some((l) => l.includes('"uploaded"'))).toBe(false);
+      const killed = env.store.read((tx) =>
+        tx.select().from(tables.attachments).where(eq(tables.attachments.id, item.id)).get(),
+      );
+      expect(killed?.state).toBe("uploading");
+      expect(outboxRow(item.id)?.state).toBe("sending");
+
+      const app = new AppController(env.store, env.config(), { reconnect: false, leaseMs: 2000 });
+      const failures: string[] = [];
+      app.on("session", () => app.media!.on("failed", (f) => void failures.push(f.error.message)));
+      try {
+        await app.foreground();
+        const done = await until(
+          () => {
+            const r = outboxRow(item.id);
+            return r?.state === "sent" || r?.state === "failed" ? r : null;
+          },
+          () => `restarted upload sent or failed (transfer errors: ${failures.join("; ")})`,
+        );
+        expect(done).toMatchObject({ state: "sent", error: null });
+        const url = await until(() => bobMessages(item.id)[0]?.body, "bob got the message");
+        await app.session!.idle();
+        await bob.syncBarrier();
+        expect(bobMessages(item.id)).toHaveLength(1);
+        const got = await downloadAttachment({
+          store: bobStore,
+          attachment: { id: bobAttachment(url)!.id },
+          attachmentDir: bobFiles(),
+          maxBytes: 10 * 1024 * 1024,
+          acceptTypes: ["video/*"],
+        });
+        expect(sha(readFileSync(got.path))).toBe(sha(file));
+      } finally {
+        await app.close();
+      }
+    },
+    T,
+  );
+
+  describe("bad input", () => {
+    // Mallory plays a hostile upload service: alice's cached discovery points at her.
+    let mallory: TestPeer;
+    let slot: (request: ReturnType<typeof xml>) => ReturnType<typeof xml>;
+    let http: Server;
+    let httpStatus = 413;
+    let httpBase = "";
+    beforeAll(async () => {
+      mallory = await startTestPeer(env.server.c2sPort, "mallory", "mallorypw", {
+        resource: "svc",
+      });
+      mallory.xmpp.on("stanza", (el: ReturnType<typeof xml>) => {
+        if (el.name !== "iq" || el.attrs.type !== "get" || !el.getChild("request", NS_UPLOAD))
+          return;
+        const answer = slot(el);
+        answer.attrs.to = el.attrs.from;
+        answer.attrs.id = el.attrs.id;
+        void mallory.xmpp.send(answer);
+      });
+      http = createServer((req, res) => {
+        req.resume();
+        res.writeHead(httpStatus).end();
+      });
+      await new Promise<void>((r) => http.listen(0, "127.0.0.1", r));
+      httpBase = `http://127.0.0.1:${(http.address() as AddressInfo).port}`;
+    });
+    afterAll(async () => {
+      await mallory?.stop();
+      await new Promise((r) => http?.close(r));
+    });
+    const slotOf = (put: string, get: string) =>
+      xml(
+        "iq",
+        { type: "result" },
+        xml("slot", { xmlns: NS_UPLOAD }, xml("put", { url: put }), xml("get", { url: get })),
+      );
+
+    function pointDiscoveryAtMallory() {
+      env.store.write((tx) =>
+        tx
+          .insert(tables.uploadServices)
+          .values({
+            accountId: "alice",
+            jid: "mallory@localhost/svc",
+            maxSize: null,
+            discoveredAt: tx.now,
+          })
+          .onConflictDoUpdate({
+            target: tables.uploadServices.accountId,
+            set: { jid: "mallory@localhost/svc" },
+          })
+          .run(),
+      );
+    }
+
+    async function sendAndExpectFailure(src: string, pattern: RegExp) {
+      const item = share({ kind: "file", file: { sourcePath: src, mimeType: "application/zip" } });
+      const app = new AppController(env.store, env.config(), { reconnect: false });
+      try {
+        await app.foreground();
+        const row = await until(() => {
+          const r = outboxRow(item.id);
+          return r?.state === "failed" ? r : null;
+        }, `outbox row failed with ${pattern}`);
+        expect(row.error).toMatch(pattern);
+        // Kept (not deleted) for the user to retry or delete; nothing sent to bob.
+        await app.session!.idle();
+        await bob.syncBarrier();
+        expect(bobMessages(item.id)).toHaveLength(0);
+        return item.id;
+      } finally {
+        await app.close();
+      }
+    }
+
+    it(
+      "slots with a non-HTTP URL or a PUT host other than the GET host, and 413/403 answers, fail the row with their error",
+      async () => {
+        pointDiscoveryAtMallory();
+        const src = join(env.dir, "a.zip");
+        writeFileSync(src, randomBytes(1000));
+        slot = () => slotOf("ftp://localhost/a.zip", "ftp://localhost/a.zip");
+        await sendAndExpectFailure(src, /^bad-slot: slot PUT URL must be https/);
+        slot = () => slotOf(`${httpBase}/a.zip`, "http://localhost:9/a.zip");
+        await sendAndExpectFailure(
+          src,
+          /^bad-slot: slot PUT host 127\.0\.0\.1:\d+ differs from its GET host localhost:9/,
+        );
+        slot = () => slotOf(`${httpBase}/a.zip`, `${httpBase}/a.zip`);
+        httpStatus = 413;
+        await sendAndExpectFailure(
+          src,
+          /^http-status: the upload service answered the PUT with HTTP 413 \(file too large\)/,
+        );
+        httpStatus = 403;
+        await sendAndExpectFailure(src, /HTTP 403 \(forbidden\)/);
+        slot = (req) =>
+          xml(
+            "iq",
+            { type: "error" },
+            xml(
+              "error",
+              { type: "modify" },
+              xml("not-acceptable", { xmlns: "urn:ietf:params:xml:ns:xmpp-stanzas" }),
+              xml(
+                "text",
+                { xmlns: "urn:ietf:params:xml:ns:xmpp-stanzas" },
+                `no ${req.getChild("request")?.attrs.filename}`,
+              ),
+            ),
+          );
+        await sendAndExpectFailure(src, /^slot-refused: .*not-acceptable \(no a\.zip\)/);
+        // The real service again for the rest.
+        env.store.write((tx) => tx.delete(tables.uploadServices).run());
+      },
+      T,
+    );
+
+    it(
+      "a zero-byte or missing shared file fails its row with the error; the items behind it still go",
+      async () => {
+        const empty = join(env.dir, "empty.bin");
+        writeFileSync(empty, "");
+        const zero = share({
+          kind: "file",
+          file: { sourcePath: empty, mimeType: "application/octet-stream" },
+        });
+        const gone = join(env.dir, "gone.bin");
+        writeFileSync(gone, "x");
+        const missing = share({
+          kind: "file",
+          file: { sourcePath: gone, mimeType: "application/octet-stream" },
+        });
+        rmSync(join(attachments(), missing.id), { recursive: true }); // deleted from the container
+        const text = share({ kind: "text", text: "after the bad files" });
+        expect(() =>
+          share({ kind: "file", file: { sourcePath: join(env.dir, "nope"), mimeType: "a/b" } }),
+        ).toThrow(MediaError);
+        const app = new AppController(env.store, env.config(), { reconnect: false });
+        try {
+          await app.foreground();
+          await until(() => bobMessages(text.id).length === 1, "the text behind the bad files");
+          expect(outboxRow(zero.id)).toMatchObject({
+            state: "failed",
+            error: expect.stringMatching(/^empty-file: .*0 bytes/),
+          });
+          expect(outboxRow(missing.id)).toMatchObject({
+            state: "failed",
+            error: expect.stringMatching(/^missing-file: /),
+          });
+          expect(
+            env.store.read((tx) => listShareOutbox(tx, ["failed"])).map((e) => e.item.id),
+          ).toEqual(expect.arrayContaining([zero.id, missing.id]));
+        } finally {
+          await app.close();
+        }
+      },
+      T,
+    );
+
+    it(
+      "a contact with a vCard is sent as a .vcf file; without one as text",
+      async () => {
+        const vcard = "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Carol\r\nEND:VCARD\r\n";
+        const item = share({
+          kind: "contact",
+          displayName: "Carol",
+          jid: "carol@localhost",
+          vcard,
+        });
+        const plain = share({ kind: "contact", displayName: "Dave", jid: "dave@localhost" });
+        const app = new AppController(env.store, env.config(), { reconnect: false });
+        try {
+          await app.foreground();
+          const url = await until(() => bobMessages(item.id)[0]?.body, "vcard message");
+          expect(url).toMatch(/Carol\.vcf$/);
+          await until(
+            () => bobMessages(plain.id).length === 1,
+            "plain contact after it (order kept)",
+          );
+          expect(bobMessages(plain.id)[0]?.body).toBe("Dave xmpp:dave@localhost");
+          expect(bobMessages(plain.id)[0]!.id).toBeGreaterThan(bobMessages(item.id)[0]!.id);
+          const got = await downloadAttachment({
+            store: bobStore,
+            attachment: { id: bobAttachment(url)!.id },
+            attachmentDir: bobFiles(),
+            maxBytes: 10_000,
+            acceptTypes: ["text/vcard", "text/x-vcard", "application/octet-stream", "text/plain"],
+          });
+          expect(readFileSync(got.path, "utf8")).toBe(vcard);
+        } finally {
+          await app.close();
+        }
+      },
+      T,
+    );
+  });
+});
