@@ -8,7 +8,7 @@ import { listShareOutbox, openStore, tables } from "@lichen/store";
 import { startProsody } from "@lichen/test-servers";
 import { eq } from "drizzle-orm";
 import { describe, expect, it } from "vitest";
-import { AppController, outboxMessage, shareToOutbox } from "../src/index.js";
+import { AppController, outboxMessage, sendShareOutbox, shareToOutbox } from "../src/index.js";
 import { startPeer, until, useEngineEnv } from "./helpers.js";
 
 const T = 120_000;
@@ -74,7 +74,7 @@ describe("share extension → outbox → main app", () => {
   );
 
   it(
-    "a shared file is copied into the container and kept pending (not lost) until it can be uploaded",
+    "a shared file is copied into the container; without a media uploader it waits (not lost)",
     async () => {
       const src = join(env.dir, "photo.jpg");
       writeFileSync(src, Buffer.from([0xff, 0xd8, 0xff, 0xe0, 1, 2, 3]));
@@ -90,17 +90,22 @@ describe("share extension → outbox → main app", () => {
       });
       const ref = (item.content as { file: { path: string } }).file.path;
       expect(readFileSync(join(env.dir, "attachments", ref))).toEqual(readFileSync(src));
-      const app = new AppController(env.store, env.config());
+      // The upload itself is media.test.ts's; a session without MediaTransfers keeps the row.
+      const session = env.session();
       try {
-        await app.foreground();
+        await session.connect();
+        expect(sendShareOutbox(env.store, session)).toEqual([]);
         const entry = env.store.read((tx) =>
           listShareOutbox(tx).find((e) => e.item.id === item.id),
         );
         expect(entry?.state).toBe("pending");
         expect(entry?.error).toMatch(/XEP-0363/);
       } finally {
-        await app.close();
+        await session.close();
       }
+      env.store.write((tx) =>
+        tx.delete(tables.shareOutbox).where(eq(tables.shareOutbox.id, item.id)).run(),
+      );
     },
     T,
   );
