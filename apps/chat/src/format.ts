@@ -14,11 +14,19 @@ export interface MessageLine {
   sentAt: number;
   originId: string | null;
   stanzaId: string | null;
+  /** The message's file (XEP-0363/OOB), when it has one. */
+  file?: {
+    state: string;
+    size: number | null;
+    mimeType: string | null;
+    localPath: string | null;
+    error: string | null;
+  };
 }
 
 /** `2026-11-24T06:01:02Z  bob@localhost: hi` (incoming) or `… → bob@localhost: hi [acked]`. */
 export function formatMessage(m: MessageLine): string {
-  const body = (m.body ?? "(no body)").replace(/\n/g, "\n    ");
+  const body = (m.body ?? "(no body)").replace(/\n/g, "\n    ") + fileNote(m);
   return m.direction === "in"
     ? `${isoTime(m.sentAt)}  ${m.fromJid}: ${body}`
     : `${isoTime(m.sentAt)}  → ${m.chatJid}: ${body} [${m.deliveryState}]`;
@@ -37,4 +45,20 @@ export function table(rows: string[][]): string {
         .trimEnd(),
     )
     .join("\n");
+}
+
+/** ` [file image/jpeg 5.0 MB, remote: lichen-chat download 12]` and the like. */
+function fileNote(m: MessageLine): string {
+  const f = m.file;
+  if (!f) return "";
+  const facts = [f.mimeType, f.size !== null ? `${(f.size / 1048576).toFixed(1)} MB` : null]
+    .filter(Boolean)
+    .join(" ");
+  const state =
+    f.state === "remote"
+      ? `not downloaded: lichen-chat download ${m.id}${f.error ? ` (last try: ${f.error})` : ""}`
+      : f.state === "failed"
+        ? `failed: ${f.error ?? "unknown error"}`
+        : f.state;
+  return ` [file${facts ? ` ${facts}` : ""}, ${state}]`;
 }

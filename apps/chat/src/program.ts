@@ -33,6 +33,7 @@ const commands = {
   nse: () => import("./commands/nse.js"),
   nseExtension: () => import("./commands/nse-extension.js"),
   send: () => import("./commands/send.js"),
+  media: () => import("./commands/media.js"),
   share: () => import("./commands/share.js"),
 };
 
@@ -116,18 +117,57 @@ export function buildProgram(): Command {
   program
     .command("send")
     .description(
-      "send one message as the main app (foreground, wait for the server's ack, background); prints its origin-id",
+      "send one message as the main app (foreground, wait for the server's ack, background); prints its origin-id. With --file: upload the file (XEP-0363, progress on stderr) and send its URL",
     )
     .argument("<jid>", "bare JID of the contact")
-    .argument("<text...>", "message text")
+    .argument("[text...]", "message text (not with --file)")
     .option(
       "--timeout-ms <ms>",
-      "how long to wait for the server's ack",
+      "how long to wait for the server's ack (with --file: for the upload)",
       positiveInt("--timeout-ms"),
       30_000,
     )
-    .action((jid: string, text: string[], opts: { timeoutMs: number }) =>
-      commands.send().then((c) => c.send(context(), jid, text, opts)),
+    .option("--file <path>", "send a file: copied to <db>.attachments, uploaded, its URL sent")
+    .option("--mime <type>", "MIME type of the file (default application/octet-stream)")
+    .option("--caption <text>", "caption of an image (with --file)")
+    .option("--aesgcm", "encrypt the file (XEP-0454 aesgcm:// URL; the service sees ciphertext)")
+    .action(
+      (
+        jid: string,
+        text: string[],
+        opts: {
+          timeoutMs: number;
+          file?: string;
+          mime?: string;
+          caption?: string;
+          aesgcm?: boolean;
+        },
+      ) => {
+        if (opts.file === undefined) {
+          if (opts.mime || opts.caption || opts.aesgcm)
+            throw new UsageError("--mime, --caption and --aesgcm only go with --file");
+          return commands.send().then((c) => c.send(context(), jid, text, opts));
+        }
+        if (text.length > 0) throw new UsageError("give either a text or --file, not both");
+        return commands
+          .media()
+          .then((c) => c.sendFile(context(), jid, { ...opts, file: opts.file! }));
+      },
+    );
+
+  program
+    .command("download")
+    .description(
+      "download the file of a received message (id from tail --json) into <db>.attachments/in/; progress on stderr, prints the path (HTTP only, no XMPP)",
+    )
+    .argument("<message-id>", "the message's row id")
+    .option("--max-bytes <n>", "refuse larger files", positiveInt("--max-bytes"), 100 * 1024 * 1024)
+    .option(
+      "--accept <types>",
+      "accepted content types, comma-separated (e.g. image/*,application/pdf)",
+    )
+    .action((id: string, opts: { maxBytes: number; accept?: string }) =>
+      commands.media().then((c) => c.download(context(), id, opts)),
     );
 
   program
@@ -226,6 +266,9 @@ export function buildProgram(): Command {
     .option("--file <path>", "share a file (copied to <db>.attachments)")
     .option("--mime <type>", "MIME type of the file (with --file)")
     .option("--caption <text>", "caption of an image (with --file and an image/* type)")
+    .option("--contact <name>", "share a contact by its display name")
+    .option("--contact-jid <jid>", "the contact's XMPP address (with --contact)")
+    .option("--vcard <path>", "the contact's vCard file, sent as a .vcf file (with --contact)")
     .action((jid: string, opts: ShareOptions) =>
       commands.share().then((c) => c.share(context(), jid, opts)),
     );

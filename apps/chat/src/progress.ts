@@ -57,3 +57,28 @@ export class CatchupProgress {
 function plural(n: number): string {
   return `${n} message${n === 1 ? "" : "s"}`;
 }
+
+/**
+ * Progress lines of one upload or download: `upload photo.jpg: 1.5/5.0 MB (30%)` each time it
+ * crosses another 10 % (and once at the end); without a known total, every further MiB.
+ */
+export class TransferProgressLines {
+  private lastStep = -1;
+
+  constructor(
+    private readonly report: (line: string) => void,
+    private readonly label: string,
+  ) {}
+
+  update(done: number, total: number | null): void {
+    const step = total ? Math.floor((done / total) * 10) : Math.floor(done / 1048576);
+    if (step === this.lastStep) return;
+    this.lastStep = step;
+    const mb = (n: number) => (n / 1048576).toFixed(1);
+    this.report(
+      total
+        ? `${this.label}: ${mb(done)}/${mb(total)} MB (${Math.floor((done / total) * 100)}%)`
+        : `${this.label}: ${mb(done)} MB`,
+    );
+  }
+}

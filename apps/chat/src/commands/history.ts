@@ -5,7 +5,9 @@ import {
   messagesStoredAfter,
   type Store,
   type StoredMessage,
+  tables,
 } from "@lichen/store";
+import { inArray, or } from "drizzle-orm";
 import { type CliContext, openAccount } from "../context.js";
 import { formatMessage, isoTime, table, type MessageLine } from "../format.js";
 import { parseBareJid } from "../settings.js";
@@ -98,11 +100,58 @@ export function tail(ctx: CliContext, jid: string, opts: { lines: number; json?:
   const { local, domain } = parseBareJid(jid);
   const { settings, store } = openAccount(ctx, "main");
   try {
-    const rows = lastMessages(store, settings.accountId, `${local}@${domain}`, opts.lines);
+    const rows = withFiles(
+      store,
+      lastMessages(store, settings.accountId, `${local}@${domain}`, opts.lines),
+    );
     if (opts.json) return ctx.out(JSON.stringify(rows));
     if (rows.length === 0) return ctx.out(`no messages with ${local}@${domain}`);
     for (const m of rows) ctx.out(formatMessage(m));
   } finally {
     store.close();
   }
+}
+
+/**
+ * The attachment of each message, if any: a received file by its message row, a sent one by
+ * its id (= the message's origin-id).
+ */
+export function withFiles(store: Store, rows: MessageLine[]): MessageLine[] {
+  if (rows.length === 0) return rows;
+  const files = store.read((tx) =>
+    tx
+      .select()
+      .from(tables.attachments)
+      .where(
+        or(
+          inArray(
+            tables.attachments.messageRowId,
+            rows.map((r) => r.id),
+          ),
+          inArray(
+            tables.attachments.id,
+            rows.flatMap((r) => (r.originId ? [r.originId] : [])),
+          ),
+        ),
+      )
+      .all(),
+  );
+  if (files.length === 0) return rows;
+  return rows.map((r) => {
+    const f = files.find((a) =>
+      r.direction === "in" ? a.messageRowId === r.id : a.direction === "out" && a.id === r.originId,
+    );
+    return f
+      ? {
+          ...r,
+          file: {
+            state: f.state,
+            size: f.size,
+            mimeType: f.mimeType,
+            localPath: f.localPath,
+            error: f.error,
+          },
+        }
+      : r;
+  });
 }

@@ -1,4 +1,4 @@
-import { existsSync, statSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { basename, resolve } from "node:path";
 import { shareToOutbox, type ShareInput } from "@lichen/engine";
 import { type CliContext, openAccount } from "../context.js";
@@ -13,15 +13,40 @@ export interface ShareOptions {
   file?: string;
   mime?: string;
   caption?: string;
+  contact?: string;
+  contactJid?: string;
+  vcard?: string;
 }
 
 /** Turns the options into exactly one share content; every mistake is a clear CliError. */
 export function shareInput(opts: ShareOptions): ShareInput {
-  const given = (["text", "url", "geo", "file"] as const).filter((k) => opts[k] !== undefined);
+  const given = (["text", "url", "geo", "file", "contact"] as const).filter(
+    (k) => opts[k] !== undefined,
+  );
   if (given.length !== 1)
     throw new UsageError(
-      `give exactly one of --text, --url, --geo, --file (got ${given.length ? given.map((k) => `--${k}`).join(", ") : "none"})`,
+      `give exactly one of --text, --url, --geo, --file, --contact (got ${given.length ? given.map((k) => `--${k}`).join(", ") : "none"})`,
     );
+  if ((opts.contactJid !== undefined || opts.vcard !== undefined) && opts.contact === undefined)
+    throw new UsageError("--contact-jid and --vcard only go with --contact");
+  if (opts.contact !== undefined) {
+    if (opts.contact.trim() === "") throw new CliError("--contact must not be empty");
+    let vcard: string | undefined;
+    if (opts.vcard !== undefined) {
+      const path = resolve(opts.vcard);
+      if (!existsSync(path) || !statSync(path).isFile())
+        throw new CliError(`--vcard ${opts.vcard}: no such file`);
+      vcard = readFileSync(path, "utf8");
+      if (!/^BEGIN:VCARD/i.test(vcard.trimStart()))
+        throw new CliError(`--vcard ${opts.vcard}: not a vCard (no BEGIN:VCARD)`);
+    }
+    return {
+      kind: "contact",
+      displayName: opts.contact,
+      ...(opts.contactJid ? { jid: opts.contactJid } : {}),
+      ...(vcard ? { vcard } : {}),
+    };
+  }
   if (opts.mime !== undefined && opts.file === undefined)
     throw new UsageError("--mime only goes with --file");
   if (opts.title !== undefined && opts.url === undefined)
