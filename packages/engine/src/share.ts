@@ -207,6 +207,13 @@ export function sendShareOutbox(
             "failed",
             `${problem.code}: ${problem.message}`,
           );
+          ctx.afterCommit(() =>
+            session.emit("attachment-changed", {
+              id: entry.item.id,
+              state: "failed",
+              error: problem,
+            }),
+          );
           return false;
         }
         acceptUpload(ctx.tx, session.accountId, {

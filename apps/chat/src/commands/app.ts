@@ -6,7 +6,7 @@ import { listChats, loadAccountState, type Store } from "@lichen/store";
 import { type CliContext, foregroundOrExplain, openAccounts, selectAccount } from "../context.js";
 import { CliError, describeError } from "../errors.js";
 import { formatMessage, type MessageLine } from "../format.js";
-import { CatchupProgress } from "../progress.js";
+import { CatchupProgress, TransferProgressLines } from "../progress.js";
 import { parseBareJid, type AccountSettings } from "../settings.js";
 import { messagesAfter } from "./history.js";
 
@@ -112,6 +112,23 @@ export async function app(ctx: CliContext, opts: { to?: string; json?: boolean }
         }
       });
       session.on("message-sent", () => printer.printNew());
+      // Shared files the outbox uploads: progress lines, and why one failed for good.
+      const uploads = new Map<string, TransferProgressLines>();
+      c.media?.on("progress", (p) => {
+        let lines = uploads.get(p.id);
+        if (!lines)
+          uploads.set(
+            p.id,
+            (lines = new TransferProgressLines((l) => ctx.status(l), `upload ${p.id.slice(0, 8)}`)),
+          );
+        lines.update(p.done, p.total);
+      });
+      session.on("attachment-changed", (a) => {
+        if (a.state === "failed")
+          ctx.status(
+            `upload ${a.id.slice(0, 8)} failed: ${a.error?.message ?? "unknown error"} (kept in the outbox)`,
+          );
+      });
     }),
   );
 
