@@ -108,6 +108,7 @@ export default async function mediaBench(ctx: BenchContext) {
           const session = app.session!;
           const done = (err?: Error) => {
             media.off("uploaded", onUploaded);
+            media.off("failed", onFailed);
             session.off("attachment-changed", onChanged);
             if (err) reject(err);
             else resolve();
@@ -119,6 +120,10 @@ export default async function mediaBench(ctx: BenchContext) {
             if (a.id === item.id && a.state === "failed")
               done(new Error(`engine upload failed: ${a.error?.message}`));
           };
+          const onFailed = (f: { id: string; error: Error }) => {
+            if (f.id === item.id) done(new Error(`engine upload failed: ${f.error.message}`));
+          };
+          media.on("failed", onFailed);
           media.on("uploaded", onUploaded);
           session.on("attachment-changed", onChanged);
         });
