@@ -463,6 +463,37 @@ describe.each(SERVERS)("media (XEP-0363 + OOB) on %s", (kind, start) => {
     );
 
     it(
+      "a received OOB URL that is not http(s) is stored but its download refused (bad-url)",
+      async () => {
+        const id = `hostile-${Date.now()}`;
+        await mallory.xmpp.send(
+          xml(
+            "message",
+            { to: "bob@localhost", type: "chat", id },
+            xml("body", {}, "file:///etc/passwd"),
+            xml("x", { xmlns: "jabber:x:oob" }, xml("url", {}, "file:///etc/passwd")),
+            xml("origin-id", { xmlns: "urn:xmpp:sid:0", id }),
+          ),
+        );
+        const row = await until(() => bobAttachment("file:///etc/passwd"), "hostile OOB row");
+        await expect(
+          downloadAttachment({
+            store: bobStore,
+            attachment: { id: row.id },
+            attachmentDir: bobFiles(),
+            maxBytes: 1000,
+            acceptTypes: [],
+          }),
+        ).rejects.toMatchObject({
+          code: "bad-url",
+          message: expect.stringMatching(/must be https/),
+        });
+        expect(bobAttachment("file:///etc/passwd")?.state).toBe("failed");
+      },
+      T,
+    );
+
+    it(
       "a zero-byte or missing shared file fails its row with the error; the items behind it still go",
       async () => {
         const empty = join(env.dir, "empty.bin");
