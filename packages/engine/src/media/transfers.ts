@@ -96,7 +96,17 @@ export class MediaTransfers extends EventEmitter<MediaTransferEvents> {
 
   private put(id: string): void {
     if (this.running.has(id)) return;
-    const run = this.runPut(id).finally(() => this.running.delete(id));
+    // A write refused (session closed or fenced out meanwhile): the row stays as it was and the
+    // next resume() continues it; reported, never an unhandled rejection.
+    const run = this.runPut(id)
+      .catch((err: unknown) =>
+        this.emit("failed", {
+          id,
+          error: new MediaError("http-failed", `upload interrupted: ${String(err)}`),
+        }),
+      )
+      .then(() => undefined)
+      .finally(() => this.running.delete(id));
     this.running.set(id, run);
   }
 
