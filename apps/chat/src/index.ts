@@ -1,5 +1,5 @@
 export { buildProgram, main, DEFAULT_DB } from "./program.js";
-export { CatchupProgress } from "./progress.js";
+export { CatchupProgress, TransferProgressLines } from "./progress.js";
 export {
   readAccountSettings,
   readAllAccountSettings,

@@ -8,6 +8,7 @@ import { runCli } from "./helpers.js";
 import {
   CatchupProgress,
   CliError,
+  TransferProgressLines,
   lastMessages,
   logLine,
   normalizeService,
@@ -67,7 +68,44 @@ describe("CatchupProgress", () => {
   });
 });
 
+describe("TransferProgressLines", () => {
+  it("reports each further 10 % once, and the end; without a total each further MiB", () => {
+    const lines: string[] = [];
+    const p = new TransferProgressLines((l) => lines.push(l), "upload a.jpg");
+    const total = 4 * 1048576;
+    for (let done = 0; done <= total; done += 65536) p.update(done, total);
+    expect(lines).toHaveLength(11); // 0 %, 10 %, …, 100 %
+    expect(lines[0]).toBe("upload a.jpg: 0.0/4.0 MB (0%)");
+    expect(lines.at(-1)).toBe("upload a.jpg: 4.0/4.0 MB (100%)");
+    const open: string[] = [];
+    const q = new TransferProgressLines((l) => open.push(l), "download #3");
+    for (let done = 0; done <= 3 * 1048576; done += 65536) q.update(done, null);
+    expect(open).toEqual([
+      "download #3: 0.0 MB",
+      "download #3: 1.0 MB",
+      "download #3: 2.0 MB",
+      "download #3: 3.0 MB",
+    ]);
+  });
+});
+
 describe("share options", () => {
+  it("builds a contact, with its vCard read from a file; refuses a file that is no vCard", () => {
+    const dir = mkdtempSync(join(tmpdir(), "lichen-units-vcard-"));
+    const card = join(dir, "carol.vcf");
+    writeFileSync(card, "BEGIN:VCARD\r\nFN:Carol\r\nEND:VCARD\r\n");
+    expect(shareInput({ contact: "Carol", contactJid: "carol@localhost", vcard: card })).toEqual({
+      kind: "contact",
+      displayName: "Carol",
+      jid: "carol@localhost",
+      vcard: "BEGIN:VCARD\r\nFN:Carol\r\nEND:VCARD\r\n",
+    });
+    const notCard = join(dir, "x.txt");
+    writeFileSync(notCard, "hello");
+    expect(() => shareInput({ contact: "Carol", vcard: notCard })).toThrow(/not a vCard/);
+    expect(() => shareInput({ text: "x", vcard: card })).toThrow(/only go with --contact/);
+  });
+
   it("builds each content kind", () => {
     expect(shareInput({ text: "hi" })).toEqual({ kind: "text", text: "hi" });
     expect(shareInput({ url: "https://example.org/a b", title: "A" })).toEqual({
