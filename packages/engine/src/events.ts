@@ -52,6 +52,15 @@ export type RosterEvent =
       removed: string[];
     };
 
+/** Our occupancy of a room ended; `detail` is the kick/ban/destroy reason or error condition. */
+export interface RoomLeftEvent {
+  room: string;
+  reason: "left" | "kicked" | "banned" | "destroyed" | "removed" | "shutdown" | "error";
+  detail: string | null;
+  /** A destroyed room may name its successor (XEP-0045 §10.9). */
+  alternate?: string;
+}
+
 export interface SessionEvents {
   /** Online on this connection: the stream was resumed, or a new one negotiated. */
   online: ["resumed" | "new"];
@@ -88,6 +97,11 @@ export interface SessionEvents {
   "room-joined": [string];
   "room-error": [{ room: string; condition: string }];
   "room-mam-complete": [string];
+  /** Our occupancy ended: we left, or the room let us go (kicked, banned, destroyed …). */
+  "room-left": [RoomLeftEvent];
+  /** The room refused our nick: we try the next one (`tried` → `next`). */
+  "room-nick-conflict": [{ room: string; tried: string; next: string }];
+  "room-subject": [{ room: string; subject: string | null }];
   caps: [{ jid: string; ver: string; features: string[] }];
   "caps-mismatch": [{ jid: string; ver: string; computed: string | null }];
   "disco-cached": [string | null];
@@ -132,6 +146,9 @@ export const SESSION_EVENTS = [
   "room-joined",
   "room-error",
   "room-mam-complete",
+  "room-left",
+  "room-nick-conflict",
+  "room-subject",
   "caps",
   "caps-mismatch",
   "disco-cached",

@@ -49,6 +49,7 @@ export {
   SESSION_EVENTS,
   type SessionEvents,
   type MessageStoredEvent,
+  type RoomLeftEvent,
   type RosterEvent,
 } from "./events.js";
 export { APP_CONTROLLER_EVENTS, type AppControllerEvents } from "./app-events.js";
@@ -138,7 +139,7 @@ export {
   type DiscoIdentity,
   type DiscoForm,
 } from "./caps.js";
-export { joinRoom, leaveRoom, startRoomMamCatchup } from "./muc.js";
+export { joinRoom, leaveRoom, startRoomMamCatchup, type RoomLeftReason } from "./muc.js";
 export {
   createClient,
   parseAccountJid,

@@ -29,6 +29,13 @@ export function storeOutgoingMessage(
   m: OutgoingChatMessage,
 ): Element | null {
   const chatJid = bare(m.to);
+  // A joined room gets a groupchat message (no receipt request: XEP-0184 §5.3).
+  const room = tx
+    .select({ kind: tables.chats.kind, nick: tables.chats.nick })
+    .from(tables.chats)
+    .where(and(eq(tables.chats.accountId, accountId), eq(tables.chats.jid, chatJid)))
+    .get();
+  const type = room?.kind === "groupchat" && room.nick && m.to === chatJid ? "groupchat" : "chat";
   const inserted = tx
     .insert(tables.messages)
     .values({
@@ -37,7 +44,7 @@ export function storeOutgoingMessage(
       direction: "out",
       fromJid: ownBareJid,
       toJid: m.to,
-      type: "chat",
+      type,
       messageId: m.originId,
       originId: m.originId,
       body: m.body,
@@ -63,11 +70,11 @@ export function storeOutgoingMessage(
     .run();
   return xml(
     "message",
-    { to: m.to, type: "chat", id: m.originId },
+    { to: m.to, type, id: m.originId },
     xml("body", {}, m.wireBody ?? m.body),
     ...(m.extra ?? []),
     xml("origin-id", { xmlns: "urn:xmpp:sid:0", id: m.originId }),
-    xml("request", { xmlns: "urn:xmpp:receipts" }),
+    ...(type === "chat" ? [xml("request", { xmlns: "urn:xmpp:receipts" })] : []),
     xml("store", { xmlns: "urn:xmpp:hints" }),
   );
 }

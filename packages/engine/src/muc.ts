@@ -37,14 +37,69 @@ function setRoomMark(
     .run();
 }
 
+/** Why we are no longer in a room (self-presence status codes, XEP-0045 §7.2.x, §10.9). */
+export type RoomLeftReason =
+  | "left"
+  | "kicked"
+  | "banned"
+  | "destroyed"
+  | "removed"
+  | "shutdown"
+  | "error";
+
+/** Nick conflicts retry with `nick_2` … `nick_<MAX>`; then the join gives up (no endless loop). */
+const MAX_NICK_ATTEMPTS = 5;
+
+interface RoomRow {
+  nick: string | null;
+  wantedNick: string | null;
+  roomStatus: string | null;
+}
+
+function roomRow(ctx: ProtocolContext, room: string): RoomRow | null {
+  const row = ctx.tx
+    .select({
+      nick: tables.chats.nick,
+      wantedNick: tables.chats.wantedNick,
+      roomStatus: tables.chats.roomStatus,
+      kind: tables.chats.kind,
+    })
+    .from(tables.chats)
+    .where(and(eq(tables.chats.accountId, ctx.accountId), eq(tables.chats.jid, room)))
+    .get();
+  return row && row.kind === "groupchat" ? row : null;
+}
+
+function updateRoom(
+  ctx: ProtocolContext,
+  room: string,
+  set: Partial<typeof tables.chats.$inferInsert>,
+): void {
+  ctx.tx
+    .update(tables.chats)
+    .set(set)
+    .where(and(eq(tables.chats.accountId, ctx.accountId), eq(tables.chats.jid, room)))
+    .run();
+}
+
+function clearOccupants(ctx: ProtocolContext, room: string): void {
+  ctx.tx
+    .delete(tables.roomOccupants)
+    .where(
+      and(eq(tables.roomOccupants.accountId, ctx.accountId), eq(tables.roomOccupants.roomJid, room)),
+    )
+    .run();
+}
+
 /** Joined group chat of this account by bare JID, if any. */
 export function joinedRoom(ctx: ProtocolContext, jid: string): { nick: string } | null {
-  const row = ctx.tx
-    .select({ nick: tables.chats.nick, kind: tables.chats.kind })
-    .from(tables.chats)
-    .where(and(eq(tables.chats.accountId, ctx.accountId), eq(tables.chats.jid, bare(jid))))
-    .get();
-  return row && row.kind === "groupchat" && row.nick ? { nick: row.nick } : null;
+  const row = roomRow(ctx, bare(jid));
+  return row?.nick ? { nick: row.nick } : null;
+}
+
+/** A room we joined at some point (a group chat row): only those may send us groupchat messages. */
+export function isKnownRoom(ctx: ProtocolContext, jid: string): boolean {
+  return roomRow(ctx, bare(jid)) !== null;
 }
 
 function joinPresence(room: string, nick: string): Element {
@@ -59,33 +114,37 @@ function joinPresence(room: string, nick: string): Element {
 /** Join (or re-join) a room; the chat is remembered and re-joined on every new stream. */
 export function joinRoom(ctx: ProtocolContext, room: string, nick: string): void {
   room = bare(room);
+  const joining = {
+    kind: "groupchat" as const,
+    nick,
+    wantedNick: nick,
+    roomStatus: "joining",
+    roomStatusDetail: null,
+  };
   ctx.tx
     .insert(tables.chats)
-    .values({ accountId: ctx.accountId, jid: room, kind: "groupchat", nick, createdAt: ctx.tx.now })
-    .onConflictDoUpdate({
-      target: [tables.chats.accountId, tables.chats.jid],
-      set: { kind: "groupchat", nick },
-    })
+    .values({ accountId: ctx.accountId, jid: room, createdAt: ctx.tx.now, ...joining })
+    .onConflictDoUpdate({ target: [tables.chats.accountId, tables.chats.jid], set: joining })
     .run();
+  clearOccupants(ctx, room); // the room sends everyone's presence again
   ctx.send(joinPresence(room, nick));
 }
 
 /** Leave a room: we stop re-joining it; its messages and mark are kept. */
 export function leaveRoom(ctx: ProtocolContext, room: string): void {
+  room = bare(room);
   const joined = joinedRoom(ctx, room);
   if (!joined) return;
-  ctx.tx
-    .update(tables.chats)
-    .set({ nick: null })
-    .where(and(eq(tables.chats.accountId, ctx.accountId), eq(tables.chats.jid, bare(room))))
-    .run();
-  ctx.send(xml("presence", { to: `${bare(room)}/${joined.nick}`, type: "unavailable" }));
+  updateRoom(ctx, room, { nick: null, roomStatus: "left", roomStatusDetail: null });
+  clearOccupants(ctx, room);
+  ctx.send(xml("presence", { to: `${room}/${joined.nick}`, type: "unavailable" }));
+  ctx.afterCommit(() => ctx.session.emit("room-left", { room, reason: "left", detail: null }));
 }
 
 /** New stream: the server forgot our occupancy; join every remembered room again. */
 export function rejoinRooms(ctx: ProtocolContext): void {
   const rooms = ctx.tx
-    .select({ jid: tables.chats.jid, nick: tables.chats.nick })
+    .select({ jid: tables.chats.jid, nick: tables.chats.nick, status: tables.chats.roomStatus })
     .from(tables.chats)
     .where(
       and(
@@ -95,28 +154,151 @@ export function rejoinRooms(ctx: ProtocolContext): void {
       ),
     )
     .all();
-  for (const r of rooms) ctx.send(joinPresence(r.jid, r.nick!));
+  for (const r of rooms) {
+    // Kicked, banned, destroyed …: nick is null then; this guards rows of older builds too.
+    if (r.status !== null && r.status !== "joining" && r.status !== "joined") continue;
+    updateRoom(ctx, r.jid, { roomStatus: "joining" });
+    clearOccupants(ctx, r.jid);
+    ctx.send(joinPresence(r.jid, r.nick!));
+  }
 }
 
-/** Presence from a room: our own occupant presence (status 110) means joined → catch up. */
+/** Self-presence status codes that end our occupancy, strongest first. */
+function leftReason(codes: Set<string>, destroyed: boolean): RoomLeftReason {
+  if (destroyed) return "destroyed";
+  if (codes.has("301")) return "banned";
+  if (codes.has("307")) return "kicked";
+  if (codes.has("332")) return "shutdown";
+  if (codes.has("321") || codes.has("322")) return "removed";
+  return "removed"; // unavailable for us without a reason we asked for: we are out all the same
+}
+
+function errorCondition(stanza: Element): string {
+  const cond = stanza
+    .getChild("error")
+    ?.children.find((c): c is Element => typeof c !== "string" && c.name !== "text");
+  return cond?.name ?? "undefined-condition";
+}
+
+/** The room refused our join: a nick conflict retries with a suffix, anything else gives up. */
+function handleJoinError(ctx: ProtocolContext, room: string, row: RoomRow, stanza: Element): void {
+  const condition = errorCondition(stanza);
+  const wanted = row.wantedNick ?? row.nick!;
+  if (condition === "conflict") {
+    const attempt = row.nick === wanted ? 1 : Number(row.nick!.slice(wanted.length + 1)) || 1;
+    if (attempt < MAX_NICK_ATTEMPTS) {
+      const next = `${wanted}_${attempt + 1}`;
+      updateRoom(ctx, room, { nick: next });
+      ctx.send(joinPresence(room, next));
+      ctx.afterCommit(() =>
+        ctx.session.emit("room-nick-conflict", { room, tried: row.nick!, next }),
+      );
+      return;
+    }
+  }
+  // Not re-joined on the next stream either: the user decides (join again with another nick …).
+  updateRoom(ctx, room, { nick: null, roomStatus: "error", roomStatusDetail: condition });
+  clearOccupants(ctx, room);
+  ctx.afterCommit(() => {
+    ctx.session.emit("room-error", { room, condition });
+    ctx.session.emit("room-left", { room, reason: "error", detail: condition });
+  });
+}
+
+/**
+ * Presence from a room: occupants come and go (the list is kept in room_occupants), our own
+ * occupant presence (status 110) means joined → catch up; our own unavailable presence with a
+ * status code (kicked, banned, destroyed, removed, shutdown) ends the occupancy for good.
+ */
 export function handleRoomPresence(ctx: ProtocolContext, presence: Element): void {
   const from = presence.attrs.from;
-  if (!from || !joinedRoom(ctx, from)) return;
+  if (!from) return;
   const room = bare(from);
+  const row = roomRow(ctx, room);
+  if (!row?.nick) return;
+  const nick = from.includes("/") ? from.slice(from.indexOf("/") + 1) : null;
   if (presence.attrs.type === "error") {
-    const cond = presence
-      .getChild("error")
-      ?.children.find((c): c is Element => typeof c !== "string");
+    // Only an answer to our join attempt (from our nick or the room) changes anything.
+    if (row.roomStatus === "joining" && (nick === null || nick === row.nick))
+      handleJoinError(ctx, room, row, presence);
+    return;
+  }
+  if (nick === null) return;
+  const x = presence.getChild("x", NS_MUC_USER);
+  const codes = new Set((x?.getChildren("status") ?? []).map((s) => s.attrs.code ?? ""));
+  const item = x?.getChild("item");
+  const self = codes.has("110") || nick === row.nick;
+  const occupant = and(
+    eq(tables.roomOccupants.accountId, ctx.accountId),
+    eq(tables.roomOccupants.roomJid, room),
+    eq(tables.roomOccupants.nick, nick),
+  );
+  if (presence.attrs.type === "unavailable") {
+    const newNick = codes.has("303") ? item?.attrs.nick : undefined;
+    if (newNick) {
+      // A nick change: the same occupant under its new nick (its available presence follows).
+      ctx.tx.delete(tables.roomOccupants).where(occupant).run();
+      if (self) updateRoom(ctx, room, { nick: newNick });
+      return;
+    }
+    ctx.tx.delete(tables.roomOccupants).where(occupant).run();
+    if (!self) return;
+    const destroy = x?.getChild("destroy");
+    const reason = leftReason(codes, !!destroy);
+    const detail =
+      (destroy ? destroy.getChildText("reason") : item?.getChildText("reason")) ?? null;
+    updateRoom(ctx, room, { nick: null, roomStatus: reason, roomStatusDetail: detail });
+    clearOccupants(ctx, room);
+    const alternate = destroy?.attrs.jid ?? null;
     ctx.afterCommit(() =>
-      ctx.session.emit("room-error", { room, condition: cond?.name ?? "error" }),
+      ctx.session.emit("room-left", { room, reason, detail, ...(alternate ? { alternate } : {}) }),
     );
     return;
   }
-  const x = presence.getChild("x", NS_MUC_USER);
-  const self = x?.getChildren("status").some((s) => s.attrs.code === "110");
-  if (!self || presence.attrs.type === "unavailable") return;
+  ctx.tx
+    .insert(tables.roomOccupants)
+    .values({
+      accountId: ctx.accountId,
+      roomJid: room,
+      nick,
+      realJid: item?.attrs.jid ?? null,
+      affiliation: item?.attrs.affiliation ?? "none",
+      role: item?.attrs.role ?? "none",
+      updatedAt: ctx.tx.now,
+    })
+    .onConflictDoUpdate({
+      target: [
+        tables.roomOccupants.accountId,
+        tables.roomOccupants.roomJid,
+        tables.roomOccupants.nick,
+      ],
+      set: {
+        realJid: item?.attrs.jid ?? null,
+        affiliation: item?.attrs.affiliation ?? "none",
+        role: item?.attrs.role ?? "none",
+        updatedAt: ctx.tx.now,
+      },
+    })
+    .run();
+  if (!codes.has("110")) return;
+  // Our own presence; the room may have changed our nick (status 210).
+  if (row.roomStatus === "joined" && nick === row.nick) return; // a role/affiliation update
+  updateRoom(ctx, room, { nick, roomStatus: "joined", roomStatusDetail: null });
   ctx.afterCommit(() => ctx.session.emit("room-joined", room));
   startRoomMamCatchup(ctx, room);
+}
+
+/** A room's subject (a groupchat message with <subject/> and no body, XEP-0045 §8.1). */
+export function handleRoomSubject(ctx: ProtocolContext, message: Element): void {
+  const from = message.attrs.from;
+  if (!from || message.attrs.type !== "groupchat" || message.getChild("body")) return;
+  const subjectEl = message.getChild("subject");
+  if (!subjectEl) return;
+  const room = bare(from);
+  if (!joinedRoom(ctx, room)) return;
+  const subject = subjectEl.getText() || null;
+  updateRoom(ctx, room, { subject });
+  ctx.afterCommit(() => ctx.session.emit("room-subject", { room, subject }));
 }
 
 /** XEP-0313 query of the room's archive after its mark (or its newest page on first join). */

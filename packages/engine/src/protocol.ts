@@ -18,7 +18,14 @@ import type { HandlerRegistry } from "./handlers.js";
 import { bare, isExpectedIqSender } from "./jid.js";
 import { handleMamPage, mamQuery, NS_MAM, type MamFrom } from "./mam.js";
 import { recordReceivedFile } from "./media/receive.js";
-import { advanceRoomMark, handleRoomPresence, isExpectedRoomResult } from "./muc.js";
+import {
+  advanceRoomMark,
+  handleRoomPresence,
+  handleRoomSubject,
+  isExpectedRoomResult,
+  isKnownRoom,
+  joinedRoom,
+} from "./muc.js";
 import { wasDecrypted } from "./plugins.js";
 import {
   applyRosterPush,
@@ -191,6 +198,8 @@ function handleMessage(ctx: ProtocolContext, message: Element): void {
     const forwarded = result.getChild("forwarded", NS_FORWARD);
     const inner = forwarded?.getChild("message");
     if (!forwarded || !inner || !result.attrs.id) return;
+    // A room's archive holds the room's messages only (from room/nick): anything else is forged.
+    if (from && from !== own && bare(inner.attrs.from ?? "") !== from) return;
     const stamp = Date.parse(forwarded.getChild("delay", NS_DELAY)?.attrs.stamp ?? "");
     const stored = storeMessage(ctx, inner, {
       archiveId: result.attrs.id,
@@ -214,6 +223,7 @@ function handleMessage(ctx: ProtocolContext, message: Element): void {
     return;
   }
   if (message.attrs.type === "error") return;
+  handleRoomSubject(ctx, message);
   storeMessage(ctx, message, { sentAt: ctx.tx.now });
   acknowledgeReceiptRequest(ctx, message);
   const receipt = message.getChild("received", NS_RECEIPTS);
@@ -298,6 +308,13 @@ function storeMessage(
   if (body === null) return false;
   const own = ownBareJid(ctx);
   const from = m.attrs.from ?? own;
+  const groupchat = m.attrs.type === "groupchat";
+  // A groupchat message comes from a room we joined (room/nick or the room itself); one from
+  // anyone else (a contact, a stranger, our own JID) is a forgery, not a room message.
+  if (groupchat && (bare(from) === own || !isKnownRoom(ctx, from))) return false;
+  // Our own room message reflected by the room (or in its archive): from room/<our nick>.
+  const ownRoomNick = groupchat ? joinedRoom(ctx, from)?.nick : undefined;
+  const reflected = ownRoomNick !== undefined && from === `${bare(from)}/${ownRoomNick}`;
   const outgoing = bare(from) === own;
   const chatJid = bare(outgoing ? m.attrs.to : from);
   if (!chatJid) return false;
@@ -317,7 +334,11 @@ function storeMessage(
   const stamp = Date.parse(m.getChild("delay", NS_DELAY)?.attrs.stamp ?? "");
   // Our own message coming back (MAM, a carbon of what another resource sent, or this one's
   // copy): one row per origin-id, whatever resource sent it; the copy only adds the archive ids.
-  if (outgoing && originId && attachToOwnMessage(ctx, originId, stanzaId, stanzaIdBy, meta)) {
+  if (
+    (outgoing || reflected) &&
+    originId &&
+    attachToOwnMessage(ctx, originId, stanzaId, stanzaIdBy, meta)
+  ) {
     advanceMarks(ctx, meta, stanzaId, stanzaIdBy, idOwner);
     return false;
   }

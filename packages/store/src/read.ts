@@ -4,7 +4,7 @@
  * Plain typed queries over the store's tables, so apps (and the CLIs) do not hand-write SQL.
  */
 import { and, asc, desc, eq, lt, sql, type SQL } from "drizzle-orm";
-import { chats, messages } from "./schema.js";
+import { chats, messages, roomOccupants } from "./schema.js";
 import type { Store, StoreTx } from "./store.js";
 
 export interface StoredMessage {
@@ -306,5 +306,58 @@ export function markChatRead(store: Store, accountId: string, chatJid: string): 
       .where(and(eq(chats.accountId, accountId), eq(chats.jid, chatJid)))
       .run();
     return row.n;
+  });
+}
+
+/** A group chat as the app lists it: where our occupancy stands, subject, bookmark flags. */
+export interface RoomSummary {
+  jid: string;
+  /** Our nick while joined or joining (null: not in the room). */
+  nick: string | null;
+  /** joining, joined, left, kicked, banned, destroyed, removed, shutdown or error (null: unknown). */
+  status: string | null;
+  /** The kick/ban/destroy reason or the error condition that came with `status`. */
+  statusDetail: string | null;
+  subject: string | null;
+  bookmarked: boolean;
+  autojoin: boolean;
+  occupants: RoomOccupant[];
+}
+
+export interface RoomOccupant {
+  nick: string;
+  /** Only when the room shows real JIDs to us. */
+  realJid: string | null;
+  affiliation: string;
+  role: string;
+}
+
+/** The account's group chats with their current occupants, by JID. */
+export function listRooms(store: Store | StoreTx, accountId: string): RoomSummary[] {
+  return reading(store, (tx) => {
+    const rows = tx
+      .select()
+      .from(chats)
+      .where(and(eq(chats.accountId, accountId), eq(chats.kind, "groupchat")))
+      .orderBy(chats.jid)
+      .all();
+    const occupants = tx
+      .select()
+      .from(roomOccupants)
+      .where(eq(roomOccupants.accountId, accountId))
+      .orderBy(roomOccupants.nick)
+      .all();
+    return rows.map((r) => ({
+      jid: r.jid,
+      nick: r.nick,
+      status: r.roomStatus,
+      statusDetail: r.roomStatusDetail,
+      subject: r.subject,
+      bookmarked: r.bookmarked,
+      autojoin: r.autojoin,
+      occupants: occupants
+        .filter((o) => o.roomJid === r.jid)
+        .map((o) => ({ nick: o.nick, realJid: o.realJid, affiliation: o.affiliation, role: o.role })),
+    }));
   });
 }

@@ -148,6 +148,20 @@ export const chats = sqliteTable(
     name: text("name"),
     /** Group chats: our nickname while joined (null: not joined, e.g. left the room). */
     nick: text("nick"),
+    /** Group chats: the room's subject (XEP-0045 §8.1), as last seen. */
+    subject: text("subject"),
+    /**
+     * Group chats: where our occupancy stands — joining, joined, left, or why the room let us go
+     * (kicked, banned, destroyed, removed, shutdown, error); only joining/joined rooms are re-joined.
+     */
+    roomStatus: text("room_status"),
+    /** Group chats: the reason/condition that came with roomStatus (kick reason, error condition). */
+    roomStatusDetail: text("room_status_detail"),
+    /** Group chats: the nick we asked for (a conflict retries with a suffix, nick is what we got). */
+    wantedNick: text("wanted_nick"),
+    /** Group chats: in our XEP-0402 bookmarks, and whether they say autojoin. */
+    bookmarked: integer("bookmarked", { mode: "boolean" }).notNull().default(false),
+    autojoin: integer("autojoin", { mode: "boolean" }).notNull().default(false),
     unreadCount: integer("unread_count").notNull().default(0),
     muted: integer("muted", { mode: "boolean" }).notNull().default(false),
     lastActivityAt: integer("last_activity_at"),
@@ -607,4 +621,40 @@ export const omemoPendingWork = sqliteTable(
     createdAt: integer("created_at").notNull(),
   },
   (t) => [primaryKey({ columns: [t.accountId, t.key] })],
+);
+
+/** Occupants of a joined room, kept current from its presence (XEP-0045 §7.2). */
+export const roomOccupants = sqliteTable(
+  "room_occupants",
+  {
+    accountId: text("account_id")
+      .notNull()
+      .references(() => accounts.id, { onDelete: "cascade" }),
+    roomJid: text("room_jid").notNull(),
+    nick: text("nick").notNull(),
+    /** Real bare or full JID, only when the room shows it (non-anonymous room, or we moderate). */
+    realJid: text("real_jid"),
+    affiliation: text("affiliation").notNull().default("none"),
+    role: text("role").notNull().default("none"),
+    updatedAt: integer("updated_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.accountId, t.roomJid, t.nick] })],
+);
+
+/** Room invitations (XEP-0249 direct, XEP-0045 §7.8.2 mediated) until the app accepts or declines. */
+export const roomInvitations = sqliteTable(
+  "room_invitations",
+  {
+    accountId: text("account_id")
+      .notNull()
+      .references(() => accounts.id, { onDelete: "cascade" }),
+    roomJid: text("room_jid").notNull(),
+    /** Who invites (a real JID). */
+    fromJid: text("from_jid").notNull(),
+    kind: text("kind", { enum: ["direct", "mediated"] }).notNull(),
+    reason: text("reason"),
+    password: text("password"),
+    receivedAt: integer("received_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.accountId, t.roomJid] })],
 );

@@ -391,6 +391,7 @@ public enum LichenSQL {
         "eeb9a62d951bb5dbdb1a6e46fd326b67848c1ca101853fdf3565b4733a179e59",
         "7264fdb26ce2d854067a72ccc14e44198916604b6f2bb6c948c837e91718ae60",
         "2f6d51a0072e3b11b3cd1da4309e3b42f372b24f838a7398c03be38b876deb38",
+        "c24b3e8ba6c2ca200e7ba877514a93bf8dde3e9ede85bc55a4c735d6ecee2fa3",
     ]
 
     /// The wake directory is the database path plus this suffix (the TS Ipc default).
