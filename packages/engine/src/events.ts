@@ -4,6 +4,7 @@
  * committed (the session's after-commit queue), never from inside it.
  */
 import type { PushRegistration } from "@lichen/schema";
+import type { Bookmark } from "./bookmarks.js";
 import type { Element } from "@xmpp/xml";
 import type { MediaError } from "./media/errors.js";
 
@@ -102,6 +103,10 @@ export interface SessionEvents {
   /** The room refused our nick: we try the next one (`tried` → `next`). */
   "room-nick-conflict": [{ room: string; tried: string; next: string }];
   "room-subject": [{ room: string; subject: string | null }];
+  /** Our XEP-0402 bookmarks (or XEP-0048 storage) seen: fetched on a new stream or pushed. */
+  bookmarks: [Bookmark[]];
+  /** Publishing a room's bookmark failed (the join or leave itself stands). */
+  "bookmark-error": [{ room: string; condition: string }];
   caps: [{ jid: string; ver: string; features: string[] }];
   "caps-mismatch": [{ jid: string; ver: string; computed: string | null }];
   "disco-cached": [string | null];
@@ -149,6 +154,8 @@ export const SESSION_EVENTS = [
   "room-left",
   "room-nick-conflict",
   "room-subject",
+  "bookmarks",
+  "bookmark-error",
   "caps",
   "caps-mismatch",
   "disco-cached",

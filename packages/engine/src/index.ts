@@ -140,6 +140,7 @@ export {
   type DiscoForm,
 } from "./caps.js";
 export { joinRoom, leaveRoom, startRoomMamCatchup, type RoomLeftReason } from "./muc.js";
+export { NS_BOOKMARKS, type Bookmark } from "./bookmarks.js";
 export {
   createClient,
   parseAccountJid,

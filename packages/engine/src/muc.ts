@@ -5,6 +5,7 @@ import { randomUUID } from "node:crypto";
 import { listIqHandlers, tables } from "@lichen/store";
 import xml, { type Element } from "@xmpp/xml";
 import { and, eq, isNotNull } from "drizzle-orm";
+import { publishBookmark } from "./bookmarks.js";
 import type { HandlerRegistry } from "./handlers.js";
 import { bare } from "./jid.js";
 import { handleMamPage, mamQuery } from "./mam.js";
@@ -39,13 +40,7 @@ function setRoomMark(
 
 /** Why we are no longer in a room (self-presence status codes, XEP-0045 §7.2.x, §10.9). */
 export type RoomLeftReason =
-  | "left"
-  | "kicked"
-  | "banned"
-  | "destroyed"
-  | "removed"
-  | "shutdown"
-  | "error";
+  "left" | "kicked" | "banned" | "destroyed" | "removed" | "shutdown" | "error";
 
 /** Nick conflicts retry with `nick_2` … `nick_<MAX>`; then the join gives up (no endless loop). */
 const MAX_NICK_ATTEMPTS = 5;
@@ -86,7 +81,10 @@ function clearOccupants(ctx: ProtocolContext, room: string): void {
   ctx.tx
     .delete(tables.roomOccupants)
     .where(
-      and(eq(tables.roomOccupants.accountId, ctx.accountId), eq(tables.roomOccupants.roomJid, room)),
+      and(
+        eq(tables.roomOccupants.accountId, ctx.accountId),
+        eq(tables.roomOccupants.roomJid, room),
+      ),
     )
     .run();
 }
@@ -111,9 +109,43 @@ function joinPresence(room: string, nick: string): Element {
   );
 }
 
-/** Join (or re-join) a room; the chat is remembered and re-joined on every new stream. */
-export function joinRoom(ctx: ProtocolContext, room: string, nick: string): void {
+/** The bookmark of a room as we keep it (name from the chat row). */
+function updateBookmark(
+  ctx: ProtocolContext,
+  room: string,
+  nick: string | null,
+  autojoin: boolean,
+): void {
+  const row = ctx.tx
+    .select({
+      name: tables.chats.name,
+      bookmarked: tables.chats.bookmarked,
+      wanted: tables.chats.wantedNick,
+    })
+    .from(tables.chats)
+    .where(and(eq(tables.chats.accountId, ctx.accountId), eq(tables.chats.jid, room)))
+    .get();
+  if (!autojoin && !row?.bookmarked) return; // nothing to turn off
+  publishBookmark(ctx, {
+    room,
+    name: row?.name ?? null,
+    nick: nick ?? row?.wanted ?? null,
+    autojoin,
+  });
+}
+
+/**
+ * Join (or re-join) a room; the chat is remembered and re-joined on every new stream, and its
+ * XEP-0402 bookmark says autojoin (so the user's other devices join too).
+ */
+export function joinRoom(
+  ctx: ProtocolContext,
+  room: string,
+  nick: string,
+  opts: { bookmark?: boolean } = {},
+): void {
   room = bare(room);
+  if (opts.bookmark !== false) updateBookmark(ctx, room, nick, true);
   const joining = {
     kind: "groupchat" as const,
     nick,
@@ -130,11 +162,17 @@ export function joinRoom(ctx: ProtocolContext, room: string, nick: string): void
   ctx.send(joinPresence(room, nick));
 }
 
+/** A bookmark (ours, from another device) says autojoin: join, without publishing it back. */
+export function joinRoomFromBookmark(ctx: ProtocolContext, room: string, nick: string): void {
+  joinRoom(ctx, room, nick, { bookmark: false });
+}
+
 /** Leave a room: we stop re-joining it; its messages and mark are kept. */
 export function leaveRoom(ctx: ProtocolContext, room: string): void {
   room = bare(room);
   const joined = joinedRoom(ctx, room);
   if (!joined) return;
+  updateBookmark(ctx, room, joined.nick, false);
   updateRoom(ctx, room, { nick: null, roomStatus: "left", roomStatusDetail: null });
   clearOccupants(ctx, room);
   ctx.send(xml("presence", { to: `${room}/${joined.nick}`, type: "unavailable" }));
@@ -196,7 +234,9 @@ function handleJoinError(ctx: ProtocolContext, room: string, row: RoomRow, stanz
       return;
     }
   }
-  // Not re-joined on the next stream either: the user decides (join again with another nick …).
+  // Not re-joined on the next stream either (nor by our other devices: autojoin off): the user
+  // decides (join again with another nick …).
+  updateBookmark(ctx, room, null, false);
   updateRoom(ctx, room, { nick: null, roomStatus: "error", roomStatusDetail: condition });
   clearOccupants(ctx, room);
   ctx.afterCommit(() => {
@@ -247,6 +287,7 @@ export function handleRoomPresence(ctx: ProtocolContext, presence: Element): voi
     const reason = leftReason(codes, !!destroy);
     const detail =
       (destroy ? destroy.getChildText("reason") : item?.getChildText("reason")) ?? null;
+    updateBookmark(ctx, room, row.nick, false);
     updateRoom(ctx, room, { nick: null, roomStatus: reason, roomStatusDetail: detail });
     clearOccupants(ctx, room);
     const alternate = destroy?.attrs.jid ?? null;

@@ -25,7 +25,9 @@ import {
   isExpectedRoomResult,
   isKnownRoom,
   joinedRoom,
+  joinRoomFromBookmark,
 } from "./muc.js";
+import { handleBookmarksEvent, NS_BOOKMARKS } from "./bookmarks.js";
 import { wasDecrypted } from "./plugins.js";
 import {
   applyRosterPush,
@@ -48,6 +50,8 @@ export const FEATURES = [
   NS_RECEIPTS,
   NS_CARBONS,
   NS_SID,
+  // XEP-0402 §4: PEP pushes us our bookmarks, so other devices' joins appear at once.
+  `${NS_BOOKMARKS}+notify`,
 ];
 
 /** Our disco#info (and so our caps ver) without plugins; a session adds its plugins' features. */
@@ -223,6 +227,7 @@ function handleMessage(ctx: ProtocolContext, message: Element): void {
     return;
   }
   if (message.attrs.type === "error") return;
+  if (handleBookmarksEvent(ctx, message, own, joinRoomFromBookmark)) return;
   handleRoomSubject(ctx, message);
   storeMessage(ctx, message, { sentAt: ctx.tx.now });
   acknowledgeReceiptRequest(ctx, message);

@@ -45,7 +45,8 @@ import { answerSubscription } from "./roster.js";
 import { LinkLiveness, type LivenessOptions } from "./liveness.js";
 import { handlers as defaultRegistry, type HandlerRegistry } from "./handlers.js";
 import { ownDiscoInfo, registerCapsHandlers, type DiscoInfo } from "./caps.js";
-import { registerMucHandlers } from "./muc.js";
+import { joinRoomFromBookmark, registerMucHandlers } from "./muc.js";
+import { registerBookmarkHandlers } from "./bookmarks.js";
 import { registerUploadHandlers } from "./media/upload.js";
 import {
   FEATURES,
@@ -208,6 +209,7 @@ export class DurableSession extends EventEmitter<SessionEvents> {
     registerCapsHandlers(this.registry);
     registerMucHandlers(this.registry);
     registerUploadHandlers(this.registry);
+    registerBookmarkHandlers(this.registry, joinRoomFromBookmark);
     this.log = opts.logger ?? (() => {});
     this.ownInfo = opts.plugins?.some((p) => p.features?.length)
       ? ownDiscoInfo([...FEATURES, ...opts.plugins.flatMap((p) => p.features ?? [])])

@@ -4,6 +4,7 @@
 import xml, { type Element } from "@xmpp/xml";
 import parseXml from "@xmpp/xml/lib/parse.js";
 import type { HandlerRegistry } from "./handlers.js";
+import { fetchBookmarks } from "./bookmarks.js";
 import { rejoinRooms } from "./muc.js";
 import { resendPendingPush } from "./push.js";
 import {
@@ -25,6 +26,7 @@ export function setupNewStream(
 ): void {
   const r = ctx.session.registry;
   rejoinRooms(ctx); // the server forgot our room occupancy with the old stream
+  fetchBookmarks(ctx); // rooms our other devices joined (autojoin) while we were away
   resendPendingPush(ctx); // a push enable/disable whose answer was lost with the old stream
   const features = ctx.state.features;
   // XEP-0115: the server's caps ver (in its stream features) names its disco#info. Unchanged since

@@ -1,94 +1,12 @@
 import { listRooms, tables } from "@lichen/store";
-import { streamManagementEnabled, type XmppTestServer } from "@lichen/test-servers";
-import { client, xml } from "@xmpp/client";
-import { and, eq } from "drizzle-orm";
+import { xml } from "@xmpp/client";
+import { eq } from "drizzle-orm";
 import { describe, expect, it } from "vitest";
-import { joinRoom, type DurableSession, type SessionEvents } from "../src/index.js";
-import { SERVERS, until, useEngineEnv } from "./helpers.js";
+import { joinRoom } from "../src/index.js";
+import { SERVERS, useEngineEnv } from "./helpers.js";
+import { next, roomOwner } from "./muc-helpers.js";
 
 const T = 180_000;
-const NS_MUC = "http://jabber.org/protocol/muc";
-
-interface Stanza {
-  is(n: string): boolean;
-  attrs: Record<string, string>;
-  getChild(n: string, ns?: string): Stanza | undefined;
-  getChildren(n: string): Stanza[];
-}
-
-/** A plain client (bob) that owns rooms: creates, configures, kicks, bans, destroys. */
-async function roomOwner(server: XmppTestServer, resource = "desk") {
-  const xmpp = client({
-    service: `xmpp://127.0.0.1:${server.c2sPort}`,
-    domain: "localhost",
-    username: "bob",
-    password: "bobpw",
-    resource,
-  });
-  xmpp.on("error", () => {});
-  xmpp.reconnect.stop();
-  const joined = new Set<string>();
-  xmpp.on("stanza", (s: Stanza) => {
-    const x = s.is("presence") ? s.getChild("x", `${NS_MUC}#user`) : undefined;
-    if (x?.getChildren("status").some((st) => st.attrs.code === "110"))
-      joined.add(s.attrs.from!.split("/")[0]!);
-  });
-  await xmpp.start();
-  await streamManagementEnabled(xmpp);
-  const admin = (room: string, item: Record<string, string>) =>
-    xmpp.iqCaller.set(
-      xml("query", { xmlns: `${NS_MUC}#admin` }, xml("item", item, xml("reason", {}, "test"))),
-      room,
-    );
-  return {
-    xmpp,
-    create: async (room: string) => {
-      await xmpp.send(xml("presence", { to: `${room}/bob` }, xml("x", { xmlns: NS_MUC })));
-      await until(() => joined.has(room), `bob joined ${room}`);
-      await xmpp.iqCaller.set(
-        xml(
-          "query",
-          { xmlns: `${NS_MUC}#owner` },
-          xml("x", { xmlns: "jabber:x:data", type: "submit" }, [
-            xml("field", { var: "FORM_TYPE" }, xml("value", {}, `${NS_MUC}#roomconfig`)),
-            xml("field", { var: "muc#roomconfig_persistentroom" }, xml("value", {}, "1")),
-          ]),
-        ),
-        room,
-      );
-    },
-    kick: (room: string, nick: string) => admin(room, { nick, role: "none" }),
-    ban: (room: string, jid: string) => admin(room, { jid, affiliation: "outcast" }),
-    subject: (room: string, subject: string) =>
-      xmpp.send(xml("message", { to: room, type: "groupchat" }, xml("subject", {}, subject))),
-    destroy: (room: string) =>
-      xmpp.iqCaller.set(
-        xml(
-          "query",
-          { xmlns: `${NS_MUC}#owner` },
-          xml("destroy", {}, xml("reason", {}, "closing down")),
-        ),
-        room,
-      ),
-    stop: () => xmpp.stop().catch(() => {}),
-  };
-}
-
-/** The next `event` of the session (subscribed before the action that causes it). */
-function next<K extends keyof SessionEvents>(
-  s: DurableSession,
-  event: K,
-  match: (...args: SessionEvents[K]) => boolean = () => true,
-): Promise<SessionEvents[K]> {
-  return new Promise((resolve) => {
-    const on = (...args: SessionEvents[K]) => {
-      if (!match(...args)) return;
-      (s.off as (e: K, l: typeof on) => void)(event, on);
-      resolve(args);
-    };
-    (s.on as (e: K, l: typeof on) => void)(event, on);
-  });
-}
 
 describe.each(SERVERS)("group chat state on %s", (_kind, start) => {
   const env = useEngineEnv(start, { users: ["alice", "bob"], prefix: "lichen-mucstate-" });

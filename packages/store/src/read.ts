@@ -357,7 +357,12 @@ export function listRooms(store: Store | StoreTx, accountId: string): RoomSummar
       autojoin: r.autojoin,
       occupants: occupants
         .filter((o) => o.roomJid === r.jid)
-        .map((o) => ({ nick: o.nick, realJid: o.realJid, affiliation: o.affiliation, role: o.role })),
+        .map((o) => ({
+          nick: o.nick,
+          realJid: o.realJid,
+          affiliation: o.affiliation,
+          role: o.role,
+        })),
     }));
   });
 }
