@@ -52,7 +52,12 @@ export function fetchBookmarks(ctx: ProtocolContext): void {
 }
 
 /** Publish (or update) the bookmark of a room: private to us, kept by the server (XEP-0402 §3). */
-export function publishBookmark(ctx: ProtocolContext, b: Bookmark): void {
+export function publishBookmark(
+  ctx: ProtocolContext,
+  b: Bookmark,
+  opts: { maxItems?: boolean } = {},
+): void {
+  const maxItems = opts.maxItems !== false;
   const field = (v: string, value: string) => xml("field", { var: v }, xml("value", {}, value));
   ctx.sendIq(
     xml(
@@ -86,14 +91,21 @@ export function publishBookmark(ctx: ProtocolContext, b: Bookmark): void {
             { xmlns: "jabber:x:data", type: "submit" },
             field("FORM_TYPE", "http://jabber.org/protocol/pubsub#publish-options"),
             field("pubsub#persist_items", "true"),
-            field("pubsub#max_items", "max"),
-            field("pubsub#send_last_published_item", "never"),
+            // XEP-0402 §3. ejabberd 23.01 refuses these two fields (resource-constraint,
+            // "Unknown field"): it gets the publish again without them (its PEP node keeps
+            // many items and sends the last on presence; the bookmarks stay private).
+            ...(maxItems
+              ? [
+                  field("pubsub#max_items", "max"),
+                  field("pubsub#send_last_published_item", "never"),
+                ]
+              : []),
             field("pubsub#access_model", "whitelist"),
           ),
         ),
       ),
     ),
-    ctx.session.registry.descriptor("lichen.bookmarks.published", { room: b.room }),
+    ctx.session.registry.descriptor("lichen.bookmarks.published", { ...b, maxItems }),
     { timeoutTicks: 60 },
   );
   markBookmarked(ctx, b);
@@ -205,6 +217,15 @@ export function registerBookmarkHandlers(registry: HandlerRegistry, join: Bookma
     const ctx = hctx as ProtocolContext;
     if (args.type === "result") return;
     const room = String(args.room);
+    if (args.maxItems === true && !args.synthetic) {
+      const b: Bookmark = {
+        room,
+        name: typeof args.name === "string" ? args.name : null,
+        nick: typeof args.nick === "string" ? args.nick : null,
+        autojoin: args.autojoin === true,
+      };
+      return publishBookmark(ctx, b, { maxItems: false });
+    }
     const condition = typeof args.condition === "string" ? args.condition : "error";
     ctx.afterCommit(() => ctx.session.emit("bookmark-error", { room, condition }));
   });
