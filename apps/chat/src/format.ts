@@ -22,11 +22,18 @@ export interface MessageLine {
     localPath: string | null;
     error: string | null;
   };
+  /** Message type: groupchat lines read "room: nick: body". */
+  type?: string;
 }
 
 /** `2026-11-24T06:01:02Z  bob@localhost: hi` (incoming) or `… → bob@localhost: hi [acked]`. */
 export function formatMessage(m: MessageLine): string {
   const body = (m.body ?? "(no body)").replace(/\n/g, "\n    ") + fileNote(m);
+  if (m.type === "groupchat" && m.direction === "in") {
+    const slash = m.fromJid.indexOf("/");
+    const nick = slash >= 0 ? m.fromJid.slice(slash + 1) : "(room)";
+    return `${isoTime(m.sentAt)}  ${m.chatJid}: ${nick}: ${body}`;
+  }
   return m.direction === "in"
     ? `${isoTime(m.sentAt)}  ${m.fromJid}: ${body}`
     : `${isoTime(m.sentAt)}  → ${m.chatJid}: ${body} [${m.deliveryState}]`;

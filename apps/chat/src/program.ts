@@ -32,6 +32,7 @@ const commands = {
   login: () => import("./commands/login.js"),
   nse: () => import("./commands/nse.js"),
   nseExtension: () => import("./commands/nse-extension.js"),
+  rooms: () => import("./commands/rooms.js"),
   send: () => import("./commands/send.js"),
   media: () => import("./commands/media.js"),
   share: () => import("./commands/share.js"),
@@ -185,6 +186,35 @@ export function buildProgram(): Command {
     .action((jid: string, opts: { lines: number; json?: boolean }) =>
       commands.history().then((c) => c.tail(context(), jid, opts)),
     );
+
+  program
+    .command("rooms")
+    .description("list group chats: status, nick, occupants, subject (database only, no network)")
+    .option("--json", "print JSON (with the occupants)")
+    .action((opts: { json?: boolean }) => commands.rooms().then((c) => c.rooms(context(), opts)));
+
+  program
+    .command("join")
+    .description(
+      "join a group chat as the main app (bookmarked with autojoin, re-joined on every new stream); waits for the room's answer",
+    )
+    .argument("<room>", "bare JID of the room, e.g. lounge@conference.example.org")
+    .option("--nick <nick>", "nickname in the room (default: the account's local part)")
+    .option(
+      "--timeout-ms <ms>",
+      "how long to wait for the room",
+      positiveInt("--timeout-ms"),
+      30_000,
+    )
+    .action((room: string, opts: { nick?: string; timeoutMs: number }) =>
+      commands.rooms().then((c) => c.join(context(), room, opts)),
+    );
+
+  program
+    .command("leave")
+    .description("leave a group chat (autojoin off in its bookmark; its messages stay)")
+    .argument("<room>", "bare JID of the room")
+    .action((room: string) => commands.rooms().then((c) => c.leave(context(), room)));
 
   program
     .command("app")

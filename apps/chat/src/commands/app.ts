@@ -2,7 +2,7 @@
 // on /bg, prints messages as they are stored and sends what the share extension queued.
 import { createInterface } from "node:readline";
 import { AppController, MessageQueuedError, MultiAccountApp, terminateApp } from "@lichen/engine";
-import { listChats, loadAccountState, type Store } from "@lichen/store";
+import { listChats, listRooms, loadAccountState, type Store } from "@lichen/store";
 import { type CliContext, foregroundOrExplain, openAccounts, selectAccount } from "../context.js";
 import { CliError, describeError } from "../errors.js";
 import { formatMessage, type MessageLine } from "../format.js";
@@ -11,7 +11,7 @@ import { parseBareJid, type AccountSettings } from "../settings.js";
 import { messagesAfter } from "./history.js";
 
 const HELP = [
-  "/to <jid>  choose the chat that your lines are sent to",
+  "/to <jid>  choose the chat (or joined room) that your lines are sent to",
   "/as <jid>  choose the account they are sent from (with several accounts; default: the first)",
   "/bg        background: finish work, suspend the stream (resumable), release the session",
   "/fg        foreground: take the session back (resume or log in)",
@@ -237,7 +237,7 @@ export async function app(ctx: CliContext, opts: { to?: string; json?: boolean }
       case "/to":
         if (rest.length !== 1) return ctx.status("usage: /to <jid>");
         chat = bare(rest[0]!);
-        return ctx.status(`chatting with ${chat}`);
+        return ctx.status(describeChat(store, settings.accountId, chat));
       case "/as": {
         const jid = rest.length === 1 ? bare(rest[0]!) : null;
         const found = accounts.find((a) => a.jid === jid);
@@ -345,4 +345,13 @@ export async function app(ctx: CliContext, opts: { to?: string; json?: boolean }
 function bare(jid: string): string {
   const { local, domain } = parseBareJid(jid);
   return `${local}@${domain}`;
+}
+
+/** `/to`'s answer: a room says whether we are in it (a line to a room we left would be a 1:1). */
+function describeChat(store: Store, accountId: string, jid: string): string {
+  const room = listRooms(store, accountId).find((r) => r.jid === jid);
+  if (!room) return `chatting with ${jid}`;
+  return room.nick
+    ? `in room ${jid} as ${room.nick}`
+    : `not in room ${jid} (${room.status ?? "left"}): lichen-chat join ${jid} first`;
 }

@@ -62,6 +62,7 @@ function line(m: StoredMessage): MessageLine {
     sentAt: m.sentAt,
     originId: m.originId,
     stanzaId: m.stanzaId,
+    type: m.type,
   };
 }
 
