@@ -36,6 +36,10 @@ export interface MessageStoredEvent {
   originId: string | null;
   direction: "in" | "out";
   messageId: string | null;
+  /** A room message: the sender's nick in the room (chatJid is the room). */
+  roomNick?: string;
+  /** A room message that mentions our nick in the room. */
+  mentioned?: boolean;
 }
 
 /**

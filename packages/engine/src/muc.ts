@@ -2,7 +2,7 @@
 // it), rejoin on every new stream, and a MAM catch-up mark per room (table mam_marks), so each
 // join fetches exactly what was missed — at 32 kbit/s nothing is fetched twice.
 import { randomUUID } from "node:crypto";
-import { listIqHandlers, tables } from "@lichen/store";
+import { listIqHandlers, tables, type StoreTx } from "@lichen/store";
 import xml, { type Element } from "@xmpp/xml";
 import { and, eq, isNotNull } from "drizzle-orm";
 import { publishBookmark } from "./bookmarks.js";
@@ -400,4 +400,35 @@ export function registerMucHandlers(registry: HandlerRegistry): void {
       next: (last) => startRoomMamCatchup(ctx, room, last),
     });
   });
+}
+
+/**
+ * Is a room of the account still on its way to in-sync: joining (no answer yet) or catching up
+ * its archive? The NSE's "synced" waits for this as for the account's own archive.
+ */
+export function roomsCatchingUp(tx: StoreTx, accountId: string): boolean {
+  const c = tables.chats;
+  const joining = tx
+    .select({ jid: c.jid })
+    .from(c)
+    .where(and(eq(c.accountId, accountId), eq(c.kind, "groupchat"), eq(c.roomStatus, "joining")))
+    .get();
+  if (joining) return true;
+  const open = tx
+    .select({ jid: c.jid })
+    .from(c)
+    .innerJoin(
+      tables.mamMarks,
+      and(eq(tables.mamMarks.accountId, c.accountId), eq(tables.mamMarks.archiveJid, c.jid)),
+    )
+    .where(
+      and(
+        eq(c.accountId, accountId),
+        eq(c.kind, "groupchat"),
+        eq(c.roomStatus, "joined"),
+        eq(tables.mamMarks.gapOpen, true),
+      ),
+    )
+    .get();
+  return open !== undefined;
 }

@@ -43,6 +43,10 @@ export interface StoredIncoming {
   chatJid: string;
   body: string;
   messageId?: string;
+  /** A room message: the sender's nick (the chat is the room). */
+  roomNick?: string;
+  /** A room message mentioning our nick. */
+  mentioned?: boolean;
 }
 
 function cut(text: string, max: number): string {
@@ -58,20 +62,24 @@ export class PushNotificationBuilder {
   private total = 0;
   /** The full body of the newest message (the summary keeps only a cut one). */
   private newestBody = "";
+  private newestMentions = false;
 
   add(m: StoredIncoming): void {
     const key = `${m.accountId}\u0000${m.chatJid}`;
     const prev = this.chats.get(key);
     this.chats.delete(key); // re-insert: most recent last
+    // A room message reads "room: nick: body": the room is the title, the nick leads the body.
+    const body = m.roomNick !== undefined ? `${m.roomNick}: ${m.body}` : m.body;
     this.chats.set(key, {
       accountId: m.accountId,
       chatJid: m.chatJid,
       count: (prev?.count ?? 0) + 1,
-      lastBody: cut(m.body, MAX_SUMMARY_BODY),
+      lastBody: cut(body, MAX_SUMMARY_BODY),
       ...(m.messageId !== undefined ? { lastMessageId: m.messageId } : {}),
     });
     this.total++;
-    this.newestBody = m.body;
+    this.newestBody = body;
+    this.newestMentions = m.mentioned === true;
   }
 
   get messages(): number {
@@ -108,6 +116,7 @@ export class PushNotificationBuilder {
       ...(newest.lastMessageId !== undefined ? { messageId: newest.lastMessageId } : {}),
       ...(parts.length > 0 ? { subtitle: parts.join(" · ") } : {}),
       count: this.total,
+      ...(this.newestMentions ? { mention: true } : {}),
     };
   }
 

@@ -2,6 +2,7 @@
 // concurrently under one deadline and one process lock (see modes.ts, "one lock per process");
 // each account has its own session, connection, catch-up barrier and outcome, so an account whose
 // server is unreachable or refuses the password does not hold up the others.
+import { roomsCatchingUp } from "./muc.js";
 import {
   loadAccountState,
   StoreLockTimeoutError,
@@ -86,6 +87,7 @@ export class AccountSync {
         chatJid: m.chatJid,
         body: m.body,
         ...(messageId ? { messageId } : {}),
+        ...(m.roomNick !== undefined ? { roomNick: m.roomNick, mentioned: !!m.mentioned } : {}),
       });
     });
     session.on("connection-lost", () => (this.lost = true));
@@ -168,7 +170,11 @@ export class AccountSync {
         else if (this.failed) return "failed";
         continue;
       }
-      const gapOpen = run.store.read((tx) => loadAccountState(tx, this.accountId).mam.gapOpen);
+      // Synced means the rooms too: each joined room answered our join and caught up its archive.
+      const gapOpen = run.store.read(
+        (tx) =>
+          loadAccountState(tx, this.accountId).mam.gapOpen || roomsCatchingUp(tx, this.accountId),
+      );
       if (gapOpen) this.mamCatchup = true;
       if (this.barrier.done && !gapOpen) {
         if (!run.afterSync) return (this.outcome = "synced");

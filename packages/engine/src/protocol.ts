@@ -339,11 +339,9 @@ function storeMessage(
   const stamp = Date.parse(m.getChild("delay", NS_DELAY)?.attrs.stamp ?? "");
   // Our own message coming back (MAM, a carbon of what another resource sent, or this one's
   // copy): one row per origin-id, whatever resource sent it; the copy only adds the archive ids.
-  if (
-    (outgoing || reflected) &&
-    originId &&
-    attachToOwnMessage(ctx, originId, stanzaId, stanzaIdBy, meta)
-  ) {
+  // A room message of ours (reflected, or from our other device under our nick) is ours.
+  const mine = outgoing || reflected;
+  if (mine && originId && attachToOwnMessage(ctx, originId, stanzaId, stanzaIdBy, meta)) {
     advanceMarks(ctx, meta, stanzaId, stanzaIdBy, idOwner);
     return false;
   }
@@ -351,7 +349,7 @@ function storeMessage(
   const inserted = insertMessageRow(ctx.tx, {
     accountId: ctx.accountId,
     chatJid,
-    direction: outgoing ? "out" : "in",
+    direction: mine ? "out" : "in",
     fromJid: outgoing ? own : from,
     toJid: m.attrs.to ?? null,
     type: m.attrs.type ?? "normal",
@@ -362,7 +360,7 @@ function storeMessage(
     archiveId: meta.archiveId ?? null,
     body,
     encrypted: wasDecrypted(m),
-    deliveryState: outgoing ? "sent" : "received",
+    deliveryState: mine ? "sent" : "received",
     sentAt: Number.isFinite(stamp) ? stamp : meta.sentAt,
     storedAt: ctx.tx.now,
   });
@@ -373,7 +371,7 @@ function storeMessage(
       accountId: ctx.accountId,
       jid: chatJid,
       kind: m.attrs.type === "groupchat" ? "groupchat" : "chat",
-      unread: !outgoing,
+      unread: !mine,
       at: ctx.tx.now,
     });
     ctx.afterCommit(() =>
@@ -382,13 +380,29 @@ function storeMessage(
         body,
         stanzaId,
         originId,
-        direction: outgoing ? "out" : "in",
+        direction: mine ? "out" : "in",
         messageId: m.attrs.id ?? null,
+        ...(groupchat ? roomMessageMeta(ctx, from, body) : {}),
       }),
     );
   }
   advanceMarks(ctx, meta, stanzaId, stanzaIdBy, idOwner);
   return inserted;
+}
+
+/** Who wrote in the room, and whether the body mentions our nick there (a whole-word match). */
+function roomMessageMeta(
+  ctx: ProtocolContext,
+  from: string,
+  body: string,
+): { roomNick: string; mentioned: boolean } {
+  const slash = from.indexOf("/");
+  const roomNick = slash >= 0 ? from.slice(slash + 1) : "";
+  const ownNick = joinedRoom(ctx, from)?.nick;
+  const escaped = ownNick?.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  const mentioned =
+    !!escaped && new RegExp(`(^|[^\\p{L}\\p{N}_])${escaped}($|[^\\p{L}\\p{N}_])`, "iu").test(body);
+  return { roomNick, mentioned };
 }
 
 /** Live messages advance the catch-up mark only while no gap is open (else MAM would skip it). */

@@ -105,8 +105,11 @@ public struct AlertNotification: Codable, Hashable, Sendable {
     public var count: Int?
     /// Deliver no earlier than this (used for "could not synchronize" warnings).
     public var deliverAt: Int?
+    /// The message shown is a group chat message that mentions the user's nick in the room:
+    /// highlight it (the body reads "nick: text", the title is the room).
+    public var mention: Bool?
 
-    public init(title: String, body: String, threadID: String, accountID: String, messageID: String? = nil, subtitle: String? = nil, count: Int? = nil, deliverAt: Int? = nil) {
+    public init(title: String, body: String, threadID: String, accountID: String, messageID: String? = nil, subtitle: String? = nil, count: Int? = nil, deliverAt: Int? = nil, mention: Bool? = nil) {
         self.title = title
         self.body = body
         self.threadID = threadID
@@ -115,6 +118,7 @@ public struct AlertNotification: Codable, Hashable, Sendable {
         self.subtitle = subtitle
         self.count = count
         self.deliverAt = deliverAt
+        self.mention = mention
     }
 
     private enum CodingKeys: String, CodingKey {
@@ -126,6 +130,7 @@ public struct AlertNotification: Codable, Hashable, Sendable {
         case subtitle
         case count
         case deliverAt
+        case mention
     }
 
     public init(from decoder: Decoder) throws {
@@ -138,6 +143,7 @@ public struct AlertNotification: Codable, Hashable, Sendable {
         subtitle = try container.decodeIfPresent(String.self, forKey: .subtitle)
         count = try container.decodeIfPresent(Int.self, forKey: .count)
         deliverAt = try container.decodeIfPresent(Int.self, forKey: .deliverAt)
+        mention = try container.decodeIfPresent(Bool.self, forKey: .mention)
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -150,6 +156,7 @@ public struct AlertNotification: Codable, Hashable, Sendable {
         try container.encodeIfPresent(subtitle, forKey: .subtitle)
         try container.encodeIfPresent(count, forKey: .count)
         try container.encodeIfPresent(deliverAt, forKey: .deliverAt)
+        try container.encodeIfPresent(mention, forKey: .mention)
     }
 }
 

@@ -484,6 +484,10 @@ export const schemas = {
             "description": "Deliver no earlier than this (used for \"could not synchronize\" warnings).",
             "type": "integer",
             "minimum": 0
+          },
+          "mention": {
+            "description": "The message shown is a group chat message that mentions the user's nick in the room:\nhighlight it (the body reads \"nick: text\", the title is the room).",
+            "type": "boolean"
           }
         },
         "additionalProperties": false,
@@ -1553,6 +1557,10 @@ export const schemas = {
             "description": "Deliver no earlier than this (used for \"could not synchronize\" warnings).",
             "type": "integer",
             "minimum": 0
+          },
+          "mention": {
+            "description": "The message shown is a group chat message that mentions the user's nick in the room:\nhighlight it (the body reads \"nick: text\", the title is the room).",
+            "type": "boolean"
           }
         },
         "additionalProperties": false,

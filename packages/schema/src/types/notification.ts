@@ -27,6 +27,11 @@ export interface AlertNotification {
   count?: Counter;
   /** Deliver no earlier than this (used for "could not synchronize" warnings). */
   deliverAt?: EpochMs;
+  /**
+   * The message shown is a group chat message that mentions the user's nick in the room:
+   * highlight it (the body reads "nick: text", the title is the room).
+   */
+  mention?: boolean;
 }
 
 /** Nothing to show: the push was handled but produced no visible message. */
