@@ -9,12 +9,14 @@ import { generateApnsKey, startApnsSimulator, type ApnsSimulator } from "@lichen
 import { startEjabberd, startProsody, type XmppTestServer } from "@lichen/test-servers";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { requireBuiltCli, runCli, startPeer, until } from "./helpers.js";
+import { createRoom, sayInRoom } from "./rooms-peer.js";
 
 const T = 180_000;
 const ALICE = "alice@localhost";
 const TOPIC = "im.lichen.chatpush";
 const TOKEN_A = "a7".repeat(32);
 const TOKEN_B = "b8".repeat(32);
+const TOKEN_ROOM = "c9".repeat(32);
 const PUSH_CLI = join(import.meta.dirname, "..", "..", "push-server", "dist", "cli.js");
 
 /** The lichen-push daemon as a process, with its JSON log collected. */
@@ -115,6 +117,72 @@ describe.each([
     await sim?.stop();
     await server?.stop();
   }, T);
+
+  it(
+    "room push: a room message while hibernated reaches the APNs simulator; the NSE syncs the room and shows room: nick: body, the mention marked",
+    async () => {
+      // carol (her own database): bob's room, push enabled, joined, hibernated.
+      await server.registerUser("carol", "carolpw");
+      const carolDb = join(db, "..", "carol.db");
+      const carol = (...args: string[]) => runCli(carolDb, args);
+      const owner = await startPeer(server.c2sPort, "bob", "bobpw", { resource: "rooms" });
+      const room = `push-${Math.random().toString(36).slice(2, 8)}@${server.mucDomain}`;
+      try {
+        await createRoom(owner, room);
+        const login = await carol(
+          "login",
+          "--jid",
+          "carol@localhost",
+          "--password",
+          "carolpw",
+          "--service",
+          `xmpp://127.0.0.1:${server.c2sPort}`,
+        );
+        expect(login.code, login.stderr).toBe(0);
+        const enable = await carol(
+          "push",
+          "enable",
+          "--appserver",
+          server.componentDomain,
+          "--node",
+          TOKEN_ROOM,
+          "--module",
+          "ios",
+        );
+        expect(enable.code, enable.stderr).toBe(0);
+        const joined = await carol("join", room, "--nick", "caro");
+        expect(joined.code, joined.stderr).toBe(0);
+        expect(joined.stdout).toContain(`joined ${room} as caro`);
+
+        // The join left the stream hibernated: a room message now is pushed.
+        await sayInRoom(owner, room, "caro: lunch?");
+        const [d] = await sim.waitForDeliveries(1, 60_000, TOKEN_ROOM);
+        expect(JSON.stringify(d!.payload)).not.toContain("lunch"); // no body via the appserver
+
+        const nse = await carol("nse", "--deadline-ms", "20000", "--linger-ms", "0");
+        expect(nse.code, nse.stderr).toBe(0);
+        const r = JSON.parse(nse.stdout) as {
+          outcome: string;
+          notifications: Record<string, unknown>[];
+        };
+        expect(r.outcome).toBe("synced");
+        expect(r.notifications).toEqual([
+          expect.objectContaining({
+            kind: "alert",
+            title: room,
+            body: "bob: caro: lunch?",
+            threadId: room,
+            mention: true,
+          }),
+        ]);
+        const tail = await carol("tail", room, "-n", "1");
+        expect(tail.stdout.trim()).toMatch(new RegExp(`${room}: bob: caro: lunch\\?$`));
+      } finally {
+        await owner.stop();
+      }
+    },
+    T,
+  );
 
   it(
     "push enable → a message while hibernated reaches the APNs simulator; disable → no push; status from the database, offline too",

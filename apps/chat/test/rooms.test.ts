@@ -1,0 +1,118 @@
+// lichen-chat rooms, join, leave, send to a room and tail of a room, end to end: the BUILT CLI
+// against real Prosody and ejabberd, bob (a plain client) owning the rooms.
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { startEjabberd, startProsody, type XmppTestServer } from "@lichen/test-servers";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { requireBuiltCli, runCli, startPeer, until } from "./helpers.js";
+import { createRoom, sayInRoom } from "./rooms-peer.js";
+
+const T = 180_000;
+
+describe.each([
+  ["Prosody", startProsody],
+  ["ejabberd", startEjabberd],
+] as const)("lichen-chat group chats on %s", (_name, startServer) => {
+  let server: XmppTestServer;
+  let db: string;
+  const cli = (...args: string[]) => runCli(db, args);
+
+  beforeAll(async () => {
+    requireBuiltCli();
+    server = await startServer();
+    await server.registerUser("alice", "alicepw");
+    await server.registerUser("bob", "bobpw");
+    db = join(mkdtempSync(join(tmpdir(), "lichen-chat-rooms-")), "alice.db");
+  }, T);
+  afterAll(async () => {
+    await server?.stop();
+  }, T);
+
+  it(
+    "join, rooms, send to the room, tail as room: nick: body, leave; a refused join is one clear error",
+    async () => {
+      const bob = await startPeer(server.c2sPort, "bob", "bobpw", { resource: "rooms" });
+      const name = Math.random().toString(36).slice(2, 8);
+      const room = `lounge-${name}@${server.mucDomain}`;
+      const closed = `closed-${name}@${server.mucDomain}`;
+      try {
+        await createRoom(bob, room);
+        await createRoom(bob, closed, { membersOnly: true });
+        const login = await cli(
+          "login",
+          "--jid",
+          "alice@localhost",
+          "--password",
+          "alicepw",
+          "--service",
+          `xmpp://127.0.0.1:${server.c2sPort}`,
+        );
+        expect(login.code, login.stderr).toBe(0);
+
+        // "bob" is taken: the CLI says so and joins as bob_2.
+        const joined = await cli("join", room, "--nick", "bob");
+        expect(joined.code, joined.stderr).toBe(0);
+        expect(joined.stderr).toContain("nick bob is taken");
+        expect(joined.stdout.trim()).toBe(`joined ${room} as bob_2`);
+        const rooms = JSON.parse((await cli("rooms", "--json")).stdout) as {
+          jid: string;
+          status: string;
+          occupants: { nick: string }[];
+        }[];
+        expect(rooms).toEqual([
+          expect.objectContaining({
+            jid: room,
+            status: "joined",
+            nick: "bob_2",
+            bookmarked: true,
+            autojoin: true,
+          }),
+        ]);
+        expect(rooms[0]!.occupants.map((o) => o.nick)).toEqual(["bob", "bob_2"]);
+
+        // bob talks while alice's stream is hibernated; her send resumes it and stores his line.
+        await sayInRoom(bob, room, "hello room");
+        const sent = await cli("send", room, "hi", "all");
+        expect(sent.code, sent.stderr).toBe(0);
+        await until(
+          () => bob.received.some((m) => m.from === `${room}/bob_2` && m.body === "hi all"),
+          "bob sees alice's room message",
+        );
+        const tail = (await cli("tail", room)).stdout.trim().split("\n");
+        expect(tail[0]).toMatch(new RegExp(`  ${room}: bob: hello room$`));
+        expect(tail[1]).toMatch(new RegExp(`  → ${room}: hi all \\[`));
+        expect(tail).toHaveLength(2); // our reflected line is the same row
+
+        const list = await cli("rooms");
+        expect(list.stdout).toMatch(new RegExp(`${room}\\s+joined\\s+bob_2\\s+2`));
+
+        // A members-only room refuses: exit 1 with the condition, not re-joined later.
+        const refused = await cli("join", closed);
+        expect(refused.code).toBe(1);
+        expect(refused.stderr).toContain(`${closed} refused the join: registration-required`);
+
+        const left = await cli("leave", room);
+        expect(left.code, left.stderr).toBe(0);
+        expect(left.stdout.trim()).toBe(`left ${room}`);
+        const after = JSON.parse((await cli("rooms", "--json")).stdout) as Record<
+          string,
+          unknown
+        >[];
+        expect(after.find((r) => r.jid === room)).toMatchObject({
+          status: "left",
+          nick: null,
+          autojoin: false,
+          occupants: [],
+        });
+        expect(after.find((r) => r.jid === closed)).toMatchObject({ status: "error", nick: null });
+        const again = await cli("leave", room);
+        expect(again.code).toBe(1);
+        expect(again.stderr).toContain(`not in ${room}`);
+      } finally {
+        await bob.stop();
+      }
+    },
+    T,
+  );
+});
