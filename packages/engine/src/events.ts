@@ -5,6 +5,7 @@
  */
 import type { PushRegistration } from "@lichen/schema";
 import type { Bookmark } from "./bookmarks.js";
+import type { RoomInvitation } from "./room-invitations.js";
 import type { Element } from "@xmpp/xml";
 import type { MediaError } from "./media/errors.js";
 
@@ -107,6 +108,10 @@ export interface SessionEvents {
   /** The room refused our nick: we try the next one (`tried` → `next`). */
   "room-nick-conflict": [{ room: string; tried: string; next: string }];
   "room-subject": [{ room: string; subject: string | null }];
+  /** XEP-0410 self-ping found the room no longer has us: joining again. */
+  "room-rejoining": [string];
+  /** An invitation (XEP-0249 direct or mediated), stored until accepted or declined. */
+  "room-invitation": [RoomInvitation];
   /** Our XEP-0402 bookmarks (or XEP-0048 storage) seen: fetched on a new stream or pushed. */
   bookmarks: [Bookmark[]];
   /** Publishing a room's bookmark failed (the join or leave itself stands). */
@@ -158,6 +163,8 @@ export const SESSION_EVENTS = [
   "room-left",
   "room-nick-conflict",
   "room-subject",
+  "room-rejoining",
+  "room-invitation",
   "bookmarks",
   "bookmark-error",
   "caps",

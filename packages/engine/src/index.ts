@@ -139,7 +139,14 @@ export {
   type DiscoIdentity,
   type DiscoForm,
 } from "./caps.js";
-export { joinRoom, leaveRoom, startRoomMamCatchup, type RoomLeftReason } from "./muc.js";
+export {
+  joinRoom,
+  leaveRoom,
+  selfPingRooms,
+  startRoomMamCatchup,
+  type RoomLeftReason,
+} from "./muc.js";
+export { acceptInvitation, declineInvitation, type RoomInvitation } from "./room-invitations.js";
 export { NS_BOOKMARKS, type Bookmark } from "./bookmarks.js";
 export {
   createClient,

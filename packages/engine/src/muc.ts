@@ -100,12 +100,17 @@ export function isKnownRoom(ctx: ProtocolContext, jid: string): boolean {
   return roomRow(ctx, bare(jid)) !== null;
 }
 
-function joinPresence(room: string, nick: string): Element {
+function joinPresence(room: string, nick: string, password?: string | null): Element {
   // No MUC history: the room's archive (MAM, after our mark) is the only source of the past.
   return xml(
     "presence",
     { to: `${room}/${nick}` },
-    xml("x", { xmlns: NS_MUC }, xml("history", { maxstanzas: "0" })),
+    xml(
+      "x",
+      { xmlns: NS_MUC },
+      xml("history", { maxstanzas: "0" }),
+      ...(password ? [xml("password", {}, password)] : []),
+    ),
   );
 }
 
@@ -142,7 +147,7 @@ export function joinRoom(
   ctx: ProtocolContext,
   room: string,
   nick: string,
-  opts: { bookmark?: boolean } = {},
+  opts: { bookmark?: boolean; password?: string | null } = {},
 ): void {
   room = bare(room);
   if (opts.bookmark !== false) updateBookmark(ctx, room, nick, true);
@@ -159,7 +164,7 @@ export function joinRoom(
     .onConflictDoUpdate({ target: [tables.chats.accountId, tables.chats.jid], set: joining })
     .run();
   clearOccupants(ctx, room); // the room sends everyone's presence again
-  ctx.send(joinPresence(room, nick));
+  ctx.send(joinPresence(room, nick, opts.password));
 }
 
 /** A bookmark (ours, from another device) says autojoin: join, without publishing it back. */
@@ -384,8 +389,56 @@ export function advanceRoomMark(ctx: ProtocolContext, room: string, stanzaId: st
   if (mark && !mark.gapOpen) setRoomMark(ctx, room, { lastArchiveId: stanzaId });
 }
 
+/**
+ * XEP-0410 self-ping: on a resumed stream the server kept our occupancy — unless the room let us
+ * go silently (restarted, ghost removal). A ping to our own occupant JID tells; the answer's
+ * handler re-joins a room that no longer knows us.
+ */
+export function selfPingRooms(ctx: ProtocolContext): number {
+  const rooms = ctx.tx
+    .select({ jid: tables.chats.jid, nick: tables.chats.nick })
+    .from(tables.chats)
+    .where(
+      and(
+        eq(tables.chats.accountId, ctx.accountId),
+        eq(tables.chats.kind, "groupchat"),
+        eq(tables.chats.roomStatus, "joined"),
+      ),
+    )
+    .all();
+  for (const r of rooms) {
+    if (!r.nick) continue;
+    ctx.sendIq(
+      xml("iq", { type: "get", to: `${r.jid}/${r.nick}` }, xml("ping", { xmlns: "urn:xmpp:ping" })),
+      ctx.session.registry.descriptor("lichen.muc.self-ping", { room: r.jid, nick: r.nick }),
+      { timeoutTicks: 60 },
+    );
+  }
+  return rooms.length;
+}
+
 export function registerMucHandlers(registry: HandlerRegistry): void {
   if (registry.has("lichen.mam.room-page")) return;
+  registry.define("lichen.muc.self-ping", (hctx, args) => {
+    const ctx = hctx as ProtocolContext;
+    const room = String(args.room);
+    const row = roomRow(ctx, room);
+    // Still joined under the nick we pinged? (Otherwise a join or leave since decides.)
+    if (
+      args.type === "result" ||
+      !row?.nick ||
+      row.nick !== args.nick ||
+      row.roomStatus !== "joined"
+    )
+      return;
+    // XEP-0410 §3: these two mean the room no longer has us; anything else (service-unavailable,
+    // feature-not-implemented: the occupant's client just doesn't answer pings) means joined.
+    if (args.condition !== "not-acceptable" && args.condition !== "item-not-found") return;
+    updateRoom(ctx, room, { roomStatus: "joining" });
+    clearOccupants(ctx, room);
+    ctx.send(joinPresence(room, row.nick!));
+    ctx.afterCommit(() => ctx.session.emit("room-rejoining", room));
+  });
   registry.define("lichen.mam.room-page", (hctx, args) => {
     const ctx = hctx as ProtocolContext;
     const room = String(args.room);

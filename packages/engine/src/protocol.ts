@@ -28,6 +28,7 @@ import {
   joinRoomFromBookmark,
 } from "./muc.js";
 import { handleBookmarksEvent, NS_BOOKMARKS } from "./bookmarks.js";
+import { handleInvitation } from "./room-invitations.js";
 import { wasDecrypted } from "./plugins.js";
 import {
   applyRosterPush,
@@ -228,6 +229,7 @@ function handleMessage(ctx: ProtocolContext, message: Element): void {
   }
   if (message.attrs.type === "error") return;
   if (handleBookmarksEvent(ctx, message, own, joinRoomFromBookmark)) return;
+  if (handleInvitation(ctx, message)) return;
   handleRoomSubject(ctx, message);
   storeMessage(ctx, message, { sentAt: ctx.tx.now });
   acknowledgeReceiptRequest(ctx, message);

@@ -45,7 +45,7 @@ import { answerSubscription } from "./roster.js";
 import { LinkLiveness, type LivenessOptions } from "./liveness.js";
 import { handlers as defaultRegistry, type HandlerRegistry } from "./handlers.js";
 import { ownDiscoInfo, registerCapsHandlers, type DiscoInfo } from "./caps.js";
-import { joinRoomFromBookmark, registerMucHandlers } from "./muc.js";
+import { joinRoomFromBookmark, registerMucHandlers, selfPingRooms } from "./muc.js";
 import { registerBookmarkHandlers } from "./bookmarks.js";
 import { registerUploadHandlers } from "./media/upload.js";
 import {
@@ -942,6 +942,8 @@ export class DurableSession extends EventEmitter<SessionEvents> {
     for (const originId of sent) this.emit("message-sent", { originId });
     this.startTicks();
     this.flush(true); // resend what the server did not get, in order
+    // Rooms may have dropped us while the stream slept (XEP-0410): ask each; rejoin if so.
+    this.write((ctx) => selfPingRooms(ctx));
     this.emit("online", "resumed");
   }
 

@@ -1,0 +1,141 @@
+import { tables } from "@lichen/store";
+import { xml } from "@xmpp/client";
+import { and, eq } from "drizzle-orm";
+import { describe, expect, it } from "vitest";
+import {
+  acceptInvitation,
+  declineInvitation,
+  joinRoom,
+  selfPingRooms,
+  type RoomInvitation,
+} from "../src/index.js";
+import { SERVERS, useEngineEnv } from "./helpers.js";
+import { NS_MUC, next, roomOwner } from "./muc-helpers.js";
+
+const T = 120_000;
+
+describe.each(SERVERS)("room invitations and self-ping on %s", (_kind, start) => {
+  const env = useEngineEnv(start, { users: ["alice", "bob"], prefix: "lichen-mucinv-" });
+  const invitations = () =>
+    env.store.read((tx) =>
+      tx
+        .select()
+        .from(tables.roomInvitations)
+        .where(eq(tables.roomInvitations.accountId, "alice"))
+        .all(),
+    );
+
+  it(
+    "direct and mediated invitations stored until accepted or declined, a forged one ignored; self-ping re-joins a room that lost us",
+    async () => {
+      const name = Math.random().toString(36).slice(2, 8);
+      const direct = `direct-${name}@${env.server.mucDomain}`;
+      const mediated = `mediated-${name}@${env.server.mucDomain}`;
+      const bob = await roomOwner(env.server);
+      const alice = env.session();
+      const seen: RoomInvitation[] = [];
+      alice.on("room-invitation", (i) => seen.push(i));
+      try {
+        await bob.create(direct);
+        await bob.create(mediated);
+        await alice.connect();
+
+        // A forged mediated invitation (from bob, not from a room) is not stored.
+        await bob.xmpp.send(
+          xml(
+            "message",
+            { to: "alice@localhost" },
+            xml("x", { xmlns: `${NS_MUC}#user` }, xml("invite", { from: "bob@localhost" })),
+          ),
+        );
+        // XEP-0249 direct invitation.
+        const gotDirect = next(alice, "room-invitation", (i) => i.room === direct);
+        await bob.xmpp.send(
+          xml(
+            "message",
+            { to: "alice@localhost" },
+            xml("x", { xmlns: "jabber:x:conference", jid: direct, reason: "come" }),
+          ),
+        );
+        expect((await gotDirect)[0]).toEqual({
+          room: direct,
+          from: "bob@localhost",
+          kind: "direct",
+          reason: "come",
+          password: null,
+        });
+        // Mediated: through the room, which names bob.
+        const gotMediated = next(alice, "room-invitation", (i) => i.room === mediated);
+        await bob.xmpp.send(
+          xml(
+            "message",
+            { to: mediated },
+            xml(
+              "x",
+              { xmlns: `${NS_MUC}#user` },
+              xml("invite", { to: "alice@localhost" }, xml("reason", {}, "join us")),
+            ),
+          ),
+        );
+        // The inviter as the room names it (Prosody hides bob's JID in a semi-anonymous room).
+        expect((await gotMediated)[0]).toMatchObject({
+          room: mediated,
+          kind: "mediated",
+          reason: "join us",
+        });
+        await alice.syncBarrier();
+        expect(seen.map((i) => i.room).sort()).toEqual([direct, mediated].sort());
+        expect(
+          invitations()
+            .map((i) => i.roomJid)
+            .sort(),
+        ).toEqual([direct, mediated].sort());
+
+        const joined = next(alice, "room-joined", (r) => r === direct);
+        expect(alice.write((ctx) => acceptInvitation(ctx, direct, "alice"))).toBe(true);
+        await joined;
+        expect(alice.write((ctx) => declineInvitation(ctx, mediated, "busy"))).toBe(true);
+        expect(invitations()).toEqual([]);
+
+        // Silent removal: our row says joined as "ghost", but the room has no such occupant of
+        // ours. The self-ping's error makes us join again.
+        const ghostRoom = mediated;
+        alice.write((ctx) => {
+          joinRoom(ctx, ghostRoom, "ghost");
+        });
+        await next(alice, "room-joined", (r) => r === ghostRoom);
+        const gone = next(alice, "room-left", (e) => e.room === ghostRoom);
+        alice.write((ctx) =>
+          ctx.send(xml("presence", { to: `${ghostRoom}/ghost`, type: "unavailable" })),
+        );
+        await gone;
+        // We missed that: the row still says joined (what a silent removal leaves behind).
+        alice.write((ctx) =>
+          ctx.tx
+            .update(tables.chats)
+            .set({ nick: "ghost", roomStatus: "joined" })
+            .where(and(eq(tables.chats.accountId, "alice"), eq(tables.chats.jid, ghostRoom)))
+            .run(),
+        );
+        const rejoining = next(alice, "room-rejoining");
+        const back = next(alice, "room-joined", (r) => r === ghostRoom);
+        // Only the ghost room is out of sync; the other answers the ping and stays as it is.
+        alice.write((ctx) => selfPingRooms(ctx));
+        expect((await rejoining)[0]).toBe(ghostRoom);
+        await back;
+        const row = env.store.read((tx) =>
+          tx
+            .select()
+            .from(tables.chats)
+            .where(and(eq(tables.chats.accountId, "alice"), eq(tables.chats.jid, ghostRoom)))
+            .get(),
+        )!;
+        expect([row.roomStatus, row.nick]).toEqual(["joined", "ghost"]);
+      } finally {
+        await alice.close().catch(() => {});
+        await bob.stop();
+      }
+    },
+    T,
+  );
+});
