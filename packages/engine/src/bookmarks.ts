@@ -10,20 +10,15 @@ import { and, eq } from "drizzle-orm";
 import type { HandlerRegistry } from "./handlers.js";
 import { bare } from "./jid.js";
 import type { ProtocolContext } from "./context.js";
+import type { Bookmark } from "./events.js";
+
+export type { Bookmark };
 
 export const NS_BOOKMARKS = "urn:xmpp:bookmarks:1";
 const NS_PUBSUB = "http://jabber.org/protocol/pubsub";
 const NS_PUBSUB_EVENT = "http://jabber.org/protocol/pubsub#event";
 const NS_LEGACY_PRIVATE = "jabber:iq:private";
 const NS_LEGACY_BOOKMARKS = "storage:bookmarks";
-
-/** One conference bookmark, whichever storage it came from. */
-export interface Bookmark {
-  room: string;
-  name: string | null;
-  nick: string | null;
-  autojoin: boolean;
-}
 
 /** Joins a room for a bookmark (muc.ts: joinRoom without publishing the bookmark again). */
 export type BookmarkJoin = (ctx: ProtocolContext, room: string, nick: string) => void;

@@ -4,8 +4,6 @@
  * committed (the session's after-commit queue), never from inside it.
  */
 import type { PushRegistration } from "@lichen/schema";
-import type { Bookmark } from "./bookmarks.js";
-import type { RoomInvitation } from "./room-invitations.js";
 import type { Element } from "@xmpp/xml";
 import type { MediaError } from "./media/errors.js";
 
@@ -57,6 +55,23 @@ export type RosterEvent =
       items: RosterItem[];
       removed: string[];
     };
+
+/** One conference bookmark (XEP-0402 or XEP-0048), whichever storage it came from. */
+export interface Bookmark {
+  room: string;
+  name: string | null;
+  nick: string | null;
+  autojoin: boolean;
+}
+
+/** A stored room invitation (XEP-0249 direct or XEP-0045 mediated). */
+export interface RoomInvitation {
+  room: string;
+  from: string;
+  kind: "direct" | "mediated";
+  reason: string | null;
+  password: string | null;
+}
 
 /** Our occupancy of a room ended; `detail` is the kick/ban/destroy reason or error condition. */
 export interface RoomLeftEvent {

@@ -7,18 +7,12 @@ import { and, eq } from "drizzle-orm";
 import { bare } from "./jid.js";
 import { joinedRoom, joinRoom } from "./muc.js";
 import type { ProtocolContext } from "./context.js";
+import type { RoomInvitation } from "./events.js";
+
+export type { RoomInvitation };
 
 const NS_CONFERENCE = "jabber:x:conference";
 const NS_MUC_USER = "http://jabber.org/protocol/muc#user";
-
-/** A stored invitation (event `room-invitation`). */
-export interface RoomInvitation {
-  room: string;
-  from: string;
-  kind: "direct" | "mediated";
-  reason: string | null;
-  password: string | null;
-}
 
 /** An invitation in this message? Stored (one per room, the newest wins) and reported. */
 export function handleInvitation(ctx: ProtocolContext, message: Element): boolean {
