@@ -8,7 +8,7 @@ import { and, eq, isNotNull } from "drizzle-orm";
 import { publishBookmark } from "./bookmarks.js";
 import type { HandlerRegistry } from "./handlers.js";
 import { bare } from "./jid.js";
-import { handleMamPage, mamQuery } from "./mam.js";
+import { handleMamPage, mamQuery, type MamFrom } from "./mam.js";
 import type { ProtocolContext } from "./context.js";
 
 const NS_MUC = "http://jabber.org/protocol/muc";
@@ -41,6 +41,9 @@ function setRoomMark(
 /** Why we are no longer in a room (self-presence status codes, XEP-0045 §7.2.x, §10.9). */
 export type RoomLeftReason =
   "left" | "kicked" | "banned" | "destroyed" | "removed" | "shutdown" | "error";
+
+/** A catch-up by time starts this much before the last one completed (clocks differ; dupes dedupe). */
+const ROOM_CLOCK_SKEW_MS = 5 * 60_000;
 
 /** Nick conflicts retry with `nick_2` … `nick_<MAX>`; then the join gives up (no endless loop). */
 const MAX_NICK_ATTEMPTS = 5;
@@ -354,12 +357,26 @@ export function startRoomMamCatchup(ctx: ProtocolContext, room: string, after?: 
     (h) => h.handler.name === "lichen.mam.room-page" && h.handler.bound.room === room,
   );
   if (running && !after) return;
-  const since = after ?? roomMark(ctx, room)?.lastArchiveId ?? null;
+  const mark = roomMark(ctx, room);
+  // After the mark's archive id; or, when the archive was empty at the last catch-up (no id to
+  // continue from), from that time — else a restart would fetch only the newest page: a gap.
+  const from: MamFrom = after
+    ? { after }
+    : mark?.lastArchiveId
+      ? { after: mark.lastArchiveId }
+      : mark
+        ? // completedAt, or (first catch-up interrupted) when it started: its mark's last write
+          { start: (mark.completedAt ?? mark.updatedAt) - ROOM_CLOCK_SKEW_MS }
+        : null;
   const queryId = randomUUID();
   setRoomMark(ctx, room, { gapOpen: true });
   ctx.sendIq(
-    mamQuery(queryId, since, room),
-    ctx.session.registry.descriptor("lichen.mam.room-page", { room, queryId, forward: !!since }),
+    mamQuery(queryId, from, room),
+    ctx.session.registry.descriptor("lichen.mam.room-page", {
+      room,
+      queryId,
+      forward: from !== null,
+    }),
     { timeoutTicks: 60 },
   );
 }

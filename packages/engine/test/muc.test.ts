@@ -4,6 +4,7 @@ import { client, xml } from "@xmpp/client";
 import { and, eq } from "drizzle-orm";
 import { describe, expect, it } from "vitest";
 import { joinRoom } from "../src/index.js";
+import { MAM_PAGE } from "../src/mam.js";
 import { SERVERS, until, useEngineEnv } from "./helpers.js";
 
 const T = 180_000;
@@ -148,6 +149,39 @@ describe.each(SERVERS)("group chat catch-up with a per-room MAM mark on %s", (_k
         // Only m5 and m6 travelled: the query started after the room's mark.
         expect(archived.sort()).toEqual(["m5", "m6"]);
         expect(mark(room)!.gapOpen).toBe(false);
+        await again.close();
+      } finally {
+        await bob.stop();
+      }
+    },
+    T,
+  );
+
+  it(
+    "a room empty at the join: after a restart every message since is fetched, not just the newest page",
+    async () => {
+      const room = `empty-${Math.random().toString(36).slice(2, 8)}@${env.server.mucDomain}`;
+      const bob = await roomOwner(env.server, room);
+      try {
+        const alice = session();
+        await alice.connect();
+        const first = new Promise<void>((r) =>
+          alice.on("room-mam-complete", (done) => done === room && r()),
+        );
+        alice.write((ctx) => joinRoom(ctx, room, "alice"));
+        await first;
+        expect(mark(room)!.lastArchiveId).toBeNull(); // nothing to continue from but the time
+        await alice.close();
+        const n = MAM_PAGE + 10; // more than one page
+        for (let i = 0; i < n; i++) await bob.say(`e${i}`);
+        const again = session();
+        // (the first test's room is re-joined too: wait for this one)
+        const caughtUp = new Promise<void>((r) =>
+          again.on("room-mam-complete", (done) => done === room && r()),
+        );
+        expect(await again.connect()).toBe("new");
+        await caughtUp;
+        expect(bodies(room)).toHaveLength(n);
         await again.close();
       } finally {
         await bob.stop();
