@@ -7,6 +7,8 @@ export type DecryptFailureReason =
   | "distrusted-device"
   | "signal"
   | "payload"
+  /** A groupchat message from an occupant whose real JID we do not know (left, or anonymous room). */
+  | "unknown-occupant"
   /** An unexpected error while decrypting (a bug, or input nobody foresaw). */
   | "internal";
 
@@ -21,7 +23,11 @@ export class OmemoError extends Error {
       | "bad-bundle"
       | "iq-error"
       | "iq-timeout"
-      | "state-conflict",
+      | "state-conflict"
+      /** sendToRoom to a room we are not in. */
+      | "not-in-room"
+      /** sendToRoom to a room that hides real JIDs (semi-anonymous): nobody's devices can be known. */
+      | "room-anonymous",
     message: string,
   ) {
     super(message);

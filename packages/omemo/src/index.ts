@@ -3,6 +3,7 @@ export {
   omemo,
   type OmemoOptions,
   type OmemoSendResult,
+  type RoomOmemoSupport,
   type DeviceFingerprint,
 } from "./omemo.js";
 export { OmemoError, type DecryptFailureReason } from "./errors.js";

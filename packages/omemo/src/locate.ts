@@ -10,21 +10,38 @@ export function bare(jid: string): string {
   return jid.split("/")[0]!;
 }
 
+const NS_MUC_USER = "http://jabber.org/protocol/muc#user";
+
+/** Where a groupchat message was written: the room, the author's nick, and what else says who. */
+export interface RoomOrigin {
+  room: string;
+  nick: string;
+  /** The real JID in the archived message's muc#user item (room MAM), trusted only from there. */
+  archivedRealJid: string | null;
+  /** The MAM query id of a room archive result (checked against our running room catch-ups). */
+  queryId: string | null;
+}
+
 /** A message element whose body we replace, inside a copy of the stanza that carries it. */
 export interface Located {
   inner: Element;
+  /** Bare JID of the author (for a groupchat message: the occupant's real JID, once resolved). */
   sender: string;
   archiveId: string | null;
+  /** Set for a groupchat message (live from the room, or from the room's archive). */
+  roomOrigin: RoomOrigin | null;
   copy(): { stanza: Element; inner: Element };
 }
 
 export function locate(stanza: Element, own: string): Located | null {
   const from = stanza.attrs.from;
   const fromOwn = !from || from === own;
+  let roomResultQueryId: string | null = null;
   const find = (root: Element): { inner: Element; archiveId: string | null } | null => {
     const result = root.getChild("result", NS_MAM);
     if (result) {
-      if (!fromOwn) return null; // room archives (MUC OMEMO) are not handled yet
+      // A room's archive result: the caller checks it answers our catch-up of that room.
+      if (!fromOwn) roomResultQueryId = result.attrs.queryid ?? "";
       const inner = result.getChild("forwarded", NS_FORWARD)?.getChild("message");
       return inner ? { inner, archiveId: result.attrs.id ?? null } : null;
     }
@@ -37,12 +54,34 @@ export function locate(stanza: Element, own: string): Located | null {
     return { inner: root, archiveId: null };
   };
   const found = find(stanza);
-  if (!found || found.inner.attrs.type === "groupchat" || found.inner.attrs.type === "error")
-    return null;
-  const sender = bare(found.inner.attrs.from ?? own);
+  if (!found || found.inner.attrs.type === "error") return null;
+  const innerFrom = found.inner.attrs.from ?? own;
+  let roomOrigin: RoomOrigin | null = null;
+  if (found.inner.attrs.type === "groupchat") {
+    const slash = innerFrom.indexOf("/");
+    // A groupchat message comes from room/nick; the room's own messages are never encrypted.
+    if (slash < 0) return null;
+    const room = innerFrom.slice(0, slash);
+    // Only a room result from the room itself, and a live one not wrapped in anything.
+    if (roomResultQueryId !== null ? from !== room : found.inner !== stanza) return null;
+    const itemJid =
+      roomResultQueryId !== null
+        ? found.inner.getChild("x", NS_MUC_USER)?.getChild("item")?.attrs.jid
+        : undefined;
+    roomOrigin = {
+      room,
+      nick: innerFrom.slice(slash + 1),
+      archivedRealJid: itemJid ? bare(itemJid) : null,
+      queryId: roomResultQueryId,
+    };
+  } else if (roomResultQueryId !== null) {
+    return null; // a non-groupchat result from someone else's archive: a forgery
+  }
   return {
     ...found,
-    sender,
+    roomOrigin,
+    // Resolved by the caller for a groupchat message (from the room's occupant list).
+    sender: roomOrigin ? "" : bare(innerFrom),
     copy: () => {
       const copy = deepCopy(stanza);
       return { stanza: copy, inner: find(copy)!.inner };

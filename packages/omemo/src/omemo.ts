@@ -20,7 +20,7 @@ import {
 import { validateHandlerDescriptor, type HandlerDescriptor } from "@lichen/schema";
 import { and, eq, inArray, or } from "drizzle-orm";
 import { OmemoError, type DecryptFailureReason } from "./errors.js";
-import { bare, locate, setBody, type Located } from "./locate.js";
+import { bare, locate, setBody, type Located, type RoomOrigin } from "./locate.js";
 import { publishOpenItem, request } from "./pep.js";
 import { createIdentity, loadBundle, refillPreKeys, rotateSignedPreKey } from "./keys.js";
 import { signal } from "./libsignal.js";
@@ -51,6 +51,8 @@ import {
 } from "./wire.js";
 
 const NS_SID = "urn:xmpp:sid:0";
+const NS_DISCO_INFO = "http://jabber.org/protocol/disco#info";
+const NS_MUC_ADMIN = "http://jabber.org/protocol/muc#admin";
 /** Queued work (omemo_pending_work): a session repair with `{ jid, deviceId }`. */
 const REPAIR_SESSION = "omemo.repairSession";
 const repairKey = (jid: string, deviceId: number) => `repair ${jid} ${deviceId}`;
@@ -87,6 +89,15 @@ export interface OmemoSendResult {
   devices: { jid: string; deviceId: number }[];
   /** Devices left out, and why (distrusted, no bundle, bad signature…). */
   skipped: { jid: string; deviceId: number; reason: string }[];
+}
+
+/** What a room's disco#info says about OMEMO in it. */
+export interface RoomOmemoSupport {
+  room: string;
+  /** Real JIDs shown to all occupants: required for OMEMO. */
+  nonAnonymous: boolean;
+  /** Only members may enter (Conversations offers OMEMO for such rooms only). */
+  membersOnly: boolean;
 }
 
 class StaleView extends Error {}
@@ -388,14 +399,26 @@ export class Omemo implements SessionPlugin {
    * message (plaintext, encrypted=true) and queues it with the ratchet changes in one
    * transaction. Throws OmemoError("no-devices") when no device of `to` can receive it.
    */
-  async send(to: string, body: string): Promise<OmemoSendResult> {
+  send(to: string, body: string): Promise<OmemoSendResult> {
+    return this.encryptAndQueue(bare(to), [bare(to)], body);
+  }
+
+  /** Encrypts for the devices of `recipients` and ours, and queues the message to `to`. */
+  private async encryptAndQueue(
+    to: string,
+    recipients: readonly string[],
+    body: string,
+  ): Promise<OmemoSendResult> {
     const s = this.s;
     const own = this.role === "app" ? this.ensureIdentity() : this.own();
     if (!own) throw new OmemoError("no-identity", "no OMEMO identity yet");
-    const recipient = bare(to);
     const ownJid = this.jid;
-    const theirs = await this.fetchDeviceList(recipient);
-    const mine = recipient === ownJid ? [] : await this.fetchDeviceList(ownJid);
+    const theirs: { jid: string; deviceId: number }[] = [];
+    for (const jid of recipients)
+      for (const deviceId of await this.fetchDeviceList(jid)) theirs.push({ jid, deviceId });
+    const mine = recipients.includes(ownJid) ? [] : await this.fetchDeviceList(ownJid);
+    const recipient = recipients.join(", ");
+    const isRecipient = (jid: string) => recipients.includes(jid);
     const originId = randomUUID();
     const bundles = new Map<string, Bundle | Error>();
     for (let attempt = 1; attempt <= 5; attempt++) {
@@ -403,7 +426,7 @@ export class Omemo implements SessionPlugin {
       const skipped: OmemoSendResult["skipped"] = [];
       const targets: { jid: string; deviceId: number }[] = [];
       const candidates = [
-        ...theirs.map((deviceId) => ({ jid: recipient, deviceId })),
+        ...theirs,
         ...mine.filter((d) => d !== own.deviceId).map((deviceId) => ({ jid: ownJid, deviceId })),
       ];
       for (const c of candidates) {
@@ -444,7 +467,7 @@ export class Omemo implements SessionPlugin {
         }
         targets.push(c);
       }
-      if (!targets.some((t) => t.jid === recipient))
+      if (!targets.some((t) => isRecipient(t.jid)))
         throw new OmemoError(
           "no-devices",
           `no OMEMO device of ${recipient} can receive the message${skipped.length ? `: ${skipped.map((k) => `${k.deviceId} ${k.reason}`).join("; ")}` : ""}`,
@@ -464,7 +487,7 @@ export class Omemo implements SessionPlugin {
           skipped.push({ ...t, reason: e instanceof Error ? e.message || e.name : String(e) });
         }
       }
-      if (!sent.some((t) => t.jid === recipient))
+      if (!sent.some((t) => isRecipient(t.jid)))
         throw new OmemoError(
           "no-devices",
           `no session with any device of ${recipient} could encrypt`,
@@ -480,7 +503,7 @@ export class Omemo implements SessionPlugin {
           if (!view.stillValid(ctx.tx)) throw new StaleView();
           view.apply(ctx.tx);
           s.queueMessage(ctx, {
-            to: recipient,
+            to,
             body,
             originId,
             wireBody: FALLBACK_BODY,
@@ -635,6 +658,173 @@ export class Omemo implements SessionPlugin {
     throw new OmemoError("state-conflict", "session state changed at every attempt");
   }
 
+  // ---- group chats (XEP-0384 §6 as Conversations/Dino do it) ----------------------------------
+
+  /** Room features learnt by disco, per session (forgotten when we join the room again). */
+  private readonly roomSupportCache = new WeakMap<DurableSession, Map<string, RoomOmemoSupport>>();
+
+  private roomCache(): Map<string, RoomOmemoSupport> {
+    const s = this.s;
+    let cache = this.roomSupportCache.get(s);
+    if (!cache) {
+      const fresh = new Map<string, RoomOmemoSupport>();
+      // A room may be reconfigured while we are out of it: ask again after each join.
+      s.on("room-joined", (room) => fresh.delete(room));
+      this.roomSupportCache.set(s, (cache = fresh));
+    }
+    return cache;
+  }
+
+  /**
+   * Asks the room (disco#info) whether it shows real JIDs (muc_nonanonymous) and admits members
+   * only (muc_membersonly). OMEMO needs the first: the devices of an occupant whose real JID is
+   * hidden cannot be found.
+   */
+  async roomSupport(room: string): Promise<RoomOmemoSupport> {
+    room = bare(room);
+    const res = await this.request(
+      xml("iq", { type: "get", to: room }, xml("query", { xmlns: NS_DISCO_INFO })),
+    );
+    if (res.attrs.type !== "result")
+      throw new OmemoError("iq-error", `disco#info of ${room}: ${res.toString()}`);
+    const features = new Set(
+      (res.getChild("query", NS_DISCO_INFO)?.getChildren("feature") ?? []).map((f) => f.attrs.var),
+    );
+    const support: RoomOmemoSupport = {
+      room,
+      nonAnonymous: features.has("muc_nonanonymous"),
+      membersOnly: features.has("muc_membersonly"),
+    };
+    this.roomCache().set(room, support);
+    return support;
+  }
+
+  /** Bare real JIDs of a room's other occupants, as the room showed them in their presence. */
+  roomMembers(room: string): string[] {
+    const s = this.s;
+    const o = tables.roomOccupants;
+    const own = this.jid;
+    const rows = s.store.read((tx) =>
+      tx
+        .select({ realJid: o.realJid })
+        .from(o)
+        .where(and(eq(o.accountId, s.accountId), eq(o.roomJid, bare(room))))
+        .all(),
+    );
+    const jids = new Set<string>();
+    for (const r of rows) if (r.realJid && bare(r.realJid) !== own) jids.add(bare(r.realJid));
+    return [...jids].sort();
+  }
+
+  /**
+   * Encrypts `body` for every device of every occupant of a joined non-anonymous room (and our own
+   * other devices) and sends it as one groupchat message; stored as plaintext, encrypted=true.
+   * Throws OmemoError "not-in-room", "room-anonymous" (semi-anonymous room: refused), or
+   * "no-devices" (no occupant can read it).
+   */
+  async sendToRoom(room: string, body: string): Promise<OmemoSendResult> {
+    room = bare(room);
+    const s = this.s;
+    const c = tables.chats;
+    const row = s.store.read((tx) =>
+      tx
+        .select({ kind: c.kind, nick: c.nick })
+        .from(c)
+        .where(and(eq(c.accountId, s.accountId), eq(c.jid, room)))
+        .get(),
+    );
+    if (row?.kind !== "groupchat" || !row.nick)
+      throw new OmemoError("not-in-room", `not an occupant of ${room}`);
+    const support = this.roomCache().get(room) ?? (await this.roomSupport(room));
+    if (!support.nonAnonymous)
+      throw new OmemoError(
+        "room-anonymous",
+        `${room} is semi-anonymous (no muc_nonanonymous): OMEMO needs the occupants' real JIDs`,
+      );
+    const members = this.roomMembers(room);
+    // Members who are not in the room now read it later (room MAM): Conversations encrypts for
+    // the member list too. Only owners/admins may always read it: best effort.
+    if (support.membersOnly)
+      for (const jid of await this.roomAffiliates(room))
+        if (jid !== this.jid && !members.includes(jid)) members.push(jid);
+    if (members.length === 0)
+      throw new OmemoError("no-devices", `nobody else in ${room} shows a real JID`);
+    return this.encryptAndQueue(room, members, body);
+  }
+
+  /** Bare JIDs with affiliation member, admin or owner (XEP-0045 §9.5); lists we may not read are skipped. */
+  async roomAffiliates(room: string): Promise<string[]> {
+    const jids = new Set<string>();
+    for (const affiliation of ["member", "admin", "owner"]) {
+      const res = await this.request(
+        xml(
+          "iq",
+          { type: "get", to: bare(room) },
+          xml("query", { xmlns: NS_MUC_ADMIN }, xml("item", { affiliation })),
+        ),
+      ).catch(() => null);
+      if (res?.attrs.type !== "result") continue;
+      for (const item of res.getChild("query", NS_MUC_ADMIN)?.getChildren("item") ?? [])
+        if (item.attrs.jid && (item.attrs.affiliation ?? affiliation) === affiliation)
+          jids.add(bare(item.attrs.jid));
+    }
+    return [...jids].sort();
+  }
+
+  /**
+   * Who wrote a groupchat message: our own nick → us; a room archive result → the muc#user item
+   * the room archived with it, else the occupant list; live → the occupant list (an occupant's
+   * own muc#user element is not the room's word). Null: not from a room we are in, or a room
+   * archive result we did not ask for (the engine drops those too).
+   */
+  private roomSender(origin: RoomOrigin): { jid: string } | { unknown: string } | null {
+    const s = this.s;
+    const c = tables.chats;
+    const o = tables.roomOccupants;
+    const w = tables.iqHandlers;
+    return s.store.read((tx) => {
+      const room = tx
+        .select({ kind: c.kind, nick: c.nick })
+        .from(c)
+        .where(and(eq(c.accountId, s.accountId), eq(c.jid, origin.room)))
+        .get();
+      if (room?.kind !== "groupchat") return null;
+      if (origin.queryId !== null) {
+        const expected = tx
+          .select({ handler: w.handler })
+          .from(w)
+          .where(eq(w.accountId, s.accountId))
+          .all()
+          .some((h) => {
+            try {
+              const d = JSON.parse(h.handler) as HandlerDescriptor;
+              return (
+                d.name === "lichen.mam.room-page" &&
+                d.bound.room === origin.room &&
+                d.bound.queryId === origin.queryId
+              );
+            } catch {
+              return false;
+            }
+          });
+        if (!expected) return null;
+        if (origin.archivedRealJid) return { jid: origin.archivedRealJid };
+      }
+      if (room.nick !== null && origin.nick === room.nick) return { jid: this.jid };
+      const occupant = tx
+        .select({ realJid: o.realJid })
+        .from(o)
+        .where(
+          and(eq(o.accountId, s.accountId), eq(o.roomJid, origin.room), eq(o.nick, origin.nick)),
+        )
+        .get();
+      if (occupant?.realJid) return { jid: bare(occupant.realJid) };
+      return {
+        unknown: `the real JID of ${origin.room}/${origin.nick} is unknown (${occupant ? "the room hides it" : "not an occupant now"})`,
+      };
+    });
+  }
+
   // ---- receiving (the engine's prepare step) --------------------------------------------------
 
   async prepare(stanza: Element, session: DurableSession): Promise<PluginPrepared | null> {
@@ -642,10 +832,18 @@ export class Omemo implements SessionPlugin {
     const own = this.jid;
     const event = stanza.getChild("event", NS_PUBSUB_EVENT);
     if (event) return this.prepareDeviceListEvent(stanza, event, own);
-    const at = locate(stanza, own);
-    if (!at) return null;
-    const encryptedEl = at.inner.getChild("encrypted", NS_OMEMO);
+    const located = locate(stanza, own);
+    if (!located) return null;
+    const encryptedEl = located.inner.getChild("encrypted", NS_OMEMO);
     if (!encryptedEl) return null;
+    let at = located;
+    if (located.roomOrigin) {
+      const resolved = this.roomSender(located.roomOrigin);
+      if (resolved === null) return null; // not a room of ours / not our catch-up: the engine drops it
+      if ("unknown" in resolved)
+        return this.failure(stanza, located, "unknown-occupant", resolved.unknown);
+      at = { ...located, sender: resolved.jid };
+    }
     if (this.alreadyStored(at)) return null; // a replay: the engine's unique indexes drop it
     try {
       return await this.decrypt(stanza, at, encryptedEl, session);
@@ -822,10 +1020,11 @@ export class Omemo implements SessionPlugin {
     const originId = at.inner.getChild("origin-id", NS_SID)?.attrs.id;
     // Only our archive's stanza-id, as the engine: a sender's forged one must not make us skip
     // decryption of a new message.
-    const own = this.jid;
+    // A room message: the room's archive id (as the engine keeps it).
+    const idOwner = at.roomOrigin?.room ?? this.jid;
     const stanzaIds = at.inner
       .getChildren("stanza-id", NS_SID)
-      .filter((e) => e.attrs.by === own)
+      .filter((e) => e.attrs.by === idOwner)
       .map((e) => e.attrs.id)
       .filter((x): x is string => !!x);
     const conds = [

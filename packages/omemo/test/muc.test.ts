@@ -1,0 +1,171 @@
+// MUC OMEMO between two Lichen clients in a non-anonymous members-only room (as Conversations and
+// Dino require), live and through the room's archive; a semi-anonymous room is refused.
+import { randomBytes } from "node:crypto";
+import { joinRoom, xml, type Element } from "@lichen/engine";
+import { startEjabberd, startProsody, type XmppTestServer } from "@lichen/test-servers";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { FALLBACK_BODY, NS_OMEMO, OmemoError } from "../src/index.js";
+import { online, openDevice, until, type Device } from "./helpers.js";
+
+const T = 180_000;
+const NS_MUC = "http://jabber.org/protocol/muc";
+
+/** A muc#owner configuration form with these fields. */
+function roomConfig(fields: Record<string, string>): Element {
+  return xml(
+    "query",
+    { xmlns: `${NS_MUC}#owner` },
+    xml(
+      "x",
+      { xmlns: "jabber:x:data", type: "submit" },
+      xml("field", { var: "FORM_TYPE" }, xml("value", {}, `${NS_MUC}#roomconfig`)),
+      ...Object.entries(fields).map(([v, value]) =>
+        xml("field", { var: v }, xml("value", {}, value)),
+      ),
+    ),
+  );
+}
+
+async function iqSet(d: Device, to: string, payload: Element): Promise<void> {
+  const res = await d.omemo.request(xml("iq", { type: "set", to }, payload));
+  if (res.attrs.type !== "result") throw new Error(`${to} refused: ${res.toString()}`);
+}
+
+/** Joins (creating it if needed) and waits for our own occupant presence. */
+async function join(d: Device, room: string, nick: string): Promise<void> {
+  const joined = new Promise<void>((resolve) =>
+    d.session.on("room-joined", (r) => r === room && resolve()),
+  );
+  d.session.write((ctx) => joinRoom(ctx, room, nick));
+  await joined;
+}
+
+describe.each([
+  ["prosody", startProsody],
+  ["ejabberd", startEjabberd],
+] as const)("OMEMO in a group chat on %s", (name, start) => {
+  let server: XmppTestServer;
+  const devices: Device[] = [];
+  beforeAll(async () => {
+    server = await start();
+    for (const u of ["alice", "bob"]) await server.registerUser(u, `${u}pw`);
+  }, T);
+  afterAll(async () => {
+    for (const d of devices) await d.close().catch(() => {});
+    await server?.stop();
+  }, T);
+  const device = (user: string, resource: string, o: Parameters<typeof openDevice>[3] = {}) => {
+    const d = openDevice(server, user, resource, o);
+    devices.push(d);
+    return online(d);
+  };
+  const roomName = (kind: string) =>
+    `omemo-${kind}-${name}-${randomBytes(3).toString("hex")}@${server.mucDomain}`;
+
+  it(
+    "non-anonymous members-only room: A → B live, B → A, A → B via room MAM catch-up",
+    async () => {
+      const alice = await device("alice", "phone");
+      let bob = await device("bob", "laptop");
+      const room = roomName("members");
+      await join(alice, room, "alice");
+      await iqSet(
+        alice,
+        room,
+        roomConfig({
+          "muc#roomconfig_persistentroom": "1",
+          "muc#roomconfig_membersonly": "1",
+          "muc#roomconfig_whois": "anyone",
+        }),
+      );
+      await iqSet(
+        alice,
+        room,
+        xml(
+          "query",
+          { xmlns: `${NS_MUC}#admin` },
+          xml("item", { jid: bob.jid, affiliation: "member" }),
+        ),
+      );
+      expect(await alice.omemo.roomSupport(room)).toEqual({
+        room,
+        nonAnonymous: true,
+        membersOnly: true,
+      });
+      await join(bob, room, "bob");
+      await until(() => alice.omemo.roomMembers(room).includes(bob.jid), "alice sees bob's JID");
+      await until(() => bob.omemo.roomMembers(room).includes(alice.jid), "bob sees alice's JID");
+
+      // What the room reflects to bob is ciphertext with the fallback body.
+      const wire: string[] = [];
+      bob.session.on("stanza", (el) => {
+        if (el.is("message") && el.getChild("encrypted", NS_OMEMO)) wire.push(el.toString());
+      });
+      const sent = await alice.omemo.sendToRoom(room, "hello room (prekey)");
+      expect(sent.devices).toEqual([{ jid: bob.jid, deviceId: bob.omemo.deviceId! }]);
+      await until(() => bob.messages(room).length === 1, "bob stores alice's room message");
+      expect(bob.messages(room)).toEqual([
+        { body: "hello room (prekey)", encrypted: 1, direction: "in" },
+      ]);
+      expect(wire[0]).toContain(`type="groupchat"`);
+      expect(wire[0]).toContain(FALLBACK_BODY);
+      expect(wire[0]).not.toContain("hello room");
+      // Alice's own reflected copy is not decrypted again nor stored twice: her plaintext row stays.
+      const reflected = () =>
+        alice.store.sqlite
+          .prepare("SELECT stanza_id FROM messages WHERE account_id = 'alice' AND chat_jid = ?")
+          .get(room) as { stanza_id: string | null } | undefined;
+      await until(() => !!reflected()?.stanza_id, "the room's reflection reaches alice");
+      expect(alice.messages(room)).toEqual([
+        { body: "hello room (prekey)", encrypted: 1, direction: "out" },
+      ]);
+
+      await bob.omemo.sendToRoom(room, "hi alice, from the room");
+      await until(
+        () => alice.messages(room).some((m) => m.body === "hi alice, from the room"),
+        "alice decrypts bob's reply",
+      );
+      expect(alice.messages(room)[1]).toEqual({
+        body: "hi alice, from the room",
+        encrypted: 1,
+        direction: "in",
+      });
+
+      // Bob goes away; alice encrypts for him as a member (not an occupant now); bob's next
+      // join catches up from the room's archive and decrypts it there.
+      const bobDb = bob.db;
+      await bob.close();
+      await until(() => !alice.omemo.roomMembers(room).includes(bob.jid), "bob left the room");
+      const away = await alice.omemo.sendToRoom(room, "while you were away");
+      expect(away.devices.map((d) => d.jid)).toEqual([bob.jid]);
+      bob = openDevice(server, "bob", "laptop", { db: bobDb });
+      devices.push(bob);
+      const caughtUp = new Promise<void>((resolve) =>
+        bob.session.on("room-mam-complete", (r) => r === room && resolve()),
+      );
+      await bob.session.connect();
+      await caughtUp;
+      expect(bob.messages(room)).toEqual([
+        { body: "hello room (prekey)", encrypted: 1, direction: "in" },
+        { body: "hi alice, from the room", encrypted: 1, direction: "out" },
+        { body: "while you were away", encrypted: 1, direction: "in" },
+      ]);
+    },
+    T,
+  );
+
+  it(
+    "a semi-anonymous room is refused with a clear error",
+    async () => {
+      const alice = await device("alice", "tablet");
+      const room = roomName("anon");
+      await join(alice, room, "alice");
+      await iqSet(alice, room, roomConfig({ "muc#roomconfig_whois": "moderators" }));
+      const refused = await alice.omemo.sendToRoom(room, "secret").catch((e: unknown) => e);
+      expect(refused).toBeInstanceOf(OmemoError);
+      expect((refused as OmemoError).code).toBe("room-anonymous");
+      expect(alice.messages(room)).toEqual([]);
+    },
+    T,
+  );
+});
