@@ -836,15 +836,23 @@ export class Omemo implements SessionPlugin {
     if (!located) return null;
     const encryptedEl = located.inner.getChild("encrypted", NS_OMEMO);
     if (!encryptedEl) return null;
+    // A replay (or a room message live and again in the room's archive): the engine's unique
+    // indexes drop it. Checked first: a failure stored twice would be quarantined twice.
+    if (this.alreadyStored(located)) return null;
     let at = located;
     if (located.roomOrigin) {
-      const resolved = this.roomSender(located.roomOrigin);
+      const origin = located.roomOrigin;
+      const resolved = this.roomSender(origin);
       if (resolved === null) return null; // not a room of ours / not our catch-up: the engine drops it
       if ("unknown" in resolved)
-        return this.failure(stanza, located, "unknown-occupant", resolved.unknown);
+        return this.failure(
+          stanza,
+          { ...located, sender: `${origin.room}/${origin.nick}` },
+          "unknown-occupant",
+          resolved.unknown,
+        );
       at = { ...located, sender: resolved.jid };
     }
-    if (this.alreadyStored(at)) return null; // a replay: the engine's unique indexes drop it
     try {
       return await this.decrypt(stanza, at, encryptedEl, session);
     } catch (e) {

@@ -155,9 +155,10 @@ describe.each([
   );
 
   it(
-    "a semi-anonymous room is refused with a clear error",
+    "a semi-anonymous room: sending is refused; a message from a hidden occupant is a stored failure",
     async () => {
       const alice = await device("alice", "tablet");
+      const bob = await device("bob", "desk");
       const room = roomName("anon");
       await join(alice, room, "alice");
       await iqSet(alice, room, roomConfig({ "muc#roomconfig_whois": "moderators" }));
@@ -165,6 +166,54 @@ describe.each([
       expect(refused).toBeInstanceOf(OmemoError);
       expect((refused as OmemoError).code).toBe("room-anonymous");
       expect(alice.messages(room)).toEqual([]);
+
+      // Bob (a participant) does not see alice's JID. An OMEMO message from her, claiming her
+      // JID in its own muc#user element (an occupant's word, not the room's), is kept as a failure.
+      await join(bob, room, "bob");
+      await until(
+        () =>
+          bob.store.sqlite
+            .prepare("SELECT 1 FROM room_occupants WHERE account_id = 'bob' AND nick = 'alice'")
+            .get() !== undefined,
+        "bob sees alice in the room",
+      );
+      alice.session.write((ctx) =>
+        ctx.send(
+          xml(
+            "message",
+            { to: room, type: "groupchat", id: "hidden-1" },
+            xml("body", {}, FALLBACK_BODY),
+            xml("x", { xmlns: `${NS_MUC}#user` }, xml("item", { jid: alice.jid })),
+            xml(
+              "encrypted",
+              { xmlns: NS_OMEMO },
+              xml(
+                "header",
+                { sid: String(alice.omemo.deviceId) },
+                xml("key", { rid: String(bob.omemo.deviceId) }, "AAAA"),
+                xml("iv", {}, "AAAAAAAAAAAAAAAA"),
+              ),
+              xml("payload", {}, "AAAA"),
+            ),
+          ),
+        ),
+      );
+      await until(() => bob.messages(room).length === 1, "bob stores the failure");
+      expect(bob.messages(room)[0]!.body).toMatch(
+        /^could not decrypt \(OMEMO unknown-occupant\): the real JID of .*\/alice is unknown/,
+      );
+      expect(
+        bob.store.sqlite
+          .prepare(
+            "SELECT row_key, error FROM quarantine WHERE table_name = 'omemo_message' AND row_key LIKE '%/hidden-1'",
+          )
+          .all(),
+      ).toEqual([
+        {
+          row_key: `${room}/alice/hidden-1`,
+          error: expect.stringContaining("could not decrypt: unknown-occupant") as string,
+        },
+      ]);
     },
     T,
   );
