@@ -53,6 +53,7 @@ import {
 const NS_SID = "urn:xmpp:sid:0";
 const NS_DISCO_INFO = "http://jabber.org/protocol/disco#info";
 const NS_MUC_ADMIN = "http://jabber.org/protocol/muc#admin";
+const NS_MUC_USER = "http://jabber.org/protocol/muc#user";
 /** Queued work (omemo_pending_work): a session repair with `{ jid, deviceId }`. */
 const REPAIR_SESSION = "omemo.repairSession";
 const repairKey = (jid: string, deviceId: number) => `repair ${jid} ${deviceId}`;
@@ -89,6 +90,8 @@ export interface OmemoSendResult {
   devices: { jid: string; deviceId: number }[];
   /** Devices left out, and why (distrusted, no bundle, bad signature…). */
   skipped: { jid: string; deviceId: number; reason: string }[];
+  /** Recipients (room members) without any OMEMO device we could learn: they cannot read it. */
+  noDevices: string[];
 }
 
 /** What a room's disco#info says about OMEMO in it. */
@@ -414,8 +417,21 @@ export class Omemo implements SessionPlugin {
     if (!own) throw new OmemoError("no-identity", "no OMEMO identity yet");
     const ownJid = this.jid;
     const theirs: { jid: string; deviceId: number }[] = [];
-    for (const jid of recipients)
-      for (const deviceId of await this.fetchDeviceList(jid)) theirs.push({ jid, deviceId });
+    const noDevices: string[] = [];
+    for (const jid of recipients) {
+      let ids: number[];
+      try {
+        ids = await this.fetchDeviceList(jid);
+      } catch (e) {
+        // One room member's broken or hidden list must not stop the message to the others.
+        const perMember =
+          e instanceof OmemoError && (e.code === "iq-error" || e.code === "bad-device-list");
+        if (recipients.length === 1 || !perMember) throw e;
+        ids = [];
+      }
+      if (ids.length === 0) noDevices.push(jid);
+      for (const deviceId of ids) theirs.push({ jid, deviceId });
+    }
     const mine = recipients.includes(ownJid) ? [] : await this.fetchDeviceList(ownJid);
     const recipient = recipients.join(", ");
     const isRecipient = (jid: string) => recipients.includes(jid);
@@ -515,7 +531,7 @@ export class Omemo implements SessionPlugin {
         if (e instanceof StaleView) continue; // another process ratcheted meanwhile: encrypt again
         throw e;
       }
-      return { originId, devices: sent, skipped };
+      return { originId, devices: sent, skipped, noDevices };
     }
     throw new OmemoError("state-conflict", "session state changed at every attempt");
   }
@@ -699,6 +715,20 @@ export class Omemo implements SessionPlugin {
     return support;
   }
 
+  /**
+   * A room announces a configuration change (XEP-0045 §10.2.1: 104, 172 now non-anonymous, 173
+   * semi-anonymous, 174 fully anonymous) from its bare JID: what disco said may be wrong now.
+   */
+  private noteRoomConfigChange(stanza: Element): void {
+    const from = stanza.attrs.from;
+    if (!from || from !== bare(from)) return;
+    const codes = (stanza.getChild("x", NS_MUC_USER)?.getChildren("status") ?? []).map(
+      (st) => st.attrs.code,
+    );
+    if (codes.some((c) => c === "104" || c === "172" || c === "173" || c === "174"))
+      this.roomCache().delete(from);
+  }
+
   /** Bare real JIDs of a room's other occupants, as the room showed them in their presence. */
   roomMembers(room: string): string[] {
     const s = this.s;
@@ -832,6 +862,7 @@ export class Omemo implements SessionPlugin {
     const own = this.jid;
     const event = stanza.getChild("event", NS_PUBSUB_EVENT);
     if (event) return this.prepareDeviceListEvent(stanza, event, own);
+    this.noteRoomConfigChange(stanza);
     const located = locate(stanza, own);
     if (!located) return null;
     const encryptedEl = located.inner.getChild("encrypted", NS_OMEMO);

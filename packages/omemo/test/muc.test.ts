@@ -48,7 +48,7 @@ describe.each([
   const devices: Device[] = [];
   beforeAll(async () => {
     server = await start();
-    for (const u of ["alice", "bob"]) await server.registerUser(u, `${u}pw`);
+    for (const u of ["alice", "bob", "carol"]) await server.registerUser(u, `${u}pw`);
   }, T);
   afterAll(async () => {
     for (const d of devices) await d.close().catch(() => {});
@@ -87,6 +87,17 @@ describe.each([
           xml("item", { jid: bob.jid, affiliation: "member" }),
         ),
       );
+      // A member without OMEMO (never online): reported, not in the way. (Prosody applies only
+      // the first item of an admin set: one IQ each.)
+      await iqSet(
+        alice,
+        room,
+        xml(
+          "query",
+          { xmlns: `${NS_MUC}#admin` },
+          xml("item", { jid: "carol@localhost", affiliation: "member" }),
+        ),
+      );
       expect(await alice.omemo.roomSupport(room)).toEqual({
         room,
         nonAnonymous: true,
@@ -103,6 +114,7 @@ describe.each([
       });
       const sent = await alice.omemo.sendToRoom(room, "hello room (prekey)");
       expect(sent.devices).toEqual([{ jid: bob.jid, deviceId: bob.omemo.deviceId! }]);
+      expect(sent.noDevices).toEqual(["carol@localhost"]);
       await until(() => bob.messages(room).length === 1, "bob stores alice's room message");
       expect(bob.messages(room)).toEqual([
         { body: "hello room (prekey)", encrypted: 1, direction: "in" },
@@ -161,7 +173,21 @@ describe.each([
       const bob = await device("bob", "desk");
       const room = roomName("anon");
       await join(alice, room, "alice");
+      await iqSet(alice, room, roomConfig({ "muc#roomconfig_whois": "anyone" }));
+      const alone = await alice.omemo.sendToRoom(room, "nobody here").catch((e: unknown) => e);
+      expect((alone as OmemoError).code).toBe("no-devices"); // past the anonymity check
+      // The room announces the change (status 173; Prosody after answering the form): the
+      // next send asks the room again.
+      const announced = new Promise<void>((resolve) =>
+        alice.session.on("stanza", (el) => {
+          const x =
+            el.is("message") && el.attrs.from === room && el.getChild("x", `${NS_MUC}#user`);
+          if (x && x.getChildren("status").some((st) => st.attrs.code === "173")) resolve();
+        }),
+      );
       await iqSet(alice, room, roomConfig({ "muc#roomconfig_whois": "moderators" }));
+      await announced;
+      await alice.session.idle(); // the announcement went through the plugin's prepare step
       const refused = await alice.omemo.sendToRoom(room, "secret").catch((e: unknown) => e);
       expect(refused).toBeInstanceOf(OmemoError);
       expect((refused as OmemoError).code).toBe("room-anonymous");
