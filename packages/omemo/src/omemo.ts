@@ -18,7 +18,7 @@ import {
   type StoreTx,
 } from "@lichen/store";
 import { validateHandlerDescriptor, type HandlerDescriptor } from "@lichen/schema";
-import { and, eq, inArray, or } from "drizzle-orm";
+import { and, eq, inArray, or, sql, type SQL } from "drizzle-orm";
 import { OmemoError, type DecryptFailureReason } from "./errors.js";
 import { bare, locate, setBody, type Located, type RoomOrigin } from "./locate.js";
 import { publishOpenItem, request } from "./pep.js";
@@ -1066,9 +1066,15 @@ export class Omemo implements SessionPlugin {
       .filter((e) => e.attrs.by === idOwner)
       .map((e) => e.attrs.id)
       .filter((x): x is string => !!x);
+    // Archive ids are unique per archive only (ejabberd's are timestamps): a room's are matched
+    // within that room's chat.
+    const room = at.roomOrigin?.room;
+    const inArchive = (c: SQL): SQL => (room ? sql`${eq(m.chatJid, room)} and ${c}` : c);
     const conds = [
-      ...(at.archiveId ? [eq(m.archiveId, at.archiveId), eq(m.stanzaId, at.archiveId)] : []),
-      ...(stanzaIds.length ? [inArray(m.stanzaId, stanzaIds)] : []),
+      ...(at.archiveId
+        ? [inArchive(eq(m.archiveId, at.archiveId)), inArchive(eq(m.stanzaId, at.archiveId))]
+        : []),
+      ...(stanzaIds.length ? [inArchive(inArray(m.stanzaId, stanzaIds))] : []),
       ...(originId && at.inner.attrs.from
         ? [and(eq(m.originId, originId), eq(m.fromJid, at.inner.attrs.from))]
         : []),

@@ -104,6 +104,14 @@ describe("encrypted groupchat messages: the author's real JID", () => {
     expect(await bodyOf(roomResult(queryId, archived("m6")))).toMatch(
       /device 777 is not in dave@localhost's device list/,
     );
+    // Archive ids are unique per archive only (ejabberd's are timestamps): our own archive's
+    // message with the same id is another message.
+    alice.store.sqlite
+      .prepare(
+        "INSERT INTO messages (account_id, chat_jid, direction, from_jid, type, archive_id, stanza_id, body, delivery_state, sent_at, stored_at) VALUES ('alice', 'bob@localhost', 'in', 'bob@localhost', 'chat', 'arch-m8', 'arch-m8', 'hi', 'received', 1, 1)",
+      )
+      .run();
+    expect(await bodyOf(roomResult(queryId, archived("m8")))).toMatch(/could not decrypt/);
     // A result for a query we never sent (a forgery): nothing decrypted, the engine drops it.
     expect(
       await alice.omemo.prepare(roomResult("not-ours", archived("m7")), alice.session),
