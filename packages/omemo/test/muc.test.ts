@@ -1,10 +1,11 @@
 // MUC OMEMO between two Lichen clients in a non-anonymous members-only room (as Conversations and
 // Dino require), live and through the room's archive; a semi-anonymous room is refused.
 import { randomBytes } from "node:crypto";
-import { joinRoom, xml, type Element } from "@lichen/engine";
+import { handlePush, joinRoom, xml, type Element } from "@lichen/engine";
+import { openStore } from "@lichen/store";
 import { startEjabberd, startProsody, type XmppTestServer } from "@lichen/test-servers";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { FALLBACK_BODY, NS_OMEMO, OmemoError } from "../src/index.js";
+import { FALLBACK_BODY, NS_OMEMO, OmemoError, omemo } from "../src/index.js";
 import { online, openDevice, until, type Device } from "./helpers.js";
 
 const T = 180_000;
@@ -161,6 +162,37 @@ describe.each([
         { body: "hello room (prekey)", encrypted: 1, direction: "in" },
         { body: "hi alice, from the room", encrypted: 1, direction: "out" },
         { body: "while you were away", encrypted: 1, direction: "in" },
+      ]);
+    },
+    T,
+  );
+
+  it(
+    "the NSE decrypts a room message that arrived while the app was frozen",
+    async () => {
+      const alice = await device("alice", "desk");
+      const bob = await device("bob", "phone");
+      const room = roomName("nse");
+      await join(alice, room, "alice");
+      await iqSet(alice, room, roomConfig({ "muc#roomconfig_whois": "anyone" }));
+      await join(bob, room, "bob");
+      await until(() => alice.omemo.roomMembers(room).includes(bob.jid), "alice sees bob's JID");
+      await bob.session.suspend(); // frozen by the OS: TCP dropped, stream (and occupancy) kept
+      await alice.omemo.sendToRoom(room, "room secret while frozen");
+      const nseStore = openStore({ path: bob.db, role: "nse" });
+      try {
+        const r = await handlePush({
+          store: nseStore,
+          session: { ...bob.config, plugins: [omemo({ role: "nse" })] },
+          lingerMs: 100,
+          deadlineMs: 60_000,
+        });
+        expect(r.outcome).toBe("synced");
+      } finally {
+        nseStore.close();
+      }
+      expect(bob.messages(room)).toEqual([
+        { body: "room secret while frozen", encrypted: 1, direction: "in" },
       ]);
     },
     T,
