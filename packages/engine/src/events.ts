@@ -35,6 +35,8 @@ export interface MessageStoredEvent {
   originId: string | null;
   direction: "in" | "out";
   messageId: string | null;
+  /** When it was sent: its delay stamp (a MAM result's, an offline one), else when stored; ms. */
+  sentAt: number;
   /** A room message: the sender's nick in the room (chatJid is the room). */
   roomNick?: string;
   /** A room message that mentions our nick in the room. */

@@ -47,39 +47,67 @@ export interface StoredIncoming {
   roomNick?: string;
   /** A room message mentioning our nick. */
   mentioned?: boolean;
+  /**
+   * When it was sent (its delay stamp, else when stored), ms. Several archives (rooms, the
+   * account) catch up concurrently, so arrival order is not age order: the newest by this is
+   * shown. Without it, arrival order.
+   */
+  sentAt?: number;
 }
 
 function cut(text: string, max: number): string {
   return text.length <= max ? text : `${text.slice(0, max - 1)}…`;
 }
 
+/** One chat's part of a push, with what its newest message shows. */
+interface ChatEntry extends ChatSummary {
+  newestAt: number;
+  /** Arrival number of its newest message: breaks ties of newestAt (whole-second stamps). */
+  newestSeq: number;
+  newestBody: string;
+  newestMentions: boolean;
+}
+
 /**
- * Collects the messages stored for one push: O(1) per message, O(chats) memory. Chats are kept
- * in a Map re-inserted on every message, so its last entry is the chat of the newest message.
+ * Collects the messages stored for one push: O(1) per message, O(chats) memory. The newest
+ * message is the one sent last (StoredIncoming.sentAt), ties and undated ones in arrival order.
  */
 export class PushNotificationBuilder {
-  private readonly chats = new Map<string, ChatSummary>();
+  private readonly chats = new Map<string, ChatEntry>();
   private total = 0;
-  /** The full body of the newest message (the summary keeps only a cut one). */
-  private newestBody = "";
-  private newestMentions = false;
+  private seq = 0;
+  /** Key of the chat whose newest message is the newest of all (kept per add: O(1)). */
+  private topKey: string | null = null;
 
   add(m: StoredIncoming): void {
     const key = `${m.accountId}\u0000${m.chatJid}`;
     const prev = this.chats.get(key);
-    this.chats.delete(key); // re-insert: most recent last
-    // A room message reads "room: nick: body": the room is the title, the nick leads the body.
+    const seq = ++this.seq;
+    // Undated: as new as anything seen so far (arrival order).
+    const at = m.sentAt ?? this.newest?.newestAt ?? 0;
     const body = m.roomNick !== undefined ? `${m.roomNick}: ${m.body}` : m.body;
-    this.chats.set(key, {
-      accountId: m.accountId,
-      chatJid: m.chatJid,
-      count: (prev?.count ?? 0) + 1,
-      lastBody: cut(body, MAX_SUMMARY_BODY),
-      ...(m.messageId !== undefined ? { lastMessageId: m.messageId } : {}),
-    });
+    const newer = !prev || at >= prev.newestAt;
+    const entry: ChatEntry = newer
+      ? {
+          accountId: m.accountId,
+          chatJid: m.chatJid,
+          count: (prev?.count ?? 0) + 1,
+          lastBody: cut(body, MAX_SUMMARY_BODY),
+          ...(m.messageId !== undefined ? { lastMessageId: m.messageId } : {}),
+          newestAt: at,
+          newestSeq: seq,
+          newestBody: cut(body, MAX_NOTIFICATION_BODY),
+          newestMentions: m.mentioned === true,
+        }
+      : { ...prev, count: prev.count + 1 };
+    const top = this.newest;
+    this.chats.set(key, entry);
     this.total++;
-    this.newestBody = body;
-    this.newestMentions = m.mentioned === true;
+    if (!top || (this.topKey !== key && byNewest(entry, top) < 0)) this.topKey = key;
+  }
+
+  private get newest(): ChatEntry | undefined {
+    return this.topKey === null ? undefined : this.chats.get(this.topKey);
   }
 
   get messages(): number {
@@ -87,10 +115,10 @@ export class PushNotificationBuilder {
   }
 
   summary(): PushSummary {
-    const all = [...this.chats.values()].reverse();
+    const all = [...this.chats.values()].sort(byNewest);
     return {
       messages: this.total,
-      chats: all.slice(0, MAX_SUMMARY_CHATS),
+      chats: all.slice(0, MAX_SUMMARY_CHATS).map(toSummary),
       moreChats: Math.max(0, all.length - MAX_SUMMARY_CHATS),
     };
   }
@@ -98,7 +126,7 @@ export class PushNotificationBuilder {
   /** The push's one content: the newest message with a summary line, or null when none came. */
   alert(): AlertNotification | null {
     const all = [...this.chats.values()];
-    const newest = all.at(-1);
+    const newest = this.newest;
     if (!newest) return null;
     const inChat = newest.count - 1;
     const otherChats = all.length - 1;
@@ -110,13 +138,13 @@ export class PushNotificationBuilder {
     return {
       kind: "alert",
       title: cut(newest.chatJid, 1000),
-      body: cut(this.newestBody, MAX_NOTIFICATION_BODY),
+      body: newest.newestBody,
       threadId: newest.chatJid,
       accountId: newest.accountId,
       ...(newest.lastMessageId !== undefined ? { messageId: newest.lastMessageId } : {}),
       ...(parts.length > 0 ? { subtitle: parts.join(" · ") } : {}),
       count: this.total,
-      ...(this.newestMentions ? { mention: true } : {}),
+      ...(newest.newestMentions ? { mention: true } : {}),
     };
   }
 
@@ -124,4 +152,19 @@ export class PushNotificationBuilder {
   content(silentReason: string): NotificationContent {
     return this.alert() ?? { kind: "silent", reason: silentReason };
   }
+}
+
+/** Newest first: sent later, or (same time) arrived later. */
+function byNewest(a: ChatEntry, b: ChatEntry): number {
+  return b.newestAt - a.newestAt || b.newestSeq - a.newestSeq;
+}
+
+function toSummary(c: ChatEntry): ChatSummary {
+  return {
+    accountId: c.accountId,
+    chatJid: c.chatJid,
+    count: c.count,
+    lastBody: c.lastBody,
+    ...(c.lastMessageId !== undefined ? { lastMessageId: c.lastMessageId } : {}),
+  };
 }

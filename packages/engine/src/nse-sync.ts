@@ -86,6 +86,7 @@ export class AccountSync {
         accountId: this.accountId,
         chatJid: m.chatJid,
         body: m.body,
+        sentAt: m.sentAt,
         ...(messageId ? { messageId } : {}),
         ...(m.roomNick !== undefined ? { roomNick: m.roomNick, mentioned: !!m.mentioned } : {}),
       });

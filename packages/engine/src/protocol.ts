@@ -339,6 +339,7 @@ function storeMessage(
   const stanzaIdBy = meta.archiveId ? (meta.archiveBy ?? own) : stanzaIdEl ? idOwner : null;
   const originId = m.getChild("origin-id", NS_SID)?.attrs.id ?? null;
   const stamp = Date.parse(m.getChild("delay", NS_DELAY)?.attrs.stamp ?? "");
+  const sentAt = Number.isFinite(stamp) ? stamp : meta.sentAt;
   // Our own message coming back (MAM, a carbon of what another resource sent, or this one's
   // copy): one row per origin-id, whatever resource sent it; the copy only adds the archive ids.
   // A room message of ours (reflected, or from our other device under our nick) is ours.
@@ -363,7 +364,7 @@ function storeMessage(
     body,
     encrypted: wasDecrypted(m),
     deliveryState: mine ? "sent" : "received",
-    sentAt: Number.isFinite(stamp) ? stamp : meta.sentAt,
+    sentAt,
     storedAt: ctx.tx.now,
   });
   if (inserted) {
@@ -384,6 +385,7 @@ function storeMessage(
         originId,
         direction: mine ? "out" : "in",
         messageId: m.attrs.id ?? null,
+        sentAt,
         ...(groupchat ? roomMessageMeta(ctx, from, body) : {}),
       }),
     );

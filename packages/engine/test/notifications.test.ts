@@ -56,6 +56,37 @@ describe("PushNotificationBuilder", () => {
     ]);
   });
 
+  it("rooms caught up concurrently: the newest by sent time is shown, not the last to arrive", () => {
+    const b = new PushNotificationBuilder();
+    const room = (chatJid: string, body: string, sentAt: number) => ({
+      ...msg(chatJid, body),
+      roomNick: "bob",
+      mentioned: body.includes("alice"),
+      sentAt,
+    });
+    // Room a's catch-up ends first; room b's older messages arrive after it.
+    b.add(room("a@muc", "a-missed", 1000));
+    b.add(room("a@muc", "alice: there?", 3000));
+    b.add(room("b@muc", "b-missed", 2000));
+    b.add(room("b@muc", "b-older", 1500)); // out of order in its own chat too
+    expect(b.alert()).toMatchObject({
+      title: "a@muc",
+      body: "bob: alice: there?",
+      mention: true,
+      subtitle: "+1 more · 2 in 1 other chat",
+      count: 4,
+    });
+    expect(b.summary().chats.map((c) => [c.chatJid, c.count, c.lastBody])).toEqual([
+      ["a@muc", 2, "bob: alice: there?"],
+      ["b@muc", 2, "bob: b-missed"],
+    ]);
+    // Same stamp (whole-second precision): the later arrival wins; undated: arrival order.
+    b.add(room("b@muc", "b-tie", 3000));
+    expect(b.alert()).toMatchObject({ title: "b@muc", body: "bob: b-tie" });
+    b.add(msg("carol@localhost", "undated"));
+    expect(b.alert()).toMatchObject({ title: "carol@localhost", body: "undated" });
+  });
+
   it("a flood stays bounded: capped chats, cut bodies, small JSON", () => {
     const b = new PushNotificationBuilder();
     const long = "x".repeat(10_000);
