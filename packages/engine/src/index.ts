@@ -54,6 +54,11 @@ export {
 } from "./events.js";
 export { APP_CONTROLLER_EVENTS, type AppControllerEvents } from "./app-events.js";
 export { LinkLiveness, DEFAULT_LIVENESS, type LivenessOptions } from "./liveness.js";
+export {
+  RoomSelfPinger,
+  DEFAULT_ROOM_SELF_PING_IDLE_MS,
+  type RoomSelfPingOptions,
+} from "./room-self-ping.js";
 export { startMamCatchup, sendDeferredReceipts, FEATURES } from "./protocol.js";
 export {
   ensurePush,

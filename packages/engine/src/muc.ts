@@ -406,12 +406,30 @@ export function advanceRoomMark(ctx: ProtocolContext, room: string, stanzaId: st
   if (mark && !mark.gapOpen) setRoomMark(ctx, room, { lastArchiveId: stanzaId });
 }
 
+/** Bare JIDs of the account's rooms we are in now (joined, not joining or left). */
+export function joinedRoomJids(tx: StoreTx, accountId: string): string[] {
+  return tx
+    .select({ jid: tables.chats.jid })
+    .from(tables.chats)
+    .where(
+      and(
+        eq(tables.chats.accountId, accountId),
+        eq(tables.chats.kind, "groupchat"),
+        eq(tables.chats.roomStatus, "joined"),
+      ),
+    )
+    .all()
+    .map((r) => r.jid);
+}
+
 /**
  * XEP-0410 self-ping: on a resumed stream the server kept our occupancy — unless the room let us
- * go silently (restarted, ghost removal). A ping to our own occupant JID tells; the answer's
- * handler re-joins a room that no longer knows us.
+ * go silently (restarted, ghost removal); while online, a room silent for long (RoomSelfPinger)
+ * is asked the same. A ping to our own occupant JID tells; the answer's handler re-joins a room
+ * that no longer knows us. `only`: these rooms (default every joined one). A room whose ping is
+ * still unanswered is not pinged again. Returns how many were pinged.
  */
-export function selfPingRooms(ctx: ProtocolContext): number {
+export function selfPingRooms(ctx: ProtocolContext, only?: readonly string[]): number {
   const rooms = ctx.tx
     .select({ jid: tables.chats.jid, nick: tables.chats.nick })
     .from(tables.chats)
@@ -423,15 +441,22 @@ export function selfPingRooms(ctx: ProtocolContext): number {
       ),
     )
     .all();
+  const pending = new Set(
+    listIqHandlers(ctx.tx, ctx.accountId)
+      .filter((h) => h.handler.name === "lichen.muc.self-ping")
+      .map((h) => String(h.handler.bound.room)),
+  );
+  let pinged = 0;
   for (const r of rooms) {
-    if (!r.nick) continue;
+    if (!r.nick || pending.has(r.jid) || (only && !only.includes(r.jid))) continue;
     ctx.sendIq(
       xml("iq", { type: "get", to: `${r.jid}/${r.nick}` }, xml("ping", { xmlns: "urn:xmpp:ping" })),
       ctx.session.registry.descriptor("lichen.muc.self-ping", { room: r.jid, nick: r.nick }),
       { timeoutTicks: 60 },
     );
+    pinged++;
   }
-  return rooms.length;
+  return pinged;
 }
 
 export function registerMucHandlers(registry: HandlerRegistry): void {

@@ -43,9 +43,10 @@ import type { ProtocolContext } from "./context.js";
 import type { SessionEvents } from "./events.js";
 import { answerSubscription } from "./roster.js";
 import { LinkLiveness, type LivenessOptions } from "./liveness.js";
+import { RoomSelfPinger, type RoomSelfPingOptions } from "./room-self-ping.js";
 import { handlers as defaultRegistry, type HandlerRegistry } from "./handlers.js";
 import { ownDiscoInfo, registerCapsHandlers, type DiscoInfo } from "./caps.js";
-import { joinRoomFromBookmark, registerMucHandlers, selfPingRooms } from "./muc.js";
+import { joinedRoomJids, joinRoomFromBookmark, registerMucHandlers, selfPingRooms } from "./muc.js";
 import { registerBookmarkHandlers } from "./bookmarks.js";
 import { registerUploadHandlers } from "./media/upload.js";
 import {
@@ -130,6 +131,12 @@ export interface SessionOptions {
    * timeout), or `false` for none. A dead link is dropped like a lost one: "connection-lost".
    */
   liveness?: LivenessOptions | false;
+  /**
+   * XEP-0410 self-ping of joined rooms silent for `idleMs` while online (default 15 min), to find
+   * a silent removal (then the room is joined again), or `false` for none. On a resume every
+   * joined room is pinged at once, whatever this says.
+   */
+  roomSelfPing?: RoomSelfPingOptions | false;
   logger?: (event: Record<string, unknown>) => void;
 }
 
@@ -764,6 +771,8 @@ export class DurableSession extends EventEmitter<SessionEvents> {
         }),
       );
       this.committedH = h;
+      const from = stanza.attrs.from;
+      if (from) this.roomPinger?.seen(bare(from));
       this.emit("stanza", stanza);
       this.opts.afterCommit?.(stanza);
     } catch (err) {
@@ -1026,6 +1035,7 @@ export class DurableSession extends EventEmitter<SessionEvents> {
   }
 
   private liveness: LinkLiveness | null = null;
+  private roomPinger: RoomSelfPinger | null = null;
 
   private startTicks(): void {
     this.stopTicks();
@@ -1041,6 +1051,21 @@ export class DurableSession extends EventEmitter<SessionEvents> {
       );
       this.liveness.start();
     }
+    if (this.opts.roomSelfPing !== false) {
+      this.roomPinger = new RoomSelfPinger(
+        {
+          joinedRooms: () => this.store.read((tx) => joinedRoomJids(tx, this.accountId)),
+          ping: (rooms) => this.write((ctx) => selfPingRooms(ctx, rooms)),
+        },
+        this.opts.roomSelfPing,
+      );
+      // Serialized with stanza handling, and only while this connection is the online one.
+      this.roomPinger.start((check) =>
+        this.enqueueWork(() => {
+          if (this.smActive && this.isCurrent(conn)) check();
+        }),
+      );
+    }
     this.tickTimer = setInterval(
       () => this.enqueueWork(() => this.tick()),
       this.opts.tickMs ?? 1000,
@@ -1053,6 +1078,8 @@ export class DurableSession extends EventEmitter<SessionEvents> {
     this.tickTimer = null;
     this.liveness?.stop();
     this.liveness = null;
+    this.roomPinger?.stop();
+    this.roomPinger = null;
   }
 
   /**

@@ -9,7 +9,7 @@ import {
   selfPingRooms,
   type RoomInvitation,
 } from "../src/index.js";
-import { SERVERS, useEngineEnv } from "./helpers.js";
+import { SERVERS, until, useEngineEnv } from "./helpers.js";
 import { NS_MUC, next, roomOwner } from "./muc-helpers.js";
 
 const T = 120_000;
@@ -131,6 +131,79 @@ describe.each(SERVERS)("room invitations and self-ping on %s", (_kind, start) =>
             .get(),
         )!;
         expect([row.roomStatus, row.nick]).toEqual(["joined", "ghost"]);
+      } finally {
+        await alice.close().catch(() => {});
+        await bob.stop();
+      }
+    },
+    T,
+  );
+
+  it(
+    "online and idle: a room silent for idleMs (injected clock) is self-pinged; the one that lost us is joined again, the other stays",
+    async () => {
+      const name = Math.random().toString(36).slice(2, 8);
+      const lost = `lost-${name}@${env.server.mucDomain}`;
+      const kept = `kept-${name}@${env.server.mucDomain}`;
+      const bob = await roomOwner(env.server);
+      let now = 1_000_000;
+      const alice = env.session({ roomSelfPing: { idleMs: 60_000, checkMs: 20, now: () => now } });
+      const rejoining: string[] = [];
+      alice.on("room-rejoining", (r) => rejoining.push(r));
+      try {
+        await bob.create(lost);
+        await bob.create(kept);
+        await alice.connect();
+        const joined = Promise.all([
+          next(alice, "room-joined", (r) => r === lost),
+          next(alice, "room-joined", (r) => r === kept),
+        ]);
+        alice.write((ctx) => {
+          joinRoom(ctx, lost, "ghost");
+          joinRoom(ctx, kept, "alice");
+        });
+        await joined;
+        // The room lets us go without our noticing: our row still says joined.
+        const gone = next(alice, "room-left", (e) => e.room === lost);
+        alice.write((ctx) =>
+          ctx.send(xml("presence", { to: `${lost}/ghost`, type: "unavailable" })),
+        );
+        await gone;
+        alice.write((ctx) =>
+          ctx.tx
+            .update(tables.chats)
+            .set({ nick: "ghost", roomStatus: "joined" })
+            .where(and(eq(tables.chats.accountId, "alice"), eq(tables.chats.jid, lost)))
+            .run(),
+        );
+        expect(rejoining).toEqual([]); // the clock stood still: no ping, no rejoin
+        const back = next(alice, "room-joined", (r) => r === lost);
+        // No resume, no new stream: only idle time passing (each poll, one idle period more).
+        await until(() => {
+          now += 60_000;
+          return rejoining.length > 0;
+        }, "the idle self-ping found the lost room");
+        await back;
+        expect(rejoining).toEqual([lost]);
+        const rows = env.store.read((tx) =>
+          tx
+            .select({
+              jid: tables.chats.jid,
+              nick: tables.chats.nick,
+              status: tables.chats.roomStatus,
+            })
+            .from(tables.chats)
+            .where(eq(tables.chats.accountId, "alice"))
+            .all()
+            .filter((r) => r.jid === lost || r.jid === kept)
+            .sort((a, b) => a.jid.localeCompare(b.jid)),
+        );
+        expect(rows).toEqual(
+          [
+            { jid: kept, nick: "alice", status: "joined" },
+            { jid: lost, nick: "ghost", status: "joined" },
+          ].sort((a, b) => a.jid.localeCompare(b.jid)),
+        );
       } finally {
         await alice.close().catch(() => {});
         await bob.stop();
