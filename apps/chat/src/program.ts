@@ -210,6 +210,40 @@ export function buildProgram(): Command {
       commands.rooms().then((c) => c.join(context(), room, opts)),
     );
 
+  const invitations = program
+    .command("invitations")
+    .description(
+      "list pending room invitations (XEP-0249 direct, XEP-0045 mediated; database only, no network)",
+    )
+    .option("--json", "print JSON")
+    .action((opts: { json?: boolean }) =>
+      commands.rooms().then((c) => c.invitations(context(), opts)),
+    );
+  invitations
+    .command("accept")
+    .description(
+      "accept an invitation: join the room (its password, if any, is used) and wait for its answer",
+    )
+    .argument("<room>", "bare JID of the room")
+    .option("--nick <nick>", "nickname in the room (default: the account's local part)")
+    .option(
+      "--timeout-ms <ms>",
+      "how long to wait for the room",
+      positiveInt("--timeout-ms"),
+      30_000,
+    )
+    .action((room: string, opts: { nick?: string; timeoutMs: number }) =>
+      commands.rooms().then((c) => c.acceptInvitationCommand(context(), room, opts)),
+    );
+  invitations
+    .command("decline")
+    .description("decline an invitation (a mediated one is declined through the room)")
+    .argument("<room>", "bare JID of the room")
+    .option("--reason <text>", "why (sent with a mediated decline)")
+    .action((room: string, opts: { reason?: string }) =>
+      commands.rooms().then((c) => c.declineInvitationCommand(context(), room, opts)),
+    );
+
   program
     .command("leave")
     .description("leave a group chat (autojoin off in its bookmark; its messages stay)")

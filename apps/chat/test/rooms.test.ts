@@ -4,6 +4,7 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startEjabberd, startProsody, type XmppTestServer } from "@lichen/test-servers";
+import { xml } from "@xmpp/client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { requireBuiltCli, runCli, startPeer, until } from "./helpers.js";
 import { createRoom, sayInRoom } from "./rooms-peer.js";
@@ -109,6 +110,108 @@ describe.each([
         const again = await cli("leave", room);
         expect(again.code).toBe(1);
         expect(again.stderr).toContain(`not in ${room}`);
+      } finally {
+        await bob.stop();
+      }
+    },
+    T,
+  );
+
+  it(
+    "invitations: listed from the database, accept joins (the room's subject in rooms), decline goes through the room, a second answer is a clear error",
+    async () => {
+      await server.registerUser("dana", "danapw");
+      const danaDb = join(db, "..", "dana.db");
+      const dana = (...args: string[]) => runCli(danaDb, args);
+      const bob = await startPeer(server.c2sPort, "bob", "bobpw", { resource: "inviter" });
+      const name = Math.random().toString(36).slice(2, 8);
+      const direct = `lunch-${name}@${server.mucDomain}`;
+      const mediated = `board-${name}@${server.mucDomain}`;
+      try {
+        await createRoom(bob, direct);
+        await createRoom(bob, mediated);
+        await bob.xmpp.send(
+          xml("message", { to: direct, type: "groupchat" }, xml("subject", {}, "Lunch plans")),
+        );
+        const login = await dana(
+          "login",
+          "--jid",
+          "dana@localhost",
+          "--password",
+          "danapw",
+          "--service",
+          `xmpp://127.0.0.1:${server.c2sPort}`,
+        );
+        expect(login.code, login.stderr).toBe(0);
+        expect((await dana("invitations")).stdout.trim()).toBe("no invitations");
+
+        // Both reach dana's hibernated stream; the main app woken in the background stores them.
+        await bob.xmpp.send(
+          xml(
+            "message",
+            { to: "dana@localhost" },
+            xml("x", { xmlns: "jabber:x:conference", jid: direct, reason: "food" }),
+          ),
+        );
+        await bob.xmpp.send(
+          xml(
+            "message",
+            { to: mediated },
+            xml(
+              "x",
+              { xmlns: "http://jabber.org/protocol/muc#user" },
+              xml("invite", { to: "dana@localhost" }, xml("reason", {}, "quarterly")),
+            ),
+          ),
+        );
+        await until(async () => {
+          const woke = await dana("background", "--deadline-ms", "20000");
+          expect(woke.code, woke.stderr).toBe(0);
+          return (await dana("invitations")).stdout.includes(mediated);
+        }, "both invitations stored");
+        const listed = JSON.parse((await dana("invitations", "--json")).stdout) as {
+          room: string;
+        }[];
+        expect(listed.map((i) => i.room).sort()).toEqual([direct, mediated].sort());
+        expect(listed.find((i) => i.room === direct)).toMatchObject({
+          from: "bob@localhost",
+          kind: "direct",
+          reason: "food",
+          hasPassword: false,
+        });
+        expect(listed.find((i) => i.room === mediated)).toMatchObject({
+          kind: "mediated",
+          reason: "quarterly",
+        });
+        const table = (await dana("invitations")).stdout;
+        expect(table).toMatch(new RegExp(`${direct}\\s+bob@localhost\\s+direct\\s+\\S+\\s+food`));
+
+        const accepted = await dana("invitations", "accept", direct, "--nick", "dee");
+        expect(accepted.code, accepted.stderr).toBe(0);
+        expect(accepted.stdout.trim()).toBe(`joined ${direct} as dee`);
+        const rooms = await dana("rooms");
+        expect(rooms.stdout).toMatch(new RegExp(`${direct}\\s+joined\\s+dee\\s+2\\s+Lunch plans`));
+        expect(JSON.parse((await dana("rooms", "--json")).stdout)).toEqual([
+          expect.objectContaining({ jid: direct, subject: "Lunch plans" }),
+        ]);
+
+        const declined = await dana("invitations", "decline", mediated, "--reason", "busy");
+        expect(declined.code, declined.stderr).toBe(0);
+        expect(declined.stdout.trim()).toBe(`declined ${mediated}`);
+        // The room tells bob (XEP-0045 §7.8.2).
+        await until(
+          () =>
+            bob.received.some(
+              (m) =>
+                m.from === mediated &&
+                (m.stanza as { toString(): string }).toString().includes("busy"),
+            ),
+          "bob gets the decline through the room",
+        );
+        expect(JSON.parse((await dana("invitations", "--json")).stdout)).toEqual([]);
+        const again = await dana("invitations", "accept", mediated);
+        expect(again.code).toBe(1);
+        expect(again.stderr).toContain(`no invitation to ${mediated}`);
       } finally {
         await bob.stop();
       }

@@ -69,6 +69,7 @@ export interface Bookmark {
 /** A stored room invitation (XEP-0249 direct or XEP-0045 mediated). */
 export interface RoomInvitation {
   room: string;
+  /** Who invites: a bare JID, or (semi-anonymous room) the inviter's occupant JID room/nick. */
   from: string;
   kind: "direct" | "mediated";
   reason: string | null;

@@ -27,7 +27,13 @@ export function handleInvitation(ctx: ProtocolContext, message: Element): boolea
     if (from !== bare(from) || !from.includes("@")) return true;
     inv = {
       room: from,
-      from: invite.attrs.from ? bare(invite.attrs.from) : from,
+      // A semi-anonymous room names the inviter by occupant JID (room/nick): kept whole, it is
+      // where a decline must go (the room routes it to that occupant); a real JID is kept bare.
+      from: !invite.attrs.from
+        ? from
+        : bare(invite.attrs.from) === from
+          ? invite.attrs.from
+          : bare(invite.attrs.from),
       kind: "mediated",
       reason: invite.getChildText("reason"),
       password: message.getChild("x", NS_MUC_USER)?.getChildText("password") ?? null,

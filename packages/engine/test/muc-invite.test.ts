@@ -94,7 +94,16 @@ describe.each(SERVERS)("room invitations and self-ping on %s", (_kind, start) =>
         const joined = next(alice, "room-joined", (r) => r === direct);
         expect(alice.write((ctx) => acceptInvitation(ctx, direct, "alice"))).toBe(true);
         await joined;
+        // The decline reaches bob through the room (Prosody names him room/bob: sent there;
+        // ejabberd names his real JID: delivered to his available resource).
+        await bob.xmpp.send(xml("presence"));
+        const declineAtBob = new Promise<void>((resolve) =>
+          bob.xmpp.on("stanza", (s: { attrs: Record<string, string>; toString(): string }) => {
+            if (s.attrs.from === mediated && s.toString().includes("<decline")) resolve();
+          }),
+        );
         expect(alice.write((ctx) => declineInvitation(ctx, mediated, "busy"))).toBe(true);
+        await declineAtBob;
         expect(invitations()).toEqual([]);
 
         // Silent removal: our row says joined as "ghost", but the room has no such occupant of

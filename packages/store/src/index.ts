@@ -18,6 +18,8 @@ export {
   messagesStoredAfter,
   listRecentMessages,
   listRooms,
+  listRoomInvitations,
+  type RoomInvitationSummary,
   type RoomSummary,
   type RoomOccupant,
   type AccountMessage,

@@ -4,7 +4,7 @@
  * Plain typed queries over the store's tables, so apps (and the CLIs) do not hand-write SQL.
  */
 import { and, asc, desc, eq, lt, sql, type SQL } from "drizzle-orm";
-import { chats, messages, roomOccupants } from "./schema.js";
+import { chats, messages, roomInvitations, roomOccupants } from "./schema.js";
 import type { Store, StoreTx } from "./store.js";
 
 export interface StoredMessage {
@@ -365,4 +365,39 @@ export function listRooms(store: Store | StoreTx, accountId: string): RoomSummar
         })),
     }));
   });
+}
+
+/** A room invitation waiting for the user (XEP-0249 direct or XEP-0045 mediated). */
+export interface RoomInvitationSummary {
+  room: string;
+  /** Who invites (as the room names them, for a mediated one). */
+  from: string;
+  kind: "direct" | "mediated";
+  reason: string | null;
+  /** Whether it carries the room's password (used by the join; never shown). */
+  hasPassword: boolean;
+  receivedAt: number;
+}
+
+/** The account's pending room invitations, newest first. */
+export function listRoomInvitations(
+  store: Store | StoreTx,
+  accountId: string,
+): RoomInvitationSummary[] {
+  return reading(store, (tx) =>
+    tx
+      .select()
+      .from(roomInvitations)
+      .where(eq(roomInvitations.accountId, accountId))
+      .orderBy(desc(roomInvitations.receivedAt), roomInvitations.roomJid)
+      .all()
+      .map((r) => ({
+        room: r.roomJid,
+        from: r.fromJid,
+        kind: r.kind,
+        reason: r.reason,
+        hasPassword: r.password !== null,
+        receivedAt: r.receivedAt,
+      })),
+  );
 }
