@@ -144,19 +144,26 @@ export class MediaTransfers extends EventEmitter<MediaTransferEvents> {
     } catch (err) {
       const error =
         err instanceof MediaError ? err : new MediaError("http-failed", (err as Error).message);
-      // A refused PUT (4xx) or a missing file will not get better: keep the error for the
-      // user. A broken link does: the row stays `uploading` and resume() restarts it.
-      if (error.code === "http-failed") {
-        this.emit("failed", { id, error });
-        return;
-      }
       // A reused slot (restart after a kill) that the service now refuses: ejabberd's slots
-      // are single-use. Ask a new one, once: a fresh slot's refusal is final.
-      if (a.state === "uploading" && error.code === "http-status" && error.status !== 413) {
+      // are single-use. Ask a new one, once: a fresh slot's refusal is final. ejabberd may
+      // also answer and close while we still write the body, so the refusal arrives as a
+      // reset (ECONNRESET), not a status: on a reused slot a broken PUT asks a new slot too
+      // (retrying the same slot would fail the same way on every resume).
+      const reusedSlot = a.state === "uploading";
+      if (
+        reusedSlot &&
+        (error.code === "http-failed" || (error.code === "http-status" && error.status !== 413))
+      ) {
         this.session.write((ctx) => {
           updateAttachment(ctx.tx, id, { state: "pending", putUrl: null, putHeaders: null });
           if (this.session.online) requestUploadSlots(ctx);
         });
+        return;
+      }
+      // A refused PUT (4xx) or a missing file will not get better: keep the error for the
+      // user. A broken link does: the row stays `uploading` and resume() restarts it.
+      if (error.code === "http-failed") {
+        this.emit("failed", { id, error });
         return;
       }
       this.session.write((ctx) => failUpload(ctx, id, error));
