@@ -249,7 +249,13 @@ export function defaultAccountState(now: number, unackedQueue = "initial"): Acco
     },
     features: { server: [], account: [], discoveredAt: null },
     rosterVersion: null,
-    mam: { lastStanzaId: null, lastTimestamp: null, gapOpen: false, completedAt: null },
+    mam: {
+      lastStanzaId: null,
+      lastTimestamp: null,
+      gapOpen: false,
+      completedAt: null,
+      syncedAt: null,
+    },
     push: null,
     csi: "active",
     omemo: {

@@ -37,6 +37,7 @@ export {
   type NewMessageRow,
 } from "./message-writes.js";
 export {
+  ACCOUNT_STATE_JSON_SQL,
   loadAccountState,
   loadAccountStateDetailed,
   saveAccountState,

@@ -29,13 +29,33 @@ export const accounts = sqliteTable("accounts", {
   createdAt: integer("created_at").notNull(),
 });
 
-/** Persisted session state of an account: one JSON blob (AccountState) per account. */
+/**
+ * Persisted session state of an account: the fields a stanza changes (XEP-0198 counters, MAM
+ * marks) in their own columns, written with one UPDATE per stanza; everything else as one JSON
+ * blob (AccountState without those fields), written only when it changes. The columns win over
+ * any copy of those fields in the blob (an older or foreign writer's).
+ */
 export const accountState = sqliteTable("account_state", {
   accountId: text("account_id")
     .primaryKey()
     .references(() => accounts.id, { onDelete: "cascade" }),
-  /** AccountState as JSON, validated against @lichen/schema before every write. */
+  /**
+   * AccountState as JSON without the column fields below, validated against @lichen/schema (with
+   * the columns merged in) before every write.
+   */
   state: text("state").notNull(),
+  /** AccountState.sm.inboundH: stanzas handled and committed on the stream (XEP-0198 h). */
+  smInboundH: integer("sm_inbound_h").notNull().default(0),
+  /** AccountState.sm.outboundSent: stanzas numbered on the stream. */
+  smOutboundSent: integer("sm_outbound_sent").notNull().default(0),
+  /** AccountState.sm.outboundAcked: last h the server acknowledged. */
+  smOutboundAcked: integer("sm_outbound_acked").notNull().default(0),
+  /** AccountState.mam.syncedAt (null: never, or a state written before it existed). */
+  mamSyncedAt: integer("mam_synced_at"),
+  /** AccountState.mam.lastStanzaId. */
+  mamLastStanzaId: text("mam_last_stanza_id"),
+  /** AccountState.mam.lastTimestamp. */
+  mamLastTimestamp: integer("mam_last_timestamp"),
   /** AccountState.stateVersion, duplicated so SQL (and Swift) can see it without parsing. */
   version: integer("version").notNull(),
   /** When the state was last invalidated (version bump or corrupt blob); null: never. */

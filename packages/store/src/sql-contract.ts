@@ -13,7 +13,8 @@ import { and, asc, eq, gt, lte, ne, or, sql, type SQL } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/better-sqlite3";
 import { numeric, SQLiteSyncDialect, sqliteTable, text } from "drizzle-orm/sqlite-core";
 import { MIGRATIONS_TABLE, bundledMigrations } from "./migrations.js";
-import { accountState, ipcMessages, outboundQueue, processLocks } from "./schema.js";
+import { ipcMessages, outboundQueue, processLocks } from "./schema.js";
+import { ACCOUNT_STATE_JSON_SQL } from "./account-state.js";
 
 /** One statement: the shape tools/codegen's `SqlStatementSpec` expects. */
 export interface SqlContractStatement {
@@ -51,6 +52,31 @@ function spec(
   });
   return { name, doc, sql: text, params: names, ...(returns ? { returns } : {}) };
 }
+
+// The JSON paths of the AccountState fields kept in columns (account-state.ts), and how the
+// contract's whole-state writes fill those columns from the encoded state (`:state`).
+const COLUMN_PATHS: [column: string, path: string][] = [
+  ["sm_inbound_h", "$.sm.inboundH"],
+  ["sm_outbound_sent", "$.sm.outboundSent"],
+  ["sm_outbound_acked", "$.sm.outboundAcked"],
+  ["mam_synced_at", "$.mam.syncedAt"],
+  ["mam_last_stanza_id", "$.mam.lastStanzaId"],
+  ["mam_last_timestamp", "$.mam.lastTimestamp"],
+];
+const BLOB_REMOVE_PATHS = sql.raw(COLUMN_PATHS.map(([, path]) => `'${path}'`).join(", "));
+const valuesFromState = () =>
+  sql.join(
+    COLUMN_PATHS.map(([, path]) => sql`json_extract(${p("state")}, ${sql.raw(`'${path}'`)})`),
+    sql.raw(", "),
+  );
+const columnsFromState = () =>
+  sql.join(
+    COLUMN_PATHS.map(
+      ([column, path]) =>
+        sql`${sql.raw(column)} = json_extract(${p("state")}, ${sql.raw(`'${path}'`)})`,
+    ),
+    sql.raw(", "),
+  );
 
 function raw(name: string, doc: string, statement: SQL, returns?: string[]): SqlContractStatement {
   const dialect = new SQLiteSyncDialect();
@@ -251,32 +277,29 @@ export function sqlContract(): SqlContractStatement[] {
         .where(eq(ipcMessages.seq, p("seq"))),
     ),
 
-    spec(
+    // The row is split (account-state.ts): the fields a stanza changes are columns, the rest a
+    // JSON blob. These statements do the split in SQL, so a Swift NSE still decodes and encodes
+    // one AccountState, and has one cheap UPDATE for a stanza that changed only those fields.
+    raw(
       "accountStateLoad",
-      "An account's persisted state: `state` is AccountState JSON (decode with AccountState), `version` its stateVersion. No row: a new account.",
-      db
-        .select({ state: accountState.state, version: accountState.version })
-        .from(accountState)
-        .where(eq(accountState.accountId, p("accountId"))),
+      "An account's persisted state: `state` is AccountState JSON (decode with AccountState; the counter columns are merged into the blob here, and they win over any copy in it), `version` its stateVersion. No row: a new account.",
+      sql`SELECT ${sql.raw(ACCOUNT_STATE_JSON_SQL)} AS state, version FROM account_state WHERE account_id = ${p("accountId")}`,
       ["state", "version"],
     ),
-    spec(
+    raw(
       "accountStateUpdate",
-      "Store an account's state (encoded AccountState; `version` = its stateVersion, `updatedAt` = now). 0 rows changed: no row yet, use accountStateInsert. Only while holding the lock, after the fence check, inside beginImmediate.",
-      db
-        .update(accountState)
-        .set({ state: p("state"), version: p("version"), updatedAt: p("updatedAt") } as never)
-        .where(eq(accountState.accountId, p("accountId"))),
+      "Store an account's whole state (encoded AccountState; `version` = its stateVersion, `updatedAt` = now): the counters and MAM marks go to their columns, the rest to the blob. 0 rows changed: no row yet, use accountStateInsert. Only while holding the lock, after the fence check, inside beginImmediate.",
+      sql`UPDATE account_state SET state = json_remove(${p("state")}, ${BLOB_REMOVE_PATHS}), version = ${p("version")}, ${columnsFromState()}, updated_at = ${p("updatedAt")} WHERE account_id = ${p("accountId")}`,
     ),
-    spec(
+    raw(
+      "accountStateUpdateCounters",
+      "The per-stanza write: only sm.inboundH, sm.outboundSent, sm.outboundAcked, mam.syncedAt, mam.lastStanzaId, mam.lastTimestamp changed (from the AccountState just loaded, in this transaction): store them without rewriting the blob. Anything else changed: accountStateUpdate. NULL for a null or absent syncedAt. Same rules as accountStateUpdate.",
+      sql`UPDATE account_state SET sm_inbound_h = ${p("inboundH")}, sm_outbound_sent = ${p("outboundSent")}, sm_outbound_acked = ${p("outboundAcked")}, mam_synced_at = ${p("syncedAt")}, mam_last_stanza_id = ${p("lastStanzaId")}, mam_last_timestamp = ${p("lastTimestamp")}, updated_at = ${p("updatedAt")} WHERE account_id = ${p("accountId")}`,
+    ),
+    raw(
       "accountStateInsert",
       "First state of an account (after accountStateUpdate changed nothing).",
-      db.insert(accountState).values({
-        accountId: p("accountId"),
-        state: p("state"),
-        version: p("version"),
-        updatedAt: p("updatedAt"),
-      } as never),
+      sql`INSERT INTO account_state (account_id, state, version, invalidated_at, sm_inbound_h, sm_outbound_sent, sm_outbound_acked, mam_synced_at, mam_last_stanza_id, mam_last_timestamp, updated_at) VALUES (${p("accountId")}, json_remove(${p("state")}, ${BLOB_REMOVE_PATHS}), ${p("version")}, NULL, ${valuesFromState()}, ${p("updatedAt")})`,
     ),
 
     spec(

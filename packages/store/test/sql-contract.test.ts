@@ -303,6 +303,40 @@ describe("the SQL contract (LichenSQL.swift) against a migrated database", () =>
       });
     });
     expect(store.read((t) => loadAccountState(t, "bob")).rosterVersion).toBe("v2");
+
+    // The per-stanza write: the counters and MAM marks alone, the blob untouched; the TS store
+    // and the native load both see them, and a TS column-only save reaches the native load.
+    const blob = () =>
+      native.prepare("SELECT state FROM account_state WHERE account_id = 'alice'").pluck().get();
+    const blobBefore = blob();
+    tx(() =>
+      exec("accountStateUpdateCounters", {
+        inboundH: 17,
+        outboundSent: 4,
+        outboundAcked: 3,
+        syncedAt: 2500,
+        lastStanzaId: "arch-1",
+        lastTimestamp: 2400,
+        updatedAt: 2500,
+        accountId: "alice",
+      }),
+    );
+    expect(changes()).toBe(1);
+    expect(blob()).toBe(blobBefore);
+    const counted = store.read((t) => loadAccountState(t, "alice"));
+    expect(counted).toEqual({
+      ...next,
+      sm: { ...next.sm, inboundH: 17, outboundSent: 4, outboundAcked: 3 },
+      mam: { ...next.mam, syncedAt: 2500, lastStanzaId: "arch-1", lastTimestamp: 2400 },
+    });
+    store.write((t) => {
+      const st = loadAccountState(t, "alice");
+      st.sm.inboundH += 1;
+      saveAccountState(t, "alice", st);
+    });
+    expect(blob()).toBe(blobBefore);
+    const [[merged]] = exec("accountStateLoad", { accountId: "alice" }) as [[string]];
+    expect(JSON.parse(merged)).toEqual({ ...counted, sm: { ...counted.sm, inboundH: 18 } });
   });
 
   it("outbound queue: append, pending, ack", () => {

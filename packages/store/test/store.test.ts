@@ -2,8 +2,12 @@ import fs from "node:fs";
 import path from "node:path";
 import Database from "better-sqlite3";
 import { describe, expect, it } from "vitest";
+import { defaultAccountState } from "@lichen/schema";
 import {
+  ACCOUNT_STATE_JSON_SQL,
+  MIGRATIONS_TABLE,
   NotALichenDatabaseError,
+  bundledMigrations,
   SchemaAheadError,
   SchemaBehindError,
   SchemaValidationError,
@@ -349,7 +353,7 @@ describe("account state", () => {
     expect(s.read((tx) => loadAccountState(tx, "acc1")).sm.inboundH).toBe(7);
   });
 
-  it("a corrupt blob is quarantined verbatim, logged, and invalidated keeping valid SM counters", () => {
+  it("a corrupt blob is quarantined (columns merged in), logged, and invalidated keeping valid SM counters", () => {
     const events: { event: string }[] = [];
     const s = open("main", { logger: (e) => events.push(e) });
     addAccount(s);
@@ -360,7 +364,13 @@ describe("account state", () => {
     s.sqlite
       .prepare("UPDATE account_state SET state = json_set(state, '$.features.server', 'oops')")
       .run();
-    const raw = s.sqlite.prepare("SELECT state FROM account_state").pluck().get();
+    // Quarantined: the stored AccountState, columns merged in (what a native NSE's load reads).
+    const raw = JSON.parse(
+      s.sqlite
+        .prepare(`SELECT ${ACCOUNT_STATE_JSON_SQL} FROM account_state`)
+        .pluck()
+        .get() as string,
+    ) as unknown;
 
     // A read transaction cannot quarantine: it reports and returns the invalidated state.
     const peek = s.read((tx) => loadAccountStateDetailed(tx, "acc1"));
@@ -378,7 +388,8 @@ describe("account state", () => {
       error: string;
     }[];
     expect(q).toHaveLength(1);
-    expect(q[0]).toMatchObject({ table_name: "account_state", row_key: "acc1", raw });
+    expect(q[0]).toMatchObject({ table_name: "account_state", row_key: "acc1" });
+    expect(JSON.parse(q[0]!.raw)).toEqual(raw);
     expect(q[0]!.error).toMatch(/features\.server must be (an )?array/);
     expect(events.find((e) => e.event === "store.account-state.corrupt")).toMatchObject({
       accountId: "acc1",
@@ -409,5 +420,262 @@ describe("account state", () => {
     const c = s.write((tx) => loadAccountStateDetailed(tx, "acc1"));
     expect(c.invalidated).toBe("corrupt");
     expect(c.state.sm.inboundH).toBe(0);
+  });
+
+  /** Counts the UPDATEs that rewrite the blob (a temp trigger: this connection's writes only). */
+  function countBlobWrites(s: Store): () => number {
+    s.sqlite.exec(`CREATE TEMP TABLE blob_writes (n INTEGER);
+      CREATE TEMP TRIGGER count_blob_writes AFTER UPDATE OF state ON main.account_state
+      BEGIN INSERT INTO blob_writes VALUES (1); END;`);
+    return () => s.sqlite.prepare("SELECT count(*) FROM temp.blob_writes").pluck().get() as number;
+  }
+  const columnsOf = (s: Store) =>
+    s.sqlite
+      .prepare(
+        "SELECT sm_inbound_h AS h, sm_outbound_sent AS sent, sm_outbound_acked AS acked, mam_synced_at AS syncedAt, mam_last_stanza_id AS lastId, mam_last_timestamp AS lastTs FROM account_state",
+      )
+      .get();
+
+  it("per-stanza saves (counters, MAM marks) write only the columns; the blob only when something else changes", () => {
+    const s = open("main", { clock: () => 5000 });
+    addAccount(s);
+    s.write((tx) => saveAccountState(tx, "acc1", loadAccountState(tx, "acc1")));
+    const blobWrites = countBlobWrites(s);
+    const blob = () => s.sqlite.prepare("SELECT state FROM account_state").pluck().get() as string;
+    const before = blob();
+    // What the engine does per stanza (inbound.ts, protocol.ts, outbound.ts).
+    for (let i = 1; i <= 3; i++) {
+      s.write((tx) => {
+        const st = loadAccountState(tx, "acc1");
+        st.sm.inboundH += 1;
+        st.sm.outboundSent += 2;
+        st.sm.outboundAcked += 1;
+        st.mam.syncedAt = tx.now;
+        st.mam.lastStanzaId = `arch-${i}`;
+        st.mam.lastTimestamp = tx.now;
+        saveAccountState(tx, "acc1", st);
+        // A second save in the same transaction takes the same path.
+        saveAccountState(tx, "acc1", st);
+      });
+    }
+    expect(blobWrites()).toBe(0);
+    expect(blob()).toBe(before);
+    // The blob holds none of the column fields: no stale copy to mislead a reader.
+    expect(Object.keys((JSON.parse(before) as { sm: object }).sm)).not.toContain("inboundH");
+    expect(Object.keys((JSON.parse(before) as { mam: object }).mam)).not.toContain("syncedAt");
+    expect(columnsOf(s)).toEqual({
+      h: 3,
+      sent: 6,
+      acked: 3,
+      syncedAt: 5000,
+      lastId: "arch-3",
+      lastTs: 5000,
+    });
+    expect(s.read((tx) => loadAccountState(tx, "acc1")).mam).toMatchObject({
+      lastStanzaId: "arch-3",
+      syncedAt: 5000,
+    });
+    // Another field changed: the blob is written (once), with the columns.
+    s.write((tx) => {
+      const st = loadAccountState(tx, "acc1");
+      st.sm.inboundH += 1;
+      st.rosterVersion = "r7";
+      saveAccountState(tx, "acc1", st);
+    });
+    expect(blobWrites()).toBe(1);
+    expect(JSON.parse(blob())).toMatchObject({ rosterVersion: "r7" });
+    expect(columnsOf(s)).toMatchObject({ h: 4 });
+    // A rolled-back transaction leaves both as they were.
+    expect(() =>
+      s.write((tx) => {
+        const st = loadAccountState(tx, "acc1");
+        st.sm.inboundH += 1;
+        st.csi = "inactive";
+        saveAccountState(tx, "acc1", st);
+        throw new Error("handler failed");
+      }),
+    ).toThrow("handler failed");
+    const after = s.read((tx) => loadAccountState(tx, "acc1"));
+    expect(after.sm.inboundH).toBe(4);
+    expect(after.csi).toBe("active");
+  });
+
+  it("the columns win over a copy of their fields in the blob; a blob changed since loading is not paired with new columns", () => {
+    const s = open("main");
+    addAccount(s);
+    const st = s.write((tx) => loadAccountState(tx, "acc1"));
+    st.sm.inboundH = 5;
+    st.mam.lastStanzaId = "col";
+    s.write((tx) => saveAccountState(tx, "acc1", st));
+    // An older or foreign writer left copies in the blob: ignored.
+    s.sqlite
+      .prepare(
+        "UPDATE account_state SET state = json_set(state, '$.sm.inboundH', 99, '$.mam.lastStanzaId', 'blob')",
+      )
+      .run();
+    const loaded = s.write((tx) => loadAccountStateDetailed(tx, "acc1"));
+    expect(loaded.invalidated).toBeNull();
+    expect(loaded.state.sm.inboundH).toBe(5);
+    expect(loaded.state.mam.lastStanzaId).toBe("col");
+
+    // Loaded outside the write, then another process changes the blob: saving writes the state
+    // whole (as it always did), never the new counters beside a blob this state did not see.
+    const stale = s.read((tx) => loadAccountState(tx, "acc1"));
+    const other = open("main");
+    other.write((tx) => {
+      const o = loadAccountState(tx, "acc1");
+      o.rosterVersion = "other";
+      saveAccountState(tx, "acc1", o);
+    });
+    stale.sm.inboundH += 1;
+    s.write((tx) => saveAccountState(tx, "acc1", stale));
+    const now = other.read((tx) => loadAccountState(tx, "acc1"));
+    expect(now.sm.inboundH).toBe(6);
+    expect(now.rosterVersion).toBeNull();
+  });
+
+  it("a corrupt counter column (negative, fractional, text) is a typed error on save and invalidates on load (quarantined, MAM gap opened)", () => {
+    const events: { event: string; quarantined?: boolean }[] = [];
+    const s = open("main", { logger: (e) => events.push(e as { event: string }) });
+    addAccount(s);
+    const st = s.write((tx) => loadAccountState(tx, "acc1"));
+    st.sm.inboundH = 9;
+    st.sm.streamId = "stream-1";
+    s.write((tx) => saveAccountState(tx, "acc1", st));
+
+    // Save: the fast path does not let a bad counter through; nothing is written.
+    for (const [field, bad] of [
+      ["inboundH", -1],
+      ["outboundSent", 2.5],
+    ] as const) {
+      let err: unknown;
+      try {
+        s.write((tx) => {
+          const x = loadAccountState(tx, "acc1");
+          x.sm[field] = bad;
+          saveAccountState(tx, "acc1", x);
+        });
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(SchemaValidationError);
+      expect((err as SchemaValidationError).field).toBe(`sm.${field}`);
+    }
+    expect(columnsOf(s)).toMatchObject({ h: 9, sent: 0 });
+
+    // Load: a column damaged behind the store's back (after this connection cached the blob).
+    for (const [i, bad] of [-3, 1.5, "nine"].entries()) {
+      s.sqlite.prepare("UPDATE account_state SET sm_inbound_h = ?").run(bad);
+      const peek = s.read((tx) => loadAccountStateDetailed(tx, "acc1"));
+      expect(peek.invalidated).toBe("corrupt");
+      const loaded = s.write((tx) => loadAccountStateDetailed(tx, "acc1"));
+      expect(loaded.invalidated).toBe("corrupt");
+      // h cannot be trusted: no resumption with it, and MAM fills what may be missing.
+      expect(loaded.state.sm).toMatchObject({ inboundH: 0, streamId: null });
+      expect(loaded.state.mam.gapOpen).toBe(true);
+      const q = s.sqlite.prepare("SELECT raw, error FROM quarantine ORDER BY id").all() as {
+        raw: string;
+        error: string;
+      }[];
+      expect(q).toHaveLength(i + 1);
+      expect(q[i]!.error).toMatch(/sm\.inboundH must be/);
+      expect((JSON.parse(q[i]!.raw) as { sm: { inboundH: unknown } }).sm.inboundH).toBe(bad);
+      // Logged by the read (not quarantined there) and by the write.
+      expect(
+        events.filter((e) => e.event === "store.account-state.corrupt" && e.quarantined),
+      ).toHaveLength(i + 1);
+      expect(columnsOf(s)).toMatchObject({ h: 0 });
+      // Healthy again; damage the next one from a state with a stream.
+      s.write((tx) => {
+        const x = loadAccountState(tx, "acc1");
+        x.sm.streamId = "stream-1";
+        x.sm.inboundH = 9;
+        saveAccountState(tx, "acc1", x);
+      });
+    }
+  });
+
+  it("migration 0011 moves the counters and MAM marks from the blob into the columns", () => {
+    // A database at migration 0010 with states written by the previous build.
+    const file = path.join(temp.dir, "old.db");
+    const db = new Database(file);
+    const migrations = bundledMigrations();
+    const upTo = migrations.findIndex((m) => m.sql.join("").includes("sm_inbound_h"));
+    expect(upTo).toBe(11);
+    db.exec(
+      `CREATE TABLE "${MIGRATIONS_TABLE}" (id SERIAL PRIMARY KEY, hash text NOT NULL, created_at numeric)`,
+    );
+    for (const m of migrations.slice(0, upTo)) {
+      for (const stmt of m.sql) if (stmt.trim()) db.exec(stmt);
+      db.prepare(`INSERT INTO "${MIGRATIONS_TABLE}" (hash, created_at) VALUES (?, ?)`).run(
+        m.hash,
+        m.folderMillis,
+      );
+    }
+    const old = (id: string, sm: object, mam: object) => {
+      const fresh = defaultAccountState(100);
+      db.prepare("INSERT INTO accounts (id, jid, created_at) VALUES (?, ?, 1)").run(id, `${id}@x`);
+      db.prepare(
+        "INSERT INTO account_state (account_id, state, version, updated_at) VALUES (?, ?, 1, 1)",
+      ).run(
+        id,
+        JSON.stringify({
+          ...fresh,
+          sm: { ...fresh.sm, streamId: "s", ...sm },
+          mam: {
+            lastStanzaId: null,
+            lastTimestamp: null,
+            gapOpen: false,
+            completedAt: null,
+            ...mam,
+          },
+        }),
+      );
+    };
+    old(
+      "ok",
+      { inboundH: 41, outboundSent: 7, outboundAcked: 6 },
+      { lastStanzaId: "a1", lastTimestamp: 90, syncedAt: 95 },
+    );
+    old("nosync", { inboundH: 3, outboundSent: 0, outboundAcked: 0 }, {});
+    old("boolean", { inboundH: true, outboundSent: 0, outboundAcked: 0 }, {});
+    old("missing", { inboundH: undefined, outboundSent: 0, outboundAcked: 0 }, {});
+    db.prepare("INSERT INTO accounts (id, jid, created_at) VALUES ('garbled', 'g@x', 1)").run();
+    db.prepare(
+      "INSERT INTO account_state (account_id, state, version, updated_at) VALUES ('garbled', '{{ not json', 1, 1)",
+    ).run();
+    db.close();
+
+    const s = temp.track(openStore({ path: file, role: "main" }));
+    const load = (id: string) => s.write((tx) => loadAccountStateDetailed(tx, id));
+    const ok = load("ok");
+    expect(ok.invalidated).toBeNull();
+    expect(ok.state.sm).toMatchObject({
+      streamId: "s",
+      inboundH: 41,
+      outboundSent: 7,
+      outboundAcked: 6,
+    });
+    expect(ok.state.mam).toMatchObject({ lastStanzaId: "a1", lastTimestamp: 90, syncedAt: 95 });
+    const blob = s.sqlite
+      .prepare("SELECT state FROM account_state WHERE account_id = 'ok'")
+      .pluck()
+      .get() as string;
+    expect(blob).not.toMatch(
+      /inboundH|outboundSent|outboundAcked|syncedAt|lastStanzaId|lastTimestamp/,
+    );
+    const nosync = load("nosync");
+    expect(nosync.invalidated).toBeNull();
+    expect(nosync.state.sm.inboundH).toBe(3);
+    expect(nosync.state.mam.syncedAt).toBeNull();
+    // Counters that were corrupt in the blob are still found corrupt: no resumption, MAM gap.
+    for (const id of ["boolean", "missing"]) {
+      const bad = load(id);
+      expect(bad.invalidated).toBe("corrupt");
+      expect(bad.state.sm.streamId).toBeNull();
+      expect(bad.state.mam.gapOpen).toBe(true);
+    }
+    // A blob that was not JSON survives the migration and is quarantined at load, as before.
+    expect(load("garbled").invalidated).toBe("corrupt");
   });
 });

@@ -266,8 +266,9 @@ public enum LichenSQL {
         returns: []
     )
 
-    /// An account's persisted state: `state` is AccountState JSON (decode with AccountState), `version`
-    /// its stateVersion. No row: a new account.
+    /// An account's persisted state: `state` is AccountState JSON (decode with AccountState; the
+    /// counter columns are merged into the blob here, and they win over any copy in it), `version` its
+    /// stateVersion. No row: a new account.
     ///
     /// Parameters, in order:
     /// 1. `accountId`
@@ -275,26 +276,55 @@ public enum LichenSQL {
     /// Returns: `state`, `version`.
     public static let accountStateLoad = Statement(
         sql: """
-            select "state", "version" from "account_state" where "account_state"."account_id" = ?
+            SELECT CASE WHEN json_valid(state) THEN json_set(state, '$.sm.inboundH', sm_inbound_h, '$.sm.outboundSent', sm_outbound_sent, '$.sm.outboundAcked', sm_outbound_acked, '$.mam.syncedAt', mam_synced_at, '$.mam.lastStanzaId', mam_last_stanza_id, '$.mam.lastTimestamp', mam_last_timestamp) ELSE state END AS state, version FROM account_state WHERE account_id = ?
             """,
         parameters: ["accountId"],
         returns: ["state", "version"]
     )
 
-    /// Store an account's state (encoded AccountState; `version` = its stateVersion, `updatedAt` =
-    /// now). 0 rows changed: no row yet, use accountStateInsert. Only while holding the lock, after the
-    /// fence check, inside beginImmediate.
+    /// Store an account's whole state (encoded AccountState; `version` = its stateVersion, `updatedAt`
+    /// = now): the counters and MAM marks go to their columns, the rest to the blob. 0 rows changed: no
+    /// row yet, use accountStateInsert. Only while holding the lock, after the fence check, inside
+    /// beginImmediate.
     ///
     /// Parameters, in order:
     /// 1. `state`
     /// 2. `version`
-    /// 3. `updatedAt`
-    /// 4. `accountId`
+    /// 3. `state`
+    /// 4. `state`
+    /// 5. `state`
+    /// 6. `state`
+    /// 7. `state`
+    /// 8. `state`
+    /// 9. `updatedAt`
+    /// 10. `accountId`
     public static let accountStateUpdate = Statement(
         sql: """
-            update "account_state" set "state" = ?, "version" = ?, "updated_at" = ? where "account_state"."account_id" = ?
+            UPDATE account_state SET state = json_remove(?, '$.sm.inboundH', '$.sm.outboundSent', '$.sm.outboundAcked', '$.mam.syncedAt', '$.mam.lastStanzaId', '$.mam.lastTimestamp'), version = ?, sm_inbound_h = json_extract(?, '$.sm.inboundH'), sm_outbound_sent = json_extract(?, '$.sm.outboundSent'), sm_outbound_acked = json_extract(?, '$.sm.outboundAcked'), mam_synced_at = json_extract(?, '$.mam.syncedAt'), mam_last_stanza_id = json_extract(?, '$.mam.lastStanzaId'), mam_last_timestamp = json_extract(?, '$.mam.lastTimestamp'), updated_at = ? WHERE account_id = ?
             """,
-        parameters: ["state", "version", "updatedAt", "accountId"],
+        parameters: ["state", "version", "state", "state", "state", "state", "state", "state", "updatedAt", "accountId"],
+        returns: []
+    )
+
+    /// The per-stanza write: only sm.inboundH, sm.outboundSent, sm.outboundAcked, mam.syncedAt,
+    /// mam.lastStanzaId, mam.lastTimestamp changed (from the AccountState just loaded, in this
+    /// transaction): store them without rewriting the blob. Anything else changed: accountStateUpdate.
+    /// NULL for a null or absent syncedAt. Same rules as accountStateUpdate.
+    ///
+    /// Parameters, in order:
+    /// 1. `inboundH`
+    /// 2. `outboundSent`
+    /// 3. `outboundAcked`
+    /// 4. `syncedAt`
+    /// 5. `lastStanzaId`
+    /// 6. `lastTimestamp`
+    /// 7. `updatedAt`
+    /// 8. `accountId`
+    public static let accountStateUpdateCounters = Statement(
+        sql: """
+            UPDATE account_state SET sm_inbound_h = ?, sm_outbound_sent = ?, sm_outbound_acked = ?, mam_synced_at = ?, mam_last_stanza_id = ?, mam_last_timestamp = ?, updated_at = ? WHERE account_id = ?
+            """,
+        parameters: ["inboundH", "outboundSent", "outboundAcked", "syncedAt", "lastStanzaId", "lastTimestamp", "updatedAt", "accountId"],
         returns: []
     )
 
@@ -304,12 +334,18 @@ public enum LichenSQL {
     /// 1. `accountId`
     /// 2. `state`
     /// 3. `version`
-    /// 4. `updatedAt`
+    /// 4. `state`
+    /// 5. `state`
+    /// 6. `state`
+    /// 7. `state`
+    /// 8. `state`
+    /// 9. `state`
+    /// 10. `updatedAt`
     public static let accountStateInsert = Statement(
         sql: """
-            insert into "account_state" ("account_id", "state", "version", "invalidated_at", "updated_at") values (?, ?, ?, null, ?)
+            INSERT INTO account_state (account_id, state, version, invalidated_at, sm_inbound_h, sm_outbound_sent, sm_outbound_acked, mam_synced_at, mam_last_stanza_id, mam_last_timestamp, updated_at) VALUES (?, json_remove(?, '$.sm.inboundH', '$.sm.outboundSent', '$.sm.outboundAcked', '$.mam.syncedAt', '$.mam.lastStanzaId', '$.mam.lastTimestamp'), ?, NULL, json_extract(?, '$.sm.inboundH'), json_extract(?, '$.sm.outboundSent'), json_extract(?, '$.sm.outboundAcked'), json_extract(?, '$.mam.syncedAt'), json_extract(?, '$.mam.lastStanzaId'), json_extract(?, '$.mam.lastTimestamp'), ?)
             """,
-        parameters: ["accountId", "state", "version", "updatedAt"],
+        parameters: ["accountId", "state", "version", "state", "state", "state", "state", "state", "state", "updatedAt"],
         returns: []
     )
 
@@ -392,6 +428,7 @@ public enum LichenSQL {
         "7264fdb26ce2d854067a72ccc14e44198916604b6f2bb6c948c837e91718ae60",
         "2f6d51a0072e3b11b3cd1da4309e3b42f372b24f838a7398c03be38b876deb38",
         "c24b3e8ba6c2ca200e7ba877514a93bf8dde3e9ede85bc55a4c735d6ecee2fa3",
+        "ca1518b5c71a3e8d8459ba62902728766760d20669e81e6e3f510fd51ee79ced",
     ]
 
     /// The wake directory is the database path plus this suffix (the TS Ipc default).
@@ -424,6 +461,7 @@ public enum LichenSQL {
         "ipcMarkDelivered": ipcMarkDelivered,
         "accountStateLoad": accountStateLoad,
         "accountStateUpdate": accountStateUpdate,
+        "accountStateUpdateCounters": accountStateUpdateCounters,
         "accountStateInsert": accountStateInsert,
         "outboundMaxSeq": outboundMaxSeq,
         "outboundAppend": outboundAppend,
