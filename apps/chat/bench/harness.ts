@@ -226,10 +226,10 @@ export class ChatDbProbe {
   }
 
   inboundH(): number | null {
-    const row = this.store.sqlite.prepare("SELECT state FROM account_state").get() as
-      { state: string } | undefined;
-    if (!row) return null;
-    return (JSON.parse(row.state) as { sm: { inboundH: number } }).sm.inboundH;
+    // Its own column since migration 0011 (the JSON blob holds no counters).
+    const h = this.store.sqlite.prepare("SELECT sm_inbound_h FROM account_state").pluck().get() as
+      number | undefined;
+    return h ?? null;
   }
 
   /** Whether another process holds the write lock (a BEGIN IMMEDIATE probe, rolled back). */

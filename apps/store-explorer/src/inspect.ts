@@ -3,6 +3,7 @@
  */
 import fs from "node:fs";
 import {
+  ACCOUNT_STATE_JSON_SQL,
   DatabaseCorruptError,
   NotALichenDatabaseError,
   StoreError,
@@ -64,10 +65,21 @@ function parseJson(text: unknown): unknown {
   }
 }
 
+/**
+ * The stored AccountState as one JSON text: the blob with the counter columns merged in (they win),
+ * or the blob alone in a database from before migration 0011 (inspection never migrates).
+ */
+function stateSql(store: Store): string {
+  const columns = store.sqlite.prepare("PRAGMA table_info(account_state)").all() as {
+    name: string;
+  }[];
+  return columns.some((c) => c.name === "sm_inbound_h") ? ACCOUNT_STATE_JSON_SQL : "state";
+}
+
 export function accounts(store: Store): Row[] {
   const rows = all(
     store,
-    `SELECT a.id, a.jid, a.enabled, s.state, s.version, s.invalidated_at, s.updated_at,
+    `SELECT a.id, a.jid, a.enabled, ${stateSql(store)} AS state, s.version, s.invalidated_at, s.updated_at,
             (SELECT count(*) FROM outbound_queue q WHERE q.account_id = a.id) AS unacked
      FROM accounts a LEFT JOIN account_state s ON s.account_id = a.id ORDER BY a.id`,
   );
@@ -105,7 +117,7 @@ export interface AccountStateView {
 export function accountState(store: Store, accountId: string): AccountStateView | null {
   const row = store.sqlite
     .prepare(
-      "SELECT state, version, invalidated_at, updated_at FROM account_state WHERE account_id = ?",
+      `SELECT ${stateSql(store)} AS state, version, invalidated_at, updated_at FROM account_state WHERE account_id = ?`,
     )
     .get(accountId) as
     | { state: string; version: number; invalidated_at: number | null; updated_at: number }
@@ -419,7 +431,7 @@ export function integrity(
       .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?")
       .get(table) !== undefined;
   if (has("account_state")) {
-    for (const r of rows("SELECT account_id, state FROM account_state")) {
+    for (const r of rows(`SELECT account_id, ${stateSql(store)} AS state FROM account_state`)) {
       check("account_state", String(r.account_id), r.state, validateAccountState);
     }
   }

@@ -351,7 +351,8 @@ describe("lichen-store CLI", () => {
       if (fs.existsSync(db + ext)) fs.copyFileSync(db + ext, bad + ext);
     const raw = rawSqlite(bad);
     raw.sqlite.exec(
-      `UPDATE account_state SET state = json_set(state, '$.sm.inboundH', -3) WHERE account_id = 'alice'`,
+      // The counter's column (it wins over any copy in the JSON blob).
+      `UPDATE account_state SET sm_inbound_h = -3 WHERE account_id = 'alice'`,
     );
     raw.sqlite.exec(`UPDATE iq_handlers SET handler = '{"v":1,"bound":{}}'`);
     raw.sqlite.exec(`UPDATE share_outbox SET item = 'not json'`);

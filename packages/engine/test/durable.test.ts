@@ -80,8 +80,28 @@ describe.each([
         await until(() => bob.received.some((m) => m.body === "reply-K2"), "bob gets reply-K2");
         await bob.send("alice@localhost", "m3");
         await c.waitFor((e) => e.event === "stored" && e.body === "m3", "C stored m3");
+
+        // Per stanza the engine writes only the account state's counter columns (one UPDATE),
+        // never its JSON blob: a trigger counts the blob writes of every connection.
+        const d = new Database(db);
+        d.exec(`CREATE TABLE test_blob_writes (n INTEGER);
+          CREATE TRIGGER test_count_blob_writes AFTER UPDATE OF state ON account_state
+          BEGIN INSERT INTO test_blob_writes VALUES (1); END;`);
+        const inboundH = () =>
+          d
+            .prepare("SELECT sm_inbound_h FROM account_state WHERE account_id = 'alice'")
+            .pluck()
+            .get() as number;
+        const hBefore = inboundH();
+        for (const body of ["m4", "m5", "m6"]) await bob.send("alice@localhost", body);
+        await c.waitFor((e) => e.event === "stored" && e.body === "m6", "C stored m6");
+        await until(() => inboundH() >= hBefore + 3, "h counted m4..m6");
+        expect(d.prepare("SELECT count(*) FROM test_blob_writes").pluck().get()).toBe(0);
+        d.close();
+
         const all = bodies(db);
-        for (const body of ["m1", "K1", "K2", "m3"]) expect(countOf(all, body), body).toBe(1);
+        for (const body of ["m1", "K1", "K2", "m3", "m4", "m5", "m6"])
+          expect(countOf(all, body), body).toBe(1);
         expect(bob.received.filter((m) => m.body === "reply-K2")).toHaveLength(1);
         c.command("suspend");
         await c.exited;
