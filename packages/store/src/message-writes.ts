@@ -128,14 +128,28 @@ function statements(tx: StoreTx) {
   return s;
 }
 
-function run(prepared: Prepared, values: Readonly<Record<string, unknown>>) {
-  const args = new Array<unknown>(prepared.slots.length);
-  for (let i = 0; i < args.length; i++) {
-    const slot = prepared.slots[i]!;
-    args[i] = "name" in slot ? values[slot.name] : slot.constant;
-  }
-  return prepared.stmt.run(...args);
-}
+// The message insert's placeholders in the rendered statement's order. insertMessageRow binds
+// them positionally, straight off the row: the generic name lookup (a spread copy of the row and
+// a keyed read per slot) cost a third of the statement's own CPU (3.4 of 8.8 µs), per message.
+const MESSAGE_PARAMS = [
+  "accountId",
+  "chatJid",
+  "direction",
+  "fromJid",
+  "toJid",
+  "type",
+  "messageId",
+  "originId",
+  "stanzaId",
+  "stanzaIdBy",
+  "archiveId",
+  "body",
+  "encrypted",
+  "deliveryState",
+  "sentAt",
+  "storedAt",
+] as const;
+let messageParamsChecked = false;
 
 /**
  * Insert a message row unless one with the same stanza-id, origin-id or archive id is stored
@@ -144,9 +158,32 @@ function run(prepared: Prepared, values: Readonly<Record<string, unknown>>) {
 export function insertMessageRow(tx: StoreTx, row: NewMessageRow): boolean {
   if (tx.mode !== "write")
     throw new TransactionUsageError("insertMessageRow() needs a write transaction");
-  // SQLite has no boolean: the column stores 0/1 (drizzle's boolean mode reads it back).
-  const values = { ...row, encrypted: row.encrypted ? 1 : 0 };
-  return run(statements(tx).insertMessage, values).changes > 0;
+  const { insertMessage } = statements(tx);
+  if (!messageParamsChecked) {
+    checkParams(insertMessage, MESSAGE_PARAMS, "message insert", "MESSAGE_PARAMS");
+    messageParamsChecked = true;
+  }
+  return (
+    insertMessage.stmt.run(
+      row.accountId,
+      row.chatJid,
+      row.direction,
+      row.fromJid,
+      row.toJid,
+      row.type,
+      row.messageId,
+      row.originId,
+      row.stanzaId,
+      row.stanzaIdBy,
+      row.archiveId,
+      row.body,
+      // SQLite has no boolean: the column stores 0/1 (drizzle's boolean mode reads it back).
+      row.encrypted ? 1 : 0,
+      row.deliveryState,
+      row.sentAt,
+      row.storedAt,
+    ).changes > 0
+  );
 }
 
 /** Create the chat of a stored message, or bump its last activity (and unread count). */
@@ -159,4 +196,26 @@ export function touchChat(tx: StoreTx, chat: ChatActivity): void {
     unread: chat.unread ? 1 : 0,
     at: chat.at,
   });
+}
+
+/** Binds by placeholder name, constants (column defaults) in between. */
+function run(prepared: Prepared, values: Readonly<Record<string, unknown>>) {
+  const args = new Array<unknown>(prepared.slots.length);
+  for (let i = 0; i < args.length; i++) {
+    const slot = prepared.slots[i]!;
+    args[i] = "name" in slot ? values[slot.name] : slot.constant;
+  }
+  return prepared.stmt.run(...args);
+}
+
+/** The placeholders of a rendered statement must be the ones bound positionally, in order. */
+function checkParams(
+  prepared: Prepared,
+  expected: readonly string[],
+  what: string,
+  constant: string,
+): void {
+  const names = prepared.slots.map((s) => ("name" in s ? s.name : "(constant)"));
+  if (names.join() !== expected.join())
+    throw new Error(`${what} parameters are now ${names.join()}: update ${constant}`);
 }
