@@ -8,9 +8,7 @@
  *    as a single-statement transaction on the same file and pragmas. After a warm-up block, 25
  *    blocks of 2000 transactions per arm, the arms in a rotating order within each block; rates
  *    are medians over blocks, ratios.stanza_vs_raw the median of the per-block ratios (target >=
- *    0.8). (raw_small_insert_tx_per_s: a one-column table, for scale; raw_same_row_insert_tx_per_s
- *    and ratios.stanza_vs_raw_same_row: the raw INSERT of the stanza arm's own row,
- *    informational, see that arm.)
+ *    0.8). (raw_small_insert_tx_per_s: a one-column table, for scale.)
  * 2. lock_handover_p50/p99_ms: an NSE process holds the session lock; the main app calls
  *    acquireAsMain (IPC disconnect-all -> NSE releases -> yielded) until it holds the lock.
  * 3. ipc_rtt_p50/p99_ms: ping -> pong with a responder process.
@@ -227,15 +225,6 @@ export default async function storeBench(ctx: BenchContext) {
       `INSERT INTO messages (account_id, chat_jid, direction, from_jid, stanza_id, stanza_id_by, body, sent_at, stored_at)
        VALUES ('raw', 'peer@example.org', 'in', 'peer@example.org/phone', ?, 'raw@example.org', ?, ?, ?)`,
     );
-    // Informational: the same raw INSERT, but of the stanza arm's own row (its account, archive
-    // owner and id sequence). The baseline's account "raw" sorts after "bench" in every message
-    // index, so its entries always append at the right edge of each index, where a stanza arm's
-    // land inside it: 8.0 vs 8.8 WAL frames per commit measured for the same insert. This arm shows
-    // that share; the target ratio stays the one against the baseline above.
-    const rawSameRowInsert = unguardedPrepare(store.sqlite)(
-      `INSERT INTO messages (account_id, chat_jid, direction, from_jid, stanza_id, stanza_id_by, body, sent_at, stored_at)
-       VALUES ('bench', 'peer@example.org', 'in', 'peer@example.org/phone', ?, 'bench@example.org', ?, ?, ?)`,
-    );
     const small = new Database(path.join(dir, "small.db"));
     small.pragma("journal_mode = WAL");
     small.pragma("synchronous = NORMAL");
@@ -285,18 +274,12 @@ export default async function storeBench(ctx: BenchContext) {
         const n = seq++;
         store.write((tx) => stanzaTx(tx, n), { fence });
       },
-      rawSameRow: () => {
-        const n = seq++;
-        rawSameRowInsert.run(`st-${n}`, body, Date.now(), Date.now());
-      },
       small: () => smallInsert.run(body),
     };
     type Arm = keyof typeof arms;
-    const order: Arm[] = ["raw", "stanza", "fenced", "rawSameRow", "small"];
+    const order: Arm[] = ["raw", "stanza", "fenced", "small"];
     const stanzaVsRaw: number[] = [];
     const fencedVsStanza: number[] = [];
-    const stanzaVsRawSameRow: number[] = [];
-    const rawSameRowRates: number[] = [];
     // Warm-up: statements prepared, validators and JIT warm, the WAL grown.
     for (const arm of order) for (let i = 0; i < perBlock; i++) arms[arm]();
     for (let b = 0; b < blocks; b++) {
@@ -312,8 +295,6 @@ export default async function storeBench(ctx: BenchContext) {
       fencedRates.push(rate.fenced!);
       smallRates.push(rate.small!);
       stanzaVsRaw.push(rate.stanza! / rate.raw!);
-      rawSameRowRates.push(rate.rawSameRow!);
-      stanzaVsRawSameRow.push(rate.stanza! / rate.rawSameRow!);
       fencedVsStanza.push(rate.fenced! / rate.stanza!);
       if ((b + 1) % 5 === 0 || b === blocks - 1)
         ctx.log(
@@ -428,7 +409,6 @@ export default async function storeBench(ctx: BenchContext) {
         stanza_tx_per_s: Math.round(stanza),
         fenced_stanza_tx_per_s: Math.round(fenced),
         raw_insert_tx_per_s: Math.round(raw),
-        raw_same_row_insert_tx_per_s: Math.round(median(rawSameRowRates)),
         raw_small_insert_tx_per_s: Math.round(median(smallRates)),
         lock_handover_p50_ms: round2(percentile(handovers, 50)),
         lock_handover_p99_ms: round2(percentile(handovers, 99)),
@@ -442,7 +422,6 @@ export default async function storeBench(ctx: BenchContext) {
       },
       ratios: {
         stanza_vs_raw: round2(median(stanzaVsRaw)),
-        stanza_vs_raw_same_row: round2(median(stanzaVsRawSameRow)),
         fenced_vs_unfenced_tx: round2(median(fencedVsStanza)),
       },
     };
