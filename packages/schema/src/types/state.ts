@@ -90,7 +90,13 @@ export interface OmemoBookkeeping {
   preKeysNeedRefill: boolean;
 }
 
-/** The persisted session state of one account. */
+/**
+ * The persisted session state of one account. @lichen/store keeps the fields a stanza changes
+ * (sm.inboundH, sm.outboundSent, sm.outboundAcked, mam.syncedAt, mam.lastStanzaId,
+ * mam.lastTimestamp) in their own columns, written with one UPDATE per stanza, and the rest as
+ * JSON; the type stays one object because a native NSE then decodes and encodes one AccountState
+ * (the SQL contract merges and splits the row), with no second type to keep in step.
+ */
 export interface AccountState {
   /** Format version; see ACCOUNT_STATE_VERSION. */
   stateVersion: Counter;
