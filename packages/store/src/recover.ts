@@ -9,7 +9,7 @@ import path from "node:path";
 import Database from "better-sqlite3";
 import { checkHeader, isCorruptionError } from "./corruption.js";
 import { StoreError } from "./errors.js";
-import { MIGRATIONS_TABLE } from "./migrations.js";
+import { MIGRATIONS_TABLE, bundledMigrations } from "./migrations.js";
 import { openStore } from "./store.js";
 
 export interface RecoveredTable {
@@ -150,6 +150,7 @@ function copyAll(src: Database.Database, out: Database.Database, file: string): 
     copyDetachedLeaves(src, file, copies);
     for (const c of copies) c.finish();
     copySequences(src, out);
+    moveAccountStateCounters(copies, out);
     // Children whose parent row was lost: dropped, and counted, so the copy is consistent.
     const fk = out.pragma("foreign_key_check") as { table: string; rowid: number }[];
     for (const v of fk) {
@@ -174,6 +175,21 @@ interface ColumnInfo {
   name: string;
   type: string;
   pk: number;
+}
+
+/**
+ * A damaged database from before migration 0011 keeps the account state's counters and MAM marks
+ * in the JSON blob only: the copy gets the columns' defaults, which would win over the blob (h = 0
+ * beside a stream id). Move them as 0011 does, with its own statement.
+ */
+function moveAccountStateCounters(copies: TableCopy[], out: Database.Database): void {
+  const state = copies.find((c) => c.report.table === "account_state");
+  if (!state || state.srcColumns.includes("sm_inbound_h")) return;
+  const move = bundledMigrations()
+    .flatMap((m) => m.sql)
+    .find((stmt) => stmt.includes("UPDATE `account_state`") && stmt.includes("json_remove"));
+  if (!move) throw new StoreError("migration 0011's account_state move is missing from this build");
+  out.exec(move);
 }
 
 interface TableCopy {

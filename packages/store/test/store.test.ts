@@ -18,6 +18,7 @@ import {
   loadAccountStateDetailed,
   migrationsFolder,
   openStore,
+  recoverDatabase,
   saveAccountState,
   tables,
   type Store,
@@ -645,6 +646,16 @@ describe("account state", () => {
       "INSERT INTO account_state (account_id, state, version, updated_at) VALUES ('garbled', '{{ not json', 1, 1)",
     ).run();
     db.close();
+
+    // lichen-store recover of such a database into this build's schema moves them the same way.
+    const recovered = path.join(temp.dir, "recovered.db");
+    expect(recoverDatabase(file, recovered).ok).toBe(true);
+    const r = temp.track(openStore({ path: recovered, role: "main" }));
+    expect(r.write((tx) => loadAccountStateDetailed(tx, "ok")).state.sm).toMatchObject({
+      streamId: "s",
+      inboundH: 41,
+      outboundSent: 7,
+    });
 
     const s = temp.track(openStore({ path: file, role: "main" }));
     const load = (id: string) => s.write((tx) => loadAccountStateDetailed(tx, id));
