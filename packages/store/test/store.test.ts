@@ -602,7 +602,7 @@ describe("account state", () => {
     const db = new Database(file);
     const migrations = bundledMigrations();
     const upTo = migrations.findIndex((m) => m.sql.join("").includes("sm_inbound_h"));
-    expect(upTo).toBe(11);
+    expect(upTo).toBeGreaterThan(10); // after 0010 (its number may change at a merge)
     db.exec(
       `CREATE TABLE "${MIGRATIONS_TABLE}" (id SERIAL PRIMARY KEY, hash text NOT NULL, created_at numeric)`,
     );
