@@ -501,6 +501,29 @@ describe("account state", () => {
     expect(after.csi).toBe("active");
   });
 
+  it("loaded states share the cached lists frozen: changing one in place throws, assigning a new one is saved", () => {
+    const s = open("main");
+    addAccount(s);
+    s.write((tx) => {
+      const st = loadAccountState(tx, "acc1");
+      st.features.server = ["urn:xmpp:mam:2"];
+      saveAccountState(tx, "acc1", st);
+    });
+    s.write((tx) => {
+      const st = loadAccountState(tx, "acc1");
+      expect(() => st.features.server.push("urn:xmpp:carbons:2")).toThrow(TypeError);
+      st.features.server = [...st.features.server, "urn:xmpp:carbons:2"];
+      saveAccountState(tx, "acc1", st);
+    });
+    const other = open("main");
+    expect(other.read((tx) => loadAccountState(tx, "acc1")).features.server).toEqual([
+      "urn:xmpp:mam:2",
+      "urn:xmpp:carbons:2",
+    ]);
+    // The first connection's next load sees the list it saved, not a mutated cache.
+    expect(s.read((tx) => loadAccountState(tx, "acc1")).features.server).toHaveLength(2);
+  });
+
   it("the columns win over a copy of their fields in the blob; a blob changed since loading is not paired with new columns", () => {
     const s = open("main");
     addAccount(s);
