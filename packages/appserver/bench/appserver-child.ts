@@ -5,6 +5,7 @@
 import { destination, pino } from "pino";
 import { AppServer } from "#src/appserver.js";
 import { validateConfig } from "#src/config.js";
+import { serveCpuUsage } from "./cpu-ipc.js";
 
 const config = validateConfig(JSON.parse(process.argv[2]!) as unknown);
 // LICHEN_BENCH_APPSERVER_LOG=info: log as a production daemon does (to /dev/null), to measure it
@@ -16,6 +17,7 @@ const ready = setInterval(() => {
   clearInterval(ready);
   process.stdout.write("ready\n");
 }, 20);
+serveCpuUsage();
 process.stdin.resume();
 process.stdin.on("end", () => {
   void server.stop().then(() => process.exit(0));

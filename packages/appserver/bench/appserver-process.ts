@@ -3,11 +3,14 @@ import { readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import type { AppServerConfigInput } from "#src/config.js";
+import { cpuUsOf } from "./cpu-ipc.js";
 
 export interface AppServerProcess {
   pid: number;
   /** Resident set size of the child now (MB), from /proc. */
   rssMb(): number;
+  /** CPU time (µs) the appserver process has used so far. */
+  cpuUs(): Promise<number>;
   stop(): Promise<void>;
 }
 
@@ -23,7 +26,7 @@ export async function startAppServerProcess(
       fileURLToPath(new URL("./appserver-child.js", import.meta.url)),
       JSON.stringify(config),
     ],
-    { stdio: ["pipe", "pipe", "inherit"] },
+    { stdio: ["pipe", "pipe", "inherit", "ipc"] },
   );
   const exited = new Promise<void>((r) => child.once("exit", () => r()));
   await new Promise<void>((resolve, reject) => {
@@ -39,6 +42,7 @@ export async function startAppServerProcess(
       const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
       return m ? Number(m[1]) / 1024 : NaN;
     },
+    cpuUs: () => cpuUsOf(child),
     stop: async () => {
       child.stdin!.end();
       const t = setTimeout(() => process.kill(pid, "SIGKILL"), 20_000);

@@ -1,11 +1,9 @@
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdtempSync } from "node:fs";
+import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { FakeComponentServer } from "#src/testing/component-server.js";
 import {
-  type LoadResult,
-  bareHttp2,
   blacklistConvergenceMs,
   deliveryMemoryMb,
   driveComponent,
@@ -14,6 +12,7 @@ import {
   rateLimiterMemoryMb,
 } from "./parts.js";
 import { startAppServerProcess } from "./appserver-process.js";
+import { startBareClientProcess } from "./bare-process.js";
 import { startSimulatorProcess } from "./simulator-process.js";
 
 interface Ctx {
@@ -21,32 +20,69 @@ interface Ctx {
   quick: boolean;
 }
 
+/** Which parts run: all by default; LICHEN_BENCH_APPSERVER_PARTS=throughput,soak,... for some. */
+function partsToRun(): Set<string> {
+  const all = ["memory", "convergence", "throughput", "soak"];
+  const env = process.env.LICHEN_BENCH_APPSERVER_PARTS;
+  const want = env ? env.split(",").map((s) => s.trim()) : all;
+  for (const w of want) if (!all.includes(w)) throw new Error(`unknown bench part ${w}`);
+  return new Set(want);
+}
+
 /**
- * appserver benchmark. The appserver (production AppServer and providers) runs in its own process;
- * this process plays the XMPP server (XEP-0114 handshake, push IQs) and, for the baseline, a bare
- * node:http2 client with the same number of HTTP/2 connections as the appserver's provider, both
- * against the APNs simulator in a third process. Each round runs both back to back (order
- * alternating); rates are medians over rounds, the ratio is the median of the per-round ratios.
- * Then a soak: pushes over a fixed token set with dead tokens and provider errors, the appserver's
- * RSS sampled.
+ * appserver benchmark. Throughput: the appserver (production AppServer and providers) runs in its
+ * own process; this process plays the XMPP server (XEP-0114 handshake, push IQs). The baseline is
+ * a bare node:http2 client in its own process sending the same provider requests (path, headers,
+ * payload, one reused JWT) over the same number of HTTP/2 connections with as many in flight, both
+ * against the APNs simulator in a third process. The two arms run in short interleaved blocks
+ * (pairs, the order alternating: bare-push, push-bare, ...) so that the machine's load drifts
+ * alike for both; rates and CPU figures are medians over blocks, the ratio the median of the
+ * per-pair ratios. CPU per request of every process doing the work (process.cpuUsage over IPC)
+ * and the load average are recorded with each block. Then a soak: pushes over a fixed token set
+ * with dead tokens and provider errors, the appserver's RSS sampled.
  */
 export default async function bench(
   ctx: Ctx,
 ): Promise<{ metrics: Record<string, number>; ratios: Record<string, number> }> {
-  const n = ctx.quick ? 4000 : 20_000;
-  const rounds = ctx.quick ? 2 : 5;
+  const parts = partsToRun();
+  const metrics: Record<string, number> = {};
+  const ratios: Record<string, number> = {};
+
+  if (parts.has("memory")) {
+    ctx.log("rate limiter memory, 1M tokens (production token hashes)");
+    metrics.ratelimit_1m_tokens_mb = round2(rateLimiterMemoryMb(1_000_000));
+    ctx.log("healthy-token memory, 1M tokens");
+    metrics.healthy_tokens_1m_mb = round2(deliveryMemoryMb(1_000_000));
+  }
+  if (parts.has("convergence")) {
+    ctx.log("blacklist convergence, 3 nodes via redis");
+    metrics.blacklist_convergence_ms = round2(await blacklistConvergenceMs(ctx.quick ? 5 : 20));
+  }
+  if (parts.has("throughput")) {
+    const t = await throughput(ctx);
+    Object.assign(metrics, t.metrics);
+    Object.assign(ratios, t.ratios);
+  }
+  if (parts.has("soak")) {
+    const soak = await soakRun(ctx, ctx.quick ? 100_000 : 1_000_000, ctx.quick ? 10_000 : 100_000);
+    metrics.soak_pushes = soak.pushes;
+    metrics.soak_pushes_per_s = Math.round(soak.perSecond);
+    metrics.soak_rss_start_mb = round2(soak.rssStartMb);
+    metrics.soak_rss_growth_mb = round2(soak.rssGrowthMb);
+    metrics.soak_error_replies = soak.errors;
+  }
+  return { metrics, ratios };
+}
+
+async function throughput(
+  ctx: Ctx,
+): Promise<{ metrics: Record<string, number>; ratios: Record<string, number> }> {
+  const pairs = ctx.quick ? 4 : 12;
+  const blockSize = ctx.quick ? 2000 : 5000;
   const concurrency = 200;
   const connections = 2;
 
-  ctx.log("rate limiter memory, 1M tokens (production token hashes)");
-  const mb = rateLimiterMemoryMb(1_000_000);
-  ctx.log("healthy-token memory, 1M tokens");
-  const healthyMb = deliveryMemoryMb(1_000_000);
-
-  ctx.log("blacklist convergence, 3 nodes via redis");
-  const convergence = await blacklistConvergenceMs(ctx.quick ? 5 : 20);
-
-  ctx.log("starting the APNs simulator and the appserver processes");
+  ctx.log("starting the APNs simulator, appserver and bare client processes");
   const sim = await startSimulatorProcess();
   const xmpp = new FakeComponentServer("push.localhost", "bench-secret");
   await xmpp.listen();
@@ -58,97 +94,100 @@ export default async function bench(
     log: { level: "silent" },
   });
   await xmpp.waitConnected();
+  const bare = await startBareClientProcess({
+    origin: sim.origin,
+    connections,
+    jwt: sim.jwt,
+    topic: sim.topic,
+    body: sim.body,
+  });
 
   const pushRates: number[] = [];
   const bareRates: number[] = [];
-  // CPU time per request of each side (µs): unlike rates, barely moved by other processes' load
+  const pairRatios: number[] = [];
+  // CPU time per request (µs) of each process doing the work: unlike rates, barely moved by
+  // other processes' load
   const appCpu: number[] = [];
   const bareCpu: number[] = [];
-  const cpuMs = (pid: number) => {
-    const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-    return ((Number(f[11]) + Number(f[12])) * 1000) / 100; // utime + stime, in clock ticks of 10 ms
-  };
+  const driverCpu: number[] = [];
+  const simCpuPush: number[] = [];
+  const simCpuBare: number[] = [];
+  const loads: number[] = [];
   const latencies: number[] = [];
-  const pairRatios: number[] = [];
-  const bareRun = (paths: string[]) =>
-    bareHttp2(
-      sim.origin,
-      paths,
-      sim.headers,
-      sim.body,
-      concurrency,
-      sim.connectOptions,
-      connections,
-    );
   try {
     // warm-up: connections, JWT, JIT
-    await driveComponent(xmpp, tokens(500), concurrency, "w-");
-    await bareRun(tokens(500).map(sim.path));
+    for (let w = 0; w < 2; w++) {
+      await driveComponent(xmpp, tokens(2000), concurrency, `w${w}-`);
+      await bare.run(2000, concurrency);
+    }
     const runBare = async () => {
-      const paths = tokens(n).map(sim.path);
-      const c0 = process.cpuUsage();
-      const b = await bareRun(paths);
-      const c = process.cpuUsage(c0);
-      bareCpu.push((c.user + c.system) / n);
+      const [c0, s0] = await Promise.all([bare.cpuUs(), sim.cpuUs()]);
+      const b = await bare.run(blockSize, concurrency);
+      const [c1, s1] = await Promise.all([bare.cpuUs(), sim.cpuUs()]);
       if (b.errors) throw new Error(`bare http2 baseline had ${b.errors} non-200 answers`);
-      return b;
+      bareCpu.push((c1 - c0) / blockSize);
+      simCpuBare.push((s1 - s0) / blockSize);
+      return b.perSecond;
     };
-    const runPush = async (r: number) => {
-      const list = tokens(n);
-      const c0 = cpuMs(app.pid);
-      const p = await driveComponent(xmpp, list, concurrency, `r${r}-`);
-      appCpu.push(((cpuMs(app.pid) - c0) * 1000) / n);
+    const runPush = async (block: number) => {
+      const list = tokens(blockSize);
+      const [c0, s0] = await Promise.all([app.cpuUs(), sim.cpuUs()]);
+      const d0 = process.cpuUsage();
+      const p = await driveComponent(xmpp, list, concurrency, `b${block}-`);
+      const d = process.cpuUsage(d0);
+      const [c1, s1] = await Promise.all([app.cpuUs(), sim.cpuUs()]);
       if (p.errors) throw new Error(`appserver answered ${p.errors} pushes with errors`);
-      return p;
+      appCpu.push((c1 - c0) / blockSize);
+      simCpuPush.push((s1 - s0) / blockSize);
+      driverCpu.push((d.user + d.system) / blockSize);
+      latencies.push(...p.latenciesMs);
+      return p.perSecond;
     };
-    for (let r = 0; r < rounds; r++) {
-      // both back to back, the order alternating so that neither side always runs first
-      let bare: LoadResult;
-      let push: LoadResult;
-      if (r % 2 === 0) {
-        bare = await runBare();
-        push = await runPush(r);
+    for (let i = 0; i < pairs; i++) {
+      const load = loadavg()[0]!;
+      loads.push(load);
+      // the order alternates so that neither arm always runs first
+      let b: number;
+      let p: number;
+      if (i % 2 === 0) {
+        b = await runBare();
+        p = await runPush(i);
       } else {
-        push = await runPush(r);
-        bare = await runBare();
+        p = await runPush(i);
+        b = await runBare();
       }
-      bareRates.push(bare.perSecond);
-      pushRates.push(push.perSecond);
-      pairRatios.push(push.perSecond / bare.perSecond);
-      latencies.push(...push.latenciesMs);
+      bareRates.push(b);
+      pushRates.push(p);
+      pairRatios.push(p / b);
       ctx.log(
-        `round ${r + 1}: appserver ${push.perSecond.toFixed(0)} pushes/s, bare http2 ${bare.perSecond.toFixed(0)} req/s`,
+        `pair ${i + 1}/${pairs} (load ${load.toFixed(2)}): appserver ${p.toFixed(0)} pushes/s ` +
+          `(${appCpu.at(-1)!.toFixed(0)} µs CPU/push), bare http2 ${b.toFixed(0)} req/s ` +
+          `(${bareCpu.at(-1)!.toFixed(0)} µs CPU/req), ratio ${(p / b).toFixed(2)}`,
       );
     }
   } finally {
+    await bare.stop();
     await app.stop();
     await xmpp.close();
     await sim.stop();
   }
-
-  const soak = await soakRun(ctx, ctx.quick ? 100_000 : 1_000_000, ctx.quick ? 10_000 : 100_000);
-
-  const pushes = median(pushRates);
-  const bare = median(bareRates);
+  ctx.log(`pair ratios ${pairRatios.map((r) => r.toFixed(2)).join(" ")}`);
   return {
     metrics: {
-      pushes_per_s: Math.round(pushes),
+      pushes_per_s: Math.round(median(pushRates)),
+      bare_http2_req_per_s: Math.round(median(bareRates)),
       appserver_cpu_us_per_push: Math.round(median(appCpu)),
       bare_client_cpu_us_per_req: Math.round(median(bareCpu)),
+      driver_cpu_us_per_push: Math.round(median(driverCpu)),
+      simulator_cpu_us_per_req_push_arm: Math.round(median(simCpuPush)),
+      simulator_cpu_us_per_req_bare_arm: Math.round(median(simCpuBare)),
       push_latency_p50_ms: round2(percentile(latencies, 0.5)),
       push_latency_p99_ms: round2(percentile(latencies, 0.99)),
-      bare_http2_req_per_s: Math.round(bare),
-      ratelimit_1m_tokens_mb: round2(mb),
-      healthy_tokens_1m_mb: round2(healthyMb),
-      blacklist_convergence_ms: round2(convergence),
-      soak_pushes: soak.pushes,
-      soak_pushes_per_s: Math.round(soak.perSecond),
-      soak_rss_start_mb: round2(soak.rssStartMb),
-      soak_rss_growth_mb: round2(soak.rssGrowthMb),
-      soak_error_replies: soak.errors,
+      load_avg_1m_median: round2(median(loads)),
+      load_avg_1m_max: round2(Math.max(...loads)),
     },
-    // median of the per-round ratios: each pair ran back to back, so machine-load drift cancels
     ratios: {
+      // median of the per-pair ratios: each pair ran back to back, so load drift cancels
       pushes_vs_bare_http2: round2(median(pairRatios)),
       // how much more CPU the appserver spends per push than a bare client per request
       appserver_cpu_vs_bare_client: round2(median(appCpu) / median(bareCpu)),

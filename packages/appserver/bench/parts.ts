@@ -1,4 +1,3 @@
-import { connect as h2connect, constants as h2 } from "node:http2";
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
@@ -239,68 +238,4 @@ export async function driveComponent(
   });
   const secs = (performance.now() - t0) / 1000;
   return { perSecond: n / secs, latenciesMs: latencies, errors, errorKinds };
-}
-
-/**
- * The baseline: a bare node:http2 client sending the same number of APNs requests to the same
- * simulator (same headers as a provider would send), `concurrency` streams in flight on one session.
- */
-export async function bareHttp2(
-  origin: string,
-  paths: string[],
-  headers: () => Record<string, string>,
-  body: string,
-  concurrency: number,
-  connectOptions: Record<string, unknown> = {},
-  connections = 1,
-): Promise<LoadResult> {
-  // As many sessions as the appserver's provider opens (apps.<name>.connections): a fair baseline.
-  const sessions = await Promise.all(
-    Array.from({ length: connections }, async () => {
-      const session = h2connect(origin, connectOptions);
-      session.on("error", () => undefined);
-      await new Promise<void>((resolve, reject) => {
-        session.once("connect", () => resolve());
-        session.once("error", reject);
-      });
-      return session;
-    }),
-  );
-  const n = paths.length;
-  const latencies: number[] = new Array<number>(n);
-  let next = 0;
-  let done = 0;
-  let errors = 0;
-  const t0 = performance.now();
-  await new Promise<void>((resolve) => {
-    const sendOne = () => {
-      const i = next++;
-      const start = performance.now();
-      const req = sessions[i % sessions.length]!.request({
-        [h2.HTTP2_HEADER_METHOD]: "POST",
-        [h2.HTTP2_HEADER_PATH]: paths[i]!,
-        ...headers(),
-      });
-      let status = 0;
-      req.on("response", (h) => (status = Number(h[h2.HTTP2_HEADER_STATUS])));
-      req.on("data", () => undefined);
-      const finish = () => {
-        latencies[i] = performance.now() - start;
-        if (status !== 200) errors++;
-        done++;
-        if (next < n) sendOne();
-        if (done === n) resolve();
-      };
-      req.on("end", finish);
-      req.on("error", () => {
-        status = -1;
-        finish();
-      });
-      req.end(body);
-    };
-    for (let k = 0; k < Math.min(concurrency, n); k++) sendOne();
-  });
-  const secs = (performance.now() - t0) / 1000;
-  for (const s of sessions) s.close();
-  return { perSecond: n / secs, latenciesMs: latencies, errors, errorKinds: {} };
 }

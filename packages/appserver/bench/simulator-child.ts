@@ -3,6 +3,7 @@
 // like APNs, refuses a key's JWT changing within 20 minutes), prints one JSON line, exits when stdin
 // closes.
 import { generateApnsKey, startApnsSimulator } from "@lichen/push-simulators";
+import { serveCpuUsage } from "./cpu-ipc.js";
 
 // argv[2] === "soak": tokens starting with "dead" are answered 410 (dead tokens), and every
 // 1000th other request 500 (provider errors, 0.1 %): deterministic, no randomness to replay.
@@ -30,6 +31,7 @@ process.stdout.write(
     keys: keys.map((k) => ({ keyId: k.keyId, teamId: k.teamId, privateKeyPem: k.privateKeyPem })),
   })}\n`,
 );
+serveCpuUsage();
 process.stdin.resume();
 process.stdin.on("end", () => {
   void sim.stop().then(() => process.exit(0));

@@ -1,21 +1,24 @@
 import { spawn } from "node:child_process";
-import { randomUUID, createPrivateKey } from "node:crypto";
+import { createPrivateKey } from "node:crypto";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { SignJWT } from "jose";
 import type { AppServerConfigInput } from "#src/config.js";
 import { apnsPayload } from "#src/providers/apns.js";
+import { cpuUsOf } from "./cpu-ipc.js";
 
 export interface SimulatorProcess {
   origin: string;
   /** App config for the appserver (signing key 0). */
   appConfig: Extract<NonNullable<AppServerConfigInput["apps"]>[string], { type: "apns" }>;
-  /** Request path, headers (signing key 1) and body a provider sends, for the bare baseline. */
-  path(token: string): string;
-  headers(): Record<string, string>;
+  /** For the bare baseline: a provider token of signing key 1 (reused, as a provider does). */
+  jwt: string;
+  topic: string;
+  /** The payload the appserver sends for an alert push. */
   body: string;
-  connectOptions: Record<string, unknown>;
   pid: number;
+  /** CPU time (µs) the simulator process has used so far. */
+  cpuUs(): Promise<number>;
   stop(): Promise<void>;
 }
 
@@ -33,7 +36,7 @@ export async function startSimulatorProcess(
     process.execPath,
     [fileURLToPath(new URL("./simulator-child.js", import.meta.url)), mode],
     {
-      stdio: ["pipe", "pipe", "inherit"],
+      stdio: ["pipe", "pipe", "inherit", "ipc"],
     },
   );
   const exited = new Promise<void>((r) => child.once("exit", () => r()));
@@ -60,19 +63,11 @@ export async function startSimulatorProcess(
       privateKeyPem: k0.privateKeyPem,
       endpoint: info.url,
     },
-    path: (token) => `/3/device/${token}`,
-    headers: () => ({
-      authorization: `bearer ${jwt}`,
-      "apns-topic": info.topic,
-      "apns-push-type": "alert",
-      "apns-priority": "10",
-      "apns-expiration": String(Math.floor(Date.now() / 1000) + 7 * 86_400),
-      "apns-id": randomUUID(),
-      "content-type": "application/json",
-    }),
+    jwt,
+    topic: info.topic,
     body: apnsPayload("alert"),
-    connectOptions: {},
     pid: child.pid!,
+    cpuUs: () => cpuUsOf(child),
     stop: async () => {
       child.stdin!.end();
       const t = setTimeout(() => process.kill(child.pid!, "SIGKILL"), 5000);

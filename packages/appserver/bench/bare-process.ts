@@ -1,0 +1,54 @@
+import { fork, type ChildProcess } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import type { BareClientConfig } from "./bare-child.js";
+import { cpuUsOf } from "./cpu-ipc.js";
+
+export interface BareClientProcess {
+  pid: number;
+  /** Sends `n` requests (distinct tokens) with `concurrency` in flight. */
+  run(n: number, concurrency: number): Promise<{ perSecond: number; errors: number }>;
+  /** CPU time (µs) the client process has used so far. */
+  cpuUs(): Promise<number>;
+  stop(): Promise<void>;
+}
+
+/** Starts the bare HTTP/2 baseline client in a child process (see bare-child.ts). */
+export async function startBareClientProcess(cfg: BareClientConfig): Promise<BareClientProcess> {
+  const child: ChildProcess = fork(
+    fileURLToPath(new URL("./bare-child.js", import.meta.url)),
+    [JSON.stringify(cfg)],
+    { stdio: ["ignore", "inherit", "inherit", "ipc"] },
+  );
+  const exited = new Promise<void>((r) => child.once("exit", () => r()));
+  await new Promise<void>((resolve, reject) => {
+    const onMessage = (m: { kind?: string }) => {
+      if (m?.kind !== "ready") return;
+      child.off("message", onMessage);
+      resolve();
+    };
+    child.on("message", onMessage);
+    child.once("exit", (code) =>
+      reject(new Error(`bare client process exited (${code}) before it was ready`)),
+    );
+  });
+  return {
+    pid: child.pid!,
+    run: (n, concurrency) =>
+      new Promise((resolve) => {
+        const onMessage = (m: { kind?: string; perSecond?: number; errors?: number }) => {
+          if (m?.kind !== "ran") return;
+          child.off("message", onMessage);
+          resolve({ perSecond: m.perSecond!, errors: m.errors! });
+        };
+        child.on("message", onMessage);
+        child.send({ kind: "run", n, concurrency });
+      }),
+    cpuUs: () => cpuUsOf(child),
+    stop: async () => {
+      child.disconnect();
+      const t = setTimeout(() => child.kill("SIGKILL"), 5000);
+      await exited;
+      clearTimeout(t);
+    },
+  };
+}
