@@ -17,7 +17,11 @@ export async function startBareClientProcess(cfg: BareClientConfig): Promise<Bar
   const child: ChildProcess = fork(
     fileURLToPath(new URL("./bare-child.js", import.meta.url)),
     [JSON.stringify(cfg)],
-    { stdio: ["ignore", "inherit", "inherit", "ipc"] },
+    {
+      stdio: ["ignore", "inherit", "inherit", "ipc"],
+      // e.g. LICHEN_BENCH_BARE_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" to profile it
+      execArgv: process.env.LICHEN_BENCH_BARE_NODE_ARGS?.split(" ").filter(Boolean) ?? [],
+    },
   );
   const exited = new Promise<void>((r) => child.once("exit", () => r()));
   await new Promise<void>((resolve, reject) => {

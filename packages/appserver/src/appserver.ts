@@ -113,7 +113,9 @@ export class AppServer {
   private http: Server | undefined;
   private lock: DataDirLock | undefined;
   private maintenance: NodeJS.Timeout | undefined;
-  private readonly inFlight = new Set<Promise<void>>();
+  /** Push IQs not answered yet (a counter, not a set of promises: no allocation per push). */
+  private inFlight = 0;
+  private onIdle: (() => void) | undefined;
   private closing = false;
   private lastSweep = 0;
   private readonly senders: Map<string, AppSender>;
@@ -391,17 +393,20 @@ export class AppServer {
           });
           return;
         }
-        const p = this.service.handle(req).then((reply) => {
-          if (reply.type === "result") {
-            this.metrics.replies.inc({ type: "result" });
-            link.replyResult(addr);
-          } else {
-            this.metrics.replies.inc({ type: reply.error.type });
-            link.replyError(addr, reply.error);
+        this.inFlight++;
+        void this.service.handle(req).then((reply) => {
+          try {
+            if (reply.type === "result") {
+              this.metrics.replies.inc({ type: "result" });
+              link.replyResult(addr);
+            } else {
+              this.metrics.replies.inc({ type: reply.error.type });
+              link.replyError(addr, reply.error);
+            }
+          } finally {
+            if (--this.inFlight === 0) this.onIdle?.();
           }
         });
-        this.inFlight.add(p);
-        void p.finally(() => this.inFlight.delete(p));
       }
     }
   }
@@ -560,10 +565,15 @@ export class AppServer {
     if (this.closing) return;
     this.closing = true;
     if (this.maintenance) clearInterval(this.maintenance);
-    await Promise.race([
-      Promise.allSettled([...this.inFlight]),
-      new Promise((r) => setTimeout(r, 10_000)),
-    ]);
+    if (this.inFlight > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await new Promise<void>((resolve) => {
+        this.onIdle = resolve;
+        timer = setTimeout(resolve, 10_000);
+      });
+      clearTimeout(timer);
+      this.onIdle = undefined;
+    }
     const queued = await this.service.close();
     this.store.saveQueued(
       queued.map((q) => ({

@@ -197,15 +197,21 @@ export class PushService {
     });
   }
 
-  /** Handles one validated request; never throws (an internal fault becomes a wait error). */
-  async handle(req: PushRequest): Promise<PushReply> {
+  /** Handles one validated request; never rejects (an internal fault becomes a wait error). */
+  handle(req: PushRequest): Promise<PushReply> {
+    let r: PushReply | Promise<PushReply>;
     try {
-      return await this.process(req);
+      r = this.process(req);
     } catch (e) {
-      this.o.logger.error({ err: e }, "internal error while handling a push");
-      this.o.metrics?.requests.inc({ outcome: "internal_error" });
-      return INTERNAL;
+      return Promise.resolve(this.internalError(e));
     }
+    return r instanceof Promise ? r : Promise.resolve(r);
+  }
+
+  private internalError(e: unknown): PushReply {
+    this.o.logger.error({ err: e }, "internal error while handling a push");
+    this.o.metrics?.requests.inc({ outcome: "internal_error" });
+    return INTERNAL;
   }
 
   private process(req: PushRequest): PushReply | Promise<PushReply> {
@@ -262,10 +268,13 @@ export class PushService {
       m?.requests.inc({ outcome: decision });
       return RESULT;
     }
-    return this.deliver(hash, job, app).then((r) => {
-      m?.requests.inc({ outcome: r.metric });
-      return r.reply;
-    });
+    return this.deliver(hash, job, app).then(
+      (r) => {
+        m?.requests.inc({ outcome: r.metric });
+        return r.reply;
+      },
+      (e: unknown) => this.internalError(e),
+    );
   }
 
   /** Token bucket of a restricted domain's unknown tokens (burst = one minute's budget). */
@@ -377,17 +386,30 @@ export class PushService {
     }
   }
 
-  private async attempt(job: PushJob, app: AppSender): Promise<SendOutcome> {
+  private attempt(job: PushJob, app: AppSender): Promise<SendOutcome> {
     const start = performance.now();
-    let outcome: SendOutcome;
+    const failed = (e: unknown): SendOutcome => ({
+      kind: "transient",
+      reason: `send failed: ${(e as Error).message}`,
+    });
+    let sent: Promise<SendOutcome>;
     try {
       const ms = this.o.sendTimeoutMs ?? 30_000;
-      outcome = await (app.attemptTimeoutMs !== undefined && app.attemptTimeoutMs <= ms
-        ? app.send(job)
-        : this.withTimeout(app.send(job), ms));
+      sent =
+        app.attemptTimeoutMs !== undefined && app.attemptTimeoutMs <= ms
+          ? app.send(job)
+          : this.withTimeout(app.send(job), ms);
     } catch (e) {
-      outcome = { kind: "transient", reason: `send failed: ${(e as Error).message}` };
+      sent = Promise.resolve(failed(e));
     }
+    // one continuation per attempt, not an async function awaiting another (fewer promises)
+    return sent.then(
+      (outcome) => this.attempted(job, outcome, start),
+      (e: unknown) => this.attempted(job, failed(e), start),
+    );
+  }
+
+  private attempted(job: PushJob, outcome: SendOutcome, start: number): SendOutcome {
     // Reasons end up in logs: a provider error text might quote the request path with the token.
     if (outcome.kind !== "delivered" && outcome.reason.includes(job.token)) {
       outcome = { ...outcome, reason: outcome.reason.split(job.token).join("<token>") };

@@ -2,7 +2,12 @@ import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
 import type { AppConfig } from "./config.js";
 import { createProvider } from "./providers/index.js";
-import type { ProviderAppConfig, ProviderOptions, PushKind } from "./providers/types.js";
+import type {
+  ProviderAppConfig,
+  ProviderOptions,
+  ProviderResult,
+  PushKind,
+} from "./providers/types.js";
 import type { AppSender, PushJob, SendOutcome } from "./push-service.js";
 
 function readPem(
@@ -84,6 +89,32 @@ export function providerConfig(name: string, app: AppConfig): ProviderAppConfig 
   };
 }
 
+/** The pipeline's view of a provider's classification. */
+function sendOutcome(r: ProviderResult): SendOutcome {
+  switch (r.outcome) {
+    case "delivered":
+      return DELIVERED;
+    case "invalid-token":
+      return { kind: "invalid-token", reason: `${r.status} ${r.reason}` };
+    case "rate-limited":
+      return {
+        kind: "rate-limited",
+        reason: `${r.status} ${r.reason}`,
+        ...(r.retryAfterMs ? { retryAfterMs: r.retryAfterMs } : {}),
+      };
+    case "transient":
+      return {
+        kind: "transient",
+        reason: `${r.status} ${r.reason}`,
+        ...(r.retryAfterMs ? { retryAfterMs: r.retryAfterMs } : {}),
+      };
+    case "misconfigured":
+      return { kind: "misconfigured", reason: `${r.status} ${r.reason}` };
+  }
+}
+
+const DELIVERED: SendOutcome = { kind: "delivered" };
+
 /**
  * The sender of one app: decides the push's shape (kind, ttl, collapse id; never content) and maps
  * the provider's classification onto the pipeline's outcomes.
@@ -102,34 +133,16 @@ export function createProviderSender(
     ttlMs: app.ttl,
     // the providers time their requests out themselves (FCM: the OAuth token fetch, then the send)
     attemptTimeoutMs: app.type === "fcm" ? 2 * app.requestTimeout : app.requestTimeout,
-    async send(job: PushJob): Promise<SendOutcome> {
-      const r = await provider.send({
-        token: job.token,
-        kind: kindOf(job),
-        ttlSeconds,
-        pushId: randomUUID(),
-        ...(app.collapseId ? { collapseId: app.collapseId } : {}),
-      });
-      switch (r.outcome) {
-        case "delivered":
-          return { kind: "delivered" };
-        case "invalid-token":
-          return { kind: "invalid-token", reason: `${r.status} ${r.reason}` };
-        case "rate-limited":
-          return {
-            kind: "rate-limited",
-            reason: `${r.status} ${r.reason}`,
-            ...(r.retryAfterMs ? { retryAfterMs: r.retryAfterMs } : {}),
-          };
-        case "transient":
-          return {
-            kind: "transient",
-            reason: `${r.status} ${r.reason}`,
-            ...(r.retryAfterMs ? { retryAfterMs: r.retryAfterMs } : {}),
-          };
-        case "misconfigured":
-          return { kind: "misconfigured", reason: `${r.status} ${r.reason}` };
-      }
+    send(job: PushJob): Promise<SendOutcome> {
+      return provider
+        .send({
+          token: job.token,
+          kind: kindOf(job),
+          ttlSeconds,
+          pushId: randomUUID(),
+          ...(app.collapseId ? { collapseId: app.collapseId } : {}),
+        })
+        .then(sendOutcome);
     },
     close: () => provider.close(),
   };
