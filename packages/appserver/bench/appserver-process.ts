@@ -3,14 +3,14 @@ import { readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import type { AppServerConfigInput } from "#src/config.js";
-import { cpuUsOf } from "./cpu-ipc.js";
+import { cpuOf, type CpuSample } from "./cpu-ipc.js";
 
 export interface AppServerProcess {
   pid: number;
   /** Resident set size of the child now (MB), from /proc. */
   rssMb(): number;
   /** CPU time (µs) the appserver process has used so far. */
-  cpuUs(): Promise<number>;
+  cpu(): Promise<CpuSample>;
   stop(): Promise<void>;
 }
 
@@ -42,7 +42,7 @@ export async function startAppServerProcess(
       const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
       return m ? Number(m[1]) / 1024 : NaN;
     },
-    cpuUs: () => cpuUsOf(child),
+    cpu: () => cpuOf(child),
     stop: async () => {
       child.stdin!.end();
       const t = setTimeout(() => process.kill(pid, "SIGKILL"), 20_000);

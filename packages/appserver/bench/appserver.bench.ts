@@ -109,6 +109,8 @@ async function throughput(
   // other processes' load
   const appCpu: number[] = [];
   const bareCpu: number[] = [];
+  const appGc: number[] = [];
+  const bareGc: number[] = [];
   const driverCpu: number[] = [];
   const simCpuPush: number[] = [];
   const simCpuBare: number[] = [];
@@ -121,24 +123,27 @@ async function throughput(
       await bare.run(2000, concurrency);
     }
     const runBare = async () => {
-      const [c0, s0] = await Promise.all([bare.cpuUs(), sim.cpuUs()]);
+      const s0 = await sim.cpu();
+      // the client measures its own CPU and GC time from its first request to its last answer
       const b = await bare.run(blockSize, concurrency);
-      const [c1, s1] = await Promise.all([bare.cpuUs(), sim.cpuUs()]);
+      const s1 = await sim.cpu();
       if (b.errors) throw new Error(`bare http2 baseline had ${b.errors} non-200 answers`);
-      bareCpu.push((c1 - c0) / blockSize);
-      simCpuBare.push((s1 - s0) / blockSize);
+      bareCpu.push(b.cpuUs / blockSize);
+      bareGc.push(b.gcUs / blockSize);
+      simCpuBare.push((s1.cpuUs - s0.cpuUs) / blockSize);
       return b.perSecond;
     };
     const runPush = async (block: number) => {
       const list = tokens(blockSize);
-      const [c0, s0] = await Promise.all([app.cpuUs(), sim.cpuUs()]);
+      const [c0, s0] = await Promise.all([app.cpu(), sim.cpu()]);
       const d0 = process.cpuUsage();
       const p = await driveComponent(xmpp, list, concurrency, `b${block}-`);
       const d = process.cpuUsage(d0);
-      const [c1, s1] = await Promise.all([app.cpuUs(), sim.cpuUs()]);
+      const [c1, s1] = await Promise.all([app.cpu(), sim.cpu()]);
       if (p.errors) throw new Error(`appserver answered ${p.errors} pushes with errors`);
-      appCpu.push((c1 - c0) / blockSize);
-      simCpuPush.push((s1 - s0) / blockSize);
+      appCpu.push((c1.cpuUs - c0.cpuUs) / blockSize);
+      appGc.push((c1.gcUs - c0.gcUs) / blockSize);
+      simCpuPush.push((s1.cpuUs - s0.cpuUs) / blockSize);
       driverCpu.push((d.user + d.system) / blockSize);
       latencies.push(...p.latenciesMs);
       return p.perSecond;
@@ -161,8 +166,9 @@ async function throughput(
       pairRatios.push(p / b);
       ctx.log(
         `pair ${i + 1}/${pairs} (load ${load.toFixed(2)}): appserver ${p.toFixed(0)} pushes/s ` +
-          `(${appCpu.at(-1)!.toFixed(0)} µs CPU/push), bare http2 ${b.toFixed(0)} req/s ` +
-          `(${bareCpu.at(-1)!.toFixed(0)} µs CPU/req), ratio ${(p / b).toFixed(2)}`,
+          `(${appCpu.at(-1)!.toFixed(0)} µs CPU, ${appGc.at(-1)!.toFixed(0)} µs GC per push), ` +
+          `bare http2 ${b.toFixed(0)} req/s (${bareCpu.at(-1)!.toFixed(0)} µs CPU, ` +
+          `${bareGc.at(-1)!.toFixed(0)} µs GC per req), ratio ${(p / b).toFixed(2)}`,
       );
     }
   } finally {
@@ -178,6 +184,8 @@ async function throughput(
       bare_http2_req_per_s: Math.round(median(bareRates)),
       appserver_cpu_us_per_push: Math.round(median(appCpu)),
       bare_client_cpu_us_per_req: Math.round(median(bareCpu)),
+      appserver_gc_us_per_push: Math.round(median(appGc)),
+      bare_client_gc_us_per_req: Math.round(median(bareGc)),
       driver_cpu_us_per_push: Math.round(median(driverCpu)),
       simulator_cpu_us_per_req_push_arm: Math.round(median(simCpuPush)),
       simulator_cpu_us_per_req_bare_arm: Math.round(median(simCpuBare)),

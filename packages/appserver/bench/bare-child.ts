@@ -2,10 +2,11 @@
 // APNs requests a provider sends (same path, headers, payload, one reused JWT) to the simulator.
 // In its own process like the appserver, so that each side's CPU time is its own and neither
 // shares an event loop with the driver. Config as JSON in argv[2]; IPC: {kind:"run", n,
-// concurrency} → {kind:"ran", perSecond, errors}, {kind:"cpu"} → own CPU time.
+// concurrency} → {kind:"ran", perSecond, errors, cpuUs, gcUs} (CPU and GC time of the requests,
+// the tokens' making excluded), {kind:"cpu"} → own CPU time.
 import { randomBytes, randomUUID } from "node:crypto";
 import { connect as h2connect, constants as h2, type ClientHttp2Session } from "node:http2";
-import { serveCpuUsage } from "./cpu-ipc.js";
+import { serveCpuUsage, usage } from "./cpu-ipc.js";
 
 export interface BareClientConfig {
   origin: string;
@@ -47,12 +48,16 @@ function headers(token: string): Record<string, string> {
 }
 
 /** `n` requests for distinct tokens, `concurrency` in flight, spread over the sessions. */
-function run(n: number, concurrency: number): Promise<{ perSecond: number; errors: number }> {
+function run(
+  n: number,
+  concurrency: number,
+): Promise<{ perSecond: number; errors: number; cpuUs: number; gcUs: number }> {
   // tokens made before the clock starts, as the driver makes its IQs' tokens
   const tokens = Array.from({ length: n }, () => randomBytes(32).toString("hex"));
   let next = 0;
   let done = 0;
   let errors = 0;
+  const u0 = usage();
   const t0 = performance.now();
   return new Promise((resolve) => {
     const sendOne = () => {
@@ -69,7 +74,11 @@ function run(n: number, concurrency: number): Promise<{ perSecond: number; error
         if (status !== 200) errors++;
         done++;
         if (next < n) sendOne();
-        if (done === n) resolve({ perSecond: n / ((performance.now() - t0) / 1000), errors });
+        if (done === n) {
+          const perSecond = n / ((performance.now() - t0) / 1000);
+          const u = usage();
+          resolve({ perSecond, errors, cpuUs: u.cpuUs - u0.cpuUs, gcUs: u.gcUs - u0.gcUs });
+        }
       };
       req.on("end", finish);
       req.on("error", () => {

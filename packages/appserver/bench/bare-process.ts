@@ -1,14 +1,17 @@
 import { fork, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import type { BareClientConfig } from "./bare-child.js";
-import { cpuUsOf } from "./cpu-ipc.js";
+import { cpuOf, type CpuSample } from "./cpu-ipc.js";
 
 export interface BareClientProcess {
   pid: number;
   /** Sends `n` requests (distinct tokens) with `concurrency` in flight. */
-  run(n: number, concurrency: number): Promise<{ perSecond: number; errors: number }>;
+  run(
+    n: number,
+    concurrency: number,
+  ): Promise<{ perSecond: number; errors: number; cpuUs: number; gcUs: number }>;
   /** CPU time (µs) the client process has used so far. */
-  cpuUs(): Promise<number>;
+  cpu(): Promise<CpuSample>;
   stop(): Promise<void>;
 }
 
@@ -39,15 +42,21 @@ export async function startBareClientProcess(cfg: BareClientConfig): Promise<Bar
     pid: child.pid!,
     run: (n, concurrency) =>
       new Promise((resolve) => {
-        const onMessage = (m: { kind?: string; perSecond?: number; errors?: number }) => {
+        const onMessage = (m: {
+          kind?: string;
+          perSecond?: number;
+          errors?: number;
+          cpuUs?: number;
+          gcUs?: number;
+        }) => {
           if (m?.kind !== "ran") return;
           child.off("message", onMessage);
-          resolve({ perSecond: m.perSecond!, errors: m.errors! });
+          resolve({ perSecond: m.perSecond!, errors: m.errors!, cpuUs: m.cpuUs!, gcUs: m.gcUs! });
         };
         child.on("message", onMessage);
         child.send({ kind: "run", n, concurrency });
       }),
-    cpuUs: () => cpuUsOf(child),
+    cpu: () => cpuOf(child),
     stop: async () => {
       child.disconnect();
       const t = setTimeout(() => child.kill("SIGKILL"), 5000);

@@ -5,7 +5,7 @@ import { fileURLToPath } from "node:url";
 import { SignJWT } from "jose";
 import type { AppServerConfigInput } from "#src/config.js";
 import { apnsPayload } from "#src/providers/apns.js";
-import { cpuUsOf } from "./cpu-ipc.js";
+import { cpuOf, type CpuSample } from "./cpu-ipc.js";
 
 export interface SimulatorProcess {
   origin: string;
@@ -18,7 +18,7 @@ export interface SimulatorProcess {
   body: string;
   pid: number;
   /** CPU time (µs) the simulator process has used so far. */
-  cpuUs(): Promise<number>;
+  cpu(): Promise<CpuSample>;
   stop(): Promise<void>;
 }
 
@@ -67,7 +67,7 @@ export async function startSimulatorProcess(
     topic: info.topic,
     body: apnsPayload("alert"),
     pid: child.pid!,
-    cpuUs: () => cpuUsOf(child),
+    cpu: () => cpuOf(child),
     stop: async () => {
       child.stdin!.end();
       const t = setTimeout(() => process.kill(child.pid!, "SIGKILL"), 5000);
