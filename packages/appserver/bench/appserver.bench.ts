@@ -111,6 +111,8 @@ async function throughput(
   const bareCpu: number[] = [];
   const appGc: number[] = [];
   const bareGc: number[] = [];
+  const appSys: number[] = [];
+  const bareSys: number[] = [];
   const driverCpu: number[] = [];
   const simCpuPush: number[] = [];
   const simCpuBare: number[] = [];
@@ -130,6 +132,7 @@ async function throughput(
       if (b.errors) throw new Error(`bare http2 baseline had ${b.errors} non-200 answers`);
       bareCpu.push(b.cpuUs / blockSize);
       bareGc.push(b.gcUs / blockSize);
+      bareSys.push(b.sysUs / blockSize);
       simCpuBare.push((s1.cpuUs - s0.cpuUs) / blockSize);
       return b.perSecond;
     };
@@ -143,6 +146,7 @@ async function throughput(
       if (p.errors) throw new Error(`appserver answered ${p.errors} pushes with errors`);
       appCpu.push((c1.cpuUs - c0.cpuUs) / blockSize);
       appGc.push((c1.gcUs - c0.gcUs) / blockSize);
+      appSys.push((c1.sysUs - c0.sysUs) / blockSize);
       simCpuPush.push((s1.cpuUs - s0.cpuUs) / blockSize);
       driverCpu.push((d.user + d.system) / blockSize);
       latencies.push(...p.latenciesMs);
@@ -166,9 +170,10 @@ async function throughput(
       pairRatios.push(p / b);
       ctx.log(
         `pair ${i + 1}/${pairs} (load ${load.toFixed(2)}): appserver ${p.toFixed(0)} pushes/s ` +
-          `(${appCpu.at(-1)!.toFixed(0)} µs CPU, ${appGc.at(-1)!.toFixed(0)} µs GC per push), ` +
-          `bare http2 ${b.toFixed(0)} req/s (${bareCpu.at(-1)!.toFixed(0)} µs CPU, ` +
-          `${bareGc.at(-1)!.toFixed(0)} µs GC per req), ratio ${(p / b).toFixed(2)}`,
+          `(CPU ${appCpu.at(-1)!.toFixed(0)} µs of which system ${appSys.at(-1)!.toFixed(0)}, ` +
+          `GC ${appGc.at(-1)!.toFixed(0)} per push), bare http2 ${b.toFixed(0)} req/s ` +
+          `(CPU ${bareCpu.at(-1)!.toFixed(0)} µs of which system ${bareSys.at(-1)!.toFixed(0)}, ` +
+          `GC ${bareGc.at(-1)!.toFixed(0)} per req), ratio ${(p / b).toFixed(2)}`,
       );
     }
   } finally {
@@ -184,6 +189,8 @@ async function throughput(
       bare_http2_req_per_s: Math.round(median(bareRates)),
       appserver_cpu_us_per_push: Math.round(median(appCpu)),
       bare_client_cpu_us_per_req: Math.round(median(bareCpu)),
+      appserver_system_cpu_us_per_push: Math.round(median(appSys)),
+      bare_client_system_cpu_us_per_req: Math.round(median(bareSys)),
       appserver_gc_us_per_push: Math.round(median(appGc)),
       bare_client_gc_us_per_req: Math.round(median(bareGc)),
       driver_cpu_us_per_push: Math.round(median(driverCpu)),

@@ -2,7 +2,7 @@
 // APNs requests a provider sends (same path, headers, payload, one reused JWT) to the simulator.
 // In its own process like the appserver, so that each side's CPU time is its own and neither
 // shares an event loop with the driver. Config as JSON in argv[2]; IPC: {kind:"run", n,
-// concurrency} → {kind:"ran", perSecond, errors, cpuUs, gcUs} (CPU and GC time of the requests,
+// concurrency} → {kind:"ran", perSecond, errors, cpuUs, sysUs, gcUs} (CPU and GC time of the requests,
 // the tokens' making excluded), {kind:"cpu"} → own CPU time.
 import { randomBytes, randomUUID } from "node:crypto";
 import { connect as h2connect, constants as h2, type ClientHttp2Session } from "node:http2";
@@ -51,7 +51,7 @@ function headers(token: string): Record<string, string> {
 function run(
   n: number,
   concurrency: number,
-): Promise<{ perSecond: number; errors: number; cpuUs: number; gcUs: number }> {
+): Promise<{ perSecond: number; errors: number; cpuUs: number; sysUs: number; gcUs: number }> {
   // tokens made before the clock starts, as the driver makes its IQs' tokens
   const tokens = Array.from({ length: n }, () => randomBytes(32).toString("hex"));
   let next = 0;
@@ -77,7 +77,13 @@ function run(
         if (done === n) {
           const perSecond = n / ((performance.now() - t0) / 1000);
           const u = usage();
-          resolve({ perSecond, errors, cpuUs: u.cpuUs - u0.cpuUs, gcUs: u.gcUs - u0.gcUs });
+          resolve({
+            perSecond,
+            errors,
+            cpuUs: u.cpuUs - u0.cpuUs,
+            sysUs: u.sysUs - u0.sysUs,
+            gcUs: u.gcUs - u0.gcUs,
+          });
         }
       };
       req.on("end", finish);

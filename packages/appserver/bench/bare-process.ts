@@ -9,7 +9,7 @@ export interface BareClientProcess {
   run(
     n: number,
     concurrency: number,
-  ): Promise<{ perSecond: number; errors: number; cpuUs: number; gcUs: number }>;
+  ): Promise<{ perSecond: number; errors: number; cpuUs: number; sysUs: number; gcUs: number }>;
   /** CPU time (µs) the client process has used so far. */
   cpu(): Promise<CpuSample>;
   stop(): Promise<void>;
@@ -47,11 +47,18 @@ export async function startBareClientProcess(cfg: BareClientConfig): Promise<Bar
           perSecond?: number;
           errors?: number;
           cpuUs?: number;
+          sysUs?: number;
           gcUs?: number;
         }) => {
           if (m?.kind !== "ran") return;
           child.off("message", onMessage);
-          resolve({ perSecond: m.perSecond!, errors: m.errors!, cpuUs: m.cpuUs!, gcUs: m.gcUs! });
+          resolve({
+            perSecond: m.perSecond!,
+            errors: m.errors!,
+            cpuUs: m.cpuUs!,
+            sysUs: m.sysUs!,
+            gcUs: m.gcUs!,
+          });
         };
         child.on("message", onMessage);
         child.send({ kind: "run", n, concurrency });

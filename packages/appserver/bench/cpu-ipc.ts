@@ -4,6 +4,8 @@ import { PerformanceObserver } from "node:perf_hooks";
 /** CPU time (user + system) and time spent in garbage collection a process has used so far, µs. */
 export interface CpuSample {
   cpuUs: number;
+  /** The system (kernel) part of cpuUs: socket reads and writes, mostly. */
+  sysUs: number;
   gcUs: number;
 }
 
@@ -28,7 +30,7 @@ let gcUs = 0;
 /** This process' CPU and GC time so far (GC counted once serveCpuUsage() ran). */
 export function usage(): CpuSample {
   const c = process.cpuUsage();
-  return { cpuUs: c.user + c.system, gcUs };
+  return { cpuUs: c.user + c.system, sysUs: c.system, gcUs };
 }
 
 /** CPU and GC time (µs) the child has used so far. */
@@ -37,7 +39,7 @@ export function cpuOf(child: ChildProcess): Promise<CpuSample> {
     const onMessage = (m: { kind?: string } & Partial<CpuSample>) => {
       if (m?.kind !== "cpu") return;
       child.off("message", onMessage);
-      resolve({ cpuUs: m.cpuUs!, gcUs: m.gcUs! });
+      resolve({ cpuUs: m.cpuUs!, sysUs: m.sysUs!, gcUs: m.gcUs! });
     };
     child.on("message", onMessage);
     if (!child.send({ kind: "cpu" })) reject(new Error(`child ${child.pid} has no IPC channel`));
