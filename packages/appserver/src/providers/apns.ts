@@ -14,6 +14,8 @@ import type {
 const DEFAULT_ALERT = { title: "Lichen", body: "New message" };
 const MAX_PAYLOAD = 4096;
 const MAX_COLLAPSE_ID = 64;
+/** encodeURIComponent returns such a string unchanged (hex APNs tokens): the call is skipped. */
+const URI_SAFE = /^[A-Za-z0-9_.-]*$/;
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const INVALID_TOKEN_400 = new Set(["BadDeviceToken", "DeviceTokenNotForTopic"]);
 const TRANSIENT_400 = new Set(["IdleTimeout"]);
@@ -380,7 +382,8 @@ export class ApnsProvider implements PushProvider {
     const nowS = Math.floor(this.clock() / 1000);
     const headers: http2.OutgoingHttpHeaders = {
       ":method": "POST",
-      ":path": `/3/device/${encodeURIComponent(p.token)}`,
+      // hex (APNs) needs no escaping: encodeURIComponent only for the rare other token
+      ":path": `/3/device/${URI_SAFE.test(p.token) ? p.token : encodeURIComponent(p.token)}`,
       "apns-topic": this.app.topic,
       "apns-push-type": p.kind,
       "apns-priority": p.kind === "alert" ? "10" : "5",
