@@ -276,14 +276,10 @@ export class PushService {
       m?.requests.inc({ outcome: decision });
       return RESULT;
     }
-    return this.deliver(hash, job, app).then(
-      (r) => {
-        m?.requests.inc({ outcome: r.metric });
-        return r.reply;
-      },
-      (e: unknown) => this.internalError(e),
-    );
+    return this.deliver(hash, job, app, "", this.onInternalError);
   }
+
+  private readonly onInternalError = (e: unknown): PushReply => this.internalError(e);
 
   /** Token bucket of a restricted domain's unknown tokens (burst = one minute's budget). */
   private takeNewToken(domain: string): boolean {
@@ -306,33 +302,55 @@ export class PushService {
   }
 
   /**
-   * Sends with bounded retries and applies the outcome to blacklists / limiter. The first attempt
-   * is one continuation (most pushes are delivered by it); only a transient failure enters the
-   * retry loop.
+   * Sends with bounded retries, applies the outcome to blacklists / limiter, counts it (under
+   * `countPrefix` + its metric) and resolves with the reply; a fault anywhere resolves with
+   * `onError`'s reply (never rejects). The first attempt is one continuation (most pushes are
+   * delivered by it, and the caller adds none); only a transient failure enters the retry loop.
    */
-  private deliver(hash: string, job: PushJob, app: AppSender): Promise<Delivered> {
+  private deliver(
+    hash: string,
+    job: PushJob,
+    app: AppSender,
+    countPrefix: "" | "queued_",
+    onError: (e: unknown) => PushReply,
+  ): Promise<PushReply> {
     this.inFlight++;
     if (this.o.retry.attempts < 1) {
       try {
-        return Promise.resolve(this.apply(hash, job, app, NOT_SENT));
+        return Promise.resolve(this.counted(this.apply(hash, job, app, NOT_SENT), countPrefix));
+      } catch (e) {
+        return Promise.resolve(onError(e));
       } finally {
         this.inFlight--;
       }
     }
     return this.attempt(job, app).then(
       (outcome) => {
-        if (outcome.kind === "transient") return this.retry(hash, job, app, outcome);
+        if (outcome.kind === "transient")
+          return this.retry(hash, job, app, outcome).then(
+            (d) => this.counted(d, countPrefix),
+            onError,
+          );
         try {
-          return this.apply(hash, job, app, outcome);
+          return this.counted(this.apply(hash, job, app, outcome), countPrefix);
+        } catch (e) {
+          return onError(e);
         } finally {
           this.inFlight--;
         }
       },
       (e: unknown) => {
         this.inFlight--;
-        throw e;
+        return onError(e);
       },
     );
+  }
+
+  private counted(d: Delivered, countPrefix: "" | "queued_"): PushReply {
+    this.o.metrics?.requests.inc({
+      outcome: countPrefix === "" ? d.metric : `${countPrefix}${d.metric}`,
+    });
+    return d.reply;
   }
 
   /** After a transient first attempt: the remaining attempts with back-off (owns the in-flight slot). */
@@ -511,10 +529,10 @@ export class PushService {
       this.o.logger.debug({ token: hash, app: job.app, reason: skip }, "queued push dropped");
       return;
     }
-    const p = this.deliver(hash, job, app)
-      .then((r) => this.o.metrics?.requests.inc({ outcome: `queued_${r.metric}` }))
-      .catch((e: unknown) => this.o.logger.error({ err: e }, "queued push failed"))
-      .finally(() => this.pendingSends.delete(p));
+    const p = this.deliver(hash, job, app, "queued_", (e) => {
+      this.o.logger.error({ err: e }, "queued push failed");
+      return INTERNAL;
+    }).finally(() => this.pendingSends.delete(p));
     this.pendingSends.add(p);
   }
 
