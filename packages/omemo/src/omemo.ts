@@ -74,6 +74,11 @@ export interface OmemoOptions {
    * is kept, for sessions peers build from a bundle fetched before. Default 7 days.
    */
   signedPreKeyMaxAgeMs?: number;
+  /**
+   * After a session repair was sent to a device, further decryption failures from it (messages it
+   * sent before it got the repair) queue none for this long (by the store's clock). Default 10 min.
+   */
+  repairIntervalMs?: number;
 }
 
 export interface DeviceFingerprint {
@@ -119,12 +124,14 @@ export class Omemo implements SessionPlugin {
   private readonly preKeyCount: number;
   private readonly requestTimeoutMs: number;
   private readonly signedPreKeyMaxAgeMs: number;
+  private readonly repairIntervalMs: number;
 
   constructor(opts: OmemoOptions = {}) {
     this.role = opts.role ?? "app";
     this.preKeyCount = opts.preKeyCount ?? 100;
     this.requestTimeoutMs = opts.requestTimeoutMs ?? 30_000;
     this.signedPreKeyMaxAgeMs = opts.signedPreKeyMaxAgeMs ?? 7 * 24 * 3600_000;
+    this.repairIntervalMs = opts.repairIntervalMs ?? 10 * 60_000;
   }
 
   attach(session: DurableSession): void {
@@ -536,7 +543,8 @@ export class Omemo implements SessionPlugin {
     throw new OmemoError("state-conflict", "session state changed at every attempt");
   }
 
-  private readonly repaired = new Set<string>();
+  /** Repairs under way in this process (a second call for the same device waits for none). */
+  private readonly repairing = new Set<string>();
   private working: Promise<number> | null = null;
   private workAgain = false;
 
@@ -612,9 +620,10 @@ export class Omemo implements SessionPlugin {
 
   /**
    * Session repair: builds a new session with the device from its bundle and sends it an empty
-   * key transport element (no payload), so its next messages use a session we can read. Once per
-   * device and process run, so two broken peers cannot ping-pong repairs. Main app only (the NSE
-   * queues it, see failure()); the queued row, if any, is deleted with the send.
+   * key transport element (no payload), so its next messages use a session we can read. At most
+   * once per device per `repairIntervalMs` (recorded in omemo_repairs, across processes), so two
+   * broken peers cannot ping-pong repairs. Main app only (the NSE queues it, see decrypt()); the
+   * queued row, if any, is deleted with the send. False: nothing sent (NSE, done recently).
    */
   async repairSession(jid: string, deviceId: number): Promise<boolean> {
     if (this.role !== "app") return false;
@@ -625,14 +634,31 @@ export class Omemo implements SessionPlugin {
         .delete(w)
         .where(and(eq(w.accountId, accountId), eq(w.key, repairKey(jid, deviceId))))
         .run();
-    if (this.repaired.has(k)) {
-      this.s.write((ctx) => dequeue(ctx.tx, ctx.accountId)); // done already in this run
-      return false;
-    }
+    if (this.repairing.has(k)) return false; // under way: it dequeues when sent
+    const recent = this.s.write((ctx) => {
+      const last = lastRepairAt(ctx.tx, ctx.accountId, jid, deviceId);
+      if (last === null || ctx.tx.now - last >= this.repairIntervalMs) return false;
+      dequeue(ctx.tx, ctx.accountId); // done already, a moment ago
+      return true;
+    });
+    if (recent) return false;
     const own = this.own();
     if (!own) return false;
+    this.repairing.add(k);
+    try {
+      return await this.sendRepair(own, jid, deviceId, dequeue);
+    } finally {
+      this.repairing.delete(k);
+    }
+  }
+
+  private async sendRepair(
+    own: OwnIdentity,
+    jid: string,
+    deviceId: number,
+    dequeue: (tx: StoreTx, accountId: string) => void,
+  ): Promise<boolean> {
     const bundle = await this.fetchBundle(jid, deviceId);
-    this.repaired.add(k);
     for (let attempt = 1; attempt <= 5; attempt++) {
       const view = new SignalView(this.s.store, this.s.accountId, own);
       const address = new signal.ProtocolAddress(addressName(jid), deviceId);
@@ -656,6 +682,15 @@ export class Omemo implements SessionPlugin {
           if (!view.stillValid(ctx.tx)) throw new StaleView();
           view.apply(ctx.tx);
           dequeue(ctx.tx, ctx.accountId);
+          const r = tables.omemoRepairs;
+          ctx.tx
+            .insert(r)
+            .values({ accountId: ctx.accountId, jid, deviceId, sentAt: ctx.tx.now })
+            .onConflictDoUpdate({
+              target: [r.accountId, r.jid, r.deviceId],
+              set: { sentAt: ctx.tx.now },
+            })
+            .run();
           ctx.send(
             xml(
               "message",
@@ -670,7 +705,6 @@ export class Omemo implements SessionPlugin {
         if (!(e instanceof StaleView)) throw e;
       }
     }
-    this.repaired.delete(k);
     throw new OmemoError("state-conflict", "session state changed at every attempt");
   }
 
@@ -947,15 +981,16 @@ export class Omemo implements SessionPlugin {
         stillValid: (tx) => view.stillValid(tx),
         apply: (ctx) => {
           failed.apply!(ctx);
-          // Our state for that device is lost or broken (a WhisperMessage we cannot read): offer
-          // a new session. A failed PreKeyWhisperMessage needs none: its sender is still starting
-          // one. Queued with the failure, so neither a kill nor the NSE (which must not fetch
-          // bundles or send) loses it: the main app does it now or when next online.
-          if (!mine.prekey) {
-            queueRepair(ctx.tx, ctx.accountId, at.sender, enc.sid);
+          // Our state for that device is lost or broken (a WhisperMessage we cannot read), or the
+          // session its PreKeyWhisperMessage starts cannot be built here (prekey used or unknown,
+          // a signed prekey we no longer have, a bad signature): either way its sender goes on
+          // writing into a session we do not have, so offer a new one. Queued with the failure,
+          // so neither a kill nor the NSE (which must not fetch bundles or send) loses it: the
+          // main app does it now or when next online. At most one pending per device, and none
+          // while the last repair sent to it is recent (its next messages may still be in flight).
+          if (queueRepair(ctx.tx, ctx.accountId, at.sender, enc.sid, this.repairIntervalMs))
             if (this.role === "app")
               ctx.afterCommit(() => void this.runPendingWork().catch(() => {}));
-          }
         },
       };
     }
@@ -1123,8 +1158,32 @@ export class Omemo implements SessionPlugin {
   }
 }
 
-/** Queues a session repair for the main app (once per device: a second failure adds nothing). */
-function queueRepair(tx: StoreTx, accountId: string, jid: string, deviceId: number): void {
+/** When a session repair was last sent to a device (null: never). */
+function lastRepairAt(tx: StoreTx, accountId: string, jid: string, deviceId: number): number | null {
+  const r = tables.omemoRepairs;
+  return (
+    tx
+      .select({ sentAt: r.sentAt })
+      .from(r)
+      .where(and(eq(r.accountId, accountId), eq(r.jid, jid), eq(r.deviceId, deviceId)))
+      .get()?.sentAt ?? null
+  );
+}
+
+/**
+ * Queues a session repair for the main app: once per device (a second failure while one is
+ * pending adds nothing), and not within `intervalMs` of the last repair sent to that device.
+ * True when a row is pending now.
+ */
+function queueRepair(
+  tx: StoreTx,
+  accountId: string,
+  jid: string,
+  deviceId: number,
+  intervalMs: number,
+): boolean {
+  const last = lastRepairAt(tx, accountId, jid, deviceId);
+  if (last !== null && tx.now - last < intervalMs) return false;
   const descriptor: HandlerDescriptor = { v: 1, name: REPAIR_SESSION, bound: { jid, deviceId } };
   tx.insert(tables.omemoPendingWork)
     .values({
@@ -1135,6 +1194,7 @@ function queueRepair(tx: StoreTx, accountId: string, jid: string, deviceId: numb
     })
     .onConflictDoNothing()
     .run();
+  return true;
 }
 
 /** Stores a JID's device list: listed ids active, the others kept (their sessions too) but inactive. */

@@ -60,7 +60,7 @@ describe.each([
   const all: Device[] = [];
   beforeAll(async () => {
     server = await start();
-    for (const u of ["alice", "bob", "carol", "mallory"]) await server.registerUser(u, `${u}pw`);
+    for (const u of ["alice", "bob", "carol", "dave", "mallory"]) await server.registerUser(u, `${u}pw`);
     alice = await online(openDevice(server, "alice", "phone", { before: [tamper] }));
     bob = await online(openDevice(server, "bob", "laptop"));
     carol = await online(openDevice(server, "carol", "phone"));
@@ -205,12 +205,16 @@ describe.each([
           ]).toString("base64"),
         );
       };
+      // The failure's commit (seen before any I/O: a repair then needs a bundle fetch).
+      let atCommit: unknown = null;
+      const onStored = () => (atCommit = sessionRow("carol@localhost"));
+      alice.session.once("message-stored", onStored);
       await carol.omemo.send("alice@localhost", "replayed prekey");
       await until(() => alice.messages("carol@localhost").length === 2, "alice stored it");
       expect(lastFrom("carol@localhost").body).toBe(
         "could not decrypt (OMEMO signal): Invalid PreKey ID",
       );
-      expect(sessionRow("carol@localhost")).toEqual(before);
+      expect(atCommit).toEqual(before);
       await stillDecrypts(carol, "carol goes on");
     },
     T,
@@ -235,6 +239,76 @@ describe.each([
       await until(() => bobRow() !== sent, "bob takes the new session from alice's key transport");
       expect(bob.messages("alice@localhost").at(-1)!.body).not.toBe(""); // no empty message stored
       await stillDecrypts(bob, "after the repair");
+    },
+    T,
+  );
+
+  it(
+    "a failed PreKeyWhisperMessage (prekey already used): failures stored, one repair for the device, its next message decrypts",
+    async () => {
+      // Key transport elements (no payload) alice sends dave, counted before his plugin sees them.
+      let repairsReceived = 0;
+      const counter: SessionPlugin = {
+        name: "repair-counter",
+        prepare: async (stanza) => {
+          const enc = stanza.getChild("encrypted", NS_OMEMO);
+          if (stanza.attrs.from?.startsWith("alice@") && enc && !enc.getChild("payload"))
+            repairsReceived++;
+          return null;
+        },
+      };
+      const dave = await online(openDevice(server, "dave", "phone", { before: [counter] }));
+      all.push(dave);
+      await dave.omemo.send("alice@localhost", "dave's first (prekey)");
+      await until(() => alice.messages("dave@localhost").length === 1, "alice has dave's first");
+      expect(lastFrom("dave@localhost").body).toBe("dave's first (prekey)");
+      // Alice loses the session (a restored backup) while dave, who never had an answer, still
+      // sends PreKeyWhisperMessages for the prekey she consumed. Both arrive at once.
+      alice.store.sqlite.prepare("DELETE FROM omemo_sessions WHERE jid = 'dave@localhost'").run();
+      await alice.session.suspend();
+      await dave.omemo.send("alice@localhost", "lost 1");
+      await dave.omemo.send("alice@localhost", "lost 2");
+      await dave.session.syncBarrier();
+      await alice.session.connect();
+      await until(() => alice.messages("dave@localhost").length === 3, "alice stores both");
+      expect(alice.messages("dave@localhost").slice(1).map((m) => m.body)).toEqual([
+        "could not decrypt (OMEMO signal): Invalid PreKey ID",
+        "could not decrypt (OMEMO signal): Invalid PreKey ID",
+      ]);
+      const kept = quarantined().filter((q) => q.raw.includes("dave@localhost"));
+      expect(kept.map((q) => q.error)).toEqual([
+        "could not decrypt: signal: Invalid PreKey ID",
+        "could not decrypt: signal: Invalid PreKey ID",
+      ]);
+      await until(() => repairsReceived === 1, "dave gets alice's key transport");
+      expect(
+        alice.store.sqlite
+          .prepare("SELECT jid FROM omemo_repairs WHERE jid = 'dave@localhost'")
+          .all(),
+      ).toEqual([{ jid: "dave@localhost" }]);
+      expect(
+        alice.store.sqlite.prepare("SELECT count(*) AS n FROM omemo_pending_work").get(),
+      ).toEqual({ n: 0 });
+      await stillDecrypts(dave, "after the prekey repair");
+      // Another failure soon after the repair (as a message sent before dave got it would be)
+      // queues none: the last repair is recent.
+      tamper.next = (enc) => {
+        const key = enc
+          .getChild("header")!
+          .getChildren("key")
+          .find((k) => k.attrs.rid === String(alice.omemo.deviceId))!;
+        const data = Buffer.from(key.getText(), "base64");
+        data[data.length - 1] = data[data.length - 1]! ^ 1; // its MAC
+        setText(key, data.toString("base64"));
+      };
+      await dave.omemo.send("alice@localhost", "broken in flight");
+      await until(() => alice.messages("dave@localhost").length === 5, "alice stores it");
+      expect(lastFrom("dave@localhost").body).toMatch(/^could not decrypt \(OMEMO signal\)/);
+      expect(
+        alice.store.sqlite.prepare("SELECT count(*) AS n FROM omemo_pending_work").get(),
+      ).toEqual({ n: 0 });
+      await stillDecrypts(dave, "dave goes on");
+      expect(repairsReceived).toBe(1);
     },
     T,
   );

@@ -184,6 +184,16 @@ export const chats = sqliteTable(
     autojoin: integer("autojoin", { mode: "boolean" }).notNull().default(false),
     unreadCount: integer("unread_count").notNull().default(0),
     muted: integer("muted", { mode: "boolean" }).notNull().default(false),
+    /**
+     * Messages to this chat are OMEMO-encrypted (XEP-0384): a plain send to it is refused rather
+     * than silently sent in the clear. Set by the app through the OMEMO plugin.
+     */
+    omemo: integer("omemo", { mode: "boolean" }).notNull().default(false),
+    /**
+     * Group chats: when `room_members` last held the room's whole member/admin/owner lists
+     * (muc#admin). Null: unknown or invalidated (an affiliation change, a new join): read again.
+     */
+    membersReadAt: integer("members_read_at"),
     lastActivityAt: integer("last_activity_at"),
     createdAt: integer("created_at").notNull(),
   },
@@ -641,6 +651,43 @@ export const omemoPendingWork = sqliteTable(
     createdAt: integer("created_at").notNull(),
   },
   (t) => [primaryKey({ columns: [t.accountId, t.key] })],
+);
+
+/**
+ * Session repairs sent (a key transport element to a device whose messages we could not decrypt),
+ * so repeated failures from one device do not send a repair each: at most one per interval.
+ */
+export const omemoRepairs = sqliteTable(
+  "omemo_repairs",
+  {
+    accountId: text("account_id")
+      .notNull()
+      .references(() => accounts.id, { onDelete: "cascade" }),
+    jid: text("jid").notNull(),
+    deviceId: integer("device_id").notNull(),
+    sentAt: integer("sent_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.accountId, t.jid, t.deviceId] })],
+);
+
+/**
+ * A room's members, admins and owners (XEP-0045 §9.5 muc#admin lists), as last read in full and
+ * kept current from the room's affiliation announcements; valid while `chats.members_read_at` is
+ * set. OMEMO encrypts for them in members-only rooms.
+ */
+export const roomMembers = sqliteTable(
+  "room_members",
+  {
+    accountId: text("account_id")
+      .notNull()
+      .references(() => accounts.id, { onDelete: "cascade" }),
+    roomJid: text("room_jid").notNull(),
+    /** Bare real JID. */
+    jid: text("jid").notNull(),
+    affiliation: text("affiliation", { enum: ["member", "admin", "owner"] }).notNull(),
+    updatedAt: integer("updated_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.accountId, t.roomJid, t.jid] })],
 );
 
 /** Occupants of a joined room, kept current from its presence (XEP-0045 §7.2). */
