@@ -1159,7 +1159,12 @@ export class Omemo implements SessionPlugin {
 }
 
 /** When a session repair was last sent to a device (null: never). */
-function lastRepairAt(tx: StoreTx, accountId: string, jid: string, deviceId: number): number | null {
+function lastRepairAt(
+  tx: StoreTx,
+  accountId: string,
+  jid: string,
+  deviceId: number,
+): number | null {
   const r = tables.omemoRepairs;
   return (
     tx

@@ -60,7 +60,8 @@ describe.each([
   const all: Device[] = [];
   beforeAll(async () => {
     server = await start();
-    for (const u of ["alice", "bob", "carol", "dave", "mallory"]) await server.registerUser(u, `${u}pw`);
+    for (const u of ["alice", "bob", "carol", "dave", "mallory"])
+      await server.registerUser(u, `${u}pw`);
     alice = await online(openDevice(server, "alice", "phone", { before: [tamper] }));
     bob = await online(openDevice(server, "bob", "laptop"));
     carol = await online(openDevice(server, "carol", "phone"));
@@ -271,7 +272,12 @@ describe.each([
       await dave.session.syncBarrier();
       await alice.session.connect();
       await until(() => alice.messages("dave@localhost").length === 3, "alice stores both");
-      expect(alice.messages("dave@localhost").slice(1).map((m) => m.body)).toEqual([
+      expect(
+        alice
+          .messages("dave@localhost")
+          .slice(1)
+          .map((m) => m.body),
+      ).toEqual([
         "could not decrypt (OMEMO signal): Invalid PreKey ID",
         "could not decrypt (OMEMO signal): Invalid PreKey ID",
       ]);
