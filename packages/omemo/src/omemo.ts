@@ -1102,28 +1102,51 @@ export class Omemo implements SessionPlugin {
       .map((e) => e.attrs.id)
       .filter((x): x is string => !!x);
     // Archive ids are unique per archive only (ejabberd's are timestamps): a room's are matched
-    // within that room's chat.
+    // within that room's chat. One indexed lookup per kind of id: an OR of them would make SQLite
+    // scan the account's whole history for every encrypted message.
     const room = at.roomOrigin?.room;
-    const inArchive = (c: SQL): SQL => (room ? sql`${eq(m.chatJid, room)} and ${c}` : c);
-    const conds = [
-      ...(at.archiveId
-        ? [inArchive(eq(m.archiveId, at.archiveId)), inArchive(eq(m.stanzaId, at.archiveId))]
-        : []),
-      ...(stanzaIds.length ? [inArchive(inArray(m.stanzaId, stanzaIds))] : []),
-      ...(originId && at.inner.attrs.from
-        ? [and(eq(m.originId, originId), eq(m.fromJid, at.inner.attrs.from))]
-        : []),
-    ];
-    if (conds.length === 0) return false;
-    return (
-      s.store.read((tx) =>
-        tx
-          .select({ id: m.id })
-          .from(m)
-          .where(and(eq(m.accountId, s.accountId), or(...conds)))
-          .get(),
-      ) !== undefined
-    );
+    const archiveIds = [...new Set([...(at.archiveId ? [at.archiveId] : []), ...stanzaIds])];
+    const found = (q: { get(): unknown }) => q.get() !== undefined;
+    return s.store.read((tx) => {
+      const inChat = (c: SQL) =>
+        and(eq(m.accountId, s.accountId), c, room ? eq(m.chatJid, room) : undefined);
+      if (
+        at.archiveId &&
+        found(
+          tx
+            .select({ id: m.id })
+            .from(m)
+            .where(inChat(eq(m.archiveId, at.archiveId))),
+        )
+      )
+        return true;
+      if (
+        archiveIds.length > 0 &&
+        found(
+          tx
+            .select({ id: m.id })
+            .from(m)
+            .where(inChat(and(eq(m.stanzaIdBy, idOwner), inArray(m.stanzaId, archiveIds))!)),
+        )
+      )
+        return true;
+      return (
+        !!originId &&
+        !!at.inner.attrs.from &&
+        found(
+          tx
+            .select({ id: m.id })
+            .from(m)
+            .where(
+              and(
+                eq(m.accountId, s.accountId),
+                eq(m.originId, originId),
+                eq(m.fromJid, at.inner.attrs.from),
+              ),
+            ),
+        )
+      );
+    });
   }
 
   private prepareDeviceListEvent(
