@@ -816,23 +816,133 @@ export class Omemo implements SessionPlugin {
     return this.encryptAndQueue(room, members, body);
   }
 
-  /** Bare JIDs with affiliation member, admin or owner (XEP-0045 §9.5); lists we may not read are skipped. */
+  /**
+   * Bare JIDs with affiliation member, admin or owner (XEP-0045 §9.5); lists we may not read are
+   * skipped. Read from the room once, then from `room_members` until the room announces an
+   * affiliation change or we join it again (see noteAffiliations).
+   */
   async roomAffiliates(room: string): Promise<string[]> {
-    const jids = new Set<string>();
-    for (const affiliation of ["member", "admin", "owner"]) {
+    room = bare(room);
+    const s = this.s;
+    const c = tables.chats;
+    const rm = tables.roomMembers;
+    const cached = s.store.read((tx) => {
+      const row = tx
+        .select({ readAt: c.membersReadAt })
+        .from(c)
+        .where(and(eq(c.accountId, s.accountId), eq(c.jid, room)))
+        .get();
+      if (row?.readAt == null) return null;
+      return tx
+        .select({ jid: rm.jid })
+        .from(rm)
+        .where(and(eq(rm.accountId, s.accountId), eq(rm.roomJid, room)))
+        .orderBy(rm.jid)
+        .all()
+        .map((r) => r.jid);
+    });
+    if (cached) return cached;
+    const generation = this.affiliationGeneration.get(room) ?? 0;
+    const affiliates = new Map<string, "member" | "admin" | "owner">();
+    for (const affiliation of ["member", "admin", "owner"] as const) {
       const res = await this.request(
         xml(
           "iq",
-          { type: "get", to: bare(room) },
+          { type: "get", to: room },
           xml("query", { xmlns: NS_MUC_ADMIN }, xml("item", { affiliation })),
         ),
       ).catch(() => null);
       if (res?.attrs.type !== "result") continue;
       for (const item of res.getChild("query", NS_MUC_ADMIN)?.getChildren("item") ?? [])
         if (item.attrs.jid && (item.attrs.affiliation ?? affiliation) === affiliation)
-          jids.add(bare(item.attrs.jid));
+          affiliates.set(bare(item.attrs.jid), affiliation);
     }
-    return [...jids].sort();
+    // An announcement seen while we asked may be missing from the answers: then not cached.
+    if ((this.affiliationGeneration.get(room) ?? 0) === generation)
+      s.write((ctx) => {
+        ctx.tx
+          .delete(rm)
+          .where(and(eq(rm.accountId, ctx.accountId), eq(rm.roomJid, room)))
+          .run();
+        for (const [jid, affiliation] of affiliates)
+          ctx.tx
+            .insert(rm)
+            .values({
+              accountId: ctx.accountId,
+              roomJid: room,
+              jid,
+              affiliation,
+              updatedAt: ctx.tx.now,
+            })
+            .run();
+        ctx.tx
+          .update(c)
+          .set({ membersReadAt: ctx.tx.now })
+          .where(and(eq(c.accountId, ctx.accountId), eq(c.jid, room)))
+          .run();
+      });
+    return [...affiliates.keys()].sort();
+  }
+
+  /** Per room: bumped by every affiliation announcement, so a list read meanwhile is not cached. */
+  private readonly affiliationGeneration = new Map<string, number>();
+
+  /**
+   * A room's affiliation announcements (XEP-0045 §9: muc#user items in an occupant's presence, or
+   * in a message from the room's bare JID for someone not in it) and our own presence in it (a
+   * join: changes made while we were away were not announced to us). When one differs from the
+   * cached member list, or we (re)joined, the cache is dropped: the next send reads the lists
+   * again. Nothing announced is written as such (an occupant's presence could carry a forged
+   * item): the room's own lists stay the only source.
+   */
+  private noteAffiliations(stanza: Element): PluginPrepared | null {
+    const from = stanza.attrs.from;
+    if (!from) return null;
+    const room = bare(from);
+    if (stanza.is("message") && from !== room) return null;
+    const x = stanza.getChild("x", NS_MUC_USER);
+    const items = (x?.getChildren("item") ?? []).filter((i) => i.attrs.affiliation);
+    const ownJoin =
+      stanza.is("presence") &&
+      stanza.attrs.type !== "unavailable" &&
+      !!x?.getChildren("status").some((st) => st.attrs.code === "110");
+    if (items.length === 0 && !ownJoin) return null;
+    this.affiliationGeneration.set(room, (this.affiliationGeneration.get(room) ?? 0) + 1);
+    const s = this.s;
+    const c = tables.chats;
+    const rm = tables.roomMembers;
+    const stale = s.store.read((tx) => {
+      const row = tx
+        .select({ kind: c.kind, readAt: c.membersReadAt })
+        .from(c)
+        .where(and(eq(c.accountId, s.accountId), eq(c.jid, room)))
+        .get();
+      if (row?.kind !== "groupchat" || row.readAt === null) return false;
+      if (ownJoin) return true;
+      const known = new Map(
+        tx
+          .select({ jid: rm.jid, affiliation: rm.affiliation })
+          .from(rm)
+          .where(and(eq(rm.accountId, s.accountId), eq(rm.roomJid, room)))
+          .all()
+          .map((r) => [r.jid, r.affiliation as string]),
+      );
+      return items.some((i) => {
+        if (!i.attrs.jid) return true; // whose it is we cannot tell: read the lists again
+        const announced = i.attrs.affiliation!;
+        const listed = ["member", "admin", "owner"].includes(announced) ? announced : "none";
+        return (known.get(bare(i.attrs.jid)) ?? "none") !== listed;
+      });
+    });
+    if (!stale) return null;
+    return {
+      apply: (ctx) =>
+        void ctx.tx
+          .update(c)
+          .set({ membersReadAt: null })
+          .where(and(eq(c.accountId, ctx.accountId), eq(c.jid, room)))
+          .run(),
+    };
   }
 
   /**
@@ -892,15 +1002,16 @@ export class Omemo implements SessionPlugin {
   // ---- receiving (the engine's prepare step) --------------------------------------------------
 
   async prepare(stanza: Element, session: DurableSession): Promise<PluginPrepared | null> {
+    if (stanza.is("presence")) return this.noteAffiliations(stanza);
     if (!stanza.is("message")) return null;
     const own = this.jid;
     const event = stanza.getChild("event", NS_PUBSUB_EVENT);
     if (event) return this.prepareDeviceListEvent(stanza, event, own);
     this.noteRoomConfigChange(stanza);
     const located = locate(stanza, own);
-    if (!located) return null;
+    if (!located) return this.noteAffiliations(stanza);
     const encryptedEl = located.inner.getChild("encrypted", NS_OMEMO);
-    if (!encryptedEl) return null;
+    if (!encryptedEl) return this.noteAffiliations(stanza);
     // A replay (or a room message live and again in the room's archive): the engine's unique
     // indexes drop it. Checked first: a failure stored twice would be quarantined twice.
     if (this.alreadyStored(located)) return null;

@@ -1,7 +1,7 @@
 // MUC OMEMO between two Lichen clients in a non-anonymous members-only room (as Conversations and
 // Dino require), live and through the room's archive; a semi-anonymous room is refused.
 import { randomBytes } from "node:crypto";
-import { handlePush, joinRoom, xml, type Element } from "@lichen/engine";
+import { handlePush, joinRoom, leaveRoom, xml, type Element } from "@lichen/engine";
 import { openStore } from "@lichen/store";
 import { startEjabberd, startProsody, type XmppTestServer } from "@lichen/test-servers";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -163,6 +163,96 @@ describe.each([
         { body: "hi alice, from the room", encrypted: 1, direction: "out" },
         { body: "while you were away", encrypted: 1, direction: "in" },
       ]);
+    },
+    T,
+  );
+
+  it(
+    "members-only room: the member lists are read once, and again after an affiliation change",
+    async () => {
+      const alice = await device("alice", "lists");
+      const bob = await device("bob", "lists");
+      const room = roomName("lists");
+      await join(alice, room, "alice");
+      await iqSet(
+        alice,
+        room,
+        roomConfig({
+          "muc#roomconfig_persistentroom": "1",
+          "muc#roomconfig_membersonly": "1",
+          "muc#roomconfig_whois": "anyone",
+        }),
+      );
+      const affiliate = (jid: string, affiliation: string) =>
+        iqSet(
+          alice,
+          room,
+          xml("query", { xmlns: `${NS_MUC}#admin` }, xml("item", { jid, affiliation })),
+        );
+      await affiliate(bob.jid, "member");
+      await join(bob, room, "bob");
+      await until(() => alice.omemo.roomMembers(room).includes(bob.jid), "alice sees bob's JID");
+      let listReads = 0;
+      const request = alice.omemo.request.bind(alice.omemo);
+      alice.omemo.request = (iq) => {
+        if (iq.attrs.type === "get" && iq.getChild("query", `${NS_MUC}#admin`)) listReads++;
+        return request(iq);
+      };
+      const readAt = () =>
+        (
+          alice.store.sqlite
+            .prepare(
+              "SELECT members_read_at AS t FROM chats WHERE account_id = 'alice' AND jid = ?",
+            )
+            .get(room) as { t: number | null }
+        ).t;
+      const cached = () =>
+        alice.store.sqlite
+          .prepare("SELECT jid, affiliation FROM room_members WHERE room_jid = ? ORDER BY jid")
+          .all(room);
+
+      await alice.omemo.sendToRoom(room, "one");
+      expect(listReads).toBe(3); // member, admin, owner
+      expect(cached()).toEqual([
+        { jid: alice.jid, affiliation: "owner" },
+        { jid: bob.jid, affiliation: "member" },
+      ]);
+      await alice.omemo.sendToRoom(room, "two");
+      expect(listReads).toBe(3);
+
+      // Carol, not in the room, becomes a member: the room tells its occupants (a message).
+      await affiliate("carol@localhost", "member");
+      await until(() => readAt() === null, "the announcement drops the cached lists");
+      const third = await alice.omemo.sendToRoom(room, "three");
+      expect(listReads).toBe(6);
+      expect(third.noDevices).toEqual(["carol@localhost"]);
+      // Bob, in the room, becomes an admin: his presence shows it.
+      await affiliate(bob.jid, "admin");
+      await until(() => readAt() === null, "bob's presence drops the cached lists");
+      await alice.omemo.sendToRoom(room, "four");
+      expect(listReads).toBe(9);
+      expect(cached()).toEqual([
+        { jid: alice.jid, affiliation: "owner" },
+        { jid: bob.jid, affiliation: "admin" },
+        { jid: "carol@localhost", affiliation: "member" },
+      ]);
+      await until(() => bob.messages(room).length === 4, "bob reads all four");
+      expect(bob.messages(room).map((m) => m.body)).toEqual(["one", "two", "three", "four"]);
+      // Changes made while we are out of the room are not announced to us: a join drops them.
+      expect(readAt()).not.toBeNull();
+      // Left once the room confirms (its answer to a join sent before would end that join).
+      const left = new Promise<void>((resolve) =>
+        alice.session.on(
+          "stanza",
+          (el) => el.is("presence") && el.attrs.from === `${room}/alice` && resolve(),
+        ),
+      );
+      alice.session.write((ctx) => leaveRoom(ctx, room));
+      await left;
+      await alice.session.idle();
+      expect(readAt()).not.toBeNull();
+      await join(alice, room, "alice");
+      expect(readAt()).toBeNull();
     },
     T,
   );
