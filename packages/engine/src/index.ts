@@ -3,6 +3,8 @@
 // eslint-disable-next-line @typescript-eslint/triple-slash-reference
 /// <reference path="../types/xmpp-xml.d.ts" preserve="true" />
 export { default as xml, type Element } from "@xmpp/xml";
+export { EncryptionRequiredError } from "./outgoing.js";
+export { isChatEncrypted } from "./messages.js";
 export {
   DurableSession,
   SessionLockError,

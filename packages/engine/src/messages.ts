@@ -5,6 +5,7 @@ import { tables, type StoreTx } from "@lichen/store";
 import xml, { type Element } from "@xmpp/xml";
 import { and, eq, inArray } from "drizzle-orm";
 import { bare } from "./jid.js";
+import { EncryptionRequiredError } from "./outgoing.js";
 
 export interface OutgoingChatMessage {
   to: string;
@@ -17,10 +18,22 @@ export interface OutgoingChatMessage {
   encrypted?: boolean;
 }
 
+/** Whether messages to this chat (bare JID) must be end-to-end encrypted (`chats.omemo`). */
+export function isChatEncrypted(tx: StoreTx, accountId: string, jid: string): boolean {
+  return (
+    tx
+      .select({ omemo: tables.chats.omemo })
+      .from(tables.chats)
+      .where(and(eq(tables.chats.accountId, accountId), eq(tables.chats.jid, bare(jid))))
+      .get()?.omemo ?? false
+  );
+}
+
 /**
  * Store a chat message as outgoing and return the stanza to queue, or null when a message with
  * this origin-id is already stored (the unique index: a resend after a crash stores and sends
- * nothing). The origin-id is the message id too, so the receiver recognises a resend.
+ * nothing). The origin-id is the message id too, so the receiver recognises a resend. A plain
+ * message to an encrypted chat throws EncryptionRequiredError (the transaction rolls back).
  */
 export function storeOutgoingMessage(
   tx: StoreTx,
@@ -31,10 +44,11 @@ export function storeOutgoingMessage(
   const chatJid = bare(m.to);
   // A joined room gets a groupchat message (no receipt request: XEP-0184 §5.3).
   const room = tx
-    .select({ kind: tables.chats.kind, nick: tables.chats.nick })
+    .select({ kind: tables.chats.kind, nick: tables.chats.nick, omemo: tables.chats.omemo })
     .from(tables.chats)
     .where(and(eq(tables.chats.accountId, accountId), eq(tables.chats.jid, chatJid)))
     .get();
+  if (room?.omemo && !m.encrypted) throw new EncryptionRequiredError(chatJid);
   const type = room?.kind === "groupchat" && room.nick && m.to === chatJid ? "groupchat" : "chat";
   const inserted = tx
     .insert(tables.messages)

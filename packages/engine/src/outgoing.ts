@@ -34,6 +34,19 @@ export class MessageQueuedError extends Error {
 }
 
 /**
+ * A plain message to a chat whose messages are end-to-end encrypted (`chats.omemo`, set through
+ * the OMEMO plugin): refused, nothing stored or sent, so an encrypted chat never silently falls
+ * back to plaintext. Send it through the plugin (or turn encryption off for the chat).
+ */
+export class EncryptionRequiredError extends Error {
+  override readonly name = "EncryptionRequiredError";
+  readonly code = "encryption-required";
+  constructor(readonly chat: string) {
+    super(`${chat} is an end-to-end encrypted chat: a plain message to it is refused`);
+  }
+}
+
+/**
  * Resolves when the server acknowledged up to `seq` (the message's sequence number) on this
  * connection; rejects with MessageQueuedError when there is none (`seq` null: offline, or the
  * message was already queued) or it ends first. The rejection is handled if nobody listens.

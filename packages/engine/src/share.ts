@@ -17,6 +17,9 @@ import { MediaError } from "./media/errors.js";
 import type { MediaTransfers } from "./media/transfers.js";
 import { acceptUpload, getAttachment } from "./media/upload.js";
 import type { DurableSession } from "./session.js";
+import { isChatEncrypted } from "./messages.js";
+import { EncryptionRequiredError } from "./outgoing.js";
+import { bare } from "./jid.js";
 
 /** A file the user shared: copied into the shared container, the outbox row references the copy. */
 export interface SharedFile {
@@ -181,6 +184,18 @@ export function sendShareOutbox(
   let uploadWaiting = false;
   for (const entry of pending) {
     if (entry.item.accountId !== session.accountId) continue;
+    // The outbox sends plain messages (the share extension cannot encrypt): an encrypted chat's
+    // item fails, kept with the reason, before anything is uploaded or sent in the clear.
+    if (
+      entry.state === "pending" &&
+      store.read((tx) => isChatEncrypted(tx, session.accountId, entry.item.to))
+    ) {
+      const refused = new EncryptionRequiredError(bare(entry.item.to));
+      store.write((tx) =>
+        setShareOutboxState(tx, entry.item.id, "failed", `${refused.code}: ${refused.message}`),
+      );
+      continue;
+    }
     const msg = outboxMessage(entry.item.content);
     if ("upload" in msg) {
       const { media, attachmentDir } = opts;

@@ -27,7 +27,9 @@ export class OmemoError extends Error {
       /** sendToRoom to a room we are not in. */
       | "not-in-room"
       /** sendToRoom to a room that hides real JIDs (semi-anonymous): nobody's devices can be known. */
-      | "room-anonymous",
+      | "room-anonymous"
+      /** sendMessage to room/nick in an encrypted room: private messages are not encrypted. */
+      | "private-message",
     message: string,
   ) {
     super(message);

@@ -2,6 +2,7 @@
 // message, encrypts outgoing messages for every device, publishes our device and bundle.
 import { randomInt, randomUUID } from "node:crypto";
 import {
+  isChatEncrypted,
   markDecrypted,
   xml,
   type DurableSession,
@@ -302,6 +303,13 @@ export class Omemo implements SessionPlugin {
     if (res.attrs.type === "result") {
       const items = res.getChild("pubsub", NS_PUBSUB)?.getChild("items");
       ids = parseDeviceList(latestItem(items)?.getChild("list", NS_OMEMO));
+    } else if (res.getChild("error")?.getChild("forbidden")) {
+      // Prosody's answer for an account that never published one, to a non-contact: either way
+      // no device we could encrypt for. What we knew (if anything) is kept.
+      throw new OmemoError(
+        "no-devices",
+        `the device list of ${jid} is not visible to us (forbidden)`,
+      );
     } else if (!res.getChild("error")?.getChild("item-not-found")) {
       throw new OmemoError("iq-error", `device list of ${jid}: ${res.toString()}`);
     }
@@ -402,6 +410,62 @@ export class Omemo implements SessionPlugin {
     if (changed === 0) throw new Error(`no identity known for ${jid} device ${deviceId}`);
   }
 
+  // ---- per-chat setting ------------------------------------------------------------------------
+
+  /**
+   * Turns OMEMO on or off for a chat (a contact's or a room's bare JID), stored in `chats.omemo`.
+   * While it is on, the engine refuses plain messages to the chat (EncryptionRequiredError from
+   * session.send; the share outbox fails such items), so it never falls back to plaintext
+   * silently: sendMessage() encrypts, or fails with OmemoError "no-devices".
+   */
+  setChatEncrypted(jid: string, on: boolean): void {
+    const chat = bare(jid);
+    const c = tables.chats;
+    this.s.write((ctx) =>
+      ctx.tx
+        .insert(c)
+        .values({ accountId: ctx.accountId, jid: chat, omemo: on, createdAt: ctx.tx.now })
+        .onConflictDoUpdate({ target: [c.accountId, c.jid], set: { omemo: on } })
+        .run(),
+    );
+  }
+
+  /** Whether OMEMO is on for this chat (see setChatEncrypted). */
+  isChatEncrypted(jid: string): boolean {
+    const s = this.s;
+    return s.store.read((tx) => isChatEncrypted(tx, s.accountId, jid));
+  }
+
+  /**
+   * Sends `body` to a chat as its setting says: encrypted when OMEMO is on for it (a joined room
+   * through sendToRoom), with every error of send()/sendToRoom() and never in plaintext instead;
+   * else a plain message. `omemo` is the encryption's result, null for a plain message.
+   */
+  async sendMessage(
+    to: string,
+    body: string,
+  ): Promise<{ originId: string; omemo: OmemoSendResult | null }> {
+    const s = this.s;
+    const c = tables.chats;
+    const chat = s.store.read((tx) =>
+      tx
+        .select({ kind: c.kind, omemo: c.omemo })
+        .from(c)
+        .where(and(eq(c.accountId, s.accountId), eq(c.jid, bare(to))))
+        .get(),
+    );
+    if (!chat?.omemo) {
+      const plain = s.send(to, body);
+      plain.acked.catch(() => {}); // queued durably either way: news, not a failure
+      return { originId: plain.originId, omemo: null };
+    }
+    if (chat.kind === "groupchat" && to !== bare(to))
+      throw new OmemoError("private-message", `OMEMO to a room occupant (${to}) is not supported`);
+    const result =
+      chat.kind === "groupchat" ? await this.sendToRoom(to, body) : await this.send(to, body);
+    return { originId: result.originId, omemo: result };
+  }
+
   // ---- sending -------------------------------------------------------------------------------
 
   /**
@@ -432,7 +496,8 @@ export class Omemo implements SessionPlugin {
       } catch (e) {
         // One room member's broken or hidden list must not stop the message to the others.
         const perMember =
-          e instanceof OmemoError && (e.code === "iq-error" || e.code === "bad-device-list");
+          e instanceof OmemoError &&
+          (e.code === "iq-error" || e.code === "bad-device-list" || e.code === "no-devices");
         if (recipients.length === 1 || !perMember) throw e;
         ids = [];
       }

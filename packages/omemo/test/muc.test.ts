@@ -1,7 +1,14 @@
 // MUC OMEMO between two Lichen clients in a non-anonymous members-only room (as Conversations and
 // Dino require), live and through the room's archive; a semi-anonymous room is refused.
 import { randomBytes } from "node:crypto";
-import { handlePush, joinRoom, leaveRoom, xml, type Element } from "@lichen/engine";
+import {
+  EncryptionRequiredError,
+  handlePush,
+  joinRoom,
+  leaveRoom,
+  xml,
+  type Element,
+} from "@lichen/engine";
 import { openStore } from "@lichen/store";
 import { startEjabberd, startProsody, type XmppTestServer } from "@lichen/test-servers";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -238,6 +245,14 @@ describe.each([
       ]);
       await until(() => bob.messages(room).length === 4, "bob reads all four");
       expect(bob.messages(room).map((m) => m.body)).toEqual(["one", "two", "three", "four"]);
+      // OMEMO on for the room: a plain groupchat message is refused, sendMessage encrypts.
+      alice.omemo.setChatEncrypted(room, true);
+      expect(() => alice.session.send(room, "in the clear?")).toThrow(EncryptionRequiredError);
+      const fifth = await alice.omemo.sendMessage(room, "five");
+      expect(fifth.omemo?.devices).toEqual([{ jid: bob.jid, deviceId: bob.omemo.deviceId! }]);
+      await until(() => bob.messages(room).length === 5, "bob reads the fifth");
+      expect(bob.messages(room)[4]).toEqual({ body: "five", encrypted: 1, direction: "in" });
+      expect(listReads).toBe(9);
       // Changes made while we are out of the room are not announced to us: a join drops them.
       expect(readAt()).not.toBeNull();
       // Left once the room confirms (its answer to a join sent before would end that join).

@@ -1,7 +1,8 @@
 import { startEjabberd, startProsody, type XmppTestServer } from "@lichen/test-servers";
-import { loadAccountState } from "@lichen/store";
+import { addShareOutboxItem, listShareOutbox, loadAccountState } from "@lichen/store";
+import { EncryptionRequiredError, sendShareOutbox } from "@lichen/engine";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { FALLBACK_BODY, NODE_DEVICELIST, NS_OMEMO } from "../src/index.js";
+import { FALLBACK_BODY, NODE_DEVICELIST, NS_OMEMO, OmemoError } from "../src/index.js";
 import { NS_PUBSUB_EVENT } from "../src/wire.js";
 import { online, openDevice, subscribeMutually, until, type Device } from "./helpers.js";
 
@@ -170,6 +171,101 @@ describe.each([
         "built on signed prekey 2",
         "still on the old one",
       ]);
+    },
+    T,
+  );
+});
+
+describe.each([
+  ["prosody", startProsody],
+  ["ejabberd", startEjabberd],
+] as const)("the per-chat OMEMO setting on %s", (_name, start) => {
+  let server: XmppTestServer;
+  const devices: Device[] = [];
+  beforeAll(async () => {
+    server = await start();
+    for (const u of ["alice", "bob", "carol"]) await server.registerUser(u, `${u}pw`);
+  }, T);
+  afterAll(async () => {
+    for (const d of devices) await d.close().catch(() => {});
+    await server?.stop();
+  }, T);
+
+  it(
+    "on: plain sends are refused (session.send, share outbox), sendMessage encrypts or fails clearly; off: plain again",
+    async () => {
+      const alice = openDevice(server, "alice", "phone");
+      const bob = openDevice(server, "bob", "laptop");
+      devices.push(alice, bob);
+      await online(alice);
+      await online(bob);
+      const outgoing = () =>
+        alice.store.sqlite
+          .prepare("SELECT count(*) AS n FROM messages WHERE direction = 'out'")
+          .get() as { n: number };
+      const queued = () =>
+        alice.store.sqlite
+          .prepare("SELECT count(*) AS n FROM outbound_queue WHERE stanza LIKE '<message%'")
+          .get() as {
+          n: number;
+        };
+
+      expect(alice.omemo.isChatEncrypted(bob.jid)).toBe(false);
+      alice.omemo.setChatEncrypted(bob.jid, true);
+      alice.omemo.setChatEncrypted("carol@localhost", true); // carol has no OMEMO device
+      expect(alice.omemo.isChatEncrypted(`${bob.jid}/laptop`)).toBe(true);
+      expect(bob.omemo.isChatEncrypted(alice.jid)).toBe(false); // per account
+
+      const before = { out: outgoing(), queue: queued() };
+      let refused: unknown = null;
+      try {
+        alice.session.send(bob.jid, "in the clear?");
+      } catch (e) {
+        refused = e;
+      }
+      expect(refused).toBeInstanceOf(EncryptionRequiredError);
+      expect((refused as EncryptionRequiredError).chat).toBe(bob.jid);
+      // A shared text (the share extension cannot encrypt) fails with the reason.
+      alice.store.write((tx) =>
+        addShareOutboxItem(tx, {
+          v: 1,
+          id: "share-1",
+          accountId: "alice",
+          to: bob.jid,
+          createdAt: 1,
+          content: { kind: "text", text: "shared in the clear?" },
+        }),
+      );
+      expect(sendShareOutbox(alice.store, alice.session)).toEqual([]);
+      expect(
+        alice.store.write((tx) => listShareOutbox(tx, ["failed"])).map((e) => [e.item.id, e.error]),
+      ).toEqual([
+        ["share-1", expect.stringMatching(/^encryption-required: bob@localhost is an end-to-end/)],
+      ]);
+      const noDevices = await alice.omemo
+        .sendMessage("carol@localhost", "hi carol")
+        .catch((e: unknown) => e);
+      expect(noDevices).toBeInstanceOf(OmemoError);
+      expect((noDevices as OmemoError).code).toBe("no-devices");
+      expect((noDevices as OmemoError).message).toMatch(/carol@localhost/);
+      expect({ out: outgoing(), queue: queued() }).toEqual(before); // nothing stored or queued
+
+      const sent = await alice.omemo.sendMessage(bob.jid, "encrypted by the setting");
+      expect(sent.omemo?.devices).toEqual([{ jid: bob.jid, deviceId: bob.omemo.deviceId! }]);
+      await until(() => bob.messages(alice.jid).length === 1, "bob gets it");
+      expect(bob.messages(alice.jid)).toEqual([
+        { body: "encrypted by the setting", encrypted: 1, direction: "in" },
+      ]);
+
+      alice.omemo.setChatEncrypted(bob.jid, false);
+      const plain = await alice.omemo.sendMessage(bob.jid, "plain again");
+      expect(plain.omemo).toBeNull();
+      await until(() => bob.messages(alice.jid).length === 2, "bob gets the plain one");
+      expect(bob.messages(alice.jid)[1]).toEqual({
+        body: "plain again",
+        encrypted: 0,
+        direction: "in",
+      });
     },
     T,
   );
