@@ -344,6 +344,46 @@ describe.each(SERVERS)("media (XEP-0363 + OOB) on %s", (kind, start) => {
     T,
   );
 
+  it(
+    "a chat made end-to-end encrypted during the upload: the link is not sent in the clear, the row fails with encryption-required",
+    async () => {
+      const src = join(env.dir, "secret.bin");
+      writeFileSync(src, randomBytes(256 * 1024));
+      const item = share({ kind: "file", file: { sourcePath: src, mimeType: "application/zip" } });
+      const encrypted = (on: boolean) =>
+        env.store.write((tx) =>
+          tx
+            .update(tables.chats)
+            .set({ omemo: on })
+            .where(and(eq(tables.chats.accountId, "alice"), eq(tables.chats.jid, "bob@localhost")))
+            .run(),
+        );
+      const app = new AppController(env.store, env.config(), { reconnect: false });
+      // (The chat row exists: the first test's message.) Turned on while the PUT runs.
+      app.on("session", () => app.media!.on("progress", () => encrypted(true)));
+      try {
+        await app.foreground();
+        const row = await until(() => {
+          const r = outboxRow(item.id);
+          return r?.state === "failed" ? r : null;
+        }, "outbox row failed");
+        expect(row.error).toMatch(/^encryption-required: bob@localhost is an end-to-end encrypted/);
+        await app.session!.idle();
+        await bob.syncBarrier();
+        expect(bobMessages(item.id)).toHaveLength(0);
+        expect(
+          env.store.read((tx) =>
+            tx.select().from(tables.messages).where(eq(tables.messages.originId, item.id)).all(),
+          ),
+        ).toHaveLength(0);
+      } finally {
+        await app.close();
+        encrypted(false);
+      }
+    },
+    T,
+  );
+
   describe("bad input", () => {
     // Mallory plays a hostile upload service: alice's cached discovery points at her.
     let mallory: TestPeer;

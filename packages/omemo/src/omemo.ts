@@ -19,7 +19,7 @@ import {
   type StoreTx,
 } from "@lichen/store";
 import { validateHandlerDescriptor, type HandlerDescriptor } from "@lichen/schema";
-import { and, eq, inArray, or, sql, type SQL } from "drizzle-orm";
+import { and, eq, inArray, type SQL } from "drizzle-orm";
 import { OmemoError, type DecryptFailureReason } from "./errors.js";
 import { bare, locate, setBody, type Located, type RoomOrigin } from "./locate.js";
 import { publishOpenItem, request } from "./pep.js";

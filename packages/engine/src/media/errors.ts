@@ -12,7 +12,9 @@ export type MediaErrorCode =
   | "too-large"
   | "wrong-type"
   | "decrypt-failed"
-  | "not-found";
+  | "not-found"
+  /** The chat became end-to-end encrypted meanwhile: the link is not sent in a plain message. */
+  | "encryption-required";
 
 export class MediaError extends Error {
   override readonly name = "MediaError";

@@ -7,6 +7,8 @@ import { basename, dirname, join } from "node:path";
 import { setShareOutboxState, tables, type Store } from "@lichen/store";
 import { and, eq, inArray } from "drizzle-orm";
 import type { DurableSession } from "../session.js";
+import { isChatEncrypted } from "../messages.js";
+import { EncryptionRequiredError } from "../outgoing.js";
 import { decryptFile, encryptFile, fromAesgcmUrl, toAesgcmUrl } from "./aesgcm.js";
 import { MediaError } from "./errors.js";
 import {
@@ -199,6 +201,12 @@ export class MediaTransfers extends EventEmitter<MediaTransferEvents> {
       const row = getAttachment(ctx.tx, a.id);
       if (row?.state !== "uploading") return false; // another process finished it
       const item = outboxItemOf(ctx.tx, a.id);
+      if (item && isChatEncrypted(ctx.tx, ctx.accountId, item.to)) {
+        // Encryption was turned on for the chat during the upload (the outbox checks it before).
+        const refused = new EncryptionRequiredError(item.to);
+        failUpload(ctx, a.id, new MediaError("encryption-required", refused.message));
+        return false;
+      }
       updateAttachment(ctx.tx, a.id, { state: "sent", url, transferred: a.size ?? 0 });
       if (!item) return false;
       const content = item.content;
