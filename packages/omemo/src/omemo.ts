@@ -19,12 +19,13 @@ import {
   type StoreTx,
 } from "@lichen/store";
 import { validateHandlerDescriptor, type HandlerDescriptor } from "@lichen/schema";
-import { and, eq, inArray, type SQL } from "drizzle-orm";
+import { and, eq } from "drizzle-orm";
 import { OmemoError, type DecryptFailureReason } from "./errors.js";
 import { bare, locate, setBody, type Located, type RoomOrigin } from "./locate.js";
 import { publishOpenItem, request } from "./pep.js";
 import { createIdentity, loadBundle, refillPreKeys, rotateSignedPreKey } from "./keys.js";
 import { signal } from "./libsignal.js";
+import { hotQueries } from "./queries.js";
 import { openPayload, sealPayload } from "./payload.js";
 import {
   addressName,
@@ -49,6 +50,7 @@ import {
   parseDeviceList,
   parseEncrypted,
   type Bundle,
+  type EncryptedMessage,
 } from "./wire.js";
 
 const NS_SID = "urn:xmpp:sid:0";
@@ -110,6 +112,15 @@ export interface RoomOmemoSupport {
 }
 
 class StaleView extends Error {}
+
+/** What the checks before a decryption hand to it: the view (rows read) and our key element. */
+class Ready {
+  constructor(
+    readonly view: SignalView,
+    readonly enc: EncryptedMessage,
+    readonly mine: EncryptedMessage["keys"][number],
+  ) {}
+}
 
 function fingerprintOf(identityKey: string): string {
   return Buffer.from(identityKey, "base64").subarray(1).toString("hex");
@@ -907,23 +918,34 @@ export class Omemo implements SessionPlugin {
         .map((r) => r.jid);
     });
     if (cached) return cached;
-    const generation = this.affiliationGeneration.get(room) ?? 0;
+    const heard: Announcement[] = [];
+    let listening = this.announcementsDuringRead.get(room);
+    if (!listening) this.announcementsDuringRead.set(room, (listening = new Set()));
+    listening.add(heard);
     const affiliates = new Map<string, "member" | "admin" | "owner">();
-    for (const affiliation of ["member", "admin", "owner"] as const) {
-      const res = await this.request(
-        xml(
-          "iq",
-          { type: "get", to: room },
-          xml("query", { xmlns: NS_MUC_ADMIN }, xml("item", { affiliation })),
-        ),
-      ).catch(() => null);
-      if (res?.attrs.type !== "result") continue;
-      for (const item of res.getChild("query", NS_MUC_ADMIN)?.getChildren("item") ?? [])
-        if (item.attrs.jid && (item.attrs.affiliation ?? affiliation) === affiliation)
-          affiliates.set(bare(item.attrs.jid), affiliation);
+    try {
+      for (const affiliation of ["member", "admin", "owner"] as const) {
+        const res = await this.request(
+          xml(
+            "iq",
+            { type: "get", to: room },
+            xml("query", { xmlns: NS_MUC_ADMIN }, xml("item", { affiliation })),
+          ),
+        ).catch(() => null);
+        if (res?.attrs.type !== "result") continue;
+        for (const item of res.getChild("query", NS_MUC_ADMIN)?.getChildren("item") ?? [])
+          if (item.attrs.jid && (item.attrs.affiliation ?? affiliation) === affiliation)
+            affiliates.set(bare(item.attrs.jid), affiliation);
+      }
+    } finally {
+      listening.delete(heard);
+      if (listening.size === 0) this.announcementsDuringRead.delete(room);
     }
-    // An announcement seen while we asked may be missing from the answers: then not cached.
-    if ((this.affiliationGeneration.get(room) ?? 0) === generation)
+    // A change announced while we asked may be missing from the answers: then not cached.
+    const consistent = heard.every(
+      (a) => a.jid !== null && (affiliates.get(a.jid) ?? "none") === a.affiliation,
+    );
+    if (consistent)
       s.write((ctx) => {
         ctx.tx
           .delete(rm)
@@ -949,8 +971,8 @@ export class Omemo implements SessionPlugin {
     return [...affiliates.keys()].sort();
   }
 
-  /** Per room: bumped by every affiliation announcement, so a list read meanwhile is not cached. */
-  private readonly affiliationGeneration = new Map<string, number>();
+  /** Per room: the announcements heard by each running read of its lists. */
+  private readonly announcementsDuringRead = new Map<string, Set<Announcement[]>>();
 
   /**
    * A room's affiliation announcements (XEP-0045 §9: muc#user items in an occupant's presence, or
@@ -967,23 +989,28 @@ export class Omemo implements SessionPlugin {
     if (stanza.is("message") && from !== room) return null;
     const x = stanza.getChild("x", NS_MUC_USER);
     const items = (x?.getChildren("item") ?? []).filter((i) => i.attrs.affiliation);
-    const ownJoin =
+    const ownPresence =
       stanza.is("presence") &&
       stanza.attrs.type !== "unavailable" &&
       !!x?.getChildren("status").some((st) => st.attrs.code === "110");
-    if (items.length === 0 && !ownJoin) return null;
-    this.affiliationGeneration.set(room, (this.affiliationGeneration.get(room) ?? 0) + 1);
+    if (items.length === 0 && !ownPresence) return null;
+    const announced = items.map((i): Announcement => ({
+      jid: i.attrs.jid ? bare(i.attrs.jid) : null,
+      affiliation: listedAffiliation(i.attrs.affiliation!),
+    }));
     const s = this.s;
     const c = tables.chats;
     const rm = tables.roomMembers;
-    const stale = s.store.read((tx) => {
+    const { joining, stale } = s.store.read((tx) => {
       const row = tx
-        .select({ kind: c.kind, readAt: c.membersReadAt })
+        .select({ kind: c.kind, readAt: c.membersReadAt, status: c.roomStatus })
         .from(c)
         .where(and(eq(c.accountId, s.accountId), eq(c.jid, room)))
         .get();
-      if (row?.kind !== "groupchat" || row.readAt === null) return false;
-      if (ownJoin) return true;
+      if (row?.kind !== "groupchat") return { joining: false, stale: false };
+      // Our own presence while joining (not an update of it once joined): we were away.
+      const joining = ownPresence && row.status !== "joined";
+      if (row.readAt === null || joining) return { joining, stale: joining };
       const known = new Map(
         tx
           .select({ jid: rm.jid, affiliation: rm.affiliation })
@@ -992,13 +1019,15 @@ export class Omemo implements SessionPlugin {
           .all()
           .map((r) => [r.jid, r.affiliation as string]),
       );
-      return items.some((i) => {
-        if (!i.attrs.jid) return true; // whose it is we cannot tell: read the lists again
-        const announced = i.attrs.affiliation!;
-        const listed = ["member", "admin", "owner"].includes(announced) ? announced : "none";
-        return (known.get(bare(i.attrs.jid)) ?? "none") !== listed;
-      });
+      // An item whose JID we cannot see: read the lists again.
+      const changed = announced.some(
+        (a) => a.jid === null || (known.get(a.jid) ?? "none") !== a.affiliation,
+      );
+      return { joining, stale: changed };
     });
+    // A read of the lists running now may have been answered before these: it checks them.
+    if (joining) announced.push({ jid: null, affiliation: "none" }); // never consistent
+    for (const heard of this.announcementsDuringRead.get(room) ?? []) heard.push(...announced);
     if (!stale) return null;
     return {
       apply: (ctx) =>
@@ -1077,25 +1106,37 @@ export class Omemo implements SessionPlugin {
     if (!located) return this.noteAffiliations(stanza);
     const encryptedEl = located.inner.getChild("encrypted", NS_OMEMO);
     if (!encryptedEl) return this.noteAffiliations(stanza);
-    // A replay (or a room message live and again in the room's archive): the engine's unique
-    // indexes drop it. Checked first: a failure stored twice would be quarantined twice.
-    if (this.alreadyStored(located)) return null;
+    // Everything decryption needs from the database, read in one snapshot (one transaction:
+    // each read of its own costs as much as the Signal crypto itself).
     let at = located;
-    if (located.roomOrigin) {
-      const origin = located.roomOrigin;
-      const resolved = this.roomSender(origin);
-      if (resolved === null) return null; // not a room of ours / not our catch-up: the engine drops it
-      if ("unknown" in resolved)
-        return this.failure(
-          stanza,
-          { ...located, sender: `${origin.room}/${origin.nick}` },
-          "unknown-occupant",
-          resolved.unknown,
-        );
-      at = { ...located, sender: resolved.jid };
-    }
+    let ready: PluginPrepared | null | Ready;
     try {
-      return await this.decrypt(stanza, at, encryptedEl, session);
+      ready = session.store.read((): PluginPrepared | null | Ready => {
+        // A replay (or a room message live and again in the room's archive): the engine's unique
+        // indexes drop it. Checked first: a failure stored twice would be quarantined twice.
+        if (this.alreadyStored(located)) return null;
+        if (located.roomOrigin) {
+          const origin = located.roomOrigin;
+          const resolved = this.roomSender(origin);
+          if (resolved === null) return null; // not a room of ours / not our catch-up: the engine drops it
+          if ("unknown" in resolved)
+            return this.failure(
+              stanza,
+              { ...located, sender: `${origin.room}/${origin.nick}` },
+              "unknown-occupant",
+              resolved.unknown,
+            );
+          at = { ...located, sender: resolved.jid };
+        }
+        return this.beforeDecrypt(stanza, at, encryptedEl, session);
+      });
+    } catch (e) {
+      if (e instanceof StoreLockTimeoutError || e instanceof DatabaseCorruptError) throw e;
+      return this.failure(stanza, at, "internal", e instanceof Error ? e.message : String(e));
+    }
+    if (!(ready instanceof Ready)) return ready;
+    try {
+      return await this.decrypt(stanza, at, ready);
     } catch (e) {
       // The database failed: the stanza is not handled now (the engine replays it later).
       if (e instanceof StoreLockTimeoutError || e instanceof DatabaseCorruptError) throw e;
@@ -1104,19 +1145,17 @@ export class Omemo implements SessionPlugin {
     }
   }
 
-  private async decrypt(
+  /** The checks before the Signal decryption (reads only): a failure to store, null, or Ready. */
+  private beforeDecrypt(
     stanza: Element,
     at: Located,
     encryptedEl: Element,
     session: DurableSession,
-  ): Promise<PluginPrepared | null> {
+  ): PluginPrepared | null | Ready {
     const own = this.jid;
     const ownIdentity = this.own();
-    const fail = (
-      reason: DecryptFailureReason,
-      detail: string,
-      view?: SignalView,
-    ): PluginPrepared => this.failure(stanza, at, reason, detail, view);
+    const fail = (reason: DecryptFailureReason, detail: string): PluginPrepared =>
+      this.failure(stanza, at, reason, detail);
     if (!ownIdentity) return fail("no-identity", "this device has no OMEMO identity yet");
     let enc;
     try {
@@ -1139,6 +1178,17 @@ export class Omemo implements SessionPlugin {
     const view = new SignalView(session.store, session.accountId, ownIdentity);
     if (view.identity(at.sender, enc.sid)?.trust === "untrusted")
       return fail("distrusted-device", `device ${enc.sid} of ${at.sender} is distrusted`);
+    view.sessionRow(at.sender, enc.sid); // read now, in this snapshot, for libsignal's loadSession
+    return new Ready(view, enc, mine);
+  }
+
+  private async decrypt(stanza: Element, at: Located, ready: Ready): Promise<PluginPrepared> {
+    const { view, mine, enc } = ready;
+    const fail = (
+      reason: DecryptFailureReason,
+      detail: string,
+      withView?: SignalView,
+    ): PluginPrepared => this.failure(stanza, at, reason, detail, withView);
     const cipher = new signal.SessionCipher(
       view.storageFor(at.sender, enc.sid),
       new signal.ProtocolAddress(addressName(at.sender), enc.sid),
@@ -1244,19 +1294,8 @@ export class Omemo implements SessionPlugin {
 
   private listedDevices(jid: string): Set<number> {
     const s = this.s;
-    const d = tables.omemoDeviceLists;
-    return new Set(
-      s.store
-        .read((tx) =>
-          tx
-            .select({ id: d.deviceId, active: d.active })
-            .from(d)
-            .where(and(eq(d.accountId, s.accountId), eq(d.jid, jid)))
-            .all(),
-        )
-        .filter((r) => r.active)
-        .map((r) => r.id),
-    );
+    const rows = s.store.read((tx) => hotQueries(tx).deviceList.all({ account: s.accountId, jid }));
+    return new Set(rows.filter((r) => r.active).map((r) => r.id));
   }
 
   /**
@@ -1266,7 +1305,6 @@ export class Omemo implements SessionPlugin {
    */
   private alreadyStored(at: Located): boolean {
     const s = this.s;
-    const m = tables.messages;
     const originId = at.inner.getChild("origin-id", NS_SID)?.attrs.id;
     // Only our archive's stanza-id, as the engine: a sender's forged one must not make us skip
     // decryption of a new message.
@@ -1282,45 +1320,25 @@ export class Omemo implements SessionPlugin {
     // scan the account's whole history for every encrypted message.
     const room = at.roomOrigin?.room;
     const archiveIds = [...new Set([...(at.archiveId ? [at.archiveId] : []), ...stanzaIds])];
-    const found = (q: { get(): unknown }) => q.get() !== undefined;
+    const account = s.accountId;
+    const from = at.inner.attrs.from;
     return s.store.read((tx) => {
-      const inChat = (c: SQL) =>
-        and(eq(m.accountId, s.accountId), c, room ? eq(m.chatJid, room) : undefined);
-      if (
-        at.archiveId &&
-        found(
-          tx
-            .select({ id: m.id })
-            .from(m)
-            .where(inChat(eq(m.archiveId, at.archiveId))),
-        )
-      )
-        return true;
-      if (
-        archiveIds.length > 0 &&
-        found(
-          tx
-            .select({ id: m.id })
-            .from(m)
-            .where(inChat(and(eq(m.stanzaIdBy, idOwner), inArray(m.stanzaId, archiveIds))!)),
-        )
-      )
-        return true;
+      const q = hotQueries(tx);
+      if (at.archiveId) {
+        const id = at.archiveId;
+        const hit = room
+          ? q.byArchiveIdInChat.get({ account, id, chat: room })
+          : q.byArchiveId.get({ account, id });
+        if (hit) return true;
+      }
+      for (const id of archiveIds) {
+        const hit = room
+          ? q.byStanzaIdInChat.get({ account, by: idOwner, id, chat: room })
+          : q.byStanzaId.get({ account, by: idOwner, id });
+        if (hit) return true;
+      }
       return (
-        !!originId &&
-        !!at.inner.attrs.from &&
-        found(
-          tx
-            .select({ id: m.id })
-            .from(m)
-            .where(
-              and(
-                eq(m.accountId, s.accountId),
-                eq(m.originId, originId),
-                eq(m.fromJid, at.inner.attrs.from),
-              ),
-            ),
-        )
+        !!originId && !!from && q.byOriginId.get({ account, id: originId, from }) !== undefined
       );
     });
   }
@@ -1355,6 +1373,19 @@ export class Omemo implements SessionPlugin {
       },
     };
   }
+}
+
+/** An affiliation a room announced (jid null: not shown to us). */
+interface Announcement {
+  jid: string | null;
+  affiliation: "member" | "admin" | "owner" | "none";
+}
+
+/** What an announced affiliation means for the member lists (outcast, none: not in them). */
+function listedAffiliation(affiliation: string): Announcement["affiliation"] {
+  return affiliation === "member" || affiliation === "admin" || affiliation === "owner"
+    ? affiliation
+    : "none";
 }
 
 /** When a session repair was last sent to a device (null: never). */

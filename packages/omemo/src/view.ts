@@ -5,6 +5,10 @@
 import { tables, type Store, type StoreTx } from "@lichen/store";
 import { and, eq } from "drizzle-orm";
 import { signal, type KeyPair, type SessionRecord, type SignalStorage } from "./libsignal.js";
+import { hotQueries } from "./queries.js";
+
+/** readRow's value for a row that is not there (no record text can be this). */
+const NO_ROW = "\u0000none";
 
 /** libsignal's ProtocolAddress refuses '.', which every JID has: base64url has none. */
 export function addressName(bareJid: string): string {
@@ -98,17 +102,14 @@ export class SignalView {
   }
 
   sessionRow(jid: string, deviceId: number): string | null {
-    const s = tables.omemoSessions;
-    const text = this.readRow(`session ${jid} ${deviceId}`, (tx) =>
-      JSON.stringify(
-        tx
-          .select({ record: s.record })
-          .from(s)
-          .where(and(eq(s.accountId, this.accountId), eq(s.jid, jid), eq(s.deviceId, deviceId)))
-          .get()?.record ?? null,
-      ),
+    // The record text itself is what stillValid compares (no JSON round trip of it).
+    const text = this.readRow(
+      `session ${jid} ${deviceId}`,
+      (tx) =>
+        hotQueries(tx).sessionRecord.get({ account: this.accountId, jid, device: deviceId })
+          ?.record ?? NO_ROW,
     );
-    return JSON.parse(text) as string | null;
+    return text === NO_ROW ? null : text;
   }
 
   hasSession(jid: string, deviceId: number): boolean {
@@ -118,14 +119,9 @@ export class SignalView {
   identity(jid: string, deviceId: number): Identity | null {
     const pending = this.identities.get(`${jid} ${deviceId}`);
     if (pending) return pending;
-    const t = tables.omemoTrust;
     const text = this.readRow(`trust ${jid} ${deviceId}`, (tx) =>
       JSON.stringify(
-        tx
-          .select({ jid: t.jid, deviceId: t.deviceId, identityKey: t.identityKey, trust: t.trust })
-          .from(t)
-          .where(and(eq(t.accountId, this.accountId), eq(t.jid, jid), eq(t.deviceId, deviceId)))
-          .get() ?? null,
+        hotQueries(tx).trust.get({ account: this.accountId, jid, device: deviceId }) ?? null,
       ),
     );
     return JSON.parse(text) as Identity | null;

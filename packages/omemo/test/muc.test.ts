@@ -249,7 +249,7 @@ describe.each([
       alice.omemo.setChatEncrypted(room, true);
       expect(() => alice.session.send(room, "in the clear?")).toThrow(EncryptionRequiredError);
       const fifth = await alice.omemo.sendMessage(room, "five");
-      expect(fifth.omemo?.devices).toEqual([{ jid: bob.jid, deviceId: bob.omemo.deviceId! }]);
+      expect(fifth.omemo?.devices).toContainEqual({ jid: bob.jid, deviceId: bob.omemo.deviceId! });
       await until(() => bob.messages(room).length === 5, "bob reads the fifth");
       expect(bob.messages(room)[4]).toEqual({ body: "five", encrypted: 1, direction: "in" });
       expect(listReads).toBe(9);

@@ -1,0 +1,76 @@
+// The reads every encrypted message makes, prepared once per store: building the SQL and preparing
+// the statement for each message cost more than the Signal decryption itself (drizzle prepares a
+// new statement per execution otherwise).
+import { tables, type Store, type StoreTx } from "@lichen/store";
+import { and, eq, sql } from "drizzle-orm";
+
+const p = (name: string) => sql.placeholder(name);
+
+function prepare(tx: StoreTx) {
+  const m = tables.messages;
+  const s = tables.omemoSessions;
+  const t = tables.omemoTrust;
+  const d = tables.omemoDeviceLists;
+  return {
+    /** A message with this archive id (our archive's, or a room's within that room's chat). */
+    byArchiveId: tx
+      .select({ id: m.id })
+      .from(m)
+      .where(and(eq(m.accountId, p("account")), eq(m.archiveId, p("id"))))
+      .prepare(),
+    byArchiveIdInChat: tx
+      .select({ id: m.id })
+      .from(m)
+      .where(and(eq(m.accountId, p("account")), eq(m.archiveId, p("id")), eq(m.chatJid, p("chat"))))
+      .prepare(),
+    /** A message with this stanza-id of that archive (messages_stanza_id). */
+    byStanzaId: tx
+      .select({ id: m.id })
+      .from(m)
+      .where(and(eq(m.accountId, p("account")), eq(m.stanzaIdBy, p("by")), eq(m.stanzaId, p("id"))))
+      .prepare(),
+    byStanzaIdInChat: tx
+      .select({ id: m.id })
+      .from(m)
+      .where(
+        and(
+          eq(m.accountId, p("account")),
+          eq(m.stanzaIdBy, p("by")),
+          eq(m.stanzaId, p("id")),
+          eq(m.chatJid, p("chat")),
+        ),
+      )
+      .prepare(),
+    byOriginId: tx
+      .select({ id: m.id })
+      .from(m)
+      .where(and(eq(m.accountId, p("account")), eq(m.originId, p("id")), eq(m.fromJid, p("from"))))
+      .prepare(),
+    sessionRecord: tx
+      .select({ record: s.record })
+      .from(s)
+      .where(and(eq(s.accountId, p("account")), eq(s.jid, p("jid")), eq(s.deviceId, p("device"))))
+      .prepare(),
+    trust: tx
+      .select({ jid: t.jid, deviceId: t.deviceId, identityKey: t.identityKey, trust: t.trust })
+      .from(t)
+      .where(and(eq(t.accountId, p("account")), eq(t.jid, p("jid")), eq(t.deviceId, p("device"))))
+      .prepare(),
+    deviceList: tx
+      .select({ id: d.deviceId, active: d.active })
+      .from(d)
+      .where(and(eq(d.accountId, p("account")), eq(d.jid, p("jid"))))
+      .prepare(),
+  };
+}
+
+export type HotQueries = ReturnType<typeof prepare>;
+
+const prepared = new WeakMap<Store, HotQueries>();
+
+/** The prepared reads of this transaction's store (made on first use). */
+export function hotQueries(tx: StoreTx): HotQueries {
+  let q = prepared.get(tx.store);
+  if (!q) prepared.set(tx.store, (q = prepare(tx)));
+  return q;
+}
