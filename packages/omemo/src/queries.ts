@@ -1,4 +1,4 @@
-// The reads every encrypted message makes, prepared once per store: building the SQL and preparing
+// The statements every encrypted message runs, prepared once per store: building the SQL and preparing
 // the statement for each message cost more than the Signal decryption itself (drizzle prepares a
 // new statement per execution otherwise).
 import { tables, type Store, type StoreTx } from "@lichen/store";
@@ -56,6 +56,21 @@ function prepare(tx: StoreTx) {
       .from(t)
       .where(and(eq(t.accountId, p("account")), eq(t.jid, p("jid")), eq(t.deviceId, p("device"))))
       .prepare(),
+    /** Writes a session record (the one write of every decrypted message). */
+    upsertSession: tx
+      .insert(s)
+      .values({
+        accountId: p("account"),
+        jid: p("jid"),
+        deviceId: p("device"),
+        record: p("record"),
+        updatedAt: p("now"),
+      })
+      .onConflictDoUpdate({
+        target: [s.accountId, s.jid, s.deviceId],
+        set: { record: sql`excluded.record`, updatedAt: sql`excluded.updated_at` },
+      })
+      .prepare(),
     deviceList: tx
       .select({ id: d.deviceId, active: d.active })
       .from(d)
@@ -68,7 +83,7 @@ export type HotQueries = ReturnType<typeof prepare>;
 
 const prepared = new WeakMap<Store, HotQueries>();
 
-/** The prepared reads of this transaction's store (made on first use). */
+/** The prepared statements of this transaction's store (made on first use). */
 export function hotQueries(tx: StoreTx): HotQueries {
   let q = prepared.get(tx.store);
   if (!q) prepared.set(tx.store, (q = prepare(tx)));

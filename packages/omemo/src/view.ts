@@ -202,17 +202,14 @@ export class SignalView {
 
   /** Writes the sessions, used prekeys and first-seen identities: call inside the transaction. */
   apply(tx: StoreTx): { preKeysUsed: number } {
-    const s = tables.omemoSessions;
-    for (const { jid, deviceId, record } of this.sessions.values()) {
-      const text = JSON.stringify(record.serialize());
-      tx.insert(s)
-        .values({ accountId: this.accountId, jid, deviceId, record: text, updatedAt: tx.now })
-        .onConflictDoUpdate({
-          target: [s.accountId, s.jid, s.deviceId],
-          set: { record: text, updatedAt: tx.now },
-        })
-        .run();
-    }
+    for (const { jid, deviceId, record } of this.sessions.values())
+      hotQueries(tx).upsertSession.run({
+        account: this.accountId,
+        jid,
+        device: deviceId,
+        record: JSON.stringify(record.serialize()),
+        now: tx.now,
+      });
     const p = tables.omemoPrekeys;
     for (const id of this.usedPreKeys)
       tx.update(p)
