@@ -1,5 +1,5 @@
 import { startEjabberd, startProsody, type XmppTestServer } from "@lichen/test-servers";
-import { addShareOutboxItem, listShareOutbox, loadAccountState } from "@lichen/store";
+import { addShareOutboxItem, listChats, listShareOutbox, loadAccountState } from "@lichen/store";
 import { EncryptionRequiredError, sendShareOutbox } from "@lichen/engine";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FALLBACK_BODY, NODE_DEVICELIST, NS_OMEMO, OmemoError } from "../src/index.js";
@@ -215,6 +215,7 @@ describe.each([
       alice.omemo.setChatEncrypted("carol@localhost", true); // carol has no OMEMO device
       expect(alice.omemo.isChatEncrypted(`${bob.jid}/laptop`)).toBe(true);
       expect(bob.omemo.isChatEncrypted(alice.jid)).toBe(false); // per account
+      expect(listChats(alice.store, "alice").find((c) => c.jid === bob.jid)?.omemo).toBe(true);
 
       const before = { out: outgoing(), queue: queued() };
       let refused: unknown = null;

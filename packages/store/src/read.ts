@@ -49,6 +49,8 @@ export interface ChatSummary {
   name: string | null;
   unreadCount: number;
   muted: boolean;
+  /** Messages to it are end-to-end encrypted (OMEMO on: plain sends are refused). */
+  omemo: boolean;
   lastActivityAt: number | null;
   /** The latest message in time order, if any. */
   lastMessage: StoredMessage | null;
@@ -263,6 +265,7 @@ export function listChats(store: Store | StoreTx, accountId: string): ChatSummar
         name: r.name,
         unreadCount: r.unreadCount,
         muted: r.muted,
+        omemo: r.omemo,
         lastActivityAt: r.lastActivityAt,
         lastMessage: null,
       });
@@ -282,6 +285,7 @@ export function listChats(store: Store | StoreTx, accountId: string): ChatSummar
           name: null,
           unreadCount: 0,
           muted: false,
+          omemo: false,
           lastActivityAt: last?.storedAt ?? null,
           lastMessage: last,
         });
