@@ -429,6 +429,7 @@ public enum LichenSQL {
         "2f6d51a0072e3b11b3cd1da4309e3b42f372b24f838a7398c03be38b876deb38",
         "c24b3e8ba6c2ca200e7ba877514a93bf8dde3e9ede85bc55a4c735d6ecee2fa3",
         "ca1518b5c71a3e8d8459ba62902728766760d20669e81e6e3f510fd51ee79ced",
+        "3e0488ad22948ff35eca455a76857e2e606614bf605d72212b0c11e44325d152",
     ]
 
     /// The wake directory is the database path plus this suffix (the TS Ipc default).
