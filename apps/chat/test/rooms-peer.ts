@@ -1,4 +1,5 @@
 // The peer (bob, a plain xmpp.js client) as a room owner for the chat e2e tests.
+import { PERSISTENT_ROOM, roomConfigForm } from "@lichen/test-kit";
 import { xml } from "@xmpp/client";
 import { startPeer, until } from "./helpers.js";
 
@@ -37,17 +38,10 @@ export async function createRoom(
     xml(
       "iq",
       { type: "set", to: room },
-      xml(
-        "query",
-        { xmlns: `${NS_MUC}#owner` },
-        xml("x", { xmlns: "jabber:x:data", type: "submit" }, [
-          xml("field", { var: "FORM_TYPE" }, xml("value", {}, `${NS_MUC}#roomconfig`)),
-          xml("field", { var: "muc#roomconfig_persistentroom" }, xml("value", {}, "1")),
-          ...(o.membersOnly
-            ? [xml("field", { var: "muc#roomconfig_membersonly" }, xml("value", {}, "1"))]
-            : []),
-        ]),
-      ),
+      roomConfigForm(xml, {
+        ...PERSISTENT_ROOM,
+        ...(o.membersOnly ? { "muc#roomconfig_membersonly": "1" } : {}),
+      }),
     ),
   );
 }

@@ -18,6 +18,7 @@ import {
   streamManagementEnabled,
   type XmppTestServer,
 } from "@lichen/test-servers";
+import { PERSISTENT_ROOM, roomConfigForm } from "@lichen/test-kit";
 import { client, xml } from "@xmpp/client";
 import { and, count, eq } from "drizzle-orm";
 import { ensureAccount } from "#src/accounts.js";
@@ -116,17 +117,7 @@ async function oneRound(server: XmppTestServer, alice: string, room: string) {
     const joined = waitFor(bob, (s) => s.is("presence") && s.attrs.from === `${room}/bob`);
     await bob.send(xml("presence", { to: `${room}/bob` }, xml("x", { xmlns: NS_MUC })));
     await joined;
-    await bob.iqCaller.set(
-      xml(
-        "query",
-        { xmlns: `${NS_MUC}#owner` },
-        xml("x", { xmlns: "jabber:x:data", type: "submit" }, [
-          xml("field", { var: "FORM_TYPE" }, xml("value", {}, `${NS_MUC}#roomconfig`)),
-          xml("field", { var: "muc#roomconfig_persistentroom" }, xml("value", {}, "1")),
-        ]),
-      ),
-      room,
-    );
+    await bob.iqCaller.set(roomConfigForm(xml, PERSISTENT_ROOM), room);
     ensureAccount(store, { id: alice, jid: `${alice}@localhost`, resource: "phone" });
     const config = {
       store,

@@ -1,4 +1,5 @@
 // Test helpers for group chats: a plain client that owns rooms, and awaiting a session event.
+import { PERSISTENT_ROOM, roomConfigForm } from "@lichen/test-kit";
 import { streamManagementEnabled, type XmppTestServer } from "@lichen/test-servers";
 import { client, xml } from "@xmpp/client";
 import type { DurableSession, SessionEvents } from "../src/index.js";
@@ -53,17 +54,7 @@ export async function roomOwner(
         xml("presence", { to: `${room}/${o.user ?? "bob"}` }, xml("x", { xmlns: NS_MUC })),
       );
       await until(() => joined.has(room), `owner joined ${room}`);
-      await xmpp.iqCaller.set(
-        xml(
-          "query",
-          { xmlns: `${NS_MUC}#owner` },
-          xml("x", { xmlns: "jabber:x:data", type: "submit" }, [
-            xml("field", { var: "FORM_TYPE" }, xml("value", {}, `${NS_MUC}#roomconfig`)),
-            xml("field", { var: "muc#roomconfig_persistentroom" }, xml("value", {}, "1")),
-          ]),
-        ),
-        room,
-      );
+      await xmpp.iqCaller.set(roomConfigForm(xml, PERSISTENT_ROOM), room);
     },
     /** Resolves once the room reflected the message (so it is archived). */
     say: async (room: string, body: string) => {

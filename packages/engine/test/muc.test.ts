@@ -1,4 +1,5 @@
 import { tables } from "@lichen/store";
+import { PERSISTENT_ROOM, roomConfigForm } from "@lichen/test-kit";
 import { streamManagementEnabled, type XmppTestServer } from "@lichen/test-servers";
 import { client, xml } from "@xmpp/client";
 import { and, eq } from "drizzle-orm";
@@ -39,23 +40,7 @@ async function roomOwner(server: XmppTestServer, room: string) {
   await xmpp.send(xml("presence", { to: `${room}/bob` }, xml("x", { xmlns: NS_MUC })));
   await selfPresence;
   // Instant room, persistent, archived (a no-op where it already is).
-  await xmpp.iqCaller.set(
-    xml(
-      "query",
-      { xmlns: `${NS_MUC}#owner` },
-      xml(
-        "x",
-        { xmlns: "jabber:x:data", type: "submit" },
-        xml(
-          "field",
-          { var: "FORM_TYPE" },
-          xml("value", {}, "http://jabber.org/protocol/muc#roomconfig"),
-        ),
-        xml("field", { var: "muc#roomconfig_persistentroom" }, xml("value", {}, "1")),
-      ),
-    ),
-    room,
-  );
+  await xmpp.iqCaller.set(roomConfigForm(xml, PERSISTENT_ROOM), room);
   let n = 0;
   // The room reflects each groupchat message to its sender once it has handled (and archived) it.
   const echoed = new Set<string>();

@@ -11,6 +11,7 @@ import {
 } from "@lichen/engine";
 import { openStore } from "@lichen/store";
 import { startEjabberd, startProsody, type XmppTestServer } from "@lichen/test-servers";
+import { PERSISTENT_ROOM, roomConfigForm } from "@lichen/test-kit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FALLBACK_BODY, NS_OMEMO, OmemoError, omemo } from "../src/index.js";
 import { online, openDevice, until, type Device } from "./helpers.js";
@@ -19,20 +20,7 @@ const T = 180_000;
 const NS_MUC = "http://jabber.org/protocol/muc";
 
 /** A muc#owner configuration form with these fields. */
-function roomConfig(fields: Record<string, string>): Element {
-  return xml(
-    "query",
-    { xmlns: `${NS_MUC}#owner` },
-    xml(
-      "x",
-      { xmlns: "jabber:x:data", type: "submit" },
-      xml("field", { var: "FORM_TYPE" }, xml("value", {}, `${NS_MUC}#roomconfig`)),
-      ...Object.entries(fields).map(([v, value]) =>
-        xml("field", { var: v }, xml("value", {}, value)),
-      ),
-    ),
-  );
-}
+const roomConfig = (fields: Record<string, string>): Element => roomConfigForm(xml, fields);
 
 async function iqSet(d: Device, to: string, payload: Element): Promise<void> {
   const res = await d.omemo.request(xml("iq", { type: "set", to }, payload));
@@ -81,7 +69,7 @@ describe.each([
         alice,
         room,
         roomConfig({
-          "muc#roomconfig_persistentroom": "1",
+          ...PERSISTENT_ROOM,
           "muc#roomconfig_membersonly": "1",
           "muc#roomconfig_whois": "anyone",
         }),

@@ -6,4 +6,5 @@ export { until, sleep } from "./until.js";
 export { prng, seedFromEnv, type Prng } from "./prng.js";
 export { selfSignedCert, type SelfSignedCert, type CertOptions } from "./certs.js";
 export { runBin, packageJson, type BinResult } from "./cli.js";
+export { roomConfigForm, PERSISTENT_ROOM, type XmlFactory } from "./muc.js";
 export { loadSchemaVectors, schemasDir, type SchemaVector } from "./vectors.js";

@@ -1,8 +1,31 @@
 import { X509Certificate } from "node:crypto";
 import { describe, expect, it } from "vitest";
-import { prng, selfSignedCert, until } from "../src/index.js";
+import { PERSISTENT_ROOM, prng, roomConfigForm, selfSignedCert, until } from "../src/index.js";
 
 describe("test-kit", () => {
+  it("roomConfigForm submits FORM_TYPE first, then each field once, with the caller's factory", () => {
+    interface El {
+      name: string;
+      attrs: Record<string, string>;
+      children: (El | string)[];
+    }
+    const xml = (
+      name: string,
+      attrs?: Record<string, string> | null,
+      ...children: (El | string)[]
+    ) => ({ name, attrs: attrs ?? {}, children }) as El;
+    const form = roomConfigForm(xml, { ...PERSISTENT_ROOM, "muc#roomconfig_membersonly": "1" });
+    expect(form.attrs.xmlns).toBe("http://jabber.org/protocol/muc#owner");
+    const x = form.children[0] as El;
+    expect(x.attrs).toEqual({ xmlns: "jabber:x:data", type: "submit" });
+    const fields = (x.children as El[]).map((f) => [f.attrs.var, (f.children[0] as El).children]);
+    expect(fields).toEqual([
+      ["FORM_TYPE", ["http://jabber.org/protocol/muc#roomconfig"]],
+      ["muc#roomconfig_persistentroom", ["1"]],
+      ["muc#roomconfig_membersonly", ["1"]],
+    ]);
+  });
+
   it("prng replays the same sequence for the same seed and differs for another", () => {
     const a = prng(42);
     const b = prng(42);
