@@ -121,6 +121,13 @@ export {
 } from "./media/transfers.js";
 export { MediaError, type MediaErrorCode } from "./media/errors.js";
 export {
+  uploadFailureAction,
+  uploadRetryDelay,
+  type UploadFailureAction,
+  type UploadRetryPolicy,
+  type RetryTimers,
+} from "./media/retry.js";
+export {
   NS_UPLOAD,
   NS_OOB,
   SLOT_REUSE_MS,

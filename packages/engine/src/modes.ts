@@ -113,12 +113,14 @@ export class AppController extends EventEmitter<AppControllerEvents> {
       shared?: { lock: ProcessLock; ipc: Ipc };
       /**
        * Media (XEP-0363): the shared container's attachment directory (default
-       * `<db>.attachments`), which chats send aesgcm:// files (XEP-0454), CAs for https.
+       * `<db>.attachments`), which chats send aesgcm:// files (XEP-0454), CAs for https, how a
+       * PUT broken while the app runs is retried (`retry`: back-off, bounded, timers injectable).
        */
       media?: {
         attachmentDir?: string;
         encrypt?: (to: string) => boolean;
         ca?: MediaTransferOptions["ca"];
+        retry?: MediaTransferOptions["retry"];
       };
     } = {},
   ) {
@@ -128,6 +130,7 @@ export class AppController extends EventEmitter<AppControllerEvents> {
     this.mediaOptions = {
       attachmentDir: opts.media?.attachmentDir ?? `${store.path}.attachments`,
       ...(opts.media?.ca ? { ca: opts.media.ca } : {}),
+      ...(opts.media?.retry ? { retry: opts.media.retry } : {}),
     };
     this.encryptMedia = opts.media?.encrypt;
     this.ownsLock = !opts.shared;
@@ -283,6 +286,7 @@ export class AppController extends EventEmitter<AppControllerEvents> {
    */
   async background(opts: { drainMs?: number } = {}): Promise<void> {
     this.stopReconnecting();
+    this.media?.stop(); // upload retries wait for the next foreground
     await this.session?.suspend({ drainMs: opts.drainMs ?? this.backgroundDrainMs });
     if (this.ownsLock) this.lock.release();
   }

@@ -4,7 +4,7 @@
 import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer, type Server } from "node:http";
+import { createServer, request as httpRequest, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -26,6 +26,14 @@ import {
 import { accountConfig, SERVERS, until, useEngineEnv } from "./helpers.js";
 
 const T = 90_000;
+/** xmpp.js's IQ callee (untyped): `element` is the query child; the returned one the answer's. */
+interface IqCallee {
+  get(
+    ns: string,
+    name: string,
+    handler: (ctx: { element: ReturnType<typeof xml> }) => Promise<ReturnType<typeof xml>>,
+  ): void;
+}
 const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 const mediaProc = join(import.meta.dirname, "fixtures", "media-proc.mjs");
 
@@ -383,6 +391,223 @@ describe.each(SERVERS)("media (XEP-0363 + OOB) on %s", (kind, start) => {
     },
     T,
   );
+
+  describe("a PUT broken while the app runs", () => {
+    // The real upload service behind an HTTP proxy that breaks PUTs on demand. Mallory relays
+    // alice's slot requests to the service and points the slot's URLs at the proxy.
+    let relay: TestPeer;
+    let proxy: Server;
+    let proxyPort = 0;
+    let breakPuts = 0; // how many of the next PUTs the proxy breaks midway
+    let puts = 0;
+    let slotRequests = 0;
+    beforeAll(async () => {
+      proxy = createServer((req, res) => {
+        const isPut = req.method === "PUT";
+        if (isPut) puts++;
+        const breakThis = isPut && breakPuts > 0;
+        if (breakThis) breakPuts--;
+        const upstream = httpRequest(
+          {
+            host: "127.0.0.1",
+            port: env.server.httpPort,
+            method: req.method,
+            path: req.url,
+            headers: req.headers,
+          },
+          (up) => {
+            res.writeHead(up.statusCode ?? 502, up.headers);
+            up.pipe(res);
+          },
+        );
+        upstream.on("error", () => res.destroy());
+        if (breakThis) {
+          // A quarter of a megabyte through, the link dies: both sides see a reset.
+          let seen = 0;
+          req.on("data", (chunk: Buffer) => {
+            seen += chunk.length;
+            if (seen >= 256 * 1024) {
+              upstream.destroy();
+              req.socket.destroy();
+            }
+          });
+        }
+        req.pipe(upstream);
+      });
+      await new Promise<void>((r) => proxy.listen(0, "127.0.0.1", r));
+      proxyPort = (proxy.address() as AddressInfo).port;
+      relay = await startTestPeer(env.server.c2sPort, "mallory", "mallorypw", {
+        resource: "relay",
+      });
+      // Answered through xmpp.js's IQ callee: an async answer from a plain "stanza" listener
+      // would lose to the callee's own service-unavailable.
+      const callee = (relay.xmpp as unknown as { iqCallee: IqCallee }).iqCallee;
+      callee.get(NS_UPLOAD, "request", async ({ element: request }) => {
+        slotRequests++;
+        const answer = (await relay.xmpp.iqCaller.request(
+          xml("iq", { type: "get", to: "upload.localhost" }, xml("request", request.attrs)),
+        )) as ReturnType<typeof xml>;
+        const slot = answer.getChild("slot", NS_UPLOAD)!;
+        for (const el of [slot.getChild("put")!, slot.getChild("get")!]) {
+          const url = new URL(el.attrs.url!);
+          url.port = String(proxyPort);
+          el.attrs.url = url.toString();
+        }
+        return slot;
+      });
+      env.store.write((tx) =>
+        tx
+          .insert(tables.uploadServices)
+          .values({
+            accountId: "alice",
+            jid: "mallory@localhost/relay",
+            maxSize: null,
+            discoveredAt: tx.now,
+          })
+          .onConflictDoUpdate({
+            target: tables.uploadServices.accountId,
+            set: { jid: "mallory@localhost/relay" },
+          })
+          .run(),
+      );
+    });
+    afterAll(async () => {
+      env.store.write((tx) => tx.delete(tables.uploadServices).run());
+      await relay?.stop();
+      await new Promise((r) => proxy?.close(r));
+    });
+
+    /** Retry timers that record the delay asked and run at once (no waiting in the test). */
+    function immediateTimers() {
+      const delays: number[] = [];
+      return {
+        delays,
+        timers: {
+          setTimeout: (fn: () => void, ms: number) => {
+            delays.push(ms);
+            return setImmediate(fn);
+          },
+          clearTimeout: (h: unknown) => clearImmediate(h as NodeJS.Immediate),
+        },
+      };
+    }
+
+    function shareFile(name: string, bytes: Buffer) {
+      const src = join(env.dir, name);
+      writeFileSync(src, bytes);
+      return share({ kind: "file", file: { sourcePath: src, mimeType: "application/zip" } });
+    }
+
+    async function downloadsIntact(url: string, bytes: Buffer) {
+      const got = await downloadAttachment({
+        store: bobStore,
+        attachment: { id: bobAttachment(url)!.id },
+        attachmentDir: bobFiles(),
+        maxBytes: 10 * 1024 * 1024,
+        acceptTypes: [],
+      });
+      expect(sha(readFileSync(got.path))).toBe(sha(bytes));
+    }
+
+    it(
+      "the first PUT breaks midway: retried after a back-off without a resume, the message sent once",
+      async () => {
+        const file = randomBytes(1024 * 1024);
+        const item = shareFile("retry.zip", file);
+        const { delays, timers } = immediateTimers();
+        const app = new AppController(env.store, env.config(), {
+          reconnect: false,
+          media: { retry: { timers, initialDelayMs: 1000, random: () => 0.5 } },
+        });
+        const retries: string[] = [];
+        app.on("session", () =>
+          app.media!.on("retrying", (r) => void retries.push(`${r.attempt}:${r.error.code}`)),
+        );
+        breakPuts = 1;
+        puts = 0;
+        slotRequests = 0;
+        try {
+          await app.foreground();
+          const done = await until(
+            () => {
+              const r = outboxRow(item.id);
+              return r?.state === "sent" || r?.state === "failed" ? r : null;
+            },
+            () =>
+              `upload sent after a broken PUT (retries ${retries.join(", ")}, PUTs ${puts}, slots ${slotRequests})`,
+          );
+          expect(done).toMatchObject({ state: "sent", error: null });
+          expect(breakPuts).toBe(0); // the proxy did break one
+          expect(retries[0]).toBe("1:http-failed");
+          expect(delays[0]).toBe(750); // initialDelayMs 1000, half of it jitter at 0.5
+          expect(puts).toBeGreaterThanOrEqual(2);
+          expect(slotRequests).toBeGreaterThanOrEqual(1); // ejabberd: a second one (single-use)
+          const url = await until(() => bobMessages(item.id)[0]?.body, "bob got the message");
+          expect(url).toContain(`:${proxyPort}/`);
+          await app.session!.idle();
+          await bob.syncBarrier();
+          expect(bobMessages(item.id)).toHaveLength(1);
+          await downloadsIntact(url, file);
+        } finally {
+          await app.close();
+        }
+      },
+      T,
+    );
+
+    it(
+      "every PUT breaks: the retries stop after maxAttempts (row kept uploading, nothing sent); the next resume sends it once",
+      async () => {
+        const file = randomBytes(1024 * 1024);
+        const item = shareFile("gives-up.zip", file);
+        const { delays, timers } = immediateTimers();
+        const app = new AppController(env.store, env.config(), {
+          reconnect: false,
+          media: { retry: { timers, maxAttempts: 2 } },
+        });
+        const failures: string[] = [];
+        app.on("session", () =>
+          app.media!.on("failed", (f) => void failures.push(`${f.id}:${f.error.code}`)),
+        );
+        breakPuts = 1000;
+        puts = 0;
+        try {
+          await app.foreground();
+          await until(
+            () => failures.includes(`${item.id}:http-failed`),
+            () => `gave up (PUTs ${puts}, retries ${delays.length})`,
+          );
+          expect(delays).toHaveLength(2); // two retries, then no more
+          expect(app.media!.waitingRetries).toEqual([]);
+          const row = env.store.read((tx) =>
+            tx.select().from(tables.attachments).where(eq(tables.attachments.id, item.id)).get(),
+          );
+          expect(row?.state).toBe("uploading");
+          expect(outboxRow(item.id)?.state).toBe("sending");
+          await bob.syncBarrier();
+          expect(bobMessages(item.id)).toHaveLength(0);
+
+          // The link is back; the next resume (a reconnect's `online` does the same) sends it.
+          breakPuts = 0;
+          app.media!.resume();
+          const done = await until(() => {
+            const r = outboxRow(item.id);
+            return r?.state === "sent" || r?.state === "failed" ? r : null;
+          }, "sent after the resume");
+          expect(done).toMatchObject({ state: "sent", error: null });
+          const url = await until(() => bobMessages(item.id)[0]?.body, "bob got the message");
+          await app.session!.idle();
+          await bob.syncBarrier();
+          expect(bobMessages(item.id)).toHaveLength(1);
+          await downloadsIntact(url, file);
+        } finally {
+          breakPuts = 0;
+          await app.close();
+        }
+      },
+      T,
+    );
+  });
 
   describe("bad input", () => {
     // Mallory plays a hostile upload service: alice's cached discovery points at her.

@@ -1,6 +1,7 @@
 // The main app's side of media: runs the PUT of every upload that has a slot (again after a kill:
-// the slot is reused while valid, a new one asked for otherwise), then queues the message in the
-// transaction that marks the upload sent, so it goes out exactly once. Downloads are on demand.
+// the slot is reused while valid, a new one asked for otherwise; a PUT broken while the app runs
+// is retried with back-off), then queues the message in the transaction that marks the upload
+// sent, so it goes out exactly once. Downloads are on demand.
 import { EventEmitter } from "node:events";
 import { existsSync, mkdirSync, renameSync, rmSync, statSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
@@ -21,6 +22,13 @@ import {
   type TransferProgress,
 } from "./http.js";
 import {
+  DEFAULT_UPLOAD_ATTEMPTS,
+  uploadFailureAction,
+  uploadRetryDelay,
+  type RetryTimers,
+  type UploadRetryPolicy,
+} from "./retry.js";
+import {
   failUpload,
   getAttachment,
   oobElement,
@@ -35,6 +43,11 @@ export interface MediaTransferEvents {
   /** The file is uploaded and its message queued (sent once, with the URL as body and in OOB). */
   uploaded: [{ id: string; url: string }];
   failed: [{ id: string; error: MediaError }];
+  /**
+   * A PUT broke (network, 5xx, 408/429): it runs again after `delayMs` (`attempt` counts from 1).
+   * The row stays `uploading` meanwhile.
+   */
+  retrying: [{ id: string; attempt: number; delayMs: number; error: MediaError }];
 }
 
 export interface MediaTransferOptions {
@@ -42,11 +55,23 @@ export interface MediaTransferOptions {
   attachmentDir: string;
   /** Extra trusted CA certificates for https upload services. */
   ca?: HttpOptions["ca"];
+  /** Retries of a PUT broken while the app runs (back-off, bounded; timers injectable). */
+  retry?: UploadRetryPolicy;
 }
+
+const globalTimers: RetryTimers = {
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
+};
 
 export class MediaTransfers extends EventEmitter<MediaTransferEvents> {
   private readonly store: Store;
   private readonly running = new Map<string, Promise<void>>();
+  /** Failed attempts per upload since the last resume, and the retry each one waits for. */
+  private readonly attempts = new Map<string, number>();
+  private readonly retryTimers = new Map<string, unknown>();
+  private readonly timers: RetryTimers;
+  private stopped = false;
 
   constructor(
     private readonly session: DurableSession,
@@ -54,6 +79,7 @@ export class MediaTransfers extends EventEmitter<MediaTransferEvents> {
   ) {
     super();
     this.store = session.store;
+    this.timers = opts.retry?.timers ?? globalTimers;
     // Slots granted (in this process's transactions) are uploaded at once.
     session.on("attachment-changed", ({ id, state }) => {
       if (state === "slot") this.put(id);
@@ -66,6 +92,10 @@ export class MediaTransfers extends EventEmitter<MediaTransferEvents> {
    * (an upload killed mid-PUT is restarted), re-ask expired ones. Safe to call any time.
    */
   resume(): void {
+    // A new chance for every upload: the retry budget starts again, waiting retries run now.
+    this.stopped = false;
+    this.cancelRetries();
+    this.attempts.clear();
     const toPut = this.session.write((ctx) => {
       const rows = ctx.tx
         .select()
@@ -89,6 +119,25 @@ export class MediaTransfers extends EventEmitter<MediaTransferEvents> {
       return ready;
     });
     for (const id of toPut) this.put(id);
+  }
+
+  /**
+   * Stop retrying (the app goes to the background): waiting retries are dropped, their rows stay
+   * `uploading` for the next resume. A PUT already running finishes or breaks on its own.
+   */
+  stop(): void {
+    this.stopped = true;
+    this.cancelRetries();
+  }
+
+  /** Uploads waiting for a retry (ids). */
+  get waitingRetries(): string[] {
+    return [...this.retryTimers.keys()];
+  }
+
+  private cancelRetries(): void {
+    for (const h of this.retryTimers.values()) this.timers.clearTimeout(h);
+    this.retryTimers.clear();
   }
 
   /** Resolves when every upload this process runs has finished (or failed). */
@@ -143,34 +192,67 @@ export class MediaTransfers extends EventEmitter<MediaTransferEvents> {
         },
       );
       this.complete(a);
+      this.attempts.delete(id);
     } catch (err) {
       const error =
         err instanceof MediaError ? err : new MediaError("http-failed", (err as Error).message);
-      // A reused slot (restart after a kill) that the service now refuses: ejabberd's slots
-      // are single-use. Ask a new one, once: a fresh slot's refusal is final. ejabberd may
-      // also answer and close while we still write the body, so the refusal arrives as a
-      // reset (ECONNRESET), not a status: on a reused slot a broken PUT asks a new slot too
-      // (retrying the same slot would fail the same way on every resume).
-      const reusedSlot = a.state === "uploading";
-      if (
-        reusedSlot &&
-        (error.code === "http-failed" || (error.code === "http-status" && error.status !== 413))
-      ) {
-        this.session.write((ctx) => {
-          updateAttachment(ctx.tx, id, { state: "pending", putUrl: null, putHeaders: null });
-          if (this.session.online) requestUploadSlots(ctx);
-        });
-        return;
-      }
-      // A refused PUT (4xx) or a missing file will not get better: keep the error for the
-      // user. A broken link does: the row stays `uploading` and resume() restarts it.
-      if (error.code === "http-failed") {
+      // A PUT after a restart or a retry went to a slot granted before: see uploadFailureAction.
+      const action = uploadFailureAction(error, a.state === "uploading");
+      if (action.kind === "new-slot") return this.askNewSlot(id);
+      if (action.kind === "fail") {
+        // A refused PUT (4xx) or a missing file will not get better: the error for the user.
+        this.attempts.delete(id);
+        this.session.write((ctx) => failUpload(ctx, id, error));
         this.emit("failed", { id, error });
         return;
       }
-      this.session.write((ctx) => failUpload(ctx, id, error));
-      this.emit("failed", { id, error });
+      this.scheduleRetry(id, error, action.newSlot);
     }
+  }
+
+  /** The slot is no use any more: the upload asks a new one (the answer starts the PUT). */
+  private askNewSlot(id: string): void {
+    this.session.write((ctx) => {
+      if (getAttachment(ctx.tx, id)?.state !== "uploading") return;
+      updateAttachment(ctx.tx, id, { state: "pending", putUrl: null, putHeaders: null });
+      if (this.session.online) requestUploadSlots(ctx);
+    });
+  }
+
+  /**
+   * A broken PUT: the row stays `uploading` and the upload runs again after a back-off — the same
+   * slot (a HEAD first tells a PUT that did finish), or a new one (`newSlot`, see
+   * uploadFailureAction). Past `maxAttempts` it waits for the next resume instead.
+   */
+  private scheduleRetry(id: string, error: MediaError, newSlot: boolean): void {
+    const policy = this.opts.retry ?? {};
+    const attempt = (this.attempts.get(id) ?? 0) + 1;
+    this.attempts.set(id, attempt);
+    if (this.stopped || attempt > (policy.maxAttempts ?? DEFAULT_UPLOAD_ATTEMPTS)) {
+      this.emit("failed", { id, error });
+      return;
+    }
+    const delayMs = uploadRetryDelay(attempt - 1, policy);
+    const previous = this.retryTimers.get(id);
+    if (previous !== undefined) this.timers.clearTimeout(previous);
+    this.retryTimers.set(
+      id,
+      this.timers.setTimeout(() => {
+        this.retryTimers.delete(id);
+        if (this.stopped) return;
+        try {
+          if (newSlot) this.askNewSlot(id);
+          else this.put(id);
+        } catch (err) {
+          // The session closed meanwhile: the row stays `uploading` for the next resume.
+          this.emit("failed", {
+            id,
+            error: new MediaError("http-failed", `upload retry not run: ${String(err)}`),
+          });
+        }
+      }, delayMs),
+    );
+    this.emit("retrying", { id, attempt, delayMs, error });
   }
 
   private async alreadyUploaded(getUrl: string, size: number): Promise<boolean> {
