@@ -5,7 +5,7 @@ import { randomUUID } from "node:crypto";
 import { listIqHandlers, tables, type StoreTx } from "@lichen/store";
 import xml, { type Element } from "@xmpp/xml";
 import { and, eq, isNotNull } from "drizzle-orm";
-import { publishBookmark } from "./bookmarks.js";
+import { publishBookmark, syncLegacyBookmarks, type BookmarkActions } from "./bookmarks.js";
 import type { HandlerRegistry } from "./handlers.js";
 import { bare } from "./jid.js";
 import { handleMamPage, mamQuery, type MamFrom } from "./mam.js";
@@ -140,6 +140,7 @@ function updateBookmark(
     nick: nick ?? row?.wanted ?? null,
     autojoin,
   });
+  syncLegacyBookmarks(ctx, room);
 }
 
 /**
@@ -170,22 +171,32 @@ export function joinRoom(
   ctx.send(joinPresence(room, nick, opts.password));
 }
 
-/** A bookmark (ours, from another device) says autojoin: join, without publishing it back. */
-export function joinRoomFromBookmark(ctx: ProtocolContext, room: string, nick: string): void {
-  joinRoom(ctx, room, nick, { bookmark: false });
-}
-
 /** Leave a room: we stop re-joining it; its messages and mark are kept. */
-export function leaveRoom(ctx: ProtocolContext, room: string): void {
+export function leaveRoom(
+  ctx: ProtocolContext,
+  room: string,
+  opts: { bookmark?: boolean; detail?: string } = {},
+): void {
   room = bare(room);
   const joined = joinedRoom(ctx, room);
   if (!joined) return;
-  updateBookmark(ctx, room, joined.nick, false);
-  updateRoom(ctx, room, { nick: null, roomStatus: "left", roomStatusDetail: null });
+  if (opts.bookmark !== false) updateBookmark(ctx, room, joined.nick, false);
+  const detail = opts.detail ?? null;
+  updateRoom(ctx, room, { nick: null, roomStatus: "left", roomStatusDetail: detail });
   clearOccupants(ctx, room);
   ctx.send(xml("presence", { to: `${room}/${joined.nick}`, type: "unavailable" }));
-  ctx.afterCommit(() => ctx.session.emit("room-left", { room, reason: "left", detail: null }));
+  ctx.afterCommit(() => ctx.session.emit("room-left", { room, reason: "left", detail }));
 }
+
+/**
+ * What our bookmarks (another device's change, or the list fetched on a new stream) make us do:
+ * join an autojoin room, leave one whose bookmark went or stopped saying autojoin — without
+ * publishing the bookmark back.
+ */
+export const bookmarkRoomActions: BookmarkActions = {
+  join: (ctx, room, nick) => joinRoom(ctx, room, nick, { bookmark: false }),
+  leave: (ctx, room, detail) => leaveRoom(ctx, room, { bookmark: false, detail }),
+};
 
 /** New stream: the server forgot our occupancy; join every remembered room again. */
 export function rejoinRooms(ctx: ProtocolContext): void {

@@ -25,7 +25,7 @@ import {
   isExpectedRoomResult,
   isKnownRoom,
   joinedRoom,
-  joinRoomFromBookmark,
+  bookmarkRoomActions,
 } from "./muc.js";
 import { handleBookmarksEvent, NS_BOOKMARKS } from "./bookmarks.js";
 import { handleInvitation } from "./room-invitations.js";
@@ -228,7 +228,7 @@ function handleMessage(ctx: ProtocolContext, message: Element): void {
     return;
   }
   if (message.attrs.type === "error") return;
-  if (handleBookmarksEvent(ctx, message, own, joinRoomFromBookmark)) return;
+  if (handleBookmarksEvent(ctx, message, own, bookmarkRoomActions)) return;
   if (handleInvitation(ctx, message)) return;
   handleRoomSubject(ctx, message);
   storeMessage(ctx, message, { sentAt: ctx.tx.now });

@@ -46,7 +46,7 @@ import { LinkLiveness, type LivenessOptions } from "./liveness.js";
 import { RoomSelfPinger, type RoomSelfPingOptions } from "./room-self-ping.js";
 import { handlers as defaultRegistry, type HandlerRegistry } from "./handlers.js";
 import { ownDiscoInfo, registerCapsHandlers, type DiscoInfo } from "./caps.js";
-import { joinedRoomJids, joinRoomFromBookmark, registerMucHandlers, selfPingRooms } from "./muc.js";
+import { bookmarkRoomActions, joinedRoomJids, registerMucHandlers, selfPingRooms } from "./muc.js";
 import { registerBookmarkHandlers } from "./bookmarks.js";
 import { registerUploadHandlers } from "./media/upload.js";
 import {
@@ -216,7 +216,7 @@ export class DurableSession extends EventEmitter<SessionEvents> {
     registerCapsHandlers(this.registry);
     registerMucHandlers(this.registry);
     registerUploadHandlers(this.registry);
-    registerBookmarkHandlers(this.registry, joinRoomFromBookmark);
+    registerBookmarkHandlers(this.registry, bookmarkRoomActions);
     this.log = opts.logger ?? (() => {});
     this.ownInfo = opts.plugins?.some((p) => p.features?.length)
       ? ownDiscoInfo([...FEATURES, ...opts.plugins.flatMap((p) => p.features ?? [])])

@@ -10,8 +10,11 @@ import { next, roomOwner } from "./muc-helpers.js";
 
 const T = 180_000;
 
-describe.each(SERVERS)("XEP-0402 bookmarks across devices on %s", (_kind, start) => {
-  const env = useEngineEnv(start, { users: ["alice", "bob", "carol"], prefix: "lichen-mucbm-" });
+describe.each(SERVERS)("XEP-0402 bookmarks across devices on %s", (kind, start) => {
+  const env = useEngineEnv(start, {
+    users: ["alice", "bob", "carol", "dave"],
+    prefix: "lichen-mucbm-",
+  });
   const stores: Store[] = [];
   afterAll(() => stores.forEach((s) => s.close()));
   /** Another device of `user`: its own database, its own resource. */
@@ -74,12 +77,227 @@ describe.each(SERVERS)("XEP-0402 bookmarks across devices on %s", (_kind, start)
           b.some((x) => x.room === later && !x.autojoin),
         );
         phone.write((ctx) => leaveRoom(ctx, later));
+        const tabletLeft = next(restarted, "room-left", (e) => e.room === later);
         await off;
-        expect(listRooms(tablet.store, "alice").find((r) => r.jid === later)!.autojoin).toBe(false);
+        // XEP-0402 1.2 §4: autojoin turned off elsewhere → this device leaves the room too.
+        expect((await tabletLeft)[0]).toMatchObject({ reason: "left" });
+        expect(listRooms(tablet.store, "alice").find((r) => r.jid === later)).toMatchObject({
+          autojoin: false,
+          status: "left",
+        });
         await restarted.close();
       } finally {
         await phone.close().catch(() => {});
         await tablet.session.close().catch(() => {});
+        await bob.stop();
+      }
+    },
+    T,
+  );
+
+  it(
+    "a bookmark retracted on another device: the room is left, unbookmarked and not joined again after a restart",
+    async () => {
+      const bob = await roomOwner(env.server);
+      const room = roomName("retract");
+      await bob.create(room);
+      const leftSeenByBob = new Promise<void>((resolve) =>
+        bob.xmpp.on("stanza", (st: { attrs: Record<string, string> }) => {
+          if (st.attrs.from === `${room}/alice` && st.attrs.type === "unavailable") resolve();
+        }),
+      );
+      const phone = env.session();
+      const other = await roomOwner(env.server, { user: "alice", resource: "other" });
+      try {
+        await phone.connect();
+        const published = next(phone, "bookmarks", (b) => b.some((x) => x.room === room));
+        const joined = next(phone, "room-joined", (r) => r === room);
+        phone.write((ctx) => joinRoom(ctx, room, "alice"));
+        await Promise.all([joined, published]);
+
+        // Another client of alice's deletes the bookmark, as XEP-0402 §3.4 says (notify).
+        const left = next(phone, "room-left", (e) => e.room === room);
+        // The node tells other devices about retractions (ejabberd: once we configured it).
+        await until(async () => {
+          const form = (await other.xmpp.iqCaller.get(
+            xml(
+              "pubsub",
+              { xmlns: "http://jabber.org/protocol/pubsub#owner" },
+              xml("configure", { node: "urn:xmpp:bookmarks:1" }),
+            ),
+          )) as { toString(): string };
+          return /var="pubsub#notify_retract"[^]*?<value>(1|true)<\/value>/.test(form.toString());
+        }, "the bookmarks node notifies retractions");
+        await other.xmpp.iqCaller.set(
+          xml(
+            "pubsub",
+            { xmlns: "http://jabber.org/protocol/pubsub" },
+            xml(
+              "retract",
+              { node: "urn:xmpp:bookmarks:1", notify: "true" },
+              xml("item", { id: room }),
+            ),
+          ),
+        );
+        if (kind === "ejabberd") {
+          // Measured: ejabberd 23.01 sends no retract notification to the account's other
+          // resources, with notify='true' and with pubsub#notify_retract=1 alike. The item is
+          // gone on the server; this device learns nothing and stays (README: group chats).
+          await phone.syncBarrier();
+          expect(listRooms(env.store, "alice").find((r) => r.jid === room)).toMatchObject({
+            bookmarked: true,
+            status: "joined",
+          });
+          return;
+        }
+        expect((await left)[0]).toMatchObject({
+          reason: "left",
+          detail: "bookmark removed on another device",
+        });
+        await leftSeenByBob; // the unavailable presence reached the room
+        expect(listRooms(env.store, "alice").find((r) => r.jid === room)).toMatchObject({
+          bookmarked: false,
+          autojoin: false,
+          status: "left",
+          nick: null,
+        });
+        // Leaving did not publish the deleted bookmark again.
+        const items = (await other.xmpp.iqCaller.get(
+          xml(
+            "pubsub",
+            { xmlns: "http://jabber.org/protocol/pubsub" },
+            xml("items", { node: "urn:xmpp:bookmarks:1" }),
+          ),
+        )) as { getChild(n: string): { getChildren(n: string): { attrs: { id?: string } }[] } };
+        expect(
+          items
+            .getChild("items")
+            .getChildren("item")
+            .map((i) => i.attrs.id),
+        ).not.toContain(room);
+
+        // A new stream (restart) does not join it again.
+        await phone.close();
+        const restarted = new DurableSession({ store: env.store, ...env.config() });
+        const rejoined: string[] = [];
+        restarted.on("room-joined", (r) => rejoined.push(r));
+        expect(await restarted.connect()).toBe("new");
+        await restarted.syncBarrier(); // behind the bookmarks fetch and any join's answer
+        expect(rejoined).not.toContain(room);
+        expect(listRooms(env.store, "alice").find((r) => r.jid === room)?.status).toBe("left");
+        await restarted.close();
+      } finally {
+        await phone.close().catch(() => {});
+        await other.stop();
+        await bob.stop();
+      }
+    },
+    T,
+  );
+
+  it(
+    "without #compat, joins and leaves are written to XEP-0048 private storage too (other clients' entries kept); a device with no PEP bookmarks joins from it",
+    async () => {
+      const bob = await roomOwner(env.server);
+      const room = roomName("legacy-write");
+      const foreign = roomName("foreign");
+      await bob.create(room);
+      // An older client of dave's: reads and writes private storage only.
+      const old = await roomOwner(env.server, { user: "dave", resource: "old" });
+      const NS_PRIVATE = "jabber:iq:private";
+      type El = {
+        attrs: Record<string, string>;
+        getChild(n: string, ns?: string): El | undefined;
+        getChildren(n: string): El[];
+        getChildText(n: string): string | null;
+      };
+      const privateStorage = async () =>
+        (
+          (await old.xmpp.iqCaller.get(
+            xml("query", { xmlns: NS_PRIVATE }, xml("storage", { xmlns: "storage:bookmarks" })),
+          )) as El
+        ).getChild("storage", "storage:bookmarks");
+      let lastStorage = "";
+      const conferenceOf = async (jid: string) =>
+        (await privateStorage())?.getChildren("conference").find((c) => c.attrs.jid === jid);
+      try {
+        // Precondition: neither test server mirrors XEP-0048 itself (Prosody runs without
+        // mod_bookmarks; ejabberd 23.01 advertises only urn:xmpp:bookmarks-conversion:0).
+        const info = (await old.xmpp.iqCaller.get(
+          xml("query", { xmlns: "http://jabber.org/protocol/disco#info" }),
+          "dave@localhost",
+        )) as El;
+        expect(info.getChildren("feature").map((f) => f.attrs.var)).not.toContain(
+          "urn:xmpp:bookmarks:1#compat",
+        );
+        await old.xmpp.iqCaller.set(
+          xml(
+            "query",
+            { xmlns: NS_PRIVATE },
+            xml(
+              "storage",
+              { xmlns: "storage:bookmarks" },
+              xml(
+                "conference",
+                { jid: foreign, autojoin: "false", name: "Foreign" },
+                xml("password", {}, "secret"),
+              ),
+              xml("url", { name: "Site", url: "https://example.org/" }),
+            ),
+          ),
+        );
+        const phone = device("dave", "phone");
+        await phone.session.connect();
+        const joined = next(phone.session, "room-joined", (r) => r === room);
+        phone.session.write((ctx) => joinRoom(ctx, room, "dave"));
+        await joined;
+        const written = await until(
+          async () =>
+            (await conferenceOf(room))?.attrs.autojoin === "true" && (await conferenceOf(room)),
+          "the join in private storage",
+        );
+        expect(written.getChildText("nick")).toBe("dave");
+        // The old client's entries are kept as they were.
+        const kept = await conferenceOf(foreign);
+        expect(kept?.attrs).toMatchObject({ autojoin: "false", name: "Foreign" });
+        expect(kept?.getChildText("password")).toBe("secret");
+        expect((await privateStorage())?.getChild("url")?.attrs.url).toBe("https://example.org/");
+
+        phone.session.write((ctx) => leaveRoom(ctx, room));
+        await until(
+          async () => {
+            lastStorage = String(await privateStorage());
+            return (await conferenceOf(room))?.attrs.autojoin === "false";
+          },
+          () => `the leave in private storage: ${lastStorage}`,
+        );
+        phone.session.write((ctx) => joinRoom(ctx, room, "dave"));
+        await until(
+          async () => (await conferenceOf(room))?.attrs.autojoin === "true",
+          "the second join in private storage",
+        );
+        await phone.session.close();
+
+        // The PEP bookmarks are gone (a server that keeps none): private storage still has it.
+        await old.xmpp.iqCaller
+          .set(
+            xml(
+              "pubsub",
+              { xmlns: "http://jabber.org/protocol/pubsub#owner" },
+              xml("delete", { node: "urn:xmpp:bookmarks:1" }),
+            ),
+          )
+          .catch(() => {});
+        const tablet = device("dave", "tablet");
+        const tabletJoined: string[] = [];
+        tablet.session.on("room-joined", (r) => tabletJoined.push(r));
+        await tablet.session.connect();
+        await until(() => tabletJoined.includes(room), "the new device joins from private storage");
+        await tablet.session.syncBarrier();
+        expect(tabletJoined).not.toContain(foreign); // autojoin false
+        await tablet.session.close();
+      } finally {
+        await old.stop();
         await bob.stop();
       }
     },
