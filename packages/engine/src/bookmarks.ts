@@ -1,10 +1,11 @@
 // XEP-0402 bookmarks (PEP node urn:xmpp:bookmarks:1) so joined rooms survive restarts and other
-// devices' joins appear: fetched on every new stream (XEP-0048 private storage when the PEP node
-// is empty, for accounts whose other clients only write that), followed live through +notify,
-// and published when the user joins or leaves. Autojoin bookmarks are joined like rooms we
-// remember; a room that let us go (kicked, banned, destroyed) is not joined again by its bookmark.
-// Another device's notification that turns autojoin off, or retracts the bookmark, makes us leave
-// the room (XEP-0402 1.2 §4: the client SHOULD leave immediately).
+// devices' joins appear: fetched on every new stream, followed live through +notify, and
+// published when the user joins or leaves. Where the server does not bridge XEP-0048 private
+// storage (no #compat on the account) that storage is read and written as well, for older clients
+// and servers whose PEP keeps nothing. Autojoin bookmarks are joined like rooms we remember; a
+// room that let us go (kicked, banned, destroyed) is not joined again by its bookmark. Another
+// device's notification that turns autojoin off, or retracts the bookmark, makes us leave the room
+// (XEP-0402 1.2 §4: the client SHOULD leave immediately).
 import xml, { type Element } from "@xmpp/xml";
 import parseXml from "@xmpp/xml/lib/parse.js";
 import { listIqHandlers, tables } from "@lichen/store";
@@ -121,7 +122,7 @@ export function publishBookmark(
 }
 
 /**
- * XEP-0402 §6 (security considerations): where publish-options cannot carry the node's settings,
+ * XEP-0402 §8 (security considerations): where publish-options cannot carry the node's settings,
  * configure the node. Measured on ejabberd 23.01: a PEP node created by a publish without
  * `pubsub#max_items` has max_items 1 — each new bookmark evicts the previous one —,
  * send_last_published_item on_sub_and_presence and notify_retract 0; it accepts this form.
@@ -184,11 +185,20 @@ function applyBookmarks(
     // Our own echo is reported (the event: the server has it) but changes nothing here.
     if (opts.live && ownPublishPending(ctx, b.room)) continue;
     const before = ctx.tx
-      .select({ nick: tables.chats.nick, status: tables.chats.roomStatus, kind: tables.chats.kind })
+      .select({
+        nick: tables.chats.nick,
+        status: tables.chats.roomStatus,
+        kind: tables.chats.kind,
+        bookmarked: tables.chats.bookmarked,
+        autojoin: tables.chats.autojoin,
+      })
       .from(tables.chats)
       .where(and(eq(tables.chats.accountId, ctx.accountId), eq(tables.chats.jid, b.room)))
       .get();
     markBookmarked(ctx, b);
+    // A notification that says what we already have is an echo (ejabberd delivers our own a
+    // second time, after the publish's answer): only a change of autojoin joins or leaves.
+    if (opts.live && before?.bookmarked && before.autojoin === b.autojoin) continue;
     const inside = before?.kind === "groupchat" && before.nick !== null;
     // Removed by the room (kicked, banned, destroyed, refused): the user decides, not the bookmark.
     const sentAway =

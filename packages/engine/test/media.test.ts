@@ -556,7 +556,7 @@ describe.each(SERVERS)("media (XEP-0363 + OOB) on %s", (kind, start) => {
     );
 
     it(
-      "every PUT breaks: the retries stop after maxAttempts (row kept uploading, nothing sent); the next resume sends it once",
+      "every PUT breaks: the retries stop after maxAttempts (row kept uploading, nothing sent); the next foreground sends it once",
       async () => {
         const file = randomBytes(1024 * 1024);
         const item = shareFile("gives-up.zip", file);
@@ -587,9 +587,10 @@ describe.each(SERVERS)("media (XEP-0363 + OOB) on %s", (kind, start) => {
           await bob.syncBarrier();
           expect(bobMessages(item.id)).toHaveLength(0);
 
-          // The link is back; the next resume (a reconnect's `online` does the same) sends it.
+          // The link is back; the next foreground (`online`: a new retry budget) sends it.
           breakPuts = 0;
-          app.media!.resume();
+          await app.background();
+          await app.foreground();
           const done = await until(() => {
             const r = outboxRow(item.id);
             return r?.state === "sent" || r?.state === "failed" ? r : null;

@@ -84,7 +84,14 @@ export class MediaTransfers extends EventEmitter<MediaTransferEvents> {
     session.on("attachment-changed", ({ id, state }) => {
       if (state === "slot") this.put(id);
     });
-    session.on("online", () => this.resume());
+    // Online again (a new connection or foreground): every upload gets a new retry budget and
+    // waiting retries run now.
+    session.on("online", () => {
+      this.stopped = false;
+      this.cancelRetries();
+      this.attempts.clear();
+      this.resume();
+    });
   }
 
   /**
@@ -92,10 +99,6 @@ export class MediaTransfers extends EventEmitter<MediaTransferEvents> {
    * (an upload killed mid-PUT is restarted), re-ask expired ones. Safe to call any time.
    */
   resume(): void {
-    // A new chance for every upload: the retry budget starts again, waiting retries run now.
-    this.stopped = false;
-    this.cancelRetries();
-    this.attempts.clear();
     const toPut = this.session.write((ctx) => {
       const rows = ctx.tx
         .select()
