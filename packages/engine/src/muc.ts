@@ -237,6 +237,9 @@ function errorCondition(stanza: Element): string {
   return cond?.name ?? "undefined-condition";
 }
 
+/** Join refusals that hold for every client of the account: a password, members only, banned. */
+const ACCOUNT_REFUSALS = new Set(["forbidden", "registration-required", "not-authorized"]);
+
 /** The room refused our join: a nick conflict retries with a suffix, anything else gives up. */
 function handleJoinError(ctx: ProtocolContext, room: string, row: RoomRow, stanza: Element): void {
   const condition = errorCondition(stanza);
@@ -253,9 +256,12 @@ function handleJoinError(ctx: ProtocolContext, room: string, row: RoomRow, stanz
       return;
     }
   }
-  // Not re-joined on the next stream either (nor by our other devices: autojoin off): the user
-  // decides (join again with another nick …).
-  updateBookmark(ctx, room, null, false);
+  // Not re-joined on the next stream either: the user decides (join again with another nick …).
+  // The shared bookmark's autojoin goes off only for a refusal of the account itself — our other
+  // devices would be refused the same way, and they leave the room when autojoin goes off. A
+  // refusal of this device's attempt (item-not-found from a room another of our devices is still
+  // creating, its nicks taken) stays here.
+  if (ACCOUNT_REFUSALS.has(condition)) updateBookmark(ctx, room, null, false);
   updateRoom(ctx, room, { nick: null, roomStatus: "error", roomStatusDetail: condition });
   clearOccupants(ctx, room);
   ctx.afterCommit(() => {

@@ -96,6 +96,41 @@ describe.each(SERVERS)("XEP-0402 bookmarks across devices on %s", (kind, start) 
   );
 
   it(
+    "another device's join refused for itself (a room still being created answers item-not-found) does not make this one leave",
+    async () => {
+      const fresh = roomName("fresh"); // nobody made it: the phone's join creates it
+      const phone = env.session();
+      const tablet = device("alice", "tablet2");
+      try {
+        await phone.connect();
+        await tablet.session.connect();
+        await tablet.session.syncBarrier();
+        // Prosody keeps a new room locked until its owner configures it: the tablet's bookmark
+        // join is refused (item-not-found); ejabberd lets it in.
+        const tabletDone = Promise.race([
+          next(tablet.session, "room-joined", (r) => r === fresh).then(() => "joined"),
+          next(tablet.session, "room-error", (e) => e.room === fresh).then(([e]) => e.condition),
+        ]);
+        const phoneJoined = next(phone, "room-joined", (r) => r === fresh);
+        phone.write((ctx) => joinRoom(ctx, fresh, "alice"));
+        await phoneJoined;
+        const outcome = await tabletDone;
+        expect(["joined", "item-not-found"]).toContain(outcome);
+        await tablet.session.syncBarrier();
+        await phone.syncBarrier();
+        expect(listRooms(env.store, "alice").find((r) => r.jid === fresh)).toMatchObject({
+          status: "joined",
+          autojoin: true,
+        });
+      } finally {
+        await phone.close().catch(() => {});
+        await tablet.session.close().catch(() => {});
+      }
+    },
+    T,
+  );
+
+  it(
     "a bookmark retracted on another device: the room is left, unbookmarked and not joined again after a restart",
     async () => {
       const bob = await roomOwner(env.server);
@@ -108,12 +143,25 @@ describe.each(SERVERS)("XEP-0402 bookmarks across devices on %s", (kind, start) 
       );
       const phone = env.session();
       const other = await roomOwner(env.server, { user: "alice", resource: "other" });
+      const inPrivateStorage = async () =>
+        (
+          (await other.xmpp.iqCaller.get(
+            xml(
+              "query",
+              { xmlns: "jabber:iq:private" },
+              xml("storage", { xmlns: "storage:bookmarks" }),
+            ),
+          )) as { toString(): string }
+        )
+          .toString()
+          .includes(room);
       try {
         await phone.connect();
         const published = next(phone, "bookmarks", (b) => b.some((x) => x.room === room));
         const joined = next(phone, "room-joined", (r) => r === room);
         phone.write((ctx) => joinRoom(ctx, room, "alice"));
         await Promise.all([joined, published]);
+        await until(inPrivateStorage, "the join in XEP-0048 private storage (no #compat)");
 
         // Another client of alice's deletes the bookmark, as XEP-0402 §3.4 says (notify).
         const left = next(phone, "room-left", (e) => e.room === room);
@@ -175,6 +223,8 @@ describe.each(SERVERS)("XEP-0402 bookmarks across devices on %s", (kind, start) 
             .getChildren("item")
             .map((i) => i.attrs.id),
         ).not.toContain(room);
+        // No #compat here: the retraction reaches XEP-0048 private storage too.
+        await until(async () => !(await inPrivateStorage()), "the room gone from private storage");
 
         // A new stream (restart) does not join it again.
         await phone.close();
