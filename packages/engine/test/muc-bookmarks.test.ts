@@ -5,6 +5,7 @@ import { listRooms, openStore, type Store } from "@lichen/store";
 import { xml } from "@xmpp/client";
 import { afterAll, describe, expect, it } from "vitest";
 import { DurableSession, ensureAccount, joinRoom, leaveRoom } from "../src/index.js";
+import { startProsody } from "@lichen/test-servers";
 import { SERVERS, until, useEngineEnv } from "./helpers.js";
 import { next, roomOwner } from "./muc-helpers.js";
 
@@ -386,6 +387,70 @@ describe.each(SERVERS)("XEP-0402 bookmarks across devices on %s", (kind, start) 
         });
       } finally {
         await carol.session.close().catch(() => {});
+        await bob.stop();
+      }
+    },
+    T,
+  );
+});
+
+describe("XEP-0402 bookmarks with #compat (Prosody with mod_bookmarks, Debian's default)", () => {
+  const env = useEngineEnv((o) => startProsody({ ...o, bookmarks: true }), {
+    users: ["alice", "bob"],
+    prefix: "lichen-mucbm-compat-",
+  });
+
+  it(
+    "the account advertises #compat; a join reaches XEP-0048-only clients through the server, a retraction elsewhere leaves the room",
+    async () => {
+      const bob = await roomOwner(env.server);
+      const room = `compat-${Math.random().toString(36).slice(2, 8)}@${env.server.mucDomain}`;
+      await bob.create(room);
+      const old = await roomOwner(env.server, { user: "alice", resource: "old" });
+      const phone = env.session();
+      try {
+        const info = (await old.xmpp.iqCaller.get(
+          xml("query", { xmlns: "http://jabber.org/protocol/disco#info" }),
+          "alice@localhost",
+        )) as { toString(): string };
+        expect(info.toString()).toContain("urn:xmpp:bookmarks:1#compat");
+        await phone.connect();
+        const published = next(phone, "bookmarks", (b) => b.some((x) => x.room === room));
+        const joined = next(phone, "room-joined", (r) => r === room);
+        phone.write((ctx) => joinRoom(ctx, room, "alice"));
+        await Promise.all([published, joined]);
+        // With #compat we write PEP only; the server's bridge mirrors it into private storage.
+        await until(async () => {
+          const q = (await old.xmpp.iqCaller.get(
+            xml(
+              "query",
+              { xmlns: "jabber:iq:private" },
+              xml("storage", { xmlns: "storage:bookmarks" }),
+            ),
+          )) as { toString(): string };
+          return q.toString().includes(room);
+        }, "the join in private storage (mirrored by mod_bookmarks)");
+
+        const left = next(phone, "room-left", (e) => e.room === room);
+        await old.xmpp.iqCaller.set(
+          xml(
+            "pubsub",
+            { xmlns: "http://jabber.org/protocol/pubsub" },
+            xml(
+              "retract",
+              { node: "urn:xmpp:bookmarks:1", notify: "true" },
+              xml("item", { id: room }),
+            ),
+          ),
+        );
+        expect((await left)[0]).toMatchObject({ detail: "bookmark removed on another device" });
+        expect(listRooms(env.store, "alice").find((r) => r.jid === room)).toMatchObject({
+          bookmarked: false,
+          status: "left",
+        });
+      } finally {
+        await phone.close().catch(() => {});
+        await old.stop();
         await bob.stop();
       }
     },

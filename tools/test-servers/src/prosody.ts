@@ -56,7 +56,7 @@ allow_registration = false
 modules_enabled = {
   "roster"; "saslauth"; ${opts.tls ? '"tls"; ' : ""}"disco"; "ping"; "time"; "version";
   "carbons"; "pep"; "private"; "blocklist"; "register";
-  "smacks"; "mam"; "csi_simple"; "cloud_notify"; "posix";
+  "smacks"; "mam"; "csi_simple"; "cloud_notify"; "posix";${opts.bookmarks ? ' "bookmarks";' : ""}
 }
 modules_disabled = { "s2s"${opts.tls ? "" : '; "tls"'}${opts.offlineStorage === false ? '; "offline"' : ""} }
 smacks_hibernation_time = ${opts.smacksHibernationSeconds ?? 60}

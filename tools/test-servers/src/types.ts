@@ -43,6 +43,11 @@ export interface XmppServerOptions {
 
 export interface ProsodyOptions extends XmppServerOptions {
   smacksHibernationSeconds?: number;
+  /**
+   * Enable Prosody's mod_bookmarks (XEP-0402 ⇄ XEP-0048 bridging; the account then advertises
+   * `urn:xmpp:bookmarks:1#compat`). Debian's default configuration enables it; default false.
+   */
+  bookmarks?: boolean;
   /** mod_cloud_notify's push_max_errors (default 16). */
   pushMaxErrors?: number;
   /** Lua appended to the global section of the config. */
