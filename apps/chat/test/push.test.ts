@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { generateApnsKey, startApnsSimulator, type ApnsSimulator } from "@lichen/push-simulators";
 import { startEjabberd, startProsody, type XmppTestServer } from "@lichen/test-servers";
+import { lichenPushConfig } from "@lichen/test-kit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { requireBuiltCli, runCli, startPeer, until } from "./helpers.js";
 import { createRoom, sayInRoom } from "./rooms-peer.js";
@@ -32,24 +33,24 @@ async function startPushDaemon(
   const config = join(dir, "push.yaml");
   writeFileSync(
     config,
-    [
-      "component:",
-      `  service: xmpp://127.0.0.1:${server.componentPort}`,
-      `  domain: ${server.componentDomain}`,
-      `  secret: ${server.componentSecret}`,
-      "apps:",
-      "  ios:",
-      "    type: apns",
-      `    topic: ${TOPIC}`,
-      "    teamId: LICHENTEAM",
-      `    keyId: ${key.keyId}`,
-      `    privateKeyFile: ${keyFile}`,
-      `    endpoint: ${sim.url}`,
-      `dataDir: ${join(dir, "data")}`,
-      "http:",
-      "  port: 0",
-      "",
-    ].join("\n"),
+    lichenPushConfig({
+      component: {
+        port: server.componentPort,
+        domain: server.componentDomain,
+        secret: server.componentSecret,
+      },
+      apps: {
+        ios: {
+          topic: TOPIC,
+          teamId: "LICHENTEAM",
+          keyId: key.keyId,
+          privateKeyFile: keyFile,
+          endpoint: sim.url,
+        },
+      },
+      dataDir: join(dir, "data"),
+      http: { port: 0 },
+    }),
   );
   const child = spawn(process.execPath, [PUSH_CLI, "start", "--config", config], {
     stdio: ["ignore", "pipe", "pipe"],

@@ -3,10 +3,10 @@ import { createInterface } from "node:readline";
 import { join } from "node:path";
 import { handlePush, startMamCatchup, type Element } from "@lichen/engine";
 import { openStore } from "@lichen/store";
-import { startEjabberd, startProsody, type XmppTestServer } from "@lichen/test-servers";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startEjabberd, startProsody } from "@lichen/test-servers";
+import { describe, expect, it } from "vitest";
 import { omemo } from "../src/index.js";
-import { online, openDevice, until, type Device } from "./helpers.js";
+import { online, openDevice, until, useServer, type Device } from "./helpers.js";
 
 const T = 180_000;
 const fixture = join(import.meta.dirname, "fixtures", "omemo-proc.mjs");
@@ -18,19 +18,10 @@ describe.each([
   ["prosody", startProsody],
   ["ejabberd", startEjabberd],
 ] as const)("OMEMO durability on %s", (_name, start) => {
-  let server: XmppTestServer;
-  const open: Device[] = [];
-  beforeAll(async () => {
-    server = await start();
-    for (const u of ["alice", "bob", "carol", "dave", "erin", "fay", "gus"])
-      await server.registerUser(u, `${u}pw`);
-  }, T);
-  afterAll(async () => {
-    for (const d of open) await d.close().catch(() => {});
-    await server?.stop();
-  }, T);
+  const env = useServer(start, ["alice", "bob", "carol", "dave", "erin", "fay", "gus"]);
+  const open = env.devices;
   const device = (user: string, resource: string, db?: string) => {
-    const d = openDevice(server, user, resource, db ? { db } : {});
+    const d = openDevice(env.server, user, resource, db ? { db } : {});
     open.push(d);
     return d;
   };
@@ -97,7 +88,7 @@ describe.each([
 
       const child = spawn(process.execPath, [
         fixture,
-        JSON.stringify({ db, port: server.c2sPort, user: "carol", resource: "phone" }),
+        JSON.stringify({ db, port: env.server.c2sPort, user: "carol", resource: "phone" }),
       ]);
       let stderr = "";
       child.stderr.on("data", (d) => (stderr += String(d)));

@@ -1,6 +1,7 @@
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { afterAll, beforeAll } from "vitest";
 import {
   DurableSession,
   ensureAccount,
@@ -106,4 +107,25 @@ export async function subscribeMutually(a: Device, b: Device): Promise<void> {
     () => subscription(a, b) === "both" && subscription(b, a) === "both",
     "mutual subscription",
   );
+}
+
+/**
+ * A real server for one describe block: started before it with `users` registered (password
+ * `<user>pw`); after it, every device pushed to `devices` is closed and the server stopped.
+ */
+export function useServer(
+  start: () => Promise<XmppTestServer>,
+  users: string[],
+  timeoutMs = 180_000,
+): { server: XmppTestServer; devices: Device[] } {
+  const env = { server: undefined as unknown as XmppTestServer, devices: [] as Device[] };
+  beforeAll(async () => {
+    env.server = await start();
+    for (const u of users) await env.server.registerUser(u, `${u}pw`);
+  }, timeoutMs);
+  afterAll(async () => {
+    for (const d of env.devices) await d.close().catch(() => {});
+    await (env.server as XmppTestServer | undefined)?.stop();
+  }, timeoutMs);
+  return env;
 }

@@ -10,11 +10,11 @@ import {
   type Element,
 } from "@lichen/engine";
 import { openStore } from "@lichen/store";
-import { startEjabberd, startProsody, type XmppTestServer } from "@lichen/test-servers";
+import { startEjabberd, startProsody } from "@lichen/test-servers";
 import { PERSISTENT_ROOM, roomConfigForm } from "@lichen/test-kit";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { FALLBACK_BODY, NS_OMEMO, OmemoError, omemo } from "../src/index.js";
-import { online, openDevice, until, type Device } from "./helpers.js";
+import { online, openDevice, until, useServer, type Device } from "./helpers.js";
 
 const T = 180_000;
 const NS_MUC = "http://jabber.org/protocol/muc";
@@ -40,23 +40,15 @@ describe.each([
   ["prosody", startProsody],
   ["ejabberd", startEjabberd],
 ] as const)("OMEMO in a group chat on %s", (name, start) => {
-  let server: XmppTestServer;
-  const devices: Device[] = [];
-  beforeAll(async () => {
-    server = await start();
-    for (const u of ["alice", "bob", "carol"]) await server.registerUser(u, `${u}pw`);
-  }, T);
-  afterAll(async () => {
-    for (const d of devices) await d.close().catch(() => {});
-    await server?.stop();
-  }, T);
+  const env = useServer(start, ["alice", "bob", "carol"]);
+  const devices = env.devices;
   const device = (user: string, resource: string, o: Parameters<typeof openDevice>[3] = {}) => {
-    const d = openDevice(server, user, resource, o);
+    const d = openDevice(env.server, user, resource, o);
     devices.push(d);
     return online(d);
   };
   const roomName = (kind: string) =>
-    `omemo-${kind}-${name}-${randomBytes(3).toString("hex")}@${server.mucDomain}`;
+    `omemo-${kind}-${name}-${randomBytes(3).toString("hex")}@${env.server.mucDomain}`;
 
   it(
     "non-anonymous members-only room: A → B live, B → A, A → B via room MAM catch-up",
@@ -146,7 +138,7 @@ describe.each([
       await until(() => !alice.omemo.roomMembers(room).includes(bob.jid), "bob left the room");
       const away = await alice.omemo.sendToRoom(room, "while you were away");
       expect(away.devices.map((d) => d.jid)).toEqual([bob.jid]);
-      bob = openDevice(server, "bob", "laptop", { db: bobDb });
+      bob = openDevice(env.server, "bob", "laptop", { db: bobDb });
       devices.push(bob);
       const caughtUp = new Promise<void>((resolve) =>
         bob.session.on("room-mam-complete", (r) => r === room && resolve()),

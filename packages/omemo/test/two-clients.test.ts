@@ -1,10 +1,10 @@
-import { startEjabberd, startProsody, type XmppTestServer } from "@lichen/test-servers";
+import { startEjabberd, startProsody } from "@lichen/test-servers";
 import { addShareOutboxItem, listChats, listShareOutbox, loadAccountState } from "@lichen/store";
 import { EncryptionRequiredError, sendShareOutbox } from "@lichen/engine";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { FALLBACK_BODY, NODE_DEVICELIST, NS_OMEMO, OmemoError } from "../src/index.js";
 import { NS_PUBSUB_EVENT } from "../src/wire.js";
-import { online, openDevice, subscribeMutually, until, type Device } from "./helpers.js";
+import { online, openDevice, subscribeMutually, until, useServer, type Device } from "./helpers.js";
 
 const T = 180_000;
 
@@ -12,19 +12,10 @@ describe.each([
   ["prosody", startProsody],
   ["ejabberd", startEjabberd],
 ] as const)("OMEMO between two Lichen clients on %s", (_name, start) => {
-  let server: XmppTestServer;
-  const devices: Device[] = [];
-  beforeAll(async () => {
-    server = await start();
-    for (const u of ["alice", "bob", "carol", "dave", "erin"])
-      await server.registerUser(u, `${u}pw`);
-  }, T);
-  afterAll(async () => {
-    for (const d of devices) await d.close().catch(() => {});
-    await server?.stop();
-  }, T);
+  const env = useServer(start, ["alice", "bob", "carol", "dave", "erin"]);
+  const devices = env.devices;
   const device = (user: string, resource: string, o: Parameters<typeof openDevice>[3] = {}) => {
-    const d = openDevice(server, user, resource, o);
+    const d = openDevice(env.server, user, resource, o);
     devices.push(d);
     return online(d);
   };
@@ -180,22 +171,14 @@ describe.each([
   ["prosody", startProsody],
   ["ejabberd", startEjabberd],
 ] as const)("the per-chat OMEMO setting on %s", (_name, start) => {
-  let server: XmppTestServer;
-  const devices: Device[] = [];
-  beforeAll(async () => {
-    server = await start();
-    for (const u of ["alice", "bob", "carol"]) await server.registerUser(u, `${u}pw`);
-  }, T);
-  afterAll(async () => {
-    for (const d of devices) await d.close().catch(() => {});
-    await server?.stop();
-  }, T);
+  const env = useServer(start, ["alice", "bob", "carol"]);
+  const devices = env.devices;
 
   it(
     "on: plain sends are refused (session.send, share outbox), sendMessage encrypts or fails clearly; off: plain again",
     async () => {
-      const alice = openDevice(server, "alice", "phone");
-      const bob = openDevice(server, "bob", "laptop");
+      const alice = openDevice(env.server, "alice", "phone");
+      const bob = openDevice(env.server, "bob", "laptop");
       devices.push(alice, bob);
       await online(alice);
       await online(bob);
@@ -280,18 +263,10 @@ describe.each([
   ["prosody", startProsody],
   ["ejabberd", startEjabberd],
 ] as const)("OMEMO device-list notifications on %s", (_name, start) => {
-  let server: XmppTestServer;
-  const devices: Device[] = [];
-  beforeAll(async () => {
-    server = await start();
-    for (const u of ["dave", "erin"]) await server.registerUser(u, `${u}pw`);
-  }, T);
-  afterAll(async () => {
-    for (const d of devices) await d.close().catch(() => {});
-    await server?.stop();
-  }, T);
+  const env = useServer(start, ["dave", "erin"]);
+  const devices = env.devices;
   const device = (user: string, resource: string) => {
-    const d = openDevice(server, user, resource);
+    const d = openDevice(env.server, user, resource);
     devices.push(d);
     return online(d);
   };

@@ -13,7 +13,7 @@ import {
   type ApnsSimulator,
 } from "@lichen/push-simulators";
 import { openStore } from "@lichen/store";
-import { until } from "@lichen/test-kit";
+import { lichenPushConfig, until } from "@lichen/test-kit";
 import { freePort, type XmppTestServer } from "@lichen/test-servers";
 
 export interface PushChain {
@@ -63,39 +63,28 @@ export async function startPushChain(
   writeFileSync(keyFile, key.privateKeyPem);
   const httpPort = await freePort();
   const config = join(dir, "push.yaml");
+  const ios = {
+    topic,
+    teamId: key.teamId,
+    keyId: key.keyId,
+    privateKeyFile: keyFile,
+    endpoint: apns.url,
+  };
   writeFileSync(
     config,
-    [
-      "component:",
-      `  service: xmpp://127.0.0.1:${server.componentPort}`,
-      `  domain: ${server.componentDomain}`,
-      `  secret: ${server.componentSecret}`,
-      "  reconnectInitialDelay: 200ms",
-      "apps:",
-      "  ios:",
-      "    type: apns",
-      `    topic: ${topic}`,
-      `    teamId: ${key.teamId}`,
-      `    keyId: ${key.keyId}`,
-      `    privateKeyFile: ${keyFile}`,
-      `    endpoint: ${apns.url}`,
+    lichenPushConfig({
+      component: {
+        port: server.componentPort,
+        domain: server.componentDomain,
+        secret: server.componentSecret,
+        reconnectInitialDelay: "200ms",
+      },
       // The same app, silent: content-available pushes that wake the main app (no NSE).
-      "  ios-silent:",
-      "    type: apns",
-      `    topic: ${topic}`,
-      `    teamId: ${key.teamId}`,
-      `    keyId: ${key.keyId}`,
-      `    privateKeyFile: ${keyFile}`,
-      `    endpoint: ${apns.url}`,
-      "    pushType: background",
-      `dataDir: ${dir}`,
-      "rateLimit:",
-      `  window: ${opts.rateLimitWindow ?? "250ms"}`,
-      "http:",
-      "  host: 127.0.0.1",
-      `  port: ${httpPort}`,
-      "",
-    ].join("\n"),
+      apps: { ios, "ios-silent": { ...ios, pushType: "background" } },
+      dataDir: dir,
+      rateLimitWindow: opts.rateLimitWindow ?? "250ms",
+      http: { host: "127.0.0.1", port: httpPort },
+    }),
   );
   const daemon: ChildProcess = spawn(process.execPath, [LICHEN_PUSH, "start", "--config", config], {
     stdio: ["ignore", "pipe", "pipe"],

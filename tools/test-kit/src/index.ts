@@ -8,3 +8,4 @@ export { selfSignedCert, type SelfSignedCert, type CertOptions } from "./certs.j
 export { runBin, packageJson, type BinResult } from "./cli.js";
 export { roomConfigForm, PERSISTENT_ROOM, type XmlFactory } from "./muc.js";
 export { loadSchemaVectors, schemasDir, type SchemaVector } from "./vectors.js";
+export { lichenPushConfig, type LichenPushApnsApp } from "./lichen-push.js";

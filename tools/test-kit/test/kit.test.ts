@@ -1,8 +1,46 @@
 import { X509Certificate } from "node:crypto";
 import { describe, expect, it } from "vitest";
-import { PERSISTENT_ROOM, prng, roomConfigForm, selfSignedCert, until } from "../src/index.js";
+import {
+  lichenPushConfig,
+  PERSISTENT_ROOM,
+  prng,
+  roomConfigForm,
+  selfSignedCert,
+  until,
+} from "../src/index.js";
 
 describe("test-kit", () => {
+  it("lichenPushConfig writes each APNs app, and the optional keys only when given", () => {
+    const app = {
+      topic: "t",
+      teamId: "T",
+      keyId: "K",
+      privateKeyFile: "/k.p8",
+      endpoint: "http://s",
+    };
+    const yaml = lichenPushConfig({
+      component: { port: 5347, domain: "push.localhost", secret: "s3" },
+      apps: { ios: app, silent: { ...app, pushType: "background" } },
+      dataDir: "/d",
+      http: { port: 0 },
+    });
+    expect(yaml).toContain("  service: xmpp://127.0.0.1:5347\n  domain: push.localhost\n");
+    expect(yaml.match(/^ {4}type: apns$/gm)).toHaveLength(2);
+    expect(yaml.match(/pushType: background/g)).toHaveLength(1);
+    expect(yaml).not.toMatch(/reconnectInitialDelay|rateLimit|host:/);
+    expect(yaml.endsWith("http:\n  port: 0\n")).toBe(true);
+    const full = lichenPushConfig({
+      component: { port: 1, domain: "d", secret: "s", reconnectInitialDelay: "200ms" },
+      apps: { ios: app },
+      dataDir: "/d",
+      http: { host: "127.0.0.1", port: 9 },
+      rateLimitWindow: "250ms",
+    });
+    expect(full).toContain("  reconnectInitialDelay: 200ms\n");
+    expect(full).toContain("rateLimit:\n  window: 250ms\n");
+    expect(full).toContain("http:\n  host: 127.0.0.1\n  port: 9\n");
+  });
+
   it("roomConfigForm submits FORM_TYPE first, then each field once, with the caller's factory", () => {
     interface El {
       name: string;
