@@ -35,10 +35,12 @@ export async function drainBeforeDrop(
   host: DrainHost,
   conn: XmppConnection,
   timeoutMs: number,
+  /** Aborted: stop waiting now (a second drop of the same connection with a shorter bound). */
+  cut?: AbortSignal,
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  await waitAcked(host, conn, timeoutMs);
-  await waitServerAnswers(host, conn, deadline);
+  await waitAcked(host, conn, timeoutMs, cut);
+  await waitServerAnswers(host, conn, deadline, cut);
 }
 
 /**
@@ -52,6 +54,7 @@ async function waitServerAnswers(
   host: DrainHost,
   conn: XmppConnection,
   deadline: number,
+  cut?: AbortSignal,
 ): Promise<void> {
   const own = (): Set<string> => {
     const jid = host.store.read((tx) => loadAccountState(tx, host.accountId)).sm.boundJid;
@@ -67,7 +70,7 @@ async function waitServerAnswers(
   // this connection: the answers could not be committed, so waiting would only delay the drop.
   while (host.onStream(conn) && !host.halted() && pending()) {
     const left = deadline - Date.now();
-    if (left <= 0) {
+    if (left <= 0 || cut?.aborted) {
       host.log({ event: "drain-answers-timeout" });
       return;
     }
@@ -77,17 +80,24 @@ async function waitServerAnswers(
       const done = () => {
         clearTimeout(timer);
         for (const e of events) host.events.off(e, done);
+        cut?.removeEventListener("abort", done);
         resolve();
       };
       const timer = setTimeout(done, left);
       for (const e of events) host.events.on(e, done);
+      cut?.addEventListener("abort", done);
     });
     await host.idle();
   }
 }
 
-async function waitAcked(host: DrainHost, conn: XmppConnection, timeoutMs: number): Promise<void> {
-  if (!host.onStream(conn)) return;
+async function waitAcked(
+  host: DrainHost,
+  conn: XmppConnection,
+  timeoutMs: number,
+  cut?: AbortSignal,
+): Promise<void> {
+  if (!host.onStream(conn) || cut?.aborted) return;
   const target = host.flushedSeq();
   const acked = host.store.read((tx) => loadAccountState(tx, host.accountId)).sm.outboundAcked;
   if (target === 0 || acked >= target) return;
@@ -96,6 +106,7 @@ async function waitAcked(host: DrainHost, conn: XmppConnection, timeoutMs: numbe
       clearTimeout(timer);
       host.events.off("acked", onAcked);
       host.events.off("offline", done);
+      cut?.removeEventListener("abort", done);
       resolve();
     };
     const onAcked = (h: number) => {
@@ -110,6 +121,7 @@ async function waitAcked(host: DrainHost, conn: XmppConnection, timeoutMs: numbe
     }, timeoutMs);
     host.events.on("acked", onAcked);
     host.events.once("offline", done);
+    cut?.addEventListener("abort", done);
     // Through acks.request: an outstanding request is answered with the h we wait for, or is
     // followed by a fresh one (a second <r/> here cost a duplicate <r/> and <a/> per drop).
     host.requestAck(conn);

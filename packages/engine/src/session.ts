@@ -327,8 +327,12 @@ export class DurableSession extends EventEmitter<SessionEvents> {
     );
   }
 
+  /** connectVia() calls that got past the "already connected" check. */
+  private connectAttempts = 0;
+
   private async connectVia(service: string, timeoutMs: number): Promise<"resumed" | "new"> {
     if (this.conn) throw new Error("already connected");
+    this.connectAttempts++;
     // Re-acquire before reconnecting (throws SessionLockError when the lock is not held).
     const fence = this.fence.acquire();
     this.offlineWanted = false;
@@ -555,11 +559,35 @@ export class DurableSession extends EventEmitter<SessionEvents> {
   /** Connections we dropped or closed: whatever they still deliver is ignored. */
   private readonly droppedConns = new WeakSet<XmppConnection>();
 
+  /**
+   * The drop in progress per connection. A second caller (the app suspending while a replay
+   * reconnect drains) joins it rather than draining the same connection twice; its own drain
+   * bound still holds (an NSE yielding must not wait out the replay's longer drain).
+   */
+  private readonly drops = new WeakMap<
+    XmppConnection,
+    { done: Promise<void>; cut: AbortController }
+  >();
+
   private async dropConnection(drainMs = 1000): Promise<void> {
     // Never cut a connection mid-negotiation (SASL/bind/resume): let connect() settle first.
     if (this.connecting) await this.connecting.catch(() => {});
     const conn = this.conn;
     if (!conn) return;
+    let drop = this.drops.get(conn);
+    if (drop) {
+      const timer = setTimeout(() => drop!.cut.abort(), drainMs);
+      await drop.done;
+      clearTimeout(timer);
+      return;
+    }
+    const cut = new AbortController();
+    drop = { done: this.dropNow(conn, drainMs, cut.signal), cut };
+    this.drops.set(conn, drop);
+    await drop.done;
+  }
+
+  private async dropNow(conn: XmppConnection, drainMs: number, cut: AbortSignal): Promise<void> {
     await this.idle();
     await drainBeforeDrop(
       {
@@ -575,6 +603,7 @@ export class DurableSession extends EventEmitter<SessionEvents> {
       },
       conn,
       drainMs,
+      cut,
     );
     await this.idle(); // what arrived while draining is committed before we acknowledge it
     this.ackCommitted(conn);
@@ -588,7 +617,9 @@ export class DurableSession extends EventEmitter<SessionEvents> {
       /* already gone */
     }
     await new Promise((r) => setTimeout(r, 10));
-    this.conn = null;
+    // The app may have connected again meanwhile (a suspend and connect() while a replay
+    // reconnect was still draining): that connection is not ours to forget.
+    if (this.conn === conn) this.conn = null;
   }
 
   /**
@@ -864,13 +895,22 @@ export class DurableSession extends EventEmitter<SessionEvents> {
   }
 
   private async reconnectForReplay(): Promise<void> {
+    const attempts = this.connectAttempts;
     try {
       // Nobody waits on this drop (unlike an iOS background or an NSE yield): give the server
       // longer to acknowledge what we sent, so nothing is resent that it already has.
       await this.dropConnection(5000);
       // The app suspended (or closed) meanwhile: it reconnects when it wants, and the server
-      // replays then.
-      if (this.offlineWanted) return;
+      // replays then. Or it already connected again (suspend then connect(), or its reconnect
+      // after a loss): that stream replays; a second connect would race it for the same
+      // session (ejabberd: one resume fails, the other is replaced by a new session).
+      if (this.offlineWanted || this.connectAttempts !== attempts || this.conn) {
+        this.log({
+          event: "replay-reconnect-skipped",
+          reason: this.offlineWanted ? "offline wanted" : "connected again meanwhile",
+        });
+        return;
+      }
       await this.connect();
     } catch (err) {
       this.log({

@@ -5,6 +5,7 @@
 // inactive, XEP-0352), so without that <a/> the messages just handled cross the line again on the
 // next resume.
 import { randomUUID } from "node:crypto";
+import { loadAccountState } from "@lichen/store";
 import type { Element } from "@xmpp/xml";
 import { describe, expect, it } from "vitest";
 import { AppController, DurableSession } from "../src/index.js";
@@ -110,3 +111,76 @@ describe.each(SERVERS)(
     );
   },
 );
+
+// Seen in the hostile fuzz test on ejabberd: a handler failure made the session drop its
+// connection to be replayed (a drain of up to 5 s first), the app suspended and connected again
+// while that drain still waited, and the replay's reconnect then opened a second stream for the
+// same session: both sent <resume/>, one failed and bound a NEW session, which replaced the
+// resumed one (stream error "conflict"), and stanzas already stored were delivered again.
+describe.each(SERVERS)("a suspend while a replay reconnect drains (%s)", (_kind, start) => {
+  const env = useEngineEnv(start, { prefix: "lichen-replay-suspend-" });
+  const counting = useCountingLink(env);
+
+  it(
+    "joins that drop within its own bound; the app's connect() resumes and the replay opens no second stream",
+    async () => {
+      const bob = await startPeer(env.server.c2sPort, "bob", "bobpw");
+      const prefix = `rs-${randomUUID().slice(0, 8)}-`;
+      const logs: Record<string, unknown>[] = [];
+      let failed = false;
+      const session = new DurableSession({
+        store: env.store,
+        ...counting.config(),
+        logger: (e) => logs.push(e),
+        onStanza: (_ctx, st) => {
+          if (!failed && st.getChildText("body") === `${prefix}fail`) {
+            failed = true;
+            // The link goes silent as the failure happens, with one of our stanzas unacked:
+            // the replay's drain waits for an <a/> that cannot come (up to 5 s).
+            counting.link.stall();
+            setImmediate(() => session.sendMessage("bob@localhost", `${prefix}held`));
+            throw new Error("injected failure");
+          }
+        },
+      });
+      const errors: string[] = [];
+      try {
+        expect(await session.connect(20_000)).toBe("new");
+        await session.syncBarrier();
+        const streamId = () => env.store.read((tx) => loadAccountState(tx, "alice")).sm.streamId;
+        const before = streamId();
+        await bob.send("alice@localhost", `${prefix}fail`);
+        await until(() => failed || undefined, "the injected failure");
+        const accepted = counting.link.accepted;
+        // The app goes to the background and comes back while the replay's drain still waits.
+        await session.suspend({ drainMs: 200 });
+        expect(await session.connect(20_000)).toBe("resumed");
+        // Either the replay reconnect gives way, or (the bug) it opens a second connection
+        // once its drain has timed out.
+        await until(
+          () =>
+            logs.some((e) => e.event === "replay-reconnect-skipped") ||
+            counting.link.accepted > accepted + 1 ||
+            undefined,
+          "the replay reconnect gives way to the app's connection",
+        );
+        session.on("connection-lost", () => errors.push("connection-lost"));
+        await bob.send("alice@localhost", `${prefix}after`);
+        await until(() => counting.stored(`${prefix}after`) === 1 || undefined, "after stored");
+        await session.syncBarrier();
+        expect(counting.link.accepted).toBe(accepted + 1); // one new connection: the app's
+        expect(logs.filter((e) => e.event === "xmpp-error")).toEqual([]);
+        expect(errors).toEqual([]);
+        expect(session.online).toBe(true);
+        expect(streamId()).toBe(before); // same stream: no new session was bound
+        expect(counting.stored(`${prefix}fail`)).toBe(1); // replayed once after the resume
+        await until(() => bob.received.some((m) => m.body === `${prefix}held`) || undefined, "held");
+        expect(bob.received.filter((m) => m.body === `${prefix}held`)).toHaveLength(1);
+      } finally {
+        await session.suspend();
+        await bob.stop();
+      }
+    },
+    T,
+  );
+});
