@@ -10,7 +10,7 @@ import xml, { type Element } from "@xmpp/xml";
 import parseXml from "@xmpp/xml/lib/parse.js";
 import { listIqHandlers, tables } from "@lichen/store";
 import { and, eq } from "drizzle-orm";
-import type { HandlerRegistry } from "./handlers.js";
+import type { HandlerFn, HandlerRegistry } from "./handlers.js";
 import { bare } from "./jid.js";
 import type { ProtocolContext } from "./context.js";
 import type { Bookmark } from "./events.js";
@@ -38,6 +38,11 @@ export interface BookmarkActions {
   leave(ctx: ProtocolContext, room: string, detail: string): void;
 }
 
+/** One field of a submitted data form (XEP-0004), as publish-options and node configuration use. */
+function formField(name: string, value: string): Element {
+  return xml("field", { var: name }, xml("value", {}, value));
+}
+
 function parseConference(room: string, conf: Element | undefined): Bookmark | null {
   if (!conf || !room.includes("@")) return null;
   return {
@@ -46,6 +51,13 @@ function parseConference(room: string, conf: Element | undefined): Bookmark | nu
     nick: conf.getChildText("nick") || null,
     autojoin: conf.attrs.autojoin === "true" || conf.attrs.autojoin === "1",
   };
+}
+
+/** The bookmarks in the `<items/>` of the bookmarks node (a fetch's answer or a notification). */
+function bookmarksIn(items: Element | undefined): Bookmark[] {
+  return (items?.getChildren("item") ?? [])
+    .map((i) => parseConference(i.attrs.id ?? "", i.getChild("conference", NS_BOOKMARKS)))
+    .filter((b): b is Bookmark => b !== null);
 }
 
 /** New stream: ask for the PEP bookmarks (the answer applies them, see applyBookmarks). */
@@ -68,7 +80,6 @@ export function publishBookmark(
   opts: { maxItems?: boolean } = {},
 ): void {
   const maxItems = opts.maxItems !== false;
-  const field = (v: string, value: string) => xml("field", { var: v }, xml("value", {}, value));
   ctx.sendIq(
     xml(
       "iq",
@@ -99,18 +110,18 @@ export function publishBookmark(
           xml(
             "x",
             { xmlns: "jabber:x:data", type: "submit" },
-            field("FORM_TYPE", "http://jabber.org/protocol/pubsub#publish-options"),
-            field("pubsub#persist_items", "true"),
+            formField("FORM_TYPE", "http://jabber.org/protocol/pubsub#publish-options"),
+            formField("pubsub#persist_items", "true"),
             // XEP-0402 §3. ejabberd 23.01 refuses these two fields (resource-constraint,
             // "Unknown field"): it gets the publish again without them (its PEP node keeps
             // many items and sends the last on presence; the bookmarks stay private).
             ...(maxItems
               ? [
-                  field("pubsub#max_items", "max"),
-                  field("pubsub#send_last_published_item", "never"),
+                  formField("pubsub#max_items", "max"),
+                  formField("pubsub#send_last_published_item", "never"),
                 ]
               : []),
-            field("pubsub#access_model", "whitelist"),
+            formField("pubsub#access_model", "whitelist"),
           ),
         ),
       ),
@@ -128,7 +139,6 @@ export function publishBookmark(
  * send_last_published_item on_sub_and_presence and notify_retract 0; it accepts this form.
  */
 function configureBookmarksNode(ctx: ProtocolContext, room: string): void {
-  const field = (v: string, value: string) => xml("field", { var: v }, xml("value", {}, value));
   ctx.sendIq(
     xml(
       "iq",
@@ -142,10 +152,10 @@ function configureBookmarksNode(ctx: ProtocolContext, room: string): void {
           xml(
             "x",
             { xmlns: "jabber:x:data", type: "submit" },
-            field("FORM_TYPE", `${NS_PUBSUB}#node_config`),
-            field("pubsub#max_items", "max"),
-            field("pubsub#send_last_published_item", "never"),
-            field("pubsub#notify_retract", "1"),
+            formField("FORM_TYPE", `${NS_PUBSUB}#node_config`),
+            formField("pubsub#max_items", "max"),
+            formField("pubsub#send_last_published_item", "never"),
+            formField("pubsub#notify_retract", "1"),
           ),
         ),
       ),
@@ -254,11 +264,7 @@ export function handleBookmarksEvent(
   const items = message.getChild("event", NS_PUBSUB_EVENT)?.getChild("items");
   if (!items || items.attrs.node !== NS_BOOKMARKS) return false;
   if (message.attrs.from && message.attrs.from !== own) return true;
-  const bookmarks = items
-    .getChildren("item")
-    .map((i) => parseConference(i.attrs.id ?? "", i.getChild("conference", NS_BOOKMARKS)))
-    .filter((b): b is Bookmark => b !== null);
-  applyBookmarks(ctx, bookmarks, actions, { live: true });
+  applyBookmarks(ctx, bookmarksIn(items), actions, { live: true });
   for (const r of items.getChildren("retract"))
     if (r.attrs.id) retractBookmark(ctx, r.attrs.id, actions);
   return true;
@@ -281,13 +287,22 @@ export function syncLegacyBookmarks(ctx: ProtocolContext, room: string): void {
     (h) => h.handler.name === "lichen.bookmarks.legacy-read",
   );
   if (pending) return;
+  readLegacyStorage(ctx, "lichen.bookmarks.legacy-read", { room });
+}
+
+/** Ask for the XEP-0048 storage in XEP-0049 private storage; `handler` gets the answer. */
+function readLegacyStorage(
+  ctx: ProtocolContext,
+  handler: string,
+  bound: Record<string, unknown>,
+): void {
   ctx.sendIq(
     xml(
       "iq",
       { type: "get" },
       xml("query", { xmlns: NS_LEGACY_PRIVATE }, xml("storage", { xmlns: NS_LEGACY_BOOKMARKS })),
     ),
-    ctx.session.registry.descriptor("lichen.bookmarks.legacy-read", { room }),
+    ctx.session.registry.descriptor(handler, bound),
     { timeoutTicks: 60 },
   );
 }
@@ -350,6 +365,29 @@ function parseAnswer(stanza: unknown): Element | null {
   return typeof stanza === "string" ? parseXml(stanza) : null;
 }
 
+/** The `<storage/>` of a private-storage answer, if it has one. */
+function legacyStorageIn(stanza: unknown): Element | undefined {
+  return parseAnswer(stanza)
+    ?.getChild("query", NS_LEGACY_PRIVATE)
+    ?.getChild("storage", NS_LEGACY_BOOKMARKS);
+}
+
+/** A failed bookmark IQ, told to the app (the bound room, the answer's error condition). */
+function reportBookmarkError(ctx: ProtocolContext, room: string, args: Record<string, unknown>) {
+  const condition = typeof args.condition === "string" ? args.condition : "error";
+  ctx.afterCommit(() => ctx.session.emit("bookmark-error", { room, condition }));
+}
+
+/**
+ * The answer to a write that needs nothing more when it succeeds (node configuration, private
+ * storage written): an error is reported. Serves several handler names, since stored handler
+ * rows refer to each of them.
+ */
+const reportIfFailed: HandlerFn = (hctx, args) => {
+  if (args.type === "result") return;
+  reportBookmarkError(hctx as ProtocolContext, String(args.room), args);
+};
+
 export function registerBookmarkHandlers(
   registry: HandlerRegistry,
   actions: BookmarkActions,
@@ -361,32 +399,18 @@ export function registerBookmarkHandlers(
       args.type === "result"
         ? parseAnswer(args.stanza)?.getChild("pubsub", NS_PUBSUB)?.getChild("items")
         : undefined;
-    const bookmarks = (items?.getChildren("item") ?? [])
-      .map((i) => parseConference(i.attrs.id ?? "", i.getChild("conference", NS_BOOKMARKS)))
-      .filter((b): b is Bookmark => b !== null);
+    const bookmarks = bookmarksIn(items);
     applyBookmarks(ctx, bookmarks, actions);
     // With #compat the server mirrors private storage into PEP: nothing more to read. Without it
     // (or with no PEP bookmarks at all) older clients' XEP-0048 private storage may hold rooms
     // PEP does not; a room in both is taken from PEP.
     if (bookmarks.length > 0 && serverHasCompat(ctx)) return;
-    ctx.sendIq(
-      xml(
-        "iq",
-        { type: "get" },
-        xml("query", { xmlns: NS_LEGACY_PRIVATE }, xml("storage", { xmlns: NS_LEGACY_BOOKMARKS })),
-      ),
-      ctx.session.registry.descriptor("lichen.bookmarks.legacy", {
-        skip: bookmarks.map((b) => b.room),
-      }),
-      { timeoutTicks: 60 },
-    );
+    readLegacyStorage(ctx, "lichen.bookmarks.legacy", { skip: bookmarks.map((b) => b.room) });
   });
   registry.define("lichen.bookmarks.legacy", (hctx, args) => {
     const ctx = hctx as ProtocolContext;
     if (args.type !== "result") return;
-    const storage = parseAnswer(args.stanza)
-      ?.getChild("query", NS_LEGACY_PRIVATE)
-      ?.getChild("storage", NS_LEGACY_BOOKMARKS);
+    const storage = legacyStorageIn(args.stanza);
     const skip = new Set(Array.isArray(args.skip) ? args.skip.map(String) : []);
     const bookmarks = (storage?.getChildren("conference") ?? [])
       .map((c) => parseConference(c.attrs.jid ?? "", c))
@@ -399,13 +423,9 @@ export function registerBookmarkHandlers(
     if (serverHasCompat(ctx)) return; // learned meanwhile: the server mirrors PEP itself
     if (args.type !== "result") {
       // Unreadable: writing now could wipe other clients' entries. Reported; the next change retries.
-      const condition = typeof args.condition === "string" ? args.condition : "error";
-      ctx.afterCommit(() => ctx.session.emit("bookmark-error", { room, condition }));
-      return;
+      return reportBookmarkError(ctx, room, args);
     }
-    const stored = parseAnswer(args.stanza)
-      ?.getChild("query", NS_LEGACY_PRIVATE)
-      ?.getChild("storage", NS_LEGACY_BOOKMARKS);
+    const stored = legacyStorageIn(args.stanza);
     ctx.sendIq(
       xml(
         "iq",
@@ -416,20 +436,8 @@ export function registerBookmarkHandlers(
       { timeoutTicks: 60 },
     );
   });
-  registry.define("lichen.bookmarks.configured", (hctx, args) => {
-    const ctx = hctx as ProtocolContext;
-    if (args.type === "result") return;
-    const room = String(args.room);
-    const condition = typeof args.condition === "string" ? args.condition : "error";
-    ctx.afterCommit(() => ctx.session.emit("bookmark-error", { room, condition }));
-  });
-  registry.define("lichen.bookmarks.legacy-written", (hctx, args) => {
-    const ctx = hctx as ProtocolContext;
-    if (args.type === "result") return;
-    const room = String(args.room);
-    const condition = typeof args.condition === "string" ? args.condition : "error";
-    ctx.afterCommit(() => ctx.session.emit("bookmark-error", { room, condition }));
-  });
+  registry.define("lichen.bookmarks.configured", reportIfFailed);
+  registry.define("lichen.bookmarks.legacy-written", reportIfFailed);
   registry.define("lichen.bookmarks.published", (hctx, args) => {
     const ctx = hctx as ProtocolContext;
     const room = String(args.room);
@@ -448,7 +456,6 @@ export function registerBookmarkHandlers(
       };
       return publishBookmark(ctx, b, { maxItems: false });
     }
-    const condition = typeof args.condition === "string" ? args.condition : "error";
-    ctx.afterCommit(() => ctx.session.emit("bookmark-error", { room, condition }));
+    reportBookmarkError(ctx, room, args);
   });
 }
