@@ -5,11 +5,79 @@ import { listRooms, openStore, type Store } from "@lichen/store";
 import { xml } from "@xmpp/client";
 import { afterAll, describe, expect, it } from "vitest";
 import { DurableSession, ensureAccount, joinRoom, leaveRoom } from "../src/index.js";
-import { startProsody } from "@lichen/test-servers";
+import { startProsody, type XmppTestServer } from "@lichen/test-servers";
 import { SERVERS, until, useEngineEnv } from "./helpers.js";
 import { next, roomOwner } from "./muc-helpers.js";
 
 const T = 180_000;
+const NS_PRIVATE = "jabber:iq:private";
+const NS_LEGACY_BOOKMARKS = "storage:bookmarks";
+const NS_BOOKMARKS = "urn:xmpp:bookmarks:1";
+const NS_PUBSUB = "http://jabber.org/protocol/pubsub";
+
+type El = {
+  attrs: Record<string, string>;
+  getChild(n: string, ns?: string): El | undefined;
+  getChildren(n: string): El[];
+  getChildText(n: string): string | null;
+  toString(): string;
+};
+
+const randomRoom = (server: XmppTestServer, prefix: string) =>
+  `${prefix}-${Math.random().toString(36).slice(2, 8)}@${server.mucDomain}`;
+
+/** Bob owns a new persistent room (the room the devices bookmark). */
+async function ownedRoom(server: XmppTestServer, prefix: string) {
+  const bob = await roomOwner(server);
+  const room = randomRoom(server, prefix);
+  await bob.create(room);
+  return { bob, room };
+}
+
+/**
+ * Another, plain client of `user`'s account: as an older client it reads and writes XEP-0048
+ * private storage, as a XEP-0402 client it deletes PEP bookmarks.
+ */
+async function otherClient(server: XmppTestServer, user: string, resource: string) {
+  const owner = await roomOwner(server, { user, resource });
+  const { iqCaller } = owner.xmpp;
+  return {
+    ...owner,
+    /** The account's features (disco#info on its bare JID). */
+    accountFeatures: async () =>
+      (
+        (await iqCaller.get(
+          xml("query", { xmlns: "http://jabber.org/protocol/disco#info" }),
+          `${user}@localhost`,
+        )) as El
+      )
+        .getChildren("feature")
+        .map((f) => f.attrs.var),
+    privateStorage: async () =>
+      (
+        (await iqCaller.get(
+          xml("query", { xmlns: NS_PRIVATE }, xml("storage", { xmlns: NS_LEGACY_BOOKMARKS })),
+        )) as El
+      ).getChild("storage", NS_LEGACY_BOOKMARKS),
+    writePrivateStorage: (...children: ReturnType<typeof xml>[]) =>
+      iqCaller.set(
+        xml(
+          "query",
+          { xmlns: NS_PRIVATE },
+          xml("storage", { xmlns: NS_LEGACY_BOOKMARKS }, ...children),
+        ),
+      ),
+    /** Deletes the room's PEP bookmark, as XEP-0402 §3.4 says (notify). */
+    retractBookmark: (room: string) =>
+      iqCaller.set(
+        xml(
+          "pubsub",
+          { xmlns: NS_PUBSUB },
+          xml("retract", { node: NS_BOOKMARKS, notify: "true" }, xml("item", { id: room })),
+        ),
+      ),
+  };
+}
 
 describe.each(SERVERS)("XEP-0402 bookmarks across devices on %s", (kind, start) => {
   const env = useEngineEnv(start, {
@@ -28,23 +96,28 @@ describe.each(SERVERS)("XEP-0402 bookmarks across devices on %s", (kind, start) 
     ensureAccount(store, { id: user, jid: `${user}@localhost`, resource });
     return { store, session: new DurableSession({ store, ...env.config(user), resource }) };
   };
-  const roomName = (p: string) =>
-    `${p}-${Math.random().toString(36).slice(2, 8)}@${env.server.mucDomain}`;
+  const roomName = (p: string) => randomRoom(env.server, p);
+  /** Alice's phone (env.session) and another device of hers; `connect()` connects both. */
+  const phoneAndTablet = (tabletResource: string) => {
+    const phone = env.session();
+    const tablet = device("alice", tabletResource);
+    const connect = async () => {
+      await phone.connect();
+      await tablet.session.connect();
+      await tablet.session.syncBarrier();
+    };
+    return { phone, tablet, connect };
+  };
 
   it(
     "a join on one device is bookmarked and auto-joined by the other, live and after a restart",
     async () => {
-      const bob = await roomOwner(env.server);
-      const live = roomName("live");
+      const { bob, room: live } = await ownedRoom(env.server, "live");
       const later = roomName("later");
-      await bob.create(live);
       await bob.create(later);
-      const phone = env.session();
-      const tablet = device("alice", "tablet");
+      const { phone, tablet, connect } = phoneAndTablet("tablet");
       try {
-        await phone.connect();
-        await tablet.session.connect();
-        await tablet.session.syncBarrier();
+        await connect();
 
         // The phone joins: its bookmark (autojoin) reaches the tablet by PEP, which joins too.
         const tabletJoined = next(tablet.session, "room-joined", (r) => r === live);
@@ -100,12 +173,9 @@ describe.each(SERVERS)("XEP-0402 bookmarks across devices on %s", (kind, start) 
     "another device's join refused for itself (a room still being created answers item-not-found) does not make this one leave",
     async () => {
       const fresh = roomName("fresh"); // nobody made it: the phone's join creates it
-      const phone = env.session();
-      const tablet = device("alice", "tablet2");
+      const { phone, tablet, connect } = phoneAndTablet("tablet2");
       try {
-        await phone.connect();
-        await tablet.session.connect();
-        await tablet.session.syncBarrier();
+        await connect();
         // Prosody keeps a new room locked until its owner configures it: the tablet's bookmark
         // join is refused (item-not-found); ejabberd lets it in.
         const tabletDone = Promise.race([
@@ -134,28 +204,15 @@ describe.each(SERVERS)("XEP-0402 bookmarks across devices on %s", (kind, start) 
   it(
     "a bookmark retracted on another device: the room is left, unbookmarked and not joined again after a restart",
     async () => {
-      const bob = await roomOwner(env.server);
-      const room = roomName("retract");
-      await bob.create(room);
+      const { bob, room } = await ownedRoom(env.server, "retract");
       const leftSeenByBob = new Promise<void>((resolve) =>
         bob.xmpp.on("stanza", (st: { attrs: Record<string, string> }) => {
           if (st.attrs.from === `${room}/alice` && st.attrs.type === "unavailable") resolve();
         }),
       );
       const phone = env.session();
-      const other = await roomOwner(env.server, { user: "alice", resource: "other" });
-      const inPrivateStorage = async () =>
-        (
-          (await other.xmpp.iqCaller.get(
-            xml(
-              "query",
-              { xmlns: "jabber:iq:private" },
-              xml("storage", { xmlns: "storage:bookmarks" }),
-            ),
-          )) as { toString(): string }
-        )
-          .toString()
-          .includes(room);
+      const other = await otherClient(env.server, "alice", "other");
+      const inPrivateStorage = async () => String(await other.privateStorage()).includes(room);
       try {
         await phone.connect();
         const published = next(phone, "bookmarks", (b) => b.some((x) => x.room === room));
@@ -172,22 +229,12 @@ describe.each(SERVERS)("XEP-0402 bookmarks across devices on %s", (kind, start) 
             xml(
               "pubsub",
               { xmlns: "http://jabber.org/protocol/pubsub#owner" },
-              xml("configure", { node: "urn:xmpp:bookmarks:1" }),
+              xml("configure", { node: NS_BOOKMARKS }),
             ),
           )) as { toString(): string };
           return /var="pubsub#notify_retract"[^]*?<value>(1|true)<\/value>/.test(form.toString());
         }, "the bookmarks node notifies retractions");
-        await other.xmpp.iqCaller.set(
-          xml(
-            "pubsub",
-            { xmlns: "http://jabber.org/protocol/pubsub" },
-            xml(
-              "retract",
-              { node: "urn:xmpp:bookmarks:1", notify: "true" },
-              xml("item", { id: room }),
-            ),
-          ),
-        );
+        await other.retractBookmark(room);
         if (kind === "ejabberd") {
           // Measured: ejabberd 23.01 sends no retract notification to the account's other
           // resources, with notify='true' and with pubsub#notify_retract=1 alike. The item is
@@ -212,11 +259,7 @@ describe.each(SERVERS)("XEP-0402 bookmarks across devices on %s", (kind, start) 
         });
         // Leaving did not publish the deleted bookmark again.
         const items = (await other.xmpp.iqCaller.get(
-          xml(
-            "pubsub",
-            { xmlns: "http://jabber.org/protocol/pubsub" },
-            xml("items", { node: "urn:xmpp:bookmarks:1" }),
-          ),
+          xml("pubsub", { xmlns: NS_PUBSUB }, xml("items", { node: NS_BOOKMARKS })),
         )) as { getChild(n: string): { getChildren(n: string): { attrs: { id?: string } }[] } };
         expect(
           items
@@ -249,53 +292,25 @@ describe.each(SERVERS)("XEP-0402 bookmarks across devices on %s", (kind, start) 
   it(
     "without #compat, joins and leaves are written to XEP-0048 private storage too (other clients' entries kept); a device with no PEP bookmarks joins from it",
     async () => {
-      const bob = await roomOwner(env.server);
-      const room = roomName("legacy-write");
+      const { bob, room } = await ownedRoom(env.server, "legacy-write");
       const foreign = roomName("foreign");
-      await bob.create(room);
       // An older client of dave's: reads and writes private storage only.
-      const old = await roomOwner(env.server, { user: "dave", resource: "old" });
-      const NS_PRIVATE = "jabber:iq:private";
-      type El = {
-        attrs: Record<string, string>;
-        getChild(n: string, ns?: string): El | undefined;
-        getChildren(n: string): El[];
-        getChildText(n: string): string | null;
-      };
-      const privateStorage = async () =>
-        (
-          (await old.xmpp.iqCaller.get(
-            xml("query", { xmlns: NS_PRIVATE }, xml("storage", { xmlns: "storage:bookmarks" })),
-          )) as El
-        ).getChild("storage", "storage:bookmarks");
+      const old = await otherClient(env.server, "dave", "old");
+      const privateStorage = old.privateStorage;
       let lastStorage = "";
       const conferenceOf = async (jid: string) =>
         (await privateStorage())?.getChildren("conference").find((c) => c.attrs.jid === jid);
       try {
         // Precondition: neither test server mirrors XEP-0048 itself (Prosody runs without
         // mod_bookmarks; ejabberd 23.01 advertises only urn:xmpp:bookmarks-conversion:0).
-        const info = (await old.xmpp.iqCaller.get(
-          xml("query", { xmlns: "http://jabber.org/protocol/disco#info" }),
-          "dave@localhost",
-        )) as El;
-        expect(info.getChildren("feature").map((f) => f.attrs.var)).not.toContain(
-          "urn:xmpp:bookmarks:1#compat",
-        );
-        await old.xmpp.iqCaller.set(
+        expect(await old.accountFeatures()).not.toContain("urn:xmpp:bookmarks:1#compat");
+        await old.writePrivateStorage(
           xml(
-            "query",
-            { xmlns: NS_PRIVATE },
-            xml(
-              "storage",
-              { xmlns: "storage:bookmarks" },
-              xml(
-                "conference",
-                { jid: foreign, autojoin: "false", name: "Foreign" },
-                xml("password", {}, "secret"),
-              ),
-              xml("url", { name: "Site", url: "https://example.org/" }),
-            ),
+            "conference",
+            { jid: foreign, autojoin: "false", name: "Foreign" },
+            xml("password", {}, "secret"),
           ),
+          xml("url", { name: "Site", url: "https://example.org/" }),
         );
         const phone = device("dave", "phone");
         await phone.session.connect();
@@ -335,7 +350,7 @@ describe.each(SERVERS)("XEP-0402 bookmarks across devices on %s", (kind, start) 
             xml(
               "pubsub",
               { xmlns: "http://jabber.org/protocol/pubsub#owner" },
-              xml("delete", { node: "urn:xmpp:bookmarks:1" }),
+              xml("delete", { node: NS_BOOKMARKS }),
             ),
           )
           .catch(() => {});
@@ -358,21 +373,11 @@ describe.each(SERVERS)("XEP-0402 bookmarks across devices on %s", (kind, start) 
   it(
     "XEP-0048 private storage is read when there are no PEP bookmarks",
     async () => {
-      const bob = await roomOwner(env.server);
-      const old = roomName("legacy");
-      await bob.create(old);
+      const { bob, room: old } = await ownedRoom(env.server, "legacy");
       // An older client of carol's wrote her bookmarks to private storage only.
-      const oldClient = await roomOwner(env.server, { user: "carol", resource: "old" });
-      await oldClient.xmpp.iqCaller.set(
-        xml(
-          "query",
-          { xmlns: "jabber:iq:private" },
-          xml(
-            "storage",
-            { xmlns: "storage:bookmarks" },
-            xml("conference", { jid: old, autojoin: "true", name: "Old" }, xml("nick", {}, "caro")),
-          ),
-        ),
+      const oldClient = await otherClient(env.server, "carol", "old");
+      await oldClient.writePrivateStorage(
+        xml("conference", { jid: old, autojoin: "true", name: "Old" }, xml("nick", {}, "caro")),
       );
       await oldClient.stop();
       const carol = device("carol", "phone");
@@ -403,46 +408,24 @@ describe("XEP-0402 bookmarks with #compat (Prosody with mod_bookmarks, Debian's 
   it(
     "the account advertises #compat; a join reaches XEP-0048-only clients through the server, a retraction elsewhere leaves the room",
     async () => {
-      const bob = await roomOwner(env.server);
-      const room = `compat-${Math.random().toString(36).slice(2, 8)}@${env.server.mucDomain}`;
-      await bob.create(room);
-      const old = await roomOwner(env.server, { user: "alice", resource: "old" });
+      const { bob, room } = await ownedRoom(env.server, "compat");
+      const old = await otherClient(env.server, "alice", "old");
       const phone = env.session();
       try {
-        const info = (await old.xmpp.iqCaller.get(
-          xml("query", { xmlns: "http://jabber.org/protocol/disco#info" }),
-          "alice@localhost",
-        )) as { toString(): string };
-        expect(info.toString()).toContain("urn:xmpp:bookmarks:1#compat");
+        expect(await old.accountFeatures()).toContain("urn:xmpp:bookmarks:1#compat");
         await phone.connect();
         const published = next(phone, "bookmarks", (b) => b.some((x) => x.room === room));
         const joined = next(phone, "room-joined", (r) => r === room);
         phone.write((ctx) => joinRoom(ctx, room, "alice"));
         await Promise.all([published, joined]);
         // With #compat we write PEP only; the server's bridge mirrors it into private storage.
-        await until(async () => {
-          const q = (await old.xmpp.iqCaller.get(
-            xml(
-              "query",
-              { xmlns: "jabber:iq:private" },
-              xml("storage", { xmlns: "storage:bookmarks" }),
-            ),
-          )) as { toString(): string };
-          return q.toString().includes(room);
-        }, "the join in private storage (mirrored by mod_bookmarks)");
+        await until(
+          async () => String(await old.privateStorage()).includes(room),
+          "the join in private storage (mirrored by mod_bookmarks)",
+        );
 
         const left = next(phone, "room-left", (e) => e.room === room);
-        await old.xmpp.iqCaller.set(
-          xml(
-            "pubsub",
-            { xmlns: "http://jabber.org/protocol/pubsub" },
-            xml(
-              "retract",
-              { node: "urn:xmpp:bookmarks:1", notify: "true" },
-              xml("item", { id: room }),
-            ),
-          ),
-        );
+        await old.retractBookmark(room);
         expect((await left)[0]).toMatchObject({ detail: "bookmark removed on another device" });
         expect(listRooms(env.store, "alice").find((r) => r.jid === room)).toMatchObject({
           bookmarked: false,
