@@ -22,6 +22,7 @@ import {
   NS_UPLOAD,
   shareToOutbox,
   type ShareInput,
+  type UploadRetryPolicy,
 } from "../src/index.js";
 import { accountConfig, SERVERS, until, useEngineEnv } from "./helpers.js";
 
@@ -89,6 +90,42 @@ describe.each(SERVERS)("media (XEP-0363 + OOB) on %s", (kind, start) => {
     env.store.read((tx) =>
       tx.select().from(tables.shareOutbox).where(eq(tables.shareOutbox.id, id)).get(),
     );
+  /** The outbox row once it is sent or failed (`what` describes the wait on failure). */
+  const outboxSettled = (id: string, what: string | (() => string)) =>
+    until(() => {
+      const r = outboxRow(id);
+      return r?.state === "sent" || r?.state === "failed" ? r : null;
+    }, what);
+  /** Bob got the share's message exactly once (after alice's session and bob's are idle); its URL. */
+  async function bobGotOnce(app: AppController, id: string): Promise<string> {
+    const url = await until(() => bobMessages(id)[0]?.body, "bob got the message");
+    await app.session!.idle();
+    await bob.syncBarrier();
+    expect(bobMessages(id)).toHaveLength(1);
+    return url;
+  }
+  /** Bob downloads the attachment of `url`: the same bytes as were shared. */
+  async function bobDownloadsIntact(url: string, bytes: Buffer, acceptTypes: string[] = []) {
+    const got = await downloadAttachment({
+      store: bobStore,
+      attachment: { id: bobAttachment(url)!.id },
+      attachmentDir: bobFiles(),
+      maxBytes: 10 * 1024 * 1024,
+      acceptTypes,
+    });
+    expect(sha(readFileSync(got.path))).toBe(sha(bytes));
+  }
+  /** Alice's cached XEP-0363 discovery points at `jid` (a peer playing the upload service). */
+  const pointUploadServiceAt = (jid: string) =>
+    env.store.write((tx) =>
+      tx
+        .insert(tables.uploadServices)
+        .values({ accountId: "alice", jid, maxSize: null, discoveredAt: tx.now })
+        .onConflictDoUpdate({ target: tables.uploadServices.accountId, set: { jid } })
+        .run(),
+    );
+  /** Forget the cached discovery: the server's real upload service again. */
+  const forgetUploadService = () => env.store.write((tx) => tx.delete(tables.uploadServices).run());
 
   let imageUrl = "";
   let image: Buffer = Buffer.alloc(0);
@@ -232,10 +269,7 @@ describe.each(SERVERS)("media (XEP-0363 + OOB) on %s", (kind, start) => {
       });
       try {
         await app.foreground();
-        const done = await until(() => {
-          const r = outboxRow(item.id);
-          return r?.state === "sent" || r?.state === "failed" ? r : null;
-        }, "encrypted file sent");
+        const done = await outboxSettled(item.id, "encrypted file sent");
         expect(done).toMatchObject({ state: "sent", error: null });
         const url = await until(() => bobMessages(item.id)[0]?.body, "bob got the message");
         expect(url).toMatch(/^aesgcm:\/\/localhost:\d+\/.+#[0-9a-f]{88}$/);
@@ -325,26 +359,13 @@ describe.each(SERVERS)("media (XEP-0363 + OOB) on %s", (kind, start) => {
       app.on("session", () => app.media!.on("failed", (f) => void failures.push(f.error.message)));
       try {
         await app.foreground();
-        const done = await until(
-          () => {
-            const r = outboxRow(item.id);
-            return r?.state === "sent" || r?.state === "failed" ? r : null;
-          },
+        const done = await outboxSettled(
+          item.id,
           () => `restarted upload sent or failed (transfer errors: ${failures.join("; ")})`,
         );
         expect(done).toMatchObject({ state: "sent", error: null });
-        const url = await until(() => bobMessages(item.id)[0]?.body, "bob got the message");
-        await app.session!.idle();
-        await bob.syncBarrier();
-        expect(bobMessages(item.id)).toHaveLength(1);
-        const got = await downloadAttachment({
-          store: bobStore,
-          attachment: { id: bobAttachment(url)!.id },
-          attachmentDir: bobFiles(),
-          maxBytes: 10 * 1024 * 1024,
-          acceptTypes: ["video/*"],
-        });
-        expect(sha(readFileSync(got.path))).toBe(sha(file));
+        const url = await bobGotOnce(app, item.id);
+        await bobDownloadsIntact(url, file, ["video/*"]);
       } finally {
         await app.close();
       }
@@ -455,84 +476,60 @@ describe.each(SERVERS)("media (XEP-0363 + OOB) on %s", (kind, start) => {
         }
         return slot;
       });
-      env.store.write((tx) =>
-        tx
-          .insert(tables.uploadServices)
-          .values({
-            accountId: "alice",
-            jid: "mallory@localhost/relay",
-            maxSize: null,
-            discoveredAt: tx.now,
-          })
-          .onConflictDoUpdate({
-            target: tables.uploadServices.accountId,
-            set: { jid: "mallory@localhost/relay" },
-          })
-          .run(),
-      );
+      pointUploadServiceAt("mallory@localhost/relay");
     });
     afterAll(async () => {
-      env.store.write((tx) => tx.delete(tables.uploadServices).run());
+      forgetUploadService();
       await relay?.stop();
       await new Promise((r) => proxy?.close(r));
     });
 
-    /** Retry timers that record the delay asked and run at once (no waiting in the test). */
-    function immediateTimers() {
-      const delays: number[] = [];
-      return {
-        delays,
-        timers: {
-          setTimeout: (fn: () => void, ms: number) => {
-            delays.push(ms);
-            return setImmediate(fn);
-          },
-          clearTimeout: (h: unknown) => clearImmediate(h as NodeJS.Immediate),
-        },
-      };
-    }
-
-    function shareFile(name: string, bytes: Buffer) {
+    /**
+     * A 1 MiB file shared to bob, and alice's app with retry timers that record the delay asked
+     * and run at once (no waiting in the test); the proxy breaks the next `breakNext` PUTs.
+     * `retries` and `failures` are the media events the app reported.
+     */
+    function shareThroughBrokenLink(name: string, retry: UploadRetryPolicy, breakNext: number) {
+      const file = randomBytes(1024 * 1024);
       const src = join(env.dir, name);
-      writeFileSync(src, bytes);
-      return share({ kind: "file", file: { sourcePath: src, mimeType: "application/zip" } });
-    }
-
-    async function downloadsIntact(url: string, bytes: Buffer) {
-      const got = await downloadAttachment({
-        store: bobStore,
-        attachment: { id: bobAttachment(url)!.id },
-        attachmentDir: bobFiles(),
-        maxBytes: 10 * 1024 * 1024,
-        acceptTypes: [],
+      writeFileSync(src, file);
+      const item = share({ kind: "file", file: { sourcePath: src, mimeType: "application/zip" } });
+      const delays: number[] = [];
+      const timers = {
+        setTimeout: (fn: () => void, ms: number) => {
+          delays.push(ms);
+          return setImmediate(fn);
+        },
+        clearTimeout: (h: unknown) => clearImmediate(h as NodeJS.Immediate),
+      };
+      const app = new AppController(env.store, env.config(), {
+        reconnect: false,
+        media: { retry: { timers, ...retry } },
       });
-      expect(sha(readFileSync(got.path))).toBe(sha(bytes));
+      const retries: string[] = [];
+      const failures: string[] = [];
+      app.on("session", () => {
+        app.media!.on("retrying", (r) => void retries.push(`${r.attempt}:${r.error.code}`));
+        app.media!.on("failed", (f) => void failures.push(`${f.id}:${f.error.code}`));
+      });
+      breakPuts = breakNext;
+      puts = 0;
+      slotRequests = 0;
+      return { file, item, app, delays, retries, failures };
     }
 
     it(
       "the first PUT breaks midway: retried after a back-off without a resume, the message sent once",
       async () => {
-        const file = randomBytes(1024 * 1024);
-        const item = shareFile("retry.zip", file);
-        const { delays, timers } = immediateTimers();
-        const app = new AppController(env.store, env.config(), {
-          reconnect: false,
-          media: { retry: { timers, initialDelayMs: 1000, random: () => 0.5 } },
-        });
-        const retries: string[] = [];
-        app.on("session", () =>
-          app.media!.on("retrying", (r) => void retries.push(`${r.attempt}:${r.error.code}`)),
+        const { file, item, app, delays, retries } = shareThroughBrokenLink(
+          "retry.zip",
+          { initialDelayMs: 1000, random: () => 0.5 },
+          1,
         );
-        breakPuts = 1;
-        puts = 0;
-        slotRequests = 0;
         try {
           await app.foreground();
-          const done = await until(
-            () => {
-              const r = outboxRow(item.id);
-              return r?.state === "sent" || r?.state === "failed" ? r : null;
-            },
+          const done = await outboxSettled(
+            item.id,
             () =>
               `upload sent after a broken PUT (retries ${retries.join(", ")}, PUTs ${puts}, slots ${slotRequests})`,
           );
@@ -542,12 +539,9 @@ describe.each(SERVERS)("media (XEP-0363 + OOB) on %s", (kind, start) => {
           expect(delays[0]).toBe(750); // initialDelayMs 1000, half of it jitter at 0.5
           expect(puts).toBeGreaterThanOrEqual(2);
           expect(slotRequests).toBeGreaterThanOrEqual(1); // ejabberd: a second one (single-use)
-          const url = await until(() => bobMessages(item.id)[0]?.body, "bob got the message");
+          const url = await bobGotOnce(app, item.id);
           expect(url).toContain(`:${proxyPort}/`);
-          await app.session!.idle();
-          await bob.syncBarrier();
-          expect(bobMessages(item.id)).toHaveLength(1);
-          await downloadsIntact(url, file);
+          await bobDownloadsIntact(url, file);
         } finally {
           await app.close();
         }
@@ -558,19 +552,11 @@ describe.each(SERVERS)("media (XEP-0363 + OOB) on %s", (kind, start) => {
     it(
       "every PUT breaks: the retries stop after maxAttempts (row kept uploading, nothing sent); the next foreground sends it once",
       async () => {
-        const file = randomBytes(1024 * 1024);
-        const item = shareFile("gives-up.zip", file);
-        const { delays, timers } = immediateTimers();
-        const app = new AppController(env.store, env.config(), {
-          reconnect: false,
-          media: { retry: { timers, maxAttempts: 2 } },
-        });
-        const failures: string[] = [];
-        app.on("session", () =>
-          app.media!.on("failed", (f) => void failures.push(`${f.id}:${f.error.code}`)),
+        const { file, item, app, delays, failures } = shareThroughBrokenLink(
+          "gives-up.zip",
+          { maxAttempts: 2 },
+          1000,
         );
-        breakPuts = 1000;
-        puts = 0;
         try {
           await app.foreground();
           await until(
@@ -591,16 +577,10 @@ describe.each(SERVERS)("media (XEP-0363 + OOB) on %s", (kind, start) => {
           breakPuts = 0;
           await app.background();
           await app.foreground();
-          const done = await until(() => {
-            const r = outboxRow(item.id);
-            return r?.state === "sent" || r?.state === "failed" ? r : null;
-          }, "sent after the resume");
+          const done = await outboxSettled(item.id, "sent after the resume");
           expect(done).toMatchObject({ state: "sent", error: null });
-          const url = await until(() => bobMessages(item.id)[0]?.body, "bob got the message");
-          await app.session!.idle();
-          await bob.syncBarrier();
-          expect(bobMessages(item.id)).toHaveLength(1);
-          await downloadsIntact(url, file);
+          const url = await bobGotOnce(app, item.id);
+          await bobDownloadsIntact(url, file);
         } finally {
           breakPuts = 0;
           await app.close();
@@ -647,24 +627,6 @@ describe.each(SERVERS)("media (XEP-0363 + OOB) on %s", (kind, start) => {
         xml("slot", { xmlns: NS_UPLOAD }, xml("put", { url: put }), xml("get", { url: get })),
       );
 
-    function pointDiscoveryAtMallory() {
-      env.store.write((tx) =>
-        tx
-          .insert(tables.uploadServices)
-          .values({
-            accountId: "alice",
-            jid: "mallory@localhost/svc",
-            maxSize: null,
-            discoveredAt: tx.now,
-          })
-          .onConflictDoUpdate({
-            target: tables.uploadServices.accountId,
-            set: { jid: "mallory@localhost/svc" },
-          })
-          .run(),
-      );
-    }
-
     async function sendAndExpectFailure(src: string, pattern: RegExp) {
       const item = share({ kind: "file", file: { sourcePath: src, mimeType: "application/zip" } });
       const app = new AppController(env.store, env.config(), { reconnect: false });
@@ -688,7 +650,7 @@ describe.each(SERVERS)("media (XEP-0363 + OOB) on %s", (kind, start) => {
     it(
       "slots with a non-HTTP URL or a PUT host other than the GET host, and 413/403 answers, fail the row with their error",
       async () => {
-        pointDiscoveryAtMallory();
+        pointUploadServiceAt("mallory@localhost/svc");
         const src = join(env.dir, "a.zip");
         writeFileSync(src, randomBytes(1000));
         slot = () => slotOf("ftp://localhost/a.zip", "ftp://localhost/a.zip");
@@ -723,7 +685,7 @@ describe.each(SERVERS)("media (XEP-0363 + OOB) on %s", (kind, start) => {
           );
         await sendAndExpectFailure(src, /^slot-refused: .*not-acceptable \(no a\.zip\)/);
         // The real service again for the rest.
-        env.store.write((tx) => tx.delete(tables.uploadServices).run());
+        forgetUploadService();
       },
       T,
     );
