@@ -1,13 +1,12 @@
 // `lichen-chat push enable|disable|status` end to end with real parts: the BUILT lichen-chat against
 // real Prosody and ejabberd, the BUILT `lichen-push` daemon (its own process, a config file)
 // attached to the server's component port, and the APNs simulator it delivers to.
-import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { generateApnsKey, startApnsSimulator, type ApnsSimulator } from "@lichen/push-simulators";
 import { startEjabberd, startProsody, type XmppTestServer } from "@lichen/test-servers";
-import { lichenPushConfig } from "@lichen/test-kit";
+import { lichenPushConfig, startLichenPush, type LichenPushDaemon } from "@lichen/test-kit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { requireBuiltCli, runCli, startPeer, until } from "./helpers.js";
 import { createRoom, sayInRoom } from "./rooms-peer.js";
@@ -20,14 +19,13 @@ const TOKEN_B = "b8".repeat(32);
 const TOKEN_ROOM = "c9".repeat(32);
 const PUSH_CLI = join(import.meta.dirname, "..", "..", "push-server", "dist", "cli.js");
 
-/** The lichen-push daemon as a process, with its JSON log collected. */
+/** The lichen-push daemon as a process (on the server's component port), online. */
 async function startPushDaemon(
   server: XmppTestServer,
   sim: ApnsSimulator,
   key: ReturnType<typeof generateApnsKey>,
   dir: string,
 ) {
-  if (!existsSync(PUSH_CLI)) throw new Error(`${PUSH_CLI} is missing: run "npm run build" first`);
   const keyFile = join(dir, "apns.p8");
   writeFileSync(keyFile, key.privateKeyPem);
   const config = join(dir, "push.yaml");
@@ -52,21 +50,7 @@ async function startPushDaemon(
       http: { port: 0 },
     }),
   );
-  const child = spawn(process.execPath, [PUSH_CLI, "start", "--config", config], {
-    stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, LICHEN_LOG_FORMAT: "json" },
-  });
-  let log = "";
-  child.stdout!.on("data", (d: Buffer) => (log += d.toString()));
-  child.stderr!.on("data", (d: Buffer) => (log += d.toString()));
-  await until(
-    () => log.includes('"msg":"component online"') || child.exitCode !== null,
-    "lichen-push attached to the server's component port",
-    60_000,
-  );
-  if (child.exitCode !== null) throw new Error(`lichen-push exited: ${log}`);
-  const port = Number(/"http":"127\.0\.0\.1:(\d+)"/.exec(log)?.[1]);
-  return { child, log: () => log, port };
+  return startLichenPush({ cli: PUSH_CLI, configFile: config });
 }
 
 /** Push requests the daemon received from the XMPP server (every outcome), from /metrics. */
@@ -77,20 +61,13 @@ async function pushRequests(port: number): Promise<number> {
   return n;
 }
 
-function stop(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  const exited = new Promise<void>((r) => child.once("exit", () => r()));
-  child.kill("SIGTERM");
-  return exited;
-}
-
 describe.each([
   ["Prosody", startProsody],
   ["ejabberd", startEjabberd],
 ] as const)("lichen-chat push against %s and lichen-push", (_name, startServer) => {
   let server: XmppTestServer;
   let sim: ApnsSimulator;
-  let daemon: Awaited<ReturnType<typeof startPushDaemon>>;
+  let daemon: LichenPushDaemon;
   let db: string;
   const cli = (...args: string[]) => runCli(db, args);
   const status = async () => {
@@ -114,7 +91,7 @@ describe.each([
     daemon = await startPushDaemon(server, sim, key, dir);
   }, T);
   afterAll(async () => {
-    if (daemon) await stop(daemon.child);
+    await daemon?.stop();
     await sim?.stop();
     await server?.stop();
   }, T);
@@ -235,7 +212,7 @@ describe.each([
         expect(again.code).toBe(0);
         expect(again.stderr).toContain("push is not enabled");
 
-        const before = await pushRequests(daemon.port);
+        const before = await pushRequests(daemon.httpPort);
         expect(before).toBeGreaterThanOrEqual(1);
         await bob.send(ALICE, "no-push-please");
         // Barrier: enable a fresh token, one more message. The server sends push requests in
@@ -257,8 +234,8 @@ describe.each([
         expect(tail.stdout).toContain("no-push-please");
         await bob.send(ALICE, "barrier");
         await sim.waitForDeliveries(1, 60_000, TOKEN_B);
-        await until(async () => (await pushRequests(daemon.port)) > before, "barrier counted");
-        expect((await pushRequests(daemon.port)) - before).toBe(1); // the barrier only
+        await until(async () => (await pushRequests(daemon.httpPort)) > before, "barrier counted");
+        expect((await pushRequests(daemon.httpPort)) - before).toBe(1); // the barrier only
         expect(sim.deliveriesFor(TOKEN_A)).toHaveLength(1);
 
         // status reads the database: it works with the server gone.

@@ -1,6 +1,6 @@
 // The real push chain on loopback: a user's XMPP server (started by the caller), the real
 // `lichen-push` daemon as an XEP-0114 component of it, and the APNs simulator it pushes to.
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn } from "node:child_process";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
@@ -13,8 +13,8 @@ import {
   type ApnsSimulator,
 } from "@lichen/push-simulators";
 import { openStore } from "@lichen/store";
-import { lichenPushConfig, until } from "@lichen/test-kit";
-import { freePort, type XmppTestServer } from "@lichen/test-servers";
+import { lichenPushConfig, startLichenPush, type LichenPushDaemon } from "@lichen/test-kit";
+import type { XmppTestServer } from "@lichen/test-servers";
 
 export interface PushChain {
   readonly apns: ApnsSimulator;
@@ -41,7 +41,7 @@ const LICHEN_CHAT = join(dirname(require.resolve("@lichen/chat/package.json")), 
 
 /**
  * Starts the APNs simulator and the real `lichen-push` daemon connected to `server`'s component
- * port; resolves once the daemon's /healthz says it is online. `rateLimitWindow` is the
+ * port; resolves once the daemon's /healthz says it is online (startLichenPush). `rateLimitWindow` is the
  * appserver's per-token window (default "250ms": tests send messages back to back).
  */
 export async function startPushChain(
@@ -61,7 +61,6 @@ export async function startPushChain(
   const dir = mkdtempSync(join(tmpdir(), "lichen-device-chain-"));
   const keyFile = join(dir, "apns.p8");
   writeFileSync(keyFile, key.privateKeyPem);
-  const httpPort = await freePort();
   const config = join(dir, "push.yaml");
   const ios = {
     topic,
@@ -83,46 +82,31 @@ export async function startPushChain(
       apps: { ios, "ios-silent": { ...ios, pushType: "background" } },
       dataDir: dir,
       rateLimitWindow: opts.rateLimitWindow ?? "250ms",
-      http: { host: "127.0.0.1", port: httpPort },
+      http: { host: "127.0.0.1", port: 0 },
     }),
   );
-  const daemon: ChildProcess = spawn(process.execPath, [LICHEN_PUSH, "start", "--config", config], {
-    stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, LICHEN_LOG_FORMAT: "json" },
-  });
-  let log = "";
-  daemon.stdout!.on("data", (d) => (log += String(d)));
-  daemon.stderr!.on("data", (d) => (log += String(d)));
-  const exited = new Promise<void>((r) => daemon.once("exit", () => r()));
-  const stop = async () => {
-    if (daemon.exitCode === null && daemon.signalCode === null) daemon.kill("SIGTERM");
-    await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
-    if (daemon.exitCode === null && daemon.signalCode === null) daemon.kill("SIGKILL");
-    await exited;
-    await apns.stop();
-  };
+  let daemon: LichenPushDaemon;
   try {
-    await until(
-      async () => {
-        if (daemon.exitCode !== null) throw new Error(`lichen-push exited: ${log}`);
-        const r = await fetch(`http://127.0.0.1:${httpPort}/healthz`).catch(() => null);
-        return r?.status === 200;
-      },
-      () => `lichen-push online (component ${server.componentDomain}); log: ${log.slice(-2000)}`,
-      opts.timeoutMs ?? 60_000,
-      100,
-    );
+    daemon = await startLichenPush({
+      cli: LICHEN_PUSH,
+      configFile: config,
+      ...(opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : {}),
+    });
   } catch (err) {
-    await stop();
+    await apns.stop();
     throw err;
   }
+  const stop = async () => {
+    await daemon.stop();
+    await apns.stop();
+  };
   return {
     apns,
     appServerJid: server.componentDomain,
     pushModule: "ios",
     silentPushModule: "ios-silent",
     onDelivery: (l) => listeners.push(l),
-    daemonLog: () => log,
+    daemonLog: () => daemon.logLines().join("\n"),
     stop,
   };
 }

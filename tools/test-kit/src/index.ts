@@ -8,4 +8,10 @@ export { selfSignedCert, type SelfSignedCert, type CertOptions } from "./certs.j
 export { runBin, packageJson, type BinResult } from "./cli.js";
 export { roomConfigForm, PERSISTENT_ROOM, type XmlFactory } from "./muc.js";
 export { loadSchemaVectors, schemasDir, type SchemaVector } from "./vectors.js";
-export { lichenPushConfig, type LichenPushApnsApp } from "./lichen-push.js";
+export {
+  lichenPushConfig,
+  startLichenPush,
+  LichenPushStartError,
+  type LichenPushApnsApp,
+  type LichenPushDaemon,
+} from "./lichen-push.js";
