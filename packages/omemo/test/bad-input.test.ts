@@ -1,16 +1,10 @@
 import { createRequire } from "node:module";
 import { xml, type Element, type SessionPlugin } from "@lichen/engine";
-import {
-  startEjabberd,
-  startProsody,
-  startTestPeer,
-  type TestPeer,
-  type XmppTestServer,
-} from "@lichen/test-servers";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startEjabberd, startProsody, startTestPeer, type TestPeer } from "@lichen/test-servers";
+import { describe, expect, it } from "vitest";
 import { NS_OMEMO, OmemoError } from "../src/index.js";
 import { signal } from "../src/libsignal.js";
-import { online, openDevice, until, type Device } from "./helpers.js";
+import { online, openDevice, until, useServer, type Device } from "./helpers.js";
 
 const T = 180_000;
 // libsignal's protobuf codec, to forge a PreKeyWhisperMessage the way a replaying attacker would.
@@ -51,33 +45,27 @@ describe.each([
   ["prosody", startProsody],
   ["ejabberd", startEjabberd],
 ] as const)("OMEMO bad input on %s", (_name, start) => {
-  let server: XmppTestServer;
   let alice: Device;
   let bob: Device;
   let carol: Device;
   let mallory: TestPeer;
   const tamper = new Tamperer();
-  const all: Device[] = [];
-  beforeAll(async () => {
-    server = await start();
-    for (const u of ["alice", "bob", "carol", "dave", "mallory"])
-      await server.registerUser(u, `${u}pw`);
-    alice = await online(openDevice(server, "alice", "phone", { before: [tamper] }));
-    bob = await online(openDevice(server, "bob", "laptop"));
-    carol = await online(openDevice(server, "carol", "phone"));
-    all.push(alice, bob, carol);
-    mallory = await startTestPeer(server.c2sPort, "mallory", "mallorypw");
-    // A session both ways, and alice knows bob's device list.
-    await alice.omemo.send("bob@localhost", "hi bob");
-    await until(() => bob.messages("alice@localhost").length === 1, "bob has alice's message");
-    await bob.omemo.send("alice@localhost", "hi alice");
-    await until(() => alice.messages("bob@localhost").length === 2, "alice has bob's reply");
-  }, T);
-  afterAll(async () => {
-    for (const d of all) await d.close().catch(() => {});
-    await mallory?.stop();
-    await server?.stop();
-  }, T);
+  const env = useServer(start, ["alice", "bob", "carol", "dave", "mallory"], {
+    timeoutMs: T,
+    setUp: async ({ server, devices, stops }) => {
+      alice = await online(openDevice(server, "alice", "phone", { before: [tamper] }));
+      bob = await online(openDevice(server, "bob", "laptop"));
+      carol = await online(openDevice(server, "carol", "phone"));
+      devices.push(alice, bob, carol);
+      mallory = await startTestPeer(server.c2sPort, "mallory", "mallorypw");
+      stops.push(() => mallory.stop());
+      // A session both ways, and alice knows bob's device list.
+      await alice.omemo.send("bob@localhost", "hi bob");
+      await until(() => bob.messages("alice@localhost").length === 1, "bob has alice's message");
+      await bob.omemo.send("alice@localhost", "hi alice");
+      await until(() => alice.messages("bob@localhost").length === 2, "alice has bob's reply");
+    },
+  });
 
   const sessionRow = (jid: string) =>
     alice.store.sqlite.prepare("SELECT record FROM omemo_sessions WHERE jid = ?").get(jid);
@@ -258,8 +246,8 @@ describe.each([
           return null;
         },
       };
-      const dave = await online(openDevice(server, "dave", "phone", { before: [counter] }));
-      all.push(dave);
+      const dave = await online(openDevice(env.server, "dave", "phone", { before: [counter] }));
+      env.devices.push(dave);
       await dave.omemo.send("alice@localhost", "dave's first (prekey)");
       await until(() => alice.messages("dave@localhost").length === 1, "alice has dave's first");
       expect(lastFrom("dave@localhost").body).toBe("dave's first (prekey)");

@@ -109,22 +109,39 @@ export async function subscribeMutually(a: Device, b: Device): Promise<void> {
   );
 }
 
+/** What {@link useServer} gives a describe block (filled in its beforeAll). */
+export interface ServerEnv {
+  server: XmppTestServer;
+  /** Closed after the block. */
+  devices: Device[];
+  /** Other things to stop after the block (peers, third-party clients), after the devices. */
+  stops: (() => unknown)[];
+}
+
 /**
  * A real server for one describe block: started before it with `users` registered (password
- * `<user>pw`); after it, every device pushed to `devices` is closed and the server stopped.
+ * `<user>pw`), then `setUp` (the block's shared devices and peers: push them to `devices` and
+ * `stops`); after it, every device is closed, every stop run and the server stopped.
  */
 export function useServer(
   start: () => Promise<XmppTestServer>,
   users: string[],
-  timeoutMs = 180_000,
-): { server: XmppTestServer; devices: Device[] } {
-  const env = { server: undefined as unknown as XmppTestServer, devices: [] as Device[] };
+  o: { timeoutMs?: number; setUp?: (env: ServerEnv) => Promise<void> } = {},
+): ServerEnv {
+  const timeoutMs = o.timeoutMs ?? 180_000;
+  const env: ServerEnv = {
+    server: undefined as unknown as XmppTestServer,
+    devices: [],
+    stops: [],
+  };
   beforeAll(async () => {
     env.server = await start();
     for (const u of users) await env.server.registerUser(u, `${u}pw`);
+    await o.setUp?.(env);
   }, timeoutMs);
   afterAll(async () => {
     for (const d of env.devices) await d.close().catch(() => {});
+    for (const stop of env.stops) await stop();
     await (env.server as XmppTestServer | undefined)?.stop();
   }, timeoutMs);
   return env;

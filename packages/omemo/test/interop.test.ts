@@ -13,39 +13,43 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { listRoster, xml } from "@lichen/engine";
-import { requireInstalled, startProsody, type XmppTestServer } from "@lichen/test-servers";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { requireInstalled, startProsody } from "@lichen/test-servers";
+import { describe, expect, it } from "vitest";
 import { NS_OMEMO } from "../src/index.js";
-import { online, openDevice, until, type Device } from "./helpers.js";
+import { online, openDevice, until, useServer } from "./helpers.js";
 import { Profanity } from "./profanity.js";
 
 const T = 240_000;
 
 describe("OMEMO interop with Profanity 0.13 (Prosody)", () => {
-  let server: XmppTestServer;
   let ca: string;
   let profanity: Profanity | undefined;
-  const devices: Device[] = [];
-  beforeAll(async () => {
-    requireInstalled(["profanity"]); // fails (never skips) when missing
-    server = await startProsody({ tls: true });
-    ca = readFileSync(server.caCertPath, "utf8");
-    for (const u of ["alice", "bob"]) await server.registerUser(u, `${u}pw`);
-  }, T);
-  afterAll(async () => {
-    profanity?.stop();
-    if (profanity) rmSync(profanity.dir, { recursive: true, force: true });
-    for (const d of devices) await d.close().catch(() => {});
-    await server?.stop();
-  }, T);
+  const env = useServer(
+    () => {
+      requireInstalled(["profanity"]); // fails (never skips) when missing
+      return startProsody({ tls: true });
+    },
+    ["alice", "bob"],
+    {
+      timeoutMs: T,
+      setUp: async ({ server, stops }) => {
+        ca = readFileSync(server.caCertPath, "utf8");
+        stops.push(() => {
+          profanity?.stop();
+          if (profanity) rmSync(profanity.dir, { recursive: true, force: true });
+        });
+      },
+    },
+  );
+  const { devices } = env;
 
   it(
     "Lichen → Profanity (Lichen starts X3DH) and Profanity → Lichen",
     async () => {
       // alice: a Lichen device. bobHelper: a Lichen connection of Profanity's account that does
       // what Profanity does not (role nse: it publishes nothing of its own).
-      const alice = await online(openDevice(server, "alice", "phone", { ca }));
-      const bobHelper = openDevice(server, "bob", "helper", { ca, role: "nse" });
+      const alice = await online(openDevice(env.server, "alice", "phone", { ca }));
+      const bobHelper = openDevice(env.server, "bob", "helper", { ca, role: "nse" });
       devices.push(alice, bobHelper);
       await bobHelper.session.connect();
       // Mutual presence subscription (Profanity's bundle is presence-access).
@@ -77,7 +81,7 @@ describe("OMEMO interop with Profanity 0.13 (Prosody)", () => {
         mkdtempSync(join(tmpdir(), "lichen-profanity-")),
         "bob@localhost",
         "bobpw",
-        server.c2sPort,
+        env.server.c2sPort,
       ));
       pf.start();
       const pane = () =>
