@@ -11,7 +11,7 @@ import { fileURLToPath } from "node:url";
 import { openStore, tables } from "@lichen/store";
 import { startProsody, type XmppTestServer } from "@lichen/test-servers";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { requireBuiltCli, runCli, startPeer } from "./helpers.js";
+import { loginArgs, requireBuiltCli, runCli, startPeer } from "./helpers.js";
 
 const T = 120_000;
 const ALICE = "alice@localhost";
@@ -54,15 +54,7 @@ describe("lichen-chat on a damaged database (Prosody)", () => {
   it(
     "nse exits 1 naming the damage, send and tail refuse without writing, recover gives a usable file",
     async () => {
-      const login = await cli(
-        "login",
-        "--jid",
-        ALICE,
-        "--password",
-        "alicepw",
-        "--service",
-        `xmpp://127.0.0.1:${server.c2sPort}`,
-      );
+      const login = await cli(...loginArgs("alice", server.c2sPort));
       expect(login.code).toBe(0);
       // A chat history of several pages (ids 1..SEEDED), written as the app would have stored it.
       const seed = openStore({ path: db, role: "main" });

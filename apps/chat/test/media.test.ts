@@ -6,19 +6,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startProsody, type XmppTestServer } from "@lichen/test-servers";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { requireBuiltCli, runCli } from "./helpers.js";
+import { loginArgs, requireBuiltCli, runCli } from "./helpers.js";
 
 const T = 90_000;
 const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
-const login = (user: string, port: number) => [
-  "login",
-  "--jid",
-  `${user}@localhost`,
-  "--password",
-  `${user}pw`,
-  "--service",
-  `xmpp://127.0.0.1:${port}`,
-];
 
 describe("lichen-chat send --file / download (Prosody)", () => {
   let server: XmppTestServer;
@@ -39,8 +30,8 @@ describe("lichen-chat send --file / download (Prosody)", () => {
     async () => {
       const alice = join(dir, "alice.db");
       const bob = join(dir, "bob.db");
-      expect((await runCli(alice, login("alice", server.c2sPort))).code).toBe(0);
-      expect((await runCli(bob, login("bob", server.c2sPort))).code).toBe(0);
+      expect((await runCli(alice, loginArgs("alice", server.c2sPort))).code).toBe(0);
+      expect((await runCli(bob, loginArgs("bob", server.c2sPort))).code).toBe(0);
       const photo = randomBytes(2 * 1024 * 1024);
       const file = join(dir, "photo.jpg");
       writeFileSync(file, photo);

@@ -6,9 +6,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { generateApnsKey, startApnsSimulator, type ApnsSimulator } from "@lichen/push-simulators";
 import { startEjabberd, startProsody, type XmppTestServer } from "@lichen/test-servers";
-import { lichenPushConfig, startLichenPush, type LichenPushDaemon } from "@lichen/test-kit";
+import { lichenPushComponent, startLichenPush, type LichenPushDaemon } from "@lichen/test-kit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { requireBuiltCli, runCli, startPeer, until } from "./helpers.js";
+import { loginArgs, requireBuiltCli, runCli, startPeer, until } from "./helpers.js";
 import { createRoom, sayInRoom } from "./rooms-peer.js";
 
 const T = 180_000;
@@ -28,15 +28,11 @@ async function startPushDaemon(
 ) {
   const keyFile = join(dir, "apns.p8");
   writeFileSync(keyFile, key.privateKeyPem);
-  const config = join(dir, "push.yaml");
-  writeFileSync(
-    config,
-    lichenPushConfig({
-      component: {
-        port: server.componentPort,
-        domain: server.componentDomain,
-        secret: server.componentSecret,
-      },
+  return startLichenPush({
+    cli: PUSH_CLI,
+    configFile: join(dir, "push.yaml"),
+    config: {
+      component: lichenPushComponent(server),
       apps: {
         ios: {
           topic: TOPIC,
@@ -48,9 +44,8 @@ async function startPushDaemon(
       },
       dataDir: join(dir, "data"),
       http: { port: 0 },
-    }),
-  );
-  return startLichenPush({ cli: PUSH_CLI, configFile: config });
+    },
+  });
 }
 
 /** Push requests the daemon received from the XMPP server (every outcome), from /metrics. */
@@ -107,15 +102,7 @@ describe.each([
       const room = `push-${Math.random().toString(36).slice(2, 8)}@${server.mucDomain}`;
       try {
         await createRoom(owner, room);
-        const login = await carol(
-          "login",
-          "--jid",
-          "carol@localhost",
-          "--password",
-          "carolpw",
-          "--service",
-          `xmpp://127.0.0.1:${server.c2sPort}`,
-        );
+        const login = await carol(...loginArgs("carol", server.c2sPort));
         expect(login.code, login.stderr).toBe(0);
         const enable = await carol(
           "push",
@@ -167,15 +154,7 @@ describe.each([
     async () => {
       const bob = await startPeer(server.c2sPort, "bob", "bobpw");
       try {
-        const login = await cli(
-          "login",
-          "--jid",
-          ALICE,
-          "--password",
-          "alicepw",
-          "--service",
-          `xmpp://127.0.0.1:${server.c2sPort}`,
-        );
+        const login = await cli(...loginArgs("alice", server.c2sPort));
         expect(login.code, login.stderr).toBe(0);
         expect(await status()).toMatchObject({ status: "disabled", node: null });
 

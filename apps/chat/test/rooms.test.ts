@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { startEjabberd, startProsody, type XmppTestServer } from "@lichen/test-servers";
 import { xml } from "@xmpp/client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { requireBuiltCli, runCli, startPeer, until } from "./helpers.js";
+import { loginArgs, requireBuiltCli, runCli, startPeer, until } from "./helpers.js";
 import { createRoom, sayInRoom } from "./rooms-peer.js";
 
 const T = 180_000;
@@ -40,15 +40,7 @@ describe.each([
       try {
         await createRoom(bob, room);
         await createRoom(bob, closed, { membersOnly: true });
-        const login = await cli(
-          "login",
-          "--jid",
-          "alice@localhost",
-          "--password",
-          "alicepw",
-          "--service",
-          `xmpp://127.0.0.1:${server.c2sPort}`,
-        );
+        const login = await cli(...loginArgs("alice", server.c2sPort));
         expect(login.code, login.stderr).toBe(0);
 
         // "bob" is taken: the CLI says so and joins as bob_2.
@@ -133,15 +125,7 @@ describe.each([
         await bob.xmpp.send(
           xml("message", { to: direct, type: "groupchat" }, xml("subject", {}, "Lunch plans")),
         );
-        const login = await dana(
-          "login",
-          "--jid",
-          "dana@localhost",
-          "--password",
-          "danapw",
-          "--service",
-          `xmpp://127.0.0.1:${server.c2sPort}`,
-        );
+        const login = await dana(...loginArgs("dana", server.c2sPort));
         expect(login.code, login.stderr).toBe(0);
         expect((await dana("invitations")).stdout.trim()).toBe("no invitations");
 

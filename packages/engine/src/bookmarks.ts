@@ -60,17 +60,26 @@ function bookmarksIn(items: Element | undefined): Bookmark[] {
     .filter((b): b is Bookmark => b !== null);
 }
 
+/**
+ * An IQ to our own account (PEP, private storage) carrying `payload`; its answer goes to the
+ * handler `handler` with `bound` (stored, so any process can take it).
+ */
+function sendOwnIq(
+  ctx: ProtocolContext,
+  type: "get" | "set",
+  payload: Element,
+  handler: string,
+  bound: Record<string, unknown>,
+): void {
+  ctx.sendIq(xml("iq", { type }, payload), ctx.session.registry.descriptor(handler, bound), {
+    timeoutTicks: 60,
+  });
+}
+
 /** New stream: ask for the PEP bookmarks (the answer applies them, see applyBookmarks). */
 export function fetchBookmarks(ctx: ProtocolContext): void {
-  ctx.sendIq(
-    xml(
-      "iq",
-      { type: "get" },
-      xml("pubsub", { xmlns: NS_PUBSUB }, xml("items", { node: NS_BOOKMARKS })),
-    ),
-    ctx.session.registry.descriptor("lichen.bookmarks.items", {}),
-    { timeoutTicks: 60 },
-  );
+  const items = xml("pubsub", { xmlns: NS_PUBSUB }, xml("items", { node: NS_BOOKMARKS }));
+  sendOwnIq(ctx, "get", items, "lichen.bookmarks.items", {});
 }
 
 /** Publish (or update) the bookmark of a room: private to us, kept by the server (XEP-0402 §3). */
@@ -80,55 +89,38 @@ export function publishBookmark(
   opts: { maxItems?: boolean } = {},
 ): void {
   const maxItems = opts.maxItems !== false;
-  ctx.sendIq(
-    xml(
-      "iq",
-      { type: "set" },
-      xml(
-        "pubsub",
-        { xmlns: NS_PUBSUB },
-        xml(
-          "publish",
-          { node: NS_BOOKMARKS },
-          xml(
-            "item",
-            { id: b.room },
-            xml(
-              "conference",
-              {
-                xmlns: NS_BOOKMARKS,
-                autojoin: b.autojoin ? "true" : "false",
-                ...(b.name ? { name: b.name } : {}),
-              },
-              ...(b.nick ? [xml("nick", {}, b.nick)] : []),
-            ),
-          ),
-        ),
-        xml(
-          "publish-options",
-          {},
-          xml(
-            "x",
-            { xmlns: "jabber:x:data", type: "submit" },
-            formField("FORM_TYPE", "http://jabber.org/protocol/pubsub#publish-options"),
-            formField("pubsub#persist_items", "true"),
-            // XEP-0402 §3. ejabberd 23.01 refuses these two fields (resource-constraint,
-            // "Unknown field"): it gets the publish again without them (its PEP node keeps
-            // many items and sends the last on presence; the bookmarks stay private).
-            ...(maxItems
-              ? [
-                  formField("pubsub#max_items", "max"),
-                  formField("pubsub#send_last_published_item", "never"),
-                ]
-              : []),
-            formField("pubsub#access_model", "whitelist"),
-          ),
-        ),
-      ),
-    ),
-    ctx.session.registry.descriptor("lichen.bookmarks.published", { ...b, maxItems }),
-    { timeoutTicks: 60 },
+  const conference = xml(
+    "conference",
+    {
+      xmlns: NS_BOOKMARKS,
+      autojoin: b.autojoin ? "true" : "false",
+      ...(b.name ? { name: b.name } : {}),
+    },
+    ...(b.nick ? [xml("nick", {}, b.nick)] : []),
   );
+  const options = xml(
+    "x",
+    { xmlns: "jabber:x:data", type: "submit" },
+    formField("FORM_TYPE", "http://jabber.org/protocol/pubsub#publish-options"),
+    formField("pubsub#persist_items", "true"),
+    // XEP-0402 §3. ejabberd 23.01 refuses these two fields (resource-constraint,
+    // "Unknown field"): it gets the publish again without them (its PEP node keeps
+    // many items and sends the last on presence; the bookmarks stay private).
+    ...(maxItems
+      ? [
+          formField("pubsub#max_items", "max"),
+          formField("pubsub#send_last_published_item", "never"),
+        ]
+      : []),
+    formField("pubsub#access_model", "whitelist"),
+  );
+  const publish = xml(
+    "pubsub",
+    { xmlns: NS_PUBSUB },
+    xml("publish", { node: NS_BOOKMARKS }, xml("item", { id: b.room }, conference)),
+    xml("publish-options", {}, options),
+  );
+  sendOwnIq(ctx, "set", publish, "lichen.bookmarks.published", { ...b, maxItems });
   markBookmarked(ctx, b);
 }
 
@@ -139,30 +131,20 @@ export function publishBookmark(
  * send_last_published_item on_sub_and_presence and notify_retract 0; it accepts this form.
  */
 function configureBookmarksNode(ctx: ProtocolContext, room: string): void {
-  ctx.sendIq(
-    xml(
-      "iq",
-      { type: "set" },
-      xml(
-        "pubsub",
-        { xmlns: `${NS_PUBSUB}#owner` },
-        xml(
-          "configure",
-          { node: NS_BOOKMARKS },
-          xml(
-            "x",
-            { xmlns: "jabber:x:data", type: "submit" },
-            formField("FORM_TYPE", `${NS_PUBSUB}#node_config`),
-            formField("pubsub#max_items", "max"),
-            formField("pubsub#send_last_published_item", "never"),
-            formField("pubsub#notify_retract", "1"),
-          ),
-        ),
-      ),
-    ),
-    ctx.session.registry.descriptor("lichen.bookmarks.configured", { room }),
-    { timeoutTicks: 60 },
+  const form = xml(
+    "x",
+    { xmlns: "jabber:x:data", type: "submit" },
+    formField("FORM_TYPE", `${NS_PUBSUB}#node_config`),
+    formField("pubsub#max_items", "max"),
+    formField("pubsub#send_last_published_item", "never"),
+    formField("pubsub#notify_retract", "1"),
   );
+  const configure = xml(
+    "pubsub",
+    { xmlns: `${NS_PUBSUB}#owner` },
+    xml("configure", { node: NS_BOOKMARKS }, form),
+  );
+  sendOwnIq(ctx, "set", configure, "lichen.bookmarks.configured", { room });
 }
 
 function markBookmarked(ctx: ProtocolContext, b: Bookmark): void {
@@ -296,15 +278,12 @@ function readLegacyStorage(
   handler: string,
   bound: Record<string, unknown>,
 ): void {
-  ctx.sendIq(
-    xml(
-      "iq",
-      { type: "get" },
-      xml("query", { xmlns: NS_LEGACY_PRIVATE }, xml("storage", { xmlns: NS_LEGACY_BOOKMARKS })),
-    ),
-    ctx.session.registry.descriptor(handler, bound),
-    { timeoutTicks: 60 },
+  const query = xml(
+    "query",
+    { xmlns: NS_LEGACY_PRIVATE },
+    xml("storage", { xmlns: NS_LEGACY_BOOKMARKS }),
   );
+  sendOwnIq(ctx, "get", query, handler, bound);
 }
 
 /**
@@ -426,15 +405,8 @@ export function registerBookmarkHandlers(
       return reportBookmarkError(ctx, room, args);
     }
     const stored = legacyStorageIn(args.stanza);
-    ctx.sendIq(
-      xml(
-        "iq",
-        { type: "set" },
-        xml("query", { xmlns: NS_LEGACY_PRIVATE }, legacyStorage(ctx, stored)),
-      ),
-      ctx.session.registry.descriptor("lichen.bookmarks.legacy-written", { room }),
-      { timeoutTicks: 60 },
-    );
+    const query = xml("query", { xmlns: NS_LEGACY_PRIVATE }, legacyStorage(ctx, stored));
+    sendOwnIq(ctx, "set", query, "lichen.bookmarks.legacy-written", { room });
   });
   registry.define("lichen.bookmarks.configured", reportIfFailed);
   registry.define("lichen.bookmarks.legacy-written", reportIfFailed);

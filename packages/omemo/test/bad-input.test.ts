@@ -4,7 +4,7 @@ import { startEjabberd, startProsody, startTestPeer, type TestPeer } from "@lich
 import { describe, expect, it } from "vitest";
 import { NS_OMEMO, OmemoError } from "../src/index.js";
 import { signal } from "../src/libsignal.js";
-import { online, openDevice, until, useServer, type Device } from "./helpers.js";
+import { online, openDevice, publishIq, until, useServer, type Device } from "./helpers.js";
 
 const T = 180_000;
 // libsignal's protobuf codec, to forge a PreKeyWhisperMessage the way a replaying attacker would.
@@ -309,31 +309,7 @@ describe.each([
 
   /** Mallory publishes OMEMO nodes by hand (open access, as a real client would). */
   async function malloryPublishes(node: string, payload: Element): Promise<void> {
-    await mallory.xmpp.iqCaller.request(
-      xml(
-        "iq",
-        { type: "set" },
-        xml(
-          "pubsub",
-          { xmlns: "http://jabber.org/protocol/pubsub" },
-          xml("publish", { node }, xml("item", { id: "current" }, payload)),
-          xml(
-            "publish-options",
-            {},
-            xml(
-              "x",
-              { xmlns: "jabber:x:data", type: "submit" },
-              xml(
-                "field",
-                { var: "FORM_TYPE", type: "hidden" },
-                xml("value", {}, "http://jabber.org/protocol/pubsub#publish-options"),
-              ),
-              xml("field", { var: "pubsub#access_model" }, xml("value", {}, "open")),
-            ),
-          ),
-        ),
-      ),
-    );
+    await mallory.xmpp.iqCaller.request(publishIq(node, payload, { open: true }));
   }
   const list = (ids: string[]) =>
     xml("list", { xmlns: NS_OMEMO }, ...ids.map((id) => xml("device", { id })));

@@ -6,6 +6,8 @@ import {
   DurableSession,
   ensureAccount,
   listRoster,
+  xml,
+  type Element,
   type SessionOptions,
   type SessionPlugin,
 } from "@lichen/engine";
@@ -82,6 +84,36 @@ export function openDevice(
       store.close();
     },
   };
+}
+
+/**
+ * An IQ that publishes `payload` as the item "current" of our PEP `node` by hand, as another
+ * client would; `open`: with publish-options that open the node to all (Conversations does).
+ */
+export function publishIq(node: string, payload: Element, o: { open?: boolean } = {}): Element {
+  const NS_PUBSUB = "http://jabber.org/protocol/pubsub";
+  const field = (name: string, value: string, type?: string) =>
+    xml("field", { var: name, ...(type ? { type } : {}) }, xml("value", {}, value));
+  const options = xml(
+    "publish-options",
+    {},
+    xml(
+      "x",
+      { xmlns: "jabber:x:data", type: "submit" },
+      field("FORM_TYPE", `${NS_PUBSUB}#publish-options`, "hidden"),
+      field("pubsub#access_model", "open"),
+    ),
+  );
+  return xml(
+    "iq",
+    { type: "set" },
+    xml(
+      "pubsub",
+      { xmlns: NS_PUBSUB },
+      xml("publish", { node }, xml("item", { id: "current" }, payload)),
+      ...(o.open ? [options] : []),
+    ),
+  );
 }
 
 /** Connects and publishes the device's identity (bundle + device list). */

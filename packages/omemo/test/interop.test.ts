@@ -16,7 +16,7 @@ import { listRoster, xml } from "@lichen/engine";
 import { requireInstalled, startProsody } from "@lichen/test-servers";
 import { describe, expect, it } from "vitest";
 import { NS_OMEMO } from "../src/index.js";
-import { online, openDevice, until, useServer } from "./helpers.js";
+import { online, openDevice, publishIq, until, useServer } from "./helpers.js";
 import { Profanity } from "./profanity.js";
 
 const T = 240_000;
@@ -100,22 +100,9 @@ describe("OMEMO interop with Profanity 0.13 (Prosody)", () => {
 
       // Publish Profanity's device list for it (quirk), open to all, as Conversations does.
       const published = await bobHelper.omemo.request(
-        xml(
-          "iq",
-          { type: "set" },
-          xml(
-            "pubsub",
-            { xmlns: "http://jabber.org/protocol/pubsub" },
-            xml(
-              "publish",
-              { node: `${NS_OMEMO}.devicelist` },
-              xml(
-                "item",
-                { id: "current" },
-                xml("list", { xmlns: NS_OMEMO }, xml("device", { id: String(pfDevice) })),
-              ),
-            ),
-          ),
+        publishIq(
+          `${NS_OMEMO}.devicelist`,
+          xml("list", { xmlns: NS_OMEMO }, xml("device", { id: String(pfDevice) })),
         ),
       );
       expect(published.attrs.type).toBe("result");

@@ -13,7 +13,7 @@ import {
   type ApnsSimulator,
 } from "@lichen/push-simulators";
 import { openStore } from "@lichen/store";
-import { lichenPushConfig, startLichenPush, type LichenPushDaemon } from "@lichen/test-kit";
+import { lichenPushComponent, startLichenPush, type LichenPushDaemon } from "@lichen/test-kit";
 import type { XmppTestServer } from "@lichen/test-servers";
 
 export interface PushChain {
@@ -41,8 +41,9 @@ const LICHEN_CHAT = join(dirname(require.resolve("@lichen/chat/package.json")), 
 
 /**
  * Starts the APNs simulator and the real `lichen-push` daemon connected to `server`'s component
- * port; resolves once the daemon's /healthz says it is online (startLichenPush). `rateLimitWindow` is the
- * appserver's per-token window (default "250ms": tests send messages back to back).
+ * port; resolves once the daemon's /healthz says it is online (test-kit's startLichenPush).
+ * `rateLimitWindow` is the appserver's per-token window (default "250ms": tests send messages
+ * back to back).
  */
 export async function startPushChain(
   server: Pick<XmppTestServer, "componentPort" | "componentDomain" | "componentSecret">,
@@ -61,7 +62,6 @@ export async function startPushChain(
   const dir = mkdtempSync(join(tmpdir(), "lichen-device-chain-"));
   const keyFile = join(dir, "apns.p8");
   writeFileSync(keyFile, key.privateKeyPem);
-  const config = join(dir, "push.yaml");
   const ios = {
     topic,
     teamId: key.teamId,
@@ -69,27 +69,19 @@ export async function startPushChain(
     privateKeyFile: keyFile,
     endpoint: apns.url,
   };
-  writeFileSync(
-    config,
-    lichenPushConfig({
-      component: {
-        port: server.componentPort,
-        domain: server.componentDomain,
-        secret: server.componentSecret,
-        reconnectInitialDelay: "200ms",
-      },
-      // The same app, silent: content-available pushes that wake the main app (no NSE).
-      apps: { ios, "ios-silent": { ...ios, pushType: "background" } },
-      dataDir: dir,
-      rateLimitWindow: opts.rateLimitWindow ?? "250ms",
-      http: { host: "127.0.0.1", port: 0 },
-    }),
-  );
   let daemon: LichenPushDaemon;
   try {
     daemon = await startLichenPush({
       cli: LICHEN_PUSH,
-      configFile: config,
+      configFile: join(dir, "push.yaml"),
+      config: {
+        component: { ...lichenPushComponent(server), reconnectInitialDelay: "200ms" },
+        // The same app, silent: content-available pushes that wake the main app (no NSE).
+        apps: { ios, "ios-silent": { ...ios, pushType: "background" } },
+        dataDir: dir,
+        rateLimitWindow: opts.rateLimitWindow ?? "250ms",
+        http: { host: "127.0.0.1", port: 0 },
+      },
       ...(opts.timeoutMs ? { timeoutMs: opts.timeoutMs } : {}),
     });
   } catch (err) {

@@ -10,8 +10,10 @@ export { roomConfigForm, PERSISTENT_ROOM, type XmlFactory } from "./muc.js";
 export { loadSchemaVectors, schemasDir, type SchemaVector } from "./vectors.js";
 export {
   lichenPushConfig,
+  lichenPushComponent,
   startLichenPush,
   LichenPushStartError,
   type LichenPushApnsApp,
+  type LichenPushConfigOptions,
   type LichenPushDaemon,
 } from "./lichen-push.js";

@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, writeFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { until } from "./until.js";
 
@@ -15,18 +15,34 @@ export interface LichenPushApnsApp {
   pushType?: "background";
 }
 
-/**
- * The `push.yaml` of a `lichen-push` daemon attached to a test server's component port, with
- * APNs apps pointing at the simulator — the one configuration the chat tests and the device
- * simulator's push chain both start the real daemon with.
- */
-export function lichenPushConfig(o: {
+/** What {@link lichenPushConfig} writes. */
+export interface LichenPushConfigOptions {
   component: { port: number; domain: string; secret: string; reconnectInitialDelay?: string };
   apps: Record<string, LichenPushApnsApp>;
   dataDir: string;
   http: { host?: string; port: number };
   rateLimitWindow?: string;
-}): string {
+}
+
+/** The `component` of a lichenPushConfig for a test server's XEP-0114 port. */
+export function lichenPushComponent(server: {
+  componentPort: number;
+  componentDomain: string;
+  componentSecret: string;
+}): LichenPushConfigOptions["component"] {
+  return {
+    port: server.componentPort,
+    domain: server.componentDomain,
+    secret: server.componentSecret,
+  };
+}
+
+/**
+ * The `push.yaml` of a `lichen-push` daemon attached to a test server's component port, with
+ * APNs apps pointing at the simulator — the one configuration the chat tests and the device
+ * simulator's push chain both start the real daemon with.
+ */
+export function lichenPushConfig(o: LichenPushConfigOptions): string {
   const lines = [
     "component:",
     `  service: xmpp://127.0.0.1:${o.component.port}`,
@@ -83,17 +99,20 @@ export class LichenPushStartError extends Error {
 
 /**
  * Starts the built `lichen-push` daemon (`cli`: @lichen/push-server's dist/cli.js) with a config
- * file (lichenPushConfig) and resolves once its /healthz answers 200 — the component is online.
+ * file — written from `config` (lichenPushConfig) first when given — and resolves once its
+ * /healthz answers 200: the component is online.
  * Rejects with a LichenPushStartError (the daemon stopped) when it exits first, `timeoutMs`
  * passes (default 60 s) or `signal` aborts the wait.
  */
 export async function startLichenPush(o: {
   cli: string;
   configFile: string;
+  config?: LichenPushConfigOptions;
   timeoutMs?: number;
   signal?: AbortSignal;
 }): Promise<LichenPushDaemon> {
   if (!existsSync(o.cli)) throw new Error(`${o.cli} is missing: run "npm run build" first`);
+  if (o.config) writeFileSync(o.configFile, lichenPushConfig(o.config));
   const child = spawn(process.execPath, [o.cli, "start", "--config", o.configFile], {
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, LICHEN_LOG_FORMAT: "json" },

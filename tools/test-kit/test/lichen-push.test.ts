@@ -7,7 +7,13 @@ import { createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { lichenPushConfig, LichenPushStartError, startLichenPush, until } from "../src/index.js";
+import {
+  lichenPushComponent,
+  LichenPushStartError,
+  startLichenPush,
+  until,
+  type LichenPushConfigOptions,
+} from "../src/index.js";
 
 const T = 60_000;
 const CLI = join(import.meta.dirname, "..", "..", "..", "apps", "push-server", "dist", "cli.js");
@@ -23,36 +29,38 @@ describe("startLichenPush", () => {
     return new Promise((r) => silent.close(r));
   });
 
-  function config(name: string, component: { port: number; secret: string }) {
+  /** `configFile` and the `config` startLichenPush writes to it. */
+  function daemonConfig(name: string, componentPort: number, componentSecret: string) {
     const keyFile = join(dir, "apns.p8");
     const { privateKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
     writeFileSync(keyFile, privateKey.export({ type: "pkcs8", format: "pem" }));
-    const file = join(dir, name);
-    writeFileSync(
-      file,
-      lichenPushConfig({
-        component: { ...component, domain: "push.localhost" },
-        apps: {
-          ios: {
-            topic: "im.lichen.kit",
-            teamId: "KITTEAM",
-            keyId: "KITKEY",
-            privateKeyFile: keyFile,
-            endpoint: "http://127.0.0.1:9",
-          },
-        },
-        dataDir: join(dir, name.replace(".yaml", "")),
-        http: { port: 0 },
+    const config: LichenPushConfigOptions = {
+      component: lichenPushComponent({
+        componentPort,
+        componentDomain: "push.localhost",
+        componentSecret,
       }),
-    );
-    return file;
+      apps: {
+        ios: {
+          topic: "im.lichen.kit",
+          teamId: "KITTEAM",
+          keyId: "KITKEY",
+          privateKeyFile: keyFile,
+          endpoint: "http://127.0.0.1:9",
+        },
+      },
+      dataDir: join(dir, name),
+      http: { port: 0 },
+    };
+    return { configFile: join(dir, `${name}.yaml`), config };
   }
 
   it(
     "a config the daemon refuses: rejects at once with its log (the config error)",
     async () => {
-      const configFile = config("refused.yaml", { port: 1, secret: "" });
-      const err = await startLichenPush({ cli: CLI, configFile }).catch((e: unknown) => e);
+      const err = await startLichenPush({ cli: CLI, ...daemonConfig("refused", 1, "") }).catch(
+        (e: unknown) => e,
+      );
       expect(err).toBeInstanceOf(LichenPushStartError);
       expect((err as Error).message).toMatch(/^lichen-push exited \(2\)/);
       expect((err as LichenPushStartError).log.join("\n")).toMatch(
@@ -67,13 +75,14 @@ describe("startLichenPush", () => {
     async () => {
       await new Promise<void>((r) => silent.listen(0, "127.0.0.1", r));
       const port = (silent.address() as { port: number }).port;
-      const configFile = config("silent.yaml", { port, secret: "s3cret" });
       // Given up once the daemon is connected (its component offline), not after a time.
       const connected = new AbortController();
       silent.once("connection", () => connected.abort());
-      const err = await startLichenPush({ cli: CLI, configFile, signal: connected.signal }).catch(
-        (e: unknown) => e,
-      );
+      const err = await startLichenPush({
+        cli: CLI,
+        ...daemonConfig("silent", port, "s3cret"),
+        signal: connected.signal,
+      }).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(LichenPushStartError);
       expect((err as Error).message).toMatch(/^lichen-push not online \(\/healthz: /);
       expect((err as LichenPushStartError).log.join("\n")).toContain('"msg":"lichen-push started"');
