@@ -13,7 +13,9 @@
  * Fast path. Each connection keeps the last blob text it validated per account and its parsed
  * value: a load whose blob text is unchanged clones that value and checks only the column values;
  * a save whose blob part equals what was loaded writes only the columns, guarded by the blob text
- * it was loaded from (`WHERE state = ?`: another writer's blob is never overwritten blindly).
+ * it was loaded from (`WHERE state = ?`: another writer's blob is never overwritten blindly). A
+ * load right after this connection's own committed save, with no other connection's commit and no
+ * other row change of this connection since, does not read the row at all (see knownRow).
  *
  * Loading never throws on bad data: a state that cannot be parsed or validated (blob or column) is
  * copied into `quarantine` (the stored AccountState as JSON, columns merged in; the blob verbatim
@@ -82,7 +84,7 @@ export function loadAccountState(tx: StoreTx, accountId: string): AccountState {
 
 export function loadAccountStateDetailed(tx: StoreTx, accountId: string): LoadedAccountState {
   const stmts = statements(tx);
-  const row = stmts.select.get(accountId) as StateRow | undefined;
+  const row = knownRow(stmts, accountId) ?? (stmts.select.get(accountId) as StateRow | undefined);
   if (!row) return { state: freshAccountState(tx.now || tx.store.clock()), invalidated: "missing" };
 
   let entry = stmts.blobs.get(accountId);
@@ -159,34 +161,17 @@ export function saveAccountState(tx: StoreTx, accountId: string, state: AccountS
   const stmts = statements(tx);
   const now = tx.now;
   const origin = origins.get(state);
+  const columns = columnValues(state);
   if (origin && columnsValid(state) && equalOutsideColumns(state, origin.cold)) {
-    const { sm, mam } = state;
-    const changed = stmts.updateColumns.run(
-      sm.inboundH,
-      sm.outboundSent,
-      sm.outboundAcked,
-      mam.syncedAt ?? null,
-      mam.lastStanzaId,
-      mam.lastTimestamp,
-      now,
-      accountId,
-      origin.raw,
-    ).changes;
-    if (changed === 1) return;
+    if (stmts.updateColumns.run(...columns, now, accountId, origin.raw).changes === 1) {
+      rememberSaved(tx, stmts, accountId, origin.raw, columns);
+      return;
+    }
     // The stored blob is not the one this state was loaded from: write it whole.
   }
 
   validateAccountState(state);
   const json = blobJson(state);
-  const { sm, mam } = state;
-  const columns = [
-    sm.inboundH,
-    sm.outboundSent,
-    sm.outboundAcked,
-    mam.syncedAt ?? null,
-    mam.lastStanzaId,
-    mam.lastTimestamp,
-  ];
   // UPDATE first: the row almost always exists, and a plain UPDATE is cheaper than an upsert.
   if (stmts.update.run(json, state.stateVersion, ...columns, now, accountId).changes === 0) {
     stmts.insert.run(accountId, json, state.stateVersion, ...columns, now);
@@ -194,6 +179,79 @@ export function saveAccountState(tx: StoreTx, accountId: string, state: AccountS
   const entry: BlobEntry = { raw: json, cold: coldValue(state) };
   stmts.blobs.set(accountId, entry);
   origins.set(state, entry);
+  rememberSaved(tx, stmts, accountId, json, columns);
+}
+
+/** The six column values of a state, in COLUMNS order (both UPDATEs and the INSERT bind them so). */
+type ColumnValues = [
+  inboundH: number,
+  outboundSent: number,
+  outboundAcked: number,
+  syncedAt: number | null,
+  lastStanzaId: string | null,
+  lastTimestamp: number | null,
+];
+function columnValues(state: AccountState): ColumnValues {
+  const { sm, mam } = state;
+  return [
+    sm.inboundH,
+    sm.outboundSent,
+    sm.outboundAcked,
+    mam.syncedAt ?? null,
+    mam.lastStanzaId,
+    mam.lastTimestamp,
+  ];
+}
+
+/*
+ * Skipping the state read. The row this connection saved is the stored row for as long as no other
+ * connection has committed (PRAGMA data_version, which changes only when another connection — of
+ * this process or another — commits) and this connection has changed no row since
+ * (total_changes(): counts every row any statement of this connection inserted, updated or deleted,
+ * including raw SQL beside this module and changes later rolled back). Both are read inside the
+ * transaction that saved, where no other connection can commit, and the row is only remembered
+ * once that transaction committed (afterCommit: dropped on rollback, a rolled-back savepoint's
+ * too). A later load whose two values are the same uses the remembered row: one cheap statement
+ * pair instead of reading the row.
+ */
+interface KnownRow {
+  row: StateRow;
+  dataVersion: number;
+  totalChanges: number;
+}
+
+function rememberSaved(
+  tx: StoreTx,
+  stmts: AccountStateStatements,
+  accountId: string,
+  blob: string,
+  c: ColumnValues,
+): void {
+  const known: KnownRow = {
+    row: {
+      state: blob,
+      sm_inbound_h: c[0],
+      sm_outbound_sent: c[1],
+      sm_outbound_acked: c[2],
+      mam_synced_at: c[3],
+      mam_last_stanza_id: c[4],
+      mam_last_timestamp: c[5],
+    },
+    dataVersion: stmts.dataVersion.get() as number,
+    totalChanges: stmts.totalChanges.get() as number,
+  };
+  tx.afterCommit(() => stmts.known.set(accountId, known));
+}
+
+function knownRow(stmts: AccountStateStatements, accountId: string): StateRow | undefined {
+  const known = stmts.known.get(accountId);
+  if (
+    known &&
+    known.dataVersion === stmts.dataVersion.get() &&
+    known.totalChanges === stmts.totalChanges.get()
+  )
+    return known.row;
+  return undefined;
 }
 
 // Which blob each loaded or saved state object came from (for the column-only save).
@@ -205,8 +263,12 @@ interface AccountStateStatements {
   updateColumns: SqlStatement;
   update: SqlStatement;
   insert: SqlStatement;
+  dataVersion: SqlStatement;
+  totalChanges: SqlStatement;
   /** Last validated blob per account on this connection. */
   blobs: Map<string, BlobEntry>;
+  /** The row this connection last saved and committed, per account (see knownRow). */
+  known: Map<string, KnownRow>;
 }
 const COLUMNS =
   "sm_inbound_h, sm_outbound_sent, sm_outbound_acked, mam_synced_at, mam_last_stanza_id, mam_last_timestamp";
@@ -229,7 +291,10 @@ function statements(tx: StoreTx): AccountStateStatements {
       insert: tx.sqlite.prepare(
         `INSERT INTO account_state (account_id, state, version, ${COLUMNS}, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ),
+      dataVersion: tx.sqlite.prepare("PRAGMA data_version").pluck(),
+      totalChanges: tx.sqlite.prepare("SELECT total_changes()").pluck(),
       blobs: new Map(),
+      known: new Map(),
     };
     cache.set(tx.sqlite, s);
   }

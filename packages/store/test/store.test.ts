@@ -501,6 +501,92 @@ describe("account state", () => {
     expect(after.csi).toBe("active");
   });
 
+  it("a state this connection saved is not read again until another connection or process commits, or this one changes a row", async () => {
+    const s = open("main", { clock: () => 5000 });
+    addAccount(s);
+    // Count executions of the state row's SELECT on this connection (prepared on first load).
+    let stateReads = 0;
+    const prepare = s.sqlite.prepare.bind(s.sqlite);
+    s.sqlite.prepare = ((source: string) => {
+      const stmt = prepare(source);
+      if (/^SELECT state, .* FROM account_state WHERE/.test(source)) {
+        const get = stmt.get.bind(stmt);
+        stmt.get = ((...params: unknown[]) => {
+          stateReads++;
+          return get(...params);
+        }) as typeof stmt.get;
+      }
+      return stmt;
+    }) as typeof s.sqlite.prepare;
+    const stanza = () =>
+      s.write((tx) => {
+        const st = loadAccountState(tx, "acc1");
+        st.sm.inboundH += 1;
+        saveAccountState(tx, "acc1", st);
+        return st.sm.inboundH;
+      });
+    const h = () => s.read((tx) => loadAccountState(tx, "acc1").sm.inboundH);
+    expect(stanza()).toBe(1); // no row yet: read, then inserted
+    const reads = stateReads;
+    for (let i = 2; i <= 5; i++) expect(stanza()).toBe(i);
+    expect(h()).toBe(5);
+    expect(stateReads).toBe(reads); // loads after its own committed saves: the row it wrote
+
+    // Another connection (another Store in this process) commits: read again.
+    const other = open("nse");
+    other.write((tx) => {
+      const st = loadAccountState(tx, "acc1");
+      st.sm.inboundH = 40;
+      saveAccountState(tx, "acc1", st);
+    });
+    expect(h()).toBe(40);
+    expect(stateReads).toBe(reads + 1);
+    expect(stanza()).toBe(41);
+
+    // Another process commits.
+    const writer = new Child("state-writer.mjs", {
+      db: path.join(temp.dir, "lichen.db"),
+      accountId: "acc1",
+      h: 70,
+    });
+    try {
+      expect((await writer.exited).code).toBe(0);
+    } finally {
+      await stopAll([writer]);
+    }
+    expect(stanza()).toBe(71);
+
+    // This connection changes the row beside saveAccountState (raw SQL), committed or not.
+    s.sqlite.prepare("UPDATE account_state SET sm_inbound_h = 90").run();
+    expect(stanza()).toBe(91);
+    s.sqlite.exec("BEGIN IMMEDIATE; UPDATE account_state SET sm_inbound_h = 500; ROLLBACK");
+    expect(h()).toBe(91);
+
+    // A rolled-back save (whole transaction or savepoint) is not remembered.
+    expect(() =>
+      s.write((tx) => {
+        const st = loadAccountState(tx, "acc1");
+        st.sm.inboundH = 1000;
+        saveAccountState(tx, "acc1", st);
+        throw new Error("handler failed");
+      }),
+    ).toThrow("handler failed");
+    expect(h()).toBe(91);
+    s.write((tx) => {
+      expect(() =>
+        tx.store.write((inner) => {
+          const st = loadAccountState(inner, "acc1");
+          st.sm.inboundH = 2000;
+          saveAccountState(inner, "acc1", st);
+          throw new Error("inner failed");
+        }),
+      ).toThrow("inner failed");
+      expect(loadAccountState(tx, "acc1").sm.inboundH).toBe(91);
+    });
+    expect(stanza()).toBe(92);
+    expect(other.read((tx) => loadAccountState(tx, "acc1").sm.inboundH)).toBe(92);
+  });
+
   it("loaded states share the cached lists frozen: changing one in place throws, assigning a new one is saved", () => {
     const s = open("main");
     addAccount(s);
