@@ -3,7 +3,7 @@
 // eslint-disable-next-line @typescript-eslint/triple-slash-reference
 /// <reference path="../types/xmpp-xml.d.ts" preserve="true" />
 export { default as xml, type Element } from "@xmpp/xml";
-export { EncryptionRequiredError } from "./outgoing.js";
+export { EncryptionFailedError, EncryptionRequiredError } from "./outgoing.js";
 export { isChatEncrypted } from "./messages.js";
 export {
   DurableSession,
@@ -179,4 +179,9 @@ export {
   type DnsResolver,
   type ResolveOptions,
 } from "./resolve.js";
-export { markDecrypted, wasDecrypted, type PluginPrepared } from "./plugins.js";
+export {
+  markDecrypted,
+  wasDecrypted,
+  type OutgoingEncryption,
+  type PluginPrepared,
+} from "./plugins.js";

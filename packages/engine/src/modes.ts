@@ -164,6 +164,10 @@ export class AppController extends EventEmitter<AppControllerEvents> {
       ...(this.media ? { media: this.media } : {}),
       attachmentDir: this.mediaOptions.attachmentDir,
       ...(this.encryptMedia ? { encrypt: this.encryptMedia } : {}),
+      // An item to an encrypted chat went out encrypted (or failed for good): the rest follows.
+      onEncrypted: () => {
+        if (this.session?.online) this.sendOutbox();
+      },
     }).length;
   }
 

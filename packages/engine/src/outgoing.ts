@@ -47,6 +47,22 @@ export class EncryptionRequiredError extends Error {
 }
 
 /**
+ * A message to an encrypted chat that its encryption plugin can never send (e.g. OMEMO
+ * `no-devices`: the recipient has no device we could encrypt for). The share outbox item or
+ * upload fails with `code: message`, kept for the user; nothing is sent in the clear.
+ */
+export class EncryptionFailedError extends Error {
+  override readonly name = "EncryptionFailedError";
+  constructor(
+    /** The plugin's reason, e.g. "no-devices". */
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
  * Resolves when the server acknowledged up to `seq` (the message's sequence number) on this
  * connection; rejects with MessageQueuedError when there is none (`seq` null: offline, or the
  * message was already queued) or it ends first. The rejection is handled if nobody listens.

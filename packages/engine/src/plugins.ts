@@ -34,6 +34,30 @@ export interface SessionPluginOf<S, C extends ProtocolContext> {
    * input: a throw fails the stanza's transaction (replayed, quarantined after repeated failures).
    */
   prepare?(stanza: Element, session: S): Promise<PluginPrepared<C> | null>;
+  /**
+   * End-to-end encrypts a message to an encrypted chat (`chats.omemo`) that the engine sends on
+   * the user's behalf (a share outbox item, the URL of an uploaded file), and stores and queues it
+   * in one transaction with the plugin's own state changes (e.g. ratchets) and `commit`'s writes.
+   * Resolves true when queued, false when `commit` declined (nothing written). Throws
+   * `EncryptionFailedError` when it can never succeed (no device can read it: the item fails with
+   * the reason); any other throw is transient (offline, a timeout) and the engine tries again later.
+   */
+  encryptOutgoing?(message: OutgoingEncryption<C>, session: S): Promise<boolean>;
+}
+
+/** A message the engine hands to a plugin to encrypt (see SessionPluginOf.encryptOutgoing). */
+export interface OutgoingEncryption<C extends ProtocolContext = ProtocolContext> {
+  /** The chat (a contact's or a room's bare JID). */
+  to: string;
+  /** The plaintext (stored as the outgoing message's body; never sent in the clear). */
+  body: string;
+  /** XEP-0359 origin-id and stored message key: the same item is never sent twice. */
+  originId: string;
+  /**
+   * Runs first inside the transaction that stores and queues the encrypted message (e.g. marks
+   * the outbox row sent). False: the item moved on meanwhile; the plugin then writes nothing.
+   */
+  commit(ctx: C): boolean;
 }
 
 // Object identity cannot come over the wire, so a sender cannot mark its plaintext "encrypted".

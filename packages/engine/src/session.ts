@@ -19,7 +19,7 @@ import { storedTlsSessions } from "./tls-sessions.js";
 import { bare } from "./jid.js";
 import { storeOutgoingMessage, type OutgoingChatMessage } from "./messages.js";
 import { Outbox } from "./outbound.js";
-import { ackOutcome, syncPing, type OutgoingMessage } from "./outgoing.js";
+import { ackOutcome, EncryptionRequiredError, syncPing, type OutgoingMessage } from "./outgoing.js";
 import { drainBeforeDrop } from "./drain.js";
 import { SessionFence, SessionLockError } from "./fencing.js";
 import { useStreamManagement } from "./sm-negotiation.js";
@@ -57,7 +57,12 @@ import {
   startNewStreamCatchup,
 } from "./protocol.js";
 import { registerPushHandlers } from "./push.js";
-import { preparePlugins, type PluginPrepared, type SessionPluginOf } from "./plugins.js";
+import {
+  preparePlugins,
+  type OutgoingEncryption,
+  type PluginPrepared,
+  type SessionPluginOf,
+} from "./plugins.js";
 import { registerSetupHandlers, setupNewStream } from "./setup.js";
 
 export { NS_SM } from "./stream-management.js";
@@ -227,6 +232,23 @@ export class DurableSession extends EventEmitter<SessionEvents> {
   /** How this session answers receipt requests (SessionOptions.receipts). */
   get receipts(): "send" | "defer" {
     return this.opts.receipts ?? "send";
+  }
+
+  /** Whether a plugin can end-to-end encrypt what the engine sends for the user (encryptOutgoing). */
+  get canEncrypt(): boolean {
+    return (this.opts.plugins ?? []).some((p) => p.encryptOutgoing);
+  }
+
+  /**
+   * Sends a message to an encrypted chat through the plugin that encrypts (see
+   * SessionPluginOf.encryptOutgoing): true when queued, false when `commit` declined. Throws
+   * EncryptionRequiredError when no plugin can encrypt.
+   */
+  sendEncrypted(message: OutgoingEncryption<StanzaContext>): Promise<boolean> {
+    const plugin = (this.opts.plugins ?? []).find((p) => p.encryptOutgoing);
+    if (!plugin?.encryptOutgoing)
+      return Promise.reject(new EncryptionRequiredError(bare(message.to)));
+    return plugin.encryptOutgoing(message, this);
   }
 
   /** The lock this session is fenced by (undefined: unfenced). */

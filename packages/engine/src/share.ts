@@ -8,9 +8,12 @@ import {
   Ipc,
   listShareOutbox,
   setShareOutboxState,
+  tables,
   type ShareOutboxEntry,
   type Store,
+  type StoreTx,
 } from "@lichen/store";
+import { eq } from "drizzle-orm";
 import xml, { type Element } from "@xmpp/xml";
 import { newAesgcmFragment } from "./media/aesgcm.js";
 import { MediaError } from "./media/errors.js";
@@ -18,7 +21,7 @@ import type { MediaTransfers } from "./media/transfers.js";
 import { acceptUpload, getAttachment } from "./media/upload.js";
 import type { DurableSession } from "./session.js";
 import { isChatEncrypted } from "./messages.js";
-import { EncryptionRequiredError } from "./outgoing.js";
+import { EncryptionFailedError, EncryptionRequiredError } from "./outgoing.js";
 import { bare } from "./jid.js";
 
 /** A file the user shared: copied into the shared container, the outbox row references the copy. */
@@ -163,16 +166,82 @@ export interface SendOutboxOptions {
   media?: MediaTransfers;
   /** The shared container's attachment directory. */
   attachmentDir?: string;
-  /** Send this chat's files as XEP-0454 aesgcm:// (encrypted) URLs. */
+  /**
+   * Also send this chat's files as XEP-0454 aesgcm:// (encrypted) URLs. An end-to-end encrypted
+   * chat (`chats.omemo`) always gets them, whatever this says.
+   */
   encrypt?: (to: string) => boolean;
+  /**
+   * An item to an encrypted chat was encrypted and queued (`sent`), or failed for good: the items
+   * behind it can go now (AppController sends the outbox again). Not called when the encryption
+   * failed for a passing reason (offline, a timeout): the item waits for the next send.
+   */
+  onEncrypted?: (outcome: { id: string; sent: boolean; error?: Error }) => void;
+}
+
+/** Outbox items this process is encrypting (per session): a second send must not start them again. */
+const encrypting = new WeakMap<DurableSession, Set<string>>();
+
+function outboxState(tx: StoreTx, id: string): string | undefined {
+  return tx
+    .select({ state: tables.shareOutbox.state })
+    .from(tables.shareOutbox)
+    .where(eq(tables.shareOutbox.id, id))
+    .get()?.state;
+}
+
+/**
+ * An item to an end-to-end encrypted chat: the session's encryption plugin encrypts it (async:
+ * device lists and bundles come from the network) and, in one transaction, stores and queues the
+ * message, writes its own state (ratchets) and marks the row sent. Nothing goes out in the clear.
+ */
+async function sendEncryptedItem(
+  store: Store,
+  session: DurableSession,
+  entry: ShareOutboxEntry,
+  body: string,
+  onEncrypted: SendOutboxOptions["onEncrypted"],
+): Promise<void> {
+  const id = entry.item.id;
+  try {
+    const sent = await session.sendEncrypted({
+      to: entry.item.to,
+      body,
+      originId: id,
+      commit: (ctx) => {
+        // Deleted, failed or sent by another run meanwhile: leave it.
+        if (outboxState(ctx.tx, id) !== "pending") return false;
+        setShareOutboxState(ctx.tx, id, "sent");
+        return true;
+      },
+    });
+    onEncrypted?.({ id, sent });
+  } catch (err) {
+    const error = err instanceof Error ? err : new Error(String(err));
+    const final =
+      error instanceof EncryptionFailedError || error instanceof EncryptionRequiredError;
+    const reason = final
+      ? `${(error as EncryptionFailedError | EncryptionRequiredError).code}: ${error.message}`
+      : `waiting to encrypt (tried again when next online): ${error.message}`;
+    store.write((tx) => {
+      if (outboxState(tx, id) === "pending")
+        setShareOutboxState(tx, id, final ? "failed" : "pending", reason);
+    });
+    if (final) onEncrypted?.({ id, sent: false, error });
+  } finally {
+    encrypting.get(session)?.delete(id);
+  }
 }
 
 /**
  * Main app: send the outbox in order. A text-like item is sent in one transaction that stores the
  * outgoing message, queues the stanza and marks the row sent; the item id is the origin-id, so a
- * crash between commit and socket write resends it exactly once (stream management). A file item
- * is accepted as an upload (its row `sending`) and later items wait behind it until it is sent or
- * failed; a missing or empty file fails the row with its error, kept for the user.
+ * crash between commit and socket write resends it exactly once (stream management). An item to
+ * an end-to-end encrypted chat is encrypted by the session's plugin first (asynchronously: later
+ * items wait until `onEncrypted`); without such a plugin it fails with `encryption-required`. A
+ * file item is accepted as an upload (its row `sending`; XEP-0454 encrypted for an encrypted chat)
+ * and later items wait behind it until it is sent or failed; a missing or empty file fails the
+ * row with its error, kept for the user.
  */
 export function sendShareOutbox(
   store: Store,
@@ -184,12 +253,12 @@ export function sendShareOutbox(
   let uploadWaiting = false;
   for (const entry of pending) {
     if (entry.item.accountId !== session.accountId) continue;
-    // The outbox sends plain messages (the share extension cannot encrypt): an encrypted chat's
-    // item fails, kept with the reason, before anything is uploaded or sent in the clear.
-    if (
+    const e2e =
       entry.state === "pending" &&
-      store.read((tx) => isChatEncrypted(tx, session.accountId, entry.item.to))
-    ) {
+      store.read((tx) => isChatEncrypted(tx, session.accountId, entry.item.to));
+    // No plugin can encrypt (e.g. the app runs without OMEMO): an encrypted chat's item fails,
+    // kept with the reason, before anything is uploaded or sent in the clear.
+    if (e2e && !session.canEncrypt) {
       const refused = new EncryptionRequiredError(bare(entry.item.to));
       store.write((tx) =>
         setShareOutboxState(tx, entry.item.id, "failed", `${refused.code}: ${refused.message}`),
@@ -235,7 +304,9 @@ export function sendShareOutbox(
           id: entry.item.id,
           ...file,
           size: statSync(path).size,
-          ...(opts.encrypt?.(entry.item.to) ? { aesgcmKey: newAesgcmFragment() } : {}),
+          // XEP-0454: the key stays in this row (never logged) until the message carrying it is
+          // queued encrypted; the upload service only ever gets ciphertext.
+          ...(e2e || opts.encrypt?.(entry.item.to) ? { aesgcmKey: newAesgcmFragment() } : {}),
         });
         setShareOutboxState(ctx.tx, entry.item.id, "sending");
         return true;
@@ -245,6 +316,17 @@ export function sendShareOutbox(
         break; // later items wait: the outbox goes out in order
       }
       continue;
+    }
+    if (e2e) {
+      let running = encrypting.get(session);
+      if (!running) encrypting.set(session, (running = new Set()));
+      if (!running.has(entry.item.id)) {
+        running.add(entry.item.id);
+        // The body only: an OOB element would carry a shared URL in the clear.
+        // A write refused there (session closed) leaves the row pending for the next send.
+        sendEncryptedItem(store, session, entry, msg.body, opts.onEncrypted).catch(() => {});
+      }
+      break; // later items wait for it: the outbox goes out in order
     }
     session.write((ctx) => {
       session.queueMessage(ctx, {

@@ -110,6 +110,42 @@ describe("share extension → outbox → main app", () => {
     T,
   );
 
+  it(
+    "a share into an end-to-end encrypted chat without a plugin that encrypts fails with encryption-required, nothing sent",
+    async () => {
+      const item = await shareFromOtherProcess({
+        db: env.db,
+        attachmentDir: join(env.dir, "attachments"),
+        to: "carol@localhost",
+        content: { kind: "text", text: "never in the clear" },
+      });
+      env.store.write((tx) =>
+        tx
+          .insert(tables.chats)
+          .values({ accountId: "alice", jid: "carol@localhost", omemo: true, createdAt: tx.now })
+          .run(),
+      );
+      const session = env.session(); // no plugins: nothing can encrypt
+      try {
+        await session.connect();
+        expect(session.canEncrypt).toBe(false);
+        expect(sendShareOutbox(env.store, session)).toEqual([]);
+        const entry = env.store.read((tx) =>
+          listShareOutbox(tx, ["failed"]).find((e) => e.item.id === item.id),
+        );
+        expect(entry?.error).toMatch(/^encryption-required: carol@localhost is an end-to-end/);
+        expect(
+          env.store.read((tx) =>
+            tx.select().from(tables.messages).where(eq(tables.messages.originId, item.id)).all(),
+          ),
+        ).toEqual([]);
+      } finally {
+        await session.close();
+      }
+    },
+    T,
+  );
+
   it("a share of invalid content is refused with the field named and writes nothing", () => {
     const before = env.store.read((tx) => tx.select().from(tables.shareOutbox).all().length);
     const share = openStore({ path: env.db, role: "share" });

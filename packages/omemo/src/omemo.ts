@@ -2,11 +2,13 @@
 // message, encrypts outgoing messages for every device, publishes our device and bundle.
 import { randomInt, randomUUID } from "node:crypto";
 import {
+  EncryptionFailedError,
   isChatEncrypted,
   markDecrypted,
   xml,
   type DurableSession,
   type Element,
+  type OutgoingEncryption,
   type PluginPrepared,
   type SessionPlugin,
   type StanzaContext,
@@ -112,6 +114,16 @@ export interface RoomOmemoSupport {
 }
 
 class StaleView extends Error {}
+
+/** Send errors no retry can cure: the engine fails the outbox item or upload with the reason. */
+const FINAL_SEND_ERRORS = new Set<OmemoError["code"]>([
+  "no-devices",
+  "bad-device-list",
+  "no-identity",
+  "not-in-room",
+  "room-anonymous",
+  "private-message",
+]);
 
 /** What the checks before a decryption hand to it: the view (rows read) and our key element. */
 class Ready {
@@ -484,16 +496,54 @@ export class Omemo implements SessionPlugin {
    * message (plaintext, encrypted=true) and queues it with the ratchet changes in one
    * transaction. Throws OmemoError("no-devices") when no device of `to` can receive it.
    */
-  send(to: string, body: string): Promise<OmemoSendResult> {
-    return this.encryptAndQueue(bare(to), [bare(to)], body);
+  async send(to: string, body: string): Promise<OmemoSendResult> {
+    // Without a commit hook it is never declined.
+    return (await this.encryptAndQueue(bare(to), [bare(to)], body))!;
   }
 
-  /** Encrypts for the devices of `recipients` and ours, and queues the message to `to`. */
+  /**
+   * The engine's hook (SessionPlugin.encryptOutgoing) for what it sends on the user's behalf into
+   * an encrypted chat: a share outbox item, the aesgcm:// link of an uploaded file (XEP-0454).
+   * Encrypted exactly like sendMessage(), the outbox item id as origin-id; `commit` (marking the
+   * item sent) runs in the transaction that stores and queues it with the ratchet changes.
+   * Failures that cannot pass (no device, semi-anonymous room, …) become EncryptionFailedError.
+   */
+  async encryptOutgoing(message: OutgoingEncryption<StanzaContext>): Promise<boolean> {
+    const s = this.s;
+    const to = bare(message.to);
+    const c = tables.chats;
+    const kind = s.store.read(
+      (tx) =>
+        tx
+          .select({ kind: c.kind })
+          .from(c)
+          .where(and(eq(c.accountId, s.accountId), eq(c.jid, to)))
+          .get()?.kind,
+    );
+    try {
+      const recipients = kind === "groupchat" ? await this.roomRecipients(to) : [to];
+      const sent = await this.encryptAndQueue(to, recipients, message.body, {
+        originId: message.originId,
+        commit: message.commit,
+      });
+      return sent !== null;
+    } catch (e) {
+      if (e instanceof OmemoError && FINAL_SEND_ERRORS.has(e.code))
+        throw new EncryptionFailedError(e.code, e.message);
+      throw e;
+    }
+  }
+
+  /**
+   * Encrypts for the devices of `recipients` and ours, and queues the message to `to`. With
+   * `commit`: it runs first in that transaction; false → nothing more is written, null returned.
+   */
   private async encryptAndQueue(
     to: string,
     recipients: readonly string[],
     body: string,
-  ): Promise<OmemoSendResult> {
+    opts: { originId?: string; commit?: (ctx: StanzaContext) => boolean } = {},
+  ): Promise<OmemoSendResult | null> {
     const s = this.s;
     const own = this.role === "app" ? this.ensureIdentity() : this.own();
     if (!own) throw new OmemoError("no-identity", "no OMEMO identity yet");
@@ -518,7 +568,7 @@ export class Omemo implements SessionPlugin {
     const mine = recipients.includes(ownJid) ? [] : await this.fetchDeviceList(ownJid);
     const recipient = recipients.join(", ");
     const isRecipient = (jid: string) => recipients.includes(jid);
-    const originId = randomUUID();
+    const originId = opts.originId ?? randomUUID();
     const bundles = new Map<string, Bundle | Error>();
     for (let attempt = 1; attempt <= 5; attempt++) {
       const view = new SignalView(s.store, s.accountId, own);
@@ -597,9 +647,14 @@ export class Omemo implements SessionPlugin {
         iv: sealed.iv,
         payload: sealed.payload,
       });
+      let declined = false;
       try {
         s.write((ctx) => {
           if (!view.stillValid(ctx.tx)) throw new StaleView();
+          if (opts.commit && !opts.commit(ctx)) {
+            declined = true; // the item moved on: no ratchet step without its message
+            return;
+          }
           view.apply(ctx.tx);
           s.queueMessage(ctx, {
             to,
@@ -614,6 +669,7 @@ export class Omemo implements SessionPlugin {
         if (e instanceof StaleView) continue; // another process ratcheted meanwhile: encrypt again
         throw e;
       }
+      if (declined) return null;
       return { originId, devices: sent, skipped, noDevices };
     }
     throw new OmemoError("state-conflict", "session state changed at every attempt");
@@ -864,6 +920,12 @@ export class Omemo implements SessionPlugin {
    */
   async sendToRoom(room: string, body: string): Promise<OmemoSendResult> {
     room = bare(room);
+    // Without a commit hook it is never declined.
+    return (await this.encryptAndQueue(room, await this.roomRecipients(room), body))!;
+  }
+
+  /** The real JIDs a message to a joined non-anonymous room is encrypted for (see sendToRoom). */
+  private async roomRecipients(room: string): Promise<string[]> {
     const s = this.s;
     const c = tables.chats;
     const row = s.store.read((tx) =>
@@ -889,7 +951,7 @@ export class Omemo implements SessionPlugin {
         if (jid !== this.jid && !members.includes(jid)) members.push(jid);
     if (members.length === 0)
       throw new OmemoError("no-devices", `nobody else in ${room} shows a real JID`);
-    return this.encryptAndQueue(room, members, body);
+    return members;
   }
 
   /**

@@ -8,6 +8,7 @@ import {
   openSync,
   readSync,
   closeSync,
+  rmSync,
   statSync,
 } from "node:fs";
 import { Readable } from "node:stream";
@@ -85,6 +86,8 @@ export async function decryptFile(src: string, dst: string, fragment: string): P
       createWriteStream(dst),
     );
   } catch (err) {
+    // GCM authenticates only at the end: what was written is unauthenticated plaintext, never kept.
+    rmSync(dst, { force: true });
     throw new MediaError(
       "decrypt-failed",
       `AES-GCM decryption failed (wrong key or altered file): ${(err as Error).message}`,

@@ -14,7 +14,9 @@ export type MediaErrorCode =
   | "decrypt-failed"
   | "not-found"
   /** The chat became end-to-end encrypted meanwhile: the link is not sent in a plain message. */
-  | "encryption-required";
+  | "encryption-required"
+  /** The chat is end-to-end encrypted and its plugin can never encrypt the link (e.g. no devices). */
+  | "encryption-failed";
 
 export class MediaError extends Error {
   override readonly name = "MediaError";

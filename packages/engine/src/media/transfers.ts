@@ -5,11 +5,12 @@
 import { EventEmitter } from "node:events";
 import { existsSync, mkdirSync, renameSync, rmSync, statSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
+import type { ShareOutboxItem } from "@lichen/schema";
 import { setShareOutboxState, tables, type Store } from "@lichen/store";
 import { and, eq, inArray } from "drizzle-orm";
 import type { DurableSession } from "../session.js";
 import { isChatEncrypted } from "../messages.js";
-import { EncryptionRequiredError } from "../outgoing.js";
+import { EncryptionFailedError, EncryptionRequiredError } from "../outgoing.js";
 import { decryptFile, encryptFile, fromAesgcmUrl, toAesgcmUrl } from "./aesgcm.js";
 import { MediaError } from "./errors.js";
 import {
@@ -181,7 +182,7 @@ export class MediaTransfers extends EventEmitter<MediaTransferEvents> {
       // Killed after the PUT finished but before the message was queued: the file is there
       // (a second PUT to the slot would be refused as a conflict), so only the message is left.
       if (a.state === "uploading" && a.url && (await this.alreadyUploaded(a.url, bodySize))) {
-        this.complete(a);
+        await this.complete(a);
         return;
       }
       await httpPut(
@@ -194,8 +195,8 @@ export class MediaTransfers extends EventEmitter<MediaTransferEvents> {
           onProgress: (p) => this.emit("progress", { id, direction: "up", ...p }),
         },
       );
-      this.complete(a);
       this.attempts.delete(id);
+      await this.complete(a);
     } catch (err) {
       const error =
         err instanceof MediaError ? err : new MediaError("http-failed", (err as Error).message);
@@ -279,15 +280,25 @@ export class MediaTransfers extends EventEmitter<MediaTransferEvents> {
     return target;
   }
 
-  /** PUT done: one transaction queues the message and marks upload and outbox row sent. */
-  private complete(a: AttachmentRow): void {
+  /**
+   * PUT done: one transaction queues the message and marks upload and outbox row sent. In an end-to-end
+   * encrypted chat the session's encryption plugin sends the aesgcm:// URL encrypted (that
+   * transaction also holds its ratchet changes); a passing failure (offline, a timeout) leaves the
+   * row `uploading`, and the next resume finds the file uploaded (HEAD) and tries again.
+   */
+  private async complete(a: AttachmentRow): Promise<void> {
     const url = a.aesgcmKey ? toAesgcmUrl(a.url ?? "", a.aesgcmKey) : (a.url ?? "");
+    const encryptedTo = this.store.read((tx) => {
+      const item = outboxItemOf(tx, a.id);
+      return item && isChatEncrypted(tx, this.session.accountId, item.to) ? item : null;
+    });
+    if (encryptedTo) return this.completeEncrypted(a, encryptedTo, url);
     const sent = this.session.write((ctx) => {
       const row = getAttachment(ctx.tx, a.id);
       if (row?.state !== "uploading") return false; // another process finished it
       const item = outboxItemOf(ctx.tx, a.id);
       if (item && isChatEncrypted(ctx.tx, ctx.accountId, item.to)) {
-        // Encryption was turned on for the chat during the upload (the outbox checks it before).
+        // Encryption was turned on for the chat this very moment: never a plain link into it.
         const refused = new EncryptionRequiredError(item.to);
         failUpload(ctx, a.id, new MediaError("encryption-required", refused.message));
         return false;
@@ -312,6 +323,61 @@ export class MediaTransfers extends EventEmitter<MediaTransferEvents> {
       return true;
     });
     if (sent) this.emit("uploaded", { id: a.id, url });
+  }
+
+  /** The uploaded file's link into an end-to-end encrypted chat: only ever sent encrypted. */
+  private async completeEncrypted(
+    a: AttachmentRow,
+    item: ShareOutboxItem,
+    url: string,
+  ): Promise<void> {
+    // Uploaded in the clear (encryption turned on for the chat during the upload): the service
+    // holds the plain file, so its link is not sent into the encrypted chat.
+    const refusal = !a.aesgcmKey
+      ? new MediaError(
+          "encryption-required",
+          `${new EncryptionRequiredError(item.to).message}; the file was uploaded unencrypted`,
+        )
+      : !this.session.canEncrypt
+        ? new MediaError("encryption-required", new EncryptionRequiredError(item.to).message)
+        : null;
+    if (refusal) {
+      this.session.write((ctx) => {
+        if (getAttachment(ctx.tx, a.id)?.state === "uploading") failUpload(ctx, a.id, refusal);
+      });
+      this.emit("failed", { id: a.id, error: refusal });
+      return;
+    }
+    try {
+      const sent = await this.session.sendEncrypted({
+        to: item.to,
+        body: url,
+        originId: item.id,
+        commit: (ctx) => {
+          if (getAttachment(ctx.tx, a.id)?.state !== "uploading") return false; // finished elsewhere
+          updateAttachment(ctx.tx, a.id, { state: "sent", url, transferred: a.size ?? 0 });
+          return setShareOutboxState(ctx.tx, a.id, "sent");
+        },
+      });
+      if (sent) this.emit("uploaded", { id: a.id, url });
+    } catch (err) {
+      if (err instanceof EncryptionFailedError || err instanceof EncryptionRequiredError) {
+        const error = new MediaError("encryption-failed", `${err.code}: ${err.message}`);
+        this.session.write((ctx) => {
+          if (getAttachment(ctx.tx, a.id)?.state === "uploading") failUpload(ctx, a.id, error);
+        });
+        this.emit("failed", { id: a.id, error });
+        return;
+      }
+      // Offline or a timeout: the row stays `uploading`; the next resume sends the link.
+      this.emit("failed", {
+        id: a.id,
+        error: new MediaError(
+          "http-failed",
+          `uploaded; the encrypted message waits for the next connection: ${String(err)}`,
+        ),
+      });
+    }
   }
 }
 
@@ -430,7 +496,8 @@ export async function downloadAttachment(opts: DownloadOptions): Promise<Downloa
     if (error.code !== "http-failed") rmSync(partPath, { force: true });
     store.write((tx) =>
       updateAttachment(tx, row.id, {
-        state: "remote",
+        // An altered file or a wrong key (GCM tag mismatch) is a stored failure, not a pending file.
+        state: error.code === "decrypt-failed" ? "failed" : "remote",
         error: `${error.code}: ${error.message}`,
         transferred: existsSync(partPath) ? statSync(partPath).size : 0,
       }),
