@@ -2,10 +2,12 @@
 // app encrypts it like sendMessage — a text or a link as an OMEMO message, a file as XEP-0454
 // (AES-256-GCM ciphertext uploaded through XEP-0363, its aesgcm:// link in an OMEMO message) — and
 // the servers never see the plaintext: not on the wire, not in the archive, not in the upload.
+import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createInterface } from "node:readline";
 import {
   downloadAttachment,
   MediaTransfers,
@@ -25,6 +27,7 @@ import { online, openDevice, until, useServer, type Device } from "./helpers.js"
 const T = 120_000;
 const NS_MAM = "urn:xmpp:mam:2";
 const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
+const uploadProc = join(import.meta.dirname, "fixtures", "share-upload-proc.mjs");
 
 /** Every regular file under `dir` (the server's data directory). */
 function filesUnder(dir: string): string[] {
@@ -37,7 +40,7 @@ describe.each([
   ["prosody", startProsody],
   ["ejabberd", startEjabberd],
 ] as const)("sharing into an OMEMO chat on %s", (_name, start) => {
-  const env = useServer(start, ["alice", "bob", "carol"]);
+  const env = useServer(start, ["alice", "bob", "carol", "dave"]);
   const attachmentDir = mkdtempSync(join(tmpdir(), "lichen-omemo-share-"));
   let alice: Device;
   let bob: Device;
@@ -274,6 +277,108 @@ describe.each([
         error: expect.stringMatching(/^decrypt-failed: AES-GCM decryption failed/),
       });
       expect(filesUnder(bad)).toEqual([]);
+    },
+    T,
+  );
+  it(
+    "an encrypted upload killed mid-PUT resumes with the same key and ciphertext and is sent once, encrypted",
+    async () => {
+      const dir = mkdtempSync(join(tmpdir(), "lichen-omemo-share-kill-"));
+      const files = join(dir, "attachments");
+      const db = join(dir, "dave.db");
+      // Dave's account row and chat setting; the main app runs in a child process first.
+      const dave = openDevice(env.server, "dave", "phone", { db });
+      env.devices.push(dave);
+      dave.omemo.setChatEncrypted(bob.jid, true);
+      const movie = randomBytes(3 * 1024 * 1024);
+      const src = join(dir, "movie.mp4");
+      writeFileSync(src, movie);
+      const s = openStore({ path: db, role: "share" });
+      const item = shareToOutbox({
+        store: s,
+        accountId: "dave",
+        to: bob.jid,
+        content: { kind: "audiovisual", file: { sourcePath: src, mimeType: "video/mp4" } },
+        attachmentDir: files,
+      });
+      s.close();
+
+      const child = spawn(process.execPath, [
+        uploadProc,
+        JSON.stringify({
+          db,
+          port: env.server.c2sPort,
+          user: "dave",
+          attachmentDir: files,
+          blockAtBytes: 1024 * 1024,
+        }),
+      ]);
+      let stderr = "";
+      child.stderr.on("data", (d) => (stderr += String(d)));
+      const events: { event: string }[] = [];
+      createInterface({ input: child.stdout }).on("line", (l) => events.push(JSON.parse(l)));
+      const exited = new Promise((r) => child.once("exit", r));
+      try {
+        await until(() => events.some((e) => e.event === "blocked"), `PUT under way (${stderr})`);
+      } finally {
+        child.kill("SIGKILL");
+        await exited;
+      }
+      const upload = () =>
+        dave.store.read((tx) =>
+          tx.select().from(tables.attachments).where(eq(tables.attachments.id, item.id)).get(),
+        );
+      const killed = upload()!;
+      expect(killed.state).toBe("uploading");
+      expect(killed.aesgcmKey).toMatch(/^[0-9a-f]{88}$/);
+      const ciphertext = readFileSync(join(files, `${killed.localPath}.aesgcm`));
+      expect(ciphertext.length).toBe(movie.length + 16);
+
+      // The app again (this process): it resumes the upload (same slot on Prosody, a new one
+      // on ejabberd, whose slots are single-use) and sends the link encrypted, once.
+      await online(dave);
+      const daveMedia = new MediaTransfers(dave.session, { attachmentDir: files });
+      const again = (): void => {
+        sendShareOutbox(dave.store, dave.session, {
+          media: daveMedia,
+          attachmentDir: files,
+          onEncrypted: again,
+        });
+      };
+      daveMedia.on("uploaded", again);
+      again();
+      await until(() => upload()?.state === "sent", "the resumed upload is sent");
+      expect(upload()?.aesgcmKey).toBe(killed.aesgcmKey);
+      const url = upload()!.url!;
+      expect(url.endsWith(`#${killed.aesgcmKey}`)).toBe(true);
+      const served = Buffer.from(
+        await (await fetch(url.replace(/^aesgcm:/, "http:").replace(/#.*$/, ""))).arrayBuffer(),
+      );
+      expect(sha(served)).toBe(sha(ciphertext)); // the same bytes as before the kill
+
+      await until(() => bobMessage(item.id)?.body === url, "bob gets the link, decrypted");
+      await dave.session.idle();
+      await bob.session.syncBarrier();
+      expect(
+        bob.store.read((tx) =>
+          tx.select().from(tables.messages).where(eq(tables.messages.originId, item.id)).all(),
+        ),
+      ).toHaveLength(1);
+      const row = bob.store.read((tx) =>
+        tx
+          .select()
+          .from(tables.attachments)
+          .where(and(eq(tables.attachments.url, url), eq(tables.attachments.direction, "in")))
+          .get(),
+      )!;
+      const got = await downloadAttachment({
+        store: bob.store,
+        attachment: { id: row.id },
+        attachmentDir: join(dir, "bob"),
+        maxBytes: 4 * 1024 * 1024,
+        acceptTypes: [],
+      });
+      expect(sha(readFileSync(got.path))).toBe(sha(movie));
     },
     T,
   );
