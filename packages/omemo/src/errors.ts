@@ -28,8 +28,8 @@ export class OmemoError extends Error {
       | "not-in-room"
       /** sendToRoom to a room that hides real JIDs (semi-anonymous): nobody's devices can be known. */
       | "room-anonymous"
-      /** sendMessage to room/nick in an encrypted room: private messages are not encrypted. */
-      | "private-message",
+      /** sendPrivate to room/nick whose real JID the room does not show us (or who left). */
+      | "unknown-occupant",
     message: string,
   ) {
     super(message);

@@ -122,7 +122,7 @@ const FINAL_SEND_ERRORS = new Set<OmemoError["code"]>([
   "no-identity",
   "not-in-room",
   "room-anonymous",
-  "private-message",
+  "unknown-occupant",
 ]);
 
 /** What the checks before a decryption hand to it: the view (rows read) and our key element. */
@@ -482,10 +482,12 @@ export class Omemo implements SessionPlugin {
       plain.acked.catch(() => {}); // queued durably either way: news, not a failure
       return { originId: plain.originId, omemo: null };
     }
-    if (chat.kind === "groupchat" && to !== bare(to))
-      throw new OmemoError("private-message", `OMEMO to a room occupant (${to}) is not supported`);
     const result =
-      chat.kind === "groupchat" ? await this.sendToRoom(to, body) : await this.send(to, body);
+      chat.kind !== "groupchat"
+        ? await this.send(to, body)
+        : to !== bare(to)
+          ? await this.sendPrivate(to, body)
+          : await this.sendToRoom(to, body);
     return { originId: result.originId, omemo: result };
   }
 
@@ -499,6 +501,55 @@ export class Omemo implements SessionPlugin {
   async send(to: string, body: string): Promise<OmemoSendResult> {
     // Without a commit hook it is never declined.
     return (await this.encryptAndQueue(bare(to), [bare(to)], body))!;
+  }
+
+  /**
+   * A private message to a room occupant (`room/nick`, XEP-0045 §7.5) of a joined non-anonymous
+   * room, encrypted for the devices of the occupant's real JID (from the room's presence) and our
+   * own other devices, sent to room/nick as a chat message and stored in the room's chat. Throws
+   * OmemoError "not-in-room", "room-anonymous" (the room hides real JIDs), "unknown-occupant"
+   * (not in the room now, or its JID hidden) or "no-devices".
+   */
+  async sendPrivate(occupant: string, body: string): Promise<OmemoSendResult> {
+    const room = bare(occupant);
+    const nick = occupant.slice(room.length + 1);
+    if (!nick) throw new OmemoError("unknown-occupant", `${occupant} is not room/nick`);
+    const s = this.s;
+    const c = tables.chats;
+    const o = tables.roomOccupants;
+    const joined = s.store.read((tx) =>
+      tx
+        .select({ kind: c.kind, nick: c.nick })
+        .from(c)
+        .where(and(eq(c.accountId, s.accountId), eq(c.jid, room)))
+        .get(),
+    );
+    if (joined?.kind !== "groupchat" || !joined.nick)
+      throw new OmemoError("not-in-room", `not an occupant of ${room}`);
+    // The room's configuration, not one occupant's presence, tells that real JIDs are shown.
+    const support = this.roomCache().get(room) ?? (await this.roomSupport(room));
+    if (!support.nonAnonymous)
+      throw new OmemoError(
+        "room-anonymous",
+        `${room} is semi-anonymous (no muc_nonanonymous): OMEMO needs the occupant's real JID`,
+      );
+    const realJid = s.store.read(
+      (tx) =>
+        tx
+          .select({ realJid: o.realJid })
+          .from(o)
+          .where(and(eq(o.accountId, s.accountId), eq(o.roomJid, room), eq(o.nick, nick)))
+          .get()?.realJid,
+    );
+    if (!realJid)
+      throw new OmemoError(
+        "unknown-occupant",
+        `the real JID of ${occupant} is unknown (not in the room now, or hidden)`,
+      );
+    // XEP-0045 §7.5: a private message carries an empty muc#user element.
+    return (await this.encryptAndQueue(occupant, [bare(realJid)], body, {
+      extra: [xml("x", { xmlns: NS_MUC_USER })],
+    }))!;
   }
 
   /**
@@ -542,7 +593,12 @@ export class Omemo implements SessionPlugin {
     to: string,
     recipients: readonly string[],
     body: string,
-    opts: { originId?: string; commit?: (ctx: StanzaContext) => boolean } = {},
+    opts: {
+      originId?: string;
+      commit?: (ctx: StanzaContext) => boolean;
+      /** More payload elements (e.g. muc#user of a private message). */
+      extra?: Element[];
+    } = {},
   ): Promise<OmemoSendResult | null> {
     const s = this.s;
     const own = this.role === "app" ? this.ensureIdentity() : this.own();
@@ -662,7 +718,7 @@ export class Omemo implements SessionPlugin {
             originId,
             wireBody: FALLBACK_BODY,
             encrypted: true,
-            extra: [encrypted, emeElement()],
+            extra: [encrypted, emeElement(), ...(opts.extra ?? [])],
           });
         });
       } catch (e) {
@@ -1107,6 +1163,29 @@ export class Omemo implements SessionPlugin {
    * own muc#user element is not the room's word). Null: not from a room we are in, or a room
    * archive result we did not ask for (the engine drops those too).
    */
+  /**
+   * A private message from an occupant (room/nick, not groupchat) of a room we are in: its
+   * author is resolved like a room message's, from the occupant list (null: not such a message).
+   */
+  private privateMessageOrigin(located: Located): RoomOrigin | null {
+    const from = located.inner.attrs.from as string | undefined;
+    const slash = from?.indexOf("/") ?? -1;
+    if (!from || slash < 0 || located.inner.attrs.type === "groupchat") return null;
+    const room = from.slice(0, slash);
+    const s = this.s;
+    const c = tables.chats;
+    const kind = s.store.read(
+      (tx) =>
+        tx
+          .select({ kind: c.kind })
+          .from(c)
+          .where(and(eq(c.accountId, s.accountId), eq(c.jid, room)))
+          .get()?.kind,
+    );
+    if (kind !== "groupchat") return null;
+    return { room, nick: from.slice(slash + 1), archivedRealJid: null, queryId: null };
+  }
+
   private roomSender(origin: RoomOrigin): { jid: string } | { unknown: string } | null {
     const s = this.s;
     const c = tables.chats;
@@ -1177,8 +1256,8 @@ export class Omemo implements SessionPlugin {
         // A replay (or a room message live and again in the room's archive): the engine's unique
         // indexes drop it. Checked first: a failure stored twice would be quarantined twice.
         if (this.alreadyStored(located)) return null;
-        if (located.roomOrigin) {
-          const origin = located.roomOrigin;
+        const origin = located.roomOrigin ?? this.privateMessageOrigin(located);
+        if (origin) {
           const resolved = this.roomSender(origin);
           if (resolved === null) return null; // not a room of ours / not our catch-up: the engine drops it
           if ("unknown" in resolved)

@@ -284,6 +284,53 @@ describe.each([
   );
 
   it(
+    "private messages between occupants of a non-anonymous room are encrypted for the real JID's devices",
+    async () => {
+      const alice = await device("alice", "pm");
+      const bob = await device("bob", "pm");
+      const room = roomName("pm");
+      await join(alice, room, "alice");
+      await iqSet(alice, room, roomConfig({ "muc#roomconfig_whois": "anyone" }));
+      await join(bob, room, "bob");
+      await until(() => alice.omemo.roomMembers(room).includes(bob.jid), "alice sees bob's JID");
+      await until(() => bob.omemo.roomMembers(room).includes(alice.jid), "bob sees alice's JID");
+      const wire: string[] = [];
+      bob.session.on("stanza", (el) => {
+        if (el.is("message") && el.getChild("encrypted", NS_OMEMO)) wire.push(el.toString());
+      });
+
+      // Through the chat setting, as the app sends: OMEMO on for the room → to room/nick encrypted.
+      alice.omemo.setChatEncrypted(room, true);
+      const sent = await alice.omemo.sendMessage(`${room}/bob`, "psst, bob");
+      // (Only bob's devices and our own: not those of the room's other occupants.)
+      expect(sent.omemo?.devices).toContainEqual({ jid: bob.jid, deviceId: bob.omemo.deviceId! });
+      expect(sent.omemo?.devices.every((d) => d.jid === bob.jid || d.jid === alice.jid)).toBe(true);
+      await until(() => bob.messages(room).length === 1, "bob stores the private message");
+      expect(bob.messages(room)).toEqual([{ body: "psst, bob", encrypted: 1, direction: "in" }]);
+      expect(wire[0]).toContain(`type="chat"`);
+      expect(wire[0]).toContain(`from="${room}/alice"`);
+      expect(wire[0]).toContain(FALLBACK_BODY);
+      expect(wire[0]).not.toContain("psst");
+      // The reply: bob knows alice only as room/alice; her real JID comes from the room.
+      await bob.omemo.sendPrivate(`${room}/alice`, "psst back");
+      await until(
+        () => alice.messages(room).some((m) => m.body === "psst back"),
+        "alice decrypts the reply",
+      );
+      expect(alice.messages(room)).toEqual([
+        { body: "psst, bob", encrypted: 1, direction: "out" },
+        { body: "psst back", encrypted: 1, direction: "in" },
+      ]);
+      const nobody = await alice.omemo
+        .sendPrivate(`${room}/nobody`, "hello?")
+        .catch((e: unknown) => e);
+      expect(nobody).toBeInstanceOf(OmemoError);
+      expect((nobody as OmemoError).code).toBe("unknown-occupant");
+    },
+    T,
+  );
+
+  it(
     "a semi-anonymous room: sending is refused; a message from a hidden occupant is a stored failure",
     async () => {
       const alice = await device("alice", "tablet");
@@ -308,6 +355,10 @@ describe.each([
       const refused = await alice.omemo.sendToRoom(room, "secret").catch((e: unknown) => e);
       expect(refused).toBeInstanceOf(OmemoError);
       expect((refused as OmemoError).code).toBe("room-anonymous");
+      const privately = await alice.omemo
+        .sendPrivate(`${room}/bob`, "secret")
+        .catch((e: unknown) => e);
+      expect((privately as OmemoError).code).toBe("room-anonymous");
       expect(alice.messages(room)).toEqual([]);
 
       // Bob (a participant) does not see alice's JID. An OMEMO message from her, claiming her
