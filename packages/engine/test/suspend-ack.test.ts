@@ -174,7 +174,10 @@ describe.each(SERVERS)("a suspend while a replay reconnect drains (%s)", (_kind,
         expect(session.online).toBe(true);
         expect(streamId()).toBe(before); // same stream: no new session was bound
         expect(counting.stored(`${prefix}fail`)).toBe(1); // replayed once after the resume
-        await until(() => bob.received.some((m) => m.body === `${prefix}held`) || undefined, "held");
+        await until(
+          () => bob.received.some((m) => m.body === `${prefix}held`) || undefined,
+          "held",
+        );
         expect(bob.received.filter((m) => m.body === `${prefix}held`)).toHaveLength(1);
       } finally {
         await session.suspend();
