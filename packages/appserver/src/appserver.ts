@@ -14,7 +14,13 @@ import { AppServerStore } from "./db/store.js";
 import { httpPort, startHttp } from "./http.js";
 import { AppServerMetrics } from "./metrics.js";
 import { readApnsCertificate } from "./providers/apns-certificate.js";
-import { PushService, type AppPolicy, type AppSender, type PushJob } from "./push-service.js";
+import {
+  PushService,
+  type AppPolicy,
+  type AppSender,
+  type PushJob,
+  type PushReply,
+} from "./push-service.js";
 import { NS_DISCO_INFO, parseStanza } from "./request.js";
 import { createProviderSender } from "./senders.js";
 import { RedisBlacklistSync } from "./sync.js";
@@ -177,7 +183,7 @@ export class AppServer {
       logger,
       metrics: this.metrics,
       deliveries,
-      onDelivery: (r) => this.store.recordDelivery(r),
+      onDelivery: (hash, domain, at) => this.store.recordDelivery(hash, domain, at),
       newTokensPerMinute: bd.newTokensPerMinute,
       appPolicies: appPolicies(cfg),
     });
@@ -394,20 +400,25 @@ export class AppServer {
           return;
         }
         this.inFlight++;
-        void this.service.handle(req).then((reply) => {
-          try {
-            if (reply.type === "result") {
-              this.metrics.replies.inc({ type: "result" });
-              link.replyResult(addr);
-            } else {
-              this.metrics.replies.inc({ type: reply.error.type });
-              link.replyError(addr, reply.error);
-            }
-          } finally {
-            if (--this.inFlight === 0) this.onIdle?.();
-          }
-        });
+        this.service.handleWith(req, (reply) => this.answer(addr, reply));
       }
+    }
+  }
+
+  /** Sends a push's IQ reply (called once per push; never throws: it ends provider callbacks). */
+  private answer(addr: { id: string; from: string; to: string }, reply: PushReply): void {
+    try {
+      if (reply.type === "result") {
+        this.metrics.replies.inc({ type: "result" });
+        this.link.replyResult(addr);
+      } else {
+        this.metrics.replies.inc({ type: reply.error.type });
+        this.link.replyError(addr, reply.error);
+      }
+    } catch (e) {
+      this.logger.error({ err: e }, "cannot send a push reply");
+    } finally {
+      if (--this.inFlight === 0) this.onIdle?.();
     }
   }
 

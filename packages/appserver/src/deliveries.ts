@@ -45,15 +45,11 @@ export class DeliveryMemory {
   }
 
   /**
-   * Records a successful delivery. Returns what to persist when the stored time is older than
-   * `refreshMs` (bounds the writes to one per token per refresh period), else undefined.
+   * Records a successful delivery. Returns its time (epoch ms) when it is worth persisting: the
+   * token's first, a new domain, or the stored time older than `refreshMs` (bounds the writes to
+   * one per token per refresh period); else undefined. A number, not a record: no object per push.
    */
-  delivered(
-    hash: string,
-    domain: string,
-    refreshMs = 3_600_000,
-    at?: number,
-  ): DeliveryRecord | undefined {
+  delivered(hash: string, domain: string, refreshMs = 3_600_000, at?: number): number | undefined {
     const now = at ?? this.o.clock.now();
     const id = this.idOf(domain);
     const prev = this.last.get(hash);
@@ -64,11 +60,11 @@ export class DeliveryMemory {
       this.active[prevId]!--;
       this.last.set(hash, sec * DOMAIN_BITS + id);
       this.active[id]!++;
-      return prevId !== id || now - prevAt >= refreshMs ? { hash, domain, at: now } : undefined;
+      return prevId !== id || now - prevAt >= refreshMs ? now : undefined;
     }
     this.last.set(hash, sec * DOMAIN_BITS + id);
     this.active[id]!++;
-    return { hash, domain, at: now };
+    return now;
   }
 
   /** Restores a persisted delivery (ignored when already expired or older than what is known). */

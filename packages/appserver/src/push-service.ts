@@ -1,7 +1,7 @@
 import type { Logger } from "pino";
 import type { DomainBlacklist, TokenBlacklist } from "./blacklist.js";
 import type { Clock } from "./clock.js";
-import type { DeliveryMemory, DeliveryRecord } from "./deliveries.js";
+import type { DeliveryMemory } from "./deliveries.js";
 import type { AppServerMetrics } from "./metrics.js";
 import { RateLimiter } from "./rate-limiter.js";
 import type { PushRequest, StanzaErrorSpec } from "./request.js";
@@ -30,6 +30,11 @@ export type SendOutcome =
 /** One configured app (APNs topic or FCM project) able to deliver a push. */
 export interface AppSender {
   send(job: PushJob): Promise<SendOutcome>;
+  /**
+   * `send` with a callback, called exactly once (possibly before it returns). Optional: the
+   * pipeline's hot path when present (no promise per push), `send` otherwise.
+   */
+  sendWith?(job: PushJob, done: (outcome: SendOutcome) => void): void;
   /** The provider's tokens are case-insensitive (APNs hex): hashed in lower case. */
   readonly caseInsensitiveTokens?: boolean;
   /** How long the provider keeps an undelivered push (the app's ttl): later retries end there. */
@@ -88,7 +93,7 @@ export interface PushServiceOptions {
   /** Tokens with a recent successful delivery (healthy; active tokens per domain). */
   deliveries: DeliveryMemory;
   /** A delivery worth persisting (first for a token, or first after an hour). */
-  onDelivery?: (r: DeliveryRecord) => void;
+  onDelivery?: (hash: string, domain: string, at: number) => void;
   /** Unknown tokens of a restricted domain tried per minute (token bucket; default 10). */
   newTokensPerMinute?: number;
   /** Per-app timings, by app name. */
@@ -104,6 +109,10 @@ interface Delivered {
 }
 const SENT: Delivered = { reply: RESULT, metric: "sent" };
 const NOT_SENT: SendOutcome = { kind: "transient", reason: "not sent" };
+const sendFailed = (e: unknown): SendOutcome => ({
+  kind: "transient",
+  reason: `send failed: ${(e as Error).message}`,
+});
 const err = (type: StanzaErrorSpec["type"], condition: string, text: string): PushReply => ({
   type: "error",
   error: { type, condition, text },
@@ -207,13 +216,22 @@ export class PushService {
 
   /** Handles one validated request; never rejects (an internal fault becomes a wait error). */
   handle(req: PushRequest): Promise<PushReply> {
-    let r: PushReply | Promise<PushReply>;
+    return new Promise((resolve) => this.handleWith(req, resolve));
+  }
+
+  /**
+   * `handle` with a callback, called exactly once (possibly before it returns; `done` must not
+   * throw). The appserver's path: callbacks from the provider's stream to the IQ reply, no promise
+   * per push (each was an allocation and a microtask on the hot path).
+   */
+  handleWith(req: PushRequest, done: (reply: PushReply) => void): void {
+    let r: PushReply | undefined;
     try {
-      r = this.process(req);
+      r = this.process(req, done);
     } catch (e) {
-      return Promise.resolve(this.internalError(e));
+      r = this.internalError(e);
     }
-    return r instanceof Promise ? r : Promise.resolve(r);
+    if (r !== undefined) done(r);
   }
 
   private internalError(e: unknown): PushReply {
@@ -222,7 +240,8 @@ export class PushService {
     return INTERNAL;
   }
 
-  private process(req: PushRequest): PushReply | Promise<PushReply> {
+  /** The reply, or undefined when the push went to the provider (`done` answers it then). */
+  private process(req: PushRequest, done: (reply: PushReply) => void): PushReply | undefined {
     const m = this.o.metrics;
     // The app decides how its tokens are compared (APNs: case-insensitive), so it comes first.
     const appName = req.app ?? this.o.defaultApp;
@@ -276,7 +295,8 @@ export class PushService {
       m?.requests.inc({ outcome: decision });
       return RESULT;
     }
-    return this.deliver(hash, job, app, "", this.onInternalError);
+    this.deliver(hash, job, app, "", this.onInternalError, done);
+    return undefined;
   }
 
   private readonly onInternalError = (e: unknown): PushReply => this.internalError(e);
@@ -303,9 +323,9 @@ export class PushService {
 
   /**
    * Sends with bounded retries, applies the outcome to blacklists / limiter, counts it (under
-   * `countPrefix` + its metric) and resolves with the reply; a fault anywhere resolves with
-   * `onError`'s reply (never rejects). The first attempt is one continuation (most pushes are
-   * delivered by it, and the caller adds none); only a transient failure enters the retry loop.
+   * `countPrefix` + its metric) and answers `done` with the reply; a fault anywhere answers with
+   * `onError`'s reply. Never throws. The first attempt is a callback (most pushes are delivered by
+   * it); only a transient failure enters the (promise-based) retry loop.
    */
   private deliver(
     hash: string,
@@ -313,37 +333,48 @@ export class PushService {
     app: AppSender,
     countPrefix: "" | "queued_",
     onError: (e: unknown) => PushReply,
-  ): Promise<PushReply> {
+    done: (reply: PushReply) => void,
+  ): void {
     this.inFlight++;
-    if (this.o.retry.attempts < 1) {
-      try {
-        return Promise.resolve(this.counted(this.apply(hash, job, app, NOT_SENT), countPrefix));
-      } catch (e) {
-        return Promise.resolve(onError(e));
-      } finally {
-        this.inFlight--;
-      }
-    }
-    return this.attempt(job, app).then(
+    if (this.o.retry.attempts < 1)
+      return this.conclude(hash, job, app, NOT_SENT, countPrefix, onError, done);
+    this.attemptWith(
+      job,
+      app,
       (outcome) => {
-        if (outcome.kind === "transient")
-          return this.retry(hash, job, app, outcome).then(
-            (d) => this.counted(d, countPrefix),
-            onError,
-          );
-        try {
-          return this.counted(this.apply(hash, job, app, outcome), countPrefix);
-        } catch (e) {
-          return onError(e);
-        } finally {
-          this.inFlight--;
-        }
+        if (outcome.kind !== "transient")
+          return this.conclude(hash, job, app, outcome, countPrefix, onError, done);
+        this.retry(hash, job, app, outcome)
+          .then((d) => this.counted(d, countPrefix))
+          .catch(onError)
+          .then(done);
       },
-      (e: unknown) => {
+      (e) => {
         this.inFlight--;
-        return onError(e);
+        done(onError(e));
       },
     );
+  }
+
+  /** Applies a final outcome of the first attempt and answers; releases the in-flight slot. */
+  private conclude(
+    hash: string,
+    job: PushJob,
+    app: AppSender,
+    outcome: SendOutcome,
+    countPrefix: "" | "queued_",
+    onError: (e: unknown) => PushReply,
+    done: (reply: PushReply) => void,
+  ): void {
+    let reply: PushReply;
+    try {
+      reply = this.counted(this.apply(hash, job, app, outcome), countPrefix);
+    } catch (e) {
+      reply = onError(e);
+    } finally {
+      this.inFlight--;
+    }
+    done(reply);
   }
 
   private counted(d: Delivered, countPrefix: "" | "queued_"): PushReply {
@@ -385,8 +416,8 @@ export class PushService {
     switch (outcome.kind) {
       case "delivered": {
         this.circuits.delete(job.app);
-        const rec = this.o.deliveries.delivered(hash, job.domain);
-        if (rec) this.o.onDelivery?.(rec);
+        const at = this.o.deliveries.delivered(hash, job.domain);
+        if (at !== undefined) this.o.onDelivery?.(hash, job.domain, at);
         // Info, not debug: an operator (and `npm start`'s user) sees each push go out. The
         // token only as its hash, as in every other line.
         // (the fields object only when the line is written: one allocation less per push)
@@ -453,10 +484,6 @@ export class PushService {
 
   private attempt(job: PushJob, app: AppSender): Promise<SendOutcome> {
     const start = performance.now();
-    const failed = (e: unknown): SendOutcome => ({
-      kind: "transient",
-      reason: `send failed: ${(e as Error).message}`,
-    });
     let sent: Promise<SendOutcome>;
     try {
       const ms = this.o.sendTimeoutMs ?? 30_000;
@@ -465,13 +492,48 @@ export class PushService {
           ? app.send(job)
           : this.withTimeout(app.send(job), ms);
     } catch (e) {
-      sent = Promise.resolve(failed(e));
+      sent = Promise.resolve(sendFailed(e));
     }
     // one continuation per attempt, not an async function awaiting another (fewer promises)
     return sent.then(
       (outcome) => this.attempted(job, outcome, start),
-      (e: unknown) => this.attempted(job, failed(e), start),
+      (e: unknown) => this.attempted(job, sendFailed(e), start),
     );
+  }
+
+  /**
+   * One attempt through the sender's callback when it has one and times its attempts out itself
+   * (else through `attempt`). `done` gets the outcome once; `fault` a throw of the bookkeeping.
+   */
+  private attemptWith(
+    job: PushJob,
+    app: AppSender,
+    done: (outcome: SendOutcome) => void,
+    fault: (e: unknown) => void,
+  ): void {
+    const ms = this.o.sendTimeoutMs ?? 30_000;
+    if (!app.sendWith || app.attemptTimeoutMs === undefined || app.attemptTimeoutMs > ms) {
+      this.attempt(job, app).then(done, fault);
+      return;
+    }
+    const start = performance.now();
+    let answered = false;
+    const answer = (outcome: SendOutcome): void => {
+      if (answered) return; // a sender that answered and then threw
+      answered = true;
+      let o: SendOutcome;
+      try {
+        o = this.attempted(job, outcome, start);
+      } catch (e) {
+        return fault(e);
+      }
+      done(o);
+    };
+    try {
+      app.sendWith(job, answer);
+    } catch (e) {
+      answer(sendFailed(e));
+    }
   }
 
   private attempted(job: PushJob, outcome: SendOutcome, start: number): SendOutcome {
@@ -529,10 +591,19 @@ export class PushService {
       this.o.logger.debug({ token: hash, app: job.app, reason: skip }, "queued push dropped");
       return;
     }
-    const p = this.deliver(hash, job, app, "queued_", (e) => {
-      this.o.logger.error({ err: e }, "queued push failed");
-      return INTERNAL;
-    }).finally(() => this.pendingSends.delete(p));
+    const p = new Promise<PushReply>((resolve) =>
+      this.deliver(
+        hash,
+        job,
+        app,
+        "queued_",
+        (e) => {
+          this.o.logger.error({ err: e }, "queued push failed");
+          return INTERNAL;
+        },
+        resolve,
+      ),
+    ).finally(() => this.pendingSends.delete(p));
     this.pendingSends.add(p);
   }
 

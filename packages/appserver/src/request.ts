@@ -57,6 +57,23 @@ const MAX_ID = 256;
 const MAX_APP = 64;
 const APP_CHARSET = /^[A-Za-z0-9_.:-]+$/;
 
+/** An error reply to `stanza` (a plain function: no closure made per request). */
+function errorIq(
+  stanza: XmlElement,
+  type: StanzaErrorSpec["type"],
+  condition: string,
+  text: string,
+): ParsedIq {
+  const a = stanza.attrs;
+  return {
+    kind: "error",
+    id: a.id ?? "",
+    to: a.to ?? "",
+    from: a.from ?? "",
+    error: { type, condition, text },
+  };
+}
+
 /**
  * Classifies one incoming stanza. The token check comes first for publish requests, before any other
  * part of the request is trusted; malformed input yields an error spec with a precise text.
@@ -69,23 +86,21 @@ export function parseStanza(stanza: XmlElement, rules: TokenRules): ParsedIq {
   const to = stanza.attrs.to ?? "";
   // Replies (result/error) are never answered, whatever they carry: answering them could loop.
   if (type === "result" || type === "error") return { kind: "ignore" };
-  const err = (t: StanzaErrorSpec["type"], condition: string, text: string): ParsedIq => ({
-    kind: "error",
-    id,
-    to,
-    from,
-    error: { type: t, condition, text },
-  });
   // RFC 6120 §8.2.3 / §8.3.3.1: `type` is required and one of get/set/result/error; anything else
   // (missing included) is a malformed request and gets bad-request, like any other malformed IQ.
   if (type !== "get" && type !== "set")
-    return err("modify", "bad-request", "iq type missing or not one of get/set/result/error");
+    return errorIq(
+      stanza,
+      "modify",
+      "bad-request",
+      "iq type missing or not one of get/set/result/error",
+    );
   if (id.length === 0 || id.length > MAX_ID)
-    return err("modify", "bad-request", "iq id missing or too long");
+    return errorIq(stanza, "modify", "bad-request", "iq id missing or too long");
 
   const children = stanza.getChildElements();
   const payload = children[0];
-  if (!payload) return err("modify", "bad-request", "iq without payload");
+  if (!payload) return errorIq(stanza, "modify", "bad-request", "iq without payload");
 
   if (type === "get") {
     if (
@@ -98,35 +113,51 @@ export function parseStanza(stanza: XmlElement, rules: TokenRules): ParsedIq {
     if (payload.name === "ping" && payload.attrs.xmlns === NS_PING && children.length === 1) {
       return { kind: "ping", id, to, from };
     }
-    return err("cancel", "service-unavailable", "unsupported request");
+    return errorIq(stanza, "cancel", "service-unavailable", "unsupported request");
   }
 
   if (payload.name !== "pubsub" || payload.attrs.xmlns !== NS_PUBSUB) {
-    return err("cancel", "service-unavailable", "only XEP-0357 pubsub publish is served here");
+    return errorIq(
+      stanza,
+      "cancel",
+      "service-unavailable",
+      "only XEP-0357 pubsub publish is served here",
+    );
   }
   // From here on the request is a push publish. A malformed one (a bug or an old version of the
   // server's push module) says nothing about the token: `wait`, because ejabberd deletes the
   // registration on any other error type (and Prosody counts it towards push_max_errors).
-  if (children.length !== 1) return err("wait", "bad-request", "iq must carry exactly one payload");
+  if (children.length !== 1)
+    return errorIq(stanza, "wait", "bad-request", "iq must carry exactly one payload");
   const publishes = payload.getChildren("publish");
   const publish = publishes[0];
   if (!publish || publishes.length !== 1)
-    return err("wait", "bad-request", "pubsub needs exactly one publish");
+    return errorIq(stanza, "wait", "bad-request", "pubsub needs exactly one publish");
 
   // The node is the device token: validated before anything else about the request is considered.
   // A node that cannot be a token (length, charset) never will be one: cancel ends the registration.
   const node = publish.attrs.node;
   const tc = checkToken(node, rules);
   if (!tc.ok)
-    return err("cancel", "item-not-found", `node is not a valid push token: ${tc.reason}`);
+    return errorIq(
+      stanza,
+      "cancel",
+      "item-not-found",
+      `node is not a valid push token: ${tc.reason}`,
+    );
 
   const domain = domainOf(from);
-  if (!domain) return err("wait", "bad-request", "request has no usable sender domain");
+  if (!domain) return errorIq(stanza, "wait", "bad-request", "request has no usable sender domain");
 
   const item = publish.getChild("item");
   const notification = item?.getChild("notification", NS_PUSH);
   if (!notification)
-    return err("wait", "bad-request", `publish item lacks <notification xmlns='${NS_PUSH}'/>`);
+    return errorIq(
+      stanza,
+      "wait",
+      "bad-request",
+      `publish item lacks <notification xmlns='${NS_PUSH}'/>`,
+    );
 
   let important = false;
   for (const x of notification.getChildren("x", NS_DATA)) {
@@ -148,7 +179,7 @@ export function parseStanza(stanza: XmlElement, rules: TokenRules): ParsedIq {
       const m = fields.get(PUSH_MODULE_FIELD);
       if (m === undefined) continue;
       if (m.length === 0 || m.length > MAX_APP || !APP_CHARSET.test(m)) {
-        return err("wait", "bad-request", "publish-option pushModule is malformed");
+        return errorIq(stanza, "wait", "bad-request", "publish-option pushModule is malformed");
       }
       app = m;
     }

@@ -5,6 +5,7 @@ import { createProvider } from "./providers/index.js";
 import type {
   ProviderAppConfig,
   ProviderOptions,
+  ProviderPush,
   ProviderResult,
   PushKind,
 } from "./providers/types.js";
@@ -128,22 +129,33 @@ export function createProviderSender(
   const ttlSeconds = Math.round(app.ttl / 1000);
   const kindOf = (job: PushJob): PushKind =>
     app.pushType === "auto" ? (job.important ? "alert" : "background") : app.pushType;
+  const collapseId = app.collapseId;
+  const pushOf = (job: PushJob): ProviderPush => {
+    const push: ProviderPush = {
+      token: job.token,
+      kind: kindOf(job),
+      ttlSeconds,
+      pushId: randomUUID(),
+    };
+    if (collapseId) push.collapseId = collapseId;
+    return push;
+  };
+  const sendWith = provider.sendWith?.bind(provider);
   return {
     caseInsensitiveTokens: app.type === "apns",
     ttlMs: app.ttl,
     // the providers time their requests out themselves (FCM: the OAuth token fetch, then the send)
     attemptTimeoutMs: app.type === "fcm" ? 2 * app.requestTimeout : app.requestTimeout,
     send(job: PushJob): Promise<SendOutcome> {
-      return provider
-        .send({
-          token: job.token,
-          kind: kindOf(job),
-          ttlSeconds,
-          pushId: randomUUID(),
-          ...(app.collapseId ? { collapseId: app.collapseId } : {}),
-        })
-        .then(sendOutcome);
+      return provider.send(pushOf(job)).then(sendOutcome);
     },
+    ...(sendWith
+      ? {
+          sendWith(job: PushJob, done: (o: SendOutcome) => void): void {
+            sendWith(pushOf(job), (r) => done(sendOutcome(r)));
+          },
+        }
+      : {}),
     close: () => provider.close(),
   };
 }

@@ -197,4 +197,30 @@ describe("token helpers", () => {
     expect(() => b.unseal(sealed)).toThrow();
     expect(() => new TokenHasher("short")).toThrow(/16 bytes/);
   });
+
+  it("hash is HMAC-SHA256 for every key and token shape (precomputed key blocks)", () => {
+    // hash() builds HMAC from the padded key blocks itself: it must stay the RFC 2104 value for
+    // keys shorter than, equal to and longer than SHA-256's block, and for every token length,
+    // or hashes persisted by earlier versions (DB, Redis, other nodes) would stop matching.
+    const keys = ["0123456789abcdef", "k".repeat(64), "€-secret-".repeat(12)];
+    const tokens = [
+      "",
+      TOKEN,
+      "x".repeat(511),
+      "y".repeat(512),
+      "z".repeat(513), // past the preallocated buffer: the generic path
+      "f".repeat(4096),
+      "fcm:APA91b-ünïcödé_€",
+    ];
+    for (const k of keys) {
+      const h = new TokenHasher(k);
+      for (const t of tokens) {
+        const want = createHmac("sha256", k).update(t).digest("hex").slice(0, 32);
+        expect(h.hash(t), `key ${k.length} chars, token ${t.length} chars`).toBe(want);
+      }
+      // a long token hashed before a short one leaves nothing behind in the shared buffer
+      h.hash("w".repeat(500));
+      expect(h.hash(TOKEN)).toBe(createHmac("sha256", k).update(TOKEN).digest("hex").slice(0, 32));
+    }
+  });
 });

@@ -113,4 +113,33 @@ describe("AppServerStore", () => {
     ]);
     s.close();
   });
+
+  it("writes a batch of deliveries in multi-row inserts: every row kept, the latest time per token", () => {
+    // 64 rows go in one INSERT: 150 deliveries are two full inserts and 22 single rows, with one
+    // token delivered twice inside the first insert (from two domains) and once more in the tail
+    const file = join(mkdtempSync(join(tmpdir(), "lichen-store-")), "s.sqlite");
+    const s = new AppServerStore(file);
+    const hash = (i: number) => i.toString(16).padStart(32, "0");
+    for (let i = 0; i < 148; i++) {
+      s.recordDelivery(hash(i), `d${i % 3}.example`, 1000 + i);
+      // row 22, in the same INSERT as hash(5)'s first: the later row wins
+      if (i === 20) s.recordDelivery(hash(5), "moved.example", 2000);
+    }
+    s.recordDelivery(hash(7), "old.example", 10); // a single-row tail; an older time does not win
+    s.close();
+    const s2 = new AppServerStore(file);
+    const got = new Map(s2.load().deliveries.map((d) => [d.hash, d]));
+    s2.close();
+    expect(got.size).toBe(148);
+    for (let i = 0; i < 148; i++) {
+      if (i === 5 || i === 7) continue;
+      expect(got.get(hash(i))).toEqual({
+        hash: hash(i),
+        domain: `d${i % 3}.example`,
+        at: 1000 + i,
+      });
+    }
+    expect(got.get(hash(5))).toEqual({ hash: hash(5), domain: "moved.example", at: 2000 });
+    expect(got.get(hash(7))).toMatchObject({ hash: hash(7), at: 1007 });
+  });
 });

@@ -24,6 +24,11 @@ export type ProviderResult =
 export interface PushProvider {
   readonly name: string;
   send(push: ProviderPush): Promise<ProviderResult>;
+  /**
+   * `send` with a callback, called exactly once (possibly before it returns): the appserver's hot
+   * path, no promise per push. Optional; a provider without it is driven through `send`.
+   */
+  sendWith?(push: ProviderPush, done: (r: ProviderResult) => void): void;
   close(): Promise<void>;
 }
 
