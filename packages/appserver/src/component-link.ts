@@ -16,6 +16,44 @@ export interface ComponentLinkOptions {
   onStatus?: (online: boolean) => void;
 }
 
+/** What xmpp.js' stream parser (@xmpp/xml Parser) exposes to the subclass below. */
+interface XmlParser {
+  /** ltx's tokenizer; it reports tokens through its own `emit`. */
+  parser: { emit(type: string, ...args: unknown[]): boolean };
+  onStartElement(name: string, attrs: Record<string, string>): void;
+  onEndElement(name: string): void;
+  onText(text: string): void;
+}
+export type XmlParserClass = new () => XmlParser;
+
+/**
+ * xmpp.js' stream parser with the tokenizer's events (start tag, end tag, text: ~10 per push IQ)
+ * handed straight to the parser's handlers instead of through EventEmitter (a rest-argument array
+ * and a bound-function call each). The same tokenizer and the same handlers in the same order:
+ * what it accepts, builds and rejects (XMLError) is unchanged; anything else it emits still goes
+ * through EventEmitter.
+ */
+export function directTokenEvents(Base: XmlParserClass): XmlParserClass {
+  return class DirectTokenEvents extends Base {
+    constructor() {
+      super();
+      const tokenizer = this.parser;
+      const emit = tokenizer.emit;
+      const onStart = this.onStartElement.bind(this);
+      const onEnd = this.onEndElement.bind(this);
+      const onText = this.onText.bind(this);
+      // fixed parameters, not a rest array (ltx's events carry at most two arguments)
+      tokenizer.emit = (type: string, a?: unknown, b?: unknown): boolean => {
+        if (type === "startElement") onStart(a as string, b as Record<string, string>);
+        else if (type === "endElement") onEnd(a as string);
+        else if (type === "text") onText(a as string);
+        else return emit.call(tokenizer, type, a, b);
+        return true;
+      };
+    }
+  };
+}
+
 /**
  * The XEP-0114 link to the XMPP server (@xmpp/component for the stream and handshake), with our own
  * reconnect: exponential back-off with jitter, reset once online, so a restarted server is rejoined
@@ -48,6 +86,8 @@ export class ComponentLink {
     for (const l of e.listeners("element"))
       e.removeListener("element", l as (...a: unknown[]) => void);
     e.reconnect.stop();
+    const withParser = e as unknown as { Parser: XmlParserClass };
+    withParser.Parser = directTokenEvents(withParser.Parser);
     // xmpp.js detaches its parser on a parse error but keeps feeding socket data to it, which throws
     // from the socket's data handler (an uncaught exception). Drop data once the parser is gone.
     const ent = e as unknown as { _onData(d: Buffer): void; parser: unknown };
