@@ -137,9 +137,13 @@ function countedLocally<T extends string>(
 ): Counter<T> {
   type Labels = Partial<Record<T, string | number>>;
   const pending = new Map<string, { labels: Labels; n: number }>();
+  let last: { labels: Labels; n: number } | undefined;
+  let lastA: string | number | undefined;
+  let lastB: string | number | undefined;
   const collect = () => {
     for (const e of pending.values()) add(e.labels, e.n);
     pending.clear();
+    last = undefined;
   };
   const counter = make(collect);
   const add = counter.inc.bind(counter) as (labels?: Labels | number, value?: number) => void;
@@ -150,11 +154,20 @@ function countedLocally<T extends string>(
       add(labels, value);
       return;
     }
-    const key =
-      second === undefined ? String(labels[first]) : `${labels[first]}\u0000${labels[second]}`;
-    const e = pending.get(key);
+    const a = labels[first];
+    const b = second === undefined ? undefined : labels[second];
+    // most pushes repeat the previous call's labels: no key string, no Map lookup then
+    if (last !== undefined && a === lastA && b === lastB) {
+      last.n += value ?? 1;
+      return;
+    }
+    const key = second === undefined ? String(a) : `${a}\u0000${b}`;
+    let e = pending.get(key);
     if (e) e.n += value ?? 1;
-    else pending.set(key, { labels, n: value ?? 1 });
+    else pending.set(key, (e = { labels, n: value ?? 1 }));
+    last = e;
+    lastA = a;
+    lastB = b;
   } as Counter<T>["inc"];
   return counter;
 }

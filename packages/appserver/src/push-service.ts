@@ -415,7 +415,7 @@ export class PushService {
     const log = this.o.logger;
     switch (outcome.kind) {
       case "delivered": {
-        this.circuits.delete(job.app);
+        if (this.circuits.size > 0) this.circuits.delete(job.app);
         const at = this.o.deliveries.delivered(hash, job.domain);
         if (at !== undefined) this.o.onDelivery?.(hash, job.domain, at);
         // Info, not debug: an operator (and `npm start`'s user) sees each push go out. The
@@ -637,7 +637,8 @@ export class PushService {
   }
 
   private noteHealth(app: string, outcome: SendOutcome): void {
-    const h = this.appHealth.get(app) ?? { state: "unknown" };
+    let h = this.appHealth.get(app);
+    if (!h) this.appHealth.set(app, (h = { state: "unknown" }));
     const now = this.o.clock.now();
     if (
       outcome.kind === "delivered" ||
@@ -652,7 +653,6 @@ export class PushService {
       h.state = outcome.kind === "misconfigured" ? "misconfigured" : "failing";
       h.lastError = { kind: outcome.kind, reason: outcome.reason, at: now };
     }
-    this.appHealth.set(app, h);
   }
 
   /** Provider state of every configured app, for /healthz. */

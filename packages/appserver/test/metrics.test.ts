@@ -36,6 +36,27 @@ describe("AppServerMetrics counters", () => {
     expect(values.find((v) => v.labels.outcome === "queued")?.value).toBe(2);
   });
 
+  it("counts repeated and alternating labels, also the same labels right after a scrape", async () => {
+    // inc() skips the key and the Map when the labels repeat the previous call's: that shortcut
+    // must not outlive a fold (the entry it points at is gone) nor mix two-label combinations
+    const m = new AppServerMetrics();
+    m.providerSends.inc({ app: "a", result: "delivered" });
+    m.providerSends.inc({ app: "a", result: "delivered" });
+    m.providerSends.inc({ app: "a", result: "transient" });
+    m.providerSends.inc({ app: "b", result: "transient" });
+    m.providerSends.inc({ app: "a", result: "delivered" }, 3);
+    m.requests.inc({ outcome: "sent" });
+    let text = await m.registry.metrics();
+    expect(text).toContain('lichen_push_provider_sends_total{app="a",result="delivered"} 5');
+    expect(text).toContain('lichen_push_provider_sends_total{app="a",result="transient"} 1');
+    expect(text).toContain('lichen_push_provider_sends_total{app="b",result="transient"} 1');
+    m.requests.inc({ outcome: "sent" }); // the same labels as the last call before the scrape
+    m.providerSends.inc({ app: "a", result: "delivered" });
+    text = await m.registry.metrics();
+    expect(text).toContain('lichen_push_requests_total{outcome="sent"} 2');
+    expect(text).toContain('lichen_push_provider_sends_total{app="a",result="delivered"} 6');
+  });
+
   it("refuses a negative increment at the call, as prom-client does", () => {
     const m = new AppServerMetrics();
     expect(() => m.requests.inc({ outcome: "sent" }, -1)).toThrow(/not possible to decrease/);
