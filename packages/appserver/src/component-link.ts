@@ -20,16 +20,24 @@ export interface ComponentLinkOptions {
 interface XmlParser {
   /** ltx's tokenizer; it reports tokens through its own `emit`. */
   parser: { emit(type: string, ...args: unknown[]): boolean };
+  /** The stream element (the first one built) and the element being built. */
+  root: ParsedElement | null;
+  cursor: ParsedElement | null;
   onStartElement(name: string, attrs: Record<string, string>): void;
   onEndElement(name: string): void;
   onText(text: string): void;
 }
 export type XmlParserClass = new () => XmlParser;
+/** What the parser does with the ltx elements it builds. */
+interface ParsedElement {
+  cnode(child: ParsedElement): ParsedElement;
+}
 
 /**
  * xmpp.js' stream parser with the tokenizer's events (start tag, end tag, text: ~10 per push IQ)
  * handed straight to the parser's handlers instead of through EventEmitter (a rest-argument array
- * and a bound-function call each). The same tokenizer and the same handlers in the same order:
+ * and a bound-function call each), and children appended without a rest array. The same
+ * tokenizer, the same elements, the same handlers in the same order:
  * what it accepts, builds and rejects (XMLError) is unchanged; anything else it emits still goes
  * through EventEmitter.
  */
@@ -50,6 +58,19 @@ export function directTokenEvents(Base: XmlParserClass): XmlParserClass {
         else return emit.call(tokenizer, type, a, b);
         return true;
       };
+    }
+
+    override onStartElement(name: string, attrs: Record<string, string>): void {
+      const { root, cursor } = this;
+      // The stream element, or a stanza (built, not appended to the stream): the parser's own way.
+      if (!root || !cursor || cursor === root) return super.onStartElement(name, attrs);
+      // A child: built as the parser builds it (the stream element's class) and added with
+      // `cnode`, which is `append` for one node without its rest array.
+      const Element = root.constructor as new (
+        n: string,
+        a: Record<string, string>,
+      ) => ParsedElement;
+      this.cursor = cursor.cnode(new Element(name, attrs));
     }
   };
 }

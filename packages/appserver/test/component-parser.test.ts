@@ -18,7 +18,8 @@ function events(P: XmlParserClass, chunks: string[]): string[] {
     write(d: string): void;
   };
   const out: string[] = [];
-  for (const e of ["start", "element", "end"]) p.on(e, (el) => out.push(`${e} ${el.toString()}`));
+  for (const e of ["start", "element", "end"])
+    p.on(e, (el) => out.push(`${e} ${el.toString()} ${namespaces(el as unknown as Tree)}`));
   p.on("error", (err) => out.push(`error ${err.message}`));
   for (const c of chunks) {
     try {
@@ -28,6 +29,19 @@ function events(P: XmlParserClass, chunks: string[]): string[] {
     }
   }
   return out;
+}
+
+interface Tree {
+  name: string;
+  children: (Tree | string)[];
+  parent: Tree | null;
+  getNS(): string | undefined;
+}
+/** Each element's resolved namespace and parent link (what parseStanza's lookups rely on). */
+function namespaces(el: Tree): string {
+  const kids = el.children.filter((c): c is Tree => typeof c === "object");
+  for (const k of kids) if (k.parent !== el) return `${k.name}: wrong parent`;
+  return `${el.name}=${el.getNS()}[${kids.map(namespaces).join(",")}]`;
 }
 
 const SEED = Number(process.env.LICHEN_TEST_SEED ?? Math.floor(Math.random() * 2 ** 31));
