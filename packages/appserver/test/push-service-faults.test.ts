@@ -1,3 +1,4 @@
+import { until } from "@lichen/test-kit";
 import { pino } from "pino";
 import { describe, expect, it } from "vitest";
 import { DomainBlacklist, TokenBlacklist } from "../src/blacklist.js";
@@ -9,12 +10,12 @@ import { TokenHasher } from "../src/token.js";
 
 const TOKEN = "a".repeat(64);
 
-function setup(onDelivery: () => void, windowMs = 20_000) {
+function setup(onDelivery: () => void, windowMs = 20_000, custom?: AppSender) {
   const clock = new ManualClock(1_800_000_000_000);
   const metrics = new AppServerMetrics();
   const sent: string[] = [];
   // a sender that always delivers: the fault is in what the pipeline does afterwards
-  const sender: AppSender = {
+  const sender: AppSender = custom ?? {
     attemptTimeoutMs: 1000,
     send: (job) => {
       sent.push(job.token);
@@ -97,5 +98,87 @@ describe("PushService faults after the send", () => {
     expect(sent).toEqual([TOKEN, TOKEN]);
     expect(service.inFlightCount).toBe(0);
     expect(await outcomes(metrics)).toEqual({ sent: 1, queued: 1 });
+  });
+});
+
+// The callback path (AppSender.sendWith, the APNs provider's): whatever the sender does, each push
+// is answered exactly once and leaves nothing in flight.
+describe("PushService with a callback sender", () => {
+  const req = { id: "1", domain: "example.org", token: TOKEN, app: undefined, important: true };
+  const answers = (service: PushService) => {
+    const got: unknown[] = [];
+    service.handleWith(req, (reply) => got.push(reply));
+    return got;
+  };
+  const never = () => Promise.reject(new Error("send() must not be used when sendWith exists"));
+
+  it("an answer before sendWith returns, then a throw: answered once, with the answer", async () => {
+    const sender: AppSender = {
+      attemptTimeoutMs: 1000,
+      send: never,
+      sendWith: (_job, done) => {
+        done({ kind: "delivered" });
+        throw new Error("after the answer");
+      },
+    };
+    const { metrics, service } = setup(() => undefined, 20_000, sender);
+    expect(answers(service)).toEqual([{ type: "result" }]);
+    expect(service.inFlightCount).toBe(0);
+    expect(await outcomes(metrics)).toEqual({ sent: 1 });
+  });
+
+  it("a later answer, and a second one ignored; a fault in the bookkeeping is answered wait", async () => {
+    let answer: ((o: { kind: "delivered" }) => void) | undefined;
+    const sender: AppSender = {
+      attemptTimeoutMs: 1000,
+      send: never,
+      sendWith: (_job, done) => {
+        answer = done;
+      },
+    };
+    const { metrics, service } = setup(
+      () => {
+        throw new Error("disk full");
+      },
+      20_000,
+      sender,
+    );
+    const got = answers(service);
+    expect(got).toEqual([]);
+    expect(service.inFlightCount).toBe(1);
+    answer!({ kind: "delivered" });
+    answer!({ kind: "delivered" });
+    expect(got).toEqual([
+      {
+        type: "error",
+        error: expect.objectContaining({ type: "wait", condition: "internal-server-error" }),
+      },
+    ]);
+    expect(service.inFlightCount).toBe(0);
+    expect(await outcomes(metrics)).toEqual({ internal_error: 1 });
+  });
+
+  it("a sender that throws before answering: a transient failure, retried through send()", async () => {
+    const tries: string[] = [];
+    const sender: AppSender = {
+      attemptTimeoutMs: 1000,
+      send: () => {
+        tries.push("send");
+        return Promise.resolve({ kind: "delivered" });
+      },
+      sendWith: () => {
+        tries.push("sendWith");
+        throw new Error("socket gone");
+      },
+    };
+    const { clock, metrics, service } = setup(() => undefined, 20_000, sender);
+    const got = answers(service);
+    await until(() => clock.pendingTimers > 0, "the retry's back-off timer");
+    clock.advance(10); // the first back-off
+    await until(() => got.length === 1, "the retried push's reply");
+    expect(tries).toEqual(["sendWith", "send"]);
+    expect(got).toEqual([{ type: "result" }]);
+    expect(service.inFlightCount).toBe(0);
+    expect(await outcomes(metrics)).toEqual({ sent: 1 });
   });
 });
