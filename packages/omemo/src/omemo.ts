@@ -1361,7 +1361,7 @@ export class Omemo implements SessionPlugin {
         },
       };
     }
-    if (!enc.payload) return this.success(at, null, view, mine.prekey); // key transport element
+    if (!enc.payload) return this.success(at, null, view); // key transport element
     let text: string;
     try {
       text = openPayload(keyMaterial, enc.iv, enc.payload);
@@ -1369,14 +1369,13 @@ export class Omemo implements SessionPlugin {
       // The Signal message was genuine and its key is spent: commit that with the failure.
       return fail("payload", (e as Error).message, view);
     }
-    return this.success(at, text, view, mine.prekey);
+    return this.success(at, text, view);
   }
 
   private success(
     at: Located,
     text: string | null,
     view: SignalView,
-    usedPreKey: boolean,
   ): PluginPrepared {
     const { stanza, inner } = at.copy();
     setBody(inner, text);
@@ -1386,7 +1385,10 @@ export class Omemo implements SessionPlugin {
       stillValid: (tx) => view.stillValid(tx),
       apply: (ctx) => {
         const { preKeysUsed } = view.apply(ctx.tx);
-        if (preKeysUsed > 0 || usedPreKey) this.afterPreKeyUse(ctx);
+        // Only a prekey consumed now needs a refill: a sender keeps sending PreKeyWhisperMessages
+        // (for a session this device already built) until we reply, and republishing the bundle
+        // for each of them cost more than decrypting it.
+        if (preKeysUsed > 0) this.afterPreKeyUse(ctx);
       },
     };
   }
