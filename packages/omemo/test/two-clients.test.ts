@@ -1,7 +1,7 @@
 import { startEjabberd, startProsody } from "@lichen/test-servers";
 import { addShareOutboxItem, listChats, listShareOutbox, loadAccountState } from "@lichen/store";
 import { EncryptionRequiredError, sendShareOutbox } from "@lichen/engine";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { FALLBACK_BODY, NODE_DEVICELIST, NS_OMEMO, OmemoError } from "../src/index.js";
 import { NS_PUBSUB_EVENT } from "../src/wire.js";
 import { online, openDevice, subscribeMutually, until, useServer, type Device } from "./helpers.js";
@@ -152,12 +152,19 @@ describe.each([
       expect(current).toBeGreaterThanOrEqual(2);
       await carol.omemo.publish(); // rotates to current + 1, keeps current for bundles fetched before
       expect(spks()).toEqual([current, current! + 1]);
+      const publishes = vi.spyOn(carol.omemo, "publish");
       expect(
         (await bob.omemo.fetchBundle("carol@localhost", carol.omemo.deviceId!)).signedPreKey.keyId,
       ).toBe(current! + 1);
       // Bob's session still has carol's old signed prekey pending (she never answered).
       await bob.omemo.send("carol@localhost", "still on the old one");
       await until(() => carol.messages("bob@localhost").length === 2, "carol decrypts again");
+      // That was a PreKeyWhisperMessage too (bob goes on sending them until carol replies), but
+      // for the session carol already built: no prekey consumed, so no refill, no republication
+      // (which, at max age 0, would also have rotated the signed prekey). Publication runs right
+      // after the commit that stored the message, so it would show here already.
+      expect(publishes).not.toHaveBeenCalled();
+      expect(spks()).toEqual([current, current! + 1]);
       expect(carol.messages("bob@localhost").map((m) => m.body)).toEqual([
         "built on signed prekey 2",
         "still on the old one",
