@@ -1372,11 +1372,7 @@ export class Omemo implements SessionPlugin {
     return this.success(at, text, view);
   }
 
-  private success(
-    at: Located,
-    text: string | null,
-    view: SignalView,
-  ): PluginPrepared {
+  private success(at: Located, text: string | null, view: SignalView): PluginPrepared {
     const { stanza, inner } = at.copy();
     setBody(inner, text);
     markDecrypted(inner);

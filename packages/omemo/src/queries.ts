@@ -2,9 +2,14 @@
 // the statement for each message cost more than the Signal decryption itself (drizzle prepares a
 // new statement per execution otherwise).
 import { tables, type Store, type StoreTx } from "@lichen/store";
-import { and, eq, sql } from "drizzle-orm";
+import { and, eq, getTableName, sql } from "drizzle-orm";
 
 const p = (name: string) => sql.placeholder(name);
+
+/** A raw statement whose one column is the row (better-sqlite3's pluck()). */
+interface TextRow<Params extends unknown[]> {
+  get(...params: Params): string | undefined;
+}
 
 function prepare(tx: StoreTx) {
   const m = tables.messages;
@@ -51,11 +56,13 @@ function prepare(tx: StoreTx) {
       .from(s)
       .where(and(eq(s.accountId, p("account")), eq(s.jid, p("jid")), eq(s.deviceId, p("device"))))
       .prepare(),
-    trust: tx
-      .select({ jid: t.jid, deviceId: t.deviceId, identityKey: t.identityKey, trust: t.trust })
-      .from(t)
-      .where(and(eq(t.accountId, p("account")), eq(t.jid, p("jid")), eq(t.deviceId, p("device"))))
-      .prepare(),
+    /** A device's identity and trust as one JSON text (what SignalView compares, no JS round trip). */
+    trustJson: tx.sqlite
+      .prepare<[account: string, jid: string, device: number], string>(
+        `SELECT json_object('jid', jid, 'deviceId', device_id, 'identityKey', identity_key, 'trust', trust)
+         FROM ${getTableName(t)} WHERE account_id = ? AND jid = ? AND device_id = ?`,
+      )
+      .pluck() as TextRow<[account: string, jid: string, device: number]>,
     /** Writes a session record (the one write of every decrypted message). */
     upsertSession: tx
       .insert(s)

@@ -23,6 +23,23 @@ export interface OwnIdentity {
 
 export type TrustLevel = "undecided" | "trusted" | "untrusted" | "verified";
 
+/**
+ * The record object each session row was last committed from, with that text, per store: while the
+ * row still holds exactly that text, loadSession reuses the object instead of parsing and
+ * deserializing the row again for every message. Taken out when used, so an attempt that fails
+ * half-way never leaves a ratcheted object behind; put back only after the commit that wrote it.
+ * The row stays the truth: another process's write changes the text, and the cache is skipped.
+ */
+const committedRecords = new WeakMap<Store, Map<string, { text: string; record: SessionRecord }>>();
+/** Peer devices whose record objects stay cached per store (the least recently committed go first). */
+const MAX_CACHED_RECORDS = 256;
+
+function recordCache(store: Store): Map<string, { text: string; record: SessionRecord }> {
+  let cache = committedRecords.get(store);
+  if (!cache) committedRecords.set(store, (cache = new Map()));
+  return cache;
+}
+
 /** Receiving chains kept per session (out-of-order messages of older chains), and closed sessions per record. */
 const MAX_RECEIVING_CHAINS = 5;
 const MAX_CLOSED_SESSIONS = 3;
@@ -85,6 +102,8 @@ export class SignalView {
   >();
   private readonly usedPreKeys = new Set<number>();
   private readonly identities = new Map<string, Identity>();
+  /** Identities as read (parsed once: libsignal asks for each message more than once). */
+  private readonly readIdentities = new Map<string, Identity | null>();
 
   constructor(
     readonly store: Store,
@@ -117,14 +136,18 @@ export class SignalView {
   }
 
   identity(jid: string, deviceId: number): Identity | null {
-    const pending = this.identities.get(`${jid} ${deviceId}`);
+    const k = `${jid} ${deviceId}`;
+    const pending = this.identities.get(k);
     if (pending) return pending;
-    const text = this.readRow(`trust ${jid} ${deviceId}`, (tx) =>
-      JSON.stringify(
-        hotQueries(tx).trust.get({ account: this.accountId, jid, device: deviceId }) ?? null,
-      ),
+    const known = this.readIdentities.get(k);
+    if (known !== undefined) return known;
+    const text = this.readRow(
+      `trust ${k}`,
+      (tx) => hotQueries(tx).trustJson.get(this.accountId, jid, deviceId) ?? NO_ROW,
     );
-    return JSON.parse(text) as Identity | null;
+    const identity = text === NO_ROW ? null : (JSON.parse(text) as Identity);
+    this.readIdentities.set(k, identity);
+    return identity;
   }
 
   /** libsignal storage bound to one peer device (the address it passes is ignored on purpose: it
@@ -136,7 +159,15 @@ export class SignalView {
         const written = this.sessions.get(k);
         if (written) return written.record;
         const row = this.sessionRow(jid, deviceId);
-        return row === null ? undefined : signal.SessionRecord.deserialize(JSON.parse(row));
+        if (row === null) return undefined;
+        const cache = recordCache(this.store);
+        const cacheKey = `${this.accountId} ${k}`;
+        const committed = cache.get(cacheKey);
+        if (committed) {
+          cache.delete(cacheKey);
+          if (committed.text === row) return committed.record;
+        }
+        return signal.SessionRecord.deserialize(JSON.parse(row));
       },
       storeSession: (_id, record) => {
         pruneRecord(record);
@@ -202,14 +233,21 @@ export class SignalView {
 
   /** Writes the sessions, used prekeys and first-seen identities: call inside the transaction. */
   apply(tx: StoreTx): { preKeysUsed: number } {
-    for (const { jid, deviceId, record } of this.sessions.values())
+    for (const { jid, deviceId, record } of this.sessions.values()) {
+      const text = JSON.stringify(record.serialize());
       hotQueries(tx).upsertSession.run({
         account: this.accountId,
         jid,
         device: deviceId,
-        record: JSON.stringify(record.serialize()),
+        record: text,
         now: tx.now,
       });
+      tx.afterCommit(() => {
+        const cache = recordCache(this.store);
+        cache.set(`${this.accountId} ${jid} ${deviceId}`, { text, record });
+        if (cache.size > MAX_CACHED_RECORDS) cache.delete(cache.keys().next().value!);
+      });
+    }
     const p = tables.omemoPrekeys;
     for (const id of this.usedPreKeys)
       tx.update(p)
