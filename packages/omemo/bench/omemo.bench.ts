@@ -19,7 +19,11 @@
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
-import type { EventLoopUtilization } from "node:perf_hooks";
+import {
+  constants as perfConstants,
+  PerformanceObserver,
+  type EventLoopUtilization,
+} from "node:perf_hooks";
 import { join } from "node:path";
 import { DurableSession, ensureAccount, type Element, type SessionPlugin } from "@lichen/engine";
 import { openStore, type Store } from "@lichen/store";
@@ -35,6 +39,26 @@ interface BenchContext {
 }
 
 const round1 = (x: number) => Math.round(x * 10) / 10;
+
+/** This process's GC pauses (start, duration ms, major or not), to show what lands in a window. */
+const gcPauses: { start: number; ms: number; major: boolean }[] = [];
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries())
+    gcPauses.push({
+      start: e.startTime,
+      ms: e.duration,
+      major:
+        (e as { detail?: { kind?: number } }).detail?.kind ===
+        perfConstants.NODE_PERFORMANCE_GC_MAJOR,
+    });
+}).observe({ entryTypes: ["gc"] });
+
+/** GC pause time (all, major only) that started between `from` and `to` (performance.now()). */
+function gcIn(from: number, to: number): { ms: number; majorMs: number } {
+  const inside = gcPauses.filter((g) => g.start >= from && g.start <= to);
+  const sum = (xs: typeof inside) => xs.reduce((a, g) => a + g.ms, 0);
+  return { ms: sum(inside), majorMs: sum(inside.filter((g) => g.major)) };
+}
 const round3 = (x: number) => Math.round(x * 1000) / 1000;
 
 interface Device {
@@ -281,10 +305,11 @@ export default async function omemoBench(ctx: BenchContext) {
           alice.storedElu[n - 1],
           alice.storedElu[0],
         ).utilization;
+        const gc = gcIn(alice.storedAt[0]!, alice.storedAt[n - 1]!);
         (mode === "omemo" ? omemoRates : plainRates).push(rate[mode]);
         (mode === "omemo" ? omemoSpans : plainSpans).push(...timer.spans);
         ctx.log(
-          `block ${r + 1}/${blocks} ${mode}: ${round1(rate[mode])} msgs/s, per message p50 ${round3(median(timer.spans))} ms (prepare → commit), ${round3(median(timer.gaps))} ms between, event loop busy ${round3(busy)}`,
+          `block ${r + 1}/${blocks} ${mode}: ${round1(rate[mode])} msgs/s, per message p50 ${round3(median(timer.spans))} ms (prepare → commit), ${round3(median(timer.gaps))} ms between, event loop busy ${round3(busy)}, GC pauses ${round1(gc.ms)} ms (major ${round1(gc.majorMs)})`,
         );
       }
       const load = loadavg()[0]!;
