@@ -30,6 +30,7 @@ import {
 import { handleBookmarksEvent, NS_BOOKMARKS } from "./bookmarks.js";
 import { handleInvitation } from "./room-invitations.js";
 import { wasDecrypted } from "./plugins.js";
+import { markReceivedByRecipient } from "./messages.js";
 import {
   applyRosterPush,
   handleSubscriptionPresence,
@@ -234,21 +235,13 @@ function handleMessage(ctx: ProtocolContext, message: Element): void {
   storeMessage(ctx, message, { sentAt: ctx.tx.now });
   acknowledgeReceiptRequest(ctx, message);
   const receipt = message.getChild("received", NS_RECEIPTS);
-  if (receipt?.attrs.id) {
-    ctx.tx
-      .update(tables.messages)
-      .set({ deliveryState: "received" })
-      .where(
-        and(
-          eq(tables.messages.accountId, ctx.accountId),
-          eq(tables.messages.originId, receipt.attrs.id),
-          eq(tables.messages.direction, "out"),
-          // Only the recipient may confirm: a stranger's receipt for our id changes nothing.
-          eq(tables.messages.chatJid, bare(message.attrs.from)),
-        ),
-      )
-      .run();
-  }
+  if (receipt?.attrs.id)
+    markReceivedByRecipient(
+      ctx.tx,
+      ctx.accountId,
+      receipt.attrs.id,
+      bare(message.attrs.from),
+    ).run();
 }
 
 /** XEP-0184: acknowledge the receipt request of a message with a body (not in groupchat). */
