@@ -49,6 +49,15 @@ describe.each([
   };
   const roomName = (kind: string) =>
     `omemo-${kind}-${name}-${randomBytes(3).toString("hex")}@${env.server.mucDomain}`;
+  /** An open non-anonymous room `kind`, owned by `owner`, `guest` joined; both see each other's JID. */
+  const openRoomWith = async (owner: Device, guest: Device, kind: string) => {
+    const room = roomName(kind);
+    await join(owner, room, "alice");
+    await iqSet(owner, room, roomConfig({ "muc#roomconfig_whois": "anyone" }));
+    await join(guest, room, "bob");
+    await until(() => owner.omemo.roomMembers(room).includes(guest.jid), "alice sees bob's JID");
+    return room;
+  };
 
   it(
     "non-anonymous members-only room: A → B live, B → A, A → B via room MAM catch-up",
@@ -257,11 +266,7 @@ describe.each([
     async () => {
       const alice = await device("alice", "desk");
       const bob = await device("bob", "phone");
-      const room = roomName("nse");
-      await join(alice, room, "alice");
-      await iqSet(alice, room, roomConfig({ "muc#roomconfig_whois": "anyone" }));
-      await join(bob, room, "bob");
-      await until(() => alice.omemo.roomMembers(room).includes(bob.jid), "alice sees bob's JID");
+      const room = await openRoomWith(alice, bob, "nse");
       await bob.session.suspend(); // frozen by the OS: TCP dropped, stream (and occupancy) kept
       await alice.omemo.sendToRoom(room, "room secret while frozen");
       const nseStore = openStore({ path: bob.db, role: "nse" });
@@ -288,11 +293,7 @@ describe.each([
     async () => {
       const alice = await device("alice", "pm");
       const bob = await device("bob", "pm");
-      const room = roomName("pm");
-      await join(alice, room, "alice");
-      await iqSet(alice, room, roomConfig({ "muc#roomconfig_whois": "anyone" }));
-      await join(bob, room, "bob");
-      await until(() => alice.omemo.roomMembers(room).includes(bob.jid), "alice sees bob's JID");
+      const room = await openRoomWith(alice, bob, "pm");
       await until(() => bob.omemo.roomMembers(room).includes(alice.jid), "bob sees alice's JID");
       const wire: string[] = [];
       bob.session.on("stanza", (el) => {
