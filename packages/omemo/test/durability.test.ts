@@ -1,12 +1,10 @@
-import { spawn } from "node:child_process";
-import { createInterface } from "node:readline";
 import { join } from "node:path";
 import { handlePush, startMamCatchup, type Element } from "@lichen/engine";
 import { openStore } from "@lichen/store";
 import { startEjabberd, startProsody } from "@lichen/test-servers";
 import { describe, expect, it } from "vitest";
 import { omemo } from "../src/index.js";
-import { online, openDevice, until, useServer, type Device } from "./helpers.js";
+import { online, openDevice, spawnFixture, until, useServer, type Device } from "./helpers.js";
 
 const T = 180_000;
 const fixture = join(import.meta.dirname, "fixtures", "omemo-proc.mjs");
@@ -86,25 +84,18 @@ describe.each([
       };
       const before = sessionRow();
 
-      const child = spawn(process.execPath, [
-        fixture,
-        JSON.stringify({ db, port: env.server.c2sPort, user: "carol", resource: "phone" }),
-      ]);
-      let stderr = "";
-      child.stderr.on("data", (d) => (stderr += String(d)));
-      const events: { event: string }[] = [];
-      createInterface({ input: child.stdout }).on("line", (l) => events.push(JSON.parse(l)));
-      const exited = new Promise((r) => child.once("exit", r));
+      const child = spawnFixture(fixture, {
+        db,
+        port: env.server.c2sPort,
+        user: "carol",
+        resource: "phone",
+      });
       try {
-        await until(() => events.some((e) => e.event === "online"), `child online (${stderr})`);
+        await child.waitFor("online", "child online");
         await bob.omemo.send("carol@localhost", "kill-me while decrypting");
-        await until(
-          () => events.some((e) => e.event === "decrypted"),
-          `child decrypted (${stderr})`,
-        );
+        await child.waitFor("decrypted", "child decrypted");
       } finally {
-        child.kill("SIGKILL");
-        await exited;
+        await child.kill();
       }
       // Nothing of the decryption was written: the ratchet is where it was.
       expect(sessionRow()).toEqual(before);

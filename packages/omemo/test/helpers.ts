@@ -1,4 +1,6 @@
+import { spawn } from "node:child_process";
 import { mkdtempSync } from "node:fs";
+import { createInterface } from "node:readline";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll } from "vitest";
@@ -177,4 +179,27 @@ export function useServer(
     await (env.server as XmppTestServer | undefined)?.stop();
   }, timeoutMs);
   return env;
+}
+
+/**
+ * A fixture process (test/fixtures/*.mjs) given its options as one JSON argument; it prints one
+ * JSON event per line. `waitFor(event)` waits for an event by name; `kill()` SIGKILLs it and
+ * waits for its exit (what the durability tests do mid-work).
+ */
+export function spawnFixture(fixture: string, options: Record<string, unknown>) {
+  const child = spawn(process.execPath, [fixture, JSON.stringify(options)]);
+  let stderr = "";
+  child.stderr.on("data", (d) => (stderr += String(d)));
+  const events: { event: string }[] = [];
+  createInterface({ input: child.stdout }).on("line", (l) => events.push(JSON.parse(l)));
+  const exited = new Promise((r) => child.once("exit", r));
+  return {
+    events,
+    waitFor: (event: string, what: string) =>
+      untilTrue(() => events.some((e) => e.event === event) || undefined, `${what} (${stderr})`),
+    kill: async () => {
+      child.kill("SIGKILL");
+      await exited;
+    },
+  };
 }

@@ -2,12 +2,10 @@
 // app encrypts it like sendMessage — a text or a link as an OMEMO message, a file as XEP-0454
 // (AES-256-GCM ciphertext uploaded through XEP-0363, its aesgcm:// link in an OMEMO message) — and
 // the servers never see the plaintext: not on the wire, not in the archive, not in the upload.
-import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
 import {
   downloadAttachment,
   MediaTransfers,
@@ -22,7 +20,7 @@ import { startEjabberd, startProsody, startTestPeer } from "@lichen/test-servers
 import { and, eq } from "drizzle-orm";
 import { describe, expect, it } from "vitest";
 import { FALLBACK_BODY, NS_OMEMO } from "../src/index.js";
-import { online, openDevice, until, useServer, type Device } from "./helpers.js";
+import { online, openDevice, spawnFixture, until, useServer, type Device } from "./helpers.js";
 
 const T = 120_000;
 const NS_MAM = "urn:xmpp:mam:2";
@@ -303,26 +301,17 @@ describe.each([
       });
       s.close();
 
-      const child = spawn(process.execPath, [
-        uploadProc,
-        JSON.stringify({
-          db,
-          port: env.server.c2sPort,
-          user: "dave",
-          attachmentDir: files,
-          blockAtBytes: 1024 * 1024,
-        }),
-      ]);
-      let stderr = "";
-      child.stderr.on("data", (d) => (stderr += String(d)));
-      const events: { event: string }[] = [];
-      createInterface({ input: child.stdout }).on("line", (l) => events.push(JSON.parse(l)));
-      const exited = new Promise((r) => child.once("exit", r));
+      const child = spawnFixture(uploadProc, {
+        db,
+        port: env.server.c2sPort,
+        user: "dave",
+        attachmentDir: files,
+        blockAtBytes: 1024 * 1024,
+      });
       try {
-        await until(() => events.some((e) => e.event === "blocked"), `PUT under way (${stderr})`);
+        await child.waitFor("blocked", "PUT under way");
       } finally {
-        child.kill("SIGKILL");
-        await exited;
+        await child.kill();
       }
       const upload = () =>
         dave.store.read((tx) =>
