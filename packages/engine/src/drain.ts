@@ -106,8 +106,14 @@ async function waitAcked(
       clearTimeout(timer);
       host.events.off("acked", onAcked);
       host.events.off("offline", done);
-      cut?.removeEventListener("abort", done);
+      cut?.removeEventListener("abort", onCut);
       resolve();
+    };
+    // A second drop with a shorter bound (the app suspending while a replay reconnect drains)
+    // ran out first: the same at-least-once case as a timeout, so reported as one.
+    const onCut = () => {
+      host.log({ event: "drain-timeout", flushed: target, cut: true });
+      done();
     };
     const onAcked = (h: number) => {
       if (h >= target) done();
@@ -121,7 +127,7 @@ async function waitAcked(
     }, timeoutMs);
     host.events.on("acked", onAcked);
     host.events.once("offline", done);
-    cut?.addEventListener("abort", done);
+    cut?.addEventListener("abort", onCut);
     // Through acks.request: an outstanding request is answered with the h we wait for, or is
     // followed by a fresh one (a second <r/> here cost a duplicate <r/> and <a/> per drop).
     host.requestAck(conn);
