@@ -342,7 +342,7 @@ function storeMessage(
     return false;
   }
   // Prepared once per connection (store): this runs for every message received.
-  const inserted = insertMessageRow(ctx.tx, {
+  const rowId = insertMessageRow(ctx.tx, {
     accountId: ctx.accountId,
     chatJid,
     direction: mine ? "out" : "in",
@@ -360,15 +360,16 @@ function storeMessage(
     sentAt,
     storedAt: ctx.tx.now,
   });
-  if (inserted) {
-    // First: it reads the message's rowid (last_insert_rowid), which touchChat would change.
-    if (!outgoing) recordReceivedFile(ctx, m, body);
+  if (rowId !== null) {
+    if (!outgoing) recordReceivedFile(ctx, m, body, rowId);
+    // An existing chat is only read: its unread count and last activity follow from its messages.
     touchChat(ctx.tx, {
       accountId: ctx.accountId,
       jid: chatJid,
       kind: m.attrs.type === "groupchat" ? "groupchat" : "chat",
       unread: !mine,
       at: ctx.tx.now,
+      messageId: rowId,
     });
     ctx.afterCommit(() =>
       ctx.session.emit("message-stored", {
@@ -384,7 +385,7 @@ function storeMessage(
     );
   }
   advanceMarks(ctx, meta, stanzaId, stanzaIdBy, idOwner);
-  return inserted;
+  return rowId !== null;
 }
 
 /** Who wrote in the room, and whether the body mentions our nick there (a whole-word match). */

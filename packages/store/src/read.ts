@@ -250,13 +250,42 @@ export function getMessage(
   );
 }
 
+/*
+ * A chat's counters: the row's (everything up to its counted_from_id) plus the messages stored
+ * after that id (none when it is null: the row is complete). Storing a message into an existing
+ * chat writes no chat row (touchChat), so these are counted here, on the messages_chat index
+ * (account, chat, id): incoming ones are unread, the latest one's stored_at is the last activity.
+ */
+const laterMessages = sql`${messages.accountId} = ${chats.accountId} AND ${messages.chatJid} = ${chats.jid} AND ${messages.id} > ${chats.countedFromId}`;
+const unreadAfter = sql<number>`(SELECT count(*) FROM ${messages} WHERE ${laterMessages} AND ${messages.direction} = 'in')`;
+const storedAtAfter = sql<
+  number | null
+>`(SELECT ${messages.storedAt} FROM ${messages} WHERE ${laterMessages} ORDER BY ${messages.id} DESC LIMIT 1)`;
+const counters = {
+  unreadCount: sql<number>`${chats.unreadCount} + ${unreadAfter}`,
+  lastActivityAt: sql<
+    number | null
+  >`coalesce(max(${chats.lastActivityAt}, ${storedAtAfter}), ${chats.lastActivityAt}, ${storedAtAfter})`,
+};
+
 /**
  * Chats by last activity (newest first), with their unread counts and latest message. A chat
  * that has messages but no `chats` row (only outgoing messages so far) is listed too.
  */
 export function listChats(store: Store | StoreTx, accountId: string): ChatSummary[] {
   return reading(store, (tx) => {
-    const rows = tx.select().from(chats).where(eq(chats.accountId, accountId)).all();
+    const rows = tx
+      .select({
+        jid: chats.jid,
+        kind: chats.kind,
+        name: chats.name,
+        muted: chats.muted,
+        omemo: chats.omemo,
+        ...counters,
+      })
+      .from(chats)
+      .where(eq(chats.accountId, accountId))
+      .all();
     const out = new Map<string, ChatSummary>();
     for (const r of rows)
       out.set(r.jid, {
@@ -296,20 +325,36 @@ export function listChats(store: Store | StoreTx, accountId: string): ChatSummar
   });
 }
 
-/** The user has read the chat: its unread count goes to zero. Returns the count it had. */
+/**
+ * The user has read the chat: its unread count goes to zero. Returns the count it had. The
+ * messages counted at read time so far are folded into the row (it counts from the latest).
+ */
 export function markChatRead(store: Store, accountId: string, chatJid: string): number {
   return store.write((tx) => {
+    const thisChat = and(eq(chats.accountId, accountId), eq(chats.jid, chatJid));
     const row = tx
-      .select({ n: chats.unreadCount })
+      .select({
+        ...counters,
+        countedFromId: chats.countedFromId,
+        latestId: sql<
+          number | null
+        >`(SELECT max(${messages.id}) FROM ${messages} WHERE ${messages.accountId} = ${chats.accountId} AND ${messages.chatJid} = ${chats.jid})`,
+      })
       .from(chats)
-      .where(and(eq(chats.accountId, accountId), eq(chats.jid, chatJid)))
+      .where(thisChat)
       .get();
-    if (!row || row.n === 0) return 0;
+    if (!row || row.unreadCount === 0) return 0;
     tx.update(chats)
-      .set({ unreadCount: 0 })
-      .where(and(eq(chats.accountId, accountId), eq(chats.jid, chatJid)))
+      .set({
+        unreadCount: 0,
+        lastActivityAt: row.lastActivityAt,
+        // Still null when nothing was counted at read time (the row was complete).
+        countedFromId:
+          row.countedFromId === null ? null : Math.max(row.countedFromId, row.latestId ?? 0),
+      })
+      .where(thisChat)
       .run();
-    return row.n;
+    return row.unreadCount;
   });
 }
 

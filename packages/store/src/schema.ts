@@ -196,6 +196,15 @@ export const chats = sqliteTable(
     membersReadAt: integer("members_read_at"),
     lastActivityAt: integer("last_activity_at"),
     createdAt: integer("created_at").notNull(),
+    /**
+     * The chat's counters are kept up to date at read time from here on: `unread_count` and
+     * `last_activity_at` hold everything up to the message with this row id, and the messages of
+     * the chat stored after it (ids only grow: AUTOINCREMENT) add theirs when listChats reads them
+     * (incoming ones count as unread; the latest one's stored_at is the last activity). So a
+     * message into an existing chat writes no chat row. Null: the row's counters are complete
+     * (a chat no message was counted into since migration 0013; the next stored message sets it).
+     */
+    countedFromId: integer("counted_from_id"),
   },
   (t) => [primaryKey({ columns: [t.accountId, t.jid] })],
 );

@@ -7,6 +7,7 @@ import {
   insertMessageRow,
   listChats,
   listMessages,
+  markChatRead,
   openStore,
   tables,
   touchChat,
@@ -51,18 +52,26 @@ function openWithAccount(file: string): Store {
 /** What storeMessage does per message: the row, then (if new) its chat. */
 function store1(s: Store, r: NewMessageRow): boolean {
   return s.write((tx) => {
-    const inserted = insertMessageRow(tx, r);
-    if (inserted)
+    const id = insertMessageRow(tx, r);
+    if (id !== null)
       touchChat(tx, {
         accountId: r.accountId,
         jid: r.chatJid,
         kind: r.type === "groupchat" ? "groupchat" : "chat",
         unread: r.direction === "in",
         at: tx.now,
+        messageId: id,
       });
-    return inserted;
+    return id !== null;
   });
 }
+
+const chatRow = (s: Store, jid = "bob@example.org") =>
+  s.sqlite
+    .prepare(
+      "SELECT unread_count AS unread, last_activity_at AS at, counted_from_id AS countedFrom FROM chats WHERE account_id = 'acc' AND jid = ?",
+    )
+    .get(jid) as { unread: number; at: number | null; countedFrom: number | null } | undefined;
 
 beforeEach(() => {
   ({ dir, cleanup } = tempDir());
@@ -109,6 +118,55 @@ describe("insertMessageRow / touchChat", () => {
     });
     const created = store.db.select().from(tables.chats).get()!;
     expect(created.createdAt).toBe(1_000_000);
+  });
+
+  it("writes the chat row only when the chat is new: later messages are counted at read time, markChatRead folds them in", () => {
+    const changes = () => store.sqlite.prepare("SELECT total_changes()").pluck().get() as number;
+    expect(store1(store, row({ body: "one", originId: "o1" }))).toBe(true);
+    const first = listMessages(store, "acc", "bob@example.org").messages[0]!;
+    expect(chatRow(store)).toEqual({ unread: 1, at: now, countedFrom: first.id });
+    // Three more (two incoming, one of ours): one row changed each (the message), no chat write.
+    for (const [i, direction] of (["in", "out", "in"] as const).entries()) {
+      now += 10;
+      const before = changes();
+      expect(store1(store, row({ body: `m${i}`, originId: `m${i}`, direction }))).toBe(true);
+      expect(changes() - before).toBe(1);
+    }
+    expect(chatRow(store)).toEqual({ unread: 1, at: 1_000_000, countedFrom: first.id });
+    expect(listChats(store, "acc")[0]).toMatchObject({ unreadCount: 3, lastActivityAt: now });
+    // Read: the count folded into the row, which now counts from the latest message.
+    const latest = listMessages(store, "acc", "bob@example.org").messages.at(-1)!;
+    expect(markChatRead(store, "acc", "bob@example.org")).toBe(3);
+    expect(chatRow(store)).toEqual({ unread: 0, at: now, countedFrom: latest.id });
+    expect(listChats(store, "acc")[0]).toMatchObject({ unreadCount: 0, lastActivityAt: now });
+    expect(markChatRead(store, "acc", "bob@example.org")).toBe(0);
+    now += 10;
+    store1(store, row({ body: "after", originId: "after" }));
+    expect(listChats(store, "acc")[0]).toMatchObject({ unreadCount: 1, lastActivityAt: now });
+    expect(chatRow(store)!.unread).toBe(0);
+  });
+
+  it("a chat row without counted_from_id (a send, a room join, or stored before migration 0013) takes the next message in and counts from it", () => {
+    store.write((tx) =>
+      tx
+        .insert(tables.chats)
+        .values({
+          accountId: "acc",
+          jid: "bob@example.org",
+          unreadCount: 2,
+          lastActivityAt: 5,
+          createdAt: 1,
+        })
+        .run(),
+    );
+    expect(listChats(store, "acc")[0]).toMatchObject({ unreadCount: 2, lastActivityAt: 5 });
+    store1(store, row({ body: "one", originId: "o1" }));
+    const first = listMessages(store, "acc", "bob@example.org").messages[0]!;
+    expect(chatRow(store)).toEqual({ unread: 3, at: now, countedFrom: first.id });
+    now += 10;
+    store1(store, row({ body: "two", originId: "o2" }));
+    expect(chatRow(store)).toEqual({ unread: 3, at: now - 10, countedFrom: first.id });
+    expect(listChats(store, "acc")[0]).toMatchObject({ unreadCount: 4, lastActivityAt: now });
   });
 
   it("works on a second store in the same process, and only inside a write transaction", () => {

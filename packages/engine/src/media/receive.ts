@@ -4,18 +4,21 @@
 import { randomUUID } from "node:crypto";
 import { tables } from "@lichen/store";
 import type { Element } from "@xmpp/xml";
-import { sql } from "drizzle-orm";
 import type { ProtocolContext } from "../context.js";
 import { NS_OOB } from "./upload.js";
 
-/** Call right after the message row was inserted (its rowid is the connection's last one). */
-export function recordReceivedFile(ctx: ProtocolContext, m: Element, body: string): void {
+/** Call when the message row was inserted (`messageRowId`: what insertMessageRow returned). */
+export function recordReceivedFile(
+  ctx: ProtocolContext,
+  m: Element,
+  body: string,
+  messageRowId: number,
+): void {
   const oob = m.getChild("x", NS_OOB);
   const oobUrl = oob?.getChildText("url")?.trim();
   const trimmed = body.trim();
   const url = oobUrl || (/^aesgcm:\/\/\S+#[0-9a-fA-F]+$/.test(trimmed) ? trimmed : null);
   if (!url || url.length > 4096) return;
-  const rowId = ctx.tx.get<{ id: number }>(sql`select last_insert_rowid() as id`);
   const sizeText = oob?.getChildText("size"); // not in XEP-0066, but some senders add it
   ctx.tx
     .insert(tables.attachments)
@@ -23,7 +26,7 @@ export function recordReceivedFile(ctx: ProtocolContext, m: Element, body: strin
       id: randomUUID(),
       accountId: ctx.accountId,
       direction: "in",
-      messageRowId: rowId?.id ?? null,
+      messageRowId,
       fileName: oob?.getChildText("desc")?.slice(0, 200) ?? null,
       size: sizeText && /^\d+$/.test(sizeText) ? Number(sizeText) : null,
       state: "remote",

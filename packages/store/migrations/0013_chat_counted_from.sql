@@ -1,0 +1,1 @@
+ALTER TABLE `chats` ADD `counted_from_id` integer;
