@@ -105,7 +105,7 @@ function renderStatements() {
     .set({
       unreadCount: sql`${chats.unreadCount} + ${p("unread")}`,
       lastActivityAt: sql`max(coalesce(${chats.lastActivityAt}, ${p("at")}), ${p("at")})`,
-      countedFromId: p("messageId"),
+      countedFromId: sql`${p("messageId")}`,
     })
     .where(thisChat);
   return {

@@ -122,6 +122,7 @@ describe("insertMessageRow / touchChat", () => {
 
   it("writes the chat row only when the chat is new: later messages are counted at read time, markChatRead folds them in", () => {
     const changes = () => store.sqlite.prepare("SELECT total_changes()").pluck().get() as number;
+    const t0 = now;
     expect(store1(store, row({ body: "one", originId: "o1" }))).toBe(true);
     const first = listMessages(store, "acc", "bob@example.org").messages[0]!;
     expect(chatRow(store)).toEqual({ unread: 1, at: now, countedFrom: first.id });
@@ -132,7 +133,7 @@ describe("insertMessageRow / touchChat", () => {
       expect(store1(store, row({ body: `m${i}`, originId: `m${i}`, direction }))).toBe(true);
       expect(changes() - before).toBe(1);
     }
-    expect(chatRow(store)).toEqual({ unread: 1, at: 1_000_000, countedFrom: first.id });
+    expect(chatRow(store)).toEqual({ unread: 1, at: t0, countedFrom: first.id });
     expect(listChats(store, "acc")[0]).toMatchObject({ unreadCount: 3, lastActivityAt: now });
     // Read: the count folded into the row, which now counts from the latest message.
     const latest = listMessages(store, "acc", "bob@example.org").messages.at(-1)!;
