@@ -249,7 +249,9 @@ export const messages = sqliteTable(
     uniqueIndex("messages_stanza_id").on(t.accountId, t.stanzaIdBy, t.stanzaId),
     uniqueIndex("messages_origin_id").on(t.accountId, t.originId, t.fromJid),
     uniqueIndex("messages_archive_id").on(t.accountId, t.archiveId),
-    index("messages_chat").on(t.accountId, t.chatJid, t.id),
+    // direction last: listChats counts a chat's incoming messages after its counted_from_id
+    // from the index alone (no row read per message). Migration 0014.
+    index("messages_chat").on(t.accountId, t.chatJid, t.id, t.direction),
     // A chat in time order: listMessages orders by the second of sent_at, then id (servers stamp
     // whole seconds, our own sends milliseconds: see read.ts).
     index("messages_chat_time").on(t.accountId, t.chatJid, sql`${t.sentAt} / 1000`, t.id),

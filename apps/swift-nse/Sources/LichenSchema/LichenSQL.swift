@@ -431,6 +431,7 @@ public enum LichenSQL {
         "ca1518b5c71a3e8d8459ba62902728766760d20669e81e6e3f510fd51ee79ced",
         "3e0488ad22948ff35eca455a76857e2e606614bf605d72212b0c11e44325d152",
         "0ecfd3ce94b7accccd1d80f77eb48f1bc513d550eb9cd4cd748554cc36b69bbd",
+        "6fb8fefd1b588905b05f97871240e307c6744b8409e4991a7c99dffc8964cd91",
     ]
 
     /// The wake directory is the database path plus this suffix (the TS Ipc default).
