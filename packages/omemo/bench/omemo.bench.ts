@@ -16,6 +16,11 @@
  * 3. nse_omemo_cold_start_p50_ms / nse_omemo_peak_rss_mb: a new Node process runs handlePush()
  *    with the OMEMO plugin (role nse) on a resumable session with one encrypted message waiting:
  *    spawn -> first decrypted message stored. Baseline: the same without OMEMO and a plain message.
+ *
+ * LICHEN_BENCH_PROFILE=<dir>: each arm's receive window (connect -> n-th message stored) is
+ * recorded with V8's CPU profiler (100 µs sampling) and its sampling heap profiler (objects
+ * collected by GC included), written as <dir>/<mode>-<block>.cpuprofile / .heapprofile. The
+ * profilers slow the process down: the figures of such a run are not comparable.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
@@ -25,6 +30,8 @@ import {
   type EventLoopUtilization,
 } from "node:perf_hooks";
 import { join } from "node:path";
+import { Session as InspectorSession } from "node:inspector/promises";
+import { writeFileSync, mkdirSync } from "node:fs";
 import { DurableSession, ensureAccount, type Element, type SessionPlugin } from "@lichen/engine";
 import { openStore, type Store } from "@lichen/store";
 import { startProsody, type XmppTestServer } from "@lichen/test-servers";
@@ -60,6 +67,37 @@ function gcIn(from: number, to: number): { ms: number; majorMs: number } {
   return { ms: sum(inside), majorMs: sum(inside.filter((g) => g.major)) };
 }
 const round3 = (x: number) => Math.round(x * 1000) / 1000;
+
+/** The CPU and allocation profilers of LICHEN_BENCH_PROFILE, around one arm's receive window. */
+class ArmProfiler {
+  private readonly session = new InspectorSession();
+  private constructor(private readonly dir: string) {}
+  static async open(): Promise<ArmProfiler | null> {
+    const dir = process.env.LICHEN_BENCH_PROFILE;
+    if (!dir) return null;
+    mkdirSync(dir, { recursive: true });
+    const p = new ArmProfiler(dir);
+    p.session.connect();
+    await p.session.post("Profiler.enable");
+    await p.session.post("Profiler.setSamplingInterval", { interval: 100 });
+    await p.session.post("HeapProfiler.enable");
+    return p;
+  }
+  async start(): Promise<void> {
+    await this.session.post("Profiler.start");
+    await this.session.post("HeapProfiler.startSampling", {
+      samplingInterval: 4096,
+      includeObjectsCollectedByMajorGC: true,
+      includeObjectsCollectedByMinorGC: true,
+    } as object);
+  }
+  async stop(name: string): Promise<void> {
+    const { profile } = await this.session.post("Profiler.stop");
+    const heap = await this.session.post("HeapProfiler.stopSampling");
+    writeFileSync(join(this.dir, `${name}.cpuprofile`), JSON.stringify(profile));
+    writeFileSync(join(this.dir, `${name}.heapprofile`), JSON.stringify(heap.profile));
+  }
+}
 
 interface Device {
   store: Store;
@@ -233,6 +271,7 @@ export default async function omemoBench(ctx: BenchContext) {
   let server: XmppTestServer | undefined;
   const devices: Device[] = [];
   let bob: Sender | undefined;
+  const profiler = await ArmProfiler.open();
   try {
     server = await startProsody({
       smacksHibernationSeconds: 600,
@@ -291,8 +330,10 @@ export default async function omemoBench(ctx: BenchContext) {
         alice.storedAt = [];
         alice.storedCpu = [];
         alice.storedElu = [];
+        await profiler?.start();
         await alice.session.connect();
         await until(() => alice.stored === before + n, `${mode} block ${r}`);
+        await profiler?.stop(`${mode}-${r}`);
         await bob.resume();
         // First to last message stored: the engine's throughput, without the reconnection (TCP,
         // SCRAM, resume), whose CPU-heavy and load-sensitive cost is the same for both arms.

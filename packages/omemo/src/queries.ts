@@ -16,7 +16,21 @@ function prepare(tx: StoreTx) {
   const s = tables.omemoSessions;
   const t = tables.omemoTrust;
   const d = tables.omemoDeviceLists;
+  const c = tables.chats;
+  const o = tables.roomOccupants;
   return {
+    /** A chat's kind and our nick (a room's): asked for every message from a full JID. */
+    chat: tx
+      .select({ kind: c.kind, nick: c.nick })
+      .from(c)
+      .where(and(eq(c.accountId, p("account")), eq(c.jid, p("jid"))))
+      .prepare(),
+    /** A room occupant's real JID (as the room announced it), for a room or private message. */
+    occupantRealJid: tx
+      .select({ realJid: o.realJid })
+      .from(o)
+      .where(and(eq(o.accountId, p("account")), eq(o.roomJid, p("room")), eq(o.nick, p("nick"))))
+      .prepare(),
     /** A message with this archive id (our archive's, or a room's within that room's chat). */
     byArchiveId: tx
       .select({ id: m.id })
