@@ -21,6 +21,8 @@
  * recorded with V8's CPU profiler (100 µs sampling) and its sampling heap profiler (objects
  * collected by GC included), written as <dir>/<mode>-<block>.cpuprofile / .heapprofile. The
  * profilers slow the process down: the figures of such a run are not comparable.
+ * LICHEN_BENCH_CAPTURE=<dir>: alice's database before the first block (alice.db) and the stanzas
+ * of the first OMEMO arm as received (stanzas.xml, one a line), for bench/replay-omemo.ts.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
@@ -156,8 +158,11 @@ class Timer implements SessionPlugin {
   resetGap(): void {
     this.lastCommitAt = null;
   }
+  /** LICHEN_BENCH_CAPTURE: the received stanzas, while set. */
+  capture: string[] | null = null;
   async prepare(stanza: Element) {
     if (!stanza.is("message")) return null;
+    this.capture?.push(JSON.stringify(stanza.toString()));
     const now = performance.now();
     this.started.set(stanza, now);
     if (this.lastCommitAt !== null) this.gaps.push(now - this.lastCommitAt);
@@ -304,6 +309,12 @@ export default async function omemoBench(ctx: BenchContext) {
       )
       .run(history);
 
+    const captureDir = process.env.LICHEN_BENCH_CAPTURE;
+    if (captureDir) {
+      mkdirSync(captureDir, { recursive: true });
+      rmSync(join(captureDir, "alice.db"), { force: true });
+      alice.store.sqlite.prepare("VACUUM INTO ?").run(join(captureDir, "alice.db"));
+    }
     const omemoRates: number[] = [];
     const plainRates: number[] = [];
     const blockRatios: number[] = [];
@@ -330,10 +341,15 @@ export default async function omemoBench(ctx: BenchContext) {
         alice.storedAt = [];
         alice.storedCpu = [];
         alice.storedElu = [];
+        if (captureDir && r === 0 && mode === "omemo") timer.capture = [];
         await profiler?.start();
         await alice.session.connect();
         await until(() => alice.stored === before + n, `${mode} block ${r}`);
         await profiler?.stop(`${mode}-${r}`);
+        if (captureDir && timer.capture) {
+          writeFileSync(join(captureDir, "stanzas.jsonl"), timer.capture.join("\n") + "\n");
+          timer.capture = null;
+        }
         await bob.resume();
         // First to last message stored: the engine's throughput, without the reconnection (TCP,
         // SCRAM, resume), whose CPU-heavy and load-sensitive cost is the same for both arms.
