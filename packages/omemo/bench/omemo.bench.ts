@@ -22,7 +22,7 @@
  * collected by GC included), written as <dir>/<mode>-<block>.cpuprofile / .heapprofile. The
  * profilers slow the process down: the figures of such a run are not comparable.
  * LICHEN_BENCH_CAPTURE=<dir>: alice's database before the first block (alice.db) and the stanzas
- * of the first OMEMO arm as received (stanzas.xml, one a line), for bench/replay-omemo.ts.
+ * of the first OMEMO arm as received (stanzas.jsonl, one JSON string a line), for bench/replay-omemo.mjs.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
