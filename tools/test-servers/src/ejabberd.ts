@@ -7,6 +7,7 @@ import { makeLocalhostCert } from "./certs.js";
 import { requireInstalled } from "./ensure.js";
 import type { EjabberdOptions, XmppTestServer } from "./types.js";
 import {
+  delay,
   freePorts,
   isAlive,
   killPid,
@@ -197,11 +198,20 @@ ${
   const halt = async () => {
     try {
       await ctl("stop");
-      await ctl("stopped");
     } catch {
       // not running any more: fall through to the PID check
     }
-    if (pid && isAlive(pid)) await killPid(pid, 5000);
+    // Not `ejabberdctl stopped`: once the node is down it runs `epmd -kill` when epmd lists no
+    // name, and a parallel test's ejabberd that has just been started but has not registered its
+    // name yet then dies silently in boot (no log at all; "c2s port still closed after 90000 ms").
+    // Waiting for the VM's own exit is what `stopped` waits for, without touching shared epmd.
+    if (pid) {
+      const deadline = Date.now() + 60_000;
+      while (isAlive(pid) && Date.now() < deadline) await delay(100);
+      if (isAlive(pid)) await killPid(pid, 5000);
+    } else {
+      await ctl("stopped").catch(() => {}); // no PID file: only ejabberdctl can tell
+    }
     untrackPid(pid);
     await waitForPort(c2sPort, false, "ejabberd stop", 30_000);
   };
