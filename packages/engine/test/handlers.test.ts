@@ -101,6 +101,13 @@ describe.each(SERVERS)("serializable IQ handlers on %s", (_kind, start) => {
     cleanup.push(() => s.close().catch(() => {}));
     return s;
   };
+  // A new stream is live for a message to the bare JID once its catch-up ended: its initial
+  // presence waits for the XEP-0013 answer on ejabberd, and bob's message sent before that went to
+  // offline storage and the archive instead, and was not stored live within the wait (clean-clone
+  // CI of 8eaf803, 1 in 4 local runs of the ejabberd suite). Whether the catch-up's last page can
+  // miss such a message is a follow-up (session note, stop 24).
+  const mamComplete = (s: DurableSession) =>
+    new Promise<void>((resolve) => s.once("mam-complete", () => resolve()));
   const peer = async () => {
     const bob = await startPeer(env.server.c2sPort, "bob", "bobpw");
     cleanup.push(() => bob.stop());
@@ -529,6 +536,7 @@ describe.each(SERVERS)("serializable IQ handlers on %s", (_kind, start) => {
         const s2 = session(store, second.registry, { logger: (e) => events.push(e) });
         let resumeFailed = false;
         s2.on("resume-failed", () => (resumeFailed = true));
+        const caughtUp = mamComplete(s2);
         expect(await s2.connect()).toBe("new");
         expect(resumeFailed).toBe(streamId !== null);
         await until(() => second.calls.length > 0 || undefined, `${label} invalidated`).catch(
@@ -551,6 +559,7 @@ describe.each(SERVERS)("serializable IQ handlers on %s", (_kind, start) => {
         expect(pendingTicks(store, iqId)).toBeUndefined();
         // A late answer to the dead stream's IQ runs nothing.
         iq.answer();
+        await caughtUp;
         await bob.send("alice@localhost", `after-${label}`);
         await until(
           () =>
@@ -601,11 +610,13 @@ describe.each(SERVERS)("serializable IQ handlers on %s", (_kind, start) => {
       const s2 = session(store, partial.registry);
       const errors: UnknownHandlerError[] = [];
       s2.on("handler-error", (e) => errors.push(e as UnknownHandlerError));
+      const caughtUp = mamComplete(s2);
       expect(await s2.connect()).toBe("new");
       await until(() => errors.length > 0 || undefined, "handler-error");
       expect(errors.map((e) => e.handlerName)).toEqual(["t.invalidated"]);
       expect(pendingTicks(store, iqId)).toBeGreaterThan(0); // kept
       expect(partial.calls).toEqual([]);
+      await caughtUp;
       await bob.send("alice@localhost", "after-unknown-invalidation");
       await until(
         () =>
