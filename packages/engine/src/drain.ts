@@ -23,6 +23,8 @@ export interface DrainHost {
   requestAck(conn: XmppConnection): void;
   /** Resolves when every stanza received so far has been handled. */
   idle(): Promise<void>;
+  /** Handle nothing more on this connection (not counted: the server replays it on resume). */
+  halt(): void;
   log(event: Record<string, unknown>): void;
 }
 
@@ -30,6 +32,14 @@ export interface DrainHost {
  * Wait (bounded) until the server acknowledged every stanza written on this socket. A server
  * still reading its backlog from a dropped socket after we resumed elsewhere delivers that
  * backlog while we resend it from its older h (seen with ejabberd: duplicate stanzas).
+ *
+ * Stanzas keep arriving while we wait, and handling them may write more (answers to a peer's
+ * IQs): those were written after the first target, so the wait repeats until nothing new was
+ * written. Then handling stops (`halt`: what arrives later is not counted, and the server
+ * replays it on resume) and what was in flight is waited for once more. Before this, answers
+ * written during the wait went out unacknowledged without a `drain-timeout`: ejabberd, still
+ * reading them from the old socket, routed them after handing its (older) h to our resume, and
+ * the peer got them twice (engine hostile.test on ejabberd, seed 2043423025, loaded CI).
  */
 export async function drainBeforeDrop(
   host: DrainHost,
@@ -39,8 +49,22 @@ export async function drainBeforeDrop(
   cut?: AbortSignal,
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  await waitAcked(host, conn, timeoutMs, cut);
-  await waitServerAnswers(host, conn, deadline, cut);
+  for (;;) {
+    if (!(await waitAcked(host, conn, deadline, cut))) break;
+    await waitServerAnswers(host, conn, deadline, cut);
+    await host.idle();
+    if (!unacked(host, conn)) break;
+  }
+  host.halt();
+  await host.idle();
+  await waitAcked(host, conn, deadline, cut);
+}
+
+/** Stanzas written on `conn` that the server has not acknowledged yet. */
+function unacked(host: DrainHost, conn: XmppConnection): boolean {
+  if (!host.onStream(conn)) return false;
+  const acked = host.store.read((tx) => loadAccountState(tx, host.accountId)).sm.outboundAcked;
+  return host.flushedSeq() > acked;
 }
 
 /**
@@ -91,42 +115,52 @@ async function waitServerAnswers(
   }
 }
 
+/** True once everything written is acknowledged; false when it gave up (logged) or `conn` went. */
 async function waitAcked(
   host: DrainHost,
   conn: XmppConnection,
-  timeoutMs: number,
+  deadline: number,
   cut?: AbortSignal,
-): Promise<void> {
-  if (!host.onStream(conn) || cut?.aborted) return;
+): Promise<boolean> {
+  if (!host.onStream(conn)) return false;
   const target = host.flushedSeq();
   const acked = host.store.read((tx) => loadAccountState(tx, host.accountId)).sm.outboundAcked;
-  if (target === 0 || acked >= target) return;
-  await new Promise<void>((resolve) => {
-    const done = () => {
+  if (target === 0 || acked >= target) return true;
+  const timeoutMs = deadline - Date.now();
+  // What the server has not acknowledged is resent after the resume; if the server still reads
+  // it from the old socket too, the peer gets it twice (XEP-0198 is at-least-once there;
+  // messages carry origin-ids for that). A second drop with a shorter bound (the app suspending
+  // while a replay reconnect drains) ran out first: the same case, so reported as one.
+  if (cut?.aborted) {
+    host.log({ event: "drain-timeout", flushed: target, cut: true });
+    return false;
+  }
+  if (timeoutMs <= 0) {
+    host.log({ event: "drain-timeout", flushed: target, timeoutMs: 0 });
+    return false;
+  }
+  return new Promise<boolean>((resolve) => {
+    const done = (ok: boolean) => {
       clearTimeout(timer);
       host.events.off("acked", onAcked);
-      host.events.off("offline", done);
+      host.events.off("offline", onOffline);
       cut?.removeEventListener("abort", onCut);
-      resolve();
+      resolve(ok);
     };
-    // A second drop with a shorter bound (the app suspending while a replay reconnect drains)
-    // ran out first: the same at-least-once case as a timeout, so reported as one.
     const onCut = () => {
       host.log({ event: "drain-timeout", flushed: target, cut: true });
-      done();
+      done(false);
     };
+    const onOffline = () => done(false);
     const onAcked = (h: number) => {
-      if (h >= target) done();
+      if (h >= target) done(true);
     };
     const timer = setTimeout(() => {
-      // What the server has not acknowledged is resent after the resume; if the server still
-      // reads it from the old socket too, the peer gets it twice (XEP-0198 is at-least-once
-      // there; messages carry origin-ids for that).
       host.log({ event: "drain-timeout", flushed: target, timeoutMs });
-      done();
+      done(false);
     }, timeoutMs);
     host.events.on("acked", onAcked);
-    host.events.once("offline", done);
+    host.events.once("offline", onOffline);
     cut?.addEventListener("abort", onCut);
     // Through acks.request: an outstanding request is answered with the h we wait for, or is
     // followed by a fresh one (a second <r/> here cost a duplicate <r/> and <a/> per drop).

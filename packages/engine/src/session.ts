@@ -618,6 +618,10 @@ export class DurableSession extends EventEmitter<SessionEvents> {
         events: this,
         onStream: (c) => this.smActive && this.conn === c,
         halted: () => this.halted,
+        // Only while it is still ours: a connection made after this one was lost is not halted.
+        halt: () => {
+          if (this.conn === conn) this.halted = true;
+        },
         flushedSeq: () => this.flushedSeq,
         requestAck: (c) => this.acks.request(c),
         idle: () => this.idle(),
@@ -627,7 +631,7 @@ export class DurableSession extends EventEmitter<SessionEvents> {
       drainMs,
       cut,
     );
-    await this.idle(); // what arrived while draining is committed before we acknowledge it
+    await this.idle(); // what was in flight when the drain halted is committed before we acknowledge it
     this.ackCommitted(conn);
     this.stopTicks();
     this.smActive = false;

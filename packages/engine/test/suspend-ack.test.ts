@@ -6,7 +6,7 @@
 // next resume.
 import { randomUUID } from "node:crypto";
 import { loadAccountState } from "@lichen/store";
-import type { Element } from "@xmpp/xml";
+import { type Element, xml } from "@xmpp/xml";
 import { describe, expect, it } from "vitest";
 import { AppController, DurableSession } from "../src/index.js";
 import { SERVERS, startPeer, until, useCountingLink, useEngineEnv } from "./helpers.js";
@@ -179,6 +179,71 @@ describe.each(SERVERS)("a suspend while a replay reconnect drains (%s)", (_kind,
           "held",
         );
         expect(bob.received.filter((m) => m.body === `${prefix}held`)).toHaveLength(1);
+      } finally {
+        await session.suspend();
+        await bob.stop();
+      }
+    },
+    T,
+  );
+});
+
+// Seen in the hostile fuzz test on ejabberd under load (seed 2043423025): a peer's IQs kept
+// arriving while a suspend waited for the server's <a/>; their answers were written after the
+// drain's target and went out unacknowledged, without a drain-timeout. ejabberd, still reading
+// them from the old socket when the next resume took the session over, routed them after
+// handing over its older h, and the resume resent them: the peer got every such answer twice.
+describe.each(SERVERS)("a peer's IQ handled while a suspend drains (%s)", (_kind, start) => {
+  const env = useEngineEnv(start, { prefix: "lichen-drain-answer-" });
+  // 200 ms each way: the <a/> for what was written before the suspend takes >= 400 ms, and the
+  // peer's IQ, sent before it, reaches us ~200 ms into that wait.
+  const counting = useCountingLink(env, { delayMs: 200 });
+
+  it(
+    "its answer is acknowledged by the server before the socket ends: nothing is left to resend",
+    async () => {
+      const bob = await startPeer(env.server.c2sPort, "bob", "bobpw");
+      const logs: Record<string, unknown>[] = [];
+      const session = new DurableSession({
+        store: env.store,
+        ...counting.config(),
+        logger: (e) => logs.push(e),
+      });
+      const answers: Element[] = [];
+      const iqId = `drain-iq-${randomUUID().slice(0, 8)}`;
+      bob.xmpp.on("stanza", (s: Element) => {
+        if (s.is("iq") && s.attrs.id === iqId) answers.push(s);
+      });
+      let handledWhileDraining = false;
+      let draining = false;
+      session.on("stanza", (s: Element) => {
+        if (s.is("iq") && s.attrs.id === iqId) handledWhileDraining = draining;
+      });
+      try {
+        expect(await session.connect(20_000)).toBe("new");
+        await session.syncBarrier();
+        await bob.xmpp.send(
+          xml(
+            "iq",
+            { type: "get", to: "alice@localhost/phone", id: iqId },
+            xml("query", { xmlns: "urn:lichen:unknown" }),
+          ),
+        );
+        session.sendMessage("bob@localhost", "before-suspend"); // unacked: the drain waits
+        draining = true;
+        await session.suspend({ drainMs: 10_000 });
+        draining = false;
+        expect(handledWhileDraining, "bob's IQ reached alice during the drain").toBe(true);
+        expect(logs.filter((e) => String(e.event).startsWith("drain-"))).toEqual([]);
+        // Everything written was acknowledged: the next resume has nothing to resend.
+        const unacked = env.store.sqlite
+          .prepare("SELECT count(*) AS n FROM outbound_queue WHERE account_id = 'alice'")
+          .get() as { n: number };
+        expect(unacked.n).toBe(0);
+        expect(await session.connect(20_000)).toBe("resumed");
+        await session.syncBarrier();
+        await until(() => answers.length > 0 || undefined, "bob got the answer");
+        expect(answers.map((a) => a.attrs.type)).toEqual(["error"]);
       } finally {
         await session.suspend();
         await bob.stop();
