@@ -1,7 +1,7 @@
 // The statements every encrypted message runs, prepared once per store: building the SQL and preparing
 // the statement for each message cost more than the Signal decryption itself (drizzle prepares a
 // new statement per execution otherwise).
-import { tables, type Store, type StoreTx } from "@lichen/store";
+import { preparedPerStore, tables, type StoreTx } from "@lichen/store";
 import { and, eq, getTableName, sql } from "drizzle-orm";
 
 const p = (name: string) => sql.placeholder(name);
@@ -102,11 +102,5 @@ function prepare(tx: StoreTx) {
 
 export type HotQueries = ReturnType<typeof prepare>;
 
-const prepared = new WeakMap<Store, HotQueries>();
-
 /** The prepared statements of this transaction's store (made on first use). */
-export function hotQueries(tx: StoreTx): HotQueries {
-  let q = prepared.get(tx.store);
-  if (!q) prepared.set(tx.store, (q = prepare(tx)));
-  return q;
-}
+export const hotQueries: (tx: StoreTx) => HotQueries = preparedPerStore(prepare);

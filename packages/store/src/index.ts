@@ -115,6 +115,7 @@ export {
   type ShareOutboxState,
 } from "./records.js";
 export { OutboundQueue, type QueuedStanza, type QueuedStanzaRow } from "./outbound-queue.js";
+export { preparedPerStore } from "./prepared.js";
 export {
   checkHeader,
   isCorruptionError,

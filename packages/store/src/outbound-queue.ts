@@ -6,7 +6,8 @@
  */
 import { and, asc, eq, gt, lte, sql } from "drizzle-orm";
 import { outboundQueue } from "./schema.js";
-import type { Store, StoreTx } from "./store.js";
+import type { StoreTx } from "./store.js";
+import { preparedPerStore } from "./prepared.js";
 import { TransactionUsageError } from "./errors.js";
 
 /** One queued stanza, as stored (the serialization is the engine's). */
@@ -74,12 +75,7 @@ function prepareHot(tx: StoreTx) {
   };
 }
 
-const prepared = new WeakMap<Store, ReturnType<typeof prepareHot>>();
-function hot(tx: StoreTx): ReturnType<typeof prepareHot> {
-  let q = prepared.get(tx.store);
-  if (!q) prepared.set(tx.store, (q = prepareHot(tx)));
-  return q;
-}
+const hot = preparedPerStore(prepareHot);
 
 export class OutboundQueue {
   constructor(readonly accountId: string) {}
