@@ -49,15 +49,19 @@ export async function drainBeforeDrop(
   cut?: AbortSignal,
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
+  let gaveUp = false; // timed out or cut (logged once), or the connection went
   for (;;) {
-    if (!(await waitAcked(host, conn, deadline, cut))) break;
+    if (!(await waitAcked(host, conn, deadline, cut))) {
+      gaveUp = true;
+      break;
+    }
     await waitServerAnswers(host, conn, deadline, cut);
     await host.idle();
     if (!unacked(host, conn)) break;
   }
   host.halt();
   await host.idle();
-  await waitAcked(host, conn, deadline, cut);
+  if (!gaveUp) await waitAcked(host, conn, deadline, cut);
 }
 
 /** Stanzas written on `conn` that the server has not acknowledged yet. */
