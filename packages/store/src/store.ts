@@ -87,6 +87,11 @@ export type StoreTx = StoreDatabase & {
   readonly now: number;
   /** Run `cb` after the outermost transaction commits (dropped on rollback). */
   afterCommit(cb: () => void): void;
+  /**
+   * PRAGMA data_version (changes when another connection commits). Read once per write
+   * transaction: while it holds the write lock no other connection can commit.
+   */
+  dataVersion(): number;
 };
 
 export interface Store {
@@ -172,6 +177,8 @@ class SqliteStore implements Store {
   private depth = 0;
   private mode: "write" | "read" | null = null;
   private txStartedAt = 0;
+  /** tx.dataVersion() of the running write transaction (-1: not read yet). */
+  private txDataVersion = -1;
   private savepointCounter = 0;
   private afterCommitQueue: (() => void)[] = [];
   private readonly busyTimeoutMs: number;
@@ -234,6 +241,13 @@ class SqliteStore implements Store {
           if (this.mode !== "write")
             throw new TransactionUsageError("afterCommit() needs a write transaction");
           this.afterCommitQueue.push(cb);
+        },
+      },
+      dataVersion: {
+        value: () => {
+          if (this.mode !== "write") return this.dataVersion();
+          if (this.txDataVersion < 0) this.txDataVersion = this.dataVersion();
+          return this.txDataVersion;
         },
       },
     }) as StoreTx;
@@ -607,6 +621,7 @@ class SqliteStore implements Store {
     this.depth = 1;
     this.mode = mode;
     this.txStartedAt = this.clock();
+    this.txDataVersion = -1;
     this.afterCommitQueue = [];
     let result: T;
     try {
