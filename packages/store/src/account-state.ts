@@ -84,7 +84,8 @@ export function loadAccountState(tx: StoreTx, accountId: string): AccountState {
 
 export function loadAccountStateDetailed(tx: StoreTx, accountId: string): LoadedAccountState {
   const stmts = statements(tx);
-  const row = knownRow(tx, stmts, accountId) ?? (stmts.select.get(accountId) as StateRow | undefined);
+  const row =
+    knownRow(tx, stmts, accountId) ?? (stmts.select.get(accountId) as StateRow | undefined);
   if (!row) return { state: freshAccountState(tx.now || tx.store.clock()), invalidated: "missing" };
 
   let entry = stmts.blobs.get(accountId);
