@@ -24,7 +24,7 @@
  * LICHEN_BENCH_CAPTURE=<dir>: alice's database before the first block (alice.db) and the stanzas
  * of the first OMEMO arm as received (stanzas.jsonl, one JSON string a line), for bench/replay-omemo.mjs.
  */
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import {
   constants as perfConstants,
@@ -69,6 +69,29 @@ function gcIn(from: number, to: number): { ms: number; majorMs: number } {
   return { ms: sum(inside), majorMs: sum(inside.filter((g) => g.major)) };
 }
 const round3 = (x: number) => Math.round(x * 1000) / 1000;
+
+/**
+ * CPU time (ms) of this process's main thread and of its other threads (V8's GC helpers, libuv's
+ * pool), from /proc (Linux; null elsewhere): process.cpuUsage() sums both, and an arm that
+ * allocates more spends more of it in the helpers' parallel scavenges and concurrent marking.
+ */
+function threadCpuMs(): { main: number; others: number } | null {
+  try {
+    let main = 0;
+    let others = 0;
+    for (const tid of readdirSync("/proc/self/task")) {
+      // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
+      const stat = readFileSync(`/proc/self/task/${tid}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      const ms = ((Number(fields[11]) + Number(fields[12])) * 1000) / 100; // USER_HZ = 100
+      if (Number(tid) === process.pid) main += ms;
+      else others += ms;
+    }
+    return { main, others };
+  } catch {
+    return null;
+  }
+}
 
 /** The CPU and allocation profilers of LICHEN_BENCH_PROFILE, around one arm's receive window. */
 class ArmProfiler {
@@ -343,8 +366,10 @@ export default async function omemoBench(ctx: BenchContext) {
         alice.storedElu = [];
         if (captureDir && r === 0 && mode === "omemo") timer.capture = [];
         await profiler?.start();
+        const threadsBefore = threadCpuMs();
         await alice.session.connect();
         await until(() => alice.stored === before + n, `${mode} block ${r}`);
+        const threadsAfter = threadCpuMs();
         await profiler?.stop(`${mode}-${r}`);
         if (captureDir && timer.capture) {
           writeFileSync(join(captureDir, "stanzas.jsonl"), timer.capture.join("\n") + "\n");
@@ -366,7 +391,7 @@ export default async function omemoBench(ctx: BenchContext) {
         (mode === "omemo" ? omemoRates : plainRates).push(rate[mode]);
         (mode === "omemo" ? omemoSpans : plainSpans).push(...timer.spans);
         ctx.log(
-          `block ${r + 1}/${blocks} ${mode}: ${round1(rate[mode])} msgs/s, per message p50 ${round3(median(timer.spans))} ms (prepare → commit), ${round3(median(timer.gaps))} ms between, event loop busy ${round3(busy)}, GC pauses ${round1(gc.ms)} ms (major ${round1(gc.majorMs)})`,
+          `block ${r + 1}/${blocks} ${mode}: ${round1(rate[mode])} msgs/s, per message p50 ${round3(median(timer.spans))} ms (prepare → commit), ${round3(median(timer.gaps))} ms between, event loop busy ${round3(busy)}, GC pauses ${round1(gc.ms)} ms (major ${round1(gc.majorMs)})${threadsBefore && threadsAfter ? `, CPU connect → last stored: main thread ${round1(threadsAfter.main - threadsBefore.main)} ms, other threads ${round1(threadsAfter.others - threadsBefore.others)} ms` : ""}`,
         );
       }
       const load = loadavg()[0]!;

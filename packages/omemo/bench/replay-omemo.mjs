@@ -8,12 +8,30 @@
 //   node packages/omemo/bench/replay-omemo.mjs /tmp/cap 21 <built dist dir>...
 // An arm is a copy of packages/omemo/dist made before or after a change, placed under the
 // repository (e.g. node_modules/.arms/before) so that its imports resolve.
-import { copyFileSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 const { DurableSession } = await import("@lichen/engine");
 const { openStore } = await import("@lichen/store");
 const parse = (await import("@xmpp/xml/lib/parse.js")).default;
+// CPU ms of the main thread and of the other threads (V8's concurrent compiler and GC helpers),
+// from /proc (Linux; zeros elsewhere): process.cpuUsage() sums both.
+function threadCpuMs() {
+  let main = 0,
+    others = 0;
+  try {
+    for (const tid of readdirSync("/proc/self/task")) {
+      const stat = readFileSync(`/proc/self/task/${tid}/stat`, "utf8");
+      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      const ms = ((Number(f[11]) + Number(f[12])) * 1000) / 100; // utime + stime, USER_HZ 100
+      if (Number(tid) === process.pid) main += ms;
+      else others += ms;
+    }
+  } catch {
+    // not Linux
+  }
+  return { main, others };
+}
 const [cap, repsArg, ...arms] = process.argv.slice(2);
 const stanzas = readFileSync(join(cap, "stanzas.jsonl"), "utf8")
   .trim()
@@ -41,6 +59,7 @@ async function run(arm) {
   let ok = 0,
     failed = 0;
   // Parsing (the engine's work) is left out of the measured span.
+  const th0 = threadCpuMs();
   const c0 = process.cpuUsage(),
     t0 = performance.now();
   for (const el of els) {
@@ -64,12 +83,15 @@ async function run(arm) {
   }
   const c = process.cpuUsage(c0),
     t = performance.now() - t0;
+  const th = threadCpuMs();
   store.close();
   rmSync(dir, { recursive: true, force: true });
   const n = ok + failed;
   results[arm].push({
     cpuPerMsg: (c.user + c.system) / 1000 / n,
     wallPerMsg: t / n,
+    mainPerMsg: (th.main - th0.main) / n,
+    othersPerMsg: (th.others - th0.others) / n,
     ok,
     failed,
   });
@@ -89,6 +111,10 @@ for (const a of arms) {
     med(rs.map((r) => r.cpuPerMsg)).toFixed(4),
     "wall",
     med(rs.map((r) => r.wallPerMsg)).toFixed(4),
+    "main thread",
+    med(rs.map((r) => r.mainPerMsg)).toFixed(3),
+    "other threads",
+    med(rs.map((r) => r.othersPerMsg)).toFixed(3),
     "all cpu:",
     rs.map((r) => r.cpuPerMsg.toFixed(3)).join(" "),
   );
