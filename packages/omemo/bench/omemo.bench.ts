@@ -71,9 +71,9 @@ function gcIn(from: number, to: number): { ms: number; majorMs: number } {
 const round3 = (x: number) => Math.round(x * 1000) / 1000;
 
 /**
- * CPU time (ms) of this process's main thread and of its other threads (V8's GC helpers, libuv's
- * pool), from /proc (Linux; null elsewhere): process.cpuUsage() sums both, and an arm that
- * allocates more spends more of it in the helpers' parallel scavenges and concurrent marking.
+ * CPU time (ms) of this process's main thread and of its other threads (V8's concurrent compiler
+ * and GC helpers, libuv's pool), from /proc (Linux; null elsewhere): process.cpuUsage(), which
+ * the CPU ratio uses, sums both; in the OMEMO arm the others are mostly TurboFan compiling.
  */
 function threadCpuMs(): { main: number; others: number } | null {
   try {
