@@ -1,4 +1,3 @@
-import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
 import type { AppConfig } from "./config.js";
 import { createProvider } from "./providers/index.js";
@@ -131,12 +130,9 @@ export function createProviderSender(
     app.pushType === "auto" ? (job.important ? "alert" : "background") : app.pushType;
   const collapseId = app.collapseId;
   const pushOf = (job: PushJob): ProviderPush => {
-    const push: ProviderPush = {
-      token: job.token,
-      kind: kindOf(job),
-      ttlSeconds,
-      pushId: randomUUID(),
-    };
+    // no pushId: the APNs provider makes the apns-id itself (one random UUID, not one made here
+    // and then checked against the UUID pattern there)
+    const push: ProviderPush = { token: job.token, kind: kindOf(job), ttlSeconds };
     if (collapseId) push.collapseId = collapseId;
     return push;
   };

@@ -51,6 +51,8 @@ export class TokenHasher {
   private readonly inner: Buffer;
   /** HMAC's outer block (key XOR opad) followed by the inner digest. */
   private readonly outer: Buffer;
+  /** `inner` up to the end of a token of each UTF-8 length seen (APNs: one length). */
+  private readonly innerViews: Buffer[] = [];
 
   constructor(secret: string | Buffer) {
     this.key = Buffer.isBuffer(secret) ? secret : Buffer.from(secret, "utf8");
@@ -84,10 +86,14 @@ export class TokenHasher {
       return createHmac("sha256", this.key).update(t).digest().toString("hex", 0, 16);
     }
     const n = this.inner.write(t, BLOCK, "utf8");
-    sha("sha256", this.inner.subarray(0, BLOCK + n), "buffer").copy(this.outer, BLOCK);
+    // Digests as "binary" (latin1: one char per byte) strings written back into the preallocated
+    // blocks: no Buffer per digest, no view per token (one per token length, kept).
+    const view = (this.innerViews[n] ??= this.inner.subarray(0, BLOCK + n));
+    this.outer.write(sha("sha256", view, "binary"), BLOCK, "binary");
+    this.outer.write(sha("sha256", this.outer, "binary"), BLOCK, "binary");
     // Hex of the first 16 bytes, not digest("hex").slice(0, 32): V8 makes a slice a view that keeps
     // the 64-char parent alive, ~60 MB more per million keys held by the limiter. Same value.
-    return sha("sha256", this.outer, "buffer").toString("hex", 0, 16);
+    return this.outer.toString("hex", BLOCK, BLOCK + 16);
   }
 
   /**

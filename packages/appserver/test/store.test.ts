@@ -114,18 +114,18 @@ describe("AppServerStore", () => {
     s.close();
   });
 
-  it("writes a batch of deliveries in multi-row inserts: every row kept, the latest time per token", () => {
-    // 64 rows go in one INSERT: 150 deliveries are two full inserts and 22 single rows, with one
-    // token delivered twice inside the first insert (from two domains) and once more in the tail
+  it("writes a batch of deliveries: every row kept, the latest time per token", () => {
+    // 150 deliveries in one batch, with one token delivered twice early on (from two domains) and
+    // once more at the end with an older time
     const file = join(mkdtempSync(join(tmpdir(), "lichen-store-")), "s.sqlite");
     const s = new AppServerStore(file);
     const hash = (i: number) => i.toString(16).padStart(32, "0");
     for (let i = 0; i < 148; i++) {
       s.recordDelivery(hash(i), `d${i % 3}.example`, 1000 + i);
-      // row 22, in the same INSERT as hash(5)'s first: the later row wins
+      // hash(5) again, from another domain: the later delivery wins
       if (i === 20) s.recordDelivery(hash(5), "moved.example", 2000);
     }
-    s.recordDelivery(hash(7), "old.example", 10); // a single-row tail; an older time does not win
+    s.recordDelivery(hash(7), "old.example", 10); // an older time does not win
     s.close();
     const s2 = new AppServerStore(file);
     const got = new Map(s2.load().deliveries.map((d) => [d.hash, d]));

@@ -7,6 +7,8 @@ export const APNS_JWT_MAX_AGE_MS = 60 * 60_000;
 
 interface Issued {
   jwt: string;
+  /** `bearer <jwt>`, the authorization header: built once per token, not per push. */
+  authorization: string;
   issuedAt: number;
 }
 
@@ -34,11 +36,20 @@ export class ApnsProviderToken {
 
   /** The current token if it needs no refresh (the hot path: no promise, no signing). */
   cached(): string | undefined {
+    return this.fresh()?.jwt;
+  }
+
+  /** `bearer <jwt>` of the current token if it needs no refresh (see `cached`). */
+  cachedAuthorization(): string | undefined {
+    return this.fresh()?.authorization;
+  }
+
+  private fresh(): Issued | undefined {
     const c = this.current;
     if (!c) return undefined;
     const age = this.clock() - c.issuedAt;
     const due = age >= APNS_JWT_REFRESH_MS || (this.stale && age >= APNS_JWT_MIN_AGE_MS);
-    return due ? undefined : c.jwt;
+    return due ? undefined : c;
   }
 
   async get(): Promise<string> {
@@ -75,7 +86,7 @@ export class ApnsProviderToken {
       .setProtectedHeader({ alg: "ES256", kid: this.o.keyId })
       .sign(key);
     this.previous = this.current;
-    this.current = { jwt, issuedAt: iat * 1000 };
+    this.current = { jwt, authorization: `bearer ${jwt}`, issuedAt: iat * 1000 };
     this.stale = false;
     return jwt;
   }

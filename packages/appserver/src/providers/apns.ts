@@ -108,6 +108,10 @@ export class ApnsProvider implements PushProvider {
   private readonly alert: { title: string; body: string };
   /** The payload of each push kind: fixed for an app, built once. */
   private readonly payloads: Record<ProviderPush["kind"], string>;
+  /** The payloads UTF-8 encoded once: a stream's write then encodes nothing per push. */
+  private readonly payloadBytes: Record<ProviderPush["kind"], Buffer>;
+  /** The last `apns-expiration` value and what it was made from. */
+  private readonly lastExpiration = { second: NaN, ttlSeconds: NaN, value: "" };
   /** Which payloads exceed APNs' 4 KiB (checked once, refused at each send). */
   private readonly oversized: Record<ProviderPush["kind"], boolean>;
   private closed = false;
@@ -125,9 +129,13 @@ export class ApnsProvider implements PushProvider {
       alert: apnsPayload("alert", this.alert, app.additionalData),
       background: apnsPayload("background", this.alert, app.additionalData),
     };
+    this.payloadBytes = {
+      alert: Buffer.from(this.payloads.alert),
+      background: Buffer.from(this.payloads.background),
+    };
     this.oversized = {
-      alert: Buffer.byteLength(this.payloads.alert) > MAX_PAYLOAD,
-      background: Buffer.byteLength(this.payloads.background) > MAX_PAYLOAD,
+      alert: this.payloadBytes.alert.length > MAX_PAYLOAD,
+      background: this.payloadBytes.background.length > MAX_PAYLOAD,
     };
     const n = Math.max(1, app.connections ?? 2);
     this.slots = Array.from({ length: n }, (_, index) => ({ index, active: 0, limit: 1 }));
@@ -363,12 +371,12 @@ export class ApnsProvider implements PushProvider {
     const token = this.tokenOf(session);
     if (!token) return this.post(session, w, undefined, complete);
     // the signed token is reused for 40 minutes: no promise on the hot path
-    const jwt = token.cached();
-    if (jwt !== undefined) return this.post(session, w, jwt, complete);
+    const authorization = token.cachedAuthorization();
+    if (authorization !== undefined) return this.post(session, w, authorization, complete);
     token.get().then(
       (fresh) => {
         try {
-          this.post(session, w, fresh, complete);
+          this.post(session, w, `bearer ${fresh}`, complete);
         } catch (e) {
           complete({ outcome: "transient", status: 0, reason: String(e) });
         }
@@ -382,19 +390,29 @@ export class ApnsProvider implements PushProvider {
     );
   }
 
+  /** The `apns-expiration` value for a ttl, kept while the second and the ttl stay the same. */
+  private expiration(ttlSeconds: number): string {
+    const nowS = Math.floor(this.clock() / 1000);
+    const e = this.lastExpiration;
+    if (e.second === nowS && e.ttlSeconds === ttlSeconds) return e.value;
+    e.second = nowS;
+    e.ttlSeconds = ttlSeconds;
+    e.value = String(ttlSeconds > 0 ? nowS + Math.floor(ttlSeconds) : 0);
+    return e.value;
+  }
+
   private post(
     session: http2.ClientHttp2Session,
     w: Waiting,
-    jwt: string | undefined,
+    authorization: string | undefined,
     complete: (r: ProviderResult) => void,
   ): void {
     const p = w.push;
     if (w.settled) return complete({ outcome: "transient", status: 0, reason: "Timeout" });
-    const body = this.payloads[p.kind];
+    const payload = this.payloadBytes[p.kind];
     if (this.oversized[p.kind]) {
       return complete({ outcome: "misconfigured", status: 0, reason: "PayloadTooLarge" });
     }
-    const nowS = Math.floor(this.clock() / 1000);
     const headers: http2.OutgoingHttpHeaders = {
       ":method": "POST",
       // hex (APNs) needs no escaping: encodeURIComponent only for the rare other token
@@ -402,11 +420,12 @@ export class ApnsProvider implements PushProvider {
       "apns-topic": this.app.topic,
       "apns-push-type": p.kind,
       "apns-priority": p.kind === "alert" ? "10" : "5",
-      "apns-expiration": String(p.ttlSeconds > 0 ? nowS + Math.floor(p.ttlSeconds) : 0),
-      "apns-id": UUID_RE.test(p.pushId) ? p.pushId.toLowerCase() : randomUUID(),
+      "apns-expiration": this.expiration(p.ttlSeconds),
+      "apns-id":
+        p.pushId !== undefined && UUID_RE.test(p.pushId) ? p.pushId.toLowerCase() : randomUUID(),
       "content-type": "application/json",
     };
-    if (jwt !== undefined) headers.authorization = `bearer ${jwt}`;
+    if (authorization !== undefined) headers.authorization = authorization;
     if (p.collapseId !== undefined) {
       if (Buffer.byteLength(p.collapseId) <= MAX_COLLAPSE_ID)
         headers["apns-collapse-id"] = p.collapseId;
@@ -417,7 +436,9 @@ export class ApnsProvider implements PushProvider {
     }
     let status = 0;
     let responseHeaders: http2.IncomingHttpHeaders = {};
-    let data = "";
+    // the body as bytes, decoded only for an error's reason (no StringDecoder per stream)
+    let answer: Buffer[] | undefined;
+    let answerBytes = 0;
     let done = false;
     const finish = (r: ProviderResult): void => {
       if (done) return;
@@ -430,13 +451,14 @@ export class ApnsProvider implements PushProvider {
       if (!req.closed) req.close(http2.constants.NGHTTP2_CANCEL);
       finish({ outcome: "transient", status: 0, reason: "Timeout" });
     };
-    req.setEncoding("utf8");
     req.on("response", (h) => {
       responseHeaders = h;
       status = Number(h[":status"] ?? 0);
     });
-    req.on("data", (c: string) => {
-      if (data.length < 8192) data += c;
+    req.on("data", (c: Buffer) => {
+      if (answerBytes >= 8192) return;
+      (answer ??= []).push(c);
+      answerBytes += c.length;
     });
     req.on("end", () => {
       if (status === 200) {
@@ -452,6 +474,7 @@ export class ApnsProvider implements PushProvider {
       }
       let reason = `HTTP ${status}`;
       try {
+        const data = answer ? Buffer.concat(answer).toString("utf8") : "";
         const parsed = JSON.parse(data) as { reason?: unknown };
         if (typeof parsed.reason === "string") reason = parsed.reason;
       } catch {
@@ -470,6 +493,6 @@ export class ApnsProvider implements PushProvider {
       const reason = refused ? "GOAWAY" : `StreamClosed: ${req.rstCode}`;
       finish({ outcome: "transient", status: 0, reason });
     });
-    req.end(body);
+    req.end(payload);
   }
 }

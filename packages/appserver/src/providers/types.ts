@@ -6,8 +6,11 @@ export interface ProviderPush {
   kind: PushKind;
   collapseId?: string;
   ttlSeconds: number;
-  /** Opaque, non-identifying id (becomes apns-id when it is a UUID; logged for correlation). */
-  pushId: string;
+  /**
+   * Opaque, non-identifying id (becomes apns-id when it is a UUID; logged for correlation). Absent:
+   * the provider makes one where it needs one (APNs: a random UUID as apns-id).
+   */
+  pushId?: string;
 }
 
 /** Classification of one attempt; retry policy belongs to the appserver core. */
