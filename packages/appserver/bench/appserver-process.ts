@@ -17,6 +17,7 @@ export interface AppServerProcess {
 /** Starts an appserver in a child process (see appserver-child.ts); resolves once it is online. */
 export async function startAppServerProcess(
   config: AppServerConfigInput,
+  env: Record<string, string> = {},
 ): Promise<AppServerProcess> {
   const child = spawn(
     process.execPath,
@@ -26,7 +27,7 @@ export async function startAppServerProcess(
       fileURLToPath(new URL("./appserver-child.js", import.meta.url)),
       JSON.stringify(config),
     ],
-    { stdio: ["pipe", "pipe", "inherit", "ipc"] },
+    { stdio: ["pipe", "pipe", "inherit", "ipc"], env: { ...process.env, ...env } },
   );
   const exited = new Promise<void>((r) => child.once("exit", () => r()));
   await new Promise<void>((resolve, reject) => {

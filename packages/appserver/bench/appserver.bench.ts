@@ -20,9 +20,12 @@ interface Ctx {
   quick: boolean;
 }
 
-/** Which parts run: all by default; LICHEN_BENCH_APPSERVER_PARTS=throughput,soak,... for some. */
+/**
+ * Which parts run: all by default; LICHEN_BENCH_APPSERVER_PARTS=throughput,soak,... for some
+ * (LICHEN_BENCH_APPSERVER_PARTS=pipeline alone: the appserver's own CPU per push, quickly).
+ */
 function partsToRun(): Set<string> {
-  const all = ["memory", "convergence", "throughput", "soak"];
+  const all = ["memory", "convergence", "throughput", "pipeline", "soak"];
   const env = process.env.LICHEN_BENCH_APPSERVER_PARTS;
   const want = env ? env.split(",").map((s) => s.trim()) : all;
   for (const w of want) if (!all.includes(w)) throw new Error(`unknown bench part ${w}`);
@@ -63,6 +66,7 @@ export default async function bench(
     Object.assign(metrics, t.metrics);
     Object.assign(ratios, t.ratios);
   }
+  if (parts.has("pipeline")) Object.assign(metrics, await pipeline(ctx));
   if (parts.has("soak")) {
     const soak = await soakRun(ctx, ctx.quick ? 100_000 : 1_000_000, ctx.quick ? 10_000 : 100_000);
     metrics.soak_pushes = soak.pushes;
@@ -208,6 +212,56 @@ async function throughput(
       appserver_cpu_vs_bare_client: round2(median(appCpu) / median(bareCpu)),
     },
   };
+}
+
+/**
+ * The appserver's own work per push, without HTTP/2: the same appserver process and driver as the
+ * throughput part, every app's sender a stub that delivers at once. CPU (and GC) per push of the
+ * appserver process over all blocks: component stream parse, request checks, token hash,
+ * blacklists, rate limiter, healthy-token memory and its SQLite writes, metrics, the IQ reply.
+ * What the throughput part's appserver CPU adds to it is the provider's HTTP/2 work.
+ */
+async function pipeline(ctx: Ctx): Promise<Record<string, number>> {
+  const blocks = ctx.quick ? 3 : 8;
+  const blockSize = ctx.quick ? 2000 : 5000;
+  ctx.log("pipeline: appserver with stub senders (no provider, no HTTP/2)");
+  const sim = await startSimulatorProcess(); // only for a valid app config: never contacted
+  const xmpp = new FakeComponentServer("push.localhost", "bench-secret");
+  await xmpp.listen();
+  const app = await startAppServerProcess(
+    {
+      component: { service: xmpp.service, domain: "push.localhost", secret: "bench-secret" },
+      apps: { bench: { ...sim.appConfig, connections: 2 } },
+      dataDir: mkdtempSync(join(tmpdir(), "lichen-push-pipeline-")),
+      http: { port: 0 },
+      log: { level: "silent" },
+    },
+    { LICHEN_BENCH_APPSERVER_SENDER: "stub" },
+  );
+  await xmpp.waitConnected();
+  const lists = Array.from({ length: blocks }, () => tokens(blockSize));
+  let cpuUs: number;
+  let gcUs: number;
+  try {
+    for (let w = 0; w < 2; w++) await driveComponent(xmpp, tokens(2000), 200, `pw${w}-`);
+    // Over all blocks, not a median of blocks: the deliveries' SQLite batch is written once a
+    // second, in whichever block that falls, and it is part of the per-push work.
+    await new Promise((r) => setTimeout(r, 1500)); // the warm-up's batch written
+    const c0 = await app.cpu();
+    for (const [b, list] of lists.entries()) {
+      const p = await driveComponent(xmpp, list, 200, `p${b}-`);
+      if (p.errors) throw new Error(`appserver answered ${p.errors} pushes with errors`);
+    }
+    await new Promise((r) => setTimeout(r, 1500)); // the last batch written
+    const c1 = await app.cpu();
+    cpuUs = (c1.cpuUs - c0.cpuUs) / (blocks * blockSize);
+    gcUs = (c1.gcUs - c0.gcUs) / (blocks * blockSize);
+  } finally {
+    await app.stop();
+    await xmpp.close();
+    await sim.stop();
+  }
+  return { pipeline_cpu_us_per_push: round2(cpuUs), pipeline_gc_us_per_push: round2(gcUs) };
 }
 
 /**
