@@ -50,25 +50,19 @@ export async function drainBeforeDrop(
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let gaveUp = false; // timed out or cut (logged once), or the connection went
-  for (;;) {
+  // Until a round writes nothing new (waitAcked's target is what was written when it began).
+  for (let waitedFor = -1; waitedFor !== host.flushedSeq();) {
+    waitedFor = host.flushedSeq();
     if (!(await waitAcked(host, conn, deadline, cut))) {
       gaveUp = true;
       break;
     }
     await waitServerAnswers(host, conn, deadline, cut);
     await host.idle();
-    if (!unacked(host, conn)) break;
   }
   host.halt();
-  await host.idle();
+  await host.idle(); // what was handled before the halt is committed before we acknowledge it
   if (!gaveUp) await waitAcked(host, conn, deadline, cut);
-}
-
-/** Stanzas written on `conn` that the server has not acknowledged yet. */
-function unacked(host: DrainHost, conn: XmppConnection): boolean {
-  if (!host.onStream(conn)) return false;
-  const acked = host.store.read((tx) => loadAccountState(tx, host.accountId)).sm.outboundAcked;
-  return host.flushedSeq() > acked;
 }
 
 /**

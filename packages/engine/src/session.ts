@@ -631,7 +631,7 @@ export class DurableSession extends EventEmitter<SessionEvents> {
       drainMs,
       cut,
     );
-    await this.idle(); // what was in flight when the drain halted is committed before we acknowledge it
+    await this.idle(); // the ack's own work (after the drain's last wait) is done too
     this.ackCommitted(conn);
     this.stopTicks();
     this.smActive = false;
