@@ -22,7 +22,8 @@
  * collected by GC included), written as <dir>/<mode>-<block>.cpuprofile / .heapprofile. The
  * profilers slow the process down: the figures of such a run are not comparable.
  * LICHEN_BENCH_CAPTURE=<dir>: alice's database before the first block (alice.db) and the stanzas
- * of the first OMEMO arm as received (stanzas.jsonl, one JSON string a line), for bench/replay-omemo.mjs.
+ * of the first OMEMO arm as received (stanzas.jsonl, one JSON string a line), for bench/replay-omemo.mjs,
+ * and those of the first plain arm (stanzas-plain.jsonl), for bench/replay-engine.mjs.
  */
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
@@ -364,7 +365,7 @@ export default async function omemoBench(ctx: BenchContext) {
         alice.storedAt = [];
         alice.storedCpu = [];
         alice.storedElu = [];
-        if (captureDir && r === 0 && mode === "omemo") timer.capture = [];
+        if (captureDir && r === 0) timer.capture = [];
         await profiler?.start();
         const threadsBefore = threadCpuMs();
         await alice.session.connect();
@@ -372,7 +373,8 @@ export default async function omemoBench(ctx: BenchContext) {
         const threadsAfter = threadCpuMs();
         await profiler?.stop(`${mode}-${r}`);
         if (captureDir && timer.capture) {
-          writeFileSync(join(captureDir, "stanzas.jsonl"), timer.capture.join("\n") + "\n");
+          const file = mode === "omemo" ? "stanzas.jsonl" : "stanzas-plain.jsonl";
+          writeFileSync(join(captureDir, file), timer.capture.join("\n") + "\n");
           timer.capture = null;
         }
         await bob.resume();

@@ -1,5 +1,6 @@
 // Typed access to libsignal 6 (libsignal-node, CommonJS). Its bundled index.d.ts omits curve,
 // keyhelper and the record internals we need, so the parts Lichen uses are declared here.
+import { createHmac, hkdfSync } from "node:crypto";
 import { createRequire } from "node:module";
 
 export interface KeyPair {
@@ -65,4 +66,60 @@ interface LibSignal {
   keyhelper: { generateRegistrationId(): number };
 }
 
-export const signal = createRequire(import.meta.url)("libsignal") as LibSignal;
+const require = createRequire(import.meta.url);
+export const signal = require("libsignal") as LibSignal;
+
+/** libsignal's crypto module, whose functions its ciphers and builders call through the exports. */
+interface LibSignalCrypto {
+  deriveSecrets(input: Buffer, salt: Buffer, info: Buffer, chunks?: number): Buffer[];
+  calculateMAC(key: Buffer, data: Buffer): Buffer;
+}
+const signalCrypto = require("libsignal/src/crypto") as LibSignalCrypto;
+
+/** libsignal's own HKDF and HMAC, kept to check the replacements against (tests). */
+export const originalSignalCrypto: LibSignalCrypto = {
+  deriveSecrets: signalCrypto.deriveSecrets,
+  calculateMAC: signalCrypto.calculateMAC,
+};
+
+/**
+ * libsignal's deriveSecrets is RFC 5869 HKDF-SHA256 (the first 1-3 blocks of 32 bytes), built
+ * from 2-4 HMAC objects and copies; node's hkdfSync computes the same bytes in one native call.
+ * Each message derives its keys once: this is a third of the crypto a decryption does in
+ * JavaScript (bench/replay-engine.mjs). Same checks, same result (test: libsignal.test).
+ */
+function deriveSecrets(input: Buffer, salt: Buffer, info: Buffer, chunks = 3): Buffer[] {
+  if (!Buffer.isBuffer(input) || !Buffer.isBuffer(salt) || !Buffer.isBuffer(info))
+    throw new TypeError("Expected Buffer");
+  if (salt.byteLength !== 32) throw new Error("Got salt of incorrect length");
+  if (!(chunks >= 1 && chunks <= 3)) throw new RangeError("chunks must be 1, 2 or 3");
+  const okm = Buffer.from(hkdfSync("sha256", input, salt, info, 32 * chunks));
+  const out: Buffer[] = [];
+  for (let i = 0; i < chunks; i++) out.push(okm.subarray(32 * i, 32 * (i + 1)));
+  return out;
+}
+
+/** HMAC-SHA256 without libsignal's extra copy of the digest. */
+function calculateMAC(key: Buffer, data: Buffer): Buffer {
+  if (!Buffer.isBuffer(key) || !Buffer.isBuffer(data)) throw new TypeError("Expected Buffer");
+  return createHmac("sha256", key).update(data).digest();
+}
+
+signalCrypto.deriveSecrets = deriveSecrets;
+signalCrypto.calculateMAC = calculateMAC;
+
+/**
+ * A SessionCipher without libsignal's per-address job queue (a promise chain, a Map entry and a
+ * defineProperty per call). The queue serializes operations that share a record object; here each
+ * decryption has its own SignalView, whose record is its own copy, and the stanza's transaction
+ * re-checks the row it read, so there is nothing to serialize.
+ */
+export function unqueuedSessionCipher(
+  storage: SignalStorage,
+  address: ProtocolAddress,
+): SessionCipher {
+  const cipher = new signal.SessionCipher(storage, address);
+  (cipher as unknown as { queueJob: (job: () => Promise<unknown>) => Promise<unknown> }).queueJob =
+    (job) => job();
+  return cipher;
+}

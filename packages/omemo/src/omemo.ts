@@ -26,7 +26,7 @@ import { OmemoError, type DecryptFailureReason } from "./errors.js";
 import { bare, locate, setBody, type Located, type RoomOrigin } from "./locate.js";
 import { publishOpenItem, request } from "./pep.js";
 import { createIdentity, loadBundle, refillPreKeys, rotateSignedPreKey } from "./keys.js";
-import { signal } from "./libsignal.js";
+import { signal, unqueuedSessionCipher } from "./libsignal.js";
 import { hotQueries } from "./queries.js";
 import { openPayload, sealPayload } from "./payload.js";
 import {
@@ -1319,7 +1319,7 @@ export class Omemo implements SessionPlugin {
       detail: string,
       withView?: SignalView,
     ): PluginPrepared => this.failure(stanza, at, reason, detail, withView);
-    const cipher = new signal.SessionCipher(
+    const cipher = unqueuedSessionCipher(
       view.storageFor(at.sender, enc.sid),
       new signal.ProtocolAddress(addressName(at.sender), enc.sid),
     );

@@ -442,7 +442,9 @@ class SqliteStore implements Store {
         this.depth--;
       }
     }
-    this.restoreBusyTimeoutNow();
+    // The busy timeout may still be 0 from a write earlier in this turn of the event loop: not
+    // restored here (a PRAGMA compile per read between two writes). A WAL reader is busy only
+    // while another process recovers or closes the WAL, and this loop waits that out itself.
     const started = performance.now();
     for (let attempt = 0; ; attempt++) {
       if (this.tryBegin(this.stmts.beginDeferred)) {
@@ -484,8 +486,8 @@ class SqliteStore implements Store {
   }
 
   /*
-   * The connection's busy timeout is 0 from a write's BEGIN until the next turn of the event loop
-   * (or the next read()), then back to busyTimeoutMs for plain statements. Setting it costs a
+   * The connection's busy timeout is 0 from a write's BEGIN until the next turn of the event loop,
+   * then back to busyTimeoutMs for plain statements (read() and write() wait in their own loops). Setting it costs a
    * statement compile each time (PRAGMA busy_timeout acts when compiled, so it cannot be a prepared
    * statement), which a loop of writes now pays once.
    */

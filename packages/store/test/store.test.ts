@@ -291,6 +291,44 @@ describe("write / read", () => {
     expect(a.dataVersion()).not.toBe(v0);
   });
 
+  it("reads between writes in one turn leave the busy timeout at 0 (no PRAGMA per read); it is back to busyTimeoutMs on the next turn", async () => {
+    const a = open("main", { busyTimeoutMs: 4321 });
+    const b = open("nse");
+    addAccount(a);
+    await new Promise((r) => setImmediate(r));
+    const pragmas: string[] = [];
+    const pragma = a.sqlite.pragma.bind(a.sqlite);
+    a.sqlite.pragma = ((source: string, o?: { simple?: boolean }) => {
+      pragmas.push(source);
+      return pragma(source, o);
+    }) as typeof a.sqlite.pragma;
+    // The shape of an encrypted message's handling: reads (prepare) then a write, repeated.
+    for (let i = 0; i < 3; i++) {
+      const before = a.read((tx) => tx.select().from(tables.accounts).all().length);
+      a.write((tx) =>
+        tx
+          .insert(tables.accounts)
+          .values({ id: `n${i}`, jid: `n${i}@example.org`, createdAt: tx.now })
+          .run(),
+      );
+      // Another connection's commit between them: the read still sees it (a fresh snapshot).
+      b.write((tx) =>
+        tx
+          .insert(tables.accounts)
+          .values({ id: `b${i}`, jid: `b${i}@example.org`, createdAt: 1 })
+          .run(),
+      );
+      expect(a.read((tx) => tx.select().from(tables.accounts).all().length)).toBe(before + 2);
+    }
+    expect(pragmas.filter((p) => p.startsWith("busy_timeout"))).toEqual(["busy_timeout = 0"]);
+    await new Promise((r) => setImmediate(r));
+    expect(pragmas.filter((p) => p.startsWith("busy_timeout"))).toEqual([
+      "busy_timeout = 0",
+      "busy_timeout = 4321",
+    ]);
+    expect(pragma("busy_timeout", { simple: true })).toBe(4321);
+  });
+
   it("deduplicates replayed messages through the unique ids", () => {
     const s = open("main");
     addAccount(s);
