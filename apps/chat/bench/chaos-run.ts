@@ -340,6 +340,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
     const appOnline = async (mark: number, idAtMark: number, what: string): Promise<void> => {
       const a = app!;
       let toldFg = false;
+      let probed = false;
+      const started = Date.now();
       const ok = await until(
         () => {
           if (!a.running) return "exited";
@@ -348,6 +350,14 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
           if (!toldFg && BACKGROUND.test(since)) {
             a.line("/fg");
             toldFg = true;
+          }
+          // A thawed app whose connection survived prints nothing, and once both sides have sent
+          // everything no new row shows it works: type one more line (counted like the others,
+          // so bob must receive it), whose commit does.
+          if (!probed && Date.now() - started > 5_000 && lockIsMainsOf(a.child.pid)) {
+            a.line(`${outPrefix}-${typed}`);
+            typed++;
+            probed = true;
           }
           return (
             (/online (again|as)/.test(since) ||
