@@ -63,38 +63,65 @@ export class EncryptionFailedError extends Error {
 }
 
 /**
- * Resolves when the server acknowledged up to `seq` (the message's sequence number) on this
- * connection; rejects with MessageQueuedError when there is none (`seq` null: offline, or the
- * message was already queued) or it ends first. The rejection is handled if nobody listens.
+ * What send() returns as `acked`, for every message in flight on a session: resolves when the
+ * server acknowledged up to the message's sequence number on this connection; rejects with
+ * MessageQueuedError when there is none (`seq` null: offline, or the message was already queued)
+ * or it ends first. One set of listeners for all of them (three per message made every <a/> walk
+ * them all, and Node warn of a listener leak past ten messages in flight). The rejection is
+ * handled if nobody listens.
  */
-export function ackOutcome(
-  events: EventEmitter<SessionEvents>,
-  originId: string,
-  seq: number | null,
-): Promise<void> {
-  const acked = new Promise<void>((resolve, reject) => {
-    if (seq === null) {
-      reject(new MessageQueuedError(originId, "offline"));
-      return;
-    }
-    const target = seq;
-    const done = (err?: Error) => {
-      events.off("acked", onAcked);
-      events.off("offline", onGone);
-      events.off("session-lost", onGone);
-      if (err) reject(err);
-      else resolve();
+export class AckWaiters {
+  /** In sequence order (send() numbers them as it queues them). */
+  private waiting: {
+    seq: number;
+    originId: string;
+    resolve: () => void;
+    reject: (e: Error) => void;
+  }[] = [];
+  private listening = false;
+
+  constructor(private readonly events: EventEmitter<SessionEvents>) {}
+
+  wait(originId: string, seq: number | null): Promise<void> {
+    const acked = new Promise<void>((resolve, reject) => {
+      if (seq === null) {
+        reject(new MessageQueuedError(originId, "offline"));
+        return;
+      }
+      this.listen();
+      const w = { seq, originId, resolve, reject };
+      const last = this.waiting.at(-1);
+      if (!last || last.seq <= seq) this.waiting.push(w);
+      else
+        this.waiting.splice(
+          this.waiting.findIndex((x) => x.seq > seq),
+          0,
+          w,
+        );
+    });
+    acked.catch(() => {});
+    return acked;
+  }
+
+  private listen(): void {
+    if (this.listening) return;
+    this.listening = true;
+    this.events.on("acked", (h: number) => {
+      let n = 0;
+      while (n < this.waiting.length && this.waiting[n]!.seq <= h) n++;
+      if (n === 0) return;
+      const done = this.waiting.slice(0, n);
+      this.waiting = this.waiting.slice(n);
+      for (const w of done) w.resolve();
+    });
+    const gone = () => {
+      const ended = this.waiting;
+      this.waiting = [];
+      for (const w of ended) w.reject(new MessageQueuedError(w.originId, "connection-ended"));
     };
-    const onAcked = (h: number) => {
-      if (h >= target) done();
-    };
-    const onGone = () => done(new MessageQueuedError(originId, "connection-ended"));
-    events.on("acked", onAcked);
-    events.on("offline", onGone);
-    events.on("session-lost", onGone);
-  });
-  acked.catch(() => {});
-  return acked;
+    this.events.on("offline", gone);
+    this.events.on("session-lost", gone);
+  }
 }
 
 /**

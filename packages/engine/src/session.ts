@@ -19,7 +19,7 @@ import { storedTlsSessions } from "./tls-sessions.js";
 import { bare } from "./jid.js";
 import { storeOutgoingMessage, type OutgoingChatMessage } from "./messages.js";
 import { Outbox } from "./outbound.js";
-import { ackOutcome, EncryptionRequiredError, syncPing, type OutgoingMessage } from "./outgoing.js";
+import { AckWaiters, EncryptionRequiredError, syncPing, type OutgoingMessage } from "./outgoing.js";
 import { drainBeforeDrop } from "./drain.js";
 import { SessionFence, SessionLockError } from "./fencing.js";
 import { useStreamManagement } from "./sm-negotiation.js";
@@ -177,6 +177,8 @@ export class DurableSession extends EventEmitter<SessionEvents> {
   private readonly failures = new StanzaFailures();
   /** The acks we request and write (XEP-0198). */
   private readonly acks = new AckRequests((conn) => this.isCurrent(conn) && this.smActive);
+  /** What send() callers wait for: one set of listeners for every message in flight. */
+  private readonly ackWaiters = new AckWaiters(this);
   /** The XEP-0198 outbound queue of this account. */
   private readonly outbox: Outbox;
   private tickTimer: NodeJS.Timeout | null = null;
@@ -512,7 +514,7 @@ export class DurableSession extends EventEmitter<SessionEvents> {
       if (this.queueMessage(ctx, { to, body, originId })) seq = ctx.state.sm.outboundSent;
     });
     const online = seq !== null && conn !== null && this.isCurrent(conn) && this.smActive;
-    return { originId, acked: ackOutcome(this, originId, online ? seq : null) };
+    return { originId, acked: this.ackWaiters.wait(originId, online ? seq : null) };
   }
 
   /**

@@ -37,6 +37,16 @@ describe.each(SERVERS)("own messages on %s", (_kind, start) => {
         expect(rows(online.originId)[0]!.deliveryState).toBe("sent");
         expect(sentEvents).toEqual([online.originId]);
 
+        // Many in flight at once share one set of listeners (not three each: Node warned of a
+        // listener leak past ten), and each resolves with its own <a/>.
+        const events = ["acked", "offline", "session-lost"] as const;
+        const listeners = () => events.map((e) => s.listenerCount(e));
+        const before = listeners();
+        const burst = Array.from({ length: 40 }, (_, i) => s.send("bob@localhost", `burst-${i}`));
+        expect(listeners()).toEqual(before);
+        await Promise.all(burst.map((b) => b.acked));
+        for (const b of burst) expect(rows(b.originId)[0]!.deliveryState).toBe("sent");
+
         // The connection ends before the ack: rejected as queued, never lost.
         link.cut();
         await until(() => !s.online || undefined, "offline after the cut");
@@ -59,9 +69,18 @@ describe.each(SERVERS)("own messages on %s", (_kind, start) => {
 
         // Written, then the connection ends before the server's <a/> can come back.
         const inFlight = s.send("bob@localhost", "send-in-flight");
+        const alsoInFlight = [
+          s.send("bob@localhost", "in-flight-2"),
+          s.send("bob@localhost", "in-flight-3"),
+        ];
         link.cut();
         const err2 = await inFlight.acked.catch((e: unknown) => e);
         expect(err2).toMatchObject({ name: "MessageQueuedError", reason: "connection-ended" });
+        for (const m of alsoInFlight)
+          expect(await m.acked.catch((e: unknown) => e)).toMatchObject({
+            reason: "connection-ended",
+            originId: m.originId,
+          });
         link.restore();
         await app.background();
         await app.foreground();
