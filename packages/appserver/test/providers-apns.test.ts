@@ -13,6 +13,7 @@ import {
   type ProviderPush,
   type PushProvider,
 } from "../src/providers/index.js";
+import { randomUuid } from "../src/providers/apns.js";
 
 const TOPIC = "im.lichen.test";
 const MIN = 60_000;
@@ -72,6 +73,26 @@ async function setup(
   cleanup.push(() => provider.close());
   return { sim, provider, key, app };
 }
+
+describe("randomUuid (the apns-id the provider makes)", () => {
+  it("makes random version-4 UUIDs in crypto.randomUUID's form, each one new", () => {
+    const n = 20_000; // several refills of the 256-UUID pool
+    const seen = new Set<string>();
+    const digits = Array.from({ length: 36 }, () => new Set<string>());
+    for (let i = 0; i < n; i++) {
+      const u = randomUuid();
+      expect(u).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+      seen.add(u);
+      for (let k = 0; k < 36; k++) digits[k]!.add(u[k]!);
+    }
+    expect(seen.size).toBe(n);
+    // every random hex digit takes all 16 values (the variant digit its 4), the fixed ones one
+    for (let k = 0; k < 36; k++) {
+      const expected = [8, 13, 18, 23].includes(k) ? 1 : k === 14 ? 1 : k === 19 ? 4 : 16;
+      expect(digits[k]!.size, `digit ${k}`).toBe(expected);
+    }
+  });
+});
 
 describe("APNs provider against the simulator", { timeout: 60_000 }, () => {
   it("sends an alert with the right headers and a content-free payload", async () => {

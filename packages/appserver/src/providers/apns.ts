@@ -1,4 +1,4 @@
-import { randomUUID } from "node:crypto";
+import { randomFillSync } from "node:crypto";
 import http2 from "node:http2";
 import { ApnsProviderToken, loadApnsKey } from "./apns-jwt.js";
 import type { CryptoKey } from "jose";
@@ -68,17 +68,102 @@ interface Slot {
   limit: number;
 }
 
+/**
+ * One attempt, from `sendWith` to its answer, with its stream's state: the stream's listeners are
+ * functions shared by all streams that find the attempt on the stream (`kAttempt`), instead of
+ * ~10 closures (and their contexts) per push.
+ */
 interface Waiting {
+  provider: ApnsProvider;
   push: ProviderPush;
   resolve: (r: ProviderResult) => void;
   /** performance.now() by which the attempt is answered or given up. */
   deadline: number;
   settled: boolean;
-  /** Resets the stream once the request is on the wire. */
-  cancel?: () => void;
   /** Neighbours in the provider's list of unsettled attempts (deadline order). */
-  prev?: Waiting | undefined;
-  next?: Waiting | undefined;
+  prev: Waiting | undefined;
+  next: Waiting | undefined;
+  /** The stream slot taken (undefined until started) and its session then. */
+  slot: Slot | undefined;
+  session: http2.ClientHttp2Session | undefined;
+  /** The stream slot was given back. */
+  released: boolean;
+  /** The request on the wire (to reset at the deadline) until the attempt finished. */
+  req: AttemptStream | undefined;
+  /** The stream's outcome was reported (later events of the stream are ignored). */
+  finished: boolean;
+  status: number;
+  responseHeaders: http2.IncomingHttpHeaders | undefined;
+  /** The body as bytes, decoded only for an error's reason (no StringDecoder per stream). */
+  answer: Buffer[] | undefined;
+  answerBytes: number;
+}
+
+const kAttempt = Symbol("apnsAttempt");
+type AttemptStream = http2.ClientHttp2Stream & { [kAttempt]: Waiting };
+
+// The stream's listeners, called with the stream as `this` (shared by all streams).
+function onStreamResponse(this: AttemptStream, h: http2.IncomingHttpHeaders): void {
+  const w = this[kAttempt];
+  w.responseHeaders = h;
+  w.status = Number(h[":status"] ?? 0);
+}
+function onStreamData(this: AttemptStream, c: Buffer): void {
+  const w = this[kAttempt];
+  if (w.answerBytes >= 8192) return;
+  (w.answer ??= []).push(c);
+  w.answerBytes += c.length;
+}
+function onStreamEnd(this: AttemptStream): void {
+  const w = this[kAttempt];
+  w.provider.ended(w);
+}
+function onStreamError(this: AttemptStream, e: Error & { code?: string }): void {
+  const w = this[kAttempt];
+  w.provider.finish(w, {
+    outcome: "transient",
+    status: 0,
+    reason: `StreamError: ${e.code ?? e.message}`,
+  });
+}
+function onStreamClose(this: AttemptStream): void {
+  const w = this[kAttempt];
+  const refused = this.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM;
+  const reason = refused ? "GOAWAY" : `StreamClosed: ${this.rstCode}`;
+  w.provider.finish(w, { outcome: "transient", status: 0, reason });
+}
+
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
+/** Random bytes for 256 UUIDs at a time, and the text of one UUID (dashes in place). */
+const uuidPool = Buffer.alloc(16 * 256);
+let uuidPoolAt = uuidPool.length;
+const uuidText = Buffer.from("00000000-0000-4000-8000-000000000000", "latin1");
+/** Where each random byte's two hex digits go in the UUID text. */
+const UUID_DIGITS = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+
+/**
+ * A random (version 4) UUID, lower-case, as crypto.randomUUID makes them (122 random bits from
+ * the CSPRNG, pooled): written into one buffer and read as one flat string, where randomUUID's
+ * string is ~20 concatenations (~0.6 KB of garbage per push).
+ */
+export function randomUuid(): string {
+  if (uuidPoolAt === uuidPool.length) {
+    randomFillSync(uuidPool);
+    uuidPoolAt = 0;
+  }
+  const at = uuidPoolAt;
+  uuidPoolAt += 16;
+  for (let i = 0; i < 16; i++) {
+    let b = uuidPool[at + i]!;
+    if (i === 6)
+      b = (b & 0x0f) | 0x40; // version 4
+    else if (i === 8) b = (b & 0x3f) | 0x80; // RFC 4122 variant
+    const h = HEX[b]!;
+    const o = UUID_DIGITS[i]!;
+    uuidText[o] = h.charCodeAt(0);
+    uuidText[o + 1] = h.charCodeAt(1);
+  }
+  return uuidText.toString("latin1", 0, 36);
 }
 
 /**
@@ -156,12 +241,22 @@ export class ApnsProvider implements PushProvider {
     if (this.closed) return done({ outcome: "transient", status: 0, reason: "ProviderClosed" });
     // One deadline for the whole attempt, time spent queued for a free stream included.
     const w: Waiting = {
+      provider: this,
       push,
       settled: false,
       resolve: done,
       deadline: performance.now() + this.timeoutMs,
       prev: undefined,
       next: undefined,
+      slot: undefined,
+      session: undefined,
+      released: false,
+      req: undefined,
+      finished: false,
+      status: 0,
+      responseHeaders: undefined,
+      answer: undefined,
+      answerBytes: 0,
     };
     // appended to an intrusive list (no hash-set entry per push; unlinked in O(1) when settled)
     if (this.newest) {
@@ -187,7 +282,7 @@ export class ApnsProvider implements PushProvider {
         this.armDeadline(w.deadline - now);
         return;
       }
-      w.cancel?.();
+      this.cancel(w);
       this.settle(w, { outcome: "transient", status: 0, reason: "Timeout" });
     }
   }
@@ -334,21 +429,70 @@ export class ApnsProvider implements PushProvider {
       return;
     }
     slot.active++;
-    let released = false;
-    // Called once the stream ends (or the attempt could not start): answers the push, frees the
-    // stream slot. A callback, not a second promise per attempt (allocations on the hot path).
-    const complete = (r: ProviderResult): void => {
-      this.settle(w, r);
-      if (released) return;
-      released = true;
-      if (slot.session === session) slot.active--;
-      this.dispatch();
-    };
+    w.slot = slot;
+    w.session = session;
     try {
-      this.request(session, w, complete);
+      this.request(session, w);
     } catch (e) {
-      complete({ outcome: "transient", status: 0, reason: String(e) });
+      this.complete(w, { outcome: "transient", status: 0, reason: String(e) });
     }
+  }
+
+  /**
+   * Called once the stream ends (or the attempt could not start): answers the push, frees the
+   * stream slot. A method, not a second promise or a closure per attempt.
+   */
+  private complete(w: Waiting, r: ProviderResult): void {
+    this.settle(w, r);
+    if (w.released) return;
+    w.released = true;
+    if (w.slot!.session === w.session) w.slot!.active--;
+    this.dispatch();
+  }
+
+  /** The stream's outcome, once (the first of end / error / close / deadline). */
+  finish(w: Waiting, r: ProviderResult): void {
+    if (w.finished) return;
+    w.finished = true;
+    w.req = undefined;
+    this.complete(w, r);
+  }
+
+  /** At the deadline: resets the stream if the request is on the wire. */
+  private cancel(w: Waiting): void {
+    const req = w.req;
+    if (!req || w.finished) return;
+    if (!req.closed) req.close(http2.constants.NGHTTP2_CANCEL);
+    this.finish(w, { outcome: "transient", status: 0, reason: "Timeout" });
+  }
+
+  /** The response ended: its classification. */
+  ended(w: Waiting): void {
+    const status = w.status;
+    const responseHeaders = w.responseHeaders ?? {};
+    if (status === 200) {
+      const id = responseHeaders["apns-id"];
+      // built in place (a spread of a conditional object was a second allocation per push)
+      const delivered: ProviderResult & { outcome: "delivered" } = {
+        outcome: "delivered",
+        status,
+      };
+      if (typeof id === "string") delivered.providerId = id;
+      this.finish(w, delivered);
+      return;
+    }
+    let reason = `HTTP ${status}`;
+    try {
+      const data = w.answer ? Buffer.concat(w.answer).toString("utf8") : "";
+      const parsed = JSON.parse(data) as { reason?: unknown };
+      if (typeof parsed.reason === "string") reason = parsed.reason;
+    } catch {
+      // A proxy or a broken server: keep the status as the reason.
+    }
+    const token = this.tokenOf(w.session!);
+    if (status === 403 && reason === "ExpiredProviderToken") token?.markExpired();
+    if (status === 429 && reason === "TooManyProviderTokenUpdates") token?.revert();
+    this.finish(w, classifyApns(status, reason, parseRetryAfter(responseHeaders["retry-after"])));
   }
 
   /** The session's provider token (undefined with certificate authentication). */
@@ -363,26 +507,22 @@ export class ApnsProvider implements PushProvider {
     return t;
   }
 
-  private request(
-    session: http2.ClientHttp2Session,
-    w: Waiting,
-    complete: (r: ProviderResult) => void,
-  ): void {
+  private request(session: http2.ClientHttp2Session, w: Waiting): void {
     const token = this.tokenOf(session);
-    if (!token) return this.post(session, w, undefined, complete);
+    if (!token) return this.post(session, w, undefined);
     // the signed token is reused for 40 minutes: no promise on the hot path
     const authorization = token.cachedAuthorization();
-    if (authorization !== undefined) return this.post(session, w, authorization, complete);
+    if (authorization !== undefined) return this.post(session, w, authorization);
     token.get().then(
       (fresh) => {
         try {
-          this.post(session, w, `bearer ${fresh}`, complete);
+          this.post(session, w, `bearer ${fresh}`);
         } catch (e) {
-          complete({ outcome: "transient", status: 0, reason: String(e) });
+          this.complete(w, { outcome: "transient", status: 0, reason: String(e) });
         }
       },
       (e: unknown) =>
-        complete({
+        this.complete(w, {
           outcome: "misconfigured",
           status: 0,
           reason: `InvalidSigningKey: ${String(e)}`,
@@ -405,13 +545,12 @@ export class ApnsProvider implements PushProvider {
     session: http2.ClientHttp2Session,
     w: Waiting,
     authorization: string | undefined,
-    complete: (r: ProviderResult) => void,
   ): void {
     const p = w.push;
-    if (w.settled) return complete({ outcome: "transient", status: 0, reason: "Timeout" });
+    if (w.settled) return this.complete(w, { outcome: "transient", status: 0, reason: "Timeout" });
     const payload = this.payloadBytes[p.kind];
     if (this.oversized[p.kind]) {
-      return complete({ outcome: "misconfigured", status: 0, reason: "PayloadTooLarge" });
+      return this.complete(w, { outcome: "misconfigured", status: 0, reason: "PayloadTooLarge" });
     }
     const headers: http2.OutgoingHttpHeaders = {
       ":method": "POST",
@@ -422,7 +561,7 @@ export class ApnsProvider implements PushProvider {
       "apns-priority": p.kind === "alert" ? "10" : "5",
       "apns-expiration": this.expiration(p.ttlSeconds),
       "apns-id":
-        p.pushId !== undefined && UUID_RE.test(p.pushId) ? p.pushId.toLowerCase() : randomUUID(),
+        p.pushId !== undefined && UUID_RE.test(p.pushId) ? p.pushId.toLowerCase() : randomUuid(),
       "content-type": "application/json",
     };
     if (authorization !== undefined) headers.authorization = authorization;
@@ -432,67 +571,16 @@ export class ApnsProvider implements PushProvider {
       else this.logger.warn({}, "apns-collapse-id longer than 64 bytes left out");
     }
     if (session.closed || session.destroyed) {
-      return complete({ outcome: "transient", status: 0, reason: "ConnectionClosed" });
+      return this.complete(w, { outcome: "transient", status: 0, reason: "ConnectionClosed" });
     }
-    let status = 0;
-    let responseHeaders: http2.IncomingHttpHeaders = {};
-    // the body as bytes, decoded only for an error's reason (no StringDecoder per stream)
-    let answer: Buffer[] | undefined;
-    let answerBytes = 0;
-    let done = false;
-    const finish = (r: ProviderResult): void => {
-      if (done) return;
-      done = true;
-      w.cancel = undefined;
-      complete(r);
-    };
-    const req = session.request(headers);
-    w.cancel = () => {
-      if (!req.closed) req.close(http2.constants.NGHTTP2_CANCEL);
-      finish({ outcome: "transient", status: 0, reason: "Timeout" });
-    };
-    req.on("response", (h) => {
-      responseHeaders = h;
-      status = Number(h[":status"] ?? 0);
-    });
-    req.on("data", (c: Buffer) => {
-      if (answerBytes >= 8192) return;
-      (answer ??= []).push(c);
-      answerBytes += c.length;
-    });
-    req.on("end", () => {
-      if (status === 200) {
-        const id = responseHeaders["apns-id"];
-        // built in place (a spread of a conditional object was a second allocation per push)
-        const delivered: ProviderResult & { outcome: "delivered" } = {
-          outcome: "delivered",
-          status,
-        };
-        if (typeof id === "string") delivered.providerId = id;
-        finish(delivered);
-        return;
-      }
-      let reason = `HTTP ${status}`;
-      try {
-        const data = answer ? Buffer.concat(answer).toString("utf8") : "";
-        const parsed = JSON.parse(data) as { reason?: unknown };
-        if (typeof parsed.reason === "string") reason = parsed.reason;
-      } catch {
-        // A proxy or a broken server: keep the status as the reason.
-      }
-      const token = this.tokenOf(session);
-      if (status === 403 && reason === "ExpiredProviderToken") token?.markExpired();
-      if (status === 429 && reason === "TooManyProviderTokenUpdates") token?.revert();
-      finish(classifyApns(status, reason, parseRetryAfter(responseHeaders["retry-after"])));
-    });
-    req.on("error", (e: Error & { code?: string }) => {
-      finish({ outcome: "transient", status: 0, reason: `StreamError: ${e.code ?? e.message}` });
-    });
-    req.on("close", () => {
-      const refused = req.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM;
-      const reason = refused ? "GOAWAY" : `StreamClosed: ${req.rstCode}`;
-      finish({ outcome: "transient", status: 0, reason });
-    });
+    const req = session.request(headers) as AttemptStream;
+    req[kAttempt] = w;
+    w.req = req;
+    req.on("response", onStreamResponse);
+    req.on("data", onStreamData);
+    req.on("end", onStreamEnd);
+    req.on("error", onStreamError);
+    req.on("close", onStreamClose);
     req.end(payload);
   }
 }
