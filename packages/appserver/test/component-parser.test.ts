@@ -1,6 +1,8 @@
 import { createRequire } from "node:module";
+import { prng } from "@lichen/test-kit";
 import { describe, expect, it } from "vitest";
 import { directTokenEvents, type XmlParserClass } from "../src/component-link.js";
+import { StreamTokenizer } from "../src/stream-tokenizer.js";
 import { pushIq } from "../src/testing/component-server.js";
 import { hostileIqs } from "./helpers/hostile.js";
 
@@ -11,15 +13,23 @@ const { Parser } = require(require.resolve("@xmpp/xml", { paths: [componentCore]
   Parser: XmlParserClass;
 };
 
-/** Everything a parser reports for `chunks` (stanzas as XML, errors by message). */
-function events(P: XmlParserClass, chunks: string[]): string[] {
+/**
+ * Everything a parser reports for `chunks` (stanzas as XML, errors by message). `boom`: the
+ * element listener throws for elements named boom (a handler throwing inside the tokenizer).
+ */
+function events(P: XmlParserClass, chunks: string[], boom = false): string[] {
   const p = new P() as unknown as {
     on(e: string, f: (x: { toString(): string; message?: string }) => void): void;
     write(d: string): void;
   };
   const out: string[] = [];
+  const seen: { toString(): string }[] = [];
   for (const e of ["start", "element", "end"])
-    p.on(e, (el) => out.push(`${e} ${el.toString()} ${namespaces(el as unknown as Tree)}`));
+    p.on(e, (el) => {
+      seen.push(el);
+      out.push(`${e} ${el.toString()} ${namespaces(el as unknown as Tree)}`);
+      if (boom && (el as unknown as Tree).name === "boom") throw new Error("listener threw");
+    });
   p.on("error", (err) => out.push(`error ${err.message}`));
   for (const c of chunks) {
     try {
@@ -28,6 +38,8 @@ function events(P: XmlParserClass, chunks: string[]): string[] {
       out.push(`throw ${(e as Error).message}`);
     }
   }
+  // the elements as they are now: nothing reported may change afterwards
+  out.push(`final ${seen.map(String).join("")}`);
   return out;
 }
 
@@ -73,10 +85,111 @@ describe("the component's stream parser with direct token events", () => {
         expect(events(Direct, split), `${x} split at ${i}`).toEqual(events(Parser, split));
       }
     }
-    // the parser really is the direct one: its tokenizer's emit is not EventEmitter's
-    const p = new Direct() as unknown as { parser: { emit: unknown } };
-    expect(p.parser.emit).not.toBe(
-      (new Parser() as unknown as { parser: { emit: unknown } }).parser.emit,
-    );
+    // handlers that throw inside the tokenizer (it goes on from the same tag, as ltx does)
+    for (const x of [
+      "<boom a='1'/><iq id='z'/>",
+      "<boom a='1' b='2'/><iq/>",
+      "<iq><boom x='1'/><c/></iq>",
+      "<boom/><boom c='3'/>",
+    ]) {
+      for (let i = 1; i < x.length; i++) {
+        const split = [open, x.slice(0, i), x.slice(i), x];
+        expect(events(Direct, split, true), `${x} split at ${i}`).toEqual(
+          events(Parser, split, true),
+        );
+      }
+    }
+    // the parser really is the direct one: its tokenizer is ours
+    const p = new Direct() as unknown as { parser: unknown };
+    expect(p.parser).toBeInstanceOf(StreamTokenizer);
+  });
+});
+
+describe("the component's stream tokenizer against ltx's on random markup", () => {
+  const Direct = directTokenEvents(Parser);
+  const open = "<stream:stream xmlns='jabber:component:accept' id='x'>";
+  // XML-significant pieces, names the tokenizer knows, and text that is none of them
+  const pieces = [
+    "<",
+    ">",
+    "/",
+    "=",
+    "'",
+    '"',
+    "!",
+    "?",
+    "-",
+    "--",
+    "]]",
+    "]",
+    "[CDATA[",
+    "<![CDATA[",
+    "]]>",
+    "<!--",
+    "-->",
+    "<?",
+    "?>",
+    " ",
+    "\n",
+    "\t",
+    "&",
+    ";",
+    "&amp;",
+    "&lt;",
+    "&#65;",
+    "&#x0;",
+    "&bogus;",
+    "&#x1F600;",
+    "iq",
+    "pubsub",
+    "publish",
+    "item",
+    "x",
+    "xmlns",
+    "node",
+    "id",
+    "to",
+    "type",
+    "from",
+    "a",
+    "bc",
+    "é",
+    "\u00f8",
+    "\u2603",
+    "<iq",
+    "</iq>",
+    "<a ",
+    "</a>",
+    "<x/>",
+    " id='1'",
+    ' b="2"',
+    "xmlns='urn:a'",
+    "<iq id='",
+    "'/>",
+    "x:y",
+    "xmlns:x='urn:b'",
+  ];
+
+  it(`reports what xmpp.js' parser reports, whole and split anywhere (seed ${SEED})`, () => {
+    const r = prng(SEED + 1);
+    for (let n = 0; n < 1500; n++) {
+      const k = 1 + Math.floor(r() * 14);
+      let x = "";
+      for (let i = 0; i < k; i++) x += pieces[Math.floor(r() * pieces.length)]!;
+      const whole = [open, x, "<iq id='after'/>"];
+      const ctx = `seed ${SEED} #${n}: ${JSON.stringify(x)}`;
+      expect(events(Direct, whole), ctx).toEqual(events(Parser, whole));
+      for (let i = 1; i < x.length; i++) {
+        const split = [open, x.slice(0, i), x.slice(i), "<iq id='after'/>"];
+        expect(events(Direct, split), `${ctx} split at ${i}`).toEqual(events(Parser, split));
+      }
+      // three pieces, and one character at a time
+      const a = Math.floor(r() * x.length);
+      const b = a + Math.floor(r() * (x.length - a));
+      const three = [open, x.slice(0, a), x.slice(a, b), x.slice(b), "<iq/>"];
+      expect(events(Direct, three), `${ctx} split at ${a}, ${b}`).toEqual(events(Parser, three));
+      const chars = [open, ...x, "<iq/>"];
+      expect(events(Direct, chars), `${ctx} by characters`).toEqual(events(Parser, chars));
+    }
   });
 });
