@@ -7,7 +7,7 @@
  *   tag, text or an attribute value without its end) skipped in one scan, not one loop turn each;
  * - an end tag gets no attributes object (ltx makes one per tag and drops it unread), a start tag
  *   its own (ltx's is copied by the element: here the element may keep it, see `onStart`);
- * - the usual names (iq, pubsub, xmlns, node...) are the same string constants, not new slices.
+ * - the usual names (iq, pubsub, xmlns, node...) are string constants, not new slices.
  * What it reports, and when it throws (entities), is ltx's for any input split anywhere
  * (test/component-parser.test.ts compares both on hostile input at every split offset).
  */
@@ -34,40 +34,49 @@ export interface TokenHandlers {
   onText(text: string): void;
 }
 
-/** Names seen in every push IQ: returned as these constants instead of a slice of the input. */
-const KNOWN = [
-  "iq",
-  "pubsub",
-  "publish",
-  "item",
-  "notification",
-  "publish-options",
-  "x",
-  "field",
-  "value",
-  "type",
-  "from",
-  "to",
-  "id",
-  "xmlns",
-  "node",
-  "var",
-];
-/** KNOWN by length and first character. */
-const KNOWN_BY: Map<number, string[]> = new Map();
-for (const k of KNOWN) {
-  const key = k.length * 128 + k.charCodeAt(0);
-  const list = KNOWN_BY.get(key) ?? [];
-  list.push(k);
-  KNOWN_BY.set(key, list);
-}
-
-/** data.slice(start, end), a constant when it is one of the usual names. */
+/**
+ * data.slice(start, end), or the same name as a constant when it is one seen in every push IQ (no
+ * new string; an attribute's name then is a key V8 already knows). By length and first character,
+ * then compared in full.
+ */
 function name(data: string, start: number, end: number): string {
-  const list =
-    end - start < 16 ? KNOWN_BY.get((end - start) * 128 + data.charCodeAt(start)) : undefined;
-  if (list) {
-    for (const k of list) if (k.length === end - start && data.startsWith(k, start)) return k;
+  const c = data.charCodeAt(start);
+  if (c < 128) {
+    switch (((end - start) << 7) | c) {
+      case (2 << 7) | 105: {
+        const d = data.charCodeAt(start + 1);
+        if (d === 113) return "iq";
+        if (d === 100) return "id";
+        break;
+      }
+      case (2 << 7) | 116:
+        if (data.charCodeAt(start + 1) === 111) return "to";
+        break;
+      case (4 << 7) | 116:
+        if (data.startsWith("type", start)) return "type";
+        break;
+      case (4 << 7) | 102:
+        if (data.startsWith("from", start)) return "from";
+        break;
+      case (4 << 7) | 105:
+        if (data.startsWith("item", start)) return "item";
+        break;
+      case (4 << 7) | 110:
+        if (data.startsWith("node", start)) return "node";
+        break;
+      case (5 << 7) | 120:
+        if (data.startsWith("xmlns", start)) return "xmlns";
+        break;
+      case (6 << 7) | 112:
+        if (data.startsWith("pubsub", start)) return "pubsub";
+        break;
+      case (7 << 7) | 112:
+        if (data.startsWith("publish", start)) return "publish";
+        break;
+      case (12 << 7) | 110:
+        if (data.startsWith("notification", start)) return "notification";
+        break;
+    }
   }
   return data.slice(start, end);
 }
