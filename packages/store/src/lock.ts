@@ -35,6 +35,11 @@ export interface LockAttempt {
   /** Current holder when not acquired. */
   holder?: string;
   leaseExpiresAt?: number;
+  /**
+   * When acquired from another holder: its row as this transaction found it (`leaseExpiresAt` 0:
+   * it had released the lock; otherwise its lease had run out).
+   */
+  previous?: { holder: string; leaseExpiresAt: number };
 }
 
 export interface ProcessLockEvents {
@@ -147,6 +152,7 @@ export class ProcessLock extends EventEmitter<ProcessLockEvents> {
 
   private attempt(tx: StoreTx): LockAttempt {
     const now = this.clock();
+    const row = tx.select().from(processLocks).where(eq(processLocks.key, this.key)).get();
     const taken = tx.sqlite
       .prepare(
         `INSERT INTO process_locks (key, holder, lease_expires_at, generation, acquired_at)
@@ -163,8 +169,14 @@ export class ProcessLock extends EventEmitter<ProcessLockEvents> {
       )
       .get({ key: this.key, holder: this.holder, expires: now + this.leaseMs, now }) as
       { generation: number } | undefined;
-    if (taken) return { acquired: true, generation: taken.generation };
-    const row = tx.select().from(processLocks).where(eq(processLocks.key, this.key)).get();
+    if (taken)
+      return {
+        acquired: true,
+        generation: taken.generation,
+        ...(row && row.holder !== this.holder
+          ? { previous: { holder: row.holder, leaseExpiresAt: row.leaseExpiresAt } }
+          : {}),
+      };
     return {
       acquired: false,
       generation: row?.generation ?? 0,

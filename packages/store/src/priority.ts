@@ -70,11 +70,12 @@ export async function acquireAsMain(
       if (!(e instanceof IpcTimeoutError)) throw e;
     }
     // A holder that yields releases the lock (lease 0) before its answer can reach us: if we take
-    // a released lock, it yielded, whether or not the answer has been read yet.
-    const released = lock.current()?.leaseExpiresAt === 0;
+    // a released lock, it yielded, whether or not the answer has been read yet. Judged on the row
+    // the acquiring transaction replaced: a release between a separate read and the acquisition
+    // was labelled "lease-expired" (a 60 s lease, 0.6 s into the wait, in CI).
     const r = await lock.tryAcquireAsync({ deadlineAt });
     if (r.acquired) {
-      if (released) via = "yielded";
+      if (r.previous?.leaseExpiresAt === 0) via = "yielded";
       return { generation: r.generation, previousHolder, via, waitedMs: Date.now() - started };
     }
   }

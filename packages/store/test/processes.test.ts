@@ -82,7 +82,13 @@ describe("process lock", () => {
 
     offset = 600_001; // the dead holder's lease has run out
     const after = lock.tryAcquire();
-    expect(after).toEqual({ acquired: true, generation: (held.generation as number) + 1 });
+    // What it took over: the dead holder's row, its lease run out (not released).
+    expect(after).toEqual({
+      acquired: true,
+      generation: (held.generation as number) + 1,
+      previous: { holder: "nse:victim", leaseExpiresAt: expect.any(Number) },
+    });
+    expect(after.previous!.leaseExpiresAt).toBeGreaterThan(0);
     expect(lock.generation).toBe(after.generation);
     lock.release();
     expect(lock.generation).toBeNull();
@@ -100,12 +106,21 @@ describe("process lock", () => {
     a.on("generation-changed", (e) => events.push(`gen:${e.previous}->${e.current}`));
     expect(a.tryAcquire().generation).toBe(1);
     t += 1001; // a is "frozen": its lease runs out
-    expect(b.tryAcquire()).toEqual({ acquired: true, generation: 2 });
+    expect(b.tryAcquire()).toEqual({
+      acquired: true,
+      generation: 2,
+      previous: { holder: "main:a", leaseExpiresAt: 1_001_000 }, // run out, not released
+    });
     expect(a.renew()).toBe(false);
     expect(events).toEqual(["lost:nse:b"]);
     expect(a.generation).toBeNull();
     b.release();
-    expect(a.tryAcquire()).toEqual({ acquired: true, generation: 3 });
+    // A released lock (lease 0): acquireAsMain counts that as the holder having yielded.
+    expect(a.tryAcquire()).toEqual({
+      acquired: true,
+      generation: 3,
+      previous: { holder: "nse:b", leaseExpiresAt: 0 },
+    });
     expect(events).toEqual(["lost:nse:b", "gen:1->3"]);
     // Same holder re-taking its own released lock: no other holder in between, no bump.
     a.release();
