@@ -8,30 +8,14 @@
 // i.e. what the benchmark's `omemo_vs_plain_cpu` would be without the network and the server.
 //   LICHEN_BENCH_CAPTURE=/tmp/cap npm run bench -- omemo   (alice.db, stanzas.jsonl, stanzas-plain.jsonl)
 //   node packages/omemo/bench/replay-engine.mjs /tmp/cap 21
-import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { copyFileSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 const { DurableSession } = await import("@lichen/engine");
 const { openStore, loadAccountState } = await import("@lichen/store");
 const { Omemo } = await import("@lichen/omemo");
 const parse = (await import("@xmpp/xml/lib/parse.js")).default;
-
-function threadCpuMs() {
-  let main = 0,
-    others = 0;
-  try {
-    for (const tid of readdirSync("/proc/self/task")) {
-      const stat = readFileSync(`/proc/self/task/${tid}/stat`, "utf8");
-      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      const ms = ((Number(f[11]) + Number(f[12])) * 1000) / 100; // utime + stime, USER_HZ 100
-      if (Number(tid) === process.pid) main += ms;
-      else others += ms;
-    }
-  } catch {
-    // not Linux
-  }
-  return { main, others };
-}
+const { threadCpuMs } = await import("./thread-cpu.mjs");
 
 const [cap, repsArg] = process.argv.slice(2);
 if (!cap) {

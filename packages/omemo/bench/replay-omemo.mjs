@@ -8,30 +8,13 @@
 //   node packages/omemo/bench/replay-omemo.mjs /tmp/cap 21 <built dist dir>...
 // An arm is a copy of packages/omemo/dist made before or after a change, placed under the
 // repository (e.g. node_modules/.arms/before) so that its imports resolve.
-import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { copyFileSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 const { DurableSession } = await import("@lichen/engine");
 const { openStore } = await import("@lichen/store");
 const parse = (await import("@xmpp/xml/lib/parse.js")).default;
-// CPU ms of the main thread and of the other threads (V8's concurrent compiler and GC helpers),
-// from /proc (Linux; zeros elsewhere): process.cpuUsage() sums both.
-function threadCpuMs() {
-  let main = 0,
-    others = 0;
-  try {
-    for (const tid of readdirSync("/proc/self/task")) {
-      const stat = readFileSync(`/proc/self/task/${tid}/stat`, "utf8");
-      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      const ms = ((Number(f[11]) + Number(f[12])) * 1000) / 100; // utime + stime, USER_HZ 100
-      if (Number(tid) === process.pid) main += ms;
-      else others += ms;
-    }
-  } catch {
-    // not Linux
-  }
-  return { main, others };
-}
+const { threadCpuMs } = await import("./thread-cpu.mjs");
 const [cap, repsArg, ...arms] = process.argv.slice(2);
 const stanzas = readFileSync(join(cap, "stanzas.jsonl"), "utf8")
   .trim()

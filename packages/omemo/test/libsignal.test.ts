@@ -4,15 +4,9 @@
 import { createHash, createHmac } from "node:crypto";
 import { createRequire } from "node:module";
 import { describe, expect, it } from "vitest";
-import {
-  originalSignalCrypto,
-  signal,
-  unqueuedSessionCipher,
-  type KeyPair,
-  type SessionRecord,
-  type SignalStorage,
-} from "../src/libsignal.js";
+import { originalSignalCrypto, signal, unqueuedSessionCipher } from "../src/libsignal.js";
 import { addressName } from "../src/view.js";
+import { signalParty } from "./signal-party.js";
 
 const signalCrypto = createRequire(import.meta.url)("libsignal/src/crypto") as {
   deriveSecrets: typeof originalSignalCrypto.deriveSecrets;
@@ -79,26 +73,7 @@ describe("libsignal crypto replacements", () => {
 });
 
 describe("sessions across libsignal's crypto and ours", () => {
-  function party() {
-    const identity = signal.curve.generateKeyPair();
-    const spk = signal.curve.generateKeyPair();
-    const preKey = signal.curve.generateKeyPair();
-    const sessions = new Map<string, SessionRecord>();
-    const storage: SignalStorage = {
-      loadSession: (id) => {
-        const r = sessions.get(id);
-        return r && signal.SessionRecord.deserialize(JSON.parse(JSON.stringify(r.serialize())));
-      },
-      storeSession: (id, r) => void sessions.set(id, r),
-      isTrustedIdentity: () => true,
-      loadPreKey: (id) => (id === 1 ? preKey : undefined),
-      removePreKey: () => {},
-      loadSignedPreKey: () => spk,
-      getOurRegistrationId: () => 1,
-      getOurIdentity: (): KeyPair => identity,
-    };
-    return { identity, spk, preKey, storage };
-  }
+  const party = () => signalParty();
 
   /** Runs fn with libsignal's own crypto functions installed (a stock peer). */
   async function stock<T>(fn: () => Promise<T>): Promise<T> {

@@ -4,10 +4,11 @@ import { createCipheriv, randomBytes } from "node:crypto";
 import { xml } from "@lichen/engine";
 import { describe, expect, it } from "vitest";
 import { OmemoError, parseBundle, parseDeviceList, parseEncrypted } from "../src/index.js";
-import { signal, type KeyPair, type SessionRecord, type SignalStorage } from "../src/libsignal.js";
+import { signal } from "../src/libsignal.js";
 import { openPayload, sealPayload } from "../src/payload.js";
-import { addressName, pruneRecord } from "../src/view.js";
+import { addressName } from "../src/view.js";
 import { NS_OMEMO } from "../src/wire.js";
+import { signalParty } from "./signal-party.js";
 
 function gcm(key: Buffer, iv: Buffer, text: string) {
   const c = createCipheriv("aes-128-gcm", key, iv);
@@ -124,30 +125,7 @@ describe("OMEMO elements from the network", () => {
 });
 
 describe("session records", () => {
-  /** A libsignal party with plain in-memory storage that prunes like the store view does. */
-  function party() {
-    const identity = signal.curve.generateKeyPair();
-    const spk = signal.curve.generateKeyPair();
-    const preKey = signal.curve.generateKeyPair();
-    const sessions = new Map<string, SessionRecord>();
-    const storage: SignalStorage = {
-      loadSession: (id) => {
-        const r = sessions.get(id);
-        return r && signal.SessionRecord.deserialize(JSON.parse(JSON.stringify(r.serialize())));
-      },
-      storeSession: (id, r) => {
-        pruneRecord(r);
-        sessions.set(id, r);
-      },
-      isTrustedIdentity: () => true,
-      loadPreKey: (id) => (id === 1 ? preKey : undefined),
-      removePreKey: () => {},
-      loadSignedPreKey: () => spk,
-      getOurRegistrationId: () => 1,
-      getOurIdentity: (): KeyPair => identity,
-    };
-    return { identity, spk, preKey, sessions, storage };
-  }
+  const party = () => signalParty({ prune: true });
 
   it("stays bounded over many ratchet steps and re-keyings", async () => {
     const a = party();
