@@ -26,6 +26,18 @@ let instanceCounter = 0;
  * own Erlang node name, so several can run at once (they share epmd on 127.0.0.1:4369).
  */
 export async function startEjabberd(opts: EjabberdOptions = {}): Promise<XmppTestServer> {
+  // The free ports are asked for before ejabberd binds them: a parallel test (or any process) can
+  // take one in between, and ejabberd then stops with eaddrinuse (seen in CI). New ports, again.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startEjabberdOnce(opts);
+    } catch (err) {
+      if (attempt >= 3 || !/eaddrinuse/i.test(String((err as Error).message))) throw err;
+    }
+  }
+}
+
+async function startEjabberdOnce(opts: EjabberdOptions): Promise<XmppTestServer> {
   requireInstalled(["ejabberd"]);
   const dir = mkdtempSync(join(tmpdir(), "lichen-ejabberd-"));
   for (const sub of ["spool", "logs", "upload"]) mkdirSync(join(dir, sub));
