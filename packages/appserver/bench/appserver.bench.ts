@@ -116,6 +116,8 @@ async function throughput(
   const appGc: number[] = [];
   const bareGc: number[] = [];
   const appSys: number[] = [];
+  // the appserver's event-loop utilization during its blocks: below 1, it waited for the others
+  const appLoop: number[] = [];
   const bareSys: number[] = [];
   const driverCpu: number[] = [];
   const simCpuPush: number[] = [];
@@ -151,6 +153,8 @@ async function throughput(
       appCpu.push((c1.cpuUs - c0.cpuUs) / blockSize);
       appGc.push((c1.gcUs - c0.gcUs) / blockSize);
       appSys.push((c1.sysUs - c0.sysUs) / blockSize);
+      const active = c1.loopActiveMs - c0.loopActiveMs;
+      appLoop.push(active / (active + c1.loopIdleMs - c0.loopIdleMs));
       simCpuPush.push((s1.cpuUs - s0.cpuUs) / blockSize);
       driverCpu.push((d.user + d.system) / blockSize);
       latencies.push(...p.latenciesMs);
@@ -175,7 +179,7 @@ async function throughput(
       ctx.log(
         `pair ${i + 1}/${pairs} (load ${load.toFixed(2)}): appserver ${p.toFixed(0)} pushes/s ` +
           `(CPU ${appCpu.at(-1)!.toFixed(0)} µs of which system ${appSys.at(-1)!.toFixed(0)}, ` +
-          `GC ${appGc.at(-1)!.toFixed(0)} per push), bare http2 ${b.toFixed(0)} req/s ` +
+          `GC ${appGc.at(-1)!.toFixed(0)} per push, loop ${appLoop.at(-1)!.toFixed(2)} busy), bare http2 ${b.toFixed(0)} req/s ` +
           `(CPU ${bareCpu.at(-1)!.toFixed(0)} µs of which system ${bareSys.at(-1)!.toFixed(0)}, ` +
           `GC ${bareGc.at(-1)!.toFixed(0)} per req), ratio ${(p / b).toFixed(2)}`,
       );
@@ -196,6 +200,7 @@ async function throughput(
       appserver_system_cpu_us_per_push: Math.round(median(appSys)),
       bare_client_system_cpu_us_per_req: Math.round(median(bareSys)),
       appserver_gc_us_per_push: Math.round(median(appGc)),
+      appserver_loop_utilization: round2(median(appLoop)),
       bare_client_gc_us_per_req: Math.round(median(bareGc)),
       driver_cpu_us_per_push: Math.round(median(driverCpu)),
       simulator_cpu_us_per_req_push_arm: Math.round(median(simCpuPush)),

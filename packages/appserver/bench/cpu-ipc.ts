@@ -1,5 +1,5 @@
 import type { ChildProcess } from "node:child_process";
-import { PerformanceObserver } from "node:perf_hooks";
+import { performance, PerformanceObserver } from "node:perf_hooks";
 
 /** CPU time (user + system) and time spent in garbage collection a process has used so far, µs. */
 export interface CpuSample {
@@ -7,6 +7,9 @@ export interface CpuSample {
   /** The system (kernel) part of cpuUs: socket reads and writes, mostly. */
   sysUs: number;
   gcUs: number;
+  /** Event-loop time so far, ms: busy (running callbacks) and idle (waiting for I/O). */
+  loopActiveMs: number;
+  loopIdleMs: number;
 }
 
 /**
@@ -30,7 +33,14 @@ let gcUs = 0;
 /** This process' CPU and GC time so far (GC counted once serveCpuUsage() ran). */
 export function usage(): CpuSample {
   const c = process.cpuUsage();
-  return { cpuUs: c.user + c.system, sysUs: c.system, gcUs };
+  const l = performance.eventLoopUtilization();
+  return {
+    cpuUs: c.user + c.system,
+    sysUs: c.system,
+    gcUs,
+    loopActiveMs: l.active,
+    loopIdleMs: l.idle,
+  };
 }
 
 /** CPU and GC time (µs) the child has used so far. */
@@ -39,7 +49,13 @@ export function cpuOf(child: ChildProcess): Promise<CpuSample> {
     const onMessage = (m: { kind?: string } & Partial<CpuSample>) => {
       if (m?.kind !== "cpu") return;
       child.off("message", onMessage);
-      resolve({ cpuUs: m.cpuUs!, sysUs: m.sysUs!, gcUs: m.gcUs! });
+      resolve({
+        cpuUs: m.cpuUs!,
+        sysUs: m.sysUs!,
+        gcUs: m.gcUs!,
+        loopActiveMs: m.loopActiveMs!,
+        loopIdleMs: m.loopIdleMs!,
+      });
     };
     child.on("message", onMessage);
     if (!child.send({ kind: "cpu" })) reject(new Error(`child ${child.pid} has no IPC channel`));

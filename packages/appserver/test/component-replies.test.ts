@@ -1,6 +1,8 @@
+import { Socket } from "node:net";
 import { pino } from "pino";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { ComponentLink } from "../src/component-link.js";
+import { FakeComponentServer } from "../src/testing/component-server.js";
 import { escapeXml } from "../src/xml.js";
 
 const NS = "urn:ietf:params:xml:ns:xmpp-stanzas";
@@ -61,5 +63,48 @@ describe("the component link's replies", () => {
         }
     (link as unknown as { flush(): void }).flush();
     expect(written).toEqual([want.join("")]);
+  });
+});
+
+describe("the component link's socket", () => {
+  // Nagle's algorithm held a reply written while an earlier one was unacknowledged until the
+  // server's delayed ACK (40 ms on Linux): the last replies of every burst were 40 ms late.
+  it("has Nagle's algorithm off, after a reconnect too", async () => {
+    const xmpp = new FakeComponentServer("push.example", "s");
+    await xmpp.listen();
+    const noDelay = new Map<Socket, unknown>();
+    const spy = vi.spyOn(Socket.prototype, "setNoDelay").mockImplementation(function (
+      this: Socket,
+      on?: boolean,
+    ) {
+      noDelay.set(this, on ?? true);
+      return this;
+    });
+    const link = new ComponentLink({
+      service: xmpp.service,
+      domain: "push.example",
+      secret: "s",
+      initialDelayMs: 10,
+      maxDelayMs: 10,
+      logger: pino({ level: "silent" }),
+      onStanza: () => undefined,
+    });
+    const socketOf = () => (link as unknown as { entity: { socket: Socket } }).entity.socket;
+    try {
+      link.start();
+      await xmpp.waitConnected();
+      const first = socketOf();
+      expect(noDelay.get(first)).toBe(true);
+      const back = new Promise((r) => xmpp.once("online", r));
+      xmpp.dropConnection();
+      await back;
+      const second = socketOf();
+      expect(second).not.toBe(first);
+      expect(noDelay.get(second)).toBe(true);
+    } finally {
+      spy.mockRestore();
+      await link.stop();
+      await xmpp.close();
+    }
   });
 });
