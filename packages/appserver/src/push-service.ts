@@ -569,8 +569,10 @@ export class PushService {
   /**
    * A queued push falls due. What was learned while it waited counts: a token the provider called
    * invalid meanwhile (a second invalid answer would escalate its block), a domain blocked meanwhile,
-   * or a paused provider — in each case the push is dropped without provider traffic (and without
-   * extending the token's block: this is not a new request).
+   * a domain restricted meanwhile (a token without a recent delivery then needs the domain's
+   * new-token budget, as a new request would), or a paused provider — the push is dropped without
+   * provider traffic (and without extending the token's block: this is not a new request), or kept
+   * for the end of the pause.
    */
   private sendQueued(hash: string, job: PushJob): void {
     const app = this.o.apps.get(job.app);
@@ -581,11 +583,16 @@ export class PushService {
       this.keepForLater(hash, job, app, circuit.openUntil - this.o.clock.now());
       return;
     }
-    const skip = this.o.domains.isBlocked(job.domain)
+    const domains = this.o.domains;
+    const skip = domains.isBlocked(job.domain)
       ? "domain_blacklisted"
       : this.o.tokens.isBlocked(hash)
         ? "token_blacklisted"
-        : undefined;
+        : domains.isRestricted(job.domain) &&
+            !this.o.deliveries.isHealthy(hash, job.domain) &&
+            !this.takeNewToken(job.domain)
+          ? "domain_restricted"
+          : undefined;
     if (skip) {
       this.o.metrics?.requests.inc({ outcome: `queued_${skip}` });
       this.o.logger.debug({ token: hash, app: job.app, reason: skip }, "queued push dropped");

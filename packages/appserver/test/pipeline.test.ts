@@ -97,6 +97,63 @@ describe("push pipeline against the APNs simulator", { timeout: 120_000 }, () =>
     }
   });
 
+  it("a queued or kept push re-checks a domain restricted while it waited: a healthy token's goes out, an unknown token's needs the new-token budget like a new push", async () => {
+    const clock = new ManualClock(Date.now());
+    const node = await startNode(
+      apns.createSender,
+      {
+        apps: { default: apns.app(3) },
+        retry: { attempts: 1, laterInitialDelay: "30s" },
+        // restricted at 2 bad tokens; one unknown token admitted, the next not for 100 minutes
+        blacklist: { domain: { threshold: 2, newTokensPerMinute: 0.01 } },
+      },
+      { clock },
+    );
+    const requests = (t: string) => apns.deliveries(t, { includeRejected: true }).length;
+    const from = "r.example";
+    try {
+      // a healthy token (delivered) with a push queued by the rate limiter (due in 20 s)
+      const healthy = tok("e7");
+      node.xmpp.send(
+        pushIq({ id: "h0", token: healthy, from }) + pushIq({ id: "h1", token: healthy, from }),
+      );
+      expect((await node.xmpp.waitFor("h1")).type).toBe("result");
+      await apns.waitForDeliveries(healthy, 1);
+      // an unknown token whose first push failed transiently: kept for a retry in 30 s
+      const unknown = tok("e8");
+      apns.sim.script(unknown, ["500"]);
+      node.xmpp.send(pushIq({ id: "u0", token: unknown, from }));
+      expect((await node.xmpp.waitFor("u0")).raw).toContain("<error type='wait'>");
+      expect(node.server.service.limiter.queuedCount).toBe(2);
+      // meanwhile the domain becomes restricted and spends its new-token budget
+      for (const [i, t] of [tok("e9"), tok("ea")].entries()) {
+        apns.script(t, "unregistered");
+        node.xmpp.send(pushIq({ id: `d${i}`, token: t, from }));
+        expect((await node.xmpp.waitFor(`d${i}`)).raw).toContain("reports this token invalid");
+      }
+      expect(node.server.domains.state(from)).toBe("restricted");
+      node.xmpp.send(pushIq({ id: "n0", token: tok("eb"), from }));
+      expect((await node.xmpp.waitFor("n0")).type).toBe("result");
+      node.xmpp.send(pushIq({ id: "n1", token: tok("ec"), from }));
+      expect((await node.xmpp.waitFor("n1")).raw).toContain("new tokens are rate-limited");
+      // the healthy token's queued push is served
+      clock.advance(20_000);
+      await apns.waitForDeliveries(healthy, 2);
+      // the unknown token's kept push meets the restriction: no budget left, dropped unsent
+      clock.advance(10_000);
+      await untilAsync(
+        async () =>
+          (await outcome(node.server, "queued_domain_restricted")) > 0 || requests(unknown) > 1,
+        "the kept push fell due",
+      );
+      expect(await outcome(node.server, "queued_domain_restricted")).toBe(1);
+      expect(requests(unknown)).toBe(1);
+      expect(node.server.service.limiter.queuedCount).toBe(0);
+    } finally {
+      await node.stop();
+    }
+  });
+
   it("an APNs token in upper and lower case is one entry for the rate limiter and the token blacklist", async () => {
     const clock = new ManualClock(Date.now());
     const node = await startNode(apns.createSender, { apps: { default: apns.app(1) } }, { clock });
