@@ -14,9 +14,11 @@ import { untilAsync } from "./helpers/nodes.js";
 import { enablePush, hibernate, login, sendChat } from "./helpers/xmpp-client.js";
 
 // Every error path through both real servers, asserting what the server did with the registration
-// afterwards: a registration is alive when the server keeps sending push requests for it. Prosody
-// runs with push_max_errors = 2, so two counted (non-wait) errors in a row would end it; ejabberd
-// ends it on the first one. Three pushes in a row reaching the appserver prove it survived.
+// afterwards: a registration is alive when the server keeps sending push requests for it. ejabberd
+// ends it on the first error that is not `wait`. Prosody (mod_cloud_notify) counts the errors that
+// are not `wait` per registration, resets the count on any `result`, and ends the registration at
+// push_max_errors (2 here): so on Prosody an error path is only proven `wait` when two of its error
+// replies reach the server with no `result` between them, and a push after them still comes.
 const SERVERS: [string, () => Promise<XmppTestServer>][] = [
   [
     "Prosody 0.12",
@@ -34,7 +36,9 @@ describe.each(SERVERS)("%s → lichen-push: error paths", { timeout: 300_000 }, 
   let app: E2E;
   let bob: Client;
   let nextUser = 0;
-  const USERS = 12;
+  const USERS = 14;
+  /** The user whose token (a6) the pushModule test delivers to: the domain test's healthy user. */
+  let healthyJid = "";
 
   beforeAll(async () => {
     xmpp = await start();
@@ -43,10 +47,17 @@ describe.each(SERVERS)("%s → lichen-push: error paths", { timeout: 300_000 }, 
     apns = await startApns();
     apns2 = await startApns();
     app = await attachAppServer(xmpp, apns, {
-      apps: { default: apns.appConfig, second: apns2.appConfig },
+      apps: {
+        default: apns.appConfig,
+        second: apns2.appConfig,
+        // no spacing and no hard limit: every push for a token reaches the provider, so each of a
+        // token's provider errors is answered as an error (none is held back and answered result)
+        unspaced: { ...apns.app(1), rateLimit: { window: 0, hardLimit: 0 } },
+      },
       // short spacing, so that consecutive messages each reach the provider
       rateLimit: { window: "100ms", hardLimit: "600s" },
-      retry: { attempts: 2, initialDelay: "50ms", maxDelay: "100ms" },
+      // a kept push (transient failure) is retried 100 ms later
+      retry: { attempts: 2, initialDelay: "50ms", maxDelay: "100ms", laterInitialDelay: "100ms" },
       // one new token per 100 minutes: the second unknown token stays refused however slow the run
       blacklist: { domain: { threshold: 2, blockFactor: 10, newTokensPerMinute: 0.01 } },
     });
@@ -124,11 +135,49 @@ describe.each(SERVERS)("%s → lichen-push: error paths", { timeout: 300_000 }, 
     expect(apns.deliveries(token, { includeRejected: true }).length).toBeGreaterThanOrEqual(2);
   });
 
+  /** HTTP statuses the provider answered for `token`, in order. */
+  const statuses = (token: string) =>
+    apns.deliveries(token, { includeRejected: true }).map((d) => d.status);
+
+  it("provider 429 on consecutive pushes past the limiter → wait each time; the server keeps the registration and a later push is delivered", async () => {
+    const token = tok("d1");
+    apns.sim.script(token, ["429-TooManyRequests", "429-TooManyRequests"]); // then 200
+    const jid = await registered(token, "unspaced");
+    const limited = await outcome(app.server, "provider_rate_limited");
+    // two error replies in a row for one registration: a counted (non-wait) type would end it here
+    await pushVia(jid);
+    await pushVia(jid);
+    expect(await outcome(app.server, "provider_rate_limited")).toBe(limited + 2);
+    // the registration survived: the server still pushes, and this one is delivered
+    await pushVia(jid);
+    await apns.waitForDeliveries(token, 1);
+    expect(statuses(token)).toEqual([429, 429, 200]);
+  });
+
+  it("provider 5xx on consecutive pushes → wait each time, the kept push delivered later; the server keeps the registration", async () => {
+    const token = tok("d2");
+    const failed = ["500-InternalServerError", "500-InternalServerError"]; // both attempts
+    apns.sim.script(token, [...failed, "ok", ...failed, "ok"]);
+    const jid = await registered(token, "unspaced");
+    const transient = await outcome(app.server, "transient_error");
+    await pushVia(jid);
+    // the push was kept: its later retry delivers it (no reply reaches the server for that)
+    await apns.waitForDeliveries(token, 1);
+    await pushVia(jid);
+    await apns.waitForDeliveries(token, 2);
+    expect(await outcome(app.server, "transient_error")).toBe(transient + 2);
+    // two wait errors in a row did not end the registration
+    await pushVia(jid);
+    await apns.waitForDeliveries(token, 3);
+    expect(statuses(token)).toEqual([500, 500, 200, 500, 500, 200, 200]);
+  });
+
   it("pushModule selects the app: the enable form's option reaches the second app's provider", async () => {
     const second = tok("a5");
     const first = tok("a6");
     await pushVia(await registered(second, "second"));
-    await pushVia(await registered(first));
+    healthyJid = await registered(first);
+    await pushVia(healthyJid);
     await apns2.waitForDeliveries(second, 1);
     await apns.waitForDeliveries(first, 1);
     expect(apns.deliveries(second, { includeRejected: true })).toHaveLength(0);
@@ -138,7 +187,6 @@ describe.each(SERVERS)("%s → lichen-push: error paths", { timeout: 300_000 }, 
   it("a domain crossing the bad-token threshold keeps its healthy users' registrations and pushes; unknown tokens are rate-limited with wait; an operator block is wait and reversible", async () => {
     // state so far: one healthy token (a6) delivered; the domain has no bad tokens
     const healthy = tok("a6");
-    const healthyJid = "u5@localhost";
     expect(app.server.domains.state("localhost")).toBe("ok");
     const bad = [tok("b1"), tok("b2")];
     for (const t of bad) apns.script(t, "unregistered");

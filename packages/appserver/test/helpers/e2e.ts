@@ -49,10 +49,18 @@ export function everythingWritten(dataDir: string): string {
     .join("\n");
 }
 
-/** Number of push requests the appserver has answered so far (all outcomes). */
+/**
+ * Number of push requests the appserver has answered so far (every outcome of a request; not the
+ * `queued_*` and `retry_expired` outcomes of pushes sent or dropped later, which answer nothing).
+ */
 export async function requestsHandled(server: AppServer): Promise<number> {
   const m = await server.metrics.requests.get();
-  return m.values.reduce((a, v) => a + v.value, 0);
+  return m.values
+    .filter((v) => {
+      const o = String(v.labels.outcome);
+      return !o.startsWith("queued_") && o !== "retry_expired";
+    })
+    .reduce((a, v) => a + v.value, 0);
 }
 
 /** How many requests ended with `name` (a lichen_push_requests_total outcome). */
