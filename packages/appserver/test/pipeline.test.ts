@@ -7,6 +7,7 @@ import {
   generateFcmServiceAccount,
   startFcmSimulator,
 } from "@lichen/push-simulators";
+import Database from "better-sqlite3";
 import { ManualClock } from "../src/clock.js";
 import { pushIq } from "../src/testing/component-server.js";
 import { startApns, type ApnsHarness } from "./helpers/apns.js";
@@ -571,6 +572,137 @@ describe("push pipeline against the APNs simulator", { timeout: 120_000 }, () =>
       expect(restarted.server.service.limiter.queuedCount).toBe(1);
       clock.advance(20_000); // restored with its original due time (≤ 20 s after the first push)
       await apns.waitForDeliveries(token, 2);
+    } finally {
+      await restarted.stop();
+    }
+  });
+
+  it("a kept push survives a graceful restart: persisted sealed (no raw token, JID or body on disk) with its retries and expiry, then delivered — or given up at its original expiry", async () => {
+    const clock = new ManualClock(Date.now());
+    const t0 = clock.now();
+    const retry = { attempts: 1, laterInitialDelay: "30s", laterMaxDelay: "2m", keepFor: "5m" };
+    const node = await startNode(
+      apns.createSender,
+      { apps: { default: apns.app(4) }, retry },
+      { clock },
+    );
+    const requests = (t: string) => apns.deliveries(t, { includeRejected: true }).length;
+    const flaky = tok("c3"); // fails 3 times, then delivered
+    const failing = tok("c4"); // fails every time
+    apns.sim.script(flaky, ["500", "503", "502"]);
+    apns.script(failing, "internal-server-error");
+    const sender = "juliet@capulet.example/balcony";
+    const body = "wherefore art thou";
+    const from = "romeo@kept.example/phone";
+    for (const [id, token] of [
+      ["k1", flaky],
+      ["k2", failing],
+    ] as const) {
+      node.xmpp.send(
+        pushIq({ id, token, from, body }).replace(
+          "</x></notification>",
+          `<field var='last-message-sender'><value>${sender}</value></field></x></notification>`,
+        ),
+      );
+      expect((await node.xmpp.waitFor(id)).raw).toContain("<error type='wait'>");
+    }
+    // first later retry at 30 s fails too: kept again, next due at 90 s (back-off doubled)
+    clock.advance(30_000);
+    await until(
+      () => requests(flaky) === 2 && requests(failing) === 2,
+      "first later retries answered",
+    );
+    const hash = (t: string) => node.server.hasher.hash(t, true);
+    await until(
+      () => node.server.service.limiter.state(hash(flaky)).queuedDue === t0 + 90_000,
+      "flaky kept again",
+    );
+    await until(
+      () => node.server.service.limiter.state(hash(failing)).queuedDue === t0 + 90_000,
+      "failing kept again",
+    );
+    const dataDir = node.dataDir;
+    await node.stop();
+
+    // on disk: both pushes with their retries and expiry, the token sealed; nothing readable
+    const db = new Database(join(dataDir, "lichen-push.sqlite"), { readonly: true });
+    const rows = db
+      .prepare(
+        "SELECT token_hash, sealed_token, domain, due, retries, expires_at FROM queued_pushes",
+      )
+      .all() as {
+      token_hash: string;
+      sealed_token: string;
+      domain: string;
+      due: number;
+      retries: number;
+      expires_at: number;
+    }[];
+    db.close();
+    expect(
+      rows.map((r) => ({ ...r, sealed_token: node.server.hasher.unseal(r.sealed_token) })),
+    ).toEqual(
+      expect.arrayContaining(
+        [flaky, failing].map((t) => ({
+          token_hash: hash(t),
+          sealed_token: t,
+          domain: "kept.example",
+          due: t0 + 90_000,
+          retries: 2,
+          expires_at: t0 + 300_000,
+        })),
+      ),
+    );
+    expect(rows).toHaveLength(2);
+    const written = readdirSync(dataDir)
+      .map((f) => readFileSync(join(dataDir, f)).toString("latin1"))
+      .join("\n");
+    expect(written).toContain(hash(flaky));
+    for (const secret of [flaky, flaky.toUpperCase(), failing, "juliet", "romeo", "capulet", body])
+      expect(written).not.toContain(secret);
+
+    const restarted = await startNode(
+      apns.createSender,
+      { apps: { default: apns.app(5) }, retry },
+      { dataDir, clock },
+    );
+    try {
+      const entries = [...restarted.server.service.limiter.queuedEntries()].map((e) => ({
+        key: e.key,
+        due: e.due,
+        retries: e.item.retries,
+        expiresAt: e.item.expiresAt,
+      }));
+      expect(entries).toEqual(
+        expect.arrayContaining(
+          [flaky, failing].map((t) => ({
+            key: hash(t),
+            due: t0 + 90_000,
+            retries: 2,
+            expiresAt: t0 + 300_000,
+          })),
+        ),
+      );
+      // at 90 s: both fail again; the back-off continues from the restored count (2 min, not 30 s)
+      clock.advance(60_000);
+      await until(() => requests(flaky) === 3 && requests(failing) === 3, "retries after restart");
+      for (const t of [flaky, failing])
+        await until(
+          () => restarted.server.service.limiter.state(hash(t)).queuedDue === t0 + 210_000,
+          "kept with the restored retry count",
+        );
+      // at 210 s: flaky is delivered; failing fails, and its next retry (330 s) is past its expiry
+      clock.advance(120_000);
+      await apns.waitForDeliveries(flaky, 1);
+      await untilAsync(
+        async () => (await outcome(restarted.server, "retry_expired")) === 1,
+        "failing given up at its original expiry",
+      );
+      expect(requests(failing)).toBe(4);
+      await until(() => restarted.server.service.limiter.queuedCount === 0, "nothing kept");
+      clock.advance(600_000);
+      expect(requests(failing)).toBe(4);
+      expect(requests(flaky)).toBe(4);
     } finally {
       await restarted.stop();
     }
