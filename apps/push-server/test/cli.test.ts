@@ -95,8 +95,12 @@ describe("lichen-push CLI", { timeout: 120_000 }, () => {
     writeFileSync(rsa, generateFcmServiceAccount().privateKeyPem);
     const apns = (name: string, key: string) =>
       `  ${name}:\n    type: apns\n    topic: im.example\n    teamId: T\n    keyId: K\n    privateKeyFile: ${key}\n    endpoint: https://api.push.apple.com\n`;
+    const ec = join(dir, "ec.pem"); // a key of the wrong kind for FCM (an APNs .p8)
+    writeFileSync(ec, generateApnsKey().privateKeyPem);
+    const fcm = (name: string, key: string) =>
+      `  ${name}:\n    type: fcm\n    projectId: example-chat\n    clientEmail: sa@example-chat.iam.gserviceaccount.com\n    privateKeyFile: ${key}\n    tokenUri: https://oauth2.googleapis.com/token\n    endpoint: https://fcm.googleapis.com\n`;
     const f = configFile(
-      `component:\n  service: xmpp://127.0.0.1:5347\n  domain: push.example.org\n  secret: s\napps:\n${apns("missing", join(dir, "nope.p8"))}${apns("garbage", garbage)}${apns("wrongkind", rsa)}rateLimit:\n  window: soon\n`,
+      `component:\n  service: xmpp://127.0.0.1:5347\n  domain: push.example.org\n  secret: s\napps:\n${apns("missing", join(dir, "nope.p8"))}${apns("garbage", garbage)}${apns("wrongkind", rsa)}${fcm("fcmgarbage", garbage)}${fcm("fcmwrongkind", ec)}rateLimit:\n  window: soon\n`,
     );
     const r = run(["check-config", f], { LICHEN_PUSH_COMPONENT__SECRT: "typo" });
     expect(r.code).toBe(2);
@@ -104,10 +108,18 @@ describe("lichen-push CLI", { timeout: 120_000 }, () => {
     expect(r.err).toMatch(/apps\.missing\.privateKeyFile: cannot read .*nope\.p8: no such file/);
     expect(r.err).toMatch(/apps\.garbage\.privateKeyFile: not an APNs \.p8 key/);
     expect(r.err).toMatch(/apps\.wrongkind\.privateKeyFile: not an APNs \.p8 key/);
+    expect(r.err).toMatch(
+      /apps\.fcmgarbage\.privateKeyFile: not an RSA private key \(PKCS#8, the service account's private_key\) in .*garbage\.p8/,
+    );
+    expect(r.err).toMatch(/apps\.fcmwrongkind\.privateKeyFile: not an RSA private key .*ec\.pem/);
     expect(r.err).toMatch(/component\.secrt \(from LICHEN_PUSH_COMPONENT__SECRT\): unknown field/);
-    // start refuses the same file before touching anything
+    // start refuses the same file before touching anything, with the exit status the systemd
+    // unit does not restart on (a config error is not fixed by restarting every 5 s)
     const s = run(["start", "--config", f]);
     expect(s.code).toBe(2);
+    const unit = readFileSync(new URL("../examples/lichen-push.service", import.meta.url), "utf8");
+    expect(unit).toMatch(/^Restart=on-failure$/m);
+    expect(unit).toMatch(new RegExp(`^RestartPreventExitStatus=${s.code}$`, "m"));
     expect(s.err).toMatch(/apps\.garbage\.privateKeyFile: not an APNs \.p8 key/);
     expect(s.out).not.toContain("started");
   });
