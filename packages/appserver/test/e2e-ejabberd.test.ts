@@ -6,6 +6,7 @@ import {
   requestsHandled,
   type E2E,
   operatorSnippets,
+  recordStanzas,
 } from "./helpers/e2e.js";
 import { until, untilAsync } from "./helpers/nodes.js";
 import { enablePush, hibernate, login, sendChat } from "./helpers/xmpp-client.js";
@@ -44,9 +45,15 @@ describe("ejabberd 23.01 (mod_push) → lichen-push → APNs simulator", { timeo
     const alice = await login(account("alice"));
     await enablePush(alice, ejabberd.componentDomain, TOKEN);
     await hibernate(alice);
+    const stanzas = recordStanzas(app.server);
     const bob = await login(account("bob"));
     await sendChat(bob, "alice@localhost", "hello alice");
     const [d] = await apns.waitForDeliveries(TOKEN, 1);
+    // the snippet's privacy settings: the publish carries neither the message text nor the sender
+    const publish = stanzas.filter((x) => x.includes("urn:xmpp:push:0"));
+    expect(publish).toHaveLength(1);
+    expect(publish[0]).not.toContain("hello alice");
+    expect(publish[0]).not.toContain("bob@localhost");
     expect(d!.topic).toBe(apns.topic);
     expect(d!.pushType).toBe("alert");
     // the request is counted once its provider answer is processed, just after the delivery

@@ -22,7 +22,7 @@ import { enablePush, hibernate, login, sendChat } from "./helpers/xmpp-client.js
 const SERVERS: [string, () => Promise<XmppTestServer>][] = [
   [
     "Prosody 0.12",
-    () => startProsody({ pushMaxErrors: 2, componentConfig: operatorSnippets().prosodyComponent }),
+    () => startProsody({ pushMaxErrors: 2, pushConfig: operatorSnippets().prosodyConfig }),
   ],
   ["ejabberd 23.01", () => startEjabberd({ includeConfig: operatorSnippets().ejabberdInclude })],
 ];

@@ -7,6 +7,7 @@ import {
   requestsHandled,
   type E2E,
   operatorSnippets,
+  recordStanzas,
 } from "./helpers/e2e.js";
 import { until, untilAsync } from "./helpers/nodes.js";
 import { enablePush, hibernate, login, sendChat } from "./helpers/xmpp-client.js";
@@ -27,7 +28,7 @@ describe(
     beforeAll(async () => {
       prosody = await startProsody({
         pushMaxErrors: 2,
-        componentConfig: operatorSnippets().prosodyComponent,
+        pushConfig: operatorSnippets().prosodyConfig,
       });
       for (const u of ["alice", "bob", "carol", "dave"]) await prosody.registerUser(u, `${u}pw`);
       apns = await startApns();
@@ -51,9 +52,15 @@ describe(
       const alice = await login(account("alice"));
       await enablePush(alice, prosody.componentDomain, TOKEN);
       await hibernate(alice);
+      const stanzas = recordStanzas(app.server);
       const bob = await login(account("bob"));
       await sendChat(bob, "alice@localhost", "hello alice");
       const [d] = await apns.waitForDeliveries(TOKEN, 1);
+      // the snippet's privacy settings: the publish carries neither the message text nor the sender
+      const publish = stanzas.filter((x) => x.includes("urn:xmpp:push:0"));
+      expect(publish).toHaveLength(1);
+      expect(publish[0]).not.toContain("hello alice");
+      expect(publish[0]).not.toContain("bob@localhost");
       expect(d!.topic).toBe(apns.topic);
       expect(d!.pushType).toBe("alert");
       expect(d!.payload).not.toContain("hello alice");

@@ -29,6 +29,8 @@ export async function startProsody(opts: ProsodyOptions = {}): Promise<XmppTestS
   const configPath = join(dir, "prosody.cfg.lua");
   const logPath = join(dir, "prosody.log");
   const errPath = join(dir, "prosody.err");
+  // An operator's push configuration replaces every built-in push line (see ProsodyOptions).
+  const push = opts.pushConfig?.(componentPort);
   writeFileSync(
     configPath,
     `-- Lichen test Prosody (loopback only)
@@ -41,9 +43,7 @@ local_interfaces = { "127.0.0.1" }
 c2s_ports = { ${c2sPort} }
 c2s_interfaces = { "127.0.0.1" }
 s2s_ports = { }
-component_ports = { ${componentPort} }
-component_interface = "127.0.0.1"
-http_ports = { ${httpPort} }
+${push ? "" : `component_ports = { ${componentPort} }\ncomponent_interface = "127.0.0.1"\n`}http_ports = { ${httpPort} }
 http_interfaces = { "127.0.0.1" }
 https_ports = { }
 admin_interfaces = { }
@@ -56,21 +56,21 @@ allow_registration = false
 modules_enabled = {
   "roster"; "saslauth"; ${opts.tls ? '"tls"; ' : ""}"disco"; "ping"; "time"; "version";
   "carbons"; "pep"; "private"; "blocklist"; "register";
-  "smacks"; "mam"; "csi_simple"; "cloud_notify"; "posix";${opts.bookmarks ? ' "bookmarks";' : ""}
+  ${push ? "" : '"smacks"; '}"mam"; "csi_simple"; ${push ? "" : '"cloud_notify"; '}"posix";${opts.bookmarks ? ' "bookmarks";' : ""}
 }
 modules_disabled = { "s2s"${opts.tls ? "" : '; "tls"'}${opts.offlineStorage === false ? '; "offline"' : ""} }
 smacks_hibernation_time = ${opts.smacksHibernationSeconds ?? 60}
 archive_expires_after = "1d"
 default_archive_policy = true
-push_notification_with_body = false
-push_notification_with_sender = false
-push_max_errors = ${opts.pushMaxErrors ?? 16}
+${push ? "" : "push_notification_with_body = false\npush_notification_with_sender = false\n"}push_max_errors = ${opts.pushMaxErrors ?? 16}
 http_host = "localhost"
 http_external_url = "http://localhost:${httpPort}/"
 ${opts.extraConfig ?? ""}
+${push?.global ?? ""}
 
 VirtualHost "localhost"
   ssl = { key = "${cert.keyPath}"; certificate = "${cert.certPath}"; }
+${push?.virtualHost ?? ""}
 
 Component "upload.localhost" "http_file_share"
   http_file_share_size_limit = 10*1024*1024
@@ -79,7 +79,7 @@ Component "conference.localhost" "muc"
   modules_enabled = { "muc_mam" }
 
 ${
-  opts.componentConfig ??
+  push?.component ??
   `Component "${componentDomain}"
   component_secret = "${componentSecret}"`
 }

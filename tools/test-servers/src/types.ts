@@ -53,10 +53,18 @@ export interface ProsodyOptions extends XmppServerOptions {
   /** Lua appended to the global section of the config. */
   extraConfig?: string;
   /**
-   * Lua replacing the default push component section (`Component "<componentDomain>"` with
-   * `component_secret`), e.g. an operator snippet with domain and secret substituted.
+   * An operator's push configuration (e.g. lichen-push's Prosody snippet, domain and secret
+   * substituted), given the chosen component port: `global` goes into the global section,
+   * `virtualHost` under VirtualHost "localhost", `component` replaces the default push component
+   * section. The built-in push lines are then left out — "smacks" and "cloud_notify" in the global
+   * modules_enabled, push_notification_with_body/sender, component_ports, component_interface —
+   * so the server runs on the given configuration's lines alone.
    */
-  componentConfig?: string;
+  pushConfig?: (componentPort: number) => {
+    global: string;
+    virtualHost: string;
+    component: string;
+  };
 }
 
 export interface EjabberdOptions extends XmppServerOptions {

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { destination, pino } from "pino";
 import { AppServer } from "../../src/appserver.js";
 import { validateConfig, type AppServerConfigInput } from "../../src/config.js";
+import type { XmlElement } from "../../src/xml.js";
 import type { ApnsHarness } from "./apns.js";
 import type { XmppTestServer } from "@lichen/test-servers";
 import { until } from "./nodes.js";
@@ -40,6 +41,21 @@ export async function attachAppServer(
   const server = await AppServer.start({ config, logger, createSender: apns.createSender });
   await until(() => server.link.online, `component online at ${xmpp.kind}`, 30_000);
   return { server, dataDir, logFile, stop: () => server.stop() };
+}
+
+/**
+ * Every stanza the appserver receives from now on, as XML: what the XMPP server sent it (e.g. to
+ * check that the operator snippet's privacy settings keep the message body and sender out).
+ */
+export function recordStanzas(server: AppServer): string[] {
+  const seen: string[] = [];
+  const s = server as unknown as { onStanza(el: XmlElement): void };
+  const handle = s.onStanza.bind(server);
+  s.onStanza = (el) => {
+    seen.push(el.toString());
+    handle(el);
+  };
+  return seen;
 }
 
 /** Text of every file the appserver wrote (log, SQLite db + WAL), for the privacy check. */
@@ -92,7 +108,26 @@ export function operatorSnippets(domain = "push.localhost", secret = "pushsecret
       .replaceAll("push.example.org", domain)
       .replaceAll("change-me", secret);
   return {
-    prosodyComponent: read("prosody.cfg.lua"),
+    prosodyConfig: (port: number) =>
+      prosodyParts(read("prosody.cfg.lua").replace("{ 5347 }", `{ ${port} }`)),
     ejabberdInclude: (port: number) => read("ejabberd.yml").replace("port: 5347", `port: ${port}`),
   };
+}
+
+/**
+ * The three parts of the Prosody snippet, split at its "-- ==== Part N of 3: …" marker lines:
+ * global section, under each VirtualHost, the component section.
+ */
+export function prosodyParts(lua: string): {
+  global: string;
+  virtualHost: string;
+  component: string;
+} {
+  const parts = lua.split(/^-- ==== Part \d of 3: .*$/m);
+  if (parts.length !== 4)
+    throw new Error(
+      `prosody.cfg.lua: expected 3 "-- ==== Part N of 3" markers, found ${parts.length - 1}`,
+    );
+  const [, global, virtualHost, component] = parts as [string, string, string, string];
+  return { global, virtualHost, component };
 }
