@@ -186,6 +186,11 @@ export function importFpush(
         note(`${where}.ratelimit.enabled false: → apps.${id}.rateLimit.window 0s (no spacing)`);
     }
     const bl = obj(m.blacklist);
+    if (!bl)
+      // fpush fills a missing section with its defaults; which ones depends on its release
+      note(
+        `${where}: no blacklist section: lichen-push's defaults apply — a dead token blocked 24h, then 5d, extended 10m per push while blocked — the same as fpush's defaults since its invalidToken/pushError settings (Nov 2022); fpush's first release (normalBlacklisting/extendedBlacklisting) blocked 600s then 1200s: to keep that, set apps.${id}.blacklist.firstBlock 600s and repeatBlock 1200s. fpush's default pushError blocks (10m, then 20m after provider errors) have no equivalent (lichen-push retries and answers wait)`,
+      );
     if (bl) {
       const inv = obj(bl.invalidToken);
       const firstBlock = dur(

@@ -185,6 +185,11 @@ describe("lichen-push CLI", { timeout: 120_000 }, () => {
     expect(r.err).toMatch(/pushModules\.demo: module type "demo" has no lichen-push equivalent/);
     expect(r.err).toMatch(/pushModules\.monalAndroid\.fcm: service account .*private key written/);
     expect(r.err).not.toContain("p12-password");
+    // a module without a blacklist section: which block times change, and how to keep fpush's old ones
+    expect(r.err).toMatch(
+      /note: pushModules\.monalAndroid: no blacklist section: lichen-push's defaults apply — a dead token blocked 24h, then 5d.*fpush's first release .* 600s then 1200s: to keep that, set apps\.monalAndroid\.blacklist\.firstBlock 600s and repeatBlock 1200s/,
+    );
+    expect(r.err).not.toMatch(/pushModules\.monalProdiOS: no blacklist section/);
     const yaml = readFileSync(out, "utf8");
     expect(yaml).toContain('defaultApp: "monalProdiOS"');
     // the certificate, its passphrase (the file is owner-only), the extra payload keys and the
@@ -200,6 +205,14 @@ describe("lichen-push CLI", { timeout: 120_000 }, () => {
       blacklist: { firstBlock: 86_400_000, repeatBlock: 432_000_000 },
     });
     expect(statSync(out).mode & 0o777).toBe(0o600);
+    // credentials kept in the environment reach the imported (mixed-case) app names
+    const e = run(["check-config", out], {
+      LICHEN_PUSH_APPS__MONALPRODIOS__CERTIFICATE_PASSPHRASE: "wrong",
+    });
+    expect(e.code).toBe(2);
+    expect(e.err).toMatch(
+      /apps\.monalProdiOS\.certificateFile: .*(passphrase|password|mac verify)/i,
+    );
     expect(run(["import-fpush", join(dir, "nope.json")]).err).toMatch(/cannot read/);
     writeFileSync(join(dir, "bad.json"), "{ not json");
     expect(run(["import-fpush", join(dir, "bad.json")]).err).toMatch(/bad\.json: not JSON/);

@@ -413,9 +413,26 @@ function camel(segment: string): string {
   return segment.toLowerCase().replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
 }
 
+/** A key compared regardless of case and underscores: how an env segment finds a file's key. */
+const loose = (k: string) => k.toLowerCase().replaceAll("_", "");
+
 /**
- * Applies environment overrides: LICHEN_PUSH_<PATH> where path segments are separated by "__" and
- * SNAKE_CASE maps to camelCase, e.g. LICHEN_PUSH_COMPONENT__SECRET, LICHEN_PUSH_REDIS__URL,
+ * The key a segment of an env variable's path addresses in `obj`: the one key already there that
+ * it spells regardless of case and underscores (LICHEN_PUSH_APPS__MONALPRODIOS__TOPIC →
+ * apps.monalProdiOS, an app name an env variable cannot write in camelCase), else SNAKE_CASE →
+ * camelCase.
+ */
+function envKey(segment: string, obj: Record<string, unknown>): string {
+  const c = camel(segment);
+  if (c in obj) return c;
+  const found = Object.keys(obj).filter((k) => loose(k) === loose(segment));
+  return found.length === 1 ? found[0]! : c;
+}
+
+/**
+ * Applies environment overrides: LICHEN_PUSH_<PATH> where path segments are separated by "__".
+ * A segment names a key already in the config regardless of case and underscores; any other
+ * segment maps SNAKE_CASE to camelCase, e.g. LICHEN_PUSH_COMPONENT__SECRET, LICHEN_PUSH_REDIS__URL,
  * LICHEN_PUSH_APPS__DEFAULT__TOPIC. Values are read as YAML scalars (numbers, booleans, strings).
  */
 export function applyEnvOverrides(
@@ -426,15 +443,19 @@ export function applyEnvOverrides(
   const out = structuredClone(raw);
   for (const [k, v] of Object.entries(env)) {
     if (!k.startsWith(ENV_PREFIX) || v === undefined) continue;
-    const path = k.slice(ENV_PREFIX.length).split("__").filter(Boolean).map(camel);
-    if (path.length === 0) continue;
-    sources?.set(path.join("."), k);
+    const segments = k.slice(ENV_PREFIX.length).split("__").filter(Boolean);
+    if (segments.length === 0) continue;
+    const path: string[] = [];
     let cur: Record<string, unknown> = out;
-    for (const seg of path.slice(0, -1)) {
+    for (const [i, segment] of segments.entries()) {
+      const seg = envKey(segment, cur);
+      path.push(seg);
+      if (i === segments.length - 1) break;
       const next = cur[seg];
       if (typeof next !== "object" || next === null || Array.isArray(next)) cur[seg] = {};
       cur = cur[seg] as Record<string, unknown>;
     }
+    sources?.set(path.join("."), k);
     let value: unknown = v;
     try {
       value = parseYaml(v);

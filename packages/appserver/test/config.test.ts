@@ -105,6 +105,33 @@ describe("config", () => {
     );
   });
 
+  it("env overrides reach an app named in mixed case (fpush's monalProdiOS): a segment matches a key already in the file regardless of case and underscores", () => {
+    const text = MINIMAL.replace("  monal:\n", "  monalProdiOS:\n");
+    const env = {
+      LICHEN_PUSH_APPS__MONALPRODIOS__TOPIC: "from-env",
+      LICHEN_PUSH_APPS__MONAL_PROD_I_O_S__KEY_ID: "ENVKEY0001",
+      LICHEN_PUSH_APPS__MONALPRODIOS__REQUEST_TIMEOUT: "3s",
+    };
+    const c = parseConfigText(text, "x", env);
+    expect(Object.keys(c.apps)).toEqual(["monalProdiOS"]); // no second app "monalprodios"
+    expect(c.apps.monalProdiOS).toMatchObject({
+      topic: "from-env",
+      keyId: "ENVKEY0001",
+      requestTimeout: 3000, // a field not in the file: SNAKE_CASE → camelCase as before
+    });
+    // an error names the app as the file spells it and the variable behind it
+    expect(errorsOf(text, { LICHEN_PUSH_APPS__MONALPRODIOS__REQUEST_TIMEOUT: "soon" })).toEqual([
+      expect.stringMatching(
+        /^apps\.monalProdiOS\.requestTimeout \(from LICHEN_PUSH_APPS__MONALPRODIOS__REQUEST_TIMEOUT\): /,
+      ),
+    ]);
+    // two keys that differ only in case: no guess, SNAKE_CASE → camelCase decides
+    const two = `${text}  monalprodios:\n    type: fcm\n    projectId: p\n    clientEmail: e@p\n    privateKeyFile: /k.pem\n    tokenUri: https://oauth2.googleapis.com/token\n    endpoint: https://fcm.googleapis.com\n`;
+    const c2 = parseConfigText(two, "x", { LICHEN_PUSH_APPS__MONALPRODIOS__PROJECT_ID: "q" });
+    expect(c2.apps.monalprodios).toMatchObject({ projectId: "q" });
+    expect(c2.apps.monalProdiOS).not.toHaveProperty("projectId");
+  });
+
   it("loadConfigFile reports an unreadable file with its name", () => {
     const dir = mkdtempSync(join(tmpdir(), "lichen-cfg-"));
     const f = join(dir, "push.yaml");
