@@ -79,6 +79,11 @@ interface TlsSocketWrapper {
   connect(o: object): void;
 }
 
+/** The part of a socket (node:net's, or xmpp.js' TLS wrapper's inner one) that turns Nagle off. */
+interface NoDelaySocket {
+  setNoDelay?(noDelay?: boolean): unknown;
+}
+
 /**
  * Starts STARTTLS's TLS handshake on the connected socket (xmpp.js's Socket wrapper, as
  * @xmpp/starttls's upgrade), offering `session` when given; every session the server issues (TLS
@@ -107,6 +112,15 @@ export function createConnection(
   const entity = new Client({ service: opts.service, domain: opts.domain });
   entity.jid = parseJid(opts.username, opts.domain);
   tcpFactory({ entity });
+  // Nagle's algorithm off (TCP_NODELAY), as node:http2 does for its sockets. The stanzas a flush
+  // writes and the <r/> after them are separate small writes: with Nagle the <r/> waited for the
+  // server's ACK of the stanzas (its delayed ACK, 40 ms on Linux, or a round trip on a slow link)
+  // before it left, so every send → <a/> cycle took that much longer. Set on the TCP socket
+  // (STARTTLS keeps it under TLS) or on direct TLS's (node:tls forwards it to the TCP handle).
+  entity.on("connect", () => {
+    const s = entity.socket as (NoDelaySocket & { socket?: NoDelaySocket | null }) | null;
+    (s?.socket ?? s)?.setNoDelay?.(true);
+  });
   // Direct TLS (XEP-0368, xmpps://): @xmpp/tls would verify the certificate against the URI's
   // host (an address, once an SRV target is resolved) and take no private CA; verify it for the
   // account's domain, as STARTTLS does below, and say which protocol we speak (ALPN).
