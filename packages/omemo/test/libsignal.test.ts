@@ -93,18 +93,7 @@ describe("sessions across libsignal's crypto and ours", () => {
     const addrA = new signal.ProtocolAddress(addressName("a@x.org"), 1);
     const ca = new signal.SessionCipher(a.storage, addrB);
     const cb = () => unqueuedSessionCipher(b.storage, addrA);
-    await stock(() =>
-      new signal.SessionBuilder(a.storage, addrB).initOutgoing({
-        identityKey: b.identity.pubKey,
-        registrationId: 0,
-        signedPreKey: {
-          keyId: 1,
-          publicKey: b.spk.pubKey,
-          signature: signal.curve.calculateSignature(b.identity.privKey, b.spk.pubKey),
-        },
-        preKey: { keyId: 1, publicKey: b.preKey.pubKey },
-      }),
-    );
+    await stock(() => new signal.SessionBuilder(a.storage, addrB).initOutgoing(b.bundle()));
     // Three prekey messages before any reply; delivered out of order.
     const pre = await stock(async () => [
       await ca.encrypt(Buffer.from("p0")),

@@ -25,5 +25,16 @@ export function signalParty(opts: { prune?: boolean } = {}) {
     getOurRegistrationId: () => 1,
     getOurIdentity: (): KeyPair => identity,
   };
-  return { identity, spk, preKey, sessions, storage };
+  /** This party's bundle as published (signed prekey 1, prekey 1), for another's initOutgoing. */
+  const bundle = () => ({
+    identityKey: identity.pubKey,
+    registrationId: 0,
+    signedPreKey: {
+      keyId: 1,
+      publicKey: spk.pubKey,
+      signature: signal.curve.calculateSignature(identity.privKey, spk.pubKey),
+    },
+    preKey: { keyId: 1, publicKey: preKey.pubKey },
+  });
+  return { identity, spk, preKey, sessions, storage, bundle };
 }

@@ -136,16 +136,7 @@ describe("session records", () => {
     const sizes: number[] = [];
     // Six new sessions (a re-keys, as after a reinstall), each with a ping-pong of 24 ratchet steps.
     for (let session = 0; session < 6; session++) {
-      await new signal.SessionBuilder(a.storage, addrB).initOutgoing({
-        identityKey: b.identity.pubKey,
-        registrationId: 0,
-        signedPreKey: {
-          keyId: 1,
-          publicKey: b.spk.pubKey,
-          signature: signal.curve.calculateSignature(b.identity.privKey, b.spk.pubKey),
-        },
-        preKey: { keyId: 1, publicKey: b.preKey.pubKey },
-      });
+      await new signal.SessionBuilder(a.storage, addrB).initOutgoing(b.bundle());
       const ca = new signal.SessionCipher(a.storage, addrB);
       const cb = new signal.SessionCipher(b.storage, addrA);
       const first = await ca.encrypt(Buffer.from("hi"));
