@@ -265,11 +265,7 @@ export class PushService {
       m?.requests.inc({ outcome: "domain_blacklisted" });
       return DOMAIN_BLOCKED;
     }
-    if (
-      domains.isRestricted(req.domain) &&
-      !this.o.deliveries.isHealthy(hash, req.domain) &&
-      !this.takeNewToken(req.domain)
-    ) {
+    if (this.restrictedRefuses(hash, req.domain)) {
       m?.requests.inc({ outcome: "domain_restricted" });
       return DOMAIN_RESTRICTED;
     }
@@ -300,6 +296,18 @@ export class PushService {
   }
 
   private readonly onInternalError = (e: unknown): PushReply => this.internalError(e);
+
+  /**
+   * A restricted domain serves its healthy tokens (a recent delivery); an unknown token needs the
+   * domain's new-token budget (taken here when granted). True: refuse the push.
+   */
+  private restrictedRefuses(hash: string, domain: string): boolean {
+    return (
+      this.o.domains.isRestricted(domain) &&
+      !this.o.deliveries.isHealthy(hash, domain) &&
+      !this.takeNewToken(domain)
+    );
+  }
 
   /** Token bucket of a restricted domain's unknown tokens (burst = one minute's budget). */
   private takeNewToken(domain: string): boolean {
@@ -583,14 +591,11 @@ export class PushService {
       this.keepForLater(hash, job, app, circuit.openUntil - this.o.clock.now());
       return;
     }
-    const domains = this.o.domains;
-    const skip = domains.isBlocked(job.domain)
+    const skip = this.o.domains.isBlocked(job.domain)
       ? "domain_blacklisted"
       : this.o.tokens.isBlocked(hash)
         ? "token_blacklisted"
-        : domains.isRestricted(job.domain) &&
-            !this.o.deliveries.isHealthy(hash, job.domain) &&
-            !this.takeNewToken(job.domain)
+        : this.restrictedRefuses(hash, job.domain)
           ? "domain_restricted"
           : undefined;
     if (skip) {
